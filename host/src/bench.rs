@@ -1,0 +1,101 @@
+//! Benchmarks: each prints its figures beside a baseline measured in the same run.
+
+use crate::runtime::{Action, Info, Runtime, RuntimeSettings, SystemConfig};
+use serde::Serialize;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Latency percentiles of one series, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+}
+
+impl Percentiles {
+    fn of(mut samples: Vec<f64>) -> Self {
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Percentiles { p50_us: at(0.50), p99_us: at(0.99), mean_us: samples.iter().sum::<f64>() / samples.len() as f64 }
+    }
+}
+
+/// The figures of `oubli bench dispatch`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DispatchReport {
+    pub benchmark: &'static str,
+    pub plugin: String,
+    pub calls: usize,
+    /// A fresh store and instance plus one call of `describe`, per call.
+    pub wasm: Percentiles,
+    /// The same work (building the `Info` record) as a native Rust function.
+    pub native: Percentiles,
+    /// wasm p50 / native p50.
+    pub ratio_p50: f64,
+}
+
+impl DispatchReport {
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", serde_json::to_string(self).expect("report serializes"));
+            return;
+        }
+        println!("oubli bench dispatch: {} calls of describe() on {}", self.calls, self.plugin);
+        println!("{:<28} {:>10} {:>10} {:>10}", "", "p50 µs", "p99 µs", "mean µs");
+        for (name, p) in [("wasm instantiate + call", &self.wasm), ("native function", &self.native)] {
+            println!("{name:<28} {:>10.2} {:>10.2} {:>10.2}", p.p50_us, p.p99_us, p.mean_us);
+        }
+        println!("ratio (p50 wasm / native): {:.0}x", self.ratio_p50);
+    }
+}
+
+fn native_describe() -> Info {
+    Info {
+        name: "sql".into(),
+        version: "0.1.0".into(),
+        description: "Relational databases (SQLite, PostgreSQL, MySQL/MariaDB) described by a dataset configuration".into(),
+        actions: vec![Action::Locate, Action::Access, Action::Rectify, Action::Erase],
+        identity_kinds: vec!["email".into(), "phone".into(), "customer-id".into(), "user-id".into(), "account".into()],
+        categories: Vec::new(),
+    }
+}
+
+/// Measures instantiate + call of `describe` over `calls` calls. Runs on the calling
+/// thread, which must be inside a tokio runtime but not on one of its workers.
+///
+/// # Errors
+/// When the plugin cannot be loaded or a call fails.
+pub fn dispatch(plugin_source: &str, calls: usize) -> anyhow::Result<DispatchReport> {
+    anyhow::ensure!(calls >= 100, "--calls must be at least 100");
+    let (name, bytes) = crate::plugins::read(plugin_source)?;
+    let runtime = Arc::new(Runtime::new(RuntimeSettings::default())?);
+    let plugin = runtime.load(&name, &bytes, None)?;
+    let system = runtime.prepare(&SystemConfig { name: "bench".into(), ..Default::default() })?;
+
+    for _ in 0..1_000 {
+        black_box(runtime.describe_blocking(&plugin, &system)?);
+    }
+    let mut wasm = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let start = Instant::now();
+        black_box(runtime.describe_blocking(&plugin, &system)?);
+        wasm.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    let mut native = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let start = Instant::now();
+        black_box(native_describe());
+        native.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    let (wasm, native) = (Percentiles::of(wasm), Percentiles::of(native));
+    Ok(DispatchReport {
+        benchmark: "dispatch",
+        plugin: plugin_source.to_owned(),
+        calls,
+        ratio_p50: wasm.p50_us / native.p50_us.max(0.001),
+        wasm,
+        native,
+    })
+}

@@ -1,0 +1,220 @@
+//! The `oubli` command line.
+
+use crate::runtime::{Change, Identity, Runtime, RuntimeError, RuntimeSettings, Subject, SystemConfig};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(name = "oubli", version, about = "Carries out GDPR data subject requests through sandboxed WebAssembly connectors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect and try connector plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Run a benchmark and print its figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Print a plugin's digest, contract version, imports and `describe()` output.
+    Inspect {
+        /// A `.wasm` component, or `builtin:NAME` for a first-party plugin.
+        file: String,
+    },
+    /// Run one action of a plugin against a real system and print the result as JSON.
+    Call(CallArgs),
+}
+
+#[derive(Debug, Args)]
+struct CallArgs {
+    /// A `.wasm` component, or `builtin:NAME` for a first-party plugin.
+    file: String,
+    /// The connected system's configuration (TOML).
+    #[arg(long)]
+    system: PathBuf,
+    #[arg(long, value_enum)]
+    action: CliAction,
+    /// The subject's identities, as KIND=VALUE (repeatable).
+    #[arg(long = "identity", value_parser = parse_identity, required = true)]
+    identities: Vec<Identity>,
+    /// For rectify: FIELD=VALUE or COLLECTION.FIELD=VALUE; VALUE is JSON or plain text.
+    #[arg(long = "change", value_parser = parse_change)]
+    changes: Vec<Change>,
+    /// Where compiled plugins are cached.
+    #[arg(long, env = "OUBLI_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CliAction {
+    Locate,
+    Access,
+    Rectify,
+    Erase,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// p50/p99 of instantiate + call of a no-op export, beside a native Rust call.
+    Dispatch {
+        /// Measured calls (after 1,000 warm-up calls).
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+        /// The plugin whose `describe` is called; the first-party SQL connector by default.
+        #[arg(long, default_value = "builtin:sql")]
+        plugin: String,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_identity(text: &str) -> Result<Identity, String> {
+    let (kind, value) = text.split_once('=').ok_or("expected KIND=VALUE, e.g. email=a@example.org")?;
+    if kind.is_empty() || value.is_empty() {
+        return Err("expected KIND=VALUE with both parts non-empty".into());
+    }
+    Ok(Identity { kind: kind.to_owned(), value: value.to_owned() })
+}
+
+fn parse_change(text: &str) -> Result<Change, String> {
+    let (target, value) = text.split_once('=').ok_or("expected FIELD=VALUE or COLLECTION.FIELD=VALUE")?;
+    let (collection, field) = match target.split_once('.') {
+        Some((c, f)) => (Some(c.to_owned()), f.to_owned()),
+        None => (None, target.to_owned()),
+    };
+    let value = match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(json) => json.to_string(),
+        Err(_) => serde_json::Value::String(value.to_owned()).to_string(),
+    };
+    Ok(Change { collection, field, value })
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OUBLI_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugin(PluginCommand::Inspect { file }) => inspect(&file).await,
+        Command::Plugin(PluginCommand::Call(args)) => call(args).await,
+        Command::Bench(BenchCommand::Dispatch { calls, plugin, json }) => {
+            let report = tokio::task::spawn_blocking(move || crate::bench::dispatch(&plugin, calls)).await??;
+            report.print(json);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
+}
+
+fn runtime_failure(error: &RuntimeError) -> ExitCode {
+    print(&json!({ "error": error.kind(), "message": error.to_string(), "retryable": error.is_retryable() }));
+    ExitCode::FAILURE
+}
+
+async fn inspect(file: &str) -> anyhow::Result<ExitCode> {
+    let (name, bytes) = crate::plugins::read(file)?;
+    let runtime = Arc::new(Runtime::new(RuntimeSettings::default())?);
+    let plugin = match runtime.load(&name, &bytes, None) {
+        Ok(plugin) => plugin,
+        Err(e) => return Ok(runtime_failure(&e)),
+    };
+    let system = runtime.prepare(&SystemConfig { name: "inspect".into(), ..Default::default() })?;
+    let info = match runtime.describe(&plugin, &system).await {
+        Ok(info) => info,
+        Err(e) => return Ok(runtime_failure(&e)),
+    };
+    print(&json!({
+        "file": file,
+        "size": bytes.len(),
+        "digest": plugin.digest,
+        "contract": format!("oubli:connector@{}", plugin.contract),
+        "imports": plugin.imports,
+        "describe": info,
+    }));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.system).with_context(|| format!("reading {}", args.system.display()))?;
+    let config = SystemConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.system.display()))?;
+    let (name, bytes) = crate::plugins::read(&args.file)?;
+    let runtime = Arc::new(Runtime::new(RuntimeSettings { cache_dir: args.cache_dir, ..Default::default() })?);
+    let system = match runtime.prepare(&config) {
+        Ok(system) => system,
+        Err(e) => return Ok(runtime_failure(&e)),
+    };
+    let plugin = match runtime.load(&name, &bytes, config.digest.as_deref()) {
+        Ok(plugin) => plugin,
+        Err(e) => return Ok(runtime_failure(&e)),
+    };
+    let subject = Subject { request_id: uuid::Uuid::now_v7().to_string(), identities: args.identities };
+    let result = match args.action {
+        CliAction::Locate => runtime.locate(&plugin, &system, &subject).await.map(|r| json!({ "records": r })),
+        CliAction::Erase => runtime.erase(&plugin, &system, &subject).await.map(|r| json!({ "erased": r })),
+        CliAction::Rectify => {
+            if args.changes.is_empty() {
+                anyhow::bail!("--action rectify needs at least one --change FIELD=VALUE");
+            }
+            runtime.rectify(&plugin, &system, &subject, &args.changes).await.map(|r| json!({ "changed": r }))
+        }
+        CliAction::Access => {
+            let mut records = Vec::new();
+            let mut cursor = None;
+            let mut pages = 0;
+            loop {
+                match runtime.access(&plugin, &system, &subject, cursor.take()).await {
+                    Ok(page) => {
+                        pages += 1;
+                        records.extend(page.records);
+                        match page.next {
+                            Some(next) => cursor = Some(next),
+                            None => break Ok(json!({ "pages": pages, "records": records })),
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+        }
+    };
+    match result {
+        Ok(value) => {
+            print(&json!({ "system": config.name, "plugin": plugin.digest, "result": value }));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(runtime_failure(&e)),
+    }
+}

@@ -1,0 +1,14 @@
+//! Host bindings generated from `wit/0.1.0`, the contract's current version.
+
+wasmtime::component::bindgen!({
+    path: "../wit/0.1.0",
+    world: "plugin",
+    imports: { default: trappable },
+    additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+});
+
+pub use exports::oubli::connector::connector as guest;
+pub use oubli::connector::{host, sql, types};
+
+/// The contract version this host implements, as plugins export it.
+pub const CONTRACT_INTERFACE: &str = "oubli:connector/connector";

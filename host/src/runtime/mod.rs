@@ -1,0 +1,391 @@
+//! The plugin runtime: one wasmtime `Engine` with the pooling allocator and epoch
+//! interruption, one `InstancePre` per plugin, and a fresh `Store` and instance for every
+//! call, bounded by a wall-clock deadline and a memory cap.
+//!
+//! The rest of the host calls plugins through [`Runtime`]'s typed methods (`describe`,
+//! `locate`, `access`, `rectify`, `erase`), which return a [`RuntimeError`] that tells
+//! retryable failures from fatal ones.
+
+pub mod bindings;
+mod cache;
+mod error;
+pub mod http;
+pub mod sql;
+mod state;
+pub mod system;
+
+pub use bindings::types::{Action, Change, Erased, Identity, Info, Outcome, Page, PersonalRecord, RecordRef, Subject};
+pub use error::RuntimeError;
+pub use system::{PreparedSystem, SystemConfig};
+
+use anyhow::Context;
+use cache::CompileCache;
+use sha2::{Digest, Sha256};
+use state::{CallState, CapabilityDenied};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+/// The contract versions this host loads: every 0.1.x.
+const SUPPORTED_CONTRACT: &str = "0.1.";
+
+/// How the runtime is sized.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Where compiled components are cached; no cache when `None`.
+    pub cache_dir: Option<PathBuf>,
+    /// The largest memory cap any system may ask for, in MiB.
+    pub max_memory_mb: u64,
+    /// How many plugin instances may be alive at once.
+    pub max_instances: u32,
+    /// How often the epoch advances; deadlines are accurate to about one tick.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings { cache_dir: None, max_memory_mb: 512, max_instances: 64, epoch_tick: Duration::from_millis(5) }
+    }
+}
+
+/// A plugin compiled and linked, ready to instantiate.
+pub struct Plugin {
+    /// The name it was loaded under (file name or registered name), for logs.
+    pub name: Arc<str>,
+    /// `sha256:<hex>` of the component file.
+    pub digest: String,
+    /// The contract version it exports, e.g. `0.1.0`.
+    pub contract: String,
+    /// The component's imports, for `oubli plugin inspect`.
+    pub imports: Vec<String>,
+    pre: bindings::PluginPre<CallState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("digest", &self.digest).finish_non_exhaustive()
+    }
+}
+
+/// The sha-256 digest of a plugin file, as `sha256:<hex>`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The plugin runtime. Cheap to share behind an `Arc`; every method may be called from
+/// many threads at once.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: Option<CompileCache>,
+    settings: RuntimeSettings,
+    plugins: Mutex<HashMap<String, Arc<Plugin>>>,
+    handle: tokio::runtime::Handle,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and linker. Must be called inside a tokio runtime, whose handle
+    /// serves the plugins' host I/O.
+    ///
+    /// # Errors
+    /// When the engine cannot be configured or the cache folder cannot be opened.
+    pub fn new(settings: RuntimeSettings) -> anyhow::Result<Self> {
+        let handle = tokio::runtime::Handle::try_current().context("the plugin runtime needs a tokio runtime")?;
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = settings.max_instances.max(1);
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .total_memories(instances * 4)
+            .total_tables(instances * 8)
+            .max_memory_size((settings.max_memory_mb as usize) << 20);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("configuring wasmtime")?;
+
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)?;
+
+        let cache = settings.cache_dir.as_deref().map(|dir| CompileCache::open(dir, &engine)).transpose()?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        let tick = settings.epoch_tick;
+        std::thread::Builder::new()
+            .name("oubli-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .context("starting the epoch thread")?;
+
+        Ok(Runtime { engine, linker, cache, settings, plugins: Mutex::new(HashMap::new()), handle, _ticker: EpochTicker { stop } })
+    }
+
+    /// The largest memory cap a system may ask for.
+    pub fn max_memory_mb(&self) -> u64 {
+        self.settings.max_memory_mb
+    }
+
+    /// Validates a system's configuration against this runtime.
+    ///
+    /// # Errors
+    /// [`RuntimeError::InvalidConfig`] naming the field at fault.
+    pub fn prepare(&self, system: &SystemConfig) -> Result<Arc<PreparedSystem>, RuntimeError> {
+        system.prepare(self.settings.max_memory_mb).map(Arc::new)
+    }
+
+    /// Compiles (or fetches from the cache) and links a plugin. When `pinned` is given,
+    /// a component whose digest differs is refused.
+    ///
+    /// # Errors
+    /// [`RuntimeError::InvalidConfig`] when the digest does not match, the bytes are not a
+    /// component, it exports no supported contract version, or it imports something
+    /// oubli does not provide.
+    pub fn load(&self, name: &str, bytes: &[u8], pinned: Option<&str>) -> Result<Arc<Plugin>, RuntimeError> {
+        let digest = digest_of(bytes);
+        if let Some(pinned) = pinned
+            && pinned != digest
+        {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "plugin `{name}` has digest {digest}, but the system pins {pinned}; the file changed since it was registered: register it again if the change is intended"
+            )));
+        }
+        if let Some(plugin) = self.plugins.lock().expect("plugin map").get(&digest) {
+            return Ok(plugin.clone());
+        }
+        let hex = digest.trim_start_matches("sha256:");
+        let component = match &self.cache {
+            Some(cache) => cache.load(&self.engine, hex, bytes),
+            None => wasmtime::component::Component::new(&self.engine, bytes).map_err(anyhow::Error::from),
+        }
+        .map_err(|e| RuntimeError::InvalidConfig(format!("plugin `{name}` is not a valid WebAssembly component: {e:#}")))?;
+
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let contract = exports
+            .iter()
+            .find_map(|e| e.strip_prefix(bindings::CONTRACT_INTERFACE).and_then(|v| v.strip_prefix('@')))
+            .ok_or_else(|| {
+                RuntimeError::InvalidConfig(format!(
+                    "plugin `{name}` does not export {}; it exports {exports:?}",
+                    bindings::CONTRACT_INTERFACE
+                ))
+            })?
+            .to_owned();
+        if !contract.starts_with(SUPPORTED_CONTRACT) {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "plugin `{name}` implements contract {contract}; this oubli loads {SUPPORTED_CONTRACT}x"
+            )));
+        }
+        let imports = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| RuntimeError::InvalidConfig(format!("plugin `{name}` cannot be linked: {e:#}")))?;
+        let pre = bindings::PluginPre::new(pre)
+            .map_err(|e| RuntimeError::InvalidConfig(format!("plugin `{name}` does not match the contract: {e:#}")))?;
+        let plugin = Arc::new(Plugin { name: name.into(), digest: digest.clone(), contract, imports, pre });
+        self.plugins.lock().expect("plugin map").insert(digest, plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Runs one call in a fresh store and instance on the current thread.
+    fn call<R>(
+        &self,
+        plugin: &Plugin,
+        system: &Arc<PreparedSystem>,
+        request_id: &str,
+        f: impl FnOnce(&bindings::Plugin, &mut Store<CallState>) -> wasmtime::Result<Result<R, bindings::types::Error>>,
+    ) -> Result<R, RuntimeError> {
+        let deadline = Instant::now() + system.timeout;
+        let state = CallState::new(system.clone(), plugin.name.clone(), request_id.to_owned(), deadline, self.handle.clone());
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let tick = self.settings.epoch_tick.as_nanos().max(1);
+        store.set_epoch_deadline((system.timeout.as_nanos().div_ceil(tick) as u64).max(1));
+        store.epoch_deadline_trap();
+        let outcome = plugin.pre.instantiate(&mut store).and_then(|instance| f(&instance, &mut store));
+        let denied = store.data().denied.lock().expect("denied lock").clone();
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(guest)) => Err(match denied {
+                Some(reason) => RuntimeError::Denied(reason),
+                None => guest.into(),
+            }),
+            Err(error) => Err(self.classify(error, &store, system, denied)),
+        }
+    }
+
+    fn classify(
+        &self,
+        error: wasmtime::Error,
+        store: &Store<CallState>,
+        system: &PreparedSystem,
+        denied: Option<String>,
+    ) -> RuntimeError {
+        if let Some(CapabilityDenied(reason)) = error.downcast_ref::<CapabilityDenied>() {
+            return RuntimeError::Denied(reason.clone());
+        }
+        if store.data().limiter.exceeded {
+            return RuntimeError::OutOfMemory(system.memory_bytes >> 20);
+        }
+        if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            return RuntimeError::Timeout(system.timeout.as_millis() as u64);
+        }
+        let message = format!("{error:#}");
+        if message.contains("concurrent") && message.contains("limit") {
+            return RuntimeError::Unavailable(format!("too many plugin instances at once: {message}"));
+        }
+        if let Some(reason) = denied {
+            return RuntimeError::Denied(reason);
+        }
+        let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).trim().to_owned();
+        let trap = error.downcast_ref::<Trap>().map_or_else(|| message.lines().next().unwrap_or_default().to_owned(), |t| t.to_string());
+        if stderr.is_empty() {
+            RuntimeError::Trap(trap)
+        } else {
+            let tail: String = stderr.chars().rev().take(1000).collect::<Vec<_>>().into_iter().rev().collect();
+            RuntimeError::Trap(format!("{tail} ({trap})"))
+        }
+    }
+
+    /// Runs `f` on a blocking thread: plugin calls run synchronously and may take as long
+    /// as their deadline.
+    async fn blocking<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Runtime) -> Result<R, RuntimeError> + Send + 'static,
+    ) -> Result<R, RuntimeError> {
+        let runtime = self.clone();
+        tokio::task::spawn_blocking(move || f(&runtime))
+            .await
+            .unwrap_or_else(|e| Err(RuntimeError::Trap(format!("the plugin call was aborted: {e}"))))
+    }
+
+    /// Calls `describe` on the current thread (used by the dispatch benchmark).
+    ///
+    /// # Errors
+    /// A [`RuntimeError`] if the plugin traps or runs past its limits.
+    pub fn describe_blocking(&self, plugin: &Plugin, system: &Arc<PreparedSystem>) -> Result<Info, RuntimeError> {
+        self.call(plugin, system, "", |p, store| Ok(Ok(p.oubli_connector_connector().call_describe(store)?)))
+    }
+
+    /// Asks the plugin to describe itself.
+    ///
+    /// # Errors
+    /// A [`RuntimeError`] if the plugin traps or runs past its limits.
+    pub async fn describe(self: &Arc<Self>, plugin: &Arc<Plugin>, system: &Arc<PreparedSystem>) -> Result<Info, RuntimeError> {
+        let (plugin, system) = (plugin.clone(), system.clone());
+        self.blocking(move |rt| rt.describe_blocking(&plugin, &system)).await
+    }
+
+    /// Finds the subject's records in the system.
+    ///
+    /// # Errors
+    /// A [`RuntimeError`]; [`RuntimeError::is_retryable`] says whether to try again.
+    pub async fn locate(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        system: &Arc<PreparedSystem>,
+        subject: &Subject,
+    ) -> Result<Vec<RecordRef>, RuntimeError> {
+        let (plugin, system, subject) = (plugin.clone(), system.clone(), subject.clone());
+        self.blocking(move |rt| {
+            rt.call(&plugin, &system, &subject.request_id, |p, store| {
+                p.oubli_connector_connector().call_locate(store, &subject)
+            })
+        })
+        .await
+    }
+
+    /// Exports one page of the subject's data.
+    ///
+    /// # Errors
+    /// A [`RuntimeError`]; [`RuntimeError::is_retryable`] says whether to try again.
+    pub async fn access(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        system: &Arc<PreparedSystem>,
+        subject: &Subject,
+        cursor: Option<String>,
+    ) -> Result<Page, RuntimeError> {
+        let (plugin, system, subject) = (plugin.clone(), system.clone(), subject.clone());
+        self.blocking(move |rt| {
+            rt.call(&plugin, &system, &subject.request_id, |p, store| {
+                p.oubli_connector_connector().call_access(store, &subject, cursor.as_deref())
+            })
+        })
+        .await
+    }
+
+    /// Applies a rectification.
+    ///
+    /// # Errors
+    /// A [`RuntimeError`]; [`RuntimeError::is_retryable`] says whether to try again.
+    pub async fn rectify(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        system: &Arc<PreparedSystem>,
+        subject: &Subject,
+        changes: &[Change],
+    ) -> Result<Vec<RecordRef>, RuntimeError> {
+        let (plugin, system, subject, changes) = (plugin.clone(), system.clone(), subject.clone(), changes.to_vec());
+        self.blocking(move |rt| {
+            rt.call(&plugin, &system, &subject.request_id, |p, store| {
+                p.oubli_connector_connector().call_rectify(store, &subject, &changes)
+            })
+        })
+        .await
+    }
+
+    /// Erases the subject's data. A record reported as retained without a legal basis
+    /// fails the call.
+    ///
+    /// # Errors
+    /// A [`RuntimeError`]; [`RuntimeError::is_retryable`] says whether to try again.
+    pub async fn erase(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        system: &Arc<PreparedSystem>,
+        subject: &Subject,
+    ) -> Result<Vec<Erased>, RuntimeError> {
+        let (plugin, system, subject) = (plugin.clone(), system.clone(), subject.clone());
+        let erased = self
+            .blocking(move |rt| {
+                rt.call(&plugin, &system, &subject.request_id, |p, store| {
+                    p.oubli_connector_connector().call_erase(store, &subject)
+                })
+            })
+            .await?;
+        if let Some(bad) = erased.iter().find(|e| matches!(&e.outcome, Outcome::Retained(basis) if basis.trim().is_empty())) {
+            return Err(RuntimeError::Failed(format!(
+                "the plugin retained {}/{} without giving a legal basis",
+                bad.collection, bad.key
+            )));
+        }
+        Ok(erased)
+    }
+}

@@ -1,0 +1,153 @@
+//! The dataset configuration: which tables hold personal data, how they reach the data
+//! subject, and what erasure does to each.
+
+use oubli_connector::{Error, Result, config};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    pub tables: Vec<Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    pub name: String,
+    /// The primary key column.
+    pub key: String,
+    /// Identity kind → the column that holds it, e.g. `email = "email"`.
+    #[serde(default)]
+    pub identities: BTreeMap<String, String>,
+    /// The relation that links this table to the subject through a parent table.
+    pub parent: Option<Relation>,
+    /// Column → data category, for every column that holds personal data. These columns
+    /// are exported by `access` and may be rectified.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    #[serde(default)]
+    pub erase: Erase,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relation {
+    /// The parent table.
+    pub table: String,
+    /// This table's column that references the parent.
+    pub column: String,
+    /// The parent's referenced column; the parent's key when left out.
+    pub references: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Erase {
+    #[serde(default)]
+    pub action: EraseAction,
+    /// For `retain`: the legal basis, as it will appear on the erasure certificate.
+    pub legal_basis: Option<String>,
+    /// For `anonymise` and `retain`: what each identifying column becomes.
+    #[serde(default)]
+    pub columns: BTreeMap<String, Mask>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EraseAction {
+    /// Delete the subject's rows.
+    #[default]
+    Delete,
+    /// Keep the rows but overwrite the identifying columns.
+    Anonymise,
+    /// Keep the rows under a legal basis, overwriting the listed identifying columns.
+    Retain,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mask {
+    /// `NULL`.
+    Null,
+    /// The text `[erased]`.
+    Redacted,
+    /// `erased-<table>-<key>`: unique, for columns with a unique constraint.
+    ErasedKey,
+}
+
+impl Dataset {
+    /// Reads and validates `config.dataset`.
+    ///
+    /// # Errors
+    /// `invalid-config` naming the path of the first problem found.
+    pub fn load() -> Result<Self> {
+        let dataset: Dataset = config::parse("dataset")?;
+        dataset.validate()?;
+        Ok(dataset)
+    }
+
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |path: String, message: &str| Err(Error::InvalidConfig(format!("{path}: {message}")));
+        for (i, table) in self.tables.iter().enumerate() {
+            let path = format!("dataset.tables[{i}] ({})", table.name);
+            if self.tables.iter().filter(|t| t.name == table.name).count() > 1 {
+                return invalid(path, "the table is listed twice");
+            }
+            if table.identities.is_empty() && table.parent.is_none() {
+                return invalid(path, "neither identities nor parent link the table to the subject");
+            }
+            if let Some(parent) = &table.parent
+                && self.table(&parent.table).is_none()
+            {
+                return invalid(format!("{path}.parent.table"), &format!("no table named {:?} in the dataset", parent.table));
+            }
+            if self.depth(table).is_none() {
+                return invalid(format!("{path}.parent"), "the parent relations form a cycle");
+            }
+            match table.erase.action {
+                EraseAction::Retain if table.erase.legal_basis.as_deref().is_none_or(|b| b.trim().is_empty()) => {
+                    return invalid(format!("{path}.erase.legal_basis"), "retain needs the legal basis (Art. 17(3))");
+                }
+                EraseAction::Anonymise if table.erase.columns.is_empty() => {
+                    return invalid(format!("{path}.erase.columns"), "anonymise needs the columns to overwrite");
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Hops from `table` to a table without parent; `None` on a cycle.
+    fn depth(&self, table: &Table) -> Option<usize> {
+        let mut current = table;
+        for hops in 0..=self.tables.len() {
+            match &current.parent {
+                None => return Some(hops),
+                Some(relation) => current = self.table(&relation.table)?,
+            }
+        }
+        None
+    }
+
+    /// The tables, deepest children first.
+    pub fn erase_order(&self) -> Vec<&Table> {
+        let mut tables: Vec<&Table> = self.tables.iter().collect();
+        tables.sort_by_key(|t| std::cmp::Reverse(self.depth(t).unwrap_or(0)));
+        tables
+    }
+}
+
+impl Table {
+    /// The distinct data categories of the table's columns.
+    pub fn categories(&self) -> Vec<String> {
+        let mut categories: Vec<String> = self.columns.values().cloned().collect();
+        categories.sort();
+        categories.dedup();
+        categories
+    }
+}

@@ -1,0 +1,301 @@
+//! oubli's SQL connector: finds, exports, rectifies and erases a data subject's rows in
+//! a relational database described by the system's `config.dataset`.
+//!
+//! Every statement goes through the host's `sql` capability with bound parameters only;
+//! identifiers come from the configuration and are quoted. Tables reach the subject either
+//! directly, through identity columns (`email`, `customer-id`, …), or through a relation to
+//! a parent table, over as many hops as the configuration chains.
+
+mod dataset;
+
+use dataset::{Dataset, EraseAction, Mask, Table};
+use oubli_connector::sql::{self, Statement, Value};
+use oubli_connector::{
+    Action, Change, Connector, Erased, Error, Field, Info, Outcome, Page, PersonalRecord,
+    RecordRef, Result, Subject, export_connector,
+};
+
+/// Rows per page of `access`.
+const PAGE_SIZE: usize = 200;
+/// Keys per statement when rows are changed by key.
+const KEY_CHUNK: usize = 500;
+
+struct SqlConnector;
+
+/// A `WHERE` condition and its parameters, built for one table and one subject.
+struct Condition {
+    sql: String,
+    params: Vec<Value>,
+}
+
+/// Builds the condition that selects `table`'s rows belonging to `subject`, numbering
+/// placeholders from `first`. `None` when nothing links the table to the subject's
+/// identities.
+fn condition(dataset: &Dataset, table: &Table, subject: &Subject, first: usize) -> Option<Condition> {
+    let mut parts = Vec::new();
+    let mut params = Vec::new();
+    for identity in &subject.identities {
+        if let Some(column) = table.identities.get(&identity.kind) {
+            parts.push(format!("{} = {}", sql::ident(column), sql::placeholder(first + params.len())));
+            params.push(Value::Text(identity.value.clone()));
+        }
+    }
+    if let Some(relation) = &table.parent {
+        let parent = dataset.table(&relation.table)?;
+        if let Some(inner) = condition(dataset, parent, subject, first + params.len()) {
+            let referenced = relation.references.as_deref().unwrap_or(&parent.key);
+            parts.push(format!(
+                "{} IN (SELECT {} FROM {} WHERE {})",
+                sql::ident(&relation.column),
+                sql::ident(referenced),
+                sql::ident(&parent.name),
+                inner.sql
+            ));
+            params.extend(inner.params);
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(Condition { sql: format!("({})", parts.join(" OR ")), params })
+}
+
+/// The keys of `table`'s rows that belong to the subject.
+fn keys(dataset: &Dataset, table: &Table, subject: &Subject) -> Result<Vec<Value>> {
+    let Some(cond) = condition(dataset, table, subject, 1) else { return Ok(Vec::new()) };
+    let statement = format!(
+        "SELECT {key} FROM {table} WHERE {cond} ORDER BY {key}",
+        key = sql::ident(&table.key),
+        table = sql::ident(&table.name),
+        cond = cond.sql
+    );
+    let rows = sql::query(&statement, cond.params)?;
+    Ok(rows.rows.into_iter().filter_map(|mut row| row.pop()).collect())
+}
+
+fn record_ref(table: &Table, key: &Value) -> RecordRef {
+    RecordRef {
+        collection: table.name.clone(),
+        key: key.to_key(),
+        categories: table.categories(),
+    }
+}
+
+/// Statements that apply `assignments` to the rows with the given keys, in chunks.
+fn update_by_keys(table: &Table, assignments: &[(String, Value)], keys: &[Value]) -> Vec<Statement> {
+    keys.chunks(KEY_CHUNK)
+        .map(|chunk| {
+            let mut n = 0;
+            let mut next = || {
+                n += 1;
+                sql::placeholder(n)
+            };
+            let sets: Vec<String> = assignments
+                .iter()
+                .map(|(column, _)| format!("{} = {}", sql::ident(column), next()))
+                .collect();
+            let list: Vec<String> = chunk.iter().map(|_| next()).collect();
+            let mut statement = Statement::new(format!(
+                "UPDATE {} SET {} WHERE {} IN ({})",
+                sql::ident(&table.name),
+                sets.join(", "),
+                sql::ident(&table.key),
+                list.join(", ")
+            ));
+            for (_, value) in assignments {
+                statement = statement.bind(value.clone());
+            }
+            for key in chunk {
+                statement = statement.bind(key.clone());
+            }
+            statement
+        })
+        .collect()
+}
+
+fn delete_by_keys(table: &Table, keys: &[Value]) -> Vec<Statement> {
+    keys.chunks(KEY_CHUNK)
+        .map(|chunk| {
+            let list: Vec<String> = (1..=chunk.len()).map(sql::placeholder).collect();
+            chunk.iter().fold(
+                Statement::new(format!(
+                    "DELETE FROM {} WHERE {} IN ({})",
+                    sql::ident(&table.name),
+                    sql::ident(&table.key),
+                    list.join(", ")
+                )),
+                |statement, key| statement.bind(key.clone()),
+            )
+        })
+        .collect()
+}
+
+fn masked(table: &Table, key: &Value, mask: Mask) -> Value {
+    match mask {
+        Mask::Null => Value::Null,
+        Mask::Redacted => Value::Text("[erased]".into()),
+        Mask::ErasedKey => Value::Text(format!("erased-{}-{}", table.name, key.to_key())),
+    }
+}
+
+impl Connector for SqlConnector {
+    fn describe() -> Info {
+        Info {
+            name: "sql".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Relational databases (SQLite, PostgreSQL, MySQL/MariaDB) described by a dataset configuration".into(),
+            actions: vec![Action::Locate, Action::Access, Action::Rectify, Action::Erase],
+            identity_kinds: vec!["email".into(), "phone".into(), "customer-id".into(), "user-id".into(), "account".into()],
+            categories: Vec::new(),
+        }
+    }
+
+    fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
+        let dataset = Dataset::load()?;
+        let mut found = Vec::new();
+        for table in &dataset.tables {
+            for key in keys(&dataset, table, &subject)? {
+                found.push(record_ref(table, &key));
+            }
+        }
+        Ok(found)
+    }
+
+    fn access(subject: Subject, cursor: Option<String>) -> Result<Page> {
+        let dataset = Dataset::load()?;
+        let (mut index, mut offset) = match cursor.as_deref() {
+            None => (0, 0),
+            Some(text) => text
+                .split_once(':')
+                .and_then(|(t, o)| Some((t.parse().ok()?, o.parse().ok()?)))
+                .ok_or_else(|| Error::Failed(format!("malformed access cursor {text:?}")))?,
+        };
+        while let Some(table) = dataset.tables.get(index) {
+            let Some(cond) = condition(&dataset, table, &subject, 1) else {
+                (index, offset) = (index + 1, 0);
+                continue;
+            };
+            let columns: Vec<&String> = table.columns.keys().filter(|c| **c != table.key).collect();
+            let select: Vec<String> = std::iter::once(&table.key)
+                .chain(columns.iter().copied())
+                .map(|c| sql::ident(c))
+                .collect();
+            let statement = format!(
+                "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {} OFFSET {}",
+                select.join(", "),
+                sql::ident(&table.name),
+                cond.sql,
+                sql::ident(&table.key),
+                PAGE_SIZE + 1,
+                offset
+            );
+            let rows = sql::query(&statement, cond.params)?.rows;
+            if rows.is_empty() {
+                (index, offset) = (index + 1, 0);
+                continue;
+            }
+            let more = rows.len() > PAGE_SIZE;
+            let records = rows
+                .into_iter()
+                .take(PAGE_SIZE)
+                .map(|row| {
+                    let key = row.first().map(Value::to_key).unwrap_or_default();
+                    let fields = columns
+                        .iter()
+                        .zip(row.iter().skip(1))
+                        .map(|(name, value)| {
+                            Field::json(name, value.to_json(), table.columns.get(*name).map(String::as_str))
+                        })
+                        .collect();
+                    PersonalRecord { collection: table.name.clone(), key, fields }
+                })
+                .collect();
+            let next = if more {
+                Some(format!("{index}:{}", offset + PAGE_SIZE))
+            } else {
+                (index + 1 < dataset.tables.len()).then(|| format!("{}:0", index + 1))
+            };
+            return Ok(Page { records, next });
+        }
+        Ok(Page { records: Vec::new(), next: None })
+    }
+
+    fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Vec<RecordRef>> {
+        let dataset = Dataset::load()?;
+        let mut statements = Vec::new();
+        let mut changed = Vec::new();
+        for change in &changes {
+            let targets: Vec<&Table> = dataset
+                .tables
+                .iter()
+                .filter(|t| change.collection.as_ref().is_none_or(|c| *c == t.name))
+                .filter(|t| t.columns.contains_key(&change.field))
+                .collect();
+            if targets.is_empty() {
+                return Err(Error::Failed(format!(
+                    "no table in the dataset has a field {:?}{}",
+                    change.field,
+                    change.collection.as_ref().map(|c| format!(" in {c:?}")).unwrap_or_default()
+                )));
+            }
+            let value: serde_json::Value = serde_json::from_str(&change.value)
+                .map_err(|e| Error::Failed(format!("the new value of {} is not JSON: {e}", change.field)))?;
+            for table in targets {
+                // Keys first: a change to an identity column must not hide the other rows.
+                let keys = keys(&dataset, table, &subject)?;
+                statements.extend(update_by_keys(table, &[(change.field.clone(), Value::from_json(&value))], &keys));
+                changed.extend(keys.iter().map(|k| record_ref(table, k)));
+            }
+        }
+        sql::transaction(statements)?;
+        changed.sort_by(|a, b| (&a.collection, &a.key).cmp(&(&b.collection, &b.key)));
+        changed.dedup_by(|a, b| a.collection == b.collection && a.key == b.key);
+        Ok(changed)
+    }
+
+    fn erase(subject: Subject) -> Result<Vec<Erased>> {
+        let dataset = Dataset::load()?;
+        let mut statements = Vec::new();
+        let mut report = Vec::new();
+        // Children before parents, so that foreign keys hold and each child's condition
+        // still reaches its parent while the transaction runs.
+        for table in dataset.erase_order() {
+            let keys = keys(&dataset, table, &subject)?;
+            if keys.is_empty() {
+                continue;
+            }
+            let outcome = match &table.erase.action {
+                EraseAction::Delete => {
+                    statements.extend(delete_by_keys(table, &keys));
+                    Outcome::Deleted
+                }
+                EraseAction::Anonymise | EraseAction::Retain => {
+                    for key in &keys {
+                        let assignments: Vec<(String, Value)> = table
+                            .erase
+                            .columns
+                            .iter()
+                            .map(|(column, mask)| (column.clone(), masked(table, key, *mask)))
+                            .collect();
+                        if !assignments.is_empty() {
+                            statements.extend(update_by_keys(table, &assignments, std::slice::from_ref(key)));
+                        }
+                    }
+                    match &table.erase.action {
+                        EraseAction::Retain => Outcome::Retained(table.erase.legal_basis.clone().unwrap_or_default()),
+                        _ => Outcome::Anonymised,
+                    }
+                }
+            };
+            report.extend(keys.iter().map(|key| Erased {
+                collection: table.name.clone(),
+                key: key.to_key(),
+                outcome: outcome.clone(),
+            }));
+        }
+        sql::transaction(statements)?;
+        Ok(report)
+    }
+}
+
+export_connector!(SqlConnector);
