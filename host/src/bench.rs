@@ -18,7 +18,11 @@ impl Percentiles {
     fn of(mut samples: Vec<f64>) -> Self {
         samples.sort_by(f64::total_cmp);
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-        Percentiles { p50_us: at(0.50), p99_us: at(0.99), mean_us: samples.iter().sum::<f64>() / samples.len() as f64 }
+        Percentiles {
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+            mean_us: samples.iter().sum::<f64>() / samples.len() as f64,
+        }
     }
 }
 
@@ -39,13 +43,28 @@ pub struct DispatchReport {
 impl DispatchReport {
     pub fn print(&self, json: bool) {
         if json {
-            println!("{}", serde_json::to_string(self).expect("report serializes"));
+            println!(
+                "{}",
+                serde_json::to_string(self).expect("report serializes")
+            );
             return;
         }
-        println!("oubli bench dispatch: {} calls of describe() on {}", self.calls, self.plugin);
-        println!("{:<28} {:>10} {:>10} {:>10}", "", "p50 µs", "p99 µs", "mean µs");
-        for (name, p) in [("wasm instantiate + call", &self.wasm), ("native function", &self.native)] {
-            println!("{name:<28} {:>10.2} {:>10.2} {:>10.2}", p.p50_us, p.p99_us, p.mean_us);
+        println!(
+            "oubli bench dispatch: {} calls of describe() on {}",
+            self.calls, self.plugin
+        );
+        println!(
+            "{:<28} {:>10} {:>10} {:>10}",
+            "", "p50 µs", "p99 µs", "mean µs"
+        );
+        for (name, p) in [
+            ("wasm instantiate + call", &self.wasm),
+            ("native function", &self.native),
+        ] {
+            println!(
+                "{name:<28} {:>10.2} {:>10.2} {:>10.2}",
+                p.p50_us, p.p99_us, p.mean_us
+            );
         }
         println!("ratio (p50 wasm / native): {:.0}x", self.ratio_p50);
     }
@@ -72,7 +91,10 @@ pub fn dispatch(plugin_source: &str, calls: usize) -> anyhow::Result<DispatchRep
     let (name, bytes) = crate::plugins::read(plugin_source)?;
     let runtime = Arc::new(Runtime::new(RuntimeSettings::default())?);
     let plugin = runtime.load(&name, &bytes, None)?;
-    let system = runtime.prepare(&SystemConfig { name: "bench".into(), ..Default::default() })?;
+    let system = runtime.prepare(&SystemConfig {
+        name: "bench".into(),
+        ..Default::default()
+    })?;
 
     for _ in 0..1_000 {
         black_box(runtime.describe_blocking(&plugin, &system)?);

@@ -1,6 +1,8 @@
 //! The `oubli` command line.
 
-use crate::runtime::{Change, Identity, Runtime, RuntimeError, RuntimeSettings, Subject, SystemConfig};
+use crate::runtime::{
+    Change, Identity, Runtime, RuntimeError, RuntimeSettings, Subject, SystemConfig,
+};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
@@ -9,7 +11,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Debug, Parser)]
-#[command(name = "oubli", version, about = "Carries out GDPR data subject requests through sandboxed WebAssembly connectors")]
+#[command(
+    name = "oubli",
+    version,
+    about = "Carries out GDPR data subject requests through sandboxed WebAssembly connectors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,12 +23,59 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service: the API, the workers and the webhook sender, on the embedded
+    /// SQLite database. On a new database it creates a demo setup and prints its tokens.
+    Serve {
+        /// A TOML configuration file; `OUBLI_<KEY>` environment variables override it.
+        #[arg(long, env = "OUBLI_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manage API tokens directly in the database.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the OpenAPI document of the API.
+    Openapi,
     /// Inspect and try connector plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Run a benchmark and print its figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Write demo data to try oubli on.
+    #[command(subcommand)]
+    Demo(DemoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+        /// The controller the token is limited to (required for the controller role).
+        #[arg(long)]
+        controller: Option<String>,
+        /// What the token is for.
+        #[arg(long, default_value = "created with oubli token create")]
+        label: String,
+        /// The service's configuration file, to find its database.
+        #[arg(long, env = "OUBLI_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DemoCommand {
+    /// Write a demo CRM (a SQLite database) and the SYSTEM.toml that connects the
+    /// first-party SQL connector to it.
+    Crm {
+        /// The folder to write `crm.db` and `crm-system.toml` into.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// How many customers to generate.
+        #[arg(long, default_value_t = 1_000)]
+        customers: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,15 +134,22 @@ enum BenchCommand {
 }
 
 fn parse_identity(text: &str) -> Result<Identity, String> {
-    let (kind, value) = text.split_once('=').ok_or("expected KIND=VALUE, e.g. email=a@example.org")?;
+    let (kind, value) = text
+        .split_once('=')
+        .ok_or("expected KIND=VALUE, e.g. email=a@example.org")?;
     if kind.is_empty() || value.is_empty() {
         return Err("expected KIND=VALUE with both parts non-empty".into());
     }
-    Ok(Identity { kind: kind.to_owned(), value: value.to_owned() })
+    Ok(Identity {
+        kind: kind.to_owned(),
+        value: value.to_owned(),
+    })
 }
 
 fn parse_change(text: &str) -> Result<Change, String> {
-    let (target, value) = text.split_once('=').ok_or("expected FIELD=VALUE or COLLECTION.FIELD=VALUE")?;
+    let (target, value) = text
+        .split_once('=')
+        .ok_or("expected FIELD=VALUE or COLLECTION.FIELD=VALUE")?;
     let (collection, field) = match target.split_once('.') {
         Some((c, f)) => (Some(c.to_owned()), f.to_owned()),
         None => (None, target.to_owned()),
@@ -98,17 +158,27 @@ fn parse_change(text: &str) -> Result<Change, String> {
         Ok(json) => json.to_string(),
         Err(_) => serde_json::Value::String(value.to_owned()).to_string(),
     };
-    Ok(Change { collection, field, value })
+    Ok(Change {
+        collection,
+        field,
+        value,
+    })
 }
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OUBLI_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OUBLI_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -128,20 +198,90 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugin(PluginCommand::Inspect { file }) => inspect(&file).await,
         Command::Plugin(PluginCommand::Call(args)) => call(args).await,
-        Command::Bench(BenchCommand::Dispatch { calls, plugin, json }) => {
-            let report = tokio::task::spawn_blocking(move || crate::bench::dispatch(&plugin, calls)).await??;
+        Command::Bench(BenchCommand::Dispatch {
+            calls,
+            plugin,
+            json,
+        }) => {
+            let report =
+                tokio::task::spawn_blocking(move || crate::bench::dispatch(&plugin, calls))
+                    .await??;
             report.print(json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(DemoCommand::Crm { dir, customers }) => demo_crm(&dir, customers).await,
+        Command::Serve { config } => {
+            crate::serve::serve(crate::config::Config::load(config.as_deref())?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::Create {
+            role,
+            controller,
+            label,
+            config,
+        }) => create_token(role, controller, &label, config.as_deref()).await,
+        Command::Openapi => {
+            println!("{}", crate::api::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
+async fn create_token(
+    role: crate::auth::Role,
+    controller: Option<String>,
+    label: &str,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let config = crate::config::Config::load(config)?;
+    if role == crate::auth::Role::Controller && controller.is_none() {
+        anyhow::bail!("a controller token needs --controller ID");
+    }
+    let store = crate::store::Store::open(&config.database_path()).await?;
+    if let Some(id) = &controller {
+        crate::controller::get_controller(&store, id)
+            .await?
+            .with_context(|| format!("no controller has the id {id:?}"))?;
+    }
+    let mut tx = store.begin().await?;
+    let (id, token) = crate::auth::create(&mut tx, role, controller.as_deref(), label).await?;
+    crate::audit::append(
+        &mut tx,
+        "cli",
+        "token.created",
+        None,
+        json!({ "token_id": id, "role": role }),
+    )
+    .await?;
+    tx.commit().await?;
+    store.close().await;
+    print(&json!({ "id": id, "token": token, "role": role, "controller_id": controller }));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo_crm(dir: &std::path::Path, customers: u64) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let db = dir.join("crm.db");
+    let size = crate::demo::create_crm(&db, customers).await?;
+    let system = dir.join("crm-system.toml");
+    let text = toml::to_string_pretty(&crate::demo::crm_system("crm", &db))?;
+    std::fs::write(&system, text).with_context(|| format!("writing {}", system.display()))?;
+    print(&json!({ "database": db, "system": system, "rows": size }));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialize")
+    );
 }
 
 fn runtime_failure(error: &RuntimeError) -> ExitCode {
-    print(&json!({ "error": error.kind(), "message": error.to_string(), "retryable": error.is_retryable() }));
+    print(
+        &json!({ "error": error.kind(), "message": error.to_string(), "retryable": error.is_retryable() }),
+    );
     ExitCode::FAILURE
 }
 
@@ -152,7 +292,10 @@ async fn inspect(file: &str) -> anyhow::Result<ExitCode> {
         Ok(plugin) => plugin,
         Err(e) => return Ok(runtime_failure(&e)),
     };
-    let system = runtime.prepare(&SystemConfig { name: "inspect".into(), ..Default::default() })?;
+    let system = runtime.prepare(&SystemConfig {
+        name: "inspect".into(),
+        ..Default::default()
+    })?;
     let info = match runtime.describe(&plugin, &system).await {
         Ok(info) => info,
         Err(e) => return Ok(runtime_failure(&e)),
@@ -163,16 +306,21 @@ async fn inspect(file: &str) -> anyhow::Result<ExitCode> {
         "digest": plugin.digest,
         "contract": format!("oubli:connector@{}", plugin.contract),
         "imports": plugin.imports,
-        "describe": info,
+        "describe": crate::runtime::Description::from(info),
     }));
     Ok(ExitCode::SUCCESS)
 }
 
 async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.system).with_context(|| format!("reading {}", args.system.display()))?;
-    let config = SystemConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.system.display()))?;
+    let text = std::fs::read_to_string(&args.system)
+        .with_context(|| format!("reading {}", args.system.display()))?;
+    let config = SystemConfig::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.system.display()))?;
     let (name, bytes) = crate::plugins::read(&args.file)?;
-    let runtime = Arc::new(Runtime::new(RuntimeSettings { cache_dir: args.cache_dir, ..Default::default() })?);
+    let runtime = Arc::new(Runtime::new(RuntimeSettings {
+        cache_dir: args.cache_dir,
+        ..Default::default()
+    })?);
     let system = match runtime.prepare(&config) {
         Ok(system) => system,
         Err(e) => return Ok(runtime_failure(&e)),
@@ -181,22 +329,37 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         Ok(plugin) => plugin,
         Err(e) => return Ok(runtime_failure(&e)),
     };
-    let subject = Subject { request_id: uuid::Uuid::now_v7().to_string(), identities: args.identities };
+    let subject = Subject {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        identities: args.identities,
+    };
     let result = match args.action {
-        CliAction::Locate => runtime.locate(&plugin, &system, &subject).await.map(|r| json!({ "records": r })),
-        CliAction::Erase => runtime.erase(&plugin, &system, &subject).await.map(|r| json!({ "erased": r })),
+        CliAction::Locate => runtime
+            .locate(&plugin, &system, &subject)
+            .await
+            .map(|r| json!({ "records": r })),
+        CliAction::Erase => runtime
+            .erase(&plugin, &system, &subject)
+            .await
+            .map(|r| json!({ "erased": crate::runtime::erased_json(&r) })),
         CliAction::Rectify => {
             if args.changes.is_empty() {
                 anyhow::bail!("--action rectify needs at least one --change FIELD=VALUE");
             }
-            runtime.rectify(&plugin, &system, &subject, &args.changes).await.map(|r| json!({ "changed": r }))
+            runtime
+                .rectify(&plugin, &system, &subject, &args.changes)
+                .await
+                .map(|r| json!({ "changed": r }))
         }
         CliAction::Access => {
             let mut records = Vec::new();
             let mut cursor = None;
             let mut pages = 0;
             loop {
-                match runtime.access(&plugin, &system, &subject, cursor.take()).await {
+                match runtime
+                    .access(&plugin, &system, &subject, cursor.take())
+                    .await
+                {
                     Ok(page) => {
                         pages += 1;
                         records.extend(page.records);

@@ -35,7 +35,8 @@ pub fn read(source: &str) -> anyhow::Result<(String, Vec<u8>)> {
         })?;
         return Ok((source.to_owned(), plugin.bytes.to_vec()));
     }
-    let bytes = std::fs::read(source).map_err(|e| anyhow::anyhow!("cannot read plugin {source}: {e}"))?;
+    let bytes =
+        std::fs::read(source).map_err(|e| anyhow::anyhow!("cannot read plugin {source}: {e}"))?;
     let name = std::path::Path::new(source)
         .file_stem()
         .map_or_else(|| source.to_owned(), |s| s.to_string_lossy().into_owned());

@@ -1,1 +1,283 @@
+//! Helpers shared by oubli's end-to-end tests: the runtime with the test plugins, demo
+//! CRM databases and small servers on loopback.
 
+use oubli::runtime::{
+    Identity, Plugin, PreparedSystem, Runtime, RuntimeSettings, Subject, SystemConfig,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The path of a component built from `plugins/`, e.g. `oubli_testkit`.
+pub fn plugin_path(name: &str) -> PathBuf {
+    PathBuf::from(oubli::plugins::BUILD_DIR).join(format!("{name}.wasm"))
+}
+
+/// A runtime without a compile cache, with the default limits.
+pub fn runtime() -> Arc<Runtime> {
+    Arc::new(Runtime::new(RuntimeSettings::default()).expect("the runtime starts"))
+}
+
+/// Loads a component built from `plugins/`.
+pub fn load(runtime: &Runtime, name: &str) -> Arc<Plugin> {
+    let bytes =
+        std::fs::read(plugin_path(name)).expect("the plugins workspace was built by host/build.rs");
+    runtime.load(name, &bytes, None).expect("the plugin loads")
+}
+
+/// Validates a system configuration given as TOML.
+pub fn system(runtime: &Runtime, toml: &str) -> Arc<PreparedSystem> {
+    runtime
+        .prepare(&SystemConfig::from_toml(toml).expect("valid TOML"))
+        .expect("a valid system")
+}
+
+/// A subject with the given identities.
+pub fn subject(identities: &[(&str, &str)]) -> Subject {
+    Subject {
+        request_id: "test-request".into(),
+        identities: identities
+            .iter()
+            .map(|(k, v)| Identity {
+                kind: (*k).into(),
+                value: (*v).into(),
+            })
+            .collect(),
+    }
+}
+
+/// A temporary folder holding a fresh demo CRM with `customers` customers, and the path of
+/// its database.
+pub async fn demo_crm(customers: u64) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("crm.db");
+    oubli::demo::create_crm(&path, customers)
+        .await
+        .expect("the demo CRM is written");
+    (dir, path)
+}
+
+/// Counts the rows of `table` in a SQLite database matching `condition`.
+pub async fn count(db: &std::path::Path, table: &str, condition: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the database");
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE {condition}"))
+        .fetch_one(&mut conn)
+        .await
+        .expect("count rows");
+    conn.close().await.ok();
+    n
+}
+
+/// A HTTP server on 127.0.0.1 serving `router` until the returned handle is dropped, and
+/// its address.
+pub async fn serve(router: axum::Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let address = listener.local_addr().expect("local address");
+    let handle = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .await
+            .expect("the test server runs");
+    });
+    (address, handle)
+}
+
+/// The `oubli` binary next to this test binary, built by `cargo test --workspace`.
+pub fn oubli_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let binary = dir.join(format!("oubli{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        binary.display()
+    );
+    binary
+}
+
+/// The tokens and ids of a service's demo setup.
+#[derive(Debug, Clone, Default)]
+pub struct Demo {
+    pub admin: String,
+    pub dpo: String,
+    pub controller: String,
+    pub controller_id: String,
+    pub crm: PathBuf,
+}
+
+/// A running `oubli serve` on a random loopback port, with its data in a folder of its
+/// own. Dropping it kills the process.
+pub struct Service {
+    child: std::process::Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub demo: Demo,
+    pub http: reqwest::Client,
+}
+
+impl Service {
+    /// Starts the service on `data_dir` with extra `OUBLI_…` settings, and waits until it
+    /// listens. On a new folder the demo setup's tokens are read from its output.
+    pub fn start(data_dir: &std::path::Path, settings: &[(&str, &str)]) -> Service {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(oubli_binary());
+        command
+            .arg("serve")
+            .env("OUBLI_LISTEN", "127.0.0.1:0")
+            .env("OUBLI_DATA_DIR", data_dir)
+            .env("OUBLI_DEMO_CUSTOMERS", "60")
+            .env("OUBLI_BACKOFF_BASE_MS", "100")
+            .env("OUBLI_BACKOFF_CAP_MS", "1000")
+            .env("OUBLI_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        for (key, value) in settings {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("oubli serve starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut demo = Demo::default();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("oubli serve printed where it listens before exiting")
+                .expect("readable output");
+            let value = |prefix: &str| {
+                line.trim()
+                    .strip_prefix(prefix)
+                    .map(|v| v.trim().to_owned())
+            };
+            if let Some(url) = value("oubli: listening on") {
+                break url;
+            }
+            if let Some(token) = value("admin token:") {
+                demo.admin = token;
+            } else if let Some(token) = value("dpo token:") {
+                demo.dpo = token;
+            } else if let Some(token) = value("controller token:") {
+                demo.controller = token;
+            } else if let Some(rest) = value("controller:") {
+                demo.controller_id = rest.rsplit(' ').next().unwrap_or_default().to_owned();
+            }
+        };
+        // Keep draining the output so the service never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        demo.crm = data_dir.join("demo-crm.db");
+        Service {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            demo,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process at once, as a crash would.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        self.child.wait().expect("reap").success()
+    }
+
+    /// Sends a request with a bearer token and returns the status and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the service answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// Submits a request for the demo controller as its DPO; returns its id.
+    pub async fn submit(
+        &self,
+        kind: &str,
+        identities: serde_json::Value,
+        changes: Option<serde_json::Value>,
+    ) -> String {
+        let mut body = serde_json::json!({ "controller_id": self.demo.controller_id, "kind": kind, "identities": identities });
+        if let Some(changes) = changes {
+            body["changes"] = changes;
+        }
+        let (status, request) = self.post("/v1/requests", &self.demo.dpo, body).await;
+        assert_eq!(status, 201, "{request}");
+        request["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Waits until the request reaches a status that is not `running` or `approved`, and
+    /// returns the request.
+    pub async fn settled(&self, id: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let (status, request) = self
+                .get(&format!("/v1/requests/{id}"), &self.demo.dpo)
+                .await;
+            assert_eq!(status, 200, "{request}");
+            if !matches!(request["status"].as_str(), Some("running" | "approved")) {
+                return request;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "request {id} did not settle: {request}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

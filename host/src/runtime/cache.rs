@@ -27,7 +27,8 @@ impl CompileCache {
     /// # Errors
     /// When the folder or its key cannot be created or read.
     pub fn open(dir: &Path, engine: &Engine) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating the plugin cache {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the plugin cache {}", dir.display()))?;
         let key_path = dir.join("cache.key");
         let key = match std::fs::read(&key_path) {
             Ok(key) if key.len() == 32 => key,
@@ -39,7 +40,11 @@ impl CompileCache {
         };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(CompileCache { dir: dir.to_owned(), key, engine_id: format!("{:016x}", hasher.finish()) })
+        Ok(CompileCache {
+            dir: dir.to_owned(),
+            key,
+            engine_id: format!("{:016x}", hasher.finish()),
+        })
     }
 
     fn tag(&self, name: &str, artifact: &[u8]) -> Tag {
@@ -55,7 +60,12 @@ impl CompileCache {
     ///
     /// # Errors
     /// When the bytes are not a valid component.
-    pub fn load(&self, engine: &Engine, digest_hex: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        digest_hex: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<Component> {
         let name = format!("{digest_hex}-{}", self.engine_id);
         let artifact_path = self.dir.join(format!("{name}.cwasm"));
         let tag_path = self.dir.join(format!("{name}.tag"));
@@ -68,7 +78,9 @@ impl CompileCache {
                 let loaded = unsafe { Component::deserialize(engine, &artifact) };
                 match loaded {
                     Ok(component) => return Ok(component),
-                    Err(e) => tracing::warn!(error = %e, path = %artifact_path.display(), "discarding a cached plugin artifact"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, path = %artifact_path.display(), "discarding a cached plugin artifact")
+                    }
                 }
             } else {
                 tracing::warn!(path = %artifact_path.display(), "a cached plugin artifact failed its integrity check; recompiling");
@@ -78,7 +90,9 @@ impl CompileCache {
         let artifact = component.serialize()?;
         let tag = self.tag(&name, &artifact).finalize().into_bytes();
         let write = || -> std::io::Result<()> {
-            let tmp = self.dir.join(format!("{name}.cwasm.tmp{}", std::process::id()));
+            let tmp = self
+                .dir
+                .join(format!("{name}.cwasm.tmp{}", std::process::id()));
             std::fs::write(&tmp, &artifact)?;
             std::fs::rename(&tmp, &artifact_path)?;
             std::fs::write(&tag_path, tag)

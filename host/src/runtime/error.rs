@@ -35,7 +35,10 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Whether the queue should try the call again later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RuntimeError::Unavailable(_) | RuntimeError::Timeout(_))
+        matches!(
+            self,
+            RuntimeError::Unavailable(_) | RuntimeError::Timeout(_)
+        )
     }
 
     /// A stable machine name for the kind of error.

@@ -5,7 +5,10 @@
 //! The host does not follow redirects: the guest sees the 3xx and sends a new request,
 //! which passes through the same checks, so every hop is checked.
 
-use super::system::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, PreparedSystem, Secret, substitute_secrets};
+use super::system::{
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, PreparedSystem, Secret,
+    substitute_secrets,
+};
 use http::HeaderValue;
 use http_body_util::{BodyExt, Limited};
 use std::collections::BTreeMap;
@@ -32,13 +35,20 @@ impl HostRule {
             None => (host.to_owned(), false),
         };
         let valid = !host.is_empty()
-            && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
-        valid.then_some(HostRule { host, wildcard, port })
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        valid.then_some(HostRule {
+            host,
+            wildcard,
+            port,
+        })
     }
 
     fn matches(&self, host: &str, port: u16) -> bool {
         let host_ok = if self.wildcard {
-            host.strip_suffix(&self.host).is_some_and(|prefix| prefix.ends_with('.'))
+            host.strip_suffix(&self.host)
+                .is_some_and(|prefix| prefix.ends_with('.'))
         } else {
             host == self.host
         };
@@ -108,7 +118,11 @@ pub struct HttpPolicy {
 }
 
 impl HttpPolicy {
-    pub fn new(system: &PreparedSystem, deadline: Instant, denied: Arc<Mutex<Option<String>>>) -> Self {
+    pub fn new(
+        system: &PreparedSystem,
+        deadline: Instant,
+        denied: Arc<Mutex<Option<String>>>,
+    ) -> Self {
         let grant = system.config.capabilities.http.as_ref();
         HttpPolicy {
             system: system.config.name.clone(),
@@ -119,8 +133,12 @@ impl HttpPolicy {
             ),
             granted: grant.is_some(),
             allow_private: grant.is_some_and(|g| g.allow_private),
-            max_request: grant.and_then(|g| g.max_request_bytes).unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
-            max_response: grant.and_then(|g| g.max_response_bytes).unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            max_request: grant
+                .and_then(|g| g.max_request_bytes)
+                .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+            max_response: grant
+                .and_then(|g| g.max_response_bytes)
+                .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
             secrets: Arc::new(system.secrets.clone()),
             deadline,
             denied,
@@ -129,7 +147,10 @@ impl HttpPolicy {
 
     fn deny(&self, reason: String) -> HttpError {
         tracing::warn!(system = %self.system, %reason, "plugin HTTP request refused");
-        self.denied.lock().expect("denied lock").get_or_insert(reason);
+        self.denied
+            .lock()
+            .expect("denied lock")
+            .get_or_insert(reason);
         HttpError::HttpRequestDenied
     }
 
@@ -137,14 +158,30 @@ impl HttpPolicy {
     /// happens in [`Self::send`].
     fn prepare(&self, request: &mut http::Request<WasiBody>) -> Result<(String, u16), HttpError> {
         if !self.granted {
-            return Err(self.deny(format!("capability `http` is not granted to system `{}`", self.system)));
+            return Err(self.deny(format!(
+                "capability `http` is not granted to system `{}`",
+                self.system
+            )));
         }
         let uri = request.uri();
-        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
-        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
         let rules = &self.rules;
         if !rules.iter().any(|r| r.matches(&host, port)) {
-            return Err(self.deny(format!("{host}:{port} is not on the allow-list of system `{}`", self.system)));
+            return Err(self.deny(format!(
+                "{host}:{port} is not on the allow-list of system `{}`",
+                self.system
+            )));
         }
         for value in request.headers_mut().values_mut() {
             let Ok(text) = value.to_str() else { continue };
@@ -153,10 +190,15 @@ impl HttpPolicy {
             }
             let filled = substitute_secrets(text, &self.secrets, |secret| {
                 secret.hosts.is_empty()
-                    || secret.hosts.iter().filter_map(|h| HostRule::parse(h)).any(|r| r.matches(&host, port))
+                    || secret
+                        .hosts
+                        .iter()
+                        .filter_map(|h| HostRule::parse(h))
+                        .any(|r| r.matches(&host, port))
             })
             .map_err(|reason| self.deny(format!("{reason} ({host}:{port})")))?;
-            let mut filled = HeaderValue::from_str(&filled).map_err(|_| HttpError::HttpRequestHeaderSectionSize(None))?;
+            let mut filled = HeaderValue::from_str(&filled)
+                .map_err(|_| HttpError::HttpRequestHeaderSectionSize(None))?;
             filled.set_sensitive(true);
             *value = filled;
         }
@@ -173,7 +215,10 @@ impl HttpPolicy {
             Ok(ip) => vec![ip],
             Err(_) => tokio::net::lookup_host((host.as_str(), port))
                 .await
-                .map_err(|_| HttpError::DnsError { rcode: None, info_code: None })?
+                .map_err(|_| HttpError::DnsError {
+                    rcode: None,
+                    info_code: None,
+                })?
                 .map(|a| a.ip())
                 .collect(),
         };
@@ -185,22 +230,33 @@ impl HttpPolicy {
             return Err(HttpError::DestinationIpProhibited);
         }
         if let Some(length) = request.headers().get(http::header::CONTENT_LENGTH)
-            && length.to_str().ok().and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > self.max_request)
+            && length
+                .to_str()
+                .ok()
+                .and_then(|l| l.parse::<u64>().ok())
+                .is_some_and(|l| l > self.max_request)
         {
             return Err(HttpError::HttpRequestBodySize(Some(self.max_request)));
         }
         let max_request = self.max_request;
         let request = request.map(move |body| {
             Limited::new(body, max_request as usize)
-                .map_err(move |e| size_or_inner(e, HttpError::HttpRequestBodySize(Some(max_request))))
+                .map_err(move |e| {
+                    size_or_inner(e, HttpError::HttpRequestBodySize(Some(max_request)))
+                })
                 .boxed_unsync()
         });
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let mut options = options.unwrap_or_default();
-        for timeout in [&mut options.connect_timeout, &mut options.first_byte_timeout, &mut options.between_bytes_timeout] {
+        for timeout in [
+            &mut options.connect_timeout,
+            &mut options.first_byte_timeout,
+            &mut options.between_bytes_timeout,
+        ] {
             *timeout = Some(timeout.map_or(remaining, |t| t.min(remaining)));
         }
-        let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+        let (response, io) =
+            wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
         tokio::spawn(async move {
             if let Err(e) = io.await {
                 tracing::debug!(error = ?e, "plugin HTTP connection ended with an error");
@@ -208,7 +264,11 @@ impl HttpPolicy {
         });
         let (mut parts, body) = response.into_parts();
         if let Some(length) = parts.headers.get(http::header::CONTENT_LENGTH)
-            && length.to_str().ok().and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > self.max_response)
+            && length
+                .to_str()
+                .ok()
+                .and_then(|l| l.parse::<u64>().ok())
+                .is_some_and(|l| l > self.max_response)
         {
             return Err(HttpError::HttpResponseBodySize(Some(self.max_response)));
         }
@@ -242,8 +302,15 @@ impl WasiHttpHooks for HttpPolicy {
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<
-        dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>>
-            + Send,
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                    ),
+                    HttpError,
+                >,
+            > + Send,
     > {
         drop(fut);
         let checked = self.prepare(&mut request);
@@ -251,7 +318,8 @@ impl WasiHttpHooks for HttpPolicy {
         Box::new(async move {
             let destination = checked?;
             let response = policy.send(request, options, destination).await?;
-            let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
+            let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                Box::new(async { Ok(()) });
             Ok((response, done))
         })
     }
@@ -279,7 +347,19 @@ mod tests {
 
     #[test]
     fn private_addresses_are_recognised() {
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.4", "169.254.1.1", "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "0.0.0.0"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.4",
+            "169.254.1.1",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+        ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["93.184.216.34", "2606:2800:220:1::1"] {

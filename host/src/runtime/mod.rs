@@ -14,7 +14,9 @@ pub mod sql;
 mod state;
 pub mod system;
 
-pub use bindings::types::{Action, Change, Erased, Identity, Info, Outcome, Page, PersonalRecord, RecordRef, Subject};
+pub use bindings::types::{
+    Action, Change, Erased, Identity, Info, Outcome, Page, PersonalRecord, RecordRef, Subject,
+};
 pub use error::RuntimeError;
 pub use system::{PreparedSystem, SystemConfig};
 
@@ -48,7 +50,12 @@ pub struct RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        RuntimeSettings { cache_dir: None, max_memory_mb: 512, max_instances: 64, epoch_tick: Duration::from_millis(5) }
+        RuntimeSettings {
+            cache_dir: None,
+            max_memory_mb: 512,
+            max_instances: 64,
+            epoch_tick: Duration::from_millis(5),
+        }
     }
 }
 
@@ -67,8 +74,84 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("digest", &self.digest).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
     }
+}
+
+/// A plugin's `describe()` output as oubli stores and shows it, with plain lowercase
+/// action names.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct Description {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// `locate`, `access`, `rectify`, `erase`.
+    pub actions: Vec<String>,
+    pub identity_kinds: Vec<String>,
+    pub categories: Vec<String>,
+}
+
+impl From<Info> for Description {
+    fn from(info: Info) -> Self {
+        Description {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            actions: info.actions.iter().map(|a| a.name().to_owned()).collect(),
+            identity_kinds: info.identity_kinds,
+            categories: info.categories,
+        }
+    }
+}
+
+impl Action {
+    /// The action's name in the contract.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Locate => "locate",
+            Action::Access => "access",
+            Action::Rectify => "rectify",
+            Action::Erase => "erase",
+        }
+    }
+}
+
+impl Outcome {
+    /// `deleted`, `anonymised` or `retained`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Deleted => "deleted",
+            Outcome::Anonymised => "anonymised",
+            Outcome::Retained(_) => "retained",
+        }
+    }
+
+    /// The legal basis of a retained record.
+    pub fn legal_basis(&self) -> Option<&str> {
+        match self {
+            Outcome::Retained(basis) => Some(basis),
+            _ => None,
+        }
+    }
+}
+
+/// An erasure report as JSON: `{collection, key, outcome, legal_basis?}` per record.
+pub fn erased_json(erased: &[Erased]) -> serde_json::Value {
+    erased
+        .iter()
+        .map(|e| {
+            let mut record = serde_json::json!({ "collection": e.collection, "key": e.key, "outcome": e.outcome.name() });
+            if let Some(basis) = e.outcome.legal_basis() {
+                record["legal_basis"] = basis.into();
+            }
+            record
+        })
+        .collect()
 }
 
 /// The sha-256 digest of a plugin file, as `sha256:<hex>`.
@@ -105,7 +188,8 @@ impl Runtime {
     /// # Errors
     /// When the engine cannot be configured or the cache folder cannot be opened.
     pub fn new(settings: RuntimeSettings) -> anyhow::Result<Self> {
-        let handle = tokio::runtime::Handle::try_current().context("the plugin runtime needs a tokio runtime")?;
+        let handle = tokio::runtime::Handle::try_current()
+            .context("the plugin runtime needs a tokio runtime")?;
         let mut pool = PoolingAllocationConfig::default();
         let instances = settings.max_instances.max(1);
         pool.total_component_instances(instances)
@@ -122,15 +206,24 @@ impl Runtime {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("configuring wasmtime")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("configuring wasmtime")?;
 
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
-        bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
             .map_err(anyhow::Error::from)?;
+        bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(anyhow::Error::from)?;
 
-        let cache = settings.cache_dir.as_deref().map(|dir| CompileCache::open(dir, &engine)).transpose()?;
+        let cache = settings
+            .cache_dir
+            .as_deref()
+            .map(|dir| CompileCache::open(dir, &engine))
+            .transpose()?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
@@ -146,7 +239,15 @@ impl Runtime {
             })
             .context("starting the epoch thread")?;
 
-        Ok(Runtime { engine, linker, cache, settings, plugins: Mutex::new(HashMap::new()), handle, _ticker: EpochTicker { stop } })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            settings,
+            plugins: Mutex::new(HashMap::new()),
+            handle,
+            _ticker: EpochTicker { stop },
+        })
     }
 
     /// The largest memory cap a system may ask for.
@@ -169,7 +270,12 @@ impl Runtime {
     /// [`RuntimeError::InvalidConfig`] when the digest does not match, the bytes are not a
     /// component, it exports no supported contract version, or it imports something
     /// oubli does not provide.
-    pub fn load(&self, name: &str, bytes: &[u8], pinned: Option<&str>) -> Result<Arc<Plugin>, RuntimeError> {
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        pinned: Option<&str>,
+    ) -> Result<Arc<Plugin>, RuntimeError> {
         let digest = digest_of(bytes);
         if let Some(pinned) = pinned
             && pinned != digest
@@ -184,15 +290,26 @@ impl Runtime {
         let hex = digest.trim_start_matches("sha256:");
         let component = match &self.cache {
             Some(cache) => cache.load(&self.engine, hex, bytes),
-            None => wasmtime::component::Component::new(&self.engine, bytes).map_err(anyhow::Error::from),
+            None => wasmtime::component::Component::new(&self.engine, bytes)
+                .map_err(anyhow::Error::from),
         }
-        .map_err(|e| RuntimeError::InvalidConfig(format!("plugin `{name}` is not a valid WebAssembly component: {e:#}")))?;
+        .map_err(|e| {
+            RuntimeError::InvalidConfig(format!(
+                "plugin `{name}` is not a valid WebAssembly component: {e:#}"
+            ))
+        })?;
 
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         let contract = exports
             .iter()
-            .find_map(|e| e.strip_prefix(bindings::CONTRACT_INTERFACE).and_then(|v| v.strip_prefix('@')))
+            .find_map(|e| {
+                e.strip_prefix(bindings::CONTRACT_INTERFACE)
+                    .and_then(|v| v.strip_prefix('@'))
+            })
             .ok_or_else(|| {
                 RuntimeError::InvalidConfig(format!(
                     "plugin `{name}` does not export {}; it exports {exports:?}",
@@ -205,16 +322,39 @@ impl Runtime {
                 "plugin `{name}` implements contract {contract}; this oubli loads {SUPPORTED_CONTRACT}x"
             )));
         }
-        let imports = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| RuntimeError::InvalidConfig(format!("plugin `{name}` cannot be linked: {e:#}")))?;
-        let pre = bindings::PluginPre::new(pre)
-            .map_err(|e| RuntimeError::InvalidConfig(format!("plugin `{name}` does not match the contract: {e:#}")))?;
-        let plugin = Arc::new(Plugin { name: name.into(), digest: digest.clone(), contract, imports, pre });
-        self.plugins.lock().expect("plugin map").insert(digest, plugin.clone());
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            RuntimeError::InvalidConfig(format!("plugin `{name}` cannot be linked: {e:#}"))
+        })?;
+        let pre = bindings::PluginPre::new(pre).map_err(|e| {
+            RuntimeError::InvalidConfig(format!(
+                "plugin `{name}` does not match the contract: {e:#}"
+            ))
+        })?;
+        let plugin = Arc::new(Plugin {
+            name: name.into(),
+            digest: digest.clone(),
+            contract,
+            imports,
+            pre,
+        });
+        self.plugins
+            .lock()
+            .expect("plugin map")
+            .insert(digest, plugin.clone());
         Ok(plugin)
+    }
+
+    /// The plugin with this digest, if it was loaded already.
+    pub fn loaded(&self, digest: &str) -> Option<Arc<Plugin>> {
+        self.plugins
+            .lock()
+            .expect("plugin map")
+            .get(digest)
+            .cloned()
     }
 
     /// Runs one call in a fresh store and instance on the current thread.
@@ -223,16 +363,28 @@ impl Runtime {
         plugin: &Plugin,
         system: &Arc<PreparedSystem>,
         request_id: &str,
-        f: impl FnOnce(&bindings::Plugin, &mut Store<CallState>) -> wasmtime::Result<Result<R, bindings::types::Error>>,
+        f: impl FnOnce(
+            &bindings::Plugin,
+            &mut Store<CallState>,
+        ) -> wasmtime::Result<Result<R, bindings::types::Error>>,
     ) -> Result<R, RuntimeError> {
         let deadline = Instant::now() + system.timeout;
-        let state = CallState::new(system.clone(), plugin.name.clone(), request_id.to_owned(), deadline, self.handle.clone());
+        let state = CallState::new(
+            system.clone(),
+            plugin.name.clone(),
+            request_id.to_owned(),
+            deadline,
+            self.handle.clone(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         let tick = self.settings.epoch_tick.as_nanos().max(1);
         store.set_epoch_deadline((system.timeout.as_nanos().div_ceil(tick) as u64).max(1));
         store.epoch_deadline_trap();
-        let outcome = plugin.pre.instantiate(&mut store).and_then(|instance| f(&instance, &mut store));
+        let outcome = plugin
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(&instance, &mut store));
         let denied = store.data().denied.lock().expect("denied lock").clone();
         match outcome {
             Ok(Ok(value)) => Ok(value),
@@ -262,17 +414,31 @@ impl Runtime {
         }
         let message = format!("{error:#}");
         if message.contains("concurrent") && message.contains("limit") {
-            return RuntimeError::Unavailable(format!("too many plugin instances at once: {message}"));
+            return RuntimeError::Unavailable(format!(
+                "too many plugin instances at once: {message}"
+            ));
         }
         if let Some(reason) = denied {
             return RuntimeError::Denied(reason);
         }
-        let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).trim().to_owned();
-        let trap = error.downcast_ref::<Trap>().map_or_else(|| message.lines().next().unwrap_or_default().to_owned(), |t| t.to_string());
+        let stderr = String::from_utf8_lossy(&store.data().stderr.contents())
+            .trim()
+            .to_owned();
+        let trap = error.downcast_ref::<Trap>().map_or_else(
+            || message.lines().next().unwrap_or_default().to_owned(),
+            |t| t.to_string(),
+        );
         if stderr.is_empty() {
             RuntimeError::Trap(trap)
         } else {
-            let tail: String = stderr.chars().rev().take(1000).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = stderr
+                .chars()
+                .rev()
+                .take(1000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             RuntimeError::Trap(format!("{tail} ({trap})"))
         }
     }
@@ -286,24 +452,39 @@ impl Runtime {
         let runtime = self.clone();
         tokio::task::spawn_blocking(move || f(&runtime))
             .await
-            .unwrap_or_else(|e| Err(RuntimeError::Trap(format!("the plugin call was aborted: {e}"))))
+            .unwrap_or_else(|e| {
+                Err(RuntimeError::Trap(format!(
+                    "the plugin call was aborted: {e}"
+                )))
+            })
     }
 
     /// Calls `describe` on the current thread (used by the dispatch benchmark).
     ///
     /// # Errors
     /// A [`RuntimeError`] if the plugin traps or runs past its limits.
-    pub fn describe_blocking(&self, plugin: &Plugin, system: &Arc<PreparedSystem>) -> Result<Info, RuntimeError> {
-        self.call(plugin, system, "", |p, store| Ok(Ok(p.oubli_connector_connector().call_describe(store)?)))
+    pub fn describe_blocking(
+        &self,
+        plugin: &Plugin,
+        system: &Arc<PreparedSystem>,
+    ) -> Result<Info, RuntimeError> {
+        self.call(plugin, system, "", |p, store| {
+            Ok(Ok(p.oubli_connector_connector().call_describe(store)?))
+        })
     }
 
     /// Asks the plugin to describe itself.
     ///
     /// # Errors
     /// A [`RuntimeError`] if the plugin traps or runs past its limits.
-    pub async fn describe(self: &Arc<Self>, plugin: &Arc<Plugin>, system: &Arc<PreparedSystem>) -> Result<Info, RuntimeError> {
+    pub async fn describe(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        system: &Arc<PreparedSystem>,
+    ) -> Result<Info, RuntimeError> {
         let (plugin, system) = (plugin.clone(), system.clone());
-        self.blocking(move |rt| rt.describe_blocking(&plugin, &system)).await
+        self.blocking(move |rt| rt.describe_blocking(&plugin, &system))
+            .await
     }
 
     /// Finds the subject's records in the system.
@@ -339,7 +520,8 @@ impl Runtime {
         let (plugin, system, subject) = (plugin.clone(), system.clone(), subject.clone());
         self.blocking(move |rt| {
             rt.call(&plugin, &system, &subject.request_id, |p, store| {
-                p.oubli_connector_connector().call_access(store, &subject, cursor.as_deref())
+                p.oubli_connector_connector()
+                    .call_access(store, &subject, cursor.as_deref())
             })
         })
         .await
@@ -356,10 +538,16 @@ impl Runtime {
         subject: &Subject,
         changes: &[Change],
     ) -> Result<Vec<RecordRef>, RuntimeError> {
-        let (plugin, system, subject, changes) = (plugin.clone(), system.clone(), subject.clone(), changes.to_vec());
+        let (plugin, system, subject, changes) = (
+            plugin.clone(),
+            system.clone(),
+            subject.clone(),
+            changes.to_vec(),
+        );
         self.blocking(move |rt| {
             rt.call(&plugin, &system, &subject.request_id, |p, store| {
-                p.oubli_connector_connector().call_rectify(store, &subject, &changes)
+                p.oubli_connector_connector()
+                    .call_rectify(store, &subject, &changes)
             })
         })
         .await
@@ -384,7 +572,10 @@ impl Runtime {
                 })
             })
             .await?;
-        if let Some(bad) = erased.iter().find(|e| matches!(&e.outcome, Outcome::Retained(basis) if basis.trim().is_empty())) {
+        if let Some(bad) = erased
+            .iter()
+            .find(|e| matches!(&e.outcome, Outcome::Retained(basis) if basis.trim().is_empty()))
+        {
             return Err(RuntimeError::Failed(format!(
                 "the plugin retained {}/{} without giving a legal basis",
                 bad.collection, bad.key

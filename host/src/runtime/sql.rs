@@ -27,7 +27,9 @@ pub struct SqlTarget {
 impl std::fmt::Debug for SqlTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password.
-        f.debug_struct("SqlTarget").field("dialect", &self.dialect).finish_non_exhaustive()
+        f.debug_struct("SqlTarget")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,7 +52,11 @@ impl SqlTarget {
         } else {
             return Err("expected a sqlite:, postgres:// or mysql:// URL".into());
         };
-        Ok(SqlTarget { url: url.replacen("mariadb://", "mysql://", 1), dialect, pool: tokio::sync::OnceCell::new() })
+        Ok(SqlTarget {
+            url: url.replacen("mariadb://", "mysql://", 1),
+            dialect,
+            pool: tokio::sync::OnceCell::new(),
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -112,7 +118,11 @@ impl SqlTarget {
                     if columns.is_empty() {
                         columns = row.columns().iter().map(|c| c.name().to_owned()).collect();
                     }
-                    rows.push((0..row.len()).map(|i| $decode(&row, i)).collect::<Result<Vec<_>, _>>()?);
+                    rows.push(
+                        (0..row.len())
+                            .map(|i| $decode(&row, i))
+                            .collect::<Result<Vec<_>, _>>()?,
+                    );
                     if rows.len() >= limit {
                         break;
                     }
@@ -211,11 +221,29 @@ fn decode_postgres(row: &PgRow, i: usize) -> Result<Value, GuestError> {
         "FLOAT8" => Value::Real(row.try_get(i).map_err(get)?),
         "BOOL" => Value::Boolean(row.try_get(i).map_err(get)?),
         "BYTEA" => Value::Blob(row.try_get(i).map_err(get)?),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" => Value::Text(row.try_get(i).map_err(get)?),
-        "JSON" | "JSONB" => Value::Text(row.try_get::<serde_json::Value, _>(i).map_err(get)?.to_string()),
-        "TIMESTAMPTZ" => Value::Text(row.try_get::<chrono::DateTime<chrono::Utc>, _>(i).map_err(get)?.to_rfc3339()),
-        "TIMESTAMP" => Value::Text(row.try_get::<chrono::NaiveDateTime, _>(i).map_err(get)?.to_string()),
-        "DATE" => Value::Text(row.try_get::<chrono::NaiveDate, _>(i).map_err(get)?.to_string()),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" => {
+            Value::Text(row.try_get(i).map_err(get)?)
+        }
+        "JSON" | "JSONB" => Value::Text(
+            row.try_get::<serde_json::Value, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "TIMESTAMPTZ" => Value::Text(
+            row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)
+                .map_err(get)?
+                .to_rfc3339(),
+        ),
+        "TIMESTAMP" => Value::Text(
+            row.try_get::<chrono::NaiveDateTime, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "DATE" => Value::Text(
+            row.try_get::<chrono::NaiveDate, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
         other => return Err(unsupported(row.column(i).name(), other)),
     };
     Ok(value)
@@ -230,20 +258,41 @@ fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, GuestError> {
     let get = |e| classify(e);
     let value = match ty.as_str() {
         "BOOLEAN" => Value::Boolean(row.try_get(i).map_err(get)?),
-        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => Value::Integer(row.try_get(i).map_err(get)?),
-        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED" | "BIGINT UNSIGNED" => {
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => {
+            Value::Integer(row.try_get(i).map_err(get)?)
+        }
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+        | "BIGINT UNSIGNED" => {
             let n: u64 = row.try_get(i).map_err(get)?;
-            i64::try_from(n).map(Value::Integer).unwrap_or_else(|_| Value::Text(n.to_string()))
+            i64::try_from(n)
+                .map(Value::Integer)
+                .unwrap_or_else(|_| Value::Text(n.to_string()))
         }
         "FLOAT" => Value::Real(row.try_get::<f32, _>(i).map_err(get)?.into()),
         "DOUBLE" => Value::Real(row.try_get(i).map_err(get)?),
         "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BINARY" | "VARBINARY" => {
             Value::Blob(row.try_get(i).map_err(get)?)
         }
-        "DATETIME" => Value::Text(row.try_get::<chrono::NaiveDateTime, _>(i).map_err(get)?.to_string()),
-        "TIMESTAMP" => Value::Text(row.try_get::<chrono::DateTime<chrono::Utc>, _>(i).map_err(get)?.to_rfc3339()),
-        "DATE" => Value::Text(row.try_get::<chrono::NaiveDate, _>(i).map_err(get)?.to_string()),
-        "JSON" => Value::Text(row.try_get::<serde_json::Value, _>(i).map_err(get)?.to_string()),
+        "DATETIME" => Value::Text(
+            row.try_get::<chrono::NaiveDateTime, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "TIMESTAMP" => Value::Text(
+            row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)
+                .map_err(get)?
+                .to_rfc3339(),
+        ),
+        "DATE" => Value::Text(
+            row.try_get::<chrono::NaiveDate, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "JSON" => Value::Text(
+            row.try_get::<serde_json::Value, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
         "VARCHAR" | "CHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" => {
             Value::Text(row.try_get(i).map_err(get)?)
         }
@@ -255,10 +304,15 @@ fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, GuestError> {
 /// Sorts a database error into what the plugin, and then the queue, should do with it.
 fn classify(error: sqlx::Error) -> GuestError {
     match &error {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => {
             GuestError::Unavailable(format!("database unreachable: {error}"))
         }
-        sqlx::Error::Configuration(_) => GuestError::InvalidConfig(format!("database configuration: {error}")),
+        sqlx::Error::Configuration(_) => {
+            GuestError::InvalidConfig(format!("database configuration: {error}"))
+        }
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default().into_owned();
             let message = db.message().to_owned();
@@ -269,7 +323,10 @@ fn classify(error: sqlx::Error) -> GuestError {
                 "5" | "6" | "261" | "262" | "517" | "40001" | "40P01" | "57P01" | "57P03"
             ) || message.contains("Lock wait timeout");
             let schema = code.starts_with("42")
-                || matches!(code.as_str(), "1146" | "1054" | "1064" | "42S02" | "42S22" | "42000")
+                || matches!(
+                    code.as_str(),
+                    "1146" | "1054" | "1064" | "42S02" | "42S22" | "42000"
+                )
                 || message.contains("no such table")
                 || message.contains("no such column")
                 || message.contains("syntax error");

@@ -23,7 +23,12 @@ pub struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.exceeded = true;
             return Ok(false);
@@ -31,7 +36,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(maximum.is_none_or(|m| desired <= m))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000 && maximum.is_none_or(|m| desired <= m))
     }
 }
@@ -87,7 +97,10 @@ impl CallState {
             http_ctx: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             http: HttpPolicy::new(&system, deadline, denied.clone()),
-            limiter: MemoryLimiter { max_bytes: system.memory_bytes as usize, exceeded: false },
+            limiter: MemoryLimiter {
+                max_bytes: system.memory_bytes as usize,
+                exceeded: false,
+            },
             stderr,
             denied,
             system,
@@ -107,7 +120,10 @@ impl CallState {
             "capability `{capability}` is not granted to system `{}`; grant it under [capabilities] in the system's configuration",
             self.system.config.name
         );
-        self.denied.lock().expect("denied lock").get_or_insert(reason.clone());
+        self.denied
+            .lock()
+            .expect("denied lock")
+            .get_or_insert(reason.clone());
         Err(wasmtime::Error::new(CapabilityDenied(reason)))
     }
 
@@ -117,23 +133,37 @@ impl CallState {
     }
 
     /// Runs host I/O for the plugin, bounded by what is left of the call's deadline.
-    fn block_on<T>(&self, work: impl Future<Output = Result<T, types::Error>>) -> Result<T, types::Error> {
+    fn block_on<T>(
+        &self,
+        work: impl Future<Output = Result<T, types::Error>>,
+    ) -> Result<T, types::Error> {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         self.runtime
             .block_on(async { tokio::time::timeout(remaining, work).await })
-            .unwrap_or_else(|_| Err(types::Error::Unavailable("the database did not answer before the call's deadline".into())))
+            .unwrap_or_else(|_| {
+                Err(types::Error::Unavailable(
+                    "the database did not answer before the call's deadline".into(),
+                ))
+            })
     }
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for CallState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http_ctx, table: &mut self.table, hooks: &mut self.http }
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
     }
 }
 
@@ -142,23 +172,42 @@ impl types::Host for CallState {}
 impl host::Host for CallState {
     fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
         self.require("host", self.system.config.capabilities.host)?;
-        let (plugin, system, request) = (&*self.plugin, self.system.config.name.as_str(), self.request_id.as_str());
+        let (plugin, system, request) = (
+            &*self.plugin,
+            self.system.config.name.as_str(),
+            self.request_id.as_str(),
+        );
         match level {
-            host::Level::Trace => tracing::trace!(target: "oubli::plugin", plugin, system, request, "{message}"),
-            host::Level::Debug => tracing::debug!(target: "oubli::plugin", plugin, system, request, "{message}"),
-            host::Level::Info => tracing::info!(target: "oubli::plugin", plugin, system, request, "{message}"),
-            host::Level::Warn => tracing::warn!(target: "oubli::plugin", plugin, system, request, "{message}"),
-            host::Level::Error => tracing::error!(target: "oubli::plugin", plugin, system, request, "{message}"),
+            host::Level::Trace => {
+                tracing::trace!(target: "oubli::plugin", plugin, system, request, "{message}")
+            }
+            host::Level::Debug => {
+                tracing::debug!(target: "oubli::plugin", plugin, system, request, "{message}")
+            }
+            host::Level::Info => {
+                tracing::info!(target: "oubli::plugin", plugin, system, request, "{message}")
+            }
+            host::Level::Warn => {
+                tracing::warn!(target: "oubli::plugin", plugin, system, request, "{message}")
+            }
+            host::Level::Error => {
+                tracing::error!(target: "oubli::plugin", plugin, system, request, "{message}")
+            }
         }
         Ok(())
     }
 
     fn config(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.require("host", self.system.config.capabilities.host)?;
-        Ok(self.system.config.config.get(&key).map(|value| match value {
-            serde_json::Value::String(text) => text.clone(),
-            other => other.to_string(),
-        }))
+        Ok(self
+            .system
+            .config
+            .config
+            .get(&key)
+            .map(|value| match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            }))
     }
 }
 
@@ -167,12 +216,19 @@ impl sql::Host for CallState {
         Ok(self.sql()?.dialect())
     }
 
-    fn query(&mut self, statement: sql::Statement, max_rows: u32) -> wasmtime::Result<Result<sql::Rows, types::Error>> {
+    fn query(
+        &mut self,
+        statement: sql::Statement,
+        max_rows: u32,
+    ) -> wasmtime::Result<Result<sql::Rows, types::Error>> {
         let target = self.sql()?.clone();
         Ok(self.block_on(async move { target.query(&statement, max_rows).await }))
     }
 
-    fn transaction(&mut self, statements: Vec<sql::Statement>) -> wasmtime::Result<Result<Vec<u64>, types::Error>> {
+    fn transaction(
+        &mut self,
+        statements: Vec<sql::Statement>,
+    ) -> wasmtime::Result<Result<Vec<u64>, types::Error>> {
         let target = self.sql()?.clone();
         Ok(self.block_on(async move { target.transaction(&statements).await }))
     }

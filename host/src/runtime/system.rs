@@ -115,7 +115,9 @@ pub struct Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secret").field("hosts", &self.hosts).finish_non_exhaustive()
+        f.debug_struct("Secret")
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,20 +153,28 @@ impl SystemConfig {
         if let Some(digest) = &self.digest
             && !is_digest(digest)
         {
-            return invalid(format!("digest: expected sha256:<64 hex digits>, got {digest:?}"));
+            return invalid(format!(
+                "digest: expected sha256:<64 hex digits>, got {digest:?}"
+            ));
         }
         let timeout_ms = self.limits.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         if !(1..=600_000).contains(&timeout_ms) {
-            return invalid(format!("limits.timeout_ms: must be between 1 and 600000, got {timeout_ms}"));
+            return invalid(format!(
+                "limits.timeout_ms: must be between 1 and 600000, got {timeout_ms}"
+            ));
         }
         let memory_mb = self.limits.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
         if !(1..=max_memory_mb).contains(&memory_mb) {
-            return invalid(format!("limits.memory_mb: must be between 1 and {max_memory_mb}, got {memory_mb}"));
+            return invalid(format!(
+                "limits.memory_mb: must be between 1 and {max_memory_mb}, got {memory_mb}"
+            ));
         }
         if let Some(http) = &self.capabilities.http {
             for (i, rule) in http.allow.iter().enumerate() {
                 if super::http::HostRule::parse(rule).is_none() {
-                    return invalid(format!("capabilities.http.allow[{i}]: {rule:?} is not a host, host:port or *.domain"));
+                    return invalid(format!(
+                        "capabilities.http.allow[{i}]: {rule:?} is not a host, host:port or *.domain"
+                    ));
                 }
             }
         }
@@ -172,23 +182,36 @@ impl SystemConfig {
         for (name, reference) in &self.secrets {
             let value = match (&reference.env, &reference.file) {
                 (Some(var), None) => std::env::var(var).map_err(|_| {
-                    RuntimeError::InvalidConfig(format!("secrets.{name}: environment variable {var} is not set"))
+                    RuntimeError::InvalidConfig(format!(
+                        "secrets.{name}: environment variable {var} is not set"
+                    ))
                 })?,
                 (None, Some(path)) => std::fs::read_to_string(path)
                     .map(|v| v.trim_end_matches(['\r', '\n']).to_owned())
-                    .map_err(|e| RuntimeError::InvalidConfig(format!("secrets.{name}: cannot read {path}: {e}")))?,
+                    .map_err(|e| {
+                        RuntimeError::InvalidConfig(format!(
+                            "secrets.{name}: cannot read {path}: {e}"
+                        ))
+                    })?,
                 _ => return invalid(format!("secrets.{name}: set exactly one of env or file")),
             };
             if value.is_empty() {
                 return invalid(format!("secrets.{name}: the secret is empty"));
             }
-            secrets.insert(name.clone(), Secret { value, hosts: reference.hosts.clone() });
+            secrets.insert(
+                name.clone(),
+                Secret {
+                    value,
+                    hosts: reference.hosts.clone(),
+                },
+            );
         }
         let sql = match &self.capabilities.sql {
             None => None,
             Some(grant) => {
-                let url = substitute_secrets(&grant.url, &secrets, |_| true)
-                    .map_err(|e| RuntimeError::InvalidConfig(format!("capabilities.sql.url: {e}")))?;
+                let url = substitute_secrets(&grant.url, &secrets, |_| true).map_err(|e| {
+                    RuntimeError::InvalidConfig(format!("capabilities.sql.url: {e}"))
+                })?;
                 Some(Arc::new(SqlTarget::new(&url).map_err(|e| {
                     RuntimeError::InvalidConfig(format!("capabilities.sql.url: {e}"))
                 })?))
@@ -206,8 +229,12 @@ impl SystemConfig {
 
 /// Whether `text` is `sha256:` followed by 64 lowercase hex digits.
 pub fn is_digest(text: &str) -> bool {
-    text.strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    text.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// Replaces every `{{secret:NAME}}` in `text` with the secret's value, provided `allowed`
@@ -226,9 +253,13 @@ pub fn substitute_secrets(
     while let Some(start) = rest.find(OPEN) {
         out.push_str(&rest[..start]);
         let after = &rest[start + OPEN.len()..];
-        let end = after.find("}}").ok_or_else(|| "unterminated {{secret:…}} placeholder".to_owned())?;
+        let end = after
+            .find("}}")
+            .ok_or_else(|| "unterminated {{secret:…}} placeholder".to_owned())?;
         let name = &after[..end];
-        let secret = secrets.get(name).ok_or_else(|| format!("unknown secret {name:?}"))?;
+        let secret = secrets
+            .get(name)
+            .ok_or_else(|| format!("unknown secret {name:?}"))?;
         if !allowed(secret) {
             return Err(format!("secret {name:?} may not be sent to this host"));
         }
@@ -244,12 +275,21 @@ mod tests {
     use super::*;
 
     fn secrets() -> BTreeMap<String, Secret> {
-        BTreeMap::from([("TOKEN".to_owned(), Secret { value: "s3cr3t".into(), hosts: vec![] })])
+        BTreeMap::from([(
+            "TOKEN".to_owned(),
+            Secret {
+                value: "s3cr3t".into(),
+                hosts: vec![],
+            },
+        )])
     }
 
     #[test]
     fn substitutes_known_secrets_only() {
-        assert_eq!(substitute_secrets("Bearer {{secret:TOKEN}}", &secrets(), |_| true).unwrap(), "Bearer s3cr3t");
+        assert_eq!(
+            substitute_secrets("Bearer {{secret:TOKEN}}", &secrets(), |_| true).unwrap(),
+            "Bearer s3cr3t"
+        );
         assert!(substitute_secrets("{{secret:OTHER}}", &secrets(), |_| true).is_err());
         assert!(substitute_secrets("{{secret:TOKEN}}", &secrets(), |_| false).is_err());
         assert!(substitute_secrets("{{secret:TOKEN", &secrets(), |_| true).is_err());
@@ -257,18 +297,28 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let mut config = SystemConfig { name: "crm".into(), ..Default::default() };
+        let mut config = SystemConfig {
+            name: "crm".into(),
+            ..Default::default()
+        };
         config.limits.memory_mb = Some(4096);
         let err = config.prepare(512).unwrap_err();
         assert!(err.to_string().contains("limits.memory_mb"), "{err}");
         config.limits.memory_mb = None;
         config.digest = Some("md5:abc".into());
-        assert!(config.prepare(512).unwrap_err().to_string().contains("digest"));
+        assert!(
+            config
+                .prepare(512)
+                .unwrap_err()
+                .to_string()
+                .contains("digest")
+        );
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = SystemConfig::from_toml("name = \"crm\"\n[capabilities]\nfiles = true\n").unwrap_err();
+        let err =
+            SystemConfig::from_toml("name = \"crm\"\n[capabilities]\nfiles = true\n").unwrap_err();
         assert!(err.to_string().contains("files"), "{err}");
     }
 }

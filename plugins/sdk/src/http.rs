@@ -8,8 +8,7 @@
 use crate::{Error, Result};
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest,
-    Scheme,
+    ErrorCode, Fields, IncomingBody, Method as WasiMethod, OutgoingBody, OutgoingRequest, Scheme,
 };
 use wasi::io::streams::StreamError;
 
@@ -37,7 +36,12 @@ pub struct Request {
 
 impl Request {
     pub fn new(method: Method, url: impl Into<String>) -> Self {
-        Request { method, url: url.into(), headers: Vec::new(), body: None }
+        Request {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+        }
     }
 
     pub fn get(url: impl Into<String>) -> Self {
@@ -52,7 +56,8 @@ impl Request {
 
     /// Sets a JSON body and its content type.
     pub fn json(mut self, body: &serde_json::Value) -> Self {
-        self.headers.push(("content-type".into(), "application/json".into()));
+        self.headers
+            .push(("content-type".into(), "application/json".into()));
         self.body = Some(body.to_string().into_bytes());
         self
     }
@@ -98,8 +103,12 @@ impl Response {
             .unwrap_or_default();
         match status {
             200..=299 => Ok(self),
-            429 => Err(Error::Unavailable(format!("rate limited (HTTP 429){retry}"))),
-            500..=599 => Err(Error::Unavailable(format!("server error (HTTP {status}){retry}"))),
+            429 => Err(Error::Unavailable(format!(
+                "rate limited (HTTP 429){retry}"
+            ))),
+            500..=599 => Err(Error::Unavailable(format!(
+                "server error (HTTP {status}){retry}"
+            ))),
             401 | 403 => Err(Error::Denied(format!(
                 "the system refused oubli's credentials (HTTP {status})"
             ))),
@@ -129,7 +138,9 @@ pub fn send(request: &Request) -> Result<Response> {
             current.body = None;
         }
     }
-    Err(Error::Failed(format!("more than {MAX_REDIRECTS} redirects")))
+    Err(Error::Failed(format!(
+        "more than {MAX_REDIRECTS} redirects"
+    )))
 }
 
 struct Url<'a> {
@@ -147,7 +158,15 @@ fn parse(url: &str) -> Result<Url<'_>> {
     if authority.is_empty() {
         return Err(Error::Failed(format!("URL without host: {url}")));
     }
-    Ok(Url { scheme, authority, path_and_query: if path_and_query.is_empty() { "/" } else { path_and_query } })
+    Ok(Url {
+        scheme,
+        authority,
+        path_and_query: if path_and_query.is_empty() {
+            "/"
+        } else {
+            path_and_query
+        },
+    })
 }
 
 fn resolve(base: &str, location: &str) -> Result<String> {
@@ -163,14 +182,17 @@ fn resolve(base: &str, location: &str) -> Result<String> {
     }
     let dir = base.path_and_query.split('?').next().unwrap_or("/");
     let dir = &dir[..dir.rfind('/').map_or(0, |i| i + 1)];
-    Ok(format!("{}://{}{dir}{location}", base.scheme, base.authority))
+    Ok(format!(
+        "{}://{}{dir}{location}",
+        base.scheme, base.authority
+    ))
 }
 
 fn transport_error(code: ErrorCode) -> Error {
     match code {
-        ErrorCode::HttpRequestDenied => {
-            Error::Denied("the host refused this destination (not on the system's allow-list)".into())
-        }
+        ErrorCode::HttpRequestDenied => Error::Denied(
+            "the host refused this destination (not on the system's allow-list)".into(),
+        ),
         ErrorCode::DestinationIpProhibited => {
             Error::Denied("the host refused a loopback or private address".into())
         }
@@ -208,9 +230,15 @@ fn send_once(request: &Request) -> Result<Response> {
         other => return Err(Error::Failed(format!("unsupported URL scheme {other}"))),
     };
     let invalid = |what: &str| Error::Failed(format!("invalid {what} in {}", request.url));
-    outgoing.set_method(&method).map_err(|()| invalid("method"))?;
-    outgoing.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
-    outgoing.set_authority(Some(url.authority)).map_err(|()| invalid("host"))?;
+    outgoing
+        .set_method(&method)
+        .map_err(|()| invalid("method"))?;
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|()| invalid("scheme"))?;
+    outgoing
+        .set_authority(Some(url.authority))
+        .map_err(|()| invalid("host"))?;
     outgoing
         .set_path_with_query(Some(url.path_and_query))
         .map_err(|()| invalid("path"))?;
@@ -250,14 +278,20 @@ fn send_once(request: &Request) -> Result<Response> {
             Err(StreamError::LastOperationFailed(e)) => {
                 return Err(match wasi::http::types::http_error_code(&e) {
                     Some(code) => transport_error(code),
-                    None => Error::Unavailable(format!("reading the response: {}", e.to_debug_string())),
+                    None => {
+                        Error::Unavailable(format!("reading the response: {}", e.to_debug_string()))
+                    }
                 });
             }
         }
     }
     drop(stream);
     IncomingBody::finish(body);
-    Ok(Response { status, headers, body: bytes })
+    Ok(Response {
+        status,
+        headers,
+        body: bytes,
+    })
 }
 
 #[cfg(test)]
@@ -267,9 +301,21 @@ mod tests {
     #[test]
     fn resolves_redirect_locations() {
         let base = "https://api.example.org/v1/people?page=2";
-        assert_eq!(resolve(base, "https://other.example/x").unwrap(), "https://other.example/x");
-        assert_eq!(resolve(base, "/v2/people").unwrap(), "https://api.example.org/v2/people");
-        assert_eq!(resolve(base, "//cdn.example/a").unwrap(), "https://cdn.example/a");
-        assert_eq!(resolve(base, "next").unwrap(), "https://api.example.org/v1/next");
+        assert_eq!(
+            resolve(base, "https://other.example/x").unwrap(),
+            "https://other.example/x"
+        );
+        assert_eq!(
+            resolve(base, "/v2/people").unwrap(),
+            "https://api.example.org/v2/people"
+        );
+        assert_eq!(
+            resolve(base, "//cdn.example/a").unwrap(),
+            "https://cdn.example/a"
+        );
+        assert_eq!(
+            resolve(base, "next").unwrap(),
+            "https://api.example.org/v1/next"
+        );
     }
 }

@@ -116,8 +116,8 @@ pub mod bindings {
 pub mod http;
 
 pub use bindings::oubli::connector::types::{
-    Action, Change, Erased, Error, Field, Identity, Info, Outcome, Page, PersonalRecord,
-    RecordRef, Subject,
+    Action, Change, Erased, Error, Field, Identity, Info, Outcome, Page, PersonalRecord, RecordRef,
+    Subject,
 };
 
 /// The result of every connector action.
@@ -152,7 +152,9 @@ pub trait Connector {
     /// An [`Error`] saying why the change could not be made.
     fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Vec<RecordRef>> {
         let _ = (subject, changes);
-        Err(Error::Failed("this connector does not support rectification".into()))
+        Err(Error::Failed(
+            "this connector does not support rectification".into(),
+        ))
     }
 
     /// Erases the subject's data, idempotently.
@@ -187,7 +189,6 @@ impl Field {
         }
     }
 }
-
 
 /// Exports a [`Connector`] implementation as the plugin's `oubli:connector/connector`.
 #[macro_export]
@@ -272,16 +273,15 @@ pub mod config {
     /// the message carries the path of the offending value.
     pub fn parse<T: serde::de::DeserializeOwned>(key: &str) -> Result<T> {
         let text = require(key)?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::InvalidConfig(format!("config.{key}: {e}")))
+        serde_json::from_str(&text).map_err(|e| Error::InvalidConfig(format!("config.{key}: {e}")))
     }
 }
 
 /// SQL against the connected system's database, run by the host (capability `sql`).
 pub mod sql {
-    pub use crate::bindings::oubli::connector::sql::{Dialect, Rows, Statement, Value};
     use crate::Result;
     use crate::bindings::oubli::connector::sql as host;
+    pub use crate::bindings::oubli::connector::sql::{Dialect, Rows, Statement, Value};
 
     /// How many rows [`query`] asks for at most.
     pub const MAX_ROWS: u32 = 10_000;
@@ -310,7 +310,10 @@ pub mod sql {
     impl Statement {
         /// A statement with no parameters yet.
         pub fn new(sql: impl Into<String>) -> Self {
-            Statement { sql: sql.into(), params: Vec::new() }
+            Statement {
+                sql: sql.into(),
+                params: Vec::new(),
+            }
         }
 
         /// Binds the next parameter.
@@ -330,7 +333,11 @@ pub mod sql {
                 Value::Real(r) => serde_json::Number::from_f64(*r)
                     .map_or(serde_json::Value::Null, serde_json::Value::Number),
                 Value::Text(t) => t.clone().into(),
-                Value::Blob(b) => b.iter().map(|byte| format!("{byte:02x}")).collect::<String>().into(),
+                Value::Blob(b) => b
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect::<String>()
+                    .into(),
             }
         }
 
@@ -363,7 +370,13 @@ pub mod sql {
     /// `unavailable` when the database cannot be reached, `invalid-config` for a statement
     /// the database rejects.
     pub fn query(sql: &str, params: Vec<Value>) -> Result<Rows> {
-        host::query(&Statement { sql: sql.to_owned(), params }, MAX_ROWS)
+        host::query(
+            &Statement {
+                sql: sql.to_owned(),
+                params,
+            },
+            MAX_ROWS,
+        )
     }
 
     /// Runs a statement with [`query`]'s row limit.

@@ -92,29 +92,51 @@ impl Dataset {
     }
 
     fn validate(&self) -> Result<()> {
-        let invalid = |path: String, message: &str| Err(Error::InvalidConfig(format!("{path}: {message}")));
+        let invalid =
+            |path: String, message: &str| Err(Error::InvalidConfig(format!("{path}: {message}")));
         for (i, table) in self.tables.iter().enumerate() {
             let path = format!("dataset.tables[{i}] ({})", table.name);
             if self.tables.iter().filter(|t| t.name == table.name).count() > 1 {
                 return invalid(path, "the table is listed twice");
             }
             if table.identities.is_empty() && table.parent.is_none() {
-                return invalid(path, "neither identities nor parent link the table to the subject");
+                return invalid(
+                    path,
+                    "neither identities nor parent link the table to the subject",
+                );
             }
             if let Some(parent) = &table.parent
                 && self.table(&parent.table).is_none()
             {
-                return invalid(format!("{path}.parent.table"), &format!("no table named {:?} in the dataset", parent.table));
+                return invalid(
+                    format!("{path}.parent.table"),
+                    &format!("no table named {:?} in the dataset", parent.table),
+                );
             }
             if self.depth(table).is_none() {
-                return invalid(format!("{path}.parent"), "the parent relations form a cycle");
+                return invalid(
+                    format!("{path}.parent"),
+                    "the parent relations form a cycle",
+                );
             }
             match table.erase.action {
-                EraseAction::Retain if table.erase.legal_basis.as_deref().is_none_or(|b| b.trim().is_empty()) => {
-                    return invalid(format!("{path}.erase.legal_basis"), "retain needs the legal basis (Art. 17(3))");
+                EraseAction::Retain
+                    if table
+                        .erase
+                        .legal_basis
+                        .as_deref()
+                        .is_none_or(|b| b.trim().is_empty()) =>
+                {
+                    return invalid(
+                        format!("{path}.erase.legal_basis"),
+                        "retain needs the legal basis (Art. 17(3))",
+                    );
                 }
                 EraseAction::Anonymise if table.erase.columns.is_empty() => {
-                    return invalid(format!("{path}.erase.columns"), "anonymise needs the columns to overwrite");
+                    return invalid(
+                        format!("{path}.erase.columns"),
+                        "anonymise needs the columns to overwrite",
+                    );
                 }
                 _ => {}
             }

@@ -31,12 +31,21 @@ struct Condition {
 /// Builds the condition that selects `table`'s rows belonging to `subject`, numbering
 /// placeholders from `first`. `None` when nothing links the table to the subject's
 /// identities.
-fn condition(dataset: &Dataset, table: &Table, subject: &Subject, first: usize) -> Option<Condition> {
+fn condition(
+    dataset: &Dataset,
+    table: &Table,
+    subject: &Subject,
+    first: usize,
+) -> Option<Condition> {
     let mut parts = Vec::new();
     let mut params = Vec::new();
     for identity in &subject.identities {
         if let Some(column) = table.identities.get(&identity.kind) {
-            parts.push(format!("{} = {}", sql::ident(column), sql::placeholder(first + params.len())));
+            parts.push(format!(
+                "{} = {}",
+                sql::ident(column),
+                sql::placeholder(first + params.len())
+            ));
             params.push(Value::Text(identity.value.clone()));
         }
     }
@@ -57,12 +66,17 @@ fn condition(dataset: &Dataset, table: &Table, subject: &Subject, first: usize) 
     if parts.is_empty() {
         return None;
     }
-    Some(Condition { sql: format!("({})", parts.join(" OR ")), params })
+    Some(Condition {
+        sql: format!("({})", parts.join(" OR ")),
+        params,
+    })
 }
 
 /// The keys of `table`'s rows that belong to the subject.
 fn keys(dataset: &Dataset, table: &Table, subject: &Subject) -> Result<Vec<Value>> {
-    let Some(cond) = condition(dataset, table, subject, 1) else { return Ok(Vec::new()) };
+    let Some(cond) = condition(dataset, table, subject, 1) else {
+        return Ok(Vec::new());
+    };
     let statement = format!(
         "SELECT {key} FROM {table} WHERE {cond} ORDER BY {key}",
         key = sql::ident(&table.key),
@@ -70,7 +84,11 @@ fn keys(dataset: &Dataset, table: &Table, subject: &Subject) -> Result<Vec<Value
         cond = cond.sql
     );
     let rows = sql::query(&statement, cond.params)?;
-    Ok(rows.rows.into_iter().filter_map(|mut row| row.pop()).collect())
+    Ok(rows
+        .rows
+        .into_iter()
+        .filter_map(|mut row| row.pop())
+        .collect())
 }
 
 fn record_ref(table: &Table, key: &Value) -> RecordRef {
@@ -82,7 +100,11 @@ fn record_ref(table: &Table, key: &Value) -> RecordRef {
 }
 
 /// Statements that apply `assignments` to the rows with the given keys, in chunks.
-fn update_by_keys(table: &Table, assignments: &[(String, Value)], keys: &[Value]) -> Vec<Statement> {
+fn update_by_keys(
+    table: &Table,
+    assignments: &[(String, Value)],
+    keys: &[Value],
+) -> Vec<Statement> {
     keys.chunks(KEY_CHUNK)
         .map(|chunk| {
             let mut n = 0;
@@ -204,10 +226,18 @@ impl Connector for SqlConnector {
                         .iter()
                         .zip(row.iter().skip(1))
                         .map(|(name, value)| {
-                            Field::json(name, value.to_json(), table.columns.get(*name).map(String::as_str))
+                            Field::json(
+                                name,
+                                value.to_json(),
+                                table.columns.get(*name).map(String::as_str),
+                            )
                         })
                         .collect();
-                    PersonalRecord { collection: table.name.clone(), key, fields }
+                    PersonalRecord {
+                        collection: table.name.clone(),
+                        key,
+                        fields,
+                    }
                 })
                 .collect();
             let next = if more {
@@ -217,7 +247,10 @@ impl Connector for SqlConnector {
             };
             return Ok(Page { records, next });
         }
-        Ok(Page { records: Vec::new(), next: None })
+        Ok(Page {
+            records: Vec::new(),
+            next: None,
+        })
     }
 
     fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Vec<RecordRef>> {
@@ -235,15 +268,27 @@ impl Connector for SqlConnector {
                 return Err(Error::Failed(format!(
                     "no table in the dataset has a field {:?}{}",
                     change.field,
-                    change.collection.as_ref().map(|c| format!(" in {c:?}")).unwrap_or_default()
+                    change
+                        .collection
+                        .as_ref()
+                        .map(|c| format!(" in {c:?}"))
+                        .unwrap_or_default()
                 )));
             }
-            let value: serde_json::Value = serde_json::from_str(&change.value)
-                .map_err(|e| Error::Failed(format!("the new value of {} is not JSON: {e}", change.field)))?;
+            let value: serde_json::Value = serde_json::from_str(&change.value).map_err(|e| {
+                Error::Failed(format!(
+                    "the new value of {} is not JSON: {e}",
+                    change.field
+                ))
+            })?;
             for table in targets {
                 // Keys first: a change to an identity column must not hide the other rows.
                 let keys = keys(&dataset, table, &subject)?;
-                statements.extend(update_by_keys(table, &[(change.field.clone(), Value::from_json(&value))], &keys));
+                statements.extend(update_by_keys(
+                    table,
+                    &[(change.field.clone(), Value::from_json(&value))],
+                    &keys,
+                ));
                 changed.extend(keys.iter().map(|k| record_ref(table, k)));
             }
         }
@@ -278,11 +323,17 @@ impl Connector for SqlConnector {
                             .map(|(column, mask)| (column.clone(), masked(table, key, *mask)))
                             .collect();
                         if !assignments.is_empty() {
-                            statements.extend(update_by_keys(table, &assignments, std::slice::from_ref(key)));
+                            statements.extend(update_by_keys(
+                                table,
+                                &assignments,
+                                std::slice::from_ref(key),
+                            ));
                         }
                     }
                     match &table.erase.action {
-                        EraseAction::Retain => Outcome::Retained(table.erase.legal_basis.clone().unwrap_or_default()),
+                        EraseAction::Retain => {
+                            Outcome::Retained(table.erase.legal_basis.clone().unwrap_or_default())
+                        }
                         _ => Outcome::Anonymised,
                     }
                 }

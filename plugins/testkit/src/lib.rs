@@ -9,13 +9,18 @@
 use oubli_connector::http::{self, Request};
 use oubli_connector::sql::{self, Value};
 use oubli_connector::{
-    Action, Connector, Erased, Error, Info, Page, RecordRef, Result, Subject, config, export_connector, log,
+    Action, Connector, Erased, Error, Info, Page, RecordRef, Result, Subject, config,
+    export_connector, log,
 };
 
 struct Testkit;
 
 fn seen(what: &str, key: impl Into<String>) -> RecordRef {
-    RecordRef { collection: what.into(), key: key.into(), categories: Vec::new() }
+    RecordRef {
+        collection: what.into(),
+        key: key.into(),
+        categories: Vec::new(),
+    }
 }
 
 fn argument<'a>(subject: &'a Subject, kind: &str) -> Result<&'a str> {
@@ -53,7 +58,9 @@ impl Connector for Testkit {
                 }
             }
             "panic" => panic!("the testkit panics on purpose"),
-            "unavailable" => Err(Error::Unavailable("the testkit says the system is busy".into())),
+            "unavailable" => Err(Error::Unavailable(
+                "the testkit says the system is busy".into(),
+            )),
             "http" => {
                 let mut request = Request::get(argument(&subject, "url")?);
                 if let Some(header) = subject.identity("authorization") {
@@ -61,7 +68,11 @@ impl Connector for Testkit {
                 }
                 let response = http::send(&request)?;
                 let body = String::from_utf8_lossy(&response.body).into_owned();
-                Ok(vec![seen("status", response.status.to_string()), seen("body-length", body.len().to_string()), seen("body", body)])
+                Ok(vec![
+                    seen("status", response.status.to_string()),
+                    seen("body-length", body.len().to_string()),
+                    seen("body", body),
+                ])
             }
             "file" => {
                 let path = argument(&subject, "path")?;
@@ -72,7 +83,13 @@ impl Connector for Testkit {
             "env" => Ok(std::env::vars()
                 .map(|(k, v)| seen("env", format!("{k}={v}")))
                 .chain(std::env::args().map(|a| seen("arg", a)))
-                .chain(std::fs::read_dir("/").into_iter().flatten().flatten().map(|e| seen("dir", e.path().display().to_string())))
+                .chain(
+                    std::fs::read_dir("/")
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| seen("dir", e.path().display().to_string())),
+                )
                 .collect()),
             "secret" => Ok(config::get("API_TOKEN")
                 .map(|v| seen("config", v))
@@ -81,18 +98,27 @@ impl Connector for Testkit {
                 .collect()),
             "sql" => {
                 let rows = sql::query(argument(&subject, "statement")?, Vec::new())?;
-                Ok(rows.rows.iter().map(|row| seen("row", row.first().map(Value::to_key).unwrap_or_default())).collect())
+                Ok(rows
+                    .rows
+                    .iter()
+                    .map(|row| seen("row", row.first().map(Value::to_key).unwrap_or_default()))
+                    .collect())
             }
             "log" => {
                 log::info("the testkit logs a line");
                 Ok(vec![seen("logged", "1")])
             }
-            other => Err(Error::Failed(format!("unknown testkit behaviour {other:?}"))),
+            other => Err(Error::Failed(format!(
+                "unknown testkit behaviour {other:?}"
+            ))),
         }
     }
 
     fn access(_subject: Subject, _cursor: Option<String>) -> Result<Page> {
-        Ok(Page { records: Vec::new(), next: None })
+        Ok(Page {
+            records: Vec::new(),
+            next: None,
+        })
     }
 
     fn erase(_subject: Subject) -> Result<Vec<Erased>> {

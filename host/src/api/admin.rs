@@ -1,0 +1,386 @@
+//! Admin endpoints: controllers, their connected systems, plugins and tokens.
+
+use super::{ApiError, ErrorBody, Json, MAX_PLUGIN_BODY, Page, created, require};
+use crate::app::App;
+use crate::audit;
+use crate::auth::{self, Caller, Role};
+use crate::controller::{
+    self, ConnectedSystem, Controller, NewController, NewSystem, RegisteredPlugin,
+};
+use crate::runtime::RuntimeError;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route(
+            "/v1/controllers",
+            post(create_controller).get(list_controllers),
+        )
+        .route("/v1/controllers/{id}", get(get_controller))
+        .route(
+            "/v1/controllers/{id}/systems",
+            post(create_system).get(list_systems),
+        )
+        .route("/v1/plugins", get(list_plugins))
+        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens/{id}", delete(revoke_token))
+}
+
+/// The plugin upload, with its own body limit.
+pub fn plugin_upload_router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/plugins", post(upload_plugin))
+        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BODY))
+}
+
+/// A controller just created, with its webhook secret, shown only this once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedController {
+    pub controller: Controller,
+    /// Verifies the `webhook-signature` of oubli's webhooks (Standard Webhooks).
+    pub webhook_secret: String,
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), ApiError> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(ApiError::field(
+            field,
+            format!("{url:?} is not an http(s) URL"),
+        )),
+    }
+}
+
+/// Create a controller.
+#[utoipa::path(post, path = "/v1/controllers", tag = "admin", request_body = NewController,
+    responses((status = 201, body = CreatedController), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn create_controller(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Json(body): Json<NewController>,
+) -> Result<Response, ApiError> {
+    require(&caller, &[Role::Admin])?;
+    if body.name.trim().is_empty() || body.name.len() > 200 {
+        return Err(ApiError::field(
+            "name",
+            "the name must be 1 to 200 characters",
+        ));
+    }
+    if let Some(url) = &body.webhook_url {
+        check_url("webhook_url", url)?;
+    }
+    let mut tx = app.store.begin().await?;
+    let taken: Option<String> = sqlx::query_scalar("SELECT id FROM controllers WHERE name = $1")
+        .bind(&body.name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if taken.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "a controller named {:?} exists already",
+            body.name
+        )));
+    }
+    let (controller, webhook_secret) = controller::create_controller(&mut tx, &body).await?;
+    audit::append(
+        &mut tx,
+        &caller.actor(),
+        "controller.created",
+        None,
+        json!({ "controller_id": controller.id, "name": controller.name }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(created(CreatedController {
+        controller,
+        webhook_secret,
+    })
+    .into_response())
+}
+
+/// List the controllers the token may see.
+#[utoipa::path(get, path = "/v1/controllers", tag = "admin", responses((status = 200, body = Page<Controller>)), security(("bearer" = [])))]
+pub async fn list_controllers(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+) -> Result<Json<Page<Controller>>, ApiError> {
+    let items = controller::list_controllers(&app.store)
+        .await?
+        .into_iter()
+        .filter(|c| caller.sees(&c.id))
+        .collect();
+    Ok(Json(Page { items, next: None }))
+}
+
+async fn visible_controller(app: &App, caller: &Caller, id: &str) -> Result<Controller, ApiError> {
+    controller::get_controller(&app.store, id)
+        .await?
+        .filter(|c| caller.sees(&c.id))
+        .ok_or_else(|| ApiError::NotFound(format!("no controller {id:?}")))
+}
+
+/// Get a controller.
+#[utoipa::path(get, path = "/v1/controllers/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = Controller), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get_controller(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Controller>, ApiError> {
+    Ok(Json(visible_controller(&app, &caller, &id).await?))
+}
+
+/// The field an `InvalidConfig` message names, e.g. `limits.memory_mb: …`.
+fn config_error(error: &RuntimeError) -> ApiError {
+    let message = match error {
+        RuntimeError::InvalidConfig(m) => m.clone(),
+        other => other.to_string(),
+    };
+    let field = message
+        .split_once(": ")
+        .map(|(f, _)| f)
+        .filter(|f| !f.contains(' '))
+        .unwrap_or("config");
+    ApiError::field(field, message.clone())
+}
+
+/// Connect a system to a controller: the registered plugin that reaches it, the
+/// capabilities it grants, and its Art. 15 information.
+#[utoipa::path(post, path = "/v1/controllers/{id}/systems", tag = "admin", params(("id" = String, Path)), request_body = NewSystem,
+    responses((status = 201, body = ConnectedSystem), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn create_system(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<NewSystem>,
+) -> Result<Response, ApiError> {
+    require(&caller, &[Role::Admin])?;
+    visible_controller(&app, &caller, &id).await?;
+    if controller::get_plugin(&app.store, &body.plugin)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::field(
+            "plugin",
+            format!(
+                "no registered plugin has the digest {:?}; upload it to /v1/plugins first",
+                body.plugin
+            ),
+        ));
+    }
+    let probe = crate::runtime::SystemConfig {
+        name: body.name.clone(),
+        digest: Some(body.plugin.clone()),
+        limits: body.limits.clone(),
+        capabilities: body.capabilities.clone(),
+        secrets: body.secrets.clone(),
+        config: body.config.clone(),
+    };
+    app.runtime.prepare(&probe).map_err(|e| config_error(&e))?;
+    let mut tx = app.store.begin().await?;
+    let taken: Option<String> =
+        sqlx::query_scalar("SELECT id FROM systems WHERE controller_id = $1 AND name = $2")
+            .bind(&id)
+            .bind(&body.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if taken.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "the controller has a system named {:?} already",
+            body.name
+        )));
+    }
+    let system = controller::create_system(&mut tx, &id, &body).await?;
+    audit::append(
+        &mut tx,
+        &caller.actor(),
+        "system.created",
+        None,
+        json!({ "system_id": system.id, "controller_id": id, "plugin": system.plugin }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(created(system).into_response())
+}
+
+/// List a controller's connected systems.
+#[utoipa::path(get, path = "/v1/controllers/{id}/systems", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = Page<ConnectedSystem>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list_systems(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Page<ConnectedSystem>>, ApiError> {
+    visible_controller(&app, &caller, &id).await?;
+    Ok(Json(Page {
+        items: controller::list_systems(&app.store, &id).await?,
+        next: None,
+    }))
+}
+
+/// Register a plugin: the body is the `.wasm` component; `name` names it. The answer
+/// gives the digest to pin in a connected system.
+#[utoipa::path(post, path = "/v1/plugins", tag = "admin", params(("name" = String, Query, description = "A name for people")),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses((status = 201, body = RegisteredPlugin), (status = 422, body = ErrorBody), (status = 413, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn upload_plugin(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    require(&caller, &[Role::Admin])?;
+    let body = body.map_err(|_| ApiError::PayloadTooLarge(MAX_PLUGIN_BODY))?;
+    let name = params
+        .get("name")
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty() && n.len() <= 100)
+        .ok_or_else(|| ApiError::BadRequest {
+            field: Some("name".into()),
+            message: "give the plugin a name of 1 to 100 characters: POST /v1/plugins?name=…"
+                .into(),
+        })?;
+    if body.is_empty() {
+        return Err(ApiError::field(
+            "body",
+            "the body must be the plugin's .wasm component",
+        ));
+    }
+    let plugin = controller::register_plugin(&app.store, &app.runtime, name, &body)
+        .await
+        .map_err(|e| ApiError::field("body", e.to_string()))?;
+    let mut tx = app.store.begin().await?;
+    audit::append(
+        &mut tx,
+        &caller.actor(),
+        "plugin.registered",
+        None,
+        json!({ "digest": plugin.digest, "name": plugin.name }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(created(plugin).into_response())
+}
+
+/// List the registered plugins.
+#[utoipa::path(get, path = "/v1/plugins", tag = "admin", responses((status = 200, body = Page<RegisteredPlugin>)), security(("bearer" = [])))]
+pub async fn list_plugins(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+) -> Result<Json<Page<RegisteredPlugin>>, ApiError> {
+    require(&caller, &[Role::Admin])?;
+    Ok(Json(Page {
+        items: controller::list_plugins(&app.store).await?,
+        next: None,
+    }))
+}
+
+/// A new token.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub role: Role,
+    /// Required for the controller role; limits a DPO or auditor to one controller.
+    #[serde(default)]
+    pub controller_id: Option<String>,
+    /// What the token is for, e.g. who holds it.
+    pub label: String,
+}
+
+/// A token just created; its secret is shown only this once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    pub id: String,
+    pub token: String,
+    pub role: Role,
+    pub controller_id: Option<String>,
+}
+
+/// Create a token.
+#[utoipa::path(post, path = "/v1/tokens", tag = "admin", request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn create_token(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Json(body): Json<NewToken>,
+) -> Result<Response, ApiError> {
+    require(&caller, &[Role::Admin])?;
+    if body.role == Role::Controller && body.controller_id.is_none() {
+        return Err(ApiError::field(
+            "controller_id",
+            "a controller token must name its controller",
+        ));
+    }
+    if let Some(controller_id) = &body.controller_id
+        && controller::get_controller(&app.store, controller_id)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::field(
+            "controller_id",
+            format!("no controller has the id {controller_id:?}"),
+        ));
+    }
+    let mut tx = app.store.begin().await?;
+    let (id, token) = auth::create(
+        &mut tx,
+        body.role,
+        body.controller_id.as_deref(),
+        &body.label,
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        &caller.actor(),
+        "token.created",
+        None,
+        json!({ "token_id": id, "role": body.role, "controller_id": body.controller_id }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(created(CreatedToken {
+        id,
+        token,
+        role: body.role,
+        controller_id: body.controller_id,
+    })
+    .into_response())
+}
+
+/// Revoke a token.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn revoke_token(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    require(&caller, &[Role::Admin])?;
+    let mut tx = app.store.begin().await?;
+    let done =
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(crate::store::now_ms())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::NotFound(format!("no active token {id:?}")));
+    }
+    audit::append(
+        &mut tx,
+        &caller.actor(),
+        "token.revoked",
+        None,
+        json!({ "token_id": id }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

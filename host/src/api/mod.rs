@@ -1,0 +1,165 @@
+//! The REST API under `/v1`: JSON in and out, bearer tokens, errors as
+//! `{code, message, field}`, and the OpenAPI document at `/v1/openapi.json`.
+
+mod admin;
+mod error;
+mod requests;
+
+pub use error::{ApiError, ErrorBody, Json};
+
+use crate::app::App;
+use crate::auth::{self, Caller, Role};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::routing::get;
+use axum::{Router, extract::DefaultBodyLimit};
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+/// The largest JSON body the API reads.
+pub const MAX_JSON_BODY: usize = 256 << 10;
+/// The largest plugin upload.
+pub const MAX_PLUGIN_BODY: usize = 64 << 20;
+
+/// The service's HTTP routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .merge(requests::router())
+        .merge(admin::router())
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .merge(admin::plugin_upload_router())
+        .route(
+            "/v1/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .fallback(|| async {
+            ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into())
+        })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        if let Some(wait) = app.throttle.blocked(ip) {
+            return Err(ApiError::Throttled(wait.as_secs().max(1)));
+        }
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let caller = match token {
+            Some(token) if !token.is_empty() => auth::authenticate(&app.store, token).await?,
+            _ => None,
+        };
+        caller.ok_or_else(|| {
+            let failures = app.throttle.fail(ip);
+            tracing::warn!(%ip, failures, path = %parts.uri.path(), "authentication failed");
+            ApiError::Unauthorized
+        })
+    }
+}
+
+/// Refuses callers whose role is not among `roles`.
+///
+/// # Errors
+/// [`ApiError::Forbidden`] naming the roles that may.
+pub fn require(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
+    if roles.contains(&caller.role) {
+        return Ok(());
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    Err(ApiError::Forbidden(format!(
+        "this needs a token with role {}; yours is {}",
+        names.join(" or "),
+        caller.role.as_str()
+    )))
+}
+
+/// A JSON body that may be left out, read as `T::default()` then.
+#[derive(Debug, Default)]
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let empty = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|l| l == "0")
+            || (request.headers().get(header::CONTENT_TYPE).is_none()
+                && request.headers().get(header::TRANSFER_ENCODING).is_none());
+        if empty {
+            return Ok(OptionalJson(T::default()));
+        }
+        Json::<T>::from_request(request, state)
+            .await
+            .map(|Json(v)| OptionalJson(v))
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// 201 Created with a JSON body.
+pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
+    (StatusCode::CREATED, Json(body))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "oubli", description = "Carries out GDPR data subject requests through sandboxed WebAssembly connectors."),
+    paths(
+        requests::create, requests::list, requests::get_one, requests::cancel, requests::extend, requests::approve,
+        requests::reject, requests::retry, requests::tasks, requests::results, requests::webhooks, requests::events,
+        admin::create_controller, admin::list_controllers, admin::get_controller, admin::create_system, admin::list_systems,
+        admin::upload_plugin, admin::list_plugins, admin::create_token, admin::revoke_token,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags((name = "requests", description = "Data subject requests"), (name = "admin", description = "Controllers, systems, plugins and tokens")),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document, for `oubli openapi`.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}

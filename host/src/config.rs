@@ -1,0 +1,136 @@
+//! The service configuration: a TOML file, then `OUBLI_<KEY>` environment variables
+//! over it (`OUBLI_LISTEN=127.0.0.1:9000`, `OUBLI_WORKERS=8`, …).
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// How `oubli serve` runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The address the API listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The folder for the database, the compiled-plugin cache and the demo CRM.
+    pub data_dir: PathBuf,
+    /// The SQLite database file; `<data_dir>/oubli.db` when unset.
+    pub database: Option<PathBuf>,
+    /// The URL controllers reach the API at, used in webhook payloads.
+    pub public_url: Option<String>,
+    /// Tasks run at once in this process.
+    pub workers: usize,
+    /// A task's lease; a worker renews it every third of it while the task runs.
+    pub lease_secs: u64,
+    /// Attempts of a task before a retryable failure becomes final.
+    pub max_attempts: u32,
+    /// First retry delay; it doubles with each attempt, with jitter, up to the cap.
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    /// Delivery attempts of a webhook before it is given up.
+    pub webhook_max_attempts: u32,
+    /// How long shutdown waits for running tasks before handing their leases back.
+    pub shutdown_grace_secs: u64,
+    /// On a new database, create a demo controller, a demo CRM system and tokens.
+    pub demo: bool,
+    /// Customers in the demo CRM.
+    pub demo_customers: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("oubli-data"),
+            database: None,
+            public_url: None,
+            workers: 4,
+            lease_secs: 60,
+            max_attempts: 5,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 300_000,
+            webhook_max_attempts: 12,
+            shutdown_grace_secs: 30,
+            demo: true,
+            demo_customers: 1_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (when given), then applies the `OUBLI_<KEY>` environment variables.
+    ///
+    /// # Errors
+    /// Naming the file, the variable or the key at fault.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("{} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        let known =
+            toml::Table::try_from(Config::default()).context("the default configuration")?;
+        let keys: Vec<String> = known
+            .keys()
+            .cloned()
+            .chain(["database".to_owned(), "public_url".to_owned()])
+            .collect();
+        for key in keys {
+            let var = format!("OUBLI_{}", key.to_ascii_uppercase());
+            let Ok(text) = std::env::var(&var) else {
+                continue;
+            };
+            // A number or boolean is read as TOML; anything else as a string.
+            let value = format!("v = {text}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .filter(|v| !v.is_str())
+                .unwrap_or(toml::Value::String(text));
+            table.insert(key, value);
+        }
+        let config: Config = table.try_into().context("invalid configuration")?;
+        anyhow::ensure!(
+            config.workers >= 1,
+            "workers: at least one worker is needed"
+        );
+        anyhow::ensure!(
+            config.lease_secs >= 3,
+            "lease_secs: a lease shorter than 3 s expires before it can be renewed"
+        );
+        anyhow::ensure!(
+            config.max_attempts >= 1,
+            "max_attempts: at least one attempt is needed"
+        );
+        Ok(config)
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.database
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("oubli.db"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_is_read_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oubli.toml");
+        std::fs::write(&path, "workers = 2\nlisten = \"127.0.0.1:9999\"\n").unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.workers, 2);
+        assert_eq!(config.listen.port(), 9999);
+        std::fs::write(&path, "wrokers = 2\n").unwrap();
+        let error = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(error.contains("wrokers"), "{error}");
+    }
+}

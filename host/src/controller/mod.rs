@@ -1,0 +1,405 @@
+//! Controllers (the organisations that own the data), their connected systems, and the
+//! registered plugins those systems run.
+
+use crate::runtime::system::{Capabilities, Limits, SecretRef};
+use crate::runtime::{Description, Runtime, RuntimeError, SystemConfig};
+use crate::store::{Store, Tx, now_ms, to_rfc3339};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An organisation that owns personal data and decides on the requests about it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Controller {
+    pub id: String,
+    pub name: String,
+    /// Where forwarded requests are POSTed, signed with the controller's webhook secret.
+    pub webhook_url: Option<String>,
+    /// Whether requests submitted by this controller's own DPO are approved at once.
+    pub auto_approve: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new controller.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewController {
+    pub name: String,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub auto_approve: bool,
+}
+
+/// The Art. 15 information given with an access package for one system.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Article15 {
+    /// Why the data is processed.
+    #[serde(default)]
+    pub purposes: Vec<String>,
+    /// The categories of personal data held.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// Who receives the data.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// How long the data is kept.
+    #[serde(default)]
+    pub retention: String,
+    /// Where the data comes from, when not from the subject.
+    #[serde(default)]
+    pub source: String,
+}
+
+/// A system of a controller that holds personal data, and the plugin that reaches it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ConnectedSystem {
+    pub id: String,
+    pub controller_id: String,
+    pub name: String,
+    /// The registered plugin, by digest.
+    pub plugin: String,
+    pub limits: Limits,
+    pub capabilities: Capabilities,
+    /// Secret references (where the host reads them), never their values.
+    pub secrets: BTreeMap<String, SecretRef>,
+    #[schema(value_type = Object)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    pub article15: Article15,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ConnectedSystem {
+    /// The runtime's view of the system.
+    pub fn runtime_config(&self) -> SystemConfig {
+        SystemConfig {
+            name: self.name.clone(),
+            digest: Some(self.plugin.clone()),
+            limits: self.limits.clone(),
+            capabilities: self.capabilities.clone(),
+            secrets: self.secrets.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// A new connected system.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSystem {
+    /// Unique among the controller's systems, e.g. `crm`.
+    pub name: String,
+    /// The digest of a registered plugin.
+    pub plugin: String,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretRef>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub article15: Article15,
+}
+
+/// A plugin registered with the service.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RegisteredPlugin {
+    pub digest: String,
+    pub name: String,
+    /// The contract version it implements, e.g. `0.1.0`.
+    pub contract: String,
+    /// Its `describe()` output.
+    pub info: Description,
+    pub size: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new webhook secret, `whsec_` and 32 random bytes in base64, as in the Standard
+/// Webhooks convention.
+pub fn webhook_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+type ControllerRow = (String, String, Option<String>, bool, i64);
+
+fn controller(row: ControllerRow) -> Controller {
+    Controller {
+        id: row.0,
+        name: row.1,
+        webhook_url: row.2,
+        auto_approve: row.3,
+        created_at: to_rfc3339(row.4),
+    }
+}
+
+/// Creates a controller; returns it with its webhook secret, shown only this once.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn create_controller(
+    tx: &mut Tx,
+    new: &NewController,
+) -> sqlx::Result<(Controller, String)> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let secret = webhook_secret();
+    let now = now_ms();
+    sqlx::query("INSERT INTO controllers (id, name, webhook_url, webhook_secret, auto_approve, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&id)
+        .bind(&new.name)
+        .bind(&new.webhook_url)
+        .bind(&secret)
+        .bind(new.auto_approve)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok((
+        controller((
+            id,
+            new.name.clone(),
+            new.webhook_url.clone(),
+            new.auto_approve,
+            now,
+        )),
+        secret,
+    ))
+}
+
+/// A controller by id.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn get_controller(store: &Store, id: &str) -> sqlx::Result<Option<Controller>> {
+    let row: Option<ControllerRow> = sqlx::query_as(
+        "SELECT id, name, webhook_url, auto_approve, created_at FROM controllers WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&store.read)
+    .await?;
+    Ok(row.map(controller))
+}
+
+/// Every controller, by name.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn list_controllers(store: &Store) -> sqlx::Result<Vec<Controller>> {
+    let rows: Vec<ControllerRow> = sqlx::query_as(
+        "SELECT id, name, webhook_url, auto_approve, created_at FROM controllers ORDER BY name",
+    )
+    .fetch_all(&store.read)
+    .await?;
+    Ok(rows.into_iter().map(controller).collect())
+}
+
+/// Registers a plugin: compiles and links it, asks it to describe itself, and stores it
+/// under its digest. Registering the same file again returns the stored plugin.
+///
+/// # Errors
+/// [`RuntimeError`] when the file is not a plugin oubli can run, or the database write
+/// fails (as `Failed`).
+pub async fn register_plugin(
+    store: &Store,
+    runtime: &std::sync::Arc<Runtime>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<RegisteredPlugin, RuntimeError> {
+    let plugin = runtime.load(name, bytes, None)?;
+    let probe = runtime.prepare(&SystemConfig {
+        name: "registration".into(),
+        ..SystemConfig::default()
+    })?;
+    let info = Description::from(runtime.describe(&plugin, &probe).await?);
+    let stored = |e: sqlx::Error| RuntimeError::Failed(format!("storing the plugin: {e}"));
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO plugins (digest, name, contract, info, size, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(&plugin.digest)
+    .bind(name)
+    .bind(&plugin.contract)
+    .bind(serde_json::to_string(&info).unwrap_or_default())
+    .bind(bytes.len() as i64)
+    .bind(bytes)
+    .bind(now)
+    .execute(&store.write)
+    .await
+    .map_err(stored)?;
+    get_plugin(store, &plugin.digest)
+        .await
+        .map_err(stored)?
+        .ok_or_else(|| RuntimeError::Failed("the plugin vanished".into()))
+}
+
+type PluginRow = (String, String, String, String, i64, i64);
+
+fn registered(row: PluginRow) -> RegisteredPlugin {
+    RegisteredPlugin {
+        digest: row.0,
+        name: row.1,
+        contract: row.2,
+        info: serde_json::from_str(&row.3).unwrap_or_default(),
+        size: row.4,
+        created_at: to_rfc3339(row.5),
+    }
+}
+
+/// A registered plugin by digest.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn get_plugin(store: &Store, digest: &str) -> sqlx::Result<Option<RegisteredPlugin>> {
+    let row: Option<PluginRow> = sqlx::query_as(
+        "SELECT digest, name, contract, info, size, created_at FROM plugins WHERE digest = $1",
+    )
+    .bind(digest)
+    .fetch_optional(&store.read)
+    .await?;
+    Ok(row.map(registered))
+}
+
+/// Every registered plugin.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn list_plugins(store: &Store) -> sqlx::Result<Vec<RegisteredPlugin>> {
+    let rows: Vec<PluginRow> = sqlx::query_as(
+        "SELECT digest, name, contract, info, size, created_at FROM plugins ORDER BY created_at",
+    )
+    .fetch_all(&store.read)
+    .await?;
+    Ok(rows.into_iter().map(registered).collect())
+}
+
+/// A registered plugin's component bytes.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn plugin_bytes(store: &Store, digest: &str) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar("SELECT bytes FROM plugins WHERE digest = $1")
+        .bind(digest)
+        .fetch_optional(&store.read)
+        .await
+}
+
+/// Adds a connected system to a controller. The caller has checked the plugin and the
+/// configuration.
+///
+/// # Errors
+/// When the database write fails, e.g. on a duplicate name.
+pub async fn create_system(
+    tx: &mut Tx,
+    controller_id: &str,
+    new: &NewSystem,
+) -> sqlx::Result<ConnectedSystem> {
+    let system = ConnectedSystem {
+        id: uuid::Uuid::now_v7().to_string(),
+        controller_id: controller_id.to_owned(),
+        name: new.name.clone(),
+        plugin: new.plugin.clone(),
+        limits: new.limits.clone(),
+        capabilities: new.capabilities.clone(),
+        secrets: new.secrets.clone(),
+        config: new.config.clone(),
+        article15: new.article15.clone(),
+        created_at: to_rfc3339(now_ms()),
+    };
+    let mut config = system.runtime_config();
+    config.digest = None;
+    sqlx::query(
+        "INSERT INTO systems (id, controller_id, name, plugin_digest, config, article15, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&system.id)
+    .bind(controller_id)
+    .bind(&system.name)
+    .bind(&system.plugin)
+    .bind(serde_json::to_string(&config).expect("a system config serializes"))
+    .bind(serde_json::to_string(&system.article15).expect("Art. 15 information serializes"))
+    .bind(system.created_at.timestamp_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(system)
+}
+
+type SystemRow = (String, String, String, String, String, String, i64);
+
+fn system(row: SystemRow) -> anyhow::Result<ConnectedSystem> {
+    let config: SystemConfig = serde_json::from_str(&row.4)?;
+    Ok(ConnectedSystem {
+        id: row.0,
+        controller_id: row.1,
+        name: row.2,
+        plugin: row.3,
+        limits: config.limits,
+        capabilities: config.capabilities,
+        secrets: config.secrets,
+        config: config.config,
+        article15: serde_json::from_str(&row.5)?,
+        created_at: to_rfc3339(row.6),
+    })
+}
+
+const SYSTEM_COLUMNS: &str =
+    "id, controller_id, name, plugin_digest, config, article15, created_at";
+
+/// A controller's connected systems, by name.
+///
+/// # Errors
+/// When the database cannot be read or holds a configuration this version cannot parse.
+pub async fn list_systems(
+    store: &Store,
+    controller_id: &str,
+) -> anyhow::Result<Vec<ConnectedSystem>> {
+    let rows: Vec<SystemRow> = sqlx::query_as(&format!(
+        "SELECT {SYSTEM_COLUMNS} FROM systems WHERE controller_id = $1 ORDER BY name"
+    ))
+    .bind(controller_id)
+    .fetch_all(&store.read)
+    .await?;
+    rows.into_iter().map(system).collect()
+}
+
+/// A connected system by id.
+///
+/// # Errors
+/// When the database cannot be read or holds a configuration this version cannot parse.
+pub async fn get_system(store: &Store, id: &str) -> anyhow::Result<Option<ConnectedSystem>> {
+    let row: Option<SystemRow> = sqlx::query_as(&format!(
+        "SELECT {SYSTEM_COLUMNS} FROM systems WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&store.read)
+    .await?;
+    row.map(system).transpose()
+}
+
+/// The identity kinds the controller's systems understand.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn identity_kinds(store: &Store, controller_id: &str) -> sqlx::Result<Vec<String>> {
+    let infos: Vec<String> = sqlx::query_scalar(
+        "SELECT p.info FROM systems s JOIN plugins p ON p.digest = s.plugin_digest WHERE s.controller_id = $1",
+    )
+    .bind(controller_id)
+    .fetch_all(&store.read)
+    .await?;
+    let mut kinds: Vec<String> = infos
+        .iter()
+        .filter_map(|i| serde_json::from_str::<Description>(i).ok())
+        .flat_map(|i| i.identity_kinds)
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    Ok(kinds)
+}

@@ -1,0 +1,236 @@
+//! Webhooks to controllers, signed as in the Standard Webhooks convention: headers
+//! `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of
+//! "id.timestamp.body">`, keyed with the base64-decoded part of the controller's
+//! `whsec_…` secret. Deliveries are queued in the request's transaction, retried with
+//! backoff and visible through the API.
+
+use crate::app::App;
+use crate::store::{Tx, now_ms, to_rfc3339};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One webhook delivery and how it went.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    pub id: String,
+    /// The event, e.g. `request.forwarded`.
+    pub event: String,
+    /// `pending`, `delivered` or `failed` (given up).
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The HTTP status of the last attempt.
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// The `webhook-signature` value for a message.
+///
+/// # Errors
+/// When the secret is not `whsec_` followed by base64.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Result<String> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+        .map_err(|e| anyhow::anyhow!("the webhook secret is not base64: {e}"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    Ok(format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    ))
+}
+
+/// Queues an event for the controller, if it has a webhook URL, in the caller's
+/// transaction.
+///
+/// # Errors
+/// When the database fails.
+pub async fn enqueue(
+    tx: &mut Tx,
+    controller_id: &str,
+    request_id: &str,
+    event: &str,
+    data: serde_json::Value,
+) -> sqlx::Result<bool> {
+    let url: Option<Option<String>> =
+        sqlx::query_scalar("SELECT webhook_url FROM controllers WHERE id = $1")
+            .bind(controller_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if url.flatten().is_none() {
+        return Ok(false);
+    }
+    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    let now = now_ms();
+    let payload = serde_json::json!({ "type": event, "timestamp": to_rfc3339(now), "data": data });
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, controller_id, request_id, event, payload, status, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
+    )
+    .bind(&id)
+    .bind(controller_id)
+    .bind(request_id)
+    .bind(event)
+    .bind(payload.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
+}
+
+type DeliveryRow = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// A request's webhook deliveries, oldest first.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn list(app: &App, request_id: &str) -> sqlx::Result<Vec<Delivery>> {
+    let rows: Vec<DeliveryRow> = sqlx::query_as(
+        "SELECT id, event, status, attempts, next_attempt_at, last_status, last_error, delivered_at FROM webhook_deliveries WHERE request_id = $1 ORDER BY id",
+    )
+    .bind(request_id)
+    .fetch_all(&app.store.read)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Delivery {
+            id: r.0,
+            event: r.1,
+            next_attempt_at: (r.2 == "pending").then(|| to_rfc3339(r.4)),
+            status: r.2,
+            attempts: r.3 as u32,
+            last_status: r.5.map(|s| s as u16),
+            last_error: r.6,
+            delivered_at: r.7.map(to_rfc3339),
+        })
+        .collect())
+}
+
+/// Sends the deliveries that are due; returns how many were attempted.
+///
+/// # Errors
+/// When the database fails.
+pub async fn send_due(app: &App, client: &reqwest::Client) -> anyhow::Result<usize> {
+    let due: Vec<(String, String, i64, String, String)> = sqlx::query_as(
+        "SELECT d.id, d.payload, d.attempts, c.webhook_url, c.webhook_secret FROM webhook_deliveries d \
+         JOIN controllers c ON c.id = d.controller_id \
+         WHERE d.status = 'pending' AND d.next_attempt_at <= $1 ORDER BY d.next_attempt_at LIMIT 32",
+    )
+    .bind(now_ms())
+    .fetch_all(&app.store.read)
+    .await?;
+    for (id, body, attempts, url, secret) in &due {
+        let timestamp = Utc::now().timestamp();
+        let signature = sign(secret, id, timestamp, body)?;
+        let sent = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body.clone())
+            .send()
+            .await;
+        let (status, error) = match sent {
+            Ok(response) if response.status().is_success() => {
+                (Some(response.status().as_u16()), None)
+            }
+            Ok(response) => (
+                Some(response.status().as_u16()),
+                Some(format!("the receiver answered HTTP {}", response.status())),
+            ),
+            Err(e) => (None, Some(format!("could not reach the receiver: {e}"))),
+        };
+        let attempts = attempts + 1;
+        let now = now_ms();
+        let (state, next) = match &error {
+            None => ("delivered", now),
+            Some(_) if attempts >= i64::from(app.config.webhook_max_attempts) => ("failed", now),
+            Some(_) => {
+                let delay = crate::queue::backoff(
+                    attempts as u32,
+                    Duration::from_secs(5),
+                    Duration::from_secs(3600),
+                );
+                ("pending", now + delay.as_millis() as i64)
+            }
+        };
+        if let Some(error) = &error {
+            tracing::warn!(delivery = %id, attempts, state, "webhook delivery failed: {error}");
+        }
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3, last_status = $4, last_error = $5, \
+             delivered_at = CASE WHEN $1 = 'delivered' THEN $6 ELSE NULL END WHERE id = $7",
+        )
+        .bind(state)
+        .bind(attempts)
+        .bind(next)
+        .bind(status.map(i64::from))
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&app.store.write)
+        .await?;
+    }
+    Ok(due.len())
+}
+
+/// Sends webhooks until `shutdown` turns true.
+pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook HTTP client; webhooks are not sent");
+            return;
+        }
+    };
+    while !*shutdown.borrow() {
+        match send_due(&app, &client).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = format!("{e:#}"), "sending webhooks failed"),
+        }
+        tokio::select! {
+            () = app.webhooks_ready.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_follows_the_standard_webhooks_example() {
+        // The example of the Standard Webhooks specification.
+        let signature = sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        )
+        .unwrap();
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+}

@@ -1,0 +1,436 @@
+//! The task queue: one task per request and connected system, claimed with a lease,
+//! heart-beaten while it runs, retried with capped jittered backoff when the failure is
+//! retryable, and fenced by its attempt number so that a worker whose lease was taken
+//! over cannot write a stale result.
+
+pub mod worker;
+
+use crate::audit;
+use crate::request::store as requests;
+use crate::request::{Status, Transition};
+use crate::store::{Store, Tx, now_ms, to_rfc3339};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::Serialize;
+use std::time::Duration;
+
+/// Where a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl TaskStatus {
+    fn parse(text: &str) -> TaskStatus {
+        match text {
+            "running" => TaskStatus::Running,
+            "succeeded" => TaskStatus::Succeeded,
+            "failed" => TaskStatus::Failed,
+            _ => TaskStatus::Queued,
+        }
+    }
+}
+
+/// One request in one connected system.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Task {
+    pub id: String,
+    pub request_id: String,
+    pub system_id: String,
+    pub system_name: String,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// When a queued task will next be tried.
+    pub run_after: DateTime<Utc>,
+    pub last_error: Option<String>,
+    /// `unavailable`, `timeout`, `trap`, `out-of-memory`, `denied`, `invalid-config`,
+    /// `failed` or `lease-lost`.
+    pub last_error_kind: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A task a worker holds the lease of.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub request_id: String,
+    pub system_id: String,
+    /// The fencing token: every later write checks it.
+    pub attempt: u32,
+    pub max_attempts: u32,
+}
+
+/// Creates one queued task per connected system of the request's controller, in the
+/// caller's transaction. Returns how many.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn enqueue(
+    tx: &mut Tx,
+    request_id: &str,
+    controller_id: &str,
+    max_attempts: u32,
+) -> sqlx::Result<u64> {
+    let now = now_ms();
+    let systems: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM systems WHERE controller_id = $1 ORDER BY name")
+            .bind(controller_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    for system in &systems {
+        sqlx::query(
+            "INSERT INTO tasks (id, request_id, system_id, status, attempts, max_attempts, run_after, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'queued', 0, $4, $5, $5, $5)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(request_id)
+        .bind(system)
+        .bind(i64::from(max_attempts))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(systems.len() as u64)
+}
+
+/// Claims the next task that is due, or whose lease expired, for `lease`.
+///
+/// # Errors
+/// When the database fails.
+pub async fn claim(
+    store: &Store,
+    worker: &str,
+    lease: Duration,
+) -> anyhow::Result<Option<Claimed>> {
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    let row: Option<(String, String, String, i64, i64)> = sqlx::query_as(
+        "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+         WHERE id = (SELECT id FROM tasks WHERE (status = 'queued' AND run_after <= $3) OR (status = 'running' AND lease_expires_at < $3) \
+                     ORDER BY run_after, id LIMIT 1) \
+         RETURNING id, request_id, system_id, attempts, max_attempts",
+    )
+    .bind(worker)
+    .bind(now + lease.as_millis() as i64)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, request_id, system_id, attempt, max_attempts)) = row else {
+        return Ok(None);
+    };
+    let claimed = Claimed {
+        id,
+        request_id,
+        system_id,
+        attempt: attempt as u32,
+        max_attempts: max_attempts as u32,
+    };
+    if let Some(request) = requests::get_in(&mut tx, &claimed.request_id).await?
+        && request.status == Status::Approved
+    {
+        requests::transition(
+            &mut tx,
+            &request,
+            Transition::Start,
+            &format!("worker:{worker}"),
+            serde_json::json!({}),
+        )
+        .await?
+        .ok();
+    }
+    audit::append(
+        &mut tx,
+        &format!("worker:{worker}"),
+        "task.started",
+        Some(&claimed.request_id),
+        serde_json::json!({ "task_id": claimed.id, "system_id": claimed.system_id, "attempt": claimed.attempt }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(claimed))
+}
+
+/// Renews the lease; false when the task is no longer this worker's.
+///
+/// # Errors
+/// When the database fails.
+pub async fn heartbeat(store: &Store, task: &Claimed, lease: Duration) -> sqlx::Result<bool> {
+    let done = sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE id = $2 AND attempts = $3 AND status = 'running'")
+        .bind(now_ms() + lease.as_millis() as i64)
+        .bind(&task.id)
+        .bind(i64::from(task.attempt))
+        .execute(&store.write)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How a run of a task ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded(serde_json::Value),
+    /// A failure; `retryable` ones are tried again until the attempts run out.
+    Failed {
+        kind: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+/// The delay before attempt `attempt + 1`: `base × 2^(attempt-1)`, capped, with jitter
+/// drawn from its upper half.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exponential = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(cap);
+    let half = exponential / 2;
+    half + Duration::from_millis(rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64))
+}
+
+/// Records how a run ended, if the worker still holds the task (fencing), and moves the
+/// request along when all its tasks are done. Returns false for a stale worker, whose
+/// result is dropped.
+///
+/// # Errors
+/// When the database fails.
+pub async fn finish(
+    store: &Store,
+    worker: &str,
+    task: &Claimed,
+    outcome: Outcome,
+    backoff: Duration,
+) -> anyhow::Result<bool> {
+    let now = now_ms();
+    let actor = format!("worker:{worker}");
+    let mut tx = store.begin().await?;
+    let (status, event, details) = match &outcome {
+        Outcome::Succeeded(_) => ("succeeded", "task.succeeded", serde_json::json!({})),
+        Outcome::Failed {
+            kind,
+            message,
+            retryable,
+        } if *retryable && task.attempt < task.max_attempts => (
+            "queued",
+            "task.retry_scheduled",
+            serde_json::json!({ "error": kind, "message": message, "retry_in_ms": backoff.as_millis() as u64 }),
+        ),
+        Outcome::Failed { kind, message, .. } => (
+            "failed",
+            "task.failed",
+            serde_json::json!({ "error": kind, "message": message }),
+        ),
+    };
+    let (result, error, error_kind) = match &outcome {
+        Outcome::Succeeded(result) => (Some(result.to_string()), None, None),
+        Outcome::Failed { kind, message, .. } => {
+            (None, Some(message.as_str()), Some(kind.as_str()))
+        }
+    };
+    let updated = sqlx::query(
+        "UPDATE tasks SET status = $1, result = COALESCE($2, result), last_error = $3, last_error_kind = $4, run_after = $5, \
+         lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
+         WHERE id = $7 AND attempts = $8 AND status = 'running'",
+    )
+    .bind(status)
+    .bind(result)
+    .bind(error)
+    .bind(error_kind)
+    .bind(now + backoff.as_millis() as i64)
+    .bind(now)
+    .bind(&task.id)
+    .bind(i64::from(task.attempt))
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        tracing::warn!(task = %task.id, attempt = task.attempt, "dropping the result of a task whose lease was taken over");
+        return Ok(false);
+    }
+    let mut details = details;
+    details["task_id"] = task.id.clone().into();
+    details["system_id"] = task.system_id.clone().into();
+    details["attempt"] = task.attempt.into();
+    audit::append(&mut tx, &actor, event, Some(&task.request_id), details).await?;
+    settle(&mut tx, &task.request_id, &actor).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Completes or fails a running request whose tasks are all done.
+async fn settle(tx: &mut Tx, request_id: &str, actor: &str) -> anyhow::Result<()> {
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM tasks WHERE request_id = $1 GROUP BY status")
+            .bind(request_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let count = |s: &str| {
+        counts
+            .iter()
+            .find(|(status, _)| status == s)
+            .map_or(0, |(_, n)| *n)
+    };
+    if count("queued") + count("running") > 0 {
+        return Ok(());
+    }
+    let Some(request) = requests::get_in(tx, request_id).await? else {
+        return Ok(());
+    };
+    let transition = if count("failed") > 0 {
+        Transition::Fail
+    } else {
+        Transition::Complete
+    };
+    if request.status == Status::Running {
+        requests::transition(
+            tx,
+            &request,
+            transition,
+            actor,
+            serde_json::json!({ "failed_tasks": count("failed") }),
+        )
+        .await?
+        .ok();
+    }
+    Ok(())
+}
+
+/// Completes an approved request that has no task (its controller has no systems).
+///
+/// # Errors
+/// When the database fails.
+pub async fn settle_empty(tx: &mut Tx, request_id: &str, actor: &str) -> anyhow::Result<()> {
+    if let Some(request) = requests::get_in(tx, request_id).await?
+        && request.status == Status::Approved
+    {
+        requests::transition(
+            tx,
+            &request,
+            Transition::Start,
+            actor,
+            serde_json::json!({ "tasks": 0 }),
+        )
+        .await?
+        .ok();
+        settle(tx, request_id, actor).await?;
+    }
+    Ok(())
+}
+
+/// Hands the leases of this worker's running tasks back, so another worker takes them at
+/// once; the interrupted attempt is not counted.
+///
+/// # Errors
+/// When the database fails.
+pub async fn release(store: &Store, worker: &str) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE tasks SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_after = $1 \
+         WHERE lease_owner = $2 AND status = 'running'",
+    )
+    .bind(now_ms())
+    .bind(worker)
+    .execute(&store.write)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Re-queues a failed request's failed tasks with fresh attempts, in the caller's
+/// transaction. Returns how many.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn requeue_failed(tx: &mut Tx, request_id: &str) -> sqlx::Result<u64> {
+    let now = now_ms();
+    let done = sqlx::query("UPDATE tasks SET status = 'queued', attempts = 0, run_after = $1, updated_at = $1 WHERE request_id = $2 AND status = 'failed'")
+        .bind(now)
+        .bind(request_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+type TaskRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
+/// A request's tasks, by system name.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Task>> {
+    let rows: Vec<TaskRow> = sqlx::query_as(
+        "SELECT t.id, t.request_id, t.system_id, s.name, t.status, t.attempts, t.max_attempts, t.run_after, t.last_error, t.last_error_kind, t.updated_at \
+         FROM tasks t JOIN systems s ON s.id = t.system_id WHERE t.request_id = $1 ORDER BY s.name",
+    )
+    .bind(request_id)
+    .fetch_all(&store.read)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Task {
+            id: r.0,
+            request_id: r.1,
+            system_id: r.2,
+            system_name: r.3,
+            status: TaskStatus::parse(&r.4),
+            attempts: r.5 as u32,
+            max_attempts: r.6 as u32,
+            run_after: to_rfc3339(r.7),
+            last_error: r.8,
+            last_error_kind: r.9,
+            updated_at: to_rfc3339(r.10),
+        })
+        .collect())
+}
+
+/// The results of a request's succeeded tasks, by system name.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn results(
+    store: &Store,
+    request_id: &str,
+) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT s.id, s.name, t.result FROM tasks t JOIN systems s ON s.id = t.system_id \
+         WHERE t.request_id = $1 AND t.result IS NOT NULL ORDER BY s.name",
+    )
+    .bind(request_id)
+    .fetch_all(&store.read)
+    .await?;
+    rows.into_iter()
+        .map(|(id, name, result)| Ok((id, name, serde_json::from_str(&result)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_is_capped() {
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(60);
+        for attempt in 1..=10 {
+            let full = base.saturating_mul(1 << (attempt - 1)).min(cap);
+            let delay = backoff(attempt, base, cap);
+            assert!(
+                delay >= full / 2 && delay <= full,
+                "attempt {attempt}: {delay:?} vs {full:?}"
+            );
+        }
+        assert!(backoff(40, base, cap) <= cap);
+    }
+}

@@ -1,0 +1,279 @@
+//! The worker: claims a task, runs the request's action in the system through its
+//! plugin, checks the effect, and records the outcome.
+//!
+//! - erasure: `locate`, `erase`, then `locate` again; only records the plugin reported
+//!   as retained (with their legal basis) may remain;
+//! - access: every page of `access`, stored as the task's result;
+//! - rectification: `rectify`, then `access` to check that the changed records hold the
+//!   new values.
+
+use super::{Claimed, Outcome};
+use crate::app::App;
+use crate::controller;
+use crate::request::Kind;
+use crate::request::store::{self as requests, Request};
+use crate::runtime::{
+    Change, Identity, Outcome as Erasure, PersonalRecord, Plugin, PreparedSystem, RuntimeError,
+    Subject,
+};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pages of `access` after which a plugin is taken to be looping.
+const MAX_PAGES: usize = 100_000;
+
+/// Claims one due task and runs it. Returns false when no task was due.
+///
+/// # Errors
+/// When the database fails; the task's lease then expires and another attempt follows.
+pub async fn step(app: &Arc<App>, worker: &str) -> anyhow::Result<bool> {
+    let lease = Duration::from_secs(app.config.lease_secs);
+    let Some(task) = super::claim(&app.store, worker, lease).await? else {
+        return Ok(false);
+    };
+    let outcome = if task.attempt > task.max_attempts {
+        Outcome::Failed {
+            kind: "lease-lost".into(),
+            message: format!(
+                "gave up after {} attempts whose workers stopped before finishing",
+                task.max_attempts
+            ),
+            retryable: false,
+        }
+    } else {
+        let heartbeat = {
+            let (app, task) = (app.clone(), task.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(lease / 3);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match super::heartbeat(&app.store, &task, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!(task = %task.id, error = %e, "renewing a lease failed")
+                        }
+                    }
+                }
+            })
+        };
+        let outcome = execute(app, &task).await;
+        heartbeat.abort();
+        outcome
+    };
+    let delay = super::backoff(
+        task.attempt,
+        Duration::from_millis(app.config.backoff_base_ms),
+        Duration::from_millis(app.config.backoff_cap_ms),
+    );
+    if let Outcome::Failed {
+        kind,
+        message,
+        retryable,
+    } = &outcome
+    {
+        tracing::warn!(task = %task.id, request = %task.request_id, attempt = task.attempt, kind, retryable, "task failed: {message}");
+    }
+    super::finish(&app.store, worker, &task, outcome, delay).await?;
+    Ok(true)
+}
+
+fn failed(error: &RuntimeError) -> Outcome {
+    Outcome::Failed {
+        kind: error.kind().into(),
+        message: error.to_string(),
+        retryable: error.is_retryable(),
+    }
+}
+
+async fn execute(app: &Arc<App>, task: &Claimed) -> Outcome {
+    let loaded = async {
+        let request = requests::get(&app.store, &task.request_id)
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("reading the request: {e:#}")))?
+            .ok_or_else(|| RuntimeError::Failed("the request no longer exists".into()))?;
+        let system = controller::get_system(&app.store, &task.system_id)
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("reading the system: {e:#}")))?
+            .ok_or_else(|| RuntimeError::Failed("the connected system no longer exists".into()))?;
+        let registered = controller::get_plugin(&app.store, &system.plugin)
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("reading the plugin: {e}")))?
+            .ok_or_else(|| {
+                RuntimeError::InvalidConfig(format!(
+                    "no plugin with digest {} is registered",
+                    system.plugin
+                ))
+            })?;
+        let needed: &[&str] = match request.kind {
+            Kind::Erasure => &["locate", "erase"],
+            Kind::Access => &["access"],
+            Kind::Rectification => &["rectify", "access"],
+        };
+        if let Some(missing) = needed
+            .iter()
+            .find(|a| !registered.info.actions.iter().any(|b| b == *a))
+        {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "the plugin {} of system {} does not support `{missing}`, which a request of kind {} needs",
+                registered.name, system.name, request.kind
+            )));
+        }
+        let prepared = app.prepared(&system)?;
+        let plugin = app.plugin(&system.plugin).await?;
+        Ok::<_, RuntimeError>((request, prepared, plugin))
+    };
+    let (request, system, plugin) = match loaded.await {
+        Ok(loaded) => loaded,
+        Err(error) => return failed(&error),
+    };
+    let subject = Subject {
+        request_id: request.id.clone(),
+        identities: request
+            .identities
+            .iter()
+            .map(|i| Identity {
+                kind: i.kind.clone(),
+                value: i.value.clone(),
+            })
+            .collect(),
+    };
+    let result = match request.kind {
+        Kind::Erasure => erase(app, &plugin, &system, &subject).await,
+        Kind::Access => access(app, &plugin, &system, &subject)
+            .await
+            .map(|records| json!({ "records": records })),
+        Kind::Rectification => rectify(app, &plugin, &system, &subject, &request).await,
+    };
+    match result {
+        Ok(value) => Outcome::Succeeded(value),
+        Err(error) => failed(&error),
+    }
+}
+
+async fn erase(
+    app: &Arc<App>,
+    plugin: &Arc<Plugin>,
+    system: &Arc<PreparedSystem>,
+    subject: &Subject,
+) -> Result<serde_json::Value, RuntimeError> {
+    let located = app.runtime.locate(plugin, system, subject).await?;
+    let erased = app.runtime.erase(plugin, system, subject).await?;
+    let remaining = app.runtime.locate(plugin, system, subject).await?;
+    let retained: BTreeSet<(&str, &str)> = erased
+        .iter()
+        .filter(|e| matches!(e.outcome, Erasure::Retained(_)))
+        .map(|e| (e.collection.as_str(), e.key.as_str()))
+        .collect();
+    let left: Vec<String> = remaining
+        .iter()
+        .filter(|r| !retained.contains(&(r.collection.as_str(), r.key.as_str())))
+        .map(|r| format!("{}/{}", r.collection, r.key))
+        .collect();
+    if !left.is_empty() {
+        return Err(RuntimeError::Failed(format!(
+            "after the erasure, {} record(s) the plugin did not report as retained are still there: {}",
+            left.len(),
+            left.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(json!({
+        "plugin": plugin.digest,
+        "located": located.len(),
+        "erased": crate::runtime::erased_json(&erased),
+        "remaining": remaining,
+    }))
+}
+
+async fn access(
+    app: &Arc<App>,
+    plugin: &Arc<Plugin>,
+    system: &Arc<PreparedSystem>,
+    subject: &Subject,
+) -> Result<Vec<PersonalRecord>, RuntimeError> {
+    let mut records = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_PAGES {
+        let page = app
+            .runtime
+            .access(plugin, system, subject, cursor.take())
+            .await?;
+        records.extend(page.records);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(records),
+        }
+    }
+    Err(RuntimeError::Failed(format!(
+        "the plugin returned more than {MAX_PAGES} pages; it is taken to be looping"
+    )))
+}
+
+async fn rectify(
+    app: &Arc<App>,
+    plugin: &Arc<Plugin>,
+    system: &Arc<PreparedSystem>,
+    subject: &Subject,
+    request: &Request,
+) -> Result<serde_json::Value, RuntimeError> {
+    let changes: Vec<Change> = request
+        .changes
+        .iter()
+        .map(|c| Change {
+            collection: c.collection.clone(),
+            field: c.field.clone(),
+            value: c.value.to_string(),
+        })
+        .collect();
+    let changed = app
+        .runtime
+        .rectify(plugin, system, subject, &changes)
+        .await?;
+    let touched: BTreeSet<(&str, &str)> = changed
+        .iter()
+        .map(|r| (r.collection.as_str(), r.key.as_str()))
+        .collect();
+    let records = access(app, plugin, system, subject).await?;
+    for record in records
+        .iter()
+        .filter(|r| touched.contains(&(r.collection.as_str(), r.key.as_str())))
+    {
+        for change in request.changes.iter().filter(|c| {
+            c.collection
+                .as_deref()
+                .is_none_or(|c| c == record.collection)
+        }) {
+            let Some(field) = record.fields.iter().find(|f| f.name == change.field) else {
+                continue;
+            };
+            let now: serde_json::Value = serde_json::from_str(&field.value)
+                .unwrap_or(serde_json::Value::String(field.value.clone()));
+            if now != change.value {
+                return Err(RuntimeError::Failed(format!(
+                    "after the rectification, {}/{} has {} = {now}, not {}",
+                    record.collection, record.key, change.field, change.value
+                )));
+            }
+        }
+    }
+    Ok(json!({ "plugin": plugin.digest, "changed": changed, "verified": touched.len() }))
+}
+
+/// Runs tasks until `shutdown` turns true.
+pub async fn run(app: Arc<App>, worker: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        match step(&app, &worker).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => tracing::error!(worker, error = format!("{e:#}"), "worker step failed"),
+        }
+        tokio::select! {
+            () = app.tasks_ready.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Requests in the database: creation, reads, lists and the transitions, each in the
+//! caller's transaction together with its audit event.
+
+use super::{Kind, Status, Transition};
+use crate::audit;
+use crate::store::{Store, Tx, now_ms, to_rfc3339};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One identity of the subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityInput {
+    /// What the value is: `email`, `phone`, `customer-id`…
+    pub kind: String,
+    pub value: String,
+}
+
+/// One change of a rectification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeInput {
+    /// Limit the change to one collection (table, object type); every collection that
+    /// has the field when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    pub field: String,
+    /// The new value, any JSON value.
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+}
+
+/// A data subject request.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Request {
+    pub id: String,
+    pub controller_id: String,
+    pub kind: Kind,
+    pub status: Status,
+    pub identities: Vec<IdentityInput>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ChangeInput>,
+    /// The submitter's own reference, e.g. a ticket number.
+    pub external_ref: Option<String>,
+    pub received_at: DateTime<Utc>,
+    /// One calendar month after receipt, plus any extension (Art. 12(3)).
+    pub due_at: DateTime<Utc>,
+    /// Whether the deadline has passed while the request is still open.
+    pub overdue: bool,
+    pub extended_months: u32,
+    pub extension_reason: Option<String>,
+    /// The controller's reason, when it rejected the request.
+    pub decision_reason: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    controller_id: String,
+    kind: String,
+    status: String,
+    identities: String,
+    changes: String,
+    external_ref: Option<String>,
+    received_at: i64,
+    due_at: i64,
+    extended_months: i64,
+    extension_reason: Option<String>,
+    decision_reason: Option<String>,
+    completed_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at";
+
+impl TryFrom<Row> for Request {
+    type Error = anyhow::Error;
+
+    fn try_from(row: Row) -> anyhow::Result<Request> {
+        let status: Status = row.status.parse().map_err(anyhow::Error::msg)?;
+        Ok(Request {
+            kind: row.kind.parse().map_err(anyhow::Error::msg)?,
+            overdue: !status.is_final() && row.due_at < now_ms(),
+            status,
+            identities: serde_json::from_str(&row.identities)?,
+            changes: serde_json::from_str(&row.changes)?,
+            id: row.id,
+            controller_id: row.controller_id,
+            external_ref: row.external_ref,
+            received_at: to_rfc3339(row.received_at),
+            due_at: to_rfc3339(row.due_at),
+            extended_months: row.extended_months as u32,
+            extension_reason: row.extension_reason,
+            decision_reason: row.decision_reason,
+            completed_at: row.completed_at.map(to_rfc3339),
+        })
+    }
+}
+
+/// What a new request holds, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct NewRequest<'a> {
+    pub controller_id: &'a str,
+    pub kind: Kind,
+    pub identities: &'a [IdentityInput],
+    pub changes: &'a [ChangeInput],
+    pub external_ref: Option<&'a str>,
+    pub submitted_by: &'a str,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// The request a submitter already created under an idempotency key.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn by_idempotency_key(
+    tx: &mut Tx,
+    submitted_by: &str,
+    key: &str,
+) -> anyhow::Result<Option<Request>> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM requests WHERE submitted_by = $1 AND idempotency_key = $2"
+    ))
+    .bind(submitted_by)
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(Request::try_from).transpose()
+}
+
+/// Inserts a request as `received` and records it.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn insert(tx: &mut Tx, new: &NewRequest<'_>, actor: &str) -> anyhow::Result<String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let received = now_ms();
+    let due = super::due_at(to_rfc3339(received), 0).timestamp_millis();
+    sqlx::query(
+        "INSERT INTO requests (id, controller_id, kind, status, identities, changes, external_ref, submitted_by, idempotency_key, received_at, due_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10)",
+    )
+    .bind(&id)
+    .bind(new.controller_id)
+    .bind(new.kind.as_str())
+    .bind(Status::Received.as_str())
+    .bind(serde_json::to_string(new.identities)?)
+    .bind(serde_json::to_string(new.changes)?)
+    .bind(new.external_ref)
+    .bind(new.submitted_by)
+    .bind(new.idempotency_key)
+    .bind(received)
+    .bind(due)
+    .execute(&mut **tx)
+    .await?;
+    audit::append(
+        tx,
+        actor,
+        "request.received",
+        Some(&id),
+        serde_json::json!({ "kind": new.kind, "controller_id": new.controller_id, "identity_kinds": new.identities.iter().map(|i| &i.kind).collect::<Vec<_>>() }),
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Reads a request inside a transaction.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn get_in(tx: &mut Tx, id: &str) -> anyhow::Result<Option<Request>> {
+    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM requests WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(Request::try_from).transpose()
+}
+
+/// Reads a request.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn get(store: &Store, id: &str) -> anyhow::Result<Option<Request>> {
+    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM requests WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&store.read)
+        .await?;
+    row.map(Request::try_from).transpose()
+}
+
+/// Moves a request along its lifecycle and records the event. Returns the new status,
+/// or the reason the transition is not allowed (for a 409).
+///
+/// # Errors
+/// The outer error when the database fails.
+pub async fn transition(
+    tx: &mut Tx,
+    request: &Request,
+    transition: Transition,
+    actor: &str,
+    details: serde_json::Value,
+) -> anyhow::Result<Result<Status, String>> {
+    let next = match request.status.apply(transition) {
+        Ok(next) => next,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let now = now_ms();
+    let completed = (next == Status::Completed).then_some(now);
+    let updated = sqlx::query("UPDATE requests SET status = $1, updated_at = $2, completed_at = COALESCE($3, completed_at) WHERE id = $4 AND status = $5")
+        .bind(next.as_str())
+        .bind(now)
+        .bind(completed)
+        .bind(&request.id)
+        .bind(request.status.as_str())
+        .execute(&mut **tx)
+        .await?;
+    anyhow::ensure!(
+        updated.rows_affected() == 1,
+        "request {} changed status while it was being updated",
+        request.id
+    );
+    audit::append(
+        tx,
+        actor,
+        &format!("request.{}", next.as_str()),
+        Some(&request.id),
+        details,
+    )
+    .await?;
+    Ok(Ok(next))
+}
+
+/// Filters of the request list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub controller_id: Option<String>,
+    pub status: Option<Status>,
+    pub kind: Option<Kind>,
+    pub overdue: Option<bool>,
+    /// Requests with an id after this one (ids grow with time).
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// Lists requests, oldest first, one page at a time.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn list(store: &Store, filter: &Filter) -> anyhow::Result<Vec<Request>> {
+    let mut query = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM requests WHERE 1 = 1"));
+    if let Some(controller) = &filter.controller_id {
+        query.push(" AND controller_id = ").push_bind(controller);
+    }
+    if let Some(status) = filter.status {
+        query.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(kind) = filter.kind {
+        query.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    if let Some(overdue) = filter.overdue {
+        let open = "status NOT IN ('completed', 'rejected', 'cancelled')";
+        if overdue {
+            query
+                .push(format!(" AND {open} AND due_at < "))
+                .push_bind(now_ms());
+        } else {
+            query
+                .push(format!(" AND NOT ({open} AND due_at < "))
+                .push_bind(now_ms())
+                .push(")");
+        }
+    }
+    if let Some(after) = &filter.after {
+        query.push(" AND id > ").push_bind(after);
+    }
+    query
+        .push(" ORDER BY id LIMIT ")
+        .push_bind(i64::from(filter.limit));
+    let rows: Vec<Row> = query.build_query_as().fetch_all(&store.read).await?;
+    rows.into_iter().map(Request::try_from).collect()
+}
+
+/// Extends the deadline by `months`, within the two months Art. 12(3) allows in total.
+/// Returns the reason for a 409 when the extension is not allowed.
+///
+/// # Errors
+/// The outer error when the database fails.
+pub async fn extend(
+    tx: &mut Tx,
+    request: &Request,
+    months: u32,
+    reason: &str,
+    actor: &str,
+) -> anyhow::Result<Result<Request, String>> {
+    if request.status.is_final() {
+        return Ok(Err(format!(
+            "cannot extend the deadline of a request that is {}",
+            request.status
+        )));
+    }
+    let total = request.extended_months + months;
+    if total > super::MAX_EXTENSION_MONTHS {
+        return Ok(Err(format!(
+            "the deadline can be extended by at most {} months in total (Art. 12(3)); it is already extended by {}",
+            super::MAX_EXTENSION_MONTHS,
+            request.extended_months
+        )));
+    }
+    let due = super::due_at(request.received_at, total);
+    sqlx::query("UPDATE requests SET extended_months = $1, extension_reason = $2, due_at = $3, updated_at = $4 WHERE id = $5")
+        .bind(i64::from(total))
+        .bind(reason)
+        .bind(due.timestamp_millis())
+        .bind(now_ms())
+        .bind(&request.id)
+        .execute(&mut **tx)
+        .await?;
+    audit::append(
+        tx,
+        actor,
+        "request.extended",
+        Some(&request.id),
+        serde_json::json!({ "months": months, "reason": reason, "due_at": due }),
+    )
+    .await?;
+    Ok(Ok(get_in(tx, &request.id)
+        .await?
+        .expect("the request exists")))
+}
+
+/// Records the controller's reason on a rejected request.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn set_decision_reason(tx: &mut Tx, id: &str, reason: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE requests SET decision_reason = $1 WHERE id = $2")
+        .bind(reason)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

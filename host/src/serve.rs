@@ -1,0 +1,218 @@
+//! `oubli serve`: the API, the workers and the webhook sender in one process on the
+//! embedded SQLite database, with a demo setup on first start.
+
+use crate::app::App;
+use crate::auth::{self, Role};
+use crate::config::Config;
+use crate::controller::{self, Article15, NewController, NewSystem};
+use crate::runtime::{Runtime, RuntimeSettings};
+use crate::store::{Store, now_ms};
+use anyhow::Context;
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Runs the service until SIGINT or SIGTERM.
+///
+/// # Errors
+/// When the database, the runtime or the listening socket cannot be set up.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.database_path()).await?;
+    let runtime = Arc::new(Runtime::new(RuntimeSettings {
+        cache_dir: Some(config.data_dir.join("cache")),
+        ..Default::default()
+    })?);
+    let app = App::new(config, store, runtime);
+    // One process owns an SQLite database: tasks still marked running were interrupted
+    // when the last process stopped, and can be taken again at once.
+    let resumed = resume_interrupted(&app.store).await?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed tasks interrupted by the last stop");
+    }
+    if app.config.demo {
+        demo_setup(&app).await?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(app.config.listen)
+        .await
+        .with_context(|| format!("listening on {}", app.config.listen))?;
+    let address = listener.local_addr()?;
+    println!("oubli: listening on http://{address}");
+    println!("oubli: the API is described at http://{address}/v1/openapi.json");
+
+    let (stop, stopped) = watch::channel(false);
+    let mut workers = Vec::new();
+    let process = uuid::Uuid::now_v7().simple().to_string();
+    let worker_ids: Vec<String> = (0..app.config.workers)
+        .map(|i| format!("{}-{i}", &process[20..]))
+        .collect();
+    for id in &worker_ids {
+        workers.push(tokio::spawn(crate::queue::worker::run(
+            app.clone(),
+            id.clone(),
+            stopped.clone(),
+        )));
+    }
+    let webhooks = tokio::spawn(crate::notify::run(app.clone(), stopped.clone()));
+
+    let router = crate::api::router(app.clone())
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let mut on_stop = stopped.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = on_stop.wait_for(|s| *s).await;
+    });
+    let server = tokio::spawn(server.into_future());
+
+    signal().await;
+    println!("oubli: stopping: running tasks finish or hand their lease back");
+    let _ = stop.send(true);
+    stop_workers(&app, workers, &worker_ids).await;
+    let _ = webhooks.await;
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
+        _ => tracing::warn!("open HTTP connections did not close within 10 s"),
+    }
+    app.store.close().await;
+    println!("oubli: stopped");
+    Ok(())
+}
+
+async fn resume_interrupted(store: &Store) -> anyhow::Result<u64> {
+    let done = sqlx::query("UPDATE tasks SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, run_after = $1 WHERE status = 'running'")
+        .bind(now_ms())
+        .execute(&store.write)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+async fn demo_setup(app: &Arc<App>) -> anyhow::Result<()> {
+    let controllers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM controllers")
+        .fetch_one(&app.store.read)
+        .await?;
+    if controllers > 0 {
+        return Ok(());
+    }
+    let crm = app.config.data_dir.join("demo-crm.db");
+    if !crm.exists() {
+        crate::demo::create_crm(&crm, app.config.demo_customers)
+            .await
+            .context("writing the demo CRM")?;
+    }
+    let crm = crm.canonicalize()?;
+    let builtin = crate::plugins::builtin("sql").context("the SQL connector is built in")?;
+    let plugin =
+        controller::register_plugin(&app.store, &app.runtime, "builtin:sql", builtin.bytes).await?;
+    let demo = crate::demo::crm_system("crm", &crm);
+    let mut tx = app.store.begin().await?;
+    let (shop, _secret) = controller::create_controller(
+        &mut tx,
+        &NewController {
+            name: "Demo Shop".into(),
+            webhook_url: None,
+            auto_approve: false,
+        },
+    )
+    .await?;
+    controller::create_system(
+        &mut tx,
+        &shop.id,
+        &NewSystem {
+            name: demo.name,
+            plugin: plugin.digest.clone(),
+            limits: demo.limits,
+            capabilities: demo.capabilities,
+            secrets: demo.secrets,
+            config: demo.config,
+            article15: Article15 {
+                purposes: vec![
+                    "selling and delivering orders".into(),
+                    "customer support".into(),
+                    "accounting".into(),
+                ],
+                categories: vec![
+                    "contact".into(),
+                    "identity".into(),
+                    "location".into(),
+                    "purchases".into(),
+                    "communications".into(),
+                    "billing".into(),
+                ],
+                recipients: vec!["the carrier delivering the orders".into()],
+                retention: "three years after the last order; invoices ten years".into(),
+                source: "the customer".into(),
+            },
+        },
+    )
+    .await?;
+    let (_, admin) = auth::create(&mut tx, Role::Admin, None, "demo admin").await?;
+    let (_, dpo) = auth::create(&mut tx, Role::Dpo, Some(&shop.id), "demo DPO").await?;
+    let (_, controller) =
+        auth::create(&mut tx, Role::Controller, Some(&shop.id), "demo controller").await?;
+    crate::audit::append(
+        &mut tx,
+        "system",
+        "demo.created",
+        None,
+        serde_json::json!({ "controller_id": shop.id }),
+    )
+    .await?;
+    tx.commit().await?;
+    println!("oubli: first start: created a demo setup (the tokens are shown only this once)");
+    println!("  controller:        Demo Shop {}", shop.id);
+    println!(
+        "  system:            crm, the demo CRM at {} ({} customers)",
+        crm.display(),
+        app.config.demo_customers
+    );
+    println!("  admin token:       {admin}");
+    println!("  dpo token:         {dpo}");
+    println!("  controller token:  {controller}");
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return interrupt.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    interrupt.await.unwrap_or(());
+}
+
+/// Stops the workers: each finishes its running task within the grace period, or hands
+/// its lease back.
+pub async fn stop_workers(
+    app: &Arc<App>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    ids: &[String],
+) {
+    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
+    if tokio::time::timeout(grace, futures::future::join_all(workers))
+        .await
+        .is_err()
+    {
+        for id in ids {
+            match crate::queue::release(&app.store, id).await {
+                Ok(n) if n > 0 => {
+                    tracing::warn!(worker = %id, tasks = n, "handed running tasks back at shutdown")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(worker = %id, error = %e, "handing tasks back failed; their leases will expire")
+                }
+            }
+        }
+    }
+}

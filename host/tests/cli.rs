@@ -1,0 +1,152 @@
+//! The `oubli` binary's plugin commands, run as a plugin author would.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn oubli(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_oubli"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs")
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[test]
+fn inspect_prints_digest_contract_and_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = oubli(&["plugin", "inspect", "builtin:sql"], dir.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json(&output);
+    assert_eq!(report["contract"], "oubli:connector@0.1.0");
+    assert!(report["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(report["describe"]["name"], "sql");
+
+    let output = oubli(&["plugin", "inspect", "missing.wasm"], dir.path());
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read plugin missing.wasm"));
+}
+
+#[test]
+fn call_runs_each_action_against_the_demo_crm() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = oubli(
+        &["demo", "crm", "--dir", ".", "--customers", "20"],
+        dir.path(),
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let call = |action: &str, extra: &[&str]| {
+        let mut args = vec![
+            "plugin",
+            "call",
+            "builtin:sql",
+            "--system",
+            "crm-system.toml",
+            "--action",
+            action,
+        ];
+        args.extend_from_slice(&["--identity", "email=customer7@example.org"]);
+        args.extend_from_slice(extra);
+        oubli(&args, dir.path())
+    };
+
+    let located = json(&call("locate", &[]));
+    assert_eq!(located["system"], "crm");
+    // Customer 7: the account, two orders of two items, two invoices; odd customers have no ticket.
+    assert_eq!(
+        located["result"]["records"].as_array().unwrap().len(),
+        1 + 2 + 4 + 2
+    );
+
+    let exported = json(&call("access", &[]));
+    assert_eq!(exported["result"]["records"].as_array().unwrap().len(), 9);
+
+    let rectified = json(&call("rectify", &["--change", "customers.city=Brest"]));
+    assert_eq!(rectified["result"]["changed"][0]["key"], "7");
+
+    let erased = call("erase", &[]);
+    assert!(erased.status.success());
+    let erased = json(&erased);
+    let outcomes: Vec<&str> = erased["result"]["erased"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "deleted").count(),
+        7,
+        "{erased}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "retained").count(),
+        2,
+        "{erased}"
+    );
+    let left = json(&call("locate", &[]));
+    assert!(
+        left["result"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["collection"] == "invoices")
+    );
+}
+
+#[test]
+fn a_changed_plugin_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        oubli(
+            &["demo", "crm", "--dir", ".", "--customers", "2"],
+            dir.path()
+        )
+        .status
+        .success()
+    );
+    let system = dir.path().join("crm-system.toml");
+    let text = std::fs::read_to_string(&system).unwrap();
+    let pinned = format!("digest = \"sha256:{}\"\n{text}", "0".repeat(64));
+    std::fs::write(&system, pinned).unwrap();
+    let output = oubli(
+        &[
+            "plugin",
+            "call",
+            "builtin:sql",
+            "--system",
+            "crm-system.toml",
+            "--action",
+            "locate",
+            "--identity",
+            "email=a@example.org",
+        ],
+        dir.path(),
+    );
+    assert!(!output.status.success());
+    let report = json(&output);
+    assert_eq!(report["error"], "invalid-config");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("the file changed"),
+        "{report}"
+    );
+}

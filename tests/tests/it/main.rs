@@ -1,0 +1,6 @@
+//! oubli's end-to-end tests, in one test binary: the real runtime with real plugins,
+//! real databases and servers on loopback.
+
+mod sandbox;
+mod service;
+mod sql_connector;

@@ -1,0 +1,384 @@
+//! The sandbox: plugins that loop, hoard memory, panic, reach for the network, the
+//! filesystem, the environment or a secret are stopped with the right error, and the
+//! host goes on serving other calls.
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use oubli::runtime::{RuntimeError, digest_of};
+use oubli_tests::{load, plugin_path, runtime, serve, subject, system};
+use std::sync::{Arc, Mutex};
+
+const SECRET: &str = "s3cr3t-token-value";
+
+/// Asserts that a plain call still works on this runtime.
+async fn still_serves(rt: &Arc<oubli::runtime::Runtime>) {
+    let plugin = load(rt, "oubli_testkit");
+    let sys = system(rt, "name = \"plain\"\n");
+    let found = rt
+        .locate(&plugin, &sys, &subject(&[("behaviour", "ok")]))
+        .await
+        .expect("an ordinary call succeeds");
+    assert_eq!(found.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_loop_is_stopped_at_its_deadline() {
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let sys = system(&rt, "name = \"looping\"\n[limits]\ntimeout_ms = 300\n");
+    let error = rt
+        .locate(&plugin, &sys, &subject(&[("behaviour", "loop")]))
+        .await
+        .unwrap_err();
+    assert_eq!(error, RuntimeError::Timeout(300));
+    assert!(error.is_retryable(), "a timeout is retried");
+    still_serves(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unbounded_allocation_is_stopped_at_the_memory_cap() {
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let sys = system(&rt, "name = \"hoarding\"\n[limits]\nmemory_mb = 32\n");
+    let error = rt
+        .locate(&plugin, &sys, &subject(&[("behaviour", "alloc")]))
+        .await
+        .unwrap_err();
+    assert_eq!(error, RuntimeError::OutOfMemory(32));
+    assert!(!error.is_retryable());
+    assert!(error.to_string().contains("32 MiB"), "{error}");
+    still_serves(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_fails_the_call_with_the_panic_message() {
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let sys = system(&rt, "name = \"panicking\"\n");
+    let error = rt
+        .locate(&plugin, &sys, &subject(&[("behaviour", "panic")]))
+        .await
+        .unwrap_err();
+    match &error {
+        RuntimeError::Trap(message) => assert!(
+            message.contains("the testkit panics on purpose"),
+            "{message}"
+        ),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert!(!error.is_retryable());
+    still_serves(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_error_keeps_its_kind() {
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let sys = system(&rt, "name = \"busy\"\n");
+    let error = rt
+        .locate(&plugin, &sys, &subject(&[("behaviour", "unavailable")]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        RuntimeError::Unavailable("the testkit says the system is busy".into())
+    );
+    assert!(error.is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_is_denied_unless_granted_and_allow_listed() {
+    let hits = Arc::new(Mutex::new(0));
+    let counter = hits.clone();
+    let (address, _server) = serve(Router::new().route(
+        "/",
+        get(move || {
+            *counter.lock().unwrap() += 1;
+            async { "hello" }
+        }),
+    ))
+    .await;
+    let url = format!("http://{address}/");
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let call = |toml: &str| {
+        let sys = system(&rt, toml);
+        let (rt, plugin, url) = (rt.clone(), plugin.clone(), url.clone());
+        async move {
+            rt.locate(
+                &plugin,
+                &sys,
+                &subject(&[("behaviour", "http"), ("url", &url)]),
+            )
+            .await
+        }
+    };
+
+    let error = call("name = \"no-http\"\n").await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Denied(m) if m.contains("capability `http` is not granted")),
+        "{error:?}"
+    );
+
+    let error = call("name = \"elsewhere\"\n[capabilities.http]\nallow = [\"api.example.org\"]\n")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Denied(m) if m.contains("not on the allow-list")),
+        "{error:?}"
+    );
+
+    let listed = format!(
+        "name = \"loopback\"\n[capabilities.http]\nallow = [\"127.0.0.1:{}\"]\n",
+        address.port()
+    );
+    let error = call(&listed).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Denied(m) if m.contains("loopback or private")),
+        "{error:?}"
+    );
+    assert_eq!(
+        *hits.lock().unwrap(),
+        0,
+        "no refused request reached the server"
+    );
+
+    let allowed = format!("{listed}allow_private = true\n");
+    let found = call(&allowed)
+        .await
+        .expect("an allowed request goes through");
+    assert_eq!(found[0].key, "200");
+    assert_eq!(found[2].key, "hello");
+    assert_eq!(*hits.lock().unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_over_the_size_cap_is_refused() {
+    let (address, _server) =
+        serve(Router::new().route("/big", get(|| async { "x".repeat(4 << 20) }))).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let sys = system(
+        &rt,
+        "name = \"capped\"\n[capabilities.http]\nallow = [\"127.0.0.1\"]\nallow_private = true\nmax_response_bytes = 65536\n",
+    );
+    let url = format!("http://{address}/big");
+    let error = rt
+        .locate(
+            &plugin,
+            &sys,
+            &subject(&[("behaviour", "http"), ("url", &url)]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(m) if m.contains("size cap")),
+        "{error:?}"
+    );
+    still_serves(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_filled_in_on_the_way_out_and_never_reach_the_guest() {
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let (address, _server) = serve(Router::new().route(
+        "/",
+        get(move |headers: HeaderMap| {
+            let value = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            log.lock().unwrap().push(value.clone());
+            async move { "ok" }
+        }),
+    ))
+    .await;
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), format!("{SECRET}\n")).unwrap();
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let toml = |hosts: &str| {
+        format!(
+            "name = \"with-secret\"\n[capabilities]\nhost = true\n[capabilities.http]\nallow = [\"127.0.0.1\", \"localhost\"]\nallow_private = true\n[secrets.API_TOKEN]\nfile = \"{}\"\nhosts = [{hosts}]\n",
+            secret_file.path().display()
+        )
+    };
+    let sys = system(&rt, &toml("\"127.0.0.1\""));
+    let url = format!("http://{address}/");
+    let found = rt
+        .locate(
+            &plugin,
+            &sys,
+            &subject(&[
+                ("behaviour", "http"),
+                ("url", &url),
+                ("authorization", "Bearer {{secret:API_TOKEN}}"),
+            ]),
+        )
+        .await
+        .expect("the request is sent");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [format!("Bearer {SECRET}")],
+        "the server got the real credential"
+    );
+    assert_eq!(found[0].key, "200");
+
+    // The same secret, bound to another host, is not sent to this one.
+    let sys = system(&rt, &toml("\"api.example.org\""));
+    let url = format!("http://localhost:{}/", address.port());
+    let error = rt
+        .locate(
+            &plugin,
+            &sys,
+            &subject(&[
+                ("behaviour", "http"),
+                ("url", &url),
+                ("authorization", "Bearer {{secret:API_TOKEN}}"),
+            ]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Denied(m) if m.contains("API_TOKEN")),
+        "{error:?}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // Reading it back through config or the environment finds nothing.
+    let sys = system(&rt, &toml(""));
+    let found = rt
+        .locate(&plugin, &sys, &subject(&[("behaviour", "secret")]))
+        .await
+        .expect("the call runs");
+    assert!(found.is_empty(), "the secret leaked: {found:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_environment_and_arguments_are_out_of_reach() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "private content").unwrap();
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let sys = system(&rt, "name = \"isolated\"\n");
+    let path = file.path().display().to_string();
+    let error = rt
+        .locate(
+            &plugin,
+            &sys,
+            &subject(&[("behaviour", "file"), ("path", &path)]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(m) if m.contains("cannot read") && !m.contains("private content")),
+        "{error:?}"
+    );
+
+    let found = rt
+        .locate(&plugin, &sys, &subject(&[("behaviour", "env")]))
+        .await
+        .expect("the call runs");
+    assert!(found.is_empty(), "the guest saw the host: {found:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_and_sql_capabilities_are_denied_unless_granted() {
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let sys = system(&rt, "name = \"bare\"\n");
+    let error = rt
+        .locate(&plugin, &sys, &subject(&[("behaviour", "log")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Denied(m) if m.contains("`host`")),
+        "{error:?}"
+    );
+    let error = rt
+        .locate(
+            &plugin,
+            &sys,
+            &subject(&[("behaviour", "sql"), ("statement", "SELECT 1")]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Denied(m) if m.contains("`sql`")),
+        "{error:?}"
+    );
+
+    let sys = system(
+        &rt,
+        "name = \"granted\"\n[capabilities]\nhost = true\nsql = { url = \"sqlite::memory:\" }\n",
+    );
+    let found = rt
+        .locate(&plugin, &sys, &subject(&[("behaviour", "log")]))
+        .await
+        .expect("log is granted");
+    assert_eq!(found[0].collection, "logged");
+    let found = rt
+        .locate(
+            &plugin,
+            &sys,
+            &subject(&[("behaviour", "sql"), ("statement", "SELECT 41 + 1")]),
+        )
+        .await
+        .expect("sql is granted");
+    assert_eq!(found[0].key, "42");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_whose_digest_changed_is_refused() {
+    let rt = runtime();
+    let bytes = std::fs::read(plugin_path("oubli_testkit")).unwrap();
+    let pinned = digest_of(&bytes);
+    rt.load("testkit", &bytes, Some(&pinned))
+        .expect("the pinned digest matches");
+    let mut changed = bytes.clone();
+    changed.extend_from_slice(b"\0");
+    let error = rt.load("testkit", &changed, Some(&pinned)).unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.contains("the file changed")),
+        "{error:?}"
+    );
+    let error = rt.load("garbage", b"not wasm", None).unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.contains("not a valid WebAssembly component")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misbehaving_calls_in_parallel_leave_ordinary_calls_working() {
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let sys = system(
+        &rt,
+        "name = \"mixed\"\n[limits]\ntimeout_ms = 500\nmemory_mb = 16\n",
+    );
+    let mut calls = Vec::new();
+    for i in 0..24 {
+        let behaviour = ["loop", "alloc", "panic", "ok"][i % 4];
+        let (rt, plugin, sys) = (rt.clone(), plugin.clone(), sys.clone());
+        calls.push(tokio::spawn(async move {
+            (
+                behaviour,
+                rt.locate(&plugin, &sys, &subject(&[("behaviour", behaviour)]))
+                    .await,
+            )
+        }));
+    }
+    for call in calls {
+        let (behaviour, result) = call.await.unwrap();
+        match behaviour {
+            "ok" => assert!(result.is_ok(), "{result:?}"),
+            "loop" => assert_eq!(result.unwrap_err(), RuntimeError::Timeout(500)),
+            "alloc" => assert_eq!(result.unwrap_err(), RuntimeError::OutOfMemory(16)),
+            _ => assert!(matches!(result, Err(RuntimeError::Trap(_)))),
+        }
+    }
+    still_serves(&rt).await;
+}

@@ -1,0 +1,654 @@
+//! The request service through the real binary: journeys from submission to the data
+//! really being gone, exported or changed; decisions, deadlines, idempotency, webhooks,
+//! crashes and bad input.
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use oubli_tests::{Service, count, serve};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::sync::{Arc, Mutex};
+
+fn email(n: u64) -> Value {
+    json!([{ "kind": "email", "value": format!("customer{n}@example.org") }])
+}
+
+async fn approve(service: &Service, id: &str) {
+    let (status, body) = service
+        .post(
+            &format!("/v1/requests/{id}/approve"),
+            &service.demo.controller,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_runs_only_after_approval_and_really_erases() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let id = service.submit("erasure", email(5), None).await;
+
+    let (_, request) = service
+        .get(&format!("/v1/requests/{id}"), &service.demo.dpo)
+        .await;
+    assert_eq!(request["status"], "awaiting_controller");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        count(&service.demo.crm, "customers", "id = 5").await,
+        1,
+        "nothing runs before the controller approves"
+    );
+
+    approve(&service, &id).await;
+    let request = service.settled(&id).await;
+    assert_eq!(request["status"], "completed", "{request}");
+    assert!(request["completed_at"].is_string());
+    assert_eq!(count(&service.demo.crm, "customers", "id = 5").await, 0);
+    assert_eq!(
+        count(&service.demo.crm, "orders", "customer_id = 5").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &service.demo.crm,
+            "invoices",
+            "billing_email = 'customer5@example.org'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(count(&service.demo.crm, "customers", "1 = 1").await, 59);
+
+    let (_, tasks) = service
+        .get(&format!("/v1/requests/{id}/tasks"), &service.demo.dpo)
+        .await;
+    assert_eq!(tasks["items"][0]["status"], "succeeded");
+    assert_eq!(tasks["items"][0]["system_name"], "crm");
+    let (_, results) = service
+        .get(&format!("/v1/requests/{id}/results"), &service.demo.dpo)
+        .await;
+    let erased = results["systems"][0]["result"]["erased"]
+        .as_array()
+        .unwrap();
+    let retained = erased
+        .iter()
+        .filter(|e| {
+            e["outcome"] == "retained" && e["legal_basis"].as_str().unwrap().contains("17(3)(b)")
+        })
+        .count();
+    assert_eq!(retained, 3, "{results}");
+    assert!(
+        results["systems"][0]["result"]["remaining"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["collection"] == "invoices")
+    );
+
+    let (_, events) = service
+        .get(&format!("/v1/requests/{id}/events"), &service.demo.dpo)
+        .await;
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "request.received",
+        "request.awaiting_controller",
+        "request.approved",
+        "request.running",
+        "task.succeeded",
+        "request.completed",
+        "request.results_read",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_exports_and_rectification_changes_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let access = service.submit("access", email(7), None).await;
+    let change = json!([{ "collection": "customers", "field": "city", "value": "Brest" }]);
+    let rectify = service
+        .submit("rectification", email(8), Some(change))
+        .await;
+    approve(&service, &access).await;
+    approve(&service, &rectify).await;
+
+    assert_eq!(service.settled(&access).await["status"], "completed");
+    let (_, results) = service
+        .get(&format!("/v1/requests/{access}/results"), &service.demo.dpo)
+        .await;
+    let records = results["systems"][0]["result"]["records"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        records.len(),
+        1 + 2 + 4 + 2,
+        "customer 7: account, 2 orders, 4 items, 2 invoices"
+    );
+    let customer = records
+        .iter()
+        .find(|r| r["collection"] == "customers")
+        .unwrap();
+    assert!(
+        customer["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["value"] == "\"customer7@example.org\"")
+    );
+    assert!(
+        !results["systems"][0]["article15"]["purposes"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(service.settled(&rectify).await["status"], "completed");
+    assert_eq!(
+        count(&service.demo.crm, "customers", "id = 8 AND city = 'Brest'").await,
+        1
+    );
+    assert_eq!(
+        count(&service.demo.crm, "customers", "city = 'Brest'").await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejection_cancellation_and_illegal_transitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let ctl = service.demo.controller.clone();
+
+    let id = service.submit("erasure", email(3), None).await;
+    let (status, error) = service
+        .post(&format!("/v1/requests/{id}/reject"), &ctl, json!({}))
+        .await;
+    assert_eq!((status, error["field"].as_str()), (422, Some("reason")));
+    let (status, rejected) = service
+        .post(
+            &format!("/v1/requests/{id}/reject"),
+            &ctl,
+            json!({ "reason": "not our customer" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(rejected["status"], "rejected");
+    assert_eq!(rejected["decision_reason"], "not our customer");
+    let (status, error) = service
+        .post(&format!("/v1/requests/{id}/approve"), &ctl, json!({}))
+        .await;
+    assert_eq!(status, 409);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot approve a request that is rejected"),
+        "{error}"
+    );
+
+    let id = service.submit("erasure", email(4), None).await;
+    let (status, cancelled) = service
+        .post(
+            &format!("/v1/requests/{id}/cancel"),
+            &service.demo.dpo,
+            json!({ "reason": "withdrawn" }),
+        )
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled"))
+    );
+    let (status, _) = service
+        .post(&format!("/v1/requests/{id}/approve"), &ctl, json!({}))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        count(&service.demo.crm, "customers", "id IN (3, 4)").await,
+        2,
+        "nothing ran"
+    );
+
+    // A DPO cannot decide, a controller cannot submit.
+    let id = service.submit("access", email(6), None).await;
+    let (status, _) = service
+        .post(
+            &format!("/v1/requests/{id}/approve"),
+            &service.demo.dpo,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    approve(&service, &id).await;
+    assert_eq!(service.settled(&id).await["status"], "completed");
+    let (status, error) = service
+        .post(
+            &format!("/v1/requests/{id}/cancel"),
+            &service.demo.dpo,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{error}");
+    let (status, _) = service
+        .post("/v1/requests", &ctl, json!({ "controller_id": service.demo.controller_id, "kind": "access", "identities": email(1) }))
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deadline_is_a_month_and_extends_by_two_months_at_most() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let id = service.submit("access", email(2), None).await;
+    let (_, request) = service
+        .get(&format!("/v1/requests/{id}"), &service.demo.dpo)
+        .await;
+    let received =
+        chrono::DateTime::parse_from_rfc3339(request["received_at"].as_str().unwrap()).unwrap();
+    let due = chrono::DateTime::parse_from_rfc3339(request["due_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        due,
+        received.checked_add_months(chrono::Months::new(1)).unwrap()
+    );
+    assert_eq!(request["overdue"], false);
+
+    let path = format!("/v1/requests/{id}/extend");
+    let (status, error) = service
+        .post(
+            &path,
+            &service.demo.dpo,
+            json!({ "months": 1, "reason": " " }),
+        )
+        .await;
+    assert_eq!((status, error["field"].as_str()), (422, Some("reason")));
+    let (status, error) = service
+        .post(
+            &path,
+            &service.demo.dpo,
+            json!({ "months": 3, "reason": "complex" }),
+        )
+        .await;
+    assert_eq!((status, error["field"].as_str()), (422, Some("months")));
+    let (status, extended) = service
+        .post(
+            &path,
+            &service.demo.dpo,
+            json!({ "months": 1, "reason": "many systems" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{extended}");
+    let due = chrono::DateTime::parse_from_rfc3339(extended["due_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        due,
+        received.checked_add_months(chrono::Months::new(2)).unwrap()
+    );
+    assert_eq!(extended["extension_reason"], "many systems");
+    let (status, error) = service
+        .post(
+            &path,
+            &service.demo.dpo,
+            json!({ "months": 2, "reason": "more" }),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 months"),
+        "{error}"
+    );
+    let (status, _) = service
+        .post(
+            &path,
+            &service.demo.dpo,
+            json!({ "months": 1, "reason": "the last month" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let (_, overdue) = service
+        .get("/v1/requests?overdue=true", &service.demo.dpo)
+        .await;
+    assert!(overdue["items"].as_array().unwrap().is_empty());
+    let (_, open) = service
+        .get(
+            "/v1/requests?status=awaiting_controller&kind=access",
+            &service.demo.dpo,
+        )
+        .await;
+    assert_eq!(open["items"].as_array().unwrap().len(), 1);
+    let (status, error) = service
+        .get("/v1/requests?status=lost", &service.demo.dpo)
+        .await;
+    assert_eq!((status, error["field"].as_str()), (400, Some("status")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_submissions_with_one_idempotency_key_make_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Arc::new(Service::start(dir.path(), &[]));
+    let body = json!({ "controller_id": service.demo.controller_id, "kind": "erasure", "identities": email(9) });
+    let mut submissions = Vec::new();
+    for _ in 0..8 {
+        let (service, body) = (service.clone(), body.clone());
+        submissions.push(tokio::spawn(async move {
+            let response = service
+                .http
+                .post(format!("{}/v1/requests", service.url))
+                .bearer_auth(&service.demo.dpo)
+                .header("Idempotency-Key", "ticket-4711")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        }));
+    }
+    let mut ids = Vec::new();
+    let mut created = 0;
+    for submission in submissions {
+        let (status, id) = submission.await.unwrap();
+        created += usize::from(status == 201);
+        ids.push(id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(created, 1);
+    let (_, list) = service.get("/v1/requests", &service.demo.dpo).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_gets_a_signed_webhook_and_sees_only_its_own_requests() {
+    let received = Arc::new(Mutex::new(Vec::<(HeaderMap, String)>::new()));
+    let log = received.clone();
+    let (address, _receiver) = serve(Router::new().route(
+        "/hooks",
+        post(move |headers: HeaderMap, body: String| {
+            log.lock().unwrap().push((headers, body));
+            async { "thanks" }
+        }),
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let admin = service.demo.admin.clone();
+
+    let (status, created) = service
+        .post(
+            "/v1/controllers",
+            &admin,
+            json!({ "name": "Other Org", "webhook_url": format!("http://{address}/hooks") }),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let other = created["controller"]["id"].as_str().unwrap().to_owned();
+    let secret = created["webhook_secret"].as_str().unwrap().to_owned();
+    let (_, plugins) = service.get("/v1/plugins", &admin).await;
+    let digest = plugins["items"][0]["digest"].as_str().unwrap().to_owned();
+    let other_crm = dir.path().join("other-crm.db");
+    oubli::demo::create_crm(&other_crm, 5).await.unwrap();
+    let system = oubli::demo::crm_system("shop", &other_crm);
+    let (status, body) = service
+        .post(
+            &format!("/v1/controllers/{other}/systems"),
+            &admin,
+            json!({ "name": "shop", "plugin": digest, "capabilities": system.capabilities, "config": system.config }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let (status, request) = service
+        .post("/v1/requests", &admin, json!({ "controller_id": other, "kind": "access", "identities": email(1), "external_ref": "T-1" }))
+        .await;
+    assert_eq!(status, 201, "{request}");
+    let id = request["id"].as_str().unwrap().to_owned();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while received.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no webhook arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (headers, body) = received.lock().unwrap()[0].clone();
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(
+        format!(
+            "{}.{}.{}",
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            body
+        )
+        .as_bytes(),
+    );
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    assert_eq!(header("webhook-signature"), expected);
+    let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - timestamp).abs() < 60);
+    let payload: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(payload["type"], "request.forwarded");
+    assert_eq!(payload["data"]["request_id"], id.as_str());
+    assert!(
+        !body.contains("customer1@example.org"),
+        "the webhook carries no identities"
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, deliveries) = service
+            .get(&format!("/v1/requests/{id}/webhooks"), &admin)
+            .await;
+        if deliveries["items"][0]["status"] == "delivered" {
+            assert_eq!(deliveries["items"][0]["last_status"], 200);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{deliveries}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The demo controller's token sees neither the other controller nor its requests.
+    let (status, _) = service
+        .get(&format!("/v1/requests/{id}"), &service.demo.controller)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = service
+        .post(
+            &format!("/v1/requests/{id}/approve"),
+            &service.demo.controller,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, list) = service.get("/v1/requests", &service.demo.controller).await;
+    assert!(list["items"].as_array().unwrap().is_empty());
+    let (status, _) = service
+        .get(
+            &format!("/v1/controllers/{other}/systems"),
+            &service.demo.controller,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_error_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let url = format!("{}/v1/requests", service.url);
+    let dpo = service.demo.dpo.clone();
+    let send = |body: String, content_type: &'static str| {
+        let (http, url, dpo) = (service.http.clone(), url.clone(), dpo.clone());
+        async move {
+            let response = http
+                .post(url)
+                .bearer_auth(dpo)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let controller = service.demo.controller_id.clone();
+
+    let (status, error) = send("{\"controller_id\": ".into(), "application/json").await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{error}"
+    );
+
+    let body = json!({ "controller_id": controller, "kind": "erasure", "identities": email(1), "colour": "blue" });
+    let (status, error) = send(body.to_string(), "application/json").await;
+    assert_eq!(status, 422, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("colour"),
+        "{error}"
+    );
+
+    let body = json!({ "controller_id": controller, "kind": "erasure", "identities": [{ "kind": "shoe-size", "value": "44" }] });
+    let (status, error) = send(body.to_string(), "application/json").await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("identities[0].kind")),
+        "{error}"
+    );
+
+    let body = json!({ "controller_id": controller, "kind": "forget", "identities": email(1) });
+    let (status, error) = send(body.to_string(), "application/json").await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("kind")),
+        "{error}"
+    );
+
+    let body = json!({ "controller_id": controller, "kind": "erasure", "identities": [{ "kind": "email" }] });
+    let (status, error) = send(body.to_string(), "application/json").await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("identities[0].value")),
+        "{error}"
+    );
+
+    let body =
+        json!({ "controller_id": controller, "kind": "rectification", "identities": email(1) });
+    let (status, error) = send(body.to_string(), "application/json").await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("changes")),
+        "{error}"
+    );
+
+    let huge = json!({ "controller_id": controller, "kind": "erasure", "identities": email(1), "external_ref": "x".repeat(1 << 20) });
+    let (status, error) = send(huge.to_string(), "application/json").await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{error}"
+    );
+
+    let (status, error) = send("kind=erasure".into(), "application/x-www-form-urlencoded").await;
+    assert_eq!(status, 400, "{error}");
+
+    let (status, error) = service.get("/v1/requests", "oubli_not-a-token").await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = service.get("/v1/nothing-here", &dpo).await;
+    assert_eq!(status, 404);
+
+    let (_, list) = service.get("/v1/requests", &dpo).await;
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "no bad submission was stored"
+    );
+
+    // Repeated failures from one address are throttled, and logged.
+    let mut last = 0;
+    for _ in 0..12 {
+        last = service.get("/v1/requests", "oubli_wrong").await.0;
+    }
+    assert_eq!(last, 429);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_during_processing_loses_nothing_and_every_erasure_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[("OUBLI_WORKERS", "2")]);
+    let demo = service.demo.clone();
+    let mut ids = Vec::new();
+    for n in 11..=40 {
+        ids.push((n, service.submit("erasure", email(n), None).await));
+    }
+    for (_, id) in &ids {
+        approve(&service, id).await;
+    }
+    // Kill it while tasks run: wait for the first completions, then crash.
+    loop {
+        let (_, done) = service
+            .get("/v1/requests?status=completed", &demo.dpo)
+            .await;
+        if !done["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    service.kill9();
+
+    let mut service = Service::start(dir.path(), &[("OUBLI_WORKERS", "2")]);
+    service.demo = demo;
+    for (n, id) in &ids {
+        let request = service.settled(id).await;
+        assert_eq!(request["status"], "completed", "{request}");
+        assert_eq!(
+            count(&service.demo.crm, "customers", &format!("id = {n}")).await,
+            0
+        );
+        let (_, results) = service
+            .get(&format!("/v1/requests/{id}/results"), &service.demo.dpo)
+            .await;
+        let remaining = results["systems"][0]["result"]["remaining"]
+            .as_array()
+            .unwrap();
+        assert_eq!(
+            remaining.len() as u64,
+            n % 3 + 1,
+            "only the invoices remain for customer {n}"
+        );
+    }
+    assert_eq!(count(&service.demo.crm, "customers", "1 = 1").await, 30);
+    assert!(service.terminate(), "a SIGTERM stops the service cleanly");
+}

@@ -1,0 +1,268 @@
+//! The first-party SQL connector on the demo CRM (SQLite), through the real runtime.
+
+use oubli::demo::{crm_system, customer_email};
+use oubli::runtime::{Change, Outcome, RuntimeError};
+use oubli_tests::{count, demo_crm, load, runtime, subject};
+use std::collections::BTreeMap;
+
+fn by_collection<'a>(items: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for collection in items {
+        *counts.entry(collection.to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locate_finds_exactly_the_subjects_rows() {
+    let (_dir, db) = demo_crm(50).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
+    // Customer 5 has 5 % 3 + 1 = 3 orders, 6 items, 3 invoices and no ticket.
+    let found = rt
+        .locate(&plugin, &sys, &subject(&[("email", &customer_email(5))]))
+        .await
+        .unwrap();
+    let counts = by_collection(found.iter().map(|r| r.collection.as_str()));
+    let expected: BTreeMap<String, usize> = [
+        ("customers", 1),
+        ("orders", 3),
+        ("order_items", 6),
+        ("invoices", 3),
+    ]
+    .map(|(c, n)| (c.to_owned(), n))
+    .into();
+    assert_eq!(counts, expected);
+    assert!(
+        found
+            .iter()
+            .any(|r| r.collection == "customers" && r.key == "5")
+    );
+
+    // Customer 15 shares customer 5's first name; only an identity finds rows.
+    let by_phone = rt
+        .locate(&plugin, &sys, &subject(&[("phone", "+33 6 00 00 00 05")]))
+        .await
+        .unwrap();
+    assert_eq!(by_phone.len(), found.len());
+    let nobody = rt
+        .locate(&plugin, &sys, &subject(&[("email", "nobody@example.org")]))
+        .await
+        .unwrap();
+    assert!(nobody.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_identity_values_find_and_change_nothing() {
+    let (_dir, db) = demo_crm(20).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
+    for hostile in [
+        "' OR 1=1 --",
+        "x\" OR \"1\"=\"1",
+        "1; DROP TABLE customers",
+        "%",
+    ] {
+        let s = subject(&[("email", hostile), ("customer-id", hostile)]);
+        assert!(
+            rt.locate(&plugin, &sys, &s).await.unwrap().is_empty(),
+            "{hostile}"
+        );
+        assert!(
+            rt.erase(&plugin, &sys, &s).await.unwrap().is_empty(),
+            "{hostile}"
+        );
+    }
+    assert_eq!(count(&db, "customers", "1=1").await, 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_exports_every_record_with_its_fields_in_pages() {
+    let (_dir, db) = demo_crm(10).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
+    let s = subject(&[("email", &customer_email(4))]);
+    let mut cursor = None;
+    let mut records = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = rt.access(&plugin, &sys, &s, cursor).await.unwrap();
+        pages += 1;
+        records.extend(page.records);
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+        assert!(pages < 20, "access never ends");
+    }
+    let located = rt.locate(&plugin, &sys, &s).await.unwrap();
+    assert_eq!(records.len(), located.len());
+    let customer = records
+        .iter()
+        .find(|r| r.collection == "customers")
+        .unwrap();
+    let email = customer.fields.iter().find(|f| f.name == "email").unwrap();
+    assert_eq!(email.value, format!("\"{}\"", customer_email(4)));
+    assert_eq!(email.category.as_deref(), Some("contact"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subject_with_many_rows_is_exported_page_by_page() {
+    let (_dir, db) = demo_crm(3).await;
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500) \
+             INSERT INTO support_tickets (customer_id, subject, body) SELECT 2, 'ticket ' || i, 'body' FROM n",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
+    let s = subject(&[("email", &customer_email(2))]);
+    let (mut cursor, mut tickets, mut largest) = (None, 0, 0);
+    loop {
+        let page = rt.access(&plugin, &sys, &s, cursor).await.unwrap();
+        largest = largest.max(page.records.len());
+        tickets += page
+            .records
+            .iter()
+            .filter(|r| r.collection == "support_tickets")
+            .count();
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(tickets, 1501);
+    assert!(
+        largest <= 200,
+        "a page holds at most 200 records, not {largest}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn erase_deletes_retains_invoices_and_is_idempotent() {
+    let (_dir, db) = demo_crm(30).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
+    let s = subject(&[("email", &customer_email(8))]);
+    let before_others = count(&db, "orders", "customer_id <> 8").await;
+
+    let erased = rt.erase(&plugin, &sys, &s).await.unwrap();
+    assert!(
+        erased
+            .iter()
+            .any(|e| e.collection == "customers" && e.outcome == Outcome::Deleted)
+    );
+    let invoices: Vec<_> = erased
+        .iter()
+        .filter(|e| e.collection == "invoices")
+        .collect();
+    assert_eq!(invoices.len(), 3);
+    assert!(
+        invoices
+            .iter()
+            .all(|e| matches!(&e.outcome, Outcome::Retained(basis) if basis.contains("17(3)(b)")))
+    );
+
+    assert_eq!(count(&db, "customers", "id = 8").await, 0);
+    assert_eq!(count(&db, "orders", "customer_id = 8").await, 0);
+    assert_eq!(
+        count(
+            &db,
+            "invoices",
+            "billing_email = 'customer8@example.org' AND customer_id IS NULL"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(&db, "orders", "customer_id <> 8").await,
+        before_others,
+        "other customers are untouched"
+    );
+    assert_eq!(count(&db, "customers", "1=1").await, 29);
+
+    // Only retained records remain, and a second erase changes nothing.
+    let left = rt.locate(&plugin, &sys, &s).await.unwrap();
+    assert!(left.iter().all(|r| r.collection == "invoices"), "{left:?}");
+    let again = rt.erase(&plugin, &sys, &s).await.unwrap();
+    assert_eq!(
+        again,
+        erased
+            .into_iter()
+            .filter(|e| e.collection == "invoices")
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(count(&db, "customers", "1=1").await, 29);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rectify_changes_only_the_named_field() {
+    let (_dir, db) = demo_crm(10).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
+    let s = subject(&[("email", &customer_email(3))]);
+    let change = Change {
+        collection: Some("customers".into()),
+        field: "city".into(),
+        value: "\"Marseille\"".into(),
+    };
+    let changed = rt.rectify(&plugin, &sys, &s, &[change]).await.unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(
+        count(&db, "customers", "id = 3 AND city = 'Marseille'").await,
+        1
+    );
+    assert_eq!(count(&db, "customers", "city = 'Marseille'").await, 1);
+    assert_eq!(
+        count(
+            &db,
+            "customers",
+            "id = 3 AND first_name = 'Hugo' AND email = 'customer3@example.org'"
+        )
+        .await,
+        1
+    );
+
+    let unknown = Change {
+        collection: None,
+        field: "shoe_size".into(),
+        value: "44".into(),
+    };
+    let error = rt.rectify(&plugin, &sys, &s, &[unknown]).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(m) if m.contains("shoe_size")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dataset_error_names_its_path() {
+    let (_dir, db) = demo_crm(1).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let mut config = crm_system("crm", &db);
+    config.config["dataset"]["tables"][1]["parent"]["table"] = "clients".into();
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt
+        .locate(&plugin, &sys, &subject(&[("email", "a@example.org")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.contains("dataset.tables[1] (orders).parent.table")),
+        "{error:?}"
+    );
+}
