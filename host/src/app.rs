@@ -3,7 +3,7 @@
 
 use crate::auth::Throttle;
 use crate::config::Config;
-use crate::controller::{self, ConnectedSystem};
+use crate::controller::{self, ConnectedSystem, RegisteredPlugin};
 use crate::runtime::{Plugin, PreparedSystem, Runtime, RuntimeError};
 use crate::store::Store;
 use std::collections::HashMap;
@@ -18,47 +18,75 @@ pub struct App {
     pub runtime: Arc<Runtime>,
     /// Failed authentications per client address.
     pub throttle: Throttle,
+    /// Writes new requests, batching those that arrive together into one commit.
+    pub intake: crate::request::intake::Intake,
     /// Wakes the workers when tasks were queued.
     pub tasks_ready: Notify,
     /// Wakes the webhook sender when deliveries were queued.
     pub webhooks_ready: Notify,
-    /// Systems ready for calls, by id. A connected system does not change once created.
-    prepared: Mutex<HashMap<String, Arc<PreparedSystem>>>,
+    /// Systems ready for calls, by id.
+    systems: Mutex<HashMap<String, Arc<ReadySystem>>>,
+}
+
+/// A connected system, its registered plugin, and its runtime configuration.
+pub struct ReadySystem {
+    pub system: ConnectedSystem,
+    pub plugin: RegisteredPlugin,
+    pub prepared: Arc<PreparedSystem>,
 }
 
 impl App {
     pub fn new(config: Config, store: Store, runtime: Arc<Runtime>) -> Arc<Self> {
         Arc::new(App {
             config,
+            intake: crate::request::intake::Intake::start(store.clone()),
             store,
             runtime,
             throttle: Throttle::new(10, Duration::from_secs(60)),
             tasks_ready: Notify::new(),
             webhooks_ready: Notify::new(),
-            prepared: Mutex::new(HashMap::new()),
+            systems: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The system prepared for calls.
+    /// A connected system with its registered plugin, prepared for calls; read once,
+    /// as a connected system does not change once created.
     ///
     /// # Errors
-    /// [`RuntimeError::InvalidConfig`] when its configuration no longer validates (a
-    /// secret went missing, say).
-    pub fn prepared(&self, system: &ConnectedSystem) -> Result<Arc<PreparedSystem>, RuntimeError> {
-        if let Some(prepared) = self
-            .prepared
-            .lock()
-            .expect("prepared systems")
-            .get(&system.id)
-        {
-            return Ok(prepared.clone());
+    /// [`RuntimeError::Unavailable`] when the database cannot be read;
+    /// [`RuntimeError::InvalidConfig`] when the system or its plugin is missing, or its
+    /// configuration no longer validates (a secret went missing, say).
+    pub async fn system(&self, id: &str) -> Result<Arc<ReadySystem>, RuntimeError> {
+        if let Some(ready) = self.systems.lock().expect("systems").get(id) {
+            return Ok(ready.clone());
         }
+        let unavailable = |e: String| RuntimeError::Unavailable(format!("reading the system: {e}"));
+        let system = controller::get_system(&self.store, id)
+            .await
+            .map_err(|e| unavailable(format!("{e:#}")))?
+            .ok_or_else(|| {
+                RuntimeError::InvalidConfig(format!("the connected system {id} no longer exists"))
+            })?;
+        let plugin = controller::get_plugin(&self.store, &system.plugin)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .ok_or_else(|| {
+                RuntimeError::InvalidConfig(format!(
+                    "no plugin with digest {} is registered",
+                    system.plugin
+                ))
+            })?;
         let prepared = self.runtime.prepare(&system.runtime_config())?;
-        self.prepared
+        let ready = Arc::new(ReadySystem {
+            system,
+            plugin,
+            prepared,
+        });
+        self.systems
             .lock()
-            .expect("prepared systems")
-            .insert(system.id.clone(), prepared.clone());
-        Ok(prepared)
+            .expect("systems")
+            .insert(id.to_owned(), ready.clone());
+        Ok(ready)
     }
 
     /// The registered plugin with this digest, compiled and linked.

@@ -131,6 +131,30 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Erasure requests accepted per second over HTTP, with durable commits, beside
+    /// plain durable SQLite commits.
+    Intake {
+        #[arg(long, default_value_t = 5_000)]
+        requests: u64,
+        /// Submissions in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erasure requests from submission to completion across SQLite CRM systems, beside
+    /// the same deletions done by native Rust code.
+    E2e {
+        #[arg(long, default_value_t = 1_000)]
+        requests: u64,
+        #[arg(long, default_value_t = 3)]
+        systems: usize,
+        /// Workers of the service.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_identity(text: &str) -> Result<Identity, String> {
@@ -207,6 +231,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tokio::task::spawn_blocking(move || crate::bench::dispatch(&plugin, calls))
                     .await??;
             report.print(json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Intake {
+            requests,
+            concurrency,
+            json,
+        }) => {
+            crate::bench::service::intake(requests, concurrency)
+                .await?
+                .print(json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::E2e {
+            requests,
+            systems,
+            workers,
+            json,
+        }) => {
+            crate::bench::service::e2e(requests, systems, workers)
+                .await?
+                .print(json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(DemoCommand::Crm { dir, customers }) => demo_crm(&dir, customers).await,

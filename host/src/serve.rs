@@ -13,11 +13,56 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// The service running in this process.
+pub struct Running {
+    pub app: Arc<App>,
+    /// Where the API listens.
+    pub address: std::net::SocketAddr,
+    /// The demo setup made on this start, if the database was new.
+    pub demo: Option<DemoSetup>,
+    stop: watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    worker_ids: Vec<String>,
+    webhooks: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
 /// Runs the service until SIGINT or SIGTERM.
 ///
 /// # Errors
 /// When the database, the runtime or the listening socket cannot be set up.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    if let Some(demo) = &running.demo {
+        println!("oubli: first start: created a demo setup (the tokens are shown only this once)");
+        println!("  controller:        Demo Shop {}", demo.controller_id);
+        println!(
+            "  system:            crm, the demo CRM at {} ({} customers)",
+            demo.crm.display(),
+            running.app.config.demo_customers
+        );
+        println!("  admin token:       {}", demo.admin);
+        println!("  dpo token:         {}", demo.dpo);
+        println!("  controller token:  {}", demo.controller);
+    }
+    println!("oubli: listening on http://{}", running.address);
+    println!(
+        "oubli: the API is described at http://{}/v1/openapi.json",
+        running.address
+    );
+    signal().await;
+    println!("oubli: stopping: running tasks finish or hand their lease back");
+    running.stop().await;
+    println!("oubli: stopped");
+    Ok(())
+}
+
+/// Opens the database, resumes interrupted tasks, makes the demo setup on a new database
+/// (when configured), and starts the API, the workers and the webhook sender.
+///
+/// # Errors
+/// When the database, the runtime or the listening socket cannot be set up.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = Store::open(&config.database_path()).await?;
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
         cache_dir: Some(config.data_dir.join("cache")),
@@ -30,32 +75,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if resumed > 0 {
         tracing::info!(resumed, "resumed tasks interrupted by the last stop");
     }
-    if app.config.demo {
-        demo_setup(&app).await?;
-    }
+    let demo = if app.config.demo {
+        demo_setup(&app).await?
+    } else {
+        None
+    };
 
     let listener = tokio::net::TcpListener::bind(app.config.listen)
         .await
         .with_context(|| format!("listening on {}", app.config.listen))?;
     let address = listener.local_addr()?;
-    println!("oubli: listening on http://{address}");
-    println!("oubli: the API is described at http://{address}/v1/openapi.json");
-
     let (stop, stopped) = watch::channel(false);
-    let mut workers = Vec::new();
     let process = uuid::Uuid::now_v7().simple().to_string();
     let worker_ids: Vec<String> = (0..app.config.workers)
         .map(|i| format!("{}-{i}", &process[20..]))
         .collect();
-    for id in &worker_ids {
-        workers.push(tokio::spawn(crate::queue::worker::run(
-            app.clone(),
-            id.clone(),
-            stopped.clone(),
-        )));
-    }
+    let workers = worker_ids
+        .iter()
+        .map(|id| {
+            tokio::spawn(crate::queue::worker::run(
+                app.clone(),
+                id.clone(),
+                stopped.clone(),
+            ))
+        })
+        .collect();
     let webhooks = tokio::spawn(crate::notify::run(app.clone(), stopped.clone()));
-
     let router = crate::api::router(app.clone())
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let mut on_stop = stopped.clone();
@@ -63,20 +108,42 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = on_stop.wait_for(|s| *s).await;
     });
     let server = tokio::spawn(server.into_future());
+    Ok(Running {
+        app,
+        address,
+        demo,
+        stop,
+        workers,
+        worker_ids,
+        webhooks,
+        server,
+    })
+}
 
-    signal().await;
-    println!("oubli: stopping: running tasks finish or hand their lease back");
-    let _ = stop.send(true);
-    stop_workers(&app, workers, &worker_ids).await;
-    let _ = webhooks.await;
-    match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
-        _ => tracing::warn!("open HTTP connections did not close within 10 s"),
+impl Running {
+    /// Stops taking work: the API closes, each worker finishes its running task within
+    /// the grace period or hands its lease back, and the database is closed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        stop_workers(&self.app, self.workers, &self.worker_ids).await;
+        let _ = self.webhooks.await;
+        match tokio::time::timeout(Duration::from_secs(10), self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
+            _ => tracing::warn!("open HTTP connections did not close within 10 s"),
+        }
+        self.app.store.close().await;
     }
-    app.store.close().await;
-    println!("oubli: stopped");
-    Ok(())
+}
+
+/// What the demo setup created.
+#[derive(Debug, Clone)]
+pub struct DemoSetup {
+    pub controller_id: String,
+    pub crm: std::path::PathBuf,
+    pub admin: String,
+    pub dpo: String,
+    pub controller: String,
 }
 
 async fn resume_interrupted(store: &Store) -> anyhow::Result<u64> {
@@ -87,12 +154,12 @@ async fn resume_interrupted(store: &Store) -> anyhow::Result<u64> {
     Ok(done.rows_affected())
 }
 
-async fn demo_setup(app: &Arc<App>) -> anyhow::Result<()> {
+async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
     let controllers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM controllers")
         .fetch_one(&app.store.read)
         .await?;
     if controllers > 0 {
-        return Ok(());
+        return Ok(None);
     }
     let crm = app.config.data_dir.join("demo-crm.db");
     if !crm.exists() {
@@ -159,17 +226,13 @@ async fn demo_setup(app: &Arc<App>) -> anyhow::Result<()> {
     )
     .await?;
     tx.commit().await?;
-    println!("oubli: first start: created a demo setup (the tokens are shown only this once)");
-    println!("  controller:        Demo Shop {}", shop.id);
-    println!(
-        "  system:            crm, the demo CRM at {} ({} customers)",
-        crm.display(),
-        app.config.demo_customers
-    );
-    println!("  admin token:       {admin}");
-    println!("  dpo token:         {dpo}");
-    println!("  controller token:  {controller}");
-    Ok(())
+    Ok(Some(DemoSetup {
+        controller_id: shop.id,
+        crm,
+        admin,
+        dpo,
+        controller,
+    }))
 }
 
 /// Waits for SIGINT or SIGTERM.

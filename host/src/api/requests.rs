@@ -8,6 +8,7 @@ use crate::auth::{Caller, Role};
 use crate::controller;
 use crate::notify;
 use crate::queue;
+use crate::request::intake::{Accepted, Submission};
 use crate::request::store::{
     self as requests, ChangeInput, Filter, IdentityInput, NewRequest, Request,
 };
@@ -79,22 +80,23 @@ fn is_kind(text: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-async fn validate(app: &App, caller: &Caller, body: &CreateRequest) -> Result<(), ApiError> {
+async fn validate(
+    app: &App,
+    caller: &Caller,
+    body: &CreateRequest,
+) -> Result<controller::Controller, ApiError> {
     if !caller.sees(&body.controller_id) {
         return Err(ApiError::field(
             "controller_id",
             "this token is limited to another controller",
         ));
     }
-    if controller::get_controller(&app.store, &body.controller_id)
-        .await?
-        .is_none()
-    {
+    let Some(found) = controller::get_controller(&app.store, &body.controller_id).await? else {
         return Err(ApiError::field(
             "controller_id",
             format!("no controller has the id {:?}", body.controller_id),
         ));
-    }
+    };
     if body.identities.is_empty() {
         return Err(ApiError::field(
             "identities",
@@ -155,7 +157,7 @@ async fn validate(app: &App, caller: &Caller, body: &CreateRequest) -> Result<()
     if body.external_ref.as_ref().is_some_and(|r| r.len() > 200) {
         return Err(ApiError::field("external_ref", "at most 200 characters"));
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Submit a request. It is forwarded to the controller at once; nothing runs before the
@@ -186,91 +188,49 @@ pub async fn create(
                 })?,
         ),
     };
-    validate(&app, &caller, &body).await?;
-    let actor = caller.actor();
-    let mut tx = app.store.begin().await?;
-    if let Some(key) = key
-        && let Some(first) = requests::by_idempotency_key(&mut tx, &caller.token_id, key).await?
-    {
-        let mut response = Json(first).into_response();
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        return Ok(response);
-    }
-    let new = NewRequest {
-        controller_id: &body.controller_id,
-        kind: body.kind,
-        identities: &body.identities,
-        changes: &body.changes,
-        external_ref: body.external_ref.as_deref(),
-        submitted_by: &caller.token_id,
-        idempotency_key: key,
+    let found = validate(&app, &caller, &body).await?;
+    let auto_approve = found.auto_approve
+        && caller.role == Role::Dpo
+        && caller.controller_id.as_deref() == Some(found.id.as_str());
+    let submission = Submission {
+        request: NewRequest {
+            controller_id: body.controller_id,
+            kind: body.kind,
+            identities: body.identities,
+            changes: body.changes,
+            external_ref: body.external_ref,
+            submitted_by: caller.token_id.clone(),
+            idempotency_key: key.map(str::to_owned),
+        },
+        actor: caller.actor(),
+        webhook: found.webhook_url.is_some(),
+        auto_approve,
+        base_url: app
+            .config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", app.config.listen)),
+        max_attempts: app.config.max_attempts,
     };
-    let id = requests::insert(&mut tx, &new, &actor).await?;
-    let request = requests::get_in(&mut tx, &id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the new request vanished"))?;
-    requests::transition(&mut tx, &request, Transition::Forward, &actor, json!({}))
-        .await?
-        .map_err(ApiError::Conflict)?;
-    let data = json!({ "request_id": id, "kind": body.kind, "due_at": request.due_at, "external_ref": body.external_ref, "url": request_url(&app, &id) });
-    let webhook =
-        notify::enqueue(&mut tx, &body.controller_id, &id, "request.forwarded", data).await?;
-    let auto = caller.role == Role::Dpo
-        && caller.controller_id.as_deref() == Some(body.controller_id.as_str())
-        && controller::get_controller(&app.store, &body.controller_id)
-            .await?
-            .is_some_and(|c| c.auto_approve);
-    if auto {
-        let request = requests::get_in(&mut tx, &id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the new request vanished"))?;
-        start(&app, &mut tx, &request, "policy:auto-approve").await?;
+    let webhook = submission.webhook;
+    match app.intake.submit(submission).await? {
+        Accepted::Replayed(first) => {
+            let mut response = Json(first).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Accepted::Created(request) => {
+            if webhook {
+                app.webhooks_ready.notify_waiters();
+            }
+            if auto_approve {
+                app.tasks_ready.notify_waiters();
+            }
+            Ok(created(request).into_response())
+        }
     }
-    let request = requests::get_in(&mut tx, &id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the new request vanished"))?;
-    tx.commit().await?;
-    if webhook {
-        app.webhooks_ready.notify_waiters();
-    }
-    if auto {
-        app.tasks_ready.notify_waiters();
-    }
-    Ok(created(request).into_response())
-}
-
-fn request_url(app: &App, id: &str) -> String {
-    let base = app
-        .config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", app.config.listen));
-    format!("{}/v1/requests/{id}", base.trim_end_matches('/'))
-}
-
-/// Approves a request and queues its tasks, in the caller's transaction.
-async fn start(
-    app: &App,
-    tx: &mut crate::store::Tx,
-    request: &Request,
-    actor: &str,
-) -> Result<(), ApiError> {
-    requests::transition(tx, request, Transition::Approve, actor, json!({}))
-        .await?
-        .map_err(ApiError::Conflict)?;
-    let tasks = queue::enqueue(
-        tx,
-        &request.id,
-        &request.controller_id,
-        app.config.max_attempts,
-    )
-    .await?;
-    if tasks == 0 {
-        queue::settle_empty(tx, &request.id, actor).await?;
-    }
-    Ok(())
 }
 
 /// Parameters of the request list.
@@ -399,7 +359,7 @@ async fn act(
     id: &str,
     transition: Transition,
     details: serde_json::Value,
-) -> Result<(crate::store::Tx, Request), ApiError> {
+) -> Result<(crate::store::Tx<'static>, Request), ApiError> {
     visible(app, caller, id).await?;
     let mut tx = app.store.begin().await?;
     let request = requests::get_in(&mut tx, id)
@@ -491,7 +451,9 @@ pub async fn approve(
     let request = visible(&app, &caller, &id).await?;
     let mut tx = app.store.begin().await?;
     let current = requests::get_in(&mut tx, &id).await?.unwrap_or(request);
-    start(&app, &mut tx, &current, &caller.actor()).await?;
+    queue::approve(&mut tx, &current, &caller.actor(), app.config.max_attempts)
+        .await?
+        .map_err(ApiError::Conflict)?;
     tx.commit().await?;
     app.tasks_ready.notify_waiters();
     reread(&app, &id).await

@@ -48,38 +48,76 @@ fn hash(
     hex::encode(h.finalize())
 }
 
+/// The end of the chain inside one transaction, for appending several events with one
+/// read. Any event appended by other means in the same transaction makes it stale: load
+/// it again then.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    prev: String,
+}
+
+impl Chain {
+    /// Reads the hash of the last event.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub async fn load(tx: &mut Tx<'_>) -> sqlx::Result<Chain> {
+        let prev: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        Ok(Chain {
+            prev: prev.unwrap_or_else(|| GENESIS.to_owned()),
+        })
+    }
+
+    /// Appends an event after the last one.
+    ///
+    /// # Errors
+    /// When the database write fails; the caller's transaction then fails as a whole.
+    pub async fn append(
+        &mut self,
+        tx: &mut Tx<'_>,
+        actor: &str,
+        action: &str,
+        request_id: Option<&str>,
+        details: serde_json::Value,
+    ) -> sqlx::Result<()> {
+        let at = now_ms();
+        let details = details.to_string();
+        let hash = hash(&self.prev, at, actor, action, request_id, &details);
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(at)
+        .bind(actor)
+        .bind(action)
+        .bind(request_id)
+        .bind(details)
+        .bind(&self.prev)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        self.prev = hash;
+        Ok(())
+    }
+}
+
 /// Appends an event inside the caller's transaction.
 ///
 /// # Errors
 /// When the database write fails; the caller's transaction then fails as a whole.
 pub async fn append(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     actor: &str,
     action: &str,
     request_id: Option<&str>,
     details: serde_json::Value,
 ) -> sqlx::Result<()> {
-    let prev: Option<String> =
-        sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
-    let prev = prev.unwrap_or_else(|| GENESIS.to_owned());
-    let at = now_ms();
-    let details = details.to_string();
-    let hash = hash(&prev, at, actor, action, request_id, &details);
-    sqlx::query(
-        "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(at)
-    .bind(actor)
-    .bind(action)
-    .bind(request_id)
-    .bind(details)
-    .bind(prev)
-    .bind(hash)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    Chain::load(tx)
+        .await?
+        .append(tx, actor, action, request_id, details)
+        .await
 }
 
 /// Checks the chain of `events` (in `seq` order, from the first): returns the `seq` of

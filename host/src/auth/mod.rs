@@ -87,7 +87,7 @@ pub fn generate() -> String {
 /// # Errors
 /// When the database write fails (e.g. an unknown controller).
 pub async fn create(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     role: Role,
     controller_id: Option<&str>,
     label: &str,

@@ -148,7 +148,7 @@ fn controller(row: ControllerRow) -> Controller {
 /// # Errors
 /// When the database write fails.
 pub async fn create_controller(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     new: &NewController,
 ) -> sqlx::Result<(Controller, String)> {
     let id = uuid::Uuid::now_v7().to_string();
@@ -298,7 +298,7 @@ pub async fn plugin_bytes(store: &Store, digest: &str) -> sqlx::Result<Option<Ve
 /// # Errors
 /// When the database write fails, e.g. on a duplicate name.
 pub async fn create_system(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     controller_id: &str,
     new: &NewSystem,
 ) -> sqlx::Result<ConnectedSystem> {

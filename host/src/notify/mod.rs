@@ -52,7 +52,7 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Resul
 /// # Errors
 /// When the database fails.
 pub async fn enqueue(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     controller_id: &str,
     request_id: &str,
     event: &str,
@@ -66,6 +66,21 @@ pub async fn enqueue(
     if url.flatten().is_none() {
         return Ok(false);
     }
+    insert(tx, controller_id, request_id, event, data).await?;
+    Ok(true)
+}
+
+/// Queues an event for a controller known to have a webhook URL.
+///
+/// # Errors
+/// When the database fails.
+pub async fn insert(
+    tx: &mut Tx<'_>,
+    controller_id: &str,
+    request_id: &str,
+    event: &str,
+    data: serde_json::Value,
+) -> sqlx::Result<()> {
     let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
     let now = now_ms();
     let payload = serde_json::json!({ "type": event, "timestamp": to_rfc3339(now), "data": data });
@@ -81,7 +96,7 @@ pub async fn enqueue(
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    Ok(true)
+    Ok(())
 }
 
 type DeliveryRow = (

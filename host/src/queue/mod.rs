@@ -71,7 +71,7 @@ pub struct Claimed {
 /// # Errors
 /// When the database write fails.
 pub async fn enqueue(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     request_id: &str,
     controller_id: &str,
     max_attempts: u32,
@@ -108,7 +108,8 @@ pub async fn claim(
     lease: Duration,
 ) -> anyhow::Result<Option<Claimed>> {
     let now = now_ms();
-    let mut tx = store.begin().await?;
+    let mut conn = store.relaxed().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let row: Option<(String, String, String, i64, i64)> = sqlx::query_as(
         "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
          WHERE id = (SELECT id FROM tasks WHERE (status = 'queued' AND run_after <= $3) OR (status = 'running' AND lease_expires_at < $3) \
@@ -143,14 +144,6 @@ pub async fn claim(
         .await?
         .ok();
     }
-    audit::append(
-        &mut tx,
-        &format!("worker:{worker}"),
-        "task.started",
-        Some(&claimed.request_id),
-        serde_json::json!({ "task_id": claimed.id, "system_id": claimed.system_id, "attempt": claimed.attempt }),
-    )
-    .await?;
     tx.commit().await?;
     Ok(Some(claimed))
 }
@@ -206,7 +199,8 @@ pub async fn finish(
 ) -> anyhow::Result<bool> {
     let now = now_ms();
     let actor = format!("worker:{worker}");
-    let mut tx = store.begin().await?;
+    let mut conn = store.relaxed().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let (status, event, details) = match &outcome {
         Outcome::Succeeded(_) => ("succeeded", "task.succeeded", serde_json::json!({})),
         Outcome::Failed {
@@ -260,7 +254,7 @@ pub async fn finish(
 }
 
 /// Completes or fails a running request whose tasks are all done.
-async fn settle(tx: &mut Tx, request_id: &str, actor: &str) -> anyhow::Result<()> {
+async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<()> {
     let counts: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM tasks WHERE request_id = $1 GROUP BY status")
             .bind(request_id)
@@ -297,11 +291,41 @@ async fn settle(tx: &mut Tx, request_id: &str, actor: &str) -> anyhow::Result<()
     Ok(())
 }
 
+/// Approves a request awaiting its controller and queues one task per connected system,
+/// in the caller's transaction. Returns how many tasks, or why the request cannot be
+/// approved (for a 409).
+///
+/// # Errors
+/// When the database fails.
+pub async fn approve(
+    tx: &mut Tx<'_>,
+    request: &requests::Request,
+    actor: &str,
+    max_attempts: u32,
+) -> anyhow::Result<Result<u64, String>> {
+    if let Err(reason) = requests::transition(
+        tx,
+        request,
+        Transition::Approve,
+        actor,
+        serde_json::json!({}),
+    )
+    .await?
+    {
+        return Ok(Err(reason));
+    }
+    let tasks = enqueue(tx, &request.id, &request.controller_id, max_attempts).await?;
+    if tasks == 0 {
+        settle_empty(tx, &request.id, actor).await?;
+    }
+    Ok(Ok(tasks))
+}
+
 /// Completes an approved request that has no task (its controller has no systems).
 ///
 /// # Errors
 /// When the database fails.
-pub async fn settle_empty(tx: &mut Tx, request_id: &str, actor: &str) -> anyhow::Result<()> {
+pub async fn settle_empty(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<()> {
     if let Some(request) = requests::get_in(tx, request_id).await?
         && request.status == Status::Approved
     {
@@ -341,7 +365,7 @@ pub async fn release(store: &Store, worker: &str) -> sqlx::Result<u64> {
 ///
 /// # Errors
 /// When the database write fails.
-pub async fn requeue_failed(tx: &mut Tx, request_id: &str) -> sqlx::Result<u64> {
+pub async fn requeue_failed(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<u64> {
     let now = now_ms();
     let done = sqlx::query("UPDATE tasks SET status = 'queued', attempts = 0, run_after = $1, updated_at = $1 WHERE request_id = $2 AND status = 'failed'")
         .bind(now)

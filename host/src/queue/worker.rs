@@ -1,15 +1,15 @@
 //! The worker: claims a task, runs the request's action in the system through its
 //! plugin, checks the effect, and records the outcome.
 //!
-//! - erasure: `locate`, `erase`, then `locate` again; only records the plugin reported
-//!   as retained (with their legal basis) may remain;
+//! - erasure: `erase`, whose report lists every record found and what became of it,
+//!   then `locate` to verify: only records the plugin reported as retained (with their
+//!   legal basis) may remain;
 //! - access: every page of `access`, stored as the task's result;
 //! - rectification: `rectify`, then `access` to check that the changed records hold the
 //!   new values.
 
 use super::{Claimed, Outcome};
 use crate::app::App;
-use crate::controller;
 use crate::request::Kind;
 use crate::request::store::{self as requests, Request};
 use crate::runtime::{
@@ -95,21 +95,10 @@ async fn execute(app: &Arc<App>, task: &Claimed) -> Outcome {
             .await
             .map_err(|e| RuntimeError::Unavailable(format!("reading the request: {e:#}")))?
             .ok_or_else(|| RuntimeError::Failed("the request no longer exists".into()))?;
-        let system = controller::get_system(&app.store, &task.system_id)
-            .await
-            .map_err(|e| RuntimeError::Unavailable(format!("reading the system: {e:#}")))?
-            .ok_or_else(|| RuntimeError::Failed("the connected system no longer exists".into()))?;
-        let registered = controller::get_plugin(&app.store, &system.plugin)
-            .await
-            .map_err(|e| RuntimeError::Unavailable(format!("reading the plugin: {e}")))?
-            .ok_or_else(|| {
-                RuntimeError::InvalidConfig(format!(
-                    "no plugin with digest {} is registered",
-                    system.plugin
-                ))
-            })?;
+        let ready = app.system(&task.system_id).await?;
+        let (system, registered) = (&ready.system, &ready.plugin);
         let needed: &[&str] = match request.kind {
-            Kind::Erasure => &["locate", "erase"],
+            Kind::Erasure => &["erase", "locate"],
             Kind::Access => &["access"],
             Kind::Rectification => &["rectify", "access"],
         };
@@ -122,9 +111,8 @@ async fn execute(app: &Arc<App>, task: &Claimed) -> Outcome {
                 registered.name, system.name, request.kind
             )));
         }
-        let prepared = app.prepared(&system)?;
         let plugin = app.plugin(&system.plugin).await?;
-        Ok::<_, RuntimeError>((request, prepared, plugin))
+        Ok::<_, RuntimeError>((request, ready.prepared.clone(), plugin))
     };
     let (request, system, plugin) = match loaded.await {
         Ok(loaded) => loaded,
@@ -160,7 +148,6 @@ async fn erase(
     system: &Arc<PreparedSystem>,
     subject: &Subject,
 ) -> Result<serde_json::Value, RuntimeError> {
-    let located = app.runtime.locate(plugin, system, subject).await?;
     let erased = app.runtime.erase(plugin, system, subject).await?;
     let remaining = app.runtime.locate(plugin, system, subject).await?;
     let retained: BTreeSet<(&str, &str)> = erased
@@ -182,7 +169,6 @@ async fn erase(
     }
     Ok(json!({
         "plugin": plugin.digest,
-        "located": located.len(),
         "erased": crate::runtime::erased_json(&erased),
         "remaining": remaining,
     }))

@@ -6,6 +6,7 @@
 //!    └────── cancel (before running) ──▶ cancelled
 //! ```
 
+pub mod intake;
 pub mod store;
 
 use chrono::{DateTime, Months, Utc};

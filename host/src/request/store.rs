@@ -99,14 +99,15 @@ impl TryFrom<Row> for Request {
 
 /// What a new request holds, validated by the caller.
 #[derive(Debug, Clone)]
-pub struct NewRequest<'a> {
-    pub controller_id: &'a str,
+pub struct NewRequest {
+    pub controller_id: String,
     pub kind: Kind,
-    pub identities: &'a [IdentityInput],
-    pub changes: &'a [ChangeInput],
-    pub external_ref: Option<&'a str>,
-    pub submitted_by: &'a str,
-    pub idempotency_key: Option<&'a str>,
+    pub identities: Vec<IdentityInput>,
+    pub changes: Vec<ChangeInput>,
+    pub external_ref: Option<String>,
+    /// The token that submitted it; idempotency keys are per token.
+    pub submitted_by: String,
+    pub idempotency_key: Option<String>,
 }
 
 /// The request a submitter already created under an idempotency key.
@@ -114,7 +115,7 @@ pub struct NewRequest<'a> {
 /// # Errors
 /// When the database cannot be read.
 pub async fn by_idempotency_key(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     submitted_by: &str,
     key: &str,
 ) -> anyhow::Result<Option<Request>> {
@@ -128,47 +129,77 @@ pub async fn by_idempotency_key(
     row.map(Request::try_from).transpose()
 }
 
-/// Inserts a request as `received` and records it.
+/// Inserts a request, received and at once forwarded to its controller, and records
+/// both steps on `chain`.
 ///
 /// # Errors
 /// When the database write fails.
-pub async fn insert(tx: &mut Tx, new: &NewRequest<'_>, actor: &str) -> anyhow::Result<String> {
+pub async fn insert(
+    tx: &mut Tx<'_>,
+    chain: &mut audit::Chain,
+    new: &NewRequest,
+    actor: &str,
+) -> anyhow::Result<Request> {
     let id = uuid::Uuid::now_v7().to_string();
     let received = now_ms();
     let due = super::due_at(to_rfc3339(received), 0).timestamp_millis();
+    let status = Status::Received
+        .apply(Transition::Forward)
+        .map_err(anyhow::Error::msg)?;
     sqlx::query(
         "INSERT INTO requests (id, controller_id, kind, status, identities, changes, external_ref, submitted_by, idempotency_key, received_at, due_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10)",
     )
     .bind(&id)
-    .bind(new.controller_id)
+    .bind(&new.controller_id)
     .bind(new.kind.as_str())
-    .bind(Status::Received.as_str())
-    .bind(serde_json::to_string(new.identities)?)
-    .bind(serde_json::to_string(new.changes)?)
-    .bind(new.external_ref)
-    .bind(new.submitted_by)
-    .bind(new.idempotency_key)
+    .bind(status.as_str())
+    .bind(serde_json::to_string(&new.identities)?)
+    .bind(serde_json::to_string(&new.changes)?)
+    .bind(&new.external_ref)
+    .bind(&new.submitted_by)
+    .bind(&new.idempotency_key)
     .bind(received)
     .bind(due)
     .execute(&mut **tx)
     .await?;
-    audit::append(
-        tx,
-        actor,
-        "request.received",
-        Some(&id),
-        serde_json::json!({ "kind": new.kind, "controller_id": new.controller_id, "identity_kinds": new.identities.iter().map(|i| &i.kind).collect::<Vec<_>>() }),
-    )
-    .await?;
-    Ok(id)
+    let kinds: Vec<&str> = new.identities.iter().map(|i| i.kind.as_str()).collect();
+    let details = serde_json::json!({ "kind": new.kind, "controller_id": new.controller_id, "identity_kinds": kinds });
+    chain
+        .append(tx, actor, "request.received", Some(&id), details)
+        .await?;
+    chain
+        .append(
+            tx,
+            actor,
+            "request.awaiting_controller",
+            Some(&id),
+            serde_json::json!({}),
+        )
+        .await?;
+    Ok(Request {
+        id,
+        controller_id: new.controller_id.clone(),
+        kind: new.kind,
+        status,
+        identities: new.identities.clone(),
+        changes: new.changes.clone(),
+        external_ref: new.external_ref.clone(),
+        received_at: to_rfc3339(received),
+        due_at: to_rfc3339(due),
+        overdue: false,
+        extended_months: 0,
+        extension_reason: None,
+        decision_reason: None,
+        completed_at: None,
+    })
 }
 
 /// Reads a request inside a transaction.
 ///
 /// # Errors
 /// When the database cannot be read.
-pub async fn get_in(tx: &mut Tx, id: &str) -> anyhow::Result<Option<Request>> {
+pub async fn get_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Request>> {
     let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM requests WHERE id = $1"))
         .bind(id)
         .fetch_optional(&mut **tx)
@@ -194,7 +225,7 @@ pub async fn get(store: &Store, id: &str) -> anyhow::Result<Option<Request>> {
 /// # Errors
 /// The outer error when the database fails.
 pub async fn transition(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     request: &Request,
     transition: Transition,
     actor: &str,
@@ -286,7 +317,7 @@ pub async fn list(store: &Store, filter: &Filter) -> anyhow::Result<Vec<Request>
 /// # Errors
 /// The outer error when the database fails.
 pub async fn extend(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     request: &Request,
     months: u32,
     reason: &str,
@@ -332,7 +363,7 @@ pub async fn extend(
 ///
 /// # Errors
 /// When the database write fails.
-pub async fn set_decision_reason(tx: &mut Tx, id: &str, reason: &str) -> sqlx::Result<()> {
+pub async fn set_decision_reason(tx: &mut Tx<'_>, id: &str, reason: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE requests SET decision_reason = $1 WHERE id = $2")
         .bind(reason)
         .bind(id)

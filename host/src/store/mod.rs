@@ -6,13 +6,16 @@
 //! of read connections that see committed data without waiting for writers.
 
 use anyhow::Context;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// A transaction on the write connection.
-pub type Tx = Transaction<'static, Sqlite>;
+pub type Tx<'c> = Transaction<'c, Sqlite>;
 
 /// The service database.
 #[derive(Debug, Clone)]
@@ -21,6 +24,8 @@ pub struct Store {
     pub write: SqlitePool,
     /// Read-only connections.
     pub read: SqlitePool,
+    /// Whether the write connection was lent with `synchronous = NORMAL`.
+    relaxed: Arc<AtomicBool>,
 }
 
 /// Milliseconds since the Unix epoch, the unit of every time column.
@@ -51,8 +56,22 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let relaxed = Arc::new(AtomicBool::new(false));
+        let reset = relaxed.clone();
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            // A connection lent by `relaxed()` is made durable again before its next use.
+            .after_release(move |conn, _| {
+                let reset = reset.clone();
+                Box::pin(async move {
+                    if reset.swap(false, Ordering::SeqCst) {
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(true)
+                })
+            })
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await
@@ -66,15 +85,36 @@ impl Store {
             .connect_with(options.read_only(true))
             .await
             .with_context(|| format!("opening the database {} for reading", path.display()))?;
-        Ok(Store { write, read })
+        Ok(Store {
+            write,
+            read,
+            relaxed,
+        })
     }
 
     /// Begins a transaction on the write connection.
     ///
     /// # Errors
     /// When the database cannot be reached.
-    pub async fn begin(&self) -> sqlx::Result<Tx> {
+    pub async fn begin(&self) -> sqlx::Result<Tx<'static>> {
         self.write.begin().await
+    }
+
+    /// Lends the write connection with `synchronous = NORMAL`, for bookkeeping that may be
+    /// redone: in WAL mode such a commit survives a crash of the process, and only a power
+    /// cut can undo it. The queue uses it for leases and task outcomes, whose loss makes a
+    /// task run again (plugins' effects are idempotent); an accepted request or a decision
+    /// always commits durably.
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    pub async fn relaxed(&self) -> sqlx::Result<PoolConnection<Sqlite>> {
+        let mut conn = self.write.acquire().await?;
+        self.relaxed.store(true, Ordering::SeqCst);
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        Ok(conn)
     }
 
     /// Closes both pools, waiting for open transactions.

@@ -1,5 +1,7 @@
 //! Benchmarks: each prints its figures beside a baseline measured in the same run.
 
+pub mod service;
+
 use crate::runtime::{Action, Info, Runtime, RuntimeSettings, SystemConfig};
 use serde::Serialize;
 use std::hint::black_box;
@@ -15,7 +17,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut samples: Vec<f64>) -> Self {
+    pub(crate) fn of(mut samples: Vec<f64>) -> Self {
         samples.sort_by(f64::total_cmp);
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
         Percentiles {

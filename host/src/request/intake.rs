@@ -1,0 +1,155 @@
+//! Intake with group commit: submissions that arrive together are written in one
+//! transaction, so that many accepted requests share one durable commit (one `fsync`).
+//! Each submission is answered only after its transaction is on disk.
+
+use super::store::{self as requests, NewRequest, Request};
+use crate::audit::Chain;
+use crate::store::Store;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+/// Submissions written in one transaction at most.
+const MAX_BATCH: usize = 256;
+
+/// A validated submission.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub request: NewRequest,
+    /// Who submits, for the audit trail.
+    pub actor: String,
+    /// The controller has a webhook URL: queue a `request.forwarded` delivery.
+    pub webhook: bool,
+    /// Approve at once (the controller approves its own DPO's requests automatically).
+    pub auto_approve: bool,
+    /// The API's base URL, for the link in the webhook.
+    pub base_url: String,
+    /// Attempts of each task, for an auto-approved request.
+    pub max_attempts: u32,
+}
+
+/// How a submission was taken.
+#[derive(Debug, Clone)]
+pub enum Accepted {
+    /// A new request.
+    Created(Request),
+    /// The request first submitted with the same idempotency key.
+    Replayed(Request),
+}
+
+type Job = (Submission, oneshot::Sender<anyhow::Result<Accepted>>);
+
+/// The intake writer: one task that owns request creation.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    sender: mpsc::Sender<Job>,
+}
+
+impl Intake {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn start(store: Store) -> Intake {
+        let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(store, receiver));
+        Intake { sender }
+    }
+
+    /// Writes a submission; returns once it is durably committed.
+    ///
+    /// # Errors
+    /// When the database write fails, or the writer has stopped.
+    pub async fn submit(&self, submission: Submission) -> anyhow::Result<Accepted> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send((submission, reply))
+            .await
+            .map_err(|_| anyhow::anyhow!("the intake writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the intake writer stopped before answering"))?
+    }
+}
+
+async fn run(store: Store, mut receiver: mpsc::Receiver<Job>) {
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let submissions: Vec<&Submission> = batch.iter().map(|(s, _)| s).collect();
+        match write(&store, &submissions).await {
+            Ok(accepted) => {
+                for ((_, reply), accepted) in batch.into_iter().zip(accepted) {
+                    let _ = reply.send(Ok(accepted));
+                }
+            }
+            // One bad submission must not fail the others: write each on its own.
+            Err(error) if batch.len() > 1 => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    size = batch.len(),
+                    "a batched intake failed; writing its submissions one by one"
+                );
+                for (submission, reply) in batch {
+                    let result = write(&store, &[&submission]).await.map(|mut a| a.remove(0));
+                    let _ = reply.send(result);
+                }
+            }
+            Err(error) => {
+                let (_, reply) = batch.remove(0);
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
+async fn write(store: &Store, submissions: &[&Submission]) -> anyhow::Result<Vec<Accepted>> {
+    let mut tx = store.begin().await?;
+    let mut chain = Chain::load(&mut tx).await?;
+    let mut accepted = Vec::with_capacity(submissions.len());
+    for submission in submissions {
+        let new = &submission.request;
+        if let Some(key) = &new.idempotency_key
+            && let Some(first) =
+                requests::by_idempotency_key(&mut tx, &new.submitted_by, key).await?
+        {
+            accepted.push(Accepted::Replayed(first));
+            continue;
+        }
+        let mut request = requests::insert(&mut tx, &mut chain, new, &submission.actor).await?;
+        if submission.webhook {
+            let url = format!(
+                "{}/v1/requests/{}",
+                submission.base_url.trim_end_matches('/'),
+                request.id
+            );
+            let data = json!({ "request_id": request.id, "kind": request.kind, "due_at": request.due_at, "external_ref": request.external_ref, "url": url });
+            crate::notify::insert(
+                &mut tx,
+                &request.controller_id,
+                &request.id,
+                "request.forwarded",
+                data,
+            )
+            .await?;
+        }
+        if submission.auto_approve {
+            crate::queue::approve(
+                &mut tx,
+                &request,
+                "policy:auto-approve",
+                submission.max_attempts,
+            )
+            .await?
+            .map_err(anyhow::Error::msg)?;
+            request = requests::get_in(&mut tx, &request.id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the new request vanished"))?;
+            chain = Chain::load(&mut tx).await?;
+        }
+        accepted.push(Accepted::Created(request));
+    }
+    tx.commit().await?;
+    Ok(accepted)
+}
