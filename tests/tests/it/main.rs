@@ -1,6 +1,7 @@
 //! oubli's end-to-end tests, in one test binary: the real runtime with real plugins,
 //! real databases and servers on loopback.
 
+mod queue;
 mod sandbox;
 mod service;
 mod sql_connector;

@@ -652,3 +652,203 @@ async fn a_kill_during_processing_loses_nothing_and_every_erasure_completes() {
     assert_eq!(count(&service.demo.crm, "customers", "1 = 1").await, 30);
     assert!(service.terminate(), "a SIGTERM stops the service cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_tasks_say_why_and_a_retry_runs_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[("OUBLI_MAX_ATTEMPTS", "2")]);
+    let admin = service.demo.admin.clone();
+
+    // A plugin uploaded through the API, for a controller that approves its DPO's requests.
+    let bytes = std::fs::read(oubli_tests::plugin_path("oubli_testkit")).unwrap();
+    let response = service
+        .http
+        .post(format!("{}/v1/plugins?name=testkit", service.url))
+        .bearer_auth(&admin)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let plugin: Value = response.json().await.unwrap();
+    assert_eq!(plugin["info"]["name"], "testkit");
+    assert!(
+        plugin["info"]["actions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("erase"))
+    );
+    let (status, error) = service
+        .call(reqwest::Method::POST, "/v1/plugins?name=junk", &admin, None)
+        .await;
+    assert!(status == 422 || status == 400, "{status} {error}");
+
+    let (_, created) = service
+        .post(
+            "/v1/controllers",
+            &admin,
+            json!({ "name": "Flaky Org", "auto_approve": true }),
+        )
+        .await;
+    let flaky = created["controller"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = service
+        .post(
+            &format!("/v1/controllers/{flaky}/systems"),
+            &admin,
+            json!({ "name": "flaky", "plugin": plugin["digest"], "limits": { "memory_mb": 9999 } }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("limits.memory_mb")),
+        "{body}"
+    );
+    let (status, body) = service
+        .post(
+            &format!("/v1/controllers/{flaky}/systems"),
+            &admin,
+            json!({ "name": "flaky", "plugin": plugin["digest"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, token) = service
+        .post(
+            "/v1/tokens",
+            &admin,
+            json!({ "role": "dpo", "controller_id": flaky, "label": "flaky DPO" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{token}");
+    let dpo = token["token"].as_str().unwrap().to_owned();
+
+    let submit = |behaviour: &'static str| {
+        let (service, dpo, flaky) = (&service, dpo.clone(), flaky.clone());
+        async move {
+            let body = json!({ "controller_id": flaky, "kind": "erasure", "identities": [{ "kind": "behaviour", "value": behaviour }] });
+            let (status, request) = service.post("/v1/requests", &dpo, body).await;
+            assert_eq!(status, 201, "{request}");
+            assert_eq!(request["status"], "approved", "auto-approved: {request}");
+            request["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let busy = submit("unavailable").await;
+    let crash = submit("panic").await;
+    let settle = |id: String| {
+        let (service, dpo) = (&service, dpo.clone());
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let (_, request) = service.get(&format!("/v1/requests/{id}"), &dpo).await;
+                if request["status"] == "failed" {
+                    return service
+                        .get(&format!("/v1/requests/{id}/tasks"), &dpo)
+                        .await
+                        .1;
+                }
+                assert!(std::time::Instant::now() < deadline, "{request}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let tasks = settle(busy.clone()).await;
+    assert_eq!(
+        tasks["items"][0]["attempts"], 2,
+        "retried up to the maximum: {tasks}"
+    );
+    assert_eq!(tasks["items"][0]["last_error_kind"], "unavailable");
+    let tasks = settle(crash.clone()).await;
+    assert_eq!(
+        tasks["items"][0]["attempts"], 1,
+        "a crash is not retried: {tasks}"
+    );
+    assert_eq!(tasks["items"][0]["last_error_kind"], "trap");
+    assert!(
+        tasks["items"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("panics on purpose"),
+        "{tasks}"
+    );
+
+    let (status, request) = service
+        .post(&format!("/v1/requests/{crash}/retry"), &dpo, json!({}))
+        .await;
+    assert_eq!(
+        (status, request["status"].as_str()),
+        (200, Some("running")),
+        "{request}"
+    );
+    let tasks = settle(crash).await;
+    assert_eq!(
+        tasks["items"][0]["attempts"], 1,
+        "the retry started from a fresh attempt: {tasks}"
+    );
+    let (_, events) = service
+        .get(&format!("/v1/requests/{busy}/events"), &dpo)
+        .await;
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"task.retry_scheduled") && actions.contains(&"request.failed"),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_and_the_token_command_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let document: Value = service
+        .http
+        .get(format!("{}/v1/openapi.json", service.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/requests",
+        "/v1/requests/{id}/approve",
+        "/v1/controllers/{id}/systems",
+        "/v1/plugins",
+        "/v1/tokens",
+    ] {
+        assert!(
+            document["paths"].get(path).is_some(),
+            "{path} is not documented"
+        );
+    }
+    assert!(document["components"]["schemas"].get("Request").is_some());
+
+    let output = std::process::Command::new(oubli_tests::oubli_binary())
+        .args([
+            "token",
+            "create",
+            "--role",
+            "auditor",
+            "--label",
+            "external audit",
+        ])
+        .env("OUBLI_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let auditor = created["token"].as_str().unwrap();
+    let (status, _) = service.get("/v1/requests", auditor).await;
+    assert_eq!(status, 200);
+    let (status, _) = service
+        .post("/v1/controllers", auditor, json!({ "name": "nope" }))
+        .await;
+    assert_eq!(status, 403);
+}
