@@ -122,6 +122,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_configuration_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/oubli.toml");
+        let config = Config::load(Some(&example)).unwrap();
+        assert_eq!(
+            config.public_url.as_deref(),
+            Some("https://dsr.example.org")
+        );
+    }
+
+    #[test]
     fn the_file_is_read_and_unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oubli.toml");

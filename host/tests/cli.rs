@@ -150,3 +150,42 @@ fn a_changed_plugin_is_refused_with_a_clear_error() {
         "{report}"
     );
 }
+
+#[test]
+fn the_example_system_configuration_works_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        oubli(
+            &["demo", "crm", "--dir", "demo", "--customers", "10"],
+            dir.path()
+        )
+        .status
+        .success()
+    );
+    std::fs::create_dir(dir.path().join("examples")).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/crm-system.toml");
+    std::fs::copy(example, dir.path().join("examples/crm-system.toml")).unwrap();
+    let output = oubli(
+        &[
+            "plugin",
+            "call",
+            "builtin:sql",
+            "--system",
+            "examples/crm-system.toml",
+            "--action",
+            "locate",
+            "--identity",
+            "email=customer7@example.org",
+        ],
+        dir.path(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(
+        json(&output)["result"]["records"].as_array().unwrap().len(),
+        9
+    );
+}
