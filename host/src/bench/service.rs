@@ -276,7 +276,7 @@ impl E2eReport {
             self.requests, self.systems, self.workers
         );
         println!(
-            "  oubli:   {:>8.2} s  submission to completion, with locate + erase + verify per system",
+            "  oubli:   {:>8.2} s  submission to completion: erase, then a verifying locate, per system",
             self.oubli_seconds
         );
         println!(

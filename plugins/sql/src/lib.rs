@@ -91,6 +91,45 @@ fn keys(dataset: &Dataset, table: &Table, subject: &Subject) -> Result<Vec<Value
         .collect())
 }
 
+/// Every row of the subject in every table, as (table index, key as text), in one query:
+/// one `UNION ALL` branch per table that reaches the subject.
+fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<(usize, String)>> {
+    let text = match sql::dialect() {
+        sql::Dialect::Mysql => "CHAR",
+        sql::Dialect::Sqlite | sql::Dialect::Postgres => "TEXT",
+    };
+    let mut branches = Vec::new();
+    let mut params = Vec::new();
+    for (i, table) in dataset.tables.iter().enumerate() {
+        let Some(cond) = condition(dataset, table, subject, params.len() + 1) else {
+            continue;
+        };
+        branches.push(format!(
+            "SELECT {i} AS t, CAST({key} AS {text}) AS k FROM {table} WHERE {cond}",
+            key = sql::ident(&table.key),
+            table = sql::ident(&table.name),
+            cond = cond.sql
+        ));
+        params.extend(cond.params);
+    }
+    if branches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sql::query(
+        &format!("{} ORDER BY 1, 2", branches.join(" UNION ALL ")),
+        params,
+    )?;
+    rows.rows
+        .into_iter()
+        .map(|row| match row.as_slice() {
+            [Value::Integer(t), key] => Ok((*t as usize, key.to_key())),
+            other => Err(Error::Failed(format!(
+                "unexpected row from the locate query: {other:?}"
+            ))),
+        })
+        .collect()
+}
+
 fn record_ref(table: &Table, key: &Value) -> RecordRef {
     RecordRef {
         collection: table.name.clone(),
@@ -135,23 +174,6 @@ fn update_by_keys(
         .collect()
 }
 
-fn delete_by_keys(table: &Table, keys: &[Value]) -> Vec<Statement> {
-    keys.chunks(KEY_CHUNK)
-        .map(|chunk| {
-            let list: Vec<String> = (1..=chunk.len()).map(sql::placeholder).collect();
-            chunk.iter().fold(
-                Statement::new(format!(
-                    "DELETE FROM {} WHERE {} IN ({})",
-                    sql::ident(&table.name),
-                    sql::ident(&table.key),
-                    list.join(", ")
-                )),
-                |statement, key| statement.bind(key.clone()),
-            )
-        })
-        .collect()
-}
-
 fn masked(table: &Table, key: &Value, mask: Mask) -> Value {
     match mask {
         Mask::Null => Value::Null,
@@ -174,13 +196,15 @@ impl Connector for SqlConnector {
 
     fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
         let dataset = Dataset::load()?;
-        let mut found = Vec::new();
-        for table in &dataset.tables {
-            for key in keys(&dataset, table, &subject)? {
-                found.push(record_ref(table, &key));
-            }
-        }
-        Ok(found)
+        Ok(located(&dataset, &subject)?
+            .into_iter()
+            .filter_map(|(t, key)| {
+                dataset
+                    .tables
+                    .get(t)
+                    .map(|table| record_ref(table, &Value::Text(key)))
+            })
+            .collect())
     }
 
     fn access(subject: Subject, cursor: Option<String>) -> Result<Page> {
@@ -300,53 +324,112 @@ impl Connector for SqlConnector {
 
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
         let dataset = Dataset::load()?;
+        let found = located(&dataset, &subject)?;
         let mut statements = Vec::new();
         let mut report = Vec::new();
         // Children before parents, so that foreign keys hold and each child's condition
         // still reaches its parent while the transaction runs.
         for table in dataset.erase_order() {
-            let keys = keys(&dataset, table, &subject)?;
-            if keys.is_empty() {
+            let index = dataset
+                .tables
+                .iter()
+                .position(|t| std::ptr::eq(t, table))
+                .unwrap_or_default();
+            let found_keys: Vec<&String> = found
+                .iter()
+                .filter(|(t, _)| *t == index)
+                .map(|(_, k)| k)
+                .collect();
+            if found_keys.is_empty() {
                 continue;
             }
-            let outcome = match &table.erase.action {
-                EraseAction::Delete => {
-                    statements.extend(delete_by_keys(table, &keys));
-                    Outcome::Deleted
-                }
-                EraseAction::Anonymise | EraseAction::Retain => {
-                    for key in &keys {
-                        let assignments: Vec<(String, Value)> = table
-                            .erase
-                            .columns
-                            .iter()
-                            .map(|(column, mask)| (column.clone(), masked(table, key, *mask)))
-                            .collect();
-                        if !assignments.is_empty() {
-                            statements.extend(update_by_keys(
-                                table,
-                                &assignments,
-                                std::slice::from_ref(key),
-                            ));
-                        }
-                    }
-                    match &table.erase.action {
-                        EraseAction::Retain => {
-                            Outcome::Retained(table.erase.legal_basis.clone().unwrap_or_default())
-                        }
-                        _ => Outcome::Anonymised,
-                    }
+            let erase = &table.erase;
+            let outcome = match erase.action {
+                EraseAction::Delete => Outcome::Deleted,
+                EraseAction::Anonymise => Outcome::Anonymised,
+                EraseAction::Retain => {
+                    Outcome::Retained(erase.legal_basis.clone().unwrap_or_default())
                 }
             };
-            report.extend(keys.iter().map(|key| Erased {
+            if erase.action == EraseAction::Delete {
+                statements.extend(where_subject(
+                    &dataset,
+                    table,
+                    &subject,
+                    "DELETE FROM",
+                    "",
+                    &[],
+                ));
+            } else if erase.columns.values().any(|m| *m == Mask::ErasedKey) {
+                // Each row gets a value of its own: change them by key.
+                for key in keys(&dataset, table, &subject)? {
+                    let assignments: Vec<(String, Value)> = erase
+                        .columns
+                        .iter()
+                        .map(|(column, mask)| (column.clone(), masked(table, &key, *mask)))
+                        .collect();
+                    statements.extend(update_by_keys(
+                        table,
+                        &assignments,
+                        std::slice::from_ref(&key),
+                    ));
+                }
+            } else if !erase.columns.is_empty() {
+                let dummy = Value::Null;
+                let values: Vec<Value> = erase
+                    .columns
+                    .values()
+                    .map(|m| masked(table, &dummy, *m))
+                    .collect();
+                let sets: Vec<String> = erase
+                    .columns
+                    .keys()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} = {}", sql::ident(c), sql::placeholder(i + 1)))
+                    .collect();
+                statements.extend(where_subject(
+                    &dataset,
+                    table,
+                    &subject,
+                    "UPDATE",
+                    &format!("SET {}", sets.join(", ")),
+                    &values,
+                ));
+            }
+            report.extend(found_keys.into_iter().map(|key| Erased {
                 collection: table.name.clone(),
-                key: key.to_key(),
+                key: key.clone(),
                 outcome: outcome.clone(),
             }));
         }
         sql::transaction(statements)?;
         Ok(report)
     }
+}
+
+/// `{verb} {table} {middle} WHERE <the subject's rows>`, with `values` bound before the
+/// condition's parameters.
+fn where_subject(
+    dataset: &Dataset,
+    table: &Table,
+    subject: &Subject,
+    verb: &str,
+    middle: &str,
+    values: &[Value],
+) -> Option<Statement> {
+    let cond = condition(dataset, table, subject, values.len() + 1)?;
+    let statement = Statement::new(format!(
+        "{verb} {} {middle} WHERE {}",
+        sql::ident(&table.name),
+        cond.sql
+    ));
+    Some(
+        values
+            .iter()
+            .cloned()
+            .chain(cond.params)
+            .fold(statement, Statement::bind),
+    )
 }
 
 export_connector!(SqlConnector);
