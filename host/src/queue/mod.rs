@@ -131,18 +131,29 @@ pub async fn claim(
         attempt: attempt as u32,
         max_attempts: max_attempts as u32,
     };
-    if let Some(request) = requests::get_in(&mut tx, &claimed.request_id).await?
-        && request.status == Status::Approved
-    {
-        requests::transition(
+    // The first task claimed starts the request (approved → running).
+    let running = Status::Approved
+        .apply(Transition::Start)
+        .map_err(anyhow::Error::msg)?;
+    let started = sqlx::query(
+        "UPDATE requests SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+    )
+    .bind(running.as_str())
+    .bind(now)
+    .bind(&claimed.request_id)
+    .bind(Status::Approved.as_str())
+    .execute(&mut *tx)
+    .await?;
+    if started.rows_affected() == 1 {
+        let action = format!("request.{}", running.as_str());
+        audit::append(
             &mut tx,
-            &request,
-            Transition::Start,
             &format!("worker:{worker}"),
+            &action,
+            Some(&claimed.request_id),
             serde_json::json!({}),
         )
-        .await?
-        .ok();
+        .await?;
     }
     tx.commit().await?;
     Ok(Some(claimed))

@@ -7,8 +7,8 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });
 
+pub use self::oubli::connector::{host, sql, types};
 pub use exports::oubli::connector::connector as guest;
-pub use oubli::connector::{host, sql, types};
 
 /// The contract version this host implements, as plugins export it.
 pub const CONTRACT_INTERFACE: &str = "oubli:connector/connector";
