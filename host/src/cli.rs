@@ -1,5 +1,6 @@
 //! The `oubli` command line.
 
+use crate::bench::Report;
 use crate::runtime::{
     Change, Identity, Runtime, RuntimeError, RuntimeSettings, Subject, SystemConfig,
 };

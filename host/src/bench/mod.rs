@@ -8,6 +8,24 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A benchmark's figures, printed as text or as one JSON object.
+pub trait Report: Serialize {
+    /// Prints the figures for a person.
+    fn print_text(&self);
+
+    /// Prints the figures, as one JSON object when `json`.
+    fn print(&self, json: bool) {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(self).expect("report serializes")
+            );
+        } else {
+            self.print_text();
+        }
+    }
+}
+
 /// Latency percentiles of one series, in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {
@@ -42,15 +60,8 @@ pub struct DispatchReport {
     pub ratio_p50: f64,
 }
 
-impl DispatchReport {
-    pub fn print(&self, json: bool) {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string(self).expect("report serializes")
-            );
-            return;
-        }
+impl Report for DispatchReport {
+    fn print_text(&self) {
         println!(
             "oubli bench dispatch: {} calls of describe() on {}",
             self.calls, self.plugin

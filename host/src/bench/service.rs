@@ -162,15 +162,8 @@ pub struct IntakeReport {
     pub ratio: f64,
 }
 
-impl IntakeReport {
-    pub fn print(&self, json: bool) {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string(self).expect("report serializes")
-            );
-            return;
-        }
+impl super::Report for IntakeReport {
+    fn print_text(&self) {
         println!(
             "oubli bench intake: {} erasure requests over HTTP, {} at a time",
             self.requests, self.concurrency
@@ -262,15 +255,8 @@ pub struct E2eReport {
     pub ratio: f64,
 }
 
-impl E2eReport {
-    pub fn print(&self, json: bool) {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string(self).expect("report serializes")
-            );
-            return;
-        }
+impl super::Report for E2eReport {
+    fn print_text(&self) {
         println!(
             "oubli bench e2e: {} erasure requests across {} SQLite CRM systems, {} workers",
             self.requests, self.systems, self.workers
