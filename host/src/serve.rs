@@ -21,8 +21,7 @@ pub struct Running {
     /// The demo setup made on this start, if the database was new.
     pub demo: Option<DemoSetup>,
     stop: watch::Sender<bool>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-    worker_ids: Vec<String>,
+    workers: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -86,20 +85,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("listening on {}", app.config.listen))?;
     let address = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    let process = uuid::Uuid::now_v7().simple().to_string();
-    let worker_ids: Vec<String> = (0..app.config.workers)
-        .map(|i| format!("{}-{i}", &process[20..]))
-        .collect();
-    let workers = worker_ids
-        .iter()
-        .map(|id| {
-            tokio::spawn(crate::queue::worker::run(
-                app.clone(),
-                id.clone(),
-                stopped.clone(),
-            ))
-        })
-        .collect();
+    // Leases carry this process's id; fencing works by attempt number.
+    let owner = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+    let workers = tokio::spawn(crate::queue::worker::run(
+        app.clone(),
+        owner,
+        stopped.clone(),
+    ));
     let webhooks = tokio::spawn(crate::notify::run(app.clone(), stopped.clone()));
     let router = crate::api::router(app.clone())
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -114,7 +106,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         demo,
         stop,
         workers,
-        worker_ids,
         webhooks,
         server,
     })
@@ -125,7 +116,7 @@ impl Running {
     /// the grace period or hands its lease back, and the database is closed.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        stop_workers(&self.app, self.workers, &self.worker_ids).await;
+        let _ = self.workers.await;
         let _ = self.webhooks.await;
         match tokio::time::timeout(Duration::from_secs(10), self.server).await {
             Ok(Ok(Ok(()))) => {}
@@ -252,30 +243,4 @@ pub async fn signal() {
     }
     #[cfg(not(unix))]
     interrupt.await.unwrap_or(());
-}
-
-/// Stops the workers: each finishes its running task within the grace period, or hands
-/// its lease back.
-pub async fn stop_workers(
-    app: &Arc<App>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-    ids: &[String],
-) {
-    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
-    if tokio::time::timeout(grace, futures::future::join_all(workers))
-        .await
-        .is_err()
-    {
-        for id in ids {
-            match crate::queue::release(&app.store, id).await {
-                Ok(n) if n > 0 => {
-                    tracing::warn!(worker = %id, tasks = n, "handed running tasks back at shutdown")
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(worker = %id, error = %e, "handing tasks back failed; their leases will expire")
-                }
-            }
-        }
-    }
 }

@@ -1,7 +1,6 @@
 //! The API's error answer: a status, a stable code, a message a person can act on and,
 //! for bad input, the field at fault. Also the JSON body extractor that produces it.
 
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -120,7 +119,7 @@ pub struct Json<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
         let json = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -136,19 +135,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 message: "expected a JSON body with Content-Type: application/json".into(),
             });
         }
-        let bytes = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(|e| match e {
-                BytesRejection::FailedToBufferBody(inner)
-                    if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-                {
-                    ApiError::PayloadTooLarge(super::MAX_JSON_BODY)
-                }
-                other => ApiError::BadRequest {
-                    field: None,
-                    message: other.body_text(),
-                },
-            })?;
+        let bytes = read_limited(request).await?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let path = e.path().to_string();
@@ -183,6 +170,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         })?;
         Ok(Json(value))
     }
+}
+
+/// Reads a JSON body of at most [`super::MAX_JSON_BODY`] bytes. A larger body is still
+/// read (up to a bound) and discarded, so that the client receives the 413 instead of a
+/// connection reset while it is still sending.
+async fn read_limited(request: Request) -> Result<Vec<u8>, ApiError> {
+    use futures::StreamExt;
+    const DRAIN: usize = 16 << 20;
+    let mut stream = request.into_body().into_data_stream();
+    let mut body = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest {
+            field: None,
+            message: format!("reading the body failed: {e}"),
+        })?;
+        total += chunk.len();
+        if total <= super::MAX_JSON_BODY {
+            body.extend_from_slice(&chunk);
+        } else if total > DRAIN {
+            break;
+        }
+    }
+    if total > super::MAX_JSON_BODY {
+        return Err(ApiError::PayloadTooLarge(super::MAX_JSON_BODY));
+    }
+    Ok(body)
 }
 
 /// serde_json's message without its " at line 1 column 42" suffix.

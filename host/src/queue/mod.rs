@@ -98,65 +98,91 @@ pub async fn enqueue(
     Ok(systems.len() as u64)
 }
 
+/// Claims up to `limit` tasks that are due, or whose lease expired, for `lease`, in one
+/// transaction; the first task claimed of an approved request starts it.
+///
+/// # Errors
+/// When the database fails.
+pub async fn claim_many(
+    store: &Store,
+    owner: &str,
+    lease: Duration,
+    limit: usize,
+) -> anyhow::Result<Vec<Claimed>> {
+    let now = now_ms();
+    let mut conn = store.relaxed().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+        "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+         WHERE id IN (SELECT id FROM tasks WHERE (status = 'queued' AND run_after <= $3) OR (status = 'running' AND lease_expires_at < $3) \
+                      ORDER BY run_after, id LIMIT $4) \
+         RETURNING id, request_id, system_id, attempts, max_attempts",
+    )
+    .bind(owner)
+    .bind(now + lease.as_millis() as i64)
+    .bind(now)
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let claimed: Vec<Claimed> = rows
+        .into_iter()
+        .map(
+            |(id, request_id, system_id, attempt, max_attempts)| Claimed {
+                id,
+                request_id,
+                system_id,
+                attempt: attempt as u32,
+                max_attempts: max_attempts as u32,
+            },
+        )
+        .collect();
+    let running = Status::Approved
+        .apply(Transition::Start)
+        .map_err(anyhow::Error::msg)?;
+    let mut requests: Vec<&str> = claimed.iter().map(|c| c.request_id.as_str()).collect();
+    requests.sort_unstable();
+    requests.dedup();
+    let mut chain = None;
+    for request_id in requests {
+        let started = sqlx::query(
+            "UPDATE requests SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(running.as_str())
+        .bind(now)
+        .bind(request_id)
+        .bind(Status::Approved.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if started.rows_affected() == 1 {
+            if chain.is_none() {
+                chain = Some(audit::Chain::load(&mut tx).await?);
+            }
+            let chain = chain.as_mut().expect("loaded above");
+            let action = format!("request.{}", running.as_str());
+            chain
+                .append(
+                    &mut tx,
+                    &format!("worker:{owner}"),
+                    &action,
+                    Some(request_id),
+                    serde_json::json!({}),
+                )
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
 /// Claims the next task that is due, or whose lease expired, for `lease`.
 ///
 /// # Errors
 /// When the database fails.
-pub async fn claim(
-    store: &Store,
-    worker: &str,
-    lease: Duration,
-) -> anyhow::Result<Option<Claimed>> {
-    let now = now_ms();
-    let mut conn = store.relaxed().await?;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let row: Option<(String, String, String, i64, i64)> = sqlx::query_as(
-        "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
-         WHERE id = (SELECT id FROM tasks WHERE (status = 'queued' AND run_after <= $3) OR (status = 'running' AND lease_expires_at < $3) \
-                     ORDER BY run_after, id LIMIT 1) \
-         RETURNING id, request_id, system_id, attempts, max_attempts",
-    )
-    .bind(worker)
-    .bind(now + lease.as_millis() as i64)
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((id, request_id, system_id, attempt, max_attempts)) = row else {
-        return Ok(None);
-    };
-    let claimed = Claimed {
-        id,
-        request_id,
-        system_id,
-        attempt: attempt as u32,
-        max_attempts: max_attempts as u32,
-    };
-    // The first task claimed starts the request (approved → running).
-    let running = Status::Approved
-        .apply(Transition::Start)
-        .map_err(anyhow::Error::msg)?;
-    let started = sqlx::query(
-        "UPDATE requests SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
-    )
-    .bind(running.as_str())
-    .bind(now)
-    .bind(&claimed.request_id)
-    .bind(Status::Approved.as_str())
-    .execute(&mut *tx)
-    .await?;
-    if started.rows_affected() == 1 {
-        let action = format!("request.{}", running.as_str());
-        audit::append(
-            &mut tx,
-            &format!("worker:{worker}"),
-            &action,
-            Some(&claimed.request_id),
-            serde_json::json!({}),
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(Some(claimed))
+pub async fn claim(store: &Store, owner: &str, lease: Duration) -> anyhow::Result<Option<Claimed>> {
+    Ok(claim_many(store, owner, lease, 1).await?.pop())
 }
 
 /// Renews the lease; false when the task is no longer this worker's.
@@ -195,77 +221,121 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     half + Duration::from_millis(rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64))
 }
 
-/// Records how a run ended, if the worker still holds the task (fencing), and moves the
-/// request along when all its tasks are done. Returns false for a stale worker, whose
-/// result is dropped.
+/// How one run of a task ended, to be recorded.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub task: Claimed,
+    pub outcome: Outcome,
+    /// The delay before the next attempt, if the failure is retried.
+    pub backoff: Duration,
+}
+
+/// Records how runs ended, in one transaction, for the runs whose worker still holds the
+/// task (fencing by attempt number), and moves each request along when all its tasks are
+/// done. Returns, per run, whether it was recorded; a stale run's result is dropped.
+///
+/// # Errors
+/// When the database fails; nothing is recorded then.
+pub async fn finish_many(
+    store: &Store,
+    owner: &str,
+    runs: &[Finished],
+) -> anyhow::Result<Vec<bool>> {
+    let now = now_ms();
+    let actor = format!("worker:{owner}");
+    let mut conn = store.relaxed().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let mut chain = audit::Chain::load(&mut tx).await?;
+    let mut recorded = Vec::with_capacity(runs.len());
+    for Finished {
+        task,
+        outcome,
+        backoff,
+    } in runs
+    {
+        let (status, event, mut details) = match outcome {
+            Outcome::Succeeded(_) => ("succeeded", "task.succeeded", serde_json::json!({})),
+            Outcome::Failed {
+                kind,
+                message,
+                retryable,
+            } if *retryable && task.attempt < task.max_attempts => (
+                "queued",
+                "task.retry_scheduled",
+                serde_json::json!({ "error": kind, "message": message, "retry_in_ms": backoff.as_millis() as u64 }),
+            ),
+            Outcome::Failed { kind, message, .. } => (
+                "failed",
+                "task.failed",
+                serde_json::json!({ "error": kind, "message": message }),
+            ),
+        };
+        let (result, error, error_kind) = match outcome {
+            Outcome::Succeeded(result) => (Some(result.to_string()), None, None),
+            Outcome::Failed { kind, message, .. } => {
+                (None, Some(message.as_str()), Some(kind.as_str()))
+            }
+        };
+        let updated = sqlx::query(
+            "UPDATE tasks SET status = $1, result = COALESCE($2, result), last_error = $3, last_error_kind = $4, run_after = $5, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
+             WHERE id = $7 AND attempts = $8 AND status = 'running'",
+        )
+        .bind(status)
+        .bind(result)
+        .bind(error)
+        .bind(error_kind)
+        .bind(now + backoff.as_millis() as i64)
+        .bind(now)
+        .bind(&task.id)
+        .bind(i64::from(task.attempt))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tracing::warn!(task = %task.id, attempt = task.attempt, "dropping the result of a task whose lease was taken over");
+            recorded.push(false);
+            continue;
+        }
+        details["task_id"] = task.id.clone().into();
+        details["system_id"] = task.system_id.clone().into();
+        details["attempt"] = task.attempt.into();
+        chain
+            .append(&mut tx, &actor, event, Some(&task.request_id), details)
+            .await?;
+        if settle(&mut tx, &task.request_id, &actor).await? {
+            chain = audit::Chain::load(&mut tx).await?;
+        }
+        recorded.push(true);
+    }
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+/// Records how one run ended; see [`finish_many`].
 ///
 /// # Errors
 /// When the database fails.
 pub async fn finish(
     store: &Store,
-    worker: &str,
+    owner: &str,
     task: &Claimed,
     outcome: Outcome,
     backoff: Duration,
 ) -> anyhow::Result<bool> {
-    let now = now_ms();
-    let actor = format!("worker:{worker}");
-    let mut conn = store.relaxed().await?;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let (status, event, details) = match &outcome {
-        Outcome::Succeeded(_) => ("succeeded", "task.succeeded", serde_json::json!({})),
-        Outcome::Failed {
-            kind,
-            message,
-            retryable,
-        } if *retryable && task.attempt < task.max_attempts => (
-            "queued",
-            "task.retry_scheduled",
-            serde_json::json!({ "error": kind, "message": message, "retry_in_ms": backoff.as_millis() as u64 }),
-        ),
-        Outcome::Failed { kind, message, .. } => (
-            "failed",
-            "task.failed",
-            serde_json::json!({ "error": kind, "message": message }),
-        ),
+    let run = Finished {
+        task: task.clone(),
+        outcome,
+        backoff,
     };
-    let (result, error, error_kind) = match &outcome {
-        Outcome::Succeeded(result) => (Some(result.to_string()), None, None),
-        Outcome::Failed { kind, message, .. } => {
-            (None, Some(message.as_str()), Some(kind.as_str()))
-        }
-    };
-    let updated = sqlx::query(
-        "UPDATE tasks SET status = $1, result = COALESCE($2, result), last_error = $3, last_error_kind = $4, run_after = $5, \
-         lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
-         WHERE id = $7 AND attempts = $8 AND status = 'running'",
-    )
-    .bind(status)
-    .bind(result)
-    .bind(error)
-    .bind(error_kind)
-    .bind(now + backoff.as_millis() as i64)
-    .bind(now)
-    .bind(&task.id)
-    .bind(i64::from(task.attempt))
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        tracing::warn!(task = %task.id, attempt = task.attempt, "dropping the result of a task whose lease was taken over");
-        return Ok(false);
-    }
-    let mut details = details;
-    details["task_id"] = task.id.clone().into();
-    details["system_id"] = task.system_id.clone().into();
-    details["attempt"] = task.attempt.into();
-    audit::append(&mut tx, &actor, event, Some(&task.request_id), details).await?;
-    settle(&mut tx, &task.request_id, &actor).await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(finish_many(store, owner, std::slice::from_ref(&run))
+        .await?
+        .pop()
+        .unwrap_or(false))
 }
 
-/// Completes or fails a running request whose tasks are all done.
-async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<()> {
+/// Completes or fails a running request whose tasks are all done. Returns whether it
+/// did (and so appended to the audit trail).
+async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<bool> {
     let counts: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM tasks WHERE request_id = $1 GROUP BY status")
             .bind(request_id)
@@ -278,28 +348,25 @@ async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Resul
             .map_or(0, |(_, n)| *n)
     };
     if count("queued") + count("running") > 0 {
-        return Ok(());
+        return Ok(false);
     }
     let Some(request) = requests::get_in(tx, request_id).await? else {
-        return Ok(());
+        return Ok(false);
     };
+    if request.status != Status::Running {
+        return Ok(false);
+    }
     let transition = if count("failed") > 0 {
         Transition::Fail
     } else {
         Transition::Complete
     };
-    if request.status == Status::Running {
-        requests::transition(
-            tx,
-            &request,
-            transition,
-            actor,
-            serde_json::json!({ "failed_tasks": count("failed") }),
-        )
-        .await?
-        .ok();
-    }
-    Ok(())
+    let details = serde_json::json!({ "failed_tasks": count("failed") });
+    Ok(
+        requests::transition(tx, &request, transition, actor, details)
+            .await?
+            .is_ok(),
+    )
 }
 
 /// Approves a request awaiting its controller and queues one task per connected system,

@@ -8,7 +8,7 @@
 //! - rectification: `rectify`, then `access` to check that the changed records hold the
 //!   new values.
 
-use super::{Claimed, Outcome};
+use super::{Claimed, Finished, Outcome};
 use crate::app::App;
 use crate::request::Kind;
 use crate::request::store::{self as requests, Request};
@@ -20,19 +20,15 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
 
 /// Pages of `access` after which a plugin is taken to be looping.
 const MAX_PAGES: usize = 100_000;
 
-/// Claims one due task and runs it. Returns false when no task was due.
-///
-/// # Errors
-/// When the database fails; the task's lease then expires and another attempt follows.
-pub async fn step(app: &Arc<App>, worker: &str) -> anyhow::Result<bool> {
+/// Runs one claimed task: the plugin calls, with the lease renewed meanwhile. Returns how
+/// the run ended, for the finisher to record.
+async fn run_task(app: &Arc<App>, task: Claimed) -> Finished {
     let lease = Duration::from_secs(app.config.lease_secs);
-    let Some(task) = super::claim(&app.store, worker, lease).await? else {
-        return Ok(false);
-    };
     let outcome = if task.attempt > task.max_attempts {
         Outcome::Failed {
             kind: "lease-lost".into(),
@@ -64,11 +60,6 @@ pub async fn step(app: &Arc<App>, worker: &str) -> anyhow::Result<bool> {
         heartbeat.abort();
         outcome
     };
-    let delay = super::backoff(
-        task.attempt,
-        Duration::from_millis(app.config.backoff_base_ms),
-        Duration::from_millis(app.config.backoff_cap_ms),
-    );
     if let Outcome::Failed {
         kind,
         message,
@@ -77,8 +68,16 @@ pub async fn step(app: &Arc<App>, worker: &str) -> anyhow::Result<bool> {
     {
         tracing::warn!(task = %task.id, request = %task.request_id, attempt = task.attempt, kind, retryable, "task failed: {message}");
     }
-    super::finish(&app.store, worker, &task, outcome, delay).await?;
-    Ok(true)
+    let backoff = super::backoff(
+        task.attempt,
+        Duration::from_millis(app.config.backoff_base_ms),
+        Duration::from_millis(app.config.backoff_cap_ms),
+    );
+    Finished {
+        task,
+        outcome,
+        backoff,
+    }
 }
 
 fn failed(error: &RuntimeError) -> Outcome {
@@ -248,18 +247,96 @@ async fn rectify(
     Ok(json!({ "plugin": plugin.digest, "changed": changed, "verified": touched.len() }))
 }
 
-/// Runs tasks until `shutdown` turns true.
-pub async fn run(app: Arc<App>, worker: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    while !*shutdown.borrow() {
-        match step(&app, &worker).await {
-            Ok(true) => continue,
-            Ok(false) => {}
-            Err(e) => tracing::error!(worker, error = format!("{e:#}"), "worker step failed"),
+type Report = (Finished, tokio::sync::oneshot::Sender<bool>);
+
+/// Records finished runs, batching those that end together into one transaction.
+async fn finisher(app: Arc<App>, owner: String, mut reports: mpsc::Receiver<Report>) {
+    while let Some(first) = reports.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match reports.try_recv() {
+                Ok(report) => batch.push(report),
+                Err(_) => break,
+            }
         }
-        tokio::select! {
-            () = app.tasks_ready.notified() => {}
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = shutdown.changed() => {}
+        let runs: Vec<Finished> = batch.iter().map(|(run, _)| run.clone()).collect();
+        match super::finish_many(&app.store, &owner, &runs).await {
+            Ok(recorded) => {
+                for ((_, reply), recorded) in batch.into_iter().zip(recorded) {
+                    let _ = reply.send(recorded);
+                }
+            }
+            // Not recorded: the leases expire and the tasks run again.
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                runs = runs.len(),
+                "recording task outcomes failed"
+            ),
         }
     }
+}
+
+/// Runs tasks until `shutdown` turns true: claims as many due tasks as there are idle
+/// workers in one transaction, runs each on its own, and records their outcomes in
+/// batches. On shutdown, running tasks finish within the grace period, or their leases
+/// are handed back.
+pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let workers = app.config.workers;
+    let idle = Arc::new(Semaphore::new(workers));
+    let lease = Duration::from_secs(app.config.lease_secs);
+    let (reports, received) = mpsc::channel::<Report>(4 * workers);
+    let finisher = tokio::spawn(finisher(app.clone(), owner.clone(), received));
+    while !*shutdown.borrow() {
+        let permit = tokio::select! {
+            permit = idle.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.changed() => continue,
+        };
+        let mut permits = vec![permit];
+        while let Ok(more) = idle.clone().try_acquire_owned() {
+            permits.push(more);
+        }
+        let claimed = match super::claim_many(&app.store, &owner, lease, permits.len()).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "claiming tasks failed");
+                Vec::new()
+            }
+        };
+        let found = !claimed.is_empty();
+        for (task, permit) in claimed.into_iter().zip(permits.drain(..)) {
+            let (app, reports) = (app.clone(), reports.clone());
+            tokio::spawn(async move {
+                let run = run_task(&app, task).await;
+                let (reply, recorded) = tokio::sync::oneshot::channel();
+                if reports.send((run, reply)).await.is_ok() {
+                    let _ = recorded.await;
+                }
+                drop(permit);
+            });
+        }
+        drop(permits);
+        if !found {
+            tokio::select! {
+                () = app.tasks_ready.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+    // Wait for the running tasks: each gives its permit back once its outcome is recorded.
+    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
+    let all = u32::try_from(workers).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, idle.acquire_many(all))
+        .await
+        .is_err()
+    {
+        match super::release(&app.store, &owner).await {
+            Ok(n) => tracing::warn!(tasks = n, "handed running tasks back at shutdown"),
+            Err(e) => {
+                tracing::error!(error = %e, "handing tasks back failed; their leases will expire")
+            }
+        }
+    }
+    drop(reports);
+    let _ = finisher.await;
 }
