@@ -319,6 +319,19 @@ pub async fn list(
         items.truncate(limit as usize);
         items.last().map(|r| r.id.clone()).unwrap_or_default()
     });
+    if !items.is_empty() {
+        let ids: Vec<&str> = items.iter().map(|r| r.id.as_str()).collect();
+        let mut tx = app.store.begin().await?;
+        audit::append(
+            &mut tx,
+            &caller.actor(),
+            "requests.listed",
+            None,
+            json!({ "request_ids": ids }),
+        )
+        .await?;
+        tx.commit().await?;
+    }
     Ok(Json(Page { items, next }))
 }
 

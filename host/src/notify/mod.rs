@@ -28,6 +28,18 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// Every attempt so far, oldest first.
+    pub log: Vec<Attempt>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
 }
 
 /// The `webhook-signature` value for a message.
@@ -121,7 +133,14 @@ pub async fn list(app: &App, request_id: &str) -> sqlx::Result<Vec<Delivery>> {
     .bind(request_id)
     .fetch_all(&app.store.read)
     .await?;
-    Ok(rows
+    let attempts: Vec<(String, i64, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT a.delivery_id, a.attempt, a.at, a.status, a.error FROM webhook_attempts a \
+         JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.request_id = $1 ORDER BY a.delivery_id, a.attempt",
+    )
+    .bind(request_id)
+    .fetch_all(&app.store.read)
+    .await?;
+    let mut deliveries: Vec<Delivery> = rows
         .into_iter()
         .map(|r| Delivery {
             id: r.0,
@@ -132,8 +151,20 @@ pub async fn list(app: &App, request_id: &str) -> sqlx::Result<Vec<Delivery>> {
             last_status: r.5.map(|s| s as u16),
             last_error: r.6,
             delivered_at: r.7.map(to_rfc3339),
+            log: Vec::new(),
         })
-        .collect())
+        .collect();
+    for (delivery, attempt, at, status, error) in attempts {
+        if let Some(d) = deliveries.iter_mut().find(|d| d.id == delivery) {
+            d.log.push(Attempt {
+                attempt: attempt as u32,
+                at: to_rfc3339(at),
+                status: status.map(|s| s as u16),
+                error,
+            });
+        }
+    }
+    Ok(deliveries)
 }
 
 /// Sends the deliveries that are due; returns how many were attempted.
@@ -179,8 +210,8 @@ pub async fn send_due(app: &App, client: &reqwest::Client) -> anyhow::Result<usi
             Some(_) => {
                 let delay = crate::queue::backoff(
                     attempts as u32,
-                    Duration::from_secs(5),
-                    Duration::from_secs(3600),
+                    Duration::from_millis(app.config.backoff_base_ms),
+                    Duration::from_millis(app.config.backoff_cap_ms),
                 );
                 ("pending", now + delay.as_millis() as i64)
             }
@@ -188,6 +219,7 @@ pub async fn send_due(app: &App, client: &reqwest::Client) -> anyhow::Result<usi
         if let Some(error) = &error {
             tracing::warn!(delivery = %id, attempts, state, "webhook delivery failed: {error}");
         }
+        let mut tx = app.store.begin().await?;
         sqlx::query(
             "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3, last_status = $4, last_error = $5, \
              delivered_at = CASE WHEN $1 = 'delivered' THEN $6 ELSE NULL END WHERE id = $7",
@@ -196,11 +228,20 @@ pub async fn send_due(app: &App, client: &reqwest::Client) -> anyhow::Result<usi
         .bind(attempts)
         .bind(next)
         .bind(status.map(i64::from))
-        .bind(error)
+        .bind(&error)
         .bind(now)
         .bind(id)
-        .execute(&app.store.write)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("INSERT INTO webhook_attempts (delivery_id, attempt, at, status, error) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(attempts)
+            .bind(now)
+            .bind(status.map(i64::from))
+            .bind(&error)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
     }
     Ok(due.len())
 }

@@ -384,11 +384,18 @@ async fn concurrent_submissions_with_one_idempotency_key_make_one_request() {
 async fn the_controller_gets_a_signed_webhook_and_sees_only_its_own_requests() {
     let received = Arc::new(Mutex::new(Vec::<(HeaderMap, String)>::new()));
     let log = received.clone();
+    // The receiver is down for the first attempt.
     let (address, _receiver) = serve(Router::new().route(
         "/hooks",
         post(move |headers: HeaderMap, body: String| {
-            log.lock().unwrap().push((headers, body));
-            async { "thanks" }
+            let mut log = log.lock().unwrap();
+            log.push((headers, body));
+            let status = if log.len() == 1 {
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                axum::http::StatusCode::OK
+            };
+            async move { status }
         }),
     ))
     .await;
@@ -427,11 +434,11 @@ async fn the_controller_gets_a_signed_webhook_and_sees_only_its_own_requests() {
     let id = request["id"].as_str().unwrap().to_owned();
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while received.lock().unwrap().is_empty() {
+    while received.lock().unwrap().len() < 2 {
         assert!(std::time::Instant::now() < deadline, "no webhook arrived");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let (headers, body) = received.lock().unwrap()[0].clone();
+    let (headers, body) = received.lock().unwrap()[1].clone();
     let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
@@ -468,6 +475,15 @@ async fn the_controller_gets_a_signed_webhook_and_sees_only_its_own_requests() {
             .await;
         if deliveries["items"][0]["status"] == "delivered" {
             assert_eq!(deliveries["items"][0]["last_status"], 200);
+            assert_eq!(
+                deliveries["items"][0]["log"][0]["status"], 503,
+                "{deliveries}"
+            );
+            assert_eq!(
+                deliveries["items"][0]["log"][1]["status"], 200,
+                "{deliveries}"
+            );
+            assert_eq!(deliveries["items"][0]["attempts"], 2);
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{deliveries}");
