@@ -122,6 +122,8 @@ type DeliveryRow = (
     Option<i64>,
 );
 
+type AttemptRow = (String, i64, i64, Option<i64>, Option<String>);
+
 /// A request's webhook deliveries, oldest first.
 ///
 /// # Errors
@@ -133,7 +135,7 @@ pub async fn list(app: &App, request_id: &str) -> sqlx::Result<Vec<Delivery>> {
     .bind(request_id)
     .fetch_all(&app.store.read)
     .await?;
-    let attempts: Vec<(String, i64, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+    let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT a.delivery_id, a.attempt, a.at, a.status, a.error FROM webhook_attempts a \
          JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.request_id = $1 ORDER BY a.delivery_id, a.attempt",
     )
