@@ -16,6 +16,8 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub runtime: Arc<Runtime>,
+    /// The keys that sign certificates and hash identities.
+    pub keys: crate::evidence::Keys,
     /// Failed authentications per client address.
     pub throttle: Throttle,
     /// Writes new requests, batching those that arrive together into one commit.
@@ -36,12 +38,18 @@ pub struct ReadySystem {
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, runtime: Arc<Runtime>) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        store: Store,
+        runtime: Arc<Runtime>,
+        keys: crate::evidence::Keys,
+    ) -> Arc<Self> {
         Arc::new(App {
             config,
             intake: crate::request::intake::Intake::start(store.clone()),
             store,
             runtime,
+            keys,
             throttle: Throttle::new(10, Duration::from_secs(60)),
             tasks_ready: Notify::new(),
             webhooks_ready: Notify::new(),

@@ -36,6 +36,12 @@ enum Command {
     Token(TokenCommand),
     /// Print the OpenAPI document of the API.
     Openapi,
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Check erasure certificates.
+    #[command(subcommand)]
+    Certificate(CertificateCommand),
     /// Inspect and try connector plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -45,6 +51,28 @@ enum Command {
     /// Write demo data to try oubli on.
     #[command(subcommand)]
     Demo(DemoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain of the audit trail and report the first broken link.
+    Verify {
+        /// The service's configuration file, to find its database.
+        #[arg(long, env = "OUBLI_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertificateCommand {
+    /// Verify a signed erasure certificate offline.
+    Verify {
+        /// The certificate, as `GET /v1/requests/{id}/certificate` returned it.
+        file: PathBuf,
+        /// The public key (base64) from `GET /v1/keys`.
+        #[arg(long)]
+        public_key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,9 +294,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             label,
             config,
         }) => create_token(role, controller, &label, config.as_deref()).await,
+        Command::Audit(AuditCommand::Verify { config }) => audit_verify(config.as_deref()).await,
+        Command::Certificate(CertificateCommand::Verify { file, public_key }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let signed: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            match crate::evidence::verify(&signed, &public_key) {
+                Ok(()) => {
+                    print(
+                        &json!({ "valid": true, "request_id": signed["certificate"]["request"]["id"], "key_id": signed["signature"]["key_id"] }),
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(invalid) => {
+                    print(&json!({ "valid": false, "reason": invalid.to_string() }));
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Openapi => {
             println!("{}", crate::api::openapi_json());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn audit_verify(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = crate::config::Config::load(config)?;
+    let store = crate::store::Store::open(&config.database_path()).await?;
+    let events: Vec<crate::audit::Event> =
+        sqlx::query_as("SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events ORDER BY seq")
+            .fetch_all(&store.read)
+            .await?;
+    store.close().await;
+    match crate::audit::first_broken(&events) {
+        None => {
+            print(
+                &json!({ "valid": true, "events": events.len(), "last_hash": events.last().map(|e| &e.hash) }),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(seq) => {
+            let message = format!(
+                "the chain breaks at event {seq}: it, or the event before it, was edited, removed, reordered or inserted"
+            );
+            print(
+                &json!({ "valid": false, "events": events.len(), "first_broken": seq, "message": message }),
+            );
+            Ok(ExitCode::FAILURE)
         }
     }
 }

@@ -67,7 +67,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cache_dir: Some(config.data_dir.join("cache")),
         ..Default::default()
     })?);
-    let app = App::new(config, store, runtime);
+    let keys = crate::evidence::Keys::load_or_create(&config.data_dir.join("keys"))?;
+    let app = App::new(config, store, runtime, keys);
     // One process owns an SQLite database: tasks still marked running were interrupted
     // when the last process stopped, and can be taken again at once.
     let resumed = resume_interrupted(&app.store).await?;

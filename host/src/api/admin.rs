@@ -32,6 +32,8 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/tokens", post(create_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
+        .route("/v1/keys", get(keys))
+        .route("/v1/audit", get(audit_events))
 }
 
 /// The plugin upload, with its own body limit.
@@ -383,4 +385,65 @@ pub async fn revoke_token(
     .await?;
     tx.commit().await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// The public keys that verify oubli's certificates.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Keys {
+    pub keys: Vec<crate::evidence::PublicKey>,
+}
+
+/// The public keys that verify erasure certificates. No token needed.
+#[utoipa::path(get, path = "/v1/keys", tag = "admin", responses((status = 200, body = Keys)))]
+pub async fn keys(State(app): State<Arc<App>>) -> Json<Keys> {
+    Json(Keys {
+        keys: vec![app.keys.public()],
+    })
+}
+
+/// The audit trail, oldest first, filtered by request, actor, action or time.
+#[utoipa::path(get, path = "/v1/audit", tag = "admin",
+    params(("request_id" = Option<String>, Query), ("actor" = Option<String>, Query), ("action" = Option<String>, Query),
+           ("since" = Option<i64>, Query, description = "Milliseconds since the Unix epoch"),
+           ("after" = Option<i64>, Query, description = "The `next` of the previous page"), ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = Page<audit::Event>), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn audit_events(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Page<audit::Event>>, ApiError> {
+    require(&caller, &[Role::Admin, Role::Auditor])?;
+    let number = |name: &str| -> Result<Option<i64>, ApiError> {
+        params
+            .get(name)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| ApiError::BadRequest {
+                    field: Some(name.into()),
+                    message: format!("{name} must be a number"),
+                })
+            })
+            .transpose()
+    };
+    let limit = number("limit")?.unwrap_or(100).clamp(1, 1000);
+    let mut query = sqlx::QueryBuilder::new(
+        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE seq > ",
+    );
+    query.push_bind(number("after")?.unwrap_or(0));
+    for column in ["request_id", "actor", "action"] {
+        if let Some(value) = params.get(column) {
+            query
+                .push(format!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    if let Some(since) = number("since")? {
+        query.push(" AND at >= ").push_bind(since);
+    }
+    query.push(" ORDER BY seq LIMIT ").push_bind(limit + 1);
+    let mut items: Vec<audit::Event> = query.build_query_as().fetch_all(&app.store.read).await?;
+    let next = (items.len() as i64 > limit).then(|| {
+        items.truncate(limit as usize);
+        items.last().map(|e| e.seq.to_string()).unwrap_or_default()
+    });
+    Ok(Json(Page { items, next }))
 }

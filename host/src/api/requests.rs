@@ -36,6 +36,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/requests/{id}/results", get(results))
         .route("/v1/requests/{id}/webhooks", get(webhooks))
         .route("/v1/requests/{id}/events", get(events))
+        .route("/v1/requests/{id}/certificate", get(certificate))
 }
 
 /// A new data subject request.
@@ -619,4 +620,22 @@ pub async fn events(
         .fetch_all(&app.store.read)
         .await?;
     Ok(Json(Page { items, next: None }))
+}
+
+/// The signed erasure certificate of a completed erasure: per system, the plugin and what
+/// was deleted, anonymised or retained (with its legal basis), and the verification. It
+/// holds no personal data; verify it offline with the key from `/v1/keys`.
+#[utoipa::path(get, path = "/v1/requests/{id}/certificate", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, description = "`{certificate, signature}`"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn certificate(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let request = visible(&app, &caller, &id).await?;
+    let signed = crate::evidence::erasure_certificate(&app.store, &app.keys, &request)
+        .await?
+        .map_err(ApiError::Conflict)?;
+    Ok(axum::Json(signed))
 }

@@ -868,3 +868,127 @@ async fn the_openapi_document_and_the_token_command_work() {
         .await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_completed_erasure_has_a_signed_certificate_and_the_audit_trail_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let id = service.submit("erasure", email(12), None).await;
+    let (status, error) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &service.demo.dpo)
+        .await;
+    assert_eq!(
+        status, 409,
+        "no certificate before the erasure is done: {error}"
+    );
+    approve(&service, &id).await;
+    assert_eq!(service.settled(&id).await["status"], "completed");
+
+    let (status, signed) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &service.demo.dpo)
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    let text = signed.to_string();
+    assert!(
+        !text.contains("customer12@example.org"),
+        "the certificate holds no identity in clear"
+    );
+    let system = &signed["certificate"]["systems"][0];
+    assert_eq!(system["plugin"]["name"], "sql");
+    assert!(
+        system["plugin"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let collections = system["collections"].as_array().unwrap();
+    let invoices = collections
+        .iter()
+        .find(|c| c["name"] == "invoices")
+        .unwrap();
+    assert_eq!(invoices["retained"], 1);
+    assert!(
+        invoices["legal_bases"][0]
+            .as_str()
+            .unwrap()
+            .contains("17(3)(b)")
+    );
+    assert_eq!(
+        collections
+            .iter()
+            .find(|c| c["name"] == "customers")
+            .unwrap()["deleted"],
+        1
+    );
+    assert_eq!(
+        signed["certificate"]["subject"]["identities"][0]["hmac_sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+
+    let (_, keys) = service.get("/v1/keys", "").await;
+    let public_key = keys["keys"][0]["public_key"].as_str().unwrap().to_owned();
+    let file = dir.path().join("certificate.json");
+    let verify = |content: &Value| {
+        std::fs::write(&file, content.to_string()).unwrap();
+        std::process::Command::new(oubli_tests::oubli_binary())
+            .args([
+                "certificate",
+                "verify",
+                file.to_str().unwrap(),
+                "--public-key",
+                &public_key,
+            ])
+            .output()
+            .unwrap()
+    };
+    let output = verify(&signed);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let mut forged = signed.clone();
+    forged["certificate"]["systems"][0]["collections"][0]["deleted"] = 99.into();
+    let output = verify(&forged);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("signature does not match"));
+
+    let audit = |dir: &std::path::Path| {
+        std::process::Command::new(oubli_tests::oubli_binary())
+            .args(["audit", "verify"])
+            .env("OUBLI_DATA_DIR", dir)
+            .output()
+            .unwrap()
+    };
+    let output = audit(dir.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let (_, events) = service
+        .get(
+            &format!("/v1/audit?request_id={id}&action=request.approved"),
+            &service.demo.admin,
+        )
+        .await;
+    let approved = events["items"][0]["seq"].as_i64().unwrap();
+    {
+        use sqlx::Connection;
+        let db = format!("sqlite://{}", dir.path().join("oubli.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        sqlx::query("UPDATE audit_events SET actor = 'token:someone-else' WHERE seq = $1")
+            .bind(approved)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    let output = audit(dir.path());
+    assert!(!output.status.success());
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["first_broken"], approved, "{report}");
+}

@@ -1,0 +1,300 @@
+//! Evidence of what oubli did: signed erasure certificates, and the keys behind them.
+//!
+//! An erasure certificate (the "PV de destruction" a processor sends its client) states,
+//! per connected system, which plugin (name, version, digest) erased what, by collection:
+//! how many records were deleted, anonymised or retained and under which legal basis, and
+//! what the verifying `locate` found afterwards. It holds no personal data: the subject's
+//! identities appear only as keyed hashes, and records only as counts. It is signed with
+//! Ed25519 and verifiable offline with the public key served at `/v1/keys`.
+
+use crate::controller;
+use crate::keys::write_private;
+use crate::queue;
+use crate::request::store::Request;
+use crate::request::{Kind, Status};
+use crate::store::Store;
+use anyhow::Context;
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The service's keys: the Ed25519 key that signs certificates and the key of the
+/// identities' keyed hashes. Files in `<data_dir>/keys/`, mode 0600, made on first start.
+pub struct Keys {
+    signing: SigningKey,
+    hash_key: [u8; 32],
+}
+
+/// A public key as `/v1/keys` serves it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PublicKey {
+    /// The first 16 hex digits of the SHA-256 of the key.
+    pub key_id: String,
+    /// `Ed25519`.
+    pub algorithm: &'static str,
+    /// The 32-byte public key, base64.
+    pub public_key: String,
+}
+
+fn load_or_create(path: &Path) -> anyhow::Result<[u8; 32]> {
+    if path.exists() {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        return bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} does not hold a 32-byte key", path.display()));
+    }
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    write_private(path, &key)?;
+    Ok(key)
+}
+
+/// The id of a public key.
+pub fn key_id(key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
+impl Keys {
+    /// Reads the keys in `dir`, making the missing ones.
+    ///
+    /// # Errors
+    /// When a key file cannot be read or written, or is not a key.
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<Keys> {
+        let signing = SigningKey::from_bytes(&load_or_create(&dir.join("signing.ed25519"))?);
+        let hash_key = load_or_create(&dir.join("identity-hash.key"))?;
+        Ok(Keys { signing, hash_key })
+    }
+
+    /// The public key of certificates.
+    pub fn public(&self) -> PublicKey {
+        let key = self.signing.verifying_key();
+        PublicKey {
+            key_id: key_id(&key),
+            algorithm: "Ed25519",
+            public_key: B64.encode(key.as_bytes()),
+        }
+    }
+
+    /// The keyed hash of one identity: HMAC-SHA256 of `kind:value`, hex.
+    pub fn identity_hash(&self, kind: &str, value: &str) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
+        mac.update(format!("{kind}:{value}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Signs a document: `{"certificate": document, "signature": {…}}`, the signature over
+    /// the document's compact JSON encoding.
+    pub fn sign(&self, document: Value) -> Value {
+        let bytes = serde_json::to_vec(&document).expect("JSON values serialize");
+        let signature = self.signing.sign(&bytes);
+        let public = self.public();
+        json!({
+            "certificate": document,
+            "signature": {
+                "algorithm": public.algorithm,
+                "key_id": public.key_id,
+                "value": B64.encode(signature.to_bytes()),
+            },
+        })
+    }
+}
+
+/// Why a certificate does not verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Invalid {
+    #[error("not a signed certificate: {0}")]
+    Malformed(String),
+    #[error("the certificate was signed with key {signed_with}, not with the given key {given}")]
+    OtherKey { signed_with: String, given: String },
+    #[error(
+        "the signature does not match: the certificate was changed after it was signed, or was not signed by this key"
+    )]
+    BadSignature,
+}
+
+/// Checks a signed certificate against a public key (base64, as `/v1/keys` gives it).
+///
+/// # Errors
+/// [`Invalid`] saying why it does not verify.
+pub fn verify(signed: &Value, public_key: &str) -> Result<(), Invalid> {
+    let malformed = |m: &str| Invalid::Malformed(m.to_owned());
+    let key_bytes: [u8; 32] = B64
+        .decode(public_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| malformed("the public key is not 32 bytes of base64"))?;
+    let key = VerifyingKey::from_bytes(&key_bytes)
+        .map_err(|_| malformed("the public key is not an Ed25519 key"))?;
+    let document = signed
+        .get("certificate")
+        .ok_or_else(|| malformed("no `certificate`"))?;
+    let signature = &signed["signature"];
+    let signed_with = signature["key_id"].as_str().unwrap_or_default();
+    if signed_with != key_id(&key) {
+        return Err(Invalid::OtherKey {
+            signed_with: signed_with.to_owned(),
+            given: key_id(&key),
+        });
+    }
+    let value: [u8; 64] = signature["value"]
+        .as_str()
+        .and_then(|v| B64.decode(v).ok())
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| malformed("the signature is not 64 bytes of base64"))?;
+    let bytes = serde_json::to_vec(document).expect("JSON values serialize");
+    key.verify(&bytes, &Signature::from_bytes(&value))
+        .map_err(|_| Invalid::BadSignature)
+}
+
+#[derive(Default)]
+struct Tally {
+    deleted: u64,
+    anonymised: u64,
+    retained: u64,
+    legal_bases: Vec<String>,
+}
+
+/// Builds and signs the erasure certificate of a completed erasure request.
+///
+/// # Errors
+/// `Ok(Err(reason))` when the request is not a completed erasure (for a 409); the outer
+/// error when the database cannot be read.
+pub async fn erasure_certificate(
+    store: &Store,
+    keys: &Keys,
+    request: &Request,
+) -> anyhow::Result<Result<Value, String>> {
+    if request.kind != Kind::Erasure {
+        return Ok(Err(format!(
+            "a certificate is issued for erasure requests; this one is a {} request",
+            request.kind
+        )));
+    }
+    if request.status != Status::Completed {
+        return Ok(Err(format!(
+            "the certificate is issued once the erasure is completed; the request is {}",
+            request.status.as_str().replace('_', " ")
+        )));
+    }
+    let controller = controller::get_controller(store, &request.controller_id)
+        .await?
+        .context("the request's controller")?;
+    let mut systems = Vec::new();
+    for (system_id, system_name, result) in queue::results(store, &request.id).await? {
+        let digest = result["plugin"].as_str().unwrap_or_default().to_owned();
+        let plugin = controller::get_plugin(store, &digest).await?;
+        let mut collections: BTreeMap<String, Tally> = BTreeMap::new();
+        for erased in result["erased"].as_array().into_iter().flatten() {
+            let tally = collections
+                .entry(erased["collection"].as_str().unwrap_or_default().to_owned())
+                .or_default();
+            match erased["outcome"].as_str() {
+                Some("deleted") => tally.deleted += 1,
+                Some("anonymised") => tally.anonymised += 1,
+                _ => {
+                    tally.retained += 1;
+                    let basis = erased["legal_basis"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if !tally.legal_bases.contains(&basis) {
+                        tally.legal_bases.push(basis);
+                    }
+                }
+            }
+        }
+        let remaining = result["remaining"].as_array().map_or(0, Vec::len);
+        systems.push(json!({
+            "id": system_id,
+            "name": system_name,
+            "plugin": {
+                "name": plugin.as_ref().map(|p| p.info.name.clone()),
+                "version": plugin.as_ref().map(|p| p.info.version.clone()),
+                "digest": digest,
+            },
+            "collections": collections.into_iter().map(|(name, t)| json!({
+                "name": name,
+                "deleted": t.deleted,
+                "anonymised": t.anonymised,
+                "retained": t.retained,
+                "legal_bases": t.legal_bases,
+            })).collect::<Vec<_>>(),
+            "verification": {
+                "method": "locate after erase",
+                "records_remaining": remaining,
+                "all_remaining_retained_with_legal_basis": true,
+            },
+        }));
+    }
+    let identities: Vec<Value> = request
+        .identities
+        .iter()
+        .map(|i| json!({ "kind": i.kind, "hmac_sha256": keys.identity_hash(&i.kind, &i.value) }))
+        .collect();
+    let document = json!({
+        "type": "oubli.erasure-certificate",
+        "version": 1,
+        "issuer": format!("oubli {}", env!("CARGO_PKG_VERSION")),
+        "request": {
+            "id": request.id,
+            "external_ref": request.external_ref,
+            "received_at": request.received_at,
+            "completed_at": request.completed_at,
+        },
+        "controller": { "id": controller.id, "name": controller.name },
+        "subject": { "identities": identities },
+        "systems": systems,
+    });
+    Ok(Ok(keys.sign(document)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_document_verifies_and_any_change_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(dir.path()).unwrap();
+        let signed = keys.sign(json!({ "systems": [{ "deleted": 3 }] }));
+        let public = keys.public().public_key;
+        assert_eq!(verify(&signed, &public), Ok(()));
+        let mut changed = signed.clone();
+        changed["certificate"]["systems"][0]["deleted"] = 2.into();
+        assert_eq!(verify(&changed, &public), Err(Invalid::BadSignature));
+        let other = Keys::load_or_create(&dir.path().join("other"))
+            .unwrap()
+            .public()
+            .public_key;
+        assert!(matches!(
+            verify(&signed, &other),
+            Err(Invalid::OtherKey { .. })
+        ));
+        // The same files give the same keys.
+        assert_eq!(
+            Keys::load_or_create(dir.path())
+                .unwrap()
+                .public()
+                .public_key,
+            public
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("signing.ed25519"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
