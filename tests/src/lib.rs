@@ -281,3 +281,172 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+
+/// A database of its own on a PostgreSQL or MySQL/MariaDB server, dropped when this value
+/// is dropped.
+pub struct ServerDb {
+    /// The URL of the new database.
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl ServerDb {
+    /// Creates a database on the server named by the environment variable `var`
+    /// (`OUBLI_TEST_POSTGRES_URL` or `OUBLI_TEST_MYSQL_URL`); `None`, with a note on
+    /// stderr, when the variable is unset.
+    pub async fn create(var: &str) -> Option<ServerDb> {
+        let Ok(admin_url) = std::env::var(var) else {
+            eprintln!("skipped: set {var} to run this test against a real server");
+            return None;
+        };
+        let name = format!("oubli_test_{}", uuid_like());
+        run_admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        Some(ServerDb {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        })
+    }
+
+    /// Runs statements (separated by `;`) in the database.
+    pub async fn execute(&self, script: &str) {
+        for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            run_admin(&self.url, statement).await;
+        }
+    }
+
+    /// Counts the rows of `table` matching `condition`.
+    pub async fn count(&self, table: &str, condition: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {condition}");
+        if self.url.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(&self.url)
+                .await
+                .expect("connect to PostgreSQL");
+            let n: i64 = sqlx::query_scalar(&sql)
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            pool.close().await;
+            n
+        } else {
+            let pool = sqlx::MySqlPool::connect(&self.url)
+                .await
+                .expect("connect to MySQL");
+            let n: i64 = sqlx::query_scalar(&sql)
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            pool.close().await;
+            n
+        }
+    }
+}
+
+impl Drop for ServerDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // The test's runtime may be shutting down: drop the database from a runtime of its own.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let force = if admin_url.starts_with("postgres") {
+                " WITH (FORCE)"
+            } else {
+                ""
+            };
+            runtime.block_on(run_admin(
+                &admin_url,
+                &format!("DROP DATABASE IF EXISTS {name}{force}"),
+            ));
+        })
+        .join()
+        .ok();
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+async fn run_admin(url: &str, statement: &str) {
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        sqlx::raw_sql(statement)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        pool.close().await;
+    } else {
+        let pool = sqlx::MySqlPool::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        sqlx::raw_sql(statement)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        pool.close().await;
+    }
+}
+
+/// The demo CRM's schema and `customers` customers, as SQL that PostgreSQL and MySQL
+/// both run: the same shape and rows as [`oubli::demo::create_crm`] writes to SQLite.
+pub fn server_crm_script(customers: u64) -> String {
+    let mut sql = String::from(
+        "CREATE TABLE customers (id BIGINT PRIMARY KEY, email VARCHAR(255) NOT NULL UNIQUE, phone VARCHAR(64), \
+           first_name VARCHAR(255) NOT NULL, last_name VARCHAR(255) NOT NULL, city VARCHAR(255), created_at VARCHAR(64) NOT NULL);\n\
+         CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL, placed_at VARCHAR(64) NOT NULL, \
+           shipping_address VARCHAR(255) NOT NULL, total_cents BIGINT NOT NULL, FOREIGN KEY (customer_id) REFERENCES customers(id));\n\
+         CREATE TABLE order_items (id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL, sku VARCHAR(64) NOT NULL, quantity BIGINT NOT NULL, \
+           gift_message VARCHAR(255), FOREIGN KEY (order_id) REFERENCES orders(id));\n\
+         CREATE TABLE support_tickets (id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL, subject VARCHAR(255) NOT NULL, \
+           body VARCHAR(1024) NOT NULL, FOREIGN KEY (customer_id) REFERENCES customers(id));\n\
+         CREATE TABLE invoices (id BIGINT PRIMARY KEY, customer_id BIGINT, number VARCHAR(64) NOT NULL UNIQUE, billing_email VARCHAR(255), \
+           billing_name VARCHAR(255) NOT NULL, billing_address VARCHAR(255) NOT NULL, amount_cents BIGINT NOT NULL, issued_at VARCHAR(64) NOT NULL, \
+           FOREIGN KEY (customer_id) REFERENCES customers(id) ON DELETE SET NULL);\n",
+    );
+    let names = [
+        "Camille", "Louis", "Inès", "Hugo", "Léa", "Jules", "Chloé", "Adam", "Manon", "Noah",
+    ];
+    let (mut order, mut item, mut ticket) = (0, 0, 0);
+    for n in 1..=customers {
+        let email = oubli::demo::customer_email(n);
+        let first = names[(n as usize) % names.len()];
+        sql.push_str(&format!(
+            "INSERT INTO customers VALUES ({n}, '{email}', '+33 6 00 00 00 {:02}', '{first}', 'Martin', 'Lyon', '2024-01-01');\n",
+            n % 100
+        ));
+        for _ in 0..(n % 3 + 1) {
+            order += 1;
+            sql.push_str(&format!("INSERT INTO orders VALUES ({order}, {n}, '2025-01-01', '1 rue de la Paix', 1000);\n"));
+            for _ in 0..2 {
+                item += 1;
+                sql.push_str(&format!(
+                    "INSERT INTO order_items VALUES ({item}, {order}, 'SKU-{item}', 1, NULL);\n"
+                ));
+            }
+            sql.push_str(&format!(
+                "INSERT INTO invoices VALUES ({order}, {n}, 'F-{order}', '{email}', '{first} Martin', '1 rue de la Paix', 1000, '2025-01-01');\n"
+            ));
+        }
+        if n % 2 == 0 {
+            ticket += 1;
+            sql.push_str(&format!(
+                "INSERT INTO support_tickets VALUES ({ticket}, {n}, 'Retard', 'Bonjour');\n"
+            ));
+        }
+    }
+    sql
+}

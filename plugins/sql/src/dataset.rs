@@ -9,6 +9,12 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
     pub tables: Vec<Table>,
+    /// The identity columns of an integer type, as (table, column), read from the
+    /// database's catalogue: their values are bound as integers, and a value that is not
+    /// an integer matches nothing there (PostgreSQL refuses to compare an integer column
+    /// with text; MySQL would convert `'5 OR 1=1'` to 5).
+    #[serde(skip)]
+    integer_columns: std::collections::BTreeSet<(String, String)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,9 +88,16 @@ impl Dataset {
     /// # Errors
     /// `invalid-config` naming the path of the first problem found.
     pub fn load() -> Result<Self> {
-        let dataset: Dataset = config::parse("dataset")?;
+        let mut dataset: Dataset = config::parse("dataset")?;
         dataset.validate()?;
+        dataset.integer_columns = integer_identity_columns(&dataset)?;
         Ok(dataset)
+    }
+
+    /// Whether `table.column` holds integers.
+    pub fn is_integer(&self, table: &str, column: &str) -> bool {
+        self.integer_columns
+            .contains(&(table.to_owned(), column.to_owned()))
     }
 
     pub fn table(&self, name: &str) -> Option<&Table> {
@@ -172,4 +185,58 @@ impl Table {
         categories.dedup();
         categories
     }
+}
+
+/// The identity columns whose type is an integer, from the catalogue. SQLite compares an
+/// integer column with text by value (`'5'` matches 5, `'5 OR 1=1'` matches nothing), so
+/// only PostgreSQL and MySQL are asked.
+fn integer_identity_columns(
+    dataset: &Dataset,
+) -> Result<std::collections::BTreeSet<(String, String)>> {
+    use oubli_connector::sql::{self, Dialect, Value};
+    let schema = match sql::dialect() {
+        Dialect::Sqlite => return Ok(Default::default()),
+        Dialect::Postgres => "current_schema()",
+        Dialect::Mysql => "DATABASE()",
+    };
+    let rows = sql::query(
+        &format!(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = {schema}"
+        ),
+        Vec::new(),
+    )?;
+    let text = |v: &Value| match v {
+        Value::Text(t) => t.to_ascii_lowercase(),
+        Value::Blob(b) => String::from_utf8_lossy(b).to_ascii_lowercase(),
+        other => other.to_key(),
+    };
+    Ok(rows
+        .rows
+        .iter()
+        .filter_map(|row| match row.as_slice() {
+            [table, column, ty] if text(ty).contains("int") => Some((text(table), text(column))),
+            _ => None,
+        })
+        .filter(|(table, column)| {
+            dataset.tables.iter().any(|t| {
+                t.name.eq_ignore_ascii_case(table)
+                    && t.identities
+                        .values()
+                        .any(|c| c.eq_ignore_ascii_case(column))
+            })
+        })
+        .map(|(table, column)| {
+            let t = dataset
+                .tables
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&table))
+                .expect("filtered above");
+            let c = t
+                .identities
+                .values()
+                .find(|c| c.eq_ignore_ascii_case(&column))
+                .expect("filtered above");
+            (t.name.clone(), c.clone())
+        })
+        .collect())
 }

@@ -41,12 +41,21 @@ fn condition(
     let mut params = Vec::new();
     for identity in &subject.identities {
         if let Some(column) = table.identities.get(&identity.kind) {
+            let value = if dataset.is_integer(&table.name, column) {
+                // Not an integer: it cannot be in this column.
+                let Ok(n) = identity.value.trim().parse::<i64>() else {
+                    continue;
+                };
+                Value::Integer(n)
+            } else {
+                Value::Text(identity.value.clone())
+            };
             parts.push(format!(
                 "{} = {}",
                 sql::ident(column),
                 sql::placeholder(first + params.len())
             ));
-            params.push(Value::Text(identity.value.clone()));
+            params.push(value);
         }
     }
     if let Some(relation) = &table.parent {

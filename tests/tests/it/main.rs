@@ -5,3 +5,4 @@ mod queue;
 mod sandbox;
 mod service;
 mod sql_connector;
+mod sql_servers;

@@ -1,0 +1,124 @@
+//! The first-party SQL connector against real PostgreSQL and MySQL/MariaDB servers, each
+//! test in a database of its own (skipped when the server's URL is not set).
+
+use oubli::demo::customer_email;
+use oubli::runtime::{Change, Outcome, SystemConfig};
+use oubli_tests::{ServerDb, load, runtime, server_crm_script, subject};
+
+fn system(url: &str) -> SystemConfig {
+    let mut config = oubli::demo::crm_system("crm", std::path::Path::new("unused"));
+    config
+        .capabilities
+        .sql
+        .as_mut()
+        .expect("the demo grants sql")
+        .url = url.to_owned();
+    config
+}
+
+async fn journey(var: &str) {
+    let Some(db) = ServerDb::create(var).await else {
+        return;
+    };
+    db.execute(&server_crm_script(20)).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&system(&db.url)).unwrap();
+
+    // Customer 5: 3 orders, 6 items, 3 invoices, no ticket; customer 15 shares the first name.
+    let s = subject(&[("email", &customer_email(5))]);
+    let found = rt.locate(&plugin, &sys, &s).await.unwrap();
+    assert_eq!(found.len(), 1 + 3 + 6 + 3, "{found:?}");
+    let by_id = rt
+        .locate(&plugin, &sys, &subject(&[("customer-id", "5")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_id.len(),
+        found.len(),
+        "an integer key column is searched with an integer"
+    );
+    assert!(
+        rt.locate(&plugin, &sys, &subject(&[("customer-id", "five")]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for hostile in ["' OR 1=1 --", "5 OR 1=1", "x'); DROP TABLE customers; --"] {
+        let h = subject(&[("email", hostile), ("customer-id", hostile)]);
+        assert!(
+            rt.locate(&plugin, &sys, &h).await.unwrap().is_empty(),
+            "{hostile}"
+        );
+        assert!(
+            rt.erase(&plugin, &sys, &h).await.unwrap().is_empty(),
+            "{hostile}"
+        );
+    }
+    assert_eq!(db.count("customers", "1 = 1").await, 20);
+
+    // Access pages through every record with its fields.
+    let page = rt.access(&plugin, &sys, &s, None).await.unwrap();
+    assert!(page.records.iter().any(|r| {
+        r.collection == "customers"
+            && r.fields
+                .iter()
+                .any(|f| f.name == "email" && f.value == format!("\"{}\"", customer_email(5)))
+    }));
+
+    // Rectify one field of one customer.
+    let change = Change {
+        collection: Some("customers".into()),
+        field: "city".into(),
+        value: "\"Brest\"".into(),
+    };
+    rt.rectify(&plugin, &sys, &s, &[change]).await.unwrap();
+    assert_eq!(db.count("customers", "city = 'Brest'").await, 1);
+    assert_eq!(db.count("customers", "id = 5 AND city = 'Brest'").await, 1);
+
+    // Erase: deleted children-first, invoices kept under their legal basis, others untouched.
+    let others = db.count("orders", "customer_id <> 5").await;
+    let erased = rt.erase(&plugin, &sys, &s).await.unwrap();
+    assert_eq!(
+        erased
+            .iter()
+            .filter(|e| matches!(e.outcome, Outcome::Retained(_)))
+            .count(),
+        3
+    );
+    assert_eq!(db.count("customers", "id = 5").await, 0);
+    assert_eq!(
+        db.count(
+            "order_items",
+            "order_id IN (SELECT id FROM orders WHERE customer_id = 5)"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        db.count(
+            "invoices",
+            "billing_email = 'customer5@example.org' AND customer_id IS NULL"
+        )
+        .await,
+        3
+    );
+    assert_eq!(db.count("orders", "customer_id <> 5").await, others);
+    let again = rt.erase(&plugin, &sys, &s).await.unwrap();
+    assert_eq!(
+        again.len(),
+        3,
+        "a second erase finds only the retained invoices: {again:?}"
+    );
+    assert_eq!(db.count("customers", "1 = 1").await, 19);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sql_connector_works_on_postgresql() {
+    journey("OUBLI_TEST_POSTGRES_URL").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sql_connector_works_on_mysql() {
+    journey("OUBLI_TEST_MYSQL_URL").await;
+}
