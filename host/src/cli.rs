@@ -171,6 +171,17 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// locate + erase per subject on a large demo CRM through the SQL connector, beside the
+    /// same statements issued by native Rust code.
+    Connectors {
+        #[arg(long, default_value_t = 100_000)]
+        customers: u64,
+        /// Subjects erased each way.
+        #[arg(long, default_value_t = 500)]
+        subjects: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Erasure requests from submission to completion across SQLite CRM systems, beside
     /// the same deletions done by native Rust code.
     E2e {
@@ -268,6 +279,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         }) => {
             crate::bench::service::intake(requests, concurrency)
+                .await?
+                .print(json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Connectors {
+            customers,
+            subjects,
+            json,
+        }) => {
+            crate::bench::connectors::connectors(customers, subjects)
                 .await?
                 .print(json);
             Ok(ExitCode::SUCCESS)
