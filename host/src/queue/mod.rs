@@ -285,7 +285,7 @@ pub async fn finish_many(
         .bind(result)
         .bind(error)
         .bind(error_kind)
-        .bind(now + backoff.as_millis() as i64)
+        .bind(if status == "queued" { now + backoff.as_millis() as i64 } else { now })
         .bind(now)
         .bind(&task.id)
         .bind(i64::from(task.attempt))
