@@ -24,6 +24,8 @@ pub struct Running {
     workers: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Held while the service runs; released by the system even on a crash.
+    _lock: std::fs::File,
 }
 
 /// Runs the service until SIGINT or SIGTERM.
@@ -62,6 +64,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// # Errors
 /// When the database, the runtime or the listening socket cannot be set up.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    // One process per data folder: a second one would take the first one's tasks back.
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let lock_path = config.data_dir.join("oubli.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!(
+            "another oubli process is running on {} (it holds {}); stop it first",
+            config.data_dir.display(),
+            lock_path.display()
+        );
+    }
     let store = Store::open(&config.database_path()).await?;
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
         cache_dir: Some(config.data_dir.join("cache")),
@@ -109,6 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         workers,
         webhooks,
         server,
+        _lock: lock,
     })
 }
 

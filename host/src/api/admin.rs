@@ -220,6 +220,8 @@ pub async fn list_systems(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Page<ConnectedSystem>>, ApiError> {
+    // A system's configuration may hold a database URL with a password: admins only.
+    require(&caller, &[Role::Admin])?;
     visible_controller(&app, &caller, &id).await?;
     Ok(Json(Page {
         items: controller::list_systems(&app.store, &id).await?,
@@ -239,7 +241,16 @@ pub async fn upload_plugin(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &[Role::Admin])?;
-    let body = body.map_err(|_| ApiError::PayloadTooLarge(MAX_PLUGIN_BODY))?;
+    let body = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(MAX_PLUGIN_BODY)
+        } else {
+            ApiError::BadRequest {
+                field: Some("body".into()),
+                message: e.body_text(),
+            }
+        }
+    })?;
     let name = params
         .get("name")
         .map(|n| n.trim())
@@ -314,6 +325,12 @@ pub async fn create_token(
     Json(body): Json<NewToken>,
 ) -> Result<Response, ApiError> {
     require(&caller, &[Role::Admin])?;
+    if body.role == Role::Admin && body.controller_id.is_some() {
+        return Err(ApiError::field(
+            "controller_id",
+            "an admin token cannot be limited to one controller",
+        ));
+    }
     if body.role == Role::Controller && body.controller_id.is_none() {
         return Err(ApiError::field(
             "controller_id",
@@ -438,6 +455,12 @@ pub async fn audit_events(
     }
     if let Some(since) = number("since")? {
         query.push(" AND at >= ").push_bind(since);
+    }
+    if let Some(scope) = &caller.controller_id {
+        query
+            .push(" AND request_id IN (SELECT id FROM requests WHERE controller_id = ")
+            .push_bind(scope.clone())
+            .push(")");
     }
     query.push(" ORDER BY seq LIMIT ").push_bind(limit + 1);
     let mut items: Vec<audit::Event> = query.build_query_as().fetch_all(&app.store.read).await?;

@@ -87,9 +87,8 @@ async fn validate(
     body: &CreateRequest,
 ) -> Result<controller::Controller, ApiError> {
     if !caller.sees(&body.controller_id) {
-        return Err(ApiError::field(
-            "controller_id",
-            "this token is limited to another controller",
+        return Err(ApiError::Forbidden(
+            "this token is limited to another controller".into(),
         ));
     }
     let Some(found) = controller::get_controller(&app.store, &body.controller_id).await? else {
@@ -401,7 +400,7 @@ pub async fn cancel(
     OptionalJson(body): OptionalJson<Reason>,
 ) -> Result<Json<Request>, ApiError> {
     require(&caller, &[Role::Dpo, Role::Admin])?;
-    let (tx, _) = act(
+    let (mut tx, _) = act(
         &app,
         &caller,
         &id,
@@ -409,6 +408,7 @@ pub async fn cancel(
         json!({ "reason": body.reason }),
     )
     .await?;
+    queue::cancel_queued(&mut tx, &id).await?;
     tx.commit().await?;
     reread(&app, &id).await
 }

@@ -60,9 +60,13 @@ pub struct Claimed {
     pub id: String,
     pub request_id: String,
     pub system_id: String,
-    /// The fencing token: every later write checks it.
+    /// The attempt this run is (1 for the first).
     pub attempt: u32,
     pub max_attempts: u32,
+    /// The fencing token, `<owner>:<random>`, unique to this claim: every later write
+    /// checks it, so a worker whose lease was taken over cannot write, even when the task's
+    /// attempt count was reset by a retry since.
+    pub lease: String,
 }
 
 /// Creates one queued task per connected system of the request's controller, in the
@@ -112,11 +116,16 @@ pub async fn claim_many(
     let now = now_ms();
     let mut conn = store.relaxed().await?;
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
-        "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
-         WHERE id IN (SELECT id FROM tasks WHERE (status = 'queued' AND run_after <= $3) OR (status = 'running' AND lease_expires_at < $3) \
-                      ORDER BY run_after, id LIMIT $4) \
-         RETURNING id, request_id, system_id, attempts, max_attempts",
+    // Only tasks of approved or running requests: a request cancelled after its approval
+    // keeps queued tasks that must not run.
+    let rows: Vec<(String, String, String, i64, i64, String)> = sqlx::query_as(
+        "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = $1 || ':' || lower(hex(randomblob(8))), \
+         lease_expires_at = $2, updated_at = $3 \
+         WHERE id IN (SELECT t.id FROM tasks t JOIN requests r ON r.id = t.request_id \
+                      WHERE r.status IN ('approved', 'running') \
+                        AND ((t.status = 'queued' AND t.run_after <= $3) OR (t.status = 'running' AND t.lease_expires_at < $3)) \
+                      ORDER BY t.run_after, t.id LIMIT $4) \
+         RETURNING id, request_id, system_id, attempts, max_attempts, lease_owner",
     )
     .bind(owner)
     .bind(now + lease.as_millis() as i64)
@@ -130,12 +139,13 @@ pub async fn claim_many(
     let claimed: Vec<Claimed> = rows
         .into_iter()
         .map(
-            |(id, request_id, system_id, attempt, max_attempts)| Claimed {
+            |(id, request_id, system_id, attempt, max_attempts, lease)| Claimed {
                 id,
                 request_id,
                 system_id,
                 attempt: attempt as u32,
                 max_attempts: max_attempts as u32,
+                lease,
             },
         )
         .collect();
@@ -190,10 +200,10 @@ pub async fn claim(store: &Store, owner: &str, lease: Duration) -> anyhow::Resul
 /// # Errors
 /// When the database fails.
 pub async fn heartbeat(store: &Store, task: &Claimed, lease: Duration) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE id = $2 AND attempts = $3 AND status = 'running'")
+    let done = sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running'")
         .bind(now_ms() + lease.as_millis() as i64)
         .bind(&task.id)
-        .bind(i64::from(task.attempt))
+        .bind(&task.lease)
         .execute(&store.write)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -279,7 +289,7 @@ pub async fn finish_many(
         let updated = sqlx::query(
             "UPDATE tasks SET status = $1, result = COALESCE($2, result), last_error = $3, last_error_kind = $4, run_after = $5, \
              lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
-             WHERE id = $7 AND attempts = $8 AND status = 'running'",
+             WHERE id = $7 AND lease_owner = $8 AND status = 'running'",
         )
         .bind(status)
         .bind(result)
@@ -288,7 +298,7 @@ pub async fn finish_many(
         .bind(if status == "queued" { now + backoff.as_millis() as i64 } else { now })
         .bind(now)
         .bind(&task.id)
-        .bind(i64::from(task.attempt))
+        .bind(&task.lease)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -429,11 +439,28 @@ pub async fn settle_empty(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> any
 pub async fn release(store: &Store, worker: &str) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "UPDATE tasks SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_after = $1 \
-         WHERE lease_owner = $2 AND status = 'running'",
+         WHERE lease_owner LIKE $2 || ':%' AND status = 'running'",
     )
     .bind(now_ms())
     .bind(worker)
     .execute(&store.write)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Closes the queued tasks of a request cancelled after its approval, in the caller's
+/// transaction, so that none of them runs.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn cancel_queued(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE tasks SET status = 'failed', last_error = 'the request was cancelled before this task ran', \
+         last_error_kind = 'cancelled', updated_at = $1 WHERE request_id = $2 AND status = 'queued'",
+    )
+    .bind(now_ms())
+    .bind(request_id)
+    .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected())
 }

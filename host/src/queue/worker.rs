@@ -222,6 +222,7 @@ async fn rectify(
         .map(|r| (r.collection.as_str(), r.key.as_str()))
         .collect();
     let records = access(app, plugin, system, subject).await?;
+    let mut verified = BTreeSet::new();
     for record in records
         .iter()
         .filter(|r| touched.contains(&(r.collection.as_str(), r.key.as_str())))
@@ -236,15 +237,25 @@ async fn rectify(
             };
             let now: serde_json::Value = serde_json::from_str(&field.value)
                 .unwrap_or(serde_json::Value::String(field.value.clone()));
+            // The message names the field, never its values: it is kept in the audit trail.
             if now != change.value {
                 return Err(RuntimeError::Failed(format!(
-                    "after the rectification, {}/{} has {} = {now}, not {}",
-                    record.collection, record.key, change.field, change.value
+                    "after the rectification, {}/{} does not hold the new value of {}",
+                    record.collection, record.key, change.field
                 )));
             }
+            verified.insert((record.collection.as_str(), record.key.as_str()));
         }
     }
-    Ok(json!({ "plugin": plugin.digest, "changed": changed, "verified": touched.len() }))
+    // Records changed through an identity (a new e-mail address) are no longer found with
+    // the old one: they are reported as not verified rather than passed.
+    let unverified: Vec<String> = touched
+        .difference(&verified)
+        .map(|(c, k)| format!("{c}/{k}"))
+        .collect();
+    Ok(
+        json!({ "plugin": plugin.digest, "changed": changed, "verified": verified.len(), "unverified": unverified }),
+    )
 }
 
 type Report = (Finished, tokio::sync::oneshot::Sender<bool>);
@@ -286,7 +297,9 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
     let lease = Duration::from_secs(app.config.lease_secs);
     let (reports, received) = mpsc::channel::<Report>(4 * workers);
     let finisher = tokio::spawn(finisher(app.clone(), owner.clone(), received));
+    let mut running = tokio::task::JoinSet::new();
     while !*shutdown.borrow() {
+        while running.try_join_next().is_some() {}
         let permit = tokio::select! {
             permit = idle.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = shutdown.changed() => continue,
@@ -305,7 +318,7 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
         let found = !claimed.is_empty();
         for (task, permit) in claimed.into_iter().zip(permits.drain(..)) {
             let (app, reports) = (app.clone(), reports.clone());
-            tokio::spawn(async move {
+            running.spawn(async move {
                 let run = run_task(&app, task).await;
                 let (reply, recorded) = tokio::sync::oneshot::channel();
                 if reports.send((run, reply)).await.is_ok() {
@@ -330,6 +343,8 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
         .await
         .is_err()
     {
+        // Stop waiting for them: their results would be refused once the leases are back.
+        running.abort_all();
         match super::release(&app.store, &owner).await {
             Ok(n) => tracing::warn!(tasks = n, "handed running tasks back at shutdown"),
             Err(e) => {

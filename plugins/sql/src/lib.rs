@@ -92,12 +92,51 @@ fn keys(dataset: &Dataset, table: &Table, subject: &Subject) -> Result<Vec<Value
         table = sql::ident(&table.name),
         cond = cond.sql
     );
-    let rows = sql::query(&statement, cond.params)?;
+    let rows = complete(sql::query(&statement, cond.params)?)?;
     Ok(rows
         .rows
         .into_iter()
         .filter_map(|mut row| row.pop())
         .collect())
+}
+
+/// Refuses a result cut at the host's row limit: a partial list would make a wrong
+/// erasure report or a partial rectification.
+fn complete(rows: sql::Rows) -> Result<sql::Rows> {
+    if rows.rows.len() >= sql::MAX_ROWS as usize {
+        return Err(Error::Failed(format!(
+            "the subject has {} rows or more in this system, more than the SQL connector handles in one call",
+            sql::MAX_ROWS
+        )));
+    }
+    Ok(rows)
+}
+
+/// Fails when none of the subject's identity kinds is mapped to a column: the request
+/// would otherwise "find nothing" and pass for done.
+fn check_mapped(dataset: &Dataset, subject: &Subject) -> Result<()> {
+    let mapped = |kind: &str| {
+        dataset
+            .tables
+            .iter()
+            .any(|t| t.identities.contains_key(kind))
+    };
+    if subject.identities.iter().any(|i| mapped(&i.kind)) {
+        return Ok(());
+    }
+    let mut kinds: Vec<&str> = dataset
+        .tables
+        .iter()
+        .flat_map(|t| t.identities.keys().map(String::as_str))
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let given: Vec<&str> = subject.identities.iter().map(|i| i.kind.as_str()).collect();
+    Err(Error::InvalidConfig(format!(
+        "none of the subject's identity kinds ({}) is mapped by this system's dataset, which searches by {}",
+        given.join(", "),
+        kinds.join(", ")
+    )))
 }
 
 /// Every row of the subject in every table, as (table index, key as text), in one query:
@@ -124,10 +163,10 @@ fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<(usize, String)>>
     if branches.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = sql::query(
+    let rows = complete(sql::query(
         &format!("{} ORDER BY 1, 2", branches.join(" UNION ALL ")),
         params,
-    )?;
+    )?)?;
     rows.rows
         .into_iter()
         .map(|row| match row.as_slice() {
@@ -205,6 +244,7 @@ impl Connector for SqlConnector {
 
     fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
         let dataset = Dataset::load()?;
+        check_mapped(&dataset, &subject)?;
         Ok(located(&dataset, &subject)?
             .into_iter()
             .filter_map(|(t, key)| {
@@ -218,6 +258,7 @@ impl Connector for SqlConnector {
 
     fn access(subject: Subject, cursor: Option<String>) -> Result<Page> {
         let dataset = Dataset::load()?;
+        check_mapped(&dataset, &subject)?;
         let (mut index, mut offset) = match cursor.as_deref() {
             None => (0, 0),
             Some(text) => text
@@ -288,6 +329,7 @@ impl Connector for SqlConnector {
 
     fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Vec<RecordRef>> {
         let dataset = Dataset::load()?;
+        check_mapped(&dataset, &subject)?;
         let mut statements = Vec::new();
         let mut changed = Vec::new();
         for change in &changes {
@@ -333,6 +375,7 @@ impl Connector for SqlConnector {
 
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
         let dataset = Dataset::load()?;
+        check_mapped(&dataset, &subject)?;
         let found = located(&dataset, &subject)?;
         let mut statements = Vec::new();
         let mut report = Vec::new();

@@ -115,6 +115,20 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum() {
 
     // Re-queued, it runs again from its first attempt.
     let mut tx = store.begin().await.unwrap();
+    let failed = requests::get_in(&mut tx, &request.id)
+        .await
+        .unwrap()
+        .unwrap();
+    requests::transition(
+        &mut tx,
+        &failed,
+        oubli::request::Transition::Retry,
+        "test",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(
         queue::requeue_failed(&mut tx, &request.id).await.unwrap(),
         1
@@ -125,5 +139,72 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum() {
         .unwrap()
         .expect("the task is due again");
     assert_eq!(again.attempt, 1);
+    // Worker A's claim was attempt 1 too: its late result is still refused.
+    let stale = queue::finish(
+        &store,
+        "a",
+        &a,
+        Outcome::Succeeded(serde_json::json!({})),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !stale,
+        "a reset attempt count must not let a stale worker write"
+    );
+    assert!(
+        queue::finish(
+            &store,
+            "c",
+            &again,
+            Outcome::Succeeded(serde_json::json!({})),
+            Duration::ZERO
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        requests::get(&store, &request.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        oubli::request::Status::Completed
+    );
+
+    // A request cancelled after its approval: its queued tasks never run.
+    let mut tx = store.begin().await.unwrap();
+    let mut chain = Chain::load(&mut tx).await.unwrap();
+    let second = requests::insert(&mut tx, &mut chain, &new, "test")
+        .await
+        .unwrap();
+    queue::approve(&mut tx, &second, "test", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let approved = requests::get_in(&mut tx, &second.id)
+        .await
+        .unwrap()
+        .unwrap();
+    requests::transition(
+        &mut tx,
+        &approved,
+        oubli::request::Transition::Cancel,
+        "test",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(queue::cancel_queued(&mut tx, &second.id).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    assert!(
+        queue::claim(&store, "c", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "a cancelled request's task is never claimed"
+    );
     store.close().await;
 }

@@ -511,7 +511,7 @@ async fn the_controller_gets_a_signed_webhook_and_sees_only_its_own_requests() {
             &service.demo.controller,
         )
         .await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 403, "systems are for admins only");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -841,6 +841,20 @@ async fn the_openapi_document_and_the_token_command_work() {
         );
     }
     assert!(document["components"]["schemas"].get("Request").is_some());
+
+    // A second service on the same data folder is refused before it touches anything.
+    let second = std::process::Command::new(oubli_tests::oubli_binary())
+        .arg("serve")
+        .env("OUBLI_LISTEN", "127.0.0.1:0")
+        .env("OUBLI_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another oubli process is running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
 
     let output = std::process::Command::new(oubli_tests::oubli_binary())
         .args([

@@ -266,3 +266,19 @@ async fn a_dataset_error_names_its_path() {
         "{error:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_identity_kind_the_dataset_does_not_map_fails_instead_of_finding_nothing() {
+    let (_dir, db) = demo_crm(3).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
+    let error = rt
+        .erase(&plugin, &sys, &subject(&[("account", "jdoe")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.contains("account") && m.contains("email")),
+        "{error:?}"
+    );
+}
