@@ -5,7 +5,6 @@
 use super::{Percentiles, Report};
 use crate::runtime::{Identity, Runtime, RuntimeSettings, Subject};
 use serde::Serialize;
-use sqlx::Connection;
 use std::time::Instant;
 
 /// The figures of `oubli bench connectors`.
@@ -46,7 +45,7 @@ impl Report for ConnectorsReport {
 }
 
 /// The statements the SQL connector issues for the demo dataset, written directly:
-/// one locate query, then the erase in one transaction.
+/// one locate query, then the erase in one transaction (as `bench e2e`'s baseline).
 async fn native(conn: &mut sqlx::SqliteConnection, email: &str) -> anyhow::Result<()> {
     let customer = "SELECT id FROM customers WHERE email = $1";
     let locate = format!(
@@ -60,22 +59,7 @@ async fn native(conn: &mut sqlx::SqliteConnection, email: &str) -> anyhow::Resul
         .bind(email)
         .fetch_all(&mut *conn)
         .await?;
-    let mut tx = conn.begin().await?;
-    for statement in [
-        format!(
-            "DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE customer_id IN ({customer}))"
-        ),
-        format!("DELETE FROM orders WHERE customer_id IN ({customer})"),
-        format!("DELETE FROM support_tickets WHERE customer_id IN ({customer})"),
-        "DELETE FROM customers WHERE email = $1".to_owned(),
-    ] {
-        sqlx::query(&statement)
-            .bind(email)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+    super::service::native_erase(conn, email).await
 }
 
 /// Erases `subjects` customers of a `customers`-customer demo CRM through the plugin,
@@ -124,7 +108,7 @@ pub async fn connectors(customers: u64, subjects: u64) -> anyhow::Result<Connect
         native(&mut conn, &email).await?;
         direct.push(start.elapsed().as_secs_f64() * 1e6);
     }
-    conn.close().await?;
+    sqlx::Connection::close(conn).await?;
     let (plugin, native) = (Percentiles::of(through_plugin), Percentiles::of(direct));
     Ok(ConnectorsReport {
         benchmark: "connectors",

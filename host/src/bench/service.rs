@@ -275,7 +275,10 @@ impl super::Report for E2eReport {
 
 /// The erasure the SQL connector makes on the demo CRM, written directly: children
 /// first, invoices kept, in one transaction.
-async fn native_erase(conn: &mut sqlx::SqliteConnection, email: &str) -> anyhow::Result<()> {
+pub(crate) async fn native_erase(
+    conn: &mut sqlx::SqliteConnection,
+    email: &str,
+) -> anyhow::Result<()> {
     let customer = "SELECT id FROM customers WHERE email = $1";
     let mut tx = conn.begin().await?;
     for statement in [
