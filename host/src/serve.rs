@@ -177,8 +177,14 @@ async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
     }
     let crm = crm.canonicalize()?;
     let builtin = crate::plugins::builtin("sql").context("the SQL connector is built in")?;
-    let plugin =
-        controller::register_plugin(&app.store, &app.runtime, "builtin:sql", builtin.bytes).await?;
+    let plugin = controller::register_plugin(
+        &app.store,
+        &app.runtime,
+        "builtin:sql",
+        builtin.bytes,
+        "system",
+    )
+    .await?;
     let demo = crate::demo::crm_system("crm", &crm);
     let mut tx = app.store.begin().await?;
     let (shop, _secret) = controller::create_controller(

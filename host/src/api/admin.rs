@@ -266,19 +266,13 @@ pub async fn upload_plugin(
             "the body must be the plugin's .wasm component",
         ));
     }
-    let plugin = controller::register_plugin(&app.store, &app.runtime, name, &body)
-        .await
-        .map_err(|e| ApiError::field("body", e.to_string()))?;
-    let mut tx = app.store.begin().await?;
-    audit::append(
-        &mut tx,
-        &caller.actor(),
-        "plugin.registered",
-        None,
-        json!({ "digest": plugin.digest, "name": plugin.name }),
-    )
-    .await?;
-    tx.commit().await?;
+    let plugin =
+        controller::register_plugin(&app.store, &app.runtime, name, &body, &caller.actor())
+            .await
+            .map_err(|e| match e {
+                controller::RegisterError::Plugin(e) => ApiError::field("body", e.to_string()),
+                controller::RegisterError::Store(e) => ApiError::Internal(e.into()),
+            })?;
     Ok(created(plugin).into_response())
 }
 

@@ -41,8 +41,14 @@ async fn start(
     let running = serve::start(config).await?;
     let app = running.app.clone();
     let builtin = crate::plugins::builtin("sql").context("the SQL connector is built in")?;
-    let plugin =
-        controller::register_plugin(&app.store, &app.runtime, "builtin:sql", builtin.bytes).await?;
+    let plugin = controller::register_plugin(
+        &app.store,
+        &app.runtime,
+        "builtin:sql",
+        builtin.bytes,
+        "bench",
+    )
+    .await?;
     let mut tx = app.store.begin().await?;
     let new = NewController {
         name: "Bench".into(),

@@ -202,26 +202,38 @@ pub async fn list_controllers(store: &Store) -> sqlx::Result<Vec<Controller>> {
     Ok(rows.into_iter().map(controller).collect())
 }
 
+/// Why a plugin could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The file is not a plugin oubli can run.
+    #[error(transparent)]
+    Plugin(#[from] RuntimeError),
+    /// The database write failed.
+    #[error("storing the plugin: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
 /// Registers a plugin: compiles and links it, asks it to describe itself, and stores it
-/// under its digest. Registering the same file again returns the stored plugin.
+/// under its digest with the audit event, in one transaction. Registering the same file
+/// again returns the stored plugin.
 ///
 /// # Errors
-/// [`RuntimeError`] when the file is not a plugin oubli can run, or the database write
-/// fails (as `Failed`).
+/// [`RegisterError`].
 pub async fn register_plugin(
     store: &Store,
     runtime: &std::sync::Arc<Runtime>,
     name: &str,
     bytes: &[u8],
-) -> Result<RegisteredPlugin, RuntimeError> {
+    actor: &str,
+) -> Result<RegisteredPlugin, RegisterError> {
     let plugin = runtime.load(name, bytes, None)?;
     let probe = runtime.prepare(&SystemConfig {
         name: "registration".into(),
         ..SystemConfig::default()
     })?;
     let info = Description::from(runtime.describe(&plugin, &probe).await?);
-    let stored = |e: sqlx::Error| RuntimeError::Failed(format!("storing the plugin: {e}"));
     let now = now_ms();
+    let mut tx = store.begin().await?;
     sqlx::query(
         "INSERT INTO plugins (digest, name, contract, info, size, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (digest) DO NOTHING",
     )
@@ -232,13 +244,14 @@ pub async fn register_plugin(
     .bind(bytes.len() as i64)
     .bind(bytes)
     .bind(now)
-    .execute(&store.write)
-    .await
-    .map_err(stored)?;
-    get_plugin(store, &plugin.digest)
-        .await
-        .map_err(stored)?
-        .ok_or_else(|| RuntimeError::Failed("the plugin vanished".into()))
+    .execute(&mut *tx)
+    .await?;
+    let details = serde_json::json!({ "digest": plugin.digest, "name": name });
+    crate::audit::append(&mut tx, actor, "plugin.registered", None, details).await?;
+    tx.commit().await?;
+    Ok(get_plugin(store, &plugin.digest)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?)
 }
 
 type PluginRow = (String, String, String, String, i64, i64);

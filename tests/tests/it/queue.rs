@@ -14,9 +14,10 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum() {
     let store = Store::open(&dir.path().join("oubli.db")).await.unwrap();
     let runtime = oubli_tests::runtime();
     let builtin = oubli::plugins::builtin("sql").unwrap();
-    let plugin = controller::register_plugin(&store, &runtime, "builtin:sql", builtin.bytes)
-        .await
-        .unwrap();
+    let plugin =
+        controller::register_plugin(&store, &runtime, "builtin:sql", builtin.bytes, "test")
+            .await
+            .unwrap();
 
     let mut tx = store.begin().await.unwrap();
     let new = NewController {
