@@ -1006,3 +1006,51 @@ async fn a_completed_erasure_has_a_signed_certificate_and_the_audit_trail_verifi
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["first_broken"], approved, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scoped_tokens_see_only_their_controllers_audit_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let admin = service.demo.admin.clone();
+    let id = service.submit("access", email(3), None).await;
+
+    let (_, created) = service
+        .post("/v1/controllers", &admin, json!({ "name": "Elsewhere" }))
+        .await;
+    let elsewhere = created["controller"]["id"].as_str().unwrap().to_owned();
+    let (status, error) = service
+        .post(
+            "/v1/tokens",
+            &admin,
+            json!({ "role": "admin", "controller_id": elsewhere, "label": "x" }),
+        )
+        .await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("controller_id")),
+        "an admin token cannot be scoped"
+    );
+
+    let token = |controller: &str| {
+        let body = json!({ "role": "auditor", "controller_id": controller, "label": "auditor" });
+        let service = &service;
+        let admin = admin.clone();
+        async move {
+            service.post("/v1/tokens", &admin, body).await.1["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let outsider = token(&elsewhere).await;
+    let insider = token(&service.demo.controller_id).await;
+    let (status, events) = service.get("/v1/audit", &outsider).await;
+    assert_eq!(status, 200);
+    assert!(events["items"].as_array().unwrap().is_empty(), "{events}");
+    let (_, events) = service.get("/v1/audit", &insider).await;
+    let items = events["items"].as_array().unwrap();
+    assert!(
+        !items.is_empty() && items.iter().all(|e| e["request_id"] == id.as_str()),
+        "{events}"
+    );
+}
