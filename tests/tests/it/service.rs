@@ -166,6 +166,40 @@ async fn access_exports_and_rectification_changes_the_data() {
         count(&service.demo.crm, "customers", "city = 'Brest'").await,
         1
     );
+    let (_, results) = service
+        .get(
+            &format!("/v1/requests/{rectify}/results"),
+            &service.demo.dpo,
+        )
+        .await;
+    assert_eq!(results["systems"][0]["result"]["verified"], 1, "{results}");
+
+    // A new e-mail address: the changed record is no longer found by the old one, and is
+    // reported as not verified rather than passed.
+    let change =
+        json!([{ "collection": "customers", "field": "email", "value": "new9@example.org" }]);
+    let moved = service
+        .submit("rectification", email(9), Some(change))
+        .await;
+    approve(&service, &moved).await;
+    assert_eq!(service.settled(&moved).await["status"], "completed");
+    assert_eq!(
+        count(
+            &service.demo.crm,
+            "customers",
+            "id = 9 AND email = 'new9@example.org'"
+        )
+        .await,
+        1
+    );
+    let (_, results) = service
+        .get(&format!("/v1/requests/{moved}/results"), &service.demo.dpo)
+        .await;
+    assert_eq!(
+        results["systems"][0]["result"]["unverified"],
+        json!(["customers/9"]),
+        "{results}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
