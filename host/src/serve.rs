@@ -176,15 +176,7 @@ async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
             .context("writing the demo CRM")?;
     }
     let crm = crm.canonicalize()?;
-    let builtin = crate::plugins::builtin("sql").context("the SQL connector is built in")?;
-    let plugin = controller::register_plugin(
-        &app.store,
-        &app.runtime,
-        "builtin:sql",
-        builtin.bytes,
-        "system",
-    )
-    .await?;
+    let plugin = controller::register_builtin(&app.store, &app.runtime, "sql", "system").await?;
     let demo = crate::demo::crm_system("crm", &crm);
     let mut tx = app.store.begin().await?;
     let (shop, _secret) = controller::create_controller(
@@ -199,14 +191,10 @@ async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
     controller::create_system(
         &mut tx,
         &shop.id,
-        &NewSystem {
-            name: demo.name,
-            plugin: plugin.digest.clone(),
-            limits: demo.limits,
-            capabilities: demo.capabilities,
-            secrets: demo.secrets,
-            config: demo.config,
-            article15: Article15 {
+        &NewSystem::from_config(
+            demo,
+            &plugin.digest,
+            Article15 {
                 purposes: vec![
                     "selling and delivering orders".into(),
                     "customer support".into(),
@@ -224,7 +212,7 @@ async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
                 retention: "three years after the last order; invoices ten years".into(),
                 source: "the customer".into(),
             },
-        },
+        ),
     )
     .await?;
     let (_, admin) = auth::create(&mut tx, Role::Admin, None, "demo admin").await?;

@@ -254,24 +254,36 @@ impl Service {
         request["id"].as_str().expect("an id").to_owned()
     }
 
-    /// Waits until the request reaches a status that is not `running` or `approved`, and
-    /// returns the request.
-    pub async fn settled(&self, id: &str) -> serde_json::Value {
+    /// GETs `path` until `done` holds for its JSON body (or two minutes pass), and returns
+    /// that body.
+    pub async fn poll(
+        &self,
+        path: &str,
+        token: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {
-            let (status, request) = self
-                .get(&format!("/v1/requests/{id}"), &self.demo.dpo)
-                .await;
-            assert_eq!(status, 200, "{request}");
-            if !matches!(request["status"].as_str(), Some("running" | "approved")) {
-                return request;
+            let (status, body) = self.get(path, token).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            if done(&body) {
+                return body;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "request {id} did not settle: {request}"
+                "{path} never reached the awaited state: {body}"
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until the request reaches a status that is not `running` or `approved`, and
+    /// returns the request.
+    pub async fn settled(&self, id: &str) -> serde_json::Value {
+        self.poll(&format!("/v1/requests/{id}"), &self.demo.dpo, |r| {
+            !matches!(r["status"].as_str(), Some("running" | "approved"))
+        })
+        .await
     }
 }
 

@@ -40,15 +40,7 @@ async fn start(
     };
     let running = serve::start(config).await?;
     let app = running.app.clone();
-    let builtin = crate::plugins::builtin("sql").context("the SQL connector is built in")?;
-    let plugin = controller::register_plugin(
-        &app.store,
-        &app.runtime,
-        "builtin:sql",
-        builtin.bytes,
-        "bench",
-    )
-    .await?;
+    let plugin = controller::register_builtin(&app.store, &app.runtime, "sql", "bench").await?;
     let mut tx = app.store.begin().await?;
     let new = NewController {
         name: "Bench".into(),
@@ -58,15 +50,7 @@ async fn start(
     let (bench, _) = controller::create_controller(&mut tx, &new).await?;
     for (i, crm) in crms.iter().enumerate() {
         let system = crate::demo::crm_system(&format!("crm{i}"), crm);
-        let new = NewSystem {
-            name: system.name,
-            plugin: plugin.digest.clone(),
-            limits: system.limits,
-            capabilities: system.capabilities,
-            secrets: system.secrets,
-            config: system.config,
-            article15: Article15::default(),
-        };
+        let new = NewSystem::from_config(system, &plugin.digest, Article15::default());
         controller::create_system(&mut tx, &bench.id, &new).await?;
     }
     let (_, dpo) = auth::create(&mut tx, Role::Dpo, Some(&bench.id), "bench").await?;
@@ -122,7 +106,7 @@ impl Bench {
                     if i > n {
                         return Ok::<_, anyhow::Error>(latencies);
                     }
-                    latencies.push(bench.submit(i).await?.as_secs_f64() * 1e3);
+                    latencies.push(bench.submit(i).await?.as_secs_f64() * 1e6);
                 }
             }));
         }
@@ -143,10 +127,9 @@ pub struct Millis {
 
 impl From<Percentiles> for Millis {
     fn from(p: Percentiles) -> Self {
-        // `Percentiles` is unit-agnostic; the samples given were in milliseconds.
         Millis {
-            p50_ms: p.p50_us,
-            p99_ms: p.p99_us,
+            p50_ms: p.p50_us / 1e3,
+            p99_ms: p.p99_us / 1e3,
         }
     }
 }

@@ -107,6 +107,22 @@ pub struct NewSystem {
     pub article15: Article15,
 }
 
+impl NewSystem {
+    /// A system from a runtime configuration (a `SYSTEM.toml`), run by the registered
+    /// plugin `plugin`.
+    pub fn from_config(config: SystemConfig, plugin: &str, article15: Article15) -> Self {
+        NewSystem {
+            name: config.name,
+            plugin: plugin.to_owned(),
+            limits: config.limits,
+            capabilities: config.capabilities,
+            secrets: config.secrets,
+            config: config.config,
+            article15,
+        }
+    }
+}
+
 /// A plugin registered with the service.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RegisteredPlugin {
@@ -292,6 +308,29 @@ pub async fn list_plugins(store: &Store) -> sqlx::Result<Vec<RegisteredPlugin>> 
     .fetch_all(&store.read)
     .await?;
     Ok(rows.into_iter().map(registered).collect())
+}
+
+/// Registers the first-party plugin `name` (as `builtin:NAME`); see [`register_plugin`].
+///
+/// # Errors
+/// [`RegisterError`], or `Plugin(InvalidConfig)` when no first-party plugin has that name.
+pub async fn register_builtin(
+    store: &Store,
+    runtime: &std::sync::Arc<Runtime>,
+    name: &str,
+    actor: &str,
+) -> Result<RegisteredPlugin, RegisterError> {
+    let builtin = crate::plugins::builtin(name).ok_or_else(|| {
+        RuntimeError::InvalidConfig(format!("no first-party plugin named {name:?}"))
+    })?;
+    register_plugin(
+        store,
+        runtime,
+        &format!("builtin:{name}"),
+        builtin.bytes,
+        actor,
+    )
+    .await
 }
 
 /// A registered plugin's component bytes.

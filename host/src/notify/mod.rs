@@ -58,30 +58,6 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Resul
     ))
 }
 
-/// Queues an event for the controller, if it has a webhook URL, in the caller's
-/// transaction.
-///
-/// # Errors
-/// When the database fails.
-pub async fn enqueue(
-    tx: &mut Tx<'_>,
-    controller_id: &str,
-    request_id: &str,
-    event: &str,
-    data: serde_json::Value,
-) -> sqlx::Result<bool> {
-    let url: Option<Option<String>> =
-        sqlx::query_scalar("SELECT webhook_url FROM controllers WHERE id = $1")
-            .bind(controller_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    if url.flatten().is_none() {
-        return Ok(false);
-    }
-    insert(tx, controller_id, request_id, event, data).await?;
-    Ok(true)
-}
-
 /// Queues an event for a controller known to have a webhook URL.
 ///
 /// # Errors

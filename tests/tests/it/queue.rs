@@ -13,11 +13,9 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum() {
     let (dir, crm) = oubli_tests::demo_crm(3).await;
     let store = Store::open(&dir.path().join("oubli.db")).await.unwrap();
     let runtime = oubli_tests::runtime();
-    let builtin = oubli::plugins::builtin("sql").unwrap();
-    let plugin =
-        controller::register_plugin(&store, &runtime, "builtin:sql", builtin.bytes, "test")
-            .await
-            .unwrap();
+    let plugin = controller::register_builtin(&store, &runtime, "sql", "test")
+        .await
+        .unwrap();
 
     let mut tx = store.begin().await.unwrap();
     let new = NewController {
@@ -27,15 +25,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum() {
     };
     let (owner, _) = controller::create_controller(&mut tx, &new).await.unwrap();
     let demo = oubli::demo::crm_system("crm", &crm);
-    let system = NewSystem {
-        name: "crm".into(),
-        plugin: plugin.digest.clone(),
-        limits: demo.limits,
-        capabilities: demo.capabilities,
-        secrets: demo.secrets,
-        config: demo.config,
-        article15: Article15::default(),
-    };
+    let system = NewSystem::from_config(demo, &plugin.digest, Article15::default());
     controller::create_system(&mut tx, &owner.id, &system)
         .await
         .unwrap();

@@ -502,27 +502,21 @@ async fn the_controller_gets_a_signed_webhook_and_sees_only_its_own_requests() {
         "the webhook carries no identities"
     );
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (_, deliveries) = service
-            .get(&format!("/v1/requests/{id}/webhooks"), &admin)
-            .await;
-        if deliveries["items"][0]["status"] == "delivered" {
-            assert_eq!(deliveries["items"][0]["last_status"], 200);
-            assert_eq!(
-                deliveries["items"][0]["log"][0]["status"], 503,
-                "{deliveries}"
-            );
-            assert_eq!(
-                deliveries["items"][0]["log"][1]["status"], 200,
-                "{deliveries}"
-            );
-            assert_eq!(deliveries["items"][0]["attempts"], 2);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{deliveries}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let deliveries = service
+        .poll(&format!("/v1/requests/{id}/webhooks"), &admin, |d| {
+            d["items"][0]["status"] == "delivered"
+        })
+        .await;
+    assert_eq!(deliveries["items"][0]["last_status"], 200);
+    assert_eq!(
+        deliveries["items"][0]["log"][0]["status"], 503,
+        "{deliveries}"
+    );
+    assert_eq!(
+        deliveries["items"][0]["log"][1]["status"], 200,
+        "{deliveries}"
+    );
+    assert_eq!(deliveries["items"][0]["attempts"], 2);
 
     // The demo controller's token sees neither the other controller nor its requests.
     let (status, _) = service
@@ -787,18 +781,15 @@ async fn failed_tasks_say_why_and_a_retry_runs_them_again() {
     let settle = |id: String| {
         let (service, dpo) = (&service, dpo.clone());
         async move {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            loop {
-                let (_, request) = service.get(&format!("/v1/requests/{id}"), &dpo).await;
-                if request["status"] == "failed" {
-                    return service
-                        .get(&format!("/v1/requests/{id}/tasks"), &dpo)
-                        .await
-                        .1;
-                }
-                assert!(std::time::Instant::now() < deadline, "{request}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            service
+                .poll(&format!("/v1/requests/{id}"), &dpo, |r| {
+                    r["status"] == "failed"
+                })
+                .await;
+            service
+                .get(&format!("/v1/requests/{id}/tasks"), &dpo)
+                .await
+                .1
         }
     };
     let tasks = settle(busy.clone()).await;
