@@ -13,6 +13,7 @@ fn main() {
         "Cargo.lock",
         "sdk",
         "sql",
+        "rest",
         "testkit",
         ".cargo",
     ] {

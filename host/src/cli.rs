@@ -105,6 +105,18 @@ enum DemoCommand {
         #[arg(long, default_value_t = 1_000)]
         customers: u64,
     },
+    /// Serve the demo helpdesk API (contacts, orders, events, consents) on loopback, for
+    /// trying the REST connector with `examples/rest-system.toml`. Stops on Ctrl-C.
+    Api {
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        listen: std::net::SocketAddr,
+        /// The bearer token the API expects.
+        #[arg(long, env = "OUBLI_DEMO_API_TOKEN")]
+        token: String,
+        /// How many persons to generate (`person{n}@example.org`).
+        #[arg(long, default_value_t = 20)]
+        people: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,8 +139,8 @@ struct CallArgs {
     system: PathBuf,
     #[arg(long, value_enum)]
     action: CliAction,
-    /// The subject's identities, as KIND=VALUE (repeatable).
-    #[arg(long = "identity", value_parser = parse_identity, required = true)]
+    /// The subject's identities, as KIND=VALUE (repeatable; every action but validate).
+    #[arg(long = "identity", value_parser = parse_identity)]
     identities: Vec<Identity>,
     /// For rectify: FIELD=VALUE or COLLECTION.FIELD=VALUE; VALUE is JSON or plain text.
     #[arg(long = "change", value_parser = parse_change)]
@@ -136,10 +148,15 @@ struct CallArgs {
     /// Where compiled plugins are cached.
     #[arg(long, env = "OUBLI_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// oubli's key folder (`<data_dir>/keys`), so that keyed hashes match the service's;
+    /// a throwaway key otherwise.
+    #[arg(long)]
+    keys: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum CliAction {
+    Validate,
     Locate,
     Access,
     Rectify,
@@ -305,6 +322,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(DemoCommand::Crm { dir, customers }) => demo_crm(&dir, customers).await,
+        Command::Demo(DemoCommand::Api {
+            listen,
+            token,
+            people,
+        }) => demo_api(listen, &token, people).await,
         Command::Serve { config } => {
             crate::serve::serve(crate::config::Config::load(config.as_deref())?).await?;
             Ok(ExitCode::SUCCESS)
@@ -412,6 +434,25 @@ async fn demo_crm(dir: &std::path::Path, customers: u64) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+async fn demo_api(
+    listen: std::net::SocketAddr,
+    token: &str,
+    people: u64,
+) -> anyhow::Result<ExitCode> {
+    if token.trim().is_empty() {
+        anyhow::bail!("--token (or OUBLI_DEMO_API_TOKEN) must not be empty");
+    }
+    let api = crate::demo::api::DemoApi::new(token, people);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    print(&json!({ "listening": listener.local_addr()?.to_string(), "people": people }));
+    axum::serve(listener, api.router())
+        .with_graceful_shutdown(crate::serve::signal())
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print(value: &serde_json::Value) {
     println!(
         "{}",
@@ -458,10 +499,17 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let config = SystemConfig::from_toml(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.system.display()))?;
     let (name, bytes) = crate::plugins::read(&args.file)?;
-    let runtime = Arc::new(Runtime::new(RuntimeSettings {
+    if args.identities.is_empty() && !matches!(args.action, CliAction::Validate) {
+        anyhow::bail!("this action needs the subject: give at least one --identity KIND=VALUE");
+    }
+    let mut settings = RuntimeSettings {
         cache_dir: args.cache_dir,
         ..Default::default()
-    })?);
+    };
+    if let Some(dir) = &args.keys {
+        settings.pseudonym_key = crate::evidence::Keys::load_or_create(dir)?.pseudonym;
+    }
+    let runtime = Arc::new(Runtime::new(settings)?);
     let system = match runtime.prepare(&config) {
         Ok(system) => system,
         Err(e) => return Ok(runtime_failure(&e)),
@@ -475,6 +523,10 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         identities: args.identities,
     };
     let result = match args.action {
+        CliAction::Validate => runtime
+            .validate(&plugin, &system)
+            .await
+            .map(|()| json!({ "valid": true })),
         CliAction::Locate => runtime
             .locate(&plugin, &system, &subject)
             .await

@@ -7,6 +7,8 @@
 //! Customer `n` has the e-mail `customer{n}@example.org`; first and last names repeat, so
 //! several customers share a name.
 
+pub mod api;
+
 use crate::runtime::SystemConfig;
 use crate::runtime::system::{Capabilities, SqlGrant};
 use anyhow::Context;

@@ -13,10 +13,16 @@ pub struct Builtin {
 }
 
 /// The embedded first-party plugins.
-pub const BUILTIN: &[Builtin] = &[Builtin {
-    name: "sql",
-    bytes: include_bytes!(concat!(env!("OUBLI_PLUGINS_DIR"), "/oubli_sql.wasm")),
-}];
+pub const BUILTIN: &[Builtin] = &[
+    Builtin {
+        name: "sql",
+        bytes: include_bytes!(concat!(env!("OUBLI_PLUGINS_DIR"), "/oubli_sql.wasm")),
+    },
+    Builtin {
+        name: "rest",
+        bytes: include_bytes!(concat!(env!("OUBLI_PLUGINS_DIR"), "/oubli_rest.wasm")),
+    },
+];
 
 /// The embedded plugin called `name`.
 pub fn builtin(name: &str) -> Option<&'static Builtin> {

@@ -78,11 +78,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
     let store = Store::open(&config.database_path()).await?;
+    let keys = crate::evidence::Keys::load_or_create(&config.data_dir.join("keys"))?;
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
         cache_dir: Some(config.data_dir.join("cache")),
+        pseudonym_key: keys.pseudonym,
         ..Default::default()
     })?);
-    let keys = crate::evidence::Keys::load_or_create(&config.data_dir.join("keys"))?;
     let app = App::new(config, store, runtime, keys);
     // One process owns an SQLite database: tasks still marked running were interrupted
     // when the last process stopped, and can be taken again at once.
@@ -90,6 +91,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if resumed > 0 {
         tracing::info!(resumed, "resumed tasks interrupted by the last stop");
     }
+    register_builtins(&app).await?;
     let demo = if app.config.demo {
         demo_setup(&app).await?
     } else {
@@ -162,6 +164,18 @@ async fn resume_interrupted(store: &Store) -> anyhow::Result<u64> {
     Ok(done.rows_affected())
 }
 
+/// Registers the embedded first-party plugins this database does not have yet, so that
+/// `/v1/plugins` lists them and systems can be connected to them.
+async fn register_builtins(app: &Arc<App>) -> anyhow::Result<()> {
+    for builtin in crate::plugins::BUILTIN {
+        let digest = crate::runtime::digest_of(builtin.bytes);
+        if controller::get_plugin(&app.store, &digest).await?.is_none() {
+            controller::register_builtin(&app.store, &app.runtime, builtin.name, "system").await?;
+        }
+    }
+    Ok(())
+}
+
 async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
     let controllers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM controllers")
         .fetch_one(&app.store.read)
@@ -176,7 +190,10 @@ async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
             .context("writing the demo CRM")?;
     }
     let crm = crm.canonicalize()?;
-    let plugin = controller::register_builtin(&app.store, &app.runtime, "sql", "system").await?;
+    let sql = crate::plugins::builtin("sql").expect("the SQL connector is embedded");
+    let plugin = controller::get_plugin(&app.store, &crate::runtime::digest_of(sql.bytes))
+        .await?
+        .context("the SQL connector is registered at start")?;
     let demo = crate::demo::crm_system("crm", &crm);
     let mut tx = app.store.begin().await?;
     let (shop, _secret) = controller::create_controller(

@@ -189,3 +189,59 @@ fn the_example_system_configuration_works_as_documented() {
         9
     );
 }
+
+#[test]
+fn the_rest_example_works_against_the_demo_api() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut api = Command::new(env!("CARGO_BIN_EXE_oubli"))
+        .args(["demo", "api", "--listen", "127.0.0.1:0", "--people", "5"])
+        .env("OUBLI_DEMO_API_TOKEN", "cli-test-token")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the demo API starts");
+    // The first JSON document it prints ends with a line holding only "}".
+    let mut announced = String::new();
+    let mut lines = BufReader::new(api.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        announced.push_str(&line);
+        if line == "}" {
+            break;
+        }
+    }
+    let announced: serde_json::Value = serde_json::from_str(&announced).unwrap();
+    let address = announced["listening"].as_str().unwrap().to_owned();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rest-system.toml"),
+    )
+    .unwrap();
+    let system = dir.path().join("rest-system.toml");
+    std::fs::write(&system, example.replace("127.0.0.1:8089", &address)).unwrap();
+    let call = |action: &str| {
+        Command::new(env!("CARGO_BIN_EXE_oubli"))
+            .args(["plugin", "call", "builtin:rest", "--system"])
+            .arg(&system)
+            .args([
+                "--action",
+                action,
+                "--identity",
+                "email=person2@example.org",
+            ])
+            .env("OUBLI_DEMO_API_TOKEN", "cli-test-token")
+            .output()
+            .expect("the binary runs")
+    };
+    let validated = call("validate");
+    assert!(validated.status.success(), "{}", json(&validated));
+    let located = call("locate");
+    let result = json(&located);
+    api.kill().unwrap();
+    assert!(located.status.success(), "{result}");
+    // Person 2: one contact, 2 % 3 + 1 = 3 orders, five events, three consents.
+    assert_eq!(
+        result["result"]["records"].as_array().unwrap().len(),
+        12,
+        "{result}"
+    );
+}

@@ -185,7 +185,17 @@ pub async fn create_system(
         secrets: body.secrets.clone(),
         config: body.config.clone(),
     };
-    app.runtime.prepare(&probe).map_err(|e| config_error(&e))?;
+    let prepared = app.runtime.prepare(&probe).map_err(|e| config_error(&e))?;
+    // The plugin checks the configuration against the system (tables, columns, API
+    // description) before any request can reach it.
+    let plugin = app
+        .plugin(&body.plugin)
+        .await
+        .map_err(|e| config_error(&e))?;
+    app.runtime
+        .validate(&plugin, &prepared)
+        .await
+        .map_err(|e| config_error(&e))?;
     let mut tx = app.store.begin().await?;
     let taken: Option<String> =
         sqlx::query_scalar("SELECT id FROM systems WHERE controller_id = $1 AND name = $2")

@@ -31,6 +31,8 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 pub struct Keys {
     signing: SigningKey,
     hash_key: [u8; 32],
+    /// The key behind the plugins' `keyed-hash` (see [`crate::runtime::RuntimeSettings`]).
+    pub pseudonym: [u8; 32],
 }
 
 /// A public key as `/v1/keys` serves it.
@@ -70,7 +72,12 @@ impl Keys {
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Keys> {
         let signing = SigningKey::from_bytes(&load_or_create(&dir.join("signing.ed25519"))?);
         let hash_key = load_or_create(&dir.join("identity-hash.key"))?;
-        Ok(Keys { signing, hash_key })
+        let pseudonym = load_or_create(&dir.join("pseudonym.key"))?;
+        Ok(Keys {
+            signing,
+            hash_key,
+            pseudonym,
+        })
     }
 
     /// The public key of certificates.

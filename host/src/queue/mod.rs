@@ -231,6 +231,15 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     half + Duration::from_millis(rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64))
 }
 
+/// The wait a failure message asks for: `… retry after N` (seconds), as connectors
+/// quote an HTTP `Retry-After` they did not wait for themselves. At most a day.
+pub fn retry_after(message: &str) -> Option<Duration> {
+    let (_, rest) = message.rsplit_once("retry after ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let seconds: u64 = digits.parse().ok()?;
+    Some(Duration::from_secs(seconds.min(86_400)))
+}
+
 /// How one run of a task ended, to be recorded.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -547,6 +556,22 @@ pub async fn results(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quoted_retry_after_is_read() {
+        assert_eq!(
+            retry_after("system unavailable: rate limited (HTTP 429), retry after 120"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            retry_after("system unavailable: server error (HTTP 503)"),
+            None
+        );
+        assert_eq!(
+            retry_after("retry after 999999999"),
+            Some(Duration::from_secs(86_400))
+        );
+    }
 
     #[test]
     fn backoff_doubles_within_jitter_and_is_capped() {

@@ -68,11 +68,17 @@ async fn run_task(app: &Arc<App>, task: Claimed) -> Finished {
     {
         tracing::warn!(task = %task.id, request = %task.request_id, attempt = task.attempt, kind, retryable, "task failed: {message}");
     }
-    let backoff = super::backoff(
+    let mut backoff = super::backoff(
         task.attempt,
         Duration::from_millis(app.config.backoff_base_ms),
         Duration::from_millis(app.config.backoff_cap_ms),
     );
+    // A system that said when to come back (HTTP Retry-After) is not asked sooner.
+    if let Outcome::Failed { message, .. } = &outcome
+        && let Some(asked) = super::retry_after(message)
+    {
+        backoff = backoff.max(asked);
+    }
     Finished {
         task,
         outcome,

@@ -46,6 +46,10 @@ pub struct RuntimeSettings {
     pub max_instances: u32,
     /// How often the epoch advances; deadlines are accurate to about one tick.
     pub epoch_tick: Duration,
+    /// The key behind the plugins' `keyed-hash`; each system hashes under a key derived
+    /// from it and its name. A random one when not given: hashes then change with each
+    /// process, which suits only trying a plugin out.
+    pub pseudonym_key: [u8; 32],
 }
 
 impl Default for RuntimeSettings {
@@ -55,6 +59,7 @@ impl Default for RuntimeSettings {
             max_memory_mb: 512,
             max_instances: 64,
             epoch_tick: Duration::from_millis(5),
+            pseudonym_key: rand::random(),
         }
     }
 }
@@ -262,7 +267,9 @@ impl Runtime {
     /// # Errors
     /// [`RuntimeError::InvalidConfig`] naming the field at fault.
     pub fn prepare(&self, system: &SystemConfig) -> Result<Arc<PreparedSystem>, RuntimeError> {
-        system.prepare(self.settings.max_memory_mb).map(Arc::new)
+        system
+            .prepare(self.settings.max_memory_mb, &self.settings.pseudonym_key)
+            .map(Arc::new)
     }
 
     /// Compiles (or fetches from the cache) and links a plugin. When `pinned` is given,
@@ -487,6 +494,24 @@ impl Runtime {
         let (plugin, system) = (plugin.clone(), system.clone());
         self.blocking(move |rt| rt.describe_blocking(&plugin, &system))
             .await
+    }
+
+    /// Asks the plugin to check the system's configuration against the system.
+    ///
+    /// # Errors
+    /// A [`RuntimeError`] naming what is wrong.
+    pub async fn validate(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        system: &Arc<PreparedSystem>,
+    ) -> Result<(), RuntimeError> {
+        let (plugin, system) = (plugin.clone(), system.clone());
+        self.blocking(move |rt| {
+            rt.call(&plugin, &system, "", |p, store| {
+                p.oubli_connector_connector().call_validate(store)
+            })
+        })
+        .await
     }
 
     /// Finds the subject's records in the system.

@@ -209,6 +209,14 @@ impl host::Host for CallState {
                 other => other.to_string(),
             }))
     }
+
+    fn keyed_hash(&mut self, value: String) -> wasmtime::Result<String> {
+        self.require("host", self.system.config.capabilities.host)?;
+        Ok(hex::encode(super::system::keyed_hash(
+            &self.system.hash_key,
+            &value,
+        )))
+    }
 }
 
 impl sql::Host for CallState {

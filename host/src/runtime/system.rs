@@ -129,6 +129,8 @@ pub struct PreparedSystem {
     pub memory_bytes: u64,
     pub secrets: BTreeMap<String, Secret>,
     pub sql: Option<Arc<SqlTarget>>,
+    /// The key of this system's `keyed-hash`.
+    pub hash_key: [u8; 32],
 }
 
 impl SystemConfig {
@@ -145,7 +147,11 @@ impl SystemConfig {
     /// # Errors
     /// [`RuntimeError::InvalidConfig`] naming the field at fault, or the secret that could
     /// not be read.
-    pub fn prepare(&self, max_memory_mb: u64) -> Result<PreparedSystem, RuntimeError> {
+    pub fn prepare(
+        &self,
+        max_memory_mb: u64,
+        pseudonym_key: &[u8; 32],
+    ) -> Result<PreparedSystem, RuntimeError> {
         let invalid = |m: String| Err(RuntimeError::InvalidConfig(m));
         if self.name.trim().is_empty() {
             return invalid("name: a system needs a name".into());
@@ -223,8 +229,17 @@ impl SystemConfig {
             memory_bytes: memory_mb << 20,
             secrets,
             sql,
+            hash_key: keyed_hash(pseudonym_key, &format!("oubli system key:{}", self.name)),
         })
     }
+}
+
+/// HMAC-SHA256 of `value` under `key`.
+pub fn keyed_hash(key: &[u8; 32], value: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(value.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 /// Whether `text` is `sha256:` followed by 64 lowercase hex digits.
@@ -302,13 +317,13 @@ mod tests {
             ..Default::default()
         };
         config.limits.memory_mb = Some(4096);
-        let err = config.prepare(512).unwrap_err();
+        let err = config.prepare(512, &[0; 32]).unwrap_err();
         assert!(err.to_string().contains("limits.memory_mb"), "{err}");
         config.limits.memory_mb = None;
         config.digest = Some("md5:abc".into());
         assert!(
             config
-                .prepare(512)
+                .prepare(512, &[0; 32])
                 .unwrap_err()
                 .to_string()
                 .contains("digest")

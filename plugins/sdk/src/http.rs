@@ -143,6 +143,59 @@ pub fn send(request: &Request) -> Result<Response> {
     )))
 }
 
+/// How [`send_retrying`] retries a busy server.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    /// Tries in all, the first one included.
+    pub attempts: u32,
+    /// The longest wait honoured inside the call, in seconds. A server that asks for a
+    /// longer `Retry-After` gets an `unavailable` error quoting it, and the host retries
+    /// the whole action after at least that long.
+    pub max_wait_seconds: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 3,
+            max_wait_seconds: 10,
+        }
+    }
+}
+
+/// Sends a request like [`send`], and retries it when the server answers 429 or 5xx:
+/// after its `Retry-After` (in seconds) when it gives one within
+/// [`Retry::max_wait_seconds`], else after half a second, doubling. Returns the last
+/// response, whatever its status: turn it into an error with
+/// [`Response::error_for_status`].
+///
+/// # Errors
+/// As [`send`].
+pub fn send_retrying(request: &Request, retry: Retry) -> Result<Response> {
+    let mut attempt = 1;
+    loop {
+        let response = send(request)?;
+        if !(response.status == 429 || response.status >= 500) || attempt >= retry.attempts {
+            return Ok(response);
+        }
+        let wait_ms = match response.header("retry-after").map(str::trim) {
+            Some(value) => match value.parse::<u64>() {
+                Ok(seconds) if seconds <= retry.max_wait_seconds => seconds * 1000,
+                // Too long to wait here, or an HTTP date: the host retries later.
+                _ => return Ok(response),
+            },
+            None => 500 << (attempt - 1).min(4),
+        };
+        sleep_ms(wait_ms);
+        attempt += 1;
+    }
+}
+
+/// Waits `ms` milliseconds (the host's monotonic clock; the call's deadline still holds).
+pub fn sleep_ms(ms: u64) {
+    wasi::clocks::monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
+}
+
 struct Url<'a> {
     scheme: &'a str,
     authority: &'a str,

@@ -133,6 +133,15 @@ pub trait Connector {
     /// Describes the connector without touching the system.
     fn describe() -> Info;
 
+    /// Checks the system's configuration against the system, changing nothing. The host
+    /// calls it when the system is connected; the default accepts any configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the configuration path that is wrong.
+    fn validate() -> Result<()> {
+        Ok(())
+    }
+
     /// Finds the subject's records.
     ///
     /// # Errors
@@ -200,6 +209,9 @@ macro_rules! export_connector {
             impl $crate::bindings::exports::oubli::connector::connector::Guest for OubliConnectorExport {
                 fn describe() -> $crate::Info {
                     <$connector as $crate::Connector>::describe()
+                }
+                fn validate() -> $crate::Result<()> {
+                    <$connector as $crate::Connector>::validate()
                 }
                 fn locate(subject: $crate::Subject) -> $crate::Result<Vec<$crate::RecordRef>> {
                     <$connector as $crate::Connector>::locate(subject)
@@ -274,6 +286,13 @@ pub mod config {
     pub fn parse<T: serde::de::DeserializeOwned>(key: &str) -> Result<T> {
         let text = require(key)?;
         serde_json::from_str(&text).map_err(|e| Error::InvalidConfig(format!("config.{key}: {e}")))
+    }
+
+    /// The keyed hash of `value` for this system (HMAC-SHA256, 64 hex digits), computed
+    /// by the host under a key the plugin never sees: the same value gives the same hash,
+    /// so it can replace an identifying value and keep joins and unique constraints.
+    pub fn keyed_hash(value: &str) -> String {
+        crate::bindings::oubli::connector::host::keyed_hash(value)
     }
 }
 

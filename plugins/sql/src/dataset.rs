@@ -1,6 +1,7 @@
 //! The dataset configuration: which tables hold personal data, how they reach the data
 //! subject, and what erasure does to each.
 
+use oubli_connector::sql::Value;
 use oubli_connector::{Error, Result, config};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -80,6 +81,17 @@ pub enum Mask {
     Redacted,
     /// `erased-<table>-<key>`: unique, for columns with a unique constraint.
     ErasedKey,
+    /// The value's keyed hash (HMAC-SHA256 under a key the host keeps, 64 hex digits):
+    /// the same value gives the same hash, so joins, grouping and unique constraints
+    /// survive. Pseudonymisation, not anonymisation, while oubli keeps the key.
+    KeyedHash,
+}
+
+impl Mask {
+    /// Whether each row gets a value of its own, so rows are changed one by one.
+    pub fn per_row(self) -> bool {
+        matches!(self, Mask::ErasedKey | Mask::KeyedHash)
+    }
 }
 
 impl Dataset {
@@ -105,10 +117,14 @@ impl Dataset {
     }
 
     fn validate(&self) -> Result<()> {
-        let invalid =
-            |path: String, message: &str| Err(Error::InvalidConfig(format!("{path}: {message}")));
         for (i, table) in self.tables.iter().enumerate() {
-            let path = format!("dataset.tables[{i}] ({})", table.name);
+            let path = format!("config.dataset.tables[{i}]");
+            let invalid = |path: String, message: &str| -> Result<()> {
+                Err(Error::InvalidConfig(format!(
+                    "{path}: {message} (table {:?})",
+                    table.name
+                )))
+            };
             if self.tables.iter().filter(|t| t.name == table.name).count() > 1 {
                 return invalid(path, "the table is listed twice");
             }
@@ -187,56 +203,152 @@ impl Table {
     }
 }
 
-/// The identity columns whose type is an integer, from the catalogue. SQLite compares an
-/// integer column with text by value (`'5'` matches 5, `'5 OR 1=1'` matches nothing), so
-/// only PostgreSQL and MySQL are asked.
+/// The database's tables and columns with their declared types, from its catalogue.
+pub struct Catalogue {
+    /// Whether names match case-insensitively (SQLite, MySQL), or exactly (PostgreSQL,
+    /// where quoted identifiers keep their case).
+    folded: bool,
+    /// (table, column) → declared type, lowercase.
+    columns: BTreeMap<(String, String), String>,
+}
+
+impl Catalogue {
+    /// Reads the catalogue of the system's database (its current schema).
+    ///
+    /// # Errors
+    /// As [`sql::query`].
+    pub fn read() -> Result<Self> {
+        use oubli_connector::sql::{self, Dialect};
+        let (statement, folded) = match sql::dialect() {
+            Dialect::Sqlite => (
+                "SELECT m.name, p.name, p.type FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view')",
+                true,
+            ),
+            Dialect::Postgres => (
+                "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema()",
+                false,
+            ),
+            Dialect::Mysql => (
+                "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = DATABASE()",
+                true,
+            ),
+        };
+        let rows = sql::query(statement, Vec::new())?;
+        let fold = |v: &Value| {
+            let text = match v {
+                Value::Text(t) => t.clone(),
+                Value::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+                other => other.to_key(),
+            };
+            if folded { text.to_lowercase() } else { text }
+        };
+        let columns = rows
+            .rows
+            .iter()
+            .filter_map(|row| match row.as_slice() {
+                [table, column, ty] => Some(((fold(table), fold(column)), fold(ty).to_lowercase())),
+                _ => None,
+            })
+            .collect();
+        Ok(Catalogue { folded, columns })
+    }
+
+    fn key(&self, table: &str, column: &str) -> (String, String) {
+        if self.folded {
+            (table.to_lowercase(), column.to_lowercase())
+        } else {
+            (table.to_owned(), column.to_owned())
+        }
+    }
+
+    fn has_table(&self, table: &str) -> bool {
+        let (table, _) = self.key(table, "");
+        self.columns.keys().any(|(t, _)| *t == table)
+    }
+
+    /// The declared type of `table.column`, `None` when there is no such column.
+    fn column_type(&self, table: &str, column: &str) -> Option<&str> {
+        self.columns
+            .get(&self.key(table, column))
+            .map(String::as_str)
+    }
+}
+
+impl Dataset {
+    /// Checks every table and column the dataset names against the database, naming the
+    /// first one that does not exist by its configuration path.
+    ///
+    /// # Errors
+    /// `invalid-config` with the path, e.g. `config.dataset.tables[2].columns.emial`.
+    pub fn check_against(&self, catalogue: &Catalogue) -> Result<()> {
+        for (i, table) in self.tables.iter().enumerate() {
+            let path = format!("config.dataset.tables[{i}]");
+            if !catalogue.has_table(&table.name) {
+                return Err(Error::InvalidConfig(format!(
+                    "{path}.name: the database has no table {:?}",
+                    table.name
+                )));
+            }
+            let mut named: Vec<(String, &str, &str)> =
+                vec![(format!("{path}.key"), &table.name, &table.key)];
+            for (kind, column) in &table.identities {
+                named.push((format!("{path}.identities.{kind}"), &table.name, column));
+            }
+            for column in table.columns.keys() {
+                named.push((format!("{path}.columns.{column}"), &table.name, column));
+            }
+            for column in table.erase.columns.keys() {
+                named.push((
+                    format!("{path}.erase.columns.{column}"),
+                    &table.name,
+                    column,
+                ));
+            }
+            if let Some(relation) = &table.parent {
+                named.push((
+                    format!("{path}.parent.column"),
+                    &table.name,
+                    &relation.column,
+                ));
+                let parent = self.table(&relation.table).expect("validated on load");
+                named.push((
+                    format!("{path}.parent.references"),
+                    &parent.name,
+                    relation.references.as_deref().unwrap_or(&parent.key),
+                ));
+            }
+            for (path, table, column) in named {
+                if catalogue.column_type(table, column).is_none() {
+                    return Err(Error::InvalidConfig(format!(
+                        "{path}: the table {table:?} has no column {column:?}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The identity columns whose type is an integer. SQLite compares an integer column with
+/// text by value (`'5'` matches 5, `'5 OR 1=1'` matches nothing), so only PostgreSQL and
+/// MySQL are asked.
 fn integer_identity_columns(
     dataset: &Dataset,
 ) -> Result<std::collections::BTreeSet<(String, String)>> {
-    use oubli_connector::sql::{self, Dialect, Value};
-    let schema = match sql::dialect() {
-        Dialect::Sqlite => return Ok(Default::default()),
-        Dialect::Postgres => "current_schema()",
-        Dialect::Mysql => "DATABASE()",
-    };
-    let rows = sql::query(
-        &format!(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = {schema}"
-        ),
-        Vec::new(),
-    )?;
-    let text = |v: &Value| match v {
-        Value::Text(t) => t.to_ascii_lowercase(),
-        Value::Blob(b) => String::from_utf8_lossy(b).to_ascii_lowercase(),
-        other => other.to_key(),
-    };
-    Ok(rows
-        .rows
+    use oubli_connector::sql::{self, Dialect};
+    if matches!(sql::dialect(), Dialect::Sqlite) {
+        return Ok(Default::default());
+    }
+    let catalogue = Catalogue::read()?;
+    Ok(dataset
+        .tables
         .iter()
-        .filter_map(|row| match row.as_slice() {
-            [table, column, ty] if text(ty).contains("int") => Some((text(table), text(column))),
-            _ => None,
+        .flat_map(|t| t.identities.values().map(move |c| (t, c)))
+        .filter(|(t, c)| {
+            catalogue
+                .column_type(&t.name, c)
+                .is_some_and(|ty| ty.contains("int"))
         })
-        .filter(|(table, column)| {
-            dataset.tables.iter().any(|t| {
-                t.name.eq_ignore_ascii_case(table)
-                    && t.identities
-                        .values()
-                        .any(|c| c.eq_ignore_ascii_case(column))
-            })
-        })
-        .map(|(table, column)| {
-            let t = dataset
-                .tables
-                .iter()
-                .find(|t| t.name.eq_ignore_ascii_case(&table))
-                .expect("filtered above");
-            let c = t
-                .identities
-                .values()
-                .find(|c| c.eq_ignore_ascii_case(&column))
-                .expect("filtered above");
-            (t.name.clone(), c.clone())
-        })
+        .map(|(t, c)| (t.name.clone(), c.clone()))
         .collect())
 }

@@ -8,7 +8,7 @@
 
 mod dataset;
 
-use dataset::{Dataset, EraseAction, Mask, Table};
+use dataset::{Catalogue, Dataset, EraseAction, Mask, Table};
 use oubli_connector::sql::{self, Statement, Value};
 use oubli_connector::{
     Action, Change, Connector, Erased, Error, Field, Info, Outcome, Page, PersonalRecord,
@@ -83,20 +83,9 @@ fn condition(
 
 /// The keys of `table`'s rows that belong to the subject.
 fn keys(dataset: &Dataset, table: &Table, subject: &Subject) -> Result<Vec<Value>> {
-    let Some(cond) = condition(dataset, table, subject, 1) else {
-        return Ok(Vec::new());
-    };
-    let statement = format!(
-        "SELECT {key} FROM {table} WHERE {cond} ORDER BY {key}",
-        key = sql::ident(&table.key),
-        table = sql::ident(&table.name),
-        cond = cond.sql
-    );
-    let rows = complete(sql::query(&statement, cond.params)?)?;
-    Ok(rows
-        .rows
+    Ok(rows_of(dataset, table, subject, &[])?
         .into_iter()
-        .filter_map(|mut row| row.pop())
+        .map(|(key, _)| key)
         .collect())
 }
 
@@ -222,12 +211,54 @@ fn update_by_keys(
         .collect()
 }
 
-fn masked(table: &Table, key: &Value, mask: Mask) -> Value {
+/// What `mask` makes of a column holding `original` in the row with key `key`.
+fn masked(table: &Table, key: &Value, original: &Value, mask: Mask) -> Value {
     match mask {
         Mask::Null => Value::Null,
         Mask::Redacted => Value::Text("[erased]".into()),
         Mask::ErasedKey => Value::Text(format!("erased-{}-{}", table.name, key.to_key())),
+        Mask::KeyedHash => match original {
+            Value::Null => Value::Null,
+            // Already a keyed hash: a second erase leaves it as it is.
+            Value::Text(t) if is_keyed_hash(t) => original.clone(),
+            other => Value::Text(oubli_connector::config::keyed_hash(&other.to_key())),
+        },
     }
+}
+
+fn is_keyed_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The subject's rows of `table`: each row's key and the values of `columns`.
+fn rows_of(
+    dataset: &Dataset,
+    table: &Table,
+    subject: &Subject,
+    columns: &[&String],
+) -> Result<Vec<(Value, Vec<Value>)>> {
+    let Some(cond) = condition(dataset, table, subject, 1) else {
+        return Ok(Vec::new());
+    };
+    let select: Vec<String> = std::iter::once(&table.key)
+        .chain(columns.iter().copied())
+        .map(|c| sql::ident(c))
+        .collect();
+    let statement = format!(
+        "SELECT {} FROM {} WHERE {} ORDER BY {}",
+        select.join(", "),
+        sql::ident(&table.name),
+        cond.sql,
+        sql::ident(&table.key)
+    );
+    Ok(complete(sql::query(&statement, cond.params)?)?
+        .rows
+        .into_iter()
+        .map(|mut row| {
+            let values = row.split_off(1.min(row.len()));
+            (row.pop().unwrap_or(Value::Null), values)
+        })
+        .collect())
 }
 
 impl Connector for SqlConnector {
@@ -240,6 +271,10 @@ impl Connector for SqlConnector {
             identity_kinds: vec!["email".into(), "phone".into(), "customer-id".into(), "user-id".into(), "account".into()],
             categories: Vec::new(),
         }
+    }
+
+    fn validate() -> Result<()> {
+        Dataset::load()?.check_against(&Catalogue::read()?)
     }
 
     fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
@@ -412,13 +447,17 @@ impl Connector for SqlConnector {
                     "",
                     &[],
                 ));
-            } else if erase.columns.values().any(|m| *m == Mask::ErasedKey) {
-                // Each row gets a value of its own: change them by key.
-                for key in keys(&dataset, table, &subject)? {
+            } else if erase.columns.values().any(|m| m.per_row()) {
+                // Each row gets values of its own: change them by key.
+                let columns: Vec<&String> = erase.columns.keys().collect();
+                for (key, originals) in rows_of(&dataset, table, &subject, &columns)? {
                     let assignments: Vec<(String, Value)> = erase
                         .columns
                         .iter()
-                        .map(|(column, mask)| (column.clone(), masked(table, &key, *mask)))
+                        .zip(&originals)
+                        .map(|((column, mask), original)| {
+                            (column.clone(), masked(table, &key, original, *mask))
+                        })
                         .collect();
                     statements.extend(update_by_keys(
                         table,
@@ -431,7 +470,7 @@ impl Connector for SqlConnector {
                 let values: Vec<Value> = erase
                     .columns
                     .values()
-                    .map(|m| masked(table, &dummy, *m))
+                    .map(|m| masked(table, &dummy, &dummy, *m))
                     .collect();
                 let sets: Vec<String> = erase
                     .columns

@@ -1,7 +1,9 @@
 //! oubli's end-to-end tests, in one test binary: the real runtime with real plugins,
 //! real databases and servers on loopback.
 
+mod plugin_units;
 mod queue;
+mod rest_connector;
 mod sandbox;
 mod service;
 mod sql_connector;

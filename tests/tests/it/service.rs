@@ -448,10 +448,33 @@ async fn the_controller_gets_a_signed_webhook_and_sees_only_its_own_requests() {
     let other = created["controller"]["id"].as_str().unwrap().to_owned();
     let secret = created["webhook_secret"].as_str().unwrap().to_owned();
     let (_, plugins) = service.get("/v1/plugins", &admin).await;
-    let digest = plugins["items"][0]["digest"].as_str().unwrap().to_owned();
+    let digest = plugins["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "builtin:sql")
+        .expect("the first-party plugins are registered at start")["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let other_crm = dir.path().join("other-crm.db");
     oubli::demo::create_crm(&other_crm, 5).await.unwrap();
     let system = oubli::demo::crm_system("shop", &other_crm);
+    // The plugin checks the dataset against the database before the system is connected.
+    let mut broken = system.config.clone();
+    broken["dataset"]["tables"][0]["columns"]["emial"] = json!("contact");
+    let (status, body) = service
+        .post(
+            &format!("/v1/controllers/{other}/systems"),
+            &admin,
+            json!({ "name": "shop", "plugin": digest, "capabilities": system.capabilities, "config": broken }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["field"], "config.dataset.tables[0].columns.emial",
+        "{body}"
+    );
     let (status, body) = service
         .post(
             &format!("/v1/controllers/{other}/systems"),

@@ -262,7 +262,7 @@ async fn a_dataset_error_names_its_path() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, RuntimeError::InvalidConfig(m) if m.contains("dataset.tables[1] (orders).parent.table")),
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.contains("config.dataset.tables[1].parent.table") && m.contains("orders")),
         "{error:?}"
     );
 }
@@ -280,5 +280,95 @@ async fn an_identity_kind_the_dataset_does_not_map_fails_instead_of_finding_noth
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.contains("account") && m.contains("email")),
         "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_names_an_unknown_table_or_column_by_its_path() {
+    let (_dir, db) = demo_crm(1).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("the demo dataset matches the demo database");
+    // (the path reported, the object changed, its key, the wrong value)
+    let cases = [
+        (
+            "config.dataset.tables[0].columns.emial",
+            "/tables/0/columns",
+            "emial",
+            "contact",
+        ),
+        (
+            "config.dataset.tables[3].name",
+            "/tables/3",
+            "name",
+            "tickets",
+        ),
+        (
+            "config.dataset.tables[2].parent.column",
+            "/tables/2/parent",
+            "column",
+            "order",
+        ),
+        (
+            "config.dataset.tables[4].identities.email",
+            "/tables/4/identities",
+            "email",
+            "email",
+        ),
+    ];
+    for (path, object, key, value) in cases {
+        let mut config = crm_system("crm", &db);
+        config.config["dataset"]
+            .pointer_mut(object)
+            .and_then(serde_json::Value::as_object_mut)
+            .unwrap()
+            .insert(key.into(), value.into());
+        let sys = rt.prepare(&config).unwrap();
+        let error = rt.validate(&plugin, &sys).await.unwrap_err();
+        assert!(
+            matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with(&format!("{path}:"))),
+            "{path}: {error:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyed_hash_mask_pseudonymises_retained_rows_once() {
+    let (_dir, db) = demo_crm(10).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let mut config = crm_system("crm", &db);
+    config.config["dataset"]["tables"][4]["erase"]["columns"] =
+        serde_json::json!({ "billing_name": "keyed-hash", "billing_address": "redacted" });
+    let sys = rt.prepare(&config).unwrap();
+    let s = subject(&[("email", &customer_email(8))]);
+    let mine = "billing_email = 'customer8@example.org'";
+    let hashed = format!(
+        "{mine} AND length(billing_name) = 64 AND billing_name NOT GLOB '*[^0-9a-f]*' \
+         AND billing_name = (SELECT billing_name FROM invoices WHERE {mine} LIMIT 1) \
+         AND billing_address = '[erased]'"
+    );
+    let others = count(&db, "invoices", "billing_name LIKE '% %'").await;
+
+    let erased = rt.erase(&plugin, &sys, &s).await.unwrap();
+    assert_eq!(
+        erased.iter().filter(|e| e.collection == "invoices").count(),
+        3
+    );
+    assert_eq!(
+        count(&db, "invoices", &hashed).await,
+        3,
+        "one name, one hash"
+    );
+    let again = rt.erase(&plugin, &sys, &s).await.unwrap();
+    assert_eq!(again.len(), 3);
+    assert_eq!(count(&db, "invoices", &hashed).await, 3, "not hashed twice");
+    assert_eq!(
+        count(&db, "invoices", "billing_name LIKE '% %'").await,
+        others - 3,
+        "only the subject's invoices changed"
     );
 }

@@ -1,0 +1,420 @@
+//! The API configuration: where the API is, how to authenticate, and for each collection
+//! how to search the subject, read, update and delete a record, and page through results.
+
+use oubli_connector::{Error, Result, config};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// `https://api.example.org/v1`; endpoint paths are appended to it.
+    pub base_url: String,
+    /// Headers sent with every request; values may hold `{{secret:NAME}}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    pub collections: Vec<Collection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Tries per request when the server answers 429 or 5xx.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// The longest `Retry-After` waited for inside a call, in seconds.
+    #[serde(default = "default_max_wait")]
+    pub max_wait_seconds: u64,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+
+fn default_max_wait() -> u64 {
+    10
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: default_attempts(),
+            max_wait_seconds: default_max_wait(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collection {
+    /// The collection's name on certificates and exports, e.g. `contacts`.
+    pub name: String,
+    pub search: Search,
+    /// The path of the record's id within a record, e.g. `id` or `attributes.uuid`.
+    pub id: String,
+    /// Identity kind → the path of the field holding it in a record. A record found by a
+    /// search is kept only when that field equals the identity exactly, so an API that
+    /// matches loosely (prefixes, case) cannot pull in another person's record.
+    #[serde(default)]
+    pub identities: BTreeMap<String, String>,
+    /// Field path → data category, for every field that holds personal data: what
+    /// `access` exports and `rectify` may change.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Reads one record in full; without it, `access` exports the search results.
+    pub read: Option<Endpoint>,
+    /// Changes one record (rectification and anonymisation).
+    pub update: Option<Endpoint>,
+    /// Deletes one record.
+    pub delete: Option<Endpoint>,
+    #[serde(default)]
+    pub erase: Erase,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// The path searched with GET, e.g. `/contacts`.
+    pub path: String,
+    /// Identity kind → the query parameter that carries it, e.g. `email = "email"`.
+    pub by: BTreeMap<String, String>,
+    /// Query parameters sent with every search, e.g. `fields = "all"`.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// The path of the results array in the response; the response itself when left out.
+    pub results: Option<String>,
+    #[serde(default)]
+    pub pagination: Pagination,
+}
+
+/// How a search's results are paged.
+#[derive(Debug, Default, Deserialize)]
+#[serde(tag = "style", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Pagination {
+    /// One response holds every result.
+    #[default]
+    None,
+    /// `?page=1`, `?page=2`, … until a page is short (or empty when no size is sent).
+    Page {
+        #[serde(default = "page_param")]
+        param: String,
+        #[serde(default = "one")]
+        start: u64,
+        size_param: Option<String>,
+        size: Option<u64>,
+    },
+    /// `?offset=0&limit=100`, `?offset=100&limit=100`, … until a page is short.
+    Offset {
+        #[serde(default = "offset_param")]
+        param: String,
+        #[serde(default = "limit_param")]
+        limit_param: String,
+        #[serde(default = "hundred")]
+        size: u64,
+    },
+    /// `?cursor=…` with the next cursor read from the response at `next`, until it is
+    /// missing, null or empty.
+    Cursor {
+        #[serde(default = "cursor_param")]
+        param: String,
+        next: String,
+    },
+    /// The next page's URL from the `Link: <…>; rel="next"` header (RFC 8288).
+    Link,
+}
+
+fn page_param() -> String {
+    "page".into()
+}
+fn offset_param() -> String {
+    "offset".into()
+}
+fn limit_param() -> String {
+    "limit".into()
+}
+fn cursor_param() -> String {
+    "cursor".into()
+}
+fn one() -> u64 {
+    1
+}
+fn hundred() -> u64 {
+    100
+}
+
+/// One record endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The path, with `{id}` where the record's id goes, e.g. `/contacts/{id}`.
+    pub path: String,
+    /// The method for `update`: `PATCH` (the default) or `PUT`.
+    pub method: Option<String>,
+    /// For `read`: the path of the record within the response (e.g. `data`).
+    pub record: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Erase {
+    #[serde(default)]
+    pub action: EraseAction,
+    /// For `retain`: the legal basis, as it will appear on the erasure certificate.
+    pub legal_basis: Option<String>,
+    /// For `anonymise` and `retain`: field path → what it becomes, sent with `update`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, Mask>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EraseAction {
+    #[default]
+    Delete,
+    Anonymise,
+    Retain,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mask {
+    /// JSON `null`.
+    Null,
+    /// The text `[erased]`.
+    Redacted,
+    /// The value's keyed hash, computed by the host (see the SQL connector).
+    KeyedHash,
+}
+
+impl Api {
+    /// Reads and checks `config.api`.
+    ///
+    /// # Errors
+    /// `invalid-config` naming the path of the first problem.
+    pub fn load() -> Result<Self> {
+        let api: Api = config::parse("api")?;
+        api.check()?;
+        Ok(api)
+    }
+
+    fn check(&self) -> Result<()> {
+        let invalid = |path: String, message: &str| -> Result<()> {
+            Err(Error::InvalidConfig(format!("{path}: {message}")))
+        };
+        let base = self.base_url.as_str();
+        if !(base.starts_with("https://") || base.starts_with("http://"))
+            || base
+                .split_once("://")
+                .is_none_or(|(_, rest)| rest.is_empty())
+        {
+            return invalid(
+                "config.api.base_url".into(),
+                "expected an absolute http:// or https:// URL",
+            );
+        }
+        if self.retry.attempts == 0 {
+            return invalid("config.api.retry.attempts".into(), "must be at least 1");
+        }
+        if self.collections.is_empty() {
+            return invalid(
+                "config.api.collections".into(),
+                "no collection is described",
+            );
+        }
+        for (i, c) in self.collections.iter().enumerate() {
+            let path = format!("config.api.collections[{i}]");
+            if self.collections.iter().filter(|o| o.name == c.name).count() > 1 {
+                return invalid(format!("{path}.name"), "two collections have this name");
+            }
+            if c.search.by.is_empty() {
+                return invalid(
+                    format!("{path}.search.by"),
+                    "no identity kind is mapped to a query parameter",
+                );
+            }
+            if !c.search.path.starts_with('/') {
+                return invalid(format!("{path}.search.path"), "must start with /");
+            }
+            for (name, endpoint) in [
+                ("read", &c.read),
+                ("update", &c.update),
+                ("delete", &c.delete),
+            ] {
+                if let Some(e) = endpoint {
+                    if !e.path.starts_with('/') || !e.path.contains("{id}") {
+                        return invalid(
+                            format!("{path}.{name}.path"),
+                            "must start with / and hold {id}",
+                        );
+                    }
+                    if let Some(method) = &e.method
+                        && !matches!(method.to_ascii_uppercase().as_str(), "PATCH" | "PUT")
+                    {
+                        return invalid(format!("{path}.{name}.method"), "must be PATCH or PUT");
+                    }
+                }
+            }
+            match c.erase.action {
+                EraseAction::Delete if c.delete.is_none() => {
+                    return invalid(
+                        format!("{path}.delete"),
+                        "erase.action = delete needs the delete endpoint",
+                    );
+                }
+                EraseAction::Anonymise if c.erase.fields.is_empty() => {
+                    return invalid(
+                        format!("{path}.erase.fields"),
+                        "anonymise needs the fields to overwrite",
+                    );
+                }
+                EraseAction::Retain
+                    if c.erase
+                        .legal_basis
+                        .as_deref()
+                        .is_none_or(|b| b.trim().is_empty()) =>
+                {
+                    return invalid(
+                        format!("{path}.erase.legal_basis"),
+                        "retain needs the legal basis (Art. 17(3))",
+                    );
+                }
+                _ => {}
+            }
+            if !c.erase.fields.is_empty() && c.update.is_none() {
+                return invalid(
+                    format!("{path}.update"),
+                    "erase.fields are overwritten through the update endpoint, which is missing",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Collection {
+    /// The distinct data categories of the collection's fields.
+    pub fn categories(&self) -> Vec<String> {
+        let mut categories: Vec<String> = self.fields.values().cloned().collect();
+        categories.sort();
+        categories.dedup();
+        categories
+    }
+}
+
+/// The value at a dotted path (`data.items`, `attributes.email`, `$.meta.next`; array
+/// elements by index, `items.0`).
+pub fn at<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    let path = path.strip_prefix("$.").unwrap_or(path);
+    if path.is_empty() || path == "$" {
+        return Some(value);
+    }
+    path.split('.')
+        .try_fold(value, |current, part| match current {
+            Value::Object(map) => map.get(part),
+            Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
+}
+
+/// A JSON object holding `value` at the dotted `path` (`address.city` →
+/// `{"address": {"city": value}}`), merged into `into`.
+pub fn set(into: &mut serde_json::Map<String, Value>, path: &str, value: Value) {
+    let path = path.strip_prefix("$.").unwrap_or(path);
+    match path.split_once('.') {
+        None => {
+            into.insert(path.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let child = into
+                .entry(head.to_owned())
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !child.is_object() {
+                *child = Value::Object(Default::default());
+            }
+            if let Value::Object(map) = child {
+                set(map, rest, value);
+            }
+        }
+    }
+}
+
+/// A JSON scalar as text: strings as they are, numbers and booleans as written.
+pub fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Percent-encodes `text` for a query value or a path segment (RFC 3986: everything but
+/// the unreserved characters).
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The `rel="next"` target of a `Link` header, if any.
+pub fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .any(|p| {
+                let p = p.trim().replace(' ', "");
+                p.eq_ignore_ascii_case("rel=\"next\"") || p.eq_ignore_ascii_case("rel=next")
+            })
+            .then(|| target.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn paths_read_and_write_nested_fields() {
+        let v = json!({"data": {"items": [{"id": 7}]}, "meta": {"next": "abc"}});
+        assert_eq!(at(&v, "data.items.0.id"), Some(&json!(7)));
+        assert_eq!(at(&v, "$.meta.next"), Some(&json!("abc")));
+        assert_eq!(at(&v, "meta.missing"), None);
+        let mut body = serde_json::Map::new();
+        set(&mut body, "address.city", json!("Lyon"));
+        set(&mut body, "address.zip", json!("69001"));
+        set(&mut body, "email", json!(null));
+        assert_eq!(
+            Value::Object(body),
+            json!({"address": {"city": "Lyon", "zip": "69001"}, "email": null})
+        );
+    }
+
+    #[test]
+    fn encodes_hostile_values() {
+        assert_eq!(encode("a+b@example.org"), "a%2Bb%40example.org");
+        assert_eq!(encode("' OR 1=1 --&x=y"), "%27%20OR%201%3D1%20--%26x%3Dy");
+        assert_eq!(encode("../admin"), "..%2Fadmin");
+    }
+
+    #[test]
+    fn finds_the_next_link() {
+        let header = r#"<https://api.example.org/c?page=1>; rel="prev", <https://api.example.org/c?page=3>; rel="next""#;
+        assert_eq!(
+            next_link(header).as_deref(),
+            Some("https://api.example.org/c?page=3")
+        );
+        assert_eq!(next_link(r#"<https://x/a>; rel="last""#), None);
+    }
+}

@@ -1,0 +1,407 @@
+//! The first-party REST connector against the demo helpdesk API served on loopback, with
+//! `examples/rest-system.toml` as its configuration, through the real runtime.
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use oubli::demo::api::{DemoApi, person_email};
+use oubli::runtime::system::SecretRef;
+use oubli::runtime::{Change, Outcome, RuntimeError, SystemConfig};
+use oubli_tests::{load, runtime, serve, subject};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+const TOKEN: &str = "helpdesk-test-token";
+
+/// The demo API with a request log and scripted answers that come before it.
+struct Fake {
+    api: Arc<DemoApi>,
+    address: SocketAddr,
+    /// "METHOD path?query" of every request that reached the server.
+    log: Arc<Mutex<Vec<String>>>,
+    /// Answers given instead of the API's, first in first out.
+    script: Arc<Mutex<VecDeque<Response>>>,
+    _secret: tempfile::NamedTempFile,
+}
+
+async fn fake(people: u64) -> Fake {
+    let api = DemoApi::new(TOKEN, people);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let script: Arc<Mutex<VecDeque<Response>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let (requests, scripted) = (log.clone(), script.clone());
+    let router = api
+        .router()
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let (requests, scripted) = (requests.clone(), scripted.clone());
+            async move {
+                requests
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}", request.method(), request.uri()));
+                let answer = scripted.lock().unwrap().pop_front();
+                match answer {
+                    Some(answer) => answer,
+                    None => next.run(request).await,
+                }
+            }
+        }));
+    let (address, _server) = serve(router).await;
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), TOKEN).unwrap();
+    Fake {
+        api,
+        address,
+        log,
+        script,
+        _secret: secret,
+    }
+}
+
+impl Fake {
+    /// `examples/rest-system.toml`, pointed at this server, the token in a file.
+    fn system(&self) -> SystemConfig {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/rest-system.toml");
+        let mut config = SystemConfig::from_toml(&std::fs::read_to_string(path).unwrap())
+            .expect("the example parses");
+        config.config["api"]["base_url"] = json!(format!("http://{}/api", self.address));
+        config.capabilities.http.as_mut().unwrap().allow = vec![self.address.to_string()];
+        config.secrets = BTreeMap::from([(
+            "api_token".to_owned(),
+            SecretRef {
+                env: None,
+                file: Some(self._secret.path().display().to_string()),
+                hosts: vec!["127.0.0.1".into()],
+            },
+        )]);
+        config
+    }
+
+    fn then_answer(&self, status: StatusCode, headers: &[(&str, &str)]) {
+        let mut response = (status, axum::Json(json!({ "error": "scripted" }))).into_response();
+        for (name, value) in headers {
+            response.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        self.script.lock().unwrap().push_back(response);
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn of(&self, collection: &str, email: &str) -> Vec<Value> {
+        let field = match collection {
+            "orders" => "customer_email",
+            "events" => "user",
+            _ => "email",
+        };
+        self.api
+            .records(collection)
+            .into_iter()
+            .filter(|r| r[field] == json!(email))
+            .collect()
+    }
+}
+
+fn counts<'a>(collections: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for c in collections {
+        *counts.entry(c.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locate_access_rectify_and_erase_through_every_pagination_style() {
+    let fake = fake(6).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&fake.system()).unwrap();
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("the example validates");
+    // Person 4 has 4 % 3 + 1 = 2 orders; every person has 5 events and 3 consents.
+    let email = person_email(4);
+    let who = subject(&[("email", &email)]);
+
+    let found = rt.locate(&plugin, &sys, &who).await.unwrap();
+    let expected: BTreeMap<String, usize> = [
+        ("contacts", 1),
+        ("orders", 2),
+        ("events", 5),
+        ("consents", 3),
+    ]
+    .map(|(c, n)| (c.to_owned(), n))
+    .into();
+    assert_eq!(
+        counts(found.iter().map(|r| r.collection.as_str())),
+        expected
+    );
+    // The Link header and the cursor made the connector fetch more than one page.
+    let requests = fake.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/api/events?") && r.contains("page=3")),
+        "{requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/api/consents?") && r.contains("offset=2")),
+        "{requests:#?}"
+    );
+
+    // The API's loose search returns the look-alike too; only the exact match counts.
+    let person1 = rt
+        .locate(&plugin, &sys, &subject(&[("email", &person_email(1))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        person1
+            .iter()
+            .filter(|r| r.collection == "contacts")
+            .count(),
+        1,
+        "{person1:?}"
+    );
+
+    // Access: every record with its fields, in several pages.
+    let mut records = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = rt.access(&plugin, &sys, &who, cursor.take()).await.unwrap();
+        pages += 1;
+        records.extend(page.records);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert!(pages > 4, "{pages} pages");
+    assert_eq!(
+        counts(records.iter().map(|r| r.collection.as_str())),
+        expected
+    );
+    let contact = records.iter().find(|r| r.collection == "contacts").unwrap();
+    let field = |name: &str| {
+        contact
+            .fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.value.clone())
+    };
+    assert_eq!(
+        field("email").as_deref(),
+        Some(format!("\"{email}\"").as_str())
+    );
+    assert_eq!(field("address.city").as_deref(), Some("\"Lyon\""));
+
+    // Rectify: only the named field of the subject's contact changes.
+    let before = fake.of("contacts", &email)[0].clone();
+    let changed = rt
+        .rectify(
+            &plugin,
+            &sys,
+            &who,
+            &[Change {
+                collection: Some("contacts".into()),
+                field: "address.city".into(),
+                value: "\"Nantes\"".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), 1);
+    let after = fake.of("contacts", &email)[0].clone();
+    assert_eq!(after["address"]["city"], "Nantes");
+    assert_eq!(after["address"]["street"], before["address"]["street"]);
+    assert_eq!(after["name"], before["name"]);
+
+    // Erase: contacts, events and consents deleted; orders retained with the shipping
+    // name replaced by its keyed hash; nobody else touched.
+    let others_before: Vec<Vec<Value>> = ["contacts", "orders", "events", "consents"]
+        .iter()
+        .map(|c| fake.of(c, &person_email(5)))
+        .collect();
+    let erased = rt.erase(&plugin, &sys, &who).await.unwrap();
+    assert_eq!(
+        counts(erased.iter().map(|e| e.collection.as_str())),
+        expected
+    );
+    assert!(erased.iter().all(|e| match e.collection.as_str() {
+        "orders" => matches!(&e.outcome, Outcome::Retained(basis) if basis.contains("17(3)(b)")),
+        _ => e.outcome == Outcome::Deleted,
+    }));
+    for collection in ["contacts", "events", "consents"] {
+        assert!(fake.of(collection, &email).is_empty(), "{collection} left");
+    }
+    let orders = fake.of("orders", &email);
+    assert_eq!(orders.len(), 2);
+    let hashed = orders[0]["shipping_name"].as_str().unwrap().to_owned();
+    assert_eq!(hashed.len(), 64);
+    assert!(hashed.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(
+        orders[1]["shipping_name"],
+        json!(hashed),
+        "same value, same hash"
+    );
+    let others_after: Vec<Vec<Value>> = ["contacts", "orders", "events", "consents"]
+        .iter()
+        .map(|c| fake.of(c, &person_email(5)))
+        .collect();
+    assert_eq!(others_before, others_after);
+
+    // A second erase changes nothing and reports the same end state of what is left.
+    let again = rt.erase(&plugin, &sys, &who).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|e| e.collection == "orders"));
+    assert_eq!(fake.of("orders", &email)[0]["shipping_name"], json!(hashed));
+    // The verifying locate finds only what was retained.
+    let left = rt.locate(&plugin, &sys, &who).await.unwrap();
+    assert!(left.iter().all(|r| r.collection == "orders"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_identity_values_travel_encoded_and_find_nothing() {
+    let fake = fake(3).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&fake.system()).unwrap();
+    for hostile in [
+        "' OR 1=1 --",
+        "x&email=person1@example.org",
+        "%",
+        "../contacts/contact-1",
+    ] {
+        let who = subject(&[("email", hostile)]);
+        let found = rt.locate(&plugin, &sys, &who).await.unwrap();
+        assert!(found.is_empty(), "{hostile:?} found {found:?}");
+        assert!(rt.erase(&plugin, &sys, &who).await.unwrap().is_empty());
+    }
+    assert_eq!(fake.api.records("contacts").len(), 4);
+    assert!(
+        fake.requests()
+            .iter()
+            .all(|r| r.starts_with("GET /api/") && !r.contains("email=person1")),
+        "{:#?}",
+        fake.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_server_is_retried_after_its_retry_after() {
+    let fake = fake(2).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&fake.system()).unwrap();
+    fake.then_answer(StatusCode::TOO_MANY_REQUESTS, &[("retry-after", "1")]);
+    fake.then_answer(StatusCode::SERVICE_UNAVAILABLE, &[]);
+    let found = rt
+        .locate(&plugin, &sys, &subject(&[("email", &person_email(2))]))
+        .await
+        .expect("retried until the server answers");
+    assert_eq!(found.len(), 1 + 3 + 5 + 3);
+    let requests = fake.requests();
+    assert_eq!(requests[0], requests[1], "the same request again");
+    assert_eq!(requests[1], requests[2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_retry_after_or_a_lasting_outage_is_left_to_the_host_to_retry() {
+    let fake = fake(2).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&fake.system()).unwrap();
+    let who = subject(&[("email", &person_email(1))]);
+
+    fake.then_answer(StatusCode::TOO_MANY_REQUESTS, &[("retry-after", "120")]);
+    let error = rt.locate(&plugin, &sys, &who).await.unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(
+        matches!(&error, RuntimeError::Unavailable(m) if m.contains("429") && m.ends_with("retry after 120")),
+        "{error:?}"
+    );
+    assert_eq!(
+        oubli::queue::retry_after(&error.to_string()),
+        Some(std::time::Duration::from_secs(120))
+    );
+    assert_eq!(fake.requests().len(), 1, "not retried inside the call");
+
+    for _ in 0..3 {
+        fake.then_answer(StatusCode::SERVICE_UNAVAILABLE, &[]);
+    }
+    let error = rt.erase(&plugin, &sys, &who).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Unavailable(m) if m.contains("503")),
+        "{error:?}"
+    );
+    assert_eq!(
+        fake.of("contacts", &person_email(1)).len(),
+        1,
+        "nothing erased"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_credentials_are_fatal_with_a_clear_message() {
+    let fake = fake(2).await;
+    std::fs::write(fake._secret.path(), "not-the-token").unwrap();
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&fake.system()).unwrap();
+    let error = rt
+        .locate(&plugin, &sys, &subject(&[("email", &person_email(1))]))
+        .await
+        .unwrap_err();
+    assert!(!error.is_retryable());
+    assert!(
+        matches!(&error, RuntimeError::Denied(m) if m.contains("credentials") && m.contains("401")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_off_the_allow_list_is_refused() {
+    let fake = fake(2).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&fake.system()).unwrap();
+    // Same server, another name: not on the allow-list, so never asked.
+    let elsewhere = format!("http://localhost:{}/api/contacts", fake.address.port());
+    fake.then_answer(StatusCode::FOUND, &[("location", &elsewhere)]);
+    let error = rt
+        .locate(&plugin, &sys, &subject(&[("email", &person_email(1))]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Denied(m) if m.contains("allow-list")),
+        "{error:?}"
+    );
+    assert_eq!(fake.requests().len(), 1, "{:#?}", fake.requests());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configuration_error_names_its_path() {
+    let fake = fake(1).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let mut config = fake.system();
+    config.config["api"]["collections"][2]
+        .as_object_mut()
+        .unwrap()
+        .remove("delete");
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[2].delete:")),
+        "{error:?}"
+    );
+    assert!(fake.requests().is_empty(), "validation sends nothing");
+}
