@@ -196,6 +196,10 @@ enum BenchCommand {
         /// Subjects erased each way.
         #[arg(long, default_value_t = 500)]
         subjects: u64,
+        /// A PostgreSQL server (`postgres://user@host/db`) to run on instead of SQLite: two
+        /// databases are created there and dropped at the end.
+        #[arg(long)]
+        database: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -303,9 +307,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Connectors {
             customers,
             subjects,
+            database,
             json,
         }) => {
-            crate::bench::connectors::connectors(customers, subjects)
+            crate::bench::connectors::connectors(customers, subjects, database.as_deref())
                 .await?
                 .print(json);
             Ok(ExitCode::SUCCESS)

@@ -237,6 +237,7 @@ fn the_rest_example_works_against_the_demo_api() {
     let located = call("locate");
     let result = json(&located);
     api.kill().unwrap();
+    api.wait().unwrap();
     assert!(located.status.success(), "{result}");
     // Person 2: one contact, 2 % 3 + 1 = 3 orders, five events, three consents.
     assert_eq!(

@@ -3,6 +3,8 @@
 //! Rust code in the same run.
 
 use super::{Percentiles, Report};
+use crate::runtime::bindings::sql::{Dialect, Statement, Value};
+use crate::runtime::sql::{MAX_ROWS, SqlTarget};
 use crate::runtime::{Identity, Runtime, RuntimeSettings, Subject};
 use serde::Serialize;
 use std::time::Instant;
@@ -11,6 +13,8 @@ use std::time::Instant;
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectorsReport {
     pub benchmark: &'static str,
+    /// `sqlite` or `postgresql`.
+    pub database: &'static str,
     pub customers: u64,
     pub subjects: u64,
     /// locate + erase through the plugin, per subject.
@@ -24,8 +28,8 @@ pub struct ConnectorsReport {
 impl Report for ConnectorsReport {
     fn print_text(&self) {
         println!(
-            "oubli bench connectors: locate + erase of {} subjects on a {}-customer SQLite CRM",
-            self.subjects, self.customers
+            "oubli bench connectors: locate + erase of {} subjects on a {}-customer {} CRM",
+            self.subjects, self.customers, self.database
         );
         println!(
             "{:<28} {:>10} {:>10} {:>10}",
@@ -33,7 +37,7 @@ impl Report for ConnectorsReport {
         );
         for (name, p) in [
             ("through the plugin", &self.plugin),
-            ("native statements", &self.native),
+            ("same statements, native", &self.native),
         ] {
             println!(
                 "{name:<28} {:>10.0} {:>10.0} {:>10.0}",
@@ -44,74 +48,311 @@ impl Report for ConnectorsReport {
     }
 }
 
-/// The statements the SQL connector issues for the demo dataset, written directly:
-/// one locate query, then the erase in one transaction (as `bench e2e`'s baseline).
-async fn native(conn: &mut sqlx::SqliteConnection, email: &str) -> anyhow::Result<()> {
-    let customer = "SELECT id FROM customers WHERE email = $1";
-    let locate = format!(
-        "SELECT 0, CAST(id AS TEXT) FROM customers WHERE email = $1 \
-         UNION ALL SELECT 1, CAST(id AS TEXT) FROM orders WHERE customer_id IN ({customer}) \
-         UNION ALL SELECT 2, CAST(id AS TEXT) FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE customer_id IN ({customer})) \
-         UNION ALL SELECT 3, CAST(id AS TEXT) FROM support_tickets WHERE customer_id IN ({customer}) \
-         UNION ALL SELECT 4, CAST(id AS TEXT) FROM invoices WHERE billing_email = $1 OR customer_id IN ({customer}) ORDER BY 1, 2"
-    );
-    sqlx::query(&locate)
-        .bind(email)
-        .fetch_all(&mut *conn)
+/// The demo CRM's schema in SQL that PostgreSQL runs.
+const SERVER_SCHEMA: &str = "\
+CREATE TABLE customers (id BIGINT PRIMARY KEY, email VARCHAR(255) NOT NULL UNIQUE, phone VARCHAR(64), first_name VARCHAR(255) NOT NULL, last_name VARCHAR(255) NOT NULL, city VARCHAR(255), created_at VARCHAR(64) NOT NULL);
+CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL REFERENCES customers(id), placed_at VARCHAR(64) NOT NULL, shipping_address VARCHAR(255) NOT NULL, total_cents BIGINT NOT NULL);
+CREATE INDEX orders_customer ON orders(customer_id);
+CREATE TABLE order_items (id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL REFERENCES orders(id), sku VARCHAR(64) NOT NULL, quantity BIGINT NOT NULL, gift_message VARCHAR(255));
+CREATE INDEX order_items_order ON order_items(order_id);
+CREATE TABLE support_tickets (id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL REFERENCES customers(id), subject VARCHAR(255) NOT NULL, body VARCHAR(1024) NOT NULL);
+CREATE INDEX support_tickets_customer ON support_tickets(customer_id);
+CREATE TABLE invoices (id BIGINT PRIMARY KEY, customer_id BIGINT REFERENCES customers(id) ON DELETE SET NULL, number VARCHAR(64) NOT NULL UNIQUE, billing_email VARCHAR(255), billing_name VARCHAR(255) NOT NULL, billing_address VARCHAR(255) NOT NULL, amount_cents BIGINT NOT NULL, issued_at VARCHAR(64) NOT NULL);
+CREATE INDEX invoices_customer ON invoices(customer_id);
+CREATE INDEX invoices_email ON invoices(billing_email);
+";
+
+/// The statements the SQL connector issues for the demo dataset and one e-mail address,
+/// in its order: `locate` runs one query; `erase` runs the same query (to report every
+/// record's end state) and then its transaction. Placeholders in the dialect's style.
+fn statements(dialect: Dialect, email: &str) -> (Statement, Vec<Statement>) {
+    let p = |n: usize| match dialect {
+        Dialect::Postgres => format!("${n}"),
+        Dialect::Sqlite | Dialect::Mysql => "?".to_owned(),
+    };
+    let text = Value::Text(email.to_owned());
+    let customer = |n: usize| {
+        format!(
+            "SELECT \"id\" FROM \"customers\" WHERE (\"email\" = {})",
+            p(n)
+        )
+    };
+    let locate = Statement {
+        sql: format!(
+            "SELECT 0 AS t, CAST(\"id\" AS TEXT) AS k FROM \"customers\" WHERE (\"email\" = {}) \
+             UNION ALL SELECT 1 AS t, CAST(\"id\" AS TEXT) AS k FROM \"orders\" WHERE (\"customer_id\" IN ({})) \
+             UNION ALL SELECT 2 AS t, CAST(\"id\" AS TEXT) AS k FROM \"order_items\" WHERE (\"order_id\" IN (SELECT \"id\" FROM \"orders\" WHERE (\"customer_id\" IN ({})))) \
+             UNION ALL SELECT 3 AS t, CAST(\"id\" AS TEXT) AS k FROM \"support_tickets\" WHERE (\"customer_id\" IN ({})) \
+             UNION ALL SELECT 4 AS t, CAST(\"id\" AS TEXT) AS k FROM \"invoices\" WHERE (\"billing_email\" = {} OR \"customer_id\" IN ({})) ORDER BY 1, 2",
+            p(1),
+            customer(2),
+            customer(3),
+            customer(4),
+            p(5),
+            customer(6)
+        ),
+        params: vec![text.clone(); 6],
+    };
+    let delete = |sql: String, params: usize| Statement {
+        sql,
+        params: vec![text.clone(); params],
+    };
+    let erase = vec![
+        delete(
+            format!(
+                "DELETE FROM \"order_items\"  WHERE (\"order_id\" IN (SELECT \"id\" FROM \"orders\" WHERE (\"customer_id\" IN ({}))))",
+                customer(1)
+            ),
+            1,
+        ),
+        delete(
+            format!(
+                "DELETE FROM \"orders\"  WHERE (\"customer_id\" IN ({}))",
+                customer(1)
+            ),
+            1,
+        ),
+        delete(
+            format!(
+                "DELETE FROM \"support_tickets\"  WHERE (\"customer_id\" IN ({}))",
+                customer(1)
+            ),
+            1,
+        ),
+        delete(
+            format!("DELETE FROM \"customers\"  WHERE (\"email\" = {})", p(1)),
+            1,
+        ),
+    ];
+    (locate, erase)
+}
+
+/// Where the benchmark's two copies of the CRM live.
+enum Copies {
+    Sqlite { _files: tempfile::TempDir },
+    Postgres { admin: String, names: [String; 2] },
+}
+
+impl Copies {
+    /// Two identical CRMs: one for the plugin, one for the native statements.
+    async fn create(
+        customers: u64,
+        database: Option<&str>,
+    ) -> anyhow::Result<(Copies, [String; 2])> {
+        let dir = tempfile::tempdir()?;
+        let served = dir.path().join("served.db");
+        crate::demo::create_crm(&served, customers).await?;
+        let Some(admin) = database else {
+            let copy = dir.path().join("native.db");
+            std::fs::copy(&served, &copy)?;
+            let urls = [served, copy].map(|p| format!("sqlite://{}", p.display()));
+            return Ok((Copies::Sqlite { _files: dir }, urls));
+        };
+        anyhow::ensure!(
+            admin.starts_with("postgres://") || admin.starts_with("postgresql://"),
+            "--database takes a postgres:// URL"
+        );
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let names = [
+            format!("oubli_bench_{}_served", &tag[..12]),
+            format!("oubli_bench_{}_native", &tag[..12]),
+        ];
+        let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
+        let urls = names.clone().map(|n| format!("{base}/{n}"));
+        let copies = Copies::Postgres {
+            admin: admin.to_owned(),
+            names: names.clone(),
+        };
+        admin_execute(admin, &format!("CREATE DATABASE {}", names[0])).await?;
+        if let Err(e) = load_postgres(&served, &urls[0]).await {
+            copies.drop_databases().await;
+            return Err(e);
+        }
+        admin_execute(
+            admin,
+            &format!("CREATE DATABASE {} TEMPLATE {}", names[1], names[0]),
+        )
         .await?;
-    super::service::native_erase(conn, email).await
+        Ok((copies, urls))
+    }
+
+    async fn drop_databases(&self) {
+        if let Copies::Postgres { admin, names } = self {
+            for name in names {
+                if let Err(e) = admin_execute(
+                    admin,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+                .await
+                {
+                    tracing::warn!("dropping the benchmark database {name}: {e:#}");
+                }
+            }
+        }
+    }
+}
+
+async fn admin_execute(url: &str, statement: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::raw_sql(statement).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Copies the SQLite demo CRM into a new PostgreSQL database, table by table, in batches.
+async fn load_postgres(from: &std::path::Path, to: &str) -> anyhow::Result<()> {
+    let source =
+        SqlTarget::new(&format!("sqlite://{}", from.display())).map_err(anyhow::Error::msg)?;
+    let target = SqlTarget::new(to).map_err(anyhow::Error::msg)?;
+    let statement = |sql: String, params: Vec<Value>| Statement { sql, params };
+    target
+        .transaction(
+            &SERVER_SCHEMA
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| statement(s.to_owned(), Vec::new()))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the schema: {e:?}"))?;
+    const BATCH: i64 = 4_000;
+    for table in [
+        "customers",
+        "orders",
+        "order_items",
+        "support_tickets",
+        "invoices",
+    ] {
+        let mut last = 0i64;
+        loop {
+            let rows = source
+                .query(
+                    &statement(
+                        format!("SELECT * FROM {table} WHERE id > ?1 ORDER BY id LIMIT {BATCH}"),
+                        vec![Value::Integer(last)],
+                    ),
+                    BATCH as u32,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("reading {table}: {e:?}"))?;
+            let Some(Value::Integer(end)) = rows.rows.last().and_then(|r| r.first()).cloned()
+            else {
+                break;
+            };
+            let width = rows.columns.len();
+            let tuples: Vec<String> = (0..rows.rows.len())
+                .map(|r| {
+                    format!(
+                        "({})",
+                        (1..=width)
+                            .map(|c| format!("${}", r * width + c))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+                .collect();
+            let insert = statement(
+                format!(
+                    "INSERT INTO {table} ({}) VALUES {}",
+                    rows.columns.join(", "),
+                    tuples.join(", ")
+                ),
+                rows.rows.into_iter().flatten().collect(),
+            );
+            target
+                .transaction(std::slice::from_ref(&insert))
+                .await
+                .map_err(|e| anyhow::anyhow!("writing {table}: {e:?}"))?;
+            last = end;
+        }
+    }
+    target
+        .query(&statement("ANALYZE".into(), Vec::new()), 1)
+        .await
+        .map_err(|e| anyhow::anyhow!("analyzing: {e:?}"))?;
+    Ok(())
 }
 
 /// Erases `subjects` customers of a `customers`-customer demo CRM through the plugin,
-/// and as many others natively on a copy.
+/// and the same customers on an identical copy with the same statements issued by native
+/// code, through the same driver. SQLite unless `database` names a PostgreSQL server.
 ///
 /// # Errors
 /// When the CRM cannot be written or a call fails.
-pub async fn connectors(customers: u64, subjects: u64) -> anyhow::Result<ConnectorsReport> {
+pub async fn connectors(
+    customers: u64,
+    subjects: u64,
+    database: Option<&str>,
+) -> anyhow::Result<ConnectorsReport> {
     anyhow::ensure!(
-        subjects >= 10 && subjects * 2 <= customers,
-        "--subjects must be at least 10 and at most half of --customers"
+        subjects >= 10 && subjects <= customers,
+        "--subjects must be at least 10 and at most --customers"
     );
-    let dir = tempfile::tempdir()?;
-    let (served, copy) = (dir.path().join("served.db"), dir.path().join("native.db"));
-    crate::demo::create_crm(&served, customers).await?;
-    std::fs::copy(&served, &copy)?;
+    let (copies, urls) = Copies::create(customers, database).await?;
+    let result = measure(customers, subjects, &urls, database.is_some()).await;
+    copies.drop_databases().await;
+    result
+}
+
+async fn measure(
+    customers: u64,
+    subjects: u64,
+    [served, copy]: &[String; 2],
+    postgres: bool,
+) -> anyhow::Result<ConnectorsReport> {
     let runtime = std::sync::Arc::new(Runtime::new(RuntimeSettings::default())?);
     let builtin = crate::plugins::builtin("sql")
         .ok_or_else(|| anyhow::anyhow!("the SQL connector is built in"))?;
     let plugin = runtime.load("builtin:sql", builtin.bytes, None)?;
-    let system = runtime.prepare(&crate::demo::crm_system("crm", &served))?;
+    let mut config = crate::demo::crm_system("crm", std::path::Path::new("unused"));
+    if let Some(sql) = config.capabilities.sql.as_mut() {
+        sql.url = served.clone();
+    }
+    let system = runtime.prepare(&config)?;
+    let native = SqlTarget::new(copy).map_err(anyhow::Error::msg)?;
+    let dialect = native.dialect();
 
-    // Spread the subjects over the table.
+    // Spread the subjects over the table; warm both paths on the first one.
     let step = customers / subjects;
+    let email = |i: u64| crate::demo::customer_email(1 + i * step);
+    let subject = |i: u64| Subject {
+        request_id: format!("bench-{i}"),
+        identities: vec![Identity {
+            kind: "email".into(),
+            value: email(i),
+        }],
+    };
+    runtime.locate(&plugin, &system, &subject(0)).await?;
+    native
+        .query(&statements(dialect, &email(0)).0, MAX_ROWS)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut through_plugin = Vec::new();
+    let mut direct = Vec::new();
     for i in 0..subjects {
-        let subject = Subject {
-            request_id: format!("bench-{i}"),
-            identities: vec![Identity {
-                kind: "email".into(),
-                value: crate::demo::customer_email(1 + i * step),
-            }],
-        };
+        let subject = subject(i);
         let start = Instant::now();
         runtime.locate(&plugin, &system, &subject).await?;
         runtime.erase(&plugin, &system, &subject).await?;
         through_plugin.push(start.elapsed().as_secs_f64() * 1e6);
-    }
-    let mut conn =
-        sqlx::ConnectOptions::connect(&sqlx::sqlite::SqliteConnectOptions::new().filename(&copy))
-            .await?;
-    let mut direct = Vec::new();
-    for i in 0..subjects {
-        let email = crate::demo::customer_email(1 + i * step);
+
+        let (locate, erase) = statements(dialect, &email(i));
         let start = Instant::now();
-        native(&mut conn, &email).await?;
+        let run = async {
+            native.query(&locate, MAX_ROWS).await?;
+            native.query(&locate, MAX_ROWS).await?;
+            native.transaction(&erase).await
+        };
+        run.await
+            .map_err(|e| anyhow::anyhow!("the native statements failed: {e:?}"))?;
         direct.push(start.elapsed().as_secs_f64() * 1e6);
     }
-    sqlx::Connection::close(conn).await?;
     let (plugin, native) = (Percentiles::of(through_plugin), Percentiles::of(direct));
     Ok(ConnectorsReport {
         benchmark: "connectors",
+        database: if postgres { "postgresql" } else { "sqlite" },
         customers,
         subjects,
         ratio: plugin.mean_us / native.mean_us,
