@@ -42,6 +42,9 @@ enum Command {
     /// Check erasure certificates.
     #[command(subcommand)]
     Certificate(CertificateCommand),
+    /// Manage the service's keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Inspect and try connector plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -58,6 +61,17 @@ enum AuditCommand {
     /// Walk the hash chain of the audit trail and report the first broken link.
     Verify {
         /// The service's configuration file, to find its database.
+        #[arg(long, env = "OUBLI_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write a new data key (`<data_dir>/keys/data-*.key`): it seals exports from the
+    /// next start on; the old keys stay and keep opening what they sealed.
+    RotateData {
+        /// The service's configuration file, to find its data folder.
         #[arg(long, env = "OUBLI_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -343,6 +357,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
         }) => create_token(role, controller, &label, config.as_deref()).await,
         Command::Audit(AuditCommand::Verify { config }) => audit_verify(config.as_deref()).await,
+        Command::Keys(KeysCommand::RotateData { config }) => {
+            let config = crate::config::Config::load(config.as_deref())?;
+            let (key_id, path) = crate::evidence::seal::rotate(&config.data_dir.join("keys"))?;
+            print(
+                &json!({ "key_id": key_id, "file": path, "note": "restart oubli to seal with the new key; keep the old ones to open what they sealed" }),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Certificate(CertificateCommand::Verify { file, public_key }) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;

@@ -35,6 +35,11 @@ pub struct Config {
     pub demo: bool,
     /// Customers in the demo CRM.
     pub demo_customers: u64,
+    /// Days an access package can be downloaded after its request completed; its records
+    /// are deleted then.
+    pub package_ttl_days: u64,
+    /// How often the purge job runs.
+    pub purge_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -53,6 +58,8 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             demo: true,
             demo_customers: 1_000,
+            package_ttl_days: 30,
+            purge_interval_secs: 3_600,
         }
     }
 }

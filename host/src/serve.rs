@@ -23,6 +23,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     workers: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
+    purges: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Held while the service runs; released by the system even on a crash.
     _lock: std::fs::File,
@@ -111,6 +112,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stopped.clone(),
     ));
     let webhooks = tokio::spawn(crate::notify::run(app.clone(), stopped.clone()));
+    let purges = tokio::spawn(crate::evidence::package::run(app.clone(), stopped.clone()));
     let router = crate::api::router(app.clone())
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let mut on_stop = stopped.clone();
@@ -125,6 +127,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         workers,
         webhooks,
+        purges,
         server,
         _lock: lock,
     })
@@ -137,6 +140,7 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.workers.await;
         let _ = self.webhooks.await;
+        let _ = self.purges.await;
         match tokio::time::timeout(Duration::from_secs(10), self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server stopped with an error"),

@@ -119,6 +119,7 @@ pub struct Service {
     pub data_dir: PathBuf,
     pub demo: Demo,
     pub http: reqwest::Client,
+    output: Arc<std::sync::Mutex<String>>,
 }
 
 impl Service {
@@ -136,11 +137,25 @@ impl Service {
             .env("OUBLI_BACKOFF_CAP_MS", "1000")
             .env("OUBLI_LOG", "warn")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit());
+            .stderr(std::process::Stdio::piped());
         for (key, value) in settings {
             command.env(key, value);
         }
         let mut child = command.spawn().expect("oubli serve starts");
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = output.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("{line}");
+                let mut log = log.lock().expect("output");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
         let mut demo = Demo::default();
@@ -168,7 +183,14 @@ impl Service {
             }
         };
         // Keep draining the output so the service never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let log = output.clone();
+        std::thread::spawn(move || {
+            for line in lines.by_ref().map_while(Result::ok) {
+                let mut log = log.lock().expect("output");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         demo.crm = data_dir.join("demo-crm.db");
         Service {
             child,
@@ -176,7 +198,14 @@ impl Service {
             data_dir: data_dir.to_owned(),
             demo,
             http: reqwest::Client::new(),
+            output,
         }
+    }
+
+    /// Everything the process wrote to stdout and stderr after it started listening
+    /// (stderr from the start), for checking its logs.
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output").clone()
     }
 
     /// The process id, for signals.

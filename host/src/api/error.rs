@@ -25,6 +25,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The thing existed and is gone for good (an expired access package).
+    #[error("{0}")]
+    Gone(String),
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("too many failed authentications from this address; try again in {0} s")]
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone", None),
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
             }

@@ -37,6 +37,8 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/requests/{id}/webhooks", get(webhooks))
         .route("/v1/requests/{id}/events", get(events))
         .route("/v1/requests/{id}/certificate", get(certificate))
+        .route("/v1/requests/{id}/package", get(package))
+        .route("/v1/requests/{id}/package.html", get(package_html))
 }
 
 /// A new data subject request.
@@ -566,7 +568,7 @@ pub async fn results(
     require(&caller, &[Role::Dpo, Role::Admin, Role::Controller])?;
     let request = visible(&app, &caller, &id).await?;
     let mut systems = Vec::new();
-    for (system_id, system, result) in queue::results(&app.store, &id).await? {
+    for (system_id, system, result) in queue::results(&app.store, &app.keys.sealer, &id).await? {
         let article15 = controller::get_system(&app.store, &system_id)
             .await?
             .map(|s| s.article15)
@@ -620,6 +622,65 @@ pub async fn events(
         .fetch_all(&app.store.read)
         .await?;
     Ok(Json(Page { items, next: None }))
+}
+
+/// The access package of a completed access request, or why there is none; every
+/// download is an audit event.
+async fn download(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    format: &str,
+) -> Result<serde_json::Value, ApiError> {
+    require(caller, &[Role::Dpo, Role::Admin])?;
+    let request = visible(app, caller, id).await?;
+    let package = match crate::evidence::package::build(app, &request).await? {
+        Ok(package) => package,
+        Err(crate::evidence::package::Unavailable::NotReady(m)) => {
+            return Err(ApiError::Conflict(m));
+        }
+        Err(crate::evidence::package::Unavailable::Expired(m)) => return Err(ApiError::Gone(m)),
+    };
+    let mut tx = app.store.begin().await?;
+    audit::append(
+        &mut tx,
+        &caller.actor(),
+        "package.downloaded",
+        Some(id),
+        json!({ "format": format }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(package)
+}
+
+/// Download the access package (Art. 15, Art. 20): every record each system exported,
+/// per system and collection, with each system's Art. 15 information. Available until
+/// `expires_at`; 410 after.
+#[utoipa::path(get, path = "/v1/requests/{id}/package", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, description = "the package as JSON"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn package(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    Ok(axum::Json(download(&app, &caller, &id, "json").await?))
+}
+
+/// The access package as a human-readable HTML page for the data subject.
+#[utoipa::path(get, path = "/v1/requests/{id}/package.html", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, description = "the package as HTML", content_type = "text/html"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn package_html(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::response::Html<String>, ApiError> {
+    let package = download(&app, &caller, &id, "html").await?;
+    Ok(axum::response::Html(crate::evidence::package::html(
+        &package,
+    )))
 }
 
 /// The signed erasure certificate of a completed erasure: per system, the plugin and what

@@ -7,6 +7,9 @@
 //! identities appear only as keyed hashes, and records only as counts. It is signed with
 //! Ed25519 and verifiable offline with the public key served at `/v1/keys`.
 
+pub mod package;
+pub mod seal;
+
 use crate::controller;
 use crate::keys::write_private;
 use crate::queue;
@@ -33,6 +36,8 @@ pub struct Keys {
     hash_key: [u8; 32],
     /// The key behind the plugins' `keyed-hash` (see [`crate::runtime::RuntimeSettings`]).
     pub pseudonym: [u8; 32],
+    /// The data keys that encrypt what oubli holds of the subjects.
+    pub sealer: seal::Sealer,
 }
 
 /// A public key as `/v1/keys` serves it.
@@ -73,10 +78,13 @@ impl Keys {
         let signing = SigningKey::from_bytes(&load_or_create(&dir.join("signing.ed25519"))?);
         let hash_key = load_or_create(&dir.join("identity-hash.key"))?;
         let pseudonym = load_or_create(&dir.join("pseudonym.key"))?;
+        let data_key = std::env::var("OUBLI_DATA_KEY").ok();
+        let sealer = seal::Sealer::load(dir, data_key.as_deref())?;
         Ok(Keys {
             signing,
             hash_key,
             pseudonym,
+            sealer,
         })
     }
 
@@ -196,7 +204,8 @@ pub async fn erasure_certificate(
         .await?
         .context("the request's controller")?;
     let mut systems = Vec::new();
-    for (system_id, system_name, result) in queue::results(store, &request.id).await? {
+    for (system_id, system_name, result) in queue::results(store, &keys.sealer, &request.id).await?
+    {
         let digest = result["plugin"].as_str().unwrap_or_default().to_owned();
         let plugin = controller::get_plugin(store, &digest).await?;
         let mut collections: BTreeMap<String, Tally> = BTreeMap::new();

@@ -212,7 +212,8 @@ pub async fn heartbeat(store: &Store, task: &Claimed, lease: Duration) -> sqlx::
 /// How a run of a task ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Succeeded(serde_json::Value),
+    /// The result as stored: JSON, sealed by the worker (see [`crate::evidence::seal`]).
+    Succeeded(String),
     /// A failure; `retryable` ones are tried again until the attempts run out.
     Failed {
         kind: String,
@@ -290,7 +291,7 @@ pub async fn finish_many(
             ),
         };
         let (result, error, error_kind) = match outcome {
-            Outcome::Succeeded(result) => (Some(result.to_string()), None, None),
+            Outcome::Succeeded(result) => (Some(result.clone()), None, None),
             Outcome::Failed { kind, message, .. } => {
                 (None, Some(message.as_str()), Some(kind.as_str()))
             }
@@ -539,6 +540,7 @@ pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Task>> {
 /// When the database cannot be read.
 pub async fn results(
     store: &Store,
+    sealer: &crate::evidence::seal::Sealer,
     request_id: &str,
 ) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
@@ -549,7 +551,7 @@ pub async fn results(
     .fetch_all(&store.read)
     .await?;
     rows.into_iter()
-        .map(|(id, name, result)| Ok((id, name, serde_json::from_str(&result)?)))
+        .map(|(id, name, result)| Ok((id, name, sealer.open_json(&result)?)))
         .collect()
 }
 

@@ -142,7 +142,8 @@ async fn execute(app: &Arc<App>, task: &Claimed) -> Outcome {
         Kind::Rectification => rectify(app, &plugin, &system, &subject, &request).await,
     };
     match result {
-        Ok(value) => Outcome::Succeeded(value),
+        // What a system returned may be personal data (an export): sealed at rest.
+        Ok(value) => Outcome::Succeeded(app.keys.sealer.seal_json(&value)),
         Err(error) => failed(&error),
     }
 }

@@ -75,7 +75,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum() {
         &store,
         "a",
         &a,
-        Outcome::Succeeded(serde_json::json!({})),
+        Outcome::Succeeded("{}".into()),
         Duration::ZERO,
     )
     .await
@@ -135,7 +135,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum() {
         &store,
         "a",
         &a,
-        Outcome::Succeeded(serde_json::json!({})),
+        Outcome::Succeeded("{}".into()),
         Duration::ZERO,
     )
     .await
@@ -149,7 +149,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum() {
             &store,
             "c",
             &again,
-            Outcome::Succeeded(serde_json::json!({})),
+            Outcome::Succeeded("{}".into()),
             Duration::ZERO
         )
         .await

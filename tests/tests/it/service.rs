@@ -1102,3 +1102,203 @@ async fn scoped_tokens_see_only_their_controllers_audit_events() {
         "{events}"
     );
 }
+
+/// The stored results of a request's tasks, read from the service's database file.
+async fn stored_results(service: &Service, id: &str) -> Vec<Option<String>> {
+    let path = service.data_dir.join("oubli.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .unwrap();
+    let rows: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT result FROM tasks WHERE request_id = ?")
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_package_is_sealed_at_rest_downloadable_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let access = service.submit("access", email(7), None).await;
+    let erasure = service.submit("erasure", email(9), None).await;
+    approve(&service, &access).await;
+    approve(&service, &erasure).await;
+    assert_eq!(service.settled(&access).await["status"], "completed");
+    assert_eq!(service.settled(&erasure).await["status"], "completed");
+
+    // At rest, the export is sealed: the address is nowhere in the stored result.
+    for stored in stored_results(&service, &access).await {
+        let stored = stored.expect("a result");
+        assert!(stored.starts_with("sealed:v1:"), "{stored}");
+        assert!(!stored.contains("customer7"), "{stored}");
+    }
+
+    let dpo = &service.demo.dpo;
+    let (status, package) = service
+        .get(&format!("/v1/requests/{access}/package"), dpo)
+        .await;
+    assert_eq!(status, 200, "{package}");
+    assert_eq!(package["format"], "oubli-access-package/1");
+    assert!(package["expires_at"].is_string());
+    let system = &package["systems"][0];
+    assert!(
+        !system["article15"]["purposes"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let records = system["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1 + 2 + 4 + 2, "{package}");
+    let customer = records
+        .iter()
+        .find(|r| r["collection"] == "customers")
+        .unwrap();
+    assert!(
+        customer["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "email"
+                && f["value"] == "customer7@example.org"
+                && f["category"] == "contact"),
+        "{customer}"
+    );
+
+    let response = service
+        .http
+        .get(format!("{}/v1/requests/{access}/package.html", service.url))
+        .bearer_auth(dpo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = response.text().await.unwrap();
+    assert!(html.contains("customer7@example.org") && html.contains("Your rights"));
+
+    // Only the DPO and admins download it; an erasure has none.
+    let (status, _) = service
+        .get(
+            &format!("/v1/requests/{access}/package"),
+            &service.demo.controller,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = service
+        .get(&format!("/v1/requests/{erasure}/package"), dpo)
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    let (_, events) = service
+        .get(
+            &format!("/v1/requests/{access}/events"),
+            &service.demo.admin,
+        )
+        .await;
+    let downloads: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "package.downloaded")
+        .collect();
+    assert_eq!(downloads.len(), 2, "{events}");
+    assert_eq!(downloads[1]["details"], "{\"format\":\"html\"}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_package_is_purged_and_the_download_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(
+        dir.path(),
+        &[
+            ("OUBLI_PACKAGE_TTL_DAYS", "0"),
+            ("OUBLI_PURGE_INTERVAL_SECS", "1"),
+        ],
+    );
+    let access = service.submit("access", email(7), None).await;
+    approve(&service, &access).await;
+    assert_eq!(service.settled(&access).await["status"], "completed");
+    let (status, body) = service
+        .get(&format!("/v1/requests/{access}/package"), &service.demo.dpo)
+        .await;
+    assert_eq!(status, 410, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    service
+        .poll(
+            &format!("/v1/requests/{access}/events"),
+            &service.demo.admin,
+            |e| {
+                e["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["action"] == "package.purged")
+            },
+        )
+        .await;
+    assert!(
+        stored_results(&service, &access)
+            .await
+            .iter()
+            .all(Option::is_none)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_hold_no_identity_and_no_exported_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(
+        dir.path(),
+        &[(
+            "OUBLI_LOG",
+            "debug,cranelift_codegen=warn,wasmtime=warn,wasmtime_cranelift=warn",
+        )],
+    );
+    let access = service.submit("access", email(7), None).await;
+    let erasure = service.submit("erasure", email(9), None).await;
+    let change = json!([{ "collection": "customers", "field": "city", "value": "Saint-Malo" }]);
+    let rectify = service
+        .submit("rectification", email(8), Some(change))
+        .await;
+    for id in [&access, &erasure, &rectify] {
+        approve(&service, id).await;
+        assert_eq!(service.settled(id).await["status"], "completed");
+    }
+    let (status, _) = service
+        .get(&format!("/v1/requests/{access}/package"), &service.demo.dpo)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = service
+        .get(&format!("/v1/requests/{access}/results"), &service.demo.dpo)
+        .await;
+    assert_eq!(status, 200);
+    let logs = service.output();
+    assert!(
+        logs.lines().count() > 10,
+        "debug logs were written:\n{logs}"
+    );
+    // Identities, exported values (customer 7's phone, city, gift message) and the new
+    // value of a rectification.
+    for secret in [
+        "customer7@example.org",
+        "customer9@example.org",
+        "customer8@example.org",
+        "+33 6 00 00 00 07",
+        "Saint-Malo",
+        "Bon anniversaire",
+    ] {
+        assert!(!logs.contains(secret), "the logs hold {secret:?}");
+    }
+}

@@ -1,0 +1,240 @@
+//! The access package of a completed access request (Art. 15 and Art. 20): every record
+//! each connected system exported, per system and collection, with each system's Art. 15
+//! information, as JSON and as an HTML summary. The records are sealed at rest (see
+//! [`super::seal`]); the package can be downloaded until it expires, `package_ttl_days`
+//! after completion, and the purge job then deletes the records.
+
+use crate::app::App;
+use crate::request::store::Request;
+use crate::request::{Kind, Status};
+use crate::store::now_ms;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+
+/// Why there is no package to give.
+#[derive(Debug)]
+pub enum Unavailable {
+    /// Not an access request, or not completed yet.
+    NotReady(String),
+    /// Expired, and purged or about to be.
+    Expired(String),
+}
+
+/// When the package of a request completed at `completed_at` expires.
+pub fn expires_at(app: &App, completed_at: DateTime<Utc>) -> DateTime<Utc> {
+    completed_at + Duration::days(app.config.package_ttl_days as i64)
+}
+
+/// The machine-readable package.
+///
+/// # Errors
+/// When the database cannot be read or a sealed result cannot be opened.
+pub async fn build(app: &App, request: &Request) -> anyhow::Result<Result<Value, Unavailable>> {
+    if request.kind != Kind::Access {
+        return Ok(Err(Unavailable::NotReady(format!(
+            "an access package is made for access requests; this one is a {} request",
+            request.kind
+        ))));
+    }
+    let (Status::Completed, Some(completed_at)) = (request.status, request.completed_at) else {
+        return Ok(Err(Unavailable::NotReady(format!(
+            "the access package is ready once the request is completed; it is {}",
+            request.status.as_str().replace('_', " ")
+        ))));
+    };
+    let expires = expires_at(app, completed_at);
+    let purged: Option<i64> =
+        sqlx::query_scalar("SELECT package_purged_at FROM requests WHERE id = $1")
+            .bind(&request.id)
+            .fetch_one(&app.store.read)
+            .await?;
+    if purged.is_some() || expires <= Utc::now() {
+        return Ok(Err(Unavailable::Expired(format!(
+            "the access package expired on {} and its records were deleted; submit a new access request to export the data again",
+            expires.to_rfc3339()
+        ))));
+    }
+    let controller = crate::controller::get_controller(&app.store, &request.controller_id).await?;
+    let mut systems = Vec::new();
+    for (system_id, name, result) in
+        crate::queue::results(&app.store, &app.keys.sealer, &request.id).await?
+    {
+        let article15 = crate::controller::get_system(&app.store, &system_id)
+            .await?
+            .map(|s| s.article15)
+            .unwrap_or_default();
+        let records: Vec<Value> = result["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|record| {
+                let fields: Vec<Value> = record["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        let text = f["value"].as_str().unwrap_or("null");
+                        json!({
+                            "name": f["name"],
+                            "value": serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_owned())),
+                            "category": f["category"],
+                        })
+                    })
+                    .collect();
+                json!({ "collection": record["collection"], "key": record["key"], "fields": fields })
+            })
+            .collect();
+        systems.push(json!({ "system": name, "article15": article15, "records": records }));
+    }
+    Ok(Ok(json!({
+        "format": "oubli-access-package/1",
+        "request_id": request.id,
+        "controller": controller.map(|c| json!({ "id": c.id, "name": c.name })),
+        "received_at": request.received_at,
+        "completed_at": completed_at,
+        "expires_at": expires,
+        "systems": systems,
+    })))
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn show(value: &Value) -> String {
+    match value {
+        Value::String(s) => escape(s),
+        Value::Null => "<em>empty</em>".into(),
+        Value::Array(items) => items.iter().map(show).collect::<Vec<_>>().join(", "),
+        other => escape(&other.to_string()),
+    }
+}
+
+/// The human-readable summary of a package: what each system holds, why, for how long,
+/// and the subject's rights.
+pub fn html(package: &Value) -> String {
+    let mut page = String::from(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Your personal data</title>\
+         <style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:.5em 0 1.5em}\
+         td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#f4f4f4}</style></head><body>\n",
+    );
+    let controller = package["controller"]["name"]
+        .as_str()
+        .unwrap_or("the controller");
+    page.push_str(&format!(
+        "<h1>Your personal data held by {}</h1>\n<p>Answer to the access request {} (Art. 15 GDPR), completed on {}. \
+         This copy can be downloaded until {}; a machine-readable copy (JSON, Art. 20) comes with it.</p>\n",
+        escape(controller),
+        show(&package["request_id"]),
+        show(&package["completed_at"]),
+        show(&package["expires_at"]),
+    ));
+    for system in package["systems"].as_array().into_iter().flatten() {
+        let info = &system["article15"];
+        page.push_str(&format!("<h2>{}</h2>\n<table>\n", show(&system["system"])));
+        for (label, key) in [
+            ("Purposes", "purposes"),
+            ("Categories of data", "categories"),
+            ("Recipients", "recipients"),
+            ("Kept for", "retention"),
+            ("Obtained from", "source"),
+        ] {
+            page.push_str(&format!(
+                "<tr><th>{label}</th><td>{}</td></tr>\n",
+                show(&info[key])
+            ));
+        }
+        page.push_str("</table>\n");
+        let records = system["records"].as_array().cloned().unwrap_or_default();
+        if records.is_empty() {
+            page.push_str("<p>This system holds no data about you.</p>\n");
+        }
+        for record in records {
+            page.push_str(&format!(
+                "<h3>{} {}</h3>\n<table><tr><th>Field</th><th>Value</th><th>Category</th></tr>\n",
+                show(&record["collection"]),
+                show(&record["key"])
+            ));
+            for field in record["fields"].as_array().into_iter().flatten() {
+                page.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                    show(&field["name"]),
+                    show(&field["value"]),
+                    show(&field["category"])
+                ));
+            }
+            page.push_str("</table>\n");
+        }
+    }
+    page.push_str(
+        "<h2>Your rights</h2>\n<p>You may ask for your data to be rectified (Art. 16) or erased (Art. 17), \
+         for its processing to be restricted (Art. 18), object to it (Art. 21), receive it in a machine-readable \
+         form (Art. 20), and lodge a complaint with a supervisory authority (Art. 77).</p>\n</body></html>\n",
+    );
+    page
+}
+
+/// Deletes the records of every access package that expired, and records it.
+///
+/// # Errors
+/// When the database fails.
+pub async fn purge_expired(app: &App) -> anyhow::Result<usize> {
+    let ttl_ms = app.config.package_ttl_days as i64 * 86_400_000;
+    let expired: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM requests WHERE kind = 'access' AND status = 'completed' \
+         AND package_purged_at IS NULL AND completed_at <= $1",
+    )
+    .bind(now_ms() - ttl_ms)
+    .fetch_all(&app.store.read)
+    .await?;
+    for id in &expired {
+        let mut tx = app.store.begin().await?;
+        let cleared = sqlx::query("UPDATE tasks SET result = NULL WHERE request_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("UPDATE requests SET package_purged_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        crate::audit::append(
+            &mut tx,
+            "system",
+            "package.purged",
+            Some(id),
+            json!({ "tasks": cleared }),
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(expired.len())
+}
+
+/// Runs the purges every `purge_interval_secs` until `stop` turns true.
+pub async fn run(app: std::sync::Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = std::time::Duration::from_secs(app.config.purge_interval_secs.max(1));
+    loop {
+        match purge_expired(&app).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(packages = n, "purged expired access packages"),
+            Err(e) => tracing::warn!("purging expired access packages: {e:#}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
