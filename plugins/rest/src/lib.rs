@@ -295,19 +295,11 @@ fn check_searchable(api: &Api, subject: &Subject) -> Result<()> {
     {
         return Ok(());
     }
-    let mut kinds: Vec<&str> = api
-        .collections
-        .iter()
-        .flat_map(|c| c.search.by.keys().map(String::as_str))
-        .collect();
-    kinds.sort_unstable();
-    kinds.dedup();
-    let given: Vec<&str> = subject.identities.iter().map(|i| i.kind.as_str()).collect();
-    Err(Error::InvalidConfig(format!(
-        "none of the subject's identity kinds ({}) is searchable in this API, which searches by {}",
-        given.join(", "),
-        kinds.join(", ")
-    )))
+    Err(subject.unsearchable(
+        api.collections
+            .iter()
+            .flat_map(|c| c.search.by.keys().map(String::as_str)),
+    ))
 }
 
 fn record_ref(collection: &Collection, id: String) -> RecordRef {
@@ -358,14 +350,10 @@ fn masked(record: &Value, path: &str, mask: Mask) -> Value {
         Mask::Redacted => Value::String("[erased]".into()),
         Mask::KeyedHash => match api::at(record, path).and_then(api::scalar_text) {
             None => Value::Null,
-            Some(text) if is_keyed_hash(&text) => Value::String(text),
+            Some(text) if config::is_keyed_hash(&text) => Value::String(text),
             Some(text) => Value::String(config::keyed_hash(&text)),
         },
     }
-}
-
-fn is_keyed_hash(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The access cursor: collection, identity (among the collection's searchable ones) and
@@ -481,28 +469,15 @@ impl Connector for RestConnector {
         check_searchable(&api, &subject)?;
         let mut plan: Vec<(&Collection, serde_json::Map<String, Value>)> = Vec::new();
         for change in &changes {
-            let value: Value = serde_json::from_str(&change.value).map_err(|e| {
-                Error::Failed(format!(
-                    "the new value of {} is not JSON: {e}",
-                    change.field
-                ))
-            })?;
+            let value = change.parsed_value()?;
             let targets: Vec<&Collection> = api
                 .collections
                 .iter()
-                .filter(|c| change.collection.as_ref().is_none_or(|n| *n == c.name))
+                .filter(|c| change.targets(&c.name))
                 .filter(|c| c.fields.contains_key(&change.field))
                 .collect();
             if targets.is_empty() {
-                return Err(Error::Failed(format!(
-                    "no collection of the API has a field {:?}{}",
-                    change.field,
-                    change
-                        .collection
-                        .as_ref()
-                        .map(|c| format!(" in {c:?}"))
-                        .unwrap_or_default()
-                )));
+                return Err(change.unmatched());
             }
             for target in targets {
                 let index = match plan.iter().position(|(c, _)| c.name == target.name) {

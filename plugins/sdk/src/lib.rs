@@ -183,6 +183,50 @@ impl Subject {
     }
 }
 
+impl Subject {
+    /// The error for a subject none of whose identity kinds the system searches by: the
+    /// request must fail rather than "find nothing" and pass for done.
+    pub fn unsearchable<'a>(&self, searched: impl IntoIterator<Item = &'a str>) -> Error {
+        let mut kinds: Vec<&str> = searched.into_iter().collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let given: Vec<&str> = self.identities.iter().map(|i| i.kind.as_str()).collect();
+        Error::InvalidConfig(format!(
+            "none of the subject's identity kinds ({}) is searched by this system, which searches by {}",
+            given.join(", "),
+            kinds.join(", ")
+        ))
+    }
+}
+
+impl Change {
+    /// Whether the change applies to `collection` (to every one when it names none).
+    pub fn targets(&self, collection: &str) -> bool {
+        self.collection.as_deref().is_none_or(|c| c == collection)
+    }
+
+    /// The new value, parsed from its JSON text.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] when it is not JSON.
+    pub fn parsed_value(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.value)
+            .map_err(|e| Error::Failed(format!("the new value of {} is not JSON: {e}", self.field)))
+    }
+
+    /// The error for a change that no collection of the system can take.
+    pub fn unmatched(&self) -> Error {
+        Error::Failed(format!(
+            "no collection of this system has a field {:?}{}",
+            self.field,
+            self.collection
+                .as_ref()
+                .map(|c| format!(" in {c:?}"))
+                .unwrap_or_default()
+        ))
+    }
+}
+
 impl Field {
     /// A field holding a string value, encoded as JSON text.
     pub fn new(name: &str, value: &str, category: Option<&str>) -> Self {
@@ -293,6 +337,12 @@ pub mod config {
     /// so it can replace an identifying value and keep joins and unique constraints.
     pub fn keyed_hash(value: &str) -> String {
         crate::bindings::oubli::connector::host::keyed_hash(value)
+    }
+
+    /// Whether `text` looks like a [`keyed_hash`] (64 lowercase hex digits): a connector
+    /// that finds one in a column to hash leaves it, so a second erasure changes nothing.
+    pub fn is_keyed_hash(text: &str) -> bool {
+        text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
 }
 

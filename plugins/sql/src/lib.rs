@@ -113,19 +113,12 @@ fn check_mapped(dataset: &Dataset, subject: &Subject) -> Result<()> {
     if subject.identities.iter().any(|i| mapped(&i.kind)) {
         return Ok(());
     }
-    let mut kinds: Vec<&str> = dataset
-        .tables
-        .iter()
-        .flat_map(|t| t.identities.keys().map(String::as_str))
-        .collect();
-    kinds.sort_unstable();
-    kinds.dedup();
-    let given: Vec<&str> = subject.identities.iter().map(|i| i.kind.as_str()).collect();
-    Err(Error::InvalidConfig(format!(
-        "none of the subject's identity kinds ({}) is mapped by this system's dataset, which searches by {}",
-        given.join(", "),
-        kinds.join(", ")
-    )))
+    Err(subject.unsearchable(
+        dataset
+            .tables
+            .iter()
+            .flat_map(|t| t.identities.keys().map(String::as_str)),
+    ))
 }
 
 /// Every row of the subject in every table, as (table index, key as text), in one query:
@@ -220,14 +213,10 @@ fn masked(table: &Table, key: &Value, original: &Value, mask: Mask) -> Value {
         Mask::KeyedHash => match original {
             Value::Null => Value::Null,
             // Already a keyed hash: a second erase leaves it as it is.
-            Value::Text(t) if is_keyed_hash(t) => original.clone(),
+            Value::Text(t) if oubli_connector::config::is_keyed_hash(t) => original.clone(),
             other => Value::Text(oubli_connector::config::keyed_hash(&other.to_key())),
         },
     }
-}
-
-fn is_keyed_hash(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The subject's rows of `table`: each row's key and the values of `columns`.
@@ -371,26 +360,13 @@ impl Connector for SqlConnector {
             let targets: Vec<&Table> = dataset
                 .tables
                 .iter()
-                .filter(|t| change.collection.as_ref().is_none_or(|c| *c == t.name))
+                .filter(|t| change.targets(&t.name))
                 .filter(|t| t.columns.contains_key(&change.field))
                 .collect();
             if targets.is_empty() {
-                return Err(Error::Failed(format!(
-                    "no table in the dataset has a field {:?}{}",
-                    change.field,
-                    change
-                        .collection
-                        .as_ref()
-                        .map(|c| format!(" in {c:?}"))
-                        .unwrap_or_default()
-                )));
+                return Err(change.unmatched());
             }
-            let value: serde_json::Value = serde_json::from_str(&change.value).map_err(|e| {
-                Error::Failed(format!(
-                    "the new value of {} is not JSON: {e}",
-                    change.field
-                ))
-            })?;
+            let value = change.parsed_value()?;
             for table in targets {
                 // Keys first: a change to an identity column must not hide the other rows.
                 let keys = keys(&dataset, table, &subject)?;
