@@ -122,6 +122,25 @@ pub struct Service {
     output: Arc<std::sync::Mutex<String>>,
 }
 
+/// Appends every line to `into` on a thread of its own, also to this process's stderr
+/// when `echo` (so a failing test shows the service's log).
+fn collect(
+    lines: impl Iterator<Item = std::io::Result<String>> + Send + 'static,
+    into: Arc<std::sync::Mutex<String>>,
+    echo: bool,
+) {
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if echo {
+                eprintln!("{line}");
+            }
+            let mut into = into.lock().expect("output");
+            into.push_str(&line);
+            into.push('\n');
+        }
+    });
+}
+
 impl Service {
     /// Starts the service on `data_dir` with extra `OUBLI_…` settings, and waits until it
     /// listens. On a new folder the demo setup's tokens are read from its output.
@@ -144,18 +163,11 @@ impl Service {
         let mut child = command.spawn().expect("oubli serve starts");
         let output = Arc::new(std::sync::Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("piped stderr");
-        let log = output.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                eprintln!("{line}");
-                let mut log = log.lock().expect("output");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        collect(
+            std::io::BufReader::new(stderr).lines(),
+            output.clone(),
+            true,
+        );
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
         let mut demo = Demo::default();
@@ -183,14 +195,7 @@ impl Service {
             }
         };
         // Keep draining the output so the service never blocks on a full pipe.
-        let log = output.clone();
-        std::thread::spawn(move || {
-            for line in lines.by_ref().map_while(Result::ok) {
-                let mut log = log.lock().expect("output");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        collect(lines, output.clone(), false);
         demo.crm = data_dir.join("demo-crm.db");
         Service {
             child,

@@ -8,8 +8,9 @@
 //! returns `the.person1@example.org`.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -137,6 +138,16 @@ impl DemoApi {
                 "/api/{collection}/{id}",
                 get(read).patch(update).put(update).delete(delete),
             )
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                |State(api): State<Arc<DemoApi>>, request: Request, next: Next| async move {
+                    if api.authorised(request.headers()) {
+                        next.run(request).await
+                    } else {
+                        unauthorised()
+                    }
+                },
+            ))
             .with_state(self.clone())
     }
 
@@ -175,11 +186,7 @@ async fn search(
     State(api): State<Arc<DemoApi>>,
     Path(collection): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Response {
-    if !api.authorised(&headers) {
-        return unauthorised();
-    }
     let Some(spec) = spec(&collection) else {
         return not_found();
     };
@@ -248,11 +255,7 @@ async fn search(
 async fn read(
     State(api): State<Arc<DemoApi>>,
     Path((collection, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if !api.authorised(&headers) {
-        return unauthorised();
-    }
     match api
         .records(&collection)
         .into_iter()
@@ -285,12 +288,8 @@ fn merge(target: &mut Value, patch: &Value) {
 async fn update(
     State(api): State<Arc<DemoApi>>,
     Path((collection, id)): Path<(String, String)>,
-    headers: HeaderMap,
     axum::Json(patch): axum::Json<Value>,
 ) -> Response {
-    if !api.authorised(&headers) {
-        return unauthorised();
-    }
     if patch.get("id").is_some_and(|v| *v != json!(id)) {
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -312,11 +311,7 @@ async fn update(
 async fn delete(
     State(api): State<Arc<DemoApi>>,
     Path((collection, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if !api.authorised(&headers) {
-        return unauthorised();
-    }
     let mut records = api.records.lock().expect("records");
     let Some(list) = records.get_mut(&collection) else {
         return not_found();

@@ -1,6 +1,7 @@
 //! The API configuration: where the API is, how to authenticate, and for each collection
 //! how to search the subject, read, update and delete a record, and page through results.
 
+pub use oubli_connector::EraseAction;
 use oubli_connector::{Error, Result, config};
 use serde::Deserialize;
 use serde_json::Value;
@@ -169,15 +170,6 @@ pub struct Erase {
     pub fields: BTreeMap<String, Mask>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum EraseAction {
-    #[default]
-    Delete,
-    Anonymise,
-    Retain,
-}
-
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mask {
@@ -257,31 +249,18 @@ impl Api {
                     }
                 }
             }
-            match c.erase.action {
-                EraseAction::Delete if c.delete.is_none() => {
-                    return invalid(
-                        format!("{path}.delete"),
-                        "erase.action = delete needs the delete endpoint",
-                    );
-                }
-                EraseAction::Anonymise if c.erase.fields.is_empty() => {
-                    return invalid(
-                        format!("{path}.erase.fields"),
-                        "anonymise needs the fields to overwrite",
-                    );
-                }
-                EraseAction::Retain
-                    if c.erase
-                        .legal_basis
-                        .as_deref()
-                        .is_none_or(|b| b.trim().is_empty()) =>
-                {
-                    return invalid(
-                        format!("{path}.erase.legal_basis"),
-                        "retain needs the legal basis (Art. 17(3))",
-                    );
-                }
-                _ => {}
+            if c.erase.action == EraseAction::Delete && c.delete.is_none() {
+                return invalid(
+                    format!("{path}.delete"),
+                    "erase.action = delete needs the delete endpoint",
+                );
+            }
+            if let Some((setting, why)) = c.erase.action.missing(
+                c.erase.legal_basis.as_deref(),
+                c.erase.fields.len(),
+                "fields",
+            ) {
+                return invalid(format!("{path}.erase.{setting}"), why);
             }
             if !c.erase.fields.is_empty() && c.update.is_none() {
                 return invalid(

@@ -12,7 +12,7 @@ mod api;
 use api::{Api, Collection, EraseAction, Mask, Pagination};
 use oubli_connector::http::{self, Method, Request, Response, Retry};
 use oubli_connector::{
-    Action, Change, Connector, Erased, Error, Field, Identity, Info, Outcome, Page, PersonalRecord,
+    Action, Change, Connector, Erased, Error, Field, Identity, Info, Page, PersonalRecord,
     RecordRef, Result, Subject, config, export_connector,
 };
 use serde_json::Value;
@@ -81,6 +81,15 @@ fn send(api: &Api, request: &Request) -> Result<Response> {
     http::send_retrying(request, retry(api))?.error_for_status()
 }
 
+/// As [`send`], but a record that is gone (404, 410) is `None`, not an error.
+fn send_unless_gone(api: &Api, request: &Request) -> Result<Option<Response>> {
+    let response = http::send_retrying(request, retry(api))?;
+    if matches!(response.status, 404 | 410) {
+        return Ok(None);
+    }
+    response.error_for_status().map(Some)
+}
+
 fn url(api: &Api, path: &str) -> String {
     format!("{}{path}", api.base_url.trim_end_matches('/'))
 }
@@ -103,6 +112,11 @@ fn search_page(
 ) -> Result<SearchPage> {
     let search = &collection.search;
     let parameter = &search.by[&identity.kind];
+    // Where this page starts, for page-number and offset pagination.
+    let number = match token {
+        Some(Token::Number(n)) => Some(*n),
+        _ => None,
+    };
     let target = if let Some(Token::Url(next)) = token {
         next.clone()
     } else {
@@ -122,10 +136,7 @@ fn search_page(
                 },
                 _,
             ) => {
-                let page = match token {
-                    Some(Token::Number(n)) => *n,
-                    _ => *start,
-                };
+                let page = number.unwrap_or(*start);
                 query.push((param.clone(), page.to_string()));
                 if let (Some(p), Some(s)) = (size_param, size) {
                     query.push((p.clone(), s.to_string()));
@@ -139,10 +150,7 @@ fn search_page(
                 },
                 _,
             ) => {
-                let offset = match token {
-                    Some(Token::Number(n)) => *n,
-                    _ => 0,
-                };
+                let offset = number.unwrap_or(0);
                 query.push((param.clone(), offset.to_string()));
                 query.push((limit_param.clone(), size.to_string()));
             }
@@ -157,7 +165,8 @@ fn search_page(
             .collect();
         format!("{}?{}", url(api, &search.path), query.join("&"))
     };
-    let response = send(api, &request(api, Method::Get, target))?;
+    let response = send(api, &request(api, Method::Get, target.clone()))?;
+    let response_url = target;
     let body = response.json()?;
     let results = match &search.results {
         Some(path) => api::at(&body, path),
@@ -174,44 +183,29 @@ fn search_page(
         }
     };
     let count = records.len() as u64;
-    let next = match (&search.pagination, token) {
-        (Pagination::None, _) => None,
-        (Pagination::Page { start, size, .. }, _) => {
-            let page = match token {
-                Some(Token::Number(n)) => *n,
-                _ => *start,
-            };
+    let next = match &search.pagination {
+        Pagination::None => None,
+        Pagination::Page { start, size, .. } => {
+            let page = number.unwrap_or(*start);
             let more = match size {
                 Some(size) => count >= *size,
                 None => count > 0,
             };
             more.then_some(Token::Number(page + 1))
         }
-        (Pagination::Offset { size, .. }, _) => {
-            let offset = match token {
-                Some(Token::Number(n)) => *n,
-                _ => 0,
-            };
+        Pagination::Offset { size, .. } => {
+            let offset = number.unwrap_or(0);
             (count >= *size && count > 0).then_some(Token::Number(offset + count))
         }
-        (Pagination::Cursor { next, .. }, _) => api::at(&body, next)
+        Pagination::Cursor { next, .. } => api::at(&body, next)
             .and_then(api::scalar_text)
             .filter(|c| !c.is_empty())
             .map(Token::Cursor),
-        (Pagination::Link, _) => response
+        Pagination::Link => response
             .header("link")
             .and_then(api::next_link)
-            .map(|next| {
-                if next.contains("://") {
-                    next
-                } else {
-                    let origin_end = api.base_url.find("://").map_or(0, |i| i + 3);
-                    let host_end = api.base_url[origin_end..]
-                        .find('/')
-                        .map_or(api.base_url.len(), |i| origin_end + i);
-                    format!("{}{next}", &api.base_url[..host_end])
-                }
-            })
+            .map(|next| http::resolve(&response_url, &next))
+            .transpose()?
             .map(Token::Url),
     };
     if next.is_some() && next.as_ref() == token {
@@ -333,11 +327,10 @@ fn read(api: &Api, collection: &Collection, id: &str, found: Value) -> Result<Op
         return Ok(Some(found));
     };
     let target = record_url(api, &endpoint.path, id)?;
-    let response = http::send_retrying(&request(api, Method::Get, target), retry(api))?;
-    if matches!(response.status, 404 | 410) {
+    let Some(response) = send_unless_gone(api, &request(api, Method::Get, target))? else {
         return Ok(None);
-    }
-    let body = response.error_for_status()?.json()?;
+    };
+    let body = response.json()?;
     Ok(match &endpoint.record {
         Some(path) => api::at(&body, path).cloned(),
         None => Some(body),
@@ -516,29 +509,16 @@ impl Connector for RestConnector {
                     }
                     update(&api, collection, &id, Value::Object(body))?;
                 }
-                let outcome = match erase.action {
-                    EraseAction::Delete => {
-                        let endpoint = collection.delete.as_ref().expect("checked on load");
-                        let target = record_url(&api, &endpoint.path, &id)?;
-                        let response = http::send_retrying(
-                            &request(&api, Method::Delete, target),
-                            retry(&api),
-                        )?;
-                        // Gone already (a retry after a crash, say): the end state is the same.
-                        if !matches!(response.status, 404 | 410) {
-                            response.error_for_status()?;
-                        }
-                        Outcome::Deleted
-                    }
-                    EraseAction::Anonymise => Outcome::Anonymised,
-                    EraseAction::Retain => {
-                        Outcome::Retained(erase.legal_basis.clone().unwrap_or_default())
-                    }
-                };
+                if erase.action == EraseAction::Delete {
+                    let endpoint = collection.delete.as_ref().expect("checked on load");
+                    let target = record_url(&api, &endpoint.path, &id)?;
+                    // Gone already (a retry after a crash, say): the end state is the same.
+                    send_unless_gone(&api, &request(&api, Method::Delete, target))?;
+                }
                 report.push(Erased {
                     collection: collection.name.clone(),
                     key: id,
-                    outcome,
+                    outcome: erase.action.outcome(erase.legal_basis.as_deref()),
                 });
             }
         }

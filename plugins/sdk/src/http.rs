@@ -222,7 +222,12 @@ fn parse(url: &str) -> Result<Url<'_>> {
     })
 }
 
-fn resolve(base: &str, location: &str) -> Result<String> {
+/// Resolves a `Location` or `Link` target (absolute, `//host/…`, `/path` or relative)
+/// against the URL it came from.
+///
+/// # Errors
+/// [`Error::Failed`] when `base` is not an absolute URL.
+pub fn resolve(base: &str, location: &str) -> Result<String> {
     if location.contains("://") {
         return Ok(location.to_owned());
     }

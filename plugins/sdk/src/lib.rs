@@ -282,6 +282,51 @@ macro_rules! export_connector {
     };
 }
 
+/// What erasure does to a collection's records, in a connector's configuration
+/// (`erase.action = "delete" | "anonymise" | "retain"`), as both first-party connectors
+/// read it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EraseAction {
+    /// Delete the subject's records.
+    #[default]
+    Delete,
+    /// Keep the records but overwrite their identifying fields.
+    Anonymise,
+    /// Keep the records under a legal basis (Art. 17(3)), overwriting the listed fields.
+    Retain,
+}
+
+impl EraseAction {
+    /// The end state of a record this action erased.
+    pub fn outcome(self, legal_basis: Option<&str>) -> Outcome {
+        match self {
+            EraseAction::Delete => Outcome::Deleted,
+            EraseAction::Anonymise => Outcome::Anonymised,
+            EraseAction::Retain => Outcome::Retained(legal_basis.unwrap_or_default().to_owned()),
+        }
+    }
+
+    /// What is missing from the settings, as (the setting, why): `retain` needs a legal
+    /// basis, `anonymise` something to overwrite (`overwrites`, named `overwrite_key`).
+    pub fn missing(
+        self,
+        legal_basis: Option<&str>,
+        overwrites: usize,
+        overwrite_key: &'static str,
+    ) -> Option<(&'static str, &'static str)> {
+        match self {
+            EraseAction::Retain if legal_basis.is_none_or(|b| b.trim().is_empty()) => {
+                Some(("legal_basis", "retain needs the legal basis (Art. 17(3))"))
+            }
+            EraseAction::Anonymise if overwrites == 0 => {
+                Some((overwrite_key, "anonymise needs what to overwrite"))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Log lines in oubli's log, tagged with plugin, system and request (capability `host`).
 ///
 /// Never log identity values or exported data: oubli's logs are not erased.

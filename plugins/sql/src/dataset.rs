@@ -1,6 +1,7 @@
 //! The dataset configuration: which tables hold personal data, how they reach the data
 //! subject, and what erasure does to each.
 
+pub use oubli_connector::EraseAction;
 use oubli_connector::sql::Value;
 use oubli_connector::{Error, Result, config};
 use serde::Deserialize;
@@ -58,18 +59,6 @@ pub struct Erase {
     /// For `anonymise` and `retain`: what each identifying column becomes.
     #[serde(default)]
     pub columns: BTreeMap<String, Mask>,
-}
-
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum EraseAction {
-    /// Delete the subject's rows.
-    #[default]
-    Delete,
-    /// Keep the rows but overwrite the identifying columns.
-    Anonymise,
-    /// Keep the rows under a legal basis, overwriting the listed identifying columns.
-    Retain,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -148,26 +137,13 @@ impl Dataset {
                     "the parent relations form a cycle",
                 );
             }
-            match table.erase.action {
-                EraseAction::Retain
-                    if table
-                        .erase
-                        .legal_basis
-                        .as_deref()
-                        .is_none_or(|b| b.trim().is_empty()) =>
-                {
-                    return invalid(
-                        format!("{path}.erase.legal_basis"),
-                        "retain needs the legal basis (Art. 17(3))",
-                    );
-                }
-                EraseAction::Anonymise if table.erase.columns.is_empty() => {
-                    return invalid(
-                        format!("{path}.erase.columns"),
-                        "anonymise needs the columns to overwrite",
-                    );
-                }
-                _ => {}
+            let erase = &table.erase;
+            if let Some((setting, why)) =
+                erase
+                    .action
+                    .missing(erase.legal_basis.as_deref(), erase.columns.len(), "columns")
+            {
+                return invalid(format!("{path}.erase.{setting}"), why);
             }
         }
         Ok(())

@@ -11,8 +11,8 @@ mod dataset;
 use dataset::{Catalogue, Dataset, EraseAction, Mask, Table};
 use oubli_connector::sql::{self, Statement, Value};
 use oubli_connector::{
-    Action, Change, Connector, Erased, Error, Field, Info, Outcome, Page, PersonalRecord,
-    RecordRef, Result, Subject, export_connector,
+    Action, Change, Connector, Erased, Error, Field, Info, Page, PersonalRecord, RecordRef, Result,
+    Subject, export_connector,
 };
 
 /// Rows per page of `access`.
@@ -407,13 +407,7 @@ impl Connector for SqlConnector {
                 continue;
             }
             let erase = &table.erase;
-            let outcome = match erase.action {
-                EraseAction::Delete => Outcome::Deleted,
-                EraseAction::Anonymise => Outcome::Anonymised,
-                EraseAction::Retain => {
-                    Outcome::Retained(erase.legal_basis.clone().unwrap_or_default())
-                }
-            };
+            let outcome = erase.action.outcome(erase.legal_basis.as_deref());
             if erase.action == EraseAction::Delete {
                 statements.extend(where_subject(
                     &dataset,
