@@ -24,9 +24,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the service: the API, the workers and the webhook sender, on the embedded
-    /// SQLite database. On a new database it creates a demo setup and prints its tokens.
+    /// Run the service: the API, the workers, the webhook sender and the purge job, on
+    /// the embedded SQLite database unless `database` names a PostgreSQL server. On a new
+    /// database it creates a demo setup and prints its tokens.
     Serve {
+        /// A TOML configuration file; `OUBLI_<KEY>` environment variables override it.
+        #[arg(long, env = "OUBLI_CONFIG")]
+        config: Option<PathBuf>,
+        /// Run the API only, for `oubli worker` processes on the same PostgreSQL database
+        /// to run the tasks.
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Run workers only (with the webhook sender and the purge job), on a PostgreSQL
+    /// database shared with `oubli serve --no-workers` and other workers.
+    Worker {
         /// A TOML configuration file; `OUBLI_<KEY>` environment variables override it.
         #[arg(long, env = "OUBLI_CONFIG")]
         config: Option<PathBuf>,
@@ -192,13 +204,17 @@ enum BenchCommand {
         json: bool,
     },
     /// Erasure requests accepted per second over HTTP, with durable commits, beside
-    /// plain durable SQLite commits.
+    /// plain durable commits to the same kind of database.
     Intake {
         #[arg(long, default_value_t = 5_000)]
         requests: u64,
         /// Submissions in flight at once.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// A PostgreSQL server (`postgres://user@host/db`) to hold the service's database
+        /// instead of SQLite: a throwaway database is created there and dropped at the end.
+        #[arg(long)]
+        database: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -224,9 +240,17 @@ enum BenchCommand {
         requests: u64,
         #[arg(long, default_value_t = 3)]
         systems: usize,
-        /// Workers of the service.
+        /// Tasks at once in each process that runs tasks.
         #[arg(long, default_value_t = 4)]
         workers: usize,
+        /// A PostgreSQL server (`postgres://user@host/db`) to hold the service's database
+        /// instead of SQLite: a throwaway database is created there and dropped at the end.
+        #[arg(long)]
+        database: Option<String>,
+        /// `oubli worker` processes to run the tasks, beside an API-only process
+        /// (needs --database); 0 runs them in the API process.
+        #[arg(long, default_value_t = 0)]
+        worker_processes: usize,
         #[arg(long)]
         json: bool,
     },
@@ -311,9 +335,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Intake {
             requests,
             concurrency,
+            database,
             json,
         }) => {
-            crate::bench::service::intake(requests, concurrency)
+            crate::bench::service::intake(requests, concurrency, database.as_deref())
                 .await?
                 .print(json);
             Ok(ExitCode::SUCCESS)
@@ -333,9 +358,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             requests,
             systems,
             workers,
+            database,
+            worker_processes,
             json,
         }) => {
-            crate::bench::service::e2e(requests, systems, workers)
+            crate::bench::service::e2e(crate::bench::service::E2eSetup {
+                requests,
+                systems,
+                workers,
+                database: database.as_deref(),
+                worker_processes,
+            })
                 .await?
                 .print(json);
             Ok(ExitCode::SUCCESS)
@@ -346,8 +379,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token,
             people,
         }) => demo_api(listen, &token, people).await,
-        Command::Serve { config } => {
-            crate::serve::serve(crate::config::Config::load(config.as_deref())?).await?;
+        Command::Serve { config, no_workers } => {
+            let mode = if no_workers {
+                crate::serve::Mode::Api
+            } else {
+                crate::serve::Mode::All
+            };
+            crate::serve::serve(crate::config::Config::load(config.as_deref())?, mode).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker { config } => {
+            let config = crate::config::Config::load(config.as_deref())?;
+            crate::serve::serve(config, crate::serve::Mode::Worker).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(TokenCommand::Create {
@@ -392,7 +435,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn audit_verify(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     let config = crate::config::Config::load(config)?;
-    let store = crate::store::Store::open(&config.database_path()).await?;
+    let store = crate::store::Store::open(&config.database_location()).await?;
     let events: Vec<crate::audit::Event> =
         sqlx::query_as("SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events ORDER BY seq")
             .fetch_all(&store.read)
@@ -427,7 +470,7 @@ async fn create_token(
     if role == crate::auth::Role::Controller && controller.is_none() {
         anyhow::bail!("a controller token needs --controller ID");
     }
-    let store = crate::store::Store::open(&config.database_path()).await?;
+    let store = crate::store::Store::open(&config.database_location()).await?;
     if let Some(id) = &controller {
         crate::controller::get_controller(&store, id)
             .await?

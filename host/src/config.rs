@@ -14,8 +14,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The folder for the database, the compiled-plugin cache and the demo CRM.
     pub data_dir: PathBuf,
-    /// The SQLite database file; `<data_dir>/oubli.db` when unset.
-    pub database: Option<PathBuf>,
+    /// The database: an SQLite file path (`<data_dir>/oubli.db` when unset), or a
+    /// `postgres://` URL, which any number of API and worker processes can share.
+    pub database: Option<String>,
     /// The URL controllers reach the API at, used in webhook payloads.
     pub public_url: Option<String>,
     /// Tasks run at once in this process.
@@ -116,11 +117,14 @@ impl Config {
         Ok(config)
     }
 
-    /// The database file.
-    pub fn database_path(&self) -> PathBuf {
-        self.database
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("oubli.db"))
+    /// The database: a `postgres://` URL or an SQLite file path.
+    pub fn database_location(&self) -> String {
+        self.database.clone().unwrap_or_else(|| {
+            self.data_dir
+                .join("oubli.db")
+                .to_string_lossy()
+                .into_owned()
+        })
     }
 }
 

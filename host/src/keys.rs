@@ -25,3 +25,27 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.sync_all()
         .with_context(|| format!("syncing {}", path.display()))
 }
+
+/// Reads the key file at `path`, or, when there is none, writes `fresh` there (mode 0600)
+/// and returns it. Processes racing to create the same file all end up with the one that
+/// was written first: the new file is written aside and linked into place, which fails
+/// when another got there first.
+///
+/// # Errors
+/// When the file cannot be read or written.
+pub fn read_or_create(path: &Path, fresh: &[u8]) -> anyhow::Result<Vec<u8>> {
+    if let Ok(bytes) = std::fs::read(path) {
+        return Ok(bytes);
+    }
+    let aside = path.with_extension(format!("new{}", std::process::id()));
+    write_private(&aside, fresh)?;
+    let linked = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => Ok(fresh.to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}

@@ -1,5 +1,6 @@
-//! `oubli serve`: the API, the workers and the webhook sender in one process on the
-//! embedded SQLite database, with a demo setup on first start.
+//! `oubli serve` and `oubli worker`: the API, the workers, the webhook sender and the
+//! purge job, all in one process on the embedded SQLite database (with a demo setup on
+//! first start), or split over any number of processes sharing one PostgreSQL database.
 
 use crate::app::App;
 use crate::auth::{self, Role};
@@ -16,25 +17,48 @@ use tokio::sync::watch;
 /// The service running in this process.
 pub struct Running {
     pub app: Arc<App>,
-    /// Where the API listens.
-    pub address: std::net::SocketAddr,
+    /// Where the API listens; `None` in a worker process.
+    pub address: Option<std::net::SocketAddr>,
     /// The demo setup made on this start, if the database was new.
     pub demo: Option<DemoSetup>,
+    /// The id this process's workers claim tasks under (in leases and the attempt log);
+    /// `None` when it runs no workers.
+    pub worker_id: Option<String>,
     stop: watch::Sender<bool>,
-    workers: tokio::task::JoinHandle<()>,
-    webhooks: tokio::task::JoinHandle<()>,
-    purges: tokio::task::JoinHandle<()>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// Held while the service runs; released by the system even on a crash.
-    _lock: std::fs::File,
+    /// The workers, the webhook sender, the purge job and the `LISTEN` task.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Held while the service runs on SQLite; released by the system even on a crash.
+    _lock: Option<std::fs::File>,
+}
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `oubli serve`: the API and the workers with the webhook sender and the purge job.
+    All,
+    /// `oubli serve --no-workers`: the API only.
+    Api,
+    /// `oubli worker`: the workers with the webhook sender and the purge job.
+    Worker,
+}
+
+impl Mode {
+    fn serves_api(self) -> bool {
+        self != Mode::Worker
+    }
+
+    fn runs_tasks(self) -> bool {
+        self != Mode::Api
+    }
 }
 
 /// Runs the service until SIGINT or SIGTERM.
 ///
 /// # Errors
 /// When the database, the runtime or the listening socket cannot be set up.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let running = start(config).await?;
+pub async fn serve(config: Config, mode: Mode) -> anyhow::Result<()> {
+    let running = start(config, mode).await?;
     if let Some(demo) = &running.demo {
         println!("oubli: first start: created a demo setup (the tokens are shown only this once)");
         println!("  controller:        Demo Shop {}", demo.controller_id);
@@ -47,11 +71,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         println!("  dpo token:         {}", demo.dpo);
         println!("  controller token:  {}", demo.controller);
     }
-    println!("oubli: listening on http://{}", running.address);
-    println!(
-        "oubli: the API is described at http://{}/v1/openapi.json",
-        running.address
-    );
+    match running.address {
+        Some(address) => {
+            println!("oubli: listening on http://{address}");
+            println!("oubli: the API is described at http://{address}/v1/openapi.json");
+        }
+        None => println!(
+            "oubli: worker {} running {} tasks at once",
+            running.worker_id.as_deref().unwrap_or_default(),
+            running.app.config.workers
+        ),
+    }
     signal().await;
     println!("oubli: stopping: running tasks finish or hand their lease back");
     running.stop().await;
@@ -64,21 +94,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// When the database, the runtime or the listening socket cannot be set up.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
-    // One process per data folder: a second one would take the first one's tasks back.
+pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let lock_path = config.data_dir.join("oubli.lock");
-    let lock = std::fs::File::create(&lock_path)
-        .with_context(|| format!("creating {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
+    let shared = crate::store::is_postgres(&config.database_location());
+    if !shared && mode != Mode::All {
         anyhow::bail!(
-            "another oubli process is running on {} (it holds {}); stop it first",
-            config.data_dir.display(),
-            lock_path.display()
+            "database: running the API and the workers in separate processes needs a PostgreSQL database \
+             (database = \"postgres://…\"); on the embedded SQLite file, `oubli serve` runs both"
         );
     }
-    let store = Store::open(&config.database_path()).await?;
+    // One process per SQLite file: a second one would take the first one's tasks back.
+    let lock = if shared {
+        None
+    } else {
+        let lock_path = config.data_dir.join("oubli.lock");
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("creating {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            anyhow::bail!(
+                "another oubli process is running on {} (it holds {}); stop it first",
+                config.data_dir.display(),
+                lock_path.display()
+            );
+        }
+        Some(lock)
+    };
+    let store = Store::open(&config.database_location()).await?;
     let keys = crate::evidence::Keys::load_or_create(&config.data_dir.join("keys"))?;
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
         cache_dir: Some(config.data_dir.join("cache")),
@@ -87,47 +129,68 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })?);
     let app = App::new(config, store, runtime, keys);
     // One process owns an SQLite database: tasks still marked running were interrupted
-    // when the last process stopped, and can be taken again at once.
-    let resumed = resume_interrupted(&app.store).await?;
-    if resumed > 0 {
-        tracing::info!(resumed, "resumed tasks interrupted by the last stop");
+    // when the last process stopped, and can be taken again at once. On PostgreSQL they
+    // may be another process's: their leases expire instead.
+    if !shared {
+        let resumed = resume_interrupted(&app.store).await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed tasks interrupted by the last stop");
+        }
     }
     register_builtins(&app).await?;
-    let demo = if app.config.demo {
+    let demo = if app.config.demo && mode.serves_api() {
         demo_setup(&app).await?
     } else {
         None
     };
 
-    let listener = tokio::net::TcpListener::bind(app.config.listen)
-        .await
-        .with_context(|| format!("listening on {}", app.config.listen))?;
-    let address = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    // Leases carry this process's id; fencing works by attempt number.
-    let owner = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-    let workers = tokio::spawn(crate::queue::worker::run(
-        app.clone(),
-        owner,
-        stopped.clone(),
-    ));
-    let webhooks = tokio::spawn(crate::notify::run(app.clone(), stopped.clone()));
-    let purges = tokio::spawn(crate::evidence::package::run(app.clone(), stopped.clone()));
-    let router = crate::api::router(app.clone())
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let mut on_stop = stopped.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = on_stop.wait_for(|s| *s).await;
-    });
-    let server = tokio::spawn(server.into_future());
+    let mut background = Vec::new();
+    let mut worker_id = None;
+    if mode.runs_tasks() {
+        // Leases carry this process's id; fencing works by a token unique to each claim.
+        let owner = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+        worker_id = Some(owner.clone());
+        background.push(tokio::spawn(crate::queue::worker::run(
+            app.clone(),
+            owner,
+            stopped.clone(),
+        )));
+        background.push(tokio::spawn(crate::notify::run(app.clone(), stopped.clone())));
+        background.push(tokio::spawn(crate::evidence::package::run(
+            app.clone(),
+            stopped.clone(),
+        )));
+        if let Some(url) = app.store.postgres_url() {
+            background.push(tokio::spawn(crate::queue::listen(
+                app.clone(),
+                url.to_owned(),
+                stopped.clone(),
+            )));
+        }
+    }
+    let (address, server) = if mode.serves_api() {
+        let listener = tokio::net::TcpListener::bind(app.config.listen)
+            .await
+            .with_context(|| format!("listening on {}", app.config.listen))?;
+        let address = listener.local_addr()?;
+        let router = crate::api::router(app.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let mut on_stop = stopped.clone();
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = on_stop.wait_for(|s| *s).await;
+        });
+        (Some(address), Some(tokio::spawn(server.into_future())))
+    } else {
+        (None, None)
+    };
     Ok(Running {
         app,
         address,
         demo,
+        worker_id,
         stop,
-        workers,
-        webhooks,
-        purges,
+        background,
         server,
         _lock: lock,
     })
@@ -138,13 +201,17 @@ impl Running {
     /// the grace period or hands its lease back, and the database is closed.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.workers.await;
-        let _ = self.webhooks.await;
-        let _ = self.purges.await;
-        match tokio::time::timeout(Duration::from_secs(10), self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
-            _ => tracing::warn!("open HTTP connections did not close within 10 s"),
+        for task in self.background {
+            let _ = task.await;
+        }
+        if let Some(server) = self.server {
+            match tokio::time::timeout(Duration::from_secs(10), server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(error = %e, "the HTTP server stopped with an error")
+                }
+                _ => tracing::warn!("open HTTP connections did not close within 10 s"),
+            }
         }
         self.app.store.close().await;
     }
@@ -161,6 +228,10 @@ pub struct DemoSetup {
 }
 
 async fn resume_interrupted(store: &Store) -> anyhow::Result<u64> {
+    sqlx::query("UPDATE task_attempts SET finished_at = $1, outcome = 'interrupted' WHERE finished_at IS NULL")
+        .bind(now_ms())
+        .execute(&store.write)
+        .await?;
     let done = sqlx::query("UPDATE tasks SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, run_after = $1 WHERE status = 'running'")
         .bind(now_ms())
         .execute(&store.write)

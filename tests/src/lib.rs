@@ -116,6 +116,8 @@ pub struct Demo {
 pub struct Service {
     child: std::process::Child,
     pub url: String,
+    /// A worker process's id, as in the attempt log; empty for `serve`.
+    pub worker: String,
     pub data_dir: PathBuf,
     pub demo: Demo,
     pub http: reqwest::Client,
@@ -145,10 +147,20 @@ impl Service {
     /// Starts the service on `data_dir` with extra `OUBLI_…` settings, and waits until it
     /// listens. On a new folder the demo setup's tokens are read from its output.
     pub fn start(data_dir: &std::path::Path, settings: &[(&str, &str)]) -> Service {
+        Service::start_with(&["serve"], data_dir, settings)
+    }
+
+    /// Starts `oubli <args>` (`serve`, `serve --no-workers` or `worker`) like
+    /// [`Service::start`]; a worker, which has no API, has an empty `url`.
+    pub fn start_with(
+        args: &[&str],
+        data_dir: &std::path::Path,
+        settings: &[(&str, &str)],
+    ) -> Service {
         use std::io::BufRead;
         let mut command = std::process::Command::new(oubli_binary());
         command
-            .arg("serve")
+            .args(args)
             .env("OUBLI_LISTEN", "127.0.0.1:0")
             .env("OUBLI_DATA_DIR", data_dir)
             .env("OUBLI_DEMO_CUSTOMERS", "60")
@@ -171,6 +183,7 @@ impl Service {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
         let mut demo = Demo::default();
+        let mut worker = String::new();
         let url = loop {
             let line = lines
                 .next()
@@ -183,6 +196,10 @@ impl Service {
             };
             if let Some(url) = value("oubli: listening on") {
                 break url;
+            }
+            if let Some(rest) = value("oubli: worker") {
+                worker = rest.split(' ').next().unwrap_or_default().to_owned();
+                break String::new();
             }
             if let Some(token) = value("admin token:") {
                 demo.admin = token;
@@ -200,6 +217,7 @@ impl Service {
         Service {
             child,
             url,
+            worker,
             data_dir: data_dir.to_owned(),
             demo,
             http: reqwest::Client::new(),

@@ -62,6 +62,7 @@ impl Chain {
     /// # Errors
     /// When the database cannot be read.
     pub async fn load(tx: &mut Tx<'_>) -> sqlx::Result<Chain> {
+        crate::store::lock_trail(tx).await?;
         let prev: Option<String> =
             sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut **tx)

@@ -2,7 +2,7 @@
 //! through the first-party SQL connector, beside the same statements issued by native
 //! Rust code in the same run.
 
-use super::{Percentiles, Report};
+use super::{Percentiles, Report, Scratch};
 use crate::runtime::bindings::sql::{Dialect, Statement, Value};
 use crate::runtime::sql::{MAX_ROWS, SqlTarget};
 use crate::runtime::{Identity, Runtime, RuntimeSettings, Subject};
@@ -130,7 +130,7 @@ fn statements(dialect: Dialect, email: &str) -> (Statement, Vec<Statement>) {
 /// Where the benchmark's two copies of the CRM live.
 enum Copies {
     Sqlite { _files: tempfile::TempDir },
-    Postgres { admin: String, names: [String; 2] },
+    Postgres { databases: [Scratch; 2] },
 }
 
 impl Copies {
@@ -148,56 +148,34 @@ impl Copies {
             let urls = [served, copy].map(|p| format!("sqlite://{}", p.display()));
             return Ok((Copies::Sqlite { _files: dir }, urls));
         };
-        anyhow::ensure!(
-            admin.starts_with("postgres://") || admin.starts_with("postgresql://"),
-            "--database takes a postgres:// URL"
-        );
-        let tag = uuid::Uuid::new_v4().simple().to_string();
-        let names = [
-            format!("oubli_bench_{}_served", &tag[..12]),
-            format!("oubli_bench_{}_native", &tag[..12]),
-        ];
-        let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
-        let urls = names.clone().map(|n| format!("{base}/{n}"));
-        let copies = Copies::Postgres {
-            admin: admin.to_owned(),
-            names: names.clone(),
-        };
-        admin_execute(admin, &format!("CREATE DATABASE {}", names[0])).await?;
-        if let Err(e) = load_postgres(&served, &urls[0]).await {
-            copies.drop_databases().await;
+        let first = Scratch::create(admin, "served", None).await?;
+        if let Err(e) = load_postgres(&served, &first.url).await {
+            first.drop_database().await;
             return Err(e);
         }
-        admin_execute(
-            admin,
-            &format!("CREATE DATABASE {} TEMPLATE {}", names[1], names[0]),
-        )
-        .await?;
-        Ok((copies, urls))
+        let second = match Scratch::create(admin, "native", Some(&first)).await {
+            Ok(second) => second,
+            Err(e) => {
+                first.drop_database().await;
+                return Err(e);
+            }
+        };
+        let urls = [first.url.clone(), second.url.clone()];
+        Ok((
+            Copies::Postgres {
+                databases: [first, second],
+            },
+            urls,
+        ))
     }
 
     async fn drop_databases(&self) {
-        if let Copies::Postgres { admin, names } = self {
-            for name in names {
-                if let Err(e) = admin_execute(
-                    admin,
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                )
-                .await
-                {
-                    tracing::warn!("dropping the benchmark database {name}: {e:#}");
-                }
+        if let Copies::Postgres { databases } = self {
+            for database in databases {
+                database.drop_database().await;
             }
         }
     }
-}
-
-async fn admin_execute(url: &str, statement: &str) -> anyhow::Result<()> {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url).await?;
-    sqlx::raw_sql(statement).execute(&mut conn).await?;
-    conn.close().await?;
-    Ok(())
 }
 
 /// Copies the SQLite demo CRM into a new PostgreSQL database, table by table, in batches.

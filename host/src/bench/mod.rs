@@ -27,6 +27,56 @@ pub trait Report: Serialize {
     }
 }
 
+/// A throwaway PostgreSQL database a benchmark creates on the server it was given, and
+/// drops at the end.
+pub(crate) struct Scratch {
+    admin: String,
+    name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl Scratch {
+    /// Creates `oubli_bench_<random>_<label>`, as a copy of `template` when given, on the
+    /// server of the `postgres://` URL `admin`.
+    pub(crate) async fn create(
+        admin: &str,
+        label: &str,
+        template: Option<&Scratch>,
+    ) -> anyhow::Result<Scratch> {
+        anyhow::ensure!(
+            crate::store::is_postgres(admin),
+            "--database takes a postgres:// URL"
+        );
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("oubli_bench_{}_{label}", &tag[..12]);
+        let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
+        let copy = template.map_or(String::new(), |t| format!(" TEMPLATE {}", t.name));
+        admin_execute(admin, &format!("CREATE DATABASE {name}{copy}")).await?;
+        Ok(Scratch {
+            admin: admin.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    /// Drops it, closing the connections still open to it.
+    pub(crate) async fn drop_database(&self) {
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = admin_execute(&self.admin, &statement).await {
+            tracing::warn!("dropping the benchmark database {}: {e:#}", self.name);
+        }
+    }
+}
+
+async fn admin_execute(url: &str, statement: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::raw_sql(statement).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
 /// Latency percentiles of one series, in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {

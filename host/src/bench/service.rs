@@ -1,7 +1,9 @@
 //! `oubli bench intake` and `oubli bench e2e`: the service in this process on a temporary
-//! folder, driven over HTTP on loopback, beside a native baseline measured in the same run.
+//! folder (on SQLite, or on a throwaway PostgreSQL database with `--database`, where the
+//! end-to-end run can also use `oubli worker` processes), driven over HTTP on loopback,
+//! beside a native baseline measured in the same run.
 
-use super::Percentiles;
+use super::{Percentiles, Scratch};
 use crate::auth::{self, Role};
 use crate::config::Config;
 use crate::controller::{self, Article15, NewController, NewSystem};
@@ -9,7 +11,7 @@ use crate::serve::{self, Running};
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use std::path::Path;
 use std::sync::Arc;
@@ -24,21 +26,26 @@ struct Bench {
     url: String,
 }
 
-async fn start(
-    dir: &Path,
-    workers: usize,
-    crms: &[std::path::PathBuf],
-    auto_approve: bool,
-) -> anyhow::Result<Bench> {
-    let config = Config {
+/// The configuration of the benchmark's service (and of its worker processes).
+fn config(dir: &Path, workers: usize, database: Option<&Scratch>) -> Config {
+    Config {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.join("service"),
+        database: database.map(|d| d.url.clone()),
         workers,
         demo: false,
         backoff_base_ms: 50,
         ..Config::default()
-    };
-    let running = serve::start(config).await?;
+    }
+}
+
+async fn start(
+    config: Config,
+    mode: serve::Mode,
+    crms: &[std::path::PathBuf],
+    auto_approve: bool,
+) -> anyhow::Result<Bench> {
+    let running = serve::start(config, mode).await?;
     let app = running.app.clone();
     let plugin = controller::register_builtin(&app.store, &app.runtime, "sql", "bench").await?;
     let mut tx = app.store.begin().await?;
@@ -55,7 +62,10 @@ async fn start(
     }
     let (_, dpo) = auth::create(&mut tx, Role::Dpo, Some(&bench.id), "bench").await?;
     tx.commit().await?;
-    let url = format!("http://{}", running.address);
+    let url = format!(
+        "http://{}",
+        running.address.context("the benchmark serves the API")?
+    );
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
@@ -138,14 +148,16 @@ impl From<Percentiles> for Millis {
 #[derive(Debug, Clone, Serialize)]
 pub struct IntakeReport {
     pub benchmark: &'static str,
+    /// `sqlite` or `postgres`.
+    pub database: &'static str,
     pub requests: u64,
     pub concurrency: usize,
     pub seconds: f64,
-    /// Requests accepted (201, committed to disk) per second over HTTP.
+    /// Requests accepted (201, committed durably) per second over HTTP.
     pub per_second: f64,
     pub latency: Millis,
-    /// Single-row durable commits per second to an SQLite file with the same settings,
-    /// one after another, without HTTP, validation or audit.
+    /// Single-row durable commits per second to the same kind of database, one after
+    /// another, without HTTP, validation or audit.
     pub baseline_commits_per_second: f64,
     /// per_second / baseline_commits_per_second.
     pub ratio: f64,
@@ -154,36 +166,30 @@ pub struct IntakeReport {
 impl super::Report for IntakeReport {
     fn print_text(&self) {
         println!(
-            "oubli bench intake: {} erasure requests over HTTP, {} at a time",
-            self.requests, self.concurrency
+            "oubli bench intake: {} erasure requests over HTTP, {} at a time, on {}",
+            self.requests, self.concurrency, self.database
         );
         println!(
             "  accepted:  {:>9.0} requests/s   ({:.2} s; p50 {:.2} ms, p99 {:.2} ms)",
             self.per_second, self.seconds, self.latency.p50_ms, self.latency.p99_ms
         );
         println!(
-            "  baseline:  {:>9.0} durable single-row SQLite commits/s",
-            self.baseline_commits_per_second
+            "  baseline:  {:>9.0} durable single-row {} commits/s",
+            self.baseline_commits_per_second, self.database
         );
         println!("  ratio (accepted / baseline): {:.2}", self.ratio);
     }
 }
 
-async fn baseline_commits(path: &Path, n: u64) -> anyhow::Result<f64> {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .connect()
-        .await?;
-    sqlx::query("CREATE TABLE requests (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
-        .execute(&mut conn)
+/// Durable single-row commits per second, one after another, in a new table.
+async fn baseline_commits(conn: &mut sqlx::AnyConnection, n: u64) -> anyhow::Result<f64> {
+    sqlx::query("CREATE TABLE baseline_requests (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(&mut *conn)
         .await?;
     let start = Instant::now();
     for i in 0..n {
         let mut tx = conn.begin().await?;
-        sqlx::query("INSERT INTO requests (id, body) VALUES ($1, $2)")
+        sqlx::query("INSERT INTO baseline_requests (id, body) VALUES ($1, $2)")
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(format!(
                 "{{\"email\":\"{}\"}}",
@@ -193,32 +199,68 @@ async fn baseline_commits(path: &Path, n: u64) -> anyhow::Result<f64> {
             .await?;
         tx.commit().await?;
     }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    conn.close().await?;
-    Ok(rate)
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Submits `requests` erasure requests over HTTP and measures how many are accepted per
-/// second.
+/// second, on SQLite or, with `database` (a `postgres://` URL of a server), on a throwaway
+/// PostgreSQL database.
 ///
 /// # Errors
 /// When the service cannot start or a submission fails.
-pub async fn intake(requests: u64, concurrency: usize) -> anyhow::Result<IntakeReport> {
+pub async fn intake(
+    requests: u64,
+    concurrency: usize,
+    database: Option<&str>,
+) -> anyhow::Result<IntakeReport> {
     anyhow::ensure!(requests >= 100, "--requests must be at least 100");
+    let scratch = match database {
+        Some(admin) => Some(Scratch::create(admin, "intake", None).await?),
+        None => None,
+    };
+    let measured = measure_intake(requests, concurrency, scratch.as_ref()).await;
+    if let Some(scratch) = &scratch {
+        scratch.drop_database().await;
+    }
+    measured
+}
+
+async fn measure_intake(
+    requests: u64,
+    concurrency: usize,
+    scratch: Option<&Scratch>,
+) -> anyhow::Result<IntakeReport> {
     let dir = tempfile::tempdir()?;
     let crm = dir.path().join("crm.db");
     crate::demo::create_crm(&crm, 10).await?;
-    let bench = Arc::new(start(dir.path(), 1, &[crm], false).await?);
+    let config = config(dir.path(), 1, scratch);
+    let bench = Arc::new(start(config, serve::Mode::All, &[crm], false).await?);
     bench.submit_all(50, concurrency.min(50)).await?; // warm-up: connections, caches
     let started = Instant::now();
     let latencies = bench.submit_all(requests, concurrency).await?;
     let seconds = started.elapsed().as_secs_f64();
     let bench = Arc::into_inner(bench).context("every client finished")?;
     bench.running.stop().await;
-    let baseline = baseline_commits(&dir.path().join("baseline.db"), requests.min(5_000)).await?;
+    // The same driver layer as the service's, with the same durability settings.
+    let baseline = match scratch {
+        Some(scratch) => scratch.url.clone(),
+        None => {
+            let path = std::path::absolute(dir.path().join("baseline.db"))?;
+            format!("sqlite://{}?mode=rwc", path.display())
+        }
+    };
+    let mut conn = sqlx::AnyConnection::connect(&baseline).await?;
+    if scratch.is_none() {
+        sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL")
+            .execute(&mut conn)
+            .await?;
+    }
+    let baseline = baseline_commits(&mut conn, requests.min(5_000)).await?;
+    conn.close().await?;
     let per_second = requests as f64 / seconds;
     Ok(IntakeReport {
         benchmark: "intake",
+        database: if scratch.is_some() { "postgres" } else { "sqlite" },
         requests,
         concurrency,
         seconds,
@@ -235,7 +277,13 @@ pub struct E2eReport {
     pub benchmark: &'static str,
     pub requests: u64,
     pub systems: usize,
+    /// Tasks at once per worker process.
     pub workers: usize,
+    /// `sqlite` or `postgres`.
+    pub database: &'static str,
+    /// `oubli worker` processes beside the API process (0: the API process runs the
+    /// tasks).
+    pub worker_processes: usize,
     /// From the first submission to the last request completed, through the service.
     pub oubli_seconds: f64,
     /// The same deletions by native Rust code, one transaction per subject and system.
@@ -246,9 +294,17 @@ pub struct E2eReport {
 
 impl super::Report for E2eReport {
     fn print_text(&self) {
+        let processes = match self.worker_processes {
+            0 => "in the API process".to_owned(),
+            n => format!("in each of {n} worker processes"),
+        };
         println!(
-            "oubli bench e2e: {} erasure requests across {} SQLite CRM systems, {} workers",
-            self.requests, self.systems, self.workers
+            "oubli bench e2e: {} erasure requests across {} SQLite CRM systems, on {}, {} tasks at once {processes}",
+            self.requests, self.systems, self.database, self.workers
+        );
+        println!(
+            "  throughput: {:>8.1} requests/s",
+            self.requests as f64 / self.oubli_seconds
         );
         println!(
             "  oubli:   {:>8.2} s  submission to completion: erase, then a verifying locate, per system",
@@ -287,16 +343,73 @@ pub(crate) async fn native_erase(
     Ok(())
 }
 
+/// How `oubli bench e2e` runs the service.
+#[derive(Debug, Clone, Copy)]
+pub struct E2eSetup<'a> {
+    pub requests: u64,
+    pub systems: usize,
+    /// Tasks at once per process that runs tasks.
+    pub workers: usize,
+    /// A PostgreSQL server (`postgres://…`) to hold the service's database instead of
+    /// SQLite: a throwaway database is created there and dropped at the end.
+    pub database: Option<&'a str>,
+    /// `oubli worker` processes to start beside the API process (PostgreSQL only).
+    pub worker_processes: usize,
+}
+
 /// Runs `requests` erasure requests across `systems` demo CRMs through the service, then
 /// the same deletions natively on copies, and compares the times.
 ///
 /// # Errors
 /// When the service cannot start, a request fails, or the native deletions fail.
-pub async fn e2e(requests: u64, systems: usize, workers: usize) -> anyhow::Result<E2eReport> {
+pub async fn e2e(setup: E2eSetup<'_>) -> anyhow::Result<E2eReport> {
     anyhow::ensure!(
-        requests >= 10 && systems >= 1,
+        setup.requests >= 10 && setup.systems >= 1,
         "--requests must be at least 10 and --systems at least 1"
     );
+    anyhow::ensure!(
+        setup.worker_processes == 0 || setup.database.is_some(),
+        "--worker-processes needs --database postgres://…: processes share a PostgreSQL database"
+    );
+    let scratch = match setup.database {
+        Some(admin) => Some(Scratch::create(admin, "e2e", None).await?),
+        None => None,
+    };
+    let measured = measure_e2e(setup, scratch.as_ref()).await;
+    if let Some(scratch) = &scratch {
+        scratch.drop_database().await;
+    }
+    measured
+}
+
+/// Starts `n` `oubli worker` processes of this executable on the benchmark's service.
+fn spawn_workers(config: &Config, n: usize) -> anyhow::Result<Vec<tokio::process::Child>> {
+    let exe = std::env::current_exe().context("finding the oubli executable")?;
+    (0..n)
+        .map(|_| {
+            tokio::process::Command::new(&exe)
+                .arg("worker")
+                .env("OUBLI_DATA_DIR", &config.data_dir)
+                .env("OUBLI_DATABASE", config.database.as_deref().unwrap_or_default())
+                .env("OUBLI_WORKERS", config.workers.to_string())
+                .env("OUBLI_BACKOFF_BASE_MS", config.backoff_base_ms.to_string())
+                .env("OUBLI_DEMO", "false")
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting an oubli worker process")
+        })
+        .collect()
+}
+
+async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::Result<E2eReport> {
+    let E2eSetup {
+        requests,
+        systems,
+        workers,
+        worker_processes,
+        ..
+    } = setup;
     let dir = tempfile::tempdir()?;
     let mut served = Vec::new();
     let mut native = Vec::new();
@@ -307,13 +420,20 @@ pub async fn e2e(requests: u64, systems: usize, workers: usize) -> anyhow::Resul
             set.push(path);
         }
     }
-    let bench = Arc::new(start(dir.path(), workers, &served, true).await?);
+    let config = config(dir.path(), workers, scratch);
+    let mode = if worker_processes > 0 {
+        serve::Mode::Api
+    } else {
+        serve::Mode::All
+    };
+    let bench = Arc::new(start(config.clone(), mode, &served, true).await?);
     // Compile the plugin before the clock starts, as a running service has.
     let digest = controller::list_plugins(&bench.running.app.store)
         .await?
         .remove(0)
         .digest;
     bench.running.app.plugin(&digest).await?;
+    let mut children = spawn_workers(&config, worker_processes)?;
 
     let started = Instant::now();
     bench.submit_all(requests, 32).await?;
@@ -336,6 +456,9 @@ pub async fn e2e(requests: u64, systems: usize, workers: usize) -> anyhow::Resul
         failed == 0,
         "{failed} requests failed; see the service's log"
     );
+    for child in &mut children {
+        child.kill().await?;
+    }
     let bench = Arc::into_inner(bench).context("every client finished")?;
     bench.running.stop().await;
 
@@ -359,6 +482,8 @@ pub async fn e2e(requests: u64, systems: usize, workers: usize) -> anyhow::Resul
         requests,
         systems,
         workers,
+        database: if scratch.is_some() { "postgres" } else { "sqlite" },
+        worker_processes,
         oubli_seconds,
         native_seconds,
         ratio: oubli_seconds / native_seconds,

@@ -11,7 +11,6 @@ pub mod package;
 pub mod seal;
 
 use crate::controller;
-use crate::keys::write_private;
 use crate::queue;
 use crate::request::store::Request;
 use crate::request::{Kind, Status};
@@ -52,16 +51,11 @@ pub struct PublicKey {
 }
 
 fn load_or_create(path: &Path) -> anyhow::Result<[u8; 32]> {
-    if path.exists() {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        return bytes
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("{} does not hold a 32-byte key", path.display()));
-    }
-    let mut key = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut key);
-    write_private(path, &key)?;
-    Ok(key)
+    let mut fresh = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut fresh);
+    crate::keys::read_or_create(path, &fresh)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{} does not hold a 32-byte key", path.display()))
 }
 
 /// The id of a public key.
@@ -75,6 +69,14 @@ impl Keys {
     /// # Errors
     /// When a key file cannot be read or written, or is not a key.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Keys> {
+        // Processes starting together on one keys folder (an API process and workers)
+        // make the missing keys one after the other, so that all end up with the same.
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lock_path = dir.join(".lock");
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("creating {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
         let signing = SigningKey::from_bytes(&load_or_create(&dir.join("signing.ed25519"))?);
         let hash_key = load_or_create(&dir.join("identity-hash.key"))?;
         let pseudonym = load_or_create(&dir.join("pseudonym.key"))?;

@@ -145,19 +145,40 @@ pub async fn list(app: &App, request_id: &str) -> sqlx::Result<Vec<Delivery>> {
     Ok(deliveries)
 }
 
+/// How long a claimed delivery is left to its sender: well past the send's timeout.
+const CLAIM_MS: i64 = 60_000;
+
 /// Sends the deliveries that are due; returns how many were attempted.
 ///
 /// # Errors
 /// When the database fails.
 pub async fn send_due(app: &App, client: &reqwest::Client) -> anyhow::Result<usize> {
-    let due: Vec<(String, String, i64, String, String)> = sqlx::query_as(
-        "SELECT d.id, d.payload, d.attempts, c.webhook_url, c.webhook_secret FROM webhook_deliveries d \
-         JOIN controllers c ON c.id = d.controller_id \
-         WHERE d.status = 'pending' AND d.next_attempt_at <= $1 ORDER BY d.next_attempt_at LIMIT 32",
-    )
-    .bind(now_ms())
-    .fetch_all(&app.store.read)
+    // Claimed by moving their next attempt past the send's timeout, so that the sender of
+    // another process does not send them too; the outcome then sets it for real.
+    let skip_locked = match app.store.backend() {
+        crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        crate::store::Backend::Sqlite => "",
+    };
+    let now = now_ms();
+    let claimed: Vec<(String, String, i64, String)> = sqlx::query_as(&format!(
+        "UPDATE webhook_deliveries SET next_attempt_at = $2 \
+         WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+                      ORDER BY next_attempt_at LIMIT 32{skip_locked}) \
+         RETURNING id, payload, attempts, controller_id",
+    ))
+    .bind(now)
+    .bind(now + CLAIM_MS)
+    .fetch_all(&app.store.write)
     .await?;
+    let mut due = Vec::with_capacity(claimed.len());
+    for (id, body, attempts, controller) in claimed {
+        let (url, secret): (Option<String>, String) =
+            sqlx::query_as("SELECT webhook_url, webhook_secret FROM controllers WHERE id = $1")
+                .bind(&controller)
+                .fetch_one(&app.store.read)
+                .await?;
+        due.push((id, body, attempts, url.unwrap_or_default(), secret));
+    }
     for (id, body, attempts, url, secret) in &due {
         let timestamp = Utc::now().timestamp();
         let signature = sign(secret, id, timestamp, body)?;

@@ -8,7 +8,7 @@ pub mod worker;
 use crate::audit;
 use crate::request::store as requests;
 use crate::request::{Status, Transition};
-use crate::store::{Store, Tx, now_ms, to_rfc3339};
+use crate::store::{self, Backend, Store, Tx, now_ms, to_rfc3339};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::Serialize;
@@ -99,7 +99,57 @@ pub async fn enqueue(
         .execute(&mut **tx)
         .await?;
     }
+    if !systems.is_empty() {
+        announce(tx).await?;
+    }
     Ok(systems.len() as u64)
+}
+
+/// Tells the workers of every process that tasks were queued, when the caller's
+/// transaction commits (PostgreSQL `NOTIFY`); in-process workers are woken through
+/// [`crate::app::App::tasks_ready`] by the caller.
+///
+/// # Errors
+/// When the database fails.
+pub async fn announce(tx: &mut Tx<'_>) -> sqlx::Result<()> {
+    if tx.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(store::TASKS_CHANNEL)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Wakes this process's workers whenever another process announces queued tasks
+/// (PostgreSQL `LISTEN`), until `shutdown` turns true. Workers poll as well, so a lost
+/// connection only delays them; it is opened again after a pause.
+pub async fn listen(
+    app: std::sync::Arc<crate::app::App>,
+    url: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(store::TASKS_CHANNEL).await?;
+            loop {
+                listener.recv().await?;
+                app.tasks_ready.notify_waiters();
+            }
+        };
+        let failed: sqlx::Result<()> = tokio::select! {
+            failed = listening => failed,
+            _ = shutdown.changed() => return,
+        };
+        if let Err(e) = failed {
+            tracing::warn!(error = %e, "listening for queued tasks failed; polling meanwhile");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Claims up to `limit` tasks that are due, or whose lease expired, for `lease`, in one
@@ -113,28 +163,65 @@ pub async fn claim_many(
     lease: Duration,
     limit: usize,
 ) -> anyhow::Result<Vec<Claimed>> {
+    let mut tries = 0;
+    loop {
+        match claim_once(store, owner, lease, limit).await {
+            Err(e) if store::is_transient(&e) && tries < TRANSIENT_RETRIES => tries += 1,
+            claimed => return claimed,
+        }
+    }
+}
+
+/// How often a transaction PostgreSQL aborted to break a deadlock is run again.
+const TRANSIENT_RETRIES: u32 = 5;
+
+async fn claim_once(
+    store: &Store,
+    owner: &str,
+    lease: Duration,
+    limit: usize,
+) -> anyhow::Result<Vec<Claimed>> {
     let now = now_ms();
+    // Workers of other processes skip the rows this one is claiming instead of waiting.
+    let skip_locked = match store.backend() {
+        Backend::Postgres => " FOR UPDATE OF t SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let nonce = format!("{:016x}", rand::random::<u64>());
     let mut conn = store.relaxed().await?;
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // Only tasks of approved or running requests: a request cancelled after its approval
     // keeps queued tasks that must not run.
-    let rows: Vec<(String, String, String, i64, i64, String)> = sqlx::query_as(
-        "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = $1 || ':' || lower(hex(randomblob(8))), \
+    let rows: Vec<(String, String, String, i64, i64, String)> = sqlx::query_as(&format!(
+        "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = $1 || ':' || $5 || ':' || id, \
          lease_expires_at = $2, updated_at = $3 \
          WHERE id IN (SELECT t.id FROM tasks t JOIN requests r ON r.id = t.request_id \
                       WHERE r.status IN ('approved', 'running') \
                         AND ((t.status = 'queued' AND t.run_after <= $3) OR (t.status = 'running' AND t.lease_expires_at < $3)) \
-                      ORDER BY t.run_after, t.id LIMIT $4) \
+                      ORDER BY t.run_after, t.id LIMIT $4{skip_locked}) \
          RETURNING id, request_id, system_id, attempts, max_attempts, lease_owner",
-    )
+    ))
     .bind(owner)
     .bind(now + lease.as_millis() as i64)
     .bind(now)
     .bind(limit as i64)
+    .bind(&nonce)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
         return Ok(Vec::new());
+    }
+    for (id, _, _, attempt, _, lease) in &rows {
+        sqlx::query(
+            "INSERT INTO task_attempts (lease, task_id, attempt, worker, started_at, renewed_at) VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(lease)
+        .bind(id)
+        .bind(attempt)
+        .bind(owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     }
     let claimed: Vec<Claimed> = rows
         .into_iter()
@@ -155,8 +242,29 @@ pub async fn claim_many(
     let mut requests: Vec<&str> = claimed.iter().map(|c| c.request_id.as_str()).collect();
     requests.sort_unstable();
     requests.dedup();
-    let mut chain = None;
+    // The first claim of a request starts it, in a transaction of its own that takes the
+    // audit trail's lock before any row (see `store::lock_trail`): this one holds task
+    // rows, and waiting for the trail while holding them could close a cycle with a
+    // writer that holds the trail. Should the process die in between, the request is
+    // started when its tasks settle.
+    let mut approved = Vec::new();
     for request_id in requests {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
+            .bind(request_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if status.as_deref() == Some(Status::Approved.as_str()) {
+            approved.push(request_id);
+        }
+    }
+    tx.commit().await?;
+    if approved.is_empty() {
+        return Ok(claimed);
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let mut chain = audit::Chain::load(&mut tx).await?;
+    let actor = format!("worker:{owner}");
+    for request_id in approved {
         let started = sqlx::query(
             "UPDATE requests SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
         )
@@ -167,19 +275,9 @@ pub async fn claim_many(
         .execute(&mut *tx)
         .await?;
         if started.rows_affected() == 1 {
-            if chain.is_none() {
-                chain = Some(audit::Chain::load(&mut tx).await?);
-            }
-            let chain = chain.as_mut().expect("loaded above");
             let action = format!("request.{}", running.as_str());
             chain
-                .append(
-                    &mut tx,
-                    &format!("worker:{owner}"),
-                    &action,
-                    Some(request_id),
-                    serde_json::json!({}),
-                )
+                .append(&mut tx, &actor, &action, Some(request_id), serde_json::json!({}))
                 .await?;
         }
     }
@@ -200,12 +298,20 @@ pub async fn claim(store: &Store, owner: &str, lease: Duration) -> anyhow::Resul
 /// # Errors
 /// When the database fails.
 pub async fn heartbeat(store: &Store, task: &Claimed, lease: Duration) -> sqlx::Result<bool> {
+    let now = now_ms();
     let done = sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running'")
-        .bind(now_ms() + lease.as_millis() as i64)
+        .bind(now + lease.as_millis() as i64)
         .bind(&task.id)
         .bind(&task.lease)
         .execute(&store.write)
         .await?;
+    if done.rows_affected() == 1 {
+        sqlx::query("UPDATE task_attempts SET renewed_at = $1 WHERE lease = $2")
+            .bind(now)
+            .bind(&task.lease)
+            .execute(&store.write)
+            .await?;
+    }
     Ok(done.rows_affected() == 1)
 }
 
@@ -261,6 +367,16 @@ pub async fn finish_many(
     owner: &str,
     runs: &[Finished],
 ) -> anyhow::Result<Vec<bool>> {
+    let mut tries = 0;
+    loop {
+        match finish_once(store, owner, runs).await {
+            Err(e) if store::is_transient(&e) && tries < TRANSIENT_RETRIES => tries += 1,
+            recorded => return recorded,
+        }
+    }
+}
+
+async fn finish_once(store: &Store, owner: &str, runs: &[Finished]) -> anyhow::Result<Vec<bool>> {
     let now = now_ms();
     let actor = format!("worker:{owner}");
     let mut conn = store.relaxed().await?;
@@ -311,6 +427,17 @@ pub async fn finish_many(
         .bind(&task.lease)
         .execute(&mut *tx)
         .await?;
+        let ended = match (updated.rows_affected(), status) {
+            (0, _) => "lease-lost",
+            (_, "queued") => "retry",
+            (_, status) => status,
+        };
+        sqlx::query("UPDATE task_attempts SET finished_at = $1, outcome = $2 WHERE lease = $3")
+            .bind(now)
+            .bind(ended)
+            .bind(&task.lease)
+            .execute(&mut *tx)
+            .await?;
         if updated.rows_affected() == 0 {
             tracing::warn!(task = %task.id, attempt = task.attempt, "dropping the result of a task whose lease was taken over");
             recorded.push(false);
@@ -370,11 +497,25 @@ async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Resul
     if count("queued") + count("running") > 0 {
         return Ok(false);
     }
-    let Some(request) = requests::get_in(tx, request_id).await? else {
+    let Some(mut request) = requests::get_in(tx, request_id).await? else {
         return Ok(false);
     };
+    // Tasks that ran for a request whose start was not recorded (its worker died between
+    // the claim and the start): start it now.
+    let mut appended = false;
+    if request.status == Status::Approved
+        && requests::transition(tx, &request, Transition::Start, actor, serde_json::json!({}))
+            .await?
+            .is_ok()
+    {
+        appended = true;
+        let Some(started) = requests::get_in(tx, request_id).await? else {
+            return Ok(false);
+        };
+        request = started;
+    }
     if request.status != Status::Running {
-        return Ok(false);
+        return Ok(appended);
     }
     let transition = if count("failed") > 0 {
         Transition::Fail
@@ -382,11 +523,8 @@ async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Resul
         Transition::Complete
     };
     let details = serde_json::json!({ "failed_tasks": count("failed") });
-    Ok(
-        requests::transition(tx, &request, transition, actor, details)
-            .await?
-            .is_ok(),
-    )
+    let settled = requests::transition(tx, &request, transition, actor, details).await?;
+    Ok(appended || settled.is_ok())
 }
 
 /// Approves a request awaiting its controller and queues one task per connected system,
@@ -447,6 +585,14 @@ pub async fn settle_empty(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> any
 /// # Errors
 /// When the database fails.
 pub async fn release(store: &Store, worker: &str) -> sqlx::Result<u64> {
+    sqlx::query(
+        "UPDATE task_attempts SET finished_at = $1, outcome = 'released' WHERE worker = $2 AND finished_at IS NULL \
+         AND lease IN (SELECT lease_owner FROM tasks WHERE status = 'running' AND lease_owner LIKE $2 || ':%')",
+    )
+    .bind(now_ms())
+    .bind(worker)
+    .execute(&store.write)
+    .await?;
     let done = sqlx::query(
         "UPDATE tasks SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_after = $1 \
          WHERE lease_owner LIKE $2 || ':%' AND status = 'running'",

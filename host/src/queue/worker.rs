@@ -25,21 +25,24 @@ use tokio::sync::{Semaphore, mpsc};
 /// Pages of `access` after which a plugin is taken to be looping.
 const MAX_PAGES: usize = 100_000;
 
-/// Runs one claimed task: the plugin calls, with the lease renewed meanwhile. Returns how
-/// the run ended, for the finisher to record.
-async fn run_task(app: &Arc<App>, task: Claimed) -> Finished {
+/// Runs one claimed task: the plugin calls, with the lease renewed meanwhile, and until the
+/// finisher has recorded how the run ended (a batch may wait for the database).
+async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>) {
     let lease = Duration::from_secs(app.config.lease_secs);
-    let outcome = if task.attempt > task.max_attempts {
-        Outcome::Failed {
+    let (outcome, heartbeat) = if task.attempt > task.max_attempts {
+        let outcome = Outcome::Failed {
             kind: "lease-lost".into(),
             message: format!(
                 "gave up after {} attempts whose workers stopped before finishing",
                 task.max_attempts
             ),
             retryable: false,
-        }
+        };
+        (outcome, None)
     } else {
-        let heartbeat = {
+        // Ends when the lease is no longer this worker's (it expired while the database
+        // was out of reach, and another worker took the task).
+        let mut heartbeat = {
             let (app, task) = (app.clone(), task.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(lease / 3);
@@ -56,9 +59,17 @@ async fn run_task(app: &Arc<App>, task: Claimed) -> Finished {
                 }
             })
         };
-        let outcome = execute(app, &task).await;
-        heartbeat.abort();
-        outcome
+        // A run whose lease was taken over stops at once, so that a task never runs in two
+        // places at the same time.
+        let outcome = tokio::select! {
+            outcome = execute(app, &task) => outcome,
+            _ = &mut heartbeat => Outcome::Failed {
+                kind: "lease-lost".into(),
+                message: "the task's lease was taken over by another worker; this run was stopped".into(),
+                retryable: true,
+            },
+        };
+        (outcome, Some(heartbeat))
     };
     if let Outcome::Failed {
         kind,
@@ -79,10 +90,17 @@ async fn run_task(app: &Arc<App>, task: Claimed) -> Finished {
     {
         backoff = backoff.max(asked);
     }
-    Finished {
+    let run = Finished {
         task,
         outcome,
         backoff,
+    };
+    let (reply, recorded) = tokio::sync::oneshot::channel();
+    if reports.send((run, reply)).await.is_ok() {
+        let _ = recorded.await;
+    }
+    if let Some(heartbeat) = heartbeat {
+        heartbeat.abort();
     }
 }
 
@@ -326,11 +344,7 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
         for (task, permit) in claimed.into_iter().zip(permits.drain(..)) {
             let (app, reports) = (app.clone(), reports.clone());
             running.spawn(async move {
-                let run = run_task(&app, task).await;
-                let (reply, recorded) = tokio::sync::oneshot::channel();
-                if reports.send((run, reply)).await.is_ok() {
-                    let _ = recorded.await;
-                }
+                run_task(&app, task, &reports).await;
                 drop(permit);
             });
         }

@@ -30,12 +30,13 @@ impl CompileCache {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the plugin cache {}", dir.display()))?;
         let key_path = dir.join("cache.key");
-        let key = match std::fs::read(&key_path) {
-            Ok(key) if key.len() == 32 => key,
+        // Processes sharing the folder (an API process and workers) share the key.
+        let fresh: [u8; 32] = rand::random();
+        let key = match crate::keys::read_or_create(&key_path, &fresh)? {
+            key if key.len() == 32 => key,
             _ => {
-                let key: [u8; 32] = rand::random();
-                crate::keys::write_private(&key_path, &key)?;
-                key.to_vec()
+                crate::keys::write_private(&key_path, &fresh)?;
+                fresh.to_vec()
             }
         };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();

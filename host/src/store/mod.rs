@@ -1,30 +1,59 @@
-//! The service database: an embedded SQLite file in WAL mode, with its migrations run at
-//! start.
+//! The service database: the embedded SQLite file (the default) or a PostgreSQL server,
+//! chosen by the database setting, with the same queries on both and each backend's
+//! migrations run at start.
 //!
-//! SQLite has one writer at a time; oubli gives it exactly one write connection, so
-//! that transactions queue in the pool instead of failing with `SQLITE_BUSY`, and a pool
-//! of read connections that see committed data without waiting for writers.
+//! - **SQLite** has one writer at a time; oubli gives it exactly one write connection, so
+//!   that transactions queue in the pool instead of failing with `SQLITE_BUSY`, and a pool
+//!   of read connections that see committed data without waiting for writers. One process
+//!   owns the file.
+//! - **PostgreSQL** is shared by any number of processes. Every transaction that appends
+//!   to the audit trail first takes one transaction-scoped advisory lock (see
+//!   [`lock_trail`]), so that the hash chain stays a single line however many processes
+//!   write; tasks are claimed with `FOR UPDATE SKIP LOCKED`, and queued work is announced
+//!   with `NOTIFY` (see [`TASKS_CHANNEL`]).
+//!
+//! Queries are written once, with `$1` placeholders and types both backends share:
+//! text, 64-bit integers (times are milliseconds since the Unix epoch) and bytes.
 
 use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// A transaction on the write connection.
-pub type Tx<'c> = Transaction<'c, Sqlite>;
+/// A transaction.
+pub type Tx<'c> = Transaction<'c, Any>;
+
+/// The `NOTIFY` channel that announces queued tasks to workers on PostgreSQL.
+pub const TASKS_CHANNEL: &str = "oubli_tasks";
+
+/// The advisory lock key that serialises appends to the audit trail on PostgreSQL.
+const TRAIL_LOCK: i64 = 0x6f75_626c_6900_0001;
+
+/// Which database server holds the service's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 /// The service database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// The one write connection.
-    pub write: SqlitePool,
-    /// Read-only connections.
-    pub read: SqlitePool,
-    /// Whether the write connection was lent with `synchronous = NORMAL`.
+    /// Connections that write (on SQLite exactly one).
+    pub write: AnyPool,
+    /// Connections that read (on PostgreSQL the same pool as `write`).
+    pub read: AnyPool,
+    /// Connections for bookkeeping that may be redone (see [`Store::relaxed`]).
+    relaxed_pool: AnyPool,
+    backend: Backend,
+    /// The PostgreSQL URL, for `LISTEN`.
+    url: Option<String>,
+    /// Whether the SQLite write connection was lent with `synchronous = NORMAL`.
     relaxed: Arc<AtomicBool>,
 }
 
@@ -38,88 +67,208 @@ pub fn to_rfc3339(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// Whether a database setting names a PostgreSQL server rather than an SQLite file.
+pub fn is_postgres(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// Whether a failed transaction may simply be run again: PostgreSQL aborted it to break a
+/// deadlock (`40P01`) or a serialisation conflict (`40001`).
+pub fn is_transient(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == "40P01" || code == "40001")
+    })
+}
+
+/// Takes the audit trail's lock for the rest of the transaction (PostgreSQL; SQLite's
+/// single writer already serialises). Taking it again in the same transaction is free.
+///
+/// # Errors
+/// When the database fails.
+pub async fn lock_trail(conn: &mut AnyConnection) -> sqlx::Result<()> {
+    if conn.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(TRAIL_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens (creating if missing) the database file and runs the migrations.
+    /// Opens the database a setting names: a `postgres://` URL, or else an SQLite file
+    /// path (created if missing), and runs the migrations.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or a migration fails.
+    pub async fn open(location: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        if is_postgres(location) {
+            Self::open_postgres(location).await
+        } else {
+            Self::open_sqlite(Path::new(location)).await
+        }
+    }
+
+    /// Opens (creating if missing) an SQLite database file and runs the migrations.
     ///
     /// # Errors
     /// When the file cannot be opened or a migration fails.
-    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+    pub async fn open_sqlite(path: &Path) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before the API answers, even across a power cut.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+        let options = |mode: &str| {
+            let url = url::Url::from_file_path(std::path::absolute(path)?)
+                .map_err(|()| anyhow::anyhow!("{} is not a usable file path", path.display()))?;
+            let url = format!("sqlite://{}?mode={mode}", url.path());
+            AnyConnectOptions::from_str(&url).map_err(anyhow::Error::from)
+        };
         let relaxed = Arc::new(AtomicBool::new(false));
         let reset = relaxed.clone();
-        let write = SqlitePoolOptions::new()
+        let write = AnyPoolOptions::new()
             .max_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // FULL: a commit is on disk before the API answers, even across a
+                    // power cut.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
             // A connection lent by `relaxed()` is made durable again before its next use.
             .after_release(move |conn, _| {
                 let reset = reset.clone();
                 Box::pin(async move {
                     if reset.swap(false, Ordering::SeqCst) {
-                        sqlx::query("PRAGMA synchronous = FULL")
-                            .execute(&mut *conn)
-                            .await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
                     }
                     Ok(true)
                 })
             })
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(options("rwc")?)
             .await
             .with_context(|| format!("opening the database {}", path.display()))?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&write)
             .await
             .context("running the database migrations")?;
-        let read = SqlitePoolOptions::new()
+        let read = AnyPoolOptions::new()
             .max_connections(8)
-            .connect_with(options.read_only(true))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options("ro")?)
             .await
             .with_context(|| format!("opening the database {} for reading", path.display()))?;
         Ok(Store {
+            relaxed_pool: write.clone(),
             write,
             read,
+            backend: Backend::Sqlite,
+            url: None,
             relaxed,
         })
     }
 
-    /// Begins a transaction on the write connection.
+    /// Connects to a PostgreSQL database and runs the migrations.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or a migration fails.
+    pub async fn open_postgres(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(url).context("the PostgreSQL URL")?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .context("connecting to PostgreSQL")?;
+        // Migrations of processes starting together run one after the other.
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .context("running the database migrations")?;
+        let relaxed_pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET synchronous_commit = off").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .context("connecting to PostgreSQL")?;
+        Ok(Store {
+            write: pool.clone(),
+            read: pool,
+            relaxed_pool,
+            backend: Backend::Postgres,
+            url: Some(url.to_owned()),
+            relaxed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The PostgreSQL URL, to `LISTEN` on; `None` for SQLite.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// Begins a write transaction. On PostgreSQL it holds the audit trail's lock from its
+    /// first statement, so that writers that append events never wait on each other's rows
+    /// in a cycle.
     ///
     /// # Errors
     /// When the database cannot be reached.
     pub async fn begin(&self) -> sqlx::Result<Tx<'static>> {
-        self.write.begin().await
+        let mut tx = self.write.begin().await?;
+        lock_trail(&mut tx).await?;
+        Ok(tx)
     }
 
-    /// Lends the write connection with `synchronous = NORMAL`, for bookkeeping that may be
-    /// redone: in WAL mode such a commit survives a crash of the process, and only a power
-    /// cut can undo it. The queue uses it for leases and task outcomes, whose loss makes a
-    /// task run again (plugins' effects are idempotent); an accepted request or a decision
-    /// always commits durably.
+    /// Lends a connection for bookkeeping that may be redone: on SQLite the write
+    /// connection with `synchronous = NORMAL` (in WAL mode such a commit survives a crash
+    /// of the process, and only a power cut can undo it); on PostgreSQL one with
+    /// `synchronous_commit = off` (a crash of the server, not of oubli, can lose the last
+    /// commits). The queue uses it for leases and task outcomes, whose loss makes a task run
+    /// again (plugins' effects are idempotent); an accepted request or a decision always
+    /// commits durably.
     ///
     /// # Errors
     /// When the database cannot be reached.
-    pub async fn relaxed(&self) -> sqlx::Result<PoolConnection<Sqlite>> {
-        let mut conn = self.write.acquire().await?;
-        self.relaxed.store(true, Ordering::SeqCst);
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await?;
+    pub async fn relaxed(&self) -> sqlx::Result<PoolConnection<Any>> {
+        let mut conn = self.relaxed_pool.acquire().await?;
+        if self.backend == Backend::Sqlite {
+            self.relaxed.store(true, Ordering::SeqCst);
+            conn.execute("PRAGMA synchronous = NORMAL").await?;
+        }
         Ok(conn)
     }
 
-    /// Closes both pools, waiting for open transactions.
+    /// Closes the pools, waiting for open transactions.
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+        self.relaxed_pool.close().await;
     }
 }

@@ -1,10 +1,11 @@
 //! oubli's end-to-end tests, in one test binary: the real runtime with real plugins,
 //! real databases and servers on loopback.
 
+mod conformance;
 mod plugin_units;
-mod queue;
 mod rest_connector;
 mod sandbox;
 mod service;
 mod sql_connector;
 mod sql_servers;
+mod workers;

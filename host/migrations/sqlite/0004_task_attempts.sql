@@ -1,0 +1,13 @@
+-- Every run of a task: which worker ran it under which lease, when it started, when its
+-- lease was last renewed, and how it ended (NULL while it runs, or when its worker died).
+CREATE TABLE task_attempts (
+    lease TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL REFERENCES tasks(id),
+    attempt INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    renewed_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    outcome TEXT
+);
+CREATE INDEX task_attempts_task ON task_attempts(task_id, started_at);

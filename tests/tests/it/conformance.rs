@@ -1,0 +1,388 @@
+//! The store's conformance suite: the same scenarios on the embedded SQLite file and on
+//! PostgreSQL (a database of its own on the server of `OUBLI_TEST_POSTGRES_URL`, skipped
+//! with a note when it is unset): leases, fencing, retries and final failure, claims from
+//! many workers at once, and the audit chain under concurrent writers.
+
+use oubli::audit::Chain;
+use oubli::controller::{self, Article15, NewController, NewSystem};
+use oubli::queue::{self, Outcome};
+use oubli::request::Kind;
+use oubli::request::store::{self as requests, IdentityInput, NewRequest};
+use oubli::store::Store;
+use oubli_tests::ServerDb;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Which backend a scenario runs on.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A new, empty store of that backend, with what must live as long as it.
+struct Fixture {
+    store: Store,
+    crm: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _server: Option<ServerDb>,
+}
+
+async fn open(backend: Backend) -> Option<Fixture> {
+    let (dir, crm) = oubli_tests::demo_crm(3).await;
+    let (store, server) = match backend {
+        Backend::Sqlite => (
+            Store::open_sqlite(&dir.path().join("oubli.db")).await.unwrap(),
+            None,
+        ),
+        Backend::Postgres => {
+            let server = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await?;
+            (Store::open(&server.url).await.unwrap(), Some(server))
+        }
+    };
+    Some(Fixture {
+        store,
+        crm,
+        _dir: dir,
+        _server: server,
+    })
+}
+
+/// Runs each scenario on both backends: `sqlite::<name>` and `postgres::<name>`.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $scenario() {
+                super::$scenario(super::Backend::Sqlite).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $scenario() {
+                super::$scenario(super::Backend::Postgres).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_stale_worker_cannot_write_and_retries_stop_at_the_maximum,
+    concurrent_workers_claim_each_task_once,
+    concurrent_writers_keep_one_audit_chain,
+);
+
+/// A controller with `systems` systems on the demo CRM.
+async fn controller_with_systems(fixture: &Fixture, systems: usize) -> String {
+    let store = &fixture.store;
+    let runtime = oubli_tests::runtime();
+    let plugin = controller::register_builtin(store, &runtime, "sql", "test")
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let new = NewController {
+        name: "Queue".into(),
+        webhook_url: None,
+        auto_approve: false,
+    };
+    let (owner, _) = controller::create_controller(&mut tx, &new).await.unwrap();
+    for i in 0..systems {
+        let demo = oubli::demo::crm_system(&format!("crm{i}"), &fixture.crm);
+        let system = NewSystem::from_config(demo, &plugin.digest, Article15::default());
+        controller::create_system(&mut tx, &owner.id, &system)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    owner.id
+}
+
+fn erasure(controller_id: &str, n: usize) -> NewRequest {
+    NewRequest {
+        controller_id: controller_id.to_owned(),
+        kind: Kind::Erasure,
+        identities: vec![IdentityInput {
+            kind: "email".into(),
+            value: format!("customer{n}@example.org"),
+        }],
+        changes: Vec::new(),
+        external_ref: None,
+        submitted_by: "test".into(),
+        idempotency_key: None,
+    }
+}
+
+async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Backend) {
+    let Some(fixture) = open(backend).await else {
+        return;
+    };
+    let store = &fixture.store;
+    let owner_id = controller_with_systems(&fixture, 1).await;
+    let new = erasure(&owner_id, 1);
+    let mut tx = store.begin().await.unwrap();
+    let mut chain = Chain::load(&mut tx).await.unwrap();
+    let request = requests::insert(&mut tx, &mut chain, &new, "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        queue::approve(&mut tx, &request, "test", 2).await.unwrap(),
+        Ok(1)
+    );
+    tx.commit().await.unwrap();
+
+    // Worker A's lease runs out at once; worker B takes the task over.
+    let a = queue::claim(store, "a", Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("a task is due");
+    assert_eq!(a.attempt, 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let b = queue::claim(store, "b", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the expired lease is taken over");
+    assert_eq!((b.id.as_str(), b.attempt), (a.id.as_str(), 2));
+    assert_ne!(a.lease, b.lease, "each claim has a fencing token of its own");
+    assert!(
+        !queue::heartbeat(store, &a, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "A no longer holds the lease"
+    );
+
+    // A's late result is dropped; B's retryable failure is the second and last attempt.
+    let late = queue::finish(
+        store,
+        "a",
+        &a,
+        Outcome::Succeeded("{}".into()),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert!(!late, "a stale worker's result is refused");
+    let failure = Outcome::Failed {
+        kind: "unavailable".into(),
+        message: "busy".into(),
+        retryable: true,
+    };
+    assert!(
+        queue::finish(store, "b", &b, failure, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let tasks = queue::list(store, &request.id).await.unwrap();
+    assert_eq!(tasks[0].status, queue::TaskStatus::Failed);
+    assert_eq!(tasks[0].last_error_kind.as_deref(), Some("unavailable"));
+    let failed = requests::get(store, &request.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, oubli::request::Status::Failed);
+    assert!(
+        queue::claim(store, "c", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing is left to run"
+    );
+
+    // Re-queued, it runs again from its first attempt.
+    let mut tx = store.begin().await.unwrap();
+    let failed = requests::get_in(&mut tx, &request.id)
+        .await
+        .unwrap()
+        .unwrap();
+    requests::transition(
+        &mut tx,
+        &failed,
+        oubli::request::Transition::Retry,
+        "test",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        queue::requeue_failed(&mut tx, &request.id).await.unwrap(),
+        1
+    );
+    tx.commit().await.unwrap();
+    let again = queue::claim(store, "c", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the task is due again");
+    assert_eq!(again.attempt, 1);
+    // Worker A's claim was attempt 1 too: its late result is still refused.
+    let stale = queue::finish(
+        store,
+        "a",
+        &a,
+        Outcome::Succeeded("{}".into()),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !stale,
+        "a reset attempt count must not let a stale worker write"
+    );
+    assert!(
+        queue::finish(
+            store,
+            "c",
+            &again,
+            Outcome::Succeeded("{}".into()),
+            Duration::ZERO
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        requests::get(store, &request.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        oubli::request::Status::Completed
+    );
+
+    // A request cancelled after its approval: its queued tasks never run.
+    let mut tx = store.begin().await.unwrap();
+    let mut chain = Chain::load(&mut tx).await.unwrap();
+    let second = requests::insert(&mut tx, &mut chain, &new, "test")
+        .await
+        .unwrap();
+    queue::approve(&mut tx, &second, "test", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let approved = requests::get_in(&mut tx, &second.id)
+        .await
+        .unwrap()
+        .unwrap();
+    requests::transition(
+        &mut tx,
+        &approved,
+        oubli::request::Transition::Cancel,
+        "test",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(queue::cancel_queued(&mut tx, &second.id).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    assert!(
+        queue::claim(store, "c", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "a cancelled request's task is never claimed"
+    );
+    // The attempt log: every claim, who held it, and how it ended.
+    let log: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT worker, lease, outcome FROM task_attempts WHERE task_id = $1 ORDER BY started_at, lease",
+    )
+    .bind(&a.id)
+    .fetch_all(&store.read)
+    .await
+    .unwrap();
+    let ended: Vec<(&str, Option<&str>)> = log
+        .iter()
+        .map(|(worker, _, outcome)| (worker.as_str(), outcome.as_deref()))
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            ("a", Some("lease-lost")),
+            ("b", Some("failed")),
+            ("c", Some("succeeded"))
+        ]
+    );
+    store.close().await;
+}
+
+/// Four workers claim from 40 queued tasks at once, over and over: every task is claimed
+/// exactly once.
+async fn concurrent_workers_claim_each_task_once(backend: Backend) {
+    let Some(fixture) = open(backend).await else {
+        return;
+    };
+    let store = &fixture.store;
+    let owner = controller_with_systems(&fixture, 4).await;
+    let mut tx = store.begin().await.unwrap();
+    for n in 0..10 {
+        let mut chain = Chain::load(&mut tx).await.unwrap();
+        let request = requests::insert(&mut tx, &mut chain, &erasure(&owner, n), "test")
+            .await
+            .unwrap();
+        queue::approve(&mut tx, &request, "test", 3)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = queue::claim_many(&store, &format!("w{w}"), Duration::from_secs(60), 3)
+                    .await
+                    .unwrap();
+                if claimed.is_empty() {
+                    return mine;
+                }
+                mine.extend(claimed.into_iter().map(|c| c.id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for worker in workers {
+        for id in worker.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(id.clone()), "task {id} was claimed twice");
+        }
+    }
+    assert_eq!(total, 40);
+    let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE status = 'running'")
+        .fetch_one(&store.read)
+        .await
+        .unwrap();
+    assert_eq!(running, 10, "each request started once");
+    store.close().await;
+}
+
+/// Eight writers append to the audit trail at once, each in its own transactions: the
+/// trail stays one unbroken chain.
+async fn concurrent_writers_keep_one_audit_chain(backend: Backend) {
+    let Some(fixture) = open(backend).await else {
+        return;
+    };
+    let store = &fixture.store;
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let mut tx = store.begin().await.unwrap();
+                oubli::audit::append(&mut tx, &format!("writer:{w}"), "test.appended", None, serde_json::json!({ "i": i }))
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let events: Vec<oubli::audit::Event> = sqlx::query_as(
+        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events ORDER BY seq",
+    )
+    .fetch_all(&store.read)
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 80);
+    assert_eq!(oubli::audit::first_broken(&events), None);
+    store.close().await;
+}
