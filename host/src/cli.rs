@@ -87,6 +87,14 @@ enum KeysCommand {
         #[arg(long, env = "OUBLI_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Replace the certificate signing key: new certificates are signed with the new key
+    /// from the next start on; the old key's public part stays at `/v1/keys` (as
+    /// `retired`) and keeps verifying what it signed; its private part is deleted.
+    RotateSigning {
+        /// The service's configuration file, to find its data folder.
+        #[arg(long, env = "OUBLI_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,9 +103,10 @@ enum CertificateCommand {
     Verify {
         /// The certificate, as `GET /v1/requests/{id}/certificate` returned it.
         file: PathBuf,
-        /// The public key (base64) from `GET /v1/keys`.
-        #[arg(long)]
-        public_key: String,
+        /// A public key (base64) from `GET /v1/keys`; repeat it for several (current and
+        /// retired): the one the certificate names verifies it.
+        #[arg(long, required = true)]
+        public_key: Vec<String>,
     },
 }
 
@@ -405,6 +414,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (key_id, path) = crate::evidence::seal::rotate(&config.data_dir.join("keys"))?;
             print(
                 &json!({ "key_id": key_id, "file": path, "note": "restart oubli to seal with the new key; keep the old ones to open what they sealed" }),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::RotateSigning { config }) => {
+            let config = crate::config::Config::load(config.as_deref())?;
+            let (retired, current) =
+                crate::evidence::rotate_signing(&config.data_dir.join("keys"))?;
+            print(
+                &json!({ "retired_key_id": retired, "key_id": current, "note": "restart oubli to sign with the new key; the retired key keeps verifying at /v1/keys" }),
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -6,7 +6,7 @@ CREATE TABLE controllers (
     name TEXT NOT NULL UNIQUE,
     webhook_url TEXT,
     webhook_secret TEXT NOT NULL,
-    auto_approve BOOLEAN NOT NULL DEFAULT FALSE,
+    auto_approve BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL
 );
 

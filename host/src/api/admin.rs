@@ -414,11 +414,12 @@ pub struct Keys {
     pub keys: Vec<crate::evidence::PublicKey>,
 }
 
-/// The public keys that verify erasure certificates. No token needed.
+/// The public keys that verify erasure certificates: the current one, then those rotated
+/// out, which still verify what they signed. No token needed.
 #[utoipa::path(get, path = "/v1/keys", tag = "admin", responses((status = 200, body = Keys)))]
 pub async fn keys(State(app): State<Arc<App>>) -> Json<Keys> {
     Json(Keys {
-        keys: vec![app.keys.public()],
+        keys: app.keys.publics(),
     })
 }
 

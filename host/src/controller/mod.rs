@@ -147,14 +147,15 @@ pub fn webhook_secret() -> String {
     )
 }
 
-type ControllerRow = (String, String, Option<String>, bool, i64);
+/// `auto_approve` is stored as 0 or 1, the same on every backend.
+type ControllerRow = (String, String, Option<String>, i64, i64);
 
 fn controller(row: ControllerRow) -> Controller {
     Controller {
         id: row.0,
         name: row.1,
         webhook_url: row.2,
-        auto_approve: row.3,
+        auto_approve: row.3 != 0,
         created_at: to_rfc3339(row.4),
     }
 }
@@ -175,7 +176,7 @@ pub async fn create_controller(
         .bind(&new.name)
         .bind(&new.webhook_url)
         .bind(&secret)
-        .bind(new.auto_approve)
+        .bind(i64::from(new.auto_approve))
         .bind(now)
         .execute(&mut **tx)
         .await?;
@@ -184,7 +185,7 @@ pub async fn create_controller(
             id,
             new.name.clone(),
             new.webhook_url.clone(),
-            new.auto_approve,
+            i64::from(new.auto_approve),
             now,
         )),
         secret,

@@ -32,6 +32,8 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// identities' keyed hashes. Files in `<data_dir>/keys/`, mode 0600, made on first start.
 pub struct Keys {
     signing: SigningKey,
+    /// Public keys of signing keys rotated out: they still verify what they signed.
+    retired: Vec<VerifyingKey>,
     hash_key: [u8; 32],
     /// The key behind the plugins' `keyed-hash` (see [`crate::runtime::RuntimeSettings`]).
     pub pseudonym: [u8; 32],
@@ -48,6 +50,67 @@ pub struct PublicKey {
     pub algorithm: &'static str,
     /// The 32-byte public key, base64.
     pub public_key: String,
+    /// `current` (signs new certificates) or `retired` (rotated out; verifies the
+    /// certificates it signed).
+    pub status: &'static str,
+}
+
+/// The folder of retired signing keys' public parts, in the keys folder.
+const RETIRED: &str = "retired-signing";
+
+fn public_key(key: &VerifyingKey, status: &'static str) -> PublicKey {
+    PublicKey {
+        key_id: key_id(key),
+        algorithm: "Ed25519",
+        public_key: B64.encode(key.as_bytes()),
+        status,
+    }
+}
+
+/// Replaces the certificate signing key in `dir` with a new one: the old key's public
+/// part is kept in `retired-signing/<key id>.pub`, so that it still verifies, and its
+/// private part is gone, so that it signs nothing more. Returns the old and new key ids.
+/// The service signs with the new key from its next start.
+///
+/// # Errors
+/// When the keys cannot be read or written.
+pub fn rotate_signing(dir: &Path) -> anyhow::Result<(String, String)> {
+    let path = dir.join("signing.ed25519");
+    let old = SigningKey::from_bytes(&load_or_create(&path)?).verifying_key();
+    let retired = dir.join(RETIRED).join(format!("{}.pub", key_id(&old)));
+    crate::keys::write_private(&retired, B64.encode(old.as_bytes()).as_bytes())?;
+    let mut fresh = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut fresh);
+    let aside = dir.join("signing.ed25519.new");
+    crate::keys::write_private(&aside, &fresh)?;
+    std::fs::rename(&aside, &path).with_context(|| format!("replacing {}", path.display()))?;
+    let new = SigningKey::from_bytes(&fresh).verifying_key();
+    Ok((key_id(&old), key_id(&new)))
+}
+
+fn load_retired(dir: &Path) -> anyhow::Result<Vec<VerifyingKey>> {
+    let dir = dir.join(RETIRED);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "pub") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let key = B64
+            .decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+            .with_context(|| format!("{} does not hold an Ed25519 public key", path.display()))?;
+        keys.push(key);
+    }
+    keys.sort_by_key(key_id);
+    Ok(keys)
 }
 
 fn load_or_create(path: &Path) -> anyhow::Result<[u8; 32]> {
@@ -78,12 +141,14 @@ impl Keys {
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
         let signing = SigningKey::from_bytes(&load_or_create(&dir.join("signing.ed25519"))?);
+        let retired = load_retired(dir)?;
         let hash_key = load_or_create(&dir.join("identity-hash.key"))?;
         let pseudonym = load_or_create(&dir.join("pseudonym.key"))?;
         let data_key = std::env::var("OUBLI_DATA_KEY").ok();
         let sealer = seal::Sealer::load(dir, data_key.as_deref())?;
         Ok(Keys {
             signing,
+            retired,
             hash_key,
             pseudonym,
             sealer,
@@ -92,12 +157,15 @@ impl Keys {
 
     /// The public key of certificates.
     pub fn public(&self) -> PublicKey {
-        let key = self.signing.verifying_key();
-        PublicKey {
-            key_id: key_id(&key),
-            algorithm: "Ed25519",
-            public_key: B64.encode(key.as_bytes()),
-        }
+        public_key(&self.signing.verifying_key(), "current")
+    }
+
+    /// Every public key that verifies certificates: the current one first, then the
+    /// retired ones.
+    pub fn publics(&self) -> Vec<PublicKey> {
+        std::iter::once(self.public())
+            .chain(self.retired.iter().map(|k| public_key(k, "retired")))
+            .collect()
     }
 
     /// The keyed hash of one identity: HMAC-SHA256 of `kind:value`, hex.
@@ -130,7 +198,7 @@ impl Keys {
 pub enum Invalid {
     #[error("not a signed certificate: {0}")]
     Malformed(String),
-    #[error("the certificate was signed with key {signed_with}, not with the given key {given}")]
+    #[error("the certificate was signed with key {signed_with}, not with any given key ({given})")]
     OtherKey { signed_with: String, given: String },
     #[error(
         "the signature does not match: the certificate was changed after it was signed, or was not signed by this key"
@@ -138,30 +206,36 @@ pub enum Invalid {
     BadSignature,
 }
 
-/// Checks a signed certificate against a public key (base64, as `/v1/keys` gives it).
+/// Checks a signed certificate against the public keys (base64, as `/v1/keys` gives
+/// them, current and retired): the one whose id the signature names must verify it.
 ///
 /// # Errors
 /// [`Invalid`] saying why it does not verify.
-pub fn verify(signed: &Value, public_key: &str) -> Result<(), Invalid> {
+pub fn verify(signed: &Value, public_keys: &[String]) -> Result<(), Invalid> {
     let malformed = |m: &str| Invalid::Malformed(m.to_owned());
-    let key_bytes: [u8; 32] = B64
-        .decode(public_key.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| malformed("the public key is not 32 bytes of base64"))?;
-    let key = VerifyingKey::from_bytes(&key_bytes)
-        .map_err(|_| malformed("the public key is not an Ed25519 key"))?;
+    let mut keys = Vec::with_capacity(public_keys.len());
+    for text in public_keys {
+        let key_bytes: [u8; 32] = B64
+            .decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| malformed("a public key is not 32 bytes of base64"))?;
+        keys.push(
+            VerifyingKey::from_bytes(&key_bytes)
+                .map_err(|_| malformed("a public key is not an Ed25519 key"))?,
+        );
+    }
     let document = signed
         .get("certificate")
         .ok_or_else(|| malformed("no `certificate`"))?;
     let signature = &signed["signature"];
     let signed_with = signature["key_id"].as_str().unwrap_or_default();
-    if signed_with != key_id(&key) {
+    let Some(key) = keys.iter().find(|k| key_id(k) == signed_with) else {
         return Err(Invalid::OtherKey {
             signed_with: signed_with.to_owned(),
-            given: key_id(&key),
+            given: keys.iter().map(key_id).collect::<Vec<_>>().join(", "),
         });
-    }
+    };
     let value: [u8; 64] = signature["value"]
         .as_str()
         .and_then(|v| B64.decode(v).ok())
@@ -285,16 +359,19 @@ mod tests {
         let keys = Keys::load_or_create(dir.path()).unwrap();
         let signed = keys.sign(json!({ "systems": [{ "deleted": 3 }] }));
         let public = keys.public().public_key;
-        assert_eq!(verify(&signed, &public), Ok(()));
+        assert_eq!(verify(&signed, std::slice::from_ref(&public)), Ok(()));
         let mut changed = signed.clone();
         changed["certificate"]["systems"][0]["deleted"] = 2.into();
-        assert_eq!(verify(&changed, &public), Err(Invalid::BadSignature));
+        assert_eq!(
+            verify(&changed, std::slice::from_ref(&public)),
+            Err(Invalid::BadSignature)
+        );
         let other = Keys::load_or_create(&dir.path().join("other"))
             .unwrap()
             .public()
             .public_key;
         assert!(matches!(
-            verify(&signed, &other),
+            verify(&signed, &[other]),
             Err(Invalid::OtherKey { .. })
         ));
         // The same files give the same keys.
@@ -314,5 +391,31 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_rotated_signing_key_still_verifies_what_it_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = Keys::load_or_create(dir.path()).unwrap();
+        let old_certificate = before.sign(json!({ "n": 1 }));
+        let (old_id, new_id) = rotate_signing(dir.path()).unwrap();
+        assert_eq!(old_id, before.public().key_id);
+        let after = Keys::load_or_create(dir.path()).unwrap();
+        let publics = after.publics();
+        assert_eq!(
+            publics
+                .iter()
+                .map(|k| (k.key_id.as_str(), k.status))
+                .collect::<Vec<_>>(),
+            [(new_id.as_str(), "current"), (old_id.as_str(), "retired")]
+        );
+        let new_certificate = after.sign(json!({ "n": 2 }));
+        assert_eq!(new_certificate["signature"]["key_id"], new_id.as_str());
+        let all: Vec<String> = publics.into_iter().map(|k| k.public_key).collect();
+        assert_eq!(verify(&old_certificate, &all), Ok(()));
+        assert_eq!(verify(&new_certificate, &all), Ok(()));
+        // The new key alone does not verify the old certificate, and says which key it needs.
+        let error = verify(&old_certificate, &all[..1]).unwrap_err();
+        assert!(error.to_string().contains(&old_id), "{error}");
     }
 }

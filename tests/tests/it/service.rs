@@ -1018,6 +1018,57 @@ async fn a_completed_erasure_has_a_signed_certificate_and_the_audit_trail_verifi
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("signature does not match"));
 
+    // The signing key is rotated while the service is stopped: new certificates carry the
+    // new key, and the old certificate still verifies with the retired key from /v1/keys.
+    let demo = service.demo.clone();
+    assert!(service.terminate());
+    let rotated = std::process::Command::new(oubli_tests::oubli_binary())
+        .args(["keys", "rotate-signing"])
+        .env("OUBLI_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+    let rotated: Value = serde_json::from_slice(&rotated.stdout).unwrap();
+    let mut service = Service::start(dir.path(), &[]);
+    service.demo = demo;
+    let (_, keys) = service.get("/v1/keys", "").await;
+    let listed: Vec<(&str, &str)> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key_id"].as_str().unwrap(), k["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (rotated["key_id"].as_str().unwrap(), "current"),
+            (signed["signature"]["key_id"].as_str().unwrap(), "retired")
+        ]
+    );
+    let (_, resigned) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &service.demo.dpo)
+        .await;
+    assert_eq!(resigned["signature"]["key_id"], rotated["key_id"]);
+    let all: Vec<&str> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["public_key"].as_str().unwrap())
+        .collect();
+    for certificate in [&signed, &resigned] {
+        std::fs::write(&file, certificate.to_string()).unwrap();
+        let output = std::process::Command::new(oubli_tests::oubli_binary())
+            .args(["certificate", "verify", file.to_str().unwrap()])
+            .args(all.iter().flat_map(|k| ["--public-key", k]))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+
     let audit = |dir: &std::path::Path| {
         std::process::Command::new(oubli_tests::oubli_binary())
             .args(["audit", "verify"])
