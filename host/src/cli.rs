@@ -378,8 +378,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 database: database.as_deref(),
                 worker_processes,
             })
-                .await?
-                .print(json);
+            .await?
+            .print(json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(DemoCommand::Crm { dir, customers }) => demo_crm(&dir, customers).await,

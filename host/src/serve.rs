@@ -156,7 +156,10 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
             owner,
             stopped.clone(),
         )));
-        background.push(tokio::spawn(crate::notify::run(app.clone(), stopped.clone())));
+        background.push(tokio::spawn(crate::notify::run(
+            app.clone(),
+            stopped.clone(),
+        )));
         background.push(tokio::spawn(crate::evidence::package::run(
             app.clone(),
             stopped.clone(),

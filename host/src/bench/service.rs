@@ -260,7 +260,11 @@ async fn measure_intake(
     let per_second = requests as f64 / seconds;
     Ok(IntakeReport {
         benchmark: "intake",
-        database: if scratch.is_some() { "postgres" } else { "sqlite" },
+        database: if scratch.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
         requests,
         concurrency,
         seconds,
@@ -390,7 +394,10 @@ fn spawn_workers(config: &Config, n: usize) -> anyhow::Result<Vec<tokio::process
             tokio::process::Command::new(&exe)
                 .arg("worker")
                 .env("OUBLI_DATA_DIR", &config.data_dir)
-                .env("OUBLI_DATABASE", config.database.as_deref().unwrap_or_default())
+                .env(
+                    "OUBLI_DATABASE",
+                    config.database.as_deref().unwrap_or_default(),
+                )
                 .env("OUBLI_WORKERS", config.workers.to_string())
                 .env("OUBLI_BACKOFF_BASE_MS", config.backoff_base_ms.to_string())
                 .env("OUBLI_DEMO", "false")
@@ -482,7 +489,11 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
         requests,
         systems,
         workers,
-        database: if scratch.is_some() { "postgres" } else { "sqlite" },
+        database: if scratch.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
         worker_processes,
         oubli_seconds,
         native_seconds,

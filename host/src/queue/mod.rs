@@ -249,10 +249,11 @@ async fn claim_once(
     // started when its tasks settle.
     let mut approved = Vec::new();
     for request_id in requests {
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
-            .bind(request_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
+                .bind(request_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if status.as_deref() == Some(Status::Approved.as_str()) {
             approved.push(request_id);
         }
@@ -277,7 +278,13 @@ async fn claim_once(
         if started.rows_affected() == 1 {
             let action = format!("request.{}", running.as_str());
             chain
-                .append(&mut tx, &actor, &action, Some(request_id), serde_json::json!({}))
+                .append(
+                    &mut tx,
+                    &actor,
+                    &action,
+                    Some(request_id),
+                    serde_json::json!({}),
+                )
                 .await?;
         }
     }
@@ -504,9 +511,15 @@ async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Resul
     // the claim and the start): start it now.
     let mut appended = false;
     if request.status == Status::Approved
-        && requests::transition(tx, &request, Transition::Start, actor, serde_json::json!({}))
-            .await?
-            .is_ok()
+        && requests::transition(
+            tx,
+            &request,
+            Transition::Start,
+            actor,
+            serde_json::json!({}),
+        )
+        .await?
+        .is_ok()
     {
         appended = true;
         let Some(started) = requests::get_in(tx, request_id).await? else {

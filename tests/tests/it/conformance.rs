@@ -32,7 +32,9 @@ async fn open(backend: Backend) -> Option<Fixture> {
     let (dir, crm) = oubli_tests::demo_crm(3).await;
     let (store, server) = match backend {
         Backend::Sqlite => (
-            Store::open_sqlite(&dir.path().join("oubli.db")).await.unwrap(),
+            Store::open_sqlite(&dir.path().join("oubli.db"))
+                .await
+                .unwrap(),
             None,
         ),
         Backend::Postgres => {
@@ -142,7 +144,10 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         .unwrap()
         .expect("the expired lease is taken over");
     assert_eq!((b.id.as_str(), b.attempt), (a.id.as_str(), 2));
-    assert_ne!(a.lease, b.lease, "each claim has a fencing token of its own");
+    assert_ne!(
+        a.lease, b.lease,
+        "each claim has a fencing token of its own"
+    );
     assert!(
         !queue::heartbeat(store, &a, Duration::from_secs(60))
             .await
@@ -326,9 +331,10 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
         workers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let claimed = queue::claim_many(&store, &format!("w{w}"), Duration::from_secs(60), 3)
-                    .await
-                    .unwrap();
+                let claimed =
+                    queue::claim_many(&store, &format!("w{w}"), Duration::from_secs(60), 3)
+                        .await
+                        .unwrap();
                 if claimed.is_empty() {
                     return mine;
                 }
@@ -366,9 +372,15 @@ async fn concurrent_writers_keep_one_audit_chain(backend: Backend) {
         writers.push(tokio::spawn(async move {
             for i in 0..10 {
                 let mut tx = store.begin().await.unwrap();
-                oubli::audit::append(&mut tx, &format!("writer:{w}"), "test.appended", None, serde_json::json!({ "i": i }))
-                    .await
-                    .unwrap();
+                oubli::audit::append(
+                    &mut tx,
+                    &format!("writer:{w}"),
+                    "test.appended",
+                    None,
+                    serde_json::json!({ "i": i }),
+                )
+                .await
+                .unwrap();
                 tx.commit().await.unwrap();
             }
         }));

@@ -2,7 +2,7 @@
 //! three `oubli worker`s, one of them killed with kill -9 while tasks run. Skipped, with a
 //! note, when `OUBLI_TEST_POSTGRES_URL` is unset.
 
-use oubli_tests::{Service, ServerDb, count};
+use oubli_tests::{ServerDb, Service, count};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -142,7 +142,10 @@ async fn three_workers_and_an_api_on_postgres_lose_nothing_when_one_is_killed() 
     assert_eq!(completed().await as u64, REQUESTS);
     for id in &ids {
         let (status, request) = api.get(&format!("/v1/requests/{id}"), &dpo).await;
-        assert_eq!((status, request["status"].as_str()), (200, Some("completed")));
+        assert_eq!(
+            (status, request["status"].as_str()),
+            (200, Some("completed"))
+        );
     }
     for crm in &crms {
         assert_eq!(count(crm, "customers", "1 = 1").await, 0);
@@ -150,19 +153,23 @@ async fn three_workers_and_an_api_on_postgres_lose_nothing_when_one_is_killed() 
 
     // The attempt log: no task ran in two places at once. A run ends when it finished,
     // or, for the killed worker's runs, when the lease it last renewed ran out.
-    let attempts: Vec<(String, String, i64, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+    // (task, worker, started, last renewed, finished, outcome)
+    type Attempt = (String, String, i64, i64, Option<i64>, Option<String>);
+    let attempts: Vec<Attempt> = sqlx::query_as(
         "SELECT task_id, worker, started_at, renewed_at, finished_at, outcome FROM task_attempts ORDER BY task_id, started_at",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
-    type Attempt = (String, String, i64, i64, Option<i64>, Option<String>);
-    let mut by_task: BTreeMap<&str, Vec<&Attempt>> =
-        BTreeMap::new();
+    let mut by_task: BTreeMap<&str, Vec<&Attempt>> = BTreeMap::new();
     for attempt in &attempts {
         by_task.entry(&attempt.0).or_default().push(attempt);
     }
-    assert_eq!(by_task.len() as u64, REQUESTS * 3, "one task per request and system");
+    assert_eq!(
+        by_task.len() as u64,
+        REQUESTS * 3,
+        "one task per request and system"
+    );
     for (task, runs) in &by_task {
         for pair in runs.windows(2) {
             let (before, after) = (pair[0], pair[1]);
@@ -186,7 +193,9 @@ async fn three_workers_and_an_api_on_postgres_lose_nothing_when_one_is_killed() 
         .collect();
     let mut outcomes: BTreeMap<(&str, Option<&str>), usize> = BTreeMap::new();
     for attempt in &attempts {
-        *outcomes.entry((attempt.1.as_str(), attempt.5.as_deref())).or_default() += 1;
+        *outcomes
+            .entry((attempt.1.as_str(), attempt.5.as_deref()))
+            .or_default() += 1;
     }
     assert!(
         !interrupted.is_empty(),
