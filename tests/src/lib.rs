@@ -290,6 +290,15 @@ impl Service {
             .await
     }
 
+    /// Creates a token with `role` for `controller_id` through the API as `admin`;
+    /// returns the token.
+    pub async fn token(&self, admin: &str, role: &str, controller_id: &str) -> String {
+        let body = serde_json::json!({ "role": role, "controller_id": controller_id, "label": format!("test {role}") });
+        let (status, token) = self.post("/v1/tokens", admin, body).await;
+        assert_eq!(status, 201, "{token}");
+        token["token"].as_str().expect("a token").to_owned()
+    }
+
     /// Submits a request for the demo controller as its DPO; returns its id.
     pub async fn submit(
         &self,

@@ -198,18 +198,25 @@ pub async fn purge_expired(app: &App) -> anyhow::Result<usize> {
     .bind(now_ms() - ttl_ms)
     .fetch_all(&app.store.read)
     .await?;
+    let mut purged = 0;
     for id in &expired {
         let mut tx = app.store.begin().await?;
+        // The purge job of another process may have taken this one since the read.
+        let marked = sqlx::query(
+            "UPDATE requests SET package_purged_at = $1 WHERE id = $2 AND package_purged_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() == 0 {
+            continue;
+        }
         let cleared = sqlx::query("UPDATE tasks SET result = NULL WHERE request_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query("UPDATE requests SET package_purged_at = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         crate::audit::append(
             &mut tx,
             "system",
@@ -219,8 +226,9 @@ pub async fn purge_expired(app: &App) -> anyhow::Result<usize> {
         )
         .await?;
         tx.commit().await?;
+        purged += 1;
     }
-    Ok(expired.len())
+    Ok(purged)
 }
 
 /// Runs the purges every `purge_interval_secs` until `stop` turns true.

@@ -6,8 +6,8 @@
 use oubli::audit::Chain;
 use oubli::controller::{self, Article15, NewController, NewSystem};
 use oubli::queue::{self, Outcome};
-use oubli::request::Kind;
 use oubli::request::store::{self as requests, IdentityInput, NewRequest};
+use oubli::request::{Kind, Transition};
 use oubli::store::Store;
 use oubli_tests::ServerDb;
 use std::collections::HashSet;
@@ -97,6 +97,15 @@ async fn controller_with_systems(fixture: &Fixture, systems: usize) -> String {
     }
     tx.commit().await.unwrap();
     owner.id
+}
+
+/// Moves a request along, as the API would.
+async fn apply(tx: &mut oubli::store::Tx<'_>, request_id: &str, transition: Transition) {
+    let request = requests::get_in(tx, request_id).await.unwrap().unwrap();
+    requests::transition(tx, &request, transition, "test", serde_json::json!({}))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 fn erasure(controller_id: &str, n: usize) -> NewRequest {
@@ -191,20 +200,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
 
     // Re-queued, it runs again from its first attempt.
     let mut tx = store.begin().await.unwrap();
-    let failed = requests::get_in(&mut tx, &request.id)
-        .await
-        .unwrap()
-        .unwrap();
-    requests::transition(
-        &mut tx,
-        &failed,
-        oubli::request::Transition::Retry,
-        "test",
-        serde_json::json!({}),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    apply(&mut tx, &request.id, Transition::Retry).await;
     assert_eq!(
         queue::requeue_failed(&mut tx, &request.id).await.unwrap(),
         1
@@ -259,20 +255,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         .await
         .unwrap()
         .unwrap();
-    let approved = requests::get_in(&mut tx, &second.id)
-        .await
-        .unwrap()
-        .unwrap();
-    requests::transition(
-        &mut tx,
-        &approved,
-        oubli::request::Transition::Cancel,
-        "test",
-        serde_json::json!({}),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    apply(&mut tx, &second.id, Transition::Cancel).await;
     assert_eq!(queue::cancel_queued(&mut tx, &second.id).await.unwrap(), 1);
     tx.commit().await.unwrap();
     assert!(

@@ -779,15 +779,7 @@ async fn failed_tasks_say_why_and_a_retry_runs_them_again() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let (status, token) = service
-        .post(
-            "/v1/tokens",
-            &admin,
-            json!({ "role": "dpo", "controller_id": flaky, "label": "flaky DPO" }),
-        )
-        .await;
-    assert_eq!(status, 201, "{token}");
-    let dpo = token["token"].as_str().unwrap().to_owned();
+    let dpo = service.token(&admin, "dpo", &flaky).await;
 
     let submit = |behaviour: &'static str| {
         let (service, dpo, flaky) = (&service, dpo.clone(), flaky.clone());

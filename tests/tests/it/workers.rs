@@ -59,15 +59,7 @@ async fn three_workers_and_an_api_on_postgres_lose_nothing_when_one_is_killed() 
         assert_eq!(status, 201, "{body}");
         crms.push(crm);
     }
-    let (status, token) = api
-        .post(
-            "/v1/tokens",
-            &admin,
-            json!({ "role": "dpo", "controller_id": controller, "label": "many" }),
-        )
-        .await;
-    assert_eq!(status, 201, "{token}");
-    let dpo = token["token"].as_str().unwrap().to_owned();
+    let dpo = api.token(&admin, "dpo", &controller).await;
 
     let mut workers: Vec<Service> = (0..3)
         .map(|_| Service::start_with(&["worker"], dir.path(), &settings))
