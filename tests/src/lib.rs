@@ -299,6 +299,21 @@ impl Service {
         token["token"].as_str().expect("a token").to_owned()
     }
 
+    /// The digest of the embedded first-party plugin `builtin:<name>`, as `/v1/plugins`
+    /// lists it.
+    pub async fn builtin_digest(&self, admin: &str, name: &str) -> String {
+        let (_, plugins) = self.get("/v1/plugins", admin).await;
+        plugins["items"]
+            .as_array()
+            .expect("a list of plugins")
+            .iter()
+            .find(|p| p["name"] == format!("builtin:{name}"))
+            .expect("the first-party plugins are registered at start")["digest"]
+            .as_str()
+            .expect("a digest")
+            .to_owned()
+    }
+
     /// Submits a request for the demo controller as its DPO; returns its id.
     pub async fn submit(
         &self,
@@ -394,28 +409,13 @@ impl ServerDb {
 
     /// Counts the rows of `table` matching `condition`.
     pub async fn count(&self, table: &str, condition: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {condition}");
-        if self.url.starts_with("postgres") {
-            let pool = sqlx::PgPool::connect(&self.url)
-                .await
-                .expect("connect to PostgreSQL");
-            let n: i64 = sqlx::query_scalar(&sql)
-                .fetch_one(&pool)
-                .await
-                .expect("count");
-            pool.close().await;
-            n
-        } else {
-            let pool = sqlx::MySqlPool::connect(&self.url)
-                .await
-                .expect("connect to MySQL");
-            let n: i64 = sqlx::query_scalar(&sql)
-                .fetch_one(&pool)
-                .await
-                .expect("count");
-            pool.close().await;
-            n
-        }
+        let pool = connect(&self.url).await;
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE {condition}"))
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        pool.close().await;
+        n
     }
 }
 
@@ -452,26 +452,21 @@ fn uuid_like() -> String {
     format!("{:x}{:x}", nanos, std::process::id())
 }
 
+/// A pool on a PostgreSQL or MySQL/MariaDB server, whichever the URL names.
+async fn connect(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
 async fn run_admin(url: &str, statement: &str) {
-    if url.starts_with("postgres") {
-        let pool = sqlx::PgPool::connect(url)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-        sqlx::raw_sql(statement)
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        pool.close().await;
-    } else {
-        let pool = sqlx::MySqlPool::connect(url)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-        sqlx::raw_sql(statement)
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        pool.close().await;
-    }
+    let pool = connect(url).await;
+    sqlx::raw_sql(statement)
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    pool.close().await;
 }
 
 /// The demo CRM's schema and `customers` customers, as SQL that PostgreSQL and MySQL

@@ -106,7 +106,6 @@ impl Store {
     /// # Errors
     /// When the database cannot be reached or a migration fails.
     pub async fn open(location: &str) -> anyhow::Result<Self> {
-        sqlx::any::install_default_drivers();
         if is_postgres(location) {
             Self::open_postgres(location).await
         } else {

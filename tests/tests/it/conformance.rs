@@ -99,6 +99,19 @@ async fn controller_with_systems(fixture: &Fixture, systems: usize) -> String {
     owner.id
 }
 
+/// Records a successful run of `task` by `owner`; whether it was recorded.
+async fn succeed(store: &Store, owner: &str, task: &queue::Claimed) -> bool {
+    queue::finish(
+        store,
+        owner,
+        task,
+        Outcome::Succeeded("{}".into()),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap()
+}
+
 /// Moves a request along, as the API would.
 async fn apply(tx: &mut oubli::store::Tx<'_>, request_id: &str, transition: Transition) {
     let request = requests::get_in(tx, request_id).await.unwrap().unwrap();
@@ -165,15 +178,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     );
 
     // A's late result is dropped; B's retryable failure is the second and last attempt.
-    let late = queue::finish(
-        store,
-        "a",
-        &a,
-        Outcome::Succeeded("{}".into()),
-        Duration::ZERO,
-    )
-    .await
-    .unwrap();
+    let late = succeed(store, "a", &a).await;
     assert!(!late, "a stale worker's result is refused");
     let failure = Outcome::Failed {
         kind: "unavailable".into(),
@@ -212,30 +217,12 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         .expect("the task is due again");
     assert_eq!(again.attempt, 1);
     // Worker A's claim was attempt 1 too: its late result is still refused.
-    let stale = queue::finish(
-        store,
-        "a",
-        &a,
-        Outcome::Succeeded("{}".into()),
-        Duration::ZERO,
-    )
-    .await
-    .unwrap();
+    let stale = succeed(store, "a", &a).await;
     assert!(
         !stale,
         "a reset attempt count must not let a stale worker write"
     );
-    assert!(
-        queue::finish(
-            store,
-            "c",
-            &again,
-            Outcome::Succeeded("{}".into()),
-            Duration::ZERO
-        )
-        .await
-        .unwrap()
-    );
+    assert!(succeed(store, "c", &again).await);
     assert_eq!(
         requests::get(store, &request.id)
             .await

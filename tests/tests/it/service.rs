@@ -447,16 +447,7 @@ async fn the_controller_gets_a_signed_webhook_and_sees_only_its_own_requests() {
     assert_eq!(status, 201, "{created}");
     let other = created["controller"]["id"].as_str().unwrap().to_owned();
     let secret = created["webhook_secret"].as_str().unwrap().to_owned();
-    let (_, plugins) = service.get("/v1/plugins", &admin).await;
-    let digest = plugins["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "builtin:sql")
-        .expect("the first-party plugins are registered at start")["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let digest = service.builtin_digest(&admin, "sql").await;
     let other_crm = dir.path().join("other-crm.db");
     oubli::demo::create_crm(&other_crm, 5).await.unwrap();
     let system = oubli::demo::crm_system("shop", &other_crm);

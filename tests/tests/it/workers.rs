@@ -36,14 +36,7 @@ async fn three_workers_and_an_api_on_postgres_lose_nothing_when_one_is_killed() 
         .await;
     assert_eq!(status, 201, "{created}");
     let controller = created["controller"]["id"].as_str().unwrap().to_owned();
-    let (_, plugins) = api.get("/v1/plugins", &admin).await;
-    let digest = plugins["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "builtin:sql")
-        .expect("the first-party plugins are registered at start")["digest"]
-        .clone();
+    let digest = api.builtin_digest(&admin, "sql").await;
     let mut crms = Vec::new();
     for i in 0..3 {
         let crm = dir.path().join(format!("crm{i}.db"));
