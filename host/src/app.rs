@@ -46,7 +46,7 @@ impl App {
     ) -> Arc<Self> {
         Arc::new(App {
             config,
-            intake: crate::request::intake::Intake::start(store.clone()),
+            intake: crate::request::intake::Intake::start(store.clone(), keys.sealer.clone()),
             store,
             runtime,
             keys,

@@ -70,11 +70,17 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain of the audit trail and report the first broken link.
+    /// Walk the hash chain of the audit trail and report the first broken link. The
+    /// checkpoints left by purges of the access log are checked with the service's
+    /// public keys (from its keys folder), or with the keys given.
     Verify {
-        /// The service's configuration file, to find its database.
+        /// The service's configuration file, to find its database and keys.
         #[arg(long, env = "OUBLI_CONFIG")]
         config: Option<PathBuf>,
+        /// A public key (base64, as `/v1/keys` serves it) that verifies checkpoints,
+        /// instead of the keys folder's; repeat for retired keys.
+        #[arg(long = "public-key")]
+        public_key: Vec<String>,
     },
 }
 
@@ -408,7 +414,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             label,
             config,
         }) => create_token(role, controller, &label, config.as_deref()).await,
-        Command::Audit(AuditCommand::Verify { config }) => audit_verify(config.as_deref()).await,
+        Command::Audit(AuditCommand::Verify { config, public_key }) => {
+            audit_verify(config.as_deref(), public_key).await
+        }
         Command::Keys(KeysCommand::RotateData { config }) => {
             let config = crate::config::Config::load(config.as_deref())?;
             let (key_id, path) = crate::evidence::seal::rotate(&config.data_dir.join("keys"))?;
@@ -451,27 +459,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn audit_verify(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+async fn audit_verify(
+    config: Option<&std::path::Path>,
+    mut public_keys: Vec<String>,
+) -> anyhow::Result<ExitCode> {
     let config = crate::config::Config::load(config)?;
+    let keys = config.data_dir.join("keys");
+    if public_keys.is_empty() && keys.join("signing.ed25519").exists() {
+        public_keys = crate::evidence::Keys::load_or_create(&keys)?
+            .publics()
+            .into_iter()
+            .map(|k| k.public_key)
+            .collect();
+    }
     let store = crate::store::Store::open(&config.database_location()).await?;
     let events: Vec<crate::audit::Event> =
         sqlx::query_as("SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events ORDER BY seq")
             .fetch_all(&store.read)
             .await?;
     store.close().await;
-    match crate::audit::first_broken(&events) {
+    match crate::audit::first_broken(&events, &public_keys) {
         None => {
             print(
                 &json!({ "valid": true, "events": events.len(), "last_hash": events.last().map(|e| &e.hash) }),
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(seq) => {
+        Some(broken) => {
             let message = format!(
-                "the chain breaks at event {seq}: it, or the event before it, was edited, removed, reordered or inserted"
+                "the chain breaks at event {}: {}",
+                broken.seq, broken.reason
             );
             print(
-                &json!({ "valid": false, "events": events.len(), "first_broken": seq, "message": message }),
+                &json!({ "valid": false, "events": events.len(), "first_broken": broken.seq, "message": message }),
             );
             Ok(ExitCode::FAILURE)
         }

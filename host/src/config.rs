@@ -39,6 +39,12 @@ pub struct Config {
     /// Days an access package can be downloaded after its request completed; its records
     /// are deleted then.
     pub package_ttl_days: u64,
+    /// Days a closed request keeps its subject's identities and new values; they are
+    /// replaced by keyed hashes then.
+    pub subject_retention_days: u64,
+    /// Days access-log events (reads of requests, lists and packages) stay in the audit
+    /// trail; they are purged then, leaving a signed checkpoint.
+    pub access_log_retention_days: u64,
     /// How often the purge job runs.
     pub purge_interval_secs: u64,
 }
@@ -60,6 +66,8 @@ impl Default for Config {
             demo: true,
             demo_customers: 1_000,
             package_ttl_days: 30,
+            subject_retention_days: 90,
+            access_log_retention_days: 183,
             purge_interval_secs: 3_600,
         }
     }

@@ -160,7 +160,7 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
             app.clone(),
             stopped.clone(),
         )));
-        background.push(tokio::spawn(crate::evidence::package::run(
+        background.push(tokio::spawn(crate::evidence::retention::run(
             app.clone(),
             stopped.clone(),
         )));

@@ -316,7 +316,7 @@ pub async fn list(
         after: params.get("after").cloned(),
         limit: limit + 1,
     };
-    let mut items = requests::list(&app.store, &filter).await?;
+    let mut items = requests::list(&app.store, &app.keys.sealer, &filter).await?;
     let next = (items.len() > limit as usize).then(|| {
         items.truncate(limit as usize);
         items.last().map(|r| r.id.clone()).unwrap_or_default()
@@ -339,7 +339,7 @@ pub async fn list(
 
 /// The request, if the caller may see it.
 async fn visible(app: &App, caller: &Caller, id: &str) -> Result<Request, ApiError> {
-    requests::get(&app.store, id)
+    requests::get(&app.store, &app.keys.sealer, id)
         .await?
         .filter(|r| caller.sees(&r.controller_id))
         .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))
@@ -374,22 +374,24 @@ async fn act(
     id: &str,
     transition: Transition,
     details: serde_json::Value,
-) -> Result<(crate::store::Tx<'static>, Request), ApiError> {
+) -> Result<crate::store::Tx<'static>, ApiError> {
     visible(app, caller, id).await?;
     let mut tx = app.store.begin().await?;
-    let request = requests::get_in(&mut tx, id)
+    let stage = requests::stage_in(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?;
-    requests::transition(&mut tx, &request, transition, &caller.actor(), details)
+    requests::transition(&mut tx, &stage, transition, &caller.actor(), details)
         .await?
         .map_err(ApiError::Conflict)?;
-    Ok((tx, request))
+    Ok(tx)
 }
 
 async fn reread(app: &App, id: &str) -> Result<Json<Request>, ApiError> {
-    Ok(Json(requests::get(&app.store, id).await?.ok_or_else(
-        || ApiError::NotFound(format!("no request {id:?}")),
-    )?))
+    Ok(Json(
+        requests::get(&app.store, &app.keys.sealer, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?,
+    ))
 }
 
 /// Cancel a request that has not started running.
@@ -402,7 +404,7 @@ pub async fn cancel(
     OptionalJson(body): OptionalJson<Reason>,
 ) -> Result<Json<Request>, ApiError> {
     require(&caller, &[Role::Dpo, Role::Admin])?;
-    let (mut tx, _) = act(
+    let mut tx = act(
         &app,
         &caller,
         &id,
@@ -439,11 +441,12 @@ pub async fn extend(
     }
     visible(&app, &caller, &id).await?;
     let mut tx = app.store.begin().await?;
-    let request = requests::get_in(&mut tx, &id)
+    let request = requests::get_in(&mut tx, &app.keys.sealer, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?;
     let extended = requests::extend(
         &mut tx,
+        &app.keys.sealer,
         &request,
         body.months,
         body.reason.trim(),
@@ -466,7 +469,9 @@ pub async fn approve(
     require(&caller, &[Role::Controller, Role::Admin])?;
     let request = visible(&app, &caller, &id).await?;
     let mut tx = app.store.begin().await?;
-    let current = requests::get_in(&mut tx, &id).await?.unwrap_or(request);
+    let current = requests::stage_in(&mut tx, &id)
+        .await?
+        .unwrap_or_else(|| request.stage());
     queue::approve(&mut tx, &current, &caller.actor(), app.config.max_attempts)
         .await?
         .map_err(ApiError::Conflict)?;
@@ -491,7 +496,7 @@ pub async fn reject(
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::field("reason", "a rejection needs a reason"))?;
-    let (mut tx, _) = act(
+    let mut tx = act(
         &app,
         &caller,
         &id,
@@ -513,7 +518,7 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<Request>, ApiError> {
     require(&caller, &[Role::Dpo, Role::Admin])?;
-    let (mut tx, _) = act(&app, &caller, &id, Transition::Retry, json!({})).await?;
+    let mut tx = act(&app, &caller, &id, Transition::Retry, json!({})).await?;
     queue::requeue_failed(&mut tx, &id).await?;
     tx.commit().await?;
     app.tasks_ready.notify_waiters();

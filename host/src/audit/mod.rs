@@ -1,12 +1,29 @@
 //! The audit trail: an append-only list of events, each carrying the hash of the one
 //! before, appended in the same transaction as the change it records.
+//!
+//! Access-log events (who read a request, a list or a package) are kept for a retention
+//! period only. Purging them leaves holes in the chain, which a signed checkpoint event
+//! bridges: it lists each run of purged events by its first and last position and the
+//! hashes at both ends, and the head of the trail when it was written, signed with the
+//! certificate key. [`first_broken`] accepts a hole only where a checkpoint whose
+//! signature verifies says there is one.
 
+use crate::evidence::Keys;
 use crate::store::{Tx, now_ms};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 /// The hash the first event chains to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The actions of access-log events: reads of the subject's data, purged after the
+/// access log's retention period.
+pub const ACCESS_LOG: &[&str] = &["request.read", "requests.listed", "package.downloaded"];
+
+/// The action of a checkpoint event, which records a purge of access-log events.
+pub const CHECKPOINT: &str = "audit.purged";
 
 /// One event of the trail.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -121,11 +138,169 @@ pub async fn append(
         .await
 }
 
-/// Checks the chain of `events` (in `seq` order, from the first): returns the `seq` of
-/// the first event whose hash or link does not match.
-pub fn first_broken(events: &[Event]) -> Option<i64> {
+/// A run of purged events between two kept ones, as a checkpoint lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub events: u64,
+    /// The hash the first purged event chained to: the kept event before the run.
+    pub prev_hash: String,
+    /// The hash of the last purged event: what the kept event after the run chains to.
+    pub last_hash: String,
+}
+
+/// Groups purged events (`seq`, `prev_hash`, `hash`, in `seq` order) into runs: events
+/// that chain to each other form one run.
+pub fn gaps(purged: &[(i64, String, String)]) -> Vec<Gap> {
+    let mut gaps: Vec<Gap> = Vec::new();
+    for (seq, prev_hash, hash) in purged {
+        match gaps.last_mut() {
+            Some(gap) if gap.last_hash == *prev_hash => {
+                gap.last_seq = *seq;
+                gap.last_hash = hash.clone();
+                gap.events += 1;
+            }
+            _ => gaps.push(Gap {
+                first_seq: *seq,
+                last_seq: *seq,
+                events: 1,
+                prev_hash: prev_hash.clone(),
+                last_hash: hash.clone(),
+            }),
+        }
+    }
+    gaps
+}
+
+/// The signed details of a checkpoint: what was purged, the runs it left, and the head
+/// of the trail (`seq`, `hash`) the checkpoint event follows.
+pub fn checkpoint(keys: &Keys, before: i64, gaps: &[Gap], head: (i64, &str)) -> Value {
+    keys.sign(json!({
+        "type": "oubli.audit-checkpoint",
+        "version": 1,
+        "purged": {
+            "actions": ACCESS_LOG,
+            "before": before,
+            "events": gaps.iter().map(|g| g.events).sum::<u64>(),
+        },
+        "gaps": gaps,
+        "head": { "seq": head.0, "hash": head.1 },
+    }))
+}
+
+/// Deletes the access-log events older than `before` (milliseconds), the oldest `limit`
+/// of them, and appends a signed checkpoint that bridges the holes they leave. Returns
+/// how many were purged.
+///
+/// # Errors
+/// When the database fails.
+pub async fn purge_access_log(
+    tx: &mut Tx<'_>,
+    keys: &Keys,
+    before: i64,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let mut chain = Chain::load(tx).await?;
+    let mut query =
+        sqlx::QueryBuilder::new("SELECT seq, prev_hash, hash FROM audit_events WHERE at < ");
+    query.push_bind(before).push(" AND action IN (");
+    let mut actions = query.separated(", ");
+    for action in ACCESS_LOG {
+        actions.push_bind(*action);
+    }
+    query.push(") ORDER BY seq LIMIT ").push_bind(limit);
+    let purged: Vec<(i64, String, String)> = query.build_query_as().fetch_all(&mut **tx).await?;
+    let Some(last) = purged.last().map(|p| p.0) else {
+        return Ok(0);
+    };
+    let head: (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_one(&mut **tx)
+            .await?;
+    let mut delete = sqlx::QueryBuilder::new("DELETE FROM audit_events WHERE at < ");
+    delete
+        .push_bind(before)
+        .push(" AND seq <= ")
+        .push_bind(last)
+        .push(" AND action IN (");
+    let mut actions = delete.separated(", ");
+    for action in ACCESS_LOG {
+        actions.push_bind(*action);
+    }
+    delete.push(")");
+    let deleted = delete.build().execute(&mut **tx).await?.rows_affected();
+    debug_assert_eq!(deleted, purged.len() as u64);
+    let details = checkpoint(keys, before, &gaps(&purged), (head.0, &head.1));
+    chain
+        .append(tx, "system", CHECKPOINT, None, details)
+        .await?;
+    Ok(deleted)
+}
+
+/// Where and why the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// The `seq` of the first event that does not verify.
+    pub seq: i64,
+    pub reason: String,
+}
+
+impl Broken {
+    fn at(seq: i64, reason: impl Into<String>) -> Option<Broken> {
+        Some(Broken {
+            seq,
+            reason: reason.into(),
+        })
+    }
+}
+
+/// Checks the chain of `events` (in `seq` order, from the first), with the public keys
+/// that verify checkpoints (base64, as `/v1/keys` serves them): returns the first event
+/// whose hash or link does not match, or whose checkpoint does not verify. A link may
+/// skip purged events only where a verified checkpoint lists that run.
+pub fn first_broken(events: &[Event], public_keys: &[String]) -> Option<Broken> {
+    let mut runs: HashMap<String, Gap> = HashMap::new();
+    let mut heads: HashMap<i64, String> = HashMap::new();
+    for event in events.iter().filter(|e| e.action == CHECKPOINT) {
+        let details: Value = serde_json::from_str(&event.details).unwrap_or_default();
+        if let Err(invalid) = crate::evidence::verify(&details, public_keys) {
+            return Broken::at(
+                event.seq,
+                format!("checkpoint {} does not verify: {invalid}", event.seq),
+            );
+        }
+        let document = &details["certificate"];
+        let Ok(gaps) = serde_json::from_value::<Vec<Gap>>(document["gaps"].clone()) else {
+            return Broken::at(event.seq, "the checkpoint lists no gaps");
+        };
+        runs.extend(gaps.into_iter().map(|g| (g.prev_hash.clone(), g)));
+        heads.insert(
+            event.seq,
+            document["head"]["hash"].as_str().unwrap_or("").to_owned(),
+        );
+    }
     let mut prev = GENESIS.to_owned();
+    let mut prev_seq = 0;
     for event in events {
+        // Bridge the runs of purged events, in order, that end where this event begins.
+        while event.prev_hash != prev {
+            match runs.get(&prev) {
+                Some(gap) if gap.first_seq > prev_seq && gap.last_seq < event.seq => {
+                    prev = gap.last_hash.clone();
+                    prev_seq = gap.last_seq;
+                }
+                _ => {
+                    return Broken::at(
+                        event.seq,
+                        format!(
+                            "event {} does not follow the event before it: it, or an event before it, was edited, removed, reordered or inserted",
+                            event.seq
+                        ),
+                    );
+                }
+            }
+        }
         let expected = hash(
             &prev,
             event.at,
@@ -134,10 +309,25 @@ pub fn first_broken(events: &[Event]) -> Option<i64> {
             event.request_id.as_deref(),
             &event.details,
         );
-        if event.prev_hash != prev || event.hash != expected {
-            return Some(event.seq);
+        if event.hash != expected {
+            return Broken::at(
+                event.seq,
+                format!("event {} was changed after it was written", event.seq),
+            );
+        }
+        if let Some(head) = heads.get(&event.seq)
+            && *head != event.prev_hash
+        {
+            return Broken::at(
+                event.seq,
+                format!(
+                    "checkpoint {} signed another head of the trail than the events before it",
+                    event.seq
+                ),
+            );
         }
         prev = event.hash.clone();
+        prev_seq = event.seq;
     }
     None
 }
@@ -146,37 +336,126 @@ pub fn first_broken(events: &[Event]) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// Appends an event after `events`, chained as [`Chain::append`] does.
+    fn push(events: &mut Vec<Event>, action: &str, details: String) {
+        let seq = events.last().map_or(1, |e| e.seq + 1);
+        let prev = events.last().map_or(GENESIS.to_owned(), |e| e.hash.clone());
+        push_at(events, seq, prev, action, details);
+    }
+
+    /// Appends an event at position `seq` chained to `prev` (positions are never reused,
+    /// as in the table).
+    fn push_at(events: &mut Vec<Event>, seq: i64, prev: String, action: &str, details: String) {
+        let hash = hash(&prev, seq, "system", action, None, &details);
+        events.push(Event {
+            seq,
+            at: seq,
+            actor: "system".into(),
+            action: action.into(),
+            request_id: None,
+            details,
+            prev_hash: prev,
+            hash,
+        });
+    }
+
     fn chain(n: usize) -> Vec<Event> {
-        let mut prev = GENESIS.to_owned();
-        (0..n)
-            .map(|i| {
-                let details = format!("{{\"n\":{i}}}");
-                let h = hash(&prev, i as i64, "system", "test", None, &details);
-                let event = Event {
-                    seq: i as i64 + 1,
-                    at: i as i64,
-                    actor: "system".into(),
-                    action: "test".into(),
-                    request_id: None,
-                    details,
-                    prev_hash: prev.clone(),
-                    hash: h.clone(),
-                };
-                prev = h;
-                event
-            })
-            .collect()
+        let mut events = Vec::new();
+        for i in 0..n {
+            push(&mut events, "test", format!("{{\"n\":{i}}}"));
+        }
+        events
+    }
+
+    fn broken_at(events: &[Event], keys: &[String]) -> Option<i64> {
+        first_broken(events, keys).map(|b| b.seq)
     }
 
     #[test]
     fn an_intact_chain_verifies_and_any_edit_or_removal_is_found() {
         let events = chain(5);
-        assert_eq!(first_broken(&events), None);
+        assert_eq!(broken_at(&events, &[]), None);
         let mut edited = events.clone();
         edited[2].actor = "someone-else".into();
-        assert_eq!(first_broken(&edited), Some(3));
+        assert_eq!(broken_at(&edited, &[]), Some(3));
         let mut removed = events.clone();
         removed.remove(1);
-        assert_eq!(first_broken(&removed), Some(3));
+        assert_eq!(broken_at(&removed, &[]), Some(3));
+        let mut reordered = events.clone();
+        reordered.swap(1, 2);
+        assert_eq!(broken_at(&reordered, &[]), Some(3));
+    }
+
+    /// Purges the events whose action is an access-log action, as `purge_access_log`
+    /// does, and appends the checkpoint.
+    fn purge(events: &mut Vec<Event>, keys: &Keys) {
+        let purged: Vec<(i64, String, String)> = events
+            .iter()
+            .filter(|e| ACCESS_LOG.contains(&e.action.as_str()))
+            .map(|e| (e.seq, e.prev_hash.clone(), e.hash.clone()))
+            .collect();
+        let head = events.last().map(|e| (e.seq, e.hash.clone())).unwrap();
+        events.retain(|e| !ACCESS_LOG.contains(&e.action.as_str()));
+        let details = checkpoint(keys, 0, &gaps(&purged), (head.0, &head.1));
+        // Like `purge_access_log`, the checkpoint chains to the head read before the purge.
+        push_at(events, head.0 + 1, head.1, CHECKPOINT, details.to_string());
+    }
+
+    #[test]
+    fn purged_access_log_events_leave_a_signed_checkpoint_that_bridges_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(dir.path()).unwrap();
+        let public = vec![keys.public().public_key];
+        let mut events = Vec::new();
+        // kept, read, read, kept, listed, kept, downloaded (the head)
+        for action in [
+            "request.received",
+            "request.read",
+            "request.read",
+            "request.approved",
+            "requests.listed",
+            "request.completed",
+            "package.downloaded",
+        ] {
+            push(&mut events, action, "{}".into());
+        }
+        purge(&mut events, &keys);
+        assert_eq!(events.len(), 4, "three kept events and the checkpoint");
+        let document: Value = serde_json::from_str(&events[3].details).unwrap();
+        let gaps: Vec<Gap> =
+            serde_json::from_value(document["certificate"]["gaps"].clone()).unwrap();
+        assert_eq!(
+            gaps.iter()
+                .map(|g| (g.first_seq, g.last_seq, g.events))
+                .collect::<Vec<_>>(),
+            [(2, 3, 2), (5, 5, 1), (7, 7, 1)]
+        );
+        assert_eq!(first_broken(&events, &public), None);
+
+        // More events, another purge: the holes of both checkpoints are bridged.
+        push(&mut events, "request.read", "{}".into());
+        push(&mut events, "request.received", "{}".into());
+        purge(&mut events, &keys);
+        assert_eq!(first_broken(&events, &public), None);
+
+        // Removing a kept event is still found, where the next one no longer links.
+        let mut removed = events.clone();
+        removed.remove(1);
+        assert_eq!(broken_at(&removed, &public), Some(removed[1].seq));
+        // A changed checkpoint, one checked without its key, or one removed, is found.
+        let mut changed = events.clone();
+        changed[3].details = changed[3].details.replace("\"events\":4", "\"events\":3");
+        assert_ne!(changed[3].details, events[3].details);
+        assert_eq!(broken_at(&changed, &public), Some(changed[3].seq));
+        assert_eq!(broken_at(&events, &[]), Some(events[3].seq));
+        let other = Keys::load_or_create(&dir.path().join("other")).unwrap();
+        assert_eq!(
+            broken_at(&events, &[other.public().public_key]),
+            Some(events[3].seq)
+        );
+        // Without the first checkpoint, its first hole is no longer bridged.
+        let mut dropped = events.clone();
+        dropped.remove(3);
+        assert_eq!(broken_at(&dropped, &public), Some(dropped[1].seq));
     }
 }

@@ -8,6 +8,7 @@
 //! Ed25519 and verifiable offline with the public key served at `/v1/keys`.
 
 pub mod package;
+pub mod retention;
 pub mod seal;
 
 use crate::controller;
@@ -38,7 +39,7 @@ pub struct Keys {
     /// The key behind the plugins' `keyed-hash` (see [`crate::runtime::RuntimeSettings`]).
     pub pseudonym: [u8; 32],
     /// The data keys that encrypt what oubli holds of the subjects.
-    pub sealer: seal::Sealer,
+    pub sealer: std::sync::Arc<seal::Sealer>,
 }
 
 /// A public key as `/v1/keys` serves it.
@@ -145,7 +146,7 @@ impl Keys {
         let hash_key = load_or_create(&dir.join("identity-hash.key"))?;
         let pseudonym = load_or_create(&dir.join("pseudonym.key"))?;
         let data_key = std::env::var("OUBLI_DATA_KEY").ok();
-        let sealer = seal::Sealer::load(dir, data_key.as_deref())?;
+        let sealer = std::sync::Arc::new(seal::Sealer::load(dir, data_key.as_deref())?);
         Ok(Keys {
             signing,
             retired,
@@ -330,7 +331,14 @@ pub async fn erasure_certificate(
     let identities: Vec<Value> = request
         .identities
         .iter()
-        .map(|i| json!({ "kind": i.kind, "hmac_sha256": keys.identity_hash(&i.kind, &i.value) }))
+        .map(|i| {
+            // After the retention period only the hash is left, computed the same way.
+            let hash = match (&i.hmac_sha256, &i.value) {
+                (Some(hash), _) => hash.clone(),
+                (None, value) => keys.identity_hash(&i.kind, value.as_deref().unwrap_or("")),
+            };
+            json!({ "kind": i.kind, "hmac_sha256": hash })
+        })
         .collect();
     let document = json!({
         "type": "oubli.erasure-certificate",

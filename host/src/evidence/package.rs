@@ -230,19 +230,3 @@ pub async fn purge_expired(app: &App) -> anyhow::Result<usize> {
     }
     Ok(purged)
 }
-
-/// Runs the purges every `purge_interval_secs` until `stop` turns true.
-pub async fn run(app: std::sync::Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let every = std::time::Duration::from_secs(app.config.purge_interval_secs.max(1));
-    loop {
-        match purge_expired(&app).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(packages = n, "purged expired access packages"),
-            Err(e) => tracing::warn!("purging expired access packages: {e:#}"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}

@@ -504,7 +504,7 @@ async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Resul
     if count("queued") + count("running") > 0 {
         return Ok(false);
     }
-    let Some(mut request) = requests::get_in(tx, request_id).await? else {
+    let Some(mut request) = requests::stage_in(tx, request_id).await? else {
         return Ok(false);
     };
     // Tasks that ran for a request whose start was not recorded (its worker died between
@@ -522,7 +522,7 @@ async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Resul
         .is_ok()
     {
         appended = true;
-        let Some(started) = requests::get_in(tx, request_id).await? else {
+        let Some(started) = requests::stage_in(tx, request_id).await? else {
             return Ok(false);
         };
         request = started;
@@ -548,7 +548,7 @@ async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Resul
 /// When the database fails.
 pub async fn approve(
     tx: &mut Tx<'_>,
-    request: &requests::Request,
+    request: &requests::Stage,
     actor: &str,
     max_attempts: u32,
 ) -> anyhow::Result<Result<u64, String>> {
@@ -575,7 +575,7 @@ pub async fn approve(
 /// # Errors
 /// When the database fails.
 pub async fn settle_empty(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<()> {
-    if let Some(request) = requests::get_in(tx, request_id).await?
+    if let Some(request) = requests::stage_in(tx, request_id).await?
         && request.status == Status::Approved
     {
         requests::transition(

@@ -114,7 +114,7 @@ fn failed(error: &RuntimeError) -> Outcome {
 
 async fn execute(app: &Arc<App>, task: &Claimed) -> Outcome {
     let loaded = async {
-        let request = requests::get(&app.store, &task.request_id)
+        let request = requests::get(&app.store, &app.keys.sealer, &task.request_id)
             .await
             .map_err(|e| RuntimeError::Unavailable(format!("reading the request: {e:#}")))?
             .ok_or_else(|| RuntimeError::Failed("the request no longer exists".into()))?;
@@ -141,16 +141,25 @@ async fn execute(app: &Arc<App>, task: &Claimed) -> Outcome {
         Ok(loaded) => loaded,
         Err(error) => return failed(&error),
     };
+    // A request whose subject's data was redacted is closed; it never runs again.
+    let Some(identities) = request
+        .identities
+        .iter()
+        .map(|i| {
+            i.value.clone().map(|value| Identity {
+                kind: i.kind.clone(),
+                value,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+    else {
+        return failed(&RuntimeError::Failed(
+            "the subject's identities were redacted after the request's retention period".into(),
+        ));
+    };
     let subject = Subject {
         request_id: request.id.clone(),
-        identities: request
-            .identities
-            .iter()
-            .map(|i| Identity {
-                kind: i.kind.clone(),
-                value: i.value.clone(),
-            })
-            .collect(),
+        identities,
     };
     let result = match request.kind {
         Kind::Erasure => erase(app, &plugin, &system, &subject).await,
@@ -229,13 +238,22 @@ async fn rectify(
     subject: &Subject,
     request: &Request,
 ) -> Result<serde_json::Value, RuntimeError> {
-    let changes: Vec<Change> = request
+    let Some(wanted) = request
         .changes
         .iter()
-        .map(|c| Change {
+        .map(|c| c.value.as_ref().map(|value| (c, value)))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Err(RuntimeError::Failed(
+            "the new values were redacted after the request's retention period".into(),
+        ));
+    };
+    let changes: Vec<Change> = wanted
+        .iter()
+        .map(|(c, value)| Change {
             collection: c.collection.clone(),
             field: c.field.clone(),
-            value: c.value.to_string(),
+            value: value.to_string(),
         })
         .collect();
     let changed = app
@@ -252,7 +270,7 @@ async fn rectify(
         .iter()
         .filter(|r| touched.contains(&(r.collection.as_str(), r.key.as_str())))
     {
-        for change in request.changes.iter().filter(|c| {
+        for (change, value) in wanted.iter().filter(|(c, _)| {
             c.collection
                 .as_deref()
                 .is_none_or(|c| c == record.collection)
@@ -263,7 +281,7 @@ async fn rectify(
             let now: serde_json::Value = serde_json::from_str(&field.value)
                 .unwrap_or(serde_json::Value::String(field.value.clone()));
             // The message names the field, never its values: it is kept in the audit trail.
-            if now != change.value {
+            if now != **value {
                 return Err(RuntimeError::Failed(format!(
                     "after the rectification, {}/{} does not hold the new value of {}",
                     record.collection, record.key, change.field

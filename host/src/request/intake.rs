@@ -4,8 +4,10 @@
 
 use super::store::{self as requests, NewRequest, Request};
 use crate::audit::Chain;
+use crate::evidence::seal::Sealer;
 use crate::store::Store;
 use serde_json::json;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Submissions written in one transaction at most.
@@ -45,10 +47,11 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Starts the writer task on the current tokio runtime.
-    pub fn start(store: Store) -> Intake {
+    /// Starts the writer task on the current tokio runtime; `sealer` seals the subjects'
+    /// identities and changes.
+    pub fn start(store: Store, sealer: Arc<Sealer>) -> Intake {
         let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(store, receiver));
+        tokio::spawn(run(store, sealer, receiver));
         Intake { sender }
     }
 
@@ -68,7 +71,7 @@ impl Intake {
     }
 }
 
-async fn run(store: Store, mut receiver: mpsc::Receiver<Job>) {
+async fn run(store: Store, sealer: Arc<Sealer>, mut receiver: mpsc::Receiver<Job>) {
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -78,7 +81,7 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Job>) {
             }
         }
         let submissions: Vec<&Submission> = batch.iter().map(|(s, _)| s).collect();
-        match write(&store, &submissions).await {
+        match write(&store, &sealer, &submissions).await {
             Ok(accepted) => {
                 for ((_, reply), accepted) in batch.into_iter().zip(accepted) {
                     let _ = reply.send(Ok(accepted));
@@ -92,7 +95,9 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Job>) {
                     "a batched intake failed; writing its submissions one by one"
                 );
                 for (submission, reply) in batch {
-                    let result = write(&store, &[&submission]).await.map(|mut a| a.remove(0));
+                    let result = write(&store, &sealer, &[&submission])
+                        .await
+                        .map(|mut a| a.remove(0));
                     let _ = reply.send(result);
                 }
             }
@@ -104,7 +109,11 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Job>) {
     }
 }
 
-async fn write(store: &Store, submissions: &[&Submission]) -> anyhow::Result<Vec<Accepted>> {
+async fn write(
+    store: &Store,
+    sealer: &Sealer,
+    submissions: &[&Submission],
+) -> anyhow::Result<Vec<Accepted>> {
     let mut tx = store.begin().await?;
     let mut chain = Chain::load(&mut tx).await?;
     let mut accepted = Vec::with_capacity(submissions.len());
@@ -112,12 +121,13 @@ async fn write(store: &Store, submissions: &[&Submission]) -> anyhow::Result<Vec
         let new = &submission.request;
         if let Some(key) = &new.idempotency_key
             && let Some(first) =
-                requests::by_idempotency_key(&mut tx, &new.submitted_by, key).await?
+                requests::by_idempotency_key(&mut tx, sealer, &new.submitted_by, key).await?
         {
             accepted.push(Accepted::Replayed(first));
             continue;
         }
-        let mut request = requests::insert(&mut tx, &mut chain, new, &submission.actor).await?;
+        let mut request =
+            requests::insert(&mut tx, sealer, &mut chain, new, &submission.actor).await?;
         if submission.webhook {
             let url = format!(
                 "{}/v1/requests/{}",
@@ -137,13 +147,13 @@ async fn write(store: &Store, submissions: &[&Submission]) -> anyhow::Result<Vec
         if submission.auto_approve {
             crate::queue::approve(
                 &mut tx,
-                &request,
+                &request.stage(),
                 "policy:auto-approve",
                 submission.max_attempts,
             )
             .await?
             .map_err(anyhow::Error::msg)?;
-            request = requests::get_in(&mut tx, &request.id)
+            request = requests::get_in(&mut tx, sealer, &request.id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("the new request vanished"))?;
             chain = Chain::load(&mut tx).await?;

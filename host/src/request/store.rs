@@ -1,8 +1,13 @@
 //! Requests in the database: creation, reads, lists and the transitions, each in the
 //! caller's transaction together with its audit event.
+//!
+//! The subject's identities and the new values of a rectification are personal data:
+//! they are sealed at rest (see [`Sealer`]), and once the request is closed and its
+//! retention period has passed they are replaced by keyed hashes ([`redact_subject`]).
 
 use super::{Kind, Status, Transition};
 use crate::audit;
+use crate::evidence::seal::Sealer;
 use crate::store::{Store, Tx, now_ms, to_rfc3339};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,6 +35,58 @@ pub struct ChangeInput {
     pub value: serde_json::Value,
 }
 
+/// One identity of the subject as oubli holds it: its value while the request is open
+/// and during the retention period after, then only its keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Identity {
+    pub kind: String,
+    /// Absent once the request's retention period has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// HMAC-SHA256 of `kind:value` under the service's identity-hash key, hex: the same
+    /// hash the erasure certificate shows. Present once the value was redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_sha256: Option<String>,
+}
+
+/// One change of a rectification as oubli holds it: the new value until the request's
+/// retention period has passed, then only its keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Change {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    pub field: String,
+    /// Absent once the request's retention period has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<serde_json::Value>,
+    /// HMAC-SHA256 of `field:value` (the value as compact JSON), hex. Present once the
+    /// value was redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_sha256: Option<String>,
+}
+
+impl From<&IdentityInput> for Identity {
+    fn from(input: &IdentityInput) -> Self {
+        Identity {
+            kind: input.kind.clone(),
+            value: Some(input.value.clone()),
+            hmac_sha256: None,
+        }
+    }
+}
+
+impl From<&ChangeInput> for Change {
+    fn from(input: &ChangeInput) -> Self {
+        Change {
+            collection: input.collection.clone(),
+            field: input.field.clone(),
+            value: Some(input.value.clone()),
+            hmac_sha256: None,
+        }
+    }
+}
+
 /// A data subject request.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Request {
@@ -37,9 +94,9 @@ pub struct Request {
     pub controller_id: String,
     pub kind: Kind,
     pub status: Status,
-    pub identities: Vec<IdentityInput>,
+    pub identities: Vec<Identity>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub changes: Vec<ChangeInput>,
+    pub changes: Vec<Change>,
     /// The submitter's own reference, e.g. a ticket number.
     pub external_ref: Option<String>,
     pub received_at: DateTime<Utc>,
@@ -52,6 +109,10 @@ pub struct Request {
     /// The controller's reason, when it rejected the request.
     pub decision_reason: Option<String>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// When the identities and new values were replaced by keyed hashes, the request's
+    /// retention period having passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_redacted_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -69,21 +130,29 @@ struct Row {
     extension_reason: Option<String>,
     decision_reason: Option<String>,
     completed_at: Option<i64>,
+    subject_redacted_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at";
+const COLUMNS: &str = "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at, subject_redacted_at";
 
-impl TryFrom<Row> for Request {
-    type Error = anyhow::Error;
-
-    fn try_from(row: Row) -> anyhow::Result<Request> {
-        let status: Status = row.status.parse().map_err(anyhow::Error::msg)?;
+impl Row {
+    /// The request, its identities and changes opened with `sealer`.
+    fn open(self, sealer: &Sealer) -> anyhow::Result<Request> {
+        let status: Status = self.status.parse().map_err(anyhow::Error::msg)?;
+        let open = |text: &str, what: &str| {
+            sealer
+                .open(text)
+                .map_err(|e| anyhow::anyhow!("the {what} of request {}: {e}", self.id))
+        };
+        let identities = serde_json::from_slice(&open(&self.identities, "identities")?)?;
+        let changes = serde_json::from_slice(&open(&self.changes, "changes")?)?;
+        let row = self;
         Ok(Request {
             kind: row.kind.parse().map_err(anyhow::Error::msg)?,
             overdue: !status.is_final() && row.due_at < now_ms(),
             status,
-            identities: serde_json::from_str(&row.identities)?,
-            changes: serde_json::from_str(&row.changes)?,
+            identities,
+            changes,
             id: row.id,
             controller_id: row.controller_id,
             external_ref: row.external_ref,
@@ -93,6 +162,7 @@ impl TryFrom<Row> for Request {
             extension_reason: row.extension_reason,
             decision_reason: row.decision_reason,
             completed_at: row.completed_at.map(to_rfc3339),
+            subject_redacted_at: row.subject_redacted_at.map(to_rfc3339),
         })
     }
 }
@@ -116,6 +186,7 @@ pub struct NewRequest {
 /// When the database cannot be read.
 pub async fn by_idempotency_key(
     tx: &mut Tx<'_>,
+    sealer: &Sealer,
     submitted_by: &str,
     key: &str,
 ) -> anyhow::Result<Option<Request>> {
@@ -126,16 +197,17 @@ pub async fn by_idempotency_key(
     .bind(key)
     .fetch_optional(&mut **tx)
     .await?;
-    row.map(Request::try_from).transpose()
+    row.map(|r| r.open(sealer)).transpose()
 }
 
-/// Inserts a request, received and at once forwarded to its controller, and records
-/// both steps on `chain`.
+/// Inserts a request, received and at once forwarded to its controller, with its
+/// identities and changes sealed, and records both steps on `chain`.
 ///
 /// # Errors
 /// When the database write fails.
 pub async fn insert(
     tx: &mut Tx<'_>,
+    sealer: &Sealer,
     chain: &mut audit::Chain,
     new: &NewRequest,
     actor: &str,
@@ -154,8 +226,8 @@ pub async fn insert(
     .bind(&new.controller_id)
     .bind(new.kind.as_str())
     .bind(status.as_str())
-    .bind(serde_json::to_string(&new.identities)?)
-    .bind(serde_json::to_string(&new.changes)?)
+    .bind(sealer.seal(&serde_json::to_vec(&new.identities)?))
+    .bind(sealer.seal(&serde_json::to_vec(&new.changes)?))
     .bind(&new.external_ref)
     .bind(&new.submitted_by)
     .bind(&new.idempotency_key)
@@ -182,8 +254,8 @@ pub async fn insert(
         controller_id: new.controller_id.clone(),
         kind: new.kind,
         status,
-        identities: new.identities.clone(),
-        changes: new.changes.clone(),
+        identities: new.identities.iter().map(Identity::from).collect(),
+        changes: new.changes.iter().map(Change::from).collect(),
         external_ref: new.external_ref.clone(),
         received_at: to_rfc3339(received),
         due_at: to_rfc3339(due),
@@ -192,6 +264,7 @@ pub async fn insert(
         extension_reason: None,
         decision_reason: None,
         completed_at: None,
+        subject_redacted_at: None,
     })
 }
 
@@ -199,24 +272,63 @@ pub async fn insert(
 ///
 /// # Errors
 /// When the database cannot be read.
-pub async fn get_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Request>> {
+pub async fn get_in(tx: &mut Tx<'_>, sealer: &Sealer, id: &str) -> anyhow::Result<Option<Request>> {
     let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM requests WHERE id = $1"))
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?;
-    row.map(Request::try_from).transpose()
+    row.map(|r| r.open(sealer)).transpose()
+}
+
+/// Where a request stands in its lifecycle, without the subject's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    pub id: String,
+    pub controller_id: String,
+    pub status: Status,
+}
+
+impl Request {
+    /// Where the request stands.
+    pub fn stage(&self) -> Stage {
+        Stage {
+            id: self.id.clone(),
+            controller_id: self.controller_id.clone(),
+            status: self.status,
+        }
+    }
+}
+
+/// Reads where a request stands inside a transaction.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn stage_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Stage>> {
+    let row: Option<(String, String, String)> =
+        sqlx::query_as("SELECT id, controller_id, status FROM requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    row.map(|(id, controller_id, status)| {
+        Ok(Stage {
+            id,
+            controller_id,
+            status: status.parse().map_err(anyhow::Error::msg)?,
+        })
+    })
+    .transpose()
 }
 
 /// Reads a request.
 ///
 /// # Errors
 /// When the database cannot be read.
-pub async fn get(store: &Store, id: &str) -> anyhow::Result<Option<Request>> {
+pub async fn get(store: &Store, sealer: &Sealer, id: &str) -> anyhow::Result<Option<Request>> {
     let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM requests WHERE id = $1"))
         .bind(id)
         .fetch_optional(&store.read)
         .await?;
-    row.map(Request::try_from).transpose()
+    row.map(|r| r.open(sealer)).transpose()
 }
 
 /// Moves a request along its lifecycle and records the event. Returns the new status,
@@ -226,7 +338,7 @@ pub async fn get(store: &Store, id: &str) -> anyhow::Result<Option<Request>> {
 /// The outer error when the database fails.
 pub async fn transition(
     tx: &mut Tx<'_>,
-    request: &Request,
+    request: &Stage,
     transition: Transition,
     actor: &str,
     details: serde_json::Value,
@@ -277,7 +389,7 @@ pub struct Filter {
 ///
 /// # Errors
 /// When the database cannot be read.
-pub async fn list(store: &Store, filter: &Filter) -> anyhow::Result<Vec<Request>> {
+pub async fn list(store: &Store, sealer: &Sealer, filter: &Filter) -> anyhow::Result<Vec<Request>> {
     let mut query = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM requests WHERE 1 = 1"));
     if let Some(controller) = &filter.controller_id {
         query.push(" AND controller_id = ").push_bind(controller);
@@ -308,7 +420,7 @@ pub async fn list(store: &Store, filter: &Filter) -> anyhow::Result<Vec<Request>
         .push(" ORDER BY id LIMIT ")
         .push_bind(i64::from(filter.limit));
     let rows: Vec<Row> = query.build_query_as().fetch_all(&store.read).await?;
-    rows.into_iter().map(Request::try_from).collect()
+    rows.into_iter().map(|r| r.open(sealer)).collect()
 }
 
 /// Extends the deadline by `months`, within the two months Art. 12(3) allows in total.
@@ -318,6 +430,7 @@ pub async fn list(store: &Store, filter: &Filter) -> anyhow::Result<Vec<Request>
 /// The outer error when the database fails.
 pub async fn extend(
     tx: &mut Tx<'_>,
+    sealer: &Sealer,
     request: &Request,
     months: u32,
     reason: &str,
@@ -354,7 +467,7 @@ pub async fn extend(
         serde_json::json!({ "months": months, "reason": reason, "due_at": due }),
     )
     .await?;
-    Ok(Ok(get_in(tx, &request.id)
+    Ok(Ok(get_in(tx, sealer, &request.id)
         .await?
         .expect("the request exists")))
 }
@@ -370,4 +483,93 @@ pub async fn set_decision_reason(tx: &mut Tx<'_>, id: &str, reason: &str) -> sql
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Closed requests whose retention period ended before `closed_before` (milliseconds)
+/// and whose subject's data is still held, oldest first, at most `limit`.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn due_for_redaction(
+    store: &Store,
+    closed_before: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT id FROM requests WHERE status IN ('completed', 'rejected', 'cancelled') \
+         AND subject_redacted_at IS NULL AND updated_at <= $1 ORDER BY updated_at LIMIT $2",
+    )
+    .bind(closed_before)
+    .bind(limit)
+    .fetch_all(&store.read)
+    .await
+}
+
+/// Replaces the identities and new values of a closed request by their keyed hashes
+/// (`hash(label, value)`, with `kind` or `field` as label), in the caller's transaction,
+/// and records it. Returns false when another process did it first.
+///
+/// # Errors
+/// When the database fails or the sealed values cannot be opened.
+pub async fn redact_subject(
+    tx: &mut Tx<'_>,
+    sealer: &Sealer,
+    id: &str,
+    hash: impl Fn(&str, &str) -> String,
+) -> anyhow::Result<bool> {
+    let Some(request) = get_in(tx, sealer, id).await? else {
+        return Ok(false);
+    };
+    if request.subject_redacted_at.is_some() || !request.status.is_final() {
+        return Ok(false);
+    }
+    let identities: Vec<Identity> = request
+        .identities
+        .iter()
+        .map(|i| Identity {
+            kind: i.kind.clone(),
+            hmac_sha256: i
+                .hmac_sha256
+                .clone()
+                .or_else(|| i.value.as_deref().map(|value| hash(&i.kind, value))),
+            value: None,
+        })
+        .collect();
+    let changes: Vec<Change> = request
+        .changes
+        .iter()
+        .map(|c| Change {
+            collection: c.collection.clone(),
+            field: c.field.clone(),
+            hmac_sha256: c.hmac_sha256.clone().or_else(|| {
+                c.value
+                    .as_ref()
+                    .map(|value| hash(&c.field, &value.to_string()))
+            }),
+            value: None,
+        })
+        .collect();
+    let now = now_ms();
+    let updated = sqlx::query(
+        "UPDATE requests SET identities = $1, changes = $2, subject_redacted_at = $3 \
+         WHERE id = $4 AND subject_redacted_at IS NULL",
+    )
+    .bind(serde_json::to_string(&identities)?)
+    .bind(serde_json::to_string(&changes)?)
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+    audit::append(
+        tx,
+        "system",
+        "request.subject_redacted",
+        Some(id),
+        serde_json::json!({ "identities": identities.len(), "changes": changes.len() }),
+    )
+    .await?;
+    Ok(true)
 }

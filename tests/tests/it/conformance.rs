@@ -1,12 +1,14 @@
 //! The store's conformance suite: the same scenarios on the embedded SQLite file and on
 //! PostgreSQL (a database of its own on the server of `OUBLI_TEST_POSTGRES_URL`, skipped
 //! with a note when it is unset): leases, fencing, retries and final failure, claims from
-//! many workers at once, and the audit chain under concurrent writers.
+//! many workers at once, the audit chain under concurrent writers and after a purge of
+//! the access log, and the subject's data sealed at rest and redacted after closure.
 
 use oubli::audit::Chain;
 use oubli::controller::{self, Article15, NewController, NewSystem};
+use oubli::evidence::Keys;
 use oubli::queue::{self, Outcome};
-use oubli::request::store::{self as requests, IdentityInput, NewRequest};
+use oubli::request::store::{self as requests, ChangeInput, IdentityInput, NewRequest};
 use oubli::request::{Kind, Transition};
 use oubli::store::Store;
 use oubli_tests::ServerDb;
@@ -23,6 +25,7 @@ enum Backend {
 /// A new, empty store of that backend, with what must live as long as it.
 struct Fixture {
     store: Store,
+    keys: Keys,
     crm: std::path::PathBuf,
     _dir: tempfile::TempDir,
     _server: Option<ServerDb>,
@@ -44,6 +47,7 @@ async fn open(backend: Backend) -> Option<Fixture> {
     };
     Some(Fixture {
         store,
+        keys: Keys::load_or_create(&dir.path().join("keys")).unwrap(),
         crm,
         _dir: dir,
         _server: server,
@@ -72,6 +76,8 @@ on_both_backends!(
     a_stale_worker_cannot_write_and_retries_stop_at_the_maximum,
     concurrent_workers_claim_each_task_once,
     concurrent_writers_keep_one_audit_chain,
+    the_subject_is_sealed_at_rest_and_redacted_after_closure,
+    purged_access_log_events_leave_a_verifiable_chain,
 );
 
 /// A controller with `systems` systems on the demo CRM.
@@ -114,7 +120,7 @@ async fn succeed(store: &Store, owner: &str, task: &queue::Claimed) -> bool {
 
 /// Moves a request along, as the API would.
 async fn apply(tx: &mut oubli::store::Tx<'_>, request_id: &str, transition: Transition) {
-    let request = requests::get_in(tx, request_id).await.unwrap().unwrap();
+    let request = requests::stage_in(tx, request_id).await.unwrap().unwrap();
     requests::transition(tx, &request, transition, "test", serde_json::json!({}))
         .await
         .unwrap()
@@ -145,11 +151,13 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     let new = erasure(&owner_id, 1);
     let mut tx = store.begin().await.unwrap();
     let mut chain = Chain::load(&mut tx).await.unwrap();
-    let request = requests::insert(&mut tx, &mut chain, &new, "test")
+    let request = requests::insert(&mut tx, &fixture.keys.sealer, &mut chain, &new, "test")
         .await
         .unwrap();
     assert_eq!(
-        queue::approve(&mut tx, &request, "test", 2).await.unwrap(),
+        queue::approve(&mut tx, &request.stage(), "test", 2)
+            .await
+            .unwrap(),
         Ok(1)
     );
     tx.commit().await.unwrap();
@@ -193,7 +201,10 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     let tasks = queue::list(store, &request.id).await.unwrap();
     assert_eq!(tasks[0].status, queue::TaskStatus::Failed);
     assert_eq!(tasks[0].last_error_kind.as_deref(), Some("unavailable"));
-    let failed = requests::get(store, &request.id).await.unwrap().unwrap();
+    let failed = requests::get(store, &fixture.keys.sealer, &request.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(failed.status, oubli::request::Status::Failed);
     assert!(
         queue::claim(store, "c", Duration::from_secs(60))
@@ -224,7 +235,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     );
     assert!(succeed(store, "c", &again).await);
     assert_eq!(
-        requests::get(store, &request.id)
+        requests::get(store, &fixture.keys.sealer, &request.id)
             .await
             .unwrap()
             .unwrap()
@@ -235,10 +246,10 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     // A request cancelled after its approval: its queued tasks never run.
     let mut tx = store.begin().await.unwrap();
     let mut chain = Chain::load(&mut tx).await.unwrap();
-    let second = requests::insert(&mut tx, &mut chain, &new, "test")
+    let second = requests::insert(&mut tx, &fixture.keys.sealer, &mut chain, &new, "test")
         .await
         .unwrap();
-    queue::approve(&mut tx, &second, "test", 2)
+    queue::approve(&mut tx, &second.stage(), "test", 2)
         .await
         .unwrap()
         .unwrap();
@@ -286,10 +297,16 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
     let mut tx = store.begin().await.unwrap();
     for n in 0..10 {
         let mut chain = Chain::load(&mut tx).await.unwrap();
-        let request = requests::insert(&mut tx, &mut chain, &erasure(&owner, n), "test")
-            .await
-            .unwrap();
-        queue::approve(&mut tx, &request, "test", 3)
+        let request = requests::insert(
+            &mut tx,
+            &fixture.keys.sealer,
+            &mut chain,
+            &erasure(&owner, n),
+            "test",
+        )
+        .await
+        .unwrap();
+        queue::approve(&mut tx, &request.stage(), "test", 3)
             .await
             .unwrap()
             .unwrap();
@@ -365,6 +382,202 @@ async fn concurrent_writers_keep_one_audit_chain(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(events.len(), 80);
-    assert_eq!(oubli::audit::first_broken(&events), None);
+    assert_eq!(oubli::audit::first_broken(&events, &[]), None);
+    store.close().await;
+}
+
+async fn all_events(store: &Store) -> Vec<oubli::audit::Event> {
+    sqlx::query_as(
+        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events ORDER BY seq",
+    )
+    .fetch_all(&store.read)
+    .await
+    .unwrap()
+}
+
+/// A rectification's identities and new value are sealed in the database; once the
+/// request is closed and past its retention they are replaced by keyed hashes, once.
+async fn the_subject_is_sealed_at_rest_and_redacted_after_closure(backend: Backend) {
+    let Some(fixture) = open(backend).await else {
+        return;
+    };
+    let (store, keys) = (&fixture.store, &fixture.keys);
+    let owner = controller_with_systems(&fixture, 1).await;
+    let new = NewRequest {
+        kind: Kind::Rectification,
+        changes: vec![ChangeInput {
+            collection: None,
+            field: "phone".into(),
+            value: serde_json::json!("+33 6 98 76 54 32"),
+        }],
+        ..erasure(&owner, 7)
+    };
+    let mut tx = store.begin().await.unwrap();
+    let mut chain = Chain::load(&mut tx).await.unwrap();
+    let request = requests::insert(&mut tx, &keys.sealer, &mut chain, &new, "test")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let stored = || async {
+        let row: (String, String) =
+            sqlx::query_as("SELECT identities, changes FROM requests WHERE id = $1")
+                .bind(&request.id)
+                .fetch_one(&store.read)
+                .await
+                .unwrap();
+        format!("{} {}", row.0, row.1)
+    };
+    let at_rest = stored().await;
+    assert!(at_rest.starts_with("sealed:v1:"), "{at_rest}");
+    for secret in ["customer7@example.org", "98 76 54 32", "email", "phone"] {
+        assert!(!at_rest.contains(secret), "{secret} is in clear: {at_rest}");
+    }
+    let read = requests::get(store, &keys.sealer, &request.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read.identities[0].value.as_deref(),
+        Some("customer7@example.org")
+    );
+    assert_eq!(
+        read.changes[0].value,
+        Some(serde_json::json!("+33 6 98 76 54 32"))
+    );
+
+    // Open requests are never redacted, nor are closed ones still within retention.
+    let hash = |label: &str, value: &str| keys.identity_hash(label, value);
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !requests::redact_subject(&mut tx, &keys.sealer, &request.id, hash)
+            .await
+            .unwrap()
+    );
+    apply(&mut tx, &request.id, Transition::Cancel).await;
+    tx.commit().await.unwrap();
+    let day_ago = oubli::store::now_ms() - 86_400_000;
+    assert!(
+        requests::due_for_redaction(store, day_ago, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = requests::due_for_redaction(store, oubli::store::now_ms() + 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(due, std::slice::from_ref(&request.id));
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        requests::redact_subject(&mut tx, &keys.sealer, &request.id, hash)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !requests::redact_subject(&mut tx, &keys.sealer, &request.id, hash)
+            .await
+            .unwrap(),
+        "a redacted request is not redacted twice"
+    );
+    tx.commit().await.unwrap();
+    let redacted = requests::get(store, &keys.sealer, &request.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(redacted.subject_redacted_at.is_some());
+    assert_eq!(redacted.identities[0].value, None);
+    assert_eq!(
+        redacted.identities[0].hmac_sha256.as_deref(),
+        Some(
+            keys.identity_hash("email", "customer7@example.org")
+                .as_str()
+        ),
+        "the same hash as the erasure certificate's"
+    );
+    assert_eq!(redacted.changes[0].value, None);
+    assert_eq!(
+        redacted.changes[0].hmac_sha256.as_deref(),
+        Some(
+            keys.identity_hash("phone", "\"+33 6 98 76 54 32\"")
+                .as_str()
+        )
+    );
+    let after = stored().await;
+    assert!(
+        !after.contains("customer7") && !after.contains("98 76"),
+        "{after}"
+    );
+    assert!(
+        requests::due_for_redaction(store, oubli::store::now_ms() + 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let events = all_events(store).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.action == "request.subject_redacted")
+            .count(),
+        1
+    );
+    store.close().await;
+}
+
+/// Access-log events past their retention are deleted in batches, each leaving a signed
+/// checkpoint: the chain still verifies, and removing a kept event is still found.
+async fn purged_access_log_events_leave_a_verifiable_chain(backend: Backend) {
+    let Some(fixture) = open(backend).await else {
+        return;
+    };
+    let (store, keys) = (&fixture.store, &fixture.keys);
+    let mut tx = store.begin().await.unwrap();
+    for action in [
+        "request.received",
+        "request.read",
+        "package.downloaded",
+        "request.completed",
+        "requests.listed",
+    ] {
+        oubli::audit::append(&mut tx, "test", action, None, serde_json::json!({}))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let now = oubli::store::now_ms() + 1;
+    let mut purged = Vec::new();
+    for _ in 0..3 {
+        let mut tx = store.begin().await.unwrap();
+        purged.push(
+            oubli::audit::purge_access_log(&mut tx, keys, now, 2)
+                .await
+                .unwrap(),
+        );
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(purged, [2, 1, 0], "two batches, then nothing left");
+    let events = all_events(store).await;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "request.received",
+            "request.completed",
+            "audit.purged",
+            "audit.purged"
+        ]
+    );
+    let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
+    assert_eq!(oubli::audit::first_broken(&events, &publics), None);
+
+    sqlx::query("DELETE FROM audit_events WHERE action = 'request.completed'")
+        .execute(&store.write)
+        .await
+        .unwrap();
+    let broken = oubli::audit::first_broken(&all_events(store).await, &publics)
+        .expect("a removed event is found");
+    assert_eq!(broken.seq, events[2].seq);
     store.close().await;
 }

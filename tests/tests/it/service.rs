@@ -1290,6 +1290,147 @@ async fn an_expired_package_is_purged_and_the_download_says_so() {
     );
 }
 
+/// Past their retention periods (0 days here), a closed request keeps only keyed hashes
+/// of its subject's identities, and the access log is purged behind a signed checkpoint
+/// that `oubli audit verify` accepts.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_retention_identities_become_hashes_and_the_access_log_is_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(
+        dir.path(),
+        &[
+            ("OUBLI_SUBJECT_RETENTION_DAYS", "0"),
+            ("OUBLI_ACCESS_LOG_RETENTION_DAYS", "0"),
+            ("OUBLI_PURGE_INTERVAL_SECS", "1"),
+        ],
+    );
+    let admin = &service.demo.admin;
+    let erasure = service.submit("erasure", email(5), None).await;
+    // Open requests keep their identities, sealed at rest.
+    let (_, open) = service
+        .get(&format!("/v1/requests/{erasure}"), &service.demo.dpo)
+        .await;
+    assert_eq!(open["identities"][0]["value"], "customer5@example.org");
+    let stored = || async {
+        use sqlx::Connection;
+        let db = format!("sqlite://{}?mode=ro", dir.path().join("oubli.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        let text: String = sqlx::query_scalar("SELECT identities FROM requests WHERE id = $1")
+            .bind(&erasure)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        text
+    };
+    let sealed = stored().await;
+    assert!(
+        sealed.starts_with("sealed:v1:") && !sealed.contains("customer5"),
+        "{sealed}"
+    );
+
+    approve(&service, &erasure).await;
+    assert_eq!(service.settled(&erasure).await["status"], "completed");
+    let redacted = service
+        .poll(&format!("/v1/requests/{erasure}"), admin, |r| {
+            r["subject_redacted_at"].is_string()
+        })
+        .await;
+    let identity = &redacted["identities"][0];
+    assert_eq!(identity["kind"], "email");
+    assert!(identity.get("value").is_none(), "{redacted}");
+    let hashed = stored().await;
+    assert!(!hashed.contains("customer5"), "{hashed}");
+    // The certificate is still issued, with the same keyed hash.
+    let (status, certificate) = service
+        .get(
+            &format!("/v1/requests/{erasure}/certificate"),
+            &service.demo.dpo,
+        )
+        .await;
+    assert_eq!(status, 200, "{certificate}");
+    assert_eq!(
+        certificate["certificate"]["subject"]["identities"][0]["hmac_sha256"],
+        identity["hmac_sha256"]
+    );
+
+    // The reads above are access-log events: purged, with a checkpoint in their place.
+    let checkpoints = service
+        .poll("/v1/audit?action=audit.purged", admin, |page| {
+            page["items"]
+                .as_array()
+                .is_some_and(|items| !items.is_empty())
+        })
+        .await;
+    let signed: Value =
+        serde_json::from_str(checkpoints["items"][0]["details"].as_str().unwrap()).unwrap();
+    assert!(signed["certificate"]["purged"]["events"].as_u64().unwrap() >= 1);
+    let (_, events) = service
+        .get(&format!("/v1/audit?request_id={erasure}"), admin)
+        .await;
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"request.completed") && actions.contains(&"request.subject_redacted"),
+        "{actions:?}"
+    );
+    assert!(service.terminate(), "the service stops cleanly");
+    // No access-log event older than the last checkpoint is left.
+    let reads: i64 = {
+        use sqlx::Connection;
+        let db = format!("sqlite://{}?mode=ro", dir.path().join("oubli.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        let last: i64 =
+            sqlx::query_scalar("SELECT MAX(seq) FROM audit_events WHERE action = 'audit.purged'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let reads: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_events WHERE seq < $1 AND action IN ('request.read', 'requests.listed', 'package.downloaded')",
+        )
+        .bind(last)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        reads
+    };
+    assert_eq!(reads, 0);
+    let output = std::process::Command::new(oubli_tests::oubli_binary())
+        .args(["audit", "verify"])
+        .env("OUBLI_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    // Without the right key, the checkpoints do not verify.
+    let other = tempfile::tempdir().unwrap();
+    let stranger = oubli::evidence::Keys::load_or_create(other.path()).unwrap();
+    let output = std::process::Command::new(oubli_tests::oubli_binary())
+        .args([
+            "audit",
+            "verify",
+            "--public-key",
+            &stranger.public().public_key,
+        ])
+        .env("OUBLI_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        report["message"].as_str().unwrap().contains("checkpoint"),
+        "{report}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_hold_no_identity_and_no_exported_value() {
     let dir = tempfile::tempdir().unwrap();

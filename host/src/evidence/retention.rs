@@ -1,0 +1,104 @@
+//! The purge job: what oubli holds is kept no longer than needed. Every
+//! `purge_interval_secs`, in every process that runs workers:
+//!
+//! - access packages past `package_ttl_days` lose their exported records;
+//! - closed requests past `subject_retention_days` have their identities and new values
+//!   replaced by keyed hashes (the erasure certificate's hashes stay the same);
+//! - access-log events past `access_log_retention_days` are deleted, and a signed
+//!   checkpoint bridges the holes they leave in the audit chain.
+//!
+//! Each step records what it did in the audit trail, and works in batches, so that a
+//! large backlog never holds the trail's lock for long.
+
+use crate::app::App;
+use crate::request::store as requests;
+use crate::store::now_ms;
+use std::sync::Arc;
+
+/// Requests redacted, or access-log events purged, per transaction.
+const BATCH: i64 = 500;
+
+const DAY_MS: i64 = 86_400_000;
+
+fn days_ago(days: u64) -> i64 {
+    now_ms().saturating_sub(i64::try_from(days).unwrap_or(i64::MAX / DAY_MS) * DAY_MS)
+}
+
+/// Replaces the subject's data of closed requests past their retention period by keyed
+/// hashes. Returns how many requests.
+///
+/// # Errors
+/// When the database fails.
+pub async fn redact_closed(app: &App) -> anyhow::Result<u64> {
+    let before = days_ago(app.config.subject_retention_days);
+    let mut redacted = 0;
+    loop {
+        let due = requests::due_for_redaction(&app.store, before, BATCH).await?;
+        let mut done = 0;
+        for id in &due {
+            let mut tx = app.store.begin().await?;
+            // Another process may have redacted it since the read.
+            if requests::redact_subject(&mut tx, &app.keys.sealer, id, |label, value| {
+                app.keys.identity_hash(label, value)
+            })
+            .await?
+            {
+                tx.commit().await?;
+                done += 1;
+            }
+        }
+        redacted += done;
+        if (due.len() as i64) < BATCH || done == 0 {
+            return Ok(redacted);
+        }
+    }
+}
+
+/// Purges access-log events past their retention period. Returns how many.
+///
+/// # Errors
+/// When the database fails.
+pub async fn purge_access_log(app: &App) -> anyhow::Result<u64> {
+    let before = days_ago(app.config.access_log_retention_days);
+    let mut purged = 0;
+    loop {
+        let mut tx = app.store.begin().await?;
+        let n = crate::audit::purge_access_log(&mut tx, &app.keys, before, BATCH).await?;
+        tx.commit().await?;
+        purged += n;
+        if (n as i64) < BATCH {
+            return Ok(purged);
+        }
+    }
+}
+
+/// Runs every purge once; a failing one does not stop the others.
+pub async fn run_once(app: &App) {
+    match crate::evidence::package::purge_expired(app).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(packages = n, "purged expired access packages"),
+        Err(e) => tracing::warn!("purging expired access packages: {e:#}"),
+    }
+    match redact_closed(app).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(requests = n, "redacted closed requests past retention"),
+        Err(e) => tracing::warn!("redacting closed requests: {e:#}"),
+    }
+    match purge_access_log(app).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(events = n, "purged access-log events past retention"),
+        Err(e) => tracing::warn!("purging the access log: {e:#}"),
+    }
+}
+
+/// Runs the purges every `purge_interval_secs` until `stop` turns true.
+pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = std::time::Duration::from_secs(app.config.purge_interval_secs.max(1));
+    loop {
+        run_once(&app).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
