@@ -447,28 +447,26 @@ pub async fn audit_events(
             .transpose()
     };
     let limit = number("limit")?.unwrap_or(100).clamp(1, 1000);
-    let mut query = sqlx::QueryBuilder::new(
+    let mut query = crate::store::Sql::new(
         "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE seq > ",
     );
-    query.push_bind(number("after")?.unwrap_or(0));
+    query.bind(number("after")?.unwrap_or(0));
     for column in ["request_id", "actor", "action"] {
         if let Some(value) = params.get(column) {
-            query
-                .push(format!(" AND {column} = "))
-                .push_bind(value.clone());
+            query.push(&format!(" AND {column} = ")).bind(value.clone());
         }
     }
     if let Some(since) = number("since")? {
-        query.push(" AND at >= ").push_bind(since);
+        query.push(" AND at >= ").bind(since);
     }
     if let Some(scope) = &caller.controller_id {
         query
             .push(" AND request_id IN (SELECT id FROM requests WHERE controller_id = ")
-            .push_bind(scope.clone())
+            .bind(scope.clone())
             .push(")");
     }
-    query.push(" ORDER BY seq LIMIT ").push_bind(limit + 1);
-    let mut items: Vec<audit::Event> = query.build_query_as().fetch_all(&app.store.read).await?;
+    query.push(" ORDER BY seq LIMIT ").bind(limit + 1);
+    let mut items: Vec<audit::Event> = query.fetch_all(&app.store.read).await?;
     let next = (items.len() as i64 > limit).then(|| {
         items.truncate(limit as usize);
         items.last().map(|e| e.seq.to_string()).unwrap_or_default()

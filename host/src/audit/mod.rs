@@ -9,7 +9,7 @@
 //! signature verifies says there is one.
 
 use crate::evidence::Keys;
-use crate::store::{Tx, now_ms};
+use crate::store::{Sql, Tx, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -202,15 +202,14 @@ pub async fn purge_access_log(
     limit: i64,
 ) -> sqlx::Result<u64> {
     let mut chain = Chain::load(tx).await?;
-    let mut query =
-        sqlx::QueryBuilder::new("SELECT seq, prev_hash, hash FROM audit_events WHERE at < ");
-    query.push_bind(before).push(" AND action IN (");
-    let mut actions = query.separated(", ");
-    for action in ACCESS_LOG {
-        actions.push_bind(*action);
-    }
-    query.push(") ORDER BY seq LIMIT ").push_bind(limit);
-    let purged: Vec<(i64, String, String)> = query.build_query_as().fetch_all(&mut **tx).await?;
+    let mut query = Sql::new("SELECT seq, prev_hash, hash FROM audit_events WHERE at < ");
+    query
+        .bind(before)
+        .push(" AND action IN ")
+        .bind_list(ACCESS_LOG.iter().copied())
+        .push(" ORDER BY seq LIMIT ")
+        .bind(limit);
+    let purged: Vec<(i64, String, String)> = query.fetch_all(&mut **tx).await?;
     let Some(last) = purged.last().map(|p| p.0) else {
         return Ok(0);
     };
@@ -218,18 +217,14 @@ pub async fn purge_access_log(
         sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_one(&mut **tx)
             .await?;
-    let mut delete = sqlx::QueryBuilder::new("DELETE FROM audit_events WHERE at < ");
+    let mut delete = Sql::new("DELETE FROM audit_events WHERE at < ");
     delete
-        .push_bind(before)
+        .bind(before)
         .push(" AND seq <= ")
-        .push_bind(last)
-        .push(" AND action IN (");
-    let mut actions = delete.separated(", ");
-    for action in ACCESS_LOG {
-        actions.push_bind(*action);
-    }
-    delete.push(")");
-    let deleted = delete.build().execute(&mut **tx).await?.rows_affected();
+        .bind(last)
+        .push(" AND action IN ")
+        .bind_list(ACCESS_LOG.iter().copied());
+    let deleted = delete.execute(&mut **tx).await?;
     debug_assert_eq!(deleted, purged.len() as u64);
     let details = checkpoint(keys, before, &gaps(&purged), (head.0, &head.1));
     chain

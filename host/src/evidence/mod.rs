@@ -280,6 +280,7 @@ pub async fn erasure_certificate(
     let controller = controller::get_controller(store, &request.controller_id)
         .await?
         .context("the request's controller")?;
+    let attempts = attempts_by_system(store, &request.id).await?;
     let mut systems = Vec::new();
     for (system_id, system_name, result) in queue::results(store, &keys.sealer, &request.id).await?
     {
@@ -306,6 +307,22 @@ pub async fn erasure_certificate(
             }
         }
         let remaining = result["remaining"].as_array().map_or(0, Vec::len);
+        // The counts are those of the run that succeeded; say so when runs before it may
+        // have erased records too (a crash or a failure after the erasure itself).
+        let outcomes = attempts.get(&system_id).cloned().unwrap_or_default();
+        let mut earlier: BTreeMap<String, u64> = BTreeMap::new();
+        for outcome in outcomes.iter().take(outcomes.len().saturating_sub(1)) {
+            *earlier.entry(outcome.clone()).or_default() += 1;
+        }
+        let runs = if earlier.is_empty() {
+            json!({ "attempts": outcomes.len() })
+        } else {
+            json!({
+                "attempts": outcomes.len(),
+                "earlier_attempts": earlier,
+                "note": "the counts are those of the last attempt; earlier attempts that ended without a recorded result may have erased records, which are not counted; the verification after the last attempt shows what is left",
+            })
+        };
         systems.push(json!({
             "id": system_id,
             "name": system_name,
@@ -321,6 +338,7 @@ pub async fn erasure_certificate(
                 "retained": t.retained,
                 "legal_bases": t.legal_bases,
             })).collect::<Vec<_>>(),
+            "runs": runs,
             "verification": {
                 "method": "locate after erase",
                 "records_remaining": remaining,
@@ -355,6 +373,29 @@ pub async fn erasure_certificate(
         "systems": systems,
     });
     Ok(Ok(keys.sign(document)))
+}
+
+/// The outcomes of the attempts of a request's tasks, by system, in the order they
+/// started; an attempt still without an outcome (its process died) is `unfinished`.
+async fn attempts_by_system(
+    store: &Store,
+    request_id: &str,
+) -> sqlx::Result<BTreeMap<String, Vec<String>>> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT t.system_id, a.outcome FROM task_attempts a JOIN tasks t ON t.id = a.task_id \
+         WHERE t.request_id = $1 ORDER BY a.started_at, a.attempt",
+    )
+    .bind(request_id)
+    .fetch_all(&store.read)
+    .await?;
+    let mut by_system: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (system, outcome) in rows {
+        by_system
+            .entry(system)
+            .or_default()
+            .push(outcome.unwrap_or_else(|| "unfinished".into()));
+    }
+    Ok(by_system)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use super::{Kind, Status, Transition};
 use crate::audit;
 use crate::evidence::seal::Sealer;
-use crate::store::{Store, Tx, now_ms, to_rfc3339};
+use crate::store::{Sql, Store, Tx, now_ms, to_rfc3339};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -390,36 +390,36 @@ pub struct Filter {
 /// # Errors
 /// When the database cannot be read.
 pub async fn list(store: &Store, sealer: &Sealer, filter: &Filter) -> anyhow::Result<Vec<Request>> {
-    let mut query = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM requests WHERE 1 = 1"));
+    let mut query = Sql::new(format!("SELECT {COLUMNS} FROM requests WHERE 1 = 1"));
     if let Some(controller) = &filter.controller_id {
-        query.push(" AND controller_id = ").push_bind(controller);
+        query.push(" AND controller_id = ").bind(controller.clone());
     }
     if let Some(status) = filter.status {
-        query.push(" AND status = ").push_bind(status.as_str());
+        query.push(" AND status = ").bind(status.as_str());
     }
     if let Some(kind) = filter.kind {
-        query.push(" AND kind = ").push_bind(kind.as_str());
+        query.push(" AND kind = ").bind(kind.as_str());
     }
     if let Some(overdue) = filter.overdue {
         let open = "status NOT IN ('completed', 'rejected', 'cancelled')";
         if overdue {
             query
-                .push(format!(" AND {open} AND due_at < "))
-                .push_bind(now_ms());
+                .push(&format!(" AND {open} AND due_at < "))
+                .bind(now_ms());
         } else {
             query
-                .push(format!(" AND NOT ({open} AND due_at < "))
-                .push_bind(now_ms())
+                .push(&format!(" AND NOT ({open} AND due_at < "))
+                .bind(now_ms())
                 .push(")");
         }
     }
     if let Some(after) = &filter.after {
-        query.push(" AND id > ").push_bind(after);
+        query.push(" AND id > ").bind(after.clone());
     }
     query
         .push(" ORDER BY id LIMIT ")
-        .push_bind(i64::from(filter.limit));
-    let rows: Vec<Row> = query.build_query_as().fetch_all(&store.read).await?;
+        .bind(i64::from(filter.limit));
+    let rows: Vec<Row> = query.fetch_all(&store.read).await?;
     rows.into_iter().map(|r| r.open(sealer)).collect()
 }
 

@@ -16,7 +16,8 @@
 //! text, 64-bit integers (times are milliseconds since the Unix epoch) and bytes.
 
 use anyhow::Context;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::Arguments as _;
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use std::path::Path;
@@ -269,5 +270,87 @@ impl Store {
         self.write.close().await;
         self.read.close().await;
         self.relaxed_pool.close().await;
+    }
+}
+
+/// A query assembled from parts, for filters known only at run time. Its placeholders
+/// are numbered (`$1`, `$2`, …), which both backends read; sqlx's `QueryBuilder` writes
+/// `?` for the `Any` driver, which PostgreSQL refuses.
+pub struct Sql {
+    text: String,
+    args: AnyArguments<'static>,
+    count: usize,
+}
+
+impl Sql {
+    /// A query that starts with `text`.
+    pub fn new(text: impl Into<String>) -> Sql {
+        Sql {
+            text: text.into(),
+            args: AnyArguments::default(),
+            count: 0,
+        }
+    }
+
+    /// Appends SQL text.
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'static + Send + sqlx::Encode<'static, Any> + sqlx::Type<Any>,
+    {
+        self.count += 1;
+        self.text.push_str(&format!("${}", self.count));
+        self.args
+            .add(value)
+            .expect("text and 64-bit integers always encode");
+        self
+    }
+
+    /// Appends `(value, value, …)`, one placeholder each, for `IN`.
+    pub fn bind_list<T>(&mut self, values: impl IntoIterator<Item = T>) -> &mut Self
+    where
+        T: 'static + Send + sqlx::Encode<'static, Any> + sqlx::Type<Any>,
+    {
+        self.push("(");
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(value);
+        }
+        self.push(")")
+    }
+
+    /// Runs the query and reads every row as `R`.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn fetch_all<'c, R, E>(self, executor: E) -> sqlx::Result<Vec<R>>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+        E: Executor<'c, Database = Any>,
+    {
+        sqlx::query_as_with::<_, R, _>(&self.text, self.args)
+            .fetch_all(executor)
+            .await
+    }
+
+    /// Runs the query; returns how many rows it changed.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn execute<'c, E>(self, executor: E) -> sqlx::Result<u64>
+    where
+        E: Executor<'c, Database = Any>,
+    {
+        Ok(sqlx::query_with(&self.text, self.args)
+            .execute(executor)
+            .await?
+            .rows_affected())
     }
 }

@@ -455,6 +455,21 @@ async fn the_subject_is_sealed_at_rest_and_redacted_after_closure(backend: Backe
     );
     apply(&mut tx, &request.id, Transition::Cancel).await;
     tx.commit().await.unwrap();
+    // The list's filters, on both backends.
+    let filter = requests::Filter {
+        controller_id: Some(owner.clone()),
+        status: Some(oubli::request::Status::Cancelled),
+        kind: Some(Kind::Rectification),
+        overdue: Some(false),
+        after: None,
+        limit: 10,
+    };
+    let listed = requests::list(store, &keys.sealer, &filter).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].identities[0].value.as_deref(),
+        Some("customer7@example.org")
+    );
     let day_ago = oubli::store::now_ms() - 86_400_000;
     assert!(
         requests::due_for_redaction(store, day_ago, 10)

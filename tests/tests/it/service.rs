@@ -711,6 +711,175 @@ async fn a_kill_during_processing_loses_nothing_and_every_erasure_completes() {
     assert!(service.terminate(), "a SIGTERM stops the service cleanly");
 }
 
+/// The demo helpdesk API behind a gate that, once the subject's deletable records are
+/// all gone, holds the next search (the verifying `locate`) until it is opened.
+struct HeldApi {
+    api: Arc<oubli::demo::api::DemoApi>,
+    address: std::net::SocketAddr,
+    held: Arc<tokio::sync::Notify>,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+    _secret: tempfile::NamedTempFile,
+}
+
+async fn held_api(token: &str, email: &str) -> HeldApi {
+    use axum::extract::Request;
+    use axum::middleware::{self, Next};
+    let api = oubli::demo::api::DemoApi::new(token, 3);
+    let held = Arc::new(tokio::sync::Notify::new());
+    let open = Arc::new(tokio::sync::watch::channel(false).0);
+    let (gate_api, gate_held, gate_open) = (api.clone(), held.clone(), open.clone());
+    let email = email.to_owned();
+    let router = api
+        .router()
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let (api, held, open, email) = (
+                gate_api.clone(),
+                gate_held.clone(),
+                gate_open.clone(),
+                email.clone(),
+            );
+            async move {
+                let search =
+                    request.method() == "GET" && request.uri().path().matches('/').count() == 2;
+                let gone = [
+                    ("contacts", "email"),
+                    ("events", "user"),
+                    ("consents", "email"),
+                ]
+                .iter()
+                .all(|(collection, field)| {
+                    api.records(collection)
+                        .iter()
+                        .all(|r| r[*field] != json!(email))
+                });
+                if search && gone && !*open.borrow() {
+                    held.notify_one();
+                    let _ = open.subscribe().wait_for(|o| *o).await;
+                }
+                next.run(request).await
+            }
+        }));
+    let (address, _server) = serve(router).await;
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), token).unwrap();
+    HeldApi {
+        api,
+        address,
+        held,
+        open,
+        _secret: secret,
+    }
+}
+
+/// A crash after a system erased the subject's records but before the outcome was
+/// recorded: after the restart the task runs again, finds nothing left to delete, and the
+/// certificate tells it as it is: the counts of the run that succeeded (nothing deleted),
+/// the interrupted attempt before it, and a verification that finds no record left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_an_erasure_and_its_record_reruns_and_certifies_honestly() {
+    let email = oubli::demo::api::person_email(2);
+    let helpdesk = held_api("crash-token", &email).await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let demo = service.demo.clone();
+
+    // Connect the helpdesk to the demo controller through the REST connector.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/rest-system.toml");
+    let mut config =
+        oubli::runtime::SystemConfig::from_toml(&std::fs::read_to_string(example).unwrap())
+            .unwrap();
+    config.config["api"]["base_url"] = json!(format!("http://{}/api", helpdesk.address));
+    config.capabilities.http.as_mut().unwrap().allow = vec![helpdesk.address.to_string()];
+    config.secrets.get_mut("api_token").unwrap().env = None;
+    config.secrets.get_mut("api_token").unwrap().file =
+        Some(helpdesk._secret.path().display().to_string());
+    let mut system = serde_json::to_value(&config).unwrap();
+    system.as_object_mut().unwrap().remove("digest");
+    system["plugin"] = json!(service.builtin_digest(&demo.admin, "rest").await);
+    let (status, body) = service
+        .post(
+            &format!("/v1/controllers/{}/systems", demo.controller_id),
+            &demo.admin,
+            system,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let id = service
+        .submit(
+            "erasure",
+            json!([{ "kind": "email", "value": email }]),
+            None,
+        )
+        .await;
+    approve(&service, &id).await;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        helpdesk.held.notified(),
+    )
+    .await
+    .expect("the verifying search after the erasure reaches the helpdesk");
+    // The helpdesk erased contacts, events and consents; oubli has not recorded it.
+    service.kill9();
+    helpdesk.open.send_replace(true);
+
+    let mut service = Service::start(dir.path(), &[]);
+    service.demo = demo;
+    let request = service.settled(&id).await;
+    assert_eq!(request["status"], "completed", "{request}");
+    for (collection, field) in [
+        ("contacts", "email"),
+        ("events", "user"),
+        ("consents", "email"),
+    ] {
+        assert!(
+            helpdesk
+                .api
+                .records(collection)
+                .iter()
+                .all(|r| r[field] != json!(email)),
+            "{collection} still holds the subject"
+        );
+    }
+    let (status, signed) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &service.demo.dpo)
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    let helpdesk_entry = signed["certificate"]["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "helpdesk")
+        .cloned()
+        .expect("the helpdesk is certified");
+    let deleted: u64 = helpdesk_entry["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["deleted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(deleted, 0, "the rerun deleted nothing: {helpdesk_entry}");
+    assert_eq!(helpdesk_entry["runs"]["attempts"], 2, "{helpdesk_entry}");
+    assert_eq!(
+        helpdesk_entry["runs"]["earlier_attempts"],
+        json!({ "interrupted": 1 }),
+        "{helpdesk_entry}"
+    );
+    assert!(helpdesk_entry["runs"]["note"].is_string());
+    // What is left is only what the plugin retains under a legal basis (the orders).
+    let orders = helpdesk_entry["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "orders")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        helpdesk_entry["verification"]["records_remaining"], orders["retained"],
+        "{helpdesk_entry}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_tasks_say_why_and_a_retry_runs_them_again() {
     let dir = tempfile::tempdir().unwrap();

@@ -135,6 +135,23 @@ async fn three_workers_and_an_api_on_postgres_lose_nothing_when_one_is_killed() 
     for crm in &crms {
         assert_eq!(count(crm, "customers", "1 = 1").await, 0);
     }
+    // Filtered lists and the audit trail's filters work on PostgreSQL too.
+    let (status, page) = api
+        .get(
+            "/v1/requests?status=completed&kind=erasure&overdue=false&limit=7",
+            &dpo,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 7, "{page}");
+    let (status, page) = api
+        .get(
+            &format!("/v1/audit?action=request.completed&request_id={}", ids[0]),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
 
     // The attempt log: no task ran in two places at once. A run ends when it finished,
     // or, for the killed worker's runs, when the lease it last renewed ran out.
