@@ -1548,20 +1548,22 @@ async fn past_retention_identities_become_hashes_and_the_access_log_is_purged() 
         "{actions:?}"
     );
     assert!(service.terminate(), "the service stops cleanly");
-    // No access-log event older than the last checkpoint is left.
+    // No access-log event older than what the last checkpoint purged is left.
     let reads: i64 = {
         use sqlx::Connection;
         let db = format!("sqlite://{}?mode=ro", dir.path().join("oubli.db").display());
         let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
-        let last: i64 =
-            sqlx::query_scalar("SELECT MAX(seq) FROM audit_events WHERE action = 'audit.purged'")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-        let reads: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM audit_events WHERE seq < $1 AND action IN ('request.read', 'requests.listed', 'package.downloaded')",
+        let last: String = sqlx::query_scalar(
+            "SELECT details FROM audit_events WHERE action = 'audit.purged' ORDER BY seq DESC LIMIT 1",
         )
-        .bind(last)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let last: Value = serde_json::from_str(&last).unwrap();
+        let reads: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_events WHERE at < $1 AND action IN ('request.read', 'requests.listed', 'package.downloaded')",
+        )
+        .bind(last["certificate"]["purged"]["before"].as_i64().unwrap())
         .fetch_one(&mut conn)
         .await
         .unwrap();
