@@ -93,6 +93,10 @@ enum KeysCommand {
         #[arg(long, env = "OUBLI_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print a new random key (32 bytes, base64) for the keys given in the environment
+    /// (`OUBLI_SIGNING_KEY`, `OUBLI_IDENTITY_HASH_KEY`, `OUBLI_PSEUDONYM_KEY`,
+    /// `OUBLI_DATA_KEY`), with the public key and id it gives as a signing key.
+    Generate,
     /// Replace the certificate signing key: new certificates are signed with the new key
     /// from the next start on; the old key's public part stays at `/v1/keys` (as
     /// `retired`) and keeps verifying what it signed; its private part is deleted.
@@ -423,6 +427,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print(
                 &json!({ "key_id": key_id, "file": path, "note": "restart oubli to seal with the new key; keep the old ones to open what they sealed" }),
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::Generate) => {
+            print(&crate::evidence::generate());
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::RotateSigning { config }) => {

@@ -76,6 +76,10 @@ fn public_key(key: &VerifyingKey, status: &'static str) -> PublicKey {
 /// # Errors
 /// When the keys cannot be read or written.
 pub fn rotate_signing(dir: &Path) -> anyhow::Result<(String, String)> {
+    anyhow::ensure!(
+        std::env::var_os(SIGNING_KEY_VAR).is_none(),
+        "the signing key comes from {SIGNING_KEY_VAR}: make a new one with `oubli keys generate`, set it, and add the old public key (from /v1/keys) to OUBLI_RETIRED_SIGNING_KEYS"
+    );
     let path = dir.join("signing.ed25519");
     let old = SigningKey::from_bytes(&load_or_create(&path)?).verifying_key();
     let retired = dir.join(RETIRED).join(format!("{}.pub", key_id(&old)));
@@ -127,12 +131,50 @@ pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..8])
 }
 
+/// The environment variable that gives the certificate signing key (its 32-byte seed,
+/// base64) instead of the keys folder.
+pub const SIGNING_KEY_VAR: &str = "OUBLI_SIGNING_KEY";
+
+/// A 32-byte key given in an environment variable, base64.
+fn key_from_env(var: &str, text: &str) -> anyhow::Result<[u8; 32]> {
+    B64.decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| {
+            format!("{var} must be 32 bytes in base64 (make one with `oubli keys generate`)")
+        })
+}
+
+/// A fresh random key, base64, and the Ed25519 public key it gives as a signing seed
+/// with its id: what `oubli keys generate` prints, for keys given in the environment.
+pub fn generate() -> Value {
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let public = SigningKey::from_bytes(&key).verifying_key();
+    json!({
+        "key": B64.encode(key),
+        "as_signing_key": { "key_id": key_id(&public), "public_key": B64.encode(public.as_bytes()) },
+    })
+}
+
 impl Keys {
-    /// Reads the keys in `dir`, making the missing ones.
+    /// Reads the keys in `dir`, making the missing ones, except those given in the
+    /// environment (see [`Keys::load`]).
     ///
     /// # Errors
-    /// When a key file cannot be read or written, or is not a key.
+    /// When a key file cannot be read or written, or a key is not a key.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Keys> {
+        Keys::load(dir, |var| std::env::var(var).ok())
+    }
+
+    /// Reads the keys in `dir`, making the missing ones; each key can come from `env`
+    /// instead (32 bytes, base64): `OUBLI_SIGNING_KEY`, `OUBLI_IDENTITY_HASH_KEY`,
+    /// `OUBLI_PSEUDONYM_KEY`, `OUBLI_DATA_KEY`, and the public keys of retired signing
+    /// keys in `OUBLI_RETIRED_SIGNING_KEYS` (comma-separated), besides the folder's.
+    ///
+    /// # Errors
+    /// When a key file cannot be read or written, or a key is not a key.
+    pub fn load(dir: &Path, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Keys> {
         // Processes starting together on one keys folder (an API process and workers)
         // make the missing keys one after the other, so that all end up with the same.
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -141,11 +183,33 @@ impl Keys {
             .with_context(|| format!("creating {}", lock_path.display()))?;
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
-        let signing = SigningKey::from_bytes(&load_or_create(&dir.join("signing.ed25519"))?);
-        let retired = load_retired(dir)?;
-        let hash_key = load_or_create(&dir.join("identity-hash.key"))?;
-        let pseudonym = load_or_create(&dir.join("pseudonym.key"))?;
-        let data_key = std::env::var("OUBLI_DATA_KEY").ok();
+        let key = |var: &str, file: &str| match env(var) {
+            Some(text) => key_from_env(var, &text),
+            None => load_or_create(&dir.join(file)),
+        };
+        let signing = SigningKey::from_bytes(&key(SIGNING_KEY_VAR, "signing.ed25519")?);
+        let mut retired = load_retired(dir)?;
+        for text in env("OUBLI_RETIRED_SIGNING_KEYS")
+            .iter()
+            .flat_map(|list| list.split(','))
+            .filter(|t| !t.trim().is_empty())
+        {
+            let public = VerifyingKey::from_bytes(&key_from_env(
+                "OUBLI_RETIRED_SIGNING_KEYS",
+                text,
+            )?)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "OUBLI_RETIRED_SIGNING_KEYS holds a key that is not an Ed25519 public key"
+                )
+            })?;
+            if !retired.contains(&public) && public != signing.verifying_key() {
+                retired.push(public);
+            }
+        }
+        let hash_key = key("OUBLI_IDENTITY_HASH_KEY", "identity-hash.key")?;
+        let pseudonym = key("OUBLI_PSEUDONYM_KEY", "pseudonym.key")?;
+        let data_key = env("OUBLI_DATA_KEY");
         let sealer = std::sync::Arc::new(seal::Sealer::load(dir, data_key.as_deref())?);
         Ok(Keys {
             signing,
@@ -440,6 +504,50 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn keys_given_in_the_environment_replace_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let from_files = Keys::load_or_create(&dir.path().join("files")).unwrap();
+        let generated = generate();
+        let seed = generated["key"].as_str().unwrap().to_owned();
+        let hash_key = generate()["key"].as_str().unwrap().to_owned();
+        let env = |var: &str| match var {
+            SIGNING_KEY_VAR => Some(seed.clone()),
+            "OUBLI_IDENTITY_HASH_KEY" => Some(hash_key.clone()),
+            "OUBLI_RETIRED_SIGNING_KEYS" => Some(from_files.public().public_key),
+            _ => None,
+        };
+        let env_dir = dir.path().join("env");
+        let keys = Keys::load(&env_dir, env).unwrap();
+        assert_eq!(
+            keys.public().public_key,
+            generated["as_signing_key"]["public_key"].as_str().unwrap()
+        );
+        assert_eq!(
+            keys.public().key_id,
+            generated["as_signing_key"]["key_id"].as_str().unwrap()
+        );
+        assert!(!env_dir.join("signing.ed25519").exists());
+        assert!(!env_dir.join("identity-hash.key").exists());
+        // The same environment gives the same keys in another process.
+        let again = Keys::load(&dir.path().join("other"), env).unwrap();
+        assert_eq!(
+            again.identity_hash("email", "a@example.org"),
+            keys.identity_hash("email", "a@example.org")
+        );
+        // A retired key from the environment verifies what it signed.
+        let old = from_files.sign(json!({ "n": 1 }));
+        let all: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
+        assert_eq!(keys.publics()[1].status, "retired");
+        assert_eq!(verify(&old, &all), Ok(()));
+        // A malformed key is refused with the variable's name.
+        let bad = Keys::load(&dir.path().join("bad"), |var| {
+            (var == SIGNING_KEY_VAR).then(|| "c2hvcnQ=".to_owned())
+        });
+        let error = format!("{:#}", bad.err().unwrap());
+        assert!(error.contains(SIGNING_KEY_VAR), "{error}");
     }
 
     #[test]

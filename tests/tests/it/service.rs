@@ -1258,6 +1258,50 @@ async fn a_completed_erasure_has_a_signed_certificate_and_the_audit_trail_verifi
     assert_eq!(report["first_broken"], approved, "{report}");
 }
 
+/// Keys given in the environment (as a container platform's secrets would be) replace
+/// the keys folder's: `/v1/keys` serves the given signing key and no key file is made.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_can_come_from_the_environment() {
+    let generate = || {
+        let output = std::process::Command::new(oubli_tests::oubli_binary())
+            .args(["keys", "generate"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let (signing, hash) = (generate(), generate());
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("OUBLI_SIGNING_KEY", signing["key"].as_str().unwrap()),
+        ("OUBLI_IDENTITY_HASH_KEY", hash["key"].as_str().unwrap()),
+    ];
+    let service = Service::start(dir.path(), &env);
+    let (status, keys) = service.get("/v1/keys", &service.demo.dpo).await;
+    assert_eq!(status, 200, "{keys}");
+    assert_eq!(
+        keys["keys"][0]["key_id"],
+        signing["as_signing_key"]["key_id"]
+    );
+    assert_eq!(
+        keys["keys"][0]["public_key"],
+        signing["as_signing_key"]["public_key"]
+    );
+    assert!(!dir.path().join("keys/signing.ed25519").exists());
+    assert!(!dir.path().join("keys/identity-hash.key").exists());
+    assert!(service.terminate());
+    // Rotating a key given in the environment is the operator's move: the command says how.
+    let output = std::process::Command::new(oubli_tests::oubli_binary())
+        .args(["keys", "rotate-signing"])
+        .env("OUBLI_DATA_DIR", dir.path())
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("OUBLI_RETIRED_SIGNING_KEYS"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scoped_tokens_see_only_their_controllers_audit_events() {
     let dir = tempfile::tempdir().unwrap();
