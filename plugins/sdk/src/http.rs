@@ -25,6 +25,14 @@ pub enum Method {
     Delete,
 }
 
+impl Method {
+    /// Whether sending the request twice has the effect of sending it once (RFC 9110
+    /// §9.2.2), so that it may be sent again after a connection failed.
+    pub fn is_idempotent(self) -> bool {
+        matches!(self, Method::Get | Method::Put | Method::Delete)
+    }
+}
+
 /// An outgoing request.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -165,7 +173,9 @@ impl Default for Retry {
 
 /// Sends a request like [`send`], and retries it when the server answers 429 or 5xx:
 /// after its `Retry-After` (in seconds) when it gives one within
-/// [`Retry::max_wait_seconds`], else after half a second, doubling. Returns the last
+/// [`Retry::max_wait_seconds`], else after half a second, doubling. A GET, PUT or DELETE
+/// whose connection failed before an answer (refused, reset, closed early) is sent again
+/// the same way, since sending it twice does what sending it once does. Returns the last
 /// response, whatever its status: turn it into an error with
 /// [`Response::error_for_status`].
 ///
@@ -174,7 +184,17 @@ impl Default for Retry {
 pub fn send_retrying(request: &Request, retry: Retry) -> Result<Response> {
     let mut attempt = 1;
     loop {
-        let response = send(request)?;
+        let backoff_ms = 500 << (attempt - 1).min(4);
+        let response = match send(request) {
+            Err(Error::Unavailable(_))
+                if request.method.is_idempotent() && attempt < retry.attempts =>
+            {
+                sleep_ms(backoff_ms);
+                attempt += 1;
+                continue;
+            }
+            other => other?,
+        };
         if !(response.status == 429 || response.status >= 500) || attempt >= retry.attempts {
             return Ok(response);
         }
@@ -184,7 +204,7 @@ pub fn send_retrying(request: &Request, retry: Retry) -> Result<Response> {
                 // Too long to wait here, or an HTTP date: the host retries later.
                 _ => return Ok(response),
             },
-            None => 500 << (attempt - 1).min(4),
+            None => backoff_ms,
         };
         sleep_ms(wait_ms);
         attempt += 1;

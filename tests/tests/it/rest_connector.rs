@@ -313,6 +313,78 @@ async fn a_busy_server_is_retried_after_its_retry_after() {
     assert_eq!(requests[1], requests[2]);
 }
 
+/// A loopback proxy to `target` that hangs up, without an answer, on the first `drops`
+/// connections whose request starts with `method`. Returns its address and how many
+/// connections it dropped.
+async fn dropping_proxy(
+    target: SocketAddr,
+    method: &'static str,
+    drops: usize,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let count = dropped.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 8192];
+                let Ok(n) = inbound.read(&mut head).await else {
+                    return;
+                };
+                if head[..n].starts_with(method.as_bytes())
+                    && count
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| {
+                            (d < drops).then_some(d + 1)
+                        })
+                        .is_ok()
+                {
+                    return; // the connection closes with no answer
+                }
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await
+                    && outbound.write_all(&head[..n]).await.is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (address, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_closed_before_the_answer_is_retried_for_idempotent_requests() {
+    let fake = fake(2).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let through = |proxy: SocketAddr| {
+        let mut config = fake.system();
+        config.config["api"]["base_url"] = json!(format!("http://{proxy}/api"));
+        config.capabilities.http.as_mut().unwrap().allow = vec![proxy.to_string()];
+        rt.prepare(&config).unwrap()
+    };
+    let who = subject(&[("email", &person_email(2))]);
+
+    let (proxy, dropped) = dropping_proxy(fake.address, "GET ", 2).await;
+    let found = rt
+        .locate(&plugin, &through(proxy), &who)
+        .await
+        .expect("the search is sent again after the dropped connections");
+    assert_eq!(found.len(), 1 + 3 + 5 + 3);
+    assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    let (proxy, dropped) = dropping_proxy(fake.address, "DELETE ", 1).await;
+    rt.erase(&plugin, &through(proxy), &who)
+        .await
+        .expect("the DELETE is sent again");
+    assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(fake.of("contacts", &person_email(2)).is_empty());
+    assert!(fake.of("events", &person_email(2)).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_retry_after_or_a_lasting_outage_is_left_to_the_host_to_retry() {
     let fake = fake(2).await;
