@@ -379,6 +379,13 @@ mod tests {
         let mut reordered = events.clone();
         reordered.swap(1, 2);
         assert_eq!(broken_at(&reordered, &[]), Some(3));
+        // An event slipped in after the second, well chained to it: the third no longer
+        // follows the event before it.
+        let mut inserted: Vec<Event> = events[..2].to_vec();
+        push(&mut inserted, "forged", "{}".into());
+        inserted[2].seq = 10;
+        inserted.extend(events[2..].iter().cloned());
+        assert_eq!(broken_at(&inserted, &[]), Some(3));
     }
 
     /// Purges the events whose action is an access-log action, as `purge_access_log`
