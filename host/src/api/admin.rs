@@ -423,10 +423,11 @@ pub async fn keys(State(app): State<Arc<App>>) -> Json<Keys> {
     })
 }
 
-/// The audit trail, oldest first, filtered by request, actor, action or time.
+/// The audit trail, oldest first, filtered by request, actor, action or time span.
 #[utoipa::path(get, path = "/v1/audit", tag = "admin",
     params(("request_id" = Option<String>, Query), ("actor" = Option<String>, Query), ("action" = Option<String>, Query),
-           ("since" = Option<i64>, Query, description = "Milliseconds since the Unix epoch"),
+           ("since" = Option<i64>, Query, description = "Events at or after this time, in milliseconds since the Unix epoch"),
+           ("until" = Option<i64>, Query, description = "Events before this time, in milliseconds since the Unix epoch"),
            ("after" = Option<i64>, Query, description = "The `next` of the previous page"), ("limit" = Option<u32>, Query)),
     responses((status = 200, body = Page<audit::Event>), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn audit_events(
@@ -458,6 +459,9 @@ pub async fn audit_events(
     }
     if let Some(since) = number("since")? {
         query.push(" AND at >= ").bind(since);
+    }
+    if let Some(until) = number("until")? {
+        query.push(" AND at < ").bind(until);
     }
     if let Some(scope) = &caller.controller_id {
         query

@@ -1348,6 +1348,25 @@ async fn scoped_tokens_see_only_their_controllers_audit_events() {
         !items.is_empty() && items.iter().all(|e| e["request_id"] == id.as_str()),
         "{events}"
     );
+    // A time span: `since` includes its bound, `until` excludes it.
+    let first = items[0]["at"].as_i64().unwrap();
+    let (_, span) = service
+        .get(
+            &format!("/v1/audit?since={first}&until={}", first + 1),
+            &insider,
+        )
+        .await;
+    let span = span["items"].as_array().unwrap();
+    assert!(
+        !span.is_empty() && span.iter().all(|e| e["at"] == first),
+        "{span:?}"
+    );
+    let (_, before) = service
+        .get(&format!("/v1/audit?until={first}"), &insider)
+        .await;
+    assert!(before["items"].as_array().unwrap().is_empty(), "{before}");
+    let (status, error) = service.get("/v1/audit?until=soon", &insider).await;
+    assert_eq!((status, error["field"].as_str()), (400, Some("until")));
 }
 
 /// The stored results of a request's tasks, read from the service's database file.
