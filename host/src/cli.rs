@@ -81,6 +81,10 @@ enum AuditCommand {
         /// instead of the keys folder's; repeat for retired keys.
         #[arg(long = "public-key")]
         public_key: Vec<String>,
+        /// A signed head kept from `GET /v1/audit/head`: the trail must still reach it
+        /// (repeatable).
+        #[arg(long)]
+        head: Vec<PathBuf>,
     },
 }
 
@@ -418,9 +422,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             label,
             config,
         }) => create_token(role, controller, &label, config.as_deref()).await,
-        Command::Audit(AuditCommand::Verify { config, public_key }) => {
-            audit_verify(config.as_deref(), public_key).await
-        }
+        Command::Audit(AuditCommand::Verify {
+            config,
+            public_key,
+            head,
+        }) => audit_verify(config.as_deref(), public_key, &head).await,
         Command::Keys(KeysCommand::RotateData { config }) => {
             let config = crate::config::Config::load(config.as_deref())?;
             let (key_id, path) = crate::evidence::seal::rotate(&config.data_dir.join("keys"))?;
@@ -470,7 +476,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn audit_verify(
     config: Option<&std::path::Path>,
     mut public_keys: Vec<String>,
+    heads: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
+    let mut kept = Vec::with_capacity(heads.len());
+    for path in heads {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let head: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        kept.push((path, head));
+    }
     let config = crate::config::Config::load(config)?;
     let keys = config.data_dir.join("keys");
     if public_keys.is_empty() && keys.join("signing.ed25519").exists() {
@@ -488,8 +503,17 @@ async fn audit_verify(
     store.close().await;
     match crate::audit::first_broken(&events, &public_keys) {
         None => {
+            for (path, head) in &kept {
+                if let Err(reason) = crate::audit::check_head(&events, head, &public_keys) {
+                    let message = format!("{}: {reason}", path.display());
+                    print(
+                        &json!({ "valid": false, "events": events.len(), "head": path, "message": message }),
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             print(
-                &json!({ "valid": true, "events": events.len(), "last_hash": events.last().map(|e| &e.hash) }),
+                &json!({ "valid": true, "events": events.len(), "heads": kept.len(), "last_hash": events.last().map(|e| &e.hash) }),
             );
             Ok(ExitCode::SUCCESS)
         }

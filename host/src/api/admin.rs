@@ -34,6 +34,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/keys", get(keys))
         .route("/v1/audit", get(audit_events))
+        .route("/v1/audit/head", get(audit_head))
 }
 
 /// The plugin upload, with its own body limit.
@@ -421,6 +422,23 @@ pub async fn keys(State(app): State<Arc<App>>) -> Json<Keys> {
     Json(Keys {
         keys: app.keys.publics(),
     })
+}
+
+/// The trail's last event (position, hash, time), signed with the certificate key: keep
+/// it outside oubli, and `oubli audit verify --head FILE` later tells whether the trail
+/// still reaches it (a trail cut short at its end verifies otherwise).
+#[utoipa::path(get, path = "/v1/audit/head", tag = "admin",
+    responses((status = 200, description = "`{\"certificate\": {\"type\": \"oubli.audit-head\", \"seq\", \"hash\", \"at\", \"signed_at\"}, \"signature\": {…}}`"), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn audit_head(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&caller, &[Role::Admin, Role::Auditor])?;
+    audit::signed_head(&app.store, &app.keys)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("the audit trail is empty".into()))
 }
 
 /// The audit trail, oldest first, filtered by request, actor, action or time span.

@@ -7,6 +7,10 @@
 //! hashes at both ends, and the head of the trail when it was written, signed with the
 //! certificate key. [`first_broken`] accepts a hole only where a checkpoint whose
 //! signature verifies says there is one.
+//!
+//! A chain cut short at its end still verifies. Against that, an auditor keeps signed
+//! heads ([`signed_head`], served at `/v1/audit/head`) outside oubli: [`check_head`]
+//! tells whether the trail still reaches each one.
 
 use crate::evidence::Keys;
 use crate::store::{Sql, Tx, now_ms};
@@ -231,6 +235,77 @@ pub async fn purge_access_log(
         .append(tx, "system", CHECKPOINT, None, details)
         .await?;
     Ok(deleted)
+}
+
+/// The trail's last event now: its position, hash and time, signed, for an auditor to
+/// keep; `None` while the trail is empty.
+///
+/// # Errors
+/// When the database fails.
+pub async fn signed_head(store: &crate::store::Store, keys: &Keys) -> sqlx::Result<Option<Value>> {
+    let head: Option<(i64, String, i64)> =
+        sqlx::query_as("SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&store.read)
+            .await?;
+    Ok(head.map(|(seq, hash, at)| head_document(keys, seq, &hash, at)))
+}
+
+/// The signed head naming event `seq` with `hash`, written at `at`.
+pub fn head_document(keys: &Keys, seq: i64, hash: &str, at: i64) -> Value {
+    keys.sign(json!({
+        "type": "oubli.audit-head",
+        "version": 1,
+        "seq": seq,
+        "hash": hash,
+        "at": at,
+        "signed_at": now_ms(),
+    }))
+}
+
+/// Checks that the trail `events` (verified with [`first_broken`]) still holds the head
+/// an auditor kept: the event at its position with its hash, or a checkpoint's run of
+/// purged events over that position; a trail that ends before it was cut short.
+///
+/// # Errors
+/// Why the head does not match, for the auditor.
+pub fn check_head(events: &[Event], head: &Value, public_keys: &[String]) -> Result<(), String> {
+    crate::evidence::verify(head, public_keys)
+        .map_err(|e| format!("the head does not verify: {e}"))?;
+    let document = &head["certificate"];
+    if document["type"] != "oubli.audit-head" {
+        return Err("not a signed head of the audit trail".into());
+    }
+    let (Some(seq), Some(hash)) = (document["seq"].as_i64(), document["hash"].as_str()) else {
+        return Err("the head names no event".into());
+    };
+    let last = events.last().map_or(0, |e| e.seq);
+    if last < seq {
+        return Err(format!(
+            "the trail ends at event {last}, before event {seq} of the head signed at {}: events were removed from its end",
+            document["signed_at"]
+        ));
+    }
+    if let Some(event) = events.iter().find(|e| e.seq == seq) {
+        return if event.hash == hash {
+            Ok(())
+        } else {
+            Err(format!("event {seq} is not the event the head signed"))
+        };
+    }
+    let purged = events
+        .iter()
+        .filter(|e| e.action == CHECKPOINT)
+        .filter_map(|e| serde_json::from_str::<Value>(&e.details).ok())
+        .filter_map(|d| serde_json::from_value::<Vec<Gap>>(d["certificate"]["gaps"].clone()).ok())
+        .flatten()
+        .any(|gap| gap.first_seq <= seq && seq <= gap.last_seq);
+    if purged {
+        Ok(())
+    } else {
+        Err(format!(
+            "event {seq}, the head signed, is missing from the trail"
+        ))
+    }
 }
 
 /// Where and why the chain breaks.
@@ -459,5 +534,40 @@ mod tests {
         let mut dropped = events.clone();
         dropped.remove(3);
         assert_eq!(broken_at(&dropped, &public), Some(dropped[1].seq));
+    }
+
+    #[test]
+    fn a_kept_head_finds_a_trail_cut_short_at_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(dir.path()).unwrap();
+        let public = vec![keys.public().public_key];
+        let mut events = chain(3);
+        push(&mut events, "request.read", "{}".into());
+        let read = events.last().cloned().unwrap();
+        let head = head_document(&keys, read.seq, &read.hash, read.at);
+        assert_eq!(check_head(&events, &head, &public), Ok(()));
+        push(&mut events, "test", "{}".into());
+        assert_eq!(
+            check_head(&events, &head, &public),
+            Ok(()),
+            "the trail grew"
+        );
+
+        // Cut short: the shorter chain verifies, the head says it was cut.
+        let cut = &events[..3];
+        assert_eq!(first_broken(cut, &public), None);
+        let error = check_head(cut, &head, &public).unwrap_err();
+        assert!(error.contains("removed from its end"), "{error}");
+        // The head's event purged behind a checkpoint: still reached.
+        purge(&mut events, &keys);
+        assert_eq!(first_broken(&events, &public), None);
+        assert_eq!(check_head(&events, &head, &public), Ok(()));
+        // A changed head, or one signed by another key, is refused.
+        let mut changed = head.clone();
+        changed["certificate"]["seq"] = json!(2);
+        assert!(check_head(&events, &changed, &public).is_err());
+        let other = Keys::load_or_create(&dir.path().join("other")).unwrap();
+        let foreign = head_document(&other, read.seq, &read.hash, read.at);
+        assert!(check_head(&events, &foreign, &public).is_err());
     }
 }

@@ -1258,6 +1258,66 @@ async fn a_completed_erasure_has_a_signed_certificate_and_the_audit_trail_verifi
     assert_eq!(report["first_broken"], approved, "{report}");
 }
 
+/// An auditor keeps a signed head of the trail; removing events from the trail's end
+/// leaves a chain that verifies on its own, but not against the kept head.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_head_finds_events_removed_from_the_end_of_the_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let id = service.submit("erasure", email(4), None).await;
+    let (status, head) = service.get("/v1/audit/head", &service.demo.admin).await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(head["certificate"]["type"], "oubli.audit-head");
+    let (status, _) = service.get("/v1/audit/head", &service.demo.dpo).await;
+    assert_eq!(status, 403, "only admins and auditors");
+    approve(&service, &id).await;
+    assert_eq!(service.settled(&id).await["status"], "completed");
+    assert!(service.terminate());
+
+    let kept = dir.path().join("head.json");
+    std::fs::write(&kept, head.to_string()).unwrap();
+    let verify = |with_head: bool| {
+        let mut command = std::process::Command::new(oubli_tests::oubli_binary());
+        command
+            .args(["audit", "verify"])
+            .env("OUBLI_DATA_DIR", dir.path());
+        if with_head {
+            command.arg("--head").arg(&kept);
+        }
+        let output = command.output().unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        (output.status.success(), report)
+    };
+    assert!(verify(true).0, "{}", verify(true).1);
+
+    // Cut the trail back to before the head.
+    {
+        use sqlx::Connection;
+        let db = format!("sqlite://{}", dir.path().join("oubli.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        sqlx::query("DELETE FROM audit_events WHERE seq >= $1")
+            .bind(head["certificate"]["seq"].as_i64().unwrap())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    let (valid, report) = verify(false);
+    assert!(
+        valid,
+        "a chain cut at its end still verifies alone: {report}"
+    );
+    let (valid, report) = verify(true);
+    assert!(!valid);
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("removed from its end"),
+        "{report}"
+    );
+}
+
 /// Keys given in the environment (as a container platform's secrets would be) replace
 /// the keys folder's: `/v1/keys` serves the given signing key and no key file is made.
 #[tokio::test(flavor = "multi_thread")]
