@@ -198,13 +198,14 @@ pub fn checkpoint(keys: &Keys, before: i64, gaps: &[Gap], head: (i64, &str)) -> 
 /// how many were purged.
 ///
 /// # Errors
-/// When the database fails.
+/// When the database fails, or the trail from the first of those events on does not
+/// verify (nothing is purged then).
 pub async fn purge_access_log(
     tx: &mut Tx<'_>,
     keys: &Keys,
     before: i64,
     limit: i64,
-) -> sqlx::Result<u64> {
+) -> anyhow::Result<u64> {
     let mut chain = Chain::load(tx).await?;
     let mut query = Sql::new("SELECT seq, prev_hash, hash FROM audit_events WHERE at < ");
     query
@@ -214,9 +215,26 @@ pub async fn purge_access_log(
         .push(" ORDER BY seq LIMIT ")
         .bind(limit);
     let purged: Vec<(i64, String, String)> = query.fetch_all(&mut **tx).await?;
-    let Some(last) = purged.last().map(|p| p.0) else {
+    let (Some(first), Some(last)) = (purged.first(), purged.last().map(|p| p.0)) else {
         return Ok(0);
     };
+    // A checkpoint vouches for the events it removes: the trail from the first of them
+    // on must verify, or an event edited to look like a read would be purged and signed.
+    let (first_seq, first_prev) = (first.0, first.1.clone());
+    let since: Vec<Event> = sqlx::query_as(
+        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE seq >= $1 ORDER BY seq",
+    )
+    .bind(first_seq)
+    .fetch_all(&mut **tx)
+    .await?;
+    let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
+    if let Some(broken) = first_broken_from(&first_prev, &since, &publics) {
+        anyhow::bail!(
+            "the audit trail does not verify at event {} ({}); the access log is not purged until it does",
+            broken.seq,
+            broken.reason
+        );
+    }
     let head: (i64, String) =
         sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_one(&mut **tx)
@@ -229,7 +247,11 @@ pub async fn purge_access_log(
         .push(" AND action IN ")
         .bind_list(ACCESS_LOG.iter().copied());
     let deleted = delete.execute(&mut **tx).await?;
-    debug_assert_eq!(deleted, purged.len() as u64);
+    anyhow::ensure!(
+        deleted == purged.len() as u64,
+        "the access-log events changed while they were purged ({deleted} deleted, {} listed)",
+        purged.len()
+    );
     let details = checkpoint(keys, before, &gaps(&purged), (head.0, &head.1));
     chain
         .append(tx, "system", CHECKPOINT, None, details)
@@ -292,12 +314,10 @@ pub fn check_head(events: &[Event], head: &Value, public_keys: &[String]) -> Res
             Err(format!("event {seq} is not the event the head signed"))
         };
     }
-    let purged = events
-        .iter()
-        .filter(|e| e.action == CHECKPOINT)
-        .filter_map(|e| serde_json::from_str::<Value>(&e.details).ok())
-        .filter_map(|d| serde_json::from_value::<Vec<Gap>>(d["certificate"]["gaps"].clone()).ok())
-        .flatten()
+    let checkpoints = Checkpoints::read(events, public_keys).map_err(|b| b.reason)?;
+    let purged = checkpoints
+        .runs
+        .values()
         .any(|gap| gap.first_seq <= seq && seq <= gap.last_seq);
     if purged {
         Ok(())
@@ -330,32 +350,22 @@ impl Broken {
 /// whose hash or link does not match, or whose checkpoint does not verify. A link may
 /// skip purged events only where a verified checkpoint lists that run.
 pub fn first_broken(events: &[Event], public_keys: &[String]) -> Option<Broken> {
-    let mut runs: HashMap<String, Gap> = HashMap::new();
-    let mut heads: HashMap<i64, String> = HashMap::new();
-    for event in events.iter().filter(|e| e.action == CHECKPOINT) {
-        let details: Value = serde_json::from_str(&event.details).unwrap_or_default();
-        if let Err(invalid) = crate::evidence::verify(&details, public_keys) {
-            return Broken::at(
-                event.seq,
-                format!("checkpoint {} does not verify: {invalid}", event.seq),
-            );
-        }
-        let document = &details["certificate"];
-        let Ok(gaps) = serde_json::from_value::<Vec<Gap>>(document["gaps"].clone()) else {
-            return Broken::at(event.seq, "the checkpoint lists no gaps");
-        };
-        runs.extend(gaps.into_iter().map(|g| (g.prev_hash.clone(), g)));
-        heads.insert(
-            event.seq,
-            document["head"]["hash"].as_str().unwrap_or("").to_owned(),
-        );
-    }
-    let mut prev = GENESIS.to_owned();
+    first_broken_from(GENESIS, events, public_keys)
+}
+
+/// [`first_broken`] over a part of the trail: `events` from some position on, the first
+/// of which chains to `prev`.
+fn first_broken_from(prev: &str, events: &[Event], public_keys: &[String]) -> Option<Broken> {
+    let checkpoints = match Checkpoints::read(events, public_keys) {
+        Ok(checkpoints) => checkpoints,
+        Err(broken) => return Some(broken),
+    };
+    let mut prev = prev.to_owned();
     let mut prev_seq = 0;
     for event in events {
         // Bridge the runs of purged events, in order, that end where this event begins.
         while event.prev_hash != prev {
-            match runs.get(&prev) {
+            match checkpoints.runs.get(&prev) {
                 Some(gap) if gap.first_seq > prev_seq && gap.last_seq < event.seq => {
                     prev = gap.last_hash.clone();
                     prev_seq = gap.last_seq;
@@ -385,7 +395,7 @@ pub fn first_broken(events: &[Event], public_keys: &[String]) -> Option<Broken> 
                 format!("event {} was changed after it was written", event.seq),
             );
         }
-        if let Some(head) = heads.get(&event.seq)
+        if let Some(head) = checkpoints.heads.get(&event.seq)
             && *head != event.prev_hash
         {
             return Broken::at(
@@ -400,6 +410,53 @@ pub fn first_broken(events: &[Event], public_keys: &[String]) -> Option<Broken> 
         prev_seq = event.seq;
     }
     None
+}
+
+/// What the checkpoints among some events say, each verified.
+struct Checkpoints {
+    /// The runs of purged events, by the hash the first one chained to.
+    runs: HashMap<String, Gap>,
+    /// The head each checkpoint signed, by the checkpoint's position.
+    heads: HashMap<i64, String>,
+}
+
+impl Checkpoints {
+    /// Reads the checkpoints among `events`; the first that does not verify with
+    /// `public_keys`, or is not a checkpoint, breaks the chain.
+    fn read(events: &[Event], public_keys: &[String]) -> Result<Checkpoints, Broken> {
+        let mut checkpoints = Checkpoints {
+            runs: HashMap::new(),
+            heads: HashMap::new(),
+        };
+        for event in events.iter().filter(|e| e.action == CHECKPOINT) {
+            let broken = |reason: String| Broken {
+                seq: event.seq,
+                reason,
+            };
+            let details: Value = serde_json::from_str(&event.details).unwrap_or_default();
+            crate::evidence::verify(&details, public_keys).map_err(|invalid| {
+                broken(format!(
+                    "checkpoint {} does not verify: {invalid}",
+                    event.seq
+                ))
+            })?;
+            let document = &details["certificate"];
+            let gaps = (document["type"] == "oubli.audit-checkpoint")
+                .then(|| serde_json::from_value::<Vec<Gap>>(document["gaps"].clone()).ok())
+                .flatten()
+                .ok_or_else(|| {
+                    broken(format!("event {} is not a checkpoint of oubli", event.seq))
+                })?;
+            checkpoints
+                .runs
+                .extend(gaps.into_iter().map(|g| (g.prev_hash.clone(), g)));
+            checkpoints.heads.insert(
+                event.seq,
+                document["head"]["hash"].as_str().unwrap_or("").to_owned(),
+            );
+        }
+        Ok(checkpoints)
+    }
 }
 
 #[cfg(test)]

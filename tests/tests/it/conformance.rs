@@ -594,5 +594,28 @@ async fn purged_access_log_events_leave_a_verifiable_chain(backend: Backend) {
     let broken = oubli::audit::first_broken(&all_events(store).await, &publics)
         .expect("a removed event is found");
     assert_eq!(broken.seq, events[2].seq);
+
+    // An event edited to look like an old read is not purged (and so not vouched for):
+    // the purge finds the edit and refuses.
+    sqlx::query(
+        "UPDATE audit_events SET action = 'request.read', at = 0 WHERE action = 'request.received'",
+    )
+    .execute(&store.write)
+    .await
+    .unwrap();
+    let before = all_events(store).await.len();
+    let mut tx = store.begin().await.unwrap();
+    let error = oubli::audit::purge_access_log(&mut tx, keys, now, 10)
+        .await
+        .expect_err("the edited event is found");
+    drop(tx);
+    let edited = events[0].seq;
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("at event {edited} (event {edited} was changed")),
+        "{error}"
+    );
+    assert_eq!(all_events(store).await.len(), before, "nothing was purged");
     store.close().await;
 }
