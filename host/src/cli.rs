@@ -488,7 +488,9 @@ async fn audit_verify(
     }
     let config = crate::config::Config::load(config)?;
     let keys = config.data_dir.join("keys");
-    if public_keys.is_empty() && keys.join("signing.ed25519").exists() {
+    let known = keys.join("signing.ed25519").exists()
+        || std::env::var_os(crate::evidence::SIGNING_KEY_VAR).is_some();
+    if public_keys.is_empty() && known {
         public_keys = crate::evidence::Keys::load_or_create(&keys)?
             .publics()
             .into_iter()

@@ -518,6 +518,15 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<Request>, ApiError> {
     require(&caller, &[Role::Dpo, Role::Admin])?;
+    if visible(&app, &caller, &id)
+        .await?
+        .subject_redacted_at
+        .is_some()
+    {
+        return Err(ApiError::Conflict(
+            "cannot retry this request: its subject's data was replaced by keyed hashes after the retention period; submit a new request".into(),
+        ));
+    }
     let mut tx = act(&app, &caller, &id, Transition::Retry, json!({})).await?;
     queue::requeue_failed(&mut tx, &id).await?;
     tx.commit().await?;

@@ -384,7 +384,7 @@ pub async fn erasure_certificate(
             json!({
                 "attempts": outcomes.len(),
                 "earlier_attempts": earlier,
-                "note": "the counts are those of the last attempt; earlier attempts that ended without a recorded result may have erased records, which are not counted; the verification after the last attempt shows what is left",
+                "note": "the counts are those of the last attempt; earlier attempts (interrupted, or failed after erasing) may have erased records, which are not counted; the verification after the last attempt shows what is left",
             })
         };
         systems.push(json!({

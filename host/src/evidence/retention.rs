@@ -2,8 +2,9 @@
 //! `purge_interval_secs`, in every process that runs workers:
 //!
 //! - access packages past `package_ttl_days` lose their exported records;
-//! - closed requests past `subject_retention_days` have their identities and new values
-//!   replaced by keyed hashes (the erasure certificate's hashes stay the same);
+//! - closed requests (and failed ones left so) past `subject_retention_days` have their
+//!   identities and new values replaced by keyed hashes (the erasure certificate's hashes
+//!   stay the same);
 //! - access-log events past `access_log_retention_days` are deleted, and a signed
 //!   checkpoint bridges the holes they leave in the audit chain.
 //!
@@ -24,33 +25,35 @@ fn days_ago(days: u64) -> i64 {
     now_ms().saturating_sub(i64::try_from(days).unwrap_or(i64::MAX / DAY_MS) * DAY_MS)
 }
 
-/// Replaces the subject's data of closed requests past their retention period by keyed
-/// hashes. Returns how many requests.
+/// Replaces the subject's data of closed (or failed) requests past their retention
+/// period by keyed hashes. A request whose data cannot be opened (its data key is
+/// missing) is reported and passed over. Returns how many requests were redacted.
 ///
 /// # Errors
 /// When the database fails.
 pub async fn redact_closed(app: &App) -> anyhow::Result<u64> {
     let before = days_ago(app.config.subject_retention_days);
     let mut redacted = 0;
+    let mut after = None;
     loop {
-        let due = requests::due_for_redaction(&app.store, before, BATCH).await?;
-        let mut done = 0;
-        for id in &due {
+        let due = requests::due_for_redaction(&app.store, before, after.as_ref(), BATCH).await?;
+        for (_, id) in &due {
             let mut tx = app.store.begin().await?;
-            // Another process may have redacted it since the read.
-            if requests::redact_subject(&mut tx, &app.keys.sealer, id, |label, value| {
-                app.keys.identity_hash(label, value)
-            })
-            .await?
-            {
-                tx.commit().await?;
-                done += 1;
+            let hash = |label: &str, value: &str| app.keys.identity_hash(label, value);
+            match requests::redact_subject(&mut tx, &app.keys.sealer, id, hash).await {
+                Ok(true) => {
+                    tx.commit().await?;
+                    redacted += 1;
+                }
+                // Another process redacted it since the read.
+                Ok(false) => {}
+                Err(error) => tracing::warn!("cannot redact: {error:#}"),
             }
         }
-        redacted += done;
-        if (due.len() as i64) < BATCH || done == 0 {
+        if (due.len() as i64) < BATCH {
             return Ok(redacted);
         }
+        after = due.last().cloned();
     }
 }
 

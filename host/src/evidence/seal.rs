@@ -6,7 +6,7 @@
 //! rotate` writes a new key that seals from then on, and the old ones keep opening what
 //! they sealed until they are removed.
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use anyhow::Context;
 use base64::Engine as _;
@@ -29,7 +29,7 @@ pub struct Sealer {
 pub enum OpenError {
     #[error("sealed with data key {0}, which this process does not have")]
     UnknownKey(String),
-    #[error("the sealed value is malformed or was changed")]
+    #[error("the sealed value is malformed, was changed, or was sealed for another place")]
     Corrupt,
 }
 
@@ -114,11 +114,22 @@ impl Sealer {
 
     /// Encrypts `plain`: `sealed:v1:<key id>:<base64 of nonce and ciphertext>`.
     pub fn seal(&self, plain: &[u8]) -> String {
+        self.seal_for(plain, "")
+    }
+
+    /// Encrypts `plain` bound to `context` (e.g. the row and column it is stored in):
+    /// only [`Sealer::open_for`] with the same context opens it, so a sealed value moved
+    /// elsewhere no longer opens.
+    pub fn seal_for(&self, plain: &[u8], context: &str) -> String {
         let cipher = &self.keys[&self.current];
         let mut nonce = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: plain,
+            aad: context.as_bytes(),
+        };
         let sealed = cipher
-            .encrypt(Nonce::from_slice(&nonce), plain)
+            .encrypt(Nonce::from_slice(&nonce), payload)
             .expect("AES-GCM encrypts any length oubli stores");
         let mut bytes = nonce.to_vec();
         bytes.extend(sealed);
@@ -131,9 +142,19 @@ impl Sealer {
     /// # Errors
     /// [`OpenError`] for an unknown key or a changed value.
     pub fn open(&self, text: &str) -> Result<Vec<u8>, OpenError> {
-        let Some(rest) = text.strip_prefix(PREFIX) else {
+        if !text.starts_with(PREFIX) {
             return Ok(text.as_bytes().to_vec());
-        };
+        }
+        self.open_for(text, "")
+    }
+
+    /// Decrypts what [`Sealer::seal_for`] sealed for the same `context`; anything else,
+    /// text that is not sealed included, is refused.
+    ///
+    /// # Errors
+    /// [`OpenError`] for an unknown key, another context or a changed value.
+    pub fn open_for(&self, text: &str, context: &str) -> Result<Vec<u8>, OpenError> {
+        let rest = text.strip_prefix(PREFIX).ok_or(OpenError::Corrupt)?;
         let (id, data) = rest.split_once(':').ok_or(OpenError::Corrupt)?;
         let cipher = self
             .keys
@@ -144,8 +165,12 @@ impl Sealer {
             return Err(OpenError::Corrupt);
         }
         let (nonce, sealed) = bytes.split_at(12);
+        let payload = Payload {
+            msg: sealed,
+            aad: context.as_bytes(),
+        };
         cipher
-            .decrypt(Nonce::from_slice(nonce), sealed)
+            .decrypt(Nonce::from_slice(nonce), payload)
             .map_err(|_| OpenError::Corrupt)
     }
 
@@ -195,6 +220,22 @@ mod tests {
         changed[last] = if changed[last] == b'A' { b'B' } else { b'A' };
         assert_eq!(
             first.open(std::str::from_utf8(&changed).unwrap()),
+            Err(OpenError::Corrupt)
+        );
+
+        // Bound to a context: it opens there only, and clear text is refused.
+        let bound = second.seal_for(b"jane@example.org", "request:1:identities");
+        assert_eq!(
+            second.open_for(&bound, "request:1:identities").unwrap(),
+            b"jane@example.org"
+        );
+        assert_eq!(
+            second.open_for(&bound, "request:2:identities"),
+            Err(OpenError::Corrupt)
+        );
+        assert_eq!(second.open(&bound), Err(OpenError::Corrupt));
+        assert_eq!(
+            second.open_for("[]", "request:1:identities"),
             Err(OpenError::Corrupt)
         );
     }

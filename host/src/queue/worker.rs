@@ -141,6 +141,11 @@ async fn execute(app: &Arc<App>, task: &Claimed) -> Outcome {
         Ok(loaded) => loaded,
         Err(error) => return failed(&error),
     };
+    // This process cannot read the subject's data (its data key is missing here): another
+    // one may, so the task is retried.
+    if let Some(error) = &request.subject_error {
+        return failed(&RuntimeError::Unavailable(error.clone()));
+    }
     // A request whose subject's data was redacted is closed; it never runs again.
     let Some(identities) = request
         .identities

@@ -56,14 +56,25 @@ pub struct Change {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection: Option<String>,
     pub field: String,
-    /// Absent once the request's retention period has passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Absent once the request's retention period has passed (`null` is a value).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Object>)]
     pub value: Option<serde_json::Value>,
     /// HMAC-SHA256 of `field:value` (the value as compact JSON), hex. Present once the
     /// value was redacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hmac_sha256: Option<String>,
+}
+
+/// Reads a value that is there as `Some`, `null` included; one that is not is `None`.
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
 }
 
 impl From<&IdentityInput> for Identity {
@@ -113,6 +124,10 @@ pub struct Request {
     /// retention period having passed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_redacted_at: Option<DateTime<Utc>>,
+    /// Why the identities and changes cannot be read (they are then empty): sealed with
+    /// a data key this process does not have, or changed in the database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_error: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -135,17 +150,44 @@ struct Row {
 
 const COLUMNS: &str = "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at, subject_redacted_at";
 
+/// What a request's identities or changes are sealed for: their request and column, so
+/// that they open nowhere else.
+fn context(id: &str, column: &str) -> String {
+    format!("request:{id}:{column}")
+}
+
 impl Row {
-    /// The request, its identities and changes opened with `sealer`.
+    /// The request, its identities and changes opened with `sealer` (or, redacted, read
+    /// as they are). Data that cannot be opened leaves them empty, with the reason in
+    /// `subject_error`, so that the rest of the request stays readable.
     fn open(self, sealer: &Sealer) -> anyhow::Result<Request> {
         let status: Status = self.status.parse().map_err(anyhow::Error::msg)?;
-        let open = |text: &str, what: &str| {
-            sealer
-                .open(text)
-                .map_err(|e| anyhow::anyhow!("the {what} of request {}: {e}", self.id))
+        let mut subject_error = None;
+        let (identities, changes) = if self.subject_redacted_at.is_some() {
+            (
+                serde_json::from_str(&self.identities)?,
+                serde_json::from_str(&self.changes)?,
+            )
+        } else {
+            let opened = sealer
+                .open_for(&self.identities, &context(&self.id, "identities"))
+                .and_then(|i| {
+                    Ok((
+                        i,
+                        sealer.open_for(&self.changes, &context(&self.id, "changes"))?,
+                    ))
+                });
+            match opened {
+                Ok((identities, changes)) => (
+                    serde_json::from_slice(&identities)?,
+                    serde_json::from_slice(&changes)?,
+                ),
+                Err(error) => {
+                    subject_error = Some(format!("the subject's data cannot be opened: {error}"));
+                    (Vec::new(), Vec::new())
+                }
+            }
         };
-        let identities = serde_json::from_slice(&open(&self.identities, "identities")?)?;
-        let changes = serde_json::from_slice(&open(&self.changes, "changes")?)?;
         let row = self;
         Ok(Request {
             kind: row.kind.parse().map_err(anyhow::Error::msg)?,
@@ -163,6 +205,7 @@ impl Row {
             decision_reason: row.decision_reason,
             completed_at: row.completed_at.map(to_rfc3339),
             subject_redacted_at: row.subject_redacted_at.map(to_rfc3339),
+            subject_error,
         })
     }
 }
@@ -226,8 +269,8 @@ pub async fn insert(
     .bind(&new.controller_id)
     .bind(new.kind.as_str())
     .bind(status.as_str())
-    .bind(sealer.seal(&serde_json::to_vec(&new.identities)?))
-    .bind(sealer.seal(&serde_json::to_vec(&new.changes)?))
+    .bind(sealer.seal_for(&serde_json::to_vec(&new.identities)?, &context(&id, "identities")))
+    .bind(sealer.seal_for(&serde_json::to_vec(&new.changes)?, &context(&id, "changes")))
     .bind(&new.external_ref)
     .bind(&new.submitted_by)
     .bind(&new.idempotency_key)
@@ -265,6 +308,7 @@ pub async fn insert(
         decision_reason: None,
         completed_at: None,
         subject_redacted_at: None,
+        subject_error: None,
     })
 }
 
@@ -485,32 +529,54 @@ pub async fn set_decision_reason(tx: &mut Tx<'_>, id: &str, reason: &str) -> sql
     Ok(())
 }
 
-/// Closed requests whose retention period ended before `closed_before` (milliseconds)
-/// and whose subject's data is still held, oldest first, at most `limit`.
+/// The statuses in which a request keeps its subject's data only for the retention
+/// period: closed, or failed and left so.
+pub const RETAINED_STATUSES: [Status; 4] = [
+    Status::Completed,
+    Status::Rejected,
+    Status::Cancelled,
+    Status::Failed,
+];
+
+/// Requests in a [`RETAINED_STATUSES`] status since before `closed_before`
+/// (milliseconds) that still hold their subject's data, in `(updated_at, id)` order
+/// after `after`, at most `limit`.
 ///
 /// # Errors
 /// When the database cannot be read.
 pub async fn due_for_redaction(
     store: &Store,
     closed_before: i64,
+    after: Option<&(i64, String)>,
     limit: i64,
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT id FROM requests WHERE status IN ('completed', 'rejected', 'cancelled') \
-         AND subject_redacted_at IS NULL AND updated_at <= $1 ORDER BY updated_at LIMIT $2",
-    )
-    .bind(closed_before)
-    .bind(limit)
-    .fetch_all(&store.read)
-    .await
+) -> sqlx::Result<Vec<(i64, String)>> {
+    let mut query = Sql::new(
+        "SELECT updated_at, id FROM requests WHERE subject_redacted_at IS NULL AND status IN ",
+    );
+    query
+        .bind_list(RETAINED_STATUSES.map(Status::as_str))
+        .push(" AND updated_at <= ")
+        .bind(closed_before);
+    if let Some((updated_at, id)) = after {
+        query
+            .push(" AND (updated_at > ")
+            .bind(*updated_at)
+            .push(" OR (updated_at = ")
+            .bind(*updated_at)
+            .push(" AND id > ")
+            .bind(id.clone())
+            .push("))");
+    }
+    query.push(" ORDER BY updated_at, id LIMIT ").bind(limit);
+    query.fetch_all(&store.read).await
 }
 
-/// Replaces the identities and new values of a closed request by their keyed hashes
-/// (`hash(label, value)`, with `kind` or `field` as label), in the caller's transaction,
-/// and records it. Returns false when another process did it first.
+/// Replaces the identities and new values of a closed (or failed) request by their keyed
+/// hashes (`hash(label, value)`, with `kind` or `field` as label), in the caller's
+/// transaction, and records it. Returns false when another process did it first.
 ///
 /// # Errors
-/// When the database fails or the sealed values cannot be opened.
+/// When the database fails, or the sealed values cannot be opened (nothing changes).
 pub async fn redact_subject(
     tx: &mut Tx<'_>,
     sealer: &Sealer,
@@ -520,8 +586,11 @@ pub async fn redact_subject(
     let Some(request) = get_in(tx, sealer, id).await? else {
         return Ok(false);
     };
-    if request.subject_redacted_at.is_some() || !request.status.is_final() {
+    if request.subject_redacted_at.is_some() || !RETAINED_STATUSES.contains(&request.status) {
         return Ok(false);
+    }
+    if let Some(error) = request.subject_error {
+        anyhow::bail!("request {id}: {error}");
     }
     let identities: Vec<Identity> = request
         .identities

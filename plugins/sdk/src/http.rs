@@ -174,8 +174,9 @@ impl Default for Retry {
 /// Sends a request like [`send`], and retries it when the server answers 429 or 5xx:
 /// after its `Retry-After` (in seconds) when it gives one within
 /// [`Retry::max_wait_seconds`], else after half a second, doubling. A GET, PUT or DELETE
-/// whose connection failed before an answer (refused, reset, closed early) is sent again
-/// the same way, since sending it twice does what sending it once does. Returns the last
+/// that got no answer (connection refused, reset or closed early, or a timeout) is sent
+/// again the same way, since sending it twice does what sending it once does; the call's
+/// deadline still holds. Returns the last
 /// response, whatever its status: turn it into an error with
 /// [`Response::error_for_status`].
 ///

@@ -405,11 +405,18 @@ async fn the_subject_is_sealed_at_rest_and_redacted_after_closure(backend: Backe
     let owner = controller_with_systems(&fixture, 1).await;
     let new = NewRequest {
         kind: Kind::Rectification,
-        changes: vec![ChangeInput {
-            collection: None,
-            field: "phone".into(),
-            value: serde_json::json!("+33 6 98 76 54 32"),
-        }],
+        changes: vec![
+            ChangeInput {
+                collection: None,
+                field: "phone".into(),
+                value: serde_json::json!("+33 6 98 76 54 32"),
+            },
+            ChangeInput {
+                collection: None,
+                field: "newsletter".into(),
+                value: serde_json::Value::Null,
+            },
+        ],
         ..erasure(&owner, 7)
     };
     let mut tx = store.begin().await.unwrap();
@@ -444,6 +451,56 @@ async fn the_subject_is_sealed_at_rest_and_redacted_after_closure(backend: Backe
         read.changes[0].value,
         Some(serde_json::json!("+33 6 98 76 54 32"))
     );
+    assert_eq!(
+        read.changes[1].value,
+        Some(serde_json::Value::Null),
+        "null is a new value"
+    );
+    assert_eq!(read.subject_error, None);
+
+    // Sealed data is bound to its request: moved to another row, it does not open, and
+    // that request reads with the reason instead of failing the whole list.
+    let mut tx = store.begin().await.unwrap();
+    let mut chain = Chain::load(&mut tx).await.unwrap();
+    let other = requests::insert(
+        &mut tx,
+        &keys.sealer,
+        &mut chain,
+        &erasure(&owner, 8),
+        "test",
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE requests SET identities = (SELECT identities FROM requests WHERE id = $1) WHERE id = $2")
+        .bind(&request.id)
+        .bind(&other.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let moved = requests::get(store, &keys.sealer, &other.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(moved.identities.is_empty());
+    assert!(
+        moved
+            .subject_error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot be opened")),
+        "{moved:?}"
+    );
+    let everything = requests::Filter {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        requests::list(store, &keys.sealer, &everything)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Open requests are never redacted, nor are closed ones still within retention.
     let hash = |label: &str, value: &str| keys.identity_hash(label, value);
@@ -472,15 +529,25 @@ async fn the_subject_is_sealed_at_rest_and_redacted_after_closure(backend: Backe
     );
     let day_ago = oubli::store::now_ms() - 86_400_000;
     assert!(
-        requests::due_for_redaction(store, day_ago, 10)
+        requests::due_for_redaction(store, day_ago, None, 10)
             .await
             .unwrap()
             .is_empty()
     );
-    let due = requests::due_for_redaction(store, oubli::store::now_ms() + 1, 10)
+    let due = requests::due_for_redaction(store, oubli::store::now_ms() + 1, None, 10)
         .await
         .unwrap();
-    assert_eq!(due, std::slice::from_ref(&request.id));
+    assert_eq!(
+        due.iter().map(|(_, id)| id).collect::<Vec<_>>(),
+        [&request.id]
+    );
+    assert!(
+        requests::due_for_redaction(store, oubli::store::now_ms() + 1, due.last(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing after the last one"
+    );
 
     let mut tx = store.begin().await.unwrap();
     assert!(
@@ -513,6 +580,10 @@ async fn the_subject_is_sealed_at_rest_and_redacted_after_closure(backend: Backe
     );
     assert_eq!(redacted.changes[0].value, None);
     assert_eq!(
+        redacted.changes[1].hmac_sha256.as_deref(),
+        Some(keys.identity_hash("newsletter", "null").as_str())
+    );
+    assert_eq!(
         redacted.changes[0].hmac_sha256.as_deref(),
         Some(
             keys.identity_hash("phone", "\"+33 6 98 76 54 32\"")
@@ -525,7 +596,7 @@ async fn the_subject_is_sealed_at_rest_and_redacted_after_closure(backend: Backe
         "{after}"
     );
     assert!(
-        requests::due_for_redaction(store, oubli::store::now_ms() + 1, 10)
+        requests::due_for_redaction(store, oubli::store::now_ms() + 1, None, 10)
             .await
             .unwrap()
             .is_empty()

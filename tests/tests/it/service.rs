@@ -1336,7 +1336,11 @@ async fn keys_can_come_from_the_environment() {
         ("OUBLI_SIGNING_KEY", signing["key"].as_str().unwrap()),
         ("OUBLI_IDENTITY_HASH_KEY", hash["key"].as_str().unwrap()),
     ];
-    let service = Service::start(dir.path(), &env);
+    let purging = [
+        ("OUBLI_ACCESS_LOG_RETENTION_DAYS", "0"),
+        ("OUBLI_PURGE_INTERVAL_SECS", "1"),
+    ];
+    let service = Service::start(dir.path(), &[env.as_slice(), &purging].concat());
     let (status, keys) = service.get("/v1/keys", &service.demo.dpo).await;
     assert_eq!(status, 200, "{keys}");
     assert_eq!(
@@ -1349,7 +1353,44 @@ async fn keys_can_come_from_the_environment() {
     );
     assert!(!dir.path().join("keys/signing.ed25519").exists());
     assert!(!dir.path().join("keys/identity-hash.key").exists());
+    // A read of a request is purged behind a checkpoint signed with the environment's key.
+    let id = service.submit("erasure", email(6), None).await;
+    let (status, _) = service
+        .get(&format!("/v1/requests/{id}"), &service.demo.dpo)
+        .await;
+    assert_eq!(status, 200);
+    service
+        .poll(
+            "/v1/audit?action=audit.purged",
+            &service.demo.admin,
+            |page| {
+                page["items"]
+                    .as_array()
+                    .is_some_and(|items| !items.is_empty())
+            },
+        )
+        .await;
     assert!(service.terminate());
+    let audit = |with_env: bool| {
+        let mut command = std::process::Command::new(oubli_tests::oubli_binary());
+        command
+            .args(["audit", "verify"])
+            .env("OUBLI_DATA_DIR", dir.path());
+        if with_env {
+            command.envs(env);
+        }
+        command.output().unwrap()
+    };
+    let output = audit(true);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        !audit(false).status.success(),
+        "without the key, the checkpoints cannot be verified"
+    );
     // Rotating a key given in the environment is the operator's move: the command says how.
     let output = std::process::Command::new(oubli_tests::oubli_binary())
         .args(["keys", "rotate-signing"])
@@ -1641,9 +1682,26 @@ async fn past_retention_identities_become_hashes_and_the_access_log_is_purged() 
         )
         .await;
     assert_eq!(status, 200, "{certificate}");
+    // The hash of the address under the service's identity-hash key, computed here.
+    let keys = oubli::evidence::Keys::load_or_create(&dir.path().join("keys")).unwrap();
+    let expected = keys.identity_hash("email", "customer5@example.org");
+    assert_eq!(identity["hmac_sha256"], expected.as_str());
     assert_eq!(
         certificate["certificate"]["subject"]["identities"][0]["hmac_sha256"],
-        identity["hmac_sha256"]
+        expected.as_str()
+    );
+    // Redacted, it cannot be retried.
+    let (status, body) = service
+        .post(
+            &format!("/v1/requests/{erasure}/retry"),
+            &service.demo.dpo,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("keyed hashes"),
+        "{body}"
     );
 
     // The reads above are access-log events: purged, with a checkpoint in their place.
