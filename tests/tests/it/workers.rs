@@ -90,8 +90,22 @@ async fn three_workers_and_an_api_on_postgres_lose_nothing_when_one_is_killed() 
             .unwrap()
     };
     let victim = workers[0].worker.clone();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &workers[0].pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if completed().await < 50 {
+            continue;
+        }
+        // Frozen, the worker finishes nothing more: what it runs now, it runs when killed.
+        signal("-STOP");
         let running: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM task_attempts WHERE worker = $1 AND finished_at IS NULL",
         )
@@ -99,11 +113,10 @@ async fn three_workers_and_an_api_on_postgres_lose_nothing_when_one_is_killed() 
         .fetch_one(&pool)
         .await
         .unwrap();
-        if running > 0 && completed().await >= 50 {
+        if running > 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        signal("-CONT");
     }
     workers.remove(0).kill9();
 
