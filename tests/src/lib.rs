@@ -101,6 +101,42 @@ pub fn oubli_binary() -> PathBuf {
     binary
 }
 
+/// Runs `oubli audit verify ARGS` on the service folder `data_dir` with the environment
+/// `envs`; returns whether the trail verified, and the report it printed.
+pub fn audit_verify(
+    data_dir: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &str)],
+) -> (bool, serde_json::Value) {
+    let output = std::process::Command::new(oubli_binary())
+        .args(["audit", "verify"])
+        .args(args)
+        .env("OUBLI_DATA_DIR", data_dir)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("oubli audit verify runs");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&output.stderr).into_owned())
+    });
+    (output.status.success(), report)
+}
+
+/// Runs one SQL statement with one bound integer on the service database in `data_dir`
+/// (the service stopped), as someone with access to the file would.
+pub async fn tamper(data_dir: &std::path::Path, statement: &str, value: i64) {
+    use sqlx::Connection;
+    let db = format!("sqlite://{}", data_dir.join("oubli.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&db)
+        .await
+        .expect("the database");
+    sqlx::query(statement)
+        .bind(value)
+        .execute(&mut conn)
+        .await
+        .expect("the statement runs");
+    conn.close().await.expect("closed");
+}
+
 /// The tokens and ids of a service's demo setup.
 #[derive(Debug, Clone, Default)]
 pub struct Demo {
@@ -351,6 +387,32 @@ impl Service {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// The actions of the events a page at `path` lists, in order.
+    pub async fn actions(&self, path: &str, token: &str) -> Vec<String> {
+        let (status, page) = self.get(path, token).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        page["items"]
+            .as_array()
+            .expect("a page of events")
+            .iter()
+            .map(|e| e["action"].as_str().expect("an action").to_owned())
+            .collect()
+    }
+
+    /// Waits for the purge job's first checkpoint of the access log, and returns its
+    /// signed details.
+    pub async fn checkpoint(&self) -> serde_json::Value {
+        let page = self
+            .poll("/v1/audit?action=audit.purged", &self.demo.admin, |page| {
+                page["items"]
+                    .as_array()
+                    .is_some_and(|items| !items.is_empty())
+            })
+            .await;
+        serde_json::from_str(page["items"][0]["details"].as_str().expect("details"))
+            .expect("a checkpoint is JSON")
     }
 
     /// Waits until the request reaches a status that is not `running` or `approved`, and

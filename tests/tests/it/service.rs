@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use oubli_tests::{Service, count, serve};
+use oubli_tests::{Service, audit_verify, count, serve, tamper};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::sync::{Arc, Mutex};
@@ -90,15 +90,9 @@ async fn an_erasure_runs_only_after_approval_and_really_erases() {
             .all(|r| r["collection"] == "invoices")
     );
 
-    let (_, events) = service
-        .get(&format!("/v1/requests/{id}/events"), &service.demo.dpo)
+    let actions = service
+        .actions(&format!("/v1/requests/{id}/events"), &service.demo.dpo)
         .await;
-    let actions: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
     for expected in [
         "request.received",
         "request.awaiting_controller",
@@ -109,7 +103,7 @@ async fn an_erasure_runs_only_after_approval_and_really_erases() {
         "request.results_read",
     ] {
         assert!(
-            actions.contains(&expected),
+            actions.iter().any(|a| a == expected),
             "{expected} missing from {actions:?}"
         );
     }
@@ -1000,17 +994,13 @@ async fn failed_tasks_say_why_and_a_retry_runs_them_again() {
         tasks["items"][0]["attempts"], 1,
         "the retry started from a fresh attempt: {tasks}"
     );
-    let (_, events) = service
-        .get(&format!("/v1/requests/{busy}/events"), &dpo)
+    let actions = service
+        .actions(&format!("/v1/requests/{busy}/events"), &dpo)
         .await;
-    let actions: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
     assert!(
-        actions.contains(&"task.retry_scheduled") && actions.contains(&"request.failed"),
+        ["task.retry_scheduled", "request.failed"]
+            .iter()
+            .all(|a| actions.iter().any(|b| b == a)),
         "{actions:?}"
     );
 }
@@ -1221,19 +1211,8 @@ async fn a_completed_erasure_has_a_signed_certificate_and_the_audit_trail_verifi
         );
     }
 
-    let audit = |dir: &std::path::Path| {
-        std::process::Command::new(oubli_tests::oubli_binary())
-            .args(["audit", "verify"])
-            .env("OUBLI_DATA_DIR", dir)
-            .output()
-            .unwrap()
-    };
-    let output = audit(dir.path());
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    let (valid, report) = audit_verify(dir.path(), &[], &[]);
+    assert!(valid, "{report}");
     let (_, events) = service
         .get(
             &format!("/v1/audit?request_id={id}&action=request.approved"),
@@ -1241,20 +1220,14 @@ async fn a_completed_erasure_has_a_signed_certificate_and_the_audit_trail_verifi
         )
         .await;
     let approved = events["items"][0]["seq"].as_i64().unwrap();
-    {
-        use sqlx::Connection;
-        let db = format!("sqlite://{}", dir.path().join("oubli.db").display());
-        let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
-        sqlx::query("UPDATE audit_events SET actor = 'token:someone-else' WHERE seq = $1")
-            .bind(approved)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-    }
-    let output = audit(dir.path());
-    assert!(!output.status.success());
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    tamper(
+        dir.path(),
+        "UPDATE audit_events SET actor = 'token:someone-else' WHERE seq = $1",
+        approved,
+    )
+    .await;
+    let (valid, report) = audit_verify(dir.path(), &[], &[]);
+    assert!(!valid);
     assert_eq!(report["first_broken"], approved, "{report}");
 }
 
@@ -1277,31 +1250,18 @@ async fn a_kept_head_finds_events_removed_from_the_end_of_the_trail() {
     let kept = dir.path().join("head.json");
     std::fs::write(&kept, head.to_string()).unwrap();
     let verify = |with_head: bool| {
-        let mut command = std::process::Command::new(oubli_tests::oubli_binary());
-        command
-            .args(["audit", "verify"])
-            .env("OUBLI_DATA_DIR", dir.path());
-        if with_head {
-            command.arg("--head").arg(&kept);
-        }
-        let output = command.output().unwrap();
-        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
-        (output.status.success(), report)
+        let head: &[&std::ffi::OsStr] = &["--head".as_ref(), kept.as_os_str()];
+        audit_verify(dir.path(), if with_head { head } else { &[] }, &[])
     };
     assert!(verify(true).0, "{}", verify(true).1);
 
     // Cut the trail back to before the head.
-    {
-        use sqlx::Connection;
-        let db = format!("sqlite://{}", dir.path().join("oubli.db").display());
-        let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
-        sqlx::query("DELETE FROM audit_events WHERE seq >= $1")
-            .bind(head["certificate"]["seq"].as_i64().unwrap())
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-    }
+    tamper(
+        dir.path(),
+        "DELETE FROM audit_events WHERE seq >= $1",
+        head["certificate"]["seq"].as_i64().unwrap(),
+    )
+    .await;
     let (valid, report) = verify(false);
     assert!(
         valid,
@@ -1359,37 +1319,14 @@ async fn keys_can_come_from_the_environment() {
         .get(&format!("/v1/requests/{id}"), &service.demo.dpo)
         .await;
     assert_eq!(status, 200);
-    service
-        .poll(
-            "/v1/audit?action=audit.purged",
-            &service.demo.admin,
-            |page| {
-                page["items"]
-                    .as_array()
-                    .is_some_and(|items| !items.is_empty())
-            },
-        )
-        .await;
+    service.checkpoint().await;
     assert!(service.terminate());
-    let audit = |with_env: bool| {
-        let mut command = std::process::Command::new(oubli_tests::oubli_binary());
-        command
-            .args(["audit", "verify"])
-            .env("OUBLI_DATA_DIR", dir.path());
-        if with_env {
-            command.envs(env);
-        }
-        command.output().unwrap()
-    };
-    let output = audit(true);
+    let (valid, report) = audit_verify(dir.path(), &[], &env);
+    assert!(valid, "{report}");
+    let (valid, report) = audit_verify(dir.path(), &[], &[]);
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    assert!(
-        !audit(false).status.success(),
-        "without the key, the checkpoints cannot be verified"
+        !valid,
+        "without the key, the checkpoints cannot be verified: {report}"
     );
     // Rotating a key given in the environment is the operator's move: the command says how.
     let output = std::process::Command::new(oubli_tests::oubli_binary())
@@ -1705,27 +1642,15 @@ async fn past_retention_identities_become_hashes_and_the_access_log_is_purged() 
     );
 
     // The reads above are access-log events: purged, with a checkpoint in their place.
-    let checkpoints = service
-        .poll("/v1/audit?action=audit.purged", admin, |page| {
-            page["items"]
-                .as_array()
-                .is_some_and(|items| !items.is_empty())
-        })
-        .await;
-    let signed: Value =
-        serde_json::from_str(checkpoints["items"][0]["details"].as_str().unwrap()).unwrap();
+    let signed = service.checkpoint().await;
     assert!(signed["certificate"]["purged"]["events"].as_u64().unwrap() >= 1);
-    let (_, events) = service
-        .get(&format!("/v1/audit?request_id={erasure}"), admin)
+    let actions = service
+        .actions(&format!("/v1/audit?request_id={erasure}"), admin)
         .await;
-    let actions: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
     assert!(
-        actions.contains(&"request.completed") && actions.contains(&"request.subject_redacted"),
+        ["request.completed", "request.subject_redacted"]
+            .iter()
+            .all(|a| actions.iter().any(|b| b == a)),
         "{actions:?}"
     );
     assert!(service.terminate(), "the service stops cleanly");
@@ -1752,31 +1677,18 @@ async fn past_retention_identities_become_hashes_and_the_access_log_is_purged() 
         reads
     };
     assert_eq!(reads, 0);
-    let output = std::process::Command::new(oubli_tests::oubli_binary())
-        .args(["audit", "verify"])
-        .env("OUBLI_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    let (valid, report) = audit_verify(dir.path(), &[], &[]);
+    assert!(valid, "{report}");
     // Without the right key, the checkpoints do not verify.
     let other = tempfile::tempdir().unwrap();
     let stranger = oubli::evidence::Keys::load_or_create(other.path()).unwrap();
-    let output = std::process::Command::new(oubli_tests::oubli_binary())
-        .args([
-            "audit",
-            "verify",
-            "--public-key",
-            &stranger.public().public_key,
-        ])
-        .env("OUBLI_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let stranger = stranger.public().public_key;
+    let (valid, report) = audit_verify(
+        dir.path(),
+        &["--public-key".as_ref(), stranger.as_ref()],
+        &[],
+    );
+    assert!(!valid);
     assert!(
         report["message"].as_str().unwrap().contains("checkpoint"),
         "{report}"
