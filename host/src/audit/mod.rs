@@ -193,48 +193,82 @@ pub fn checkpoint(keys: &Keys, before: i64, gaps: &[Gap], head: (i64, &str)) -> 
     }))
 }
 
+/// How much of the trail [`purge_access_log`] checks before it removes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The whole trail from the first event it removes to the head: an event edited and
+    /// re-hashed, with every hash after it, is found where a checkpoint signed the head.
+    Trail,
+    /// Only the events it removes, each against its own hash: enough right after a
+    /// [`Check::Trail`] purge in the same run.
+    Removed,
+}
+
 /// Deletes the access-log events older than `before` (milliseconds), the oldest `limit`
 /// of them, and appends a signed checkpoint that bridges the holes they leave. Returns
-/// how many were purged.
+/// how many were purged. A checkpoint vouches for what it removes, so the events are
+/// checked first (see [`Check`]): an event edited to look like an old read is refused.
 ///
 /// # Errors
-/// When the database fails, or the trail from the first of those events on does not
-/// verify (nothing is purged then).
+/// When the database fails, or the check fails (nothing is purged then).
 pub async fn purge_access_log(
     tx: &mut Tx<'_>,
     keys: &Keys,
     before: i64,
     limit: i64,
+    check: Check,
 ) -> anyhow::Result<u64> {
     let mut chain = Chain::load(tx).await?;
-    let mut query = Sql::new("SELECT seq, prev_hash, hash FROM audit_events WHERE at < ");
+    let mut query = Sql::new(
+        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE at < ",
+    );
     query
         .bind(before)
         .push(" AND action IN ")
         .bind_list(ACCESS_LOG.iter().copied())
         .push(" ORDER BY seq LIMIT ")
         .bind(limit);
-    let purged: Vec<(i64, String, String)> = query.fetch_all(&mut **tx).await?;
-    let (Some(first), Some(last)) = (purged.first(), purged.last().map(|p| p.0)) else {
+    let removed: Vec<Event> = query.fetch_all(&mut **tx).await?;
+    let (Some(first), Some(last)) = (removed.first(), removed.last().map(|e| e.seq)) else {
         return Ok(0);
     };
-    // A checkpoint vouches for the events it removes: the trail from the first of them
-    // on must verify, or an event edited to look like a read would be purged and signed.
-    let (first_seq, first_prev) = (first.0, first.1.clone());
-    let since: Vec<Event> = sqlx::query_as(
-        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE seq >= $1 ORDER BY seq",
-    )
-    .bind(first_seq)
-    .fetch_all(&mut **tx)
-    .await?;
-    let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
-    if let Some(broken) = first_broken_from(&first_prev, &since, &publics) {
+    let broken = match check {
+        Check::Trail => {
+            let since: Vec<Event> = sqlx::query_as(
+                "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE seq >= $1 ORDER BY seq",
+            )
+            .bind(first.seq)
+            .fetch_all(&mut **tx)
+            .await?;
+            let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
+            first_broken_from(&first.prev_hash, &since, &publics)
+        }
+        Check::Removed => removed.iter().find_map(|e| {
+            let own = hash(
+                &e.prev_hash,
+                e.at,
+                &e.actor,
+                &e.action,
+                e.request_id.as_deref(),
+                &e.details,
+            );
+            (own != e.hash).then(|| Broken {
+                seq: e.seq,
+                reason: format!("event {} was changed after it was written", e.seq),
+            })
+        }),
+    };
+    if let Some(broken) = broken {
         anyhow::bail!(
             "the audit trail does not verify at event {} ({}); the access log is not purged until it does",
             broken.seq,
             broken.reason
         );
     }
+    let purged: Vec<(i64, String, String)> = removed
+        .iter()
+        .map(|e| (e.seq, e.prev_hash.clone(), e.hash.clone()))
+        .collect();
     let head: (i64, String) =
         sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_one(&mut **tx)

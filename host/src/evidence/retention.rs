@@ -64,9 +64,12 @@ pub async fn redact_closed(app: &App) -> anyhow::Result<u64> {
 pub async fn purge_access_log(app: &App) -> anyhow::Result<u64> {
     let before = days_ago(app.config.access_log_retention_days);
     let mut purged = 0;
+    // The whole trail from the oldest purged event on is checked once per run.
+    let mut check = crate::audit::Check::Trail;
     loop {
         let mut tx = app.store.begin().await?;
-        let n = crate::audit::purge_access_log(&mut tx, &app.keys, before, BATCH).await?;
+        let n = crate::audit::purge_access_log(&mut tx, &app.keys, before, BATCH, check).await?;
+        check = crate::audit::Check::Removed;
         tx.commit().await?;
         purged += n;
         if (n as i64) < BATCH {
