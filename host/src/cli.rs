@@ -256,6 +256,18 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Verifying the audit trail and purging its access log, beside reading and deleting
+    /// the same rows without checks or checkpoints.
+    Audit {
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// A PostgreSQL server (`postgres://user@host/db`) to run on instead of SQLite: two
+        /// databases are created there and dropped at the end.
+        #[arg(long)]
+        database: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Erasure requests from submission to completion across SQLite CRM systems, beside
     /// the same deletions done by native Rust code.
     E2e {
@@ -396,6 +408,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .print(json);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::Audit {
+            events,
+            database,
+            json,
+        }) => {
+            crate::bench::audit::audit(events, database.as_deref())
+                .await?
+                .print(json);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(DemoCommand::Crm { dir, customers }) => demo_crm(&dir, customers).await,
         Command::Demo(DemoCommand::Api {
             listen,
@@ -487,15 +509,10 @@ async fn audit_verify(
         kept.push((path, head));
     }
     let config = crate::config::Config::load(config)?;
-    let keys = config.data_dir.join("keys");
-    let known = keys.join("signing.ed25519").exists()
-        || std::env::var_os(crate::evidence::SIGNING_KEY_VAR).is_some();
-    if public_keys.is_empty() && known {
-        public_keys = crate::evidence::Keys::load_or_create(&keys)?
-            .publics()
-            .into_iter()
-            .map(|k| k.public_key)
-            .collect();
+    if public_keys.is_empty() {
+        public_keys = crate::evidence::public_keys(&config.data_dir.join("keys"), |var| {
+            std::env::var(var).ok()
+        })?;
     }
     let store = crate::store::Store::open(&config.database_location()).await?;
     let events: Vec<crate::audit::Event> =

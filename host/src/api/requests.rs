@@ -380,6 +380,11 @@ async fn act(
     let stage = requests::stage_in(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?;
+    if stage.redacted {
+        return Err(ApiError::Conflict(
+            "this request's subject's data was replaced by keyed hashes after the retention period; submit a new request".into(),
+        ));
+    }
     requests::transition(&mut tx, &stage, transition, &caller.actor(), details)
         .await?
         .map_err(ApiError::Conflict)?;
@@ -518,15 +523,6 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<Request>, ApiError> {
     require(&caller, &[Role::Dpo, Role::Admin])?;
-    if visible(&app, &caller, &id)
-        .await?
-        .subject_redacted_at
-        .is_some()
-    {
-        return Err(ApiError::Conflict(
-            "cannot retry this request: its subject's data was replaced by keyed hashes after the retention period; submit a new request".into(),
-        ));
-    }
     let mut tx = act(&app, &caller, &id, Transition::Retry, json!({})).await?;
     queue::requeue_failed(&mut tx, &id).await?;
     tx.commit().await?;

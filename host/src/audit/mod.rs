@@ -193,30 +193,53 @@ pub fn checkpoint(keys: &Keys, before: i64, gaps: &[Gap], head: (i64, &str)) -> 
     }))
 }
 
-/// How much of the trail [`purge_access_log`] checks before it removes events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Check {
-    /// The whole trail from the first event it removes to the head: an event edited and
-    /// re-hashed, with every hash after it, is found where a checkpoint signed the head.
-    Trail,
-    /// Only the events it removes, each against its own hash: enough right after a
-    /// [`Check::Trail`] purge in the same run.
-    Removed,
+/// Checks the trail from the oldest access-log event older than `before` (the first a
+/// purge would remove) to its head, without taking the trail's lock: run it before
+/// [`purge_access_log`], which then checks only what it removes. Once a checkpoint
+/// vouches for removed events, an edit made to them before is beyond finding, so an
+/// event edited to look like an old read, even re-hashed with every hash after it, must
+/// be found here (where a checkpoint signed a head after it).
+///
+/// # Errors
+/// Where the trail breaks; the outer error when the database fails.
+pub async fn check_before_purge(
+    store: &crate::store::Store,
+    keys: &Keys,
+    before: i64,
+) -> sqlx::Result<Result<(), Broken>> {
+    let mut query = Sql::new("SELECT seq, prev_hash FROM audit_events WHERE at < ");
+    query
+        .bind(before)
+        .push(" AND action IN ")
+        .bind_list(ACCESS_LOG.iter().copied())
+        .push(" ORDER BY seq LIMIT 1");
+    let first: Vec<(i64, String)> = query.fetch_all(&store.read).await?;
+    let Some((seq, prev)) = first.into_iter().next() else {
+        return Ok(Ok(()));
+    };
+    let since: Vec<Event> = sqlx::query_as(
+        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE seq >= $1 ORDER BY seq",
+    )
+    .bind(seq)
+    .fetch_all(&store.read)
+    .await?;
+    let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
+    Ok(first_broken_from(&prev, &since, &publics).map_or(Ok(()), Err))
 }
 
 /// Deletes the access-log events older than `before` (milliseconds), the oldest `limit`
 /// of them, and appends a signed checkpoint that bridges the holes they leave. Returns
-/// how many were purged. A checkpoint vouches for what it removes, so the events are
-/// checked first (see [`Check`]): an event edited to look like an old read is refused.
+/// how many were purged. Each removed event is checked against its own hash first, so
+/// an event edited to look like an old read is refused; [`check_before_purge`] checks
+/// the rest of the trail.
 ///
 /// # Errors
-/// When the database fails, or the check fails (nothing is purged then).
+/// When the database fails, or a removed event was changed (nothing is purged then).
 pub async fn purge_access_log(
     tx: &mut Tx<'_>,
     keys: &Keys,
     before: i64,
     limit: i64,
-    check: Check,
 ) -> anyhow::Result<u64> {
     let mut chain = Chain::load(tx).await?;
     let mut query = Sql::new(
@@ -229,40 +252,23 @@ pub async fn purge_access_log(
         .push(" ORDER BY seq LIMIT ")
         .bind(limit);
     let removed: Vec<Event> = query.fetch_all(&mut **tx).await?;
-    let (Some(first), Some(last)) = (removed.first(), removed.last().map(|e| e.seq)) else {
+    let Some(last) = removed.last().map(|e| e.seq) else {
         return Ok(0);
     };
-    let broken = match check {
-        Check::Trail => {
-            let since: Vec<Event> = sqlx::query_as(
-                "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE seq >= $1 ORDER BY seq",
-            )
-            .bind(first.seq)
-            .fetch_all(&mut **tx)
-            .await?;
-            let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
-            first_broken_from(&first.prev_hash, &since, &publics)
-        }
-        Check::Removed => removed.iter().find_map(|e| {
-            let own = hash(
+    if let Some(changed) = removed.iter().find(|e| {
+        e.hash
+            != hash(
                 &e.prev_hash,
                 e.at,
                 &e.actor,
                 &e.action,
                 e.request_id.as_deref(),
                 &e.details,
-            );
-            (own != e.hash).then(|| Broken {
-                seq: e.seq,
-                reason: format!("event {} was changed after it was written", e.seq),
-            })
-        }),
-    };
-    if let Some(broken) = broken {
+            )
+    }) {
         anyhow::bail!(
-            "the audit trail does not verify at event {} ({}); the access log is not purged until it does",
-            broken.seq,
-            broken.reason
+            "the audit trail does not verify at event {0} (event {0} was changed after it was written); the access log is not purged until it does",
+            changed.seq
         );
     }
     let purged: Vec<(i64, String, String)> = removed

@@ -1,5 +1,6 @@
 //! Benchmarks: each prints its figures beside a baseline measured in the same run.
 
+pub mod audit;
 pub mod connectors;
 pub mod service;
 

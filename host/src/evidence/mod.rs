@@ -157,6 +157,44 @@ pub fn generate() -> Value {
     })
 }
 
+/// The public keys that verify what the service signed (current, then retired), read
+/// from `dir` and `env` as [`Keys::load`] would, but making nothing: for commands that
+/// only check, such as `oubli audit verify`. Empty when there is no signing key.
+///
+/// # Errors
+/// When a key is malformed.
+pub fn public_keys(
+    dir: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    let path = dir.join("signing.ed25519");
+    let seed = match env(SIGNING_KEY_VAR) {
+        Some(text) => Some(key_from_env(SIGNING_KEY_VAR, &text)?),
+        None if path.exists() => Some(
+            std::fs::read(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{} does not hold a 32-byte key", path.display()))?,
+        ),
+        None => None,
+    };
+    let Some(seed) = seed else {
+        return Ok(Vec::new());
+    };
+    let current = SigningKey::from_bytes(&seed).verifying_key();
+    let mut keys = vec![B64.encode(current.as_bytes())];
+    keys.extend(load_retired(dir)?.iter().map(|k| B64.encode(k.as_bytes())));
+    keys.extend(
+        env("OUBLI_RETIRED_SIGNING_KEYS")
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+    );
+    Ok(keys)
+}
+
 impl Keys {
     /// Reads the keys in `dir`, making the missing ones, except those given in the
     /// environment (see [`Keys::load`]).
@@ -340,6 +378,10 @@ pub async fn erasure_certificate(
             "the certificate is issued once the erasure is completed; the request is {}",
             request.status.as_str().replace('_', " ")
         )));
+    }
+    // A certificate names the subject: without the identities it would name no one.
+    if let Some(error) = &request.subject_error {
+        return Ok(Err(format!("no certificate can be issued now: {error}")));
     }
     let controller = controller::get_controller(store, &request.controller_id)
         .await?
@@ -531,6 +573,12 @@ mod tests {
         );
         assert!(!env_dir.join("signing.ed25519").exists());
         assert!(!env_dir.join("identity-hash.key").exists());
+        // The public keys read without making anything.
+        let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
+        assert_eq!(public_keys(&env_dir, env).unwrap(), publics);
+        let empty = dir.path().join("empty");
+        assert!(public_keys(&empty, |_| None).unwrap().is_empty());
+        assert!(!empty.exists(), "nothing was made");
         // The same environment gives the same keys in another process.
         let again = Keys::load(&dir.path().join("other"), env).unwrap();
         assert_eq!(

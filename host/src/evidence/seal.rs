@@ -112,6 +112,11 @@ impl Sealer {
         &self.current
     }
 
+    /// Whether this sealer has the key with id `key_id`.
+    pub fn has(&self, key_id: &str) -> bool {
+        self.keys.contains_key(key_id)
+    }
+
     /// Encrypts `plain`: `sealed:v1:<key id>:<base64 of nonce and ciphertext>`.
     pub fn seal(&self, plain: &[u8]) -> String {
         self.seal_for(plain, "")

@@ -141,10 +141,15 @@ async fn execute(app: &Arc<App>, task: &Claimed) -> Outcome {
         Ok(loaded) => loaded,
         Err(error) => return failed(&error),
     };
-    // This process cannot read the subject's data (its data key is missing here): another
-    // one may, so the task is retried.
+    // This process cannot read the subject's data: with its data key missing here,
+    // another process may, so the task is retried; data changed in the database opens
+    // nowhere, so the task fails.
     if let Some(error) = &request.subject_error {
-        return failed(&RuntimeError::Unavailable(error.clone()));
+        return failed(&if request.subject_key_missing {
+            RuntimeError::Unavailable(error.clone())
+        } else {
+            RuntimeError::Failed(error.clone())
+        });
     }
     // A request whose subject's data was redacted is closed; it never runs again.
     let Some(identities) = request

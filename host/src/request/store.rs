@@ -7,7 +7,7 @@
 
 use super::{Kind, Status, Transition};
 use crate::audit;
-use crate::evidence::seal::Sealer;
+use crate::evidence::seal::{OpenError, Sealer};
 use crate::store::{Sql, Store, Tx, now_ms, to_rfc3339};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,10 @@ pub struct Request {
     /// a data key this process does not have, or changed in the database.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_error: Option<String>,
+    /// Whether `subject_error` is a data key this process does not have (which another
+    /// may), rather than data changed in the database (which nothing opens).
+    #[serde(skip)]
+    pub subject_key_missing: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -163,6 +167,7 @@ impl Row {
     fn open(self, sealer: &Sealer) -> anyhow::Result<Request> {
         let status: Status = self.status.parse().map_err(anyhow::Error::msg)?;
         let mut subject_error = None;
+        let mut subject_key_missing = false;
         let (identities, changes) = if self.subject_redacted_at.is_some() {
             (
                 serde_json::from_str(&self.identities)?,
@@ -183,6 +188,7 @@ impl Row {
                     serde_json::from_slice(&changes)?,
                 ),
                 Err(error) => {
+                    subject_key_missing = matches!(error, OpenError::UnknownKey(_));
                     subject_error = Some(format!("the subject's data cannot be opened: {error}"));
                     (Vec::new(), Vec::new())
                 }
@@ -206,6 +212,7 @@ impl Row {
             completed_at: row.completed_at.map(to_rfc3339),
             subject_redacted_at: row.subject_redacted_at.map(to_rfc3339),
             subject_error,
+            subject_key_missing,
         })
     }
 }
@@ -309,6 +316,7 @@ pub async fn insert(
         completed_at: None,
         subject_redacted_at: None,
         subject_error: None,
+        subject_key_missing: false,
     })
 }
 
@@ -330,6 +338,8 @@ pub struct Stage {
     pub id: String,
     pub controller_id: String,
     pub status: Status,
+    /// Whether its subject's data was replaced by keyed hashes.
+    pub redacted: bool,
 }
 
 impl Request {
@@ -339,6 +349,7 @@ impl Request {
             id: self.id.clone(),
             controller_id: self.controller_id.clone(),
             status: self.status,
+            redacted: self.subject_redacted_at.is_some(),
         }
     }
 }
@@ -348,16 +359,18 @@ impl Request {
 /// # Errors
 /// When the database cannot be read.
 pub async fn stage_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Stage>> {
-    let row: Option<(String, String, String)> =
-        sqlx::query_as("SELECT id, controller_id, status FROM requests WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    row.map(|(id, controller_id, status)| {
+    let row: Option<(String, String, String, Option<i64>)> = sqlx::query_as(
+        "SELECT id, controller_id, status, subject_redacted_at FROM requests WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|(id, controller_id, status, redacted_at)| {
         Ok(Stage {
             id,
             controller_id,
             status: status.parse().map_err(anyhow::Error::msg)?,
+            redacted: redacted_at.is_some(),
         })
     })
     .transpose()
@@ -393,7 +406,8 @@ pub async fn transition(
     };
     let now = now_ms();
     let completed = (next == Status::Completed).then_some(now);
-    let updated = sqlx::query("UPDATE requests SET status = $1, updated_at = $2, completed_at = COALESCE($3, completed_at) WHERE id = $4 AND status = $5")
+    // A redacted request has no subject left to act on: it moves no further.
+    let updated = sqlx::query("UPDATE requests SET status = $1, updated_at = $2, completed_at = COALESCE($3, completed_at) WHERE id = $4 AND status = $5 AND subject_redacted_at IS NULL")
         .bind(next.as_str())
         .bind(now)
         .bind(completed)
@@ -619,14 +633,16 @@ pub async fn redact_subject(
         })
         .collect();
     let now = now_ms();
+    // Only as it was read: a retry that started it again in the meantime wins.
     let updated = sqlx::query(
         "UPDATE requests SET identities = $1, changes = $2, subject_redacted_at = $3 \
-         WHERE id = $4 AND subject_redacted_at IS NULL",
+         WHERE id = $4 AND subject_redacted_at IS NULL AND status = $5",
     )
     .bind(serde_json::to_string(&identities)?)
     .bind(serde_json::to_string(&changes)?)
     .bind(now)
     .bind(id)
+    .bind(request.status.as_str())
     .execute(&mut **tx)
     .await?;
     if updated.rows_affected() == 0 {
@@ -641,4 +657,20 @@ pub async fn redact_subject(
     )
     .await?;
     Ok(true)
+}
+
+/// The ids of the data keys that sealed requests still holding their subject's data but
+/// that `sealer` does not have: a process without them could not run those requests.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn missing_data_keys(store: &Store, sealer: &Sealer) -> sqlx::Result<Vec<String>> {
+    // `sealed:v1:<16 hex digits>:…`: the key id starts at the 11th character.
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT substr(identities, 11, 16) FROM requests \
+         WHERE subject_redacted_at IS NULL AND identities LIKE 'sealed:v1:%'",
+    )
+    .fetch_all(&store.read)
+    .await?;
+    Ok(ids.into_iter().filter(|id| !sealer.has(id)).collect())
 }

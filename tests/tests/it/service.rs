@@ -1278,6 +1278,38 @@ async fn a_kept_head_finds_events_removed_from_the_end_of_the_trail() {
     );
 }
 
+/// A process without the data key that sealed open requests refuses to start, naming the
+/// key, instead of failing those requests one by one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_without_the_data_key_of_open_requests_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    service.submit("erasure", email(8), None).await;
+    assert!(service.terminate());
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("keys")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("data-") {
+            std::fs::remove_file(&path).unwrap();
+            removed.push(name);
+        }
+    }
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    let output = std::process::Command::new(oubli_tests::oubli_binary())
+        .arg("serve")
+        .env("OUBLI_DATA_DIR", dir.path())
+        .env("OUBLI_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("sealed with data key") && error.contains("OUBLI_DATA_KEY"),
+        "{error}"
+    );
+}
+
 /// Keys given in the environment (as a container platform's secrets would be) replace
 /// the keys folder's: `/v1/keys` serves the given signing key and no key file is made.
 #[tokio::test(flavor = "multi_thread")]
