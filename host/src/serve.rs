@@ -129,13 +129,21 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
     })?);
     // Every process reads the subjects of open requests (the API shows them, workers send
     // them to plugins): one without a data key that sealed them would fail them.
-    let missing = crate::request::store::missing_data_keys(&store, &keys.sealer).await?;
+    let keys_dir = config.data_dir.join("keys");
+    let (open, closed) = crate::request::store::missing_data_keys(&store, &keys.sealer).await?;
     anyhow::ensure!(
-        missing.is_empty(),
-        "requests are sealed with data key(s) {} that this process does not have: restore their files in {} or give OUBLI_DATA_KEY",
-        missing.join(", "),
-        config.data_dir.join("keys").display()
+        open.is_empty(),
+        "open requests are sealed with data key(s) {} that this process does not have: restore their key files (data-*.key) in {}",
+        open.join(", "),
+        keys_dir.display()
     );
+    if !closed.is_empty() {
+        tracing::warn!(
+            keys = closed.join(", "),
+            "closed requests are sealed with data keys this process does not have; their redaction waits until the key files are back in {}",
+            keys_dir.display()
+        );
+    }
     let app = App::new(config, store, runtime, keys);
     // One process owns an SQLite database: tasks still marked running were interrupted
     // when the last process stopped, and can be taken again at once. On PostgreSQL they

@@ -380,7 +380,7 @@ async fn act(
     let stage = requests::stage_in(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?;
-    if stage.redacted {
+    if stage.redacted && transition == Transition::Retry {
         return Err(ApiError::Conflict(
             "this request's subject's data was replaced by keyed hashes after the retention period; submit a new request".into(),
         ));

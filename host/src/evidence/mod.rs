@@ -184,14 +184,19 @@ pub fn public_keys(
     let current = SigningKey::from_bytes(&seed).verifying_key();
     let mut keys = vec![B64.encode(current.as_bytes())];
     keys.extend(load_retired(dir)?.iter().map(|k| B64.encode(k.as_bytes())));
-    keys.extend(
-        env("OUBLI_RETIRED_SIGNING_KEYS")
-            .iter()
-            .flat_map(|list| list.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned),
-    );
+    for text in env("OUBLI_RETIRED_SIGNING_KEYS")
+        .iter()
+        .flat_map(|list| list.split(','))
+        .filter(|t| !t.trim().is_empty())
+    {
+        let public = VerifyingKey::from_bytes(&key_from_env("OUBLI_RETIRED_SIGNING_KEYS", text)?)
+            .map_err(|_| {
+            anyhow::anyhow!(
+                "OUBLI_RETIRED_SIGNING_KEYS holds a key that is not an Ed25519 public key"
+            )
+        })?;
+        keys.push(B64.encode(public.as_bytes()));
+    }
     Ok(keys)
 }
 

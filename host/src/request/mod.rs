@@ -138,7 +138,8 @@ impl Status {
 }
 
 impl Transition {
-    fn verb(self) -> &'static str {
+    /// The verb of the step, for messages.
+    pub fn verb(self) -> &'static str {
         match self {
             Transition::Forward => "forward",
             Transition::Approve => "approve",

@@ -415,11 +415,23 @@ pub async fn transition(
         .bind(request.status.as_str())
         .execute(&mut **tx)
         .await?;
-    anyhow::ensure!(
-        updated.rows_affected() == 1,
-        "request {} changed status while it was being updated",
-        request.id
-    );
+    if updated.rows_affected() != 1 {
+        let redacted: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT subject_redacted_at FROM requests WHERE id = $1")
+                .bind(&request.id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if redacted.flatten().is_some() {
+            return Ok(Err(format!(
+                "cannot {} this request: its subject's data was replaced by keyed hashes after the retention period; submit a new request",
+                transition.verb()
+            )));
+        }
+        anyhow::bail!(
+            "request {} changed status while it was being updated",
+            request.id
+        );
+    }
     audit::append(
         tx,
         actor,
@@ -659,18 +671,41 @@ pub async fn redact_subject(
     Ok(true)
 }
 
-/// The ids of the data keys that sealed requests still holding their subject's data but
-/// that `sealer` does not have: a process without them could not run those requests.
+/// The ids of the data keys that `sealer` does not have but that sealed the subjects of
+/// requests still holding them: first those of open requests (a process without them
+/// could not run them), then those of closed ones (only their redaction waits).
 ///
 /// # Errors
 /// When the database cannot be read.
-pub async fn missing_data_keys(store: &Store, sealer: &Sealer) -> sqlx::Result<Vec<String>> {
-    // `sealed:v1:<16 hex digits>:…`: the key id starts at the 11th character.
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT substr(identities, 11, 16) FROM requests \
-         WHERE subject_redacted_at IS NULL AND identities LIKE 'sealed:v1:%'",
+pub async fn missing_data_keys(
+    store: &Store,
+    sealer: &Sealer,
+) -> sqlx::Result<(Vec<String>, Vec<String>)> {
+    // `sealed:v1:<16 hex digits>:…`: the key id is the 11th to 26th character. A value
+    // changed into something else names no key: its request fails on its own.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT DISTINCT substr(identities, 11, 17), \
+         CASE WHEN status IN ('completed', 'rejected', 'cancelled') THEN 1 ELSE 0 END \
+         FROM requests WHERE subject_redacted_at IS NULL AND identities LIKE 'sealed:v1:%'",
     )
     .fetch_all(&store.read)
     .await?;
-    Ok(ids.into_iter().filter(|id| !sealer.has(id)).collect())
+    let (mut open, mut closed) = (Vec::new(), Vec::new());
+    for (text, is_closed) in rows {
+        let Some(id) = text.strip_suffix(':') else {
+            continue;
+        };
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || sealer.has(id) {
+            continue;
+        }
+        let list = if is_closed == 1 {
+            &mut closed
+        } else {
+            &mut open
+        };
+        if !list.iter().any(|known| known == id) {
+            list.push(id.to_owned());
+        }
+    }
+    Ok((open, closed))
 }

@@ -1278,24 +1278,34 @@ async fn a_kept_head_finds_events_removed_from_the_end_of_the_trail() {
     );
 }
 
+/// Removes the data key files of a stopped service; returns how many there were.
+fn remove_data_keys(dir: &std::path::Path) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir.join("keys")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("data-")
+        {
+            std::fs::remove_file(&path).unwrap();
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A process without the data key that sealed open requests refuses to start, naming the
-/// key, instead of failing those requests one by one.
+/// key, instead of failing those requests one by one; a key missing only for closed
+/// requests does not stop it, and those requests say why their subject is unreadable.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_without_the_data_key_of_open_requests_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let service = Service::start(dir.path(), &[]);
     service.submit("erasure", email(8), None).await;
     assert!(service.terminate());
-    let mut removed = Vec::new();
-    for entry in std::fs::read_dir(dir.path().join("keys")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with("data-") {
-            std::fs::remove_file(&path).unwrap();
-            removed.push(name);
-        }
-    }
-    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(remove_data_keys(dir.path()), 1);
     let output = std::process::Command::new(oubli_tests::oubli_binary())
         .arg("serve")
         .env("OUBLI_DATA_DIR", dir.path())
@@ -1305,9 +1315,37 @@ async fn a_process_without_the_data_key_of_open_requests_refuses_to_start() {
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(
-        error.contains("sealed with data key") && error.contains("OUBLI_DATA_KEY"),
+        error.contains("sealed with data key") && error.contains("data-*.key"),
         "{error}"
     );
+
+    let closed = tempfile::tempdir().unwrap();
+    let service = Service::start(closed.path(), &[]);
+    let id = service.submit("erasure", email(8), None).await;
+    let (status, body) = service
+        .post(
+            &format!("/v1/requests/{id}/cancel"),
+            &service.demo.dpo,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let demo = service.demo.clone();
+    assert!(service.terminate());
+    assert_eq!(remove_data_keys(closed.path()), 1);
+    let mut service = Service::start(closed.path(), &[]);
+    service.demo = demo;
+    let (status, request) = service
+        .get(&format!("/v1/requests/{id}"), &service.demo.dpo)
+        .await;
+    assert_eq!(status, 200, "{request}");
+    assert!(
+        request["subject_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not have")),
+        "{request}"
+    );
+    assert_eq!(request["identities"], json!([]));
 }
 
 /// Keys given in the environment (as a container platform's secrets would be) replace
