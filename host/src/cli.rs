@@ -515,10 +515,7 @@ async fn audit_verify(
         })?;
     }
     let store = crate::store::Store::open(&config.database_location()).await?;
-    let events: Vec<crate::audit::Event> =
-        sqlx::query_as("SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events ORDER BY seq")
-            .fetch_all(&store.read)
-            .await?;
+    let events = crate::audit::all(&store).await?;
     store.close().await;
     match crate::audit::first_broken(&events, &public_keys) {
         None => {

@@ -466,9 +466,10 @@ pub async fn audit_events(
             .transpose()
     };
     let limit = number("limit")?.unwrap_or(100).clamp(1, 1000);
-    let mut query = crate::store::Sql::new(
-        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE seq > ",
-    );
+    let mut query = crate::store::Sql::new(format!(
+        "SELECT {} FROM audit_events WHERE seq > ",
+        audit::COLUMNS
+    ));
     query.bind(number("after")?.unwrap_or(0));
     for column in ["request_id", "actor", "action"] {
         if let Some(value) = params.get(column) {

@@ -380,11 +380,6 @@ async fn act(
     let stage = requests::stage_in(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?;
-    if stage.redacted && transition == Transition::Retry {
-        return Err(ApiError::Conflict(
-            "this request's subject's data was replaced by keyed hashes after the retention period; submit a new request".into(),
-        ));
-    }
     requests::transition(&mut tx, &stage, transition, &caller.actor(), details)
         .await?
         .map_err(ApiError::Conflict)?;
@@ -627,10 +622,13 @@ pub async fn events(
         &[Role::Dpo, Role::Admin, Role::Auditor, Role::Controller],
     )?;
     visible(&app, &caller, &id).await?;
-    let items: Vec<audit::Event> = sqlx::query_as("SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE request_id = $1 ORDER BY seq")
-        .bind(&id)
-        .fetch_all(&app.store.read)
-        .await?;
+    let items: Vec<audit::Event> = sqlx::query_as(&format!(
+        "SELECT {} FROM audit_events WHERE request_id = $1 ORDER BY seq",
+        audit::COLUMNS
+    ))
+    .bind(&id)
+    .fetch_all(&app.store.read)
+    .await?;
     Ok(Json(Page { items, next: None }))
 }
 

@@ -46,6 +46,33 @@ pub struct Event {
     pub hash: String,
 }
 
+/// The columns of an [`Event`], in the order it reads them.
+pub const COLUMNS: &str = "seq, at, actor, action, request_id, details, prev_hash, hash";
+
+impl Event {
+    /// The hash this event must carry when it follows an event whose hash is `prev`.
+    fn expected_hash(&self, prev: &str) -> String {
+        hash(
+            prev,
+            self.at,
+            &self.actor,
+            &self.action,
+            self.request_id.as_deref(),
+            &self.details,
+        )
+    }
+}
+
+/// The whole trail, oldest first.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn all(store: &crate::store::Store) -> sqlx::Result<Vec<Event>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM audit_events ORDER BY seq"))
+        .fetch_all(&store.read)
+        .await
+}
+
 fn hash(
     prev: &str,
     at: i64,
@@ -217,14 +244,13 @@ pub async fn check_before_purge(
     let Some((seq, prev)) = first.into_iter().next() else {
         return Ok(Ok(()));
     };
-    let since: Vec<Event> = sqlx::query_as(
-        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE seq >= $1 ORDER BY seq",
-    )
+    let since: Vec<Event> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY seq"
+    ))
     .bind(seq)
     .fetch_all(&store.read)
     .await?;
-    let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
-    Ok(first_broken_from(&prev, &since, &publics).map_or(Ok(()), Err))
+    Ok(first_broken_from(&prev, &since, &keys.verifying_keys()).map_or(Ok(()), Err))
 }
 
 /// Deletes the access-log events older than `before` (milliseconds), the oldest `limit`
@@ -242,9 +268,7 @@ pub async fn purge_access_log(
     limit: i64,
 ) -> anyhow::Result<u64> {
     let mut chain = Chain::load(tx).await?;
-    let mut query = Sql::new(
-        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events WHERE at < ",
-    );
+    let mut query = Sql::new(format!("SELECT {COLUMNS} FROM audit_events WHERE at < "));
     query
         .bind(before)
         .push(" AND action IN ")
@@ -255,17 +279,10 @@ pub async fn purge_access_log(
     let Some(last) = removed.last().map(|e| e.seq) else {
         return Ok(0);
     };
-    if let Some(changed) = removed.iter().find(|e| {
-        e.hash
-            != hash(
-                &e.prev_hash,
-                e.at,
-                &e.actor,
-                &e.action,
-                e.request_id.as_deref(),
-                &e.details,
-            )
-    }) {
+    if let Some(changed) = removed
+        .iter()
+        .find(|e| e.hash != e.expected_hash(&e.prev_hash))
+    {
         anyhow::bail!(
             "the audit trail does not verify at event {0} (event {0} was changed after it was written); the access log is not purged until it does",
             changed.seq
@@ -421,15 +438,7 @@ fn first_broken_from(prev: &str, events: &[Event], public_keys: &[String]) -> Op
                 }
             }
         }
-        let expected = hash(
-            &prev,
-            event.at,
-            &event.actor,
-            &event.action,
-            event.request_id.as_deref(),
-            &event.details,
-        );
-        if event.hash != expected {
+        if event.hash != event.expected_hash(&prev) {
             return Broken::at(
                 event.seq,
                 format!("event {} was changed after it was written", event.seq),

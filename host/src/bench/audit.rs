@@ -2,7 +2,7 @@
 //! beside reading the same rows and deleting them without checks or checkpoints.
 
 use super::Scratch;
-use crate::audit::{self, ACCESS_LOG, Chain, Event};
+use crate::audit::{self, ACCESS_LOG, Chain};
 use crate::evidence::Keys;
 use crate::store::{Sql, Store, now_ms};
 use serde::Serialize;
@@ -121,14 +121,6 @@ async fn build(store: &Store, events: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn all(store: &Store) -> sqlx::Result<Vec<Event>> {
-    sqlx::query_as(
-        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events ORDER BY seq",
-    )
-    .fetch_all(&store.read)
-    .await
-}
-
 async fn measure(
     checked: &Store,
     plain: &Store,
@@ -137,14 +129,14 @@ async fn measure(
 ) -> anyhow::Result<AuditReport> {
     build(checked, events).await?;
     build(plain, events).await?;
-    let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
+    let publics = keys.verifying_keys();
 
     let started = Instant::now();
-    let rows = all(plain).await?;
+    let rows = audit::all(plain).await?;
     let read_seconds = started.elapsed().as_secs_f64();
     std::hint::black_box(&rows);
     let started = Instant::now();
-    let trail = all(checked).await?;
+    let trail = audit::all(checked).await?;
     let broken = audit::first_broken(&trail, &publics);
     let verify_seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(
@@ -191,7 +183,7 @@ async fn measure(
     let delete_seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(deleted == purged, "{deleted} deleted but {purged} purged");
 
-    let verified_after_purge = audit::first_broken(&all(checked).await?, &publics).is_none();
+    let verified_after_purge = audit::first_broken(&audit::all(checked).await?, &publics).is_none();
     let per_second = |n: u64, s: f64| n as f64 / s.max(1e-9);
     let (verify, read) = (
         per_second(events, verify_seconds),

@@ -182,22 +182,26 @@ pub fn public_keys(
         return Ok(Vec::new());
     };
     let current = SigningKey::from_bytes(&seed).verifying_key();
-    let mut keys = vec![B64.encode(current.as_bytes())];
-    keys.extend(load_retired(dir)?.iter().map(|k| B64.encode(k.as_bytes())));
-    for text in env("OUBLI_RETIRED_SIGNING_KEYS")
+    Ok(std::iter::once(current)
+        .chain(load_retired(dir)?)
+        .chain(retired_from_env(&env)?)
+        .map(|k| B64.encode(k.as_bytes()))
+        .collect())
+}
+
+/// The retired signing keys' public parts given in `OUBLI_RETIRED_SIGNING_KEYS`
+/// (comma-separated, base64).
+fn retired_from_env(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Vec<VerifyingKey>> {
+    const VAR: &str = "OUBLI_RETIRED_SIGNING_KEYS";
+    env(VAR)
         .iter()
         .flat_map(|list| list.split(','))
         .filter(|t| !t.trim().is_empty())
-    {
-        let public = VerifyingKey::from_bytes(&key_from_env("OUBLI_RETIRED_SIGNING_KEYS", text)?)
-            .map_err(|_| {
-            anyhow::anyhow!(
-                "OUBLI_RETIRED_SIGNING_KEYS holds a key that is not an Ed25519 public key"
-            )
-        })?;
-        keys.push(B64.encode(public.as_bytes()));
-    }
-    Ok(keys)
+        .map(|text| {
+            VerifyingKey::from_bytes(&key_from_env(VAR, text)?)
+                .map_err(|_| anyhow::anyhow!("{VAR} holds a key that is not an Ed25519 public key"))
+        })
+        .collect()
 }
 
 impl Keys {
@@ -232,20 +236,7 @@ impl Keys {
         };
         let signing = SigningKey::from_bytes(&key(SIGNING_KEY_VAR, "signing.ed25519")?);
         let mut retired = load_retired(dir)?;
-        for text in env("OUBLI_RETIRED_SIGNING_KEYS")
-            .iter()
-            .flat_map(|list| list.split(','))
-            .filter(|t| !t.trim().is_empty())
-        {
-            let public = VerifyingKey::from_bytes(&key_from_env(
-                "OUBLI_RETIRED_SIGNING_KEYS",
-                text,
-            )?)
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "OUBLI_RETIRED_SIGNING_KEYS holds a key that is not an Ed25519 public key"
-                )
-            })?;
+        for public in retired_from_env(&env)? {
             if !retired.contains(&public) && public != signing.verifying_key() {
                 retired.push(public);
             }
@@ -274,6 +265,11 @@ impl Keys {
         std::iter::once(self.public())
             .chain(self.retired.iter().map(|k| public_key(k, "retired")))
             .collect()
+    }
+
+    /// The keys of [`Keys::publics`] as [`verify`] takes them (base64).
+    pub fn verifying_keys(&self) -> Vec<String> {
+        self.publics().into_iter().map(|k| k.public_key).collect()
     }
 
     /// The keyed hash of one identity: HMAC-SHA256 of `kind:value`, hex.
@@ -579,8 +575,7 @@ mod tests {
         assert!(!env_dir.join("signing.ed25519").exists());
         assert!(!env_dir.join("identity-hash.key").exists());
         // The public keys read without making anything.
-        let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
-        assert_eq!(public_keys(&env_dir, env).unwrap(), publics);
+        assert_eq!(public_keys(&env_dir, env).unwrap(), keys.verifying_keys());
         let empty = dir.path().join("empty");
         assert!(public_keys(&empty, |_| None).unwrap().is_empty());
         assert!(!empty.exists(), "nothing was made");
@@ -592,7 +587,7 @@ mod tests {
         );
         // A retired key from the environment verifies what it signed.
         let old = from_files.sign(json!({ "n": 1 }));
-        let all: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
+        let all = keys.verifying_keys();
         assert_eq!(keys.publics()[1].status, "retired");
         assert_eq!(verify(&old, &all), Ok(()));
         // A malformed key is refused with the variable's name.

@@ -400,6 +400,16 @@ pub async fn transition(
     actor: &str,
     details: serde_json::Value,
 ) -> anyhow::Result<Result<Status, String>> {
+    let redacted = || {
+        format!(
+            "cannot {} this request: its subject's data was replaced by keyed hashes after the retention period; submit a new request",
+            transition.verb()
+        )
+    };
+    // Retrying is the one step a redacted request could otherwise take: say why it cannot.
+    if request.redacted && transition == Transition::Retry {
+        return Ok(Err(redacted()));
+    }
     let next = match request.status.apply(transition) {
         Ok(next) => next,
         Err(reason) => return Ok(Err(reason)),
@@ -416,16 +426,14 @@ pub async fn transition(
         .execute(&mut **tx)
         .await?;
     if updated.rows_affected() != 1 {
-        let redacted: Option<Option<i64>> =
+        // Redacted since it was read (by another process's purge job).
+        let redacted_at: Option<Option<i64>> =
             sqlx::query_scalar("SELECT subject_redacted_at FROM requests WHERE id = $1")
                 .bind(&request.id)
                 .fetch_optional(&mut **tx)
                 .await?;
-        if redacted.flatten().is_some() {
-            return Ok(Err(format!(
-                "cannot {} this request: its subject's data was replaced by keyed hashes after the retention period; submit a new request",
-                transition.verb()
-            )));
+        if redacted_at.flatten().is_some() {
+            return Ok(Err(redacted()));
         }
         anyhow::bail!(
             "request {} changed status while it was being updated",

@@ -375,24 +375,14 @@ async fn concurrent_writers_keep_one_audit_chain(backend: Backend) {
     for writer in writers {
         writer.await.unwrap();
     }
-    let events: Vec<oubli::audit::Event> = sqlx::query_as(
-        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events ORDER BY seq",
-    )
-    .fetch_all(&store.read)
-    .await
-    .unwrap();
+    let events = all_events(store).await;
     assert_eq!(events.len(), 80);
     assert_eq!(oubli::audit::first_broken(&events, &[]), None);
     store.close().await;
 }
 
 async fn all_events(store: &Store) -> Vec<oubli::audit::Event> {
-    sqlx::query_as(
-        "SELECT seq, at, actor, action, request_id, details, prev_hash, hash FROM audit_events ORDER BY seq",
-    )
-    .fetch_all(&store.read)
-    .await
-    .unwrap()
+    oubli::audit::all(store).await.unwrap()
 }
 
 /// A rectification's identities and new value are sealed in the database; once the
@@ -661,7 +651,7 @@ async fn purged_access_log_events_leave_a_verifiable_chain(backend: Backend) {
             "audit.purged"
         ]
     );
-    let publics: Vec<String> = keys.publics().into_iter().map(|k| k.public_key).collect();
+    let publics = keys.verifying_keys();
     assert_eq!(oubli::audit::first_broken(&events, &publics), None);
 
     sqlx::query("DELETE FROM audit_events WHERE action = 'request.completed'")
