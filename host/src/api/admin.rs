@@ -271,6 +271,12 @@ pub async fn upload_plugin(
             message: "give the plugin a name of 1 to 100 characters: POST /v1/plugins?name=…"
                 .into(),
         })?;
+    if name.to_ascii_lowercase().starts_with("builtin:") {
+        return Err(ApiError::field(
+            "name",
+            "names starting with `builtin:` are reserved for oubli's first-party plugins",
+        ));
+    }
     if body.is_empty() {
         return Err(ApiError::field(
             "body",

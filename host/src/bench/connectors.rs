@@ -180,9 +180,10 @@ impl Copies {
 
 /// Copies the SQLite demo CRM into a new PostgreSQL database, table by table, in batches.
 async fn load_postgres(from: &std::path::Path, to: &str) -> anyhow::Result<()> {
-    let source =
-        SqlTarget::new(&format!("sqlite://{}", from.display())).map_err(anyhow::Error::msg)?;
-    let target = SqlTarget::new(to).map_err(anyhow::Error::msg)?;
+    let source = std::sync::Arc::new(
+        SqlTarget::new(&format!("sqlite://{}", from.display())).map_err(anyhow::Error::msg)?,
+    );
+    let target = std::sync::Arc::new(SqlTarget::new(to).map_err(anyhow::Error::msg)?);
     let statement = |sql: String, params: Vec<Value>| Statement { sql, params };
     target
         .transaction(
@@ -289,7 +290,7 @@ async fn measure(
         sql.url = served.clone();
     }
     let system = runtime.prepare(&config)?;
-    let native = SqlTarget::new(copy).map_err(anyhow::Error::msg)?;
+    let native = std::sync::Arc::new(SqlTarget::new(copy).map_err(anyhow::Error::msg)?);
     let dialect = native.dialect();
 
     // Spread the subjects over the table; warm both paths on the first one.

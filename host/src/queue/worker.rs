@@ -23,7 +23,10 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
 /// Pages of `access` after which a plugin is taken to be looping.
-const MAX_PAGES: usize = 100_000;
+pub const MAX_PAGES: usize = 10_000;
+/// Bytes of exported records one task may hold (names, keys and values): the bound on
+/// what a plugin can make the host keep, whatever it returns.
+pub const MAX_EXPORT_BYTES: usize = 64 << 20;
 
 /// Runs one claimed task: the plugin calls, with the lease renewed meanwhile, and until the
 /// finisher has recorded how the run ended (a batch may wait for the database).
@@ -225,11 +228,31 @@ async fn access(
 ) -> Result<Vec<PersonalRecord>, RuntimeError> {
     let mut records = Vec::new();
     let mut cursor = None;
+    let mut bytes = 0usize;
     for _ in 0..MAX_PAGES {
         let page = app
             .runtime
             .access(plugin, system, subject, cursor.take())
             .await?;
+        bytes += page
+            .records
+            .iter()
+            .map(|r| {
+                64 + r.collection.len()
+                    + r.key.len()
+                    + r.fields
+                        .iter()
+                        .map(|f| 48 + f.name.len() + f.value.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+            + page.next.as_ref().map_or(0, String::len);
+        if bytes > MAX_EXPORT_BYTES {
+            return Err(RuntimeError::Failed(format!(
+                "the plugin exported more than {} MiB for one subject; oubli stops there rather than hold more",
+                MAX_EXPORT_BYTES >> 20
+            )));
+        }
         records.extend(page.records);
         match page.next {
             Some(next) => cursor = Some(next),

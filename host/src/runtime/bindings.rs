@@ -3,7 +3,8 @@
 wasmtime::component::bindgen!({
     path: "../wit/0.1.0",
     world: "plugin",
-    imports: { default: trappable },
+    imports: { default: async | trappable },
+    exports: { default: async },
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });
 

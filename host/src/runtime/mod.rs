@@ -2,17 +2,24 @@
 //! interruption, one `InstancePre` per plugin, and a fresh `Store` and instance for every
 //! call, bounded by a wall-clock deadline and a memory cap.
 //!
+//! Calls run asynchronously on a blocking thread of their own: the guest yields at every
+//! epoch tick, and every host import (a WASI clock or poll, an HTTP exchange, a SQL
+//! statement) is a future, so the call's deadline stops it whatever it is doing, and
+//! whatever it was waiting for is dropped (a SQL statement is also cancelled on the
+//! database).
+//!
 //! The rest of the host calls plugins through [`Runtime`]'s typed methods (`describe`,
 //! `locate`, `access`, `rectify`, `erase`), which return a [`RuntimeError`] that tells
 //! retryable failures from fatal ones.
 
 pub mod bindings;
 mod cache;
+pub mod capability;
 mod error;
-pub mod http;
-pub mod sql;
 mod state;
 pub mod system;
+
+pub use capability::{http, sql};
 
 pub use bindings::types::{
     Action, Change, Erased, Identity, Info, Outcome, Page, PersonalRecord, RecordRef, Subject,
@@ -22,6 +29,7 @@ pub use system::{PreparedSystem, SystemConfig};
 
 use anyhow::Context;
 use cache::CompileCache;
+use capability::sql::Access;
 use sha2::{Digest, Sha256};
 use state::{CallState, CapabilityDenied};
 use std::collections::HashMap;
@@ -30,7 +38,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 
 /// The contract versions this host loads: every 0.1.x.
 const SUPPORTED_CONTRACT: &str = "0.1.";
@@ -50,6 +61,8 @@ pub struct RuntimeSettings {
     /// from it and its name. A random one when not given: hashes then change with each
     /// process, which suits only trying a plugin out.
     pub pseudonym_key: [u8; 32],
+    /// oubli's own files (its SQLite database), which no system may name as its database.
+    pub reserved_files: Vec<PathBuf>,
 }
 
 impl Default for RuntimeSettings {
@@ -60,6 +73,7 @@ impl Default for RuntimeSettings {
             max_instances: 64,
             epoch_tick: Duration::from_millis(5),
             pseudonym_key: rand::random(),
+            reserved_files: Vec::new(),
         }
     }
 }
@@ -201,6 +215,7 @@ impl Runtime {
             .total_core_instances(instances * 8)
             .total_memories(instances * 4)
             .total_tables(instances * 8)
+            .total_stacks(instances)
             .max_memory_size((settings.max_memory_mb as usize) << 20)
             // Reset the first 512 KiB of a slot with memset rather than madvise: a call of
             // a plugin built with a small stack (plugins/.cargo/config.toml) touches little
@@ -212,14 +227,17 @@ impl Runtime {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            // The guest's own stack lives in linear memory; this is the host's stack under
+            // it (imports, lifting and lowering).
+            .async_stack_size(1 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("configuring wasmtime")?;
 
         let mut linker = Linker::<CallState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
         bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| {
             state
@@ -268,7 +286,11 @@ impl Runtime {
     /// [`RuntimeError::InvalidConfig`] naming the field at fault.
     pub fn prepare(&self, system: &SystemConfig) -> Result<Arc<PreparedSystem>, RuntimeError> {
         system
-            .prepare(self.settings.max_memory_mb, &self.settings.pseudonym_key)
+            .prepare(
+                self.settings.max_memory_mb,
+                &self.settings.pseudonym_key,
+                &self.settings.reserved_files,
+            )
             .map(Arc::new)
     }
 
@@ -366,43 +388,68 @@ impl Runtime {
             .cloned()
     }
 
-    /// Runs one call in a fresh store and instance on the current thread.
-    fn call<R>(
+    /// Runs one call in a fresh store and instance on the current thread, which must
+    /// not be one of the tokio runtime's workers.
+    fn call(
         &self,
         plugin: &Plugin,
         system: &Arc<PreparedSystem>,
         request_id: &str,
-        f: impl FnOnce(
-            &bindings::Plugin,
-            &mut Store<CallState>,
-        ) -> wasmtime::Result<Result<R, bindings::types::Error>>,
-    ) -> Result<R, RuntimeError> {
+        op: Op,
+    ) -> Result<Reply, RuntimeError> {
         let deadline = Instant::now() + system.timeout;
-        let state = CallState::new(
-            system.clone(),
-            plugin.name.clone(),
-            request_id.to_owned(),
-            deadline,
-            self.handle.clone(),
-        );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
-        let tick = self.settings.epoch_tick.as_nanos().max(1);
-        store.set_epoch_deadline((system.timeout.as_nanos().div_ceil(tick) as u64).max(1));
-        store.epoch_deadline_trap();
-        let outcome = plugin
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| f(&instance, &mut store));
-        let denied = store.data().denied.lock().expect("denied lock").clone();
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(guest)) => Err(match denied {
-                Some(reason) => RuntimeError::Denied(reason),
-                None => guest.into(),
-            }),
-            Err(error) => Err(self.classify(error, &store, system, denied)),
-        }
+        let access = op.access();
+        let run = async {
+            let state = CallState::new(
+                system.clone(),
+                plugin.name.clone(),
+                request_id.to_owned(),
+                deadline,
+                access,
+            );
+            let mut store = Store::new(&self.engine, state);
+            store.limiter(|state| &mut state.limiter);
+            // Yield to the executor at every tick, so that the deadline below is checked
+            // even while the guest computes, and trap once it has passed.
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if Instant::now() >= deadline {
+                    Err(wasmtime::Error::from(Trap::Interrupt))
+                } else {
+                    Ok(UpdateDeadline::Yield(1))
+                }
+            });
+            let outcome = match plugin.pre.instantiate_async(&mut store).await {
+                Ok(instance) => op.run(&instance, &mut store).await,
+                Err(error) => Err(error),
+            };
+            let state = store.data_mut();
+            if let Some(session) = state.sql.take() {
+                session.finish().await;
+            }
+            state
+                .log
+                .report(&plugin.name, &system.config.name, request_id);
+            let denied = state.denied.lock().expect("denied lock").clone();
+            match outcome {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(guest)) => Err(match denied {
+                    Some(reason) => RuntimeError::Denied(reason),
+                    None => guest.into(),
+                }),
+                Err(error) => Err(self.classify(error, &store, system, denied)),
+            }
+        };
+        let outcome = self.handle.block_on(async {
+            tokio::time::timeout_at(deadline.into(), run)
+                .await
+                .unwrap_or(Err(
+                    RuntimeError::Timeout(system.timeout.as_millis() as u64),
+                ))
+        });
+        let reply = outcome?;
+        check_secrets(&reply, system)?;
+        Ok(reply)
     }
 
     fn classify(
@@ -468,7 +515,8 @@ impl Runtime {
             })
     }
 
-    /// Calls `describe` on the current thread (used by the dispatch benchmark).
+    /// Calls `describe` on the current thread (used by the dispatch benchmark), which
+    /// must be inside a tokio runtime but not one of its workers.
     ///
     /// # Errors
     /// A [`RuntimeError`] if the plugin traps or runs past its limits.
@@ -477,9 +525,23 @@ impl Runtime {
         plugin: &Plugin,
         system: &Arc<PreparedSystem>,
     ) -> Result<Info, RuntimeError> {
-        self.call(plugin, system, "", |p, store| {
-            Ok(Ok(p.oubli_connector_connector().call_describe(store)?))
-        })
+        match self.call(plugin, system, "", Op::Describe)? {
+            Reply::Info(info) => Ok(info),
+            _ => unreachable!("describe replies with info"),
+        }
+    }
+
+    /// Runs `op` on a blocking thread.
+    async fn run(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        system: &Arc<PreparedSystem>,
+        request_id: &str,
+        op: Op,
+    ) -> Result<Reply, RuntimeError> {
+        let (plugin, system, request_id) = (plugin.clone(), system.clone(), request_id.to_owned());
+        self.blocking(move |rt| rt.call(&plugin, &system, &request_id, op))
+            .await
     }
 
     /// Asks the plugin to describe itself.
@@ -491,9 +553,10 @@ impl Runtime {
         plugin: &Arc<Plugin>,
         system: &Arc<PreparedSystem>,
     ) -> Result<Info, RuntimeError> {
-        let (plugin, system) = (plugin.clone(), system.clone());
-        self.blocking(move |rt| rt.describe_blocking(&plugin, &system))
-            .await
+        match self.run(plugin, system, "", Op::Describe).await? {
+            Reply::Info(info) => Ok(info),
+            _ => unreachable!("describe replies with info"),
+        }
     }
 
     /// Asks the plugin to check the system's configuration against the system.
@@ -505,13 +568,7 @@ impl Runtime {
         plugin: &Arc<Plugin>,
         system: &Arc<PreparedSystem>,
     ) -> Result<(), RuntimeError> {
-        let (plugin, system) = (plugin.clone(), system.clone());
-        self.blocking(move |rt| {
-            rt.call(&plugin, &system, "", |p, store| {
-                p.oubli_connector_connector().call_validate(store)
-            })
-        })
-        .await
+        self.run(plugin, system, "", Op::Validate).await.map(drop)
     }
 
     /// Finds the subject's records in the system.
@@ -524,13 +581,11 @@ impl Runtime {
         system: &Arc<PreparedSystem>,
         subject: &Subject,
     ) -> Result<Vec<RecordRef>, RuntimeError> {
-        let (plugin, system, subject) = (plugin.clone(), system.clone(), subject.clone());
-        self.blocking(move |rt| {
-            rt.call(&plugin, &system, &subject.request_id, |p, store| {
-                p.oubli_connector_connector().call_locate(store, &subject)
-            })
-        })
-        .await
+        let op = Op::Locate(subject.clone());
+        match self.run(plugin, system, &subject.request_id, op).await? {
+            Reply::Records(records) => Ok(records),
+            _ => unreachable!("locate replies with records"),
+        }
     }
 
     /// Exports one page of the subject's data.
@@ -544,14 +599,22 @@ impl Runtime {
         subject: &Subject,
         cursor: Option<String>,
     ) -> Result<Page, RuntimeError> {
-        let (plugin, system, subject) = (plugin.clone(), system.clone(), subject.clone());
-        self.blocking(move |rt| {
-            rt.call(&plugin, &system, &subject.request_id, |p, store| {
-                p.oubli_connector_connector()
-                    .call_access(store, &subject, cursor.as_deref())
-            })
-        })
-        .await
+        let op = Op::Access(subject.clone(), cursor);
+        let page = match self.run(plugin, system, &subject.request_id, op).await? {
+            Reply::Page(page) => page,
+            _ => unreachable!("access replies with a page"),
+        };
+        for record in &page.records {
+            for field in &record.fields {
+                check_json_value(&field.value).map_err(|reason| {
+                    RuntimeError::Failed(format!(
+                        "the plugin exported {}/{} with a field {:?} whose value {reason}",
+                        record.collection, record.key, field.name
+                    ))
+                })?;
+            }
+        }
+        Ok(page)
     }
 
     /// Applies a rectification.
@@ -565,23 +628,15 @@ impl Runtime {
         subject: &Subject,
         changes: &[Change],
     ) -> Result<Vec<RecordRef>, RuntimeError> {
-        let (plugin, system, subject, changes) = (
-            plugin.clone(),
-            system.clone(),
-            subject.clone(),
-            changes.to_vec(),
-        );
-        self.blocking(move |rt| {
-            rt.call(&plugin, &system, &subject.request_id, |p, store| {
-                p.oubli_connector_connector()
-                    .call_rectify(store, &subject, &changes)
-            })
-        })
-        .await
+        let op = Op::Rectify(subject.clone(), changes.to_vec());
+        match self.run(plugin, system, &subject.request_id, op).await? {
+            Reply::Records(records) => Ok(records),
+            _ => unreachable!("rectify replies with records"),
+        }
     }
 
     /// Erases the subject's data. A record reported as retained without a legal basis
-    /// fails the call.
+    /// in printable words fails the call.
     ///
     /// # Errors
     /// A [`RuntimeError`]; [`RuntimeError::is_retryable`] says whether to try again.
@@ -591,23 +646,213 @@ impl Runtime {
         system: &Arc<PreparedSystem>,
         subject: &Subject,
     ) -> Result<Vec<Erased>, RuntimeError> {
-        let (plugin, system, subject) = (plugin.clone(), system.clone(), subject.clone());
-        let erased = self
-            .blocking(move |rt| {
-                rt.call(&plugin, &system, &subject.request_id, |p, store| {
-                    p.oubli_connector_connector().call_erase(store, &subject)
-                })
-            })
-            .await?;
-        if let Some(bad) = erased
-            .iter()
-            .find(|e| matches!(&e.outcome, Outcome::Retained(basis) if basis.trim().is_empty()))
-        {
-            return Err(RuntimeError::Failed(format!(
-                "the plugin retained {}/{} without giving a legal basis",
-                bad.collection, bad.key
-            )));
+        let op = Op::Erase(subject.clone());
+        let erased = match self.run(plugin, system, &subject.request_id, op).await? {
+            Reply::Erased(erased) => erased,
+            _ => unreachable!("erase replies with erasures"),
+        };
+        for e in &erased {
+            if let Outcome::Retained(basis) = &e.outcome
+                && let Err(reason) = check_legal_basis(basis)
+            {
+                return Err(RuntimeError::Failed(format!(
+                    "the plugin retained {}/{} with a legal basis that {reason}",
+                    e.collection, e.key
+                )));
+            }
         }
         Ok(erased)
+    }
+}
+
+/// The longest legal basis a certificate shows, in characters.
+pub const MAX_LEGAL_BASIS_CHARS: usize = 1_000;
+/// The largest field value an export may hold, in bytes of JSON.
+pub const MAX_FIELD_VALUE_BYTES: usize = 1 << 20;
+/// The deepest nesting a field value may have.
+pub const MAX_FIELD_VALUE_DEPTH: usize = 32;
+
+/// A legal basis is printable text of words a DPO can read on a certificate.
+fn check_legal_basis(basis: &str) -> Result<(), String> {
+    let visible = basis
+        .chars()
+        .filter(|c| !c.is_whitespace() && !is_invisible(*c))
+        .count();
+    if visible == 0 {
+        return Err("is empty or only blank or invisible characters".into());
+    }
+    if basis.chars().count() > MAX_LEGAL_BASIS_CHARS {
+        return Err(format!("is longer than {MAX_LEGAL_BASIS_CHARS} characters"));
+    }
+    if basis.chars().any(|c| c.is_control() && c != ' ') {
+        return Err("holds control characters".into());
+    }
+    Ok(())
+}
+
+/// Characters that print as nothing: zero-width spaces and joiners, bidi controls, the
+/// byte-order mark, soft hyphens, variation selectors, tags.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}' | '\u{e0000}'..='\u{e0fff}')
+}
+
+/// A field value is JSON text of bounded size and depth.
+fn check_json_value(value: &str) -> Result<(), String> {
+    if value.len() > MAX_FIELD_VALUE_BYTES {
+        return Err(format!(
+            "is larger than {} KiB",
+            MAX_FIELD_VALUE_BYTES >> 10
+        ));
+    }
+    // Count nesting before parsing, so that a deep value costs no recursion.
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in value.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if deepest > MAX_FIELD_VALUE_DEPTH {
+            return Err(format!(
+                "is nested deeper than {MAX_FIELD_VALUE_DEPTH} levels"
+            ));
+        }
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(value)
+        .map(drop)
+        .map_err(|e| format!("is not JSON text ({e})"))
+}
+
+/// Fails a call whose result carries one of the system's secrets in any form: the plugin
+/// must never have seen it, and a result is stored and shown.
+fn check_secrets(reply: &Reply, system: &PreparedSystem) -> Result<(), RuntimeError> {
+    if system.secret_forms.is_empty() {
+        return Ok(());
+    }
+    let text = match reply {
+        Reply::Info(info) => serde_json::to_string(info),
+        Reply::Records(records) => serde_json::to_string(records),
+        Reply::Page(page) => serde_json::to_string(page),
+        Reply::Erased(erased) => serde_json::to_string(erased),
+        Reply::Validated => return Ok(()),
+    }
+    .unwrap_or_default();
+    if system
+        .secret_forms
+        .iter()
+        .any(|form| std::str::from_utf8(form).is_ok_and(|f| text.contains(f)))
+    {
+        return Err(RuntimeError::Denied(format!(
+            "the plugin's result holds a secret of system `{}`; it was not kept",
+            system.config.name
+        )));
+    }
+    Ok(())
+}
+
+/// One call of the contract.
+enum Op {
+    Describe,
+    Validate,
+    Locate(Subject),
+    Access(Subject, Option<String>),
+    Rectify(Subject, Vec<Change>),
+    Erase(Subject),
+}
+
+/// What a call returned.
+enum Reply {
+    Info(Info),
+    Validated,
+    Records(Vec<RecordRef>),
+    Page(Page),
+    Erased(Vec<Erased>),
+}
+
+impl Op {
+    /// Only `rectify` and `erase` change the system.
+    fn access(&self) -> Access {
+        match self {
+            Op::Rectify(..) | Op::Erase(_) => Access::ReadWrite,
+            _ => Access::ReadOnly,
+        }
+    }
+
+    async fn run(
+        self,
+        plugin: &bindings::Plugin,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<Result<Reply, bindings::types::Error>> {
+        let guest = plugin.oubli_connector_connector();
+        Ok(match self {
+            Op::Describe => Ok(Reply::Info(guest.call_describe(&mut *store).await?)),
+            Op::Validate => guest
+                .call_validate(&mut *store)
+                .await?
+                .map(|()| Reply::Validated),
+            Op::Locate(subject) => guest
+                .call_locate(&mut *store, &subject)
+                .await?
+                .map(Reply::Records),
+            Op::Access(subject, cursor) => guest
+                .call_access(&mut *store, &subject, cursor.as_deref())
+                .await?
+                .map(Reply::Page),
+            Op::Rectify(subject, changes) => guest
+                .call_rectify(&mut *store, &subject, &changes)
+                .await?
+                .map(Reply::Records),
+            Op::Erase(subject) => guest
+                .call_erase(&mut *store, &subject)
+                .await?
+                .map(Reply::Erased),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legal_bases_are_printable_words() {
+        assert!(check_legal_basis("Art. 17(3)(b): invoices kept 10 years").is_ok());
+        for bad in ["", "  ", "\u{200b}", "\u{200b}\u{feff} \u{2060}", "a\u{0}b"] {
+            assert!(check_legal_basis(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_legal_basis(&"x".repeat(8 << 20)).is_err());
+    }
+
+    #[test]
+    fn field_values_are_bounded_json() {
+        for good in [
+            "\"a@example.org\"",
+            "42",
+            "null",
+            "{\"a\":[1,2,{\"b\":\"]]]\"}]}",
+        ] {
+            assert!(check_json_value(good).is_ok(), "{good}");
+        }
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for bad in ["a@example.org", "{", deep.as_str()] {
+            assert!(check_json_value(bad).is_err(), "{bad}");
+        }
     }
 }

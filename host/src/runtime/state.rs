@@ -1,9 +1,12 @@
 //! The state of one plugin call: a fresh WASI context with nothing in it, the system's
 //! grants, the memory limiter and the deadline. It lives exactly as long as the call's
-//! `Store`, so nothing a plugin does survives into the next call.
+//! `Store`, so nothing a plugin does survives into the next call. What each capability
+//! does with it is in [`super::capability`].
 
-use super::bindings::{host, sql, types};
-use super::http::HttpPolicy;
+use super::bindings::types;
+use super::capability::host::LogBudget;
+use super::capability::http::HttpPolicy;
+use super::capability::sql::{Access, SqlSession};
 use super::system::PreparedSystem;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -66,11 +69,15 @@ pub struct CallState {
     pub limiter: MemoryLimiter,
     pub stderr: MemoryOutputPipe,
     pub denied: Arc<Mutex<Option<String>>>,
-    system: Arc<PreparedSystem>,
-    plugin: Arc<str>,
-    request_id: String,
-    deadline: Instant,
-    runtime: tokio::runtime::Handle,
+    pub(super) system: Arc<PreparedSystem>,
+    pub(super) plugin: Arc<str>,
+    pub(super) request_id: String,
+    pub(super) deadline: Instant,
+    /// Whether this call may change the system's data.
+    pub(super) access: Access,
+    /// The call's database session, opened on its first statement.
+    pub(super) sql: Option<SqlSession>,
+    pub(super) log: LogBudget,
 }
 
 impl CallState {
@@ -79,7 +86,7 @@ impl CallState {
         plugin: Arc<str>,
         request_id: String,
         deadline: Instant,
-        runtime: tokio::runtime::Handle,
+        access: Access,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // No preopened directories, no environment, no arguments, no sockets: the plugin
@@ -107,12 +114,14 @@ impl CallState {
             plugin,
             request_id,
             deadline,
-            runtime,
+            access,
+            sql: None,
+            log: LogBudget::default(),
         }
     }
 
     /// Traps the call unless the system grants `capability`.
-    fn require(&self, capability: &str, granted: bool) -> wasmtime::Result<()> {
+    pub(super) fn require(&self, capability: &str, granted: bool) -> wasmtime::Result<()> {
         if granted {
             return Ok(());
         }
@@ -125,26 +134,6 @@ impl CallState {
             .expect("denied lock")
             .get_or_insert(reason.clone());
         Err(wasmtime::Error::new(CapabilityDenied(reason)))
-    }
-
-    fn sql(&self) -> wasmtime::Result<&Arc<super::sql::SqlTarget>> {
-        self.require("sql", self.system.sql.is_some())?;
-        Ok(self.system.sql.as_ref().expect("checked just above"))
-    }
-
-    /// Runs host I/O for the plugin, bounded by what is left of the call's deadline.
-    fn block_on<T>(
-        &self,
-        work: impl Future<Output = Result<T, types::Error>>,
-    ) -> Result<T, types::Error> {
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        self.runtime
-            .block_on(async { tokio::time::timeout(remaining, work).await })
-            .unwrap_or_else(|_| {
-                Err(types::Error::Unavailable(
-                    "the database did not answer before the call's deadline".into(),
-                ))
-            })
     }
 }
 
@@ -168,76 +157,3 @@ impl WasiHttpView for CallState {
 }
 
 impl types::Host for CallState {}
-
-impl host::Host for CallState {
-    fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
-        self.require("host", self.system.config.capabilities.host)?;
-        let (plugin, system, request) = (
-            &*self.plugin,
-            self.system.config.name.as_str(),
-            self.request_id.as_str(),
-        );
-        match level {
-            host::Level::Trace => {
-                tracing::trace!(target: "oubli::plugin", plugin, system, request, "{message}")
-            }
-            host::Level::Debug => {
-                tracing::debug!(target: "oubli::plugin", plugin, system, request, "{message}")
-            }
-            host::Level::Info => {
-                tracing::info!(target: "oubli::plugin", plugin, system, request, "{message}")
-            }
-            host::Level::Warn => {
-                tracing::warn!(target: "oubli::plugin", plugin, system, request, "{message}")
-            }
-            host::Level::Error => {
-                tracing::error!(target: "oubli::plugin", plugin, system, request, "{message}")
-            }
-        }
-        Ok(())
-    }
-
-    fn config(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        self.require("host", self.system.config.capabilities.host)?;
-        Ok(self
-            .system
-            .config
-            .config
-            .get(&key)
-            .map(|value| match value {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            }))
-    }
-
-    fn keyed_hash(&mut self, value: String) -> wasmtime::Result<String> {
-        self.require("host", self.system.config.capabilities.host)?;
-        Ok(hex::encode(super::system::keyed_hash(
-            &self.system.hash_key,
-            &value,
-        )))
-    }
-}
-
-impl sql::Host for CallState {
-    fn database_dialect(&mut self) -> wasmtime::Result<sql::Dialect> {
-        Ok(self.sql()?.dialect())
-    }
-
-    fn query(
-        &mut self,
-        statement: sql::Statement,
-        max_rows: u32,
-    ) -> wasmtime::Result<Result<sql::Rows, types::Error>> {
-        let target = self.sql()?.clone();
-        Ok(self.block_on(async move { target.query(&statement, max_rows).await }))
-    }
-
-    fn transaction(
-        &mut self,
-        statements: Vec<sql::Statement>,
-    ) -> wasmtime::Result<Result<Vec<u64>, types::Error>> {
-        let target = self.sql()?.clone();
-        Ok(self.block_on(async move { target.transaction(&statements).await }))
-    }
-}

@@ -5,7 +5,7 @@
 //! a connected system in the API.
 
 use super::RuntimeError;
-use super::sql::SqlTarget;
+use super::capability::sql::SqlTarget;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +19,10 @@ pub const DEFAULT_MEMORY_MB: u64 = 64;
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1 << 20;
 /// Default cap on an incoming HTTP response body.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 8 << 20;
+/// Default cap on the HTTP requests of one call.
+pub const DEFAULT_MAX_REQUESTS: u32 = 1_000;
+/// Default cap on the HTTP requests of one call in flight at once.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u32 = 8;
 
 /// The configuration of one connected system.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -90,6 +94,12 @@ pub struct HttpGrant {
     pub max_request_bytes: Option<u64>,
     /// Cap on a response body in bytes (default 8 MiB).
     pub max_response_bytes: Option<u64>,
+    /// Cap on the requests of one call (default 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+    /// Cap on the requests of one call in flight at once (default 8); more wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<u32>,
 }
 
 /// Where the host reads a secret, and the hosts it may be sent to.
@@ -128,6 +138,9 @@ pub struct PreparedSystem {
     pub timeout: Duration,
     pub memory_bytes: u64,
     pub secrets: BTreeMap<String, Secret>,
+    /// Every form of every secret (see [`super::capability::http::secret_forms`]), which
+    /// must never reach the guest.
+    pub secret_forms: Arc<Vec<Vec<u8>>>,
     pub sql: Option<Arc<SqlTarget>>,
     /// The key of this system's `keyed-hash`.
     pub hash_key: [u8; 32],
@@ -151,6 +164,7 @@ impl SystemConfig {
         &self,
         max_memory_mb: u64,
         pseudonym_key: &[u8; 32],
+        reserved_files: &[std::path::PathBuf],
     ) -> Result<PreparedSystem, RuntimeError> {
         let invalid = |m: String| Err(RuntimeError::InvalidConfig(m));
         if self.name.trim().is_empty() {
@@ -176,6 +190,14 @@ impl SystemConfig {
             ));
         }
         if let Some(http) = &self.capabilities.http {
+            for (field, value) in [
+                ("max_requests", http.max_requests),
+                ("max_concurrent_requests", http.max_concurrent_requests),
+            ] {
+                if value == Some(0) {
+                    return invalid(format!("capabilities.http.{field}: must be at least 1"));
+                }
+            }
             for (i, rule) in http.allow.iter().enumerate() {
                 if super::http::HostRule::parse(rule).is_none() {
                     return invalid(format!(
@@ -218,20 +240,63 @@ impl SystemConfig {
                 let url = substitute_secrets(&grant.url, &secrets, |_| true).map_err(|e| {
                     RuntimeError::InvalidConfig(format!("capabilities.sql.url: {e}"))
                 })?;
-                Some(Arc::new(SqlTarget::new(&url).map_err(|e| {
+                let target = SqlTarget::new(&url).map_err(|e| {
                     RuntimeError::InvalidConfig(format!("capabilities.sql.url: {e}"))
-                })?))
+                })?;
+                if let Some(path) = target.sqlite_path()
+                    && is_reserved(path, reserved_files)
+                {
+                    return invalid(
+                        "capabilities.sql.url: this is oubli's own database, which no plugin may reach".into(),
+                    );
+                }
+                Some(Arc::new(target))
             }
         };
+        let mut secret_forms: Vec<Vec<u8>> = secrets
+            .values()
+            .flat_map(|s| super::capability::http::secret_forms(&s.value))
+            .map(String::into_bytes)
+            .collect();
+        // Longest first, so that a longer form is replaced before a shorter one inside it.
+        secret_forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        secret_forms.dedup();
         Ok(PreparedSystem {
             config: self.clone(),
             timeout: Duration::from_millis(timeout_ms),
             memory_bytes: memory_mb << 20,
             secrets,
+            secret_forms: Arc::new(secret_forms),
             sql,
             hash_key: keyed_hash(pseudonym_key, &format!("oubli system key:{}", self.name)),
         })
     }
+}
+
+/// Whether `path` is one of oubli's own files (its database and the database's journal
+/// files), compared by canonical path so that another spelling of the name is caught.
+fn is_reserved(path: &std::path::Path, reserved: &[std::path::PathBuf]) -> bool {
+    let canonical = |p: &std::path::Path| {
+        std::fs::canonicalize(p).unwrap_or_else(|_| {
+            // A file that does not exist yet: its folder's canonical form and its name.
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+            match (
+                dir.map_or(std::fs::canonicalize("."), std::fs::canonicalize),
+                p.file_name(),
+            ) {
+                (Ok(dir), Some(name)) => dir.join(name),
+                _ => p.to_path_buf(),
+            }
+        })
+    };
+    let path = canonical(path);
+    reserved.iter().any(|r| {
+        let r = canonical(r);
+        path == r
+            || path
+                .to_string_lossy()
+                .starts_with(&format!("{}-", r.to_string_lossy()))
+    })
 }
 
 /// HMAC-SHA256 of `value` under `key`.
@@ -317,13 +382,13 @@ mod tests {
             ..Default::default()
         };
         config.limits.memory_mb = Some(4096);
-        let err = config.prepare(512, &[0; 32]).unwrap_err();
+        let err = config.prepare(512, &[0; 32], &[]).unwrap_err();
         assert!(err.to_string().contains("limits.memory_mb"), "{err}");
         config.limits.memory_mb = None;
         config.digest = Some("md5:abc".into());
         assert!(
             config
-                .prepare(512, &[0; 32])
+                .prepare(512, &[0; 32], &[])
                 .unwrap_err()
                 .to_string()
                 .contains("digest")

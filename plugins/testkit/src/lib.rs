@@ -9,8 +9,8 @@
 use oubli_connector::http::{self, Request};
 use oubli_connector::sql::{self, Value};
 use oubli_connector::{
-    Action, Connector, Erased, Error, Info, Page, RecordRef, Result, Subject, config,
-    export_connector, log,
+    Action, Connector, Erased, Error, Field, Info, Outcome, Page, PersonalRecord, RecordRef,
+    Result, Subject, config, export_connector, log,
 };
 
 struct Testkit;
@@ -21,6 +21,13 @@ fn seen(what: &str, key: impl Into<String>) -> RecordRef {
         key: key.into(),
         categories: Vec::new(),
     }
+}
+
+fn number(subject: &Subject, kind: &str, default: u64) -> u64 {
+    subject
+        .identity(kind)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
 }
 
 fn argument<'a>(subject: &'a Subject, kind: &str) -> Result<&'a str> {
@@ -108,21 +115,92 @@ impl Connector for Testkit {
                 log::info("the testkit logs a line");
                 Ok(vec![seen("logged", "1")])
             }
+            // Waits inside the host (a WASI clock), far past any test's deadline.
+            "sleep" => {
+                http::sleep_ms(number(&subject, "ms", 60_000));
+                Ok(vec![seen("slept", "1")])
+            }
+            // Writes (or tries to) from a call that must only read.
+            "sql-write" => {
+                let changed = sql::transaction(vec![sql::Statement {
+                    sql: argument(&subject, "statement")?.to_owned(),
+                    params: Vec::new(),
+                }])?;
+                Ok(vec![seen(
+                    "changed",
+                    changed.iter().sum::<u64>().to_string(),
+                )])
+            }
+            // Sends `count` requests one after the other.
+            "http-many" => {
+                let url = argument(&subject, "url")?;
+                for _ in 0..number(&subject, "count", 10_000) {
+                    http::send(&Request::get(url))?;
+                }
+                Ok(vec![seen("sent", "all")])
+            }
+            // Writes `count` log lines of `bytes` bytes each.
+            "log-flood" => {
+                let line = "x".repeat(number(&subject, "bytes", 1_000) as usize);
+                for _ in 0..number(&subject, "count", 100_000) {
+                    log::info(&line);
+                }
+                Ok(vec![seen("logged", "all")])
+            }
+            // Returns `count` empty records.
+            "records" => Ok((0..number(&subject, "count", 500_000))
+                .map(|i| seen("", i.to_string()))
+                .collect()),
             other => Err(Error::Failed(format!(
                 "unknown testkit behaviour {other:?}"
             ))),
         }
     }
 
-    fn access(_subject: Subject, _cursor: Option<String>) -> Result<Page> {
-        Ok(Page {
-            records: Vec::new(),
-            next: None,
-        })
+    /// `behaviour` = `endless` returns pages of large records whose cursor never ends;
+    /// `bad-value` exports a field whose value is not JSON; anything else exports nothing.
+    fn access(subject: Subject, cursor: Option<String>) -> Result<Page> {
+        let record = |key: String, value: String| PersonalRecord {
+            collection: "hoard".into(),
+            key,
+            fields: vec![Field {
+                name: "blob".into(),
+                value,
+                category: None,
+            }],
+        };
+        match argument(&subject, "behaviour")? {
+            "endless" => {
+                let n: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+                let value = format!("\"{}\"", "x".repeat(1 << 20));
+                Ok(Page {
+                    records: (0..4)
+                        .map(|i| record(format!("{n}-{i}"), value.clone()))
+                        .collect(),
+                    next: Some((n + 1).to_string()),
+                })
+            }
+            "bad-value" => Ok(Page {
+                records: vec![record("1".into(), "not json".into())],
+                next: None,
+            }),
+            _ => Ok(Page {
+                records: Vec::new(),
+                next: None,
+            }),
+        }
     }
 
-    fn erase(_subject: Subject) -> Result<Vec<Erased>> {
-        Ok(Vec::new())
+    /// `behaviour` = `blank-basis` retains a record with an invisible legal basis.
+    fn erase(subject: Subject) -> Result<Vec<Erased>> {
+        match argument(&subject, "behaviour")? {
+            "blank-basis" => Ok(vec![Erased {
+                collection: "invoices".into(),
+                key: "1".into(),
+                outcome: Outcome::Retained("\u{200b}".into()),
+            }]),
+            _ => Ok(Vec::new()),
+        }
     }
 }
 

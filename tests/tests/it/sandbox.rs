@@ -382,3 +382,284 @@ async fn misbehaving_calls_in_parallel_leave_ordinary_calls_working() {
     }
     still_serves(&rt).await;
 }
+
+/// Runs one testkit `locate` and returns its result and how long it took.
+async fn timed(
+    rt: &Arc<oubli::runtime::Runtime>,
+    sys: &Arc<oubli::runtime::PreparedSystem>,
+    identities: &[(&str, &str)],
+) -> (
+    Result<Vec<oubli::runtime::RecordRef>, RuntimeError>,
+    std::time::Duration,
+) {
+    let plugin = load(rt, "oubli_testkit");
+    let started = std::time::Instant::now();
+    let result = rt.locate(&plugin, sys, &subject(identities)).await;
+    (result, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_waiting_inside_the_host_is_stopped_at_its_deadline() {
+    let rt = runtime();
+    let sys = system(&rt, "name = \"sleeping\"\n[limits]\ntimeout_ms = 400\n");
+    // Four sleepers at once, and an ordinary call meanwhile.
+    let sleepers: Vec<_> = (0..4)
+        .map(|_| {
+            let (rt, sys) = (rt.clone(), sys.clone());
+            tokio::spawn(async move { timed(&rt, &sys, &[("behaviour", "sleep")]).await })
+        })
+        .collect();
+    still_serves(&rt).await;
+    for sleeper in sleepers {
+        let (result, took) = sleeper.await.unwrap();
+        assert_eq!(result.unwrap_err(), RuntimeError::Timeout(400));
+        assert!(
+            took < std::time::Duration::from_millis(400 + 1_500),
+            "the sleeper ran {took:?} against a deadline of 400 ms"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_reaches_only_its_own_sqlite_database_and_reads_only_when_it_locates() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("own.db");
+    let other = dir.path().join("other.db");
+    for (path, table) in [(&own, "people"), (&other, "tokens")] {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "CREATE TABLE {table} (id INTEGER PRIMARY KEY, v TEXT)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(&format!("INSERT INTO {table} (v) VALUES ('kept')"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let rt = runtime();
+    let sys = system(
+        &rt,
+        &format!(
+            "name = \"own-db\"\n[capabilities]\nsql = {{ url = \"sqlite://{}\" }}\n",
+            own.display()
+        ),
+    );
+    let copy = dir.path().join("copy.db");
+    let attach = format!("ATTACH DATABASE '{}' AS o", other.display());
+    let vacuum = format!("VACUUM INTO '{}'", copy.display());
+    for (behaviour, statement) in [
+        ("sql", attach.as_str()),
+        ("sql", vacuum.as_str()),
+        ("sql", "SELECT 1; DELETE FROM people"),
+        ("sql", "DELETE FROM people"),
+        ("sql", "PRAGMA query_only = 0"),
+        ("sql-write", "DELETE FROM people"),
+        ("sql-write", "CREATE TABLE stolen (x)"),
+    ] {
+        let (result, _) = timed(
+            &rt,
+            &sys,
+            &[("behaviour", behaviour), ("statement", statement)],
+        )
+        .await;
+        let error = result.expect_err(statement);
+        assert!(
+            matches!(
+                &error,
+                RuntimeError::Denied(_) | RuntimeError::InvalidConfig(_)
+            ),
+            "{statement}: {error:?}"
+        );
+    }
+    assert!(!copy.exists(), "VACUUM INTO wrote a file");
+    let (found, _) = timed(
+        &rt,
+        &sys,
+        &[("behaviour", "sql"), ("statement", "SELECT v FROM people")],
+    )
+    .await;
+    assert_eq!(found.unwrap()[0].key, "kept", "the row is still there");
+
+    // oubli's own database cannot be a system's database.
+    let reserved = Arc::new(
+        oubli::runtime::Runtime::new(oubli::runtime::RuntimeSettings {
+            reserved_files: vec![own.clone()],
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let config = oubli::runtime::SystemConfig::from_toml(&format!(
+        "name = \"sneaky\"\n[capabilities]\nsql = {{ url = \"sqlite://{}/./own.db\" }}\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    let error = reserved.prepare(&config).unwrap_err();
+    assert!(
+        error.to_string().contains("oubli's own database"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runaway_sqlite_statement_stops_at_the_deadline() {
+    let rt = runtime();
+    let sys = system(
+        &rt,
+        "name = \"runaway\"\n[limits]\ntimeout_ms = 400\n[capabilities]\nsql = { url = \"sqlite::memory:\" }\n",
+    );
+    let endless =
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n";
+    let (result, took) = timed(&rt, &sys, &[("behaviour", "sql"), ("statement", endless)]).await;
+    let error = result.unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(
+        took < std::time::Duration::from_millis(400 + 1_500),
+        "{took:?}"
+    );
+    let huge = "SELECT zeroblob(200000000)";
+    let (result, _) = timed(&rt, &sys, &[("behaviour", "sql"), ("statement", huge)]).await;
+    assert!(
+        matches!(&result, Err(RuntimeError::Failed(m)) if m.contains("MiB")),
+        "{result:?}"
+    );
+    still_serves(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_echoed_by_the_server_never_reaches_the_guest() {
+    use base64::Engine;
+    let (address, _server) = serve(Router::new().route(
+        "/echo",
+        get(|headers: HeaderMap| async move {
+            let auth = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&auth);
+            (
+                [("x-echo", encoded.clone())],
+                format!("you sent {auth} ({encoded})"),
+            )
+        }),
+    ))
+    .await;
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), SECRET).unwrap();
+    let rt = runtime();
+    let sys = system(
+        &rt,
+        &format!(
+            "name = \"echo\"\n[capabilities.http]\nallow = [\"127.0.0.1\"]\nallow_private = true\n[secrets.API_TOKEN]\nfile = \"{}\"\n",
+            secret_file.path().display()
+        ),
+    );
+    let url = format!("http://{address}/echo");
+    let (found, _) = timed(
+        &rt,
+        &sys,
+        &[
+            ("behaviour", "http"),
+            ("url", &url),
+            ("authorization", "Bearer {{secret:API_TOKEN}}"),
+        ],
+    )
+    .await;
+    let found = found.expect("the call runs");
+    let body = &found[2].key;
+    assert!(body.contains("redacted by oubli"), "{body}");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET);
+    assert!(
+        !body.contains(SECRET) && !body.contains(&encoded[..12]),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_per_call_are_capped_and_non_global_addresses_refused() {
+    let hits = Arc::new(Mutex::new(0));
+    let counter = hits.clone();
+    let (address, _server) = serve(Router::new().route(
+        "/",
+        get(move || {
+            *counter.lock().unwrap() += 1;
+            async { "ok" }
+        }),
+    ))
+    .await;
+    let rt = runtime();
+    let sys = system(
+        &rt,
+        "name = \"chatty\"\n[capabilities.http]\nallow = [\"127.0.0.1\"]\nallow_private = true\nmax_requests = 5\n",
+    );
+    let url = format!("http://{address}/");
+    let (result, _) = timed(
+        &rt,
+        &sys,
+        &[("behaviour", "http-many"), ("url", &url), ("count", "50")],
+    )
+    .await;
+    assert!(
+        matches!(&result, Err(RuntimeError::Denied(m)) if m.contains("max_requests")),
+        "{result:?}"
+    );
+    assert_eq!(*hits.lock().unwrap(), 5);
+
+    for host in ["[::127.0.0.1]", "[64:ff9b::7f00:1]", "[::ffff:127.0.0.1]"] {
+        let sys = system(
+            &rt,
+            &format!("name = \"sly\"\n[capabilities.http]\nallow = [\"{host}\"]\n"),
+        );
+        let url = format!("http://{host}:{}/", address.port());
+        let (result, _) = timed(&rt, &sys, &[("behaviour", "http"), ("url", &url)]).await;
+        assert!(
+            matches!(&result, Err(RuntimeError::Denied(m)) if m.contains("non-global")),
+            "{host}: {result:?}"
+        );
+    }
+    assert_eq!(*hits.lock().unwrap(), 5, "no refused request arrived");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_log_lines_is_cut_and_the_call_goes_on() {
+    let rt = runtime();
+    let sys = system(&rt, "name = \"noisy\"\n[capabilities]\nhost = true\n");
+    let (found, _) = timed(
+        &rt,
+        &sys,
+        &[
+            ("behaviour", "log-flood"),
+            ("count", "20000"),
+            ("bytes", "20000"),
+        ],
+    )
+    .await;
+    assert_eq!(found.expect("the call completes")[0].key, "all");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_report_and_an_export_are_checked() {
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let sys = system(&rt, "name = \"liar\"\n");
+    let error = rt
+        .erase(&plugin, &sys, &subject(&[("behaviour", "blank-basis")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(m) if m.contains("legal basis")),
+        "{error:?}"
+    );
+    let error = rt
+        .access(&plugin, &sys, &subject(&[("behaviour", "bad-value")]), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(m) if m.contains("not JSON")),
+        "{error:?}"
+    );
+}

@@ -1,0 +1,1234 @@
+//! The `sql` capability: the host runs a plugin's parameterised statements against the
+//! system's own database. The connection URL, and any password in it, never enters the
+//! guest.
+//!
+//! A plugin reaches only its own database, and only for as long as its call:
+//! - every call gets a [`SqlSession`] of its own: on SQLite a new connection, on
+//!   PostgreSQL and MySQL a pooled connection held for the call; nothing a plugin sets
+//!   (a setting, a temporary table, an open transaction) reaches the next call;
+//! - `locate`, `access`, `validate` and `describe` run read-only (a read-only SQLite
+//!   connection, a `READ ONLY` transaction around each statement on the servers);
+//! - on SQLite an authorizer refuses `ATTACH`, `DETACH`, `VACUUM`, pragmas that are not
+//!   schema reads, `load_extension` and writes to `sqlite_*` tables; a statement entry is
+//!   exactly one statement;
+//! - every statement stops at the call's deadline (SQLite's progress handler and
+//!   interrupt, PostgreSQL's `statement_timeout` and a cancel request, MySQL's
+//!   `max_statement_time` and `KILL QUERY`);
+//! - a result is counted in bytes while it is read and refused past
+//!   [`MAX_RESULT_BYTES`], before it is all held.
+
+use crate::runtime::bindings::sql::{Dialect, Rows, Statement, Value};
+use crate::runtime::bindings::types::Error as GuestError;
+use futures::TryStreamExt;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Column, Connection, Row, TypeInfo, ValueRef};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Most rows one query may return, whatever the plugin asks for.
+pub const MAX_ROWS: u32 = 10_000;
+/// Most bytes of values one query may return; a larger result fails the statement.
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
+/// Connections per system's pool (PostgreSQL, MySQL).
+const POOL_SIZE: u32 = 4;
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether a call may change the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `describe`, `validate`, `locate`, `access`.
+    ReadOnly,
+    /// `rectify`, `erase`.
+    ReadWrite,
+}
+
+/// One system's database: its dialect and where it is.
+pub struct SqlTarget {
+    url: String,
+    dialect: Dialect,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(SqliteFile),
+    Postgres(tokio::sync::OnceCell<PgPool>),
+    MySql(tokio::sync::OnceCell<MySqlPool>),
+}
+
+/// A SQLite database as a `sqlite:` URL names it.
+#[derive(Debug, Clone)]
+struct SqliteFile {
+    /// `None` for `:memory:`.
+    path: Option<PathBuf>,
+    read_only: bool,
+    create: bool,
+}
+
+impl std::fmt::Debug for SqlTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("SqlTarget")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlTarget {
+    /// # Errors
+    /// A message when the URL's scheme is not a supported database or a SQLite URL has
+    /// an option oubli does not know.
+    pub fn new(url: &str) -> Result<Self, String> {
+        let (dialect, backend) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            (Dialect::Sqlite, Backend::Sqlite(SqliteFile::parse(rest)?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (
+                Dialect::Postgres,
+                Backend::Postgres(tokio::sync::OnceCell::new()),
+            )
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            (Dialect::Mysql, Backend::MySql(tokio::sync::OnceCell::new()))
+        } else {
+            return Err("expected a sqlite:, postgres:// or mysql:// URL".into());
+        };
+        Ok(SqlTarget {
+            url: url.replacen("mariadb://", "mysql://", 1),
+            dialect,
+            backend,
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The database file, for a SQLite target.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite(file) => file.path.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Opens a session for one call; the connection is made on the first statement.
+    pub fn session(self: &Arc<Self>, access: Access, deadline: Instant) -> SqlSession {
+        SqlSession {
+            target: self.clone(),
+            access,
+            deadline,
+            conn: None,
+        }
+    }
+
+    /// Runs one query in a session of its own, read-write, without a deadline of its own
+    /// (the benchmarks' native baseline and data loading).
+    ///
+    /// # Errors
+    /// The connector error a plugin would see.
+    pub async fn query(
+        self: &Arc<Self>,
+        statement: &Statement,
+        max_rows: u32,
+    ) -> Result<Rows, GuestError> {
+        let mut session = self.session(Access::ReadWrite, far_deadline());
+        let rows = session.query(statement, max_rows).await;
+        session.finish().await;
+        rows
+    }
+
+    /// Runs statements in one transaction in a session of its own; see [`Self::query`].
+    ///
+    /// # Errors
+    /// The connector error a plugin would see; nothing is committed then.
+    pub async fn transaction(
+        self: &Arc<Self>,
+        statements: &[Statement],
+    ) -> Result<Vec<u64>, GuestError> {
+        let mut session = self.session(Access::ReadWrite, far_deadline());
+        let counts = session.transaction(statements).await;
+        session.finish().await;
+        counts
+    }
+
+    async fn pg_pool(&self) -> Result<&PgPool, GuestError> {
+        let Backend::Postgres(cell) = &self.backend else {
+            unreachable!("called for a PostgreSQL target only")
+        };
+        cell.get_or_try_init(|| async {
+            PgPoolOptions::new()
+                .max_connections(POOL_SIZE)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(&self.url)
+                .await
+                .map_err(classify)
+        })
+        .await
+    }
+
+    async fn mysql_pool(&self) -> Result<&MySqlPool, GuestError> {
+        let Backend::MySql(cell) = &self.backend else {
+            unreachable!("called for a MySQL target only")
+        };
+        cell.get_or_try_init(|| async {
+            MySqlPoolOptions::new()
+                .max_connections(POOL_SIZE)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(&self.url)
+                .await
+                .map_err(classify)
+        })
+        .await
+    }
+}
+
+fn far_deadline() -> Instant {
+    Instant::now() + Duration::from_secs(24 * 3600)
+}
+
+impl SqliteFile {
+    /// Parses what follows `sqlite:`: `//path`, `path` or `:memory:`, with an optional
+    /// `?mode=ro|rw|rwc`.
+    fn parse(rest: &str) -> Result<Self, String> {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut file = SqliteFile {
+            path: None,
+            read_only: false,
+            create: false,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair {
+                "mode=ro" => file.read_only = true,
+                "mode=rw" => {}
+                "mode=rwc" => file.create = true,
+                "mode=memory" => {}
+                other => {
+                    return Err(format!(
+                        "the SQLite option {other:?} is not supported (use mode=ro, rw or rwc)"
+                    ));
+                }
+            }
+        }
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err("a sqlite: URL needs a file path".into());
+        }
+        if path != ":memory:" {
+            file.path = Some(PathBuf::from(path));
+        }
+        Ok(file)
+    }
+}
+
+/// The database work of one plugin call. Dropping it before [`SqlSession::finish`] (the
+/// call ran out of time) stops what is still running on the database.
+pub struct SqlSession {
+    target: Arc<SqlTarget>,
+    access: Access,
+    deadline: Instant,
+    conn: Option<SessionConn>,
+}
+
+enum SessionConn {
+    Sqlite(Arc<SqliteConn>),
+    Postgres(ServerConn<sqlx::Postgres>),
+    MySql(ServerConn<sqlx::MySql>),
+}
+
+/// A pooled server connection held for one call, with what it takes to stop its
+/// statement from another connection.
+struct ServerConn<DB: sqlx::Database> {
+    conn: PoolConnection<DB>,
+    /// The server's id of the connection (`pg_backend_pid()`, `CONNECTION_ID()`).
+    id: i64,
+}
+
+impl SqlSession {
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Runs a query and returns at most `max_rows` rows.
+    ///
+    /// # Errors
+    /// The connector error the plugin should see.
+    pub async fn query(
+        &mut self,
+        statement: &Statement,
+        max_rows: u32,
+    ) -> Result<Rows, GuestError> {
+        let limit = max_rows.min(MAX_ROWS) as usize;
+        let read_only = self.access == Access::ReadOnly;
+        let url = self.target.url.clone();
+        let guard = self.connect().await?;
+        match guard {
+            SessionConn::Sqlite(conn) => {
+                let (conn, statement) = (conn.clone(), statement.clone());
+                run_blocking(&conn.clone(), move || conn.query(&statement, limit)).await
+            }
+            SessionConn::Postgres(server) => {
+                let conn = &mut *server.conn;
+                let id = server.id;
+                let stop = Canceller::new(move || cancel_postgres(url, id));
+                let rows = if read_only {
+                    let mut tx = conn.begin_with("BEGIN READ ONLY").await.map_err(classify)?;
+                    let rows = pg_rows(&mut tx, statement, limit).await;
+                    tx.rollback().await.map_err(classify)?;
+                    rows
+                } else {
+                    pg_rows(conn, statement, limit).await
+                };
+                stop.disarm();
+                rows
+            }
+            SessionConn::MySql(server) => {
+                let conn = &mut *server.conn;
+                let id = server.id;
+                let stop = Canceller::new(move || cancel_mysql(url, id));
+                let rows = if read_only {
+                    let mut tx = conn
+                        .begin_with("START TRANSACTION READ ONLY")
+                        .await
+                        .map_err(classify)?;
+                    let rows = mysql_rows(&mut tx, statement, limit).await;
+                    tx.rollback().await.map_err(classify)?;
+                    rows
+                } else {
+                    mysql_rows(conn, statement, limit).await
+                };
+                stop.disarm();
+                rows
+            }
+        }
+    }
+
+    /// Runs the statements in one transaction and returns the rows each changed.
+    ///
+    /// # Errors
+    /// The connector error the plugin should see; nothing is committed then.
+    pub async fn transaction(&mut self, statements: &[Statement]) -> Result<Vec<u64>, GuestError> {
+        let read_only = self.access == Access::ReadOnly;
+        let url = self.target.url.clone();
+        let guard = self.connect().await?;
+        macro_rules! run {
+            ($conn:expr, $begin:expr) => {{
+                let mut tx = $conn.begin_with($begin).await.map_err(classify)?;
+                let mut counts = Vec::with_capacity(statements.len());
+                for statement in statements {
+                    let done = bind!(sqlx::query(&statement.sql), &statement.params)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                    counts.push(done.rows_affected());
+                }
+                tx.commit().await.map_err(classify)?;
+                Ok(counts)
+            }};
+        }
+        match guard {
+            SessionConn::Sqlite(conn) => {
+                let (conn, statements) = (conn.clone(), statements.to_vec());
+                run_blocking(&conn.clone(), move || conn.transaction(&statements)).await
+            }
+            SessionConn::Postgres(server) => {
+                let id = server.id;
+                let stop = Canceller::new(move || cancel_postgres(url, id));
+                let begin = if read_only {
+                    "BEGIN READ ONLY"
+                } else {
+                    "BEGIN"
+                };
+                let counts = run!(&mut *server.conn, begin);
+                stop.disarm();
+                counts
+            }
+            SessionConn::MySql(server) => {
+                let id = server.id;
+                let stop = Canceller::new(move || cancel_mysql(url, id));
+                let begin = if read_only {
+                    "START TRANSACTION READ ONLY"
+                } else {
+                    "START TRANSACTION"
+                };
+                let counts = run!(&mut *server.conn, begin);
+                stop.disarm();
+                counts
+            }
+        }
+    }
+
+    /// Opens the session's connection on first use.
+    async fn connect(&mut self) -> Result<&mut SessionConn, GuestError> {
+        if self.conn.is_some() {
+            return Ok(self.conn.as_mut().expect("checked just above"));
+        }
+        let remaining = self.remaining();
+        let conn = match &self.target.backend {
+            Backend::Sqlite(file) => {
+                let (file, access, deadline) = (file.clone(), self.access, self.deadline);
+                let conn =
+                    tokio::task::spawn_blocking(move || SqliteConn::open(&file, access, deadline))
+                        .await
+                        .map_err(|e| {
+                            GuestError::Unavailable(format!("opening the database: {e}"))
+                        })??;
+                SessionConn::Sqlite(Arc::new(conn))
+            }
+            Backend::Postgres(_) => {
+                let mut conn = self
+                    .target
+                    .pg_pool()
+                    .await?
+                    .acquire()
+                    .await
+                    .map_err(classify)?;
+                // The server stops a statement at the deadline even if the cancel
+                // request below never arrives.
+                let timeout = remaining.as_millis().max(1);
+                let id: i32 = sqlx::query_scalar(&format!(
+                    "SELECT pg_backend_pid() FROM (SELECT set_config('statement_timeout', '{timeout}', false)) AS s"
+                ))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(classify)?;
+                SessionConn::Postgres(ServerConn {
+                    conn,
+                    id: id.into(),
+                })
+            }
+            Backend::MySql(_) => {
+                let mut conn = self
+                    .target
+                    .mysql_pool()
+                    .await?
+                    .acquire()
+                    .await
+                    .map_err(classify)?;
+                // The session's connection is never handed to another call (see
+                // `finish`), so what it sets here or the plugin sets later dies with it.
+                conn.close_on_drop();
+                let seconds = remaining.as_secs_f64().max(0.001);
+                // MariaDB knows `max_statement_time` (seconds), MySQL
+                // `max_execution_time` (milliseconds, SELECT only); KILL QUERY covers
+                // the rest.
+                if sqlx::query(&format!("SET SESSION max_statement_time = {seconds:.3}"))
+                    .execute(&mut *conn)
+                    .await
+                    .is_err()
+                {
+                    let millis = remaining.as_millis().max(1);
+                    let _ = sqlx::query(&format!("SET SESSION max_execution_time = {millis}"))
+                        .execute(&mut *conn)
+                        .await;
+                }
+                let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(classify)?;
+                SessionConn::MySql(ServerConn {
+                    conn,
+                    id: id as i64,
+                })
+            }
+        };
+        Ok(self.conn.insert(conn))
+    }
+
+    /// Ends the session after its call returned: a server connection goes back to the
+    /// pool with everything the plugin set on it reset, or is closed.
+    pub async fn finish(mut self) {
+        match self.conn.take() {
+            Some(SessionConn::Postgres(mut server)) => {
+                let reset = sqlx::raw_sql(
+                    "ROLLBACK; RESET ALL; RESET SESSION AUTHORIZATION; CLOSE ALL; UNLISTEN *; \
+                     SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
+                )
+                .execute(&mut *server.conn)
+                .await;
+                if reset.is_err() {
+                    server.conn.close_on_drop();
+                }
+            }
+            Some(SessionConn::MySql(server)) => drop(server),
+            Some(SessionConn::Sqlite(_)) | None => {}
+        }
+    }
+}
+
+impl Drop for SqlSession {
+    fn drop(&mut self) {
+        // Still holding a connection here means the call was stopped: do not let a
+        // server connection that may be mid-statement go back to the pool.
+        match &mut self.conn {
+            Some(SessionConn::Postgres(server)) => server.conn.close_on_drop(),
+            Some(SessionConn::MySql(server)) => server.conn.close_on_drop(),
+            Some(SessionConn::Sqlite(conn)) => conn.interrupt(),
+            None => {}
+        }
+    }
+}
+
+/// Runs SQLite work on a blocking thread; if the call is dropped meanwhile, the
+/// statement is interrupted rather than left running.
+async fn run_blocking<T: Send + 'static>(
+    conn: &Arc<SqliteConn>,
+    work: impl FnOnce() -> Result<T, GuestError> + Send + 'static,
+) -> Result<T, GuestError> {
+    let interrupt = conn.clone();
+    let stop = Canceller::new(move || {
+        interrupt.interrupt();
+        async {}
+    });
+    let result = tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| GuestError::Failed(format!("the database work stopped: {e}")))?;
+    stop.disarm();
+    result
+}
+
+/// Stops a statement from outside when the future running it is dropped before it ends.
+struct Canceller<F: FnOnce() -> Fut, Fut: Future<Output = ()> + Send + 'static> {
+    cancel: Option<F>,
+}
+
+impl<F: FnOnce() -> Fut, Fut: Future<Output = ()> + Send + 'static> Canceller<F, Fut> {
+    fn new(cancel: F) -> Self {
+        Canceller {
+            cancel: Some(cancel),
+        }
+    }
+
+    fn disarm(mut self) {
+        self.cancel = None;
+    }
+}
+
+impl<F: FnOnce() -> Fut, Fut: Future<Output = ()> + Send + 'static> Drop for Canceller<F, Fut> {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            let stop = cancel();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(stop);
+            }
+        }
+    }
+}
+
+async fn cancel_postgres(url: String, pid: i64) {
+    let done = async {
+        let mut conn = PgConnection::connect(&url).await?;
+        sqlx::query("SELECT pg_cancel_backend($1)")
+            .bind(pid as i32)
+            .execute(&mut conn)
+            .await?;
+        conn.close().await
+    };
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+    {
+        tracing::warn!(error = %e, "could not cancel a plugin's PostgreSQL statement at its deadline");
+    }
+}
+
+async fn cancel_mysql(url: String, id: i64) {
+    let done = async {
+        let mut conn = MySqlConnection::connect(&url).await?;
+        sqlx::query(&format!("KILL QUERY {id}"))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await
+    };
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+    {
+        tracing::warn!(error = %e, "could not stop a plugin's MySQL statement at its deadline");
+    }
+}
+
+/// Counts a result's bytes as its rows are read.
+struct Budget {
+    bytes: usize,
+}
+
+impl Budget {
+    fn take(&mut self, row: &[Value]) -> Result<(), GuestError> {
+        self.bytes += row
+            .iter()
+            .map(|v| match v {
+                Value::Text(t) => t.len() + 8,
+                Value::Blob(b) => b.len() + 8,
+                _ => 16,
+            })
+            .sum::<usize>();
+        if self.bytes > MAX_RESULT_BYTES {
+            return Err(GuestError::Failed(format!(
+                "the query's result is larger than {} MiB; select fewer rows or columns",
+                MAX_RESULT_BYTES >> 20
+            )));
+        }
+        Ok(())
+    }
+}
+
+macro_rules! stream_rows {
+    ($conn:expr, $statement:expr, $limit:expr, $decode:ident) => {{
+        let mut stream = bind!(sqlx::query(&$statement.sql), &$statement.params).fetch($conn);
+        let mut columns = Vec::new();
+        let mut rows = Vec::new();
+        let mut budget = Budget { bytes: 0 };
+        while let Some(row) = stream.try_next().await.map_err(classify)? {
+            if columns.is_empty() {
+                columns = row.columns().iter().map(|c| c.name().to_owned()).collect();
+            }
+            let values = (0..row.len())
+                .map(|i| $decode(&row, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            budget.take(&values)?;
+            rows.push(values);
+            if rows.len() >= $limit {
+                break;
+            }
+        }
+        Ok(Rows { columns, rows })
+    }};
+}
+
+async fn pg_rows(
+    conn: &mut PgConnection,
+    statement: &Statement,
+    limit: usize,
+) -> Result<Rows, GuestError> {
+    stream_rows!(&mut *conn, statement, limit, decode_postgres)
+}
+
+async fn mysql_rows(
+    conn: &mut MySqlConnection,
+    statement: &Statement,
+    limit: usize,
+) -> Result<Rows, GuestError> {
+    stream_rows!(&mut *conn, statement, limit, decode_mysql)
+}
+
+/// Binds a plugin's parameters to a sqlx query, whatever the driver.
+macro_rules! bind {
+    ($query:expr, $params:expr) => {{
+        let mut query = $query;
+        for value in $params {
+            query = match value {
+                Value::Null => query.bind(None::<String>),
+                Value::Boolean(b) => query.bind(*b),
+                Value::Integer(i) => query.bind(*i),
+                Value::Real(r) => query.bind(*r),
+                Value::Text(t) => query.bind(t.as_str()),
+                Value::Blob(b) => query.bind(b.as_slice()),
+            };
+        }
+        query
+    }};
+}
+use bind;
+
+/// A SQLite connection opened for one call, locked down to its own database.
+struct SqliteConn {
+    conn: Mutex<rusqlite::Connection>,
+    interrupt: rusqlite::InterruptHandle,
+    /// Set while the host itself begins or ends a transaction, which the authorizer
+    /// otherwise refuses to the plugin.
+    host_statement: Arc<AtomicBool>,
+}
+
+impl SqliteConn {
+    fn open(file: &SqliteFile, access: Access, deadline: Instant) -> Result<Self, GuestError> {
+        use rusqlite::OpenFlags;
+        let read_only = file.read_only || access == Access::ReadOnly;
+        let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        flags |= if read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else if file.create {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+        };
+        let conn = match &file.path {
+            Some(path) => rusqlite::Connection::open_with_flags(path, flags),
+            // A fresh memory database holds nothing to protect; the authorizer still
+            // refuses writes in a read-only call.
+            None => rusqlite::Connection::open_in_memory_with_flags(
+                OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_READ_WRITE,
+            ),
+        }
+        .map_err(|e| match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen => {
+                GuestError::InvalidConfig(format!("cannot open the SQLite database: {e}"))
+            }
+            _ => sqlite_error(e),
+        })?;
+        let limits = [
+            (rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0),
+            (
+                rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
+                MAX_RESULT_BYTES as i32,
+            ),
+        ];
+        for (limit, value) in limits {
+            conn.set_limit(limit, value);
+        }
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+            .map_err(sqlite_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT.min(deadline.saturating_duration_since(Instant::now())))
+            .map_err(sqlite_error)?;
+        let host_statement = Arc::new(AtomicBool::new(false));
+        let host = host_statement.clone();
+        conn.authorizer(Some(move |context: AuthContext<'_>| {
+            authorize(&context.action, read_only, host.load(Ordering::Relaxed))
+        }));
+        conn.progress_handler(1_000, Some(move || Instant::now() >= deadline));
+        Ok(SqliteConn {
+            interrupt: conn.get_interrupt_handle(),
+            conn: Mutex::new(conn),
+            host_statement,
+        })
+    }
+
+    fn interrupt(&self) {
+        self.interrupt.interrupt();
+    }
+
+    fn query(&self, statement: &Statement, limit: usize) -> Result<Rows, GuestError> {
+        let conn = self.conn.lock().expect("sqlite connection lock");
+        let mut prepared = prepare_one(&conn, &statement.sql)?;
+        let columns: Vec<String> = prepared
+            .column_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let params = statement.params.iter().map(to_sqlite).collect::<Vec<_>>();
+        let mut cursor = prepared
+            .query(rusqlite::params_from_iter(params))
+            .map_err(sqlite_error)?;
+        let mut rows = Vec::new();
+        let mut budget = Budget { bytes: 0 };
+        while let Some(row) = cursor.next().map_err(sqlite_error)? {
+            let values = (0..columns.len())
+                .map(|i| row.get_ref(i).map(from_sqlite).map_err(sqlite_error))
+                .collect::<Result<Vec<_>, _>>()?;
+            budget.take(&values)?;
+            rows.push(values);
+            if rows.len() >= limit {
+                break;
+            }
+        }
+        Ok(Rows { columns, rows })
+    }
+
+    fn transaction(&self, statements: &[Statement]) -> Result<Vec<u64>, GuestError> {
+        let conn = self.conn.lock().expect("sqlite connection lock");
+        let host = |sql: &str| {
+            self.host_statement.store(true, Ordering::Relaxed);
+            let done = conn.execute_batch(sql);
+            self.host_statement.store(false, Ordering::Relaxed);
+            done.map_err(sqlite_error)
+        };
+        host("BEGIN IMMEDIATE")?;
+        let run = || {
+            let mut counts = Vec::with_capacity(statements.len());
+            for statement in statements {
+                let mut prepared = prepare_one(&conn, &statement.sql)?;
+                let params = statement.params.iter().map(to_sqlite).collect::<Vec<_>>();
+                let changed = prepared
+                    .execute(rusqlite::params_from_iter(params))
+                    .map_err(sqlite_error)?;
+                counts.push(changed as u64);
+            }
+            Ok(counts)
+        };
+        match run() {
+            Ok(counts) => {
+                host("COMMIT")?;
+                Ok(counts)
+            }
+            Err(error) => {
+                let _ = host("ROLLBACK");
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Prepares `sql`, which must hold exactly one statement (a trailing `;`, blanks or
+/// comments aside): a second one would run outside the checks made on the first.
+fn prepare_one<'c>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
+) -> Result<rusqlite::Statement<'c>, GuestError> {
+    let mut batch = rusqlite::Batch::new(conn, sql);
+    let first = batch
+        .next()
+        .map_err(sqlite_error)?
+        .ok_or_else(|| GuestError::InvalidConfig("the statement is empty".into()))?;
+    if batch.next().map_err(sqlite_error)?.is_some() {
+        return Err(sqlite_error(rusqlite::Error::MultipleStatement));
+    }
+    Ok(first)
+}
+
+/// What a plugin's statement may do on SQLite.
+fn authorize(action: &AuthAction<'_>, read_only: bool, host: bool) -> Authorization {
+    use AuthAction as A;
+    let system_table = |table: &str| table.to_ascii_lowercase().starts_with("sqlite_");
+    match action {
+        A::Attach { .. } | A::Detach { .. } => Authorization::Deny,
+        A::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
+            Authorization::Deny
+        }
+        // Schema reads only; a pragma with a value changes the connection or the file.
+        A::Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
+            const READS: &[&str] = &[
+                "table_info",
+                "table_xinfo",
+                "table_list",
+                "index_list",
+                "index_info",
+                "index_xinfo",
+                "foreign_key_list",
+            ];
+            if READS.iter().any(|p| pragma_name.eq_ignore_ascii_case(p))
+                || (pragma_value.is_none()
+                    && ["user_version", "schema_version", "encoding"]
+                        .iter()
+                        .any(|p| pragma_name.eq_ignore_ascii_case(p)))
+            {
+                Authorization::Allow
+            } else {
+                Authorization::Deny
+            }
+        }
+        A::Transaction { .. } | A::Savepoint { .. } => {
+            if host {
+                Authorization::Allow
+            } else {
+                Authorization::Deny
+            }
+        }
+        A::Insert { table_name } | A::Delete { table_name } | A::Update { table_name, .. } => {
+            if read_only || system_table(table_name) {
+                Authorization::Deny
+            } else {
+                Authorization::Allow
+            }
+        }
+        A::Read { .. } | A::Select | A::Function { .. } | A::Recursive => Authorization::Allow,
+        // Schema changes, ANALYZE, REINDEX, virtual tables and anything newer.
+        _ if read_only => Authorization::Deny,
+        A::CreateTable { .. }
+        | A::CreateIndex { .. }
+        | A::CreateTempTable { .. }
+        | A::CreateTempIndex { .. }
+        | A::DropTempTable { .. }
+        | A::DropTempIndex { .. }
+        | A::AlterTable { .. }
+        | A::DropTable { .. }
+        | A::DropIndex { .. }
+        | A::Reindex { .. }
+        | A::Analyze { .. } => Authorization::Allow,
+        _ => Authorization::Deny,
+    }
+}
+
+fn to_sqlite(value: &Value) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match value {
+        Value::Null => V::Null,
+        Value::Boolean(b) => V::Integer((*b).into()),
+        Value::Integer(i) => V::Integer(*i),
+        Value::Real(r) => V::Real(*r),
+        Value::Text(t) => V::Text(t.clone()),
+        Value::Blob(b) => V::Blob(b.clone()),
+    }
+}
+
+fn from_sqlite(value: rusqlite::types::ValueRef<'_>) -> Value {
+    use rusqlite::types::ValueRef as V;
+    match value {
+        V::Null => Value::Null,
+        V::Integer(i) => Value::Integer(i),
+        V::Real(r) => Value::Real(r),
+        V::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        V::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// Sorts a SQLite error into what the plugin, and then the queue, should do with it.
+fn sqlite_error(error: rusqlite::Error) -> GuestError {
+    use rusqlite::ErrorCode as C;
+    match &error {
+        rusqlite::Error::MultipleStatement => GuestError::InvalidConfig(
+            "a statement entry holds more than one statement; send one statement per entry".into(),
+        ),
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            let message = message.clone().unwrap_or_else(|| failure.to_string());
+            match failure.code {
+                C::DatabaseBusy | C::DatabaseLocked => {
+                    GuestError::Unavailable(format!("database busy: {message}"))
+                }
+                C::OperationInterrupted => GuestError::Unavailable(
+                    "the statement was stopped at the call's deadline".into(),
+                ),
+                C::AuthorizationForStatementDenied => GuestError::Denied(format!(
+                    "oubli refused the statement ({message}): a plugin may not attach other databases, change pragmas, vacuum, load extensions, begin or end transactions itself, write the sqlite_* tables, or write at all in locate, access and validate"
+                )),
+                C::ReadOnly => GuestError::Denied(format!(
+                    "the statement tried to write in a read-only call ({message}): locate, access and validate only read"
+                )),
+                C::TooBig => GuestError::Failed(format!(
+                    "a value is larger than {} MiB: {message}",
+                    MAX_RESULT_BYTES >> 20
+                )),
+                C::CannotOpen | C::NotADatabase => {
+                    GuestError::InvalidConfig(format!("the SQLite database: {message}"))
+                }
+                _ if message.contains("no such table")
+                    || message.contains("no such column")
+                    || message.contains("syntax error") =>
+                {
+                    GuestError::InvalidConfig(format!(
+                        "the database rejected a statement: {message}"
+                    ))
+                }
+                _ => GuestError::Failed(format!("the database rejected a statement: {message}")),
+            }
+        }
+        _ => GuestError::Failed(format!("database error: {error}")),
+    }
+}
+
+fn unsupported(column: &str, ty: &str) -> GuestError {
+    GuestError::InvalidConfig(format!(
+        "column {column} has type {ty}, which oubli cannot pass to a plugin; cast it to text in the dataset"
+    ))
+}
+
+fn decode_postgres(row: &PgRow, i: usize) -> Result<Value, GuestError> {
+    let raw = row.try_get_raw(i).map_err(classify)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let ty = raw.type_info().name().to_owned();
+    let get = |e| classify(e);
+    let value = match ty.as_str() {
+        "INT2" => Value::Integer(row.try_get::<i16, _>(i).map_err(get)?.into()),
+        "INT4" => Value::Integer(row.try_get::<i32, _>(i).map_err(get)?.into()),
+        "INT8" => Value::Integer(row.try_get(i).map_err(get)?),
+        "FLOAT4" => Value::Real(row.try_get::<f32, _>(i).map_err(get)?.into()),
+        "FLOAT8" => Value::Real(row.try_get(i).map_err(get)?),
+        "BOOL" => Value::Boolean(row.try_get(i).map_err(get)?),
+        "BYTEA" => Value::Blob(row.try_get(i).map_err(get)?),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" => {
+            Value::Text(row.try_get(i).map_err(get)?)
+        }
+        "JSON" | "JSONB" => Value::Text(
+            row.try_get::<serde_json::Value, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "TIMESTAMPTZ" => Value::Text(
+            row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)
+                .map_err(get)?
+                .to_rfc3339(),
+        ),
+        "TIMESTAMP" => Value::Text(
+            row.try_get::<chrono::NaiveDateTime, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "DATE" => Value::Text(
+            row.try_get::<chrono::NaiveDate, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        other => return Err(unsupported(row.column(i).name(), other)),
+    };
+    Ok(value)
+}
+
+fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, GuestError> {
+    let raw = row.try_get_raw(i).map_err(classify)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let ty = raw.type_info().name().to_owned();
+    let get = |e| classify(e);
+    let value = match ty.as_str() {
+        "BOOLEAN" => Value::Boolean(row.try_get(i).map_err(get)?),
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => {
+            Value::Integer(row.try_get(i).map_err(get)?)
+        }
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+        | "BIGINT UNSIGNED" => {
+            let n: u64 = row.try_get(i).map_err(get)?;
+            i64::try_from(n)
+                .map(Value::Integer)
+                .unwrap_or_else(|_| Value::Text(n.to_string()))
+        }
+        "FLOAT" => Value::Real(row.try_get::<f32, _>(i).map_err(get)?.into()),
+        "DOUBLE" => Value::Real(row.try_get(i).map_err(get)?),
+        "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BINARY" | "VARBINARY" => {
+            Value::Blob(row.try_get(i).map_err(get)?)
+        }
+        "DATETIME" => Value::Text(
+            row.try_get::<chrono::NaiveDateTime, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "TIMESTAMP" => Value::Text(
+            row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)
+                .map_err(get)?
+                .to_rfc3339(),
+        ),
+        "DATE" => Value::Text(
+            row.try_get::<chrono::NaiveDate, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "JSON" => Value::Text(
+            row.try_get::<serde_json::Value, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "VARCHAR" | "CHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" => {
+            Value::Text(row.try_get(i).map_err(get)?)
+        }
+        other => return Err(unsupported(row.column(i).name(), other)),
+    };
+    Ok(value)
+}
+
+/// Sorts a server database error into what the plugin, and then the queue, should do
+/// with it.
+fn classify(error: sqlx::Error) -> GuestError {
+    match &error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => {
+            GuestError::Unavailable(format!("database unreachable: {error}"))
+        }
+        sqlx::Error::Configuration(_) => {
+            GuestError::InvalidConfig(format!("database configuration: {error}"))
+        }
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default().into_owned();
+            let message = db.message().to_owned();
+            let transient = matches!(
+                code.as_str(),
+                // PostgreSQL serialization, deadlock, shutdown; MySQL deadlock.
+                "40001" | "40P01" | "57P01" | "57P03"
+            ) || message.contains("Lock wait timeout");
+            // PostgreSQL's statement_timeout and cancel; MySQL/MariaDB's time limits
+            // and KILL QUERY.
+            let stopped = matches!(code.as_str(), "57014" | "70100" | "HY000")
+                && (message.contains("timeout")
+                    || message.contains("cancel")
+                    || message.contains("interrupted")
+                    || message.contains("max_statement_time")
+                    || message.contains("execution time"));
+            let read_only = code == "25006"
+                || message.contains("READ ONLY transaction")
+                || message.contains("read-only transaction");
+            let schema = code.starts_with("42")
+                || matches!(
+                    code.as_str(),
+                    "1146" | "1054" | "1064" | "42S02" | "42S22" | "42000"
+                )
+                || message.contains("syntax error");
+            if stopped {
+                GuestError::Unavailable(format!(
+                    "the statement was stopped at the call's deadline: {message}"
+                ))
+            } else if transient {
+                GuestError::Unavailable(format!("database busy: {message}"))
+            } else if read_only {
+                GuestError::Denied(format!(
+                    "the statement tried to write in a read-only call ({message}): locate, access and validate only read"
+                ))
+            } else if schema {
+                GuestError::InvalidConfig(format!("the database rejected a statement: {message}"))
+            } else {
+                GuestError::Failed(format!("the database rejected a statement: {message}"))
+            }
+        }
+        _ => GuestError::Failed(format!("database error: {error}")),
+    }
+}
+
+impl crate::runtime::bindings::sql::Host for crate::runtime::state::CallState {
+    async fn database_dialect(&mut self) -> wasmtime::Result<Dialect> {
+        Ok(self.sql_session()?.target.dialect())
+    }
+
+    async fn query(
+        &mut self,
+        statement: Statement,
+        max_rows: u32,
+    ) -> wasmtime::Result<Result<Rows, GuestError>> {
+        Ok(self.sql_session()?.query(&statement, max_rows).await)
+    }
+
+    async fn transaction(
+        &mut self,
+        statements: Vec<Statement>,
+    ) -> wasmtime::Result<Result<Vec<u64>, GuestError>> {
+        Ok(self.sql_session()?.transaction(&statements).await)
+    }
+}
+
+impl crate::runtime::state::CallState {
+    /// The call's database session; traps the call unless `sql` is granted.
+    fn sql_session(&mut self) -> wasmtime::Result<&mut SqlSession> {
+        self.require("sql", self.system.sql.is_some())?;
+        if self.sql.is_none() {
+            let target = self.system.sql.clone().expect("checked just above");
+            self.sql = Some(target.session(self.access, self.deadline));
+        }
+        Ok(self.sql.as_mut().expect("set just above"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement(sql: &str) -> Statement {
+        Statement {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
+    }
+
+    fn target(dir: &tempfile::TempDir) -> Arc<SqlTarget> {
+        let path = dir.path().join("system.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT); INSERT INTO people (email) VALUES ('a@example.org');")
+            .unwrap();
+        Arc::new(SqlTarget::new(&format!("sqlite://{}", path.display())).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sqlite_reaches_only_its_own_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.db");
+        rusqlite::Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE tokens (hash TEXT)")
+            .unwrap();
+        let target = target(&dir);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut session = target.session(Access::ReadWrite, deadline);
+        for sql in [
+            format!("ATTACH DATABASE '{}' AS o", other.display()),
+            format!("VACUUM INTO '{}'", dir.path().join("copy.db").display()),
+            "PRAGMA journal_mode = OFF".into(),
+            "PRAGMA writable_schema = ON".into(),
+            "SELECT load_extension('x')".into(),
+            "DELETE FROM sqlite_master".into(),
+            "BEGIN".into(),
+        ] {
+            let error = session
+                .transaction(&[statement(&sql)])
+                .await
+                .expect_err(&sql);
+            assert!(
+                matches!(&error, GuestError::Denied(_) | GuestError::Failed(_)),
+                "{sql}: {error:?}"
+            );
+        }
+        assert!(!dir.path().join("copy.db").exists());
+        let error = session
+            .query(&statement("SELECT 1; DELETE FROM people"), 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, GuestError::InvalidConfig(m) if m.contains("more than one statement")),
+            "{error:?}"
+        );
+        session.finish().await;
+
+        let mut reading = target.session(Access::ReadOnly, deadline);
+        let error = reading
+            .query(&statement("DELETE FROM people"), 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(&error, GuestError::Denied(_)), "{error:?}");
+        let rows = reading
+            .query(&statement("SELECT email FROM people"), 10)
+            .await
+            .unwrap();
+        assert_eq!(rows.rows.len(), 1, "the row is still there");
+        reading.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sqlite_results_are_capped_while_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target(&dir);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut session = target.session(Access::ReadOnly, deadline);
+        let error = session
+            .query(&statement("SELECT zeroblob(200000000)"), 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, GuestError::Failed(m) if m.contains("MiB")),
+            "{error:?}"
+        );
+        let error = session
+            .query(
+                &statement(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT zeroblob(1000000) FROM n",
+                ),
+                10_000,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, GuestError::Failed(m) if m.contains("MiB")),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_sqlite_statement_stops_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target(&dir);
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let mut session = target.session(Access::ReadOnly, deadline);
+        let started = Instant::now();
+        let error = session
+            .query(
+                &statement(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n",
+                ),
+                10,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, GuestError::Unavailable(m) if m.contains("deadline")),
+            "{error:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
