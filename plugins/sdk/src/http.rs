@@ -212,7 +212,8 @@ pub fn send_retrying(request: &Request, retry: Retry) -> Result<Response> {
     }
 }
 
-/// Waits `ms` milliseconds (the host's monotonic clock; the call's deadline still holds).
+/// Waits `ms` milliseconds on the host's monotonic clock. The call's deadline still holds:
+/// the host stops the call at its deadline even in the middle of a wait.
 pub fn sleep_ms(ms: u64) {
     wasi::clocks::monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
 }

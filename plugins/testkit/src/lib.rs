@@ -172,7 +172,7 @@ impl Connector for Testkit {
         match argument(&subject, "behaviour")? {
             "endless" => {
                 let n: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
-                let value = format!("\"{}\"", "x".repeat(1 << 20));
+                let value = format!("\"{}\"", "x".repeat(1_000_000));
                 Ok(Page {
                     records: (0..4)
                         .map(|i| record(format!("{n}-{i}"), value.clone()))

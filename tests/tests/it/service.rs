@@ -1811,3 +1811,133 @@ async fn logs_hold_no_identity_and_no_exported_value() {
         assert!(!logs.contains(secret), "the logs hold {secret:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_plugins_fail_their_own_tasks_while_other_systems_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[("OUBLI_MAX_ATTEMPTS", "1")]);
+    let admin = service.demo.admin.clone();
+    let bytes = std::fs::read(oubli_tests::plugin_path("oubli_testkit")).unwrap();
+    let upload = |name: &'static str| {
+        let (service, admin, bytes) = (&service, admin.clone(), bytes.clone());
+        async move {
+            let response = service
+                .http
+                .post(format!("{}/v1/plugins?name={name}", service.url))
+                .bearer_auth(&admin)
+                .header("content-type", "application/wasm")
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = upload("builtin:sql").await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("name")),
+        "{body}"
+    );
+    let (status, plugin) = upload("testkit").await;
+    assert_eq!(status, 201, "{plugin}");
+
+    let (_, created) = service
+        .post(
+            "/v1/controllers",
+            &admin,
+            json!({ "name": "Hostile Org", "auto_approve": true }),
+        )
+        .await;
+    let hostile = created["controller"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = service
+        .post(
+            &format!("/v1/controllers/{hostile}/systems"),
+            &admin,
+            json!({ "name": "hostile", "plugin": plugin["digest"], "limits": { "timeout_ms": 1000 } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let dpo = service.token(&admin, "dpo", &hostile).await;
+    let submit = |kind: &'static str, behaviour: &'static str| {
+        let (service, dpo, hostile) = (&service, dpo.clone(), hostile.clone());
+        async move {
+            let body = json!({ "controller_id": hostile, "kind": kind, "identities": [{ "kind": "behaviour", "value": behaviour }] });
+            let (status, request) = service.post("/v1/requests", &dpo, body).await;
+            assert_eq!(status, 201, "{request}");
+            request["id"].as_str().unwrap().to_owned()
+        }
+    };
+    // Every worker busy with a plugin that sleeps far past its deadline, and one whose
+    // export never ends.
+    let mut sleepers = Vec::new();
+    for _ in 0..4 {
+        sleepers.push(submit("erasure", "sleep").await);
+    }
+    let endless = submit("access", "endless").await;
+
+    // Meanwhile the demo CRM is served.
+    let started = std::time::Instant::now();
+    let ordinary = service
+        .submit(
+            "access",
+            json!([{ "kind": "email", "value": "customer7@example.org" }]),
+            None,
+        )
+        .await;
+    let (status, _) = service
+        .post(
+            &format!("/v1/requests/{ordinary}/approve"),
+            &service.demo.controller,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let request = service.settled(&ordinary).await;
+    assert_eq!(request["status"], "completed", "{request}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the ordinary request waited {:?}",
+        started.elapsed()
+    );
+
+    let task = |id: String| {
+        let (service, dpo) = (&service, dpo.clone());
+        async move {
+            service
+                .poll(&format!("/v1/requests/{id}"), &dpo, |r| {
+                    r["status"] == "failed"
+                })
+                .await;
+            service
+                .get(&format!("/v1/requests/{id}/tasks"), &dpo)
+                .await
+                .1["items"][0]
+                .clone()
+        }
+    };
+    for id in sleepers {
+        let task = task(id).await;
+        assert_eq!(task["last_error_kind"], "timeout", "{task}");
+        assert!(
+            task["last_error"].as_str().unwrap().contains("1000 ms"),
+            "{task}"
+        );
+    }
+    let task = task(endless).await;
+    assert_eq!(task["last_error_kind"], "failed", "{task}");
+    assert!(
+        task["last_error"].as_str().unwrap().contains("64 MiB"),
+        "{task}"
+    );
+
+    // The service's peak memory stayed bounded (VmHWM, in kB).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", service.pid())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kb < 768 * 1024, "the service peaked at {peak_kb} kB");
+}

@@ -122,3 +122,89 @@ async fn the_sql_connector_works_on_postgresql() {
 async fn the_sql_connector_works_on_mysql() {
     journey("OUBLI_TEST_MYSQL_URL").await;
 }
+
+/// A plugin's statement that outlives its call is stopped on the server, and a call that
+/// must only read cannot write, whatever it sends.
+async fn contained(var: &str, sleep: &str, running: (&str, &str)) {
+    let Some(db) = ServerDb::create(var).await else {
+        return;
+    };
+    db.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT); INSERT INTO people VALUES (1, 'kept@example.org')")
+        .await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let config = SystemConfig::from_toml(&format!(
+        "name = \"server\"\n[limits]\ntimeout_ms = 1000\n[capabilities]\nsql = {{ url = \"{}\" }}\n",
+        db.url
+    ))
+    .unwrap();
+    let sys = rt.prepare(&config).unwrap();
+    let started = std::time::Instant::now();
+    let error = rt
+        .locate(
+            &plugin,
+            &sys,
+            &subject(&[("behaviour", "sql"), ("statement", sleep)]),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_000 + 2_000),
+        "{:?}",
+        started.elapsed()
+    );
+    // The statement is gone from the server within moments, not after its 25 s.
+    let mut left = i64::MAX;
+    for _ in 0..50 {
+        left = db.count(running.0, running.1).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the plugin's statement still runs on the server");
+
+    for (behaviour, statement) in [
+        ("sql", "DELETE FROM people"),
+        ("sql-write", "DELETE FROM people"),
+        ("sql", "SELECT 1; DELETE FROM people"),
+    ] {
+        let error = rt
+            .locate(
+                &plugin,
+                &sys,
+                &subject(&[("behaviour", behaviour), ("statement", statement)]),
+            )
+            .await
+            .expect_err(statement);
+        assert!(!error.is_retryable(), "{statement}: {error:?}");
+    }
+    assert_eq!(db.count("people", "1 = 1").await, 1, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_statement_is_contained_on_postgresql() {
+    contained(
+        "OUBLI_TEST_POSTGRES_URL",
+        "SELECT pg_sleep(25)",
+        (
+            "pg_stat_activity",
+            "query LIKE 'SELECT pg_sleep(25)%' AND state = 'active'",
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_statement_is_contained_on_mysql() {
+    contained(
+        "OUBLI_TEST_MYSQL_URL",
+        "SELECT SLEEP(25)",
+        (
+            "information_schema.processlist",
+            "info LIKE 'SELECT SLEEP(25)%'",
+        ),
+    )
+    .await;
+}
