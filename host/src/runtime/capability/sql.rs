@@ -363,9 +363,14 @@ impl SqlSession {
 
     /// Opens the session's connection on first use.
     async fn connect(&mut self) -> Result<&mut SessionConn, GuestError> {
-        if self.conn.is_some() {
-            return Ok(self.conn.as_mut().expect("checked just above"));
+        if self.conn.is_none() {
+            let conn = self.open().await?;
+            self.conn = Some(conn);
         }
+        Ok(self.conn.as_mut().expect("opened just above"))
+    }
+
+    async fn open(&self) -> Result<SessionConn, GuestError> {
         let remaining = self.remaining();
         let conn = match &self.target.backend {
             Backend::Sqlite(file) => {
@@ -435,7 +440,7 @@ impl SqlSession {
                 })
             }
         };
-        Ok(self.conn.insert(conn))
+        Ok(conn)
     }
 
     /// Ends the session after its call returned: a server connection goes back to the
