@@ -122,15 +122,11 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
     };
     let store = Store::open(&config.database_location()).await?;
     let keys = crate::evidence::Keys::load_or_create(&config.data_dir.join("keys"))?;
-    let location = config.database_location();
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
         cache_dir: Some(config.data_dir.join("cache")),
         pseudonym_key: keys.pseudonym,
         // No system may name oubli's own database as its own.
-        reserved_files: (!location.contains("://"))
-            .then(|| std::path::PathBuf::from(location.trim_start_matches("sqlite:")))
-            .into_iter()
-            .collect(),
+        reserved_databases: vec![config.database_location()],
         ..Default::default()
     })?);
     // Every process reads the subjects of open requests (the API shows them, workers send

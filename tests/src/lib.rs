@@ -350,6 +350,24 @@ impl Service {
             .to_owned()
     }
 
+    /// Uploads the testkit plugin under `name` with an admin token; returns the status
+    /// and the JSON answer.
+    pub async fn upload_testkit(&self, admin: &str, name: &str) -> (u16, serde_json::Value) {
+        let bytes = std::fs::read(plugin_path("oubli_testkit")).expect("the testkit is built");
+        let response = self
+            .http
+            .post(format!("{}/v1/plugins", self.url))
+            .query(&[("name", name)])
+            .bearer_auth(admin)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .expect("the service answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON answer"))
+    }
+
     /// Submits a request for the demo controller as its DPO; returns its id.
     pub async fn submit(
         &self,

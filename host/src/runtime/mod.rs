@@ -61,8 +61,9 @@ pub struct RuntimeSettings {
     /// from it and its name. A random one when not given: hashes then change with each
     /// process, which suits only trying a plugin out.
     pub pseudonym_key: [u8; 32],
-    /// oubli's own files (its SQLite database), which no system may name as its database.
-    pub reserved_files: Vec<PathBuf>,
+    /// oubli's own database (a SQLite file or a server URL), which no system may name as
+    /// its database.
+    pub reserved_databases: Vec<String>,
 }
 
 impl Default for RuntimeSettings {
@@ -73,7 +74,7 @@ impl Default for RuntimeSettings {
             max_instances: 64,
             epoch_tick: Duration::from_millis(5),
             pseudonym_key: rand::random(),
-            reserved_files: Vec::new(),
+            reserved_databases: Vec::new(),
         }
     }
 }
@@ -289,7 +290,7 @@ impl Runtime {
             .prepare(
                 self.settings.max_memory_mb,
                 &self.settings.pseudonym_key,
-                &self.settings.reserved_files,
+                &self.settings.reserved_databases,
             )
             .map(Arc::new)
     }
@@ -427,9 +428,6 @@ impl Runtime {
             if let Some(session) = state.sql.take() {
                 session.finish().await;
             }
-            state
-                .log
-                .report(&plugin.name, &system.config.name, request_id);
             let denied = state.denied.lock().expect("denied lock").clone();
             match outcome {
                 Ok(Ok(value)) => Ok(value),
@@ -754,11 +752,7 @@ fn check_secrets(reply: &Reply, system: &PreparedSystem) -> Result<(), RuntimeEr
         Reply::Validated => return Ok(()),
     }
     .unwrap_or_default();
-    if system
-        .secret_forms
-        .iter()
-        .any(|form| std::str::from_utf8(form).is_ok_and(|f| text.contains(f)))
-    {
+    if system.secret_forms.found_in(text.as_bytes()) {
         return Err(RuntimeError::Denied(format!(
             "the plugin's result holds a secret of system `{}`; it was not kept",
             system.config.name

@@ -137,6 +137,15 @@ impl CallState {
     }
 }
 
+impl Drop for CallState {
+    /// However the call ended (its deadline included), says once what its log limit
+    /// kept out.
+    fn drop(&mut self) {
+        self.log
+            .report(&self.plugin, &self.system.config.name, &self.request_id);
+    }
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

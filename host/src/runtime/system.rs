@@ -138,9 +138,8 @@ pub struct PreparedSystem {
     pub timeout: Duration,
     pub memory_bytes: u64,
     pub secrets: BTreeMap<String, Secret>,
-    /// Every form of every secret (see [`super::capability::http::secret_forms`]), which
-    /// must never reach the guest.
-    pub secret_forms: Arc<Vec<Vec<u8>>>,
+    /// Every form of every secret, none of which may reach the guest.
+    pub secret_forms: Arc<SecretForms>,
     pub sql: Option<Arc<SqlTarget>>,
     /// The key of this system's `keyed-hash`.
     pub hash_key: [u8; 32],
@@ -164,7 +163,7 @@ impl SystemConfig {
         &self,
         max_memory_mb: u64,
         pseudonym_key: &[u8; 32],
-        reserved_files: &[std::path::PathBuf],
+        reserved_databases: &[String],
     ) -> Result<PreparedSystem, RuntimeError> {
         let invalid = |m: String| Err(RuntimeError::InvalidConfig(m));
         if self.name.trim().is_empty() {
@@ -243,9 +242,7 @@ impl SystemConfig {
                 let target = SqlTarget::new(&url).map_err(|e| {
                     RuntimeError::InvalidConfig(format!("capabilities.sql.url: {e}"))
                 })?;
-                if let Some(path) = target.sqlite_path()
-                    && is_reserved(path, reserved_files)
-                {
+                if reserved_databases.iter().any(|r| target.is_database(r)) {
                     return invalid(
                         "capabilities.sql.url: this is oubli's own database, which no plugin may reach".into(),
                     );
@@ -253,14 +250,7 @@ impl SystemConfig {
                 Some(Arc::new(target))
             }
         };
-        let mut secret_forms: Vec<Vec<u8>> = secrets
-            .values()
-            .flat_map(|s| super::capability::http::secret_forms(&s.value))
-            .map(String::into_bytes)
-            .collect();
-        // Longest first, so that a longer form is replaced before a shorter one inside it.
-        secret_forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-        secret_forms.dedup();
+        let secret_forms = SecretForms::of(secrets.values());
         Ok(PreparedSystem {
             config: self.clone(),
             timeout: Duration::from_millis(timeout_ms),
@@ -273,30 +263,103 @@ impl SystemConfig {
     }
 }
 
-/// Whether `path` is one of oubli's own files (its database and the database's journal
-/// files), compared by canonical path so that another spelling of the name is caught.
-fn is_reserved(path: &std::path::Path, reserved: &[std::path::PathBuf]) -> bool {
-    let canonical = |p: &std::path::Path| {
-        std::fs::canonicalize(p).unwrap_or_else(|_| {
-            // A file that does not exist yet: its folder's canonical form and its name.
-            let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
-            match (
-                dir.map_or(std::fs::canonicalize("."), std::fs::canonicalize),
-                p.file_name(),
-            ) {
-                (Ok(dir), Some(name)) => dir.join(name),
-                _ => p.to_path_buf(),
+/// Every form in which a system's secrets could come back to its plugin: verbatim,
+/// percent-encoded, and base64 or base64url at each of the three byte alignments (a secret
+/// inside a longer encoded value, such as `Basic base64(user:secret)`). Responses, log
+/// lines and results are checked against all of them.
+#[derive(Debug, Default)]
+pub struct SecretForms {
+    /// Longest first, so that a longer form is replaced before a shorter one inside it.
+    forms: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl SecretForms {
+    pub fn of<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Self {
+        let mut forms: Vec<Vec<u8>> = secrets
+            .into_iter()
+            .flat_map(|s| forms_of(&s.value))
+            .map(String::into_bytes)
+            .collect();
+        forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        forms.dedup();
+        SecretForms {
+            forms: forms
+                .into_iter()
+                .map(|f| memchr::memmem::Finder::new(&f).into_owned())
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.forms.is_empty()
+    }
+
+    /// Whether `bytes` hold a secret in any of its forms.
+    pub fn found_in(&self, bytes: &[u8]) -> bool {
+        self.forms.iter().any(|f| f.find(bytes).is_some())
+    }
+
+    /// Replaces every form of every secret in `bytes`; whether anything was replaced.
+    pub fn scrub(&self, bytes: &mut Vec<u8>) -> bool {
+        const REDACTED: &[u8] = b"[redacted by oubli]";
+        let mut changed = false;
+        for form in &self.forms {
+            let mut start = 0;
+            while let Some(at) = form.find(&bytes[start..]) {
+                let at = start + at;
+                bytes.splice(at..at + form.needle().len(), REDACTED.iter().copied());
+                start = at + REDACTED.len();
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// [`Self::scrub`] for text.
+    pub fn scrub_text(&self, text: &str) -> String {
+        let mut bytes = text.as_bytes().to_vec();
+        if !self.scrub(&mut bytes) {
+            return text.to_owned();
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+fn forms_of(secret: &str) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let percent: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
             }
         })
-    };
-    let path = canonical(path);
-    reserved.iter().any(|r| {
-        let r = canonical(r);
-        path == r
-            || path
-                .to_string_lossy()
-                .starts_with(&format!("{}-", r.to_string_lossy()))
-    })
+        .collect();
+    let mut forms = vec![
+        secret.to_owned(),
+        percent.to_ascii_lowercase(),
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+        percent,
+    ];
+    for offset in 0..3usize {
+        let mut padded = vec![0u8; offset];
+        padded.extend_from_slice(secret.as_bytes());
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let encoded = engine.encode(&padded);
+            // Drop the characters that also encode the padding before the secret and
+            // whatever follows it: they depend on the surrounding bytes.
+            let skip = (offset * 8).div_ceil(6);
+            let keep = (padded.len() * 8) / 6;
+            if keep > skip + 4 {
+                forms.push(encoded[skip..keep].to_owned());
+            }
+        }
+    }
+    forms.retain(|f| f.len() >= 4);
+    forms
 }
 
 /// HMAC-SHA256 of `value` under `key`.
@@ -400,5 +463,36 @@ mod tests {
         let err =
             SystemConfig::from_toml("name = \"crm\"\n[capabilities]\nfiles = true\n").unwrap_err();
         assert!(err.to_string().contains("files"), "{err}");
+    }
+
+    #[test]
+    fn every_form_of_a_secret_is_scrubbed() {
+        use base64::Engine;
+        let secret = "s3cr3t-token/value+1";
+        let forms = SecretForms::of([&Secret {
+            value: secret.into(),
+            hosts: vec![],
+        }]);
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for echoed in [
+            format!("authorization: Bearer {secret}"),
+            format!("Basic {}", b64(&format!("user:{secret}"))),
+            format!("Basic {}", b64(&format!("ab:{secret}"))),
+            format!("Basic {}", b64(&format!("a:{secret}"))),
+            format!(
+                "q={}",
+                url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()
+            ),
+            format!("{{\"token\":\"{}\"}}", b64(secret)),
+        ] {
+            assert!(forms.found_in(echoed.as_bytes()), "{echoed}");
+            let mut bytes = echoed.clone().into_bytes();
+            assert!(forms.scrub(&mut bytes), "{echoed}");
+            let text = String::from_utf8(bytes).unwrap();
+            assert!(!text.contains(secret), "{text}");
+            assert!(!forms.found_in(text.as_bytes()), "{text}");
+        }
+        let mut clean = b"nothing to see".to_vec();
+        assert!(!forms.scrub(&mut clean));
     }
 }

@@ -69,7 +69,14 @@ impl Connector for Testkit {
                 "the testkit says the system is busy".into(),
             )),
             "http" => {
-                let mut request = Request::get(argument(&subject, "url")?);
+                // `method` = `delete` or `post` (with the `body` identity as its body).
+                let method = match subject.identity("method") {
+                    Some("delete") => http::Method::Delete,
+                    Some("post") => http::Method::Post,
+                    _ => http::Method::Get,
+                };
+                let mut request = Request::new(method, argument(&subject, "url")?);
+                request.body = subject.identity("body").map(|b| b.as_bytes().to_vec());
                 if let Some(header) = subject.identity("authorization") {
                     request = request.header("authorization", header);
                 }
@@ -120,12 +127,18 @@ impl Connector for Testkit {
                 http::sleep_ms(number(&subject, "ms", 60_000));
                 Ok(vec![seen("slept", "1")])
             }
-            // Writes (or tries to) from a call that must only read.
+            // Writes (or tries to) from a call that must only read: the `statement`
+            // identity's statements (split at `;`) in one transaction.
             "sql-write" => {
-                let changed = sql::transaction(vec![sql::Statement {
-                    sql: argument(&subject, "statement")?.to_owned(),
-                    params: Vec::new(),
-                }])?;
+                let changed = sql::transaction(
+                    argument(&subject, "statement")?
+                        .split(';')
+                        .map(|sql| sql::Statement {
+                            sql: sql.trim().to_owned(),
+                            params: Vec::new(),
+                        })
+                        .collect(),
+                )?;
                 Ok(vec![seen(
                     "changed",
                     changed.iter().sum::<u64>().to_string(),

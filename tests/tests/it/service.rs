@@ -881,18 +881,8 @@ async fn failed_tasks_say_why_and_a_retry_runs_them_again() {
     let admin = service.demo.admin.clone();
 
     // A plugin uploaded through the API, for a controller that approves its DPO's requests.
-    let bytes = std::fs::read(oubli_tests::plugin_path("oubli_testkit")).unwrap();
-    let response = service
-        .http
-        .post(format!("{}/v1/plugins?name=testkit", service.url))
-        .bearer_auth(&admin)
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let plugin: Value = response.json().await.unwrap();
+    let (status, plugin) = service.upload_testkit(&admin, "testkit").await;
+    assert_eq!(status, 201, "{plugin}");
     assert_eq!(plugin["info"]["name"], "testkit");
     assert!(
         plugin["info"]["actions"]
@@ -1815,32 +1805,18 @@ async fn logs_hold_no_identity_and_no_exported_value() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_plugins_fail_their_own_tasks_while_other_systems_are_served() {
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(dir.path(), &[("OUBLI_MAX_ATTEMPTS", "1")]);
+    let service = Service::start(
+        dir.path(),
+        &[("OUBLI_MAX_ATTEMPTS", "1"), ("OUBLI_LOG", "info")],
+    );
     let admin = service.demo.admin.clone();
-    let bytes = std::fs::read(oubli_tests::plugin_path("oubli_testkit")).unwrap();
-    let upload = |name: &'static str| {
-        let (service, admin, bytes) = (&service, admin.clone(), bytes.clone());
-        async move {
-            let response = service
-                .http
-                .post(format!("{}/v1/plugins?name={name}", service.url))
-                .bearer_auth(&admin)
-                .header("content-type", "application/wasm")
-                .body(bytes)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
-        }
-    };
-    let (status, body) = upload("builtin:sql").await;
+    let (status, body) = service.upload_testkit(&admin, "builtin:sql").await;
     assert_eq!(
         (status, body["field"].as_str()),
         (422, Some("name")),
         "{body}"
     );
-    let (status, plugin) = upload("testkit").await;
+    let (status, plugin) = service.upload_testkit(&admin, "testkit").await;
     assert_eq!(status, 201, "{plugin}");
 
     let (_, created) = service
@@ -1855,7 +1831,7 @@ async fn hostile_plugins_fail_their_own_tasks_while_other_systems_are_served() {
         .post(
             &format!("/v1/controllers/{hostile}/systems"),
             &admin,
-            json!({ "name": "hostile", "plugin": plugin["digest"], "limits": { "timeout_ms": 1000 } }),
+            json!({ "name": "hostile", "plugin": plugin["digest"], "limits": { "timeout_ms": 1000 }, "capabilities": { "host": true } }),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -1876,6 +1852,8 @@ async fn hostile_plugins_fail_their_own_tasks_while_other_systems_are_served() {
         sleepers.push(submit("erasure", "sleep").await);
     }
     let endless = submit("access", "endless").await;
+    // And one that writes 100,000 lines of 1 kB (100 MB) to the log.
+    let noisy = submit("erasure", "log-flood").await;
 
     // Meanwhile the demo CRM is served.
     let started = std::time::Instant::now();
@@ -1930,6 +1908,23 @@ async fn hostile_plugins_fail_their_own_tasks_while_other_systems_are_served() {
     assert!(
         task["last_error"].as_str().unwrap().contains("64 MiB"),
         "{task}"
+    );
+
+    // The log flood was cut to the call's limit and reported once.
+    service
+        .poll(&format!("/v1/requests/{noisy}"), &dpo, |r| {
+            r["status"] == "failed"
+        })
+        .await;
+    let output = service.output();
+    assert!(
+        output.contains("than its limit of 200 lines"),
+        "the dropped lines are not reported"
+    );
+    assert!(
+        output.len() < 2 << 20,
+        "the service wrote {} bytes of output",
+        output.len()
     );
 
     // The service's peak memory stayed bounded (VmHWM, in kB).

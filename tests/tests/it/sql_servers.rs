@@ -168,7 +168,14 @@ async fn contained(var: &str, sleep: &str, running: (&str, &str)) {
     for (behaviour, statement) in [
         ("sql", "DELETE FROM people"),
         ("sql-write", "DELETE FROM people"),
+        ("sql-write", "COMMIT; DELETE FROM people"),
         ("sql", "SELECT 1; DELETE FROM people"),
+        // MySQL commits implicitly before DDL, which would end a READ ONLY transaction.
+        ("sql", "CREATE TABLE stolen (x INTEGER)"),
+        (
+            "sql",
+            "/* a comment first */ CREATE TABLE stolen (x INTEGER)",
+        ),
     ] {
         let error = rt
             .locate(
@@ -181,6 +188,12 @@ async fn contained(var: &str, sleep: &str, running: (&str, &str)) {
         assert!(!error.is_retryable(), "{statement}: {error:?}");
     }
     assert_eq!(db.count("people", "1 = 1").await, 1, "nothing was written");
+    assert_eq!(
+        db.count("information_schema.tables", "table_name = 'stolen'")
+            .await,
+        0,
+        "no table was created"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -63,26 +63,13 @@ impl LogBudget {
     }
 }
 
-/// Replaces every form of the system's secrets in a text the plugin produced.
-pub fn redact(text: &str, forms: &[Vec<u8>]) -> String {
-    let mut out = text.to_owned();
-    for form in forms {
-        if let Ok(form) = std::str::from_utf8(form)
-            && out.contains(form)
-        {
-            out = out.replace(form, "[redacted by oubli]");
-        }
-    }
-    out
-}
-
 impl host::Host for CallState {
     async fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
         self.require("host", self.system.config.capabilities.host)?;
         let Some(line) = self.log.admit(&message) else {
             return Ok(());
         };
-        let message = redact(&line, &self.system.secret_forms);
+        let message = self.system.secret_forms.scrub_text(&line);
         let (plugin, system, request) = (
             &*self.plugin,
             self.system.config.name.as_str(),

@@ -6,15 +6,15 @@
 //! The host resolves a name once, checks every address it resolves to, and connects to
 //! an address it checked (no second lookup an attacker's DNS could answer differently).
 //! A response is read whole (within its cap) before the guest sees it, so that every
-//! secret of the system can be removed from its headers and body, verbatim and in its
-//! base64 and percent-encoded forms.
+//! secret of the system can be removed from its headers and body in every form
+//! ([`SecretForms`]).
 //!
 //! The host does not follow redirects: the guest sees the 3xx and sends a new request,
 //! which passes through the same checks, so every hop is checked.
 
 use crate::runtime::system::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUESTS,
-    DEFAULT_MAX_RESPONSE_BYTES, PreparedSystem, Secret, substitute_secrets,
+    DEFAULT_MAX_RESPONSE_BYTES, PreparedSystem, Secret, SecretForms, substitute_secrets,
 };
 use bytes::Bytes;
 use http::HeaderValue;
@@ -143,69 +143,6 @@ fn is_private_v6(v6: Ipv6Addr) -> bool {
         || (s[0] == 0x0100 && s[1..4].iter().all(|&x| x == 0)) // discard-only
 }
 
-/// The forms in which a secret could come back in a response: verbatim, percent-encoded
-/// and base64-encoded at each of the three byte alignments (a secret inside a longer
-/// encoded value, such as `Basic base64(user:secret)`).
-pub fn secret_forms(secret: &str) -> Vec<String> {
-    use base64::Engine;
-    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-    let mut forms = vec![secret.to_owned()];
-    let percent: String = secret
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    forms.push(percent.clone());
-    forms.push(percent.to_ascii_lowercase());
-    forms.push(url::form_urlencoded::byte_serialize(secret.as_bytes()).collect());
-    for offset in 0..3usize {
-        let mut padded = vec![0u8; offset];
-        padded.extend_from_slice(secret.as_bytes());
-        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-            let encoded = engine.encode(&padded);
-            // Drop the characters that also encode the padding before the secret and
-            // whatever follows it: they depend on the surrounding bytes.
-            let skip = (offset * 8).div_ceil(6);
-            let keep = (padded.len() * 8) / 6;
-            if keep > skip + 4 {
-                forms.push(encoded[skip..keep].to_owned());
-            }
-        }
-    }
-    forms.retain(|f| f.len() >= 4);
-    forms.sort();
-    forms.dedup();
-    forms
-}
-
-/// Replaces every form of every secret in `bytes`; whether anything was replaced.
-fn scrub(bytes: &mut Vec<u8>, forms: &[Vec<u8>]) -> bool {
-    const REDACTED: &[u8] = b"[redacted by oubli]";
-    let mut changed = false;
-    for form in forms {
-        let mut start = 0;
-        while let Some(at) = find(&bytes[start..], form) {
-            let at = start + at;
-            bytes.splice(at..at + form.len(), REDACTED.iter().copied());
-            start = at + REDACTED.len();
-            changed = true;
-        }
-    }
-    changed
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return None;
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// The HTTP policy of one call, shared with the send task.
 #[derive(Clone)]
 pub struct HttpPolicy {
@@ -219,7 +156,7 @@ pub struct HttpPolicy {
     sent: Arc<AtomicU32>,
     in_flight: Arc<tokio::sync::Semaphore>,
     secrets: Arc<BTreeMap<String, Secret>>,
-    secret_forms: Arc<Vec<Vec<u8>>>,
+    secret_forms: Arc<SecretForms>,
     deadline: Instant,
     /// The first refusal of this call, so that a failed call reports why.
     pub denied: Arc<Mutex<Option<String>>>,
@@ -389,23 +326,15 @@ impl HttpPolicy {
             .await
             .map_err(|e| size_or_inner(e, HttpError::HttpRequestBodySize(Some(max_request))))?
             .to_bytes();
+        // wasi-http has set `Host` from the URI's authority (the guest may not set it, nor
+        // `Transfer-Encoding`); the request line carries only the path.
         let tls = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
-        if !request.headers().contains_key(http::header::HOST)
-            && let Some(authority) = request.uri().authority()
-            && let Ok(value) = HeaderValue::from_str(authority.as_str())
-        {
-            request.headers_mut().insert(http::header::HOST, value);
-        }
         *request.uri_mut() = http::Uri::builder()
             .path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()))
             .build()
             .map_err(|_| HttpError::HttpRequestUriInvalid)?;
-        request
-            .headers_mut()
-            .remove(http::header::TRANSFER_ENCODING);
         let length = body.len();
-        let request = request.map(|_| Full::new(body));
-        let mut request = request;
+        let mut request = request.map(|_| Full::new(body));
         if length > 0 || request.method() != http::Method::GET {
             request
                 .headers_mut()
@@ -475,12 +404,12 @@ impl HttpPolicy {
         if !self.secret_forms.is_empty() {
             for value in parts.headers.values_mut() {
                 let mut bytes = value.as_bytes().to_vec();
-                if scrub(&mut bytes, &self.secret_forms) {
+                if self.secret_forms.scrub(&mut bytes) {
                     *value = HeaderValue::from_bytes(&bytes)
                         .unwrap_or(HeaderValue::from_static("[redacted by oubli]"));
                 }
             }
-            if scrub(&mut body, &self.secret_forms) {
+            if self.secret_forms.scrub(&mut body) {
                 tracing::warn!(system = %self.system, "a response carried a secret of the system; it was removed before the plugin saw it");
                 parts.headers.remove(http::header::CONTENT_LENGTH);
             }
@@ -589,35 +518,5 @@ mod tests {
         ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
-    }
-
-    #[test]
-    fn every_form_of_a_secret_is_scrubbed() {
-        use base64::Engine;
-        let secret = "s3cr3t-token/value+1";
-        let forms: Vec<Vec<u8>> = secret_forms(secret)
-            .into_iter()
-            .map(String::into_bytes)
-            .collect();
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        for echoed in [
-            format!("authorization: Bearer {secret}"),
-            format!("Basic {}", b64(&format!("user:{secret}"))),
-            format!("Basic {}", b64(&format!("ab:{secret}"))),
-            format!("Basic {}", b64(&format!("a:{secret}"))),
-            format!(
-                "q={}",
-                url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()
-            ),
-            format!("{{\"token\":\"{}\"}}", b64(secret)),
-        ] {
-            let mut bytes = echoed.clone().into_bytes();
-            assert!(scrub(&mut bytes, &forms), "{echoed}");
-            let text = String::from_utf8(bytes).unwrap();
-            assert!(!text.contains(secret), "{text}");
-            assert!(!text.contains(&b64(secret)[..8]), "{text}");
-        }
-        let mut clean = b"nothing to see".to_vec();
-        assert!(!scrub(&mut clean, &forms));
     }
 }

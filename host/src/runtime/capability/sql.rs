@@ -19,7 +19,7 @@
 
 use crate::runtime::bindings::sql::{Dialect, Rows, Statement, Value};
 use crate::runtime::bindings::types::Error as GuestError;
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::pool::PoolConnection;
@@ -107,11 +107,40 @@ impl SqlTarget {
         self.dialect
     }
 
-    /// The database file, for a SQLite target.
-    pub fn sqlite_path(&self) -> Option<&Path> {
+    /// Whether this target is the database at `location` (a SQLite file path or URL, or a
+    /// server URL): the same file by canonical path (its `-wal`, `-shm` and `-journal`
+    /// files included), or the same database name on the same server, with `localhost`
+    /// and the loopback addresses taken as one host. Another name for the same server (a
+    /// DNS alias, a socket path) is not recognised.
+    pub fn is_database(&self, location: &str) -> bool {
         match &self.backend {
-            Backend::Sqlite(file) => file.path.as_deref(),
-            _ => None,
+            Backend::Sqlite(file) => {
+                let Some(path) = &file.path else {
+                    return false;
+                };
+                let other = match location.strip_prefix("sqlite:") {
+                    Some(rest) => match SqliteFile::parse(rest) {
+                        Ok(SqliteFile {
+                            path: Some(other), ..
+                        }) => other,
+                        _ => return false,
+                    },
+                    None if !location.contains("://") => PathBuf::from(location),
+                    None => return false,
+                };
+                let (path, other) = (canonical(path), canonical(&other));
+                path == other
+                    || ["-wal", "-shm", "-journal"].iter().any(|suffix| {
+                        let mut journal = other.clone().into_os_string();
+                        journal.push(suffix);
+                        path == PathBuf::from(journal)
+                    })
+            }
+            Backend::Postgres(_) | Backend::MySql(_) => {
+                server_identity(&self.url).is_some()
+                    && server_identity(&self.url)
+                        == server_identity(&location.replacen("mariadb://", "mysql://", 1))
+            }
         }
     }
 
@@ -184,6 +213,45 @@ impl SqlTarget {
         })
         .await
     }
+}
+
+/// A path made absolute and free of `.`, `..` and links, as far as it exists.
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| {
+        // A file that does not exist yet: its folder's canonical form and its name.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        match (
+            dir.map_or(std::fs::canonicalize("."), std::fs::canonicalize),
+            path.file_name(),
+        ) {
+            (Ok(dir), Some(name)) => dir.join(name),
+            _ => path.to_path_buf(),
+        }
+    })
+}
+
+/// The engine, host, port and database name a server URL names.
+fn server_identity(url: &str) -> Option<(String, String, u16, String)> {
+    let url = url::Url::parse(url).ok()?;
+    let engine = match url.scheme() {
+        "postgres" | "postgresql" => "postgres",
+        "mysql" => "mysql",
+        _ => return None,
+    };
+    let host = url
+        .host_str()?
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase();
+    let host = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_loopback() => "loopback".to_owned(),
+        _ if host == "localhost" => "loopback".to_owned(),
+        _ => host,
+    };
+    let port = url
+        .port()
+        .unwrap_or(if engine == "postgres" { 5432 } else { 3306 });
+    let database = url.path().trim_start_matches('/').to_owned();
+    Some((engine.to_owned(), host, port, database))
 }
 
 fn far_deadline() -> Instant {
@@ -263,45 +331,34 @@ impl SqlSession {
     ) -> Result<Rows, GuestError> {
         let limit = max_rows.min(MAX_ROWS) as usize;
         let read_only = self.access == Access::ReadOnly;
-        let url = self.target.url.clone();
-        let guard = self.connect().await?;
-        match guard {
+        // On a server, a read-only call's statement runs in a READ ONLY transaction; a
+        // statement that ends it (DDL commits implicitly on MySQL) or changes the
+        // session's settings would step out of it, so only queries are sent.
+        if read_only && !matches!(self.target.dialect, Dialect::Sqlite) {
+            require_query(&statement.sql)?;
+        }
+        macro_rules! on_server {
+            ($conn:expr, $begin_read_only:literal, $rows:ident) => {{
+                if read_only {
+                    let mut tx = $conn.begin_with($begin_read_only).await.map_err(classify)?;
+                    let rows = $rows(&mut tx, statement, limit).await;
+                    tx.rollback().await.map_err(classify)?;
+                    rows
+                } else {
+                    $rows($conn, statement, limit).await
+                }
+            }};
+        }
+        match self.connect().await? {
             SessionConn::Sqlite(conn) => {
                 let (conn, statement) = (conn.clone(), statement.clone());
-                run_blocking(&conn.clone(), move || conn.query(&statement, limit)).await
+                run_blocking(move || conn.query(&statement, limit)).await
             }
             SessionConn::Postgres(server) => {
-                let conn = &mut *server.conn;
-                let id = server.id;
-                let stop = Canceller::new(move || cancel_postgres(url, id));
-                let rows = if read_only {
-                    let mut tx = conn.begin_with("BEGIN READ ONLY").await.map_err(classify)?;
-                    let rows = pg_rows(&mut tx, statement, limit).await;
-                    tx.rollback().await.map_err(classify)?;
-                    rows
-                } else {
-                    pg_rows(conn, statement, limit).await
-                };
-                stop.disarm();
-                rows
+                on_server!(&mut *server.conn, "BEGIN READ ONLY", pg_rows)
             }
             SessionConn::MySql(server) => {
-                let conn = &mut *server.conn;
-                let id = server.id;
-                let stop = Canceller::new(move || cancel_mysql(url, id));
-                let rows = if read_only {
-                    let mut tx = conn
-                        .begin_with("START TRANSACTION READ ONLY")
-                        .await
-                        .map_err(classify)?;
-                    let rows = mysql_rows(&mut tx, statement, limit).await;
-                    tx.rollback().await.map_err(classify)?;
-                    rows
-                } else {
-                    mysql_rows(conn, statement, limit).await
-                };
-                stop.disarm();
-                rows
+                on_server!(&mut *server.conn, "START TRANSACTION READ ONLY", mysql_rows)
             }
         }
     }
@@ -309,13 +366,16 @@ impl SqlSession {
     /// Runs the statements in one transaction and returns the rows each changed.
     ///
     /// # Errors
-    /// The connector error the plugin should see; nothing is committed then.
+    /// The connector error the plugin should see; nothing is committed then. A
+    /// transaction is for `rectify` and `erase`: a read-only call is denied one.
     pub async fn transaction(&mut self, statements: &[Statement]) -> Result<Vec<u64>, GuestError> {
-        let read_only = self.access == Access::ReadOnly;
-        let url = self.target.url.clone();
-        let guard = self.connect().await?;
-        macro_rules! run {
-            ($conn:expr, $begin:expr) => {{
+        if self.access == Access::ReadOnly {
+            return Err(GuestError::Denied(
+                "sql.transaction is for rectify and erase; describe, validate, locate and access only read".into(),
+            ));
+        }
+        macro_rules! on_server {
+            ($conn:expr, $begin:literal) => {{
                 let mut tx = $conn.begin_with($begin).await.map_err(classify)?;
                 let mut counts = Vec::with_capacity(statements.len());
                 for statement in statements {
@@ -329,35 +389,13 @@ impl SqlSession {
                 Ok(counts)
             }};
         }
-        match guard {
+        match self.connect().await? {
             SessionConn::Sqlite(conn) => {
                 let (conn, statements) = (conn.clone(), statements.to_vec());
-                run_blocking(&conn.clone(), move || conn.transaction(&statements)).await
+                run_blocking(move || conn.transaction(&statements)).await
             }
-            SessionConn::Postgres(server) => {
-                let id = server.id;
-                let stop = Canceller::new(move || cancel_postgres(url, id));
-                let begin = if read_only {
-                    "BEGIN READ ONLY"
-                } else {
-                    "BEGIN"
-                };
-                let counts = run!(&mut *server.conn, begin);
-                stop.disarm();
-                counts
-            }
-            SessionConn::MySql(server) => {
-                let id = server.id;
-                let stop = Canceller::new(move || cancel_mysql(url, id));
-                let begin = if read_only {
-                    "START TRANSACTION READ ONLY"
-                } else {
-                    "START TRANSACTION"
-                };
-                let counts = run!(&mut *server.conn, begin);
-                stop.disarm();
-                counts
-            }
+            SessionConn::Postgres(server) => on_server!(&mut *server.conn, "BEGIN"),
+            SessionConn::MySql(server) => on_server!(&mut *server.conn, "START TRANSACTION"),
         }
     }
 
@@ -375,12 +413,7 @@ impl SqlSession {
         let conn = match &self.target.backend {
             Backend::Sqlite(file) => {
                 let (file, access, deadline) = (file.clone(), self.access, self.deadline);
-                let conn =
-                    tokio::task::spawn_blocking(move || SqliteConn::open(&file, access, deadline))
-                        .await
-                        .map_err(|e| {
-                            GuestError::Unavailable(format!("opening the database: {e}"))
-                        })??;
+                let conn = run_blocking(move || SqliteConn::open(&file, access, deadline)).await?;
                 SessionConn::Sqlite(Arc::new(conn))
             }
             Backend::Postgres(_) => {
@@ -392,7 +425,7 @@ impl SqlSession {
                     .await
                     .map_err(classify)?;
                 // The server stops a statement at the deadline even if the cancel
-                // request below never arrives.
+                // request (see `Drop`) never arrives.
                 let timeout = remaining.as_millis().max(1);
                 let id: i32 = sqlx::query_scalar(&format!(
                     "SELECT pg_backend_pid() FROM (SELECT set_config('statement_timeout', '{timeout}', false)) AS s"
@@ -413,8 +446,8 @@ impl SqlSession {
                     .acquire()
                     .await
                     .map_err(classify)?;
-                // The session's connection is never handed to another call (see
-                // `finish`), so what it sets here or the plugin sets later dies with it.
+                // The session's connection is never handed to another call, so what it
+                // sets here or the plugin sets later dies with it.
                 conn.close_on_drop();
                 let seconds = remaining.as_secs_f64().max(0.001);
                 // MariaDB knows `max_statement_time` (seconds), MySQL
@@ -443,83 +476,100 @@ impl SqlSession {
         Ok(conn)
     }
 
-    /// Ends the session after its call returned: a server connection goes back to the
-    /// pool with everything the plugin set on it reset, or is closed.
+    /// Ends the session after its call returned: a PostgreSQL connection goes back to
+    /// the pool with everything the plugin set on it reset (or is closed), a MySQL one is
+    /// closed. Until the reset is done the session still holds the connection, so a call
+    /// stopped meanwhile closes it rather than pooling it half reset.
     pub async fn finish(mut self) {
-        match self.conn.take() {
-            Some(SessionConn::Postgres(mut server)) => {
-                let reset = sqlx::raw_sql(
-                    "ROLLBACK; RESET ALL; RESET SESSION AUTHORIZATION; CLOSE ALL; UNLISTEN *; \
-                     SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
-                )
-                .execute(&mut *server.conn)
-                .await;
-                if reset.is_err() {
-                    server.conn.close_on_drop();
-                }
+        if let Some(SessionConn::Postgres(server)) = &mut self.conn {
+            let reset = sqlx::raw_sql(
+                "ROLLBACK; RESET ALL; RESET SESSION AUTHORIZATION; CLOSE ALL; UNLISTEN *; \
+                 SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
+            )
+            .execute(&mut *server.conn)
+            .await;
+            if reset.is_err() {
+                server.conn.close_on_drop();
             }
-            Some(SessionConn::MySql(server)) => drop(server),
-            Some(SessionConn::Sqlite(_)) | None => {}
         }
+        // Released here, not by `Drop`, which would take the call as stopped.
+        drop(self.conn.take());
     }
 }
 
 impl Drop for SqlSession {
+    /// A session dropped while it holds its connection belongs to a call that was
+    /// stopped (its deadline, or the host shutting down): whatever statement may still
+    /// run is stopped on the database, and a server connection is closed, never pooled.
     fn drop(&mut self) {
-        // Still holding a connection here means the call was stopped: do not let a
-        // server connection that may be mid-statement go back to the pool.
-        match &mut self.conn {
-            Some(SessionConn::Postgres(server)) => server.conn.close_on_drop(),
-            Some(SessionConn::MySql(server)) => server.conn.close_on_drop(),
-            Some(SessionConn::Sqlite(conn)) => conn.interrupt(),
-            None => {}
+        let cancel = match self.conn.take() {
+            None => return,
+            Some(SessionConn::Sqlite(conn)) => {
+                conn.interrupt();
+                return;
+            }
+            Some(SessionConn::Postgres(mut server)) => {
+                server.conn.close_on_drop();
+                cancel_postgres(self.target.url.clone(), server.id).boxed()
+            }
+            Some(SessionConn::MySql(mut server)) => {
+                server.conn.close_on_drop();
+                cancel_mysql(self.target.url.clone(), server.id).boxed()
+            }
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(cancel);
         }
     }
 }
 
-/// Runs SQLite work on a blocking thread; if the call is dropped meanwhile, the
-/// statement is interrupted rather than left running.
+/// Runs SQLite work on a blocking thread (a stopped call interrupts it through
+/// [`SqlSession`]'s `Drop`).
 async fn run_blocking<T: Send + 'static>(
-    conn: &Arc<SqliteConn>,
     work: impl FnOnce() -> Result<T, GuestError> + Send + 'static,
 ) -> Result<T, GuestError> {
-    let interrupt = conn.clone();
-    let stop = Canceller::new(move || {
-        interrupt.interrupt();
-        async {}
-    });
-    let result = tokio::task::spawn_blocking(work)
+    tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| GuestError::Failed(format!("the database work stopped: {e}")))?;
-    stop.disarm();
-    result
+        .map_err(|e| GuestError::Failed(format!("the database work stopped: {e}")))?
 }
 
-/// Stops a statement from outside when the future running it is dropped before it ends.
-struct Canceller<F: FnOnce() -> Fut, Fut: Future<Output = ()> + Send + 'static> {
-    cancel: Option<F>,
-}
-
-impl<F: FnOnce() -> Fut, Fut: Future<Output = ()> + Send + 'static> Canceller<F, Fut> {
-    fn new(cancel: F) -> Self {
-        Canceller {
-            cancel: Some(cancel),
+/// Refuses a statement that is not a query: after blanks, comments and opening
+/// parentheses it must start with `SELECT`, `WITH`, `VALUES`, `TABLE`, `SHOW`, `EXPLAIN`,
+/// `DESCRIBE` or `DESC`. MySQL's executable comments (`/*!…*/`) count as code.
+fn require_query(sql: &str) -> Result<(), GuestError> {
+    let mut rest = sql;
+    loop {
+        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(after) = trimmed.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = trimmed.strip_prefix('#') {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if trimmed.starts_with("/*") && !trimmed.starts_with("/*!") {
+            rest = trimmed[2..].split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            rest = trimmed;
+            break;
         }
     }
-
-    fn disarm(mut self) {
-        self.cancel = None;
-    }
-}
-
-impl<F: FnOnce() -> Fut, Fut: Future<Output = ()> + Send + 'static> Drop for Canceller<F, Fut> {
-    fn drop(&mut self) {
-        if let Some(cancel) = self.cancel.take() {
-            let stop = cancel();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(stop);
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    const QUERIES: &[&str] = &[
+        "SELECT", "WITH", "VALUES", "TABLE", "SHOW", "EXPLAIN", "DESCRIBE", "DESC",
+    ];
+    if QUERIES.contains(&word.as_str()) {
+        Ok(())
+    } else {
+        Err(GuestError::Denied(format!(
+            "describe, validate, locate and access only read, and a {} statement is not a query",
+            if word.is_empty() {
+                "blank"
+            } else {
+                word.as_str()
             }
-        }
+        )))
     }
 }
 
@@ -1235,5 +1285,70 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn read_only_server_statements_are_queries() {
+        for query in [
+            "SELECT 1",
+            "  (SELECT 1)",
+            "with x as (select 1) select * from x",
+            "-- why\nSELECT 1",
+            "/* why */ SELECT 1",
+            "# why\nSHOW TABLES",
+        ] {
+            assert!(require_query(query).is_ok(), "{query}");
+        }
+        for other in [
+            "CREATE TABLE x (a int)",
+            "SET SESSION transaction_read_only = OFF",
+            "COMMIT",
+            "/*! CREATE TABLE x (a int) */",
+            "/* SELECT */ DELETE FROM x",
+            "-- SELECT\nDELETE FROM x",
+            "",
+        ] {
+            assert!(
+                matches!(require_query(other), Err(GuestError::Denied(_))),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn oubli_s_own_database_is_recognised_under_another_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("oubli.db");
+        std::fs::write(&own, b"").unwrap();
+        let own_location = own.display().to_string();
+        for url in [
+            format!("sqlite://{}", own.display()),
+            format!("sqlite:{}/./oubli.db?mode=ro", dir.path().display()),
+            format!("sqlite://{}-wal", own.display()),
+        ] {
+            assert!(
+                SqlTarget::new(&url).unwrap().is_database(&own_location),
+                "{url}"
+            );
+        }
+        assert!(
+            !SqlTarget::new(&format!("sqlite://{}/crm.db", dir.path().display()))
+                .unwrap()
+                .is_database(&own_location)
+        );
+        let store = "postgres://postgres@127.0.0.1:5432/oubli";
+        for url in [
+            "postgres://crm:secret@localhost/oubli",
+            "postgresql://[::1]:5432/oubli?sslmode=disable",
+        ] {
+            assert!(SqlTarget::new(url).unwrap().is_database(store), "{url}");
+        }
+        for url in [
+            "postgres://localhost/crm",
+            "postgres://localhost:5433/oubli",
+            "mysql://localhost/oubli",
+        ] {
+            assert!(!SqlTarget::new(url).unwrap().is_database(store), "{url}");
+        }
     }
 }
