@@ -133,7 +133,7 @@ impl SqlTarget {
                     || ["-wal", "-shm", "-journal"].iter().any(|suffix| {
                         let mut journal = other.clone().into_os_string();
                         journal.push(suffix);
-                        path == PathBuf::from(journal)
+                        path.as_os_str() == journal
                     })
             }
             Backend::Postgres(_) | Backend::MySql(_) => {
