@@ -242,7 +242,11 @@ async fn access(
                     + r.key.len()
                     + r.fields
                         .iter()
-                        .map(|f| 48 + f.name.len() + f.value.len())
+                        .map(|f| {
+                            48 + f.name.len()
+                                + f.value.len()
+                                + f.category.as_ref().map_or(0, String::len)
+                        })
                         .sum::<usize>()
             })
             .sum::<usize>()

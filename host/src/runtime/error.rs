@@ -41,6 +41,23 @@ impl RuntimeError {
         )
     }
 
+    /// The same error with every form of the system's secrets removed from its message
+    /// (a plugin's message, or the stderr of a crash).
+    pub fn redacted(self, secrets: &super::system::SecretForms) -> Self {
+        if secrets.is_empty() {
+            return self;
+        }
+        let clean = |m: String| secrets.scrub_text(&m);
+        match self {
+            RuntimeError::Unavailable(m) => RuntimeError::Unavailable(clean(m)),
+            RuntimeError::Trap(m) => RuntimeError::Trap(clean(m)),
+            RuntimeError::Denied(m) => RuntimeError::Denied(clean(m)),
+            RuntimeError::InvalidConfig(m) => RuntimeError::InvalidConfig(clean(m)),
+            RuntimeError::Failed(m) => RuntimeError::Failed(clean(m)),
+            bounded @ (RuntimeError::Timeout(_) | RuntimeError::OutOfMemory(_)) => bounded,
+        }
+    }
+
     /// A stable machine name for the kind of error.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -16,6 +16,7 @@ pub mod bindings;
 mod cache;
 pub mod capability;
 mod error;
+mod reply;
 mod state;
 pub mod system;
 
@@ -25,11 +26,14 @@ pub use bindings::types::{
     Action, Change, Erased, Identity, Info, Outcome, Page, PersonalRecord, RecordRef, Subject,
 };
 pub use error::RuntimeError;
+pub use reply::{
+    MAX_FIELD_VALUE_BYTES, MAX_FIELD_VALUE_DEPTH, MAX_LABEL_CHARS, MAX_LEGAL_BASIS_CHARS,
+};
 pub use system::{PreparedSystem, SystemConfig};
 
 use anyhow::Context;
 use cache::CompileCache;
-use capability::sql::Access;
+use reply::{Op, Reply};
 use sha2::{Digest, Sha256};
 use state::{CallState, CapabilityDenied};
 use std::collections::HashMap;
@@ -445,8 +449,16 @@ impl Runtime {
                     RuntimeError::Timeout(system.timeout.as_millis() as u64),
                 ))
         });
-        let reply = outcome?;
-        check_secrets(&reply, system)?;
+        // Nothing a plugin wrote reaches a task's error, the store or a certificate with a
+        // secret in it, or unchecked.
+        let reply = outcome.map_err(|e| e.redacted(&system.secret_forms))?;
+        if reply.holds(&system.secret_forms) {
+            return Err(RuntimeError::Denied(format!(
+                "the plugin's result holds a secret of system `{}`; it was not kept",
+                system.config.name
+            )));
+        }
+        reply.check().map_err(RuntimeError::Failed)?;
         Ok(reply)
     }
 
@@ -598,21 +610,10 @@ impl Runtime {
         cursor: Option<String>,
     ) -> Result<Page, RuntimeError> {
         let op = Op::Access(subject.clone(), cursor);
-        let page = match self.run(plugin, system, &subject.request_id, op).await? {
-            Reply::Page(page) => page,
+        match self.run(plugin, system, &subject.request_id, op).await? {
+            Reply::Page(page) => Ok(page),
             _ => unreachable!("access replies with a page"),
-        };
-        for record in &page.records {
-            for field in &record.fields {
-                check_json_value(&field.value).map_err(|reason| {
-                    RuntimeError::Failed(format!(
-                        "the plugin exported {}/{} with a field {:?} whose value {reason}",
-                        record.collection, record.key, field.name
-                    ))
-                })?;
-            }
         }
-        Ok(page)
     }
 
     /// Applies a rectification.
@@ -645,208 +646,9 @@ impl Runtime {
         subject: &Subject,
     ) -> Result<Vec<Erased>, RuntimeError> {
         let op = Op::Erase(subject.clone());
-        let erased = match self.run(plugin, system, &subject.request_id, op).await? {
-            Reply::Erased(erased) => erased,
+        match self.run(plugin, system, &subject.request_id, op).await? {
+            Reply::Erased(erased) => Ok(erased),
             _ => unreachable!("erase replies with erasures"),
-        };
-        for e in &erased {
-            if let Outcome::Retained(basis) = &e.outcome
-                && let Err(reason) = check_legal_basis(basis)
-            {
-                return Err(RuntimeError::Failed(format!(
-                    "the plugin retained {}/{} with a legal basis that {reason}",
-                    e.collection, e.key
-                )));
-            }
-        }
-        Ok(erased)
-    }
-}
-
-/// The longest legal basis a certificate shows, in characters.
-pub const MAX_LEGAL_BASIS_CHARS: usize = 1_000;
-/// The largest field value an export may hold, in bytes of JSON.
-pub const MAX_FIELD_VALUE_BYTES: usize = 1 << 20;
-/// The deepest nesting a field value may have.
-pub const MAX_FIELD_VALUE_DEPTH: usize = 32;
-
-/// A legal basis is printable text of words a DPO can read on a certificate.
-fn check_legal_basis(basis: &str) -> Result<(), String> {
-    let visible = basis
-        .chars()
-        .filter(|c| !c.is_whitespace() && !is_invisible(*c))
-        .count();
-    if visible == 0 {
-        return Err("is empty or only blank or invisible characters".into());
-    }
-    if basis.chars().count() > MAX_LEGAL_BASIS_CHARS {
-        return Err(format!("is longer than {MAX_LEGAL_BASIS_CHARS} characters"));
-    }
-    if basis.chars().any(|c| c.is_control() && c != ' ') {
-        return Err("holds control characters".into());
-    }
-    Ok(())
-}
-
-/// Characters that print as nothing: zero-width spaces and joiners, bidi controls, the
-/// byte-order mark, soft hyphens, variation selectors, tags.
-fn is_invisible(c: char) -> bool {
-    matches!(c,
-        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
-        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
-        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
-        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}' | '\u{e0000}'..='\u{e0fff}')
-}
-
-/// A field value is JSON text of bounded size and depth.
-fn check_json_value(value: &str) -> Result<(), String> {
-    if value.len() > MAX_FIELD_VALUE_BYTES {
-        return Err(format!(
-            "is larger than {} KiB",
-            MAX_FIELD_VALUE_BYTES >> 10
-        ));
-    }
-    // Count nesting before parsing, so that a deep value costs no recursion.
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in value.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        if deepest > MAX_FIELD_VALUE_DEPTH {
-            return Err(format!(
-                "is nested deeper than {MAX_FIELD_VALUE_DEPTH} levels"
-            ));
-        }
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(value)
-        .map(drop)
-        .map_err(|e| format!("is not JSON text ({e})"))
-}
-
-/// Fails a call whose result carries one of the system's secrets in any form: the plugin
-/// must never have seen it, and a result is stored and shown.
-fn check_secrets(reply: &Reply, system: &PreparedSystem) -> Result<(), RuntimeError> {
-    if system.secret_forms.is_empty() {
-        return Ok(());
-    }
-    let text = match reply {
-        Reply::Info(info) => serde_json::to_string(info),
-        Reply::Records(records) => serde_json::to_string(records),
-        Reply::Page(page) => serde_json::to_string(page),
-        Reply::Erased(erased) => serde_json::to_string(erased),
-        Reply::Validated => return Ok(()),
-    }
-    .unwrap_or_default();
-    if system.secret_forms.found_in(text.as_bytes()) {
-        return Err(RuntimeError::Denied(format!(
-            "the plugin's result holds a secret of system `{}`; it was not kept",
-            system.config.name
-        )));
-    }
-    Ok(())
-}
-
-/// One call of the contract.
-enum Op {
-    Describe,
-    Validate,
-    Locate(Subject),
-    Access(Subject, Option<String>),
-    Rectify(Subject, Vec<Change>),
-    Erase(Subject),
-}
-
-/// What a call returned.
-enum Reply {
-    Info(Info),
-    Validated,
-    Records(Vec<RecordRef>),
-    Page(Page),
-    Erased(Vec<Erased>),
-}
-
-impl Op {
-    /// Only `rectify` and `erase` change the system.
-    fn access(&self) -> Access {
-        match self {
-            Op::Rectify(..) | Op::Erase(_) => Access::ReadWrite,
-            _ => Access::ReadOnly,
-        }
-    }
-
-    async fn run(
-        self,
-        plugin: &bindings::Plugin,
-        store: &mut Store<CallState>,
-    ) -> wasmtime::Result<Result<Reply, bindings::types::Error>> {
-        let guest = plugin.oubli_connector_connector();
-        Ok(match self {
-            Op::Describe => Ok(Reply::Info(guest.call_describe(&mut *store).await?)),
-            Op::Validate => guest
-                .call_validate(&mut *store)
-                .await?
-                .map(|()| Reply::Validated),
-            Op::Locate(subject) => guest
-                .call_locate(&mut *store, &subject)
-                .await?
-                .map(Reply::Records),
-            Op::Access(subject, cursor) => guest
-                .call_access(&mut *store, &subject, cursor.as_deref())
-                .await?
-                .map(Reply::Page),
-            Op::Rectify(subject, changes) => guest
-                .call_rectify(&mut *store, &subject, &changes)
-                .await?
-                .map(Reply::Records),
-            Op::Erase(subject) => guest
-                .call_erase(&mut *store, &subject)
-                .await?
-                .map(Reply::Erased),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn legal_bases_are_printable_words() {
-        assert!(check_legal_basis("Art. 17(3)(b): invoices kept 10 years").is_ok());
-        for bad in ["", "  ", "\u{200b}", "\u{200b}\u{feff} \u{2060}", "a\u{0}b"] {
-            assert!(check_legal_basis(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_legal_basis(&"x".repeat(8 << 20)).is_err());
-    }
-
-    #[test]
-    fn field_values_are_bounded_json() {
-        for good in [
-            "\"a@example.org\"",
-            "42",
-            "null",
-            "{\"a\":[1,2,{\"b\":\"]]]\"}]}",
-        ] {
-            assert!(check_json_value(good).is_ok(), "{good}");
-        }
-        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        for bad in ["a@example.org", "{", deep.as_str()] {
-            assert!(check_json_value(bad).is_err(), "{bad}");
         }
     }
 }

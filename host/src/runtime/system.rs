@@ -300,17 +300,29 @@ impl SecretForms {
     }
 
     /// Replaces every form of every secret in `bytes`; whether anything was replaced.
+    /// One pass per form, each copying the bytes once, whatever the number of matches.
     pub fn scrub(&self, bytes: &mut Vec<u8>) -> bool {
         const REDACTED: &[u8] = b"[redacted by oubli]";
         let mut changed = false;
         for form in &self.forms {
-            let mut start = 0;
-            while let Some(at) = form.find(&bytes[start..]) {
-                let at = start + at;
-                bytes.splice(at..at + form.needle().len(), REDACTED.iter().copied());
-                start = at + REDACTED.len();
-                changed = true;
+            let mut matches = form.find_iter(bytes).peekable();
+            if matches.peek().is_none() {
+                continue;
             }
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut from = 0;
+            for at in matches {
+                // Overlapping matches of a form with itself: the first one covers both.
+                if at < from {
+                    continue;
+                }
+                out.extend_from_slice(&bytes[from..at]);
+                out.extend_from_slice(REDACTED);
+                from = at + form.needle().len();
+            }
+            out.extend_from_slice(&bytes[from..]);
+            *bytes = out;
+            changed = true;
         }
         changed
     }

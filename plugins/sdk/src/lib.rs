@@ -501,10 +501,12 @@ pub mod sql {
         host::query(statement, MAX_ROWS)
     }
 
-    /// Runs the statements in one transaction; returns the rows each one changed.
+    /// Runs the statements in one transaction; returns the rows each one changed. Each
+    /// statement is exactly one SQL statement.
     ///
     /// # Errors
-    /// As [`query`]; when one statement fails, none takes effect.
+    /// As [`query`]; when one statement fails, none takes effect. `denied` outside
+    /// `rectify` and `erase`, which alone may write.
     pub fn transaction(statements: Vec<Statement>) -> Result<Vec<u64>> {
         host::transaction(&statements)
     }

@@ -23,6 +23,19 @@ fn seen(what: &str, key: impl Into<String>) -> RecordRef {
     }
 }
 
+/// Runs the `statement` identity's statements (one per line) in one transaction.
+fn write(subject: &Subject) -> Result<Vec<u64>> {
+    sql::transaction(
+        argument(subject, "statement")?
+            .lines()
+            .map(|sql| sql::Statement {
+                sql: sql.trim().to_owned(),
+                params: Vec::new(),
+            })
+            .collect(),
+    )
+}
+
 fn number(subject: &Subject, kind: &str, default: u64) -> u64 {
     subject
         .identity(kind)
@@ -127,18 +140,9 @@ impl Connector for Testkit {
                 http::sleep_ms(number(&subject, "ms", 60_000));
                 Ok(vec![seen("slept", "1")])
             }
-            // Writes (or tries to) from a call that must only read: the `statement`
-            // identity's statements (split at `;`) in one transaction.
+            // Writes (or tries to) from a call that must only read.
             "sql-write" => {
-                let changed = sql::transaction(
-                    argument(&subject, "statement")?
-                        .split(';')
-                        .map(|sql| sql::Statement {
-                            sql: sql.trim().to_owned(),
-                            params: Vec::new(),
-                        })
-                        .collect(),
-                )?;
+                let changed = write(&subject)?;
                 Ok(vec![seen(
                     "changed",
                     changed.iter().sum::<u64>().to_string(),
@@ -204,9 +208,11 @@ impl Connector for Testkit {
         }
     }
 
-    /// `behaviour` = `blank-basis` retains a record with an invisible legal basis.
+    /// `behaviour` = `blank-basis` retains a record with an invisible legal basis;
+    /// `sql-write` runs the `statement` identity's statements and erases nothing.
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
         match argument(&subject, "behaviour")? {
+            "sql-write" => write(&subject).map(|_| Vec::new()),
             "blank-basis" => Ok(vec![Erased {
                 collection: "invoices".into(),
                 key: "1".into(),

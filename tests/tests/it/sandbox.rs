@@ -691,3 +691,74 @@ async fn request_bodies_are_sent_with_their_length() {
         "no body is sent chunked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_found_in_the_data_or_a_compressed_answer_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE api_keys (token TEXT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO api_keys VALUES (?1)")
+        .bind(SECRET)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (address, _server) = serve(Router::new().route(
+        "/",
+        get(|| async { ([("content-encoding", "gzip")], "compressed, maybe an echo") }),
+    ))
+    .await;
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), SECRET).unwrap();
+    let rt = runtime();
+    let sys = system(
+        &rt,
+        &format!(
+            "name = \"keeper\"\n[capabilities]\nsql = {{ url = \"sqlite://{}\" }}\n[capabilities.http]\nallow = [\"127.0.0.1\"]\nallow_private = true\n[secrets.API_TOKEN]\nfile = \"{}\"\n",
+            db.display(),
+            secret_file.path().display()
+        ),
+    );
+    // The data holds the secret: the result is refused.
+    let (result, _) = timed(
+        &rt,
+        &sys,
+        &[
+            ("behaviour", "sql"),
+            ("statement", "SELECT token FROM api_keys"),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(&result, Err(RuntimeError::Denied(m)) if m.contains("holds a secret")),
+        "{result:?}"
+    );
+    // A database error that quotes it: the message is cleared of it.
+    let (result, _) = timed(
+        &rt,
+        &sys,
+        &[
+            ("behaviour", "sql"),
+            ("statement", &format!("SELECT * FROM [{SECRET}]")),
+        ],
+    )
+    .await;
+    let message = result.unwrap_err().to_string();
+    assert!(
+        message.contains("no such table") && !message.contains(SECRET),
+        "{message}"
+    );
+    // A compressed answer cannot be checked: refused.
+    let url = format!("http://{address}/");
+    let (result, _) = timed(&rt, &sys, &[("behaviour", "http"), ("url", &url)]).await;
+    assert!(
+        matches!(&result, Err(RuntimeError::Denied(m)) if m.contains("encoded")),
+        "{result:?}"
+    );
+}

@@ -168,7 +168,7 @@ async fn contained(var: &str, sleep: &str, running: (&str, &str)) {
     for (behaviour, statement) in [
         ("sql", "DELETE FROM people"),
         ("sql-write", "DELETE FROM people"),
-        ("sql-write", "COMMIT; DELETE FROM people"),
+        ("sql-write", "COMMIT\nDELETE FROM people"),
         ("sql", "SELECT 1; DELETE FROM people"),
         // MySQL commits implicitly before DDL, which would end a READ ONLY transaction.
         ("sql", "CREATE TABLE stolen (x INTEGER)"),
@@ -220,4 +220,41 @@ async fn a_plugin_statement_is_contained_on_mysql() {
         ),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_catches_its_cancel_on_postgresql_is_ended_at_the_deadline() {
+    let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let config = SystemConfig::from_toml(&format!(
+        "name = \"stubborn\"\n[limits]\ntimeout_ms = 1000\n[capabilities]\nsql = {{ url = \"{}\" }}\n",
+        db.url
+    ))
+    .unwrap();
+    let sys = rt.prepare(&config).unwrap();
+    // A statement timeout or a cancel request is caught and the loop goes on.
+    let stubborn = "DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(60); EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$";
+    let error = rt
+        .erase(
+            &plugin,
+            &sys,
+            &subject(&[("behaviour", "sql-write"), ("statement", stubborn)]),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    let mut left = i64::MAX;
+    for _ in 0..50 {
+        left = db
+            .count("pg_stat_activity", "query LIKE 'DO $$ BEGIN LOOP%'")
+            .await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the plugin's backend still runs on the server");
 }

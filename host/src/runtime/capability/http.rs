@@ -333,6 +333,11 @@ impl HttpPolicy {
             .path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()))
             .build()
             .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        // A compressed answer could carry a secret past the scrubbing below: a system
+        // with secrets gets answers as they are.
+        if !self.secret_forms.is_empty() {
+            request.headers_mut().remove(http::header::ACCEPT_ENCODING);
+        }
         let length = body.len();
         let mut request = request.map(|_| Full::new(body));
         if length > 0 || request.method() != http::Method::GET {
@@ -402,6 +407,17 @@ impl HttpPolicy {
         // A response must not hand a secret back to the plugin, in any form.
         let mut body = body.to_vec();
         if !self.secret_forms.is_empty() {
+            if parts
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+            {
+                self.deny(format!(
+                    "{host} answered with an encoded (compressed) body, which oubli cannot check for the secrets of system `{}`",
+                    self.system
+                ));
+                return Err(HttpError::HttpResponseContentCoding(None));
+            }
             for value in parts.headers.values_mut() {
                 let mut bytes = value.as_bytes().to_vec();
                 if self.secret_forms.scrub(&mut bytes) {

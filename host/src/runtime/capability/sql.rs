@@ -230,28 +230,40 @@ fn canonical(path: &Path) -> PathBuf {
     })
 }
 
-/// The engine, host, port and database name a server URL names.
-fn server_identity(url: &str) -> Option<(String, String, u16, String)> {
-    let url = url::Url::parse(url).ok()?;
-    let engine = match url.scheme() {
-        "postgres" | "postgresql" => "postgres",
-        "mysql" => "mysql",
-        _ => return None,
+/// The engine, host, port and database a server URL names, read as sqlx reads it (so
+/// `?dbname=`, `?host=` and percent-encoding count); `localhost`, loopback, unspecified
+/// and socket-path hosts are taken as one.
+fn server_identity(url: &str) -> Option<(&'static str, String, u16, String)> {
+    use sqlx::mysql::MySqlConnectOptions;
+    use sqlx::postgres::PgConnectOptions;
+    use std::str::FromStr;
+    let (engine, host, port, database) = if url.starts_with("postgres") {
+        let o = PgConnectOptions::from_str(url).ok()?;
+        let database = o.get_database().unwrap_or(o.get_username()).to_owned();
+        ("postgres", o.get_host().to_owned(), o.get_port(), database)
+    } else {
+        let o = MySqlConnectOptions::from_str(url).ok()?;
+        let database = o.get_database().unwrap_or_default().to_owned();
+        ("mysql", o.get_host().to_owned(), o.get_port(), database)
     };
-    let host = url
-        .host_str()?
-        .trim_matches(['[', ']'])
-        .to_ascii_lowercase();
-    let host = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) if ip.is_loopback() => "loopback".to_owned(),
-        _ if host == "localhost" => "loopback".to_owned(),
-        _ => host,
-    };
-    let port = url
-        .port()
-        .unwrap_or(if engine == "postgres" { 5432 } else { 3306 });
-    let database = url.path().trim_start_matches('/').to_owned();
-    Some((engine.to_owned(), host, port, database))
+    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+    let local = host == "localhost"
+        || host.starts_with('/')
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            let ip = match ip {
+                std::net::IpAddr::V6(v6) => v6
+                    .to_ipv4_mapped()
+                    .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+                v4 => v4,
+            };
+            ip.is_loopback() || ip.is_unspecified()
+        });
+    Some((
+        engine,
+        if local { "local".to_owned() } else { host },
+        port,
+        database,
+    ))
 }
 
 fn far_deadline() -> Instant {
@@ -282,6 +294,9 @@ impl SqliteFile {
             }
         }
         let path = path.strip_prefix("//").unwrap_or(path);
+        if path.starts_with("file:") {
+            return Err("give the SQLite database as a path, not as a file: URI".into());
+        }
         if path.is_empty() {
             return Err("a sqlite: URL needs a file path".into());
         }
@@ -484,10 +499,16 @@ impl SqlSession {
         if let Some(SessionConn::Postgres(server)) = &mut self.conn {
             let reset = sqlx::raw_sql(
                 "ROLLBACK; RESET ALL; RESET SESSION AUTHORIZATION; CLOSE ALL; UNLISTEN *; \
-                 SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
+                 SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; DEALLOCATE ALL",
             )
             .execute(&mut *server.conn)
             .await;
+            // DEALLOCATE ALL also dropped sqlx's prepared statements (and a plugin's
+            // PREPARE or DEALLOCATE may have touched them): forget them on this side too.
+            let reset = match reset {
+                Ok(_) => server.conn.clear_cached_statements().await,
+                Err(e) => Err(e),
+            };
             if reset.is_err() {
                 server.conn.close_on_drop();
             }
@@ -499,8 +520,9 @@ impl SqlSession {
 
 impl Drop for SqlSession {
     /// A session dropped while it holds its connection belongs to a call that was
-    /// stopped (its deadline, or the host shutting down): whatever statement may still
-    /// run is stopped on the database, and a server connection is closed, never pooled.
+    /// stopped (its deadline, or the host shutting down): a SQLite statement is
+    /// interrupted, a server connection is closed, never pooled, and its backend ended on
+    /// the server (`pg_terminate_backend`, `KILL CONNECTION`).
     fn drop(&mut self) {
         let cancel = match self.conn.take() {
             None => return,
@@ -510,11 +532,11 @@ impl Drop for SqlSession {
             }
             Some(SessionConn::Postgres(mut server)) => {
                 server.conn.close_on_drop();
-                cancel_postgres(self.target.url.clone(), server.id).boxed()
+                terminate_postgres(self.target.url.clone(), server.id).boxed()
             }
             Some(SessionConn::MySql(mut server)) => {
                 server.conn.close_on_drop();
-                cancel_mysql(self.target.url.clone(), server.id).boxed()
+                terminate_mysql(self.target.url.clone(), server.id).boxed()
             }
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -533,24 +555,13 @@ async fn run_blocking<T: Send + 'static>(
         .map_err(|e| GuestError::Failed(format!("the database work stopped: {e}")))?
 }
 
-/// Refuses a statement that is not a query: after blanks, comments and opening
-/// parentheses it must start with `SELECT`, `WITH`, `VALUES`, `TABLE`, `SHOW`, `EXPLAIN`,
-/// `DESCRIBE` or `DESC`. MySQL's executable comments (`/*!…*/`) count as code.
+/// Refuses a statement that is not a query: after blanks and opening parentheses it
+/// must start with `SELECT`, `WITH`, `VALUES`, `TABLE`, `SHOW`, `EXPLAIN`, `DESCRIBE` or
+/// `DESC`. A leading comment is refused too: PostgreSQL nests block comments, MySQL does
+/// not, and MySQL and MariaDB run `/*!…*/` and `/*M!…*/` as code, so only the server can
+/// tell where one ends.
 fn require_query(sql: &str) -> Result<(), GuestError> {
-    let mut rest = sql;
-    loop {
-        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-        if let Some(after) = trimmed.strip_prefix("--") {
-            rest = after.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(after) = trimmed.strip_prefix('#') {
-            rest = after.split_once('\n').map_or("", |(_, r)| r);
-        } else if trimmed.starts_with("/*") && !trimmed.starts_with("/*!") {
-            rest = trimmed[2..].split_once("*/").map_or("", |(_, r)| r);
-        } else {
-            rest = trimmed;
-            break;
-        }
-    }
+    let rest = sql.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
     let word: String = rest
         .chars()
         .take_while(|c| c.is_ascii_alphabetic())
@@ -563,20 +574,19 @@ fn require_query(sql: &str) -> Result<(), GuestError> {
         Ok(())
     } else {
         Err(GuestError::Denied(format!(
-            "describe, validate, locate and access only read, and a {} statement is not a query",
-            if word.is_empty() {
-                "blank"
-            } else {
-                word.as_str()
-            }
+            "describe, validate, locate and access only read, and a statement starting with {:?} is not a query",
+            rest.chars().take(12).collect::<String>()
         )))
     }
 }
 
-async fn cancel_postgres(url: String, pid: i64) {
+/// Ends the backend of a stopped call's connection: a cancel alone can be caught by the
+/// plugin's own PL/pgSQL (`EXCEPTION WHEN query_canceled`), and the backend would go on
+/// holding its locks after the connection is dropped.
+async fn terminate_postgres(url: String, pid: i64) {
     let done = async {
         let mut conn = PgConnection::connect(&url).await?;
-        sqlx::query("SELECT pg_cancel_backend($1)")
+        sqlx::query("SELECT pg_terminate_backend($1)")
             .bind(pid as i32)
             .execute(&mut conn)
             .await?;
@@ -586,14 +596,15 @@ async fn cancel_postgres(url: String, pid: i64) {
         .await
         .unwrap_or(Err(sqlx::Error::PoolTimedOut))
     {
-        tracing::warn!(error = %e, "could not cancel a plugin's PostgreSQL statement at its deadline");
+        tracing::warn!(error = %e, "could not end a stopped plugin call's PostgreSQL backend");
     }
 }
 
-async fn cancel_mysql(url: String, id: i64) {
+/// Ends a stopped call's MySQL connection and whatever it runs.
+async fn terminate_mysql(url: String, id: i64) {
     let done = async {
         let mut conn = MySqlConnection::connect(&url).await?;
-        sqlx::query(&format!("KILL QUERY {id}"))
+        sqlx::query(&format!("KILL CONNECTION {id}"))
             .execute(&mut conn)
             .await?;
         conn.close().await
@@ -602,7 +613,7 @@ async fn cancel_mysql(url: String, id: i64) {
         .await
         .unwrap_or(Err(sqlx::Error::PoolTimedOut))
     {
-        tracing::warn!(error = %e, "could not stop a plugin's MySQL statement at its deadline");
+        tracing::warn!(error = %e, "could not end a stopped plugin call's MySQL connection");
     }
 }
 
@@ -612,15 +623,9 @@ struct Budget {
 }
 
 impl Budget {
-    fn take(&mut self, row: &[Value]) -> Result<(), GuestError> {
-        self.bytes += row
-            .iter()
-            .map(|v| match v {
-                Value::Text(t) => t.len() + 8,
-                Value::Blob(b) => b.len() + 8,
-                _ => 16,
-            })
-            .sum::<usize>();
+    /// Counts `bytes` more, before they are copied; refuses past [`MAX_RESULT_BYTES`].
+    fn add(&mut self, bytes: usize) -> Result<(), GuestError> {
+        self.bytes += bytes + 16;
         if self.bytes > MAX_RESULT_BYTES {
             return Err(GuestError::Failed(format!(
                 "the query's result is larger than {} MiB; select fewer rows or columns",
@@ -628,6 +633,16 @@ impl Budget {
             )));
         }
         Ok(())
+    }
+
+    /// Counts a decoded value.
+    fn value(&mut self, value: Value) -> Result<Value, GuestError> {
+        self.add(match &value {
+            Value::Text(t) => t.len(),
+            Value::Blob(b) => b.len(),
+            _ => 0,
+        })?;
+        Ok(value)
     }
 }
 
@@ -642,9 +657,8 @@ macro_rules! stream_rows {
                 columns = row.columns().iter().map(|c| c.name().to_owned()).collect();
             }
             let values = (0..row.len())
-                .map(|i| $decode(&row, i))
+                .map(|i| budget.value($decode(&row, i)?))
                 .collect::<Result<Vec<_>, _>>()?;
-            budget.take(&values)?;
             rows.push(values);
             if rows.len() >= $limit {
                 break;
@@ -770,10 +784,21 @@ impl SqliteConn {
         let mut rows = Vec::new();
         let mut budget = Budget { bytes: 0 };
         while let Some(row) = cursor.next().map_err(sqlite_error)? {
+            // Each value is counted before it is copied, and the rest of a row is not
+            // fetched once the budget is spent: SQLite expands a value (a zeroblob) only
+            // when it is fetched.
             let values = (0..columns.len())
-                .map(|i| row.get_ref(i).map(from_sqlite).map_err(sqlite_error))
-                .collect::<Result<Vec<_>, _>>()?;
-            budget.take(&values)?;
+                .map(|i| {
+                    let value = row.get_ref(i).map_err(sqlite_error)?;
+                    budget.add(match value {
+                        rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                            b.len()
+                        }
+                        _ => 0,
+                    })?;
+                    Ok(from_sqlite(value))
+                })
+                .collect::<Result<Vec<_>, GuestError>>()?;
             rows.push(values);
             if rows.len() >= limit {
                 break;
@@ -1293,9 +1318,7 @@ mod tests {
             "SELECT 1",
             "  (SELECT 1)",
             "with x as (select 1) select * from x",
-            "-- why\nSELECT 1",
-            "/* why */ SELECT 1",
-            "# why\nSHOW TABLES",
+            "SHOW TABLES",
         ] {
             assert!(require_query(query).is_ok(), "{query}");
         }
@@ -1306,6 +1329,10 @@ mod tests {
             "/*! CREATE TABLE x (a int) */",
             "/* SELECT */ DELETE FROM x",
             "-- SELECT\nDELETE FROM x",
+            "/* /* */ SELECT */ DO $$ BEGIN END $$",
+            "/*M!SET SESSION max_statement_time=0,@x=(*/SELECT 1)",
+            "-- why\nSELECT 1",
+            "/* why */ SELECT 1",
             "",
         ] {
             assert!(
@@ -1331,6 +1358,7 @@ mod tests {
                 "{url}"
             );
         }
+        assert!(SqlTarget::new(&format!("sqlite:file:{}", own.display())).is_err());
         assert!(
             !SqlTarget::new(&format!("sqlite://{}/crm.db", dir.path().display()))
                 .unwrap()
@@ -1340,6 +1368,10 @@ mod tests {
         for url in [
             "postgres://crm:secret@localhost/oubli",
             "postgresql://[::1]:5432/oubli?sslmode=disable",
+            "postgres://localhost/crm?dbname=oubli",
+            "postgres://localhost/%6Fubli",
+            "postgres://[::ffff:127.0.0.1]/oubli",
+            "postgres://0.0.0.0/oubli",
         ] {
             assert!(SqlTarget::new(url).unwrap().is_database(store), "{url}");
         }
