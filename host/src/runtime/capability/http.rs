@@ -352,13 +352,7 @@ impl HttpPolicy {
                 .await
                 .map_err(HttpError::Connect)?;
             let stream: Box<dyn IoStream> = if tls {
-                let roots = rustls::RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-                };
-                let config = rustls::ClientConfig::builder()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                let connector = tokio_rustls::TlsConnector::from(tls_config());
                 let name = match host.parse::<IpAddr>() {
                     Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
                     Err(_) => rustls::pki_types::ServerName::try_from(host.clone())
@@ -435,6 +429,23 @@ impl HttpPolicy {
             .boxed_unsync();
         Ok(http::Response::from_parts(parts, body))
     }
+}
+
+/// The TLS client configuration (the Web PKI's roots), made once.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            Arc::new(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            )
+        })
+        .clone()
 }
 
 trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
