@@ -304,6 +304,11 @@ async fn measure(
         }],
     };
     runtime.locate(&plugin, &system, &subject(0)).await?;
+    // Native code keeps its connection: one session for the whole run.
+    let mut native = native.session(
+        crate::runtime::sql::Access::ReadWrite,
+        Instant::now() + std::time::Duration::from_secs(24 * 3600),
+    );
     native
         .query(&statements(dialect, &email(0)).0, MAX_ROWS)
         .await
@@ -328,6 +333,7 @@ async fn measure(
             .map_err(|e| anyhow::anyhow!("the native statements failed: {e:?}"))?;
         direct.push(start.elapsed().as_secs_f64() * 1e6);
     }
+    native.finish().await;
     let (plugin, native) = (Percentiles::of(through_plugin), Percentiles::of(direct));
     Ok(ConnectorsReport {
         benchmark: "connectors",

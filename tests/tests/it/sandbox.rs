@@ -500,6 +500,26 @@ async fn a_plugin_reaches_only_its_own_sqlite_database_and_reads_only_when_it_lo
         );
     }
     assert!(!copy.exists(), "VACUUM INTO wrote a file");
+    // Nor can an erasure leave anything on the connection for the next call to find.
+    let plugin = load(&rt, "oubli_testkit");
+    for statement in [
+        "CREATE TEMP TABLE leftover (x INTEGER)",
+        "CREATE TEMP TRIGGER spy AFTER DELETE ON people BEGIN SELECT 1; END",
+        "PRAGMA temp_store = MEMORY",
+    ] {
+        let error = rt
+            .erase(
+                &plugin,
+                &sys,
+                &subject(&[("behaviour", "sql-write"), ("statement", statement)]),
+            )
+            .await
+            .expect_err(statement);
+        assert!(
+            matches!(&error, RuntimeError::Denied(_)),
+            "{statement}: {error:?}"
+        );
+    }
     let (found, _) = timed(
         &rt,
         &sys,

@@ -3,13 +3,16 @@
 //! guest.
 //!
 //! A plugin reaches only its own database, and only for as long as its call:
-//! - every call gets a [`SqlSession`] of its own: on SQLite a new connection, on
-//!   PostgreSQL and MySQL a pooled connection held for the call; nothing a plugin sets
-//!   (a setting, a temporary table, an open transaction) reaches the next call;
+//! - every call gets a [`SqlSession`] of its own, holding one connection for the call;
+//!   nothing a plugin sets reaches the next call: a SQLite connection is reused only
+//!   because a plugin can change nothing on it (no schema changes, temporary ones
+//!   included, no pragmas, attachments or transactions of its own), a PostgreSQL one is
+//!   reset and a MySQL one closed after the call, and any connection whose call was
+//!   stopped or whose statement failed is closed;
 //! - `locate`, `access`, `validate` and `describe` run read-only (a read-only SQLite
 //!   connection, a `READ ONLY` transaction around each statement on the servers);
-//! - on SQLite an authorizer refuses `ATTACH`, `DETACH`, `VACUUM`, pragmas that are not
-//!   schema reads, `load_extension` and writes to `sqlite_*` tables; a statement entry is
+//! - on SQLite an authorizer refuses `ATTACH`, `DETACH`, `VACUUM`, schema changes,
+//!   pragmas that are not schema reads, `load_extension` and writes to `sqlite_*` tables; a statement entry is
 //!   exactly one statement;
 //! - every statement stops at the call's deadline (SQLite's progress handler and
 //!   interrupt, PostgreSQL's `statement_timeout` and a cancel request, MySQL's
@@ -56,9 +59,27 @@ pub struct SqlTarget {
 }
 
 enum Backend {
-    Sqlite(SqliteFile),
+    Sqlite(SqliteFile, SqliteIdle),
     Postgres(tokio::sync::OnceCell<PgPool>),
     MySql(tokio::sync::OnceCell<MySqlPool>),
+}
+
+/// A file database's idle connections, by access, kept between calls. A plugin cannot
+/// leave anything on one (no schema changes, pragmas, attachments or transactions of
+/// its own), and a connection whose call was stopped is never put back.
+#[derive(Default)]
+struct SqliteIdle {
+    read_only: Mutex<Vec<SqliteConn>>,
+    read_write: Mutex<Vec<SqliteConn>>,
+}
+
+impl SqliteIdle {
+    fn of(&self, access: Access) -> &Mutex<Vec<SqliteConn>> {
+        match access {
+            Access::ReadOnly => &self.read_only,
+            Access::ReadWrite => &self.read_write,
+        }
+    }
 }
 
 /// A SQLite database as a `sqlite:` URL names it.
@@ -85,7 +106,10 @@ impl SqlTarget {
     /// an option oubli does not know.
     pub fn new(url: &str) -> Result<Self, String> {
         let (dialect, backend) = if let Some(rest) = url.strip_prefix("sqlite:") {
-            (Dialect::Sqlite, Backend::Sqlite(SqliteFile::parse(rest)?))
+            (
+                Dialect::Sqlite,
+                Backend::Sqlite(SqliteFile::parse(rest)?, SqliteIdle::default()),
+            )
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (
                 Dialect::Postgres,
@@ -114,7 +138,7 @@ impl SqlTarget {
     /// DNS alias, a socket path) is not recognised.
     pub fn is_database(&self, location: &str) -> bool {
         match &self.backend {
-            Backend::Sqlite(file) => {
+            Backend::Sqlite(file, _) => {
                 let Some(path) = &file.path else {
                     return false;
                 };
@@ -151,6 +175,7 @@ impl SqlTarget {
             access,
             deadline,
             conn: None,
+            failed: false,
         }
     }
 
@@ -314,6 +339,8 @@ pub struct SqlSession {
     access: Access,
     deadline: Instant,
     conn: Option<SessionConn>,
+    /// Whether a statement failed: its connection is then not reused.
+    failed: bool,
 }
 
 enum SessionConn {
@@ -364,7 +391,7 @@ impl SqlSession {
                 }
             }};
         }
-        match self.connect().await? {
+        let rows = match self.connect().await? {
             SessionConn::Sqlite(conn) => {
                 let (conn, statement) = (conn.clone(), statement.clone());
                 run_blocking(move || conn.query(&statement, limit)).await
@@ -375,7 +402,9 @@ impl SqlSession {
             SessionConn::MySql(server) => {
                 on_server!(&mut *server.conn, "START TRANSACTION READ ONLY", mysql_rows)
             }
-        }
+        };
+        self.failed |= rows.is_err();
+        rows
     }
 
     /// Runs the statements in one transaction and returns the rows each changed.
@@ -404,14 +433,16 @@ impl SqlSession {
                 Ok(counts)
             }};
         }
-        match self.connect().await? {
+        let counts = match self.connect().await? {
             SessionConn::Sqlite(conn) => {
                 let (conn, statements) = (conn.clone(), statements.to_vec());
                 run_blocking(move || conn.transaction(&statements)).await
             }
             SessionConn::Postgres(server) => on_server!(&mut *server.conn, "BEGIN"),
             SessionConn::MySql(server) => on_server!(&mut *server.conn, "START TRANSACTION"),
-        }
+        };
+        self.failed |= counts.is_err();
+        counts
     }
 
     /// Opens the session's connection on first use.
@@ -426,9 +457,14 @@ impl SqlSession {
     async fn open(&self) -> Result<SessionConn, GuestError> {
         let remaining = self.remaining();
         let conn = match &self.target.backend {
-            Backend::Sqlite(file) => {
-                let (file, access, deadline) = (file.clone(), self.access, self.deadline);
-                let conn = run_blocking(move || SqliteConn::open(&file, access, deadline)).await?;
+            Backend::Sqlite(file, idle) => {
+                let (file, access) = (file.clone(), self.access);
+                let reused = idle.of(access).lock().expect("idle connections").pop();
+                let conn = match reused {
+                    Some(conn) => conn,
+                    None => run_blocking(move || SqliteConn::open(&file, access)).await?,
+                };
+                conn.start(self.deadline)?;
                 SessionConn::Sqlite(Arc::new(conn))
             }
             Backend::Postgres(_) => {
@@ -496,19 +532,37 @@ impl SqlSession {
     /// closed. Until the reset is done the session still holds the connection, so a call
     /// stopped meanwhile closes it rather than pooling it half reset.
     pub async fn finish(mut self) {
+        if let Some(SessionConn::Sqlite(conn)) = self.conn.take() {
+            // A memory database lives and dies with its connection: never reused.
+            if let Backend::Sqlite(file, idle) = &self.target.backend
+                && file.path.is_some()
+                && !self.failed
+                && let Some(conn) = Arc::into_inner(conn)
+            {
+                let mut idle = idle.of(self.access).lock().expect("idle connections");
+                if idle.len() < POOL_SIZE as usize {
+                    idle.push(conn);
+                }
+            }
+            return;
+        }
         if let Some(SessionConn::Postgres(server)) = &mut self.conn {
+            // After a failed statement the connection may be in any state (a plugin may
+            // even have dropped the driver's prepared statements): closed, not reset.
+            if self.failed {
+                server.conn.close_on_drop();
+                drop(self.conn.take());
+                return;
+            }
             let reset = sqlx::raw_sql(
-                "ROLLBACK; RESET ALL; RESET SESSION AUTHORIZATION; CLOSE ALL; UNLISTEN *; \
-                 SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; DEALLOCATE ALL",
+                "SET client_min_messages = error; ROLLBACK; RESET ALL; RESET SESSION AUTHORIZATION; CLOSE ALL; UNLISTEN *; \
+                 SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
             )
             .execute(&mut *server.conn)
             .await;
-            // DEALLOCATE ALL also dropped sqlx's prepared statements (and a plugin's
-            // PREPARE or DEALLOCATE may have touched them): forget them on this side too.
-            let reset = match reset {
-                Ok(_) => server.conn.clear_cached_statements().await,
-                Err(e) => Err(e),
-            };
+            // (The first SET keeps ROLLBACK from warning when no transaction is open; in
+            // a failed transaction it fails, and the connection is closed.) The driver's
+            // prepared statements are kept, as between any two queries of a pool.
             if reset.is_err() {
                 server.conn.close_on_drop();
             }
@@ -703,17 +757,21 @@ macro_rules! bind {
 }
 use bind;
 
-/// A SQLite connection opened for one call, locked down to its own database.
+/// A SQLite connection locked down to its own database, used by one call at a time.
 struct SqliteConn {
     conn: Mutex<rusqlite::Connection>,
     interrupt: rusqlite::InterruptHandle,
+    /// The current call's deadline, which the progress handler checks.
+    deadline: Arc<Mutex<Instant>>,
+    /// Statement texts already found to hold exactly one statement.
+    single: Mutex<std::collections::HashSet<String>>,
     /// Set while the host itself begins or ends a transaction, which the authorizer
     /// otherwise refuses to the plugin.
     host_statement: Arc<AtomicBool>,
 }
 
 impl SqliteConn {
-    fn open(file: &SqliteFile, access: Access, deadline: Instant) -> Result<Self, GuestError> {
+    fn open(file: &SqliteFile, access: Access) -> Result<Self, GuestError> {
         use rusqlite::OpenFlags;
         let read_only = file.read_only || access == Access::ReadOnly;
         let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -750,28 +808,69 @@ impl SqliteConn {
         }
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
             .map_err(sqlite_error)?;
-        conn.busy_timeout(BUSY_TIMEOUT.min(deadline.saturating_duration_since(Instant::now())))
-            .map_err(sqlite_error)?;
         let host_statement = Arc::new(AtomicBool::new(false));
         let host = host_statement.clone();
         conn.authorizer(Some(move |context: AuthContext<'_>| {
             authorize(&context.action, read_only, host.load(Ordering::Relaxed))
         }));
-        conn.progress_handler(1_000, Some(move || Instant::now() >= deadline));
+        let deadline = Arc::new(Mutex::new(Instant::now()));
+        let until = deadline.clone();
+        conn.progress_handler(
+            1_000,
+            Some(move || Instant::now() >= *until.lock().expect("deadline lock")),
+        );
         Ok(SqliteConn {
             interrupt: conn.get_interrupt_handle(),
             conn: Mutex::new(conn),
+            deadline,
+            single: Mutex::default(),
             host_statement,
         })
+    }
+
+    /// Gives the connection to a call that ends at `deadline`.
+    fn start(&self, deadline: Instant) -> Result<(), GuestError> {
+        *self.deadline.lock().expect("deadline lock") = deadline;
+        let wait = BUSY_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+        self.conn
+            .lock()
+            .expect("sqlite connection lock")
+            .busy_timeout(wait)
+            .map_err(sqlite_error)
     }
 
     fn interrupt(&self) {
         self.interrupt.interrupt();
     }
 
+    /// Prepares `sql`, which must hold exactly one statement (a trailing `;`, blanks or
+    /// comments aside): a second one would run outside the checks made on the first.
+    /// Prepared statements are cached on the connection, as a server driver does.
+    fn prepare<'c>(
+        &self,
+        conn: &'c rusqlite::Connection,
+        sql: &str,
+    ) -> Result<rusqlite::CachedStatement<'c>, GuestError> {
+        let mut single = self.single.lock().expect("statement texts lock");
+        if !single.contains(sql) {
+            let mut batch = rusqlite::Batch::new(conn, sql);
+            if batch.next().map_err(sqlite_error)?.is_none() {
+                return Err(GuestError::InvalidConfig("the statement is empty".into()));
+            }
+            if batch.next().map_err(sqlite_error)?.is_some() {
+                return Err(sqlite_error(rusqlite::Error::MultipleStatement));
+            }
+            if single.len() >= 1_024 {
+                single.clear();
+            }
+            single.insert(sql.to_owned());
+        }
+        conn.prepare_cached(sql).map_err(sqlite_error)
+    }
+
     fn query(&self, statement: &Statement, limit: usize) -> Result<Rows, GuestError> {
         let conn = self.conn.lock().expect("sqlite connection lock");
-        let mut prepared = prepare_one(&conn, &statement.sql)?;
+        let mut prepared = self.prepare(&conn, &statement.sql)?;
         let columns: Vec<String> = prepared
             .column_names()
             .into_iter()
@@ -819,7 +918,7 @@ impl SqliteConn {
         let run = || {
             let mut counts = Vec::with_capacity(statements.len());
             for statement in statements {
-                let mut prepared = prepare_one(&conn, &statement.sql)?;
+                let mut prepared = self.prepare(&conn, &statement.sql)?;
                 let params = statement.params.iter().map(to_sqlite).collect::<Vec<_>>();
                 let changed = prepared
                     .execute(rusqlite::params_from_iter(params))
@@ -839,23 +938,6 @@ impl SqliteConn {
             }
         }
     }
-}
-
-/// Prepares `sql`, which must hold exactly one statement (a trailing `;`, blanks or
-/// comments aside): a second one would run outside the checks made on the first.
-fn prepare_one<'c>(
-    conn: &'c rusqlite::Connection,
-    sql: &str,
-) -> Result<rusqlite::Statement<'c>, GuestError> {
-    let mut batch = rusqlite::Batch::new(conn, sql);
-    let first = batch
-        .next()
-        .map_err(sqlite_error)?
-        .ok_or_else(|| GuestError::InvalidConfig("the statement is empty".into()))?;
-    if batch.next().map_err(sqlite_error)?.is_some() {
-        return Err(sqlite_error(rusqlite::Error::MultipleStatement));
-    }
-    Ok(first)
 }
 
 /// What a plugin's statement may do on SQLite.
@@ -907,19 +989,8 @@ fn authorize(action: &AuthAction<'_>, read_only: bool, host: bool) -> Authorizat
             }
         }
         A::Read { .. } | A::Select | A::Function { .. } | A::Recursive => Authorization::Allow,
-        // Schema changes, ANALYZE, REINDEX, virtual tables and anything newer.
-        _ if read_only => Authorization::Deny,
-        A::CreateTable { .. }
-        | A::CreateIndex { .. }
-        | A::CreateTempTable { .. }
-        | A::CreateTempIndex { .. }
-        | A::DropTempTable { .. }
-        | A::DropTempIndex { .. }
-        | A::AlterTable { .. }
-        | A::DropTable { .. }
-        | A::DropIndex { .. }
-        | A::Reindex { .. }
-        | A::Analyze { .. } => Authorization::Allow,
+        // Schema changes (temporary ones too: they would outlive the call on a reused
+        // connection), ANALYZE, REINDEX, virtual tables and anything newer.
         _ => Authorization::Deny,
     }
 }
@@ -964,7 +1035,7 @@ fn sqlite_error(error: rusqlite::Error) -> GuestError {
                     "the statement was stopped at the call's deadline".into(),
                 ),
                 C::AuthorizationForStatementDenied => GuestError::Denied(format!(
-                    "oubli refused the statement ({message}): a plugin may not attach other databases, change pragmas, vacuum, load extensions, begin or end transactions itself, write the sqlite_* tables, or write at all in locate, access and validate"
+                    "oubli refused the statement ({message}): a plugin may not attach other databases, change pragmas, vacuum, load extensions, change the schema, begin or end transactions itself, write the sqlite_* tables, or write at all in locate, access and validate"
                 )),
                 C::ReadOnly => GuestError::Denied(format!(
                     "the statement tried to write in a read-only call ({message}): locate, access and validate only read"
@@ -1110,8 +1181,9 @@ fn classify(error: sqlx::Error) -> GuestError {
             let message = db.message().to_owned();
             let transient = matches!(
                 code.as_str(),
-                // PostgreSQL serialization, deadlock, shutdown; MySQL deadlock.
-                "40001" | "40P01" | "57P01" | "57P03"
+                // PostgreSQL serialization, deadlock, shutdown, and a prepared statement
+                // gone from the connection (which is then closed); MySQL deadlock.
+                "40001" | "40P01" | "57P01" | "57P03" | "26000"
             ) || message.contains("Lock wait timeout");
             // PostgreSQL's statement_timeout and cancel; MySQL/MariaDB's time limits
             // and KILL QUERY.
