@@ -481,6 +481,8 @@ async fn a_plugin_reaches_only_its_own_sqlite_database_and_reads_only_when_it_lo
         ("sql", "SELECT 1; DELETE FROM people"),
         ("sql", "DELETE FROM people"),
         ("sql", "PRAGMA query_only = 0"),
+        ("sql", "SELECT fts3_tokenizer('simple')"),
+        ("sql", "SELECT changes()"),
         ("sql-write", "DELETE FROM people"),
         ("sql-write", "CREATE TABLE stolen (x)"),
     ] {
@@ -527,6 +529,25 @@ async fn a_plugin_reaches_only_its_own_sqlite_database_and_reads_only_when_it_lo
     )
     .await;
     assert_eq!(found.unwrap()[0].key, "kept", "the row is still there");
+
+    // A file replaced since the last call (a restored backup) is the one reached.
+    let replacement = dir.path().join("replacement.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", replacement.display()))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE people (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO people (v) VALUES ('restored')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    std::fs::rename(&replacement, &own).unwrap();
+    let (found, _) = timed(
+        &rt,
+        &sys,
+        &[("behaviour", "sql"), ("statement", "SELECT v FROM people")],
+    )
+    .await;
+    assert_eq!(found.unwrap()[0].key, "restored");
 
     // oubli's own database cannot be a system's database.
     let reserved = Arc::new(

@@ -39,6 +39,8 @@ pub const MAX_ROWS: u32 = 10_000;
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
 /// Connections per system's pool (PostgreSQL, MySQL).
 const POOL_SIZE: u32 = 4;
+/// The longest statement text a SQLite connection remembers as checked.
+const MAX_REMEMBERED_STATEMENT: usize = 4 << 10;
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -380,16 +382,19 @@ impl SqlSession {
             require_query(&statement.sql)?;
         }
         macro_rules! on_server {
-            ($conn:expr, $begin_read_only:literal, $rows:ident) => {{
-                if read_only {
-                    let mut tx = $conn.begin_with($begin_read_only).await.map_err(classify)?;
-                    let rows = $rows(&mut tx, statement, limit).await;
-                    tx.rollback().await.map_err(classify)?;
-                    rows
-                } else {
-                    $rows($conn, statement, limit).await
+            ($conn:expr, $begin_read_only:literal, $rows:ident) => {
+                async {
+                    if read_only {
+                        let mut tx = $conn.begin_with($begin_read_only).await.map_err(classify)?;
+                        let rows = $rows(&mut tx, statement, limit).await;
+                        tx.rollback().await.map_err(classify)?;
+                        rows
+                    } else {
+                        $rows($conn, statement, limit).await
+                    }
                 }
-            }};
+                .await
+            };
         }
         let rows = match self.connect().await? {
             SessionConn::Sqlite(conn) => {
@@ -419,19 +424,22 @@ impl SqlSession {
             ));
         }
         macro_rules! on_server {
-            ($conn:expr, $begin:literal) => {{
-                let mut tx = $conn.begin_with($begin).await.map_err(classify)?;
-                let mut counts = Vec::with_capacity(statements.len());
-                for statement in statements {
-                    let done = bind!(sqlx::query(&statement.sql), &statement.params)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(classify)?;
-                    counts.push(done.rows_affected());
+            ($conn:expr, $begin:literal) => {
+                async {
+                    let mut tx = $conn.begin_with($begin).await.map_err(classify)?;
+                    let mut counts = Vec::with_capacity(statements.len());
+                    for statement in statements {
+                        let done = bind!(sqlx::query(&statement.sql), &statement.params)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(classify)?;
+                        counts.push(done.rows_affected());
+                    }
+                    tx.commit().await.map_err(classify)?;
+                    Ok(counts)
                 }
-                tx.commit().await.map_err(classify)?;
-                Ok(counts)
-            }};
+                .await
+            };
         }
         let counts = match self.connect().await? {
             SessionConn::Sqlite(conn) => {
@@ -459,7 +467,14 @@ impl SqlSession {
         let conn = match &self.target.backend {
             Backend::Sqlite(file, idle) => {
                 let (file, access) = (file.clone(), self.access);
-                let reused = idle.of(access).lock().expect("idle connections").pop();
+                // A file replaced since (a restored backup) is opened afresh: an erasure
+                // must reach the file that is there now.
+                let reused = idle
+                    .of(access)
+                    .lock()
+                    .expect("idle connections")
+                    .pop()
+                    .filter(|conn| conn.file.is_some() && conn.file == file_identity(&file));
                 let conn = match reused {
                     Some(conn) => conn,
                     None => run_blocking(move || SqliteConn::open(&file, access)).await?,
@@ -477,13 +492,22 @@ impl SqlSession {
                     .map_err(classify)?;
                 // The server stops a statement at the deadline even if the cancel
                 // request (see `Drop`) never arrives.
-                let timeout = remaining.as_millis().max(1);
-                let id: i32 = sqlx::query_scalar(&format!(
-                    "SELECT pg_backend_pid() FROM (SELECT set_config('statement_timeout', '{timeout}', false)) AS s"
-                ))
+                // Not a named prepared statement: a plugin could replace one of those.
+                let timeout = remaining.as_millis().max(1).to_string();
+                let id: i32 = match sqlx::query_scalar(
+                    "SELECT pg_backend_pid() FROM (SELECT set_config('statement_timeout', $1, false)) AS s",
+                )
+                .bind(timeout)
+                .persistent(false)
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(classify)?;
+                {
+                    Ok(id) => id,
+                    Err(e) => {
+                        conn.close_on_drop();
+                        return Err(classify(e));
+                    }
+                };
                 SessionConn::Postgres(ServerConn {
                     conn,
                     id: id.into(),
@@ -515,6 +539,7 @@ impl SqlSession {
                         .await;
                 }
                 let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+                    .persistent(false)
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(classify)?;
@@ -555,7 +580,7 @@ impl SqlSession {
                 return;
             }
             let reset = sqlx::raw_sql(
-                "SET client_min_messages = error; ROLLBACK; RESET ALL; RESET SESSION AUTHORIZATION; CLOSE ALL; UNLISTEN *; \
+                "SET client_min_messages = error; ROLLBACK; RESET ALL; RESET ROLE; RESET SESSION AUTHORIZATION; CLOSE ALL; UNLISTEN *; \
                  SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
             )
             .execute(&mut *server.conn)
@@ -757,12 +782,22 @@ macro_rules! bind {
 }
 use bind;
 
+/// The device and inode of a SQLite file, `None` for a memory database or a file that
+/// cannot be read.
+fn file_identity(file: &SqliteFile) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(file.path.as_ref()?).ok()?;
+    Some((metadata.dev(), metadata.ino()))
+}
+
 /// A SQLite connection locked down to its own database, used by one call at a time.
 struct SqliteConn {
     conn: Mutex<rusqlite::Connection>,
     interrupt: rusqlite::InterruptHandle,
     /// The current call's deadline, which the progress handler checks.
     deadline: Arc<Mutex<Instant>>,
+    /// The device and inode of the file when it was opened.
+    file: Option<(u64, u64)>,
     /// Statement texts already found to hold exactly one statement.
     single: Mutex<std::collections::HashSet<String>>,
     /// Set while the host itself begins or ends a transaction, which the authorizer
@@ -820,6 +855,7 @@ impl SqliteConn {
             Some(move || Instant::now() >= *until.lock().expect("deadline lock")),
         );
         Ok(SqliteConn {
+            file: file_identity(file),
             interrupt: conn.get_interrupt_handle(),
             conn: Mutex::new(conn),
             deadline,
@@ -860,10 +896,13 @@ impl SqliteConn {
             if batch.next().map_err(sqlite_error)?.is_some() {
                 return Err(sqlite_error(rusqlite::Error::MultipleStatement));
             }
-            if single.len() >= 1_024 {
-                single.clear();
+            // Short texts only are remembered, so that the memory this takes stays small.
+            if sql.len() <= MAX_REMEMBERED_STATEMENT {
+                if single.len() >= 1_024 {
+                    single.clear();
+                }
+                single.insert(sql.to_owned());
             }
-            single.insert(sql.to_owned());
         }
         conn.prepare_cached(sql).map_err(sqlite_error)
     }
@@ -946,7 +985,19 @@ fn authorize(action: &AuthAction<'_>, read_only: bool, host: bool) -> Authorizat
     let system_table = |table: &str| table.to_ascii_lowercase().starts_with("sqlite_");
     match action {
         A::Attach { .. } | A::Detach { .. } => Authorization::Deny,
-        A::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
+        // Loading code, registering an FTS3 tokenizer (a pointer the host would call
+        // through), and counters that would show a later call what an earlier one did.
+        A::Function { function_name }
+            if [
+                "load_extension",
+                "fts3_tokenizer",
+                "changes",
+                "total_changes",
+                "last_insert_rowid",
+            ]
+            .iter()
+            .any(|f| function_name.eq_ignore_ascii_case(f)) =>
+        {
             Authorization::Deny
         }
         // Schema reads only; a pragma with a value changes the connection or the file.
@@ -1034,9 +1085,14 @@ fn sqlite_error(error: rusqlite::Error) -> GuestError {
                 C::OperationInterrupted => GuestError::Unavailable(
                     "the statement was stopped at the call's deadline".into(),
                 ),
-                C::AuthorizationForStatementDenied => GuestError::Denied(format!(
-                    "oubli refused the statement ({message}): a plugin may not attach other databases, change pragmas, vacuum, load extensions, change the schema, begin or end transactions itself, write the sqlite_* tables, or write at all in locate, access and validate"
-                )),
+                // A refused function is reported as a plain error with this message.
+                _ if failure.code == C::AuthorizationForStatementDenied
+                    || message.contains("not authorized") =>
+                {
+                    GuestError::Denied(format!(
+                        "oubli refused the statement ({message}): a plugin may not attach other databases, change pragmas, vacuum, load extensions, change the schema, begin or end transactions itself, write the sqlite_* tables, or write at all in locate, access and validate"
+                    ))
+                }
                 C::ReadOnly => GuestError::Denied(format!(
                     "the statement tried to write in a read-only call ({message}): locate, access and validate only read"
                 )),
