@@ -803,3 +803,55 @@ async fn a_secret_found_in_the_data_or_a_compressed_answer_is_not_kept() {
         "{result:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_server_without_a_trusted_certificate_is_refused() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A TLS server on loopback with a certificate no public authority signed.
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connections, handshakes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (seen, done) = (connections.clone(), handshakes.clone());
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if acceptor.accept(stream).await.is_ok() {
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let rt = runtime();
+    let sys = system(
+        &rt,
+        &format!(
+            "name = \"tls\"\n[capabilities.http]\nallow = [\"localhost:{port}\"]\nallow_private = true\n"
+        ),
+    );
+    let url = format!("https://localhost:{port}/");
+    let (result, _) = timed(&rt, &sys, &[("behaviour", "http"), ("url", &url)]).await;
+    let error = result.unwrap_err();
+    eprintln!("TLS ERROR: {error:?}");
+    assert!(
+        error.to_string().to_lowercase().contains("tls")
+            || error.to_string().to_lowercase().contains("certificate"),
+        "{error:?}"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the host connected once"
+    );
+    assert_eq!(
+        handshakes.load(Ordering::SeqCst),
+        0,
+        "no TLS session was established with an untrusted certificate"
+    );
+    server.abort();
+}
