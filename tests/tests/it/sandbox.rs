@@ -585,6 +585,34 @@ async fn a_runaway_sqlite_statement_stops_at_the_deadline() {
         took < std::time::Duration::from_millis(400 + 1_500),
         "{took:?}"
     );
+    // Text functions whose work grows with the text times the pattern run in one step
+    // no interrupt reaches: oubli's versions are linear, well inside a 5 s deadline
+    // (SQLite's own `instr` here runs for about an hour).
+    let roomy = system(
+        &rt,
+        "name = \"roomy\"\n[limits]\ntimeout_ms = 5000\n[capabilities]\nsql = { url = \"sqlite::memory:\" }\n",
+    );
+    for statement in [
+        "SELECT instr(hex(zeroblob(8000000)), hex(zeroblob(4000000)) || '1')",
+        "SELECT length(replace(hex(zeroblob(8000000)), hex(zeroblob(4000000)) || '1', 'x'))",
+        "SELECT length(trim(replace(hex(zeroblob(8000000)), '0', 'y'), hex(zeroblob(4000000)) || 'y'))",
+    ] {
+        let (result, _) = timed(
+            &rt,
+            &roomy,
+            &[("behaviour", "sql"), ("statement", statement)],
+        )
+        .await;
+        assert!(result.is_ok(), "{statement}: {result:?}");
+    }
+    let long_pattern = format!("SELECT 'a' LIKE '{}'", "%a".repeat(200));
+    let (result, _) = timed(
+        &rt,
+        &sys,
+        &[("behaviour", "sql"), ("statement", &long_pattern)],
+    )
+    .await;
+    assert!(result.is_err(), "a LIKE pattern over the limit is refused");
     let huge = "SELECT zeroblob(200000000)";
     let (result, _) = timed(&rt, &sys, &[("behaviour", "sql"), ("statement", huge)]).await;
     assert!(

@@ -39,6 +39,8 @@ pub const MAX_ROWS: u32 = 10_000;
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
 /// Connections per system's pool (PostgreSQL, MySQL).
 const POOL_SIZE: u32 = 4;
+/// The longest LIKE or GLOB pattern a plugin's statement may use, in bytes.
+const MAX_LIKE_PATTERN: usize = 256;
 /// The longest statement text a SQLite connection remembers as checked.
 const MAX_REMEMBERED_STATEMENT: usize = 4 << 10;
 /// How long a statement waits for a lock held by another connection.
@@ -782,6 +784,119 @@ macro_rules! bind {
 }
 use bind;
 
+/// Replaces SQLite's `instr`, `replace`, `trim`, `ltrim` and `rtrim`, which take time
+/// proportional to the text times the pattern inside one step that neither the progress
+/// handler nor an interrupt reaches (`instr` of two megabyte strings runs for an hour),
+/// with versions linear in their input and the same results.
+fn linear_text_functions(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    /// An argument as SQLite would see it as text; `None` for NULL.
+    fn bytes(value: ValueRef<'_>) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match value {
+            ValueRef::Null => None,
+            ValueRef::Integer(i) => Some(i.to_string().into_bytes().into()),
+            ValueRef::Real(r) => Some(real_text(r).into_bytes().into()),
+            ValueRef::Text(t) | ValueRef::Blob(t) => Some(t.into()),
+        }
+    }
+    fn too_big() -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_TOOBIG),
+            Some("string or blob too big".into()),
+        )
+    }
+    conn.create_scalar_function("instr", 2, flags, |ctx| {
+        let (haystack, needle) = (ctx.get_raw(0), ctx.get_raw(1));
+        let blobs = matches!((haystack, needle), (ValueRef::Blob(_), ValueRef::Blob(_)));
+        let (Some(haystack), Some(needle)) = (bytes(haystack), bytes(needle)) else {
+            return Ok(None);
+        };
+        let Some(at) = memchr::memmem::find(&haystack, &needle) else {
+            return Ok(Some(0));
+        };
+        // Blobs count bytes, text counts characters.
+        let before = if blobs {
+            at
+        } else {
+            String::from_utf8_lossy(&haystack[..at]).chars().count()
+        };
+        Ok(Some(before as i64 + 1))
+    })?;
+    conn.create_scalar_function("replace", 3, flags, |ctx| {
+        let (Some(text), Some(from), Some(to)) = (
+            bytes(ctx.get_raw(0)),
+            bytes(ctx.get_raw(1)),
+            bytes(ctx.get_raw(2)),
+        ) else {
+            return Ok(None);
+        };
+        if from.is_empty() {
+            return Ok(Some(String::from_utf8_lossy(&text).into_owned()));
+        }
+        let mut out = Vec::with_capacity(text.len());
+        let mut rest = 0;
+        for at in memchr::memmem::find_iter(&text, &from) {
+            if at < rest {
+                continue;
+            }
+            out.extend_from_slice(&text[rest..at]);
+            out.extend_from_slice(&to);
+            rest = at + from.len();
+            if out.len() > MAX_RESULT_BYTES {
+                return Err(too_big());
+            }
+        }
+        out.extend_from_slice(&text[rest..]);
+        if out.len() > MAX_RESULT_BYTES {
+            return Err(too_big());
+        }
+        Ok(Some(String::from_utf8_lossy(&out).into_owned()))
+    })?;
+    for (name, start, end) in [
+        ("trim", true, true),
+        ("ltrim", true, false),
+        ("rtrim", false, true),
+    ] {
+        for args in [1, 2] {
+            conn.create_scalar_function(name, args, flags, move |ctx| {
+                let Some(text) = bytes(ctx.get_raw(0)) else {
+                    return Ok(None);
+                };
+                let text = String::from_utf8_lossy(&text).into_owned();
+                let set: std::collections::HashSet<char> = if args == 2 {
+                    let Some(set) = bytes(ctx.get_raw(1)) else {
+                        return Ok(None);
+                    };
+                    String::from_utf8_lossy(&set).chars().collect()
+                } else {
+                    [' '].into()
+                };
+                let mut trimmed = text.as_str();
+                if start {
+                    trimmed = trimmed.trim_start_matches(|c| set.contains(&c));
+                }
+                if end {
+                    trimmed = trimmed.trim_end_matches(|c| set.contains(&c));
+                }
+                Ok(Some(trimmed.to_owned()))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A real number as SQLite writes it as text (`%!.15g`: `1.0`, `0.5`, `1.0e+20`).
+fn real_text(r: f64) -> String {
+    let text = format!("{}", r);
+    if r.is_finite() && r.fract() == 0.0 && r.abs() < 1e15 {
+        format!("{text}.0")
+    } else {
+        text
+    }
+}
+
 /// The device and inode of a SQLite file, `None` for a memory database or a file that
 /// cannot be read.
 fn file_identity(file: &SqliteFile) -> Option<(u64, u64)> {
@@ -837,12 +952,19 @@ impl SqliteConn {
                 rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
                 MAX_RESULT_BYTES as i32,
             ),
+            // LIKE and GLOB compare in time proportional to the text times the pattern,
+            // inside one step that no interrupt reaches.
+            (
+                rusqlite::limits::Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH,
+                MAX_LIKE_PATTERN as i32,
+            ),
         ];
         for (limit, value) in limits {
             conn.set_limit(limit, value);
         }
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
             .map_err(sqlite_error)?;
+        linear_text_functions(&conn).map_err(sqlite_error)?;
         let host_statement = Arc::new(AtomicBool::new(false));
         let host = host_statement.clone();
         conn.authorizer(Some(move |context: AuthContext<'_>| {
@@ -1509,6 +1631,39 @@ mod tests {
             "mysql://localhost/oubli",
         ] {
             assert!(!SqlTarget::new(url).unwrap().is_database(store), "{url}");
+        }
+    }
+
+    #[test]
+    fn linear_text_functions_give_sqlite_s_results() {
+        let builtin = rusqlite::Connection::open_in_memory().unwrap();
+        let linear = rusqlite::Connection::open_in_memory().unwrap();
+        linear_text_functions(&linear).unwrap();
+        for expression in [
+            "instr('hello', 'l')",
+            "instr('héllo', 'l')",
+            "instr(x'010203', x'0203')",
+            "instr('abc', 'z')",
+            "instr('abc', '')",
+            "instr(NULL, 'a')",
+            "instr(12345, 34)",
+            "instr(12.0, '.0')",
+            "replace('aaaa', 'aa', 'b')",
+            "replace('abcabc', 'b', 'XYZ')",
+            "replace('abc', '', 'x')",
+            "replace(NULL, 'a', 'b')",
+            "replace('a', 'a', NULL)",
+            "trim('  x  ')",
+            "ltrim('xxyxx', 'x')",
+            "rtrim('héé', 'é')",
+            "trim('abcba', 'ab')",
+            "trim(NULL)",
+            "trim('x', NULL)",
+        ] {
+            let query = format!("SELECT quote({expression})");
+            let expected: String = builtin.query_row(&query, [], |r| r.get(0)).unwrap();
+            let got: String = linear.query_row(&query, [], |r| r.get(0)).unwrap();
+            assert_eq!(got, expected, "{expression}");
         }
     }
 }
