@@ -217,6 +217,12 @@ pub async fn purge_expired(app: &App) -> anyhow::Result<usize> {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        sqlx::query(
+            "DELETE FROM task_pages WHERE task_id IN (SELECT id FROM tasks WHERE request_id = $1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         crate::audit::append(
             &mut tx,
             "system",

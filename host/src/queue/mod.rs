@@ -361,6 +361,8 @@ pub struct Finished {
     pub outcome: Outcome,
     /// The delay before the next attempt, if the failure is retried.
     pub backoff: Duration,
+    /// Whether the run may have written pages (an access task).
+    pub paged: bool,
 }
 
 /// Records how runs ended, in one transaction, for the runs whose worker still holds the
@@ -394,6 +396,7 @@ async fn finish_once(store: &Store, owner: &str, runs: &[Finished]) -> anyhow::R
         task,
         outcome,
         backoff,
+        paged,
     } in runs
     {
         let (status, event, mut details) = match outcome {
@@ -439,6 +442,24 @@ async fn finish_once(store: &Store, owner: &str, runs: &[Finished]) -> anyhow::R
             (_, "queued") => "retry",
             (_, status) => status,
         };
+        // Exported pages are kept only for the run whose result names them: those of a
+        // run that failed or lost its lease are never read, and a task that failed for
+        // good keeps none (runs that crashed may have left some).
+        let stale_pages = match ended {
+            "failed" => Some("DELETE FROM task_pages WHERE task_id = $1"),
+            "succeeded" if *paged => {
+                Some("DELETE FROM task_pages WHERE task_id = $1 AND lease <> $2")
+            }
+            _ if *paged => Some("DELETE FROM task_pages WHERE task_id = $1 AND lease = $2"),
+            _ => None,
+        };
+        if let Some(statement) = stale_pages {
+            let mut query = sqlx::query(statement).bind(&task.id);
+            if statement.contains("$2") {
+                query = query.bind(&task.lease);
+            }
+            query.execute(&mut *tx).await?;
+        }
         sqlx::query("UPDATE task_attempts SET finished_at = $1, outcome = $2 WHERE lease = $3")
             .bind(now)
             .bind(ended)
@@ -480,6 +501,7 @@ pub async fn finish(
         task: task.clone(),
         outcome,
         backoff,
+        paged: false,
     };
     Ok(finish_many(store, owner, std::slice::from_ref(&run))
         .await?
@@ -709,9 +731,57 @@ pub async fn results(
     .bind(request_id)
     .fetch_all(&store.read)
     .await?;
-    rows.into_iter()
-        .map(|(id, name, result)| Ok((id, name, sealer.open_json(&result)?)))
-        .collect()
+    let mut results = Vec::with_capacity(rows.len());
+    for (id, name, result) in rows {
+        let mut result = sealer.open_json(&result)?;
+        // An export's records were stored page by page, under the run that succeeded.
+        if let Some(lease) = result
+            .as_object_mut()
+            .and_then(|r| r.remove("pages_of"))
+            .and_then(|lease| lease.as_str().map(str::to_owned))
+        {
+            let pages: Vec<(String,)> =
+                sqlx::query_as("SELECT records FROM task_pages WHERE lease = $1 ORDER BY page")
+                    .bind(&lease)
+                    .fetch_all(&store.read)
+                    .await?;
+            let mut records = Vec::new();
+            for (page,) in pages {
+                match sealer.open_json(&page)? {
+                    serde_json::Value::Array(page) => records.extend(page),
+                    _ => anyhow::bail!("a stored page of task results is not a list"),
+                }
+            }
+            result["records"] = records.into();
+        }
+        results.push((id, name, result));
+    }
+    Ok(results)
+}
+
+/// Stores one sealed page of an export under the run's lease, while the run still holds
+/// the task. Returns `false` when it no longer does.
+///
+/// # Errors
+/// When the database fails.
+pub async fn store_page(
+    store: &Store,
+    task: &Claimed,
+    page: u32,
+    sealed: &str,
+) -> anyhow::Result<bool> {
+    let stored = sqlx::query(
+        "INSERT INTO task_pages (lease, task_id, page, records) \
+         SELECT $1, $2, $3, $4 WHERE EXISTS \
+         (SELECT 1 FROM tasks WHERE id = $2 AND lease_owner = $1 AND status = 'running')",
+    )
+    .bind(&task.lease)
+    .bind(&task.id)
+    .bind(i64::from(page))
+    .bind(sealed)
+    .execute(&store.write)
+    .await?;
+    Ok(stored.rows_affected() == 1)
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! - erasure: `erase`, whose report lists every record found and what became of it,
 //!   then `locate` to verify: only records the plugin reported as retained (with their
 //!   legal basis) may remain;
-//! - access: every page of `access`, stored as the task's result;
+//! - access: every page of `access`, sealed and stored as it comes (one page held at a
+//!   time), the task's result naming the run whose pages they are;
 //! - rectification: `rectify`, then `access` to check that the changed records hold the
 //!   new values.
 
@@ -23,8 +24,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
 /// Pages of `access` after which a plugin is taken to be looping.
-pub const MAX_PAGES: usize = 10_000;
-/// Bytes of exported records one task may hold (names, keys and values): the bound on
+pub const MAX_PAGES: u32 = 10_000;
+/// Bytes of exported records one task may store (names, keys and values): the bound on
 /// what a plugin can make the host keep, whatever it returns.
 pub const MAX_EXPORT_BYTES: usize = 64 << 20;
 
@@ -32,6 +33,7 @@ pub const MAX_EXPORT_BYTES: usize = 64 << 20;
 /// finisher has recorded how the run ended (a batch may wait for the database).
 async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>) {
     let lease = Duration::from_secs(app.config.lease_secs);
+    let mut paged = false;
     let (outcome, heartbeat) = if task.attempt > task.max_attempts {
         let outcome = Outcome::Failed {
             kind: "lease-lost".into(),
@@ -65,7 +67,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
         // A run whose lease was taken over stops at once, so that a task never runs in two
         // places at the same time.
         let outcome = tokio::select! {
-            outcome = execute(app, &task) => outcome,
+            outcome = execute(app, &task, &mut paged) => outcome,
             _ = &mut heartbeat => Outcome::Failed {
                 kind: "lease-lost".into(),
                 message: "the task's lease was taken over by another worker; this run was stopped".into(),
@@ -97,6 +99,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
         task,
         outcome,
         backoff,
+        paged,
     };
     let (reply, recorded) = tokio::sync::oneshot::channel();
     if reports.send((run, reply)).await.is_ok() {
@@ -115,7 +118,9 @@ fn failed(error: &RuntimeError) -> Outcome {
     }
 }
 
-async fn execute(app: &Arc<App>, task: &Claimed) -> Outcome {
+/// Runs the task's action; `paged` turns true once pages of an export may have been
+/// stored.
+async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> Outcome {
     let loaded = async {
         let request = requests::get(&app.store, &app.keys.sealer, &task.request_id)
             .await
@@ -176,9 +181,13 @@ async fn execute(app: &Arc<App>, task: &Claimed) -> Outcome {
     };
     let result = match request.kind {
         Kind::Erasure => erase(app, &plugin, &system, &subject).await,
-        Kind::Access => access(app, &plugin, &system, &subject)
-            .await
-            .map(|records| json!({ "records": records })),
+        Kind::Access => {
+            *paged = true;
+            // The result names this run, whose pages `queue::results` reads back.
+            export(app, &plugin, &system, &subject, &mut Pages::Store(task))
+                .await
+                .map(|_| json!({ "pages_of": task.lease }))
+        }
         Kind::Rectification => rectify(app, &plugin, &system, &subject, &request).await,
     };
     match result {
@@ -220,16 +229,26 @@ async fn erase(
     }))
 }
 
-async fn access(
+/// Where the pages of an export go as they come, so that no more than one is held.
+enum Pages<'a> {
+    /// Sealed and stored under the run's lease.
+    Store(&'a Claimed),
+    /// Only the records named are kept.
+    Keep(&'a BTreeSet<(&'a str, &'a str)>, Vec<PersonalRecord>),
+}
+
+/// Runs `access` page after page, handing each to `pages`; stops at the task's budget of
+/// pages and bytes. Returns the number of pages.
+async fn export(
     app: &Arc<App>,
     plugin: &Arc<Plugin>,
     system: &Arc<PreparedSystem>,
     subject: &Subject,
-) -> Result<Vec<PersonalRecord>, RuntimeError> {
-    let mut records = Vec::new();
+    pages: &mut Pages<'_>,
+) -> Result<u32, RuntimeError> {
     let mut cursor = None;
     let mut bytes = 0usize;
-    for _ in 0..MAX_PAGES {
+    for number in 0..MAX_PAGES {
         let page = app
             .runtime
             .access(plugin, system, subject, cursor.take())
@@ -253,14 +272,37 @@ async fn access(
             + page.next.as_ref().map_or(0, String::len);
         if bytes > MAX_EXPORT_BYTES {
             return Err(RuntimeError::Failed(format!(
-                "the plugin exported more than {} MiB for one subject; oubli stops there rather than hold more",
+                "the plugin exported more than {} MiB for one subject; oubli stops there rather than keep more",
                 MAX_EXPORT_BYTES >> 20
             )));
         }
-        records.extend(page.records);
+        match pages {
+            Pages::Store(task) => {
+                let sealed = app.keys.sealer.seal_json(&json!(page.records));
+                match super::store_page(&app.store, task, number, &sealed).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(RuntimeError::Unavailable(
+                            "the task's lease was taken over by another worker; this run was stopped"
+                                .into(),
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(RuntimeError::Unavailable(format!(
+                            "storing a page of the export: {e:#}"
+                        )));
+                    }
+                }
+            }
+            Pages::Keep(wanted, kept) => kept.extend(
+                page.records
+                    .into_iter()
+                    .filter(|r| wanted.contains(&(r.collection.as_str(), r.key.as_str()))),
+            ),
+        }
         match page.next {
             Some(next) => cursor = Some(next),
-            None => return Ok(records),
+            None => return Ok(number + 1),
         }
     }
     Err(RuntimeError::Failed(format!(
@@ -301,12 +343,14 @@ async fn rectify(
         .iter()
         .map(|r| (r.collection.as_str(), r.key.as_str()))
         .collect();
-    let records = access(app, plugin, system, subject).await?;
+    // Only the changed records are kept from the export.
+    let mut pages = Pages::Keep(&touched, Vec::new());
+    export(app, plugin, system, subject, &mut pages).await?;
+    let Pages::Keep(_, records) = pages else {
+        unreachable!("the pages were kept")
+    };
     let mut verified = BTreeSet::new();
-    for record in records
-        .iter()
-        .filter(|r| touched.contains(&(r.collection.as_str(), r.key.as_str())))
-    {
+    for record in &records {
         for (change, value) in wanted.iter().filter(|(c, _)| {
             c.collection
                 .as_deref()

@@ -43,12 +43,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
     UpdateDeadline,
 };
 
 /// The contract versions this host loads: every 0.1.x.
 const SUPPORTED_CONTRACT: &str = "0.1.";
+
+/// The most a plugin can make the host copy in one crossing (a call's reply, the
+/// arguments of one import), in host bytes: string bytes plus the host's size of each
+/// list element.
+pub const MAX_CROSSING_BYTES: usize = 32 << 20;
 
 /// How the runtime is sized.
 #[derive(Debug, Clone)]
@@ -93,6 +98,10 @@ pub struct Plugin {
     pub contract: String,
     /// The component's imports, for `oubli plugin inspect`.
     pub imports: Vec<String>,
+    /// Linked with `wasi:http`, for systems that grant `http`.
+    pre_http: bindings::PluginPre<CallState>,
+    /// Linked without it: each `wasi:http` import traps, so a system that grants no HTTP
+    /// never runs the HTTP host code at all.
     pre: bindings::PluginPre<CallState>,
 }
 
@@ -193,11 +202,86 @@ impl Drop for EpochTicker {
     }
 }
 
+/// What a `wasi:http` function of a plugin whose system grants no HTTP says when called.
+const HTTP_NOT_LINKED: &str = "wasi:http is not linked for this system";
+
+/// Defines every `wasi:http` import of `component` in `linker` as functions that fail
+/// the call, so that the component links without any HTTP host code behind it. The
+/// `wasi:io` resources `wasi:http/types` uses are the linker's own; its own resources are
+/// placeholders that nothing can create.
+fn stub_http(
+    linker: &mut Linker<CallState>,
+    component: &wasmtime::component::Component,
+    engine: &Engine,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
+    let imports: Vec<_> = component
+        .component_type()
+        .imports(engine)
+        .filter_map(|(name, item)| match item.ty {
+            ComponentItem::ComponentInstance(instance) => Some((name.to_owned(), instance)),
+            _ => None,
+        })
+        .collect();
+    // The resources the rest of the linker defines, by the type the component gives them.
+    let mut wasi_resources = Vec::new();
+    for (name, instance) in imports.iter().filter(|(n, _)| !n.starts_with("wasi:http/")) {
+        let interface = name.split('@').next().unwrap_or(name);
+        for (export, item) in instance.exports(engine) {
+            if let ComponentItem::Resource(ty) = item.ty {
+                let host = match (interface, export) {
+                    ("wasi:io/poll", "pollable") => {
+                        ResourceType::host::<wasmtime_wasi::p2::DynPollable>()
+                    }
+                    ("wasi:io/streams", "input-stream") => {
+                        ResourceType::host::<wasmtime_wasi::p2::DynInputStream>()
+                    }
+                    ("wasi:io/streams", "output-stream") => {
+                        ResourceType::host::<wasmtime_wasi::p2::DynOutputStream>()
+                    }
+                    ("wasi:io/error" | "wasi:io/streams", "error") => {
+                        ResourceType::host::<wasmtime_wasi::p2::IoError>()
+                    }
+                    _ => continue,
+                };
+                wasi_resources.push((ty, host));
+            }
+        }
+    }
+    for (name, instance) in imports.iter().filter(|(n, _)| n.starts_with("wasi:http/")) {
+        let mut stub = linker.instance(name)?;
+        for (export, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    stub.func_new(export, |_, _, _, _| {
+                        Err(wasmtime::Error::msg(HTTP_NOT_LINKED))
+                    })?;
+                }
+                ComponentItem::Resource(ty) => {
+                    // A `wasi:io` resource that `wasi:http` uses is WASI's; its own are
+                    // placeholders nothing can create.
+                    let host = wasi_resources
+                        .iter()
+                        .find(|(wasi, _)| *wasi == ty)
+                        .map_or_else(ResourceType::host::<()>, |(_, host)| *host);
+                    stub.resource(export, host, |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The plugin runtime. Cheap to share behind an `Arc`; every method may be called from
 /// many threads at once.
 pub struct Runtime {
     engine: Engine,
+    /// WASI and the contract's imports.
     linker: Linker<CallState>,
+    /// The same with `wasi:http`.
+    linker_http: Linker<CallState>,
     cache: Option<CompileCache>,
     settings: RuntimeSettings,
     plugins: Mutex<HashMap<String, Arc<Plugin>>>,
@@ -227,7 +311,14 @@ impl Runtime {
             // more, and page faults and TLB flushes otherwise dominate instantiation
             // (p50 of `oubli bench dispatch`: 41 µs with 2 MiB and a 1 MiB stack, 18 µs so).
             .linear_memory_keep_resident(512 << 10)
-            .table_keep_resident(64 << 10);
+            .table_keep_resident(64 << 10)
+            // Where the kernel can say which pages a call dirtied (Linux 6.7 and later),
+            // only those are reset.
+            .pagemap_scan(if std::env::var_os("OUBLI_NO_PAGEMAP").is_some() {
+                Enabled::No
+            } else {
+                Enabled::Auto
+            });
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -242,12 +333,13 @@ impl Runtime {
 
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(anyhow::Error::from)?;
         bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| {
             state
         })
         .map_err(anyhow::Error::from)?;
+        let mut linker_http = linker.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)
+            .map_err(anyhow::Error::from)?;
 
         let cache = settings
             .cache_dir
@@ -272,6 +364,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            linker_http,
             cache,
             settings,
             plugins: Mutex::new(HashMap::new()),
@@ -362,19 +455,32 @@ impl Runtime {
             .imports(&self.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let cannot_link = |e: wasmtime::Error| {
             RuntimeError::InvalidConfig(format!("plugin `{name}` cannot be linked: {e:#}"))
-        })?;
-        let pre = bindings::PluginPre::new(pre).map_err(|e| {
-            RuntimeError::InvalidConfig(format!(
-                "plugin `{name}` does not match the contract: {e:#}"
-            ))
-        })?;
+        };
+        let typed = |pre| {
+            bindings::PluginPre::new(pre).map_err(|e| {
+                RuntimeError::InvalidConfig(format!(
+                    "plugin `{name}` does not match the contract: {e:#}"
+                ))
+            })
+        };
+        // Linking with everything first: an import oubli does not provide at all is an
+        // error here, so what the second linker stubs is only `wasi:http`.
+        let pre_http = typed(
+            self.linker_http
+                .instantiate_pre(&component)
+                .map_err(cannot_link)?,
+        )?;
+        let mut linker = self.linker.clone();
+        stub_http(&mut linker, &component, &self.engine).map_err(cannot_link)?;
+        let pre = typed(linker.instantiate_pre(&component).map_err(cannot_link)?)?;
         let plugin = Arc::new(Plugin {
             name: name.into(),
             digest: digest.clone(),
             contract,
             imports,
+            pre_http,
             pre,
         });
         self.plugins
@@ -414,6 +520,10 @@ impl Runtime {
             );
             let mut store = Store::new(&self.engine, state);
             store.limiter(|state| &mut state.limiter);
+            // What the guest hands the host in one crossing (a reply, a statement) is
+            // copied onto the host's heap; strings may alias the same guest bytes, so the
+            // guest's memory cap alone does not bound the copy.
+            store.set_hostcall_fuel(MAX_CROSSING_BYTES);
             // Yield to the executor at every tick, so that the deadline below is checked
             // even while the guest computes, and trap once it has passed.
             store.set_epoch_deadline(1);
@@ -424,7 +534,12 @@ impl Runtime {
                     Ok(UpdateDeadline::Yield(1))
                 }
             });
-            let outcome = match plugin.pre.instantiate_async(&mut store).await {
+            let pre = if system.config.capabilities.http.is_some() {
+                &plugin.pre_http
+            } else {
+                &plugin.pre
+            };
+            let outcome = match pre.instantiate_async(&mut store).await {
                 Ok(instance) => op.run(&instance, &mut store).await,
                 Err(error) => Err(error),
             };
@@ -479,6 +594,18 @@ impl Runtime {
             return RuntimeError::Timeout(system.timeout.as_millis() as u64);
         }
         let message = format!("{error:#}");
+        if message.contains(HTTP_NOT_LINKED) {
+            return RuntimeError::Denied(format!(
+                "capability `http` is not granted to system `{}`",
+                system.config.name
+            ));
+        }
+        if message.contains("fuel allocated for hostcalls has been exhausted") {
+            return RuntimeError::Failed(format!(
+                "the plugin handed the host more than {} MiB at once; oubli copies no more",
+                MAX_CROSSING_BYTES >> 20
+            ));
+        }
         if message.contains("concurrent") && message.contains("limit") {
             return RuntimeError::Unavailable(format!(
                 "too many plugin instances at once: {message}"

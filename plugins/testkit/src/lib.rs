@@ -168,6 +168,23 @@ impl Connector for Testkit {
             "records" => Ok((0..number(&subject, "count", 500_000))
                 .map(|i| seen("", i.to_string()))
                 .collect()),
+            // Returns `count` records whose collections all point at the same 1 MiB of
+            // guest memory: a small reply that would take `count` MiB on the host if it
+            // were copied whole.
+            "alias" => {
+                let mut text = std::mem::ManuallyDrop::new("x".repeat(1 << 20));
+                let (ptr, len, capacity) = (text.as_mut_ptr(), text.len(), text.capacity());
+                Ok((0..number(&subject, "count", 4_096))
+                    .map(|i| RecordRef {
+                        // SAFETY: none, on purpose: the strings alias one buffer, which the
+                        // guest would free many times after the call. The host must refuse
+                        // the reply while copying it, before the guest frees anything.
+                        collection: unsafe { String::from_raw_parts(ptr, len, capacity) },
+                        key: i.to_string(),
+                        categories: Vec::new(),
+                    })
+                    .collect())
+            }
             other => Err(Error::Failed(format!(
                 "unknown testkit behaviour {other:?}"
             ))),

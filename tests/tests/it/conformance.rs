@@ -78,6 +78,7 @@ on_both_backends!(
     concurrent_writers_keep_one_audit_chain,
     the_subject_is_sealed_at_rest_and_redacted_after_closure,
     purged_access_log_events_leave_a_verifiable_chain,
+    an_exports_pages_are_kept_only_for_the_run_that_succeeded,
 );
 
 /// A controller with `systems` systems on the demo CRM.
@@ -282,6 +283,81 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
             ("b", Some("failed")),
             ("c", Some("succeeded"))
         ]
+    );
+    store.close().await;
+}
+
+/// Records how a run that stored pages ended.
+async fn finish_paged(store: &Store, owner: &str, task: &queue::Claimed, outcome: Outcome) -> bool {
+    let run = queue::Finished {
+        task: task.clone(),
+        outcome,
+        backoff: Duration::ZERO,
+        paged: true,
+    };
+    queue::finish_many(store, owner, &[run]).await.unwrap()[0]
+}
+
+async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Backend) {
+    let Some(fixture) = open(backend).await else {
+        return;
+    };
+    let (store, sealer) = (&fixture.store, &fixture.keys.sealer);
+    let owner_id = controller_with_systems(&fixture, 1).await;
+    let mut tx = store.begin().await.unwrap();
+    let mut chain = Chain::load(&mut tx).await.unwrap();
+    let request = requests::insert(&mut tx, sealer, &mut chain, &erasure(&owner_id, 1), "test")
+        .await
+        .unwrap();
+    queue::approve(&mut tx, &request.stage(), "test", 3)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    let page = |name: &str| sealer.seal_json(&serde_json::json!([{ "collection": name }]));
+    let pages_stored = || async {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_pages")
+            .fetch_one(&store.read)
+            .await
+            .unwrap();
+        count
+    };
+
+    // Run A stores a page and loses its lease; its next page is refused.
+    let a = queue::claim(store, "a", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(queue::store_page(store, &a, 0, &page("a0")).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let b = queue::claim(store, "b", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!queue::store_page(store, &a, 1, &page("a1")).await.unwrap());
+    // Run B stores a page and fails: its page goes, A's (a crashed run's) stays for now.
+    assert!(queue::store_page(store, &b, 0, &page("b0")).await.unwrap());
+    let busy = Outcome::Failed {
+        kind: "unavailable".into(),
+        message: "busy".into(),
+        retryable: true,
+    };
+    assert!(finish_paged(store, "b", &b, busy).await);
+    assert_eq!(pages_stored().await, 1);
+    // Run C succeeds with two pages: only they are kept, and they are its results.
+    let c = queue::claim(store, "c", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(queue::store_page(store, &c, 0, &page("c0")).await.unwrap());
+    assert!(queue::store_page(store, &c, 1, &page("c1")).await.unwrap());
+    let result = sealer.seal_json(&serde_json::json!({ "pages_of": c.lease }));
+    assert!(finish_paged(store, "c", &c, Outcome::Succeeded(result)).await);
+    assert_eq!(pages_stored().await, 2);
+    let results = queue::results(store, sealer, &request.id).await.unwrap();
+    assert_eq!(
+        results[0].2,
+        serde_json::json!({ "records": [{ "collection": "c0" }, { "collection": "c1" }] })
     );
     store.close().await;
 }

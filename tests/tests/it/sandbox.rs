@@ -882,3 +882,23 @@ async fn an_https_server_without_a_trusted_certificate_is_refused() {
     );
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_whose_strings_alias_one_buffer_is_refused_while_it_is_copied() {
+    let rt = runtime();
+    let sys = system(&rt, "name = \"aliasing\"\n[limits]\nmemory_mb = 32\n");
+    // 4,096 names over the same 1 MiB of guest memory: 4 GiB if the host copied it all.
+    let (result, _) = timed(&rt, &sys, &[("behaviour", "alias"), ("count", "4096")]).await;
+    let error = result.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(m) if m.contains("more than 32 MiB at once")),
+        "{error:?}"
+    );
+    // A reply that fits is copied (and then refused for its 1 MiB names, as any is).
+    let (result, _) = timed(&rt, &sys, &[("behaviour", "alias"), ("count", "2")]).await;
+    assert!(
+        matches!(&result, Err(RuntimeError::Failed(m)) if m.contains("collection")),
+        "{result:?}"
+    );
+    still_serves(&rt).await;
+}

@@ -1468,14 +1468,18 @@ async fn scoped_tokens_see_only_their_controllers_audit_events() {
 }
 
 /// The stored results of a request's tasks, read from the service's database file.
+/// The stored results of a request's tasks, then the stored pages of its exports.
 async fn stored_results(service: &Service, id: &str) -> Vec<Option<String>> {
     let path = service.data_dir.join("oubli.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
         .await
         .unwrap();
     let rows: Vec<Option<String>> =
-        sqlx::query_scalar("SELECT result FROM tasks WHERE request_id = ?")
-            .bind(id)
+        sqlx::query_scalar(
+            "SELECT result FROM tasks WHERE request_id = ?1 UNION ALL \
+             SELECT records FROM task_pages WHERE task_id IN (SELECT id FROM tasks WHERE request_id = ?1)",
+        )
+        .bind(id)
             .fetch_all(&pool)
             .await
             .unwrap();
@@ -1494,8 +1498,13 @@ async fn the_access_package_is_sealed_at_rest_downloadable_and_audited() {
     assert_eq!(service.settled(&access).await["status"], "completed");
     assert_eq!(service.settled(&erasure).await["status"], "completed");
 
-    // At rest, the export is sealed: the address is nowhere in the stored result.
-    for stored in stored_results(&service, &access).await {
+    // At rest, the export is sealed: the address is nowhere in the stored result or pages.
+    let stored = stored_results(&service, &access).await;
+    assert!(
+        stored.len() > 1,
+        "the export's pages are stored: {stored:?}"
+    );
+    for stored in stored {
         let stored = stored.expect("a result");
         assert!(stored.starts_with("sealed:v1:"), "{stored}");
         assert!(!stored.contains("customer7"), "{stored}");
@@ -1854,6 +1863,8 @@ async fn hostile_plugins_fail_their_own_tasks_while_other_systems_are_served() {
     let endless = submit("access", "endless").await;
     // And one that writes 100,000 lines of 1 kB (100 MB) to the log.
     let noisy = submit("erasure", "log-flood").await;
+    // And one whose reply names 4 GiB through strings that alias one guest buffer.
+    let aliasing = submit("erasure", "alias").await;
 
     // Meanwhile the demo CRM is served.
     let started = std::time::Instant::now();
@@ -1903,11 +1914,21 @@ async fn hostile_plugins_fail_their_own_tasks_while_other_systems_are_served() {
             "{task}"
         );
     }
-    let task = task(endless).await;
-    assert_eq!(task["last_error_kind"], "failed", "{task}");
+    let exported = task(endless).await;
+    assert_eq!(exported["last_error_kind"], "failed", "{exported}");
     assert!(
-        task["last_error"].as_str().unwrap().contains("64 MiB"),
-        "{task}"
+        exported["last_error"].as_str().unwrap().contains("64 MiB"),
+        "{exported}"
+    );
+
+    let aliased = task(aliasing).await;
+    assert_eq!(aliased["last_error_kind"], "failed", "{aliased}");
+    assert!(
+        aliased["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 32 MiB at once"),
+        "{aliased}"
     );
 
     // The log flood was cut to the call's limit and reported once.
