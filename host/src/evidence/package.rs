@@ -63,6 +63,11 @@ pub async fn build(app: &App, request: &Request) -> anyhow::Result<Result<Value,
             .await?
             .map(|s| s.article15)
             .unwrap_or_default();
+        if result["records_deleted"] == true {
+            return Ok(Err(Unavailable::Expired(format!(
+                "the records system {name} exported were deleted; submit a new access request to export the data again"
+            ))));
+        }
         let records: Vec<Value> = result["records"]
             .as_array()
             .into_iter()

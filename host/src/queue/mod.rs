@@ -653,6 +653,13 @@ pub async fn cancel_queued(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<u6
     .bind(request_id)
     .execute(&mut **tx)
     .await?;
+    // A run that started before the cancellation stores no more pages; those it stored go.
+    sqlx::query(
+        "DELETE FROM task_pages WHERE task_id IN (SELECT id FROM tasks WHERE request_id = $1)",
+    )
+    .bind(request_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(done.rows_affected())
 }
 
@@ -740,19 +747,32 @@ pub async fn results(
             .and_then(|r| r.remove("pages_of"))
             .and_then(|lease| lease.as_str().map(str::to_owned))
         {
-            let pages: Vec<(String,)> =
-                sqlx::query_as("SELECT records FROM task_pages WHERE lease = $1 ORDER BY page")
-                    .bind(&lease)
-                    .fetch_all(&store.read)
-                    .await?;
-            let mut records = Vec::new();
-            for (page,) in pages {
-                match sealer.open_json(&page)? {
-                    serde_json::Value::Array(page) => records.extend(page),
-                    _ => anyhow::bail!("a stored page of task results is not a list"),
+            let expected = result
+                .as_object_mut()
+                .and_then(|r| r.remove("pages"))
+                .and_then(|n| n.as_i64());
+            let pages: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT page, records FROM task_pages WHERE lease = $1 ORDER BY page",
+            )
+            .bind(&lease)
+            .fetch_all(&store.read)
+            .await?;
+            // Pages deleted since (a purge), or not all there: never shown as "no data".
+            let complete = expected == Some(pages.len() as i64)
+                && pages.iter().enumerate().all(|(i, (n, _))| *n == i as i64);
+            if complete {
+                let mut records = Vec::new();
+                for (_, page) in pages {
+                    match sealer.open_json(&page)? {
+                        serde_json::Value::Array(page) => records.extend(page),
+                        _ => anyhow::bail!("a stored page of task results is not a list"),
+                    }
                 }
+                result["records"] = records.into();
+            } else {
+                result["records"] = serde_json::Value::Null;
+                result["records_deleted"] = true.into();
             }
-            result["records"] = records.into();
         }
         results.push((id, name, result));
     }
@@ -760,7 +780,8 @@ pub async fn results(
 }
 
 /// Stores one sealed page of an export under the run's lease, while the run still holds
-/// the task. Returns `false` when it no longer does.
+/// the task and its request is still to be carried out (not cancelled meanwhile).
+/// Returns `false` when not.
 ///
 /// # Errors
 /// When the database fails.
@@ -773,7 +794,9 @@ pub async fn store_page(
     let stored = sqlx::query(
         "INSERT INTO task_pages (lease, task_id, page, records) \
          SELECT $1, $2, $3, $4 WHERE EXISTS \
-         (SELECT 1 FROM tasks WHERE id = $2 AND lease_owner = $1 AND status = 'running')",
+         (SELECT 1 FROM tasks t JOIN requests r ON r.id = t.request_id \
+          WHERE t.id = $2 AND t.lease_owner = $1 AND t.status = 'running' \
+          AND r.status IN ('approved', 'running'))",
     )
     .bind(&task.lease)
     .bind(&task.id)

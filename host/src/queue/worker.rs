@@ -186,7 +186,7 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> Outcome {
             // The result names this run, whose pages `queue::results` reads back.
             export(app, &plugin, &system, &subject, &mut Pages::Store(task))
                 .await
-                .map(|_| json!({ "pages_of": task.lease }))
+                .map(|pages| json!({ "pages_of": task.lease, "pages": pages }))
         }
         Kind::Rectification => rectify(app, &plugin, &system, &subject, &request).await,
     };
@@ -278,7 +278,11 @@ async fn export(
         }
         match pages {
             Pages::Store(task) => {
-                let sealed = app.keys.sealer.seal_json(&json!(page.records));
+                // Straight to JSON text: a tree of values would take many times the page.
+                let text = serde_json::to_vec(&page.records).map_err(|e| {
+                    RuntimeError::Failed(format!("the page cannot be written as JSON: {e}"))
+                })?;
+                let sealed = app.keys.sealer.seal(&text);
                 match super::store_page(&app.store, task, number, &sealed).await {
                     Ok(true) => {}
                     Ok(false) => {

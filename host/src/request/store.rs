@@ -668,6 +668,14 @@ pub async fn redact_subject(
     if updated.rows_affected() == 0 {
         return Ok(false);
     }
+    // What systems exported for it goes too (a failed or cancelled access request's
+    // package is never purged otherwise).
+    sqlx::query(
+        "DELETE FROM task_pages WHERE task_id IN (SELECT id FROM tasks WHERE request_id = $1)",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
     audit::append(
         tx,
         "system",

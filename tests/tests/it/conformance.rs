@@ -351,13 +351,23 @@ async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Back
         .unwrap();
     assert!(queue::store_page(store, &c, 0, &page("c0")).await.unwrap());
     assert!(queue::store_page(store, &c, 1, &page("c1")).await.unwrap());
-    let result = sealer.seal_json(&serde_json::json!({ "pages_of": c.lease }));
+    let result = sealer.seal_json(&serde_json::json!({ "pages_of": c.lease, "pages": 2 }));
     assert!(finish_paged(store, "c", &c, Outcome::Succeeded(result)).await);
     assert_eq!(pages_stored().await, 2);
     let results = queue::results(store, sealer, &request.id).await.unwrap();
     assert_eq!(
         results[0].2,
         serde_json::json!({ "records": [{ "collection": "c0" }, { "collection": "c1" }] })
+    );
+    // A page gone (purged since) is never shown as fewer records, nor as none.
+    sqlx::query("DELETE FROM task_pages WHERE page = 1")
+        .execute(&store.write)
+        .await
+        .unwrap();
+    let results = queue::results(store, sealer, &request.id).await.unwrap();
+    assert_eq!(
+        results[0].2,
+        serde_json::json!({ "records": null, "records_deleted": true })
     );
     store.close().await;
 }

@@ -619,6 +619,13 @@ async fn a_runaway_sqlite_statement_stops_at_the_deadline() {
         matches!(&result, Err(RuntimeError::Failed(m)) if m.contains("MiB")),
         "{result:?}"
     );
+    // Statement texts are cached per connection: a long one is refused before that.
+    let padded = format!("SELECT 1 /* {} */", "x".repeat(70_000));
+    let (result, _) = timed(&rt, &sys, &[("behaviour", "sql"), ("statement", &padded)]).await;
+    assert!(
+        matches!(&result, Err(RuntimeError::Failed(m)) if m.contains("64 KiB")),
+        "{result:?}"
+    );
     still_serves(&rt).await;
 }
 

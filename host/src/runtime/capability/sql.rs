@@ -29,6 +29,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column, Connection, Row, TypeInfo, ValueRef};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,6 +40,9 @@ pub const MAX_ROWS: u32 = 10_000;
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
 /// Connections per system's pool (PostgreSQL, MySQL).
 const POOL_SIZE: u32 = 4;
+/// Prepared statements a server connection keeps: with [`MAX_STATEMENT_BYTES`], at most
+/// 2 MiB of statement text per connection.
+const STATEMENT_CACHE: usize = 32;
 /// The longest LIKE or GLOB pattern a plugin's statement may use, in bytes.
 const MAX_LIKE_PATTERN: usize = 256;
 /// The longest statement text a SQLite connection remembers as checked.
@@ -218,10 +222,13 @@ impl SqlTarget {
             unreachable!("called for a PostgreSQL target only")
         };
         cell.get_or_try_init(|| async {
+            let options = sqlx::postgres::PgConnectOptions::from_str(&self.url)
+                .map_err(classify)?
+                .statement_cache_capacity(STATEMENT_CACHE);
             PgPoolOptions::new()
                 .max_connections(POOL_SIZE)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(&self.url)
+                .connect_with(options)
                 .await
                 .map_err(classify)
         })
@@ -233,10 +240,13 @@ impl SqlTarget {
             unreachable!("called for a MySQL target only")
         };
         cell.get_or_try_init(|| async {
+            let options = sqlx::mysql::MySqlConnectOptions::from_str(&self.url)
+                .map_err(classify)?
+                .statement_cache_capacity(STATEMENT_CACHE);
             MySqlPoolOptions::new()
                 .max_connections(POOL_SIZE)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(&self.url)
+                .connect_with(options)
                 .await
                 .map_err(classify)
         })
@@ -265,7 +275,6 @@ fn canonical(path: &Path) -> PathBuf {
 fn server_identity(url: &str) -> Option<(&'static str, String, u16, String)> {
     use sqlx::mysql::MySqlConnectOptions;
     use sqlx::postgres::PgConnectOptions;
-    use std::str::FromStr;
     let (engine, host, port, database) = if url.starts_with("postgres") {
         let o = PgConnectOptions::from_str(url).ok()?;
         let database = o.get_database().unwrap_or(o.get_username()).to_owned();
@@ -361,6 +370,22 @@ struct ServerConn<DB: sqlx::Database> {
     id: i64,
 }
 
+/// The longest statement text a plugin may send, in bytes. Statements are cached by
+/// their text on the host and prepared on the server, per pooled connection, so their
+/// length bounds what a plugin can leave there.
+pub const MAX_STATEMENT_BYTES: usize = 64 << 10;
+
+fn check_length(statement: &Statement) -> Result<(), GuestError> {
+    if statement.sql.len() > MAX_STATEMENT_BYTES {
+        return Err(GuestError::Failed(format!(
+            "a statement of {} bytes is longer than the {} KiB oubli runs",
+            statement.sql.len(),
+            MAX_STATEMENT_BYTES >> 10
+        )));
+    }
+    Ok(())
+}
+
 impl SqlSession {
     fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
@@ -375,6 +400,7 @@ impl SqlSession {
         statement: &Statement,
         max_rows: u32,
     ) -> Result<Rows, GuestError> {
+        check_length(statement)?;
         let limit = max_rows.min(MAX_ROWS) as usize;
         let read_only = self.access == Access::ReadOnly;
         // On a server, a read-only call's statement runs in a READ ONLY transaction; a
@@ -425,6 +451,7 @@ impl SqlSession {
                 "sql.transaction is for rectify and erase; describe, validate, locate and access only read".into(),
             ));
         }
+        statements.iter().try_for_each(check_length)?;
         macro_rules! on_server {
             ($conn:expr, $begin:literal) => {
                 async {
@@ -948,6 +975,10 @@ impl SqliteConn {
         })?;
         let limits = [
             (rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0),
+            (
+                rusqlite::limits::Limit::SQLITE_LIMIT_SQL_LENGTH,
+                MAX_STATEMENT_BYTES as i32,
+            ),
             (
                 rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
                 MAX_RESULT_BYTES as i32,
