@@ -277,6 +277,39 @@ fn stub_http(
     Ok(())
 }
 
+/// The longest HTTP method a plugin may set: WASI keeps a request's method as the guest
+/// gave it, of any length, for as long as the request lives.
+const MAX_HTTP_METHOD: usize = 64;
+
+/// Replaces `outgoing-request.set-method` by one that refuses methods longer than
+/// [`MAX_HTTP_METHOD`] (the other parts of a request are bounded by WASI itself: fields
+/// by their size limit, path and authority by the URI's).
+fn bound_http_methods(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi_http::WasiHttpView;
+    use wasmtime_wasi_http::p2::bindings::http::types::{
+        HostOutgoingRequest, Method, OutgoingRequest,
+    };
+    linker.allow_shadowing(true);
+    linker.instance("wasi:http/types@0.2.12")?.func_wrap(
+        "[method]outgoing-request.set-method",
+        |mut store: wasmtime::StoreContextMut<'_, CallState>,
+         (request, method): (wasmtime::component::Resource<OutgoingRequest>, Method)| {
+            if let Method::Other(other) = &method
+                && other.len() > MAX_HTTP_METHOD
+            {
+                return Ok((Err(()),));
+            }
+            store
+                .data_mut()
+                .http()
+                .set_method(request, method)
+                .map(|set| (set,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// The plugin runtime. Cheap to share behind an `Arc`; every method may be called from
 /// many threads at once.
 pub struct Runtime {
@@ -340,6 +373,7 @@ impl Runtime {
         let mut linker_http = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)
             .map_err(anyhow::Error::from)?;
+        bound_http_methods(&mut linker_http).map_err(anyhow::Error::from)?;
 
         let cache = settings
             .cache_dir

@@ -185,6 +185,25 @@ impl Connector for Testkit {
                     })
                     .collect())
             }
+            // Builds `count` HTTP requests with a method of `bytes` bytes each, sends none
+            // and holds them all: host memory, unless the host refuses such methods.
+            "method-hoard" => {
+                use wasi::http::types::{Fields, Method, OutgoingRequest};
+                let method = "X".repeat(number(&subject, "bytes", 1 << 20) as usize);
+                let mut held = Vec::new();
+                let mut refused = 0;
+                for _ in 0..number(&subject, "count", 100) {
+                    let request = OutgoingRequest::new(Fields::new());
+                    if request.set_method(&Method::Other(method.clone())).is_err() {
+                        refused += 1;
+                    }
+                    held.push(request);
+                }
+                Ok(vec![
+                    seen("held", held.len().to_string()),
+                    seen("refused", refused.to_string()),
+                ])
+            }
             other => Err(Error::Failed(format!(
                 "unknown testkit behaviour {other:?}"
             ))),

@@ -909,3 +909,51 @@ async fn a_reply_whose_strings_alias_one_buffer_is_refused_while_it_is_copied() 
     );
     still_serves(&rt).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_built_and_held_cannot_hoard_host_memory() {
+    let rt = runtime();
+    let sys = system(
+        &rt,
+        "name = \"hoarding-requests\"\n[capabilities.http]\nallow = [\"api.example.org\"]\n",
+    );
+    // 100 unsent requests whose methods are 1 MiB each: each method is refused.
+    let (result, _) = timed(
+        &rt,
+        &sys,
+        &[("behaviour", "method-hoard"), ("count", "100")],
+    )
+    .await;
+    let keys: Vec<(String, String)> = result
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.collection, r.key))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("held".into(), "100".into()),
+            ("refused".into(), "100".into())
+        ]
+    );
+    // A resource per request: past the call's limit, the call fails.
+    let (result, _) = timed(
+        &rt,
+        &sys,
+        &[
+            ("behaviour", "method-hoard"),
+            ("count", "5000"),
+            ("bytes", "3"),
+        ],
+    )
+    .await;
+    assert!(result.is_err(), "{result:?}");
+    // Without the grant, WASI's HTTP is not there at all.
+    let bare = system(&rt, "name = \"no-http\"\n");
+    let (result, _) = timed(&rt, &bare, &[("behaviour", "method-hoard")]).await;
+    assert!(
+        matches!(&result, Err(RuntimeError::Denied(m)) if m.contains("capability `http` is not granted")),
+        "{result:?}"
+    );
+    still_serves(&rt).await;
+}
