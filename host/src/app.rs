@@ -17,7 +17,7 @@ pub struct App {
     pub store: Store,
     pub runtime: Arc<Runtime>,
     /// The keys that sign certificates and hash identities.
-    pub keys: crate::evidence::Keys,
+    pub keys: crate::crypto::Keys,
     /// Failed authentications per client address.
     pub throttle: Throttle,
     /// Writes new requests, batching those that arrive together into one commit.
@@ -42,7 +42,7 @@ impl App {
         config: Config,
         store: Store,
         runtime: Arc<Runtime>,
-        keys: crate::evidence::Keys,
+        keys: crate::crypto::Keys,
     ) -> Arc<Self> {
         Arc::new(App {
             config,

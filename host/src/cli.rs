@@ -451,20 +451,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => audit_verify(config.as_deref(), public_key, &head).await,
         Command::Keys(KeysCommand::RotateData { config }) => {
             let config = crate::config::Config::load(config.as_deref())?;
-            let (key_id, path) = crate::evidence::seal::rotate(&config.data_dir.join("keys"))?;
+            let (key_id, path) = crate::crypto::seal::rotate(&config.data_dir.join("keys"))?;
             print(
                 &json!({ "key_id": key_id, "file": path, "note": "restart oubli to seal with the new key; keep the old ones to open what they sealed" }),
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Generate) => {
-            print(&crate::evidence::generate());
+            print(&crate::crypto::generate());
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::RotateSigning { config }) => {
             let config = crate::config::Config::load(config.as_deref())?;
-            let (retired, current) =
-                crate::evidence::rotate_signing(&config.data_dir.join("keys"))?;
+            let (retired, current) = crate::crypto::rotate_signing(&config.data_dir.join("keys"))?;
             print(
                 &json!({ "retired_key_id": retired, "key_id": current, "note": "restart oubli to sign with the new key; the retired key keeps verifying at /v1/keys" }),
             );
@@ -475,7 +474,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading {}", file.display()))?;
             let signed: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
-            match crate::evidence::verify(&signed, &public_key) {
+            match crate::crypto::verify(&signed, &public_key) {
                 Ok(()) => {
                     print(
                         &json!({ "valid": true, "request_id": signed["certificate"]["request"]["id"], "key_id": signed["signature"]["key_id"] }),
@@ -510,7 +509,7 @@ async fn audit_verify(
     }
     let config = crate::config::Config::load(config)?;
     if public_keys.is_empty() {
-        public_keys = crate::evidence::public_keys(&config.data_dir.join("keys"), |var| {
+        public_keys = crate::crypto::public_keys(&config.data_dir.join("keys"), |var| {
             std::env::var(var).ok()
         })?;
     }
@@ -663,7 +662,7 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     if let Some(dir) = &args.keys {
-        settings.pseudonym_key = crate::evidence::Keys::load_or_create(dir)?.pseudonym;
+        settings.pseudonym_key = crate::crypto::Keys::load_or_create(dir)?.pseudonym;
     }
     let runtime = Arc::new(Runtime::new(settings)?);
     let system = match runtime.prepare(&config) {

@@ -5,7 +5,7 @@
 //! Modules by domain: [`api`] (the REST API), [`request`] (DSR types, lifecycle,
 //! deadlines), [`queue`] (tasks, leases, retries, the worker), [`controller`]
 //! (controllers, connected systems, registered plugins), [`auth`] (tokens), [`audit`]
-//! (the hash-chained trail), [`evidence`] (signed erasure certificates), [`notify`] (webhooks), [`store`] (SQLite), [`runtime`]
+//! (the hash-chained trail), [`crypto`] (keys, signatures, sealing at rest), [`evidence`] (erasure certificates, access packages, retention), [`notify`] (webhooks), [`store`] (SQLite), [`runtime`]
 //! (wasmtime engine, plugin loading, capabilities), [`plugins`] (the embedded
 //! first-party connectors), [`demo`] (the demo CRM), [`bench`] (the benchmarks),
 //! [`serve`] and [`cli`] (the `oubli` command).
@@ -19,9 +19,9 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod crypto;
 pub mod demo;
 pub mod evidence;
-pub mod keys;
 pub mod notify;
 pub mod plugins;
 pub mod queue;

@@ -121,7 +121,7 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
         Some(lock)
     };
     let store = Store::open(&config.database_location()).await?;
-    let keys = crate::evidence::Keys::load_or_create(&config.data_dir.join("keys"))?;
+    let keys = crate::crypto::Keys::load_or_create(&config.data_dir.join("keys"))?;
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
         cache_dir: Some(config.data_dir.join("cache")),
         pseudonym_key: keys.pseudonym,

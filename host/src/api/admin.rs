@@ -418,7 +418,7 @@ pub async fn revoke_token(
 /// The public keys that verify oubli's certificates.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Keys {
-    pub keys: Vec<crate::evidence::PublicKey>,
+    pub keys: Vec<crate::crypto::PublicKey>,
 }
 
 /// The public keys that verify erasure certificates: the current one, then those rotated

@@ -87,6 +87,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::request::lifecycle::Refusal> for ApiError {
+    fn from(refusal: crate::request::lifecycle::Refusal) -> Self {
+        ApiError::Conflict(refusal.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = self.parts();

@@ -9,10 +9,11 @@ use crate::controller;
 use crate::notify;
 use crate::queue;
 use crate::request::intake::{Accepted, Submission};
+use crate::request::lifecycle::{self, Refusal};
 use crate::request::store::{
     self as requests, ChangeInput, Filter, IdentityInput, NewRequest, Request,
 };
-use crate::request::{Kind, Status, Transition};
+use crate::request::{Kind, Status};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue};
@@ -368,22 +369,10 @@ pub async fn get_one(
 
 /// Applies `transition` to a visible request and returns the open transaction, for the
 /// caller to add to and commit.
-async fn act(
-    app: &Arc<App>,
-    caller: &Caller,
-    id: &str,
-    transition: Transition,
-    details: serde_json::Value,
-) -> Result<crate::store::Tx<'static>, ApiError> {
-    visible(app, caller, id).await?;
-    let mut tx = app.store.begin().await?;
-    let stage = requests::stage_in(&mut tx, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?;
-    requests::transition(&mut tx, &stage, transition, &caller.actor(), details)
-        .await?
-        .map_err(ApiError::Conflict)?;
-    Ok(tx)
+/// The answer to a lifecycle step: a missing request is a 404, a refused step a 409.
+fn taken(step: Option<Result<(), Refusal>>, id: &str) -> Result<(), ApiError> {
+    step.ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?
+        .map_err(ApiError::from)
 }
 
 async fn reread(app: &App, id: &str) -> Result<Json<Request>, ApiError> {
@@ -404,15 +393,12 @@ pub async fn cancel(
     OptionalJson(body): OptionalJson<Reason>,
 ) -> Result<Json<Request>, ApiError> {
     require(&caller, &[Role::Dpo, Role::Admin])?;
-    let mut tx = act(
-        &app,
-        &caller,
+    visible(&app, &caller, &id).await?;
+    let mut tx = app.store.begin().await?;
+    taken(
+        lifecycle::cancel(&mut tx, &id, &caller.actor(), body.reason.as_deref()).await?,
         &id,
-        Transition::Cancel,
-        json!({ "reason": body.reason }),
-    )
-    .await?;
-    queue::cancel_queued(&mut tx, &id).await?;
+    )?;
     tx.commit().await?;
     reread(&app, &id).await
 }
@@ -472,9 +458,9 @@ pub async fn approve(
     let current = requests::stage_in(&mut tx, &id)
         .await?
         .unwrap_or_else(|| request.stage());
-    queue::approve(&mut tx, &current, &caller.actor(), app.config.max_attempts)
+    lifecycle::approve(&mut tx, &current, &caller.actor(), app.config.max_attempts)
         .await?
-        .map_err(ApiError::Conflict)?;
+        .map_err(ApiError::from)?;
     tx.commit().await?;
     app.tasks_ready.notify_waiters();
     reread(&app, &id).await
@@ -496,15 +482,12 @@ pub async fn reject(
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::field("reason", "a rejection needs a reason"))?;
-    let mut tx = act(
-        &app,
-        &caller,
+    visible(&app, &caller, &id).await?;
+    let mut tx = app.store.begin().await?;
+    taken(
+        lifecycle::reject(&mut tx, &id, &caller.actor(), reason).await?,
         &id,
-        Transition::Reject,
-        json!({ "reason": reason }),
-    )
-    .await?;
-    requests::set_decision_reason(&mut tx, &id, reason).await?;
+    )?;
     tx.commit().await?;
     reread(&app, &id).await
 }
@@ -518,8 +501,9 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<Request>, ApiError> {
     require(&caller, &[Role::Dpo, Role::Admin])?;
-    let mut tx = act(&app, &caller, &id, Transition::Retry, json!({})).await?;
-    queue::requeue_failed(&mut tx, &id).await?;
+    visible(&app, &caller, &id).await?;
+    let mut tx = app.store.begin().await?;
+    taken(lifecycle::retry(&mut tx, &id, &caller.actor()).await?, &id)?;
     tx.commit().await?;
     app.tasks_ready.notify_waiters();
     reread(&app, &id).await

@@ -12,7 +12,7 @@
 //! heads ([`signed_head`], served at `/v1/audit/head`) outside oubli: [`check_head`]
 //! tells whether the trail still reaches each one.
 
-use crate::evidence::Keys;
+use crate::crypto::Keys;
 use crate::store::{Sql, Tx, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -348,7 +348,7 @@ pub fn head_document(keys: &Keys, seq: i64, hash: &str, at: i64) -> Value {
 /// # Errors
 /// Why the head does not match, for the auditor.
 pub fn check_head(events: &[Event], head: &Value, public_keys: &[String]) -> Result<(), String> {
-    crate::evidence::verify(head, public_keys)
+    crate::crypto::verify(head, public_keys)
         .map_err(|e| format!("the head does not verify: {e}"))?;
     let document = &head["certificate"];
     if document["type"] != "oubli.audit-head" {
@@ -483,7 +483,7 @@ impl Checkpoints {
                 reason,
             };
             let details: Value = serde_json::from_str(&event.details).unwrap_or_default();
-            crate::evidence::verify(&details, public_keys).map_err(|invalid| {
+            crate::crypto::verify(&details, public_keys).map_err(|invalid| {
                 broken(format!(
                     "checkpoint {} does not verify: {invalid}",
                     event.seq

@@ -3,7 +3,7 @@
 
 use super::Scratch;
 use crate::audit::{self, ACCESS_LOG, Chain};
-use crate::evidence::Keys;
+use crate::crypto::Keys;
 use crate::store::{Sql, Store, now_ms};
 use serde::Serialize;
 use std::time::Instant;

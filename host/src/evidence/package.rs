@@ -1,7 +1,7 @@
 //! The access package of a completed access request (Art. 15 and Art. 20): every record
 //! each connected system exported, per system and collection, with each system's Art. 15
 //! information, as JSON and as an HTML summary. The records are sealed at rest (see
-//! [`super::seal`]); the package can be downloaded until it expires, `package_ttl_days`
+//! [`crate::crypto::seal`]); the package can be downloaded until it expires, `package_ttl_days`
 //! after completion, and the purge job then deletes the records.
 
 use crate::app::App;

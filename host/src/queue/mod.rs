@@ -6,8 +6,6 @@
 pub mod worker;
 
 use crate::audit;
-use crate::request::store as requests;
-use crate::request::{Status, Transition};
 use crate::store::{self, Backend, Store, Tx, now_ms, to_rfc3339};
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -25,6 +23,16 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// The name stored in the database and used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+        }
+    }
+
     fn parse(text: &str) -> TaskStatus {
         match text {
             "running" => TaskStatus::Running,
@@ -173,7 +181,7 @@ pub async fn claim_many(
 }
 
 /// How often a transaction PostgreSQL aborted to break a deadlock is run again.
-const TRANSIENT_RETRIES: u32 = 5;
+pub(crate) const TRANSIENT_RETRIES: u32 = 5;
 
 async fn claim_once(
     store: &Store,
@@ -236,58 +244,6 @@ async fn claim_once(
             },
         )
         .collect();
-    let running = Status::Approved
-        .apply(Transition::Start)
-        .map_err(anyhow::Error::msg)?;
-    let mut requests: Vec<&str> = claimed.iter().map(|c| c.request_id.as_str()).collect();
-    requests.sort_unstable();
-    requests.dedup();
-    // The first claim of a request starts it, in a transaction of its own that takes the
-    // audit trail's lock before any row (see `store::lock_trail`): this one holds task
-    // rows, and waiting for the trail while holding them could close a cycle with a
-    // writer that holds the trail. Should the process die in between, the request is
-    // started when its tasks settle.
-    let mut approved = Vec::new();
-    for request_id in requests {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
-                .bind(request_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if status.as_deref() == Some(Status::Approved.as_str()) {
-            approved.push(request_id);
-        }
-    }
-    tx.commit().await?;
-    if approved.is_empty() {
-        return Ok(claimed);
-    }
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let mut chain = audit::Chain::load(&mut tx).await?;
-    let actor = format!("worker:{owner}");
-    for request_id in approved {
-        let started = sqlx::query(
-            "UPDATE requests SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
-        )
-        .bind(running.as_str())
-        .bind(now)
-        .bind(request_id)
-        .bind(Status::Approved.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if started.rows_affected() == 1 {
-            let action = format!("request.{}", running.as_str());
-            chain
-                .append(
-                    &mut tx,
-                    &actor,
-                    &action,
-                    Some(request_id),
-                    serde_json::json!({}),
-                )
-                .await?;
-        }
-    }
     tx.commit().await?;
     Ok(claimed)
 }
@@ -325,7 +281,7 @@ pub async fn heartbeat(store: &Store, task: &Claimed, lease: Duration) -> sqlx::
 /// How a run of a task ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// The result as stored: JSON, sealed by the worker (see [`crate::evidence::seal`]).
+    /// The result as stored: JSON, sealed by the worker (see [`crate::crypto::seal`]).
     Succeeded(String),
     /// A failure; `retryable` ones are tried again until the attempts run out.
     Failed {
@@ -365,253 +321,126 @@ pub struct Finished {
     pub paged: bool,
 }
 
-/// Records how runs ended, in one transaction, for the runs whose worker still holds the
-/// task (fencing by attempt number), and moves each request along when all its tasks are
-/// done. Returns, per run, whether it was recorded; a stale run's result is dropped.
+/// Records how one run ended, in the caller's transaction, if the run still holds its
+/// task (fenced by its lease token): the task's status and result or error, the end of
+/// the attempt, its exported pages kept or deleted, and the audit event. Returns whether
+/// it was recorded; a stale run's result is dropped. The caller then settles the request
+/// (see `crate::request::lifecycle::finish`): the queue knows nothing of its status.
 ///
 /// # Errors
-/// When the database fails; nothing is recorded then.
-pub async fn finish_many(
-    store: &Store,
-    owner: &str,
-    runs: &[Finished],
-) -> anyhow::Result<Vec<bool>> {
-    let mut tries = 0;
-    loop {
-        match finish_once(store, owner, runs).await {
-            Err(e) if store::is_transient(&e) && tries < TRANSIENT_RETRIES => tries += 1,
-            recorded => return recorded,
-        }
-    }
-}
-
-async fn finish_once(store: &Store, owner: &str, runs: &[Finished]) -> anyhow::Result<Vec<bool>> {
+/// When the database fails.
+pub async fn record(
+    tx: &mut Tx<'_>,
+    chain: &mut audit::Chain,
+    actor: &str,
+    run: &Finished,
+) -> anyhow::Result<bool> {
     let now = now_ms();
-    let actor = format!("worker:{owner}");
-    let mut conn = store.relaxed().await?;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let mut chain = audit::Chain::load(&mut tx).await?;
-    let mut recorded = Vec::with_capacity(runs.len());
-    for Finished {
+    let Finished {
         task,
         outcome,
         backoff,
         paged,
-    } in runs
-    {
-        let (status, event, mut details) = match outcome {
-            Outcome::Succeeded(_) => ("succeeded", "task.succeeded", serde_json::json!({})),
-            Outcome::Failed {
-                kind,
-                message,
-                retryable,
-            } if *retryable && task.attempt < task.max_attempts => (
-                "queued",
-                "task.retry_scheduled",
-                serde_json::json!({ "error": kind, "message": message, "retry_in_ms": backoff.as_millis() as u64 }),
-            ),
-            Outcome::Failed { kind, message, .. } => (
-                "failed",
-                "task.failed",
-                serde_json::json!({ "error": kind, "message": message }),
-            ),
-        };
-        let (result, error, error_kind) = match outcome {
-            Outcome::Succeeded(result) => (Some(result.clone()), None, None),
-            Outcome::Failed { kind, message, .. } => {
-                (None, Some(message.as_str()), Some(kind.as_str()))
-            }
-        };
-        let updated = sqlx::query(
-            "UPDATE tasks SET status = $1, result = COALESCE($2, result), last_error = $3, last_error_kind = $4, run_after = $5, \
-             lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
-             WHERE id = $7 AND lease_owner = $8 AND status = 'running'",
-        )
-        .bind(status)
-        .bind(result)
-        .bind(error)
-        .bind(error_kind)
-        .bind(if status == "queued" { now + backoff.as_millis() as i64 } else { now })
-        .bind(now)
-        .bind(&task.id)
-        .bind(&task.lease)
-        .execute(&mut *tx)
-        .await?;
-        let ended = match (updated.rows_affected(), status) {
-            (0, _) => "lease-lost",
-            (_, "queued") => "retry",
-            (_, status) => status,
-        };
-        // Exported pages are kept only for the run whose result names them: those of a
-        // run that failed or lost its lease are never read, and a task that failed for
-        // good keeps none (runs that crashed may have left some).
-        let stale_pages = match ended {
-            "failed" => Some("DELETE FROM task_pages WHERE task_id = $1"),
-            "succeeded" if *paged => {
-                Some("DELETE FROM task_pages WHERE task_id = $1 AND lease <> $2")
-            }
-            _ if *paged => Some("DELETE FROM task_pages WHERE task_id = $1 AND lease = $2"),
-            _ => None,
-        };
-        if let Some(statement) = stale_pages {
-            let mut query = sqlx::query(statement).bind(&task.id);
-            if statement.contains("$2") {
-                query = query.bind(&task.lease);
-            }
-            query.execute(&mut *tx).await?;
+    } = run;
+    let (status, event, mut details) = match outcome {
+        Outcome::Succeeded(_) => ("succeeded", "task.succeeded", serde_json::json!({})),
+        Outcome::Failed {
+            kind,
+            message,
+            retryable,
+        } if *retryable && task.attempt < task.max_attempts => (
+            "queued",
+            "task.retry_scheduled",
+            serde_json::json!({ "error": kind, "message": message, "retry_in_ms": backoff.as_millis() as u64 }),
+        ),
+        Outcome::Failed { kind, message, .. } => (
+            "failed",
+            "task.failed",
+            serde_json::json!({ "error": kind, "message": message }),
+        ),
+    };
+    let (result, error, error_kind) = match outcome {
+        Outcome::Succeeded(result) => (Some(result.clone()), None, None),
+        Outcome::Failed { kind, message, .. } => {
+            (None, Some(message.as_str()), Some(kind.as_str()))
         }
-        sqlx::query("UPDATE task_attempts SET finished_at = $1, outcome = $2 WHERE lease = $3")
-            .bind(now)
-            .bind(ended)
-            .bind(&task.lease)
-            .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() == 0 {
-            tracing::warn!(task = %task.id, attempt = task.attempt, "dropping the result of a task whose lease was taken over");
-            recorded.push(false);
-            continue;
+    };
+    let updated = sqlx::query(
+        "UPDATE tasks SET status = $1, result = COALESCE($2, result), last_error = $3, last_error_kind = $4, run_after = $5, \
+         lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
+         WHERE id = $7 AND lease_owner = $8 AND status = 'running'",
+    )
+    .bind(status)
+    .bind(result)
+    .bind(error)
+    .bind(error_kind)
+    .bind(if status == "queued" { now + backoff.as_millis() as i64 } else { now })
+    .bind(now)
+    .bind(&task.id)
+    .bind(&task.lease)
+    .execute(&mut **tx)
+    .await?;
+    let ended = match (updated.rows_affected(), status) {
+        (0, _) => "lease-lost",
+        (_, "queued") => "retry",
+        (_, status) => status,
+    };
+    // Exported pages are kept only for the run whose result names them: those of a
+    // run that failed or lost its lease are never read, and a task that failed for
+    // good keeps none (runs that crashed may have left some).
+    let stale_pages = match ended {
+        "failed" => Some("DELETE FROM task_pages WHERE task_id = $1"),
+        "succeeded" if *paged => Some("DELETE FROM task_pages WHERE task_id = $1 AND lease <> $2"),
+        _ if *paged => Some("DELETE FROM task_pages WHERE task_id = $1 AND lease = $2"),
+        _ => None,
+    };
+    if let Some(statement) = stale_pages {
+        let mut query = sqlx::query(statement).bind(&task.id);
+        if statement.contains("$2") {
+            query = query.bind(&task.lease);
         }
-        details["task_id"] = task.id.clone().into();
-        details["system_id"] = task.system_id.clone().into();
-        details["attempt"] = task.attempt.into();
-        chain
-            .append(&mut tx, &actor, event, Some(&task.request_id), details)
-            .await?;
-        if settle(&mut tx, &task.request_id, &actor).await? {
-            chain = audit::Chain::load(&mut tx).await?;
-        }
-        recorded.push(true);
+        query.execute(&mut **tx).await?;
     }
-    tx.commit().await?;
-    Ok(recorded)
+    sqlx::query("UPDATE task_attempts SET finished_at = $1, outcome = $2 WHERE lease = $3")
+        .bind(now)
+        .bind(ended)
+        .bind(&task.lease)
+        .execute(&mut **tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        tracing::warn!(task = %task.id, attempt = task.attempt, "dropping the result of a task whose lease was taken over");
+        return Ok(false);
+    }
+    details["task_id"] = task.id.clone().into();
+    details["system_id"] = task.system_id.clone().into();
+    details["attempt"] = task.attempt.into();
+    chain
+        .append(tx, actor, event, Some(&task.request_id), details)
+        .await?;
+    Ok(true)
 }
 
-/// Records how one run ended; see [`finish_many`].
+/// The tasks of a request that are still to run (queued or running), in the caller's
+/// transaction, and those that failed for good.
 ///
 /// # Errors
 /// When the database fails.
-pub async fn finish(
-    store: &Store,
-    owner: &str,
-    task: &Claimed,
-    outcome: Outcome,
-    backoff: Duration,
-) -> anyhow::Result<bool> {
-    let run = Finished {
-        task: task.clone(),
-        outcome,
-        backoff,
-        paged: false,
-    };
-    Ok(finish_many(store, owner, std::slice::from_ref(&run))
-        .await?
-        .pop()
-        .unwrap_or(false))
-}
-
-/// Completes or fails a running request whose tasks are all done. Returns whether it
-/// did (and so appended to the audit trail).
-async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<bool> {
+pub async fn open_and_failed(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<(i64, i64)> {
     let counts: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM tasks WHERE request_id = $1 GROUP BY status")
             .bind(request_id)
             .fetch_all(&mut **tx)
             .await?;
-    let count = |s: &str| {
+    let count = |s: TaskStatus| {
         counts
             .iter()
-            .find(|(status, _)| status == s)
+            .find(|(status, _)| status == s.as_str())
             .map_or(0, |(_, n)| *n)
     };
-    if count("queued") + count("running") > 0 {
-        return Ok(false);
-    }
-    let Some(mut request) = requests::stage_in(tx, request_id).await? else {
-        return Ok(false);
-    };
-    // Tasks that ran for a request whose start was not recorded (its worker died between
-    // the claim and the start): start it now.
-    let mut appended = false;
-    if request.status == Status::Approved
-        && requests::transition(
-            tx,
-            &request,
-            Transition::Start,
-            actor,
-            serde_json::json!({}),
-        )
-        .await?
-        .is_ok()
-    {
-        appended = true;
-        let Some(started) = requests::stage_in(tx, request_id).await? else {
-            return Ok(false);
-        };
-        request = started;
-    }
-    if request.status != Status::Running {
-        return Ok(appended);
-    }
-    let transition = if count("failed") > 0 {
-        Transition::Fail
-    } else {
-        Transition::Complete
-    };
-    let details = serde_json::json!({ "failed_tasks": count("failed") });
-    let settled = requests::transition(tx, &request, transition, actor, details).await?;
-    Ok(appended || settled.is_ok())
-}
-
-/// Approves a request awaiting its controller and queues one task per connected system,
-/// in the caller's transaction. Returns how many tasks, or why the request cannot be
-/// approved (for a 409).
-///
-/// # Errors
-/// When the database fails.
-pub async fn approve(
-    tx: &mut Tx<'_>,
-    request: &requests::Stage,
-    actor: &str,
-    max_attempts: u32,
-) -> anyhow::Result<Result<u64, String>> {
-    if let Err(reason) = requests::transition(
-        tx,
-        request,
-        Transition::Approve,
-        actor,
-        serde_json::json!({}),
-    )
-    .await?
-    {
-        return Ok(Err(reason));
-    }
-    let tasks = enqueue(tx, &request.id, &request.controller_id, max_attempts).await?;
-    if tasks == 0 {
-        settle_empty(tx, &request.id, actor).await?;
-    }
-    Ok(Ok(tasks))
-}
-
-/// Completes an approved request that has no task (its controller has no systems).
-///
-/// # Errors
-/// When the database fails.
-pub async fn settle_empty(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<()> {
-    if let Some(request) = requests::stage_in(tx, request_id).await?
-        && request.status == Status::Approved
-    {
-        requests::transition(
-            tx,
-            &request,
-            Transition::Start,
-            actor,
-            serde_json::json!({ "tasks": 0 }),
-        )
-        .await?
-        .ok();
-        settle(tx, request_id, actor).await?;
-    }
-    Ok(())
+    Ok((
+        count(TaskStatus::Queued) + count(TaskStatus::Running),
+        count(TaskStatus::Failed),
+    ))
 }
 
 /// Hands the leases of this worker's running tasks back, so another worker takes them at
@@ -728,7 +557,7 @@ pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Task>> {
 /// When the database cannot be read.
 pub async fn results(
     store: &Store,
-    sealer: &crate::evidence::seal::Sealer,
+    sealer: &crate::crypto::seal::Sealer,
     request_id: &str,
 ) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(

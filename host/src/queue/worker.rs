@@ -399,7 +399,7 @@ async fn finisher(app: Arc<App>, owner: String, mut reports: mpsc::Receiver<Repo
             }
         }
         let runs: Vec<Finished> = batch.iter().map(|(run, _)| run.clone()).collect();
-        match super::finish_many(&app.store, &owner, &runs).await {
+        match crate::request::lifecycle::finish_many(&app.store, &owner, &runs).await {
             Ok(recorded) => {
                 for ((_, reply), recorded) in batch.into_iter().zip(recorded) {
                     let _ = reply.send(recorded);
@@ -436,13 +436,16 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
         while let Ok(more) = idle.clone().try_acquire_owned() {
             permits.push(more);
         }
-        let claimed = match super::claim_many(&app.store, &owner, lease, permits.len()).await {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "claiming tasks failed");
-                Vec::new()
-            }
-        };
+        let claimed =
+            match crate::request::lifecycle::claim_many(&app.store, &owner, lease, permits.len())
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "claiming tasks failed");
+                    Vec::new()
+                }
+            };
         let found = !claimed.is_empty();
         for (task, permit) in claimed.into_iter().zip(permits.drain(..)) {
             let (app, reports) = (app.clone(), reports.clone());

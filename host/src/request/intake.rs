@@ -4,7 +4,7 @@
 
 use super::store::{self as requests, NewRequest, Request};
 use crate::audit::Chain;
-use crate::evidence::seal::Sealer;
+use crate::crypto::seal::Sealer;
 use crate::store::Store;
 use serde_json::json;
 use std::sync::Arc;
@@ -145,7 +145,7 @@ async fn write(
             .await?;
         }
         if submission.auto_approve {
-            crate::queue::approve(
+            super::lifecycle::approve(
                 &mut tx,
                 &request.stage(),
                 "policy:auto-approve",

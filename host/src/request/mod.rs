@@ -7,6 +7,7 @@
 //! ```
 
 pub mod intake;
+pub mod lifecycle;
 pub mod store;
 
 use chrono::{DateTime, Months, Utc};

@@ -7,7 +7,7 @@
 
 use super::{Kind, Status, Transition};
 use crate::audit;
-use crate::evidence::seal::{OpenError, Sealer};
+use crate::crypto::seal::{OpenError, Sealer};
 use crate::store::{Sql, Store, Tx, now_ms, to_rfc3339};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -386,69 +386,6 @@ pub async fn get(store: &Store, sealer: &Sealer, id: &str) -> anyhow::Result<Opt
         .fetch_optional(&store.read)
         .await?;
     row.map(|r| r.open(sealer)).transpose()
-}
-
-/// Moves a request along its lifecycle and records the event. Returns the new status,
-/// or the reason the transition is not allowed (for a 409).
-///
-/// # Errors
-/// The outer error when the database fails.
-pub async fn transition(
-    tx: &mut Tx<'_>,
-    request: &Stage,
-    transition: Transition,
-    actor: &str,
-    details: serde_json::Value,
-) -> anyhow::Result<Result<Status, String>> {
-    let redacted = || {
-        format!(
-            "cannot {} this request: its subject's data was replaced by keyed hashes after the retention period; submit a new request",
-            transition.verb()
-        )
-    };
-    // Retrying is the one step a redacted request could otherwise take: say why it cannot.
-    if request.redacted && transition == Transition::Retry {
-        return Ok(Err(redacted()));
-    }
-    let next = match request.status.apply(transition) {
-        Ok(next) => next,
-        Err(reason) => return Ok(Err(reason)),
-    };
-    let now = now_ms();
-    let completed = (next == Status::Completed).then_some(now);
-    // A redacted request has no subject left to act on: it moves no further.
-    let updated = sqlx::query("UPDATE requests SET status = $1, updated_at = $2, completed_at = COALESCE($3, completed_at) WHERE id = $4 AND status = $5 AND subject_redacted_at IS NULL")
-        .bind(next.as_str())
-        .bind(now)
-        .bind(completed)
-        .bind(&request.id)
-        .bind(request.status.as_str())
-        .execute(&mut **tx)
-        .await?;
-    if updated.rows_affected() != 1 {
-        // Redacted since it was read (by another process's purge job).
-        let redacted_at: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT subject_redacted_at FROM requests WHERE id = $1")
-                .bind(&request.id)
-                .fetch_optional(&mut **tx)
-                .await?;
-        if redacted_at.flatten().is_some() {
-            return Ok(Err(redacted()));
-        }
-        anyhow::bail!(
-            "request {} changed status while it was being updated",
-            request.id
-        );
-    }
-    audit::append(
-        tx,
-        actor,
-        &format!("request.{}", next.as_str()),
-        Some(&request.id),
-        details,
-    )
-    .await?;
-    Ok(Ok(next))
 }
 
 /// Filters of the request list.

@@ -32,10 +32,10 @@ impl CompileCache {
         let key_path = dir.join("cache.key");
         // Processes sharing the folder (an API process and workers) share the key.
         let fresh: [u8; 32] = rand::random();
-        let key = match crate::keys::read_or_create(&key_path, &fresh)? {
+        let key = match crate::crypto::files::read_or_create(&key_path, &fresh)? {
             key if key.len() == 32 => key,
             _ => {
-                crate::keys::write_private(&key_path, &fresh)?;
+                crate::crypto::files::write_private(&key_path, &fresh)?;
                 fresh.to_vec()
             }
         };

@@ -6,8 +6,9 @@
 
 use oubli::audit::Chain;
 use oubli::controller::{self, Article15, NewController, NewSystem};
-use oubli::evidence::Keys;
+use oubli::crypto::Keys;
 use oubli::queue::{self, Outcome};
+use oubli::request::lifecycle;
 use oubli::request::store::{self as requests, ChangeInput, IdentityInput, NewRequest};
 use oubli::request::{Kind, Transition};
 use oubli::store::Store;
@@ -108,7 +109,7 @@ async fn controller_with_systems(fixture: &Fixture, systems: usize) -> String {
 
 /// Records a successful run of `task` by `owner`; whether it was recorded.
 async fn succeed(store: &Store, owner: &str, task: &queue::Claimed) -> bool {
-    queue::finish(
+    lifecycle::finish(
         store,
         owner,
         task,
@@ -122,7 +123,7 @@ async fn succeed(store: &Store, owner: &str, task: &queue::Claimed) -> bool {
 /// Moves a request along, as the API would.
 async fn apply(tx: &mut oubli::store::Tx<'_>, request_id: &str, transition: Transition) {
     let request = requests::stage_in(tx, request_id).await.unwrap().unwrap();
-    requests::transition(tx, &request, transition, "test", serde_json::json!({}))
+    lifecycle::transition(tx, &request, transition, "test", serde_json::json!({}))
         .await
         .unwrap()
         .unwrap();
@@ -156,7 +157,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         .await
         .unwrap();
     assert_eq!(
-        queue::approve(&mut tx, &request.stage(), "test", 2)
+        lifecycle::approve(&mut tx, &request.stage(), "test", 2)
             .await
             .unwrap(),
         Ok(1)
@@ -195,7 +196,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         retryable: true,
     };
     assert!(
-        queue::finish(store, "b", &b, failure, Duration::ZERO)
+        lifecycle::finish(store, "b", &b, failure, Duration::ZERO)
             .await
             .unwrap()
     );
@@ -250,7 +251,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     let second = requests::insert(&mut tx, &fixture.keys.sealer, &mut chain, &new, "test")
         .await
         .unwrap();
-    queue::approve(&mut tx, &second.stage(), "test", 2)
+    lifecycle::approve(&mut tx, &second.stage(), "test", 2)
         .await
         .unwrap()
         .unwrap();
@@ -295,7 +296,7 @@ async fn finish_paged(store: &Store, owner: &str, task: &queue::Claimed, outcome
         backoff: Duration::ZERO,
         paged: true,
     };
-    queue::finish_many(store, owner, &[run]).await.unwrap()[0]
+    lifecycle::finish_many(store, owner, &[run]).await.unwrap()[0]
 }
 
 async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Backend) {
@@ -309,7 +310,7 @@ async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Back
     let request = requests::insert(&mut tx, sealer, &mut chain, &erasure(&owner_id, 1), "test")
         .await
         .unwrap();
-    queue::approve(&mut tx, &request.stage(), "test", 3)
+    lifecycle::approve(&mut tx, &request.stage(), "test", 3)
         .await
         .unwrap()
         .unwrap();
@@ -392,7 +393,7 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
         )
         .await
         .unwrap();
-        queue::approve(&mut tx, &request.stage(), "test", 3)
+        lifecycle::approve(&mut tx, &request.stage(), "test", 3)
             .await
             .unwrap()
             .unwrap();
@@ -405,7 +406,7 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
             let mut mine = Vec::new();
             loop {
                 let claimed =
-                    queue::claim_many(&store, &format!("w{w}"), Duration::from_secs(60), 3)
+                    lifecycle::claim_many(&store, &format!("w{w}"), Duration::from_secs(60), 3)
                         .await
                         .unwrap();
                 if claimed.is_empty() {
@@ -776,4 +777,59 @@ async fn purged_access_log_events_leave_a_verifiable_chain(backend: Backend) {
     );
     assert_eq!(all_events(store).await.len(), before, "nothing was purged");
     store.close().await;
+}
+
+/// The tables, columns and indexes of a migrated store, as `table.column` and
+/// `index table.name` lines.
+async fn schema(store: &Store, backend: Backend) -> std::collections::BTreeSet<String> {
+    let (columns, indexes) = match backend {
+        Backend::Sqlite => (
+            "SELECT m.name || '.' || p.name FROM sqlite_master m, pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE '_sqlx%'",
+            "SELECT 'index ' || tbl_name || '.' || name FROM sqlite_master \
+             WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'",
+        ),
+        Backend::Postgres => (
+            "SELECT table_name || '.' || column_name FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name NOT LIKE '_sqlx%'",
+            // Primary keys and UNIQUE constraints are indexes of their own on PostgreSQL
+            // and automatic ones on SQLite: only the declared indexes are compared.
+            "SELECT 'index ' || i.tablename || '.' || i.indexname FROM pg_indexes i \
+             WHERE i.schemaname = current_schema() AND NOT EXISTS \
+             (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
+        ),
+    };
+    let mut found = std::collections::BTreeSet::new();
+    for statement in [columns, indexes] {
+        let rows: Vec<String> = sqlx::query_scalar(statement)
+            .fetch_all(&store.read)
+            .await
+            .unwrap();
+        found.extend(rows);
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sqlite_and_postgresql_schemas_agree() {
+    let (Some(sqlite), Some(postgres)) =
+        (open(Backend::Sqlite).await, open(Backend::Postgres).await)
+    else {
+        return;
+    };
+    let lite = schema(&sqlite.store, Backend::Sqlite).await;
+    let pg = schema(&postgres.store, Backend::Postgres).await;
+    assert!(lite.iter().any(|c| c == "task_pages.records"), "{lite:?}");
+    assert_eq!(
+        lite.difference(&pg).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "only on SQLite"
+    );
+    assert_eq!(
+        pg.difference(&lite).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "only on PostgreSQL"
+    );
+    sqlite.store.close().await;
+    postgres.store.close().await;
 }

@@ -1689,7 +1689,7 @@ async fn past_retention_identities_become_hashes_and_the_access_log_is_purged() 
         .await;
     assert_eq!(status, 200, "{certificate}");
     // The hash of the address under the service's identity-hash key, computed here.
-    let keys = oubli::evidence::Keys::load_or_create(&dir.path().join("keys")).unwrap();
+    let keys = oubli::crypto::Keys::load_or_create(&dir.path().join("keys")).unwrap();
     let expected = keys.identity_hash("email", "customer5@example.org");
     assert_eq!(identity["hmac_sha256"], expected.as_str());
     assert_eq!(
@@ -1750,7 +1750,7 @@ async fn past_retention_identities_become_hashes_and_the_access_log_is_purged() 
     assert!(valid, "{report}");
     // Without the right key, the checkpoints do not verify.
     let other = tempfile::tempdir().unwrap();
-    let stranger = oubli::evidence::Keys::load_or_create(other.path()).unwrap();
+    let stranger = oubli::crypto::Keys::load_or_create(other.path()).unwrap();
     let stranger = stranger.public().public_key;
     let (valid, report) = audit_verify(
         dir.path(),

@@ -73,7 +73,7 @@ pub fn rotate(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     rand::thread_rng().fill_bytes(&mut key);
     let stamp = chrono::Utc::now().timestamp_millis();
     let path = dir.join(format!("data-{stamp:015}.key"));
-    crate::keys::write_private(&path, &key)?;
+    crate::crypto::files::write_private(&path, &key)?;
     Ok((key_id(&key), path))
 }
 

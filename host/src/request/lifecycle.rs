@@ -1,0 +1,368 @@
+//! A request's lifecycle: the one module that writes a request's status.
+//!
+//! Each step (approve, reject, cancel, retry, start, settle) checks that it follows from
+//! the request's status ([`super::Status::apply`]), writes the new status, appends its
+//! audit event and does its side effects (queue the tasks, close them, store the
+//! decision's reason), all in the caller's transaction, and answers a typed
+//! [`Refusal`] when it cannot be taken. Submission is [`super::intake`], which inserts
+//! the request as `received` and forwards it through here. The queue below knows
+//! nothing of request statuses: it records tasks, and this module settles the request
+//! when none is left to run.
+
+use super::store::{Stage, stage_in};
+use super::{Status, Transition};
+use crate::audit;
+use crate::queue::{self, Claimed, Finished, Outcome};
+use crate::store::{Store, Tx, now_ms};
+use std::time::Duration;
+
+/// Why a step was not taken: the API answers 409 with its text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The step does not follow from the request's status.
+    #[error("{0}")]
+    Illegal(String),
+    /// The subject's data was replaced by keyed hashes: the request moves no further.
+    #[error("{0}")]
+    Redacted(String),
+}
+
+/// Moves a request along its lifecycle and records the event. Returns the new status,
+/// or why the step is refused.
+///
+/// # Errors
+/// The outer error when the database fails.
+pub async fn transition(
+    tx: &mut Tx<'_>,
+    request: &Stage,
+    transition: Transition,
+    actor: &str,
+    details: serde_json::Value,
+) -> anyhow::Result<Result<Status, Refusal>> {
+    let redacted = || {
+        format!(
+            "cannot {} this request: its subject's data was replaced by keyed hashes after the retention period; submit a new request",
+            transition.verb()
+        )
+    };
+    // Retrying is the one step a redacted request could otherwise take: say why it cannot.
+    if request.redacted && transition == Transition::Retry {
+        return Ok(Err(Refusal::Redacted(redacted())));
+    }
+    let next = match request.status.apply(transition) {
+        Ok(next) => next,
+        Err(reason) => return Ok(Err(Refusal::Illegal(reason))),
+    };
+    let now = now_ms();
+    let completed = (next == Status::Completed).then_some(now);
+    // A redacted request has no subject left to act on: it moves no further.
+    let updated = sqlx::query("UPDATE requests SET status = $1, updated_at = $2, completed_at = COALESCE($3, completed_at) WHERE id = $4 AND status = $5 AND subject_redacted_at IS NULL")
+        .bind(next.as_str())
+        .bind(now)
+        .bind(completed)
+        .bind(&request.id)
+        .bind(request.status.as_str())
+        .execute(&mut **tx)
+        .await?;
+    if updated.rows_affected() != 1 {
+        // Redacted since it was read (by another process's purge job).
+        let redacted_at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT subject_redacted_at FROM requests WHERE id = $1")
+                .bind(&request.id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if redacted_at.flatten().is_some() {
+            return Ok(Err(Refusal::Redacted(redacted())));
+        }
+        anyhow::bail!(
+            "request {} changed status while it was being updated",
+            request.id
+        );
+    }
+    audit::append(
+        tx,
+        actor,
+        &format!("request.{}", next.as_str()),
+        Some(&request.id),
+        details,
+    )
+    .await?;
+    Ok(Ok(next))
+}
+
+/// Reads the request and takes `step` with `details`, in the caller's transaction.
+async fn take(
+    tx: &mut Tx<'_>,
+    id: &str,
+    step: Transition,
+    actor: &str,
+    details: serde_json::Value,
+) -> anyhow::Result<Option<Result<Status, Refusal>>> {
+    let Some(stage) = stage_in(tx, id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(transition(tx, &stage, step, actor, details).await?))
+}
+
+/// Rejects a request awaiting its controller, storing the reason. `None` when there is
+/// no such request.
+///
+/// # Errors
+/// When the database fails.
+pub async fn reject(
+    tx: &mut Tx<'_>,
+    id: &str,
+    actor: &str,
+    reason: &str,
+) -> anyhow::Result<Option<Result<(), Refusal>>> {
+    let details = serde_json::json!({ "reason": reason });
+    let Some(taken) = take(tx, id, Transition::Reject, actor, details).await? else {
+        return Ok(None);
+    };
+    if taken.is_ok() {
+        super::store::set_decision_reason(tx, id, reason).await?;
+    }
+    Ok(Some(taken.map(drop)))
+}
+
+/// Cancels a request that has not started running: its queued tasks never run, and
+/// what a run that started stored goes. `None` when there is no such request.
+///
+/// # Errors
+/// When the database fails.
+pub async fn cancel(
+    tx: &mut Tx<'_>,
+    id: &str,
+    actor: &str,
+    reason: Option<&str>,
+) -> anyhow::Result<Option<Result<(), Refusal>>> {
+    let details = serde_json::json!({ "reason": reason });
+    let Some(taken) = take(tx, id, Transition::Cancel, actor, details).await? else {
+        return Ok(None);
+    };
+    if taken.is_ok() {
+        queue::cancel_queued(tx, id).await?;
+    }
+    Ok(Some(taken.map(drop)))
+}
+
+/// Runs a failed request again: its failed tasks are queued with fresh attempts.
+/// `None` when there is no such request.
+///
+/// # Errors
+/// When the database fails.
+pub async fn retry(
+    tx: &mut Tx<'_>,
+    id: &str,
+    actor: &str,
+) -> anyhow::Result<Option<Result<(), Refusal>>> {
+    let Some(taken) = take(tx, id, Transition::Retry, actor, serde_json::json!({})).await? else {
+        return Ok(None);
+    };
+    if taken.is_ok() {
+        queue::requeue_failed(tx, id).await?;
+    }
+    Ok(Some(taken.map(drop)))
+}
+
+/// Claims up to `limit` due tasks for `owner` and starts the approved requests among
+/// theirs, in a transaction of its own that takes the audit trail's lock before any
+/// row (see `store::lock_trail`): the claim's holds task rows, and waiting for the
+/// trail while holding them could close a cycle with a writer that holds the trail.
+/// Should the process die in between, the request is started when its tasks settle.
+///
+/// # Errors
+/// When the database fails.
+pub async fn claim_many(
+    store: &Store,
+    owner: &str,
+    lease: Duration,
+    limit: usize,
+) -> anyhow::Result<Vec<Claimed>> {
+    let claimed = queue::claim_many(store, owner, lease, limit).await?;
+    let mut requests: Vec<&str> = claimed.iter().map(|c| c.request_id.as_str()).collect();
+    requests.sort_unstable();
+    requests.dedup();
+    if requests.is_empty() {
+        return Ok(claimed);
+    }
+    let actor = format!("worker:{owner}");
+    let mut conn = store.relaxed().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // Taken for its lock: the steps below append after it.
+    audit::Chain::load(&mut tx).await?;
+    for request_id in requests {
+        if let Some(stage) = stage_in(&mut tx, request_id).await?
+            && stage.status == Status::Approved
+        {
+            // Refused only when it changed since (cancelled, redacted): nothing to start.
+            let _ = transition(
+                &mut tx,
+                &stage,
+                Transition::Start,
+                &actor,
+                serde_json::json!({}),
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Completes or fails a running request whose tasks are all done. Returns whether it
+/// did (and so appended to the audit trail).
+pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<bool> {
+    let (open, failed) = queue::open_and_failed(tx, request_id).await?;
+    if open > 0 {
+        return Ok(false);
+    }
+    let Some(mut request) = stage_in(tx, request_id).await? else {
+        return Ok(false);
+    };
+    // Tasks that ran for a request whose start was not recorded (its worker died between
+    // the claim and the start): start it now.
+    let mut appended = false;
+    if request.status == Status::Approved
+        && transition(
+            tx,
+            &request,
+            Transition::Start,
+            actor,
+            serde_json::json!({}),
+        )
+        .await?
+        .is_ok()
+    {
+        appended = true;
+        let Some(started) = stage_in(tx, request_id).await? else {
+            return Ok(false);
+        };
+        request = started;
+    }
+    if request.status != Status::Running {
+        return Ok(appended);
+    }
+    let step = if failed > 0 {
+        Transition::Fail
+    } else {
+        Transition::Complete
+    };
+    let details = serde_json::json!({ "failed_tasks": failed });
+    let settled = transition(tx, &request, step, actor, details).await?;
+    Ok(appended || settled.is_ok())
+}
+
+/// Approves a request awaiting its controller and queues one task per connected system,
+/// in the caller's transaction. Returns how many tasks, or why the request cannot be
+/// approved.
+///
+/// # Errors
+/// When the database fails.
+pub async fn approve(
+    tx: &mut Tx<'_>,
+    request: &Stage,
+    actor: &str,
+    max_attempts: u32,
+) -> anyhow::Result<Result<u64, Refusal>> {
+    if let Err(reason) = transition(
+        tx,
+        request,
+        Transition::Approve,
+        actor,
+        serde_json::json!({}),
+    )
+    .await?
+    {
+        return Ok(Err(reason));
+    }
+    let tasks = queue::enqueue(tx, &request.id, &request.controller_id, max_attempts).await?;
+    if tasks == 0 {
+        settle_empty(tx, &request.id, actor).await?;
+    }
+    Ok(Ok(tasks))
+}
+
+/// Completes an approved request that has no task (its controller has no systems).
+///
+/// # Errors
+/// When the database fails.
+pub async fn settle_empty(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<()> {
+    if let Some(request) = stage_in(tx, request_id).await?
+        && request.status == Status::Approved
+    {
+        transition(
+            tx,
+            &request,
+            Transition::Start,
+            actor,
+            serde_json::json!({ "tasks": 0 }),
+        )
+        .await?
+        .ok();
+        settle(tx, request_id, actor).await?;
+    }
+    Ok(())
+}
+
+/// Records how runs ended, in one transaction, for the runs whose worker still holds the
+/// task (fenced by its lease token), and moves each request along when all its tasks are
+/// done. Returns, per run, whether it was recorded; a stale run's result is dropped.
+///
+/// # Errors
+/// When the database fails; nothing is recorded then.
+pub async fn finish_many(
+    store: &Store,
+    owner: &str,
+    runs: &[Finished],
+) -> anyhow::Result<Vec<bool>> {
+    let mut tries = 0;
+    loop {
+        match finish_once(store, owner, runs).await {
+            Err(e) if crate::store::is_transient(&e) && tries < queue::TRANSIENT_RETRIES => {
+                tries += 1
+            }
+            recorded => return recorded,
+        }
+    }
+}
+
+async fn finish_once(store: &Store, owner: &str, runs: &[Finished]) -> anyhow::Result<Vec<bool>> {
+    let actor = format!("worker:{owner}");
+    let mut conn = store.relaxed().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let mut chain = audit::Chain::load(&mut tx).await?;
+    let mut recorded = Vec::with_capacity(runs.len());
+    for run in runs {
+        let kept = queue::record(&mut tx, &mut chain, &actor, run).await?;
+        if kept && settle(&mut tx, &run.task.request_id, &actor).await? {
+            chain = audit::Chain::load(&mut tx).await?;
+        }
+        recorded.push(kept);
+    }
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+/// Records how one run ended; see [`finish_many`].
+///
+/// # Errors
+/// When the database fails.
+pub async fn finish(
+    store: &Store,
+    owner: &str,
+    task: &Claimed,
+    outcome: Outcome,
+    backoff: Duration,
+) -> anyhow::Result<bool> {
+    let run = Finished {
+        task: task.clone(),
+        outcome,
+        backoff,
+        paged: false,
+    };
+    Ok(finish_many(store, owner, std::slice::from_ref(&run))
+        .await?
+        .pop()
+        .unwrap_or(false))
+}
