@@ -25,7 +25,7 @@ pub struct App {
     /// Wakes the workers when tasks were queued.
     pub tasks_ready: Notify,
     /// Wakes the webhook sender when deliveries were queued.
-    pub webhooks_ready: Notify,
+    pub webhooks_ready: Arc<Notify>,
     /// Systems ready for calls, by id.
     systems: Mutex<HashMap<String, Arc<ReadySystem>>>,
 }
@@ -52,7 +52,7 @@ impl App {
             keys,
             throttle: Throttle::new(10, Duration::from_secs(60)),
             tasks_ready: Notify::new(),
-            webhooks_ready: Notify::new(),
+            webhooks_ready: Arc::new(Notify::new()),
             systems: Mutex::new(HashMap::new()),
         })
     }

@@ -170,13 +170,15 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
         // Leases carry this process's id; fencing works by a token unique to each claim.
         let owner = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
         worker_id = Some(owner.clone());
-        background.push(tokio::spawn(crate::queue::worker::run(
+        background.push(tokio::spawn(crate::worker::run(
             app.clone(),
             owner,
             stopped.clone(),
         )));
         background.push(tokio::spawn(crate::notify::run(
-            app.clone(),
+            app.store.clone(),
+            app.config.clone(),
+            app.webhooks_ready.clone(),
             stopped.clone(),
         )));
         background.push(tokio::spawn(crate::evidence::retention::run(
@@ -184,7 +186,7 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
             stopped.clone(),
         )));
         if let Some(url) = app.store.postgres_url() {
-            background.push(tokio::spawn(crate::queue::listen(
+            background.push(tokio::spawn(crate::worker::listen(
                 app.clone(),
                 url.to_owned(),
                 stopped.clone(),

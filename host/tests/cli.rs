@@ -1,4 +1,5 @@
 //! The `oubli` binary's plugin commands, run as a plugin author would.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,5 +1,6 @@
 //! Helpers shared by oubli's end-to-end tests: the runtime with the test plugins, demo
 //! CRM databases and small servers on loopback.
+#![forbid(unsafe_code)]
 
 use oubli::runtime::{
     Identity, Plugin, PreparedSystem, Runtime, RuntimeSettings, Subject, SystemConfig,

@@ -588,7 +588,7 @@ pub async fn webhooks(
 ) -> Result<Json<Page<notify::Delivery>>, ApiError> {
     visible(&app, &caller, &id).await?;
     Ok(Json(Page {
-        items: notify::list(&app, &id).await?,
+        items: notify::list(&app.store, &id).await?,
         next: None,
     }))
 }

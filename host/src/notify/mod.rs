@@ -4,7 +4,8 @@
 //! `whsec_…` secret. Deliveries are queued in the request's transaction, retried with
 //! backoff and visible through the API.
 
-use crate::app::App;
+use crate::config::Config;
+use crate::store::Store;
 use crate::store::{Tx, now_ms, to_rfc3339};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -104,19 +105,19 @@ type AttemptRow = (String, i64, i64, Option<i64>, Option<String>);
 ///
 /// # Errors
 /// When the database cannot be read.
-pub async fn list(app: &App, request_id: &str) -> sqlx::Result<Vec<Delivery>> {
+pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Delivery>> {
     let rows: Vec<DeliveryRow> = sqlx::query_as(
         "SELECT id, event, status, attempts, next_attempt_at, last_status, last_error, delivered_at FROM webhook_deliveries WHERE request_id = $1 ORDER BY id",
     )
     .bind(request_id)
-    .fetch_all(&app.store.read)
+    .fetch_all(&store.read)
     .await?;
     let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT a.delivery_id, a.attempt, a.at, a.status, a.error FROM webhook_attempts a \
          JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.request_id = $1 ORDER BY a.delivery_id, a.attempt",
     )
     .bind(request_id)
-    .fetch_all(&app.store.read)
+    .fetch_all(&store.read)
     .await?;
     let mut deliveries: Vec<Delivery> = rows
         .into_iter()
@@ -152,10 +153,14 @@ const CLAIM_MS: i64 = 60_000;
 ///
 /// # Errors
 /// When the database fails.
-pub async fn send_due(app: &App, client: &reqwest::Client) -> anyhow::Result<usize> {
+pub async fn send_due(
+    store: &Store,
+    config: &Config,
+    client: &reqwest::Client,
+) -> anyhow::Result<usize> {
     // Claimed by moving their next attempt past the send's timeout, so that the sender of
     // another process does not send them too; the outcome then sets it for real.
-    let skip_locked = match app.store.backend() {
+    let skip_locked = match store.backend() {
         crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         crate::store::Backend::Sqlite => "",
     };
@@ -168,14 +173,14 @@ pub async fn send_due(app: &App, client: &reqwest::Client) -> anyhow::Result<usi
     ))
     .bind(now)
     .bind(now + CLAIM_MS)
-    .fetch_all(&app.store.write)
+    .fetch_all(&store.write)
     .await?;
     let mut due = Vec::with_capacity(claimed.len());
     for (id, body, attempts, controller) in claimed {
         let (url, secret): (Option<String>, String) =
             sqlx::query_as("SELECT webhook_url, webhook_secret FROM controllers WHERE id = $1")
                 .bind(&controller)
-                .fetch_one(&app.store.read)
+                .fetch_one(&store.read)
                 .await?;
         due.push((id, body, attempts, url.unwrap_or_default(), secret));
     }
@@ -205,12 +210,12 @@ pub async fn send_due(app: &App, client: &reqwest::Client) -> anyhow::Result<usi
         let now = now_ms();
         let (state, next) = match &error {
             None => ("delivered", now),
-            Some(_) if attempts >= i64::from(app.config.webhook_max_attempts) => ("failed", now),
+            Some(_) if attempts >= i64::from(config.webhook_max_attempts) => ("failed", now),
             Some(_) => {
-                let delay = crate::queue::backoff(
+                let delay = crate::retry::backoff(
                     attempts as u32,
-                    Duration::from_millis(app.config.backoff_base_ms),
-                    Duration::from_millis(app.config.backoff_cap_ms),
+                    Duration::from_millis(config.backoff_base_ms),
+                    Duration::from_millis(config.backoff_cap_ms),
                 );
                 ("pending", now + delay.as_millis() as i64)
             }
@@ -218,7 +223,7 @@ pub async fn send_due(app: &App, client: &reqwest::Client) -> anyhow::Result<usi
         if let Some(error) = &error {
             tracing::warn!(delivery = %id, attempts, state, "webhook delivery failed: {error}");
         }
-        let mut tx = app.store.begin().await?;
+        let mut tx = store.begin().await?;
         sqlx::query(
             "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3, last_status = $4, last_error = $5, \
              delivered_at = CASE WHEN $1 = 'delivered' THEN $6 ELSE NULL END WHERE id = $7",
@@ -246,7 +251,12 @@ pub async fn send_due(app: &App, client: &reqwest::Client) -> anyhow::Result<usi
 }
 
 /// Sends webhooks until `shutdown` turns true.
-pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    store: Store,
+    config: Config,
+    ready: Arc<tokio::sync::Notify>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -259,13 +269,13 @@ pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>
         }
     };
     while !*shutdown.borrow() {
-        match send_due(&app, &client).await {
+        match send_due(&store, &config, &client).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::error!(error = format!("{e:#}"), "sending webhooks failed"),
         }
         tokio::select! {
-            () = app.webhooks_ready.notified() => {}
+            () = ready.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.changed() => {}
         }

@@ -3,12 +3,9 @@
 //! retryable, and fenced by its attempt number so that a worker whose lease was taken
 //! over cannot write a stale result.
 
-pub mod worker;
-
 use crate::audit;
 use crate::store::{self, Backend, Store, Tx, now_ms, to_rfc3339};
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -115,7 +112,7 @@ pub async fn enqueue(
 
 /// Tells the workers of every process that tasks were queued, when the caller's
 /// transaction commits (PostgreSQL `NOTIFY`); in-process workers are woken through
-/// [`crate::app::App::tasks_ready`] by the caller.
+/// the app's `tasks_ready` by the caller.
 ///
 /// # Errors
 /// When the database fails.
@@ -129,39 +126,8 @@ pub async fn announce(tx: &mut Tx<'_>) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Wakes this process's workers whenever another process announces queued tasks
-/// (PostgreSQL `LISTEN`), until `shutdown` turns true. Workers poll as well, so a lost
-/// connection only delays them; it is opened again after a pause.
-pub async fn listen(
-    app: std::sync::Arc<crate::app::App>,
-    url: String,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    while !*shutdown.borrow() {
-        let listening = async {
-            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
-            listener.listen(store::TASKS_CHANNEL).await?;
-            loop {
-                listener.recv().await?;
-                app.tasks_ready.notify_waiters();
-            }
-        };
-        let failed: sqlx::Result<()> = tokio::select! {
-            failed = listening => failed,
-            _ = shutdown.changed() => return,
-        };
-        if let Err(e) = failed {
-            tracing::warn!(error = %e, "listening for queued tasks failed; polling meanwhile");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
 /// Claims up to `limit` tasks that are due, or whose lease expired, for `lease`, in one
-/// transaction; the first task claimed of an approved request starts it.
+/// transaction. Their requests are started by the request lifecycle's `claim_many`.
 ///
 /// # Errors
 /// When the database fails.
@@ -291,25 +257,6 @@ pub enum Outcome {
     },
 }
 
-/// The delay before attempt `attempt + 1`: `base × 2^(attempt-1)`, capped, with jitter
-/// drawn from its upper half.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exponential = base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(cap);
-    let half = exponential / 2;
-    half + Duration::from_millis(rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64))
-}
-
-/// The wait a failure message asks for: `… retry after N` (seconds), as connectors
-/// quote an HTTP `Retry-After` they did not wait for themselves. At most a day.
-pub fn retry_after(message: &str) -> Option<Duration> {
-    let (_, rest) = message.rsplit_once("retry after ")?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let seconds: u64 = digits.parse().ok()?;
-    Some(Duration::from_secs(seconds.min(86_400)))
-}
-
 /// How one run of a task ended, to be recorded.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -325,7 +272,7 @@ pub struct Finished {
 /// task (fenced by its lease token): the task's status and result or error, the end of
 /// the attempt, its exported pages kept or deleted, and the audit event. Returns whether
 /// it was recorded; a stale run's result is dropped. The caller then settles the request
-/// (see `crate::request::lifecycle::finish`): the queue knows nothing of its status.
+/// (see the request lifecycle's `finish`): the queue knows nothing of its status.
 ///
 /// # Errors
 /// When the database fails.
@@ -634,40 +581,4 @@ pub async fn store_page(
     .execute(&store.write)
     .await?;
     Ok(stored.rows_affected() == 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_quoted_retry_after_is_read() {
-        assert_eq!(
-            retry_after("system unavailable: rate limited (HTTP 429), retry after 120"),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            retry_after("system unavailable: server error (HTTP 503)"),
-            None
-        );
-        assert_eq!(
-            retry_after("retry after 999999999"),
-            Some(Duration::from_secs(86_400))
-        );
-    }
-
-    #[test]
-    fn backoff_doubles_within_jitter_and_is_capped() {
-        let base = Duration::from_secs(1);
-        let cap = Duration::from_secs(60);
-        for attempt in 1..=10 {
-            let full = base.saturating_mul(1 << (attempt - 1)).min(cap);
-            let delay = backoff(attempt, base, cap);
-            assert!(
-                delay >= full / 2 && delay <= full,
-                "attempt {attempt}: {delay:?} vs {full:?}"
-            );
-        }
-        assert!(backoff(40, base, cap) <= cap);
-    }
 }

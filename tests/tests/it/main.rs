@@ -1,5 +1,6 @@
 //! oubli's end-to-end tests, in one test binary: the real runtime with real plugins,
 //! real databases and servers on loopback.
+#![forbid(unsafe_code)]
 
 mod conformance;
 mod plugin_units;

@@ -401,7 +401,7 @@ async fn a_long_retry_after_or_a_lasting_outage_is_left_to_the_host_to_retry() {
         "{error:?}"
     );
     assert_eq!(
-        oubli::queue::retry_after(&error.to_string()),
+        oubli::retry::retry_after(&error.to_string()),
         Some(std::time::Duration::from_secs(120))
     );
     assert_eq!(fake.requests().len(), 1, "not retried inside the call");

@@ -9,8 +9,8 @@
 //! - rectification: `rectify`, then `access` to check that the changed records hold the
 //!   new values.
 
-use super::{Claimed, Finished, Outcome};
 use crate::app::App;
+use crate::queue::{self, Claimed, Finished, Outcome};
 use crate::request::Kind;
 use crate::request::store::{self as requests, Request};
 use crate::runtime::{
@@ -54,7 +54,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    match super::heartbeat(&app.store, &task, lease).await {
+                    match queue::heartbeat(&app.store, &task, lease).await {
                         Ok(true) => {}
                         Ok(false) => break,
                         Err(e) => {
@@ -84,14 +84,14 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
     {
         tracing::warn!(task = %task.id, request = %task.request_id, attempt = task.attempt, kind, retryable, "task failed: {message}");
     }
-    let mut backoff = super::backoff(
+    let mut backoff = crate::retry::backoff(
         task.attempt,
         Duration::from_millis(app.config.backoff_base_ms),
         Duration::from_millis(app.config.backoff_cap_ms),
     );
     // A system that said when to come back (HTTP Retry-After) is not asked sooner.
     if let Outcome::Failed { message, .. } = &outcome
-        && let Some(asked) = super::retry_after(message)
+        && let Some(asked) = crate::retry::retry_after(message)
     {
         backoff = backoff.max(asked);
     }
@@ -283,7 +283,7 @@ async fn export(
                     RuntimeError::Failed(format!("the page cannot be written as JSON: {e}"))
                 })?;
                 let sealed = app.keys.sealer.seal(&text);
-                match super::store_page(&app.store, task, number, &sealed).await {
+                match queue::store_page(&app.store, task, number, &sealed).await {
                     Ok(true) => {}
                     Ok(false) => {
                         return Err(RuntimeError::Unavailable(
@@ -472,7 +472,7 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
     {
         // Stop waiting for them: their results would be refused once the leases are back.
         running.abort_all();
-        match super::release(&app.store, &owner).await {
+        match queue::release(&app.store, &owner).await {
             Ok(n) => tracing::warn!(tasks = n, "handed running tasks back at shutdown"),
             Err(e) => {
                 tracing::error!(error = %e, "handing tasks back failed; their leases will expire")
@@ -481,4 +481,35 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
     }
     drop(reports);
     let _ = finisher.await;
+}
+
+/// Wakes this process's workers whenever another process announces queued tasks
+/// (PostgreSQL `LISTEN`), until `shutdown` turns true. Workers poll as well, so a lost
+/// connection only delays them; it is opened again after a pause.
+pub async fn listen(
+    app: std::sync::Arc<crate::app::App>,
+    url: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(crate::store::TASKS_CHANNEL).await?;
+            loop {
+                listener.recv().await?;
+                app.tasks_ready.notify_waiters();
+            }
+        };
+        let failed: sqlx::Result<()> = tokio::select! {
+            failed = listening => failed,
+            _ = shutdown.changed() => return,
+        };
+        if let Err(e) = failed {
+            tracing::warn!(error = %e, "listening for queued tasks failed; polling meanwhile");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
