@@ -10,7 +10,7 @@
 //!   new values.
 
 use crate::app::App;
-use crate::queue::{self, Claimed, Finished, Outcome};
+use crate::queue::{self, Claimed, Finished, RunOutcome};
 use crate::request::Kind;
 use crate::request::store::{self as requests, Request};
 use crate::runtime::{
@@ -35,7 +35,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
     let lease = Duration::from_secs(app.config.lease_secs);
     let mut paged = false;
     let (outcome, heartbeat) = if task.attempt > task.max_attempts {
-        let outcome = Outcome::Failed {
+        let outcome = RunOutcome::Failed {
             kind: "lease-lost".into(),
             message: format!(
                 "gave up after {} attempts whose workers stopped before finishing",
@@ -68,7 +68,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
         // places at the same time.
         let outcome = tokio::select! {
             outcome = execute(app, &task, &mut paged) => outcome,
-            _ = &mut heartbeat => Outcome::Failed {
+            _ = &mut heartbeat => RunOutcome::Failed {
                 kind: "lease-lost".into(),
                 message: "the task's lease was taken over by another worker; this run was stopped".into(),
                 retryable: true,
@@ -76,7 +76,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
         };
         (outcome, Some(heartbeat))
     };
-    if let Outcome::Failed {
+    if let RunOutcome::Failed {
         kind,
         message,
         retryable,
@@ -90,7 +90,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
         Duration::from_millis(app.config.backoff_cap_ms),
     );
     // A system that said when to come back (HTTP Retry-After) is not asked sooner.
-    if let Outcome::Failed { message, .. } = &outcome
+    if let RunOutcome::Failed { message, .. } = &outcome
         && let Some(asked) = crate::retry::retry_after(message)
     {
         backoff = backoff.max(asked);
@@ -110,8 +110,8 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
     }
 }
 
-fn failed(error: &RuntimeError) -> Outcome {
-    Outcome::Failed {
+fn failed(error: &RuntimeError) -> RunOutcome {
+    RunOutcome::Failed {
         kind: error.kind().into(),
         message: error.to_string(),
         retryable: error.is_retryable(),
@@ -120,7 +120,7 @@ fn failed(error: &RuntimeError) -> Outcome {
 
 /// Runs the task's action; `paged` turns true once pages of an export may have been
 /// stored.
-async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> Outcome {
+async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome {
     let loaded = async {
         let request = requests::get(&app.store, &app.keys.sealer, &task.request_id)
             .await
@@ -192,7 +192,7 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> Outcome {
     };
     match result {
         // What a system returned may be personal data (an export): sealed at rest.
-        Ok(value) => Outcome::Succeeded(app.keys.sealer.seal_json(&value)),
+        Ok(value) => RunOutcome::Succeeded(app.keys.sealer.seal_json(&value)),
         Err(error) => failed(&error),
     }
 }

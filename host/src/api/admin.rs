@@ -81,17 +81,15 @@ pub async fn create_controller(
         check_url("webhook_url", url)?;
     }
     let mut tx = app.store.begin().await?;
-    let taken: Option<String> = sqlx::query_scalar("SELECT id FROM controllers WHERE name = $1")
-        .bind(&body.name)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if taken.is_some() {
-        return Err(ApiError::Conflict(format!(
-            "a controller named {:?} exists already",
-            body.name
-        )));
-    }
-    let (controller, webhook_secret) = controller::create_controller(&mut tx, &body).await?;
+    let (controller, webhook_secret) = match controller::create_controller(&mut tx, &body).await {
+        Err(e) if crate::store::is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(format!(
+                "a controller named {:?} exists already",
+                body.name
+            )));
+        }
+        created => created?,
+    };
     audit::append(
         &mut tx,
         &caller.actor(),
@@ -198,19 +196,15 @@ pub async fn create_system(
         .await
         .map_err(|e| config_error(&e))?;
     let mut tx = app.store.begin().await?;
-    let taken: Option<String> =
-        sqlx::query_scalar("SELECT id FROM systems WHERE controller_id = $1 AND name = $2")
-            .bind(&id)
-            .bind(&body.name)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if taken.is_some() {
-        return Err(ApiError::Conflict(format!(
-            "the controller has a system named {:?} already",
-            body.name
-        )));
-    }
-    let system = controller::create_system(&mut tx, &id, &body).await?;
+    let system = match controller::create_system(&mut tx, &id, &body).await {
+        Err(e) if crate::store::is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(format!(
+                "the controller has a system named {:?} already",
+                body.name
+            )));
+        }
+        created => created?,
+    };
     audit::append(
         &mut tx,
         &caller.actor(),

@@ -30,13 +30,17 @@ impl TaskStatus {
         }
     }
 
-    fn parse(text: &str) -> TaskStatus {
-        match text {
-            "running" => TaskStatus::Running,
-            "succeeded" => TaskStatus::Succeeded,
-            "failed" => TaskStatus::Failed,
-            _ => TaskStatus::Queued,
-        }
+    /// The status stored as `text`; a text no version of oubli writes is an error.
+    fn parse(text: &str) -> sqlx::Result<TaskStatus> {
+        [
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown task status {text:?}").into()))
     }
 }
 
@@ -117,7 +121,7 @@ pub async fn enqueue(
 /// # Errors
 /// When the database fails.
 pub async fn announce(tx: &mut Tx<'_>) -> sqlx::Result<()> {
-    if tx.backend_name() == "PostgreSQL" {
+    if tx.backend_name() == store::POSTGRES_DRIVER {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(store::TASKS_CHANNEL)
             .execute(&mut **tx)
@@ -246,7 +250,7 @@ pub async fn heartbeat(store: &Store, task: &Claimed, lease: Duration) -> sqlx::
 
 /// How a run of a task ended.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub enum RunOutcome {
     /// The result as stored: JSON, sealed by the worker (see [`crate::crypto::seal`]).
     Succeeded(String),
     /// A failure; `retryable` ones are tried again until the attempts run out.
@@ -261,7 +265,7 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub task: Claimed,
-    pub outcome: Outcome,
+    pub outcome: RunOutcome,
     /// The delay before the next attempt, if the failure is retried.
     pub backoff: Duration,
     /// Whether the run may have written pages (an access task).
@@ -290,8 +294,8 @@ pub async fn record(
         paged,
     } = run;
     let (status, event, mut details) = match outcome {
-        Outcome::Succeeded(_) => ("succeeded", "task.succeeded", serde_json::json!({})),
-        Outcome::Failed {
+        RunOutcome::Succeeded(_) => ("succeeded", "task.succeeded", serde_json::json!({})),
+        RunOutcome::Failed {
             kind,
             message,
             retryable,
@@ -300,15 +304,15 @@ pub async fn record(
             "task.retry_scheduled",
             serde_json::json!({ "error": kind, "message": message, "retry_in_ms": backoff.as_millis() as u64 }),
         ),
-        Outcome::Failed { kind, message, .. } => (
+        RunOutcome::Failed { kind, message, .. } => (
             "failed",
             "task.failed",
             serde_json::json!({ "error": kind, "message": message }),
         ),
     };
     let (result, error, error_kind) = match outcome {
-        Outcome::Succeeded(result) => (Some(result.clone()), None, None),
-        Outcome::Failed { kind, message, .. } => {
+        RunOutcome::Succeeded(result) => (Some(result.clone()), None, None),
+        RunOutcome::Failed { kind, message, .. } => {
             (None, Some(message.as_str()), Some(kind.as_str()))
         }
     };
@@ -480,22 +484,23 @@ pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Task>> {
     .bind(request_id)
     .fetch_all(&store.read)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Task {
-            id: r.0,
-            request_id: r.1,
-            system_id: r.2,
-            system_name: r.3,
-            status: TaskStatus::parse(&r.4),
-            attempts: r.5 as u32,
-            max_attempts: r.6 as u32,
-            run_after: to_rfc3339(r.7),
-            last_error: r.8,
-            last_error_kind: r.9,
-            updated_at: to_rfc3339(r.10),
+    rows.into_iter()
+        .map(|r| {
+            Ok(Task {
+                id: r.0,
+                request_id: r.1,
+                system_id: r.2,
+                system_name: r.3,
+                status: TaskStatus::parse(&r.4)?,
+                attempts: r.5 as u32,
+                max_attempts: r.6 as u32,
+                run_after: to_rfc3339(r.7),
+                last_error: r.8,
+                last_error_kind: r.9,
+                updated_at: to_rfc3339(r.10),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The results of a request's succeeded tasks, by system name.

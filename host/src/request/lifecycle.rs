@@ -12,7 +12,7 @@
 use super::store::{Stage, stage_in};
 use super::{Status, Transition};
 use crate::audit;
-use crate::queue::{self, Claimed, Finished, Outcome};
+use crate::queue::{self, Claimed, Finished, RunOutcome};
 use crate::store::{Store, Tx, now_ms};
 use std::time::Duration;
 
@@ -352,7 +352,7 @@ pub async fn finish(
     store: &Store,
     owner: &str,
     task: &Claimed,
-    outcome: Outcome,
+    outcome: RunOutcome,
     backoff: Duration,
 ) -> anyhow::Result<bool> {
     let run = Finished {

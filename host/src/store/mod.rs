@@ -32,6 +32,9 @@ pub type Tx<'c> = Transaction<'c, Any>;
 /// The `NOTIFY` channel that announces queued tasks to workers on PostgreSQL.
 pub const TASKS_CHANNEL: &str = "oubli_tasks";
 
+/// The name sqlx's `Any` driver gives a PostgreSQL connection (`backend_name`).
+pub const POSTGRES_DRIVER: &str = "PostgreSQL";
+
 /// The advisory lock key that serialises appends to the audit trail on PostgreSQL.
 const TRAIL_LOCK: i64 = 0x6f75_626c_6900_0001;
 
@@ -85,13 +88,21 @@ pub fn is_transient(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether a write was refused by a unique constraint: what another writer created at
+/// the same time (answered as a conflict, never pre-checked by a read that races).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
 /// Takes the audit trail's lock for the rest of the transaction (PostgreSQL; SQLite's
 /// single writer already serialises). Taking it again in the same transaction is free.
 ///
 /// # Errors
 /// When the database fails.
 pub async fn lock_trail(conn: &mut AnyConnection) -> sqlx::Result<()> {
-    if conn.backend_name() == "PostgreSQL" {
+    if conn.backend_name() == POSTGRES_DRIVER {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(TRAIL_LOCK)
             .execute(&mut *conn)

@@ -7,7 +7,7 @@
 use oubli::audit::Chain;
 use oubli::controller::{self, Article15, NewController, NewSystem};
 use oubli::crypto::Keys;
-use oubli::queue::{self, Outcome};
+use oubli::queue::{self, RunOutcome};
 use oubli::request::lifecycle;
 use oubli::request::store::{self as requests, ChangeInput, IdentityInput, NewRequest};
 use oubli::request::{Kind, Transition};
@@ -113,7 +113,7 @@ async fn succeed(store: &Store, owner: &str, task: &queue::Claimed) -> bool {
         store,
         owner,
         task,
-        Outcome::Succeeded("{}".into()),
+        RunOutcome::Succeeded("{}".into()),
         Duration::ZERO,
     )
     .await
@@ -190,7 +190,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     // A's late result is dropped; B's retryable failure is the second and last attempt.
     let late = succeed(store, "a", &a).await;
     assert!(!late, "a stale worker's result is refused");
-    let failure = Outcome::Failed {
+    let failure = RunOutcome::Failed {
         kind: "unavailable".into(),
         message: "busy".into(),
         retryable: true,
@@ -289,7 +289,12 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
 }
 
 /// Records how a run that stored pages ended.
-async fn finish_paged(store: &Store, owner: &str, task: &queue::Claimed, outcome: Outcome) -> bool {
+async fn finish_paged(
+    store: &Store,
+    owner: &str,
+    task: &queue::Claimed,
+    outcome: RunOutcome,
+) -> bool {
     let run = queue::Finished {
         task: task.clone(),
         outcome,
@@ -338,7 +343,7 @@ async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Back
     assert!(!queue::store_page(store, &a, 1, &page("a1")).await.unwrap());
     // Run B stores a page and fails: its page goes, A's (a crashed run's) stays for now.
     assert!(queue::store_page(store, &b, 0, &page("b0")).await.unwrap());
-    let busy = Outcome::Failed {
+    let busy = RunOutcome::Failed {
         kind: "unavailable".into(),
         message: "busy".into(),
         retryable: true,
@@ -353,7 +358,7 @@ async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Back
     assert!(queue::store_page(store, &c, 0, &page("c0")).await.unwrap());
     assert!(queue::store_page(store, &c, 1, &page("c1")).await.unwrap());
     let result = sealer.seal_json(&serde_json::json!({ "pages_of": c.lease, "pages": 2 }));
-    assert!(finish_paged(store, "c", &c, Outcome::Succeeded(result)).await);
+    assert!(finish_paged(store, "c", &c, RunOutcome::Succeeded(result)).await);
     assert_eq!(pages_stored().await, 2);
     let results = queue::results(store, sealer, &request.id).await.unwrap();
     assert_eq!(

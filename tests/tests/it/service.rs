@@ -1957,3 +1957,43 @@ async fn hostile_plugins_fail_their_own_tasks_while_other_systems_are_served() {
         .unwrap();
     assert!(peak_kb < 768 * 1024, "the service peaked at {peak_kb} kB");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_created_twice_at_once_give_one_conflict_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let admin = service.demo.admin.clone();
+    let create = |path: String, body: serde_json::Value| {
+        let (service, admin) = (&service, admin.clone());
+        async move { service.post(&path, &admin, body).await }
+    };
+    let body = json!({ "name": "Twice Org" });
+    let (a, b) = tokio::join!(
+        create("/v1/controllers".into(), body.clone()),
+        create("/v1/controllers".into(), body.clone())
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409], "{} {}", a.1, b.1);
+    let conflict = if a.0 == 409 { &a.1 } else { &b.1 };
+    assert!(
+        conflict["message"]
+            .as_str()
+            .unwrap()
+            .contains("exists already"),
+        "{conflict}"
+    );
+    let created = if a.0 == 201 { &a.1 } else { &b.1 };
+    let controller = created["controller"]["id"].as_str().unwrap().to_owned();
+
+    let digest = service.builtin_digest(&admin, "sql").await;
+    let crm = dir.path().join("twice.db");
+    oubli::demo::create_crm(&crm, 3).await.unwrap();
+    let system = oubli::demo::crm_system("crm", &crm);
+    let body = json!({ "name": "crm", "plugin": digest, "capabilities": system.capabilities, "config": system.config });
+    let path = format!("/v1/controllers/{controller}/systems");
+    let (a, b) = tokio::join!(create(path.clone(), body.clone()), create(path, body));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409], "{} {}", a.1, b.1);
+}
