@@ -1,0 +1,294 @@
+//! Submitting a request and reading requests: the create, list and get endpoints.
+
+use super::*;
+
+/// A new data subject request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// The controller whose systems hold the subject's data.
+    pub controller_id: String,
+    pub kind: Kind,
+    /// Who the subject is; each kind must be understood by one of the controller's systems.
+    pub identities: Vec<IdentityInput>,
+    /// For a rectification: the changes to make.
+    #[serde(default)]
+    pub changes: Vec<ChangeInput>,
+    /// The submitter's own reference, e.g. a ticket number.
+    #[serde(default)]
+    pub external_ref: Option<String>,
+}
+
+fn is_kind(text: &str) -> bool {
+    (1..=40).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+async fn validate(
+    app: &App,
+    caller: &Caller,
+    body: &CreateRequest,
+) -> Result<controller::Controller, ApiError> {
+    if !caller.sees(&body.controller_id) {
+        return Err(ApiError::Forbidden(
+            "this token is limited to another controller".into(),
+        ));
+    }
+    let Some(found) = controller::get_controller(&app.store, &body.controller_id).await? else {
+        return Err(ApiError::field(
+            "controller_id",
+            format!("no controller has the id {:?}", body.controller_id),
+        ));
+    };
+    if body.identities.is_empty() {
+        return Err(ApiError::field(
+            "identities",
+            "at least one identity of the subject is needed",
+        ));
+    }
+    if body.identities.len() > 20 {
+        return Err(ApiError::field("identities", "at most 20 identities"));
+    }
+    let known = controller::identity_kinds(&app.store, &body.controller_id).await?;
+    for (i, identity) in body.identities.iter().enumerate() {
+        if !is_kind(&identity.kind) {
+            return Err(ApiError::field(
+                format!("identities[{i}].kind"),
+                "an identity kind is 1 to 40 lowercase letters, digits or dashes, e.g. email",
+            ));
+        }
+        if !known.contains(&identity.kind) {
+            return Err(ApiError::field(
+                format!("identities[{i}].kind"),
+                format!(
+                    "no system of this controller understands the identity kind {:?}; known kinds: {}",
+                    identity.kind,
+                    known.join(", ")
+                ),
+            ));
+        }
+        if identity.value.trim().is_empty() || identity.value.len() > 512 {
+            return Err(ApiError::field(
+                format!("identities[{i}].value"),
+                "the value must be 1 to 512 characters",
+            ));
+        }
+    }
+    match (body.kind, body.changes.is_empty()) {
+        (Kind::Rectification, true) => {
+            return Err(ApiError::field(
+                "changes",
+                "a rectification needs at least one change",
+            ));
+        }
+        (Kind::Access | Kind::Erasure, false) => {
+            return Err(ApiError::field(
+                "changes",
+                "only a rectification carries changes",
+            ));
+        }
+        _ => {}
+    }
+    for (i, change) in body.changes.iter().enumerate() {
+        if change.field.trim().is_empty() {
+            return Err(ApiError::field(
+                format!("changes[{i}].field"),
+                "the field to change must be named",
+            ));
+        }
+    }
+    if body.external_ref.as_ref().is_some_and(|r| r.len() > 200) {
+        return Err(ApiError::field("external_ref", "at most 200 characters"));
+    }
+    Ok(found)
+}
+
+/// Submit a request. It is forwarded to the controller at once; nothing runs before the
+/// controller approves it, unless the controller approves its own DPO's requests
+/// automatically.
+#[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = CreateRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key returns the first request")),
+    responses((status = 201, body = Request), (status = 200, description = "Replay of an idempotent submission", body = Request),
+              (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(body): Json<CreateRequest>,
+) -> Result<Response, ApiError> {
+    require(&caller, &[Role::Dpo, Role::Admin])?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .filter(|k| (1..=200).contains(&k.len()))
+                .ok_or_else(|| ApiError::BadRequest {
+                    field: Some("Idempotency-Key".into()),
+                    message: "the key must be 1 to 200 visible ASCII characters".into(),
+                })?,
+        ),
+    };
+    let found = validate(&app, &caller, &body).await?;
+    let auto_approve = found.auto_approve
+        && caller.role == Role::Dpo
+        && caller.controller_id.as_deref() == Some(found.id.as_str());
+    let submission = Submission {
+        request: NewRequest {
+            controller_id: body.controller_id,
+            kind: body.kind,
+            identities: body.identities,
+            changes: body.changes,
+            external_ref: body.external_ref,
+            submitted_by: caller.token_id.clone(),
+            idempotency_key: key.map(str::to_owned),
+        },
+        actor: caller.actor(),
+        webhook: found.webhook_url.is_some(),
+        auto_approve,
+        base_url: app
+            .config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", app.config.listen)),
+        max_attempts: app.config.max_attempts,
+    };
+    let webhook = submission.webhook;
+    match app.intake.submit(submission).await? {
+        Accepted::Replayed(first) => {
+            let mut response = Json(first).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Accepted::Created(request) => {
+            if webhook {
+                app.webhooks_ready.notify_waiters();
+            }
+            if auto_approve {
+                app.tasks_ready.notify_waiters();
+            }
+            Ok(created(request).into_response())
+        }
+    }
+}
+
+/// Parameters of the request list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[allow(dead_code)]
+struct ListParams {
+    /// Only requests in this status.
+    status: Option<Status>,
+    /// Only requests of this kind.
+    kind: Option<Kind>,
+    /// Only this controller's requests.
+    controller_id: Option<String>,
+    /// Only open requests past their deadline (true), or only the others (false).
+    overdue: Option<bool>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<u32>,
+}
+
+fn param<T: std::str::FromStr>(
+    params: &HashMap<String, String>,
+    name: &str,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    params
+        .get(name)
+        .map(|v| {
+            v.parse().map_err(|_| ApiError::BadRequest {
+                field: Some(name.into()),
+                message: format!("{name} must be {what}, not {v:?}"),
+            })
+        })
+        .transpose()
+}
+
+/// List requests, oldest first. Controller tokens see only the requests forwarded to
+/// their controller.
+#[utoipa::path(get, path = "/v1/requests", tag = "requests", params(ListParams),
+    responses((status = 200, body = Page<Request>), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Page<Request>>, ApiError> {
+    let known = [
+        "status",
+        "kind",
+        "controller_id",
+        "overdue",
+        "after",
+        "limit",
+    ];
+    if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::BadRequest {
+            field: Some(unknown.clone()),
+            message: format!("unknown parameter {unknown:?}; known: {}", known.join(", ")),
+        });
+    }
+    let limit = param::<u32>(&params, "limit", "a number from 1 to 500")?.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            field: Some("limit".into()),
+            message: "limit must be a number from 1 to 500".into(),
+        });
+    }
+    let mut controller_id = params.get("controller_id").cloned();
+    if let Some(scope) = &caller.controller_id {
+        if controller_id.as_ref().is_some_and(|c| c != scope) {
+            return Err(ApiError::Forbidden(
+                "this token is limited to another controller".into(),
+            ));
+        }
+        controller_id = Some(scope.clone());
+    }
+    let filter = Filter {
+        controller_id,
+        status: param(&params, "status", "a request status")?,
+        kind: param(&params, "kind", "access, rectification or erasure")?,
+        overdue: param(&params, "overdue", "true or false")?,
+        after: params.get("after").cloned(),
+        limit: limit + 1,
+    };
+    let mut items = requests::list(&app.store, &app.keys.sealer, &filter).await?;
+    let next = (items.len() > limit as usize).then(|| {
+        items.truncate(limit as usize);
+        items.last().map(|r| r.id.clone()).unwrap_or_default()
+    });
+    if !items.is_empty() {
+        let ids: Vec<&str> = items.iter().map(|r| r.id.as_str()).collect();
+        let mut tx = app.store.begin().await?;
+        audit::append(
+            &mut tx,
+            &caller.actor(),
+            "requests.listed",
+            None,
+            json!({ "request_ids": ids }),
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(Json(Page { items, next }))
+}
+
+/// Get a request, with its status, deadline and the subject's identities.
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, body = Request), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get_one(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Request>, ApiError> {
+    let request = visible(&app, &caller, &id).await?;
+    audit_read(&app, &caller, &id, "request.read").await?;
+    Ok(Json(request))
+}

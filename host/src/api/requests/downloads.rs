@@ -1,0 +1,81 @@
+//! What a completed request yields: the access package (JSON and HTML) and the signed
+//! erasure certificate.
+
+use super::*;
+
+/// The access package of a completed access request, or why there is none; every
+/// download is an audit event.
+async fn download(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    format: &str,
+) -> Result<serde_json::Value, ApiError> {
+    require(caller, &[Role::Dpo, Role::Admin])?;
+    let request = visible(app, caller, id).await?;
+    let package = match crate::evidence::package::build(app, &request).await? {
+        Ok(package) => package,
+        Err(crate::evidence::package::Unavailable::NotReady(m)) => {
+            return Err(ApiError::Conflict(m));
+        }
+        Err(crate::evidence::package::Unavailable::Expired(m)) => return Err(ApiError::Gone(m)),
+    };
+    let mut tx = app.store.begin().await?;
+    audit::append(
+        &mut tx,
+        &caller.actor(),
+        "package.downloaded",
+        Some(id),
+        json!({ "format": format }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(package)
+}
+
+/// Download the access package (Art. 15, Art. 20): every record each system exported,
+/// per system and collection, with each system's Art. 15 information. Available until
+/// `expires_at`; 410 after.
+#[utoipa::path(get, path = "/v1/requests/{id}/package", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, description = "the package as JSON"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn package(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    Ok(axum::Json(download(&app, &caller, &id, "json").await?))
+}
+
+/// The access package as a human-readable HTML page for the data subject.
+#[utoipa::path(get, path = "/v1/requests/{id}/package.html", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, description = "the package as HTML", content_type = "text/html"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn package_html(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::response::Html<String>, ApiError> {
+    let package = download(&app, &caller, &id, "html").await?;
+    Ok(axum::response::Html(crate::evidence::package::html(
+        &package,
+    )))
+}
+
+/// The signed erasure certificate of a completed erasure: per system, the plugin and what
+/// was deleted, anonymised or retained (with its legal basis), and the verification. It
+/// holds no personal data; verify it offline with the key from `/v1/keys`.
+#[utoipa::path(get, path = "/v1/requests/{id}/certificate", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, description = "`{certificate, signature}`"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn certificate(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let request = visible(&app, &caller, &id).await?;
+    let signed = crate::evidence::erasure_certificate(&app.store, &app.keys, &request)
+        .await?
+        .map_err(ApiError::Conflict)?;
+    Ok(axum::Json(signed))
+}
