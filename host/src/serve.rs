@@ -181,10 +181,7 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
             app.webhooks_ready.clone(),
             stopped.clone(),
         )));
-        background.push(tokio::spawn(crate::evidence::retention::run(
-            app.clone(),
-            stopped.clone(),
-        )));
+        background.push(tokio::spawn(purge(app.clone(), stopped.clone())));
         if let Some(url) = app.store.postgres_url() {
             background.push(tokio::spawn(crate::worker::listen(
                 app.clone(),
@@ -370,4 +367,16 @@ pub async fn signal() {
     }
     #[cfg(not(unix))]
     interrupt.await.unwrap_or(());
+}
+
+/// Runs the purge jobs every `purge_interval_secs` until `stop` turns true.
+async fn purge(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = std::time::Duration::from_secs(app.config.purge_interval_secs.max(1));
+    loop {
+        crate::evidence::retention::run_once(crate::api::evidence(&app)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }

@@ -165,3 +165,12 @@ impl utoipa::Modify for BearerAuth {
 pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
 }
+
+/// What the evidence needs of the running service.
+pub fn evidence(app: &App) -> crate::evidence::Context<'_> {
+    crate::evidence::Context {
+        store: &app.store,
+        keys: &app.keys,
+        config: &app.config,
+    }
+}

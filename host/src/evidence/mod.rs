@@ -17,9 +17,18 @@ use crate::queue;
 use crate::request::store::Request;
 use crate::request::{Kind, Status};
 use crate::store::Store;
-use anyhow::Context;
+use anyhow::Context as _;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+
+/// What the evidence jobs and products need of the running service: its database, its
+/// keys and its settings (the package's lifetime, the retention periods).
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub store: &'a Store,
+    pub keys: &'a Keys,
+    pub config: &'a crate::config::Config,
+}
 
 #[derive(Default)]
 struct Tally {

@@ -4,7 +4,7 @@
 //! [`crate::crypto::seal`]); the package can be downloaded until it expires, `package_ttl_days`
 //! after completion, and the purge job then deletes the records.
 
-use crate::app::App;
+use super::Context;
 use crate::request::store::Request;
 use crate::request::{Kind, Status};
 use crate::store::now_ms;
@@ -21,15 +21,18 @@ pub enum Unavailable {
 }
 
 /// When the package of a request completed at `completed_at` expires.
-pub fn expires_at(app: &App, completed_at: DateTime<Utc>) -> DateTime<Utc> {
-    completed_at + Duration::days(app.config.package_ttl_days as i64)
+pub fn expires_at(ctx: Context<'_>, completed_at: DateTime<Utc>) -> DateTime<Utc> {
+    completed_at + Duration::days(ctx.config.package_ttl_days as i64)
 }
 
 /// The machine-readable package.
 ///
 /// # Errors
 /// When the database cannot be read or a sealed result cannot be opened.
-pub async fn build(app: &App, request: &Request) -> anyhow::Result<Result<Value, Unavailable>> {
+pub async fn build(
+    ctx: Context<'_>,
+    request: &Request,
+) -> anyhow::Result<Result<Value, Unavailable>> {
     if request.kind != Kind::Access {
         return Ok(Err(Unavailable::NotReady(format!(
             "an access package is made for access requests; this one is a {} request",
@@ -42,11 +45,11 @@ pub async fn build(app: &App, request: &Request) -> anyhow::Result<Result<Value,
             request.status.as_str().replace('_', " ")
         ))));
     };
-    let expires = expires_at(app, completed_at);
+    let expires = expires_at(ctx, completed_at);
     let purged: Option<i64> =
         sqlx::query_scalar("SELECT package_purged_at FROM requests WHERE id = $1")
             .bind(&request.id)
-            .fetch_one(&app.store.read)
+            .fetch_one(&ctx.store.read)
             .await?;
     if purged.is_some() || expires <= Utc::now() {
         return Ok(Err(Unavailable::Expired(format!(
@@ -54,12 +57,12 @@ pub async fn build(app: &App, request: &Request) -> anyhow::Result<Result<Value,
             expires.to_rfc3339()
         ))));
     }
-    let controller = crate::controller::get_controller(&app.store, &request.controller_id).await?;
+    let controller = crate::controller::get_controller(ctx.store, &request.controller_id).await?;
     let mut systems = Vec::new();
     for (system_id, name, result) in
-        crate::queue::results(&app.store, &app.keys.sealer, &request.id).await?
+        crate::queue::results(ctx.store, &ctx.keys.sealer, &request.id).await?
     {
-        let article15 = crate::controller::get_system(&app.store, &system_id)
+        let article15 = crate::controller::get_system(ctx.store, &system_id)
             .await?
             .map(|s| s.article15)
             .unwrap_or_default();
@@ -194,18 +197,18 @@ pub fn html(package: &Value) -> String {
 ///
 /// # Errors
 /// When the database fails.
-pub async fn purge_expired(app: &App) -> anyhow::Result<usize> {
-    let ttl_ms = app.config.package_ttl_days as i64 * 86_400_000;
+pub async fn purge_expired(ctx: Context<'_>) -> anyhow::Result<usize> {
+    let ttl_ms = ctx.config.package_ttl_days as i64 * 86_400_000;
     let expired: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM requests WHERE kind = 'access' AND status = 'completed' \
          AND package_purged_at IS NULL AND completed_at <= $1",
     )
     .bind(now_ms() - ttl_ms)
-    .fetch_all(&app.store.read)
+    .fetch_all(&ctx.store.read)
     .await?;
     let mut purged = 0;
     for id in &expired {
-        let mut tx = app.store.begin().await?;
+        let mut tx = ctx.store.begin().await?;
         // The purge job of another process may have taken this one since the read.
         let marked = sqlx::query(
             "UPDATE requests SET package_purged_at = $1 WHERE id = $2 AND package_purged_at IS NULL",

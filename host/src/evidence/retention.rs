@@ -11,10 +11,9 @@
 //! Each step records what it did in the audit trail, and works in batches, so that a
 //! large backlog never holds the trail's lock for long.
 
-use crate::app::App;
+use super::Context;
 use crate::request::store as requests;
 use crate::store::now_ms;
-use std::sync::Arc;
 
 /// Requests redacted, or access-log events purged, per transaction.
 const BATCH: i64 = 500;
@@ -31,16 +30,16 @@ fn days_ago(days: u64) -> i64 {
 ///
 /// # Errors
 /// When the database fails.
-pub async fn redact_closed(app: &App) -> anyhow::Result<u64> {
-    let before = days_ago(app.config.subject_retention_days);
+pub async fn redact_closed(ctx: Context<'_>) -> anyhow::Result<u64> {
+    let before = days_ago(ctx.config.subject_retention_days);
     let mut redacted = 0;
     let mut after = None;
     loop {
-        let due = requests::due_for_redaction(&app.store, before, after.as_ref(), BATCH).await?;
+        let due = requests::due_for_redaction(ctx.store, before, after.as_ref(), BATCH).await?;
         for (_, id) in &due {
-            let mut tx = app.store.begin().await?;
-            let hash = |label: &str, value: &str| app.keys.identity_hash(label, value);
-            match requests::redact_subject(&mut tx, &app.keys.sealer, id, hash).await {
+            let mut tx = ctx.store.begin().await?;
+            let hash = |label: &str, value: &str| ctx.keys.identity_hash(label, value);
+            match requests::redact_subject(&mut tx, &ctx.keys.sealer, id, hash).await {
                 Ok(true) => {
                     tx.commit().await?;
                     redacted += 1;
@@ -61,10 +60,10 @@ pub async fn redact_closed(app: &App) -> anyhow::Result<u64> {
 ///
 /// # Errors
 /// When the database fails.
-pub async fn purge_access_log(app: &App) -> anyhow::Result<u64> {
-    let before = days_ago(app.config.access_log_retention_days);
+pub async fn purge_access_log(ctx: Context<'_>) -> anyhow::Result<u64> {
+    let before = days_ago(ctx.config.access_log_retention_days);
     // The whole trail from the oldest event to remove on, once per run, outside the lock.
-    if let Err(broken) = crate::audit::check_before_purge(&app.store, &app.keys, before).await? {
+    if let Err(broken) = crate::audit::check_before_purge(ctx.store, ctx.keys, before).await? {
         anyhow::bail!(
             "the audit trail does not verify at event {} ({}); the access log is not purged until it does",
             broken.seq,
@@ -73,8 +72,8 @@ pub async fn purge_access_log(app: &App) -> anyhow::Result<u64> {
     }
     let mut purged = 0;
     loop {
-        let mut tx = app.store.begin().await?;
-        let n = crate::audit::purge_access_log(&mut tx, &app.keys, before, BATCH).await?;
+        let mut tx = ctx.store.begin().await?;
+        let n = crate::audit::purge_access_log(&mut tx, ctx.keys, before, BATCH).await?;
         tx.commit().await?;
         purged += n;
         if (n as i64) < BATCH {
@@ -84,32 +83,20 @@ pub async fn purge_access_log(app: &App) -> anyhow::Result<u64> {
 }
 
 /// Runs every purge once; a failing one does not stop the others.
-pub async fn run_once(app: &App) {
-    match crate::evidence::package::purge_expired(app).await {
+pub async fn run_once(ctx: Context<'_>) {
+    match crate::evidence::package::purge_expired(ctx).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(packages = n, "purged expired access packages"),
         Err(e) => tracing::warn!("purging expired access packages: {e:#}"),
     }
-    match redact_closed(app).await {
+    match redact_closed(ctx).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(requests = n, "redacted closed requests past retention"),
         Err(e) => tracing::warn!("redacting closed requests: {e:#}"),
     }
-    match purge_access_log(app).await {
+    match purge_access_log(ctx).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(events = n, "purged access-log events past retention"),
         Err(e) => tracing::warn!("purging the access log: {e:#}"),
-    }
-}
-
-/// Runs the purges every `purge_interval_secs` until `stop` turns true.
-pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let every = std::time::Duration::from_secs(app.config.purge_interval_secs.max(1));
-    loop {
-        run_once(&app).await;
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
     }
 }

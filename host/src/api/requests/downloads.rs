@@ -13,7 +13,8 @@ async fn download(
 ) -> Result<serde_json::Value, ApiError> {
     require(caller, &[Role::Dpo, Role::Admin])?;
     let request = visible(app, caller, id).await?;
-    let package = match crate::evidence::package::build(app, &request).await? {
+    let package = match crate::evidence::package::build(crate::api::evidence(app), &request).await?
+    {
         Ok(package) => package,
         Err(crate::evidence::package::Unavailable::NotReady(m)) => {
             return Err(ApiError::Conflict(m));
