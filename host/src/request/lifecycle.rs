@@ -183,7 +183,20 @@ pub async fn claim_many(
     let mut requests: Vec<&str> = claimed.iter().map(|c| c.request_id.as_str()).collect();
     requests.sort_unstable();
     requests.dedup();
-    if requests.is_empty() {
+    // Most claims are of requests already running: only approved ones need the trail's
+    // lock and a transaction (and are read again under it).
+    let mut approved = Vec::new();
+    for request_id in requests {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
+                .bind(request_id)
+                .fetch_optional(&store.read)
+                .await?;
+        if status.as_deref() == Some(Status::Approved.as_str()) {
+            approved.push(request_id);
+        }
+    }
+    if approved.is_empty() {
         return Ok(claimed);
     }
     let actor = format!("worker:{owner}");
@@ -191,7 +204,7 @@ pub async fn claim_many(
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // Taken for its lock: the steps below append after it.
     audit::Chain::load(&mut tx).await?;
-    for request_id in requests {
+    for request_id in approved {
         if let Some(stage) = stage_in(&mut tx, request_id).await?
             && stage.status == Status::Approved
         {
