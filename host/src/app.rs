@@ -4,7 +4,7 @@
 use crate::auth::Throttle;
 use crate::config::Config;
 use crate::controller::{self, ConnectedSystem, RegisteredPlugin};
-use crate::runtime::{Plugin, PreparedSystem, Runtime, RuntimeError};
+use crate::runtime::{Grant, Plugin, Runtime, RuntimeError};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,14 +27,15 @@ pub struct App {
     /// Wakes the webhook sender when deliveries were queued.
     pub webhooks_ready: Arc<Notify>,
     /// Systems ready for calls, by id.
-    systems: Mutex<HashMap<String, Arc<ReadySystem>>>,
+    systems: Mutex<HashMap<String, Arc<CachedSystem>>>,
 }
 
-/// A connected system, its registered plugin, and its runtime configuration.
-pub struct ReadySystem {
+/// A connected system as the workers use it: its stored record, its registered plugin,
+/// and the grant its plugin's calls run under.
+pub struct CachedSystem {
     pub system: ConnectedSystem,
     pub plugin: RegisteredPlugin,
-    pub prepared: Arc<PreparedSystem>,
+    pub grant: Arc<Grant>,
 }
 
 impl App {
@@ -64,7 +65,7 @@ impl App {
     /// [`RuntimeError::Unavailable`] when the database cannot be read;
     /// [`RuntimeError::InvalidConfig`] when the system or its plugin is missing, or its
     /// configuration no longer validates (a secret went missing, say).
-    pub async fn system(&self, id: &str) -> Result<Arc<ReadySystem>, RuntimeError> {
+    pub async fn system(&self, id: &str) -> Result<Arc<CachedSystem>, RuntimeError> {
         if let Some(ready) = self.systems.lock().expect("systems").get(id) {
             return Ok(ready.clone());
         }
@@ -84,11 +85,11 @@ impl App {
                     system.plugin
                 ))
             })?;
-        let prepared = self.runtime.prepare(&system.runtime_config())?;
-        let ready = Arc::new(ReadySystem {
+        let grant = self.runtime.prepare(&system.runtime_config())?;
+        let ready = Arc::new(CachedSystem {
             system,
             plugin,
-            prepared,
+            grant,
         });
         self.systems
             .lock()

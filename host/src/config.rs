@@ -79,6 +79,18 @@ impl Config {
     /// # Errors
     /// Naming the file, the variable or the key at fault.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Config::load_with(file, |var| std::env::var(var).ok())
+    }
+
+    /// [`Config::load`] with the `OUBLI_<KEY>` settings read from `var` instead of the
+    /// environment (an in-process service, a test).
+    ///
+    /// # Errors
+    /// Naming the file, the variable or the key at fault.
+    pub fn load_with(
+        file: Option<&Path>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -96,8 +108,7 @@ impl Config {
             .chain(["database".to_owned(), "public_url".to_owned()])
             .collect();
         for key in keys {
-            let var = format!("OUBLI_{}", key.to_ascii_uppercase());
-            let Ok(text) = std::env::var(&var) else {
+            let Some(text) = var(&format!("OUBLI_{}", key.to_ascii_uppercase())) else {
                 continue;
             };
             // A number or boolean is read as TOML; anything else as a string.

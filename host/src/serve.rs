@@ -7,7 +7,7 @@ use crate::auth::{self, Role};
 use crate::config::Config;
 use crate::controller::{self, Article15, NewController, NewSystem};
 use crate::runtime::{Runtime, RuntimeSettings};
-use crate::store::{Store, now_ms};
+use crate::store::Store;
 use anyhow::Context;
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -132,7 +132,7 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
     // Every process reads the subjects of open requests (the API shows them, workers send
     // them to plugins): one without a data key that sealed them would fail them.
     let keys_dir = config.data_dir.join("keys");
-    let (open, closed) = crate::request::store::missing_data_keys(&store, &keys.sealer).await?;
+    let (open, closed) = crate::request::rows::missing_data_keys(&store, &keys.sealer).await?;
     anyhow::ensure!(
         open.is_empty(),
         "open requests are sealed with data key(s) {} that this process does not have: restore their key files (data-*.key) in {}",
@@ -151,7 +151,7 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
     // when the last process stopped, and can be taken again at once. On PostgreSQL they
     // may be another process's: their leases expire instead.
     if !shared {
-        let resumed = resume_interrupted(&app.store).await?;
+        let resumed = crate::queue::resume_interrupted(&app.store).await?;
         if resumed > 0 {
             tracing::info!(resumed, "resumed tasks interrupted by the last stop");
         }
@@ -248,18 +248,6 @@ pub struct DemoSetup {
     pub controller: String,
 }
 
-async fn resume_interrupted(store: &Store) -> anyhow::Result<u64> {
-    sqlx::query("UPDATE task_attempts SET finished_at = $1, outcome = 'interrupted' WHERE finished_at IS NULL")
-        .bind(now_ms())
-        .execute(&store.write)
-        .await?;
-    let done = sqlx::query("UPDATE tasks SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, run_after = $1 WHERE status = 'running'")
-        .bind(now_ms())
-        .execute(&store.write)
-        .await?;
-    Ok(done.rows_affected())
-}
-
 /// Registers the embedded first-party plugins this database does not have yet, so that
 /// `/v1/plugins` lists them and systems can be connected to them.
 async fn register_builtins(app: &Arc<App>) -> anyhow::Result<()> {
@@ -273,10 +261,7 @@ async fn register_builtins(app: &Arc<App>) -> anyhow::Result<()> {
 }
 
 async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
-    let controllers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM controllers")
-        .fetch_one(&app.store.read)
-        .await?;
-    if controllers > 0 {
+    if controller::any_controller(&app.store).await? {
         return Ok(None);
     }
     let crm = app.config.data_dir.join("demo-crm.db");

@@ -12,10 +12,9 @@
 use crate::app::App;
 use crate::queue::{self, Claimed, Finished, RunOutcome};
 use crate::request::Kind;
-use crate::request::store::{self as requests, Request};
+use crate::request::rows::{self as requests, Request};
 use crate::runtime::{
-    Change, Identity, Outcome as Erasure, PersonalRecord, Plugin, PreparedSystem, RuntimeError,
-    Subject,
+    Change, Grant, Identity, Outcome as Erasure, PersonalRecord, Plugin, RuntimeError, Subject,
 };
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -143,7 +142,7 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
             )));
         }
         let plugin = app.plugin(&system.plugin).await?;
-        Ok::<_, RuntimeError>((request, ready.prepared.clone(), plugin))
+        Ok::<_, RuntimeError>((request, ready.grant.clone(), plugin))
     };
     let (request, system, plugin) = match loaded.await {
         Ok(loaded) => loaded,
@@ -200,7 +199,7 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
 async fn erase(
     app: &Arc<App>,
     plugin: &Arc<Plugin>,
-    system: &Arc<PreparedSystem>,
+    system: &Arc<Grant>,
     subject: &Subject,
 ) -> Result<serde_json::Value, RuntimeError> {
     let erased = app.runtime.erase(plugin, system, subject).await?;
@@ -242,7 +241,7 @@ enum Pages<'a> {
 async fn export(
     app: &Arc<App>,
     plugin: &Arc<Plugin>,
-    system: &Arc<PreparedSystem>,
+    system: &Arc<Grant>,
     subject: &Subject,
     pages: &mut Pages<'_>,
 ) -> Result<u32, RuntimeError> {
@@ -317,7 +316,7 @@ async fn export(
 async fn rectify(
     app: &Arc<App>,
     plugin: &Arc<Plugin>,
-    system: &Arc<PreparedSystem>,
+    system: &Arc<Grant>,
     subject: &Subject,
     request: &Request,
 ) -> Result<serde_json::Value, RuntimeError> {

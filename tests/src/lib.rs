@@ -2,9 +2,7 @@
 //! CRM databases and small servers on loopback.
 #![forbid(unsafe_code)]
 
-use oubli::runtime::{
-    Identity, Plugin, PreparedSystem, Runtime, RuntimeSettings, Subject, SystemConfig,
-};
+use oubli::runtime::{Grant, Identity, Plugin, Runtime, RuntimeSettings, Subject, SystemConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -26,7 +24,7 @@ pub fn load(runtime: &Runtime, name: &str) -> Arc<Plugin> {
 }
 
 /// Validates a system configuration given as TOML.
-pub fn system(runtime: &Runtime, toml: &str) -> Arc<PreparedSystem> {
+pub fn system(runtime: &Runtime, toml: &str) -> Arc<Grant> {
     runtime
         .prepare(&SystemConfig::from_toml(toml).expect("valid TOML"))
         .expect("a valid system")
@@ -148,17 +146,26 @@ pub struct Demo {
     pub crm: PathBuf,
 }
 
-/// A running `oubli serve` on a random loopback port, with its data in a folder of its
-/// own. Dropping it kills the process.
+/// A running oubli service on a random loopback port, with its data in a folder of its
+/// own: `oubli serve` in a process of its own ([`Service::start`]), for tests that kill
+/// it or read its logs, or the same service in the test's process ([`Service::spawn_app`]),
+/// which starts faster. Dropping it kills the process or stops the in-process service.
 pub struct Service {
-    child: std::process::Child,
+    host: Host,
     pub url: String,
     /// A worker process's id, as in the attempt log; empty for `serve`.
     pub worker: String,
     pub data_dir: PathBuf,
     pub demo: Demo,
     pub http: reqwest::Client,
-    output: Arc<std::sync::Mutex<String>>,
+}
+
+enum Host {
+    Process {
+        child: std::process::Child,
+        output: Arc<std::sync::Mutex<String>>,
+    },
+    InProcess(Option<oubli::serve::Running>),
 }
 
 /// Appends every line to `into` on a thread of its own, also to this process's stderr
@@ -252,41 +259,121 @@ impl Service {
         collect(lines, output.clone(), false);
         demo.crm = data_dir.join("demo-crm.db");
         Service {
-            child,
+            host: Host::Process { child, output },
             url,
             worker,
             data_dir: data_dir.to_owned(),
             demo,
             http: reqwest::Client::new(),
-            output,
+        }
+    }
+
+    /// Starts the service of `oubli serve` in this process, on `data_dir` with the same
+    /// settings as [`Service::start`] (`OUBLI_…` names, read from `settings` instead of
+    /// the environment), on a random loopback port.
+    pub async fn spawn_app(data_dir: &std::path::Path, settings: &[(&str, &str)]) -> Service {
+        let defaults = [
+            ("OUBLI_LISTEN", "127.0.0.1:0"),
+            ("OUBLI_DEMO_CUSTOMERS", "60"),
+            ("OUBLI_BACKOFF_BASE_MS", "100"),
+            ("OUBLI_BACKOFF_CAP_MS", "1000"),
+        ];
+        let data = data_dir.to_string_lossy();
+        let lookup = |var: &str| {
+            settings
+                .iter()
+                .rev()
+                .chain(defaults.iter())
+                .chain([("OUBLI_DATA_DIR", data.as_ref())].iter())
+                .find(|(key, _)| *key == var)
+                .map(|(_, value)| (*value).to_owned())
+        };
+        let config = oubli::config::Config::load_with(None, lookup).expect("a valid configuration");
+        let running = oubli::serve::start(config, oubli::serve::Mode::All)
+            .await
+            .expect("the service starts");
+        let address = running.address.expect("the service listens");
+        let mut demo = Demo {
+            crm: data_dir.join("demo-crm.db"),
+            ..Demo::default()
+        };
+        if let Some(setup) = &running.demo {
+            demo.admin = setup.admin.clone();
+            demo.dpo = setup.dpo.clone();
+            demo.controller = setup.controller.clone();
+            demo.controller_id = setup.controller_id.clone();
+        }
+        Service {
+            url: format!("http://{address}"),
+            worker: running.worker_id.clone().unwrap_or_default(),
+            host: Host::InProcess(Some(running)),
+            data_dir: data_dir.to_owned(),
+            demo,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops the service as SIGTERM would: running tasks finish or hand their lease back.
+    pub async fn stop(mut self) {
+        match &mut self.host {
+            Host::InProcess(running) => {
+                if let Some(running) = running.take() {
+                    running.stop().await;
+                }
+            }
+            Host::Process { .. } => {
+                let clean = tokio::task::spawn_blocking(move || self.terminate())
+                    .await
+                    .expect("the process is reaped");
+                assert!(clean, "oubli serve exited with an error on SIGTERM");
+            }
+        }
+    }
+
+    fn child(&mut self) -> &mut std::process::Child {
+        match &mut self.host {
+            Host::Process { child, .. } => child,
+            Host::InProcess(_) => {
+                panic!("this needs a process of its own: start the service with Service::start")
+            }
         }
     }
 
     /// Everything the process wrote to stdout and stderr after it started listening
     /// (stderr from the start), for checking its logs.
     pub fn output(&self) -> String {
-        self.output.lock().expect("output").clone()
+        match &self.host {
+            Host::Process { output, .. } => output.lock().expect("output").clone(),
+            Host::InProcess(_) => {
+                panic!("an in-process service has no output of its own: use Service::start")
+            }
+        }
     }
 
     /// The process id, for signals.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.host {
+            Host::Process { child, .. } => child.id(),
+            Host::InProcess(_) => panic!("an in-process service has no process id of its own"),
+        }
     }
 
     /// Kills the process at once, as a crash would.
     pub fn kill9(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
+        let child = self.child();
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub fn terminate(mut self) -> bool {
+        let child = self.child();
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status()
             .expect("kill -TERM");
         assert!(status.success());
-        self.child.wait().expect("reap").success()
+        child.wait().expect("reap").success()
     }
 
     /// Sends a request with a bearer token and returns the status and JSON body.
@@ -446,8 +533,20 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.host {
+            Host::Process { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            // Stopped in the background; the test's runtime ends its tasks when it ends.
+            Host::InProcess(running) => {
+                if let Some(running) = running.take()
+                    && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    runtime.spawn(running.stop());
+                }
+            }
+        }
     }
 }
 

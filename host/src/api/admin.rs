@@ -388,13 +388,7 @@ pub async fn revoke_token(
 ) -> Result<axum::http::StatusCode, ApiError> {
     require(&caller, &[Role::Admin])?;
     let mut tx = app.store.begin().await?;
-    let done =
-        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(crate::store::now_ms())
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-    if done.rows_affected() == 0 {
+    if !crate::auth::revoke(&mut tx, &id).await? {
         return Err(ApiError::NotFound(format!("no active token {id:?}")));
     }
     audit::append(

@@ -73,6 +73,19 @@ pub async fn all(store: &crate::store::Store) -> sqlx::Result<Vec<Event>> {
         .await
 }
 
+/// A request's events, oldest first.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn of_request(store: &crate::store::Store, request_id: &str) -> sqlx::Result<Vec<Event>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE request_id = $1 ORDER BY seq"
+    ))
+    .bind(request_id)
+    .fetch_all(&store.read)
+    .await
+}
+
 fn hash(
     prev: &str,
     at: i64,

@@ -106,6 +106,21 @@ pub async fn create(
     Ok((id, secret))
 }
 
+/// Revokes an active token in the caller's transaction; `false` when no active token
+/// has that id.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn revoke(tx: &mut Tx<'_>, id: &str) -> sqlx::Result<bool> {
+    let done =
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// Looks a presented token up.
 ///
 /// # Errors

@@ -192,6 +192,17 @@ pub async fn create_controller(
     ))
 }
 
+/// Whether any controller exists (a new database has none).
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn any_controller(store: &Store) -> sqlx::Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM controllers LIMIT 1")
+        .fetch_optional(&store.read)
+        .await?;
+    Ok(found.is_some())
+}
+
 /// A controller by id.
 ///
 /// # Errors

@@ -14,7 +14,7 @@ pub mod retention;
 use crate::controller;
 use crate::crypto::Keys;
 use crate::queue;
-use crate::request::store::Request;
+use crate::request::rows::Request;
 use crate::request::{Kind, Status};
 use crate::store::Store;
 use anyhow::Context as _;

@@ -5,7 +5,7 @@
 //! after completion, and the purge job then deletes the records.
 
 use super::Context;
-use crate::request::store::Request;
+use crate::request::rows::Request;
 use crate::request::{Kind, Status};
 use crate::store::now_ms;
 use chrono::{DateTime, Duration, Utc};

@@ -12,7 +12,7 @@
 //! large backlog never holds the trail's lock for long.
 
 use super::Context;
-use crate::request::store as requests;
+use crate::request::rows as requests;
 use crate::store::now_ms;
 
 /// Requests redacted, or access-log events purged, per transaction.

@@ -149,6 +149,15 @@ pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Delivery>
 /// How long a claimed delivery is left to its sender: well past the send's timeout.
 const CLAIM_MS: i64 = 60_000;
 
+/// A delivery claimed for sending.
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    id: String,
+    payload: String,
+    attempts: i64,
+    controller_id: String,
+}
+
 /// Sends the deliveries that are due; returns how many were attempted.
 ///
 /// # Errors
@@ -165,7 +174,7 @@ pub async fn send_due(
         crate::store::Backend::Sqlite => "",
     };
     let now = now_ms();
-    let claimed: Vec<(String, String, i64, String)> = sqlx::query_as(&format!(
+    let claimed: Vec<Claimed> = sqlx::query_as(&format!(
         "UPDATE webhook_deliveries SET next_attempt_at = $2 \
          WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
                       ORDER BY next_attempt_at LIMIT 32{skip_locked}) \
@@ -176,13 +185,19 @@ pub async fn send_due(
     .fetch_all(&store.write)
     .await?;
     let mut due = Vec::with_capacity(claimed.len());
-    for (id, body, attempts, controller) in claimed {
+    for delivery in claimed {
         let (url, secret): (Option<String>, String) =
             sqlx::query_as("SELECT webhook_url, webhook_secret FROM controllers WHERE id = $1")
-                .bind(&controller)
+                .bind(&delivery.controller_id)
                 .fetch_one(&store.read)
                 .await?;
-        due.push((id, body, attempts, url.unwrap_or_default(), secret));
+        due.push((
+            delivery.id,
+            delivery.payload,
+            delivery.attempts,
+            url.unwrap_or_default(),
+            secret,
+        ));
     }
     for (id, body, attempts, url, secret) in &due {
         let timestamp = Utc::now().timestamp();

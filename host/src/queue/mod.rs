@@ -1,7 +1,11 @@
 //! The task queue: one task per request and connected system, claimed with a lease,
 //! heart-beaten while it runs, retried with capped jittered backoff when the failure is
-//! retryable, and fenced by its attempt number so that a worker whose lease was taken
-//! over cannot write a stale result.
+//! retryable, and fenced by the lease token unique to each claim (`lease_owner`), so
+//! that a worker whose lease was taken over cannot write a stale result.
+//!
+//! Task statuses are bound from [`TaskStatus::as_str`], never written as literals in SQL.
+//! The queue writes no request status; the claim and the page store only read whether a
+//! task's request is still to be carried out.
 
 use crate::audit;
 use crate::store::{self, Backend, Store, Tx, now_ms, to_rfc3339};
@@ -64,13 +68,15 @@ pub struct Task {
 }
 
 /// A task a worker holds the lease of.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub id: String,
     pub request_id: String,
     pub system_id: String,
     /// The attempt this run is (1 for the first).
+    #[sqlx(try_from = "i64")]
     pub attempt: u32,
+    #[sqlx(try_from = "i64")]
     pub max_attempts: u32,
     /// The fencing token, `<owner>:<random>`, unique to this claim: every later write
     /// checks it, so a worker whose lease was taken over cannot write, even when the task's
@@ -98,13 +104,14 @@ pub async fn enqueue(
     for system in &systems {
         sqlx::query(
             "INSERT INTO tasks (id, request_id, system_id, status, attempts, max_attempts, run_after, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'queued', 0, $4, $5, $5, $5)",
+             VALUES ($1, $2, $3, $6, 0, $4, $5, $5, $5)",
         )
         .bind(uuid::Uuid::now_v7().to_string())
         .bind(request_id)
         .bind(system)
         .bind(i64::from(max_attempts))
         .bind(now)
+        .bind(TaskStatus::Queued.as_str())
         .execute(&mut **tx)
         .await?;
     }
@@ -170,50 +177,39 @@ async fn claim_once(
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // Only tasks of approved or running requests: a request cancelled after its approval
     // keeps queued tasks that must not run.
-    let rows: Vec<(String, String, String, i64, i64, String)> = sqlx::query_as(&format!(
-        "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = $1 || ':' || $5 || ':' || id, \
+    let claimed: Vec<Claimed> = sqlx::query_as(&format!(
+        "UPDATE tasks SET status = $6, attempts = attempts + 1, lease_owner = $1 || ':' || $5 || ':' || id, \
          lease_expires_at = $2, updated_at = $3 \
          WHERE id IN (SELECT t.id FROM tasks t JOIN requests r ON r.id = t.request_id \
                       WHERE r.status IN ('approved', 'running') \
-                        AND ((t.status = 'queued' AND t.run_after <= $3) OR (t.status = 'running' AND t.lease_expires_at < $3)) \
+                        AND ((t.status = $7 AND t.run_after <= $3) OR (t.status = $6 AND t.lease_expires_at < $3)) \
                       ORDER BY t.run_after, t.id LIMIT $4{skip_locked}) \
-         RETURNING id, request_id, system_id, attempts, max_attempts, lease_owner",
+         RETURNING id, request_id, system_id, attempts AS attempt, max_attempts, lease_owner AS lease",
     ))
     .bind(owner)
     .bind(now + lease.as_millis() as i64)
     .bind(now)
     .bind(limit as i64)
     .bind(&nonce)
+    .bind(TaskStatus::Running.as_str())
+    .bind(TaskStatus::Queued.as_str())
     .fetch_all(&mut *tx)
     .await?;
-    if rows.is_empty() {
+    if claimed.is_empty() {
         return Ok(Vec::new());
     }
-    for (id, _, _, attempt, _, lease) in &rows {
+    for task in &claimed {
         sqlx::query(
             "INSERT INTO task_attempts (lease, task_id, attempt, worker, started_at, renewed_at) VALUES ($1, $2, $3, $4, $5, $5)",
         )
-        .bind(lease)
-        .bind(id)
-        .bind(attempt)
+        .bind(&task.lease)
+        .bind(&task.id)
+        .bind(i64::from(task.attempt))
         .bind(owner)
         .bind(now)
         .execute(&mut *tx)
         .await?;
     }
-    let claimed: Vec<Claimed> = rows
-        .into_iter()
-        .map(
-            |(id, request_id, system_id, attempt, max_attempts, lease)| Claimed {
-                id,
-                request_id,
-                system_id,
-                attempt: attempt as u32,
-                max_attempts: max_attempts as u32,
-                lease,
-            },
-        )
-        .collect();
     tx.commit().await?;
     Ok(claimed)
 }
@@ -232,12 +228,15 @@ pub async fn claim(store: &Store, owner: &str, lease: Duration) -> anyhow::Resul
 /// When the database fails.
 pub async fn heartbeat(store: &Store, task: &Claimed, lease: Duration) -> sqlx::Result<bool> {
     let now = now_ms();
-    let done = sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running'")
-        .bind(now + lease.as_millis() as i64)
-        .bind(&task.id)
-        .bind(&task.lease)
-        .execute(&store.write)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE tasks SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = $4",
+    )
+    .bind(now + lease.as_millis() as i64)
+    .bind(&task.id)
+    .bind(&task.lease)
+    .bind(TaskStatus::Running.as_str())
+    .execute(&store.write)
+    .await?;
     if done.rows_affected() == 1 {
         sqlx::query("UPDATE task_attempts SET renewed_at = $1 WHERE lease = $2")
             .bind(now)
@@ -294,18 +293,22 @@ pub async fn record(
         paged,
     } = run;
     let (status, event, mut details) = match outcome {
-        RunOutcome::Succeeded(_) => ("succeeded", "task.succeeded", serde_json::json!({})),
+        RunOutcome::Succeeded(_) => (
+            TaskStatus::Succeeded,
+            "task.succeeded",
+            serde_json::json!({}),
+        ),
         RunOutcome::Failed {
             kind,
             message,
             retryable,
         } if *retryable && task.attempt < task.max_attempts => (
-            "queued",
+            TaskStatus::Queued,
             "task.retry_scheduled",
             serde_json::json!({ "error": kind, "message": message, "retry_in_ms": backoff.as_millis() as u64 }),
         ),
         RunOutcome::Failed { kind, message, .. } => (
-            "failed",
+            TaskStatus::Failed,
             "task.failed",
             serde_json::json!({ "error": kind, "message": message }),
         ),
@@ -319,22 +322,23 @@ pub async fn record(
     let updated = sqlx::query(
         "UPDATE tasks SET status = $1, result = COALESCE($2, result), last_error = $3, last_error_kind = $4, run_after = $5, \
          lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
-         WHERE id = $7 AND lease_owner = $8 AND status = 'running'",
+         WHERE id = $7 AND lease_owner = $8 AND status = $9",
     )
-    .bind(status)
+    .bind(status.as_str())
     .bind(result)
     .bind(error)
     .bind(error_kind)
-    .bind(if status == "queued" { now + backoff.as_millis() as i64 } else { now })
+    .bind(if status == TaskStatus::Queued { now + backoff.as_millis() as i64 } else { now })
     .bind(now)
     .bind(&task.id)
     .bind(&task.lease)
+    .bind(TaskStatus::Running.as_str())
     .execute(&mut **tx)
     .await?;
     let ended = match (updated.rows_affected(), status) {
         (0, _) => "lease-lost",
-        (_, "queued") => "retry",
-        (_, status) => status,
+        (_, TaskStatus::Queued) => "retry",
+        (_, status) => status.as_str(),
     };
     // Exported pages are kept only for the run whose result names them: those of a
     // run that failed or lost its lease are never read, and a task that failed for
@@ -402,18 +406,45 @@ pub async fn open_and_failed(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<
 pub async fn release(store: &Store, worker: &str) -> sqlx::Result<u64> {
     sqlx::query(
         "UPDATE task_attempts SET finished_at = $1, outcome = 'released' WHERE worker = $2 AND finished_at IS NULL \
-         AND lease IN (SELECT lease_owner FROM tasks WHERE status = 'running' AND lease_owner LIKE $2 || ':%')",
+         AND lease IN (SELECT lease_owner FROM tasks WHERE status = $3 AND lease_owner LIKE $2 || ':%')",
     )
     .bind(now_ms())
     .bind(worker)
+    .bind(TaskStatus::Running.as_str())
     .execute(&store.write)
     .await?;
     let done = sqlx::query(
-        "UPDATE tasks SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_after = $1 \
-         WHERE lease_owner LIKE $2 || ':%' AND status = 'running'",
+        "UPDATE tasks SET status = $3, attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_after = $1 \
+         WHERE lease_owner LIKE $2 || ':%' AND status = $4",
     )
     .bind(now_ms())
     .bind(worker)
+    .bind(TaskStatus::Queued.as_str())
+    .bind(TaskStatus::Running.as_str())
+    .execute(&store.write)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// On the start of the only process of an SQLite database: the tasks still marked running
+/// were interrupted when the last process stopped; their attempts end as `interrupted`
+/// and they can be taken again at once. Returns how many were resumed.
+///
+/// # Errors
+/// When the database fails.
+pub async fn resume_interrupted(store: &Store) -> sqlx::Result<u64> {
+    sqlx::query(
+        "UPDATE task_attempts SET finished_at = $1, outcome = 'interrupted' WHERE finished_at IS NULL",
+    )
+    .bind(now_ms())
+    .execute(&store.write)
+    .await?;
+    let done = sqlx::query(
+        "UPDATE tasks SET status = $2, lease_owner = NULL, lease_expires_at = NULL, run_after = $1 WHERE status = $3",
+    )
+    .bind(now_ms())
+    .bind(TaskStatus::Queued.as_str())
+    .bind(TaskStatus::Running.as_str())
     .execute(&store.write)
     .await?;
     Ok(done.rows_affected())
@@ -426,11 +457,13 @@ pub async fn release(store: &Store, worker: &str) -> sqlx::Result<u64> {
 /// When the database write fails.
 pub async fn cancel_queued(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<u64> {
     let done = sqlx::query(
-        "UPDATE tasks SET status = 'failed', last_error = 'the request was cancelled before this task ran', \
-         last_error_kind = 'cancelled', updated_at = $1 WHERE request_id = $2 AND status = 'queued'",
+        "UPDATE tasks SET status = $3, last_error = 'the request was cancelled before this task ran', \
+         last_error_kind = 'cancelled', updated_at = $1 WHERE request_id = $2 AND status = $4",
     )
     .bind(now_ms())
     .bind(request_id)
+    .bind(TaskStatus::Failed.as_str())
+    .bind(TaskStatus::Queued.as_str())
     .execute(&mut **tx)
     .await?;
     // A run that started before the cancellation stores no more pages; those it stored go.
@@ -450,9 +483,11 @@ pub async fn cancel_queued(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<u6
 /// When the database write fails.
 pub async fn requeue_failed(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<u64> {
     let now = now_ms();
-    let done = sqlx::query("UPDATE tasks SET status = 'queued', attempts = 0, run_after = $1, updated_at = $1 WHERE request_id = $2 AND status = 'failed'")
+    let done = sqlx::query("UPDATE tasks SET status = $3, attempts = 0, run_after = $1, updated_at = $1 WHERE request_id = $2 AND status = $4")
         .bind(now)
         .bind(request_id)
+        .bind(TaskStatus::Queued.as_str())
+        .bind(TaskStatus::Failed.as_str())
         .execute(&mut **tx)
         .await?;
     Ok(done.rows_affected())
@@ -576,13 +611,14 @@ pub async fn store_page(
         "INSERT INTO task_pages (lease, task_id, page, records) \
          SELECT $1, $2, $3, $4 WHERE EXISTS \
          (SELECT 1 FROM tasks t JOIN requests r ON r.id = t.request_id \
-          WHERE t.id = $2 AND t.lease_owner = $1 AND t.status = 'running' \
+          WHERE t.id = $2 AND t.lease_owner = $1 AND t.status = $5 \
           AND r.status IN ('approved', 'running'))",
     )
     .bind(&task.lease)
     .bind(&task.id)
     .bind(i64::from(page))
     .bind(sealed)
+    .bind(TaskStatus::Running.as_str())
     .execute(&store.write)
     .await?;
     Ok(stored.rows_affected() == 1)

@@ -2,7 +2,7 @@
 //! transaction, so that many accepted requests share one durable commit (one `fsync`).
 //! Each submission is answered only after its transaction is on disk.
 
-use super::store::{self as requests, NewRequest, Request};
+use super::rows::{self as requests, NewRequest, Request};
 use crate::audit::Chain;
 use crate::crypto::seal::Sealer;
 use crate::store::Store;

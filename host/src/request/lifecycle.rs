@@ -9,7 +9,7 @@
 //! nothing of request statuses: it records tasks, and this module settles the request
 //! when none is left to run.
 
-use super::store::{Stage, stage_in};
+use super::rows::{Stage, stage_in};
 use super::{Status, Transition};
 use crate::audit;
 use crate::queue::{self, Claimed, Finished, RunOutcome};
@@ -120,7 +120,7 @@ pub async fn reject(
         return Ok(None);
     };
     if taken.is_ok() {
-        super::store::set_decision_reason(tx, id, reason).await?;
+        super::rows::set_decision_reason(tx, id, reason).await?;
     }
     Ok(Some(taken.map(drop)))
 }

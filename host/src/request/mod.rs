@@ -8,7 +8,7 @@
 
 pub mod intake;
 pub mod lifecycle;
-pub mod store;
+pub mod rows;
 
 use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};

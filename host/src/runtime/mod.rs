@@ -29,7 +29,7 @@ pub use error::RuntimeError;
 pub use reply::{
     MAX_FIELD_VALUE_BYTES, MAX_FIELD_VALUE_DEPTH, MAX_LABEL_CHARS, MAX_LEGAL_BASIS_CHARS,
 };
-pub use system::{PreparedSystem, SystemConfig};
+pub use system::{Grant, SystemConfig};
 
 use anyhow::Context;
 use cache::CompileCache;
@@ -416,7 +416,7 @@ impl Runtime {
     ///
     /// # Errors
     /// [`RuntimeError::InvalidConfig`] naming the field at fault.
-    pub fn prepare(&self, system: &SystemConfig) -> Result<Arc<PreparedSystem>, RuntimeError> {
+    pub fn prepare(&self, system: &SystemConfig) -> Result<Arc<Grant>, RuntimeError> {
         system
             .prepare(
                 self.settings.max_memory_mb,
@@ -538,7 +538,7 @@ impl Runtime {
     fn call(
         &self,
         plugin: &Plugin,
-        system: &Arc<PreparedSystem>,
+        system: &Arc<Grant>,
         request_id: &str,
         op: Op,
     ) -> Result<Reply, RuntimeError> {
@@ -618,7 +618,7 @@ impl Runtime {
         &self,
         error: wasmtime::Error,
         store: &Store<CallState>,
-        system: &PreparedSystem,
+        system: &Grant,
         denied: Option<String>,
     ) -> RuntimeError {
         if let Some(CapabilityDenied(reason)) = error.downcast_ref::<CapabilityDenied>() {
@@ -697,7 +697,7 @@ impl Runtime {
     pub fn describe_blocking(
         &self,
         plugin: &Plugin,
-        system: &Arc<PreparedSystem>,
+        system: &Arc<Grant>,
     ) -> Result<Info, RuntimeError> {
         match self.call(plugin, system, "", Op::Describe)? {
             Reply::Info(info) => Ok(info),
@@ -709,7 +709,7 @@ impl Runtime {
     async fn run(
         self: &Arc<Self>,
         plugin: &Arc<Plugin>,
-        system: &Arc<PreparedSystem>,
+        system: &Arc<Grant>,
         request_id: &str,
         op: Op,
     ) -> Result<Reply, RuntimeError> {
@@ -725,7 +725,7 @@ impl Runtime {
     pub async fn describe(
         self: &Arc<Self>,
         plugin: &Arc<Plugin>,
-        system: &Arc<PreparedSystem>,
+        system: &Arc<Grant>,
     ) -> Result<Info, RuntimeError> {
         match self.run(plugin, system, "", Op::Describe).await? {
             Reply::Info(info) => Ok(info),
@@ -740,7 +740,7 @@ impl Runtime {
     pub async fn validate(
         self: &Arc<Self>,
         plugin: &Arc<Plugin>,
-        system: &Arc<PreparedSystem>,
+        system: &Arc<Grant>,
     ) -> Result<(), RuntimeError> {
         self.run(plugin, system, "", Op::Validate).await.map(drop)
     }
@@ -752,7 +752,7 @@ impl Runtime {
     pub async fn locate(
         self: &Arc<Self>,
         plugin: &Arc<Plugin>,
-        system: &Arc<PreparedSystem>,
+        system: &Arc<Grant>,
         subject: &Subject,
     ) -> Result<Vec<RecordRef>, RuntimeError> {
         let op = Op::Locate(subject.clone());
@@ -769,7 +769,7 @@ impl Runtime {
     pub async fn access(
         self: &Arc<Self>,
         plugin: &Arc<Plugin>,
-        system: &Arc<PreparedSystem>,
+        system: &Arc<Grant>,
         subject: &Subject,
         cursor: Option<String>,
     ) -> Result<Page, RuntimeError> {
@@ -787,7 +787,7 @@ impl Runtime {
     pub async fn rectify(
         self: &Arc<Self>,
         plugin: &Arc<Plugin>,
-        system: &Arc<PreparedSystem>,
+        system: &Arc<Grant>,
         subject: &Subject,
         changes: &[Change],
     ) -> Result<Vec<RecordRef>, RuntimeError> {
@@ -806,7 +806,7 @@ impl Runtime {
     pub async fn erase(
         self: &Arc<Self>,
         plugin: &Arc<Plugin>,
-        system: &Arc<PreparedSystem>,
+        system: &Arc<Grant>,
         subject: &Subject,
     ) -> Result<Vec<Erased>, RuntimeError> {
         let op = Op::Erase(subject.clone());

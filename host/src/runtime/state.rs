@@ -7,7 +7,7 @@ use super::bindings::types;
 use super::capability::host::LogBudget;
 use super::capability::http::HttpPolicy;
 use super::capability::sql::{Access, SqlSession};
-use super::system::PreparedSystem;
+use super::system::Grant;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::ResourceLimiter;
@@ -69,7 +69,7 @@ pub struct CallState {
     pub limiter: MemoryLimiter,
     pub stderr: MemoryOutputPipe,
     pub denied: Arc<Mutex<Option<String>>>,
-    pub(super) system: Arc<PreparedSystem>,
+    pub(super) system: Arc<Grant>,
     pub(super) plugin: Arc<str>,
     pub(super) request_id: String,
     pub(super) deadline: Instant,
@@ -82,7 +82,7 @@ pub struct CallState {
 
 impl CallState {
     pub fn new(
-        system: Arc<PreparedSystem>,
+        system: Arc<Grant>,
         plugin: Arc<str>,
         request_id: String,
         deadline: Instant,

@@ -131,9 +131,11 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A system ready for calls: validated, secrets resolved, database pool created lazily.
+/// What a plugin's calls for one connected system may use: its configuration checked,
+/// its limits, its secrets resolved, its database pool (created lazily). Made by
+/// [`crate::runtime::Runtime::prepare`]; every call takes one.
 #[derive(Debug)]
-pub struct PreparedSystem {
+pub struct Grant {
     pub config: SystemConfig,
     pub timeout: Duration,
     pub memory_bytes: u64,
@@ -164,7 +166,7 @@ impl SystemConfig {
         max_memory_mb: u64,
         pseudonym_key: &[u8; 32],
         reserved_databases: &[String],
-    ) -> Result<PreparedSystem, RuntimeError> {
+    ) -> Result<Grant, RuntimeError> {
         let invalid = |m: String| Err(RuntimeError::InvalidConfig(m));
         if self.name.trim().is_empty() {
             return invalid("name: a system needs a name".into());
@@ -251,7 +253,7 @@ impl SystemConfig {
             }
         };
         let secret_forms = SecretForms::of(secrets.values());
-        Ok(PreparedSystem {
+        Ok(Grant {
             config: self.clone(),
             timeout: Duration::from_millis(timeout_ms),
             memory_bytes: memory_mb << 20,

@@ -9,7 +9,7 @@ use oubli::controller::{self, Article15, NewController, NewSystem};
 use oubli::crypto::Keys;
 use oubli::queue::{self, RunOutcome};
 use oubli::request::lifecycle;
-use oubli::request::store::{self as requests, ChangeInput, IdentityInput, NewRequest};
+use oubli::request::rows::{self as requests, ChangeInput, IdentityInput, NewRequest};
 use oubli::request::{Kind, Transition};
 use oubli::store::Store;
 use oubli_tests::ServerDb;

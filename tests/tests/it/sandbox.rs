@@ -409,7 +409,7 @@ async fn misbehaving_calls_in_parallel_leave_ordinary_calls_working() {
 /// Runs one testkit `locate` and returns its result and how long it took.
 async fn timed(
     rt: &Arc<oubli::runtime::Runtime>,
-    sys: &Arc<oubli::runtime::PreparedSystem>,
+    sys: &Arc<oubli::runtime::Grant>,
     identities: &[(&str, &str)],
 ) -> (
     Result<Vec<oubli::runtime::RecordRef>, RuntimeError>,

@@ -20,7 +20,7 @@ use crate::notify;
 use crate::queue;
 use crate::request::intake::{Accepted, Submission};
 use crate::request::lifecycle::{self, Refusal};
-use crate::request::store::{
+use crate::request::rows::{
     self as requests, ChangeInput, Filter, IdentityInput, NewRequest, Request,
 };
 use crate::request::{Kind, Status};

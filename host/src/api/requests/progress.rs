@@ -99,12 +99,8 @@ pub async fn events(
         &[Role::Dpo, Role::Admin, Role::Auditor, Role::Controller],
     )?;
     visible(&app, &caller, &id).await?;
-    let items: Vec<audit::Event> = sqlx::query_as(&format!(
-        "SELECT {} FROM audit_events WHERE request_id = $1 ORDER BY seq",
-        audit::COLUMNS
-    ))
-    .bind(&id)
-    .fetch_all(&app.store.read)
-    .await?;
-    Ok(Json(Page { items, next: None }))
+    Ok(Json(Page {
+        items: audit::of_request(&app.store, &id).await?,
+        next: None,
+    }))
 }

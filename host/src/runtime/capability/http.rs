@@ -14,7 +14,7 @@
 
 use crate::runtime::system::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUESTS,
-    DEFAULT_MAX_RESPONSE_BYTES, PreparedSystem, Secret, SecretForms, substitute_secrets,
+    DEFAULT_MAX_RESPONSE_BYTES, Grant, Secret, SecretForms, substitute_secrets,
 };
 use bytes::Bytes;
 use http::HeaderValue;
@@ -163,11 +163,7 @@ pub struct HttpPolicy {
 }
 
 impl HttpPolicy {
-    pub fn new(
-        system: &PreparedSystem,
-        deadline: Instant,
-        denied: Arc<Mutex<Option<String>>>,
-    ) -> Self {
+    pub fn new(system: &Grant, deadline: Instant, denied: Arc<Mutex<Option<String>>>) -> Self {
         let grant = system.config.capabilities.http.as_ref();
         HttpPolicy {
             system: system.config.name.clone(),

@@ -359,18 +359,25 @@ impl Request {
 /// # Errors
 /// When the database cannot be read.
 pub async fn stage_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Stage>> {
-    let row: Option<(String, String, String, Option<i64>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        controller_id: String,
+        status: String,
+        subject_redacted_at: Option<i64>,
+    }
+    let row: Option<Row> = sqlx::query_as(
         "SELECT id, controller_id, status, subject_redacted_at FROM requests WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
-    row.map(|(id, controller_id, status, redacted_at)| {
+    row.map(|row| {
         Ok(Stage {
-            id,
-            controller_id,
-            status: status.parse().map_err(anyhow::Error::msg)?,
-            redacted: redacted_at.is_some(),
+            id: row.id,
+            controller_id: row.controller_id,
+            status: row.status.parse().map_err(anyhow::Error::msg)?,
+            redacted: row.subject_redacted_at.is_some(),
         })
     })
     .transpose()

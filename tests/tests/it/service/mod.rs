@@ -1,0 +1,33 @@
+//! The request service end to end: journeys from submission to the data really being
+//! gone, exported or changed; decisions, deadlines, idempotency, webhooks, crashes and
+//! bad input.
+//!
+//! One file per journey. Tests that only use the API run the service in the test's
+//! process ([`Service::spawn_app`]); those that kill it, restart it or read its logs run
+//! the real binary ([`Service::start`]).
+
+mod access;
+mod api_input;
+mod crashes;
+mod decisions;
+mod erasure;
+mod hostile;
+mod retention;
+
+use oubli_tests::Service;
+use serde_json::{Value, json};
+
+pub(super) fn email(n: u64) -> Value {
+    json!([{ "kind": "email", "value": format!("customer{n}@example.org") }])
+}
+
+pub(super) async fn approve(service: &Service, id: &str) {
+    let (status, body) = service
+        .post(
+            &format!("/v1/requests/{id}/approve"),
+            &service.demo.controller,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
