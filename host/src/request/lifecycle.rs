@@ -1,6 +1,6 @@
 //! A request's lifecycle: the one module that writes a request's status.
 //!
-//! Each step (approve, reject, cancel, retry, start, settle) checks that it follows from
+//! Each step (approve, reject, cancel, retry, extend, start, settle) checks that it follows from
 //! the request's status ([`super::Status::apply`]), writes the new status, appends its
 //! audit event and does its side effects (queue the tasks, close them, store the
 //! decision's reason), all in the caller's transaction, and answers a typed
@@ -25,6 +25,52 @@ pub enum Refusal {
     /// The subject's data was replaced by keyed hashes: the request moves no further.
     #[error("{0}")]
     Redacted(String),
+    /// The deadline is already extended as far as Art. 12(3) allows.
+    #[error("{0}")]
+    ExtensionLimit(String),
+}
+
+/// Extends the deadline by `months`, within the two months Art. 12(3) allows in total,
+/// and records the event, in the caller's transaction. Returns the request as it now
+/// is, or why the extension is refused.
+///
+/// # Errors
+/// The outer error when the database fails.
+pub async fn extend(
+    tx: &mut Tx<'_>,
+    sealer: &crate::crypto::seal::Sealer,
+    request: &super::rows::Request,
+    months: u32,
+    reason: &str,
+    actor: &str,
+) -> anyhow::Result<Result<super::rows::Request, Refusal>> {
+    if request.status.is_final() {
+        return Ok(Err(Refusal::Illegal(format!(
+            "cannot extend the deadline of a request that is {}",
+            request.status
+        ))));
+    }
+    let total = request.extended_months + months;
+    if total > super::MAX_EXTENSION_MONTHS {
+        return Ok(Err(Refusal::ExtensionLimit(format!(
+            "the deadline can be extended by at most {} months in total (Art. 12(3)); it is already extended by {}",
+            super::MAX_EXTENSION_MONTHS,
+            request.extended_months
+        ))));
+    }
+    let due = super::due_at(request.received_at, total);
+    super::rows::set_extension(tx, &request.id, total, reason, due).await?;
+    audit::append(
+        tx,
+        actor,
+        "request.extended",
+        Some(&request.id),
+        serde_json::json!({ "months": months, "reason": reason, "due_at": due }),
+    )
+    .await?;
+    Ok(Ok(super::rows::get_in(tx, sealer, &request.id)
+        .await?
+        .expect("the request exists")))
 }
 
 /// Moves a request along its lifecycle and records the event. Returns the new status,

@@ -445,53 +445,26 @@ pub async fn list(store: &Store, sealer: &Sealer, filter: &Filter) -> anyhow::Re
     rows.into_iter().map(|r| r.open(sealer)).collect()
 }
 
-/// Extends the deadline by `months`, within the two months Art. 12(3) allows in total.
-/// Returns the reason for a 409 when the extension is not allowed.
+/// Writes an extended deadline (see [`super::lifecycle::extend`]).
 ///
 /// # Errors
-/// The outer error when the database fails.
-pub async fn extend(
+/// When the database write fails.
+pub async fn set_extension(
     tx: &mut Tx<'_>,
-    sealer: &Sealer,
-    request: &Request,
-    months: u32,
+    id: &str,
+    total_months: u32,
     reason: &str,
-    actor: &str,
-) -> anyhow::Result<Result<Request, String>> {
-    if request.status.is_final() {
-        return Ok(Err(format!(
-            "cannot extend the deadline of a request that is {}",
-            request.status
-        )));
-    }
-    let total = request.extended_months + months;
-    if total > super::MAX_EXTENSION_MONTHS {
-        return Ok(Err(format!(
-            "the deadline can be extended by at most {} months in total (Art. 12(3)); it is already extended by {}",
-            super::MAX_EXTENSION_MONTHS,
-            request.extended_months
-        )));
-    }
-    let due = super::due_at(request.received_at, total);
+    due: DateTime<Utc>,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE requests SET extended_months = $1, extension_reason = $2, due_at = $3, updated_at = $4 WHERE id = $5")
-        .bind(i64::from(total))
+        .bind(i64::from(total_months))
         .bind(reason)
         .bind(due.timestamp_millis())
         .bind(now_ms())
-        .bind(&request.id)
+        .bind(id)
         .execute(&mut **tx)
         .await?;
-    audit::append(
-        tx,
-        actor,
-        "request.extended",
-        Some(&request.id),
-        serde_json::json!({ "months": months, "reason": reason, "due_at": due }),
-    )
-    .await?;
-    Ok(Ok(get_in(tx, sealer, &request.id)
-        .await?
-        .expect("the request exists")))
+    Ok(())
 }
 
 /// Records the controller's reason on a rejected request.

@@ -60,7 +60,7 @@ pub async fn extend(
     let request = requests::get_in(&mut tx, &app.keys.sealer, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?;
-    let extended = requests::extend(
+    let extended = crate::request::lifecycle::extend(
         &mut tx,
         &app.keys.sealer,
         &request,
@@ -68,8 +68,7 @@ pub async fn extend(
         body.reason.trim(),
         &caller.actor(),
     )
-    .await?
-    .map_err(ApiError::Conflict)?;
+    .await??;
     tx.commit().await?;
     Ok(Json(extended))
 }
