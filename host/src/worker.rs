@@ -1,9 +1,12 @@
 //! The worker: claims a task, runs the request's action in the system through its
 //! plugin, checks the effect, and records the outcome.
 //!
-//! - erasure: `erase`, whose report lists every record found and what became of it,
-//!   then `locate` to verify: only records the plugin reported as retained (with their
-//!   legal basis) may remain;
+//! - erasure: `locate`, whose records are stored with the task before anything
+//!   changes; `erase`, whose report is stored too; then `locate` again to verify. Only
+//!   records reported as retained (with their legal basis) may remain, and every record
+//!   located before, in this run or an earlier one, must have been reported by an
+//!   `erase`: one that was neither reported nor found again may have been made
+//!   unreachable rather than erased (contract 0.1 verifies by search only);
 //! - access: every page of `access`, sealed and stored as it comes (one page held at a
 //!   time), the task's result naming the run whose pages they are;
 //! - rectification: `rectify`, then `access` to check that the changed records hold the
@@ -13,9 +16,7 @@ use crate::app::App;
 use crate::queue::{self, Claimed, Finished, RunOutcome};
 use crate::request::Kind;
 use crate::request::rows::{self as requests, Request};
-use crate::runtime::{
-    Change, Grant, Identity, Outcome as Erasure, PersonalRecord, Plugin, RuntimeError, Subject,
-};
+use crate::runtime::{Change, Grant, Identity, PersonalRecord, Plugin, RuntimeError, Subject};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -179,53 +180,189 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
         identities,
     };
     let result = match request.kind {
-        Kind::Erasure => erase(app, &plugin, &system, &subject).await,
+        Kind::Erasure => erase(app, task, &plugin, &system, &subject).await,
         Kind::Access => {
             *paged = true;
             // The result names this run, whose pages `queue::results` reads back.
             export(app, &plugin, &system, &subject, &mut Pages::Store(task))
                 .await
-                .map(|pages| json!({ "pages_of": task.lease, "pages": pages }))
+                .map(|(pages, records)| {
+                    (json!({ "pages_of": task.lease, "pages": pages }), records)
+                })
         }
         Kind::Rectification => rectify(app, &plugin, &system, &subject, &request).await,
     };
     match result {
         // What a system returned may be personal data (an export): sealed at rest.
-        Ok(value) => RunOutcome::Succeeded(app.keys.sealer.seal_json(&value)),
+        Ok((value, found)) => RunOutcome::Succeeded {
+            result: app.keys.sealer.seal_json(&value),
+            found,
+        },
         Err(error) => failed(&error),
     }
 }
 
+/// A record's place in a system: its collection and key.
+type Place = (String, String);
+
+type Places = std::collections::BTreeMap<Place, serde_json::Value>;
+
+/// Opens one part of a sealed erasure state, `{erase_pending, records}`: whether an
+/// `erase` started without its report being stored, and the records (JSON objects with
+/// `collection` and `key`) by place.
+fn open_places(app: &App, sealed: Option<&str>) -> Result<(bool, Places), RuntimeError> {
+    let Some(sealed) = sealed else {
+        return Ok(Default::default());
+    };
+    let value = app.keys.sealer.open_json(sealed).map_err(|e| {
+        RuntimeError::Failed(format!(
+            "the task's stored erasure state cannot be read: {e:#}"
+        ))
+    })?;
+    let pending = value["erase_pending"].as_bool().unwrap_or(false);
+    let records = value["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let place = (
+                r["collection"].as_str().unwrap_or_default().to_owned(),
+                r["key"].as_str().unwrap_or_default().to_owned(),
+            );
+            (place, r.clone())
+        })
+        .collect();
+    Ok((pending, records))
+}
+
+/// Saves the located records (with whether an `erase` is about to start) and, once it
+/// ended, its report; fails the run when its lease was taken over.
+async fn save_places(
+    app: &App,
+    task: &Claimed,
+    located: &Places,
+    erase_pending: bool,
+    reported: Option<&Places>,
+) -> Result<(), RuntimeError> {
+    let seal = |places: &Places| {
+        app.keys.sealer.seal_json(&json!({
+            "erase_pending": erase_pending,
+            "records": places.values().collect::<Vec<_>>(),
+        }))
+    };
+    let (located, erased) = (Some(seal(located)), reported.map(seal));
+    match queue::save_erasure_state(&app.store, task, located.as_deref(), erased.as_deref()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(RuntimeError::Unavailable(
+            "the task's lease was taken over by another worker; this run was stopped".into(),
+        )),
+        Err(e) => Err(RuntimeError::Unavailable(format!(
+            "storing the erasure's state: {e:#}"
+        ))),
+    }
+}
+
+/// "3 in orders, 1 in customers": how many of `places` each collection holds, without
+/// their keys (which may be personal data: an e-mail used as a key).
+fn by_collection<'a>(places: impl Iterator<Item = &'a Place>) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (collection, _) in places {
+        *counts.entry(collection.as_str()).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(collection, n)| format!("{n} in {collection}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs an erasure in one system (see the module's description). Returns the result and
+/// how many records were located, in this run and earlier ones.
 async fn erase(
     app: &Arc<App>,
+    task: &Claimed,
     plugin: &Arc<Plugin>,
     system: &Arc<Grant>,
     subject: &Subject,
-) -> Result<serde_json::Value, RuntimeError> {
+) -> Result<(serde_json::Value, u64), RuntimeError> {
+    let state = queue::erasure_state(&app.store, task)
+        .await
+        .map_err(|e| RuntimeError::Unavailable(format!("reading the erasure's state: {e:#}")))?;
+    let (report_lost, mut located) = open_places(app, state.located.as_deref())?;
+    let (_, mut reported) = open_places(app, state.erased.as_deref())?;
+    // Records located by an earlier run whose `erase` started but whose report was never
+    // stored (the process died in between): that erase may have removed them.
+    let located_before: BTreeSet<Place> = if report_lost {
+        located.keys().cloned().collect()
+    } else {
+        BTreeSet::new()
+    };
+    for record in app.runtime.locate(plugin, system, subject).await? {
+        located.insert(
+            (record.collection.clone(), record.key.clone()),
+            json!(record),
+        );
+    }
+    // Stored before anything changes: a record this erasure makes unreachable without
+    // erasing it is still checked, in this run or the next.
+    save_places(app, task, &located, true, None).await?;
     let erased = app.runtime.erase(plugin, system, subject).await?;
+    let report = crate::runtime::erased_json(&erased);
+    for record in report.as_array().into_iter().flatten() {
+        let place = (
+            record["collection"].as_str().unwrap_or_default().to_owned(),
+            record["key"].as_str().unwrap_or_default().to_owned(),
+        );
+        reported.insert(place, record.clone());
+    }
+    save_places(app, task, &located, false, Some(&reported)).await?;
     let remaining = app.runtime.locate(plugin, system, subject).await?;
-    let retained: BTreeSet<(&str, &str)> = erased
+    let retained = |place: &Place| {
+        reported
+            .get(place)
+            .is_some_and(|r| r["outcome"] == "retained")
+    };
+    let left: Vec<Place> = remaining
         .iter()
-        .filter(|e| matches!(e.outcome, Erasure::Retained(_)))
-        .map(|e| (e.collection.as_str(), e.key.as_str()))
-        .collect();
-    let left: Vec<String> = remaining
-        .iter()
-        .filter(|r| !retained.contains(&(r.collection.as_str(), r.key.as_str())))
-        .map(|r| format!("{}/{}", r.collection, r.key))
+        .map(|r| (r.collection.clone(), r.key.clone()))
+        .filter(|place| !retained(place))
         .collect();
     if !left.is_empty() {
         return Err(RuntimeError::Failed(format!(
             "after the erasure, {} record(s) the plugin did not report as retained are still there: {}",
             left.len(),
-            left.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+            left.iter()
+                .take(10)
+                .map(|(c, k)| format!("{c}/{k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
-    Ok(json!({
+    let (lost_report, unaccounted): (Vec<&Place>, Vec<&Place>) = located
+        .keys()
+        .filter(|place| !reported.contains_key(*place))
+        .partition(|place| located_before.contains(*place));
+    if !unaccounted.is_empty() {
+        return Err(RuntimeError::Failed(format!(
+            "{} record(s) located before the erasure were neither reported by `erase` nor found again ({}): they may have been made unreachable rather than erased, and a plugin of contract 0.1 can only verify by searching",
+            unaccounted.len(),
+            by_collection(unaccounted.into_iter())
+        )));
+    }
+    let mut result = json!({
         "plugin": plugin.digest,
-        "erased": crate::runtime::erased_json(&erased),
+        "located": located.values().collect::<Vec<_>>(),
+        "erased": report,
         "remaining": remaining,
-    }))
+    });
+    if !lost_report.is_empty() {
+        result["unreported"] = json!({
+            "records": lost_report.len(),
+            "collections": by_collection(lost_report.into_iter()),
+            "note": "located by an earlier run whose erase was interrupted before its report was stored; not found again by search, which is the only verification contract 0.1 offers",
+        });
+    }
+    Ok((result, located.len() as u64))
 }
 
 /// Where the pages of an export go as they come, so that no more than one is held.
@@ -237,16 +374,17 @@ enum Pages<'a> {
 }
 
 /// Runs `access` page after page, handing each to `pages`; stops at the task's budget of
-/// pages and bytes. Returns the number of pages.
+/// pages and bytes. Returns the number of pages and of records.
 async fn export(
     app: &Arc<App>,
     plugin: &Arc<Plugin>,
     system: &Arc<Grant>,
     subject: &Subject,
     pages: &mut Pages<'_>,
-) -> Result<u32, RuntimeError> {
+) -> Result<(u32, u64), RuntimeError> {
     let mut cursor = None;
     let mut bytes = 0usize;
+    let mut records = 0u64;
     for number in 0..MAX_PAGES {
         let page = app
             .runtime
@@ -269,6 +407,7 @@ async fn export(
             })
             .sum::<usize>()
             + page.next.as_ref().map_or(0, String::len);
+        records += page.records.len() as u64;
         if bytes > MAX_EXPORT_BYTES {
             return Err(RuntimeError::Failed(format!(
                 "the plugin exported more than {} MiB for one subject; oubli stops there rather than keep more",
@@ -305,7 +444,7 @@ async fn export(
         }
         match page.next {
             Some(next) => cursor = Some(next),
-            None => return Ok(number + 1),
+            None => return Ok((number + 1, records)),
         }
     }
     Err(RuntimeError::Failed(format!(
@@ -319,7 +458,7 @@ async fn rectify(
     system: &Arc<Grant>,
     subject: &Subject,
     request: &Request,
-) -> Result<serde_json::Value, RuntimeError> {
+) -> Result<(serde_json::Value, u64), RuntimeError> {
     let Some(wanted) = request
         .changes
         .iter()
@@ -380,9 +519,10 @@ async fn rectify(
         .difference(&verified)
         .map(|(c, k)| format!("{c}/{k}"))
         .collect();
-    Ok(
+    Ok((
         json!({ "plugin": plugin.digest, "changed": changed, "verified": verified.len(), "unverified": unverified }),
-    )
+        changed.len() as u64,
+    ))
 }
 
 type Report = (Finished, tokio::sync::oneshot::Sender<bool>);

@@ -4,7 +4,8 @@
 //! An erasure certificate (the "PV de destruction" a processor sends its client) states,
 //! per connected system, which plugin (name, version, digest) erased what, by collection:
 //! how many records were deleted, anonymised or retained and under which legal basis, and
-//! what the verifying `locate` found afterwards. It holds no personal data: the subject's
+//! what the verifying `locate` found afterwards, what each system searched by, and, when
+//! no system found anything, that nothing matched (never dressed as an erasure). It holds no personal data: the subject's
 //! identities appear only as keyed hashes, and records only as counts. It is signed with
 //! Ed25519 and verifiable offline with the public key served at `/v1/keys`.
 
@@ -28,6 +29,28 @@ pub struct Context<'a> {
     pub store: &'a Store,
     pub keys: &'a Keys,
     pub config: &'a crate::config::Config,
+}
+
+/// What a system was asked to search by: the identity kinds the request gave, those the
+/// system's plugin says it can search by, and how it matched (exactly, as its
+/// configuration defines).
+pub(crate) fn search_scope(
+    request: &Request,
+    plugin: Option<&controller::RegisteredPlugin>,
+) -> Value {
+    let given: Vec<&str> = request.identities.iter().map(|i| i.kind.as_str()).collect();
+    let supported: Vec<&str> = plugin
+        .map(|p| p.info.identity_kinds.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let (searched, not_searched): (Vec<&str>, Vec<&str>) =
+        given.iter().partition(|kind| supported.contains(kind));
+    json!({
+        "identity_kinds_given": given,
+        "identity_kinds_searched": searched,
+        "identity_kinds_not_searchable": not_searched,
+        "matching": "exact values, in the places the system's configuration names",
+        "contract": plugin.map(|p| p.contract.clone()),
+    })
 }
 
 #[derive(Default)]
@@ -69,6 +92,7 @@ pub async fn erasure_certificate(
         .context("the request's controller")?;
     let attempts = attempts_by_system(store, &request.id).await?;
     let mut systems = Vec::new();
+    let mut records_found = 0;
     for (system_id, system_name, result) in queue::results(store, &keys.sealer, &request.id).await?
     {
         let digest = result["plugin"].as_str().unwrap_or_default().to_owned();
@@ -94,6 +118,9 @@ pub async fn erasure_certificate(
             }
         }
         let remaining = result["remaining"].as_array().map_or(0, Vec::len);
+        // Results of runs before the located records were stored have none.
+        let located = result["located"].as_array().map(Vec::len);
+        records_found += located.unwrap_or(0);
         // The counts are those of the run that succeeded; say so when runs before it may
         // have erased records too (a crash or a failure after the erasure itself).
         let outcomes = attempts.get(&system_id).cloned().unwrap_or_default();
@@ -110,7 +137,19 @@ pub async fn erasure_certificate(
                 "note": "the counts are those of the last attempt; earlier attempts (interrupted, or failed after erasing) may have erased records, which are not counted; the verification after the last attempt shows what is left",
             })
         };
-        systems.push(json!({
+        let mut verification = json!({
+            "method": "locate after erase: verified by search only (contract 0.1)",
+            "records_remaining": remaining,
+            "all_remaining_retained_with_legal_basis": true,
+        });
+        if let Some(located) = located {
+            verification["records_located_before_erasure"] = located.into();
+            verification["all_located_reported_by_erase"] = result["unreported"].is_null().into();
+        }
+        if !result["unreported"].is_null() {
+            verification["unreported"] = result["unreported"].clone();
+        }
+        let mut system = json!({
             "id": system_id,
             "name": system_name,
             "plugin": {
@@ -126,12 +165,16 @@ pub async fn erasure_certificate(
                 "legal_bases": t.legal_bases,
             })).collect::<Vec<_>>(),
             "runs": runs,
-            "verification": {
-                "method": "locate after erase",
-                "records_remaining": remaining,
-                "all_remaining_retained_with_legal_basis": true,
-            },
-        }));
+            "search": search_scope(request, plugin.as_ref()),
+            "verification": verification,
+        });
+        if located == Some(0) && result["erased"].as_array().is_none_or(Vec::is_empty) {
+            system["note"] = format!(
+                "no record matched the subject in system {system_name}: nothing was erased there"
+            )
+            .into();
+        }
+        systems.push(system);
     }
     let identities: Vec<Value> = request
         .identities
@@ -157,6 +200,8 @@ pub async fn erasure_certificate(
         },
         "controller": { "id": controller.id, "name": controller.name },
         "subject": { "identities": identities },
+        "records_found": records_found,
+        "nothing_found": records_found == 0,
         "systems": systems,
     });
     Ok(Ok(keys.sign(document)))

@@ -62,10 +62,12 @@ pub async fn build(
     for (system_id, name, result) in
         crate::queue::results(ctx.store, &ctx.keys.sealer, &request.id).await?
     {
-        let article15 = crate::controller::get_system(ctx.store, &system_id)
-            .await?
-            .map(|s| s.article15)
-            .unwrap_or_default();
+        let connected = crate::controller::get_system(ctx.store, &system_id).await?;
+        let plugin = match &connected {
+            Some(system) => crate::controller::get_plugin(ctx.store, &system.plugin).await?,
+            None => None,
+        };
+        let article15 = connected.map(|s| s.article15).unwrap_or_default();
         if result["records_deleted"] == true {
             return Ok(Err(Unavailable::Expired(format!(
                 "the records system {name} exported were deleted; submit a new access request to export the data again"
@@ -92,7 +94,18 @@ pub async fn build(
                 json!({ "collection": record["collection"], "key": record["key"], "fields": fields })
             })
             .collect();
-        systems.push(json!({ "system": name, "article15": article15, "records": records }));
+        let mut system = json!({
+            "system": name,
+            "article15": article15,
+            "search": super::search_scope(request, plugin.as_ref()),
+            "records": records,
+        });
+        if records.is_empty() {
+            system["note"] =
+                format!("no record in system {name} matched the identities given in the request")
+                    .into();
+        }
+        systems.push(system);
     }
     Ok(Ok(json!({
         "format": "oubli-access-package/1",
@@ -166,7 +179,10 @@ pub fn html(package: &Value) -> String {
         page.push_str("</table>\n");
         let records = system["records"].as_array().cloned().unwrap_or_default();
         if records.is_empty() {
-            page.push_str("<p>This system holds no data about you.</p>\n");
+            page.push_str(&format!(
+                "<p>No record in this system matched the identities given in the request ({}).</p>\n",
+                show(&system["search"]["identity_kinds_given"])
+            ));
         }
         for record in records {
             page.push_str(&format!(

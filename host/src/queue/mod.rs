@@ -250,8 +250,9 @@ pub async fn heartbeat(store: &Store, task: &Claimed, lease: Duration) -> sqlx::
 /// How a run of a task ended.
 #[derive(Debug, Clone)]
 pub enum RunOutcome {
-    /// The result as stored: JSON, sealed by the worker (see [`crate::crypto::seal`]).
-    Succeeded(String),
+    /// The result as stored (JSON, sealed by the worker: see [`crate::crypto::seal`]),
+    /// and how many records the run located, exported or changed.
+    Succeeded { result: String, found: u64 },
     /// A failure; `retryable` ones are tried again until the attempts run out.
     Failed {
         kind: String,
@@ -293,7 +294,7 @@ pub async fn record(
         paged,
     } = run;
     let (status, event, mut details) = match outcome {
-        RunOutcome::Succeeded(_) => (
+        RunOutcome::Succeeded { .. } => (
             TaskStatus::Succeeded,
             "task.succeeded",
             serde_json::json!({}),
@@ -313,15 +314,20 @@ pub async fn record(
             serde_json::json!({ "error": kind, "message": message }),
         ),
     };
-    let (result, error, error_kind) = match outcome {
-        RunOutcome::Succeeded(result) => (Some(result.clone()), None, None),
+    let (result, found, error, error_kind) = match outcome {
+        RunOutcome::Succeeded { result, found } => {
+            (Some(result.clone()), Some(*found as i64), None, None)
+        }
         RunOutcome::Failed { kind, message, .. } => {
-            (None, Some(message.as_str()), Some(kind.as_str()))
+            (None, None, Some(message.as_str()), Some(kind.as_str()))
         }
     };
+    // A run that succeeded carries what its erasure located and was reported in its
+    // result: the state kept across runs goes.
     let updated = sqlx::query(
         "UPDATE tasks SET status = $1, result = COALESCE($2, result), last_error = $3, last_error_kind = $4, run_after = $5, \
-         lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
+         lease_owner = NULL, lease_expires_at = NULL, updated_at = $6, found = COALESCE($10, found), \
+         located = CASE WHEN $2 IS NULL THEN located END, erased = CASE WHEN $2 IS NULL THEN erased END \
          WHERE id = $7 AND lease_owner = $8 AND status = $9",
     )
     .bind(status.as_str())
@@ -333,6 +339,7 @@ pub async fn record(
     .bind(&task.id)
     .bind(&task.lease)
     .bind(TaskStatus::Running.as_str())
+    .bind(found)
     .execute(&mut **tx)
     .await?;
     let ended = match (updated.rows_affected(), status) {
@@ -593,6 +600,70 @@ pub async fn results(
         results.push((id, name, result));
     }
     Ok(results)
+}
+
+/// What an erasure task located before changing anything, and what its erase calls
+/// reported, kept across its runs (each sealed JSON, `None` before the first run).
+#[derive(Debug, Default, sqlx::FromRow)]
+pub struct ErasureState {
+    pub located: Option<String>,
+    pub erased: Option<String>,
+}
+
+/// The erasure state the task's earlier runs left.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn erasure_state(store: &Store, task: &Claimed) -> sqlx::Result<ErasureState> {
+    sqlx::query_as("SELECT located, erased FROM tasks WHERE id = $1")
+        .bind(&task.id)
+        .fetch_optional(&store.write)
+        .await
+        .map(Option::unwrap_or_default)
+}
+
+/// Saves the erasure state (the parts given) while the run still holds the task. Returns
+/// `false` when it no longer does.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn save_erasure_state(
+    store: &Store,
+    task: &Claimed,
+    located: Option<&str>,
+    erased: Option<&str>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE tasks SET located = COALESCE($1, located), erased = COALESCE($2, erased) \
+         WHERE id = $3 AND lease_owner = $4 AND status = $5",
+    )
+    .bind(located)
+    .bind(erased)
+    .bind(&task.id)
+    .bind(&task.lease)
+    .bind(TaskStatus::Running.as_str())
+    .execute(&store.write)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Forgets what a request's runs found in the systems (exported pages, located records,
+/// erase reports), in the caller's transaction, once the request's subject is redacted.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn forget_run_data(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM task_pages WHERE task_id IN (SELECT id FROM tasks WHERE request_id = $1)",
+    )
+    .bind(request_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE tasks SET located = NULL, erased = NULL WHERE request_id = $1")
+        .bind(request_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Stores one sealed page of an export under the run's lease, while the run still holds

@@ -120,6 +120,13 @@ pub struct Request {
     /// The controller's reason, when it rejected the request.
     pub decision_reason: Option<String>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// How many records the connected systems located (erasure), exported (access) or
+    /// changed (rectification), over the tasks that succeeded; `null` before any did.
+    pub records_found: Option<u64>,
+    /// What the status alone does not say: a completed request in which no system found
+    /// any record of the subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
     /// When the identities and new values were replaced by keyed hashes, the request's
     /// retention period having passed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,9 +157,27 @@ struct Row {
     decision_reason: Option<String>,
     completed_at: Option<i64>,
     subject_redacted_at: Option<i64>,
+    records_found: Option<i64>,
 }
 
-const COLUMNS: &str = "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at, subject_redacted_at";
+/// `records_found` sums `tasks.found`, which only a run that succeeded sets.
+const COLUMNS: &str = "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at, subject_redacted_at, \
+     (SELECT CAST(SUM(found) AS BIGINT) FROM tasks WHERE tasks.request_id = requests.id) AS records_found";
+
+/// The detail a request in `status` with `records_found` gets (see [`Request::status_detail`]).
+fn status_detail(kind: Kind, status: Status, records_found: Option<i64>) -> Option<String> {
+    if status != Status::Completed || records_found != Some(0) {
+        return None;
+    }
+    let what = match kind {
+        Kind::Erasure => "nothing was erased",
+        Kind::Access => "the access package is empty",
+        Kind::Rectification => "nothing was changed",
+    };
+    Some(format!(
+        "no connected system found any record of the subject, so {what}; identities are matched exactly as given (a typo or another spelling matches nothing): check them before answering the subject"
+    ))
+}
 
 /// What a request's identities or changes are sealed for: their request and column, so
 /// that they open nowhere else.
@@ -195,8 +220,11 @@ impl Row {
             }
         };
         let row = self;
+        let kind: Kind = row.kind.parse().map_err(anyhow::Error::msg)?;
         Ok(Request {
-            kind: row.kind.parse().map_err(anyhow::Error::msg)?,
+            kind,
+            records_found: row.records_found.map(|n| n.max(0) as u64),
+            status_detail: status_detail(kind, status, row.records_found),
             overdue: !status.is_final() && row.due_at < now_ms(),
             status,
             identities,
@@ -314,6 +342,8 @@ pub async fn insert(
         extension_reason: None,
         decision_reason: None,
         completed_at: None,
+        records_found: None,
+        status_detail: None,
         subject_redacted_at: None,
         subject_error: None,
         subject_key_missing: false,
@@ -585,14 +615,9 @@ pub async fn redact_subject(
     if updated.rows_affected() == 0 {
         return Ok(false);
     }
-    // What systems exported for it goes too (a failed or cancelled access request's
-    // package is never purged otherwise).
-    sqlx::query(
-        "DELETE FROM task_pages WHERE task_id IN (SELECT id FROM tasks WHERE request_id = $1)",
-    )
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
+    // What systems exported or located for it goes too (a failed or cancelled access
+    // request's package is never purged otherwise).
+    crate::queue::forget_run_data(tx, id).await?;
     audit::append(
         tx,
         "system",

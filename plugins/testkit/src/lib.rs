@@ -23,6 +23,26 @@ fn seen(what: &str, key: impl Into<String>) -> RecordRef {
     }
 }
 
+/// The `people` rows of the system's `hidden` table that are still visible, each found
+/// through its `links` row: a person reachable only through a link.
+fn hidden() -> Result<Vec<RecordRef>> {
+    let rows = sql::query(
+        "SELECT id FROM hidden WHERE visible = 1 ORDER BY id",
+        Vec::new(),
+    )?;
+    Ok(rows
+        .rows
+        .iter()
+        .flat_map(|row| {
+            let key = match &row[0] {
+                Value::Integer(id) => id.to_string(),
+                other => format!("{other:?}"),
+            };
+            [seen("people", key.clone()), seen("links", key)]
+        })
+        .collect())
+}
+
 /// Runs the `statement` identity's statements (one per line) in one transaction.
 fn write(subject: &Subject) -> Result<Vec<u64>> {
     sql::transaction(
@@ -64,6 +84,7 @@ impl Connector for Testkit {
     fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
         match argument(&subject, "behaviour")? {
             "ok" => Ok(vec![seen("ok", "1")]),
+            "hide" => hidden(),
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
@@ -245,9 +266,27 @@ impl Connector for Testkit {
     }
 
     /// `behaviour` = `blank-basis` retains a record with an invisible legal basis;
-    /// `sql-write` runs the `statement` identity's statements and erases nothing.
+    /// `sql-write` runs the `statement` identity's statements and erases nothing; `hide`
+    /// deletes the links to the people of `hidden` and reports only the links, so that
+    /// the people can no longer be found and are still there.
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
         match argument(&subject, "behaviour")? {
+            "hide" => {
+                let links: Vec<Erased> = hidden()?
+                    .into_iter()
+                    .filter(|r| r.collection == "links")
+                    .map(|r| Erased {
+                        collection: r.collection,
+                        key: r.key,
+                        outcome: Outcome::Deleted,
+                    })
+                    .collect();
+                sql::transaction(vec![sql::Statement {
+                    sql: "UPDATE hidden SET visible = 0".into(),
+                    params: Vec::new(),
+                }])?;
+                Ok(links)
+            }
             "sql-write" => write(&subject).map(|_| Vec::new()),
             "blank-basis" => Ok(vec![Erased {
                 collection: "invoices".into(),

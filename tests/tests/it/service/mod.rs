@@ -11,6 +11,7 @@ mod api_input;
 mod crashes;
 mod decisions;
 mod erasure;
+mod evidence;
 mod hostile;
 mod retention;
 

@@ -1,0 +1,182 @@
+//! What the evidence claims: a record located before an erasure that the erasure made
+//! unreachable instead of erasing fails the task, and a request that matched nothing
+//! says so in the request, the certificate and the package.
+
+use super::{approve, email};
+use oubli_tests::{Service, count};
+use serde_json::json;
+
+/// A plugin whose erasure deletes the links through which its people are found, reports
+/// only the links, and finds nothing afterwards: the people it located before are still
+/// there, and the task fails naming their collection instead of certifying.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_that_makes_a_located_record_unreachable_fails_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    let admin = service.demo.admin.clone();
+    let db = dir.path().join("hidden.db");
+    {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+                .await
+                .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE hidden (id INTEGER PRIMARY KEY, visible INTEGER NOT NULL); \
+             INSERT INTO hidden VALUES (1, 1), (2, 1);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let (status, plugin) = service.upload_testkit(&admin, "testkit").await;
+    assert_eq!(status, 201, "{plugin}");
+    let (_, created) = service
+        .post(
+            "/v1/controllers",
+            &admin,
+            json!({ "name": "Linked Org", "auto_approve": true }),
+        )
+        .await;
+    let controller = created["controller"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = service
+        .post(
+            &format!("/v1/controllers/{controller}/systems"),
+            &admin,
+            json!({ "name": "linked", "plugin": plugin["digest"],
+                    "capabilities": { "sql": { "url": format!("sqlite://{}", db.display()) } } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let dpo = service.token(&admin, "dpo", &controller).await;
+    let body = json!({ "controller_id": controller, "kind": "erasure",
+                       "identities": [{ "kind": "behaviour", "value": "hide" }] });
+    let (status, request) = service.post("/v1/requests", &dpo, body).await;
+    assert_eq!(status, 201, "{request}");
+    let id = request["id"].as_str().unwrap();
+
+    let request = service
+        .poll(&format!("/v1/requests/{id}"), &dpo, |r| {
+            !matches!(r["status"].as_str(), Some("running" | "approved"))
+        })
+        .await;
+    assert_eq!(request["status"], "failed", "{request}");
+    let (_, tasks) = service.get(&format!("/v1/requests/{id}/tasks"), &dpo).await;
+    let error = tasks["items"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("2 record(s) located before the erasure were neither reported")
+            && error.contains("2 in people"),
+        "{error}"
+    );
+    let (status, refused) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &dpo)
+        .await;
+    assert_eq!(
+        status, 409,
+        "no certificate for a failed erasure: {refused}"
+    );
+    assert_eq!(
+        count(&db, "hidden", "1 = 1").await,
+        2,
+        "the people are still there"
+    );
+}
+
+/// An erasure and an access whose e-mail is typed in another case than stored match
+/// nothing: both complete, and the request, the certificate and the package say that no
+/// record matched, with what each system searched by, instead of passing for an
+/// erasure done or a subject without data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_matches_nothing_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    let dpo = service.demo.dpo.clone();
+    let typo = json!([{ "kind": "email", "value": "Customer5@Example.org" }]);
+
+    let erasure = service.submit("erasure", typo.clone(), None).await;
+    approve(&service, &erasure).await;
+    let request = service.settled(&erasure).await;
+    assert_eq!(request["status"], "completed", "{request}");
+    assert_eq!(request["records_found"], 0, "{request}");
+    assert!(
+        request["status_detail"]
+            .as_str()
+            .unwrap()
+            .contains("no connected system found any record of the subject, so nothing was erased"),
+        "{request}"
+    );
+    let (status, signed) = service
+        .get(&format!("/v1/requests/{erasure}/certificate"), &dpo)
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    let certificate = &signed["certificate"];
+    assert_eq!(certificate["nothing_found"], true, "{certificate}");
+    assert_eq!(certificate["records_found"], 0);
+    let system = &certificate["systems"][0];
+    assert!(
+        system["note"]
+            .as_str()
+            .unwrap()
+            .contains("no record matched the subject in system crm"),
+        "{system}"
+    );
+    assert_eq!(system["search"]["identity_kinds_given"], json!(["email"]));
+    assert_eq!(
+        system["search"]["identity_kinds_searched"],
+        json!(["email"])
+    );
+    assert_eq!(system["verification"]["records_located_before_erasure"], 0);
+    assert_eq!(
+        count(&service.demo.crm, "customers", "id = 5").await,
+        1,
+        "the customer typed in another case is still there"
+    );
+
+    // Spelled as stored, the same customer is found and erased, and the certificate
+    // says how many records were located before the erasure and that each was reported.
+    let found = service.submit("erasure", email(5), None).await;
+    approve(&service, &found).await;
+    let request = service.settled(&found).await;
+    assert_eq!(request["status"], "completed", "{request}");
+    let records = request["records_found"].as_u64().unwrap();
+    assert!(records > 1, "{request}");
+    assert!(request["status_detail"].is_null(), "{request}");
+    let (_, signed) = service
+        .get(&format!("/v1/requests/{found}/certificate"), &dpo)
+        .await;
+    let certificate = &signed["certificate"];
+    assert_eq!(certificate["nothing_found"], false, "{certificate}");
+    assert_eq!(certificate["records_found"], records);
+    let verification = &certificate["systems"][0]["verification"];
+    assert_eq!(verification["records_located_before_erasure"], records);
+    assert_eq!(verification["all_located_reported_by_erase"], true);
+    assert!(certificate["systems"][0]["note"].is_null());
+
+    let access = service.submit("access", typo, None).await;
+    approve(&service, &access).await;
+    let request = service.settled(&access).await;
+    assert_eq!(request["records_found"], 0, "{request}");
+    assert!(
+        request["status_detail"]
+            .as_str()
+            .unwrap()
+            .contains("the access package is empty"),
+        "{request}"
+    );
+    let (status, package) = service
+        .get(&format!("/v1/requests/{access}/package"), &dpo)
+        .await;
+    assert_eq!(status, 200, "{package}");
+    assert!(
+        package["systems"][0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("no record in system crm matched"),
+        "{package}"
+    );
+    assert_eq!(
+        package["systems"][0]["search"]["identity_kinds_searched"],
+        json!(["email"])
+    );
+}
