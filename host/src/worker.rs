@@ -290,23 +290,31 @@ async fn erase(
         .map_err(|e| RuntimeError::Unavailable(format!("reading the erasure's state: {e:#}")))?;
     let (report_lost, mut located) = open_places(app, state.located.as_deref())?;
     let (_, mut reported) = open_places(app, state.erased.as_deref())?;
+    let found_now: Vec<_> = app.runtime.locate(plugin, system, subject).await?;
     // Records located by an earlier run whose `erase` started but whose report was never
-    // stored (the process died in between): that erase may have removed them.
-    let located_before: BTreeSet<Place> = if report_lost {
+    // stored (the process died in between, or lost its lease): that erase may have
+    // removed them. Those this run finds again were not removed by it.
+    let mut located_before: BTreeSet<Place> = if report_lost {
         located.keys().cloned().collect()
     } else {
         BTreeSet::new()
     };
-    for record in app.runtime.locate(plugin, system, subject).await? {
-        located.insert(
-            (record.collection.clone(), record.key.clone()),
-            json!(record),
-        );
+    for record in found_now {
+        let place = (record.collection.clone(), record.key.clone());
+        located_before.remove(&place);
+        located.insert(place, json!(record));
     }
     // Stored before anything changes: a record this erasure makes unreachable without
     // erasing it is still checked, in this run or the next.
     save_places(app, task, &located, true, None).await?;
-    let erased = app.runtime.erase(plugin, system, subject).await?;
+    let erased = match app.runtime.erase(plugin, system, subject).await {
+        Ok(erased) => erased,
+        // Only a run that died leaves the flag set: a plugin's error says what happened.
+        Err(error) => {
+            save_places(app, task, &located, false, None).await?;
+            return Err(error);
+        }
+    };
     let report = crate::runtime::erased_json(&erased);
     for record in report.as_array().into_iter().flatten() {
         let place = (
@@ -329,13 +337,9 @@ async fn erase(
         .collect();
     if !left.is_empty() {
         return Err(RuntimeError::Failed(format!(
-            "after the erasure, {} record(s) the plugin did not report as retained are still there: {}",
+            "after the erasure, {} record(s) the plugin did not report as retained are still there ({})",
             left.len(),
-            left.iter()
-                .take(10)
-                .map(|(c, k)| format!("{c}/{k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            by_collection(left.iter())
         )));
     }
     let (lost_report, unaccounted): (Vec<&Place>, Vec<&Place>) = located
@@ -362,7 +366,12 @@ async fn erase(
             "note": "located by an earlier run whose erase was interrupted before its report was stored; not found again by search, which is the only verification contract 0.1 offers",
         });
     }
-    Ok((result, located.len() as u64))
+    // What was found: located, or erased without having been located.
+    let found = located
+        .keys()
+        .chain(reported.keys())
+        .collect::<BTreeSet<_>>();
+    Ok((result, found.len() as u64))
 }
 
 /// Where the pages of an export go as they come, so that no more than one is held.

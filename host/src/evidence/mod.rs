@@ -92,7 +92,8 @@ pub async fn erasure_certificate(
         .context("the request's controller")?;
     let attempts = attempts_by_system(store, &request.id).await?;
     let mut systems = Vec::new();
-    let mut records_found = 0;
+    // Unknown (null) when a result predates the located records, or no system searched.
+    let mut records_found = Some(0);
     for (system_id, system_name, result) in queue::results(store, &keys.sealer, &request.id).await?
     {
         let digest = result["plugin"].as_str().unwrap_or_default().to_owned();
@@ -120,7 +121,20 @@ pub async fn erasure_certificate(
         let remaining = result["remaining"].as_array().map_or(0, Vec::len);
         // Results of runs before the located records were stored have none.
         let located = result["located"].as_array().map(Vec::len);
-        records_found += located.unwrap_or(0);
+        let places: std::collections::BTreeSet<(&str, &str)> = ["located", "erased"]
+            .iter()
+            .flat_map(|part| result[*part].as_array().into_iter().flatten())
+            .map(|r| {
+                (
+                    r["collection"].as_str().unwrap_or_default(),
+                    r["key"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        records_found = match (records_found, located) {
+            (Some(n), Some(_)) => Some(n + places.len()),
+            _ => None,
+        };
         // The counts are those of the run that succeeded; say so when runs before it may
         // have erased records too (a crash or a failure after the erasure itself).
         let outcomes = attempts.get(&system_id).cloned().unwrap_or_default();
@@ -188,6 +202,9 @@ pub async fn erasure_certificate(
             json!({ "kind": i.kind, "hmac_sha256": hash })
         })
         .collect();
+    if systems.is_empty() {
+        records_found = None;
+    }
     let document = json!({
         "type": "oubli.erasure-certificate",
         "version": 1,
@@ -201,7 +218,7 @@ pub async fn erasure_certificate(
         "controller": { "id": controller.id, "name": controller.name },
         "subject": { "identities": identities },
         "records_found": records_found,
-        "nothing_found": records_found == 0,
+        "nothing_found": records_found.map(|n| n == 0),
         "systems": systems,
     });
     Ok(Ok(keys.sign(document)))

@@ -160,9 +160,11 @@ struct Row {
     records_found: Option<i64>,
 }
 
-/// `records_found` sums `tasks.found`, which only a run that succeeded sets.
+/// `records_found` sums `tasks.found` over the tasks with a result (which only a run that
+/// succeeded sets); unknown when one of them predates the count.
 const COLUMNS: &str = "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at, subject_redacted_at, \
-     (SELECT CAST(SUM(found) AS BIGINT) FROM tasks WHERE tasks.request_id = requests.id) AS records_found";
+     (SELECT CASE WHEN COUNT(*) = COUNT(found) THEN CAST(SUM(found) AS BIGINT) END \
+      FROM tasks WHERE tasks.request_id = requests.id AND tasks.result IS NOT NULL) AS records_found";
 
 /// The detail a request in `status` with `records_found` gets (see [`Request::status_detail`]).
 fn status_detail(kind: Kind, status: Status, records_found: Option<i64>) -> Option<String> {

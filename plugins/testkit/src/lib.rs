@@ -84,7 +84,7 @@ impl Connector for Testkit {
     fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
         match argument(&subject, "behaviour")? {
             "ok" => Ok(vec![seen("ok", "1")]),
-            "hide" => hidden(),
+            "hide" | "hide-unavailable" => hidden(),
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
@@ -268,9 +268,23 @@ impl Connector for Testkit {
     /// `behaviour` = `blank-basis` retains a record with an invisible legal basis;
     /// `sql-write` runs the `statement` identity's statements and erases nothing; `hide`
     /// deletes the links to the people of `hidden` and reports only the links, so that
-    /// the people can no longer be found and are still there.
+    /// the people can no longer be found and are still there; `hide-unavailable` hides
+    /// them and answers that the system is busy, and reports nothing once they are
+    /// hidden.
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
         match argument(&subject, "behaviour")? {
+            "hide-unavailable" => {
+                if hidden()?.is_empty() {
+                    return Ok(Vec::new());
+                }
+                sql::transaction(vec![sql::Statement {
+                    sql: "UPDATE hidden SET visible = 0".into(),
+                    params: Vec::new(),
+                }])?;
+                Err(Error::Unavailable(
+                    "the testkit hid its people and says it is busy".into(),
+                ))
+            }
             "hide" => {
                 let links: Vec<Erased> = hidden()?
                     .into_iter()
