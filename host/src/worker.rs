@@ -491,6 +491,7 @@ async fn rectify(
         .rectify(plugin, system, subject, &changes)
         .await?;
     let touched: BTreeSet<(&str, &str)> = changed
+        .changed
         .iter()
         .map(|r| (r.collection.as_str(), r.key.as_str()))
         .collect();
@@ -529,8 +530,8 @@ async fn rectify(
         .map(|(c, k)| format!("{c}/{k}"))
         .collect();
     Ok((
-        json!({ "plugin": plugin.digest, "changed": changed, "verified": verified.len(), "unverified": unverified }),
-        changed.len() as u64,
+        json!({ "plugin": plugin.digest, "changed": changed.changed, "not_applicable": changed.not_applicable, "verified": verified.len(), "unverified": unverified }),
+        changed.changed.len() as u64,
     ))
 }
 

@@ -177,7 +177,7 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
             runtime
                 .rectify(&plugin, &system, &subject, &args.changes)
                 .await
-                .map(|r| json!({ "changed": r }))
+                .map(|r| json!({ "changed": r.changed, "not_applicable": r.not_applicable }))
         }
         Action::Access => {
             let mut records = Vec::new();

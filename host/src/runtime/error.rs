@@ -72,9 +72,9 @@ impl RuntimeError {
     }
 }
 
-impl From<super::bindings::types::Error> for RuntimeError {
-    fn from(error: super::bindings::types::Error) -> Self {
-        use super::bindings::types::Error as Guest;
+impl From<super::types::GuestError> for RuntimeError {
+    fn from(error: super::types::GuestError) -> Self {
+        use super::types::GuestError as Guest;
         match error {
             Guest::Unavailable(m) => RuntimeError::Unavailable(m),
             Guest::Denied(m) => RuntimeError::Denied(m),

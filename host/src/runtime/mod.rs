@@ -19,17 +19,20 @@ mod error;
 mod reply;
 mod state;
 pub mod system;
+mod types;
 
 pub use capability::{http, sql};
 
-pub use bindings::types::{
-    Action, Change, Erased, Identity, Info, Outcome, Page, PersonalRecord, RecordRef, Subject,
-};
 pub use error::RuntimeError;
 pub use reply::{
     MAX_FIELD_VALUE_BYTES, MAX_FIELD_VALUE_DEPTH, MAX_LABEL_CHARS, MAX_LEGAL_BASIS_CHARS,
 };
 pub use system::{Grant, SystemConfig};
+pub use types::{
+    Action, Change, Erased, ExpiredPage, Field, GuestError, Identity, Info, Match, MatchKind,
+    Outcome, Page, PersonalRecord, RecordRef, RecordState, Rectified, Subject, SweepHit,
+    SweepReport, Verified,
+};
 
 use anyhow::Context;
 use cache::CompileCache;
@@ -47,8 +50,8 @@ use wasmtime::{
     UpdateDeadline,
 };
 
-/// The contract versions this host loads: every 0.1.x.
-const SUPPORTED_CONTRACT: &str = "0.1.";
+/// The contract versions this host loads: every 0.1.x and 0.2.x.
+const SUPPORTED_CONTRACTS: [&str; 2] = ["0.1.", "0.2."];
 
 /// The most a plugin can make the host copy in one crossing (a call's reply, the
 /// arguments of one import), in host bytes: string bytes plus the host's size of each
@@ -102,10 +105,26 @@ pub struct Plugin {
     /// The component's imports, for `oubli plugin inspect`.
     pub imports: Vec<String>,
     /// Linked with `wasi:http`, for systems that grant `http`.
-    pre_http: bindings::PluginPre<CallState>,
+    pre_http: Pre,
     /// Linked without it: each `wasi:http` import traps, so a system that grants no HTTP
     /// never runs the HTTP host code at all.
-    pre: bindings::PluginPre<CallState>,
+    pre: Pre,
+}
+
+/// A plugin linked and ready to instantiate, of the contract version it exports: chosen
+/// once, when it is loaded.
+enum Pre {
+    V0_1(bindings::since_v0_1_0::PluginPre<CallState>),
+    V0_2(bindings::since_v0_2_0::PluginPre<CallState>),
+}
+
+impl Pre {
+    async fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<reply::Instance> {
+        Ok(match self {
+            Pre::V0_1(pre) => reply::Instance::V0_1(pre.instantiate_async(store).await?),
+            Pre::V0_2(pre) => reply::Instance::V0_2(pre.instantiate_async(store).await?),
+        })
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -153,6 +172,9 @@ impl Action {
             Action::Access => "access",
             Action::Rectify => "rectify",
             Action::Erase => "erase",
+            Action::Verify => "verify",
+            Action::Sweep => "sweep",
+            Action::Expired => "expired",
         }
     }
 }
@@ -162,21 +184,30 @@ impl Outcome {
     pub fn name(&self) -> &'static str {
         match self {
             Outcome::Deleted => "deleted",
-            Outcome::Anonymised => "anonymised",
-            Outcome::Retained(_) => "retained",
+            Outcome::Anonymised(_) => "anonymised",
+            Outcome::Retained { .. } => "retained",
         }
     }
 
     /// The legal basis of a retained record.
     pub fn legal_basis(&self) -> Option<&str> {
         match self {
-            Outcome::Retained(basis) => Some(basis),
+            Outcome::Retained { legal_basis, .. } => Some(legal_basis),
             _ => None,
+        }
+    }
+
+    /// The fields masked in a record kept (anonymised, or retained with masks).
+    pub fn masked(&self) -> &[String] {
+        match self {
+            Outcome::Anonymised(masked) | Outcome::Retained { masked, .. } => masked,
+            Outcome::Deleted => &[],
         }
     }
 }
 
-/// An erasure report as JSON: `{collection, key, outcome, legal_basis?}` per record.
+/// An erasure report as JSON: `{collection, key, outcome, legal_basis?, masked?}` per
+/// record.
 pub fn erased_json(erased: &[Erased]) -> serde_json::Value {
     erased
         .iter()
@@ -184,6 +215,9 @@ pub fn erased_json(erased: &[Erased]) -> serde_json::Value {
             let mut record = serde_json::json!({ "collection": e.collection, "key": e.key, "outcome": e.outcome.name() });
             if let Some(basis) = e.outcome.legal_basis() {
                 record["legal_basis"] = basis.into();
+            }
+            if !e.outcome.masked().is_empty() {
+                record["masked"] = e.outcome.masked().into();
             }
             record
         })
@@ -366,6 +400,7 @@ impl Runtime {
 
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        // The capabilities are 0.1.0's for every contract version: 0.2.0 imports them.
         bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| {
             state
         })
@@ -480,9 +515,10 @@ impl Runtime {
                 ))
             })?
             .to_owned();
-        if !contract.starts_with(SUPPORTED_CONTRACT) {
+        if !SUPPORTED_CONTRACTS.iter().any(|v| contract.starts_with(v)) {
             return Err(RuntimeError::InvalidConfig(format!(
-                "plugin `{name}` implements contract {contract}; this oubli loads {SUPPORTED_CONTRACT}x"
+                "plugin `{name}` implements contract {contract}; this oubli loads {}",
+                SUPPORTED_CONTRACTS.map(|v| format!("{v}x")).join(" and ")
             )));
         }
         let imports = ty
@@ -492,12 +528,21 @@ impl Runtime {
         let cannot_link = |e: wasmtime::Error| {
             RuntimeError::InvalidConfig(format!("plugin `{name}` cannot be linked: {e:#}"))
         };
+        let mismatch = |e: wasmtime::Error| {
+            RuntimeError::InvalidConfig(format!(
+                "plugin `{name}` does not match contract {contract}: {e:#}"
+            ))
+        };
         let typed = |pre| {
-            bindings::PluginPre::new(pre).map_err(|e| {
-                RuntimeError::InvalidConfig(format!(
-                    "plugin `{name}` does not match the contract: {e:#}"
-                ))
-            })
+            if contract.starts_with("0.1.") {
+                bindings::since_v0_1_0::PluginPre::new(pre)
+                    .map(Pre::V0_1)
+                    .map_err(mismatch)
+            } else {
+                bindings::since_v0_2_0::PluginPre::new(pre)
+                    .map(Pre::V0_2)
+                    .map_err(mismatch)
+            }
         };
         // Linking with everything first: an import oubli does not provide at all is an
         // error here, so what the second linker stubs is only `wasi:http`.
@@ -576,7 +621,7 @@ impl Runtime {
             } else {
                 &plugin.pre
             };
-            let outcome = match pre.instantiate_async(&mut store).await {
+            let outcome = match pre.instantiate(&mut store).await {
                 Ok(instance) => op.run(&instance, &mut store).await,
                 Err(error) => Err(error),
             };
@@ -790,11 +835,94 @@ impl Runtime {
         system: &Arc<Grant>,
         subject: &Subject,
         changes: &[Change],
-    ) -> Result<Vec<RecordRef>, RuntimeError> {
+    ) -> Result<Rectified, RuntimeError> {
         let op = Op::Rectify(subject.clone(), changes.to_vec());
         match self.run(plugin, system, &subject.request_id, op).await? {
-            Reply::Records(records) => Ok(records),
-            _ => unreachable!("rectify replies with records"),
+            Reply::Rectified(rectified) => {
+                if let Some(position) = rectified
+                    .not_applicable
+                    .iter()
+                    .find(|p| **p as usize >= changes.len())
+                {
+                    return Err(RuntimeError::Failed(format!(
+                        "the plugin said change {position} has no place in the system, but only {} were given",
+                        changes.len()
+                    )));
+                }
+                Ok(rectified)
+            }
+            _ => unreachable!("rectify replies with what it rectified"),
+        }
+    }
+
+    /// Reads the given records back by their key (contract 0.2), after an erasure. Every
+    /// record given must be answered for.
+    ///
+    /// # Errors
+    /// A [`RuntimeError`]; a reply that leaves a record out is a failure.
+    pub async fn verify(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        system: &Arc<Grant>,
+        subject: &Subject,
+        records: &[RecordRef],
+    ) -> Result<Vec<Verified>, RuntimeError> {
+        let op = Op::Verify(subject.clone(), records.to_vec());
+        let Reply::Verified(verified) = self.run(plugin, system, &subject.request_id, op).await?
+        else {
+            unreachable!("verify replies with record states")
+        };
+        let answered: std::collections::BTreeSet<(&str, &str)> = verified
+            .iter()
+            .map(|v| (v.collection.as_str(), v.key.as_str()))
+            .collect();
+        let missing = records
+            .iter()
+            .filter(|r| !answered.contains(&(r.collection.as_str(), r.key.as_str())))
+            .count();
+        if missing > 0 {
+            return Err(RuntimeError::Failed(format!(
+                "the plugin's verify left {missing} of the {} records it was given unanswered",
+                records.len()
+            )));
+        }
+        Ok(verified)
+    }
+
+    /// Searches for the subject's identity values beyond the configured matching
+    /// (contract 0.2), within `budget` statements or requests.
+    ///
+    /// # Errors
+    /// A [`RuntimeError`]; [`RuntimeError::is_retryable`] says whether to try again.
+    pub async fn sweep(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        system: &Arc<Grant>,
+        subject: &Subject,
+        budget: u32,
+    ) -> Result<SweepReport, RuntimeError> {
+        let op = Op::Sweep(subject.clone(), budget);
+        match self.run(plugin, system, &subject.request_id, op).await? {
+            Reply::Swept(report) => Ok(report),
+            _ => unreachable!("sweep replies with a report"),
+        }
+    }
+
+    /// One page of the subjects whose retention under `rule` has run out (contract 0.2).
+    ///
+    /// # Errors
+    /// A [`RuntimeError`]; [`RuntimeError::is_retryable`] says whether to try again.
+    pub async fn expired(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        system: &Arc<Grant>,
+        rule: &str,
+        cursor: Option<String>,
+    ) -> Result<ExpiredPage, RuntimeError> {
+        let op = Op::Expired(rule.to_owned(), cursor);
+        match self.run(plugin, system, "", op).await? {
+            Reply::Expired(page) => Ok(page),
+            _ => unreachable!("expired replies with a page of subjects"),
         }
     }
 

@@ -3,10 +3,13 @@
 //! certificate, in an access package or in a task's error, so it must be printable,
 //! bounded, and free of the system's secrets.
 
-use super::bindings;
+use super::bindings::{since_v0_1_0 as v1, since_v0_2_0 as v2};
 use super::state::CallState;
 use super::system::SecretForms;
-use super::{Change, Erased, Info, Outcome, Page, RecordRef, Subject};
+use super::types::{
+    Change, Erased, ExpiredPage, GuestError, Info, Outcome, Page, RecordRef, RecordState,
+    Rectified, Subject, SweepReport, Verified,
+};
 use crate::runtime::capability::sql::Access;
 use wasmtime::Store;
 
@@ -27,6 +30,12 @@ pub(super) enum Op {
     Access(Subject, Option<String>),
     Rectify(Subject, Vec<Change>),
     Erase(Subject),
+    /// Contract 0.2: read these records back by key.
+    Verify(Subject, Vec<RecordRef>),
+    /// Contract 0.2: search beyond the configured matching, within a budget.
+    Sweep(Subject, u32),
+    /// Contract 0.2: the subjects past retention under a rule, a page at a time.
+    Expired(String, Option<String>),
 }
 
 /// What a call returned.
@@ -35,7 +44,17 @@ pub(super) enum Reply {
     Validated,
     Records(Vec<RecordRef>),
     Page(Page),
+    Rectified(Rectified),
     Erased(Vec<Erased>),
+    Verified(Vec<Verified>),
+    Swept(SweepReport),
+    Expired(ExpiredPage),
+}
+
+/// An instance of a plugin, of the contract version it implements.
+pub(super) enum Instance {
+    V0_1(v1::Plugin),
+    V0_2(v2::Plugin),
 }
 
 impl Op {
@@ -49,33 +68,110 @@ impl Op {
 
     pub(super) async fn run(
         self,
-        plugin: &bindings::Plugin,
+        instance: &Instance,
         store: &mut Store<CallState>,
-    ) -> wasmtime::Result<Result<Reply, bindings::types::Error>> {
+    ) -> wasmtime::Result<Result<Reply, GuestError>> {
+        match instance {
+            Instance::V0_1(plugin) => self.run_v0_1(plugin, store).await,
+            Instance::V0_2(plugin) => self.run_v0_2(plugin, store).await,
+        }
+    }
+
+    async fn run_v0_1(
+        self,
+        plugin: &v1::Plugin,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<Result<Reply, GuestError>> {
         let guest = plugin.oubli_connector_connector();
-        Ok(match self {
-            Op::Describe => Ok(Reply::Info(guest.call_describe(&mut *store).await?)),
+        let reply = match self {
+            Op::Describe => Ok(Reply::Info(guest.call_describe(&mut *store).await?.into())),
             Op::Validate => guest
                 .call_validate(&mut *store)
                 .await?
                 .map(|()| Reply::Validated),
             Op::Locate(subject) => guest
-                .call_locate(&mut *store, &subject)
+                .call_locate(&mut *store, &(&subject).into())
                 .await?
-                .map(Reply::Records),
+                .map(|records| Reply::Records(records.into_iter().map(Into::into).collect())),
             Op::Access(subject, cursor) => guest
-                .call_access(&mut *store, &subject, cursor.as_deref())
+                .call_access(&mut *store, &(&subject).into(), cursor.as_deref())
                 .await?
-                .map(Reply::Page),
-            Op::Rectify(subject, changes) => guest
-                .call_rectify(&mut *store, &subject, &changes)
-                .await?
-                .map(Reply::Records),
+                .map(|page| Reply::Page(page.into())),
+            // A 0.1 plugin has no "not applicable": each change applied or the call failed.
+            Op::Rectify(subject, changes) => {
+                let changes: Vec<_> = changes.iter().map(Into::into).collect();
+                guest
+                    .call_rectify(&mut *store, &(&subject).into(), &changes)
+                    .await?
+                    .map(|changed| {
+                        Reply::Rectified(Rectified {
+                            changed: changed.into_iter().map(Into::into).collect(),
+                            not_applicable: Vec::new(),
+                        })
+                    })
+            }
             Op::Erase(subject) => guest
-                .call_erase(&mut *store, &subject)
+                .call_erase(&mut *store, &(&subject).into())
                 .await?
-                .map(Reply::Erased),
-        })
+                .map(|erased| Reply::Erased(erased.into_iter().map(Into::into).collect())),
+            Op::Verify(..) | Op::Sweep(..) | Op::Expired(..) => {
+                return Ok(Err(GuestError::Failed(
+                    "this plugin implements contract 0.1, which has no verify, sweep or expired"
+                        .into(),
+                )));
+            }
+        };
+        Ok(reply.map_err(Into::into))
+    }
+
+    async fn run_v0_2(
+        self,
+        plugin: &v2::Plugin,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<Result<Reply, GuestError>> {
+        let guest = plugin.oubli_connector0_2_0_connector();
+        let reply = match self {
+            Op::Describe => Ok(Reply::Info(guest.call_describe(&mut *store).await?.into())),
+            Op::Validate => guest
+                .call_validate(&mut *store)
+                .await?
+                .map(|()| Reply::Validated),
+            Op::Locate(subject) => guest
+                .call_locate(&mut *store, &(&subject).into())
+                .await?
+                .map(|records| Reply::Records(records.into_iter().map(Into::into).collect())),
+            Op::Access(subject, cursor) => guest
+                .call_access(&mut *store, &(&subject).into(), cursor.as_deref())
+                .await?
+                .map(|page| Reply::Page(page.into())),
+            Op::Rectify(subject, changes) => {
+                let changes: Vec<_> = changes.iter().map(Into::into).collect();
+                guest
+                    .call_rectify(&mut *store, &(&subject).into(), &changes)
+                    .await?
+                    .map(|rectified| Reply::Rectified(rectified.into()))
+            }
+            Op::Erase(subject) => guest
+                .call_erase(&mut *store, &(&subject).into())
+                .await?
+                .map(|erased| Reply::Erased(erased.into_iter().map(Into::into).collect())),
+            Op::Verify(subject, records) => {
+                let records: Vec<_> = records.iter().map(Into::into).collect();
+                guest
+                    .call_verify(&mut *store, &(&subject).into(), &records)
+                    .await?
+                    .map(|verified| Reply::Verified(verified.into_iter().map(Into::into).collect()))
+            }
+            Op::Sweep(subject, budget) => guest
+                .call_sweep(&mut *store, &(&subject).into(), budget)
+                .await?
+                .map(|report| Reply::Swept(report.into())),
+            Op::Expired(rule, cursor) => guest
+                .call_expired(&mut *store, &rule, cursor.as_deref())
+                .await?
+                .map(|page| Reply::Expired(page.into())),
+        };
+        Ok(reply.map_err(Into::into))
     }
 }
 
@@ -94,9 +190,42 @@ impl Reply {
             label("record key", &r.key)?;
             r.categories.iter().try_for_each(|c| label("category", c))
         };
+        let fields = |what: &str, names: &[String]| names.iter().try_for_each(|n| label(what, n));
         match self {
             Reply::Info(_) | Reply::Validated => Ok(()),
-            Reply::Records(records) => records.iter().try_for_each(record),
+            Reply::Records(records) => records.iter().try_for_each(|r| {
+                record(r)?;
+                r.matched.iter().try_for_each(|m| {
+                    label("identity kind", &m.kind)?;
+                    label("field name", &m.field)
+                })?;
+                r.via.as_deref().map_or(Ok(()), |via| label("record", via))
+            }),
+            Reply::Rectified(rectified) => rectified.changed.iter().try_for_each(record),
+            Reply::Verified(verified) => verified.iter().try_for_each(|v| {
+                label("collection", &v.collection)?;
+                label("record key", &v.key)?;
+                match &v.state {
+                    RecordState::Gone => Ok(()),
+                    RecordState::Cleared(names) | RecordState::Holds(names) => {
+                        fields("field name", names)
+                    }
+                }
+            }),
+            Reply::Swept(report) => {
+                fields("collection", &report.covered)?;
+                fields("skipped collection", &report.skipped)?;
+                report.hits.iter().try_for_each(|h| {
+                    label("collection", &h.collection)?;
+                    label("record key", &h.key)?;
+                    label("field name", &h.field)?;
+                    label("identity kind", &h.kind)
+                })
+            }
+            Reply::Expired(page) => page.subjects.iter().flatten().try_for_each(|i| {
+                label("identity kind", &i.kind)?;
+                label("identity", &i.value)
+            }),
             Reply::Page(page) => {
                 for r in &page.records {
                     label("collection", &r.collection)?;
@@ -120,13 +249,20 @@ impl Reply {
                 label("collection", &e.collection)?;
                 label("record key", &e.key)?;
                 match &e.outcome {
-                    Outcome::Retained(basis) => check_legal_basis(basis).map_err(|reason| {
-                        format!(
-                            "the plugin retained {}/{} with a legal basis that {reason}",
-                            e.collection, e.key
-                        )
-                    }),
-                    _ => Ok(()),
+                    Outcome::Retained {
+                        legal_basis,
+                        masked,
+                    } => {
+                        fields("field name", masked)?;
+                        check_legal_basis(legal_basis).map_err(|reason| {
+                            format!(
+                                "the plugin retained {}/{} with a legal basis that {reason}",
+                                e.collection, e.key
+                            )
+                        })
+                    }
+                    Outcome::Anonymised(masked) => fields("field name", masked),
+                    Outcome::Deleted => Ok(()),
                 }
             }),
         }
@@ -148,7 +284,40 @@ impl Reply {
                 .chain(&info.identity_kinds)
                 .chain(&info.categories)
                 .any(|t| found(t)),
-            Reply::Records(records) => records.iter().any(record),
+            Reply::Records(records) => records.iter().any(|r| {
+                record(r)
+                    || r.via.as_deref().is_some_and(found)
+                    || r.matched.iter().any(|m| found(&m.kind) || found(&m.field))
+            }),
+            Reply::Rectified(rectified) => rectified.changed.iter().any(record),
+            Reply::Verified(verified) => verified.iter().any(|v| {
+                found(&v.collection)
+                    || found(&v.key)
+                    || match &v.state {
+                        RecordState::Gone => false,
+                        RecordState::Cleared(names) | RecordState::Holds(names) => {
+                            names.iter().any(|n| found(n))
+                        }
+                    }
+            }),
+            Reply::Swept(report) => {
+                report
+                    .covered
+                    .iter()
+                    .chain(&report.skipped)
+                    .any(|t| found(t))
+                    || report.hits.iter().any(|h| {
+                        found(&h.collection) || found(&h.key) || found(&h.field) || found(&h.kind)
+                    })
+            }
+            Reply::Expired(page) => {
+                page.next.as_deref().is_some_and(found)
+                    || page
+                        .subjects
+                        .iter()
+                        .flatten()
+                        .any(|i| found(&i.kind) || found(&i.value))
+            }
             Reply::Page(page) => {
                 page.next.as_deref().is_some_and(found)
                     || page.records.iter().any(|r| {
@@ -162,7 +331,10 @@ impl Reply {
                     })
             }
             Reply::Erased(erased) => erased.iter().any(|e| {
-                found(&e.collection) || found(&e.key) || e.outcome.legal_basis().is_some_and(found)
+                found(&e.collection)
+                    || found(&e.key)
+                    || e.outcome.legal_basis().is_some_and(found)
+                    || e.outcome.masked().iter().any(|m| found(m))
             }),
         }
     }

@@ -82,7 +82,7 @@ async fn journey(var: &str) {
     assert_eq!(
         erased
             .iter()
-            .filter(|e| matches!(e.outcome, Outcome::Retained(_)))
+            .filter(|e| matches!(e.outcome, Outcome::Retained { .. }))
             .count(),
         3
     );
