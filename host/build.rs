@@ -15,6 +15,9 @@ fn main() {
         "sql",
         "rest",
         "testkit",
+        "evidencekit",
+        "compat-newsletter",
+        "sdk-0.1",
         ".cargo",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(watched).display());

@@ -47,6 +47,9 @@ pub struct Config {
     pub access_log_retention_days: u64,
     /// How often the purge job runs.
     pub purge_interval_secs: u64,
+    /// The work a connector's `sweep` may do after an erasure (statements or requests),
+    /// for connectors of contract 0.2 that sweep; a sweep that runs out says so.
+    pub sweep_budget: u32,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             subject_retention_days: 90,
             access_log_retention_days: 183,
             purge_interval_secs: 3_600,
+            sweep_budget: 1_000,
         }
     }
 }

@@ -16,7 +16,9 @@ use crate::app::App;
 use crate::queue::{self, Claimed, Finished, RunOutcome};
 use crate::request::Kind;
 use crate::request::rows::{self as requests, Request};
-use crate::runtime::{Change, Grant, Identity, PersonalRecord, Plugin, RuntimeError, Subject};
+use crate::runtime::{
+    Change, Grant, Identity, PersonalRecord, Plugin, RecordRef, RecordState, RuntimeError, Subject,
+};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -143,9 +145,13 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
             )));
         }
         let plugin = app.plugin(&system.plugin).await?;
-        Ok::<_, RuntimeError>((request, ready.grant.clone(), plugin))
+        let checks = Checks {
+            verify: registered.info.actions.iter().any(|a| a == "verify"),
+            sweep: registered.info.actions.iter().any(|a| a == "sweep"),
+        };
+        Ok::<_, RuntimeError>((request, ready.grant.clone(), plugin, checks))
     };
-    let (request, system, plugin) = match loaded.await {
+    let (request, system, plugin, checks) = match loaded.await {
         Ok(loaded) => loaded,
         Err(error) => return failed(&error),
     };
@@ -180,7 +186,7 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
         identities,
     };
     let result = match request.kind {
-        Kind::Erasure => erase(app, task, &plugin, &system, &subject).await,
+        Kind::Erasure => erase(app, task, &plugin, &system, &subject, checks).await,
         Kind::Access => {
             *paged = true;
             // The result names this run, whose pages `queue::results` reads back.
@@ -195,6 +201,13 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
     match result {
         // What a system returned may be personal data (an export): sealed at rest.
         Ok((value, found)) => RunOutcome::Succeeded {
+            // Positions only, not personal data: kept in the clear for the request's settle.
+            unapplied: value["not_applicable"].as_array().map(|positions| {
+                positions
+                    .iter()
+                    .filter_map(|p| p.as_u64().map(|p| p as u32))
+                    .collect()
+            }),
             result: app.keys.sealer.seal_json(&value),
             found,
         },
@@ -276,6 +289,34 @@ fn by_collection<'a>(places: impl Iterator<Item = &'a Place>) -> String {
         .join(", ")
 }
 
+/// The checks of an erasure its plugin offers beyond searching (contract 0.2).
+#[derive(Debug, Clone, Copy)]
+struct Checks {
+    /// Reads each located record back by key.
+    verify: bool,
+    /// Searches beyond the configured matching.
+    sweep: bool,
+}
+
+/// "1 in people (email), 2 in notes (body)": where records still hold the subject's data,
+/// by collection, with the fields (never keys or values).
+fn by_collection_fields(places: &[(&Place, &[String])]) -> String {
+    let mut counts: std::collections::BTreeMap<&str, (usize, BTreeSet<&str>)> = Default::default();
+    for ((collection, _), fields) in places {
+        let entry = counts.entry(collection.as_str()).or_default();
+        entry.0 += 1;
+        entry.1.extend(fields.iter().map(String::as_str));
+    }
+    counts
+        .iter()
+        .map(|(collection, (n, fields))| {
+            let fields: Vec<&str> = fields.iter().copied().collect();
+            format!("{n} in {collection} ({})", fields.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs an erasure in one system (see the module's description). Returns the result and
 /// how many records were located, in this run and earlier ones.
 async fn erase(
@@ -284,6 +325,7 @@ async fn erase(
     plugin: &Arc<Plugin>,
     system: &Arc<Grant>,
     subject: &Subject,
+    checks: Checks,
 ) -> Result<(serde_json::Value, u64), RuntimeError> {
     let state = queue::erasure_state(&app.store, task)
         .await
@@ -342,9 +384,13 @@ async fn erase(
             by_collection(left.iter())
         )));
     }
+    let mut verification = json!({ "method": "locate" });
+    if checks.verify {
+        verification = verify(app, plugin, system, subject, &located, &retained).await?;
+    }
     let (lost_report, unaccounted): (Vec<&Place>, Vec<&Place>) = located
         .keys()
-        .filter(|place| !reported.contains_key(*place))
+        .filter(|place| !checks.verify && !reported.contains_key(*place))
         .partition(|place| located_before.contains(*place));
     if !unaccounted.is_empty() {
         return Err(RuntimeError::Failed(format!(
@@ -358,7 +404,11 @@ async fn erase(
         "located": located.values().collect::<Vec<_>>(),
         "erased": report,
         "remaining": remaining,
+        "verification": verification,
     });
+    if checks.sweep {
+        result["sweep"] = sweep(app, plugin, system, subject, &retained).await?;
+    }
     if !lost_report.is_empty() {
         result["unreported"] = json!({
             "records": lost_report.len(),
@@ -372,6 +422,98 @@ async fn erase(
         .chain(reported.keys())
         .collect::<BTreeSet<_>>();
     Ok((result, found.len() as u64))
+}
+
+/// Reads every located record back by key (contract 0.2): each must be gone, cleared of
+/// the subject's data, or reported retained with a legal basis. Returns the counts.
+async fn verify(
+    app: &Arc<App>,
+    plugin: &Arc<Plugin>,
+    system: &Arc<Grant>,
+    subject: &Subject,
+    located: &Places,
+    retained: &impl Fn(&Place) -> bool,
+) -> Result<serde_json::Value, RuntimeError> {
+    let records = located
+        .values()
+        .map(|r| serde_json::from_value::<RecordRef>(r.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            RuntimeError::Failed(format!("the task's located records cannot be read: {e}"))
+        })?;
+    let verified = app
+        .runtime
+        .verify(plugin, system, subject, &records)
+        .await?;
+    let (mut gone, mut cleared, mut kept) = (0, 0, 0);
+    let mut holding: Vec<(Place, Vec<String>)> = Vec::new();
+    for record in verified {
+        let place = (record.collection, record.key);
+        match record.state {
+            RecordState::Gone => gone += 1,
+            RecordState::Cleared(_) => cleared += 1,
+            RecordState::Holds(_) if retained(&place) => kept += 1,
+            RecordState::Holds(fields) => holding.push((place, fields)),
+        }
+    }
+    if !holding.is_empty() {
+        let places: Vec<(&Place, &[String])> =
+            holding.iter().map(|(p, f)| (p, f.as_slice())).collect();
+        return Err(RuntimeError::Failed(format!(
+            "{} record(s) located before the erasure still hold the subject's data when read back by key ({}), though not reported retained",
+            holding.len(),
+            by_collection_fields(&places)
+        )));
+    }
+    Ok(json!({
+        "method": "verify",
+        "records": records.len(),
+        "gone": gone,
+        "cleared": cleared,
+        "retained": kept,
+    }))
+}
+
+/// Sweeps the system for the subject's identity values beyond the configured matching
+/// (contract 0.2): a hit outside a record reported retained fails the erasure. Returns
+/// what was covered.
+async fn sweep(
+    app: &Arc<App>,
+    plugin: &Arc<Plugin>,
+    system: &Arc<Grant>,
+    subject: &Subject,
+    retained: &impl Fn(&Place) -> bool,
+) -> Result<serde_json::Value, RuntimeError> {
+    let report = app
+        .runtime
+        .sweep(plugin, system, subject, app.config.sweep_budget)
+        .await?;
+    let mut outside: std::collections::BTreeMap<Place, Vec<String>> = Default::default();
+    let mut in_retained = 0;
+    for hit in &report.hits {
+        let place = (hit.collection.clone(), hit.key.clone());
+        if retained(&place) {
+            in_retained += 1;
+        } else {
+            outside.entry(place).or_default().push(hit.field.clone());
+        }
+    }
+    if !outside.is_empty() {
+        let places: Vec<(&Place, &[String])> =
+            outside.iter().map(|(p, f)| (p, f.as_slice())).collect();
+        return Err(RuntimeError::Failed(format!(
+            "the sweep after the erasure found the subject's identity values in {} record(s) the erasure did not reach ({}): a copy in another spelling or a mention in free text, left behind",
+            outside.len(),
+            by_collection_fields(&places)
+        )));
+    }
+    Ok(json!({
+        "budget": app.config.sweep_budget,
+        "covered": report.covered,
+        "skipped": report.skipped,
+        "hits_in_retained_records": in_retained,
+        "cut_short": report.cut_short,
+    }))
 }
 
 /// Where the pages of an export go as they come, so that no more than one is held.

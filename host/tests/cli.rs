@@ -32,7 +32,7 @@ fn inspect_prints_digest_contract_and_description() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report = json(&output);
-    assert_eq!(report["contract"], "oubli:connector@0.1.0");
+    assert_eq!(report["contract"], "oubli:connector@0.2.0");
     assert!(report["digest"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(report["describe"]["name"], "sql");
 

@@ -441,7 +441,18 @@ impl Service {
     /// Uploads the testkit plugin under `name` with an admin token; returns the status
     /// and the JSON answer.
     pub async fn upload_testkit(&self, admin: &str, name: &str) -> (u16, serde_json::Value) {
-        let bytes = std::fs::read(plugin_path("oubli_testkit")).expect("the testkit is built");
+        self.upload_plugin(admin, name, "oubli_testkit").await
+    }
+
+    /// Uploads the component built from `plugins/` as `file` (e.g. `oubli_evidencekit`)
+    /// under `name` with an admin token; returns the status and the JSON answer.
+    pub async fn upload_plugin(
+        &self,
+        admin: &str,
+        name: &str,
+        file: &str,
+    ) -> (u16, serde_json::Value) {
+        let bytes = std::fs::read(plugin_path(file)).expect("the plugins workspace is built");
         let response = self
             .http
             .post(format!("{}/v1/plugins", self.url))

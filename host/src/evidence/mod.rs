@@ -151,11 +151,25 @@ pub async fn erasure_certificate(
                 "note": "the counts are those of the last attempt; earlier attempts (interrupted, or failed after erasing) may have erased records, which are not counted; the verification after the last attempt shows what is left",
             })
         };
+        let read_back = &result["verification"];
+        let method = if read_back["method"] == "verify" {
+            "every located record read back by key (verify, contract 0.2), then locate after erase"
+        } else {
+            "locate after erase: verified by search only"
+        };
         let mut verification = json!({
-            "method": "locate after erase: verified by search only (contract 0.1)",
+            "method": method,
             "records_remaining": remaining,
             "all_remaining_retained_with_legal_basis": true,
         });
+        if read_back["method"] == "verify" {
+            verification["read_back"] = json!({
+                "records": read_back["records"],
+                "gone": read_back["gone"],
+                "cleared": read_back["cleared"],
+                "retained": read_back["retained"],
+            });
+        }
         if let Some(located) = located {
             verification["records_located_before_erasure"] = located.into();
             verification["all_located_reported_by_erase"] = result["unreported"].is_null().into();
@@ -182,6 +196,14 @@ pub async fn erasure_certificate(
             "search": search_scope(request, plugin.as_ref()),
             "verification": verification,
         });
+        if !result["sweep"].is_null() {
+            let mut sweep = result["sweep"].clone();
+            sweep["found_outside_retained_records"] = 0.into();
+            if sweep["cut_short"] == true {
+                sweep["note"] = "the sweep's budget ran out before it searched everything: what it did not reach is not covered".into();
+            }
+            system["sweep"] = sweep;
+        }
         if located == Some(0) && result["erased"].as_array().is_none_or(Vec::is_empty) {
             system["note"] = format!(
                 "no record matched the subject in system {system_name}: nothing was erased there"

@@ -251,8 +251,13 @@ pub async fn heartbeat(store: &Store, task: &Claimed, lease: Duration) -> sqlx::
 #[derive(Debug, Clone)]
 pub enum RunOutcome {
     /// The result as stored (JSON, sealed by the worker: see [`crate::crypto::seal`]),
-    /// and how many records the run located, exported or changed.
-    Succeeded { result: String, found: u64 },
+    /// how many records the run located, exported or changed, and for a rectification
+    /// the positions of the changes the system has no place for.
+    Succeeded {
+        result: String,
+        found: u64,
+        unapplied: Option<Vec<u32>>,
+    },
     /// A failure; `retryable` ones are tried again until the attempts run out.
     Failed {
         kind: String,
@@ -314,19 +319,33 @@ pub async fn record(
             serde_json::json!({ "error": kind, "message": message }),
         ),
     };
-    let (result, found, error, error_kind) = match outcome {
-        RunOutcome::Succeeded { result, found } => {
-            (Some(result.clone()), Some(*found as i64), None, None)
-        }
-        RunOutcome::Failed { kind, message, .. } => {
-            (None, None, Some(message.as_str()), Some(kind.as_str()))
-        }
+    let (result, found, unapplied, error, error_kind) = match outcome {
+        RunOutcome::Succeeded {
+            result,
+            found,
+            unapplied,
+        } => (
+            Some(result.clone()),
+            Some(*found as i64),
+            unapplied
+                .as_ref()
+                .map(|u| serde_json::Value::from(u.clone()).to_string()),
+            None,
+            None,
+        ),
+        RunOutcome::Failed { kind, message, .. } => (
+            None,
+            None,
+            None,
+            Some(message.as_str()),
+            Some(kind.as_str()),
+        ),
     };
     // A run that succeeded carries what its erasure located and was reported in its
     // result: the state kept across runs goes.
     let updated = sqlx::query(
         "UPDATE tasks SET status = $1, result = COALESCE($2, result), last_error = $3, last_error_kind = $4, run_after = $5, \
-         lease_owner = NULL, lease_expires_at = NULL, updated_at = $6, found = COALESCE($10, found), \
+         lease_owner = NULL, lease_expires_at = NULL, updated_at = $6, found = COALESCE($10, found), unapplied = COALESCE($11, unapplied), \
          located = CASE WHEN $2 IS NULL THEN located END, erased = CASE WHEN $2 IS NULL THEN erased END \
          WHERE id = $7 AND lease_owner = $8 AND status = $9",
     )
@@ -340,6 +359,7 @@ pub async fn record(
     .bind(&task.lease)
     .bind(TaskStatus::Running.as_str())
     .bind(found)
+    .bind(unapplied)
     .execute(&mut **tx)
     .await?;
     let ended = match (updated.rows_affected(), status) {
@@ -403,6 +423,36 @@ pub async fn open_and_failed(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<
         count(TaskStatus::Queued) + count(TaskStatus::Running),
         count(TaskStatus::Failed),
     ))
+}
+
+/// The positions of a rectification's changes that no system of the request had a place
+/// for, once every task has said which it could not apply (empty otherwise), in the
+/// caller's transaction.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn changes_applied_nowhere(
+    tx: &mut Tx<'_>,
+    request_id: &str,
+) -> anyhow::Result<Vec<u32>> {
+    let rows: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT unapplied FROM tasks WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let mut nowhere: Option<std::collections::BTreeSet<u32>> = None;
+    for row in rows {
+        // A task that did not say (not a rectification, or it failed) settles nothing.
+        let Some(text) = row else {
+            return Ok(Vec::new());
+        };
+        let here: std::collections::BTreeSet<u32> = serde_json::from_str(&text)?;
+        nowhere = Some(match nowhere {
+            None => here,
+            Some(before) => before.intersection(&here).copied().collect(),
+        });
+    }
+    Ok(nowhere.unwrap_or_default().into_iter().collect())
 }
 
 /// Hands the leases of this worker's running tasks back, so another worker takes them at

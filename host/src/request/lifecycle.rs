@@ -302,12 +302,17 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     if request.status != Status::Running {
         return Ok(appended);
     }
-    let step = if failed > 0 {
+    // A rectification whose change no system had a place for was not carried out.
+    let nowhere = queue::changes_applied_nowhere(tx, request_id).await?;
+    let step = if failed > 0 || !nowhere.is_empty() {
         Transition::Fail
     } else {
         Transition::Complete
     };
-    let details = serde_json::json!({ "failed_tasks": failed });
+    let mut details = serde_json::json!({ "failed_tasks": failed });
+    if !nowhere.is_empty() {
+        details["changes_applied_nowhere"] = nowhere.into();
+    }
     let settled = transition(tx, &request, step, actor, details).await?;
     Ok(appended || settled.is_ok())
 }

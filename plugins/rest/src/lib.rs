@@ -13,7 +13,7 @@ use api::{Api, Collection, EraseAction, Mask, Pagination};
 use oubli_connector::http::{self, Method, Request, Response, Retry};
 use oubli_connector::{
     Action, Change, Connector, Erased, Error, Field, Identity, Info, Page, PersonalRecord,
-    RecordRef, Result, Subject, config, export_connector,
+    RecordRef, Rectified, Result, Subject, config, export_connector,
 };
 use serde_json::Value;
 
@@ -297,11 +297,7 @@ fn check_searchable(api: &Api, subject: &Subject) -> Result<()> {
 }
 
 fn record_ref(collection: &Collection, id: String) -> RecordRef {
-    RecordRef {
-        collection: collection.name.clone(),
-        key: id,
-        categories: collection.categories(),
-    }
+    RecordRef::new(&collection.name, id, collection.categories())
 }
 
 /// Sends `body` to the collection's update endpoint for record `id`.
@@ -457,11 +453,12 @@ impl Connector for RestConnector {
         })
     }
 
-    fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Vec<RecordRef>> {
+    fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Rectified> {
         let api = Api::load()?;
         check_searchable(&api, &subject)?;
         let mut plan: Vec<(&Collection, serde_json::Map<String, Value>)> = Vec::new();
-        for change in &changes {
+        let mut not_applicable = Vec::new();
+        for (position, change) in changes.iter().enumerate() {
             let value = change.parsed_value()?;
             let targets: Vec<&Collection> = api
                 .collections
@@ -469,8 +466,9 @@ impl Connector for RestConnector {
                 .filter(|c| change.targets(&c.name))
                 .filter(|c| c.fields.contains_key(&change.field))
                 .collect();
+            // No collection here has the field: another system may hold it.
             if targets.is_empty() {
-                return Err(change.unmatched());
+                not_applicable.push(position as u32);
             }
             for target in targets {
                 let index = match plan.iter().position(|(c, _)| c.name == target.name) {
@@ -492,7 +490,10 @@ impl Connector for RestConnector {
                 changed.push(record_ref(collection, id));
             }
         }
-        Ok(changed)
+        Ok(Rectified {
+            changed,
+            not_applicable,
+        })
     }
 
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
@@ -518,7 +519,10 @@ impl Connector for RestConnector {
                 report.push(Erased {
                     collection: collection.name.clone(),
                     key: id,
-                    outcome: erase.action.outcome(erase.legal_basis.as_deref()),
+                    outcome: erase.action.outcome(
+                        erase.legal_basis.as_deref(),
+                        erase.fields.keys().cloned().collect(),
+                    ),
                 });
             }
         }

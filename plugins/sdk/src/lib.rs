@@ -21,8 +21,8 @@
 //!
 //! ```no_run
 //! use oubli_connector::{
-//!     export_connector, sql, Action, Connector, Erased, Error, Field, Info, Outcome, Page,
-//!     PersonalRecord, RecordRef, Result, Subject,
+//!     export_connector, sql, Action, Connector, Erased, Error, Field, Info, MatchKind, Outcome,
+//!     Page, PersonalRecord, RecordRef, Result, Subject,
 //! };
 //!
 //! struct Newsletter;
@@ -57,10 +57,9 @@
 //!     fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
 //!         Ok(find(&subject)?
 //!             .into_iter()
-//!             .map(|(id, _)| RecordRef {
-//!                 collection: "subscribers".into(),
-//!                 key: id.to_string(),
-//!                 categories: vec!["contact".into()],
+//!             .map(|(id, _)| {
+//!                 RecordRef::new("subscribers", id.to_string(), vec!["contact".into()])
+//!                     .matched_by("email", "email", MatchKind::Exact)
 //!             })
 //!             .collect())
 //!     }
@@ -104,7 +103,7 @@
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/0.1.0",
+        path: "../../wit/0.2.0",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_oubli_plugin",
@@ -115,10 +114,55 @@ pub mod bindings {
 
 pub mod http;
 
-pub use bindings::oubli::connector::types::{
-    Action, Change, Erased, Error, Field, Identity, Info, Outcome, Page, PersonalRecord, RecordRef,
-    Subject,
+pub use bindings::oubli::connector0_2_0::types::{
+    Action, Change, Erased, Error, ExpiredPage, Field, Identity, Info, Match, MatchKind, Outcome,
+    Page, PersonalRecord, RecordRef, RecordState, Rectified, Retention, Subject, SweepHit,
+    SweepReport, Verified,
 };
+
+/// The error type of the capabilities, which contract 0.2.0 imports from 0.1.0 unchanged.
+use bindings::oubli::connector0_1_0::types::Error as CapabilityError;
+
+impl From<CapabilityError> for Error {
+    fn from(error: CapabilityError) -> Self {
+        match error {
+            CapabilityError::Unavailable(m) => Error::Unavailable(m),
+            CapabilityError::Denied(m) => Error::Denied(m),
+            CapabilityError::InvalidConfig(m) => Error::InvalidConfig(m),
+            CapabilityError::Failed(m) => Error::Failed(m),
+        }
+    }
+}
+
+impl RecordRef {
+    /// A record reached through `collection` and `key`, holding `categories`, whose
+    /// reasons are added with [`RecordRef::matched_by`] or [`RecordRef::through`].
+    pub fn new(collection: &str, key: impl Into<String>, categories: Vec<String>) -> Self {
+        RecordRef {
+            collection: collection.to_owned(),
+            key: key.into(),
+            categories,
+            matched: Vec::new(),
+            via: None,
+        }
+    }
+
+    /// Says that the identity of `kind` matched the record's `field`.
+    pub fn matched_by(mut self, kind: &str, field: &str, how: MatchKind) -> Self {
+        self.matched.push(Match {
+            kind: kind.to_owned(),
+            field: field.to_owned(),
+            how,
+        });
+        self
+    }
+
+    /// Says that the record was reached through `parent` (`collection/key`).
+    pub fn through(mut self, parent: impl Into<String>) -> Self {
+        self.via = Some(parent.into());
+        self
+    }
+}
 
 /// The result of every connector action.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -159,10 +203,49 @@ pub trait Connector {
     ///
     /// # Errors
     /// An [`Error`] saying why the change could not be made.
-    fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Vec<RecordRef>> {
+    fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Rectified> {
         let _ = (subject, changes);
         Err(Error::Failed(
             "this connector does not support rectification".into(),
+        ))
+    }
+
+    /// Reads each record back by its collection and key (never by a search) and says
+    /// what it is now. Connectors that cannot keep this default and leave
+    /// [`Action::Verify`] out of their [`Info`]: their erasures are then verified by
+    /// `locate` only, and the certificate says so.
+    ///
+    /// # Errors
+    /// An [`Error`] saying why the records could not be read.
+    fn verify(subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
+        let _ = (subject, records);
+        Err(Error::Failed(
+            "this connector does not support verify".into(),
+        ))
+    }
+
+    /// Searches for the subject's identity values beyond the configured matching, within
+    /// `budget` statements or requests. Connectors that cannot keep this default and
+    /// leave [`Action::Sweep`] out of their [`Info`].
+    ///
+    /// # Errors
+    /// An [`Error`] saying why the system could not be searched.
+    fn sweep(subject: Subject, budget: u32) -> Result<SweepReport> {
+        let _ = (subject, budget);
+        Err(Error::Failed(
+            "this connector does not support sweep".into(),
+        ))
+    }
+
+    /// Lists the subjects whose retention under `rule` has run out, a page at a time.
+    /// Connectors that cannot keep this default and leave [`Action::Expired`] out.
+    ///
+    /// # Errors
+    /// An [`Error`] saying why the system could not be searched.
+    fn expired(rule: String, cursor: Option<String>) -> Result<ExpiredPage> {
+        let _ = (rule, cursor);
+        Err(Error::Failed(
+            "this connector does not support retention rules".into(),
         ))
     }
 
@@ -213,18 +296,6 @@ impl Change {
         serde_json::from_str(&self.value)
             .map_err(|e| Error::Failed(format!("the new value of {} is not JSON: {e}", self.field)))
     }
-
-    /// The error for a change that no collection of the system can take.
-    pub fn unmatched(&self) -> Error {
-        Error::Failed(format!(
-            "no collection of this system has a field {:?}{}",
-            self.field,
-            self.collection
-                .as_ref()
-                .map(|c| format!(" in {c:?}"))
-                .unwrap_or_default()
-        ))
-    }
 }
 
 impl Field {
@@ -250,7 +321,7 @@ macro_rules! export_connector {
         const _: () = {
             struct OubliConnectorExport;
 
-            impl $crate::bindings::exports::oubli::connector::connector::Guest for OubliConnectorExport {
+            impl $crate::bindings::exports::oubli::connector0_2_0::connector::Guest for OubliConnectorExport {
                 fn describe() -> $crate::Info {
                     <$connector as $crate::Connector>::describe()
                 }
@@ -269,11 +340,26 @@ macro_rules! export_connector {
                 fn rectify(
                     subject: $crate::Subject,
                     changes: Vec<$crate::Change>,
-                ) -> $crate::Result<Vec<$crate::RecordRef>> {
+                ) -> $crate::Result<$crate::Rectified> {
                     <$connector as $crate::Connector>::rectify(subject, changes)
                 }
                 fn erase(subject: $crate::Subject) -> $crate::Result<Vec<$crate::Erased>> {
                     <$connector as $crate::Connector>::erase(subject)
+                }
+                fn verify(
+                    subject: $crate::Subject,
+                    records: Vec<$crate::RecordRef>,
+                ) -> $crate::Result<Vec<$crate::Verified>> {
+                    <$connector as $crate::Connector>::verify(subject, records)
+                }
+                fn sweep(subject: $crate::Subject, budget: u32) -> $crate::Result<$crate::SweepReport> {
+                    <$connector as $crate::Connector>::sweep(subject, budget)
+                }
+                fn expired(
+                    rule: String,
+                    cursor: Option<String>,
+                ) -> $crate::Result<$crate::ExpiredPage> {
+                    <$connector as $crate::Connector>::expired(rule, cursor)
                 }
             }
 
@@ -299,11 +385,14 @@ pub enum EraseAction {
 
 impl EraseAction {
     /// The end state of a record this action erased.
-    pub fn outcome(self, legal_basis: Option<&str>) -> Outcome {
+    pub fn outcome(self, legal_basis: Option<&str>, masked: Vec<String>) -> Outcome {
         match self {
             EraseAction::Delete => Outcome::Deleted,
-            EraseAction::Anonymise => Outcome::Anonymised,
-            EraseAction::Retain => Outcome::Retained(legal_basis.unwrap_or_default().to_owned()),
+            EraseAction::Anonymise => Outcome::Anonymised(masked),
+            EraseAction::Retain => Outcome::Retained(Retention {
+                legal_basis: legal_basis.unwrap_or_default().to_owned(),
+                masked,
+            }),
         }
     }
 
@@ -331,7 +420,7 @@ impl EraseAction {
 ///
 /// Never log identity values or exported data: oubli's logs are not erased.
 pub mod log {
-    use crate::bindings::oubli::connector::host::{self, Level};
+    use crate::bindings::oubli::connector0_1_0::host::{self, Level};
 
     pub fn trace(message: &str) {
         host::log(Level::Trace, message);
@@ -356,7 +445,7 @@ pub mod config {
 
     /// The value of `key` as text: strings as they are, other TOML values as JSON.
     pub fn get(key: &str) -> Option<String> {
-        crate::bindings::oubli::connector::host::config(key)
+        crate::bindings::oubli::connector0_1_0::host::config(key)
     }
 
     /// The value of `key`, or an `invalid-config` error naming the missing key.
@@ -381,7 +470,7 @@ pub mod config {
     /// by the host under a key the plugin never sees: the same value gives the same hash,
     /// so it can replace an identifying value and keep joins and unique constraints.
     pub fn keyed_hash(value: &str) -> String {
-        crate::bindings::oubli::connector::host::keyed_hash(value)
+        crate::bindings::oubli::connector0_1_0::host::keyed_hash(value)
     }
 
     /// Whether `text` looks like a [`keyed_hash`] (64 lowercase hex digits): a connector
@@ -394,8 +483,8 @@ pub mod config {
 /// SQL against the connected system's database, run by the host (capability `sql`).
 pub mod sql {
     use crate::Result;
-    use crate::bindings::oubli::connector::sql as host;
-    pub use crate::bindings::oubli::connector::sql::{Dialect, Rows, Statement, Value};
+    use crate::bindings::oubli::connector0_1_0::sql as host;
+    pub use crate::bindings::oubli::connector0_1_0::sql::{Dialect, Rows, Statement, Value};
 
     /// How many rows [`query`] asks for at most.
     pub const MAX_ROWS: u32 = 10_000;
@@ -491,6 +580,7 @@ pub mod sql {
             },
             MAX_ROWS,
         )
+        .map_err(Into::into)
     }
 
     /// Runs a statement with [`query`]'s row limit.
@@ -498,7 +588,7 @@ pub mod sql {
     /// # Errors
     /// As [`query`].
     pub fn query_statement(statement: &Statement) -> Result<Rows> {
-        host::query(statement, MAX_ROWS)
+        host::query(statement, MAX_ROWS).map_err(Into::into)
     }
 
     /// Runs the statements in one transaction; returns the rows each one changed. Each
@@ -508,6 +598,6 @@ pub mod sql {
     /// As [`query`]; when one statement fails, none takes effect. `denied` outside
     /// `rectify` and `erase`, which alone may write.
     pub fn transaction(statements: Vec<Statement>) -> Result<Vec<u64>> {
-        host::transaction(&statements)
+        host::transaction(&statements).map_err(Into::into)
     }
 }

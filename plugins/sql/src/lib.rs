@@ -11,8 +11,8 @@ mod dataset;
 use dataset::{Catalogue, Dataset, EraseAction, Mask, Table};
 use oubli_connector::sql::{self, Statement, Value};
 use oubli_connector::{
-    Action, Change, Connector, Erased, Error, Field, Info, Page, PersonalRecord, RecordRef, Result,
-    Subject, export_connector,
+    Action, Change, Connector, Erased, Error, Field, Info, Page, PersonalRecord, RecordRef,
+    Rectified, Result, Subject, export_connector,
 };
 
 /// Rows per page of `access`.
@@ -161,11 +161,7 @@ fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<(usize, String)>>
 }
 
 fn record_ref(table: &Table, key: &Value) -> RecordRef {
-    RecordRef {
-        collection: table.name.clone(),
-        key: key.to_key(),
-        categories: table.categories(),
-    }
+    RecordRef::new(&table.name, key.to_key(), table.categories())
 }
 
 /// Statements that apply `assignments` to the rows with the given keys, in chunks.
@@ -351,20 +347,23 @@ impl Connector for SqlConnector {
         })
     }
 
-    fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Vec<RecordRef>> {
+    fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Rectified> {
         let dataset = Dataset::load()?;
         check_mapped(&dataset, &subject)?;
         let mut statements = Vec::new();
         let mut changed = Vec::new();
-        for change in &changes {
+        let mut not_applicable = Vec::new();
+        for (position, change) in changes.iter().enumerate() {
             let targets: Vec<&Table> = dataset
                 .tables
                 .iter()
                 .filter(|t| change.targets(&t.name))
                 .filter(|t| t.columns.contains_key(&change.field))
                 .collect();
+            // No table here has the column: another system may hold it.
             if targets.is_empty() {
-                return Err(change.unmatched());
+                not_applicable.push(position as u32);
+                continue;
             }
             let value = change.parsed_value()?;
             for table in targets {
@@ -381,7 +380,10 @@ impl Connector for SqlConnector {
         sql::transaction(statements)?;
         changed.sort_by(|a, b| (&a.collection, &a.key).cmp(&(&b.collection, &b.key)));
         changed.dedup_by(|a, b| a.collection == b.collection && a.key == b.key);
-        Ok(changed)
+        Ok(Rectified {
+            changed,
+            not_applicable,
+        })
     }
 
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
@@ -407,7 +409,10 @@ impl Connector for SqlConnector {
                 continue;
             }
             let erase = &table.erase;
-            let outcome = erase.action.outcome(erase.legal_basis.as_deref());
+            let outcome = erase.action.outcome(
+                erase.legal_basis.as_deref(),
+                erase.columns.keys().cloned().collect(),
+            );
             if erase.action == EraseAction::Delete {
                 statements.extend(where_subject(
                     &dataset,

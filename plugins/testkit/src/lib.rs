@@ -10,17 +10,13 @@ use oubli_connector::http::{self, Request};
 use oubli_connector::sql::{self, Value};
 use oubli_connector::{
     Action, Connector, Erased, Error, Field, Info, Outcome, Page, PersonalRecord, RecordRef,
-    Result, Subject, config, export_connector, log,
+    Result, Retention, Subject, config, export_connector, log,
 };
 
 struct Testkit;
 
 fn seen(what: &str, key: impl Into<String>) -> RecordRef {
-    RecordRef {
-        collection: what.into(),
-        key: key.into(),
-        categories: Vec::new(),
-    }
+    RecordRef::new(what, key, Vec::new())
 }
 
 /// The `people` rows of the system's `hidden` table that are still visible, each found
@@ -203,6 +199,8 @@ impl Connector for Testkit {
                         collection: unsafe { String::from_raw_parts(ptr, len, capacity) },
                         key: i.to_string(),
                         categories: Vec::new(),
+                        matched: Vec::new(),
+                        via: None,
                     })
                     .collect())
             }
@@ -305,7 +303,10 @@ impl Connector for Testkit {
             "blank-basis" => Ok(vec![Erased {
                 collection: "invoices".into(),
                 key: "1".into(),
-                outcome: Outcome::Retained("\u{200b}".into()),
+                outcome: Outcome::Retained(Retention {
+                    legal_basis: "\u{200b}".into(),
+                    masked: Vec::new(),
+                }),
             }]),
             _ => Ok(Vec::new()),
         }

@@ -116,6 +116,7 @@ async fn succeed(store: &Store, owner: &str, task: &queue::Claimed) -> bool {
         RunOutcome::Succeeded {
             result: "{}".into(),
             found: 0,
+            unapplied: None,
         },
         Duration::ZERO,
     )
@@ -361,7 +362,19 @@ async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Back
     assert!(queue::store_page(store, &c, 0, &page("c0")).await.unwrap());
     assert!(queue::store_page(store, &c, 1, &page("c1")).await.unwrap());
     let result = sealer.seal_json(&serde_json::json!({ "pages_of": c.lease, "pages": 2 }));
-    assert!(finish_paged(store, "c", &c, RunOutcome::Succeeded { result, found: 1 }).await);
+    assert!(
+        finish_paged(
+            store,
+            "c",
+            &c,
+            RunOutcome::Succeeded {
+                result,
+                found: 1,
+                unapplied: None
+            }
+        )
+        .await
+    );
     assert_eq!(pages_stored().await, 2);
     let results = queue::results(store, sealer, &request.id).await.unwrap();
     assert_eq!(

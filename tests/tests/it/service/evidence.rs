@@ -210,3 +210,52 @@ async fn a_request_that_matches_nothing_says_so() {
         json!(["email"])
     );
 }
+
+/// A change that no connected system has a place for is not carried out: each system says
+/// it is not applicable there (instead of failing the whole rectification after applying
+/// the rest), and the request fails, its event naming the change by its position.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_no_system_has_a_place_for_fails_the_rectification() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    let dpo = service.demo.dpo.clone();
+    let changes = json!([
+        { "field": "city", "value": "Nice" },
+        { "field": "shoe_size", "value": 44 },
+    ]);
+    let id = service
+        .submit("rectification", email(11), Some(changes))
+        .await;
+    approve(&service, &id).await;
+    let request = service.settled(&id).await;
+    assert_eq!(request["status"], "failed", "{request}");
+    let (_, results) = service
+        .get(&format!("/v1/requests/{id}/results"), &dpo)
+        .await;
+    let result = &results["systems"][0]["result"];
+    assert_eq!(result["not_applicable"], json!([1]), "{results}");
+    assert_eq!(result["changed"].as_array().unwrap().len(), 1, "{results}");
+    let (_, events) = service
+        .get(&format!("/v1/requests/{id}/events"), &dpo)
+        .await;
+    let failed = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "request.failed")
+        .expect("a request.failed event");
+    let details: serde_json::Value =
+        serde_json::from_str(failed["details"].as_str().unwrap()).unwrap();
+    assert_eq!(details["changes_applied_nowhere"], json!([1]), "{details}");
+
+    // Every change with a place somewhere: completed.
+    let id = service
+        .submit(
+            "rectification",
+            email(12),
+            Some(json!([{ "field": "city", "value": "Nice" }])),
+        )
+        .await;
+    approve(&service, &id).await;
+    assert_eq!(service.settled(&id).await["status"], "completed");
+}

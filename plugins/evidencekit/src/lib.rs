@@ -1,0 +1,178 @@
+//! A connector of contract 0.2 for oubli's tests of the evidence: it keeps people in a
+//! `people (id, email, visible)` table of the system's database, and free text in
+//! `notes (id, body)`. Never register it for a real system.
+//!
+//! - `locate` finds the visible people whose `email` equals the subject's, exactly;
+//! - `erase` deletes them, or, when the subject's `behaviour` identity is `lie`, only
+//!   hides them and still reports them deleted;
+//! - `verify` reads each person back by id: gone, or still holding `email`;
+//! - `sweep` looks for the e-mail in any case in `people.email` and inside `notes.body`,
+//!   one statement per table, and stops when the budget runs out.
+
+use oubli_connector::sql::{self, Statement, Value};
+use oubli_connector::{
+    Action, Connector, Erased, Error, Info, MatchKind, Outcome, Page, RecordRef, RecordState,
+    Result, Subject, SweepHit, SweepReport, Verified, export_connector,
+};
+
+struct EvidenceKit;
+
+fn email(subject: &Subject) -> Result<&str> {
+    subject
+        .identity("email")
+        .ok_or_else(|| subject.unsearchable(["email"]))
+}
+
+fn ids(sql_text: &str, value: &str) -> Result<Vec<i64>> {
+    let rows = sql::query(sql_text, vec![Value::Text(value.to_owned())])?;
+    rows.rows
+        .iter()
+        .map(|row| match row.first() {
+            Some(Value::Integer(id)) => Ok(*id),
+            other => Err(Error::Failed(format!("unexpected id {other:?}"))),
+        })
+        .collect()
+}
+
+impl Connector for EvidenceKit {
+    fn describe() -> Info {
+        Info {
+            name: "evidencekit".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "erases, lies about it on request, verifies and sweeps, for tests".into(),
+            actions: vec![
+                Action::Locate,
+                Action::Access,
+                Action::Erase,
+                Action::Verify,
+                Action::Sweep,
+            ],
+            // `behaviour` only chooses how it misbehaves.
+            identity_kinds: vec!["email".into(), "behaviour".into()],
+            categories: vec!["contact".into()],
+        }
+    }
+
+    fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
+        let people = ids(
+            &format!(
+                "SELECT id FROM people WHERE email = {} AND visible = 1 ORDER BY id",
+                sql::placeholder(1)
+            ),
+            email(&subject)?,
+        )?;
+        Ok(people
+            .into_iter()
+            .map(|id| {
+                RecordRef::new("people", id.to_string(), vec!["contact".into()]).matched_by(
+                    "email",
+                    "email",
+                    MatchKind::Exact,
+                )
+            })
+            .collect())
+    }
+
+    fn access(_subject: Subject, _cursor: Option<String>) -> Result<Page> {
+        Ok(Page {
+            records: Vec::new(),
+            next: None,
+        })
+    }
+
+    fn erase(subject: Subject) -> Result<Vec<Erased>> {
+        let found = Self::locate(subject.clone())?;
+        let lie = subject.identity("behaviour") == Some("lie");
+        let statements = found
+            .iter()
+            .map(|r| {
+                let verb = if lie {
+                    "UPDATE people SET visible = 0"
+                } else {
+                    "DELETE FROM people"
+                };
+                Statement::new(format!("{verb} WHERE id = {}", sql::placeholder(1)))
+                    .bind(Value::Integer(r.key.parse().unwrap_or_default()))
+            })
+            .collect();
+        sql::transaction(statements)?;
+        Ok(found
+            .into_iter()
+            .map(|r| Erased {
+                collection: r.collection,
+                key: r.key,
+                outcome: Outcome::Deleted,
+            })
+            .collect())
+    }
+
+    fn verify(_subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
+        records
+            .into_iter()
+            .map(|r| {
+                let id: i64 = r
+                    .key
+                    .parse()
+                    .map_err(|_| Error::Failed("a person's key is a number".into()))?;
+                let rows = sql::query(
+                    &format!(
+                        "SELECT email FROM people WHERE id = {}",
+                        sql::placeholder(1)
+                    ),
+                    vec![Value::Integer(id)],
+                )?;
+                let state = if rows.rows.is_empty() {
+                    RecordState::Gone
+                } else {
+                    RecordState::Holds(vec!["email".into()])
+                };
+                Ok(Verified {
+                    collection: r.collection,
+                    key: r.key,
+                    state,
+                })
+            })
+            .collect()
+    }
+
+    fn sweep(subject: Subject, budget: u32) -> Result<SweepReport> {
+        let value = email(&subject)?;
+        let searches = [
+            (
+                "people",
+                "email",
+                "SELECT id FROM people WHERE lower(email) = lower({p})",
+            ),
+            (
+                "notes",
+                "body",
+                "SELECT id FROM notes WHERE instr(lower(body), lower({p})) > 0",
+            ),
+        ];
+        let mut report = SweepReport {
+            covered: Vec::new(),
+            skipped: Vec::new(),
+            hits: Vec::new(),
+            cut_short: false,
+        };
+        for (spent, (table, field, query)) in searches.iter().enumerate() {
+            if spent as u32 >= budget {
+                report.cut_short = true;
+                break;
+            }
+            let query = query.replace("{p}", &sql::placeholder(1));
+            for id in ids(&query, value)? {
+                report.hits.push(SweepHit {
+                    collection: (*table).into(),
+                    key: id.to_string(),
+                    field: (*field).into(),
+                    kind: "email".into(),
+                });
+            }
+            report.covered.push((*table).into());
+        }
+        Ok(report)
+    }
+}
+
+export_connector!(EvidenceKit);

@@ -1,0 +1,513 @@
+//! The SDK for oubli connector plugins.
+//!
+//! A connector finds one data subject's personal data in one connected system and
+//! exports, rectifies or erases it. You implement [`Connector`] on a type, call
+//! [`export_connector!`] once, and build with `cargo build --release --target
+//! wasm32-wasip2`. oubli runs every call in a fresh sandboxed instance: keep no state in
+//! globals between calls.
+//!
+//! The host's capabilities have typed helpers here, each usable only when the connected
+//! system grants it:
+//! - [`log`] and [`config`] (capability `host`);
+//! - [`sql`]: parameterised statements that the host runs against the system's database
+//!   (capability `sql`); the connection URL never reaches the plugin;
+//! - [`http`]: outgoing HTTP to the system's allow-listed hosts (capability `http`), with
+//!   `{{secret:NAME}}` placeholders in header values that the host fills in on the way
+//!   out.
+//!
+//! # Example
+//!
+//! A connector for a newsletter table in the system's database:
+//!
+//! ```no_run
+//! use oubli_connector::{
+//!     export_connector, sql, Action, Connector, Erased, Error, Field, Info, Outcome, Page,
+//!     PersonalRecord, RecordRef, Result, Subject,
+//! };
+//!
+//! struct Newsletter;
+//!
+//! fn find(subject: &Subject) -> Result<Vec<(i64, String)>> {
+//!     let Some(email) = subject.identity("email") else { return Ok(Vec::new()) };
+//!     let rows = sql::query(
+//!         &format!("SELECT id, email FROM subscribers WHERE email = {}", sql::placeholder(1)),
+//!         vec![sql::Value::Text(email.to_owned())],
+//!     )?;
+//!     rows.rows
+//!         .iter()
+//!         .map(|row| match (&row[0], &row[1]) {
+//!             (sql::Value::Integer(id), sql::Value::Text(email)) => Ok((*id, email.clone())),
+//!             _ => Err(Error::Failed("unexpected column types".into())),
+//!         })
+//!         .collect()
+//! }
+//!
+//! impl Connector for Newsletter {
+//!     fn describe() -> Info {
+//!         Info {
+//!             name: "newsletter".into(),
+//!             version: env!("CARGO_PKG_VERSION").into(),
+//!             description: "Newsletter subscribers".into(),
+//!             actions: vec![Action::Locate, Action::Access, Action::Erase],
+//!             identity_kinds: vec!["email".into()],
+//!             categories: vec!["contact".into()],
+//!         }
+//!     }
+//!
+//!     fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
+//!         Ok(find(&subject)?
+//!             .into_iter()
+//!             .map(|(id, _)| RecordRef {
+//!                 collection: "subscribers".into(),
+//!                 key: id.to_string(),
+//!                 categories: vec!["contact".into()],
+//!             })
+//!             .collect())
+//!     }
+//!
+//!     fn access(subject: Subject, _cursor: Option<String>) -> Result<Page> {
+//!         let records = find(&subject)?
+//!             .into_iter()
+//!             .map(|(id, email)| PersonalRecord {
+//!                 collection: "subscribers".into(),
+//!                 key: id.to_string(),
+//!                 fields: vec![Field::new("email", &email, Some("contact"))],
+//!             })
+//!             .collect();
+//!         Ok(Page { records, next: None })
+//!     }
+//!
+//!     fn erase(subject: Subject) -> Result<Vec<Erased>> {
+//!         let found = find(&subject)?;
+//!         let deletes = found
+//!             .iter()
+//!             .map(|(id, _)| {
+//!                 sql::Statement::new(format!("DELETE FROM subscribers WHERE id = {}", sql::placeholder(1)))
+//!                     .bind(sql::Value::Integer(*id))
+//!             })
+//!             .collect();
+//!         sql::transaction(deletes)?;
+//!         Ok(found
+//!             .into_iter()
+//!             .map(|(id, _)| Erased {
+//!                 collection: "subscribers".into(),
+//!                 key: id.to_string(),
+//!                 outcome: Outcome::Deleted,
+//!             })
+//!             .collect())
+//!     }
+//! }
+//!
+//! export_connector!(Newsletter);
+//! ```
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/0.1.0",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_oubli_plugin",
+        default_bindings_module: "oubli_connector::bindings",
+        generate_all,
+    });
+}
+
+pub mod http;
+
+pub use bindings::oubli::connector::types::{
+    Action, Change, Erased, Error, Field, Identity, Info, Outcome, Page, PersonalRecord, RecordRef,
+    Subject,
+};
+
+/// The result of every connector action.
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// What a connector implements. Each function runs in a fresh instance.
+///
+/// The contract (see `wit/0.1.0/connector.wit`): `locate` only reads; `access` pages with
+/// an opaque cursor; `erase` is idempotent and reports every record's end state, with the
+/// legal basis for anything it retains; only [`Error::Unavailable`] is retried by the
+/// host.
+pub trait Connector {
+    /// Describes the connector without touching the system.
+    fn describe() -> Info;
+
+    /// Checks the system's configuration against the system, changing nothing. The host
+    /// calls it when the system is connected; the default accepts any configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the configuration path that is wrong.
+    fn validate() -> Result<()> {
+        Ok(())
+    }
+
+    /// Finds the subject's records.
+    ///
+    /// # Errors
+    /// An [`Error`] saying why the system could not be searched.
+    fn locate(subject: Subject) -> Result<Vec<RecordRef>>;
+
+    /// Exports one page of the subject's data.
+    ///
+    /// # Errors
+    /// An [`Error`] saying why the data could not be read.
+    fn access(subject: Subject, cursor: Option<String>) -> Result<Page>;
+
+    /// Applies a rectification. Connectors that cannot rectify keep this default, and
+    /// leave [`Action::Rectify`] out of their [`Info`].
+    ///
+    /// # Errors
+    /// An [`Error`] saying why the change could not be made.
+    fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Vec<RecordRef>> {
+        let _ = (subject, changes);
+        Err(Error::Failed(
+            "this connector does not support rectification".into(),
+        ))
+    }
+
+    /// Erases the subject's data, idempotently.
+    ///
+    /// # Errors
+    /// An [`Error`] saying why the data could not be erased.
+    fn erase(subject: Subject) -> Result<Vec<Erased>>;
+}
+
+impl Subject {
+    /// The value of the first identity of the given kind, if the DPO gave one.
+    pub fn identity(&self, kind: &str) -> Option<&str> {
+        self.identities
+            .iter()
+            .find(|identity| identity.kind == kind)
+            .map(|identity| identity.value.as_str())
+    }
+}
+
+impl Subject {
+    /// The error for a subject none of whose identity kinds the system searches by: the
+    /// request must fail rather than "find nothing" and pass for done.
+    pub fn unsearchable<'a>(&self, searched: impl IntoIterator<Item = &'a str>) -> Error {
+        let mut kinds: Vec<&str> = searched.into_iter().collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let given: Vec<&str> = self.identities.iter().map(|i| i.kind.as_str()).collect();
+        Error::InvalidConfig(format!(
+            "none of the subject's identity kinds ({}) is searched by this system, which searches by {}",
+            given.join(", "),
+            kinds.join(", ")
+        ))
+    }
+}
+
+impl Change {
+    /// Whether the change applies to `collection` (to every one when it names none).
+    pub fn targets(&self, collection: &str) -> bool {
+        self.collection.as_deref().is_none_or(|c| c == collection)
+    }
+
+    /// The new value, parsed from its JSON text.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] when it is not JSON.
+    pub fn parsed_value(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.value)
+            .map_err(|e| Error::Failed(format!("the new value of {} is not JSON: {e}", self.field)))
+    }
+
+    /// The error for a change that no collection of the system can take.
+    pub fn unmatched(&self) -> Error {
+        Error::Failed(format!(
+            "no collection of this system has a field {:?}{}",
+            self.field,
+            self.collection
+                .as_ref()
+                .map(|c| format!(" in {c:?}"))
+                .unwrap_or_default()
+        ))
+    }
+}
+
+impl Field {
+    /// A field holding a string value, encoded as JSON text.
+    pub fn new(name: &str, value: &str, category: Option<&str>) -> Self {
+        Self::json(name, serde_json::Value::String(value.to_owned()), category)
+    }
+
+    /// A field holding any JSON value.
+    pub fn json(name: &str, value: serde_json::Value, category: Option<&str>) -> Self {
+        Field {
+            name: name.to_owned(),
+            value: value.to_string(),
+            category: category.map(str::to_owned),
+        }
+    }
+}
+
+/// Exports a [`Connector`] implementation as the plugin's `oubli:connector/connector`.
+#[macro_export]
+macro_rules! export_connector {
+    ($connector:ty) => {
+        const _: () = {
+            struct OubliConnectorExport;
+
+            impl $crate::bindings::exports::oubli::connector::connector::Guest for OubliConnectorExport {
+                fn describe() -> $crate::Info {
+                    <$connector as $crate::Connector>::describe()
+                }
+                fn validate() -> $crate::Result<()> {
+                    <$connector as $crate::Connector>::validate()
+                }
+                fn locate(subject: $crate::Subject) -> $crate::Result<Vec<$crate::RecordRef>> {
+                    <$connector as $crate::Connector>::locate(subject)
+                }
+                fn access(
+                    subject: $crate::Subject,
+                    cursor: Option<String>,
+                ) -> $crate::Result<$crate::Page> {
+                    <$connector as $crate::Connector>::access(subject, cursor)
+                }
+                fn rectify(
+                    subject: $crate::Subject,
+                    changes: Vec<$crate::Change>,
+                ) -> $crate::Result<Vec<$crate::RecordRef>> {
+                    <$connector as $crate::Connector>::rectify(subject, changes)
+                }
+                fn erase(subject: $crate::Subject) -> $crate::Result<Vec<$crate::Erased>> {
+                    <$connector as $crate::Connector>::erase(subject)
+                }
+            }
+
+            $crate::bindings::__export_oubli_plugin!(OubliConnectorExport with_types_in $crate::bindings);
+        };
+    };
+}
+
+/// What erasure does to a collection's records, in a connector's configuration
+/// (`erase.action = "delete" | "anonymise" | "retain"`), as both first-party connectors
+/// read it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EraseAction {
+    /// Delete the subject's records.
+    #[default]
+    Delete,
+    /// Keep the records but overwrite their identifying fields.
+    Anonymise,
+    /// Keep the records under a legal basis (Art. 17(3)), overwriting the listed fields.
+    Retain,
+}
+
+impl EraseAction {
+    /// The end state of a record this action erased.
+    pub fn outcome(self, legal_basis: Option<&str>) -> Outcome {
+        match self {
+            EraseAction::Delete => Outcome::Deleted,
+            EraseAction::Anonymise => Outcome::Anonymised,
+            EraseAction::Retain => Outcome::Retained(legal_basis.unwrap_or_default().to_owned()),
+        }
+    }
+
+    /// What is missing from the settings, as (the setting, why): `retain` needs a legal
+    /// basis, `anonymise` something to overwrite (`overwrites`, named `overwrite_key`).
+    pub fn missing(
+        self,
+        legal_basis: Option<&str>,
+        overwrites: usize,
+        overwrite_key: &'static str,
+    ) -> Option<(&'static str, &'static str)> {
+        match self {
+            EraseAction::Retain if legal_basis.is_none_or(|b| b.trim().is_empty()) => {
+                Some(("legal_basis", "retain needs the legal basis (Art. 17(3))"))
+            }
+            EraseAction::Anonymise if overwrites == 0 => {
+                Some((overwrite_key, "anonymise needs what to overwrite"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Log lines in oubli's log, tagged with plugin, system and request (capability `host`).
+///
+/// Never log identity values or exported data: oubli's logs are not erased.
+pub mod log {
+    use crate::bindings::oubli::connector::host::{self, Level};
+
+    pub fn trace(message: &str) {
+        host::log(Level::Trace, message);
+    }
+    pub fn debug(message: &str) {
+        host::log(Level::Debug, message);
+    }
+    pub fn info(message: &str) {
+        host::log(Level::Info, message);
+    }
+    pub fn warn(message: &str) {
+        host::log(Level::Warn, message);
+    }
+    pub fn error(message: &str) {
+        host::log(Level::Error, message);
+    }
+}
+
+/// The connected system's `[config]` values (capability `host`).
+pub mod config {
+    use crate::{Error, Result};
+
+    /// The value of `key` as text: strings as they are, other TOML values as JSON.
+    pub fn get(key: &str) -> Option<String> {
+        crate::bindings::oubli::connector::host::config(key)
+    }
+
+    /// The value of `key`, or an `invalid-config` error naming the missing key.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when the system's configuration does not set `key`.
+    pub fn require(key: &str) -> Result<String> {
+        get(key).ok_or_else(|| Error::InvalidConfig(format!("config.{key} is not set")))
+    }
+
+    /// The value of `key` parsed from JSON into `T`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when the key is missing or does not have the shape of `T`;
+    /// the message carries the path of the offending value.
+    pub fn parse<T: serde::de::DeserializeOwned>(key: &str) -> Result<T> {
+        let text = require(key)?;
+        serde_json::from_str(&text).map_err(|e| Error::InvalidConfig(format!("config.{key}: {e}")))
+    }
+
+    /// The keyed hash of `value` for this system (HMAC-SHA256, 64 hex digits), computed
+    /// by the host under a key the plugin never sees: the same value gives the same hash,
+    /// so it can replace an identifying value and keep joins and unique constraints.
+    pub fn keyed_hash(value: &str) -> String {
+        crate::bindings::oubli::connector::host::keyed_hash(value)
+    }
+
+    /// Whether `text` looks like a [`keyed_hash`] (64 lowercase hex digits): a connector
+    /// that finds one in a column to hash leaves it, so a second erasure changes nothing.
+    pub fn is_keyed_hash(text: &str) -> bool {
+        text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+}
+
+/// SQL against the connected system's database, run by the host (capability `sql`).
+pub mod sql {
+    use crate::Result;
+    use crate::bindings::oubli::connector::sql as host;
+    pub use crate::bindings::oubli::connector::sql::{Dialect, Rows, Statement, Value};
+
+    /// How many rows [`query`] asks for at most.
+    pub const MAX_ROWS: u32 = 10_000;
+
+    /// The database engine of the system.
+    pub fn dialect() -> Dialect {
+        host::database_dialect()
+    }
+
+    /// The placeholder for the `n`-th parameter (1-based) in this system's dialect.
+    pub fn placeholder(n: usize) -> String {
+        match dialect() {
+            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite | Dialect::Mysql => "?".to_owned(),
+        }
+    }
+
+    /// Quotes an identifier (table or column name) for this system's dialect.
+    pub fn ident(name: &str) -> String {
+        match dialect() {
+            Dialect::Mysql => format!("`{}`", name.replace('`', "``")),
+            Dialect::Sqlite | Dialect::Postgres => format!("\"{}\"", name.replace('"', "\"\"")),
+        }
+    }
+
+    impl Statement {
+        /// A statement with no parameters yet.
+        pub fn new(sql: impl Into<String>) -> Self {
+            Statement {
+                sql: sql.into(),
+                params: Vec::new(),
+            }
+        }
+
+        /// Binds the next parameter.
+        pub fn bind(mut self, value: Value) -> Self {
+            self.params.push(value);
+            self
+        }
+    }
+
+    impl Value {
+        /// The value as JSON, for a [`crate::Field`].
+        pub fn to_json(&self) -> serde_json::Value {
+            match self {
+                Value::Null => serde_json::Value::Null,
+                Value::Boolean(b) => (*b).into(),
+                Value::Integer(i) => (*i).into(),
+                Value::Real(r) => serde_json::Number::from_f64(*r)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number),
+                Value::Text(t) => t.clone().into(),
+                Value::Blob(b) => b
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect::<String>()
+                    .into(),
+            }
+        }
+
+        /// The value from JSON, as the host binds it.
+        pub fn from_json(value: &serde_json::Value) -> Self {
+            match value {
+                serde_json::Value::Null => Value::Null,
+                serde_json::Value::Bool(b) => Value::Boolean(*b),
+                serde_json::Value::Number(n) => n
+                    .as_i64()
+                    .map(Value::Integer)
+                    .unwrap_or_else(|| Value::Real(n.as_f64().unwrap_or_default())),
+                serde_json::Value::String(s) => Value::Text(s.clone()),
+                other => Value::Text(other.to_string()),
+            }
+        }
+
+        /// The value as text, as used in record keys.
+        pub fn to_key(&self) -> String {
+            match self {
+                Value::Text(t) => t.clone(),
+                other => other.to_json().to_string(),
+            }
+        }
+    }
+
+    /// Runs a query and returns its rows (at most [`MAX_ROWS`]).
+    ///
+    /// # Errors
+    /// `unavailable` when the database cannot be reached, `invalid-config` for a statement
+    /// the database rejects.
+    pub fn query(sql: &str, params: Vec<Value>) -> Result<Rows> {
+        host::query(
+            &Statement {
+                sql: sql.to_owned(),
+                params,
+            },
+            MAX_ROWS,
+        )
+    }
+
+    /// Runs a statement with [`query`]'s row limit.
+    ///
+    /// # Errors
+    /// As [`query`].
+    pub fn query_statement(statement: &Statement) -> Result<Rows> {
+        host::query(statement, MAX_ROWS)
+    }
+
+    /// Runs the statements in one transaction; returns the rows each one changed. Each
+    /// statement is exactly one SQL statement.
+    ///
+    /// # Errors
+    /// As [`query`]; when one statement fails, none takes effect. `denied` outside
+    /// `rectify` and `erase`, which alone may write.
+    pub fn transaction(statements: Vec<Statement>) -> Result<Vec<u64>> {
+        host::transaction(&statements)
+    }
+}
