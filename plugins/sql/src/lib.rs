@@ -12,7 +12,7 @@ use dataset::{Catalogue, Dataset, EraseAction, Mask, Table};
 use oubli_connector::sql::{self, Statement, Value};
 use oubli_connector::{
     Action, Change, Connector, Erased, Error, Field, Info, Page, PersonalRecord, RecordRef,
-    Rectified, Result, Subject, export_connector,
+    RecordState, Rectified, Result, Subject, Verified, export_connector,
 };
 
 /// Rows per page of `access`.
@@ -123,11 +123,98 @@ fn check_mapped(dataset: &Dataset, subject: &Subject) -> Result<()> {
 
 /// Every row of the subject in every table, as (table index, key as text), in one query:
 /// one `UNION ALL` branch per table that reaches the subject.
-fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<(usize, String)>> {
-    let text = match sql::dialect() {
+/// The type keys are cast to, to compare them as text.
+fn text_type() -> &'static str {
+    match sql::dialect() {
         sql::Dialect::Mysql => "CHAR",
         sql::Dialect::Sqlite | sql::Dialect::Postgres => "TEXT",
+    }
+}
+
+/// What one record is now, read by its primary key: gone; or, in a table whose rows are
+/// deleted, still holding the personal columns that are set; or, in a table whose rows
+/// are anonymised or retained, holding the masked columns that still equal one of the
+/// subject's identities (case-insensitively), else cleared of them (anonymised) or
+/// holding its unmasked personal columns (retained, with its legal basis).
+fn read_back(table: &Table, subject: &Subject, key: &str) -> Result<RecordState> {
+    let mut columns: Vec<&String> = table
+        .identities
+        .values()
+        .chain(table.columns.keys())
+        .collect();
+    columns.sort();
+    columns.dedup();
+    let list = if columns.is_empty() {
+        "1".to_owned()
+    } else {
+        columns
+            .iter()
+            .map(|c| sql::ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
+    let rows = sql::query(
+        &format!(
+            "SELECT {list} FROM {table} WHERE CAST({key_column} AS {text}) = {p}",
+            table = sql::ident(&table.name),
+            key_column = sql::ident(&table.key),
+            text = text_type(),
+            p = sql::placeholder(1)
+        ),
+        vec![Value::Text(key.to_owned())],
+    )?;
+    let Some(row) = rows.rows.first() else {
+        return Ok(RecordState::Gone);
+    };
+    let value = |column: &String| {
+        columns
+            .iter()
+            .position(|c| *c == column)
+            .and_then(|i| row.get(i))
+            .filter(|v| !matches!(v, Value::Null))
+    };
+    let set: Vec<String> = columns
+        .iter()
+        .filter(|c| value(c).is_some())
+        .map(|c| (*c).clone())
+        .collect();
+    if table.erase.action == EraseAction::Delete {
+        return Ok(RecordState::Holds(set));
+    }
+    let identities: Vec<String> = subject
+        .identities
+        .iter()
+        .map(|i| i.value.to_lowercase())
+        .collect();
+    let masked: Vec<&String> = table.erase.columns.keys().collect();
+    let still: Vec<String> = masked
+        .iter()
+        .filter(|c| {
+            value(c).is_some_and(|v| {
+                let text = match v.to_json() {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                identities.contains(&text.to_lowercase())
+            })
+        })
+        .map(|c| (*c).clone())
+        .collect();
+    if !still.is_empty() {
+        return Ok(RecordState::Holds(still));
+    }
+    Ok(match table.erase.action {
+        EraseAction::Retain => RecordState::Holds(
+            set.into_iter()
+                .filter(|c| !table.erase.columns.contains_key(c))
+                .collect(),
+        ),
+        _ => RecordState::Cleared(masked.into_iter().cloned().collect()),
+    })
+}
+
+fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<(usize, String)>> {
+    let text = text_type();
     let mut branches = Vec::new();
     let mut params = Vec::new();
     for (i, table) in dataset.tables.iter().enumerate() {
@@ -252,7 +339,13 @@ impl Connector for SqlConnector {
             name: "sql".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Relational databases (SQLite, PostgreSQL, MySQL/MariaDB) described by a dataset configuration".into(),
-            actions: vec![Action::Locate, Action::Access, Action::Rectify, Action::Erase],
+            actions: vec![
+                Action::Locate,
+                Action::Access,
+                Action::Rectify,
+                Action::Erase,
+                Action::Verify,
+            ],
             identity_kinds: vec!["email".into(), "phone".into(), "customer-id".into(), "user-id".into(), "account".into()],
             categories: Vec::new(),
         }
@@ -384,6 +477,28 @@ impl Connector for SqlConnector {
             changed,
             not_applicable,
         })
+    }
+
+    /// Reads each record back by its table's primary key (see [`read_back`]).
+    fn verify(subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
+        let dataset = Dataset::load()?;
+        records
+            .into_iter()
+            .map(|r| {
+                let table = dataset.table(&r.collection).ok_or_else(|| {
+                    Error::Failed(format!(
+                        "verify was given a record of {:?}, a table the dataset does not name",
+                        r.collection
+                    ))
+                })?;
+                let state = read_back(table, &subject, &r.key)?;
+                Ok(Verified {
+                    collection: r.collection,
+                    key: r.key,
+                    state,
+                })
+            })
+            .collect()
     }
 
     fn erase(subject: Subject) -> Result<Vec<Erased>> {

@@ -1,7 +1,7 @@
 //! The first-party SQL connector on the demo CRM (SQLite), through the real runtime.
 
 use oubli::demo::{crm_system, customer_email};
-use oubli::runtime::{Change, Outcome, RuntimeError};
+use oubli::runtime::{Change, Outcome, RecordState, RuntimeError};
 use oubli_tests::{count, demo_crm, load, runtime, subject};
 use std::collections::BTreeMap;
 
@@ -372,4 +372,41 @@ async fn a_keyed_hash_mask_pseudonymises_retained_rows_once() {
         others - 3,
         "only the subject's invoices changed"
     );
+}
+
+/// `verify` reads each record back by its primary key, whatever a search would find: the
+/// deleted customer and orders are gone, the retained invoices still hold their billing
+/// columns, and a row that is still there in a table whose rows are deleted (here one
+/// put back after the erasure) holds its personal columns.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reads_records_back_by_primary_key() {
+    let (_dir, db) = demo_crm(30).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
+    let s = subject(&[("email", &customer_email(8))]);
+    let located = rt.locate(&plugin, &sys, &s).await.unwrap();
+    rt.erase(&plugin, &sys, &s).await.unwrap();
+    let mut other = rt
+        .locate(&plugin, &sys, &subject(&[("email", &customer_email(9))]))
+        .await
+        .unwrap();
+    other.retain(|r| r.collection == "customers");
+    let mut asked = located.clone();
+    asked.extend(other);
+    let verified = rt.verify(&plugin, &sys, &s, &asked).await.unwrap();
+    assert_eq!(verified.len(), asked.len());
+    for v in &verified {
+        match v.collection.as_str() {
+            "invoices" => assert!(
+                matches!(&v.state, RecordState::Holds(f) if f.iter().any(|c| c == "billing_email")),
+                "{v:?}"
+            ),
+            "customers" if v.key == "9" => assert!(
+                matches!(&v.state, RecordState::Holds(f) if f.iter().any(|c| c == "email")),
+                "{v:?}"
+            ),
+            _ => assert_eq!(v.state, RecordState::Gone, "{v:?}"),
+        }
+    }
 }

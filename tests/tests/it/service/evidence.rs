@@ -181,6 +181,19 @@ async fn a_request_that_matches_nothing_says_so() {
     let verification = &certificate["systems"][0]["verification"];
     assert_eq!(verification["records_located_before_erasure"], records);
     assert_eq!(verification["all_located_reported_by_erase"], true);
+    // The first-party SQL connector reads every located record back by its primary key.
+    assert!(
+        verification["method"]
+            .as_str()
+            .unwrap()
+            .starts_with("every located record read back by key"),
+        "{verification}"
+    );
+    assert_eq!(verification["read_back"]["records"], records);
+    assert!(
+        verification["read_back"]["retained"].as_u64().unwrap() >= 1,
+        "the invoices"
+    );
     assert!(certificate["systems"][0]["note"].is_null());
 
     let access = service.submit("access", typo, None).await;
