@@ -169,7 +169,7 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 /// What a connector implements. Each function runs in a fresh instance.
 ///
-/// The contract (see `wit/0.1.0/connector.wit`): `locate` only reads; `access` pages with
+/// The contract (see `wit/0.2.0/connector.wit`): `locate` only reads; `access` pages with
 /// an opaque cursor; `erase` is idempotent and reports every record's end state, with the
 /// legal basis for anything it retains; only [`Error::Unavailable`] is retried by the
 /// host.
