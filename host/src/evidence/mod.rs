@@ -9,6 +9,7 @@
 //! identities appear only as keyed hashes, and records only as counts. It is signed with
 //! Ed25519 and verifiable offline with the public key served at `/v1/keys`.
 
+pub mod certificate_html;
 pub mod package;
 pub mod retention;
 
@@ -229,7 +230,7 @@ pub async fn erasure_certificate(
     }
     let document = json!({
         "type": "oubli.erasure-certificate",
-        "version": 1,
+        "version": 2,
         "issuer": format!("oubli {}", env!("CARGO_PKG_VERSION")),
         "request": {
             "id": request.id,

@@ -63,6 +63,36 @@ pub async fn package_html(
     )))
 }
 
+/// The language of a printable certificate.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct CertificatePage {
+    /// `en` (the default) or `fr`.
+    lang: Option<crate::evidence::certificate_html::Lang>,
+}
+
+/// The erasure certificate as a printable page ("PV de destruction"), in English or
+/// French: what the signed certificate says, for people; the signed JSON is the proof.
+#[utoipa::path(get, path = "/v1/requests/{id}/certificate.html", tag = "requests", params(("id" = String, Path), CertificatePage),
+    responses((status = 200, description = "the certificate as HTML", content_type = "text/html"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn certificate_html(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(page): Query<CertificatePage>,
+) -> Result<axum::response::Html<String>, ApiError> {
+    let request = visible(&app, &caller, &id).await?;
+    let signed = crate::evidence::erasure_certificate(&app.store, &app.keys, &request)
+        .await?
+        .map_err(ApiError::Conflict)?;
+    let lang = page
+        .lang
+        .unwrap_or(crate::evidence::certificate_html::Lang::En);
+    Ok(axum::response::Html(
+        crate::evidence::certificate_html::html(&signed, lang),
+    ))
+}
+
 /// The signed erasure certificate of a completed erasure: per system, the plugin and what
 /// was deleted, anonymised or retained (with its legal basis), and the verification. It
 /// holds no personal data; verify it offline with the key from `/v1/keys`.

@@ -48,6 +48,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/requests/{id}/webhooks", get(webhooks))
         .route("/v1/requests/{id}/events", get(events))
         .route("/v1/requests/{id}/certificate", get(certificate))
+        .route("/v1/requests/{id}/certificate.html", get(certificate_html))
         .route("/v1/requests/{id}/package", get(package))
         .route("/v1/requests/{id}/package.html", get(package_html))
 }

@@ -157,6 +157,35 @@ async fn a_request_that_matches_nothing_says_so() {
         json!(["email"])
     );
     assert_eq!(system["verification"]["records_located_before_erasure"], 0);
+    assert_eq!(certificate["version"], 2);
+    // The printable page says it too, in French and in English.
+    for (lang, title, warning) in [
+        (
+            "fr",
+            "Procès-verbal de destruction",
+            "Aucun système n'a trouvé d'enregistrement",
+        ),
+        (
+            "en",
+            "Erasure certificate",
+            "No system found any record of the subject",
+        ),
+    ] {
+        let page = service
+            .http
+            .get(format!(
+                "{}/v1/requests/{erasure}/certificate.html?lang={lang}",
+                service.url
+            ))
+            .bearer_auth(&dpo)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let page = page.text().await.unwrap();
+        assert!(page.contains(title) && page.contains(warning), "{page}");
+        assert!(!page.contains("Customer5"), "no identity value on the page");
+    }
     assert_eq!(
         count(&service.demo.crm, "customers", "id = 5").await,
         1,
