@@ -202,7 +202,7 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
         // What a system returned may be personal data (an export): sealed at rest.
         Ok((value, found)) => RunOutcome::Succeeded {
             // Positions only, not personal data: kept in the clear for the request's settle.
-            unapplied: value["not_applicable"].as_array().map(|positions| {
+            unapplied: value["unapplied"].as_array().map(|positions| {
                 positions
                     .iter()
                     .filter_map(|p| p.as_u64().map(|p| p as u32))
@@ -386,7 +386,7 @@ async fn erase(
     }
     let mut verification = json!({ "method": "locate" });
     if checks.verify {
-        verification = verify(app, plugin, system, subject, &located, &retained).await?;
+        verification = verify(app, plugin, system, subject, &located, &reported).await?;
     }
     let (lost_report, unaccounted): (Vec<&Place>, Vec<&Place>) = located
         .keys()
@@ -407,7 +407,7 @@ async fn erase(
         "verification": verification,
     });
     if checks.sweep {
-        result["sweep"] = sweep(app, plugin, system, subject, &retained).await?;
+        result["sweep"] = sweep(app, plugin, system, subject, &reported).await?;
     }
     if !lost_report.is_empty() {
         result["unreported"] = json!({
@@ -425,14 +425,17 @@ async fn erase(
 }
 
 /// Reads every located record back by key (contract 0.2): each must be gone, cleared of
-/// the subject's data, or reported retained with a legal basis. Returns the counts.
+/// Reads every located record back by key (contract 0.2). Each answer must be for a
+/// record asked about, once; each record must be gone, or cleared of the subject's data
+/// (not if reported deleted), or still hold it only if reported retained and not in a
+/// field the retention says it masked. Returns the counts over the records asked.
 async fn verify(
     app: &Arc<App>,
     plugin: &Arc<Plugin>,
     system: &Arc<Grant>,
     subject: &Subject,
     located: &Places,
-    retained: &impl Fn(&Place) -> bool,
+    reported: &Places,
 ) -> Result<serde_json::Value, RuntimeError> {
     let records = located
         .values()
@@ -445,32 +448,73 @@ async fn verify(
         .runtime
         .verify(plugin, system, subject, &records)
         .await?;
-    let (mut gone, mut cleared, mut kept) = (0, 0, 0);
-    let mut holding: Vec<(Place, Vec<String>)> = Vec::new();
+    let mut states: std::collections::BTreeMap<Place, RecordState> = Default::default();
     for record in verified {
         let place = (record.collection, record.key);
-        match record.state {
+        if !located.contains_key(&place) {
+            return Err(RuntimeError::Failed(format!(
+                "the plugin's verify answered for a record of {} it was not asked about",
+                place.0
+            )));
+        }
+        if states.insert(place.clone(), record.state).is_some() {
+            return Err(RuntimeError::Failed(format!(
+                "the plugin's verify answered twice for a record of {}",
+                place.0
+            )));
+        }
+    }
+    let (mut gone, mut cleared, mut kept, mut unreported) = (0, 0, 0, 0);
+    let mut holding: Vec<(Place, Vec<String>)> = Vec::new();
+    let mut contradicted = Vec::new();
+    for (place, state) in &states {
+        let report = reported.get(place);
+        let outcome = report.and_then(|r| r["outcome"].as_str());
+        if report.is_none() {
+            unreported += 1;
+        }
+        let masked: Vec<&str> = report
+            .and_then(|r| r["masked"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str())
+            .collect();
+        match state {
             RecordState::Gone => gone += 1,
+            RecordState::Cleared(_) if outcome == Some("deleted") => contradicted.push(place),
             RecordState::Cleared(_) => cleared += 1,
-            RecordState::Holds(_) if retained(&place) => kept += 1,
-            RecordState::Holds(fields) => holding.push((place, fields)),
+            RecordState::Holds(fields)
+                if outcome == Some("retained")
+                    && !fields.iter().any(|f| masked.contains(&f.as_str())) =>
+            {
+                kept += 1
+            }
+            RecordState::Holds(fields) => holding.push((place.clone(), fields.clone())),
         }
     }
     if !holding.is_empty() {
         let places: Vec<(&Place, &[String])> =
             holding.iter().map(|(p, f)| (p, f.as_slice())).collect();
         return Err(RuntimeError::Failed(format!(
-            "{} record(s) located before the erasure still hold the subject's data when read back by key ({}), though not reported retained",
+            "{} record(s) located before the erasure still hold the subject's data when read back by key ({}), though not reported retained (or in fields reported masked)",
             holding.len(),
             by_collection_fields(&places)
         )));
     }
+    if !contradicted.is_empty() {
+        return Err(RuntimeError::Failed(format!(
+            "{} record(s) reported deleted are still there when read back by key ({})",
+            contradicted.len(),
+            by_collection(contradicted.into_iter())
+        )));
+    }
     Ok(json!({
         "method": "verify",
-        "records": records.len(),
+        "records": states.len(),
         "gone": gone,
         "cleared": cleared,
         "retained": kept,
+        "unreported": unreported,
     }))
 }
 
@@ -482,7 +526,7 @@ async fn sweep(
     plugin: &Arc<Plugin>,
     system: &Arc<Grant>,
     subject: &Subject,
-    retained: &impl Fn(&Place) -> bool,
+    reported: &Places,
 ) -> Result<serde_json::Value, RuntimeError> {
     let report = app
         .runtime
@@ -490,9 +534,18 @@ async fn sweep(
         .await?;
     let mut outside: std::collections::BTreeMap<Place, Vec<String>> = Default::default();
     let mut in_retained = 0;
+    // A hit is excused only in a record kept on purpose, and not in a field it masked.
+    let excused = |place: &Place, field: &str| {
+        reported.get(place).is_some_and(|r| {
+            r["outcome"] == "retained"
+                && !r["masked"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|m| m == field))
+        })
+    };
     for hit in &report.hits {
         let place = (hit.collection.clone(), hit.key.clone());
-        if retained(&place) {
+        if excused(&place, &hit.field) {
             in_retained += 1;
         } else {
             outside.entry(place).or_default().push(hit.field.clone());
@@ -507,10 +560,31 @@ async fn sweep(
             by_collection_fields(&places)
         )));
     }
+    // What the plugin wrote goes on a certificate that names the subject only by keyed
+    // hashes: a text that quotes an identity (a database error echoing it) is withheld.
+    let values: Vec<String> = subject
+        .identities
+        .iter()
+        .map(|i| i.value.to_lowercase())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let withhold = |texts: Vec<String>| -> Vec<String> {
+        texts
+            .into_iter()
+            .map(|t| {
+                let lower = t.to_lowercase();
+                if values.iter().any(|v| lower.contains(v.as_str())) {
+                    "[withheld: the text named the subject]".to_owned()
+                } else {
+                    t
+                }
+            })
+            .collect()
+    };
     Ok(json!({
         "budget": app.config.sweep_budget,
-        "covered": report.covered,
-        "skipped": report.skipped,
+        "covered": withhold(report.covered),
+        "skipped": withhold(report.skipped),
         "hits_in_retained_records": in_retained,
         "cut_short": report.cut_short,
     }))
@@ -632,6 +706,12 @@ async fn rectify(
         .runtime
         .rectify(plugin, system, subject, &changes)
         .await?;
+    // A system that changed no record applied no change, whatever it says.
+    let unapplied: Vec<u32> = if changed.changed.is_empty() {
+        (0..changes.len() as u32).collect()
+    } else {
+        changed.not_applicable.clone()
+    };
     let touched: BTreeSet<(&str, &str)> = changed
         .changed
         .iter()
@@ -658,8 +738,8 @@ async fn rectify(
             // The message names the field, never its values: it is kept in the audit trail.
             if now != **value {
                 return Err(RuntimeError::Failed(format!(
-                    "after the rectification, {}/{} does not hold the new value of {}",
-                    record.collection, record.key, change.field
+                    "after the rectification, a record of {} does not hold the new value of {}",
+                    record.collection, change.field
                 )));
             }
             verified.insert((record.collection.as_str(), record.key.as_str()));
@@ -672,7 +752,8 @@ async fn rectify(
         .map(|(c, k)| format!("{c}/{k}"))
         .collect();
     Ok((
-        json!({ "plugin": plugin.digest, "changed": changed.changed, "not_applicable": changed.not_applicable, "verified": verified.len(), "unverified": unverified }),
+        json!({ "plugin": plugin.digest, "changed": changed.changed, "not_applicable": changed.not_applicable,
+                "unapplied": unapplied, "verified": verified.len(), "unverified": unverified }),
         changed.changed.len() as u64,
     ))
 }

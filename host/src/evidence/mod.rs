@@ -169,11 +169,16 @@ pub async fn erasure_certificate(
                 "gone": read_back["gone"],
                 "cleared": read_back["cleared"],
                 "retained": read_back["retained"],
+                "not_reported_by_erase": read_back["unreported"],
             });
         }
         if let Some(located) = located {
             verification["records_located_before_erasure"] = located.into();
-            verification["all_located_reported_by_erase"] = result["unreported"].is_null().into();
+            // Records read back gone or cleared without `erase` reporting them count as
+            // unreported too.
+            let unreported = result["verification"]["unreported"].as_u64().unwrap_or(0);
+            verification["all_located_reported_by_erase"] =
+                (result["unreported"].is_null() && unreported == 0).into();
         }
         if !result["unreported"].is_null() {
             verification["unreported"] = result["unreported"].clone();
@@ -202,6 +207,9 @@ pub async fn erasure_certificate(
             sweep["found_outside_retained_records"] = 0.into();
             if sweep["cut_short"] == true {
                 sweep["note"] = "the sweep's budget ran out before it searched everything: what it did not reach is not covered".into();
+            } else if sweep["skipped"].as_array().is_some_and(|s| !s.is_empty()) {
+                sweep["note"] =
+                    "the sweep could not search what `skipped` names: that is not covered".into();
             }
             system["sweep"] = sweep;
         }

@@ -205,8 +205,10 @@ pub async fn retry(
     let Some(taken) = take(tx, id, Transition::Retry, actor, serde_json::json!({})).await? else {
         return Ok(None);
     };
-    if taken.is_ok() {
-        queue::requeue_failed(tx, id).await?;
+    // Nothing to run again (a rectification failed because a change was applied
+    // nowhere): the request settles at once instead of waiting for tasks that never come.
+    if taken.is_ok() && queue::requeue_failed(tx, id).await? == 0 {
+        settle(tx, id, actor).await?;
     }
     Ok(Some(taken.map(drop)))
 }
@@ -302,9 +304,11 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     if request.status != Status::Running {
         return Ok(appended);
     }
-    // A rectification whose change no system had a place for was not carried out.
+    // A rectification whose change no system had a place for was not carried out; one
+    // for a controller without systems changed nothing.
     let nowhere = queue::changes_applied_nowhere(tx, request_id).await?;
-    let step = if failed > 0 || !nowhere.is_empty() {
+    let no_system = super::rows::rectification_without_tasks(tx, request_id).await?;
+    let step = if failed > 0 || !nowhere.is_empty() || no_system {
         Transition::Fail
     } else {
         Transition::Complete
@@ -312,6 +316,9 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     let mut details = serde_json::json!({ "failed_tasks": failed });
     if !nowhere.is_empty() {
         details["changes_applied_nowhere"] = nowhere.into();
+    }
+    if no_system {
+        details["no_system_to_rectify"] = true.into();
     }
     let settled = transition(tx, &request, step, actor, details).await?;
     Ok(appended || settled.is_ok())

@@ -477,6 +477,23 @@ pub async fn list(store: &Store, sealer: &Sealer, filter: &Filter) -> anyhow::Re
     rows.into_iter().map(|r| r.open(sealer)).collect()
 }
 
+/// Whether the request is a rectification with no task: its controller has no system,
+/// so none of its changes was applied.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn rectification_without_tasks(tx: &mut Tx<'_>, id: &str) -> sqlx::Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM requests r WHERE r.id = $1 AND r.kind = $2 \
+         AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.request_id = r.id)",
+    )
+    .bind(id)
+    .bind(Kind::Rectification.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// Writes an extended deadline (see [`super::lifecycle::extend`]).
 ///
 /// # Errors

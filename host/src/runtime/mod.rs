@@ -502,19 +502,30 @@ impl Runtime {
             .exports(&self.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
-        let contract = exports
+        let versions: Vec<&str> = exports
             .iter()
-            .find_map(|e| {
+            .filter_map(|e| {
                 e.strip_prefix(bindings::CONTRACT_INTERFACE)
                     .and_then(|v| v.strip_prefix('@'))
             })
+            .collect();
+        // Which of two exported versions to call would be a guess: refuse the component.
+        if versions.len() > 1 {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "plugin `{name}` exports {} in several versions ({}); export one",
+                bindings::CONTRACT_INTERFACE,
+                versions.join(", ")
+            )));
+        }
+        let contract = versions
+            .first()
             .ok_or_else(|| {
                 RuntimeError::InvalidConfig(format!(
                     "plugin `{name}` does not export {}; it exports {exports:?}",
                     bindings::CONTRACT_INTERFACE
                 ))
             })?
-            .to_owned();
+            .to_string();
         if !SUPPORTED_CONTRACTS.iter().any(|v| contract.starts_with(v)) {
             return Err(RuntimeError::InvalidConfig(format!(
                 "plugin `{name}` implements contract {contract}; this oubli loads {}",
@@ -848,6 +859,13 @@ impl Runtime {
                         "the plugin said change {position} has no place in the system, but only {} were given",
                         changes.len()
                     )));
+                }
+                let distinct: std::collections::BTreeSet<_> =
+                    rectified.not_applicable.iter().collect();
+                if distinct.len() != rectified.not_applicable.len() {
+                    return Err(RuntimeError::Failed(
+                        "the plugin named a change as not applicable more than once".into(),
+                    ));
                 }
                 Ok(rectified)
             }

@@ -188,19 +188,17 @@ impl Reply {
         let record = |r: &RecordRef| {
             label("collection", &r.collection)?;
             label("record key", &r.key)?;
-            r.categories.iter().try_for_each(|c| label("category", c))
+            r.categories.iter().try_for_each(|c| label("category", c))?;
+            r.matched.iter().try_for_each(|m| {
+                label("identity kind", &m.kind)?;
+                label("field name", &m.field)
+            })?;
+            r.via.as_deref().map_or(Ok(()), |via| label("record", via))
         };
         let fields = |what: &str, names: &[String]| names.iter().try_for_each(|n| label(what, n));
         match self {
             Reply::Info(_) | Reply::Validated => Ok(()),
-            Reply::Records(records) => records.iter().try_for_each(|r| {
-                record(r)?;
-                r.matched.iter().try_for_each(|m| {
-                    label("identity kind", &m.kind)?;
-                    label("field name", &m.field)
-                })?;
-                r.via.as_deref().map_or(Ok(()), |via| label("record", via))
-            }),
+            Reply::Records(records) => records.iter().try_for_each(record),
             Reply::Rectified(rectified) => rectified.changed.iter().try_for_each(record),
             Reply::Verified(verified) => verified.iter().try_for_each(|v| {
                 label("collection", &v.collection)?;
@@ -237,8 +235,8 @@ impl Reply {
                         }
                         check_json_value(&field.value).map_err(|reason| {
                             format!(
-                                "the plugin exported {}/{} with a field {:?} whose value {reason}",
-                                r.collection, r.key, field.name
+                                "the plugin exported a record of {} with a field {:?} whose value {reason}",
+                                r.collection, field.name
                             )
                         })?;
                     }
@@ -256,8 +254,8 @@ impl Reply {
                         fields("field name", masked)?;
                         check_legal_basis(legal_basis).map_err(|reason| {
                             format!(
-                                "the plugin retained {}/{} with a legal basis that {reason}",
-                                e.collection, e.key
+                                "the plugin retained a record of {} with a legal basis that {reason}",
+                                e.collection
                             )
                         })
                     }
@@ -275,7 +273,11 @@ impl Reply {
         }
         let found = |text: &str| secrets.found_in(text.as_bytes());
         let record = |r: &RecordRef| {
-            found(&r.collection) || found(&r.key) || r.categories.iter().any(|c| found(c))
+            found(&r.collection)
+                || found(&r.key)
+                || r.categories.iter().any(|c| found(c))
+                || r.via.as_deref().is_some_and(found)
+                || r.matched.iter().any(|m| found(&m.kind) || found(&m.field))
         };
         match self {
             Reply::Validated => false,
@@ -284,11 +286,7 @@ impl Reply {
                 .chain(&info.identity_kinds)
                 .chain(&info.categories)
                 .any(|t| found(t)),
-            Reply::Records(records) => records.iter().any(|r| {
-                record(r)
-                    || r.via.as_deref().is_some_and(found)
-                    || r.matched.iter().any(|m| found(&m.kind) || found(&m.field))
-            }),
+            Reply::Records(records) => records.iter().any(record),
             Reply::Rectified(rectified) => rectified.changed.iter().any(record),
             Reply::Verified(verified) => verified.iter().any(|v| {
                 found(&v.collection)

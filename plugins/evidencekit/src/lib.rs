@@ -3,9 +3,10 @@
 //! `notes (id, body)`. Never register it for a real system.
 //!
 //! - `locate` finds the visible people whose `email` equals the subject's, exactly;
-//! - `erase` deletes them, or, when the subject's `behaviour` identity is `lie`, only
-//!   hides them and still reports them deleted;
-//! - `verify` reads each person back by id: gone, or still holding `email`;
+//! - `erase` deletes them, or, when the subject's `behaviour` identity is `lie` or
+//!   `lie-cleared`, only hides them and still reports them deleted;
+//! - `verify` reads each person back by id: gone, or still holding `email` (said to be
+//!   cleared of it under `lie-cleared`);
 //! - `sweep` looks for the e-mail in any case in `people.email` and inside `notes.body`,
 //!   one statement per table, and stops when the budget runs out.
 
@@ -82,7 +83,7 @@ impl Connector for EvidenceKit {
 
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
         let found = Self::locate(subject.clone())?;
-        let lie = subject.identity("behaviour") == Some("lie");
+        let lie = matches!(subject.identity("behaviour"), Some("lie" | "lie-cleared"));
         let statements = found
             .iter()
             .map(|r| {
@@ -106,7 +107,9 @@ impl Connector for EvidenceKit {
             .collect())
     }
 
-    fn verify(_subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
+    fn verify(subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
+        // `lie-cleared`: a row still there is said to be cleared of the subject's data.
+        let cleared = subject.identity("behaviour") == Some("lie-cleared");
         records
             .into_iter()
             .map(|r| {
@@ -123,6 +126,8 @@ impl Connector for EvidenceKit {
                 )?;
                 let state = if rows.rows.is_empty() {
                     RecordState::Gone
+                } else if cleared {
+                    RecordState::Cleared(vec!["email".into()])
                 } else {
                     RecordState::Holds(vec!["email".into()])
                 };

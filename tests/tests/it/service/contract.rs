@@ -185,6 +185,23 @@ async fn a_plugin_that_claims_an_erasure_it_did_not_do_gets_no_certificate() {
         1,
         "still there"
     );
+
+    // Reported deleted, and said to be cleared when read back: a contradiction fails too.
+    database(&setup.people, "UPDATE people SET visible = 1").await;
+    let request = erase(
+        &service,
+        &setup,
+        json!([{ "kind": "email", "value": "jane@example.org" }, { "kind": "behaviour", "value": "lie-cleared" }]),
+    )
+    .await;
+    assert_eq!(request["status"], "failed", "{request}");
+    let error = task_error(&service, &setup, request["id"].as_str().unwrap(), "people").await;
+    assert!(
+        error.contains(
+            "1 record(s) reported deleted are still there when read back by key (1 in people)"
+        ),
+        "{error}"
+    );
 }
 
 /// A copy stored in another case and a mention in another record's free text are not

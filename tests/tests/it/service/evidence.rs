@@ -289,6 +289,14 @@ async fn a_change_no_system_has_a_place_for_fails_the_rectification() {
     let details: serde_json::Value =
         serde_json::from_str(failed["details"].as_str().unwrap()).unwrap();
     assert_eq!(details["changes_applied_nowhere"], json!([1]), "{details}");
+    // A retry has no task to run again: the request settles at once, failed again,
+    // instead of staying "running".
+    let (status, retried) = service
+        .post(&format!("/v1/requests/{id}/retry"), &dpo, json!({}))
+        .await;
+    assert_eq!(status, 200, "{retried}");
+    let (_, request) = service.get(&format!("/v1/requests/{id}"), &dpo).await;
+    assert_eq!(request["status"], "failed", "{request}");
 
     // Every change with a place somewhere: completed.
     let id = service
