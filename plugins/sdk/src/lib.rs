@@ -103,7 +103,7 @@
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/0.2.0",
+        path: "wit/0.2.0",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_oubli_plugin",
