@@ -66,6 +66,9 @@ fn the_sdk_packages_with_its_own_copy_of_the_contract() {
         "README.md",
         "src/lib.rs",
     ] {
-        assert!(listed.lines().any(|l| l == file), "{file} is not packaged:\n{listed}");
+        assert!(
+            listed.lines().any(|l| l == file),
+            "{file} is not packaged:\n{listed}"
+        );
     }
 }
