@@ -237,6 +237,22 @@ impl Catalogue {
         }
     }
 
+    /// The text-like columns of every table the credentials can read, by table: what
+    /// `sweep` searches.
+    pub fn text_columns(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut tables: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for ((table, column), ty) in &self.columns {
+            let text_like = ty.is_empty()
+                || ["char", "text", "clob", "json", "string"]
+                    .iter()
+                    .any(|t| ty.contains(t));
+            if text_like {
+                tables.entry(table).or_default().push(column);
+            }
+        }
+        tables
+    }
+
     fn has_table(&self, table: &str) -> bool {
         let (table, _) = self.key(table, "");
         self.columns.keys().any(|(t, _)| *t == table)

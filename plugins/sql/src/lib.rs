@@ -12,7 +12,7 @@ use dataset::{Catalogue, Dataset, EraseAction, Mask, Table};
 use oubli_connector::sql::{self, Statement, Value};
 use oubli_connector::{
     Action, Change, Connector, Erased, Error, Field, Info, Page, PersonalRecord, RecordRef,
-    RecordState, Rectified, Result, Subject, Verified, export_connector,
+    RecordState, Rectified, Result, Subject, SweepHit, SweepReport, Verified, export_connector,
 };
 
 /// Rows per page of `access`.
@@ -123,6 +123,22 @@ fn check_mapped(dataset: &Dataset, subject: &Subject) -> Result<()> {
 
 /// Every row of the subject in every table, as (table index, key as text), in one query:
 /// one `UNION ALL` branch per table that reaches the subject.
+/// The shortest identity value `sweep` searches for inside text.
+const MIN_SWEEP_CHARS: usize = 5;
+/// The most rows one sweep statement reads; more, and the sweep says it was cut short.
+const SWEEP_ROWS: u32 = 1_000;
+
+/// Whether `text` holds `value` as a whole: not inside a longer address, number or word
+/// (`ann@x.org` is not in `joann@x.org`).
+fn mentions(text: &str, value: &str) -> bool {
+    let part_of = |c: char| c.is_alphanumeric() || "._%+-@".contains(c);
+    text.match_indices(value).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + value.len()..].chars().next();
+        !before.is_some_and(part_of) && !after.is_some_and(part_of)
+    })
+}
+
 /// The type keys are cast to, to compare them as text.
 fn text_type() -> &'static str {
     match sql::dialect() {
@@ -345,6 +361,7 @@ impl Connector for SqlConnector {
                 Action::Rectify,
                 Action::Erase,
                 Action::Verify,
+                Action::Sweep,
             ],
             identity_kinds: vec!["email".into(), "phone".into(), "customer-id".into(), "user-id".into(), "account".into()],
             categories: Vec::new(),
@@ -501,6 +518,95 @@ impl Connector for SqlConnector {
             .collect()
     }
 
+    /// Looks for the subject's identity values, in any case, inside every text-like column
+    /// of every table the credentials can read (not only the dataset's): one statement
+    /// per column and identity, within `budget` statements.
+    fn sweep(subject: Subject, budget: u32) -> Result<SweepReport> {
+        let dataset = Dataset::load()?;
+        let catalogue = Catalogue::read()?;
+        let mut spent = 1;
+        let mut report = SweepReport {
+            covered: Vec::new(),
+            skipped: Vec::new(),
+            hits: Vec::new(),
+            cut_short: false,
+        };
+        let mut values = Vec::new();
+        for identity in &subject.identities {
+            let value = identity.value.trim().to_lowercase();
+            // A value this short would be found inside unrelated text everywhere.
+            if value.chars().count() < MIN_SWEEP_CHARS {
+                report.skipped.push(format!(
+                    "identities of kind {} shorter than {MIN_SWEEP_CHARS} characters are not searched in free text",
+                    identity.kind
+                ));
+            } else {
+                values.push((identity.kind.clone(), value));
+            }
+        }
+        let find = match sql::dialect() {
+            sql::Dialect::Postgres => "strpos",
+            sql::Dialect::Sqlite | sql::Dialect::Mysql => "instr",
+        };
+        'tables: for (table, columns) in catalogue.text_columns() {
+            let key = match (dataset.table(table), sql::dialect()) {
+                (Some(t), _) => sql::ident(&t.key),
+                (None, sql::Dialect::Sqlite) => "rowid".to_owned(),
+                (None, sql::Dialect::Postgres) => "ctid".to_owned(),
+                (None, sql::Dialect::Mysql) => "''".to_owned(),
+            };
+            let mut complete = true;
+            for column in columns {
+                for (kind, value) in &values {
+                    if spent >= budget {
+                        report.cut_short = true;
+                        break 'tables;
+                    }
+                    spent += 1;
+                    let statement = format!(
+                        "SELECT CAST({key} AS {text}), CAST({col} AS {text}) FROM {table} \
+                         WHERE {find}(lower(CAST({col} AS {text})), {p}) > 0 LIMIT {SWEEP_ROWS}",
+                        text = text_type(),
+                        col = sql::ident(column),
+                        table = sql::ident(table),
+                        p = sql::placeholder(1)
+                    );
+                    let rows = match sql::query(&statement, vec![Value::Text(value.clone())]) {
+                        Ok(rows) => rows,
+                        Err(Error::Unavailable(m)) => return Err(Error::Unavailable(m)),
+                        Err(_) => {
+                            report
+                                .skipped
+                                .push(format!("{table}.{column}: the database refused to read it"));
+                            complete = false;
+                            continue;
+                        }
+                    };
+                    if rows.rows.len() as u32 >= SWEEP_ROWS {
+                        report.cut_short = true;
+                    }
+                    for row in &rows.rows {
+                        let (Some(Value::Text(found_in)), key) = (row.get(1), row.first()) else {
+                            continue;
+                        };
+                        if mentions(&found_in.to_lowercase(), value) {
+                            report.hits.push(SweepHit {
+                                collection: table.to_owned(),
+                                key: key.map(Value::to_key).unwrap_or_default(),
+                                field: column.to_owned(),
+                                kind: kind.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            if complete {
+                report.covered.push(table.to_owned());
+            }
+        }
+        Ok(report)
+    }
+
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
         let dataset = Dataset::load()?;
         check_mapped(&dataset, &subject)?;
@@ -614,3 +720,21 @@ fn where_subject(
 }
 
 export_connector!(SqlConnector);
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::mentions;
+
+    #[test]
+    fn a_mention_is_a_whole_value_not_part_of_another() {
+        assert!(mentions(
+            "call back jane@example.org today",
+            "jane@example.org"
+        ));
+        assert!(mentions("jane@example.org", "jane@example.org"));
+        assert!(mentions("(jane@example.org)", "jane@example.org"));
+        assert!(!mentions("joann@example.org", "ann@example.org"));
+        assert!(!mentions("jane@example.org.uk", "jane@example.org"));
+        assert!(!mentions("+33 6 12 34 56 789", "+33 6 12 34 56 78"));
+    }
+}

@@ -410,3 +410,63 @@ async fn verify_reads_records_back_by_primary_key() {
         }
     }
 }
+
+/// `sweep` searches every text-like column of every table, not only the dataset's, in any
+/// case: after customer 8 is erased it finds the copy of the address in another case in
+/// a table the dataset does not name, and the mention in another customer's ticket, and
+/// the retained invoices (which the host excuses); with a budget of one statement it
+/// stops and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn sweep_finds_copies_in_any_case_and_mentions_in_free_text() {
+    let (_dir, db) = demo_crm(30).await;
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE newsletter (id INTEGER PRIMARY KEY, address TEXT); \
+             INSERT INTO newsletter VALUES (1, 'Customer8@Example.ORG'), (2, 'xcustomer8@example.org'); \
+             INSERT INTO support_tickets (id, customer_id, subject, body) VALUES \
+               (900, 9, 'Referral', 'My friend customer8@example.org wants an account');",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
+    let s = subject(&[("email", &customer_email(8))]);
+    rt.erase(&plugin, &sys, &s).await.unwrap();
+    let report = rt.sweep(&plugin, &sys, &s, 1_000).await.unwrap();
+    assert!(!report.cut_short, "{report:?}");
+    assert!(
+        report.covered.contains(&"newsletter".to_owned()),
+        "{report:?}"
+    );
+    let hits: Vec<(&str, &str, &str)> = report
+        .hits
+        .iter()
+        .map(|h| (h.collection.as_str(), h.key.as_str(), h.field.as_str()))
+        .collect();
+    assert!(hits.contains(&("newsletter", "1", "address")), "{hits:?}");
+    assert!(
+        !hits.contains(&("newsletter", "2", "address")),
+        "a longer address is another: {hits:?}"
+    );
+    assert!(
+        hits.contains(&("support_tickets", "900", "body")),
+        "{hits:?}"
+    );
+    assert!(
+        hits.iter()
+            .any(|(c, _, f)| *c == "invoices" && *f == "billing_email"),
+        "the retained invoices: {hits:?}"
+    );
+    assert!(hits.iter().all(|(c, _, _)| *c != "customers"), "{hits:?}");
+
+    let short = rt.sweep(&plugin, &sys, &s, 1).await.unwrap();
+    assert!(short.cut_short && short.hits.is_empty(), "{short:?}");
+}

@@ -113,10 +113,11 @@ async fn tamper_db(db: &std::path::Path, statement: &str) {
     conn.close().await.unwrap();
 }
 
-/// An erasure and an access whose e-mail is typed in another case than stored match
-/// nothing: both complete, and the request, the certificate and the package say that no
-/// record matched, with what each system searched by, instead of passing for an
-/// erasure done or a subject without data.
+/// An erasure whose e-mail is typed in another case than stored matches nothing, but the
+/// SQL connector's sweep finds the customer's data in any case: the task fails saying
+/// where, instead of certifying that nothing was held. An erasure and an access for an
+/// address held nowhere complete, and the request, the certificate and the package say
+/// that no record matched, with what each system searched by.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_that_matches_nothing_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,7 +125,23 @@ async fn a_request_that_matches_nothing_says_so() {
     let dpo = service.demo.dpo.clone();
     let typo = json!([{ "kind": "email", "value": "Customer5@Example.org" }]);
 
-    let erasure = service.submit("erasure", typo.clone(), None).await;
+    let mistyped = service.submit("erasure", typo.clone(), None).await;
+    approve(&service, &mistyped).await;
+    let request = service.settled(&mistyped).await;
+    assert_eq!(request["status"], "failed", "{request}");
+    let (_, tasks) = service
+        .get(&format!("/v1/requests/{mistyped}/tasks"), &dpo)
+        .await;
+    let error = tasks["items"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("the sweep after the erasure found the subject's identity values in")
+            && error.contains("in customers (email)")
+            && !error.contains("ustomer5"),
+        "{error}"
+    );
+
+    let nobody = json!([{ "kind": "email", "value": "nobody.at.all@example.org" }]);
+    let erasure = service.submit("erasure", nobody, None).await;
     approve(&service, &erasure).await;
     let request = service.settled(&erasure).await;
     assert_eq!(request["status"], "completed", "{request}");
