@@ -311,7 +311,7 @@ impl super::Report for E2eReport {
             self.requests as f64 / self.oubli_seconds
         );
         println!(
-            "  oubli:   {:>8.2} s  submission to completion: locate (stored), erase, locate, verify by key, per system",
+            "  oubli:   {:>8.2} s  submission to completion: locate (stored), erase, locate, verify by key, sweep, per system",
             self.oubli_seconds
         );
         println!(

@@ -520,7 +520,7 @@ impl Connector for SqlConnector {
 
     /// Looks for the subject's identity values, in any case, inside every text-like column
     /// of every table the credentials can read (not only the dataset's): one statement
-    /// per column and identity, within `budget` statements.
+    /// per table and identity, within `budget` statements.
     fn sweep(subject: Subject, budget: u32) -> Result<SweepReport> {
         let dataset = Dataset::load()?;
         let catalogue = Catalogue::read()?;
@@ -556,44 +556,56 @@ impl Connector for SqlConnector {
                 (None, sql::Dialect::Mysql) => "''".to_owned(),
             };
             let mut complete = true;
-            for column in columns {
-                for (kind, value) in &values {
-                    if spent >= budget {
-                        report.cut_short = true;
-                        break 'tables;
+            // One scan per table and identity: every text column tested in one statement.
+            for (kind, value) in &values {
+                if spent >= budget {
+                    report.cut_short = true;
+                    break 'tables;
+                }
+                spent += 1;
+                let casts: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("CAST({} AS {})", sql::ident(c), text_type()))
+                    .collect();
+                let tests: Vec<String> = casts
+                    .iter()
+                    .enumerate()
+                    .map(|(n, cast)| {
+                        format!("{find}(lower({cast}), {}) > 0", sql::placeholder(n + 1))
+                    })
+                    .collect();
+                let statement = format!(
+                    "SELECT CAST({key} AS {text}), {casts} FROM {table} WHERE {tests} LIMIT {SWEEP_ROWS}",
+                    text = text_type(),
+                    casts = casts.join(", "),
+                    table = sql::ident(table),
+                    tests = tests.join(" OR "),
+                );
+                let params = vec![Value::Text(value.clone()); columns.len()];
+                let rows = match sql::query(&statement, params) {
+                    Ok(rows) => rows,
+                    Err(Error::Unavailable(m)) => return Err(Error::Unavailable(m)),
+                    Err(_) => {
+                        report
+                            .skipped
+                            .push(format!("{table}: the database refused to read it"));
+                        complete = false;
+                        continue;
                     }
-                    spent += 1;
-                    let statement = format!(
-                        "SELECT CAST({key} AS {text}), CAST({col} AS {text}) FROM {table} \
-                         WHERE {find}(lower(CAST({col} AS {text})), {p}) > 0 LIMIT {SWEEP_ROWS}",
-                        text = text_type(),
-                        col = sql::ident(column),
-                        table = sql::ident(table),
-                        p = sql::placeholder(1)
-                    );
-                    let rows = match sql::query(&statement, vec![Value::Text(value.clone())]) {
-                        Ok(rows) => rows,
-                        Err(Error::Unavailable(m)) => return Err(Error::Unavailable(m)),
-                        Err(_) => {
-                            report
-                                .skipped
-                                .push(format!("{table}.{column}: the database refused to read it"));
-                            complete = false;
-                            continue;
-                        }
-                    };
-                    if rows.rows.len() as u32 >= SWEEP_ROWS {
-                        report.cut_short = true;
-                    }
-                    for row in &rows.rows {
-                        let (Some(Value::Text(found_in)), key) = (row.get(1), row.first()) else {
-                            continue;
-                        };
-                        if mentions(&found_in.to_lowercase(), value) {
+                };
+                if rows.rows.len() as u32 >= SWEEP_ROWS {
+                    report.cut_short = true;
+                }
+                for row in &rows.rows {
+                    let key = row.first().map(Value::to_key).unwrap_or_default();
+                    for (column, cell) in columns.iter().zip(row.iter().skip(1)) {
+                        if let Value::Text(text) = cell
+                            && mentions(&text.to_lowercase(), value)
+                        {
                             report.hits.push(SweepHit {
                                 collection: table.to_owned(),
-                                key: key.map(Value::to_key).unwrap_or_default(),
-                                field: column.to_owned(),
+                                key: key.clone(),
+                                field: (*column).to_owned(),
                                 kind: kind.clone(),
                             });
                         }

@@ -2,7 +2,7 @@
 //! test in a database of its own (skipped when the server's URL is not set).
 
 use oubli::demo::customer_email;
-use oubli::runtime::{Change, Outcome, SystemConfig};
+use oubli::runtime::{Change, Outcome, RecordState, SystemConfig};
 use oubli_tests::{ServerDb, load, runtime, server_crm_script, subject};
 
 fn system(url: &str) -> SystemConfig {
@@ -111,6 +111,25 @@ async fn journey(var: &str) {
         "a second erase finds only the retained invoices: {again:?}"
     );
     assert_eq!(db.count("customers", "1 = 1").await, 19);
+
+    // Read back by key: the customer is gone, the invoices kept; the sweep reads every
+    // table of the database and finds the address only in the retained invoices.
+    let verified = rt.verify(&plugin, &sys, &s, &found).await.unwrap();
+    assert_eq!(verified.len(), found.len());
+    assert!(
+        verified.iter().all(|v| match v.collection.as_str() {
+            "invoices" => matches!(v.state, RecordState::Holds(_)),
+            _ => v.state == RecordState::Gone,
+        }),
+        "{verified:?}"
+    );
+    let swept = rt.sweep(&plugin, &sys, &s, 100).await.unwrap();
+    assert!(!swept.cut_short && swept.skipped.is_empty(), "{swept:?}");
+    assert_eq!(swept.covered.len(), 5, "{swept:?}");
+    assert!(
+        !swept.hits.is_empty() && swept.hits.iter().all(|h| h.collection == "invoices"),
+        "{swept:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
