@@ -469,4 +469,18 @@ async fn sweep_finds_copies_in_any_case_and_mentions_in_free_text() {
 
     let short = rt.sweep(&plugin, &sys, &s, 1).await.unwrap();
     assert!(short.cut_short && short.hits.is_empty(), "{short:?}");
+
+    // Turned off by the system's configuration: nothing covered, and it says so.
+    let mut off = crm_system("crm", &db);
+    off.config.insert("sweep".into(), "false".into());
+    let off = rt.prepare(&off).unwrap();
+    let report = rt.sweep(&plugin, &off, &s, 1_000).await.unwrap();
+    assert!(
+        report.covered.is_empty() && report.hits.is_empty(),
+        "{report:?}"
+    );
+    assert!(
+        report.skipped[0].contains("config.sweep = false"),
+        "{report:?}"
+    );
 }
