@@ -50,6 +50,31 @@ pub struct Config {
     /// The work a connector's `sweep` may do after an erasure (statements or requests),
     /// for connectors of contract 0.2 that sweep; a sweep that runs out says so.
     pub sweep_budget: u32,
+    /// Which of its connector's checks an erasure runs after `erase`: `all` (verify by
+    /// key and sweep, where the connector offers them), `verify` (no sweep) or `search`
+    /// (a verifying `locate` only). Certificates say which ran.
+    pub erasure_checks: ErasureChecks,
+}
+
+/// Which checks an erasure runs after `erase` (see [`Config::erasure_checks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErasureChecks {
+    #[default]
+    All,
+    Verify,
+    Search,
+}
+
+impl ErasureChecks {
+    /// The setting's value, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErasureChecks::All => "all",
+            ErasureChecks::Verify => "verify",
+            ErasureChecks::Search => "search",
+        }
+    }
 }
 
 impl Default for Config {
@@ -73,6 +98,7 @@ impl Default for Config {
             access_log_retention_days: 183,
             purge_interval_secs: 3_600,
             sweep_budget: 1_000,
+            erasure_checks: ErasureChecks::All,
         }
     }
 }

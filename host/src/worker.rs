@@ -145,9 +145,13 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
             )));
         }
         let plugin = app.plugin(&system.plugin).await?;
+        use crate::config::ErasureChecks;
+        let level = app.config.erasure_checks;
         let checks = Checks {
-            verify: registered.info.actions.iter().any(|a| a == "verify"),
-            sweep: registered.info.actions.iter().any(|a| a == "sweep"),
+            verify: level != ErasureChecks::Search
+                && registered.info.actions.iter().any(|a| a == "verify"),
+            sweep: level == ErasureChecks::All
+                && registered.info.actions.iter().any(|a| a == "sweep"),
         };
         Ok::<_, RuntimeError>((request, ready.grant.clone(), plugin, checks))
     };

@@ -294,6 +294,8 @@ pub struct E2eReport {
     pub native_seconds: f64,
     /// oubli_seconds / native_seconds.
     pub ratio: f64,
+    /// The checks each erasure ran after `erase`.
+    pub checks: crate::config::ErasureChecks,
 }
 
 impl super::Report for E2eReport {
@@ -311,8 +313,13 @@ impl super::Report for E2eReport {
             self.requests as f64 / self.oubli_seconds
         );
         println!(
-            "  oubli:   {:>8.2} s  submission to completion: locate (stored), erase, locate, verify by key, sweep, per system",
-            self.oubli_seconds
+            "  oubli:   {:>8.2} s  submission to completion: locate (stored), erase, {}, per system",
+            self.oubli_seconds,
+            match self.checks {
+                crate::config::ErasureChecks::All => "locate, verify by key, sweep",
+                crate::config::ErasureChecks::Verify => "locate, verify by key (no sweep)",
+                crate::config::ErasureChecks::Search => "locate (no verify, no sweep)",
+            }
         );
         println!(
             "  native:  {:>8.2} s  the same deletions in Rust, one transaction per subject and system",
@@ -359,6 +366,8 @@ pub struct E2eSetup<'a> {
     pub database: Option<&'a str>,
     /// `oubli worker` processes to start beside the API process (PostgreSQL only).
     pub worker_processes: usize,
+    /// The checks each erasure runs after `erase`.
+    pub checks: crate::config::ErasureChecks,
 }
 
 /// Runs `requests` erasure requests across `systems` demo CRMs through the service, then
@@ -399,6 +408,7 @@ fn spawn_workers(config: &Config, n: usize) -> anyhow::Result<Vec<tokio::process
                     config.database.as_deref().unwrap_or_default(),
                 )
                 .env("OUBLI_WORKERS", config.workers.to_string())
+                .env("OUBLI_ERASURE_CHECKS", config.erasure_checks.as_str())
                 .env("OUBLI_BACKOFF_BASE_MS", config.backoff_base_ms.to_string())
                 .env("OUBLI_DEMO", "false")
                 .stdout(std::process::Stdio::null())
@@ -415,6 +425,7 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
         systems,
         workers,
         worker_processes,
+        checks,
         ..
     } = setup;
     let dir = tempfile::tempdir()?;
@@ -427,7 +438,10 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
             set.push(path);
         }
     }
-    let config = config(dir.path(), workers, scratch);
+    let config = Config {
+        erasure_checks: checks,
+        ..config(dir.path(), workers, scratch)
+    };
     let mode = if worker_processes > 0 {
         serve::Mode::Api
     } else {
@@ -498,5 +512,6 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
         oubli_seconds,
         native_seconds,
         ratio: oubli_seconds / native_seconds,
+        checks,
     })
 }

@@ -78,9 +78,21 @@ pub(super) enum BenchCommand {
         /// (needs --database); 0 runs them in the API process.
         #[arg(long, default_value_t = 0)]
         worker_processes: usize,
+        /// The checks each erasure runs after `erase`: all (verify by key and sweep),
+        /// verify, or search (a verifying locate only), to measure what each costs.
+        #[arg(long, value_enum, default_value = "all")]
+        checks: Checks,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The checks of `bench e2e --checks`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(super) enum Checks {
+    All,
+    Verify,
+    Search,
 }
 
 pub(super) async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -115,6 +127,7 @@ pub(super) async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             workers,
             database,
             worker_processes,
+            checks,
             json,
         } => service::e2e(service::E2eSetup {
             requests,
@@ -122,6 +135,11 @@ pub(super) async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             workers,
             database: database.as_deref(),
             worker_processes,
+            checks: match checks {
+                Checks::All => crate::config::ErasureChecks::All,
+                Checks::Verify => crate::config::ErasureChecks::Verify,
+                Checks::Search => crate::config::ErasureChecks::Search,
+            },
         })
         .await?
         .print(json),

@@ -326,3 +326,23 @@ async fn a_change_no_system_has_a_place_for_fails_the_rectification() {
     approve(&service, &id).await;
     assert_eq!(service.settled(&id).await["status"], "completed");
 }
+
+/// `erasure_checks = "search"` runs neither verify nor sweep, and the certificate says the
+/// erasure was verified by search only.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_can_choose_the_checks_and_the_certificate_says_which_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[("OUBLI_ERASURE_CHECKS", "search")]).await;
+    let id = service.submit("erasure", email(6), None).await;
+    approve(&service, &id).await;
+    assert_eq!(service.settled(&id).await["status"], "completed");
+    let (_, signed) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &service.demo.dpo)
+        .await;
+    let system = &signed["certificate"]["systems"][0];
+    assert_eq!(
+        system["verification"]["method"], "locate after erase: verified by search only",
+        "{system}"
+    );
+    assert!(system["sweep"].is_null(), "{system}");
+}
