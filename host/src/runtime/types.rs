@@ -8,7 +8,6 @@
 use super::bindings::{since_v0_1_0 as v1, since_v0_2_0 as v2};
 use serde::{Deserialize, Serialize};
 
-type V1Types = v1::oubli::connector::types::Error;
 use v1::oubli::connector::types as t1;
 use v2::oubli::connector0_2_0::types as t2;
 
@@ -202,35 +201,79 @@ pub enum GuestError {
     Failed(String),
 }
 
+/// The conversions whose shape is the same in every contract version.
+macro_rules! same_in_every_version {
+    ($t:ident) => {
+        impl From<&Identity> for $t::Identity {
+            fn from(i: &Identity) -> Self {
+                $t::Identity {
+                    kind: i.kind.clone(),
+                    value: i.value.clone(),
+                }
+            }
+        }
+
+        impl From<&Subject> for $t::Subject {
+            fn from(s: &Subject) -> Self {
+                $t::Subject {
+                    request_id: s.request_id.clone(),
+                    identities: s.identities.iter().map(Into::into).collect(),
+                }
+            }
+        }
+
+        impl From<&Change> for $t::Change {
+            fn from(c: &Change) -> Self {
+                $t::Change {
+                    collection: c.collection.clone(),
+                    field: c.field.clone(),
+                    value: c.value.clone(),
+                }
+            }
+        }
+
+        impl From<$t::Error> for GuestError {
+            fn from(e: $t::Error) -> Self {
+                match e {
+                    $t::Error::Unavailable(m) => GuestError::Unavailable(m),
+                    $t::Error::Denied(m) => GuestError::Denied(m),
+                    $t::Error::InvalidConfig(m) => GuestError::InvalidConfig(m),
+                    $t::Error::Failed(m) => GuestError::Failed(m),
+                }
+            }
+        }
+
+        impl From<$t::Page> for Page {
+            fn from(p: $t::Page) -> Self {
+                Page {
+                    records: p
+                        .records
+                        .into_iter()
+                        .map(|r| PersonalRecord {
+                            collection: r.collection,
+                            key: r.key,
+                            fields: r
+                                .fields
+                                .into_iter()
+                                .map(|f| Field {
+                                    name: f.name,
+                                    value: f.value,
+                                    category: f.category,
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                    next: p.next,
+                }
+            }
+        }
+    };
+}
+
+same_in_every_version!(t1);
+same_in_every_version!(t2);
+
 // Contract 0.1.0.
-
-impl From<&Identity> for t1::Identity {
-    fn from(i: &Identity) -> Self {
-        t1::Identity {
-            kind: i.kind.clone(),
-            value: i.value.clone(),
-        }
-    }
-}
-
-impl From<&Subject> for t1::Subject {
-    fn from(s: &Subject) -> Self {
-        t1::Subject {
-            request_id: s.request_id.clone(),
-            identities: s.identities.iter().map(Into::into).collect(),
-        }
-    }
-}
-
-impl From<&Change> for t1::Change {
-    fn from(c: &Change) -> Self {
-        t1::Change {
-            collection: c.collection.clone(),
-            field: c.field.clone(),
-            value: c.value.clone(),
-        }
-    }
-}
 
 impl From<t1::RecordRef> for RecordRef {
     fn from(r: t1::RecordRef) -> Self {
@@ -240,31 +283,6 @@ impl From<t1::RecordRef> for RecordRef {
             categories: r.categories,
             matched: Vec::new(),
             via: None,
-        }
-    }
-}
-
-impl From<t1::Page> for Page {
-    fn from(p: t1::Page) -> Self {
-        Page {
-            records: p
-                .records
-                .into_iter()
-                .map(|r| PersonalRecord {
-                    collection: r.collection,
-                    key: r.key,
-                    fields: r
-                        .fields
-                        .into_iter()
-                        .map(|f| Field {
-                            name: f.name,
-                            value: f.value,
-                            category: f.category,
-                        })
-                        .collect(),
-                })
-                .collect(),
-            next: p.next,
         }
     }
 }
@@ -308,52 +326,13 @@ impl From<t1::Info> for Info {
     }
 }
 
-impl From<V1Types> for GuestError {
-    fn from(e: V1Types) -> Self {
-        match e {
-            t1::Error::Unavailable(m) => GuestError::Unavailable(m),
-            t1::Error::Denied(m) => GuestError::Denied(m),
-            t1::Error::InvalidConfig(m) => GuestError::InvalidConfig(m),
-            t1::Error::Failed(m) => GuestError::Failed(m),
-        }
-    }
-}
-
 // Contract 0.2.0.
-
-impl From<&Identity> for t2::Identity {
-    fn from(i: &Identity) -> Self {
-        t2::Identity {
-            kind: i.kind.clone(),
-            value: i.value.clone(),
-        }
-    }
-}
 
 impl From<t2::Identity> for Identity {
     fn from(i: t2::Identity) -> Self {
         Identity {
             kind: i.kind,
             value: i.value,
-        }
-    }
-}
-
-impl From<&Subject> for t2::Subject {
-    fn from(s: &Subject) -> Self {
-        t2::Subject {
-            request_id: s.request_id.clone(),
-            identities: s.identities.iter().map(Into::into).collect(),
-        }
-    }
-}
-
-impl From<&Change> for t2::Change {
-    fn from(c: &Change) -> Self {
-        t2::Change {
-            collection: c.collection.clone(),
-            field: c.field.clone(),
-            value: c.value.clone(),
         }
     }
 }
@@ -400,31 +379,6 @@ impl From<t2::RecordRef> for RecordRef {
                 })
                 .collect(),
             via: r.via,
-        }
-    }
-}
-
-impl From<t2::Page> for Page {
-    fn from(p: t2::Page) -> Self {
-        Page {
-            records: p
-                .records
-                .into_iter()
-                .map(|r| PersonalRecord {
-                    collection: r.collection,
-                    key: r.key,
-                    fields: r
-                        .fields
-                        .into_iter()
-                        .map(|f| Field {
-                            name: f.name,
-                            value: f.value,
-                            category: f.category,
-                        })
-                        .collect(),
-                })
-                .collect(),
-            next: p.next,
         }
     }
 }
@@ -523,17 +477,6 @@ impl From<t2::Info> for Info {
                 .collect(),
             identity_kinds: i.identity_kinds,
             categories: i.categories,
-        }
-    }
-}
-
-impl From<t2::Error> for GuestError {
-    fn from(e: t2::Error) -> Self {
-        match e {
-            t2::Error::Unavailable(m) => GuestError::Unavailable(m),
-            t2::Error::Denied(m) => GuestError::Denied(m),
-            t2::Error::InvalidConfig(m) => GuestError::InvalidConfig(m),
-            t2::Error::Failed(m) => GuestError::Failed(m),
         }
     }
 }
