@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
+/// Records given to one `verify` call.
+pub const VERIFY_CHUNK: usize = 1_000;
 /// Pages of `access` after which a plugin is taken to be looping.
 pub const MAX_PAGES: u32 = 10_000;
 /// Bytes of exported records one task may store (names, keys and values): the bound on
@@ -453,10 +455,12 @@ async fn verify(
         .map_err(|e| {
             RuntimeError::Failed(format!("the task's located records cannot be read: {e}"))
         })?;
-    let verified = app
-        .runtime
-        .verify(plugin, system, subject, &records)
-        .await?;
+    // In chunks, so that a subject with many records stays within what one call may
+    // carry across the sandbox.
+    let mut verified = Vec::with_capacity(records.len());
+    for chunk in records.chunks(VERIFY_CHUNK) {
+        verified.extend(app.runtime.verify(plugin, system, subject, chunk).await?);
+    }
     let mut states: std::collections::BTreeMap<Place, RecordState> = Default::default();
     for record in verified {
         let place = (record.collection, record.key);

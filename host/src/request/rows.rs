@@ -158,16 +158,29 @@ struct Row {
     completed_at: Option<i64>,
     subject_redacted_at: Option<i64>,
     records_found: Option<i64>,
+    tasks_without_result: i64,
 }
 
 /// `records_found` sums `tasks.found` over the tasks with a result (which only a run that
 /// succeeded sets); unknown when one of them predates the count.
 const COLUMNS: &str = "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at, subject_redacted_at, \
      (SELECT CASE WHEN COUNT(*) = COUNT(found) THEN CAST(SUM(found) AS BIGINT) END \
-      FROM tasks WHERE tasks.request_id = requests.id AND tasks.result IS NOT NULL) AS records_found";
+      FROM tasks WHERE tasks.request_id = requests.id AND tasks.result IS NOT NULL) AS records_found, \
+     (SELECT COUNT(*) FROM tasks WHERE tasks.request_id = requests.id AND tasks.result IS NULL) AS tasks_without_result";
 
 /// The detail a request in `status` with `records_found` gets (see [`Request::status_detail`]).
-fn status_detail(kind: Kind, status: Status, records_found: Option<i64>) -> Option<String> {
+fn status_detail(
+    kind: Kind,
+    status: Status,
+    records_found: Option<i64>,
+    tasks_without_result: i64,
+) -> Option<String> {
+    // Every system ran, and still the rectification failed: a change was applied nowhere.
+    if kind == Kind::Rectification && status == Status::Failed && tasks_without_result == 0 {
+        return Some(
+            "a change had no place in any connected system (or the controller has none), so it was not made; the request.failed event names it by its position in the request's changes".into(),
+        );
+    }
     if status != Status::Completed || records_found != Some(0) {
         return None;
     }
@@ -226,7 +239,7 @@ impl Row {
         Ok(Request {
             kind,
             records_found: row.records_found.map(|n| n.max(0) as u64),
-            status_detail: status_detail(kind, status, row.records_found),
+            status_detail: status_detail(kind, status, row.records_found, row.tasks_without_result),
             overdue: !status.is_final() && row.due_at < now_ms(),
             status,
             identities,

@@ -288,6 +288,13 @@ async fn a_change_no_system_has_a_place_for_fails_the_rectification() {
     approve(&service, &id).await;
     let request = service.settled(&id).await;
     assert_eq!(request["status"], "failed", "{request}");
+    assert!(
+        request["status_detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("a change had no place in any connected system"),
+        "{request}"
+    );
     let (_, results) = service
         .get(&format!("/v1/requests/{id}/results"), &dpo)
         .await;
