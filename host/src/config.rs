@@ -57,7 +57,17 @@ pub struct Config {
 }
 
 /// Which checks an erasure runs after `erase` (see [`Config::erasure_checks`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ErasureChecks {
     #[default]

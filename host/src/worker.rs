@@ -435,7 +435,6 @@ async fn erase(
     Ok((result, found.len() as u64))
 }
 
-/// Reads every located record back by key (contract 0.2): each must be gone, cleared of
 /// Reads every located record back by key (contract 0.2). Each answer must be for a
 /// record asked about, once; each record must be gone, or cleared of the subject's data
 /// (not if reported deleted), or still hold it only if reported retained and not in a

@@ -313,23 +313,6 @@ impl Service {
         }
     }
 
-    /// Stops the service as SIGTERM would: running tasks finish or hand their lease back.
-    pub async fn stop(mut self) {
-        match &mut self.host {
-            Host::InProcess(running) => {
-                if let Some(running) = running.take() {
-                    running.stop().await;
-                }
-            }
-            Host::Process { .. } => {
-                let clean = tokio::task::spawn_blocking(move || self.terminate())
-                    .await
-                    .expect("the process is reaped");
-                assert!(clean, "oubli serve exited with an error on SIGTERM");
-            }
-        }
-    }
-
     fn child(&mut self) -> &mut std::process::Child {
         match &mut self.host {
             Host::Process { child, .. } => child,

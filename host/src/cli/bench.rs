@@ -81,18 +81,10 @@ pub(super) enum BenchCommand {
         /// The checks each erasure runs after `erase`: all (verify by key and sweep),
         /// verify, or search (a verifying locate only), to measure what each costs.
         #[arg(long, value_enum, default_value = "all")]
-        checks: Checks,
+        checks: crate::config::ErasureChecks,
         #[arg(long)]
         json: bool,
     },
-}
-
-/// The checks of `bench e2e --checks`.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(super) enum Checks {
-    All,
-    Verify,
-    Search,
 }
 
 pub(super) async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -135,11 +127,7 @@ pub(super) async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             workers,
             database: database.as_deref(),
             worker_processes,
-            checks: match checks {
-                Checks::All => crate::config::ErasureChecks::All,
-                Checks::Verify => crate::config::ErasureChecks::Verify,
-                Checks::Search => crate::config::ErasureChecks::Search,
-            },
+            checks,
         })
         .await?
         .print(json),

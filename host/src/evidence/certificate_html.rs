@@ -32,6 +32,7 @@ struct Words {
     sweep: &'static str,
     covered: &'static str,
     cut_short: &'static str,
+    not_swept: &'static str,
     nothing_found: &'static str,
     no_record: &'static str,
     signature: &'static str,
@@ -57,6 +58,7 @@ const EN: Words = Words {
     sweep: "Broader search (sweep)",
     covered: "searched",
     cut_short: "cut short by its budget: what it did not reach is not covered",
+    not_swept: "Not searched",
     nothing_found: "No system found any record of the subject: nothing was erased. Check the identities given before answering the subject.",
     no_record: "No record matched the subject in this system.",
     signature: "Signature",
@@ -82,6 +84,7 @@ const FR: Words = Words {
     sweep: "Recherche élargie",
     covered: "explorés",
     cut_short: "interrompue faute de budget : ce qu'elle n'a pas atteint n'est pas couvert",
+    not_swept: "Non explorés",
     nothing_found: "Aucun système n'a trouvé d'enregistrement de la personne : rien n'a été effacé. Vérifiez les identifiants fournis avant de répondre à la personne.",
     no_record: "Aucun enregistrement de ce système ne correspond à la personne.",
     signature: "Signature",
@@ -204,6 +207,20 @@ pub fn html(signed: &Value, lang: Lang) -> String {
                 } else {
                     String::new()
                 }
+            ));
+            // What it could not search, in the connector's words, as the signed JSON has it.
+            if sweep["skipped"].as_array().is_some_and(|s| !s.is_empty()) {
+                page.push_str(&format!(
+                    "<p class=\"warn\">{}: {}</p>\n",
+                    w.not_swept,
+                    text(&sweep["skipped"])
+                ));
+            }
+        }
+        if !v["unreported"].is_null() {
+            page.push_str(&format!(
+                "<p class=\"warn\">{}</p>\n",
+                text(&v["unreported"]["note"])
             ));
         }
     }

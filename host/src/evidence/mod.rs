@@ -32,9 +32,10 @@ pub struct Context<'a> {
     pub config: &'a crate::config::Config,
 }
 
-/// What a system was asked to search by: the identity kinds the request gave, those the
-/// system's plugin says it can search by, and how it matched (exactly, as its
-/// configuration defines).
+/// What a system was asked to search by: the identity kinds the request gave, and which
+/// of them its plugin says it can search by. Whether the system's configuration maps each
+/// of those is the connector's to check (the SQL and REST connectors fail a subject none
+/// of whose kinds they map); how they match is the configuration's.
 pub(crate) fn search_scope(
     request: &Request,
     plugin: Option<&controller::RegisteredPlugin>,
@@ -43,13 +44,13 @@ pub(crate) fn search_scope(
     let supported: Vec<&str> = plugin
         .map(|p| p.info.identity_kinds.iter().map(String::as_str).collect())
         .unwrap_or_default();
-    let (searched, not_searched): (Vec<&str>, Vec<&str>) =
+    let (searchable, not_searchable): (Vec<&str>, Vec<&str>) =
         given.iter().partition(|kind| supported.contains(kind));
     json!({
         "identity_kinds_given": given,
-        "identity_kinds_searched": searched,
-        "identity_kinds_not_searchable": not_searched,
-        "matching": "exact values, in the places the system's configuration names",
+        "identity_kinds_the_plugin_can_search": searchable,
+        "identity_kinds_the_plugin_cannot_search": not_searchable,
+        "matching": "as the system's configuration defines",
         "contract": plugin.map(|p| p.contract.clone()),
     })
 }
@@ -204,7 +205,13 @@ pub async fn erasure_certificate(
         });
         if !result["sweep"].is_null() {
             let mut sweep = result["sweep"].clone();
-            sweep["found_outside_retained_records"] = 0.into();
+            // Nothing is claimed for a sweep that covered nothing.
+            sweep["found_outside_retained_records"] =
+                if sweep["covered"].as_array().is_some_and(|c| !c.is_empty()) {
+                    0.into()
+                } else {
+                    Value::Null
+                };
             if sweep["cut_short"] == true {
                 sweep["note"] = "the sweep's budget ran out before it searched everything: what it did not reach is not covered".into();
             } else if sweep["skipped"].as_array().is_some_and(|s| !s.is_empty()) {

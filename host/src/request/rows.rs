@@ -190,7 +190,7 @@ fn status_detail(
         Kind::Rectification => "nothing was changed",
     };
     Some(format!(
-        "no connected system found any record of the subject, so {what}; identities are matched exactly as given (a typo or another spelling matches nothing): check them before answering the subject"
+        "no connected system found any record of the subject, so {what}; connectors match identities as their configuration says, often exactly (a typo or another spelling may match nothing): check them before answering the subject"
     ))
 }
 

@@ -28,9 +28,9 @@ pub mod since_v0_2_0 {
     });
 }
 
-pub use since_v0_1_0::exports::oubli::connector::connector as guest;
+// The capabilities, which every contract version imports as 0.1.0's.
+pub use since_v0_1_0::Plugin;
 pub use since_v0_1_0::oubli::connector::{host, sql, types};
-pub use since_v0_1_0::{Plugin, PluginPre};
 
 /// The contract version this host implements, as plugins export it.
 pub const CONTRACT_INTERFACE: &str = "oubli:connector/connector";

@@ -9,8 +9,9 @@
 //! database).
 //!
 //! The rest of the host calls plugins through [`Runtime`]'s typed methods (`describe`,
-//! `locate`, `access`, `rectify`, `erase`), which return a [`RuntimeError`] that tells
-//! retryable failures from fatal ones.
+//! `validate`, `locate`, `access`, `rectify`, `erase`, and for contract 0.2 `verify`,
+//! `sweep`, `expired`), which return a [`RuntimeError`] that tells retryable failures
+//! from fatal ones.
 
 pub mod bindings;
 mod cache;
@@ -29,9 +30,8 @@ pub use reply::{
 };
 pub use system::{Grant, SystemConfig};
 pub use types::{
-    Action, Change, Erased, ExpiredPage, Field, GuestError, Identity, Info, Match, MatchKind,
-    Outcome, Page, PersonalRecord, RecordRef, RecordState, Rectified, Subject, SweepHit,
-    SweepReport, Verified,
+    Action, Change, Erased, ExpiredPage, Field, Identity, Info, Match, MatchKind, Outcome, Page,
+    PersonalRecord, RecordRef, RecordState, Rectified, Subject, SweepHit, SweepReport, Verified,
 };
 
 use anyhow::Context;

@@ -57,6 +57,33 @@ pub(super) enum Instance {
     V0_2(v2::Plugin),
 }
 
+/// The calls whose signature is the same in every contract version, as match arms on
+/// `$op`, followed by the version's own arms.
+macro_rules! calls_of_every_version {
+    ($op:expr, $guest:ident, $store:ident, { $($own:tt)* }) => {
+        match $op {
+            Op::Describe => Ok(Reply::Info($guest.call_describe(&mut *$store).await?.into())),
+            Op::Validate => $guest
+                .call_validate(&mut *$store)
+                .await?
+                .map(|()| Reply::Validated),
+            Op::Locate(subject) => $guest
+                .call_locate(&mut *$store, &(&subject).into())
+                .await?
+                .map(|records| Reply::Records(records.into_iter().map(Into::into).collect())),
+            Op::Access(subject, cursor) => $guest
+                .call_access(&mut *$store, &(&subject).into(), cursor.as_deref())
+                .await?
+                .map(|page| Reply::Page(page.into())),
+            Op::Erase(subject) => $guest
+                .call_erase(&mut *$store, &(&subject).into())
+                .await?
+                .map(|erased| Reply::Erased(erased.into_iter().map(Into::into).collect())),
+            $($own)*
+        }
+    };
+}
+
 impl Op {
     /// Only `rectify` and `erase` change the system.
     pub(super) fn access(&self) -> Access {
@@ -83,20 +110,7 @@ impl Op {
         store: &mut Store<CallState>,
     ) -> wasmtime::Result<Result<Reply, GuestError>> {
         let guest = plugin.oubli_connector_connector();
-        let reply = match self {
-            Op::Describe => Ok(Reply::Info(guest.call_describe(&mut *store).await?.into())),
-            Op::Validate => guest
-                .call_validate(&mut *store)
-                .await?
-                .map(|()| Reply::Validated),
-            Op::Locate(subject) => guest
-                .call_locate(&mut *store, &(&subject).into())
-                .await?
-                .map(|records| Reply::Records(records.into_iter().map(Into::into).collect())),
-            Op::Access(subject, cursor) => guest
-                .call_access(&mut *store, &(&subject).into(), cursor.as_deref())
-                .await?
-                .map(|page| Reply::Page(page.into())),
+        let reply = calls_of_every_version!(self, guest, store, {
             // A 0.1 plugin has no "not applicable": each change applied or the call failed.
             Op::Rectify(subject, changes) => {
                 let changes: Vec<_> = changes.iter().map(Into::into).collect();
@@ -110,17 +124,13 @@ impl Op {
                         })
                     })
             }
-            Op::Erase(subject) => guest
-                .call_erase(&mut *store, &(&subject).into())
-                .await?
-                .map(|erased| Reply::Erased(erased.into_iter().map(Into::into).collect())),
             Op::Verify(..) | Op::Sweep(..) | Op::Expired(..) => {
                 return Ok(Err(GuestError::Failed(
                     "this plugin implements contract 0.1, which has no verify, sweep or expired"
                         .into(),
                 )));
             }
-        };
+        });
         Ok(reply.map_err(Into::into))
     }
 
@@ -130,20 +140,7 @@ impl Op {
         store: &mut Store<CallState>,
     ) -> wasmtime::Result<Result<Reply, GuestError>> {
         let guest = plugin.oubli_connector0_2_0_connector();
-        let reply = match self {
-            Op::Describe => Ok(Reply::Info(guest.call_describe(&mut *store).await?.into())),
-            Op::Validate => guest
-                .call_validate(&mut *store)
-                .await?
-                .map(|()| Reply::Validated),
-            Op::Locate(subject) => guest
-                .call_locate(&mut *store, &(&subject).into())
-                .await?
-                .map(|records| Reply::Records(records.into_iter().map(Into::into).collect())),
-            Op::Access(subject, cursor) => guest
-                .call_access(&mut *store, &(&subject).into(), cursor.as_deref())
-                .await?
-                .map(|page| Reply::Page(page.into())),
+        let reply = calls_of_every_version!(self, guest, store, {
             Op::Rectify(subject, changes) => {
                 let changes: Vec<_> = changes.iter().map(Into::into).collect();
                 guest
@@ -151,10 +148,6 @@ impl Op {
                     .await?
                     .map(|rectified| Reply::Rectified(rectified.into()))
             }
-            Op::Erase(subject) => guest
-                .call_erase(&mut *store, &(&subject).into())
-                .await?
-                .map(|erased| Reply::Erased(erased.into_iter().map(Into::into).collect())),
             Op::Verify(subject, records) => {
                 let records: Vec<_> = records.iter().map(Into::into).collect();
                 guest
@@ -170,7 +163,7 @@ impl Op {
                 .call_expired(&mut *store, &rule, cursor.as_deref())
                 .await?
                 .map(|page| Reply::Expired(page.into())),
-        };
+        });
         Ok(reply.map_err(Into::into))
     }
 }

@@ -25,16 +25,6 @@ pub struct Subject {
     pub identities: Vec<Identity>,
 }
 
-impl Subject {
-    /// The value of the first identity of `kind`.
-    pub fn identity(&self, kind: &str) -> Option<&str> {
-        self.identities
-            .iter()
-            .find(|i| i.kind == kind)
-            .map(|i| i.value.as_str())
-    }
-}
-
 /// How an identity matched a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -147,16 +147,33 @@ fn text_type() -> &'static str {
     }
 }
 
+/// Whether `value`, read back from the row with `key`, is what `mask` makes of a column
+/// (see [`masked`]).
+fn mask_applied(table: &Table, key: &str, value: Option<&Value>, mask: Mask) -> bool {
+    let text = match value {
+        None => return matches!(mask, Mask::Null | Mask::KeyedHash),
+        Some(Value::Text(text)) => text.as_str(),
+        Some(_) => return false,
+    };
+    match mask {
+        Mask::Null => false,
+        Mask::Redacted => text == "[erased]",
+        Mask::ErasedKey => text == format!("erased-{}-{key}", table.name),
+        Mask::KeyedHash => oubli_connector::config::is_keyed_hash(text),
+    }
+}
+
 /// What one record is now, read by its primary key: gone; or, in a table whose rows are
 /// deleted, still holding the personal columns that are set; or, in a table whose rows
-/// are anonymised or retained, holding the masked columns that still equal one of the
-/// subject's identities (case-insensitively), else cleared of them (anonymised) or
-/// holding its unmasked personal columns (retained, with its legal basis).
-fn read_back(table: &Table, subject: &Subject, key: &str) -> Result<RecordState> {
+/// are anonymised or retained, holding the masked columns that do not hold what their
+/// mask makes of them, else cleared of them (anonymised) or holding its unmasked personal
+/// columns (retained, with its legal basis).
+fn read_back(table: &Table, key: &str) -> Result<RecordState> {
     let mut columns: Vec<&String> = table
         .identities
         .values()
         .chain(table.columns.keys())
+        .chain(table.erase.columns.keys())
         .collect();
     columns.sort();
     columns.dedup();
@@ -197,24 +214,13 @@ fn read_back(table: &Table, subject: &Subject, key: &str) -> Result<RecordState>
     if table.erase.action == EraseAction::Delete {
         return Ok(RecordState::Holds(set));
     }
-    let identities: Vec<String> = subject
-        .identities
-        .iter()
-        .map(|i| i.value.to_lowercase())
-        .collect();
     let masked: Vec<&String> = table.erase.columns.keys().collect();
-    let still: Vec<String> = masked
+    let still: Vec<String> = table
+        .erase
+        .columns
         .iter()
-        .filter(|c| {
-            value(c).is_some_and(|v| {
-                let text = match v.to_json() {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                identities.contains(&text.to_lowercase())
-            })
-        })
-        .map(|c| (*c).clone())
+        .filter(|(column, mask)| !mask_applied(table, key, value(column), **mask))
+        .map(|(column, _)| column.clone())
         .collect();
     if !still.is_empty() {
         return Ok(RecordState::Holds(still));
@@ -497,7 +503,7 @@ impl Connector for SqlConnector {
     }
 
     /// Reads each record back by its table's primary key (see [`read_back`]).
-    fn verify(subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
+    fn verify(_subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
         let dataset = Dataset::load()?;
         records
             .into_iter()
@@ -508,7 +514,7 @@ impl Connector for SqlConnector {
                         r.collection
                     ))
                 })?;
-                let state = read_back(table, &subject, &r.key)?;
+                let state = read_back(table, &r.key)?;
                 Ok(Verified {
                     collection: r.collection,
                     key: r.key,

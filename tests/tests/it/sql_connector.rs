@@ -409,6 +409,58 @@ async fn verify_reads_records_back_by_primary_key() {
             _ => assert_eq!(v.state, RecordState::Gone, "{v:?}"),
         }
     }
+
+    // Invoices retained with their billing name masked: the masked column reads back
+    // as its mask made it; put back in the clear, it is named as still holding data.
+    let mut config = crm_system("crm", &db);
+    for table in config.config["dataset"]["tables"].as_array_mut().unwrap() {
+        if table["name"] == "invoices" {
+            table["erase"]["columns"] = serde_json::json!({ "billing_name": "keyed-hash" });
+        }
+    }
+    let masking = rt.prepare(&config).unwrap();
+    let s = subject(&[("email", &customer_email(10))]);
+    let invoices: Vec<_> = rt
+        .locate(&plugin, &masking, &s)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.collection == "invoices")
+        .collect();
+    rt.erase(&plugin, &masking, &s).await.unwrap();
+    let read = rt.verify(&plugin, &masking, &s, &invoices).await.unwrap();
+    assert!(
+        read.iter().all(
+            |v| matches!(&v.state, RecordState::Holds(f) if !f.iter().any(|c| c == "billing_name"))
+        ),
+        "{read:?}"
+    );
+    sqlx_exec(
+        &db,
+        &format!(
+            "UPDATE invoices SET billing_name = 'Plain Name' WHERE id = {}",
+            invoices[0].key
+        ),
+    )
+    .await;
+    let read = rt
+        .verify(&plugin, &masking, &s, &invoices[..1])
+        .await
+        .unwrap();
+    assert_eq!(
+        read[0].state,
+        RecordState::Holds(vec!["billing_name".into()]),
+        "{read:?}"
+    );
+}
+
+async fn sqlx_exec(db: &std::path::Path, statement: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(statement).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
 }
 
 /// `sweep` searches every text-like column of every table, not only the dataset's, in any

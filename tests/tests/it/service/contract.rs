@@ -145,6 +145,7 @@ async fn plugins_of_both_contracts_erase_in_one_service_and_the_certificate_says
     assert_eq!(people["verification"]["read_back"]["gone"], 1, "{people}");
     assert_eq!(people["sweep"]["covered"], json!(["people", "notes"]));
     assert_eq!(people["sweep"]["cut_short"], false);
+    assert_eq!(people["sweep"]["found_outside_retained_records"], 0);
     let newsletter = system("newsletter");
     assert_eq!(newsletter["search"]["contract"], "0.1.0", "{newsletter}");
     assert_eq!(

@@ -170,7 +170,7 @@ async fn a_request_that_matches_nothing_says_so() {
     );
     assert_eq!(system["search"]["identity_kinds_given"], json!(["email"]));
     assert_eq!(
-        system["search"]["identity_kinds_searched"],
+        system["search"]["identity_kinds_the_plugin_can_search"],
         json!(["email"])
     );
     assert_eq!(system["verification"]["records_located_before_erasure"], 0);
@@ -265,7 +265,7 @@ async fn a_request_that_matches_nothing_says_so() {
         "{package}"
     );
     assert_eq!(
-        package["systems"][0]["search"]["identity_kinds_searched"],
+        package["systems"][0]["search"]["identity_kinds_the_plugin_can_search"],
         json!(["email"])
     );
 }
