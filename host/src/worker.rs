@@ -199,7 +199,10 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
             export(app, &plugin, &system, &subject, &mut Pages::Store(task))
                 .await
                 .map(|(pages, records)| {
-                    (json!({ "pages_of": task.lease, "pages": pages }), records)
+                    (
+                        json!({ "plugin": plugin.digest, "pages_of": task.lease, "pages": pages }),
+                        records,
+                    )
                 })
         }
         Kind::Rectification => rectify(app, &plugin, &system, &subject, &request).await,

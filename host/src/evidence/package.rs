@@ -63,8 +63,15 @@ pub async fn build(
         crate::queue::results(ctx.store, &ctx.keys.sealer, &request.id).await?
     {
         let connected = crate::controller::get_system(ctx.store, &system_id).await?;
-        let plugin = match &connected {
-            Some(system) => crate::controller::get_plugin(ctx.store, &system.plugin).await?,
+        // The plugin that made the export (results from before it was recorded: the
+        // system's plugin now).
+        let digest = match (result["plugin"].as_str(), &connected) {
+            (Some(digest), _) => Some(digest.to_owned()),
+            (None, Some(system)) => Some(system.plugin.clone()),
+            (None, None) => None,
+        };
+        let plugin = match digest {
+            Some(digest) => crate::controller::get_plugin(ctx.store, &digest).await?,
             None => None,
         };
         let article15 = connected.map(|s| s.article15).unwrap_or_default();
