@@ -249,6 +249,12 @@ impl Api {
                     }
                 }
             }
+            if c.read.is_none() {
+                return invalid(
+                    format!("{path}.read"),
+                    "no read endpoint: after an erasure each record is read back by its URL (404 or 410 = gone), e.g. read = { path = \"/contacts/{id}\" }",
+                );
+            }
             if c.erase.action == EraseAction::Delete && c.delete.is_none() {
                 return invalid(
                     format!("{path}.delete"),

@@ -8,12 +8,14 @@
 //! the identity (when the collection names that field).
 
 mod api;
+mod evidence;
 
 use api::{Api, Collection, EraseAction, Mask, Pagination};
 use oubli_connector::http::{self, Method, Request, Response, Retry};
 use oubli_connector::{
-    Action, Change, Connector, Erased, Error, Field, Identity, Info, Page, PersonalRecord,
-    RecordRef, Rectified, Result, Subject, config, export_connector,
+    Action, Change, Connector, Erased, Error, Field, Identity, Info, MatchKind, Page,
+    PersonalRecord, RecordRef, Rectified, Result, Subject, SweepReport, Verified, config,
+    export_connector,
 };
 use serde_json::Value;
 
@@ -327,10 +329,17 @@ fn read(api: &Api, collection: &Collection, id: &str, found: Value) -> Result<Op
         return Ok(None);
     };
     let body = response.json()?;
-    Ok(match &endpoint.record {
-        Some(path) => api::at(&body, path).cloned(),
-        None => Some(body),
-    })
+    match &endpoint.record {
+        None => Ok(Some(body)),
+        // A success without the record is not "gone": the configuration or the API is
+        // not what it seems.
+        Some(path) => api::at(&body, path).cloned().map(Some).ok_or_else(|| {
+            Error::Failed(format!(
+                "reading a record of {} answered with nothing at {path:?} (config.api read.record)",
+                collection.name
+            ))
+        }),
+    }
 }
 
 fn masked(record: &Value, path: &str, mask: Mask) -> Value {
@@ -371,7 +380,14 @@ impl Connector for RestConnector {
             name: "rest".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "HTTP APIs described by an API configuration (search, read, update, delete, pagination)".into(),
-            actions: vec![Action::Locate, Action::Access, Action::Rectify, Action::Erase],
+            actions: vec![
+                Action::Locate,
+                Action::Access,
+                Action::Rectify,
+                Action::Erase,
+                Action::Verify,
+                Action::Sweep,
+            ],
             identity_kinds: vec!["email".into(), "phone".into(), "customer-id".into(), "user-id".into(), "account".into()],
             categories: Vec::new(),
         }
@@ -386,8 +402,25 @@ impl Connector for RestConnector {
         check_searchable(&api, &subject)?;
         let mut refs = Vec::new();
         for collection in &api.collections {
-            for (id, _) in found(&api, collection, &subject)? {
-                refs.push(record_ref(collection, id));
+            for (id, record) in found(&api, collection, &subject)? {
+                let mut reference = record_ref(collection, id);
+                // Why it is the subject's: the identity fields that hold an identity.
+                for identity in &subject.identities {
+                    let Some(path) = collection.identities.get(&identity.kind) else {
+                        continue;
+                    };
+                    if holds(collection, &record, identity) {
+                        let exact = api::at(&record, path).and_then(api::scalar_text)
+                            == Some(identity.value.clone());
+                        let how = if exact {
+                            MatchKind::Exact
+                        } else {
+                            MatchKind::Normalised
+                        };
+                        reference = reference.matched_by(&identity.kind, path, how);
+                    }
+                }
+                refs.push(reference);
             }
         }
         Ok(refs)
@@ -499,10 +532,17 @@ impl Connector for RestConnector {
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
         let api = Api::load()?;
         check_searchable(&api, &subject)?;
-        let mut report = Vec::new();
+        // Every collection is searched before anything changes: a record found through a
+        // field that another collection's erasure removes (a user found by an address)
+        // must not become unreachable halfway.
+        let mut targets = Vec::new();
         for collection in &api.collections {
+            targets.push((collection, found(&api, collection, &subject)?));
+        }
+        let mut report = Vec::new();
+        for (collection, records) in targets {
             let erase = &collection.erase;
-            for (id, record) in found(&api, collection, &subject)? {
+            for (id, record) in records {
                 if erase.action != EraseAction::Delete && !erase.fields.is_empty() {
                     let mut body = serde_json::Map::new();
                     for (path, mask) in &erase.fields {
@@ -527,6 +567,14 @@ impl Connector for RestConnector {
             }
         }
         Ok(report)
+    }
+
+    fn verify(subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
+        evidence::verify(&Api::load()?, &subject, records)
+    }
+
+    fn sweep(subject: Subject, budget: u32) -> Result<SweepReport> {
+        evidence::sweep(&Api::load()?, &subject, budget)
     }
 }
 

@@ -480,6 +480,41 @@ pub mod config {
     }
 }
 
+/// Whether `text` holds `value` as a whole: not inside a longer address, number or word
+/// (`ann@x.org` is not in `joann@x.org`, nor `jane@x.org` in `jane@x.org.uk`). Compare
+/// lower-cased texts for a match in any case. What `sweep` and `verify` use to find an
+/// identity value inside free text.
+pub fn mentions(text: &str, value: &str) -> bool {
+    if value.is_empty() {
+        return false;
+    }
+    let part_of = |c: char| c.is_alphanumeric() || "._%+-@".contains(c);
+    text.match_indices(value).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + value.len()..].chars().next();
+        !before.is_some_and(part_of) && !after.is_some_and(part_of)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn a_mention_is_a_whole_value_not_part_of_another() {
+        assert!(mentions(
+            "call back jane@example.org today",
+            "jane@example.org"
+        ));
+        assert!(mentions("jane@example.org", "jane@example.org"));
+        assert!(mentions("(jane@example.org)", "jane@example.org"));
+        assert!(!mentions("joann@example.org", "ann@example.org"));
+        assert!(!mentions("jane@example.org.uk", "jane@example.org"));
+        assert!(!mentions("+33 6 12 34 56 789", "+33 6 12 34 56 78"));
+        assert!(!mentions("anything", ""));
+    }
+}
+
 /// SQL against the connected system's database, run by the host (capability `sql`).
 pub mod sql {
     use crate::Result;

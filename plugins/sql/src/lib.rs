@@ -128,17 +128,6 @@ const MIN_SWEEP_CHARS: usize = 5;
 /// The most rows one sweep statement reads; more, and the sweep says it was cut short.
 const SWEEP_ROWS: u32 = 1_000;
 
-/// Whether `text` holds `value` as a whole: not inside a longer address, number or word
-/// (`ann@x.org` is not in `joann@x.org`).
-fn mentions(text: &str, value: &str) -> bool {
-    let part_of = |c: char| c.is_alphanumeric() || "._%+-@".contains(c);
-    text.match_indices(value).any(|(at, _)| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + value.len()..].chars().next();
-        !before.is_some_and(part_of) && !after.is_some_and(part_of)
-    })
-}
-
 /// The type keys are cast to, to compare them as text.
 fn text_type() -> &'static str {
     match sql::dialect() {
@@ -614,7 +603,7 @@ impl Connector for SqlConnector {
                     let key = row.first().map(Value::to_key).unwrap_or_default();
                     for (column, cell) in columns.iter().zip(row.iter().skip(1)) {
                         if let Value::Text(text) = cell
-                            && mentions(&text.to_lowercase(), value)
+                            && oubli_connector::mentions(&text.to_lowercase(), value)
                         {
                             report.hits.push(SweepHit {
                                 collection: table.to_owned(),
@@ -746,21 +735,3 @@ fn where_subject(
 }
 
 export_connector!(SqlConnector);
-
-#[cfg(test)]
-mod sweep_tests {
-    use super::mentions;
-
-    #[test]
-    fn a_mention_is_a_whole_value_not_part_of_another() {
-        assert!(mentions(
-            "call back jane@example.org today",
-            "jane@example.org"
-        ));
-        assert!(mentions("jane@example.org", "jane@example.org"));
-        assert!(mentions("(jane@example.org)", "jane@example.org"));
-        assert!(!mentions("joann@example.org", "ann@example.org"));
-        assert!(!mentions("jane@example.org.uk", "jane@example.org"));
-        assert!(!mentions("+33 6 12 34 56 789", "+33 6 12 34 56 78"));
-    }
-}

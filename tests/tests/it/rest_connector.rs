@@ -7,7 +7,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use oubli::demo::api::{DemoApi, person_email};
 use oubli::runtime::system::SecretRef;
-use oubli::runtime::{Change, Outcome, RuntimeError, SystemConfig};
+use oubli::runtime::{Change, Outcome, RecordState, RuntimeError, SystemConfig};
 use oubli_tests::{load, runtime, serve, subject};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
@@ -88,6 +88,14 @@ impl Fake {
             );
         }
         self.script.lock().unwrap().push_back(response);
+    }
+
+    /// The next request is answered 200 with `body`, whatever it asks.
+    fn then_answer_json(&self, body: Value) {
+        self.script
+            .lock()
+            .unwrap()
+            .push_back(axum::Json(body).into_response());
     }
 
     fn requests(&self) -> Vec<String> {
@@ -267,6 +275,112 @@ async fn locate_access_rectify_and_erase_through_every_pagination_style() {
     // The verifying locate finds only what was retained.
     let left = rt.locate(&plugin, &sys, &who).await.unwrap();
     assert!(left.iter().all(|r| r.collection == "orders"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reads_each_record_back_by_its_url_and_sweep_looks_past_the_exact_match() {
+    let fake = fake(6).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&fake.system()).unwrap();
+    // Typed in another case than stored: the search and the e-mail comparison fold it.
+    let who = subject(&[("email", "Person4@Example.ORG")]);
+    let located = rt.locate(&plugin, &sys, &who).await.unwrap();
+    assert_eq!(located.len(), 11);
+    let contact = located.iter().find(|r| r.collection == "contacts").unwrap();
+    assert_eq!(contact.matched.len(), 1, "{contact:?}");
+    assert_eq!(contact.matched[0].field, "email");
+    rt.erase(&plugin, &sys, &who).await.unwrap();
+
+    // Read back by URL: deleted records are gone; retained orders hold their unmasked
+    // personal fields and not the keyed-hashed shipping name.
+    let before = fake.requests().len();
+    let verified = rt.verify(&plugin, &sys, &who, &located).await.unwrap();
+    assert_eq!(verified.len(), located.len());
+    for v in &verified {
+        match v.collection.as_str() {
+            "orders" => assert_eq!(
+                v.state,
+                RecordState::Holds(vec!["customer_email".into(), "total_cents".into()]),
+                "{v:?}"
+            ),
+            _ => assert_eq!(v.state, RecordState::Gone, "{v:?}"),
+        }
+    }
+    let reads = &fake.requests()[before..];
+    assert_eq!(reads.len(), located.len(), "{reads:#?}");
+    assert!(
+        reads
+            .iter()
+            .all(|r| r.starts_with("GET /api/") && !r.contains('?'))
+    );
+
+    // A record still there (an erase that lied) holds the subject's data; a success
+    // without the record at `read.record` is an error, never "gone".
+    let event = located.iter().find(|r| r.collection == "events").unwrap();
+    fake.then_answer_json(
+        json!({"data": {"id": event.key, "user": "person4@example.org", "type": "login"}}),
+    );
+    let lied = rt
+        .verify(&plugin, &sys, &who, std::slice::from_ref(event))
+        .await
+        .unwrap();
+    assert_eq!(
+        lied[0].state,
+        RecordState::Holds(vec!["type".into(), "user".into()])
+    );
+    fake.then_answer_json(json!({"unexpected": true}));
+    let error = rt
+        .verify(&plugin, &sys, &who, std::slice::from_ref(event))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("nothing at \"data\""), "{error}");
+
+    // The sweep searches as typed and in lower case, and looks in every field of every
+    // result: another person's contact whose note mentions the subject is named, with
+    // its field; the retained orders are found (the host allows them); the look-alike
+    // address of another person is not a mention.
+    fake.then_answer_json(json!({"data": [
+        {"id": "contact-99", "email": "someone.else@example.org", "note": "forwarded by PERSON4@example.org today"},
+        {"id": "contact-98", "email": "xperson4@example.org"}
+    ], "page": 1}));
+    let before = fake.requests().len();
+    let report = rt.sweep(&plugin, &sys, &who, 1000).await.unwrap();
+    assert!(!report.cut_short);
+    assert_eq!(report.covered.len(), 4, "{report:?}");
+    let hits: Vec<(String, String, String)> = report
+        .hits
+        .iter()
+        .map(|h| (h.collection.clone(), h.key.clone(), h.field.clone()))
+        .collect();
+    assert!(
+        hits.contains(&("contacts".into(), "contact-99".into(), "note".into())),
+        "{hits:?}"
+    );
+    assert!(!hits.iter().any(|h| h.1 == "contact-98"), "{hits:?}");
+    assert_eq!(
+        hits.iter().filter(|h| h.0 == "orders").count(),
+        2,
+        "{hits:?}"
+    );
+    assert!(
+        hits.iter().all(|h| h.0 == "orders" || h.1 == "contact-99"),
+        "{hits:?}"
+    );
+    let searches = &fake.requests()[before..];
+    assert!(
+        searches
+            .iter()
+            .any(|r| r.contains("email=Person4%40Example.ORG"))
+            && searches
+                .iter()
+                .any(|r| r.contains("email=person4%40example.org")),
+        "{searches:#?}"
+    );
+    // A budget of two requests covers the contacts search only, and says so.
+    let short = rt.sweep(&plugin, &sys, &who, 2).await.unwrap();
+    assert!(short.cut_short);
+    assert!(short.covered.len() <= 1, "{short:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -474,6 +588,18 @@ async fn a_configuration_error_names_its_path() {
     let error = rt.validate(&plugin, &sys).await.unwrap_err();
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[2].delete:")),
+        "{error:?}"
+    );
+    // Without a read endpoint nothing could be read back after an erasure.
+    let mut config = fake.system();
+    config.config["api"]["collections"][3]
+        .as_object_mut()
+        .unwrap()
+        .remove("read");
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[3].read:")),
         "{error:?}"
     );
     assert!(fake.requests().is_empty(), "validation sends nothing");

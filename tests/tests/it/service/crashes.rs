@@ -222,6 +222,22 @@ async fn a_crash_between_an_erasure_and_its_record_reruns_and_certifies_honestly
         helpdesk_entry["verification"]["records_remaining"], orders["retained"],
         "{helpdesk_entry}"
     );
+    // The REST connector read every located record back by its URL and swept the
+    // helpdesk's searches: the retained orders are the only hits.
+    let read_back = &helpdesk_entry["verification"]["read_back"];
+    assert_eq!(
+        read_back["retained"], orders["retained"],
+        "{helpdesk_entry}"
+    );
+    assert_eq!(
+        read_back["gone"].as_u64().unwrap() + read_back["retained"].as_u64().unwrap(),
+        read_back["records"].as_u64().unwrap(),
+        "{helpdesk_entry}"
+    );
+    let sweep = &helpdesk_entry["sweep"];
+    assert_eq!(sweep["covered"].as_array().unwrap().len(), 4, "{sweep}");
+    assert_eq!(sweep["found_outside_retained_records"], 0, "{sweep}");
+    assert_eq!(sweep["cut_short"], false, "{sweep}");
 }
 
 /// Removes the data key files of a stopped service; returns how many there were.
