@@ -114,6 +114,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The base of the links oubli gives out (webhooks, e-mails): `public_url`, or the
+    /// listening address.
+    pub fn base_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
     /// Reads the file (when given), then applies the `OUBLI_<KEY>` environment variables.
     ///
     /// # Errors

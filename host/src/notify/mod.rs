@@ -59,6 +59,14 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Resul
     ))
 }
 
+/// The address of a request in the API, as webhooks link to it.
+pub fn request_url(base_url: &str, request_id: &str) -> String {
+    format!(
+        "{}/v1/requests/{request_id}",
+        base_url.trim_end_matches('/')
+    )
+}
+
 /// Queues an event for a controller known to have a webhook URL.
 ///
 /// # Errors

@@ -129,11 +129,7 @@ async fn write(
         let mut request =
             requests::insert(&mut tx, sealer, &mut chain, new, &submission.actor).await?;
         if submission.webhook {
-            let url = format!(
-                "{}/v1/requests/{}",
-                submission.base_url.trim_end_matches('/'),
-                request.id
-            );
+            let url = crate::notify::request_url(&submission.base_url, &request.id);
             let data = json!({ "request_id": request.id, "kind": request.kind, "due_at": request.due_at, "external_ref": request.external_ref, "url": url });
             crate::notify::insert(
                 &mut tx,
@@ -150,6 +146,7 @@ async fn write(
                 &request.stage(),
                 "policy:auto-approve",
                 submission.max_attempts,
+                &submission.base_url,
             )
             .await?
             .map_err(anyhow::Error::msg)?;

@@ -377,6 +377,57 @@ pub async fn get_in(tx: &mut Tx<'_>, sealer: &Sealer, id: &str) -> anyhow::Resul
     row.map(|r| r.open(sealer)).transpose()
 }
 
+/// How a settled request ended, for the webhook that announces it: no subject data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub kind: Kind,
+    pub status: Status,
+    pub controller_id: String,
+    /// Whether the controller has a webhook URL.
+    pub webhook: bool,
+    pub records_found: Option<u64>,
+    pub status_detail: Option<String>,
+}
+
+/// How the request `id` ended (see [`Settled`]), in the caller's transaction.
+///
+/// # Errors
+/// When the database fails.
+pub async fn settled_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Settled>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        kind: String,
+        status: String,
+        controller_id: String,
+        webhook_url: Option<String>,
+        records_found: Option<i64>,
+        tasks_without_result: i64,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT r.kind, r.status, r.controller_id, c.webhook_url, \
+         (SELECT CASE WHEN COUNT(*) = COUNT(found) THEN CAST(SUM(found) AS BIGINT) END \
+          FROM tasks WHERE tasks.request_id = r.id AND tasks.result IS NOT NULL) AS records_found, \
+         (SELECT COUNT(*) FROM tasks WHERE tasks.request_id = r.id AND tasks.result IS NULL) AS tasks_without_result \
+         FROM requests AS r JOIN controllers AS c ON c.id = r.controller_id WHERE r.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|row| {
+        let kind: Kind = row.kind.parse().map_err(anyhow::Error::msg)?;
+        let status: Status = row.status.parse().map_err(anyhow::Error::msg)?;
+        Ok(Settled {
+            kind,
+            status,
+            controller_id: row.controller_id,
+            webhook: row.webhook_url.is_some(),
+            records_found: row.records_found.map(|n| n.max(0) as u64),
+            status_detail: status_detail(kind, status, row.records_found, row.tasks_without_result),
+        })
+    })
+    .transpose()
+}
+
 /// Where a request stands in its lifecycle, without the subject's data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {

@@ -300,6 +300,73 @@ async fn the_controller_gets_a_signed_webhook_and_sees_only_its_own_requests() {
     );
     assert_eq!(deliveries["items"][0]["attempts"], 2);
 
+    // How each request ended is announced too, with what was found: an access that found
+    // the subject, and an erasure that matched nothing, which says so.
+    let ended = |id: String| {
+        let received = received.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let found = received.lock().unwrap().iter().find_map(|(_, body)| {
+                    let payload: Value = serde_json::from_str(body).ok()?;
+                    (payload["data"]["request_id"] == id.as_str()
+                        && payload["type"] != "request.forwarded")
+                        .then_some(payload)
+                });
+                if let Some(payload) = found {
+                    return payload;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no completion webhook"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (status, body) = service
+        .post(&format!("/v1/requests/{id}/approve"), &admin, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = ended(id.clone()).await;
+    assert_eq!(done["type"], "request.completed", "{done}");
+    assert_eq!(done["data"]["status"], "completed", "{done}");
+    assert_eq!(done["data"]["kind"], "access", "{done}");
+    assert!(
+        done["data"]["records_found"].as_u64().unwrap() > 0,
+        "{done}"
+    );
+    assert_eq!(done["data"]["nothing_found"], false, "{done}");
+    assert!(
+        done["data"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/v1/requests/{id}")),
+        "{done}"
+    );
+    let (status, nobody) = service
+        .post("/v1/requests", &admin, json!({ "controller_id": other, "kind": "erasure", "identities": [{ "kind": "email", "value": "nobody@example.org" }] }))
+        .await;
+    assert_eq!(status, 201, "{nobody}");
+    let nobody = nobody["id"].as_str().unwrap().to_owned();
+    let (status, body) = service
+        .post(&format!("/v1/requests/{nobody}/approve"), &admin, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = ended(nobody.clone()).await;
+    assert_eq!(done["type"], "request.completed", "{done}");
+    assert_eq!(done["data"]["records_found"], 0, "{done}");
+    assert_eq!(done["data"]["nothing_found"], true, "{done}");
+    assert!(
+        done["data"]["status_detail"]
+            .as_str()
+            .unwrap()
+            .contains("no connected system found any record"),
+        "{done}"
+    );
+    let body = received.lock().unwrap().last().unwrap().1.clone();
+    assert!(!body.contains("nobody@example.org"), "{body}");
+
     // The demo controller's token sees neither the other controller nor its requests.
     let (status, _) = service
         .get(&format!("/v1/requests/{id}"), &service.demo.controller)
