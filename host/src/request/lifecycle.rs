@@ -352,7 +352,7 @@ async fn announce(tx: &mut Tx<'_>, request_id: &str, base_url: &str) -> anyhow::
         "kind": settled.kind,
         "status": settled.status,
         "records_found": settled.records_found,
-        "nothing_found": settled.records_found == Some(0),
+        "nothing_found": settled.nothing_found,
         "status_detail": settled.status_detail,
         "url": crate::notify::request_url(base_url, request_id),
     });

@@ -161,12 +161,22 @@ struct Row {
     tasks_without_result: i64,
 }
 
+/// `records_found` and `tasks_without_result` of the row of `requests`, as a literal
+/// that `concat!` can put into statements.
+macro_rules! counts {
+    () => {
+        "(SELECT CASE WHEN COUNT(*) = COUNT(found) THEN CAST(SUM(found) AS BIGINT) END \
+      FROM tasks WHERE tasks.request_id = requests.id AND tasks.result IS NOT NULL) AS records_found, \
+     (SELECT COUNT(*) FROM tasks WHERE tasks.request_id = requests.id AND tasks.result IS NULL) AS tasks_without_result"
+    };
+}
+
 /// `records_found` sums `tasks.found` over the tasks with a result (which only a run that
 /// succeeded sets); unknown when one of them predates the count.
-const COLUMNS: &str = "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at, subject_redacted_at, \
-     (SELECT CASE WHEN COUNT(*) = COUNT(found) THEN CAST(SUM(found) AS BIGINT) END \
-      FROM tasks WHERE tasks.request_id = requests.id AND tasks.result IS NOT NULL) AS records_found, \
-     (SELECT COUNT(*) FROM tasks WHERE tasks.request_id = requests.id AND tasks.result IS NULL) AS tasks_without_result";
+const COLUMNS: &str = concat!(
+    "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at, subject_redacted_at, ",
+    counts!()
+);
 
 /// The detail a request in `status` with `records_found` gets (see [`Request::status_detail`]).
 fn status_detail(
@@ -178,9 +188,10 @@ fn status_detail(
     // Every system ran, and still the rectification failed: a change was applied nowhere.
     if kind == Kind::Rectification && status == Status::Failed && tasks_without_result == 0 {
         return Some(
-            "a change had no place in any connected system (or the controller has none), so it was not made; the request.failed event names it by its position in the request's changes".into(),
+            "a change had no place in any connected system (or the controller has none), so it was not made; the request.failed event of the audit trail names it by its position in the request's changes".into(),
         );
     }
+
     if status != Status::Completed || records_found != Some(0) {
         return None;
     }
@@ -386,6 +397,9 @@ pub struct Settled {
     /// Whether the controller has a webhook URL.
     pub webhook: bool,
     pub records_found: Option<u64>,
+    /// `Some(true)` only for a completed request every system of which ran and found
+    /// nothing; `None` when that is not known (a system failed, or counts predate it).
+    pub nothing_found: Option<bool>,
     pub status_detail: Option<String>,
 }
 
@@ -403,13 +417,11 @@ pub async fn settled_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Sett
         records_found: Option<i64>,
         tasks_without_result: i64,
     }
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT r.kind, r.status, r.controller_id, c.webhook_url, \
-         (SELECT CASE WHEN COUNT(*) = COUNT(found) THEN CAST(SUM(found) AS BIGINT) END \
-          FROM tasks WHERE tasks.request_id = r.id AND tasks.result IS NOT NULL) AS records_found, \
-         (SELECT COUNT(*) FROM tasks WHERE tasks.request_id = r.id AND tasks.result IS NULL) AS tasks_without_result \
-         FROM requests AS r JOIN controllers AS c ON c.id = r.controller_id WHERE r.id = $1",
-    )
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "SELECT requests.kind, requests.status, requests.controller_id, controllers.webhook_url, ",
+        counts!(),
+        " FROM requests JOIN controllers ON controllers.id = requests.controller_id WHERE requests.id = $1"
+    ))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
@@ -422,6 +434,9 @@ pub async fn settled_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Sett
             controller_id: row.controller_id,
             webhook: row.webhook_url.is_some(),
             records_found: row.records_found.map(|n| n.max(0) as u64),
+            nothing_found: (status == Status::Completed && row.tasks_without_result == 0)
+                .then_some(row.records_found.map(|n| n == 0))
+                .flatten(),
             status_detail: status_detail(kind, status, row.records_found, row.tasks_without_result),
         })
     })

@@ -65,7 +65,8 @@ pub struct Collection {
     /// `access` exports and `rectify` may change.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
-    /// Reads one record in full; without it, `access` exports the search results.
+    /// Reads one record in full by its URL: what `access` exports and what `verify` reads
+    /// back after an erasure. Required.
     pub read: Option<Endpoint>,
     /// Changes one record (rectification and anonymisation).
     pub update: Option<Endpoint>,

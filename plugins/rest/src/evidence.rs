@@ -17,9 +17,19 @@ const MIN_MENTION_CHARS: usize = 5;
 /// Phone numbers are also compared by their digits when they have at least this many.
 const MIN_PHONE_DIGITS: usize = 6;
 
-/// Every text and number inside `value`, with its dotted path (`address.city`,
-/// `emails.0.address`).
-pub fn leaves(value: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
+/// One place inside a record: its dotted path and what is there.
+pub struct Leaf {
+    pub path: String,
+    pub text: String,
+    /// A string (or an object key), rather than a number.
+    pub string: bool,
+}
+
+/// Every string, number and object key inside `value`, with its dotted path
+/// (`address.city`, `emails.0.address`); a key is a leaf of its own, at its object's path
+/// followed by `[key]`, so that an identity used as a key is found and never written in
+/// a path.
+pub fn leaves(value: &Value, prefix: &str, out: &mut Vec<Leaf>) {
     let join = |part: &str| {
         if prefix.is_empty() {
             part.to_owned()
@@ -28,13 +38,30 @@ pub fn leaves(value: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
         }
     };
     match value {
-        Value::Object(map) => map.iter().for_each(|(k, v)| leaves(v, &join(k), out)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                out.push(Leaf {
+                    path: join("[key]"),
+                    text: k.clone(),
+                    string: true,
+                });
+                leaves(v, &join(k), out);
+            }
+        }
         Value::Array(items) => items
             .iter()
             .enumerate()
             .for_each(|(i, v)| leaves(v, &join(&i.to_string()), out)),
-        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
-        Value::Number(n) => out.push((prefix.to_owned(), n.to_string())),
+        Value::String(s) => out.push(Leaf {
+            path: prefix.to_owned(),
+            text: s.clone(),
+            string: true,
+        }),
+        Value::Number(n) => out.push(Leaf {
+            path: prefix.to_owned(),
+            text: n.to_string(),
+            string: false,
+        }),
         Value::Bool(_) | Value::Null => {}
     }
 }
@@ -45,8 +72,9 @@ fn digits(text: &str) -> String {
 
 /// Whether `text` holds `identity`'s value: as the whole field or as a whole word inside
 /// longer text ([`oubli_connector::mentions`]), in any case; values under
-/// [`MIN_MENTION_CHARS`] only as the whole field; a phone number also by its digits.
-pub fn mentions(text: &str, identity: &Identity) -> bool {
+/// [`MIN_MENTION_CHARS`] only as the whole field; a phone number also by its digits, in
+/// text only (`string`), never in a number.
+pub fn mentions(text: &str, identity: &Identity, string: bool) -> bool {
     let value = identity.value.trim().to_lowercase();
     if value.is_empty() {
         return false;
@@ -58,7 +86,7 @@ pub fn mentions(text: &str, identity: &Identity) -> bool {
     if value.chars().count() >= MIN_MENTION_CHARS && oubli_connector::mentions(&text, &value) {
         return true;
     }
-    if identity.kind == "phone" {
+    if identity.kind == "phone" && string {
         let wanted = digits(&value);
         return wanted.len() >= MIN_PHONE_DIGITS && digits(&text) == wanted;
     }
@@ -66,16 +94,49 @@ pub fn mentions(text: &str, identity: &Identity) -> bool {
 }
 
 /// The fields of `record` that hold any of the subject's identity values, each with the
-/// kind found there.
-fn fields_mentioning(record: &Value, subject: &Subject) -> Vec<(String, String)> {
+/// kind found there. A number counts only in one of the collection's identity fields
+/// (an order's `quantity: 42` is not customer 42). A path segment that is itself an
+/// identity value (an object keyed by e-mail address) is written `[key]`.
+fn fields_mentioning(
+    collection: &Collection,
+    record: &Value,
+    subject: &Subject,
+) -> Vec<(String, String)> {
     let mut all = Vec::new();
     leaves(record, "", &mut all);
+    let identity_fields: BTreeSet<&str> =
+        collection.identities.values().map(String::as_str).collect();
     let mut found = Vec::new();
-    for (path, text) in all {
-        if let Some(identity) = subject.identities.iter().find(|i| mentions(&text, i)) {
+    for leaf in all {
+        if !leaf.string && !identity_fields.contains(leaf.path.as_str()) {
+            continue;
+        }
+        if let Some(identity) = subject
+            .identities
+            .iter()
+            .find(|i| mentions(&leaf.text, i, leaf.string))
+        {
+            let path = leaf
+                .path
+                .split('.')
+                .map(|segment| {
+                    if subject
+                        .identities
+                        .iter()
+                        .any(|i| mentions(segment, i, true))
+                    {
+                        "[key]"
+                    } else {
+                        segment
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(".");
             found.push((path, identity.kind.clone()));
         }
     }
+    found.sort();
+    found.dedup();
     found
 }
 
@@ -110,7 +171,7 @@ fn personal_paths(collection: &Collection) -> BTreeSet<&str> {
 /// fields that are set (retained, with its legal basis).
 pub fn state(collection: &Collection, record: &Value, subject: &Subject) -> RecordState {
     let is_set = |path: &&str| api::at(record, path).is_some_and(|v| !v.is_null());
-    let mut holds: BTreeSet<String> = fields_mentioning(record, subject)
+    let mut holds: BTreeSet<String> = fields_mentioning(collection, record, subject)
         .into_iter()
         .map(|(path, _)| path)
         .collect();
@@ -158,24 +219,17 @@ pub fn verify(api: &Api, subject: &Subject, records: Vec<RecordRef>) -> Result<V
     records
         .into_iter()
         .map(|r| {
-            let (index, collection) = api
+            let collection = api
                 .collections
                 .iter()
-                .enumerate()
-                .find(|(_, c)| c.name == r.collection)
+                .find(|c| c.name == r.collection)
                 .ok_or_else(|| {
                     Error::Failed(format!(
                         "verify was given a record of {:?}, a collection config.api does not describe",
                         r.collection
                     ))
                 })?;
-            if collection.read.is_none() {
-                return Err(Error::InvalidConfig(format!(
-                    "config.api.collections[{index}].read: {} has no read endpoint, so its records cannot be read back by their URL after an erasure",
-                    collection.name
-                )));
-            }
-            let state = match crate::read(api, collection, &r.key, Value::Null)? {
+            let state = match crate::read(api, collection, &r.key)? {
                 None => RecordState::Gone,
                 Some(record) => state(collection, &record, subject),
             };
@@ -229,7 +283,12 @@ pub fn sweep(api: &Api, subject: &Subject, budget: u32) -> Result<SweepReport> {
         for identity in identities {
             for spelling in spellings(identity) {
                 let mut token = None;
-                for _ in 0..crate::MAX_PAGES {
+                for page_number in 0..=crate::MAX_PAGES {
+                    // A search that keeps saying "there is more" is not searched in full.
+                    if page_number == crate::MAX_PAGES {
+                        report.cut_short = true;
+                        break 'collections;
+                    }
                     if spent >= budget {
                         report.cut_short = true;
                         break 'collections;
@@ -238,7 +297,7 @@ pub fn sweep(api: &Api, subject: &Subject, budget: u32) -> Result<SweepReport> {
                     let page = crate::search_page(api, collection, &spelling, token.as_ref())?;
                     for record in &page.records {
                         let key = crate::record_id(collection, record)?;
-                        for (field, kind) in fields_mentioning(record, subject) {
+                        for (field, kind) in fields_mentioning(collection, record, subject) {
                             if seen.insert((
                                 collection.name.clone(),
                                 key.clone(),
@@ -289,21 +348,26 @@ mod tests {
     #[test]
     fn finds_identity_values_in_any_case_and_inside_text() {
         let email = id("email", "Jane.Doe@Example.com");
-        assert!(mentions("jane.doe@example.com", &email));
-        assert!(mentions("Ticket from JANE.DOE@EXAMPLE.COM about", &email));
+        assert!(mentions("jane.doe@example.com", &email, true));
+        assert!(mentions(
+            "Ticket from JANE.DOE@EXAMPLE.COM about",
+            &email,
+            true
+        ));
         assert!(!mentions(
             "e.doe@example.com",
-            &id("email", "jane.doe@example.com")
+            &id("email", "jane.doe@example.com"),
+            true
         ));
         // Short values match whole fields only.
-        assert!(mentions("42", &id("customer-id", "42")));
-        assert!(!mentions("order 1429", &id("customer-id", "42")));
+        assert!(mentions("42", &id("customer-id", "42"), true));
+        assert!(!mentions("order 1429", &id("customer-id", "42"), true));
         let phone = id("phone", "+33 6 12 34 56 78");
-        assert!(mentions("06.12.34.56.78", &id("phone", "0612345678")));
-        assert!(mentions("+33612345678", &phone));
-        assert!(!mentions("jane.doe@example.com.uk", &email));
-        assert!(!mentions("ajane.doe@example.com", &email));
-        assert!(!mentions("", &phone));
+        assert!(mentions("06.12.34.56.78", &id("phone", "0612345678"), true));
+        assert!(mentions("+33612345678", &phone, true));
+        assert!(!mentions("jane.doe@example.com.uk", &email, true));
+        assert!(!mentions("ajane.doe@example.com", &email, true));
+        assert!(!mentions("", &phone, true));
     }
 
     #[test]
@@ -314,13 +378,47 @@ mod tests {
             "",
             &mut out,
         );
+        let listed: Vec<(&str, &str, bool)> = out
+            .iter()
+            .map(|l| (l.path.as_str(), l.text.as_str(), l.string))
+            .collect();
         assert_eq!(
-            out,
+            listed,
             vec![
-                ("a.b".into(), "x".into()),
-                ("list.0.e".into(), "y".into()),
-                ("list.1".into(), "3".into())
+                ("[key]", "a", true),
+                ("a.[key]", "b", true),
+                ("a.b", "x", true),
+                ("[key]", "list", true),
+                ("list.0.[key]", "e", true),
+                ("list.0.e", "y", true),
+                ("list.1", "3", false),
+                ("[key]", "n", true),
             ]
         );
+    }
+
+    #[test]
+    fn numbers_count_only_in_identity_fields_and_keys_are_never_written() {
+        let collection: Collection = serde_json::from_value(json!({
+            "name": "orders", "id": "id",
+            "search": { "path": "/orders", "by": { "customer-id": "customer" } },
+            "identities": { "customer-id": "customer" },
+            "read": { "path": "/orders/{id}" }
+        }))
+        .unwrap();
+        let subject = Subject {
+            request_id: "r".into(),
+            identities: vec![id("customer-id", "42"), id("email", "jane@example.org")],
+        };
+        let record = json!({
+            "id": 7, "customer": 42, "quantity": 42,
+            "aliases": { "jane@example.org": { "note": "x" } },
+            "memo": "write to jane@example.org."
+        });
+        let found: Vec<String> = fields_mentioning(&collection, &record, &subject)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(found, vec!["aliases.[key]", "customer", "memo"]);
     }
 }

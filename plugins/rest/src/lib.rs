@@ -319,26 +319,41 @@ fn update(api: &Api, collection: &Collection, id: &str, body: Value) -> Result<(
     Ok(())
 }
 
-/// The record as `read` returns it, or `None` when it is gone.
-fn read(api: &Api, collection: &Collection, id: &str, found: Value) -> Result<Option<Value>> {
-    let Some(endpoint) = &collection.read else {
-        return Ok(Some(found));
-    };
+/// The record with id `id` as the collection's `read` endpoint returns it, or `None` when
+/// it is gone (404, 410). A success that does not hold that very record (nothing or
+/// `null` at `read.record`, another id, a listing after a redirect) is an error, never
+/// "gone" nor a record to judge: the configuration or the API is not what it seems.
+fn read(api: &Api, collection: &Collection, id: &str) -> Result<Option<Value>> {
+    let endpoint = collection.read.as_ref().ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "the collection {} has no read endpoint (config.api collections read)",
+            collection.name
+        ))
+    })?;
     let target = record_url(api, &endpoint.path, id)?;
     let Some(response) = send_unless_gone(api, &request(api, Method::Get, target))? else {
         return Ok(None);
     };
     let body = response.json()?;
-    match &endpoint.record {
-        None => Ok(Some(body)),
-        // A success without the record is not "gone": the configuration or the API is
-        // not what it seems.
-        Some(path) => api::at(&body, path).cloned().map(Some).ok_or_else(|| {
-            Error::Failed(format!(
-                "reading a record of {} answered with nothing at {path:?} (config.api read.record)",
-                collection.name
-            ))
-        }),
+    let record = match &endpoint.record {
+        None => Some(body),
+        Some(path) => api::at(&body, path).cloned(),
+    };
+    match record {
+        Some(record @ Value::Object(_))
+            if api::at(&record, &collection.id)
+                .and_then(api::scalar_text)
+                .as_deref()
+                == Some(id) =>
+        {
+            Ok(Some(record))
+        }
+        _ => Err(Error::Failed(format!(
+            "reading a record of {} by its URL did not answer with that record (an object whose {:?} is its id at {:?}); check config.api read.path and read.record",
+            collection.name,
+            collection.id,
+            endpoint.record.as_deref().unwrap_or("the response itself")
+        ))),
     }
 }
 
@@ -452,7 +467,7 @@ impl Connector for RestConnector {
                     continue;
                 }
                 let id = record_id(collection, &record)?;
-                let Some(full) = read(&api, collection, &id, record)? else {
+                let Some(full) = read(&api, collection, &id)? else {
                     continue;
                 };
                 let fields = collection
@@ -538,6 +553,19 @@ impl Connector for RestConnector {
         let mut targets = Vec::new();
         for collection in &api.collections {
             targets.push((collection, found(&api, collection, &subject)?));
+        }
+        // Each record is read by its URL before anything changes: `verify` reads it the
+        // same way afterwards, so a read endpoint that cannot find it (and would then say
+        // "gone") fails here, with nothing changed.
+        for (collection, records) in &targets {
+            for (id, _) in records {
+                if read(&api, collection, id)?.is_none() {
+                    return Err(Error::InvalidConfig(format!(
+                        "a record of {} found by the search is not found by its URL (404 or 410): after the erasure it could not be read back; check config.api read.path",
+                        collection.name
+                    )));
+                }
+            }
         }
         let mut report = Vec::new();
         for (collection, records) in targets {

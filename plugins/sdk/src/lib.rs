@@ -491,8 +491,17 @@ pub fn mentions(text: &str, value: &str) -> bool {
     let part_of = |c: char| c.is_alphanumeric() || "._%+-@".contains(c);
     text.match_indices(value).any(|(at, _)| {
         let before = text[..at].chars().next_back();
-        let after = text[at + value.len()..].chars().next();
-        !before.is_some_and(part_of) && !after.is_some_and(part_of)
+        // Punctuation that ends a sentence or a clause ends the value too, unless more of
+        // an address follows it (`jane@x.org.` is a mention, `jane@x.org.uk` is not).
+        let rest = &text[at + value.len()..];
+        let mut after = rest.chars();
+        let ends = match after.next() {
+            None => true,
+            Some(c) if c.is_alphanumeric() || c == '@' || c == '_' => false,
+            Some(c) if ".%+-".contains(c) => !after.next().is_some_and(part_of),
+            Some(_) => true,
+        };
+        !before.is_some_and(part_of) && ends
     })
 }
 
@@ -512,6 +521,9 @@ mod tests {
         assert!(!mentions("jane@example.org.uk", "jane@example.org"));
         assert!(!mentions("+33 6 12 34 56 789", "+33 6 12 34 56 78"));
         assert!(!mentions("anything", ""));
+        assert!(mentions("write to jane@example.org.", "jane@example.org"));
+        assert!(mentions("jane@example.org. Thanks", "jane@example.org"));
+        assert!(!mentions("jane@example.org-old", "jane@example.org"));
     }
 }
 

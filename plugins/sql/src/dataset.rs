@@ -25,9 +25,11 @@ pub struct Table {
     pub name: String,
     /// The primary key column.
     pub key: String,
-    /// Identity kind → the column that holds it, e.g. `email = "email"`.
+    /// Identity kind → the column that holds it, e.g. `email = "email"` (matched
+    /// exactly), or with a matching rule, e.g.
+    /// `email = { column = "email", match = "email" }`.
     #[serde(default)]
-    pub identities: BTreeMap<String, String>,
+    pub identities: BTreeMap<String, IdentityColumn>,
     /// The relation that links this table to the subject through a parent table.
     pub parent: Option<Relation>,
     /// Column → data category, for every column that holds personal data. These columns
@@ -36,6 +38,96 @@ pub struct Table {
     pub columns: BTreeMap<String, String>,
     #[serde(default)]
     pub erase: Erase,
+}
+
+/// The column that holds one identity kind, and how a value is matched against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityColumn {
+    pub column: String,
+    pub matching: Matching,
+}
+
+/// How an identity value is compared with a column.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Matching {
+    /// `column = value`: what is stored must be what was typed.
+    #[default]
+    Exact,
+    /// `lower(column) = lower(value)`; an index on `lower(column)` serves it.
+    CaseInsensitive,
+    /// An e-mail address: trimmed and case-folded on both sides.
+    Email,
+    /// A phone number: compared by its digits, as stored in international form
+    /// (`+33 6 12 34 56 78`, `0033…`) or in national form of `region` (`06 12 34 56 78`).
+    Phone { region: Option<String> },
+}
+
+impl Matching {
+    /// Whether the stored value may differ from the typed one (for `locate`'s `matched`).
+    pub fn normalises(&self) -> bool {
+        *self != Matching::Exact
+    }
+}
+
+impl<'de> Deserialize<'de> for IdentityColumn {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Column(String),
+            Rule(Rule),
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Rule {
+            column: String,
+            #[serde(rename = "match", default)]
+            how: Option<String>,
+            region: Option<String>,
+        }
+        let rule = match Written::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "an identity is a column name, or { column = \"…\", match = \"exact\" | \"case-insensitive\" | \"email\" | \"phone\", region = \"FR\" }",
+            )
+        })? {
+            Written::Column(column) => return Ok(IdentityColumn { column, matching: Matching::Exact }),
+            Written::Rule(rule) => rule,
+        };
+        let matching = match rule.how.as_deref().unwrap_or("exact") {
+            "exact" => Matching::Exact,
+            "case-insensitive" => Matching::CaseInsensitive,
+            "email" => Matching::Email,
+            "phone" => {
+                if let Some(region) = &rule.region
+                    && crate::phone::calling_code(region).is_none()
+                {
+                    return Err(serde::de::Error::custom(format!(
+                        "region {region:?} is not a region oubli knows the calling code of ({})",
+                        crate::phone::REGIONS.join(", ")
+                    )));
+                }
+                Matching::Phone {
+                    region: rule.region.as_ref().map(|r| r.to_ascii_uppercase()),
+                }
+            }
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "match = {other:?}: expected exact, case-insensitive, email or phone"
+                )));
+            }
+        };
+        if rule.region.is_some() && !matches!(matching, Matching::Phone { .. }) {
+            return Err(serde::de::Error::custom(
+                "region is only for match = \"phone\"",
+            ));
+        }
+        Ok(IdentityColumn {
+            column: rule.column,
+            matching,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,8 +375,12 @@ impl Dataset {
             }
             let mut named: Vec<(String, &str, &str)> =
                 vec![(format!("{path}.key"), &table.name, &table.key)];
-            for (kind, column) in &table.identities {
-                named.push((format!("{path}.identities.{kind}"), &table.name, column));
+            for (kind, identity) in &table.identities {
+                named.push((
+                    format!("{path}.identities.{kind}"),
+                    &table.name,
+                    &identity.column,
+                ));
             }
             for column in table.columns.keys() {
                 named.push((format!("{path}.columns.{column}"), &table.name, column));
@@ -335,7 +431,7 @@ fn integer_identity_columns(
     Ok(dataset
         .tables
         .iter()
-        .flat_map(|t| t.identities.values().map(move |c| (t, c)))
+        .flat_map(|t| t.identities.values().map(move |c| (t, &c.column)))
         .filter(|(t, c)| {
             catalogue
                 .column_type(&t.name, c)

@@ -7,12 +7,14 @@
 //! a parent table, over as many hops as the configuration chains.
 
 mod dataset;
+mod phone;
 
-use dataset::{Catalogue, Dataset, EraseAction, Mask, Table};
+use dataset::{Catalogue, Dataset, EraseAction, Mask, Matching, Table};
 use oubli_connector::sql::{self, Statement, Value};
 use oubli_connector::{
-    Action, Change, Connector, Erased, Error, Field, Info, Page, PersonalRecord, RecordRef,
-    RecordState, Rectified, Result, Subject, SweepHit, SweepReport, Verified, export_connector,
+    Action, Change, Connector, Erased, Error, Field, Info, MatchKind, Page, PersonalRecord,
+    RecordRef, RecordState, Rectified, Result, Subject, SweepHit, SweepReport, Verified,
+    export_connector,
 };
 
 /// Rows per page of `access`.
@@ -28,6 +30,79 @@ struct Condition {
     params: Vec<Value>,
 }
 
+/// One test of an identity against a column of a table, with its parameters.
+struct IdentityTest {
+    kind: String,
+    column: String,
+    /// Whether the stored value may differ from the typed one (a matching rule).
+    normalised: bool,
+    sql: String,
+    params: Vec<Value>,
+}
+
+/// The tests of the subject's identities against `table`'s identity columns, numbering
+/// placeholders from `first` on.
+fn identity_tests(
+    dataset: &Dataset,
+    table: &Table,
+    subject: &Subject,
+    first: usize,
+) -> Vec<IdentityTest> {
+    let mut tests: Vec<IdentityTest> = Vec::new();
+    let mut used = 0;
+    for identity in &subject.identities {
+        let Some(rule) = table.identities.get(&identity.kind) else {
+            continue;
+        };
+        let column = sql::ident(&rule.column);
+        let mut params = Vec::new();
+        let mut next = |value: Value| {
+            params.push(value);
+            used += 1;
+            sql::placeholder(first + used - 1)
+        };
+        let integer = dataset.is_integer(&table.name, &rule.column);
+        let test = if integer {
+            // Not an integer: it cannot be in this column.
+            let Ok(n) = identity.value.trim().parse::<i64>() else {
+                continue;
+            };
+            format!("{column} = {}", next(Value::Integer(n)))
+        } else {
+            match &rule.matching {
+                Matching::Exact => {
+                    format!("{column} = {}", next(Value::Text(identity.value.clone())))
+                }
+                Matching::CaseInsensitive => format!(
+                    "lower({column}) = lower({})",
+                    next(Value::Text(identity.value.clone()))
+                ),
+                Matching::Email => format!(
+                    "lower(trim({column})) = lower({})",
+                    next(Value::Text(identity.value.trim().to_owned()))
+                ),
+                Matching::Phone { region } => {
+                    let forms = phone::forms(&identity.value, region.as_deref());
+                    if forms.is_empty() {
+                        continue;
+                    }
+                    let list: Vec<String> =
+                        forms.into_iter().map(|f| next(Value::Text(f))).collect();
+                    format!("{} IN ({})", digits_of(&column), list.join(", "))
+                }
+            }
+        };
+        tests.push(IdentityTest {
+            kind: identity.kind.clone(),
+            column: rule.column.clone(),
+            normalised: !integer && rule.matching.normalises(),
+            sql: test,
+            params,
+        });
+    }
+    tests
+}
+
 /// Builds the condition that selects `table`'s rows belonging to `subject`, numbering
 /// placeholders from `first`. `None` when nothing links the table to the subject's
 /// identities.
@@ -39,24 +114,9 @@ fn condition(
 ) -> Option<Condition> {
     let mut parts = Vec::new();
     let mut params = Vec::new();
-    for identity in &subject.identities {
-        if let Some(column) = table.identities.get(&identity.kind) {
-            let value = if dataset.is_integer(&table.name, column) {
-                // Not an integer: it cannot be in this column.
-                let Ok(n) = identity.value.trim().parse::<i64>() else {
-                    continue;
-                };
-                Value::Integer(n)
-            } else {
-                Value::Text(identity.value.clone())
-            };
-            parts.push(format!(
-                "{} = {}",
-                sql::ident(column),
-                sql::placeholder(first + params.len())
-            ));
-            params.push(value);
-        }
+    for test in identity_tests(dataset, table, subject, first) {
+        parts.push(test.sql);
+        params.extend(test.params);
     }
     if let Some(relation) = &table.parent {
         let parent = dataset.table(&relation.table)?;
@@ -79,6 +139,16 @@ fn condition(
         sql: format!("({})", parts.join(" OR ")),
         params,
     })
+}
+
+/// `column` with the separators a phone number is written with removed, in SQL every
+/// engine runs (SQLite has no `regexp_replace`).
+fn digits_of(column: &str) -> String {
+    [" ", ".", "-", "(", ")", "+", "/", "\u{a0}"]
+        .iter()
+        .fold(column.to_owned(), |inner, separator| {
+            format!("replace({inner}, '{separator}', '')")
+        })
 }
 
 /// The keys of `table`'s rows that belong to the subject.
@@ -161,6 +231,7 @@ fn read_back(table: &Table, key: &str) -> Result<RecordState> {
     let mut columns: Vec<&String> = table
         .identities
         .values()
+        .map(|i| &i.column)
         .chain(table.columns.keys())
         .chain(table.erase.columns.keys())
         .collect();
@@ -224,20 +295,64 @@ fn read_back(table: &Table, key: &str) -> Result<RecordState> {
     })
 }
 
-fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<(usize, String)>> {
+/// One located row: its table (by index), its key as text, and which of the table's
+/// identity tests it passed (bit `j` for test `j`; none when reached through its parent).
+struct Located {
+    table: usize,
+    key: String,
+    matched: i64,
+    /// The parent row's key, for a table whose relation references it.
+    parent: Option<String>,
+}
+
+fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<Located>> {
     let text = text_type();
     let mut branches = Vec::new();
     let mut params = Vec::new();
     for (i, table) in dataset.tables.iter().enumerate() {
-        let Some(cond) = condition(dataset, table, subject, params.len() + 1) else {
+        // Which identity tests each row passed, for `matched`: its parameters come first
+        // because the select list comes before the condition.
+        let tests = identity_tests(dataset, table, subject, params.len() + 1);
+        let mut mask_params = Vec::new();
+        let mask: Vec<String> = tests
+            .into_iter()
+            .take(62)
+            .enumerate()
+            .map(|(j, test)| {
+                mask_params.extend(test.params);
+                format!("CASE WHEN {} THEN {} ELSE 0 END", test.sql, 1_i64 << j)
+            })
+            .collect();
+        let Some(cond) = condition(
+            dataset,
+            table,
+            subject,
+            params.len() + mask_params.len() + 1,
+        ) else {
             continue;
         };
+        let mask = if mask.is_empty() {
+            "0".to_owned()
+        } else {
+            mask.join(" + ")
+        };
+        let parent = match &table.parent {
+            Some(relation)
+                if relation.references.is_none()
+                    || dataset.table(&relation.table).map(|p| &p.key)
+                        == relation.references.as_ref() =>
+            {
+                format!("CAST({} AS {text})", sql::ident(&relation.column))
+            }
+            _ => format!("CAST(NULL AS {text})"),
+        };
         branches.push(format!(
-            "SELECT {i} AS t, CAST({key} AS {text}) AS k FROM {table} WHERE {cond}",
+            "SELECT {i} AS t, CAST({key} AS {text}) AS k, {mask} AS m, {parent} AS p FROM {table} WHERE {cond}",
             key = sql::ident(&table.key),
             table = sql::ident(&table.name),
             cond = cond.sql
         ));
+        params.extend(mask_params);
         params.extend(cond.params);
     }
     if branches.is_empty() {
@@ -250,7 +365,12 @@ fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<(usize, String)>>
     rows.rows
         .into_iter()
         .map(|row| match row.as_slice() {
-            [Value::Integer(t), key] => Ok((*t as usize, key.to_key())),
+            [Value::Integer(t), key, Value::Integer(m), parent] => Ok(Located {
+                table: *t as usize,
+                key: key.to_key(),
+                matched: *m,
+                parent: (!matches!(parent, Value::Null)).then(|| parent.to_key()),
+            }),
             other => Err(Error::Failed(format!(
                 "unexpected row from the locate query: {other:?}"
             ))),
@@ -370,15 +490,32 @@ impl Connector for SqlConnector {
     fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
         let dataset = Dataset::load()?;
         check_mapped(&dataset, &subject)?;
-        Ok(located(&dataset, &subject)?
-            .into_iter()
-            .filter_map(|(t, key)| {
-                dataset
-                    .tables
-                    .get(t)
-                    .map(|table| record_ref(table, &Value::Text(key)))
-            })
-            .collect())
+        let mut refs = Vec::new();
+        for row in located(&dataset, &subject)? {
+            let Some(table) = dataset.tables.get(row.table) else {
+                continue;
+            };
+            let mut reference = record_ref(table, &Value::Text(row.key));
+            // Why it is the subject's: the identity tests the row passed, else its parent.
+            let tests = identity_tests(&dataset, table, &subject, 1);
+            for (j, test) in tests.iter().enumerate().take(62) {
+                if row.matched & (1 << j) != 0 {
+                    let how = if test.normalised {
+                        MatchKind::Normalised
+                    } else {
+                        MatchKind::Exact
+                    };
+                    reference = reference.matched_by(&test.kind, &test.column, how);
+                }
+            }
+            if reference.matched.is_empty()
+                && let (Some(relation), Some(key)) = (&table.parent, &row.parent)
+            {
+                reference = reference.through(format!("{}/{key}", relation.table));
+            }
+            refs.push(reference);
+        }
+        Ok(refs)
     }
 
     fn access(subject: Subject, cursor: Option<String>) -> Result<Page> {
@@ -638,8 +775,8 @@ impl Connector for SqlConnector {
                 .unwrap_or_default();
             let found_keys: Vec<&String> = found
                 .iter()
-                .filter(|(t, _)| *t == index)
-                .map(|(_, k)| k)
+                .filter(|row| row.table == index)
+                .map(|row| &row.key)
                 .collect();
             if found_keys.is_empty() {
                 continue;

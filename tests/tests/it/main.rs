@@ -8,5 +8,6 @@ mod rest_connector;
 mod sandbox;
 mod service;
 mod sql_connector;
+mod sql_matching;
 mod sql_servers;
 mod workers;

@@ -329,12 +329,26 @@ async fn verify_reads_each_record_back_by_its_url_and_sweep_looks_past_the_exact
         lied[0].state,
         RecordState::Holds(vec!["type".into(), "user".into()])
     );
-    fake.then_answer_json(json!({"unexpected": true}));
-    let error = rt
-        .verify(&plugin, &sys, &who, std::slice::from_ref(event))
-        .await
-        .unwrap_err();
-    assert!(error.to_string().contains("nothing at \"data\""), "{error}");
+    // Nothing, null, or another record at `read.record`: an error, never "gone" or
+    // "cleared".
+    for answer in [
+        json!({"unexpected": true}),
+        json!({"data": null}),
+        json!({"data": {"id": "event-other", "type": "login"}}),
+        json!({"data": [{"id": event.key}]}),
+    ] {
+        fake.then_answer_json(answer.clone());
+        let error = rt
+            .verify(&plugin, &sys, &who, std::slice::from_ref(event))
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("did not answer with that record"),
+            "{answer}: {error}"
+        );
+    }
 
     // The sweep searches as typed and in lower case, and looks in every field of every
     // result: another person's contact whose note mentions the subject is named, with
@@ -381,6 +395,38 @@ async fn verify_reads_each_record_back_by_its_url_and_sweep_looks_past_the_exact
     let short = rt.sweep(&plugin, &sys, &who, 2).await.unwrap();
     assert!(short.cut_short);
     assert!(short.covered.len() <= 1, "{short:?}");
+}
+
+/// A read endpoint that cannot find the records would make every one of them "gone"
+/// after the erasure: `erase` reads each one by its URL first and fails with nothing
+/// changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_whose_read_endpoint_misses_the_records_changes_nothing() {
+    let fake = fake(3).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let mut config = fake.system();
+    config.config["api"]["collections"][1]["read"]["path"] = json!("/order/{id}");
+    let sys = rt.prepare(&config).unwrap();
+    let email = person_email(2);
+    let before: Vec<usize> = ["contacts", "orders", "events", "consents"]
+        .iter()
+        .map(|c| fake.of(c, &email).len())
+        .collect();
+    let error = rt
+        .erase(&plugin, &sys, &subject(&[("email", &email)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.contains("orders") && m.contains("read.path")),
+        "{error:?}"
+    );
+    let after: Vec<usize> = ["contacts", "orders", "events", "consents"]
+        .iter()
+        .map(|c| fake.of(c, &email).len())
+        .collect();
+    assert_eq!(before, after);
+    assert!(before.iter().all(|n| *n > 0), "{before:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
