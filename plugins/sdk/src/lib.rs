@@ -630,6 +630,59 @@ pub mod sql {
         .map_err(Into::into)
     }
 
+    /// Reads one row back by its key, for [`Connector::verify`](crate::Connector::verify)
+    /// over SQL tables: [`RecordState::Gone`](crate::RecordState::Gone) when no row has
+    /// that key; else the `personal` columns that are still set
+    /// ([`RecordState::Holds`](crate::RecordState::Holds)), or, when none is,
+    /// [`RecordState::Cleared`](crate::RecordState::Cleared) of them. The key is compared
+    /// as text, so it works whatever the key column's type (without its index).
+    ///
+    /// # Errors
+    /// As [`query`].
+    pub fn read_back(
+        table: &str,
+        key_column: &str,
+        key: &str,
+        personal: &[&str],
+    ) -> Result<crate::RecordState> {
+        let text = match dialect() {
+            Dialect::Mysql => "CHAR",
+            Dialect::Sqlite | Dialect::Postgres => "TEXT",
+        };
+        let list = if personal.is_empty() {
+            "1".to_owned()
+        } else {
+            personal
+                .iter()
+                .map(|c| ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let rows = query(
+            &format!(
+                "SELECT {list} FROM {} WHERE CAST({} AS {text}) = {}",
+                ident(table),
+                ident(key_column),
+                placeholder(1)
+            ),
+            vec![Value::Text(key.to_owned())],
+        )?;
+        let Some(row) = rows.rows.first() else {
+            return Ok(crate::RecordState::Gone);
+        };
+        let set: Vec<String> = personal
+            .iter()
+            .zip(row)
+            .filter(|(_, v)| !matches!(v, Value::Null))
+            .map(|(c, _)| (*c).to_owned())
+            .collect();
+        Ok(if set.is_empty() {
+            crate::RecordState::Cleared(personal.iter().map(|c| (*c).to_owned()).collect())
+        } else {
+            crate::RecordState::Holds(set)
+        })
+    }
+
     /// Runs a statement with [`query`]'s row limit.
     ///
     /// # Errors
