@@ -116,7 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker { config } => service::serve(config.as_deref(), Mode::Worker).await,
         Command::Token(command) => service::token(command).await,
         Command::Openapi => {
-            println!("{}", crate::api::openapi_json());
+            print_text(&crate::api::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(command) => evidence::audit(command).await,
@@ -130,8 +130,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Prints a JSON value for a person to read (and a script to parse).
 fn print(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialize")
-    );
+    print_text(&serde_json::to_string_pretty(value).expect("JSON values serialize"));
+}
+
+/// Writes `text` and a newline to standard output. A reader that went away (`| head`)
+/// ends the process quietly, as other command-line tools do, instead of a panic.
+fn print_text(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(1);
+    }
 }

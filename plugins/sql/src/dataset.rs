@@ -17,6 +17,18 @@ pub struct Dataset {
     /// with text; MySQL would convert `'5 OR 1=1'` to 5).
     #[serde(skip)]
     integer_columns: std::collections::BTreeSet<(String, String)>,
+    /// The columns that hold JSON documents or arrays, as (table, column): exported as
+    /// JSON rather than as the text the host passes them in.
+    #[serde(skip)]
+    json_columns: std::collections::BTreeSet<(String, String)>,
+    /// The columns declared as text, as (table, column): bytes read from them (MySQL's
+    /// binary collations) are exported as text.
+    #[serde(skip)]
+    text_columns: std::collections::BTreeSet<(String, String)>,
+    /// On PostgreSQL, table → the declared type of its key when a key read back as text
+    /// must be cast to compare with it (`uuid`, `numeric`, an enum…).
+    #[serde(skip)]
+    key_casts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,10 +193,79 @@ impl Dataset {
     /// # Errors
     /// `invalid-config` naming the path of the first problem found.
     pub fn load() -> Result<Self> {
+        Ok(Dataset::load_with_catalogue()?.0)
+    }
+
+    /// As [`Dataset::load`], with the catalogue of the dataset's tables it read.
+    ///
+    /// # Errors
+    /// As [`Dataset::load`].
+    pub fn load_with_catalogue() -> Result<(Self, Catalogue)> {
         let mut dataset: Dataset = config::parse("dataset")?;
         dataset.validate()?;
-        dataset.integer_columns = integer_identity_columns(&dataset)?;
-        Ok(dataset)
+        let catalogue = Catalogue::of(&dataset)?;
+        dataset.integer_columns = integer_identity_columns(&dataset, &catalogue);
+        dataset.json_columns = dataset
+            .tables
+            .iter()
+            .flat_map(|t| t.columns.keys().map(move |c| (t, c)))
+            .filter(|(t, c)| {
+                catalogue.column_type(&t.name, c).is_some_and(|ty| {
+                    ty.contains("json")
+                        || ty == "array"
+                        || ty.starts_with('_')
+                        || ty.ends_with("[]")
+                })
+            })
+            .map(|(t, c)| (t.name.clone(), c.clone()))
+            .collect();
+        dataset.text_columns = dataset
+            .tables
+            .iter()
+            .flat_map(|t| t.columns.keys().map(move |c| (t, c)))
+            .filter(|(t, c)| {
+                catalogue
+                    .column_type(&t.name, c)
+                    .is_some_and(|ty| ty.contains("char") || ty.contains("text"))
+            })
+            .map(|(t, c)| (t.name.clone(), c.clone()))
+            .collect();
+        if matches!(
+            oubli_connector::sql::dialect(),
+            oubli_connector::sql::Dialect::Postgres
+        ) {
+            dataset.key_casts = dataset
+                .tables
+                .iter()
+                .filter_map(|t| {
+                    let ty = catalogue.column_type(&t.name, &t.key)?;
+                    let plain = ty.contains("char") || ty == "text" || ty.contains("int");
+                    (!plain).then(|| (t.name.clone(), ty.to_owned()))
+                })
+                .collect();
+        }
+        Ok((dataset, catalogue))
+    }
+
+    /// The placeholder `placeholder` for a key of `table`, cast to the key's type where
+    /// the database would not compare it with text (a UUID key on PostgreSQL).
+    pub fn key_param(&self, table: &str, placeholder: &str) -> String {
+        match self.key_casts.get(table) {
+            Some(ty) => format!("CAST({placeholder} AS {})", oubli_connector::sql::ident(ty)),
+            None => placeholder.to_owned(),
+        }
+    }
+
+    /// Whether `table.column` is declared as text.
+    pub fn is_text(&self, table: &str, column: &str) -> bool {
+        self.text_columns
+            .contains(&(table.to_owned(), column.to_owned()))
+    }
+
+    /// Whether `table.column` holds JSON documents or arrays.
+    pub fn is_json(&self, table: &str, column: &str) -> bool {
+        self.json_columns
+            .contains(&(table.to_owned(), column.to_owned()))
     }
 
     /// Whether `table.column` holds integers.
@@ -278,30 +359,75 @@ pub struct Catalogue {
     folded: bool,
     /// (table, column) → declared type, lowercase.
     columns: BTreeMap<(String, String), String>,
+    cut: bool,
 }
 
 impl Catalogue {
-    /// Reads the catalogue of the system's database (its current schema).
+    /// Reads the catalogue of the system's database (its current schema) for the tables
+    /// named (every table when `None`), in order. With `text_only`, only the text-like
+    /// columns (what `sweep` reads). `cut` says whether the host's row limit cut the list.
     ///
     /// # Errors
     /// As [`sql::query`].
-    pub fn read() -> Result<Self> {
+    pub fn read(tables: Option<&[&str]>, text_only: bool) -> Result<Self> {
         use oubli_connector::sql::{self, Dialect};
-        let (statement, folded) = match sql::dialect() {
-            Dialect::Sqlite => (
-                "SELECT m.name, p.name, p.type FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view')",
-                true,
+        let folded = !matches!(sql::dialect(), Dialect::Postgres);
+        let mut params = Vec::new();
+        let mut filter = String::new();
+        let (table_col, type_col) = match sql::dialect() {
+            Dialect::Sqlite => ("m.name", "p.type"),
+            Dialect::Postgres | Dialect::Mysql => ("table_name", "data_type"),
+        };
+        if let Some(names) = tables {
+            if names.is_empty() {
+                return Ok(Catalogue {
+                    folded,
+                    columns: BTreeMap::new(),
+                    cut: false,
+                });
+            }
+            let list: Vec<String> = names
+                .iter()
+                .map(|name| {
+                    params.push(Value::Text(if folded {
+                        name.to_lowercase()
+                    } else {
+                        (*name).to_owned()
+                    }));
+                    sql::placeholder(params.len())
+                })
+                .collect();
+            let compared = if folded {
+                format!("lower({table_col})")
+            } else {
+                table_col.to_owned()
+            };
+            filter.push_str(&format!(" AND {compared} IN ({})", list.join(", ")));
+        }
+        if text_only {
+            // SQLite columns without a declared type hold anything, text included.
+            let empty = if matches!(sql::dialect(), Dialect::Sqlite) {
+                format!("{type_col} = '' OR ")
+            } else {
+                String::new()
+            };
+            filter.push_str(&format!(
+                " AND ({empty}lower({type_col}) LIKE '%char%' OR lower({type_col}) LIKE '%text%' OR lower({type_col}) LIKE '%clob%' OR lower({type_col}) LIKE '%json%' OR lower({type_col}) LIKE '%string%')"
+            ));
+        }
+        let statement = match sql::dialect() {
+            Dialect::Sqlite => format!(
+                "SELECT m.name, p.name, p.type FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
             ),
-            Dialect::Postgres => (
-                "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema()",
-                false,
+            Dialect::Postgres => format!(
+                "SELECT table_name, column_name, CASE WHEN data_type = 'USER-DEFINED' THEN udt_name ELSE data_type END FROM information_schema.columns WHERE table_schema = current_schema(){filter} ORDER BY 1, 2"
             ),
-            Dialect::Mysql => (
-                "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = DATABASE()",
-                true,
+            Dialect::Mysql => format!(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = DATABASE(){filter} ORDER BY 1, 2"
             ),
         };
-        let rows = sql::query(statement, Vec::new())?;
+        let rows = sql::query(&statement, params)?;
+        let cut = rows.rows.len() >= sql::MAX_ROWS as usize;
         let fold = |v: &Value| {
             let text = match v {
                 Value::Text(t) => t.clone(),
@@ -318,7 +444,62 @@ impl Catalogue {
                 _ => None,
             })
             .collect();
-        Ok(Catalogue { folded, columns })
+        let mut catalogue = Catalogue {
+            folded,
+            columns,
+            cut,
+        };
+        if matches!(sql::dialect(), Dialect::Mysql) {
+            catalogue.mark_mariadb_json();
+        }
+        Ok(catalogue)
+    }
+
+    /// MariaDB's `JSON` is a `LONGTEXT` with a `json_valid` check: its columns are marked
+    /// `json`. MySQL has a real JSON type, and its catalogue no `table_name` in
+    /// `check_constraints`: the query fails there and nothing changes.
+    fn mark_mariadb_json(&mut self) {
+        use oubli_connector::sql;
+        let Ok(rows) = sql::query(
+            "SELECT table_name, check_clause FROM information_schema.check_constraints WHERE constraint_schema = DATABASE() AND check_clause LIKE '%json_valid%'",
+            Vec::new(),
+        ) else {
+            return;
+        };
+        for row in rows.rows {
+            let [Value::Text(table), clause] = row.as_slice() else {
+                continue;
+            };
+            let clause = match clause {
+                Value::Text(t) => t.clone(),
+                Value::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => continue,
+            };
+            let Some(column) = clause
+                .split_once("json_valid(`")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(column, _)| column.to_lowercase())
+            else {
+                continue;
+            };
+            if let Some(ty) = self.columns.get_mut(&(table.to_lowercase(), column)) {
+                *ty = "json".into();
+            }
+        }
+    }
+
+    /// The catalogue of the dataset's tables only.
+    ///
+    /// # Errors
+    /// As [`sql::query`].
+    pub fn of(dataset: &Dataset) -> Result<Self> {
+        let names: Vec<&str> = dataset.tables.iter().map(|t| t.name.as_str()).collect();
+        Catalogue::read(Some(&names), false)
+    }
+
+    /// Whether the host's row limit cut the list short.
+    pub fn cut(&self) -> bool {
+        self.cut
     }
 
     fn key(&self, table: &str, column: &str) -> (String, String) {
@@ -417,18 +598,54 @@ impl Dataset {
     }
 }
 
+impl Dataset {
+    /// Reads one row of every table, with every column the dataset names: a column of a
+    /// type the host cannot pass to a plugin is refused now, naming its table, rather than
+    /// failing every access after the system was connected.
+    ///
+    /// # Errors
+    /// `invalid-config` with the table's path and the host's reason.
+    pub fn check_readable(&self) -> Result<()> {
+        use oubli_connector::sql;
+        for (i, table) in self.tables.iter().enumerate() {
+            let mut columns: Vec<&String> = std::iter::once(&table.key)
+                .chain(table.identities.values().map(|c| &c.column))
+                .chain(table.columns.keys())
+                .chain(table.erase.columns.keys())
+                .collect();
+            columns.sort();
+            columns.dedup();
+            let list: Vec<String> = columns.iter().map(|c| sql::ident(c)).collect();
+            let statement = format!(
+                "SELECT {} FROM {} LIMIT 1",
+                list.join(", "),
+                sql::ident(&table.name)
+            );
+            if let Err(error) = sql::query(&statement, Vec::new()) {
+                return Err(match error {
+                    Error::InvalidConfig(why) => {
+                        Error::InvalidConfig(format!("config.dataset.tables[{i}]: {why}"))
+                    }
+                    other => other,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The identity columns whose type is an integer. SQLite compares an integer column with
 /// text by value (`'5'` matches 5, `'5 OR 1=1'` matches nothing), so only PostgreSQL and
 /// MySQL are asked.
 fn integer_identity_columns(
     dataset: &Dataset,
-) -> Result<std::collections::BTreeSet<(String, String)>> {
+    catalogue: &Catalogue,
+) -> std::collections::BTreeSet<(String, String)> {
     use oubli_connector::sql::{self, Dialect};
     if matches!(sql::dialect(), Dialect::Sqlite) {
-        return Ok(Default::default());
+        return Default::default();
     }
-    let catalogue = Catalogue::read()?;
-    Ok(dataset
+    dataset
         .tables
         .iter()
         .flat_map(|t| t.identities.values().map(move |c| (t, &c.column)))
@@ -438,5 +655,5 @@ fn integer_identity_columns(
                 .is_some_and(|ty| ty.contains("int"))
         })
         .map(|(t, c)| (t.name.clone(), c.clone()))
-        .collect())
+        .collect()
 }

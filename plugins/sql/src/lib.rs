@@ -151,6 +151,30 @@ fn digits_of(column: &str) -> String {
         })
 }
 
+/// A column's value as `access` exports it: JSON documents and arrays as JSON, bytes in
+/// base64, exact decimals and the other types the host passes as text as strings.
+fn exported(dataset: &Dataset, table: &Table, column: &str, value: &Value) -> serde_json::Value {
+    match value {
+        Value::Text(text) if dataset.is_json(&table.name, column) => {
+            serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone()))
+        }
+        // MariaDB's JSON is a binary-collated LONGTEXT, which arrives as bytes.
+        Value::Blob(bytes) if dataset.is_json(&table.name, column) => serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(base64(bytes))),
+        Value::Blob(bytes) if dataset.is_text(&table.name, column) => {
+            serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
+        }
+        Value::Blob(bytes) => serde_json::Value::String(base64(bytes)),
+        other => other.to_json(),
+    }
+}
+
+/// Standard base64 with padding (RFC 4648).
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// The keys of `table`'s rows that belong to the subject.
 fn keys(dataset: &Dataset, table: &Table, subject: &Subject) -> Result<Vec<Value>> {
     Ok(rows_of(dataset, table, subject, &[])?
@@ -384,6 +408,7 @@ fn record_ref(table: &Table, key: &Value) -> RecordRef {
 
 /// Statements that apply `assignments` to the rows with the given keys, in chunks.
 fn update_by_keys(
+    dataset: &Dataset,
     table: &Table,
     assignments: &[(String, Value)],
     keys: &[Value],
@@ -399,7 +424,10 @@ fn update_by_keys(
                 .iter()
                 .map(|(column, _)| format!("{} = {}", sql::ident(column), next()))
                 .collect();
-            let list: Vec<String> = chunk.iter().map(|_| next()).collect();
+            let list: Vec<String> = chunk
+                .iter()
+                .map(|_| dataset.key_param(&table.name, &next()))
+                .collect();
             let mut statement = Statement::new(format!(
                 "UPDATE {} SET {} WHERE {} IN ({})",
                 sql::ident(&table.name),
@@ -484,7 +512,9 @@ impl Connector for SqlConnector {
     }
 
     fn validate() -> Result<()> {
-        Dataset::load()?.check_against(&Catalogue::read()?)
+        let (dataset, catalogue) = Dataset::load_with_catalogue()?;
+        dataset.check_against(&catalogue)?;
+        dataset.check_readable()
     }
 
     fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
@@ -564,7 +594,7 @@ impl Connector for SqlConnector {
                         .map(|(name, value)| {
                             Field::json(
                                 name,
-                                value.to_json(),
+                                exported(&dataset, table, name, value),
                                 table.columns.get(*name).map(String::as_str),
                             )
                         })
@@ -612,6 +642,7 @@ impl Connector for SqlConnector {
                 // Keys first: a change to an identity column must not hide the other rows.
                 let keys = keys(&dataset, table, &subject)?;
                 statements.extend(update_by_keys(
+                    &dataset,
                     table,
                     &[(change.field.clone(), Value::from_json(&value))],
                     &keys,
@@ -669,7 +700,14 @@ impl Connector for SqlConnector {
                 .push("every table: the system's configuration turns the sweep off (config.sweep = false)".into());
             return Ok(report);
         }
-        let catalogue = Catalogue::read()?;
+        let catalogue = Catalogue::read(None, true)?;
+        if catalogue.cut() {
+            report.cut_short = true;
+            report.skipped.push(format!(
+                "the tables after the first {} text columns of the catalogue (the most one statement reads)",
+                sql::MAX_ROWS
+            ));
+        }
         let mut spent = 1;
         let mut values = Vec::new();
         for identity in &subject.identities {
@@ -808,6 +846,7 @@ impl Connector for SqlConnector {
                         })
                         .collect();
                     statements.extend(update_by_keys(
+                        &dataset,
                         table,
                         &assignments,
                         std::slice::from_ref(&key),

@@ -234,3 +234,148 @@ async fn matching_rules_on_mysql() {
         matching(Db::Server(db)).await;
     }
 }
+
+/// One column of each type a personal-data table commonly has, per engine: the schema,
+/// the row of the subject, and what `access` must export for some of its columns.
+fn every_type(engine: &str) -> (&'static str, Vec<(&'static str, Value)>) {
+    match engine {
+        "postgres" => (
+            "CREATE TYPE mood AS ENUM ('calm', 'busy');
+             CREATE TABLE everything (id UUID PRIMARY KEY, email TEXT, amount NUMERIC(20,6), code CHAR(5), addr INET, net CIDR, mac MACADDR, at_time TIME, at_tz TIMETZ, span INTERVAL, price MONEY, tags TEXT[], scores INT4[], doc JSONB, raw BYTEA, feeling mood, born DATE, seen TIMESTAMPTZ, flag BOOLEAN, ratio FLOAT8, big BIGINT);
+             INSERT INTO everything VALUES ('6f1c1e2a-8a3b-4c5d-9e0f-112233445566', 'jane@example.org', 12345.6789, 'AB', '192.168.0.1', '10.0.0.0/8', '08:00:2b:01:02:03', '04:05:06', '04:05:06+02', '1 year 2 months 3 days 04:05:06.5', 12.34, ARRAY['a','b'], ARRAY[1,2], '{\"k\": [1, true]}', '\\x000102', 'calm', '1990-05-17', '2024-01-02T03:04:05Z', true, 0.5, 9007199254740993)",
+            vec![
+                ("amount", json!("12345.6789")),
+                ("code", json!("AB   ")),
+                ("addr", json!("192.168.0.1")),
+                ("net", json!("10.0.0.0/8")),
+                ("mac", json!("08:00:2B:01:02:03")),
+                ("at_time", json!("04:05:06")),
+                ("at_tz", json!("04:05:06+02:00")),
+                ("span", json!("P1Y2M3DT4H5M6.5S")),
+                ("price", json!("12.34")),
+                ("tags", json!(["a", "b"])),
+                ("scores", json!([1, 2])),
+                ("doc", json!({"k": [1, true]})),
+                ("raw", json!("AAEC")),
+                ("feeling", json!("calm")),
+                ("born", json!("1990-05-17")),
+                ("flag", json!(true)),
+                ("ratio", json!(0.5)),
+                ("big", json!(9007199254740993_i64)),
+            ],
+        ),
+        "mysql" => (
+            "CREATE TABLE everything (id CHAR(36) PRIMARY KEY, email VARCHAR(200), amount DECIMAL(20,6), code CHAR(5), at_time TIME, yr YEAR, bits BIT(8), doc JSON, raw VARBINARY(16), feeling ENUM('calm','busy'), born DATE, seen DATETIME, flag BOOLEAN, ratio DOUBLE, big BIGINT UNSIGNED);
+             INSERT INTO everything VALUES ('6f1c1e2a-8a3b-4c5d-9e0f-112233445566', 'jane@example.org', 12345.6789, 'AB', '04:05:06', 1990, b'00000101', '{\"k\": [1, true]}', X'000102', 'calm', '1990-05-17', '2024-01-02 03:04:05', true, 0.5, 18446744073709551615)",
+            vec![
+                ("amount", json!("12345.678900")),
+                ("code", json!("AB")),
+                ("at_time", json!("04:05:06")),
+                ("yr", json!(1990)),
+                ("bits", json!(5)),
+                ("doc", json!({"k": [1, true]})),
+                ("raw", json!("AAEC")),
+                ("feeling", json!("calm")),
+                ("born", json!("1990-05-17")),
+                ("ratio", json!(0.5)),
+                ("big", json!("18446744073709551615")),
+            ],
+        ),
+        _ => (
+            "CREATE TABLE everything (id TEXT PRIMARY KEY, email TEXT, amount NUMERIC, code CHAR(5), doc JSON, raw BLOB, born DATE, flag BOOLEAN, ratio REAL, big INTEGER, anything);
+             INSERT INTO everything VALUES ('6f1c1e2a-8a3b-4c5d-9e0f-112233445566', 'jane@example.org', 12.5, 'AB', '{\"k\": [1, true]}', X'000102', '1990-05-17', 1, 0.5, 9007199254740993, 'x')",
+            vec![
+                ("amount", json!(12.5)),
+                ("code", json!("AB")),
+                ("doc", json!({"k": [1, true]})),
+                ("raw", json!("AAEC")),
+                ("born", json!("1990-05-17")),
+                ("ratio", json!(0.5)),
+                ("big", json!(9007199254740993_i64)),
+                ("anything", json!("x")),
+            ],
+        ),
+    }
+}
+
+/// Every column type is exported as JSON (exact decimals and the types JSON lacks as
+/// strings, arrays as arrays, JSON as JSON, bytes in base64), a UUID key is read,
+/// verified and erased by, and a column of a type the host cannot pass is refused when
+/// the system is validated, naming its table.
+async fn types(db: Db, engine: &str) {
+    let (schema, expected) = every_type(engine);
+    db.execute(schema).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let mut columns = serde_json::Map::new();
+    for (column, _) in &expected {
+        columns.insert((*column).to_owned(), json!("other"));
+    }
+    let dataset = json!({ "tables": [{ "name": "everything", "key": "id",
+        "identities": { "email": "email" }, "columns": columns }] });
+    let sys = rt.prepare(&system(db.url(), dataset)).unwrap();
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("every column can be read");
+    let who = subject(&[("email", "jane@example.org")]);
+    let page = rt.access(&plugin, &sys, &who, None).await.unwrap();
+    assert_eq!(page.records.len(), 1, "{page:?}");
+    let record = &page.records[0];
+    assert_eq!(record.key, "6f1c1e2a-8a3b-4c5d-9e0f-112233445566");
+    for (column, value) in &expected {
+        let field = record
+            .fields
+            .iter()
+            .find(|f| f.name == *column)
+            .unwrap_or_else(|| panic!("{column} exported: {record:?}"));
+        let got: Value = serde_json::from_str(&field.value).unwrap();
+        assert_eq!(&got, value, "{engine}: {column}");
+    }
+    let found = rt.locate(&plugin, &sys, &who).await.unwrap();
+    rt.erase(&plugin, &sys, &who).await.unwrap();
+    let verified = rt.verify(&plugin, &sys, &who, &found).await.unwrap();
+    assert_eq!(
+        verified[0].state,
+        oubli::runtime::RecordState::Gone,
+        "{verified:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_column_type_is_exported_on_sqlite() {
+    types(Db::sqlite().await, "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_column_type_is_exported_on_postgresql() {
+    if let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await {
+        types(Db::Server(db), "postgres").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_column_type_is_exported_on_mysql() {
+    if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
+        types(Db::Server(db), "mysql").await;
+    }
+}
+
+/// A column whose type the host cannot pass to a plugin is refused at validation.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_column_type_is_refused_when_the_system_is_validated() {
+    let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    let db = Db::Server(db);
+    db.execute("CREATE TABLE shapes (id INT PRIMARY KEY, email TEXT, spot POINT); INSERT INTO shapes VALUES (1, 'a@example.org', '(1,2)')").await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let dataset = json!({ "tables": [{ "name": "shapes", "key": "id",
+        "identities": { "email": "email" }, "columns": { "spot": "location" } }] });
+    let sys = rt.prepare(&system(db.url(), dataset)).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.dataset.tables[0]") && m.contains("spot")),
+        "{error:?}"
+    );
+}

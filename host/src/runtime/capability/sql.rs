@@ -1273,7 +1273,7 @@ fn sqlite_error(error: rusqlite::Error) -> GuestError {
 
 fn unsupported(column: &str, ty: &str) -> GuestError {
     GuestError::InvalidConfig(format!(
-        "column {column} has type {ty}, which oubli cannot pass to a plugin; cast it to text in the dataset"
+        "column {column} has type {ty}, which oubli cannot pass to a plugin; leave the column out of the configuration, or expose it through a view that converts it to text"
     ))
 }
 
@@ -1295,6 +1295,74 @@ fn decode_postgres(row: &PgRow, i: usize) -> Result<Value, GuestError> {
         "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" => {
             Value::Text(row.try_get(i).map_err(get)?)
         }
+        // PostgreSQL's one-byte `"char"`.
+        "CHAR" => match row.try_get::<String, _>(i) {
+            Ok(text) => Value::Text(text),
+            Err(_) => {
+                Value::Text(char::from(row.try_get::<i8, _>(i).map_err(get)? as u8).to_string())
+            }
+        },
+        "NUMERIC" => Value::Text(
+            row.try_get::<sqlx::types::BigDecimal, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "UUID" => Value::Text(row.try_get::<uuid::Uuid, _>(i).map_err(get)?.to_string()),
+        "INET" | "CIDR" => {
+            let net = row
+                .try_get::<sqlx::types::ipnet::IpNet, _>(i)
+                .map_err(get)?;
+            // A host address is written without its /32 or /128, as PostgreSQL does.
+            Value::Text(
+                if ty == "INET" && net.prefix_len() == net.max_prefix_len() {
+                    net.addr().to_string()
+                } else {
+                    net.to_string()
+                },
+            )
+        }
+        "MACADDR" => Value::Text(
+            row.try_get::<sqlx::types::mac_address::MacAddress, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "TIME" => Value::Text(
+            row.try_get::<chrono::NaiveTime, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "TIMETZ" => {
+            let t = row
+                .try_get::<sqlx::postgres::types::PgTimeTz<chrono::NaiveTime, chrono::FixedOffset>, _>(i)
+                .map_err(get)?;
+            Value::Text(format!("{}{}", t.time, t.offset))
+        }
+        "INTERVAL" => {
+            let v = row
+                .try_get::<sqlx::postgres::types::PgInterval, _>(i)
+                .map_err(get)?;
+            Value::Text(iso_duration(v.months, v.days, v.microseconds))
+        }
+        "MONEY" => {
+            // In the database's currency, with its two decimal places (lc_monetary).
+            let cents = row
+                .try_get::<sqlx::postgres::types::PgMoney, _>(i)
+                .map_err(get)?
+                .0;
+            Value::Text(format!(
+                "{}{}.{:02}",
+                if cents < 0 { "-" } else { "" },
+                (cents / 100).unsigned_abs(),
+                (cents % 100).unsigned_abs()
+            ))
+        }
+        "OID" => Value::Integer(
+            row.try_get::<sqlx::postgres::types::Oid, _>(i)
+                .map_err(get)?
+                .0
+                .into(),
+        ),
+        array if array.ends_with("[]") => Value::Text(postgres_array(row, i, array)?.to_string()),
         "JSON" | "JSONB" => Value::Text(
             row.try_get::<serde_json::Value, _>(i)
                 .map_err(get)?
@@ -1315,9 +1383,112 @@ fn decode_postgres(row: &PgRow, i: usize) -> Result<Value, GuestError> {
                 .map_err(get)?
                 .to_string(),
         ),
+        // An enum's value is its label.
+        _ if matches!(raw.type_info().kind(), sqlx::postgres::PgTypeKind::Enum(_)) => Value::Text(
+            std::str::from_utf8(
+                raw.as_bytes()
+                    .map_err(|e| classify(sqlx::Error::Decode(e)))?,
+            )
+            .map_err(|e| classify(sqlx::Error::Decode(Box::new(e))))?
+            .to_owned(),
+        ),
         other => return Err(unsupported(row.column(i).name(), other)),
     };
     Ok(value)
+}
+
+/// An ISO 8601 duration (`P1Y2M3DT4H5M6.5S`) from PostgreSQL's interval parts.
+fn iso_duration(months: i32, days: i32, microseconds: i64) -> String {
+    let mut out = String::from("P");
+    let (years, months) = (months / 12, months % 12);
+    for (n, unit) in [
+        (years as i64, 'Y'),
+        (months as i64, 'M'),
+        (days as i64, 'D'),
+    ] {
+        if n != 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if microseconds != 0 {
+        let sign = if microseconds < 0 { "-" } else { "" };
+        let us = microseconds.unsigned_abs();
+        let (hours, rest) = (us / 3_600_000_000, us % 3_600_000_000);
+        let (minutes, rest) = (rest / 60_000_000, rest % 60_000_000);
+        let (seconds, micros) = (rest / 1_000_000, rest % 1_000_000);
+        out.push('T');
+        if hours != 0 {
+            out.push_str(&format!("{sign}{hours}H"));
+        }
+        if minutes != 0 {
+            out.push_str(&format!("{sign}{minutes}M"));
+        }
+        if seconds != 0 || micros != 0 {
+            let fraction = if micros == 0 {
+                String::new()
+            } else {
+                format!(".{micros:06}").trim_end_matches('0').to_owned()
+            };
+            out.push_str(&format!("{sign}{seconds}{fraction}S"));
+        }
+    }
+    if out == "P" {
+        out.push_str("T0S");
+    }
+    out
+}
+
+/// A PostgreSQL array as a JSON array, for the element types a personal-data column
+/// commonly has.
+fn postgres_array(row: &PgRow, i: usize, ty: &str) -> Result<serde_json::Value, GuestError> {
+    let get = |e| classify(e);
+    let json = |v: Vec<Option<String>>| serde_json::json!(v);
+    Ok(match ty {
+        "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "NAME[]" | "CITEXT[]" => {
+            json(row.try_get::<Vec<Option<String>>, _>(i).map_err(get)?)
+        }
+        "INT2[]" => serde_json::json!(row.try_get::<Vec<Option<i16>>, _>(i).map_err(get)?),
+        "INT4[]" => serde_json::json!(row.try_get::<Vec<Option<i32>>, _>(i).map_err(get)?),
+        "INT8[]" => serde_json::json!(row.try_get::<Vec<Option<i64>>, _>(i).map_err(get)?),
+        "FLOAT4[]" => serde_json::json!(row.try_get::<Vec<Option<f32>>, _>(i).map_err(get)?),
+        "FLOAT8[]" => serde_json::json!(row.try_get::<Vec<Option<f64>>, _>(i).map_err(get)?),
+        "BOOL[]" => serde_json::json!(row.try_get::<Vec<Option<bool>>, _>(i).map_err(get)?),
+        "NUMERIC[]" => json(
+            row.try_get::<Vec<Option<sqlx::types::BigDecimal>>, _>(i)
+                .map_err(get)?
+                .into_iter()
+                .map(|v| v.map(|d| d.to_string()))
+                .collect(),
+        ),
+        "UUID[]" => json(
+            row.try_get::<Vec<Option<uuid::Uuid>>, _>(i)
+                .map_err(get)?
+                .into_iter()
+                .map(|v| v.map(|u| u.to_string()))
+                .collect(),
+        ),
+        "DATE[]" => json(
+            row.try_get::<Vec<Option<chrono::NaiveDate>>, _>(i)
+                .map_err(get)?
+                .into_iter()
+                .map(|v| v.map(|d| d.to_string()))
+                .collect(),
+        ),
+        "TIMESTAMPTZ[]" => json(
+            row.try_get::<Vec<Option<chrono::DateTime<chrono::Utc>>>, _>(i)
+                .map_err(get)?
+                .into_iter()
+                .map(|v| v.map(|d| d.to_rfc3339()))
+                .collect(),
+        ),
+        "JSON[]" | "JSONB[]" => {
+            serde_json::json!(
+                row.try_get::<Vec<Option<serde_json::Value>>, _>(i)
+                    .map_err(get)?
+            )
+        }
+        other => return Err(unsupported(row.column(i).name(), other)),
+    })
 }
 
 fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, GuestError> {
@@ -1367,6 +1538,37 @@ fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, GuestError> {
         "VARCHAR" | "CHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" => {
             Value::Text(row.try_get(i).map_err(get)?)
         }
+        "DECIMAL" => Value::Text(
+            row.try_get::<sqlx::types::BigDecimal, _>(i)
+                .map_err(get)?
+                .to_string(),
+        ),
+        "TIME" => {
+            // `HH:MM:SS[.ffffff]`, as MySQL writes it; hours may exceed 24.
+            let t = row
+                .try_get::<sqlx::mysql::types::MySqlTime, _>(i)
+                .map_err(get)?;
+            let fraction = match t.microseconds() {
+                0 => String::new(),
+                us => format!(".{us:06}"),
+            };
+            Value::Text(format!(
+                "{}{:02}:{:02}:{:02}{fraction}",
+                // `sign()`: sqlx 0.8's `MySqlTime::is_negative` answers the opposite.
+                if t.sign().is_negative() { "-" } else { "" },
+                t.hours(),
+                t.minutes(),
+                t.seconds()
+            ))
+        }
+        "YEAR" => Value::Integer(row.try_get::<u16, _>(i).map_err(get)?.into()),
+        "BIT" => {
+            let n: u64 = row.try_get(i).map_err(get)?;
+            i64::try_from(n)
+                .map(Value::Integer)
+                .unwrap_or_else(|_| Value::Text(n.to_string()))
+        }
+        "GEOMETRY" => Value::Blob(row.try_get(i).map_err(get)?),
         other => return Err(unsupported(row.column(i).name(), other)),
     };
     Ok(value)
