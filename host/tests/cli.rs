@@ -260,12 +260,7 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         .spawn()
         .expect("the binary runs");
     let mut first = [0u8; 16];
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
     // The pipe's reading end is closed here, before the rest is written.
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
