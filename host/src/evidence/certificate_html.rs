@@ -28,6 +28,7 @@ struct Words {
     anonymised: &'static str,
     retained: &'static str,
     legal_bases: &'static str,
+    masked: &'static str,
     verification: &'static str,
     sweep: &'static str,
     covered: &'static str,
@@ -54,6 +55,7 @@ const EN: Words = Words {
     anonymised: "Anonymised",
     retained: "Retained",
     legal_bases: "Legal basis of what was retained",
+    masked: "Fields masked in what was kept",
     verification: "Verification",
     sweep: "Broader search (sweep)",
     covered: "searched",
@@ -80,6 +82,7 @@ const FR: Words = Words {
     anonymised: "Anonymisés",
     retained: "Conservés",
     legal_bases: "Base légale de la conservation",
+    masked: "Champs masqués dans ce qui est conservé",
     verification: "Vérification",
     sweep: "Recherche élargie",
     covered: "explorés",
@@ -162,17 +165,18 @@ pub fn html(signed: &Value, lang: Lang) -> String {
             .unwrap_or_default();
         if !collections.is_empty() {
             page.push_str(&format!(
-                "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>\n",
-                w.collection, w.deleted, w.anonymised, w.retained, w.legal_bases
+                "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>\n",
+                w.collection, w.deleted, w.anonymised, w.retained, w.legal_bases, w.masked
             ));
             for row in collections {
                 page.push_str(&format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
                     text(&row["name"]),
                     text(&row["deleted"]),
                     text(&row["anonymised"]),
                     text(&row["retained"]),
                     text(&row["legal_bases"]),
+                    text(&row["masked_fields"]),
                 ));
             }
             page.push_str("</table>\n");

@@ -61,6 +61,8 @@ struct Tally {
     anonymised: u64,
     retained: u64,
     legal_bases: Vec<String>,
+    /// The fields masked in the anonymised and retained records (names only).
+    masked: std::collections::BTreeSet<String>,
 }
 
 /// Builds and signs the erasure certificate of a completed erasure request.
@@ -105,6 +107,13 @@ pub async fn erasure_certificate(
             let tally = collections
                 .entry(erased["collection"].as_str().unwrap_or_default().to_owned())
                 .or_default();
+            tally.masked.extend(
+                erased["masked"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m.as_str().map(str::to_owned)),
+            );
             match erased["outcome"].as_str() {
                 Some("deleted") => tally.deleted += 1,
                 Some("anonymised") => tally.anonymised += 1,
@@ -198,6 +207,7 @@ pub async fn erasure_certificate(
                 "anonymised": t.anonymised,
                 "retained": t.retained,
                 "legal_bases": t.legal_bases,
+                "masked_fields": t.masked,
             })).collect::<Vec<_>>(),
             "runs": runs,
             "search": search_scope(request, plugin.as_ref()),

@@ -122,8 +122,25 @@ pub async fn build(
         "completed_at": completed_at,
         "expires_at": expires,
         "systems": systems,
+        "rights": RIGHTS.iter().map(|(article, right)| json!({ "article": article, "right": right })).collect::<Vec<_>>(),
     })))
 }
+
+/// The subject's rights, stated in the package itself (JSON) and in its summary (HTML).
+const RIGHTS: &[(&str, &str)] = &[
+    ("Art. 16", "to have the data rectified"),
+    ("Art. 17", "to have the data erased"),
+    ("Art. 18", "to have its processing restricted"),
+    (
+        "Art. 20",
+        "to receive it in a structured, machine-readable form",
+    ),
+    ("Art. 21", "to object to its processing"),
+    (
+        "Art. 77",
+        "to lodge a complaint with a supervisory authority",
+    ),
+];
 
 pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -208,11 +225,14 @@ pub fn html(package: &Value) -> String {
             page.push_str("</table>\n");
         }
     }
-    page.push_str(
-        "<h2>Your rights</h2>\n<p>You may ask for your data to be rectified (Art. 16) or erased (Art. 17), \
-         for its processing to be restricted (Art. 18), object to it (Art. 21), receive it in a machine-readable \
-         form (Art. 20), and lodge a complaint with a supervisory authority (Art. 77).</p>\n</body></html>\n",
-    );
+    page.push_str("<h2>Your rights</h2>\n<ul>\n");
+    for (article, right) in RIGHTS {
+        page.push_str(&format!(
+            "<li>{} ({article})</li>\n",
+            escape(&format!("You have the right {right}"))
+        ));
+    }
+    page.push_str("</ul>\n</body></html>\n");
     page
 }
 

@@ -142,6 +142,19 @@ async fn the_access_package_is_sealed_at_rest_downloadable_and_audited() {
     assert_eq!(status, 200, "{package}");
     assert_eq!(package["format"], "oubli-access-package/1");
     assert!(package["expires_at"].is_string());
+    // The JSON states the subject's rights as the HTML does.
+    let articles: Vec<&str> = package["rights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["article"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        articles,
+        [
+            "Art. 16", "Art. 17", "Art. 18", "Art. 20", "Art. 21", "Art. 77"
+        ]
+    );
     let system = &package["systems"][0];
     assert!(
         !system["article15"]["purposes"]
@@ -182,6 +195,7 @@ async fn the_access_package_is_sealed_at_rest_downloadable_and_audited() {
     );
     let html = response.text().await.unwrap();
     assert!(html.contains("customer7@example.org") && html.contains("Your rights"));
+    assert!(html.contains("supervisory authority (Art. 77)"), "{html}");
 
     // Only the DPO and admins download it; an erasure has none.
     let (status, _) = service

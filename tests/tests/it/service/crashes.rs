@@ -224,6 +224,11 @@ async fn a_crash_between_an_erasure_and_its_record_reruns_and_certifies_honestly
     );
     // The REST connector read every located record back by its URL and swept the
     // helpdesk's searches: the retained orders are the only hits.
+    assert_eq!(
+        orders["masked_fields"],
+        json!(["shipping_name"]),
+        "{orders}"
+    );
     let read_back = &helpdesk_entry["verification"]["read_back"];
     assert_eq!(
         read_back["retained"], orders["retained"],

@@ -246,6 +246,11 @@ async fn a_completed_erasure_has_a_signed_certificate_and_the_audit_trail_verifi
         .find(|c| c["name"] == "invoices")
         .unwrap();
     assert_eq!(invoices["retained"], 1);
+    assert_eq!(
+        invoices["masked_fields"],
+        json!([]),
+        "kept whole: {invoices}"
+    );
     assert!(
         invoices["legal_bases"][0]
             .as_str()
