@@ -11,6 +11,16 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
     pub tables: Vec<Table>,
+    /// Identity kinds others may share (a household's phone, a name): they confirm a row
+    /// that a strong identity reached, or reach it on their own when `weak_agreement` of
+    /// them agree; a row only one of them matches is exported as unconfirmed, never
+    /// erased.
+    #[serde(default = "default_weak")]
+    pub weak_identities: Vec<String>,
+    /// How many weak identities must match a row to reach it without a strong one
+    /// (0: never).
+    #[serde(default = "default_agreement")]
+    pub weak_agreement: usize,
     /// The identity columns of an integer type, as (table, column), read from the
     /// database's catalogue: their values are bound as integers, and a value that is not
     /// an integer matches nothing there (PostgreSQL refuses to compare an integer column
@@ -29,6 +39,16 @@ pub struct Dataset {
     /// must be cast to compare with it (`uuid`, `numeric`, an enum…).
     #[serde(skip)]
     key_casts: BTreeMap<String, String>,
+}
+
+fn default_weak() -> Vec<String> {
+    ["phone", "name", "birth-date", "address"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+fn default_agreement() -> usize {
+    2
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +274,11 @@ impl Dataset {
             Some(ty) => format!("CAST({placeholder} AS {})", oubli_connector::sql::ident(ty)),
             None => placeholder.to_owned(),
         }
+    }
+
+    /// Whether identities of `kind` are weak (see [`Dataset::weak_identities`]).
+    pub fn is_weak(&self, kind: &str) -> bool {
+        self.weak_identities.iter().any(|k| k == kind)
     }
 
     /// Whether `table.column` is declared as text.

@@ -114,9 +114,32 @@ fn condition(
 ) -> Option<Condition> {
     let mut parts = Vec::new();
     let mut params = Vec::new();
-    for test in identity_tests(dataset, table, subject, first) {
+    // Strong identities reach a row on their own; weak ones only when enough agree (they
+    // confirm a row a strong one reached, which needs no test of its own).
+    // Numbered in the order they are written: the strong tests, then the weak ones.
+    let strong = identity_tests(dataset, table, &only(dataset, subject, false), first);
+    let numbered: usize = strong.iter().map(|t| t.params.len()).sum();
+    let weak = identity_tests(
+        dataset,
+        table,
+        &only(dataset, subject, true),
+        first + numbered,
+    );
+    for test in strong {
         parts.push(test.sql);
         params.extend(test.params);
+    }
+    if dataset.weak_agreement > 0 && weak.len() >= dataset.weak_agreement {
+        let sum: Vec<String> = weak
+            .iter()
+            .map(|t| format!("CASE WHEN {} THEN 1 ELSE 0 END", t.sql))
+            .collect();
+        parts.push(format!(
+            "({}) >= {}",
+            sum.join(" + "),
+            dataset.weak_agreement
+        ));
+        params.extend(weak.into_iter().flat_map(|t| t.params));
     }
     if let Some(relation) = &table.parent {
         let parent = dataset.table(&relation.table)?;
@@ -139,6 +162,40 @@ fn condition(
         sql: format!("({})", parts.join(" OR ")),
         params,
     })
+}
+
+/// The subject with only its weak (or only its strong) identities.
+fn only(dataset: &Dataset, subject: &Subject, weak: bool) -> Subject {
+    Subject {
+        request_id: subject.request_id.clone(),
+        identities: subject
+            .identities
+            .iter()
+            .filter(|i| dataset.is_weak(&i.kind) == weak)
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The condition that selects `table`'s rows that a weak identity matches but that are
+/// not the subject's (see [`condition`]): what `access` exports as unconfirmed.
+fn unconfirmed_condition(dataset: &Dataset, table: &Table, subject: &Subject) -> Option<Condition> {
+    let weak = identity_tests(dataset, table, &only(dataset, subject, true), 1);
+    if weak.is_empty() {
+        return None;
+    }
+    let mut params: Vec<Value> = Vec::new();
+    // Renumbered in the order written: the weak tests, then the subject's condition.
+    let tests: Vec<String> = weak.iter().map(|t| t.sql.clone()).collect();
+    for test in &weak {
+        params.extend(test.params.iter().cloned());
+    }
+    let mut sql = format!("({})", tests.join(" OR "));
+    if let Some(confirmed) = condition(dataset, table, subject, params.len() + 1) {
+        sql.push_str(&format!(" AND NOT COALESCE({}, FALSE)", confirmed.sql));
+        params.extend(confirmed.params);
+    }
+    Some(Condition { sql, params })
 }
 
 /// `column` with the separators a phone number is written with removed, in SQL every
@@ -558,10 +615,28 @@ impl Connector for SqlConnector {
                 .and_then(|(t, o)| Some((t.parse().ok()?, o.parse().ok()?)))
                 .ok_or_else(|| Error::Failed(format!("malformed access cursor {text:?}")))?,
         };
-        while let Some(table) = dataset.tables.get(index) {
-            let Some(cond) = condition(&dataset, table, &subject, 1) else {
+        // Tables 0..n are the subject's rows; n..2n the rows of table i - n that only a
+        // weak identity matches, exported apart as unconfirmed.
+        let n = dataset.tables.len();
+        while index < 2 * n {
+            let (table, unconfirmed) = if index < n {
+                (&dataset.tables[index], false)
+            } else {
+                (&dataset.tables[index - n], true)
+            };
+            let cond = if unconfirmed {
+                unconfirmed_condition(&dataset, table, &subject)
+            } else {
+                condition(&dataset, table, &subject, 1)
+            };
+            let Some(cond) = cond else {
                 (index, offset) = (index + 1, 0);
                 continue;
+            };
+            let collection = if unconfirmed {
+                format!("{} (unconfirmed: only a weak identity matched)", table.name)
+            } else {
+                table.name.clone()
             };
             let columns: Vec<&String> = table.columns.keys().filter(|c| **c != table.key).collect();
             let select: Vec<String> = std::iter::once(&table.key)
@@ -600,7 +675,7 @@ impl Connector for SqlConnector {
                         })
                         .collect();
                     PersonalRecord {
-                        collection: table.name.clone(),
+                        collection: collection.clone(),
                         key,
                         fields,
                     }
@@ -609,7 +684,7 @@ impl Connector for SqlConnector {
             let next = if more {
                 Some(format!("{index}:{}", offset + PAGE_SIZE))
             } else {
-                (index + 1 < dataset.tables.len()).then(|| format!("{}:0", index + 1))
+                (index + 1 < 2 * n).then(|| format!("{}:0", index + 1))
             };
             return Ok(Page { records, next });
         }
@@ -711,6 +786,15 @@ impl Connector for SqlConnector {
         let mut spent = 1;
         let mut values = Vec::new();
         for identity in &subject.identities {
+            // Others may share a weak identity (a household's phone): finding it elsewhere
+            // says nothing about what the erasure left.
+            if dataset.is_weak(&identity.kind) {
+                report.skipped.push(format!(
+                    "identities of kind {} are weak (others may share them) and are not searched",
+                    identity.kind
+                ));
+                continue;
+            }
             let value = identity.value.trim().to_lowercase();
             // A value this short would be found inside unrelated text everywhere.
             if value.chars().count() < MIN_SWEEP_CHARS {

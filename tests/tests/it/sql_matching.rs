@@ -80,6 +80,14 @@ INSERT INTO newsletter VALUES (22, 'xjane.doe@example.com');
 ";
 
 fn dataset(newsletter_rule: Value) -> Value {
+    let mut dataset = weak_dataset(newsletter_rule);
+    // Every identity strong: a phone number reaches rows on its own.
+    dataset["weak_identities"] = json!([]);
+    dataset
+}
+
+/// The same tables with the default strengths: the phone number is weak.
+fn weak_dataset(newsletter_rule: Value) -> Value {
     json!({ "tables": [
         { "name": "customers", "key": "id",
           "identities": {
@@ -213,6 +221,127 @@ async fn matching(db: Db) {
             matches!(&error, RuntimeError::InvalidConfig(m) if m.contains("config.dataset") && m.contains(says)),
             "{error:?}"
         );
+    }
+}
+
+/// A household member sharing the subject's phone: with the phone weak (the default),
+/// an e-mail and the phone find only the subject's rows, the phone alone reaches no one,
+/// and access exports the rows it matches apart, as unconfirmed; erasure by the phone
+/// alone erases nothing; two weak identities that agree reach a row.
+async fn strength(db: Db) {
+    db.execute(SCHEMA).await;
+    db.execute("INSERT INTO customers VALUES (4, 'paul.doe@example.com', '06 12 34 56 78', 'Jane'); INSERT INTO orders VALUES (12, 4, 9)").await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt
+        .prepare(&system(
+            db.url(),
+            weak_dataset(json!({ "column": "address", "match": "email" })),
+        ))
+        .unwrap();
+    let both = subject(&[
+        ("email", "jane.doe@example.com"),
+        ("phone", "+33 6 12 34 56 78"),
+    ]);
+    let found = rt.locate(&plugin, &sys, &both).await.unwrap();
+    let places: BTreeSet<(String, String)> = found
+        .iter()
+        .map(|r| (r.collection.clone(), r.key.clone()))
+        .collect();
+    let expected: BTreeSet<(String, String)> =
+        [("customers", "1"), ("orders", "10"), ("newsletter", "20")]
+            .map(|(c, k)| (c.to_owned(), k.to_owned()))
+            .into();
+    assert_eq!(places, expected, "{found:?}");
+    // The phone confirms the customer's row: both identities are named.
+    let customer = found.iter().find(|r| r.collection == "customers").unwrap();
+    assert_eq!(customer.matched.len(), 2, "{customer:?}");
+
+    let phone = subject(&[("phone", "+33 6 12 34 56 78")]);
+    assert!(rt.locate(&plugin, &sys, &phone).await.unwrap().is_empty());
+    let mut exported = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = rt
+            .access(&plugin, &sys, &phone, cursor.take())
+            .await
+            .unwrap();
+        exported.extend(page.records);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let unconfirmed: BTreeSet<(String, String)> = exported
+        .iter()
+        .map(|r| (r.collection.clone(), r.key.clone()))
+        .collect();
+    assert_eq!(
+        unconfirmed,
+        BTreeSet::from([
+            (
+                "customers (unconfirmed: only a weak identity matched)".to_owned(),
+                "1".to_owned()
+            ),
+            (
+                "customers (unconfirmed: only a weak identity matched)".to_owned(),
+                "4".to_owned()
+            ),
+        ]),
+        "{exported:?}"
+    );
+    assert!(rt.erase(&plugin, &sys, &phone).await.unwrap().is_empty());
+    assert_eq!(db.keys("customers").await, BTreeSet::from([1, 2, 3, 4]));
+
+    // The sweep after erasing Jane does not count her household's phone as left behind.
+    rt.erase(&plugin, &sys, &both).await.unwrap();
+    assert_eq!(db.keys("customers").await, BTreeSet::from([2, 3, 4]));
+    let swept = rt.sweep(&plugin, &sys, &both, 100).await.unwrap();
+    assert!(
+        !swept.hits.iter().any(|h| h.collection == "customers"),
+        "{swept:?}"
+    );
+    assert!(
+        swept.skipped.iter().any(|s| s.contains("phone")),
+        "{swept:?}"
+    );
+
+    // Two weak identities that agree reach the row: phone and name.
+    let mut two = weak_dataset(json!("address"));
+    two["tables"][0]["identities"]["name"] = json!("name");
+    let sys = rt.prepare(&system(db.url(), two)).unwrap();
+    let found = rt
+        .locate(
+            &plugin,
+            &sys,
+            &subject(&[("phone", "06 12 34 56 78"), ("name", "Jane")]),
+        )
+        .await
+        .unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|r| r.collection == "customers" && r.key == "4"),
+        "{found:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_strength_on_sqlite() {
+    strength(Db::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_strength_on_postgresql() {
+    if let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await {
+        strength(Db::Server(db)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_strength_on_mysql() {
+    if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
+        strength(Db::Server(db)).await;
     }
 }
 
