@@ -68,6 +68,12 @@ pub struct Table {
     /// are exported by `access` and may be rectified.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// Column → the `table.column` it copies (`shipping_phone = "customers.phone"`): a
+    /// rectification of the original changes the copy in the same transaction, and an
+    /// erasure masks the copy in a kept row as the original is masked (nulled when the
+    /// original's rows are deleted), unless `erase.columns` names it.
+    #[serde(default)]
+    pub copies: BTreeMap<String, String>,
     #[serde(default)]
     pub erase: Erase,
 }
@@ -223,6 +229,7 @@ impl Dataset {
     pub fn load_with_catalogue() -> Result<(Self, Catalogue)> {
         let mut dataset: Dataset = config::parse("dataset")?;
         dataset.validate()?;
+        dataset.mask_copies();
         let catalogue = Catalogue::of(&dataset)?;
         dataset.integer_columns = integer_identity_columns(&dataset, &catalogue);
         dataset.json_columns = dataset
@@ -273,6 +280,50 @@ impl Dataset {
         match self.key_casts.get(table) {
             Some(ty) => format!("CAST({placeholder} AS {})", oubli_connector::sql::ident(ty)),
             None => placeholder.to_owned(),
+        }
+    }
+
+    /// The original a `copies` entry names, as (table, column).
+    pub fn original<'a>(&'a self, copy_of: &'a str) -> Option<(&'a Table, &'a str)> {
+        let (table, column) = copy_of.split_once('.')?;
+        Some((self.table(table)?, column))
+    }
+
+    /// The copies of `table.column`, as (table, copy column).
+    pub fn copies_of<'a>(&'a self, table: &'a str, column: &'a str) -> Vec<(&'a Table, &'a str)> {
+        self.tables
+            .iter()
+            .flat_map(|t| {
+                t.copies
+                    .iter()
+                    .filter(move |(_, of)| of.split_once('.') == Some((table, column)))
+                    .map(move |(copy, _)| (t, copy.as_str()))
+            })
+            .collect()
+    }
+
+    /// Gives each copy in a table whose rows are kept the mask of its original (null when
+    /// the original's rows are deleted), unless the table's `erase.columns` names it: what
+    /// erase applies, verify checks and the certificate names.
+    fn mask_copies(&mut self) {
+        let mut inherited = Vec::new();
+        for (i, table) in self.tables.iter().enumerate() {
+            if table.erase.action == EraseAction::Delete {
+                continue;
+            }
+            for (copy, of) in &table.copies {
+                if table.erase.columns.contains_key(copy) {
+                    continue;
+                }
+                let mask = self
+                    .original(of)
+                    .and_then(|(t, c)| t.erase.columns.get(c).copied())
+                    .unwrap_or(Mask::Null);
+                inherited.push((i, copy.clone(), mask));
+            }
+        }
+        for (i, copy, mask) in inherited {
+            self.tables[i].erase.columns.insert(copy, mask);
         }
     }
 
@@ -334,6 +385,19 @@ impl Dataset {
                     format!("{path}.parent"),
                     "the parent relations form a cycle",
                 );
+            }
+            for (copy, of) in &table.copies {
+                match self.original(of) {
+                    Some((original, column)) if original.columns.contains_key(column) => {}
+                    _ => {
+                        return invalid(
+                            format!("{path}.copies.{copy}"),
+                            &format!(
+                                "{of:?} is not a `table.column` of the dataset whose column is listed in its `columns`"
+                            ),
+                        );
+                    }
+                }
             }
             let erase = &table.erase;
             if let Some((setting, why)) =
@@ -590,6 +654,9 @@ impl Dataset {
             }
             for column in table.columns.keys() {
                 named.push((format!("{path}.columns.{column}"), &table.name, column));
+            }
+            for column in table.copies.keys() {
+                named.push((format!("{path}.copies.{column}"), &table.name, column));
             }
             for column in table.erase.columns.keys() {
                 named.push((

@@ -713,13 +713,24 @@ impl Connector for SqlConnector {
                 continue;
             }
             let value = change.parsed_value()?;
-            for table in targets {
+            // The column itself, then its copies in the subject's rows of other tables
+            // (an order's shipping phone copying the customer's phone).
+            let mut places: Vec<(&Table, &str)> = targets
+                .iter()
+                .map(|t| (*t, change.field.as_str()))
+                .collect();
+            for table in &targets {
+                places.extend(dataset.copies_of(&table.name, &change.field));
+            }
+            places.sort_by_key(|(t, c)| (t.name.clone(), c.to_string()));
+            places.dedup_by_key(|(t, c)| (t.name.clone(), c.to_string()));
+            for (table, column) in places {
                 // Keys first: a change to an identity column must not hide the other rows.
                 let keys = keys(&dataset, table, &subject)?;
                 statements.extend(update_by_keys(
                     &dataset,
                     table,
-                    &[(change.field.clone(), Value::from_json(&value))],
+                    &[(column.to_owned(), Value::from_json(&value))],
                     &keys,
                 ));
                 changed.extend(keys.iter().map(|k| record_ref(table, k)));

@@ -508,3 +508,125 @@ async fn an_unreadable_column_type_is_refused_when_the_system_is_validated() {
         "{error:?}"
     );
 }
+
+/// Copies: an order's shipping phone and an invoice's billing phone copy the customer's
+/// phone. Rectifying the phone changes every copy of the subject's rows in the same
+/// transaction, and no one else's; erasure deletes the customer and order, and nulls the
+/// copy in the invoice it keeps, which verify then reads back cleared of it.
+async fn copies(db: Db) {
+    db.execute("
+        CREATE TABLE customers (id INTEGER PRIMARY KEY, email VARCHAR(200), phone VARCHAR(40));
+        CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, shipping_phone VARCHAR(40));
+        CREATE TABLE invoices (id INTEGER PRIMARY KEY, customer_id INTEGER, billing_phone VARCHAR(40), amount INTEGER);
+        INSERT INTO customers VALUES (1, 'jane@example.com', '0611111111');
+        INSERT INTO customers VALUES (2, 'john@example.com', '0622222222');
+        INSERT INTO orders VALUES (10, 1, '0611111111');
+        INSERT INTO orders VALUES (11, 2, '0622222222');
+        INSERT INTO invoices VALUES (20, 1, '0611111111', 100);
+        INSERT INTO invoices VALUES (21, 2, '0622222222', 200)").await;
+    let dataset = json!({ "tables": [
+        { "name": "customers", "key": "id", "identities": { "email": "email" },
+          "columns": { "email": "contact", "phone": "contact" } },
+        { "name": "orders", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
+          "columns": { "shipping_phone": "contact" },
+          "copies": { "shipping_phone": "customers.phone" } },
+        { "name": "invoices", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
+          "columns": { "billing_phone": "contact", "amount": "billing" },
+          "copies": { "billing_phone": "customers.phone" },
+          "erase": { "action": "retain", "legal_basis": "Art. 17(3)(b) GDPR: invoices are kept ten years" } },
+    ]});
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&system(db.url(), dataset.clone())).unwrap();
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("the dataset validates");
+    let who = subject(&[("email", "jane@example.com")]);
+    let change = oubli::runtime::Change {
+        collection: Some("customers".into()),
+        field: "phone".into(),
+        value: "\"0699999999\"".into(),
+    };
+    let rectified = rt.rectify(&plugin, &sys, &who, &[change]).await.unwrap();
+    let places: BTreeSet<(String, String)> = rectified
+        .changed
+        .iter()
+        .map(|r| (r.collection.clone(), r.key.clone()))
+        .collect();
+    assert_eq!(
+        places,
+        BTreeSet::from([
+            ("customers".to_owned(), "1".to_owned()),
+            ("invoices".to_owned(), "20".to_owned()),
+            ("orders".to_owned(), "10".to_owned()),
+        ])
+    );
+    let pool = db.pool().await;
+    let phones: Vec<(String,)> = sqlx::query_as(
+        "SELECT phone FROM customers UNION ALL SELECT shipping_phone FROM orders UNION ALL SELECT billing_phone FROM invoices",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let phones: Vec<String> = phones.into_iter().map(|(p,)| p).collect();
+    assert_eq!(
+        phones.iter().filter(|p| *p == "0699999999").count(),
+        3,
+        "{phones:?}"
+    );
+    assert_eq!(
+        phones.iter().filter(|p| *p == "0622222222").count(),
+        3,
+        "{phones:?}"
+    );
+
+    let found = rt.locate(&plugin, &sys, &who).await.unwrap();
+    let erased = rt.erase(&plugin, &sys, &who).await.unwrap();
+    let invoice = erased.iter().find(|e| e.collection == "invoices").unwrap();
+    assert_eq!(invoice.outcome.masked(), ["billing_phone".to_owned()]);
+    let kept: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT billing_phone FROM invoices WHERE id = 20")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, vec![(None,)]);
+    pool.close().await;
+    let verified = rt.verify(&plugin, &sys, &who, &found).await.unwrap();
+    let invoice = verified
+        .iter()
+        .find(|v| v.collection == "invoices")
+        .unwrap();
+    assert!(
+        matches!(&invoice.state, oubli::runtime::RecordState::Holds(fields) if !fields.contains(&"billing_phone".to_owned())),
+        "{invoice:?}"
+    );
+
+    // A copy of something the dataset does not export is refused with its path.
+    let mut wrong = dataset;
+    wrong["tables"][1]["copies"]["shipping_phone"] = json!("customers.fax");
+    let bad = rt.prepare(&system(db.url(), wrong)).unwrap();
+    let error = rt.validate(&plugin, &bad).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.dataset.tables[1].copies.shipping_phone")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_on_sqlite() {
+    copies(Db::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_on_postgresql() {
+    if let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await {
+        copies(Db::Server(db)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_on_mysql() {
+    if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
+        copies(Db::Server(db)).await;
+    }
+}
