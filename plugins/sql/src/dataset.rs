@@ -74,6 +74,11 @@ pub struct Table {
     /// original's rows are deleted), unless `erase.columns` names it.
     #[serde(default)]
     pub copies: BTreeMap<String, String>,
+    /// Text columns where people are mentioned (a ticket's body): searched for the
+    /// subject's identity values in rows that are not the subject's; exported as the
+    /// text around them; erased by replacing only the occurrences.
+    #[serde(default)]
+    pub mentions: Vec<String>,
     #[serde(default)]
     pub erase: Erase,
 }
@@ -366,7 +371,7 @@ impl Dataset {
             if self.tables.iter().filter(|t| t.name == table.name).count() > 1 {
                 return invalid(path, "the table is listed twice");
             }
-            if table.identities.is_empty() && table.parent.is_none() {
+            if table.identities.is_empty() && table.parent.is_none() && table.mentions.is_empty() {
                 return invalid(
                     path,
                     "neither identities nor parent link the table to the subject",
@@ -657,6 +662,9 @@ impl Dataset {
             }
             for column in table.copies.keys() {
                 named.push((format!("{path}.copies.{column}"), &table.name, column));
+            }
+            for (n, column) in table.mentions.iter().enumerate() {
+                named.push((format!("{path}.mentions[{n}]"), &table.name, column));
             }
             for column in table.erase.columns.keys() {
                 named.push((

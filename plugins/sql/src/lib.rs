@@ -7,14 +7,15 @@
 //! a parent table, over as many hops as the configuration chains.
 
 mod dataset;
+mod mentions;
 mod phone;
 
 use dataset::{Catalogue, Dataset, EraseAction, Mask, Matching, Table};
 use oubli_connector::sql::{self, Statement, Value};
 use oubli_connector::{
-    Action, Change, Connector, Erased, Error, Field, Info, MatchKind, Page, PersonalRecord,
-    RecordRef, RecordState, Rectified, Result, Subject, SweepHit, SweepReport, Verified,
-    export_connector,
+    Action, Change, Connector, Erased, Error, Field, Info, MatchKind, Outcome, Page,
+    PersonalRecord, RecordRef, RecordState, Rectified, Result, Subject, SweepHit, SweepReport,
+    Verified, export_connector,
 };
 
 /// Rows per page of `access`.
@@ -70,17 +71,36 @@ fn identity_tests(
             format!("{column} = {}", next(Value::Integer(n)))
         } else {
             match &rule.matching {
+                // MySQL's usual collations ignore case, accents and trailing spaces: the
+                // indexed comparison is narrowed to the exact bytes.
+                Matching::Exact if matches!(sql::dialect(), sql::Dialect::Mysql) => format!(
+                    "({column} = {} AND {column} = BINARY {})",
+                    next(Value::Text(identity.value.clone())),
+                    next(Value::Text(identity.value.clone()))
+                ),
                 Matching::Exact => {
                     format!("{column} = {}", next(Value::Text(identity.value.clone())))
                 }
-                Matching::CaseInsensitive => format!(
-                    "lower({column}) = lower({})",
-                    next(Value::Text(identity.value.clone()))
-                ),
-                Matching::Email => format!(
-                    "lower(trim({column})) = lower({})",
-                    next(Value::Text(identity.value.trim().to_owned()))
-                ),
+                Matching::CaseInsensitive | Matching::Email => {
+                    let (expression, value) = if rule.matching == Matching::Email {
+                        (
+                            format!("lower(trim({column}))"),
+                            identity.value.trim().to_owned(),
+                        )
+                    } else {
+                        (format!("lower({column})"), identity.value.clone())
+                    };
+                    if matches!(sql::dialect(), sql::Dialect::Mysql) {
+                        // Case folded on purpose, accents not: `josé` is not `jose`.
+                        format!(
+                            "({expression} = lower({}) AND {expression} = BINARY lower({}))",
+                            next(Value::Text(value.clone())),
+                            next(Value::Text(value))
+                        )
+                    } else {
+                        format!("{expression} = lower({})", next(Value::Text(value)))
+                    }
+                }
                 Matching::Phone { region } => {
                     let forms = phone::forms(&identity.value, region.as_deref());
                     if forms.is_empty() {
@@ -129,10 +149,22 @@ fn condition(
         parts.push(test.sql);
         params.extend(test.params);
     }
-    if dataset.weak_agreement > 0 && weak.len() >= dataset.weak_agreement {
-        let sum: Vec<String> = weak
+    // Agreement counts distinct kinds: the same phone given twice, in two spellings, is
+    // one identity, not two that agree. (`only` sorts the weak identities by kind, so
+    // the tests grouped by kind keep the order they were numbered and written in.)
+    let mut kinds: Vec<&str> = weak.iter().map(|t| t.kind.as_str()).collect();
+    kinds.dedup();
+    if dataset.weak_agreement > 0 && kinds.len() >= dataset.weak_agreement {
+        let sum: Vec<String> = kinds
             .iter()
-            .map(|t| format!("CASE WHEN {} THEN 1 ELSE 0 END", t.sql))
+            .map(|kind| {
+                let any: Vec<&str> = weak
+                    .iter()
+                    .filter(|t| t.kind == *kind)
+                    .map(|t| t.sql.as_str())
+                    .collect();
+                format!("CASE WHEN ({}) THEN 1 ELSE 0 END", any.join(" OR "))
+            })
             .collect();
         parts.push(format!(
             "({}) >= {}",
@@ -164,38 +196,68 @@ fn condition(
     })
 }
 
-/// The subject with only its weak (or only its strong) identities.
-fn only(dataset: &Dataset, subject: &Subject, weak: bool) -> Subject {
-    Subject {
-        request_id: subject.request_id.clone(),
-        identities: subject
-            .identities
-            .iter()
-            .filter(|i| dataset.is_weak(&i.kind) == weak)
-            .cloned()
-            .collect(),
+/// The access page of the rows of others that mention the subject, from table
+/// `index - n` on: per row, the text around each occurrence, never the whole text.
+fn mentions_page(dataset: &Dataset, subject: &Subject, index: usize, n: usize) -> Result<Page> {
+    if dataset.tables.iter().all(|t| t.mentions.is_empty()) {
+        return Ok(Page {
+            records: Vec::new(),
+            next: None,
+        });
     }
+    let own = located(dataset, subject)?;
+    let found = mentions::find(dataset, subject)?;
+    let mut index = index;
+    while index < 2 * n {
+        let t = index - n;
+        let records: Vec<PersonalRecord> = found
+            .iter()
+            .filter(|m| m.table == t)
+            .filter(|m| {
+                let key = m.key.to_key();
+                !own.iter().any(|row| row.table == t && row.key == key)
+            })
+            .map(|m| PersonalRecord {
+                collection: format!("{} (mentions of the subject)", dataset.tables[t].name),
+                key: m.key.to_key(),
+                fields: m
+                    .columns
+                    .iter()
+                    .map(|(column, text, _)| {
+                        Field::json(
+                            column,
+                            serde_json::json!(mentions::excerpts(dataset, subject, text)),
+                            Some("mention"),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        index += 1;
+        if !records.is_empty() {
+            let next = (index < 2 * n).then(|| format!("{index}:0"));
+            return Ok(Page { records, next });
+        }
+    }
+    Ok(Page {
+        records: Vec::new(),
+        next: None,
+    })
 }
 
-/// The condition that selects `table`'s rows that a weak identity matches but that are
-/// not the subject's (see [`condition`]): what `access` exports as unconfirmed.
-fn unconfirmed_condition(dataset: &Dataset, table: &Table, subject: &Subject) -> Option<Condition> {
-    let weak = identity_tests(dataset, table, &only(dataset, subject, true), 1);
-    if weak.is_empty() {
-        return None;
+/// The subject with only its weak (or only its strong) identities.
+fn only(dataset: &Dataset, subject: &Subject, weak: bool) -> Subject {
+    let mut identities: Vec<_> = subject
+        .identities
+        .iter()
+        .filter(|i| dataset.is_weak(&i.kind) == weak)
+        .cloned()
+        .collect();
+    identities.sort_by(|a, b| a.kind.cmp(&b.kind));
+    Subject {
+        request_id: subject.request_id.clone(),
+        identities,
     }
-    let mut params: Vec<Value> = Vec::new();
-    // Renumbered in the order written: the weak tests, then the subject's condition.
-    let tests: Vec<String> = weak.iter().map(|t| t.sql.clone()).collect();
-    for test in &weak {
-        params.extend(test.params.iter().cloned());
-    }
-    let mut sql = format!("({})", tests.join(" OR "));
-    if let Some(confirmed) = condition(dataset, table, subject, params.len() + 1) {
-        sql.push_str(&format!(" AND NOT COALESCE({}, FALSE)", confirmed.sql));
-        params.extend(confirmed.params);
-    }
-    Some(Condition { sql, params })
 }
 
 /// `column` with the separators a phone number is written with removed, in SQL every
@@ -261,8 +323,29 @@ fn check_mapped(dataset: &Dataset, subject: &Subject) -> Result<()> {
             .iter()
             .any(|t| t.identities.contains_key(kind))
     };
-    if subject.identities.iter().any(|i| mapped(&i.kind)) {
+    let strong = subject
+        .identities
+        .iter()
+        .any(|i| mapped(&i.kind) && !dataset.is_weak(&i.kind));
+    let mut weak: Vec<&str> = subject
+        .identities
+        .iter()
+        .filter(|i| mapped(&i.kind) && dataset.is_weak(&i.kind))
+        .map(|i| i.kind.as_str())
+        .collect();
+    weak.sort();
+    weak.dedup();
+    if strong || (dataset.weak_agreement > 0 && weak.len() >= dataset.weak_agreement) {
         return Ok(());
+    }
+    // Weak identities alone (a phone number) could be someone else's: they reach no row,
+    // and "nothing found" would pass for an answer.
+    if !weak.is_empty() {
+        return Err(Error::InvalidConfig(format!(
+            "the subject's identities here are only weak ones ({}), which others may share: they confirm a row a strong identity reaches but never reach one alone (config.dataset weak_identities, weak_agreement = {}); give a strong identity such as an e-mail address or a customer id",
+            weak.join(", "),
+            dataset.weak_agreement
+        )));
     }
     Err(subject.unsearchable(
         dataset
@@ -602,6 +685,24 @@ impl Connector for SqlConnector {
             }
             refs.push(reference);
         }
+        // Rows of others that mention the subject in free text.
+        for mention in mentions::find(&dataset, &subject)? {
+            let table = &dataset.tables[mention.table];
+            let key = mention.key.to_key();
+            if refs
+                .iter()
+                .any(|r| r.collection == table.name && r.key == key)
+            {
+                continue;
+            }
+            let mut reference = RecordRef::new(&table.name, key, vec!["mention".into()]);
+            for (column, _, kinds) in &mention.columns {
+                for kind in kinds {
+                    reference = reference.matched_by(kind, column, MatchKind::Normalised);
+                }
+            }
+            refs.push(reference);
+        }
         Ok(refs)
     }
 
@@ -615,29 +716,20 @@ impl Connector for SqlConnector {
                 .and_then(|(t, o)| Some((t.parse().ok()?, o.parse().ok()?)))
                 .ok_or_else(|| Error::Failed(format!("malformed access cursor {text:?}")))?,
         };
-        // Tables 0..n are the subject's rows; n..2n the rows of table i - n that only a
-        // weak identity matches, exported apart as unconfirmed.
+        // Tables 0..n are the subject's rows; n..2n the rows of table i - n that mention
+        // the subject in free text. (Rows only one weak identity matches are someone
+        // else's as likely as the subject's: never exported.)
         let n = dataset.tables.len();
-        while index < 2 * n {
-            let (table, unconfirmed) = if index < n {
-                (&dataset.tables[index], false)
-            } else {
-                (&dataset.tables[index - n], true)
-            };
-            let cond = if unconfirmed {
-                unconfirmed_condition(&dataset, table, &subject)
-            } else {
-                condition(&dataset, table, &subject, 1)
-            };
-            let Some(cond) = cond else {
+        if index >= n {
+            return mentions_page(&dataset, &subject, index, n);
+        }
+        while index < n {
+            let table = &dataset.tables[index];
+            let Some(cond) = condition(&dataset, table, &subject, 1) else {
                 (index, offset) = (index + 1, 0);
                 continue;
             };
-            let collection = if unconfirmed {
-                format!("{} (unconfirmed: only a weak identity matched)", table.name)
-            } else {
-                table.name.clone()
-            };
+            let collection = table.name.clone();
             let columns: Vec<&String> = table.columns.keys().filter(|c| **c != table.key).collect();
             let select: Vec<String> = std::iter::once(&table.key)
                 .chain(columns.iter().copied())
@@ -684,14 +776,11 @@ impl Connector for SqlConnector {
             let next = if more {
                 Some(format!("{index}:{}", offset + PAGE_SIZE))
             } else {
-                (index + 1 < 2 * n).then(|| format!("{}:0", index + 1))
+                Some(format!("{}:0", index + 1))
             };
             return Ok(Page { records, next });
         }
-        Ok(Page {
-            records: Vec::new(),
-            next: None,
-        })
+        mentions_page(&dataset, &subject, n, n)
     }
 
     fn rectify(subject: Subject, changes: Vec<Change>) -> Result<Rectified> {
@@ -746,7 +835,7 @@ impl Connector for SqlConnector {
     }
 
     /// Reads each record back by its table's primary key (see [`read_back`]).
-    fn verify(_subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
+    fn verify(subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
         let dataset = Dataset::load()?;
         records
             .into_iter()
@@ -757,7 +846,21 @@ impl Connector for SqlConnector {
                         r.collection
                     ))
                 })?;
-                let state = read_back(table, &r.key)?;
+                // A row of someone else that mentioned the subject: only its mention
+                // columns are the subject's.
+                let mention = !r.matched.is_empty()
+                    && r.matched.iter().all(|m| table.mentions.contains(&m.field));
+                let state = if mention {
+                    match mentions::still_named(&dataset, table, &r.key, &subject)? {
+                        None => RecordState::Gone,
+                        Some(still) if still.is_empty() => RecordState::Cleared(
+                            r.matched.iter().map(|m| m.field.clone()).collect(),
+                        ),
+                        Some(still) => RecordState::Holds(still),
+                    }
+                } else {
+                    read_back(table, &r.key)?
+                };
                 Ok(Verified {
                     collection: r.collection,
                     key: r.key,
@@ -816,6 +919,10 @@ impl Connector for SqlConnector {
             } else {
                 values.push((identity.kind.clone(), value));
             }
+        }
+        // Nothing to look for: nothing is claimed covered.
+        if values.is_empty() {
+            return Ok(report);
         }
         let find = match sql::dialect() {
             sql::Dialect::Postgres => "strpos",
@@ -975,7 +1082,49 @@ impl Connector for SqlConnector {
                 outcome: outcome.clone(),
             }));
         }
-        sql::transaction(statements)?;
+        // Rows of others that mention the subject: only the occurrences are replaced, and
+        // only if the text is still what was read.
+        let mut rewrites = 0;
+        for mention in mentions::find(&dataset, &subject)? {
+            let table = &dataset.tables[mention.table];
+            let key = mention.key.to_key();
+            if found
+                .iter()
+                .any(|row| row.table == mention.table && row.key == key)
+            {
+                continue;
+            }
+            let mut columns = Vec::new();
+            for (column, before, _) in &mention.columns {
+                let after = mentions::redact(&dataset, &subject, before).ok_or_else(|| {
+                    Error::Failed(format!(
+                        "a mention of the subject in {}.{column} could not be cut out of its text safely",
+                        table.name
+                    ))
+                })?;
+                statements.push(mentions::rewrite(
+                    &dataset,
+                    table,
+                    &mention.key,
+                    column,
+                    before,
+                    &after,
+                ));
+                rewrites += 1;
+                columns.push(column.clone());
+            }
+            report.push(Erased {
+                collection: table.name.clone(),
+                key,
+                outcome: Outcome::Anonymised(columns),
+            });
+        }
+        let counts = sql::transaction(statements)?;
+        if counts.iter().rev().take(rewrites).any(|n| *n != 1) {
+            return Err(Error::Unavailable(
+                "a text mentioning the subject changed while it was being redacted; the erasure is run again".into(),
+            ));
+        }
         Ok(report)
     }
 }

@@ -98,7 +98,11 @@ pub fn forms(value: &str, region: Option<&str>) -> Vec<String> {
             .or_else(|| code_of(&international));
         if let Some((code, trunk)) = known {
             let significant = &international[code.len()..];
-            out.push(significant.to_owned());
+            // The bare national number (no trunk prefix, no code) only in the region the
+            // column was configured with: elsewhere it is another country's number.
+            if region.is_some_and(|(c, _)| c == code) {
+                out.push(significant.to_owned());
+            }
             out.push(format!("{trunk}{significant}"));
             // `+33 (0)6 12 34 56 78`
             out.push(format!("{code}{trunk}{significant}"));

@@ -225,9 +225,9 @@ async fn matching(db: Db) {
 }
 
 /// A household member sharing the subject's phone: with the phone weak (the default),
-/// an e-mail and the phone find only the subject's rows, the phone alone reaches no one,
-/// and access exports the rows it matches apart, as unconfirmed; erasure by the phone
-/// alone erases nothing; two weak identities that agree reach a row.
+/// an e-mail and the phone find only the subject's rows; the phone alone, even given
+/// twice, reaches no one and the call says why; two weak identities of different kinds
+/// that agree reach a row.
 async fn strength(db: Db) {
     db.execute(SCHEMA).await;
     db.execute("INSERT INTO customers VALUES (4, 'paul.doe@example.com', '06 12 34 56 78', 'Jane'); INSERT INTO orders VALUES (12, 4, 9)").await;
@@ -257,40 +257,31 @@ async fn strength(db: Db) {
     let customer = found.iter().find(|r| r.collection == "customers").unwrap();
     assert_eq!(customer.matched.len(), 2, "{customer:?}");
 
-    let phone = subject(&[("phone", "+33 6 12 34 56 78")]);
-    assert!(rt.locate(&plugin, &sys, &phone).await.unwrap().is_empty());
-    let mut exported = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = rt
-            .access(&plugin, &sys, &phone, cursor.take())
-            .await
-            .unwrap();
-        exported.extend(page.records);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
+    // The phone alone reaches no one: locate, access and erasure fail and say why, rather
+    // than find nothing or hand over the household's rows; the same phone given twice in
+    // two spellings is still one identity.
+    for phone in [
+        subject(&[("phone", "+33 6 12 34 56 78")]),
+        subject(&[("phone", "+33 6 12 34 56 78"), ("phone", "06 12 34 56 78")]),
+    ] {
+        let error = rt.locate(&plugin, &sys, &phone).await.unwrap_err();
+        assert!(error.to_string().contains("only weak ones"), "{error}");
+        assert!(rt.access(&plugin, &sys, &phone, None).await.is_err());
+        assert!(rt.erase(&plugin, &sys, &phone).await.is_err());
     }
-    let unconfirmed: BTreeSet<(String, String)> = exported
-        .iter()
-        .map(|r| (r.collection.clone(), r.key.clone()))
-        .collect();
-    assert_eq!(
-        unconfirmed,
-        BTreeSet::from([
-            (
-                "customers (unconfirmed: only a weak identity matched)".to_owned(),
-                "1".to_owned()
-            ),
-            (
-                "customers (unconfirmed: only a weak identity matched)".to_owned(),
-                "4".to_owned()
-            ),
-        ]),
-        "{exported:?}"
+    // With a strong identity, a repeated weak one does not reach the household either.
+    let doubled = subject(&[
+        ("email", "jane.doe@example.com"),
+        ("phone", "+33 6 12 34 56 78"),
+        ("phone", "06 12 34 56 78"),
+    ]);
+    let found = rt.locate(&plugin, &sys, &doubled).await.unwrap();
+    assert!(
+        !found
+            .iter()
+            .any(|r| r.collection == "customers" && r.key == "4"),
+        "{found:?}"
     );
-    assert!(rt.erase(&plugin, &sys, &phone).await.unwrap().is_empty());
     assert_eq!(db.keys("customers").await, BTreeSet::from([1, 2, 3, 4]));
 
     // The sweep after erasing Jane does not count her household's phone as left behind.
@@ -628,5 +619,132 @@ async fn copies_on_postgresql() {
 async fn copies_on_mysql() {
     if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
         copies(Db::Server(db)).await;
+    }
+}
+
+/// Mentions: another customer's ticket quotes the subject's address in another case. It
+/// is located (matched on its body), exported as the text around the address only,
+/// erased by replacing the address and keeping the rest of the text, read back cleared,
+/// and the sweep then finds nothing.
+async fn mentions(db: Db) {
+    let preamble = "The customer called about a parcel that never arrived at the depot.";
+    let tail = "She asks for a refund of the whole order and a written apology.";
+    db.execute(&format!(
+        "
+        CREATE TABLE customers (id INTEGER PRIMARY KEY, email VARCHAR(200));
+        CREATE TABLE tickets (id INTEGER PRIMARY KEY, customer_id INTEGER, body TEXT);
+        INSERT INTO customers VALUES (1, 'jane@example.com');
+        INSERT INTO customers VALUES (2, 'john@example.com');
+        INSERT INTO tickets VALUES (1, 1, 'My own ticket');
+        INSERT INTO tickets VALUES (2, 2, '{preamble} Forwarded from JANE@example.com: {tail}');
+        INSERT INTO tickets VALUES (3, 2, 'Write to xjane@example.com or jane@example.com.uk')"
+    ))
+    .await;
+    let dataset = json!({ "tables": [
+        { "name": "customers", "key": "id", "identities": { "email": "email" },
+          "columns": { "email": "contact" } },
+        { "name": "tickets", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
+          "columns": { "body": "communications" }, "mentions": ["body"] },
+    ]});
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&system(db.url(), dataset)).unwrap();
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("the dataset validates");
+    let who = subject(&[("email", "jane@example.com")]);
+    let found = rt.locate(&plugin, &sys, &who).await.unwrap();
+    let places: BTreeSet<(String, String)> = found
+        .iter()
+        .map(|r| (r.collection.clone(), r.key.clone()))
+        .collect();
+    assert_eq!(
+        places,
+        BTreeSet::from([
+            ("customers".to_owned(), "1".to_owned()),
+            ("tickets".to_owned(), "1".to_owned()),
+            ("tickets".to_owned(), "2".to_owned()),
+        ]),
+        "{found:?}"
+    );
+    let mention = found.iter().find(|r| r.key == "2").unwrap();
+    assert_eq!(mention.matched[0].field, "body");
+
+    let mut exported = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = rt.access(&plugin, &sys, &who, cursor.take()).await.unwrap();
+        exported.extend(page.records);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let quoted = exported
+        .iter()
+        .find(|r| r.collection == "tickets (mentions of the subject)")
+        .unwrap_or_else(|| panic!("{exported:?}"));
+    assert_eq!(quoted.key, "2");
+    let excerpts: Vec<String> = serde_json::from_str(&quoted.fields[0].value).unwrap();
+    assert_eq!(excerpts.len(), 1, "{excerpts:?}");
+    assert!(excerpts[0].contains("JANE@example.com"), "{excerpts:?}");
+    assert!(
+        !excerpts[0].contains("The customer called"),
+        "only the text around it: {excerpts:?}"
+    );
+
+    rt.erase(&plugin, &sys, &who).await.unwrap();
+    let pool = db.pool().await;
+    // MariaDB's TEXT reaches the Any driver as bytes.
+    let bodies: Vec<(String,)> = if db.url().starts_with("mysql") {
+        let raw: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT body FROM tickets ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        raw.into_iter()
+            .map(|(b,)| (String::from_utf8(b).unwrap(),))
+            .collect()
+    } else {
+        sqlx::query_as("SELECT body FROM tickets ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    pool.close().await;
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(
+        bodies[0].0,
+        format!("{preamble} Forwarded from [erased]: {tail}")
+    );
+    assert_eq!(
+        bodies[1].0,
+        "Write to xjane@example.com or jane@example.com.uk"
+    );
+    let verified = rt.verify(&plugin, &sys, &who, &found).await.unwrap();
+    let ticket = verified.iter().find(|v| v.key == "2").unwrap();
+    assert_eq!(
+        ticket.state,
+        oubli::runtime::RecordState::Cleared(vec!["body".into()])
+    );
+    let swept = rt.sweep(&plugin, &sys, &who, 100).await.unwrap();
+    assert!(swept.hits.is_empty(), "{swept:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mentions_on_sqlite() {
+    mentions(Db::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mentions_on_postgresql() {
+    if let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await {
+        mentions(Db::Server(db)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mentions_on_mysql() {
+    if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
+        mentions(Db::Server(db)).await;
     }
 }

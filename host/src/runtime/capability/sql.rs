@@ -1305,7 +1305,7 @@ fn decode_postgres(row: &PgRow, i: usize) -> Result<Value, GuestError> {
         "NUMERIC" => Value::Text(
             row.try_get::<sqlx::types::BigDecimal, _>(i)
                 .map_err(get)?
-                .to_string(),
+                .to_plain_string(),
         ),
         "UUID" => Value::Text(row.try_get::<uuid::Uuid, _>(i).map_err(get)?.to_string()),
         "INET" | "CIDR" => {
@@ -1457,7 +1457,7 @@ fn postgres_array(row: &PgRow, i: usize, ty: &str) -> Result<serde_json::Value, 
             row.try_get::<Vec<Option<sqlx::types::BigDecimal>>, _>(i)
                 .map_err(get)?
                 .into_iter()
-                .map(|v| v.map(|d| d.to_string()))
+                .map(|v| v.map(|d| d.to_plain_string()))
                 .collect(),
         ),
         "UUID[]" => json(
@@ -1541,7 +1541,7 @@ fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, GuestError> {
         "DECIMAL" => Value::Text(
             row.try_get::<sqlx::types::BigDecimal, _>(i)
                 .map_err(get)?
-                .to_string(),
+                .to_plain_string(),
         ),
         "TIME" => {
             // `HH:MM:SS[.ffffff]`, as MySQL writes it; hours may exceed 24.
