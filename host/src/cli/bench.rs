@@ -45,6 +45,10 @@ pub(super) enum BenchCommand {
         /// databases are created there and dropped at the end.
         #[arg(long)]
         database: Option<String>,
+        /// Match e-mail addresses with the connector's `email` rule (trimmed, any case),
+        /// an index on `lower(trim(email))` on both copies, instead of exactly.
+        #[arg(long)]
+        case_insensitive: bool,
         #[arg(long)]
         json: bool,
     },
@@ -109,8 +113,9 @@ pub(super) async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             customers,
             subjects,
             database,
+            case_insensitive,
             json,
-        } => connectors::connectors(customers, subjects, database.as_deref())
+        } => connectors::connectors(customers, subjects, database.as_deref(), case_insensitive)
             .await?
             .print(json),
         BenchCommand::E2e {

@@ -224,6 +224,26 @@ impl Dataset {
     /// # Errors
     /// `invalid-config` naming the path of the first problem found.
     pub fn load() -> Result<Self> {
+        // SQLite needs the catalogue only to export (declared JSON columns): the other
+        // calls spare themselves the read.
+        if matches!(
+            oubli_connector::sql::dialect(),
+            oubli_connector::sql::Dialect::Sqlite
+        ) {
+            let dataset: Dataset = config::parse("dataset")?;
+            dataset.validate()?;
+            let mut dataset = dataset;
+            dataset.mask_copies();
+            return Ok(dataset);
+        }
+        Ok(Dataset::load_with_catalogue()?.0)
+    }
+
+    /// As [`Dataset::load`], with what `access` needs to export each column as its type.
+    ///
+    /// # Errors
+    /// As [`Dataset::load`].
+    pub fn load_for_export() -> Result<Self> {
         Ok(Dataset::load_with_catalogue()?.0)
     }
 

@@ -707,7 +707,7 @@ impl Connector for SqlConnector {
     }
 
     fn access(subject: Subject, cursor: Option<String>) -> Result<Page> {
-        let dataset = Dataset::load()?;
+        let dataset = Dataset::load_for_export()?;
         check_mapped(&dataset, &subject)?;
         let (mut index, mut offset) = match cursor.as_deref() {
             None => (0, 0),
