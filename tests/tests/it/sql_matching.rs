@@ -110,7 +110,7 @@ fn system(url: &str, dataset: Value) -> SystemConfig {
     config
 }
 
-async fn matching(db: Db) {
+async fn matching(db: Db, _engine: &str) {
     db.execute(SCHEMA).await;
     let rt = runtime();
     let plugin = load(&rt, "oubli_sql");
@@ -228,7 +228,7 @@ async fn matching(db: Db) {
 /// an e-mail and the phone find only the subject's rows; the phone alone, even given
 /// twice, reaches no one and the call says why; two weak identities of different kinds
 /// that agree reach a row.
-async fn strength(db: Db) {
+async fn strength(db: Db, _engine: &str) {
     db.execute(SCHEMA).await;
     db.execute("INSERT INTO customers VALUES (4, 'paul.doe@example.com', '06 12 34 56 78', 'Jane'); INSERT INTO orders VALUES (12, 4, 9)").await;
     let rt = runtime();
@@ -315,44 +315,6 @@ async fn strength(db: Db) {
             .any(|r| r.collection == "customers" && r.key == "4"),
         "{found:?}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn identity_strength_on_sqlite() {
-    strength(Db::sqlite().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn identity_strength_on_postgresql() {
-    if let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await {
-        strength(Db::Server(db)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn identity_strength_on_mysql() {
-    if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
-        strength(Db::Server(db)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn matching_rules_on_sqlite() {
-    matching(Db::sqlite().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn matching_rules_on_postgresql() {
-    if let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await {
-        matching(Db::Server(db)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn matching_rules_on_mysql() {
-    if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
-        matching(Db::Server(db)).await;
-    }
 }
 
 /// One column of each type a personal-data table commonly has, per engine: the schema,
@@ -461,25 +423,6 @@ async fn types(db: Db, engine: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_column_type_is_exported_on_sqlite() {
-    types(Db::sqlite().await, "sqlite").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn every_column_type_is_exported_on_postgresql() {
-    if let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await {
-        types(Db::Server(db), "postgres").await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn every_column_type_is_exported_on_mysql() {
-    if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
-        types(Db::Server(db), "mysql").await;
-    }
-}
-
 /// A column whose type the host cannot pass to a plugin is refused at validation.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreadable_column_type_is_refused_when_the_system_is_validated() {
@@ -504,7 +447,7 @@ async fn an_unreadable_column_type_is_refused_when_the_system_is_validated() {
 /// phone. Rectifying the phone changes every copy of the subject's rows in the same
 /// transaction, and no one else's; erasure deletes the customer and order, and nulls the
 /// copy in the invoice it keeps, which verify then reads back cleared of it.
-async fn copies(db: Db) {
+async fn copies(db: Db, _engine: &str) {
     db.execute("
         CREATE TABLE customers (id INTEGER PRIMARY KEY, email VARCHAR(200), phone VARCHAR(40));
         CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, shipping_phone VARCHAR(40));
@@ -603,30 +546,11 @@ async fn copies(db: Db) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn copies_on_sqlite() {
-    copies(Db::sqlite().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn copies_on_postgresql() {
-    if let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await {
-        copies(Db::Server(db)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn copies_on_mysql() {
-    if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
-        copies(Db::Server(db)).await;
-    }
-}
-
 /// Mentions: another customer's ticket quotes the subject's address in another case. It
 /// is located (matched on its body), exported as the text around the address only,
 /// erased by replacing the address and keeping the rest of the text, read back cleared,
 /// and the sweep then finds nothing.
-async fn mentions(db: Db) {
+async fn mentions(db: Db, _engine: &str) {
     let preamble = "The customer called about a parcel that never arrived at the depot.";
     let tail = "She asks for a refund of the whole order and a written apology.";
     db.execute(&format!(
@@ -730,21 +654,33 @@ async fn mentions(db: Db) {
     assert!(swept.hits.is_empty(), "{swept:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mentions_on_sqlite() {
-    mentions(Db::sqlite().await).await;
+/// One test per engine for a journey `fn(Db, engine)`: SQLite always, PostgreSQL and
+/// MySQL/MariaDB when their URLs are set.
+macro_rules! on_every_engine {
+    ($($journey:ident),* $(,)?) => {$(
+        mod $journey {
+            use super::{Db, ServerDb};
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn on_sqlite() {
+                super::$journey(Db::sqlite().await, "sqlite").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn on_postgresql() {
+                if let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await {
+                    super::$journey(Db::Server(db), "postgres").await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn on_mysql() {
+                if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
+                    super::$journey(Db::Server(db), "mysql").await;
+                }
+            }
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mentions_on_postgresql() {
-    if let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await {
-        mentions(Db::Server(db)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn mentions_on_mysql() {
-    if let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await {
-        mentions(Db::Server(db)).await;
-    }
-}
+on_every_engine!(matching, strength, types, copies, mentions);
