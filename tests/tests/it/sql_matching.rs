@@ -654,6 +654,147 @@ async fn mentions(db: Db, _engine: &str) {
     assert!(swept.hits.is_empty(), "{swept:?}");
 }
 
+/// A small company database with the traps of real ones, against an oracle of the rows
+/// that are the subject's: a household member sharing her phone, a homonym, a newsletter
+/// row without a foreign key storing the address in capitals, an invoice kept under the
+/// accounting obligation whose billing fields copy hers, her orders copying her phone,
+/// and another customer's ticket mentioning her. Locate returns exactly the oracle,
+/// access exports it (the mention apart, as an excerpt), erasure leaves only the kept
+/// invoice with its identifying fields masked and the other ticket with the mention
+/// replaced, and verify and sweep agree.
+async fn company(db: Db, _engine: &str) {
+    db.execute("
+        CREATE TABLE customers (id INTEGER PRIMARY KEY, email VARCHAR(200), phone VARCHAR(40), name VARCHAR(100));
+        CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id) ON DELETE CASCADE, shipping_phone VARCHAR(40));
+        CREATE TABLE invoices (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id) ON DELETE SET NULL, billing_email VARCHAR(200), billing_name VARCHAR(100), amount INTEGER);
+        CREATE TABLE newsletter (id INTEGER PRIMARY KEY, address VARCHAR(200));
+        CREATE TABLE tickets (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id) ON DELETE CASCADE, body VARCHAR(500));
+        INSERT INTO customers VALUES (1, 'jane.doe@example.com', '+33 6 12 34 56 78', 'Jane Doe');
+        INSERT INTO customers VALUES (2, 'paul.doe@example.com', '06 12 34 56 78', 'Paul Doe');
+        INSERT INTO customers VALUES (3, 'jane.doe2@example.com', '07 00 00 00 00', 'Jane Doe');
+        INSERT INTO orders VALUES (10, 1, '+33 6 12 34 56 78');
+        INSERT INTO orders VALUES (11, 1, '+33 6 12 34 56 78');
+        INSERT INTO orders VALUES (12, 2, '06 12 34 56 78');
+        INSERT INTO orders VALUES (13, 3, '07 00 00 00 00');
+        INSERT INTO invoices VALUES (20, 1, 'Jane.Doe@Example.com', 'Jane Doe', 100);
+        INSERT INTO invoices VALUES (21, 3, 'jane.doe2@example.com', 'Jane Doe', 50);
+        INSERT INTO newsletter VALUES (30, ' JANE.DOE@example.com');
+        INSERT INTO newsletter VALUES (31, 'paul.doe@example.com');
+        INSERT INTO tickets VALUES (40, 1, 'Where is my parcel?');
+        INSERT INTO tickets VALUES (41, 2, 'My wife jane.doe@example.com will pick it up');
+        INSERT INTO tickets VALUES (42, 3, 'Not the same Jane Doe')").await;
+    let dataset = json!({ "tables": [
+        { "name": "customers", "key": "id",
+          "identities": { "email": { "column": "email", "match": "email" },
+                          "phone": { "column": "phone", "match": "phone", "region": "FR" },
+                          "name": "name" },
+          "columns": { "email": "contact", "phone": "contact", "name": "identity" } },
+        { "name": "orders", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
+          "columns": { "shipping_phone": "contact" }, "copies": { "shipping_phone": "customers.phone" } },
+        { "name": "invoices", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
+          "identities": { "email": { "column": "billing_email", "match": "email" } },
+          "columns": { "billing_email": "contact", "billing_name": "identity", "amount": "billing" },
+          "erase": { "action": "retain",
+                     "legal_basis": "Art. 17(3)(b) GDPR: invoices are kept ten years (Code de commerce L123-22)",
+                     "columns": { "billing_email": "keyed-hash", "billing_name": "keyed-hash" } } },
+        { "name": "newsletter", "key": "id",
+          "identities": { "email": { "column": "address", "match": "email" } },
+          "columns": { "address": "contact" } },
+        { "name": "tickets", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
+          "columns": { "body": "communications" }, "mentions": ["body"] },
+    ]});
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&system(db.url(), dataset)).unwrap();
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("the dataset validates");
+    let jane = subject(&[
+        ("email", "Jane.Doe@example.com"),
+        ("phone", "06.12.34.56.78"),
+        ("name", "Jane Doe"),
+    ]);
+    let places = |records: &[(String, String)]| -> BTreeSet<(String, String)> {
+        records.iter().cloned().collect()
+    };
+    let oracle: BTreeSet<(String, String)> = [
+        ("customers", "1"),
+        ("orders", "10"),
+        ("orders", "11"),
+        ("invoices", "20"),
+        ("newsletter", "30"),
+        ("tickets", "40"),
+    ]
+    .map(|(c, k)| (c.to_owned(), k.to_owned()))
+    .into();
+    let mention = ("tickets".to_owned(), "41".to_owned());
+
+    let found = rt.locate(&plugin, &sys, &jane).await.unwrap();
+    let located: Vec<(String, String)> = found
+        .iter()
+        .map(|r| (r.collection.clone(), r.key.clone()))
+        .collect();
+    let mut expected = oracle.clone();
+    expected.insert(mention.clone());
+    assert_eq!(places(&located), expected, "{found:?}");
+
+    let mut exported = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = rt
+            .access(&plugin, &sys, &jane, cursor.take())
+            .await
+            .unwrap();
+        exported.extend(page.records);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let own: Vec<(String, String)> = exported
+        .iter()
+        .filter(|r| !r.collection.ends_with("(mentions of the subject)"))
+        .map(|r| (r.collection.clone(), r.key.clone()))
+        .collect();
+    assert_eq!(places(&own), oracle, "{exported:?}");
+    let quoted: Vec<&str> = exported
+        .iter()
+        .filter(|r| r.collection == "tickets (mentions of the subject)")
+        .map(|r| r.key.as_str())
+        .collect();
+    assert_eq!(quoted, ["41"]);
+
+    let erased = rt.erase(&plugin, &sys, &jane).await.unwrap();
+    let reported: Vec<(String, String)> = erased
+        .iter()
+        .map(|e| (e.collection.clone(), e.key.clone()))
+        .collect();
+    assert_eq!(places(&reported), expected, "{erased:?}");
+    assert_eq!(db.keys("customers").await, BTreeSet::from([2, 3]));
+    assert_eq!(db.keys("orders").await, BTreeSet::from([12, 13]));
+    assert_eq!(db.keys("invoices").await, BTreeSet::from([20, 21]));
+    assert_eq!(db.keys("newsletter").await, BTreeSet::from([31]));
+    assert_eq!(db.keys("tickets").await, BTreeSet::from([41, 42]));
+    let verified = rt.verify(&plugin, &sys, &jane, &found).await.unwrap();
+    for v in &verified {
+        match (v.collection.as_str(), v.key.as_str()) {
+            ("invoices", "20") => assert_eq!(
+                v.state,
+                oubli::runtime::RecordState::Holds(vec!["amount".into()]),
+                "kept under its legal basis, its identifying fields masked"
+            ),
+            ("tickets", "41") => assert_eq!(
+                v.state,
+                oubli::runtime::RecordState::Cleared(vec!["body".into()])
+            ),
+            _ => assert_eq!(v.state, oubli::runtime::RecordState::Gone, "{v:?}"),
+        }
+    }
+    let swept = rt.sweep(&plugin, &sys, &jane, 1000).await.unwrap();
+    assert!(swept.hits.is_empty(), "{swept:?}");
+    assert!(!swept.cut_short, "{swept:?}");
+}
+
 /// One test per engine for a journey `fn(Db, engine)`: SQLite always, PostgreSQL and
 /// MySQL/MariaDB when their URLs are set.
 macro_rules! on_every_engine {
@@ -683,4 +824,4 @@ macro_rules! on_every_engine {
     )*};
 }
 
-on_every_engine!(matching, strength, types, copies, mentions);
+on_every_engine!(matching, strength, types, copies, mentions, company);
