@@ -39,6 +39,9 @@ pub struct Dataset {
     /// must be cast to compare with it (`uuid`, `numeric`, an enum…).
     #[serde(skip)]
     key_casts: BTreeMap<String, String>,
+    /// On PostgreSQL, the tables whose key is an integer, compared with an integer.
+    #[serde(skip)]
+    integer_keys: std::collections::BTreeSet<String>,
 }
 
 fn default_weak() -> Vec<String> {
@@ -295,8 +298,49 @@ impl Dataset {
                     (!plain).then(|| (t.name.clone(), ty.to_owned()))
                 })
                 .collect();
+            dataset.integer_keys = dataset
+                .tables
+                .iter()
+                .filter(|t| {
+                    catalogue
+                        .column_type(&t.name, &t.key)
+                        .is_some_and(|ty| ty.contains("int"))
+                })
+                .map(|t| t.name.clone())
+                .collect();
         }
         Ok((dataset, catalogue))
+    }
+
+    /// The condition `key = <key>` for a key of `table` read back as text, and its
+    /// parameter: on PostgreSQL and MySQL compared as the key's own type, so that the
+    /// key's index serves it.
+    pub fn key_equals(&self, table: &Table, key: &str) -> (String, oubli_connector::sql::Value) {
+        use oubli_connector::sql::{self, Dialect, Value};
+        let column = sql::ident(&table.key);
+        // SQLite: a key column declared without a type may hold `5` or `'5'`, which only
+        // the text of both compares alike; a "gone" must not come from a type mismatch.
+        if matches!(sql::dialect(), Dialect::Sqlite) {
+            return (
+                format!("CAST({column} AS TEXT) = {}", sql::placeholder(1)),
+                Value::Text(key.to_owned()),
+            );
+        }
+        if self.integer_keys.contains(&table.name)
+            && let Ok(n) = key.parse::<i64>()
+        {
+            return (
+                format!("{column} = {}", sql::placeholder(1)),
+                Value::Integer(n),
+            );
+        }
+        (
+            format!(
+                "{column} = {}",
+                self.key_param(&table.name, &sql::placeholder(1))
+            ),
+            Value::Text(key.to_owned()),
+        )
     }
 
     /// The placeholder `placeholder` for a key of `table`, cast to the key's type where

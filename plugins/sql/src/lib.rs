@@ -391,7 +391,7 @@ fn mask_applied(table: &Table, key: &str, value: Option<&Value>, mask: Mask) -> 
 /// are anonymised or retained, holding the masked columns that do not hold what their
 /// mask makes of them, else cleared of them (anonymised) or holding its unmasked personal
 /// columns (retained, with its legal basis).
-fn read_back(table: &Table, key: &str) -> Result<RecordState> {
+fn read_back(dataset: &Dataset, table: &Table, key: &str) -> Result<RecordState> {
     let mut columns: Vec<&String> = table
         .identities
         .values()
@@ -410,15 +410,14 @@ fn read_back(table: &Table, key: &str) -> Result<RecordState> {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // By the key's own type, so that its index finds the row.
+    let (equals, value) = dataset.key_equals(table, key);
     let rows = sql::query(
         &format!(
-            "SELECT {list} FROM {table} WHERE CAST({key_column} AS {text}) = {p}",
+            "SELECT {list} FROM {table} WHERE {equals}",
             table = sql::ident(&table.name),
-            key_column = sql::ident(&table.key),
-            text = text_type(),
-            p = sql::placeholder(1)
         ),
-        vec![Value::Text(key.to_owned())],
+        vec![value],
     )?;
     let Some(row) = rows.rows.first() else {
         return Ok(RecordState::Gone);
@@ -859,7 +858,7 @@ impl Connector for SqlConnector {
                         Some(still) => RecordState::Holds(still),
                     }
                 } else {
-                    read_back(table, &r.key)?
+                    read_back(&dataset, table, &r.key)?
                 };
                 Ok(Verified {
                     collection: r.collection,
