@@ -677,8 +677,19 @@ impl Connector for SqlConnector {
                     reference = reference.matched_by(&test.kind, &test.column, how);
                 }
             }
-            if reference.matched.is_empty()
-                && let (Some(relation), Some(key)) = (&table.parent, &row.parent)
+            // Weak identities that matched confirm, but did not reach the row on their own
+            // unless enough kinds agree: then it was reached through its parent.
+            let mut weak: Vec<&str> = reference
+                .matched
+                .iter()
+                .filter(|m| dataset.is_weak(&m.kind))
+                .map(|m| m.kind.as_str())
+                .collect();
+            weak.sort();
+            weak.dedup();
+            let reached_by_itself = reference.matched.iter().any(|m| !dataset.is_weak(&m.kind))
+                || (dataset.weak_agreement > 0 && weak.len() >= dataset.weak_agreement);
+            if !reached_by_itself && let (Some(relation), Some(key)) = (&table.parent, &row.parent)
             {
                 reference = reference.through(format!("{}/{key}", relation.table));
             }

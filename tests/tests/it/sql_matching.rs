@@ -690,6 +690,7 @@ async fn company(db: Db, _engine: &str) {
                           "name": "name" },
           "columns": { "email": "contact", "phone": "contact", "name": "identity" } },
         { "name": "orders", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
+          "identities": { "phone": { "column": "shipping_phone", "match": "phone", "region": "FR" } },
           "columns": { "shipping_phone": "contact" }, "copies": { "shipping_phone": "customers.phone" } },
         { "name": "invoices", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
           "identities": { "email": { "column": "billing_email", "match": "email" } },
@@ -737,6 +738,11 @@ async fn company(db: Db, _engine: &str) {
     let mut expected = oracle.clone();
     expected.insert(mention.clone());
     assert_eq!(places(&located), expected, "{found:?}");
+    // Her order: her phone confirms it, but it was reached through her customer row
+    // (Paul's order, with the same phone, was not reached at all).
+    let order = found.iter().find(|r| r.key == "10").unwrap();
+    assert_eq!(order.via.as_deref(), Some("customers/1"), "{order:?}");
+    assert_eq!(order.matched[0].kind, "phone", "{order:?}");
 
     let mut exported = Vec::new();
     let mut cursor = None;
