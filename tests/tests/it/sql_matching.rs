@@ -65,6 +65,33 @@ impl Db {
     }
 }
 
+/// The (collection, key) of each record.
+fn places_of<'a>(
+    records: impl Iterator<Item = (&'a String, &'a String)>,
+) -> BTreeSet<(String, String)> {
+    records.map(|(c, k)| (c.clone(), k.clone())).collect()
+}
+
+/// Every page of the subject's export.
+async fn export_all(
+    rt: &std::sync::Arc<oubli::runtime::Runtime>,
+    plugin: &std::sync::Arc<oubli::runtime::Plugin>,
+    sys: &std::sync::Arc<oubli::runtime::Grant>,
+    who: &oubli::runtime::Subject,
+) -> Vec<oubli::runtime::PersonalRecord> {
+    let mut exported = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = rt.access(plugin, sys, who, cursor.take()).await.unwrap();
+        exported.extend(page.records);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    exported
+}
+
 const SCHEMA: &str = "
 CREATE TABLE customers (id INTEGER PRIMARY KEY, email VARCHAR(200), phone VARCHAR(40), name VARCHAR(100));
 CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, total INTEGER);
@@ -128,10 +155,7 @@ async fn matching(db: Db, _engine: &str) {
     // her newsletter subscription stored in capitals; not the look-alike addresses.
     let who = subject(&[("email", " Jane.Doe@Example.COM")]);
     let found = rt.locate(&plugin, &sys, &who).await.unwrap();
-    let places: BTreeSet<(String, String)> = found
-        .iter()
-        .map(|r| (r.collection.clone(), r.key.clone()))
-        .collect();
+    let places = places_of(found.iter().map(|r| (&r.collection, &r.key)));
     let expected: BTreeSet<(String, String)> =
         [("customers", "1"), ("orders", "10"), ("newsletter", "20")]
             .map(|(c, k)| (c.to_owned(), k.to_owned()))
@@ -244,10 +268,7 @@ async fn strength(db: Db, _engine: &str) {
         ("phone", "+33 6 12 34 56 78"),
     ]);
     let found = rt.locate(&plugin, &sys, &both).await.unwrap();
-    let places: BTreeSet<(String, String)> = found
-        .iter()
-        .map(|r| (r.collection.clone(), r.key.clone()))
-        .collect();
+    let places = places_of(found.iter().map(|r| (&r.collection, &r.key)));
     let expected: BTreeSet<(String, String)> =
         [("customers", "1"), ("orders", "10"), ("newsletter", "20")]
             .map(|(c, k)| (c.to_owned(), k.to_owned()))
@@ -482,11 +503,7 @@ async fn copies(db: Db, _engine: &str) {
         value: "\"0699999999\"".into(),
     };
     let rectified = rt.rectify(&plugin, &sys, &who, &[change]).await.unwrap();
-    let places: BTreeSet<(String, String)> = rectified
-        .changed
-        .iter()
-        .map(|r| (r.collection.clone(), r.key.clone()))
-        .collect();
+    let places = places_of(rectified.changed.iter().map(|r| (&r.collection, &r.key)));
     assert_eq!(
         places,
         BTreeSet::from([
@@ -578,10 +595,7 @@ async fn mentions(db: Db, _engine: &str) {
         .expect("the dataset validates");
     let who = subject(&[("email", "jane@example.com")]);
     let found = rt.locate(&plugin, &sys, &who).await.unwrap();
-    let places: BTreeSet<(String, String)> = found
-        .iter()
-        .map(|r| (r.collection.clone(), r.key.clone()))
-        .collect();
+    let places = places_of(found.iter().map(|r| (&r.collection, &r.key)));
     assert_eq!(
         places,
         BTreeSet::from([
@@ -594,16 +608,7 @@ async fn mentions(db: Db, _engine: &str) {
     let mention = found.iter().find(|r| r.key == "2").unwrap();
     assert_eq!(mention.matched[0].field, "body");
 
-    let mut exported = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = rt.access(&plugin, &sys, &who, cursor.take()).await.unwrap();
-        exported.extend(page.records);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let exported = export_all(&rt, &plugin, &sys, &who).await;
     let quoted = exported
         .iter()
         .find(|r| r.collection == "tickets (mentions of the subject)")
@@ -715,9 +720,6 @@ async fn company(db: Db, _engine: &str) {
         ("phone", "06.12.34.56.78"),
         ("name", "Jane Doe"),
     ]);
-    let places = |records: &[(String, String)]| -> BTreeSet<(String, String)> {
-        records.iter().cloned().collect()
-    };
     let oracle: BTreeSet<(String, String)> = [
         ("customers", "1"),
         ("orders", "10"),
@@ -731,38 +733,27 @@ async fn company(db: Db, _engine: &str) {
     let mention = ("tickets".to_owned(), "41".to_owned());
 
     let found = rt.locate(&plugin, &sys, &jane).await.unwrap();
-    let located: Vec<(String, String)> = found
-        .iter()
-        .map(|r| (r.collection.clone(), r.key.clone()))
-        .collect();
     let mut expected = oracle.clone();
     expected.insert(mention.clone());
-    assert_eq!(places(&located), expected, "{found:?}");
+    assert_eq!(
+        places_of(found.iter().map(|r| (&r.collection, &r.key))),
+        expected,
+        "{found:?}"
+    );
     // Her order: her phone confirms it, but it was reached through her customer row
     // (Paul's order, with the same phone, was not reached at all).
     let order = found.iter().find(|r| r.key == "10").unwrap();
     assert_eq!(order.via.as_deref(), Some("customers/1"), "{order:?}");
     assert_eq!(order.matched[0].kind, "phone", "{order:?}");
 
-    let mut exported = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = rt
-            .access(&plugin, &sys, &jane, cursor.take())
-            .await
-            .unwrap();
-        exported.extend(page.records);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    let own: Vec<(String, String)> = exported
-        .iter()
-        .filter(|r| !r.collection.ends_with("(mentions of the subject)"))
-        .map(|r| (r.collection.clone(), r.key.clone()))
-        .collect();
-    assert_eq!(places(&own), oracle, "{exported:?}");
+    let exported = export_all(&rt, &plugin, &sys, &jane).await;
+    let own = places_of(
+        exported
+            .iter()
+            .filter(|r| !r.collection.ends_with("(mentions of the subject)"))
+            .map(|r| (&r.collection, &r.key)),
+    );
+    assert_eq!(own, oracle, "{exported:?}");
     let quoted: Vec<&str> = exported
         .iter()
         .filter(|r| r.collection == "tickets (mentions of the subject)")
@@ -771,11 +762,11 @@ async fn company(db: Db, _engine: &str) {
     assert_eq!(quoted, ["41"]);
 
     let erased = rt.erase(&plugin, &sys, &jane).await.unwrap();
-    let reported: Vec<(String, String)> = erased
-        .iter()
-        .map(|e| (e.collection.clone(), e.key.clone()))
-        .collect();
-    assert_eq!(places(&reported), expected, "{erased:?}");
+    assert_eq!(
+        places_of(erased.iter().map(|e| (&e.collection, &e.key))),
+        expected,
+        "{erased:?}"
+    );
     assert_eq!(db.keys("customers").await, BTreeSet::from([2, 3]));
     assert_eq!(db.keys("orders").await, BTreeSet::from([12, 13]));
     assert_eq!(db.keys("invoices").await, BTreeSet::from([20, 21]));
