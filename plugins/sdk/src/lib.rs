@@ -541,6 +541,24 @@ pub mod sql {
         host::database_dialect()
     }
 
+    /// The type a value is cast to, to compare it as text, in this system's dialect
+    /// (`CAST(x AS TEXT)`; MySQL's `CHAR`).
+    pub fn text_type() -> &'static str {
+        match dialect() {
+            Dialect::Mysql => "CHAR",
+            Dialect::Sqlite | Dialect::Postgres => "TEXT",
+        }
+    }
+
+    /// The function that finds a substring (`instr(text, part)`; PostgreSQL's `strpos`),
+    /// greater than 0 when it is found.
+    pub fn find_function() -> &'static str {
+        match dialect() {
+            Dialect::Postgres => "strpos",
+            Dialect::Sqlite | Dialect::Mysql => "instr",
+        }
+    }
+
     /// The placeholder for the `n`-th parameter (1-based) in this system's dialect.
     pub fn placeholder(n: usize) -> String {
         match dialect() {
@@ -645,10 +663,7 @@ pub mod sql {
         key: &str,
         personal: &[&str],
     ) -> Result<crate::RecordState> {
-        let text = match dialect() {
-            Dialect::Mysql => "CHAR",
-            Dialect::Sqlite | Dialect::Postgres => "TEXT",
-        };
+        let text = text_type();
         let list = if personal.is_empty() {
             "1".to_owned()
         } else {

@@ -396,6 +396,13 @@ impl Dataset {
         }
     }
 
+    /// Whether these weak kinds, each counted once, are enough to reach a row without a
+    /// strong identity (`weak_agreement`).
+    pub fn weak_kinds_agree<'a>(&self, kinds: impl Iterator<Item = &'a str>) -> bool {
+        let distinct: std::collections::BTreeSet<&str> = kinds.collect();
+        self.weak_agreement > 0 && distinct.len() >= self.weak_agreement
+    }
+
     /// Whether identities of `kind` are weak (see [`Dataset::weak_identities`]).
     pub fn is_weak(&self, kind: &str) -> bool {
         self.weak_identities.iter().any(|k| k == kind)

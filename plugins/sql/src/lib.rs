@@ -154,7 +154,7 @@ fn condition(
     // the tests grouped by kind keep the order they were numbered and written in.)
     let mut kinds: Vec<&str> = weak.iter().map(|t| t.kind.as_str()).collect();
     kinds.dedup();
-    if dataset.weak_agreement > 0 && kinds.len() >= dataset.weak_agreement {
+    if dataset.weak_kinds_agree(kinds.iter().copied()) {
         let sum: Vec<String> = kinds
             .iter()
             .map(|kind| {
@@ -335,7 +335,7 @@ fn check_mapped(dataset: &Dataset, subject: &Subject) -> Result<()> {
         .collect();
     weak.sort();
     weak.dedup();
-    if strong || (dataset.weak_agreement > 0 && weak.len() >= dataset.weak_agreement) {
+    if strong || dataset.weak_kinds_agree(weak.iter().copied()) {
         return Ok(());
     }
     // Weak identities alone (a phone number) could be someone else's: they reach no row,
@@ -361,14 +361,6 @@ fn check_mapped(dataset: &Dataset, subject: &Subject) -> Result<()> {
 const MIN_SWEEP_CHARS: usize = 5;
 /// The most rows one sweep statement reads; more, and the sweep says it was cut short.
 const SWEEP_ROWS: u32 = 1_000;
-
-/// The type keys are cast to, to compare them as text.
-fn text_type() -> &'static str {
-    match sql::dialect() {
-        sql::Dialect::Mysql => "CHAR",
-        sql::Dialect::Sqlite | sql::Dialect::Postgres => "TEXT",
-    }
-}
 
 /// Whether `value`, read back from the row with `key`, is what `mask` makes of a column
 /// (see [`masked`]).
@@ -469,7 +461,7 @@ struct Located {
 }
 
 fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<Located>> {
-    let text = text_type();
+    let text = sql::text_type();
     let mut branches = Vec::new();
     let mut params = Vec::new();
     for (i, table) in dataset.tables.iter().enumerate() {
@@ -679,16 +671,14 @@ impl Connector for SqlConnector {
             }
             // Weak identities that matched confirm, but did not reach the row on their own
             // unless enough kinds agree: then it was reached through its parent.
-            let mut weak: Vec<&str> = reference
-                .matched
-                .iter()
-                .filter(|m| dataset.is_weak(&m.kind))
-                .map(|m| m.kind.as_str())
-                .collect();
-            weak.sort();
-            weak.dedup();
             let reached_by_itself = reference.matched.iter().any(|m| !dataset.is_weak(&m.kind))
-                || (dataset.weak_agreement > 0 && weak.len() >= dataset.weak_agreement);
+                || dataset.weak_kinds_agree(
+                    reference
+                        .matched
+                        .iter()
+                        .filter(|m| dataset.is_weak(&m.kind))
+                        .map(|m| m.kind.as_str()),
+                );
             if !reached_by_itself && let (Some(relation), Some(key)) = (&table.parent, &row.parent)
             {
                 reference = reference.through(format!("{}/{key}", relation.table));
@@ -934,10 +924,7 @@ impl Connector for SqlConnector {
         if values.is_empty() {
             return Ok(report);
         }
-        let find = match sql::dialect() {
-            sql::Dialect::Postgres => "strpos",
-            sql::Dialect::Sqlite | sql::Dialect::Mysql => "instr",
-        };
+        let find = sql::find_function();
         'tables: for (table, columns) in catalogue.text_columns() {
             let key = match (dataset.table(table), sql::dialect()) {
                 (Some(t), _) => sql::ident(&t.key),
@@ -955,7 +942,7 @@ impl Connector for SqlConnector {
                 spent += 1;
                 let casts: Vec<String> = columns
                     .iter()
-                    .map(|c| format!("CAST({} AS {})", sql::ident(c), text_type()))
+                    .map(|c| format!("CAST({} AS {})", sql::ident(c), sql::text_type()))
                     .collect();
                 let tests: Vec<String> = casts
                     .iter()
@@ -966,7 +953,7 @@ impl Connector for SqlConnector {
                     .collect();
                 let statement = format!(
                     "SELECT CAST({key} AS {text}), {casts} FROM {table} WHERE {tests} LIMIT {SWEEP_ROWS}",
-                    text = text_type(),
+                    text = sql::text_type(),
                     casts = casts.join(", "),
                     table = sql::ident(table),
                     tests = tests.join(" OR "),

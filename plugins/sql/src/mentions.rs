@@ -50,14 +50,7 @@ pub fn find(dataset: &Dataset, subject: &Subject) -> Result<Vec<Mention>> {
     if values.is_empty() {
         return Ok(out);
     }
-    let find = match sql::dialect() {
-        sql::Dialect::Postgres => "strpos",
-        sql::Dialect::Sqlite | sql::Dialect::Mysql => "instr",
-    };
-    let text = match sql::dialect() {
-        sql::Dialect::Mysql => "CHAR",
-        sql::Dialect::Sqlite | sql::Dialect::Postgres => "TEXT",
-    };
+    let (find, text) = (sql::find_function(), sql::text_type());
     for (index, table) in dataset.tables.iter().enumerate() {
         if table.mentions.is_empty() {
             continue;
@@ -217,20 +210,15 @@ pub fn still_named(
     key: &str,
     subject: &Subject,
 ) -> Result<Option<Vec<String>>> {
-    let text = match sql::dialect() {
-        sql::Dialect::Mysql => "CHAR",
-        sql::Dialect::Sqlite | sql::Dialect::Postgres => "TEXT",
-    };
     let list: Vec<String> = table.mentions.iter().map(|c| sql::ident(c)).collect();
+    let (equals, value) = dataset.key_equals(table, key);
     let rows = sql::query(
         &format!(
-            "SELECT {} FROM {} WHERE CAST({} AS {text}) = {}",
+            "SELECT {} FROM {} WHERE {equals}",
             list.join(", "),
             sql::ident(&table.name),
-            sql::ident(&table.key),
-            sql::placeholder(1)
         ),
-        vec![Value::Text(key.to_owned())],
+        vec![value],
     )?;
     let Some(row) = rows.rows.first() else {
         return Ok(None);

@@ -72,6 +72,25 @@ fn places_of<'a>(
     records.map(|(c, k)| (c.clone(), k.clone())).collect()
 }
 
+/// The SQL connector loaded and the system with `dataset` on `url` prepared and
+/// validated.
+async fn connected(
+    url: &str,
+    dataset: Value,
+) -> (
+    std::sync::Arc<oubli::runtime::Runtime>,
+    std::sync::Arc<oubli::runtime::Plugin>,
+    std::sync::Arc<oubli::runtime::Grant>,
+) {
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&system(url, dataset)).unwrap();
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("the dataset validates");
+    (rt, plugin, sys)
+}
+
 /// Every page of the subject's export.
 async fn export_all(
     rt: &std::sync::Arc<oubli::runtime::Runtime>,
@@ -139,17 +158,11 @@ fn system(url: &str, dataset: Value) -> SystemConfig {
 
 async fn matching(db: Db, _engine: &str) {
     db.execute(SCHEMA).await;
-    let rt = runtime();
-    let plugin = load(&rt, "oubli_sql");
-    let sys = rt
-        .prepare(&system(
-            db.url(),
-            dataset(json!({ "column": "address", "match": "email" })),
-        ))
-        .unwrap();
-    rt.validate(&plugin, &sys)
-        .await
-        .expect("the dataset validates");
+    let (rt, plugin, sys) = connected(
+        db.url(),
+        dataset(json!({ "column": "address", "match": "email" })),
+    )
+    .await;
 
     // Typed in another case, with spaces: the customer, her order (through her row) and
     // her newsletter subscription stored in capitals; not the look-alike addresses.
@@ -490,12 +503,7 @@ async fn copies(db: Db, _engine: &str) {
           "copies": { "billing_phone": "customers.phone" },
           "erase": { "action": "retain", "legal_basis": "Art. 17(3)(b) GDPR: invoices are kept ten years" } },
     ]});
-    let rt = runtime();
-    let plugin = load(&rt, "oubli_sql");
-    let sys = rt.prepare(&system(db.url(), dataset.clone())).unwrap();
-    rt.validate(&plugin, &sys)
-        .await
-        .expect("the dataset validates");
+    let (rt, plugin, sys) = connected(db.url(), dataset.clone()).await;
     let who = subject(&[("email", "jane@example.com")]);
     let change = oubli::runtime::Change {
         collection: Some("customers".into()),
@@ -587,12 +595,7 @@ async fn mentions(db: Db, _engine: &str) {
         { "name": "tickets", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
           "columns": { "body": "communications" }, "mentions": ["body"] },
     ]});
-    let rt = runtime();
-    let plugin = load(&rt, "oubli_sql");
-    let sys = rt.prepare(&system(db.url(), dataset)).unwrap();
-    rt.validate(&plugin, &sys)
-        .await
-        .expect("the dataset validates");
+    let (rt, plugin, sys) = connected(db.url(), dataset).await;
     let who = subject(&[("email", "jane@example.com")]);
     let found = rt.locate(&plugin, &sys, &who).await.unwrap();
     let places = places_of(found.iter().map(|r| (&r.collection, &r.key)));
@@ -709,12 +712,7 @@ async fn company(db: Db, _engine: &str) {
         { "name": "tickets", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
           "columns": { "body": "communications" }, "mentions": ["body"] },
     ]});
-    let rt = runtime();
-    let plugin = load(&rt, "oubli_sql");
-    let sys = rt.prepare(&system(db.url(), dataset)).unwrap();
-    rt.validate(&plugin, &sys)
-        .await
-        .expect("the dataset validates");
+    let (rt, plugin, sys) = connected(db.url(), dataset).await;
     let jane = subject(&[
         ("email", "Jane.Doe@example.com"),
         ("phone", "06.12.34.56.78"),
