@@ -786,14 +786,7 @@ async fn finisher(app: Arc<App>, owner: String, mut reports: mpsc::Receiver<Repo
             }
         }
         let runs: Vec<Finished> = batch.iter().map(|(run, _)| run.clone()).collect();
-        match crate::request::lifecycle::finish_many(
-            &app.store,
-            &owner,
-            &runs,
-            &app.config.base_url(),
-        )
-        .await
-        {
+        match crate::request::lifecycle::finish_many(&app.store, &owner, &runs).await {
             Ok(recorded) => {
                 for ((_, reply), recorded) in batch.into_iter().zip(recorded) {
                     let _ = reply.send(recorded);

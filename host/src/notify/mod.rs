@@ -59,12 +59,21 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Resul
     ))
 }
 
-/// The address of a request in the API, as webhooks link to it.
-pub fn request_url(base_url: &str, request_id: &str) -> String {
-    format!(
-        "{}/v1/requests/{request_id}",
-        base_url.trim_end_matches('/')
-    )
+/// `body` with `data.url`, the request's address in the API (under `base_url`), added
+/// when the event is about a request: links are made when sent, where the configuration
+/// is, not where the event is queued.
+fn with_request_url(body: &str, base_url: &str) -> String {
+    let Ok(mut payload) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.to_owned();
+    };
+    let Some(id) = payload["data"]["request_id"].as_str().map(str::to_owned) else {
+        return body.to_owned();
+    };
+    if payload["data"]["url"].is_null() {
+        payload["data"]["url"] =
+            format!("{}/v1/requests/{id}", base_url.trim_end_matches('/')).into();
+    }
+    payload.to_string()
 }
 
 /// Queues an event for a controller known to have a webhook URL.
@@ -201,7 +210,7 @@ pub async fn send_due(
                 .await?;
         due.push((
             delivery.id,
-            delivery.payload,
+            with_request_url(&delivery.payload, &config.base_url()),
             delivery.attempts,
             url.unwrap_or_default(),
             secret,

@@ -23,8 +23,6 @@ pub struct Submission {
     pub webhook: bool,
     /// Approve at once (the controller approves its own DPO's requests automatically).
     pub auto_approve: bool,
-    /// The API's base URL, for the link in the webhook.
-    pub base_url: String,
     /// Attempts of each task, for an auto-approved request.
     pub max_attempts: u32,
 }
@@ -129,8 +127,7 @@ async fn write(
         let mut request =
             requests::insert(&mut tx, sealer, &mut chain, new, &submission.actor).await?;
         if submission.webhook {
-            let url = crate::notify::request_url(&submission.base_url, &request.id);
-            let data = json!({ "request_id": request.id, "kind": request.kind, "due_at": request.due_at, "external_ref": request.external_ref, "url": url });
+            let data = json!({ "request_id": request.id, "kind": request.kind, "due_at": request.due_at, "external_ref": request.external_ref });
             crate::notify::insert(
                 &mut tx,
                 &request.controller_id,
@@ -146,7 +143,6 @@ async fn write(
                 &request.stage(),
                 "policy:auto-approve",
                 submission.max_attempts,
-                &submission.base_url,
             )
             .await?
             .map_err(anyhow::Error::msg)?;

@@ -201,7 +201,6 @@ pub async fn retry(
     tx: &mut Tx<'_>,
     id: &str,
     actor: &str,
-    base_url: &str,
 ) -> anyhow::Result<Option<Result<(), Refusal>>> {
     let Some(taken) = take(tx, id, Transition::Retry, actor, serde_json::json!({})).await? else {
         return Ok(None);
@@ -209,7 +208,7 @@ pub async fn retry(
     // Nothing to run again (a rectification failed because a change was applied
     // nowhere): the request settles at once instead of waiting for tasks that never come.
     if taken.is_ok() && queue::requeue_failed(tx, id).await? == 0 {
-        settle(tx, id, actor, base_url).await?;
+        settle(tx, id, actor).await?;
     }
     Ok(Some(taken.map(drop)))
 }
@@ -274,12 +273,7 @@ pub async fn claim_many(
 
 /// Completes or fails a running request whose tasks are all done. Returns whether it
 /// did (and so appended to the audit trail).
-pub async fn settle(
-    tx: &mut Tx<'_>,
-    request_id: &str,
-    actor: &str,
-    base_url: &str,
-) -> anyhow::Result<bool> {
+pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<bool> {
     let (open, failed) = queue::open_and_failed(tx, request_id).await?;
     if open > 0 {
         return Ok(false);
@@ -328,7 +322,7 @@ pub async fn settle(
     }
     let settled = transition(tx, &request, step, actor, details).await?;
     if settled.is_ok() {
-        announce(tx, request_id, base_url).await?;
+        announce(tx, request_id).await?;
     }
     Ok(appended || settled.is_ok())
 }
@@ -336,7 +330,7 @@ pub async fn settle(
 /// Queues the webhook that tells the controller how a request ended (`request.completed`
 /// or `request.failed`), with what was found and the status detail, when the controller
 /// has a webhook URL.
-async fn announce(tx: &mut Tx<'_>, request_id: &str, base_url: &str) -> anyhow::Result<()> {
+async fn announce(tx: &mut Tx<'_>, request_id: &str) -> anyhow::Result<()> {
     let Some(settled) = super::rows::settled_in(tx, request_id).await? else {
         return Ok(());
     };
@@ -352,9 +346,11 @@ async fn announce(tx: &mut Tx<'_>, request_id: &str, base_url: &str) -> anyhow::
         "kind": settled.kind,
         "status": settled.status,
         "records_found": settled.records_found,
-        "nothing_found": settled.nothing_found,
+        // Known only when every system ran (a completed request) and counted.
+        "nothing_found": (settled.status == Status::Completed)
+            .then_some(settled.records_found.map(|n| n == 0))
+            .flatten(),
         "status_detail": settled.status_detail,
-        "url": crate::notify::request_url(base_url, request_id),
     });
     crate::notify::insert(tx, &settled.controller_id, request_id, event, data).await?;
     Ok(())
@@ -371,7 +367,6 @@ pub async fn approve(
     request: &Stage,
     actor: &str,
     max_attempts: u32,
-    base_url: &str,
 ) -> anyhow::Result<Result<u64, Refusal>> {
     if let Err(reason) = transition(
         tx,
@@ -386,7 +381,7 @@ pub async fn approve(
     }
     let tasks = queue::enqueue(tx, &request.id, &request.controller_id, max_attempts).await?;
     if tasks == 0 {
-        settle_empty(tx, &request.id, actor, base_url).await?;
+        settle_empty(tx, &request.id, actor).await?;
     }
     Ok(Ok(tasks))
 }
@@ -395,12 +390,7 @@ pub async fn approve(
 ///
 /// # Errors
 /// When the database fails.
-pub async fn settle_empty(
-    tx: &mut Tx<'_>,
-    request_id: &str,
-    actor: &str,
-    base_url: &str,
-) -> anyhow::Result<()> {
+pub async fn settle_empty(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<()> {
     if let Some(request) = stage_in(tx, request_id).await?
         && request.status == Status::Approved
     {
@@ -413,7 +403,7 @@ pub async fn settle_empty(
         )
         .await?
         .ok();
-        settle(tx, request_id, actor, base_url).await?;
+        settle(tx, request_id, actor).await?;
     }
     Ok(())
 }
@@ -428,11 +418,10 @@ pub async fn finish_many(
     store: &Store,
     owner: &str,
     runs: &[Finished],
-    base_url: &str,
 ) -> anyhow::Result<Vec<bool>> {
     let mut tries = 0;
     loop {
-        match finish_once(store, owner, runs, base_url).await {
+        match finish_once(store, owner, runs).await {
             Err(e) if crate::store::is_transient(&e) && tries < queue::TRANSIENT_RETRIES => {
                 tries += 1
             }
@@ -441,12 +430,7 @@ pub async fn finish_many(
     }
 }
 
-async fn finish_once(
-    store: &Store,
-    owner: &str,
-    runs: &[Finished],
-    base_url: &str,
-) -> anyhow::Result<Vec<bool>> {
+async fn finish_once(store: &Store, owner: &str, runs: &[Finished]) -> anyhow::Result<Vec<bool>> {
     let actor = format!("worker:{owner}");
     let mut conn = store.relaxed().await?;
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -454,7 +438,7 @@ async fn finish_once(
     let mut recorded = Vec::with_capacity(runs.len());
     for run in runs {
         let kept = queue::record(&mut tx, &mut chain, &actor, run).await?;
-        if kept && settle(&mut tx, &run.task.request_id, &actor, base_url).await? {
+        if kept && settle(&mut tx, &run.task.request_id, &actor).await? {
             chain = audit::Chain::load(&mut tx).await?;
         }
         recorded.push(kept);
@@ -473,7 +457,6 @@ pub async fn finish(
     task: &Claimed,
     outcome: RunOutcome,
     backoff: Duration,
-    base_url: &str,
 ) -> anyhow::Result<bool> {
     let run = Finished {
         task: task.clone(),
@@ -481,10 +464,8 @@ pub async fn finish(
         backoff,
         paged: false,
     };
-    Ok(
-        finish_many(store, owner, std::slice::from_ref(&run), base_url)
-            .await?
-            .pop()
-            .unwrap_or(false),
-    )
+    Ok(finish_many(store, owner, std::slice::from_ref(&run))
+        .await?
+        .pop()
+        .unwrap_or(false))
 }

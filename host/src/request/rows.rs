@@ -397,9 +397,6 @@ pub struct Settled {
     /// Whether the controller has a webhook URL.
     pub webhook: bool,
     pub records_found: Option<u64>,
-    /// `Some(true)` only for a completed request every system of which ran and found
-    /// nothing; `None` when that is not known (a system failed, or counts predate it).
-    pub nothing_found: Option<bool>,
     pub status_detail: Option<String>,
 }
 
@@ -434,9 +431,6 @@ pub async fn settled_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Sett
             controller_id: row.controller_id,
             webhook: row.webhook_url.is_some(),
             records_found: row.records_found.map(|n| n.max(0) as u64),
-            nothing_found: (status == Status::Completed && row.tasks_without_result == 0)
-                .then_some(row.records_found.map(|n| n == 0))
-                .flatten(),
             status_detail: status_detail(kind, status, row.records_found, row.tasks_without_result),
         })
     })

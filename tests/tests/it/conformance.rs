@@ -119,7 +119,6 @@ async fn succeed(store: &Store, owner: &str, task: &queue::Claimed) -> bool {
             unapplied: None,
         },
         Duration::ZERO,
-        "http://oubli.test",
     )
     .await
     .unwrap()
@@ -162,7 +161,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         .await
         .unwrap();
     assert_eq!(
-        lifecycle::approve(&mut tx, &request.stage(), "test", 2, "http://oubli.test")
+        lifecycle::approve(&mut tx, &request.stage(), "test", 2)
             .await
             .unwrap(),
         Ok(1)
@@ -201,7 +200,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         retryable: true,
     };
     assert!(
-        lifecycle::finish(store, "b", &b, failure, Duration::ZERO, "http://oubli.test")
+        lifecycle::finish(store, "b", &b, failure, Duration::ZERO)
             .await
             .unwrap()
     );
@@ -256,7 +255,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     let second = requests::insert(&mut tx, &fixture.keys.sealer, &mut chain, &new, "test")
         .await
         .unwrap();
-    lifecycle::approve(&mut tx, &second.stage(), "test", 2, "http://oubli.test")
+    lifecycle::approve(&mut tx, &second.stage(), "test", 2)
         .await
         .unwrap()
         .unwrap();
@@ -306,9 +305,7 @@ async fn finish_paged(
         backoff: Duration::ZERO,
         paged: true,
     };
-    lifecycle::finish_many(store, owner, &[run], "http://oubli.test")
-        .await
-        .unwrap()[0]
+    lifecycle::finish_many(store, owner, &[run]).await.unwrap()[0]
 }
 
 async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Backend) {
@@ -322,7 +319,7 @@ async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Back
     let request = requests::insert(&mut tx, sealer, &mut chain, &erasure(&owner_id, 1), "test")
         .await
         .unwrap();
-    lifecycle::approve(&mut tx, &request.stage(), "test", 3, "http://oubli.test")
+    lifecycle::approve(&mut tx, &request.stage(), "test", 3)
         .await
         .unwrap()
         .unwrap();
@@ -417,7 +414,7 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
         )
         .await
         .unwrap();
-        lifecycle::approve(&mut tx, &request.stage(), "test", 3, "http://oubli.test")
+        lifecycle::approve(&mut tx, &request.stage(), "test", 3)
             .await
             .unwrap()
             .unwrap();

@@ -150,7 +150,6 @@ pub async fn create(
         actor: caller.actor(),
         webhook: found.webhook_url.is_some(),
         auto_approve,
-        base_url: app.config.base_url(),
         max_attempts: app.config.max_attempts,
     };
     let webhook = submission.webhook;

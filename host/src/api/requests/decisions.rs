@@ -87,15 +87,9 @@ pub async fn approve(
     let current = requests::stage_in(&mut tx, &id)
         .await?
         .unwrap_or_else(|| request.stage());
-    lifecycle::approve(
-        &mut tx,
-        &current,
-        &caller.actor(),
-        app.config.max_attempts,
-        &app.config.base_url(),
-    )
-    .await?
-    .map_err(ApiError::from)?;
+    lifecycle::approve(&mut tx, &current, &caller.actor(), app.config.max_attempts)
+        .await?
+        .map_err(ApiError::from)?;
     tx.commit().await?;
     app.tasks_ready.notify_waiters();
     reread(&app, &id).await
@@ -138,10 +132,7 @@ pub async fn retry(
     require(&caller, &[Role::Dpo, Role::Admin])?;
     visible(&app, &caller, &id).await?;
     let mut tx = app.store.begin().await?;
-    taken(
-        lifecycle::retry(&mut tx, &id, &caller.actor(), &app.config.base_url()).await?,
-        &id,
-    )?;
+    taken(lifecycle::retry(&mut tx, &id, &caller.actor()).await?, &id)?;
     tx.commit().await?;
     app.tasks_ready.notify_waiters();
     reread(&app, &id).await

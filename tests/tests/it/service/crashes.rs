@@ -243,6 +243,27 @@ async fn a_crash_between_an_erasure_and_its_record_reruns_and_certifies_honestly
     assert_eq!(sweep["covered"].as_array().unwrap().len(), 4, "{sweep}");
     assert_eq!(sweep["found_outside_retained_records"], 0, "{sweep}");
     assert_eq!(sweep["cut_short"], false, "{sweep}");
+    // The printable certificate says what the read-back found, in its own words, and
+    // which fields the kept orders had masked.
+    let page = service
+        .http
+        .get(format!("{}/v1/requests/{id}/certificate.html", service.url))
+        .bearer_auth(&service.demo.dpo)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("{} read back gone", read_back["gone"]))
+            && page.contains(&format!(
+                "{} read back kept under their legal basis",
+                read_back["retained"]
+            ))
+            && page.contains("shipping_name"),
+        "{page}"
+    );
 }
 
 /// Removes the data key files of a stopped service; returns how many there were.
