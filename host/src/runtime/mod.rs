@@ -874,10 +874,11 @@ impl Runtime {
     }
 
     /// Reads the given records back by their key (contract 0.2), after an erasure. Every
-    /// record given must be answered for.
+    /// record given must be answered for, once, and no other.
     ///
     /// # Errors
-    /// A [`RuntimeError`]; a reply that leaves a record out is a failure.
+    /// A [`RuntimeError`]; a reply that leaves a record out, answers one twice or
+    /// answers for one not given is a failure.
     pub async fn verify(
         self: &Arc<Self>,
         plugin: &Arc<Plugin>,
@@ -890,14 +891,28 @@ impl Runtime {
         else {
             unreachable!("verify replies with record states")
         };
-        let answered: std::collections::BTreeSet<(&str, &str)> = verified
+        // One answer per record given: none about another, none twice, none missing.
+        let asked: std::collections::BTreeSet<(&str, &str)> = records
             .iter()
-            .map(|v| (v.collection.as_str(), v.key.as_str()))
+            .map(|r| (r.collection.as_str(), r.key.as_str()))
             .collect();
-        let missing = records
-            .iter()
-            .filter(|r| !answered.contains(&(r.collection.as_str(), r.key.as_str())))
-            .count();
+        let mut answered = std::collections::BTreeSet::new();
+        for v in &verified {
+            let place = (v.collection.as_str(), v.key.as_str());
+            if !asked.contains(&place) {
+                return Err(RuntimeError::Failed(format!(
+                    "the plugin's verify answered for a record of {} it was not asked about",
+                    v.collection
+                )));
+            }
+            if !answered.insert(place) {
+                return Err(RuntimeError::Failed(format!(
+                    "the plugin's verify answered twice for a record of {}",
+                    v.collection
+                )));
+            }
+        }
+        let missing = asked.len() - answered.len();
         if missing > 0 {
             return Err(RuntimeError::Failed(format!(
                 "the plugin's verify left {missing} of the {} records it was given unanswered",

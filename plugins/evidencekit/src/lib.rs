@@ -6,7 +6,8 @@
 //! - `erase` deletes them, or, when the subject's `behaviour` identity is `lie` or
 //!   `lie-cleared`, only hides them and still reports them deleted;
 //! - `verify` reads each person back by id: gone, or still holding `email` (said to be
-//!   cleared of it under `lie-cleared`);
+//!   cleared of it under `lie-cleared`); under `verify-twice` it answers for the first
+//!   record twice, under `verify-other` also for a record it was not given;
 //! - `sweep` looks for the e-mail in any case in `people.email` and inside `notes.body`,
 //!   one statement per table, and stops when the budget runs out.
 
@@ -110,7 +111,7 @@ impl Connector for EvidenceKit {
     fn verify(subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
         // `lie-cleared`: a row still there is said to be cleared of the subject's data.
         let cleared = subject.identity("behaviour") == Some("lie-cleared");
-        records
+        let mut verified = records
             .into_iter()
             .map(|r| {
                 // The SDK's keyed read; only the lie is this plugin's own.
@@ -124,7 +125,16 @@ impl Connector for EvidenceKit {
                     state,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        match (subject.identity("behaviour"), verified.first().cloned()) {
+            (Some("verify-twice"), Some(first)) => verified.push(first),
+            (Some("verify-other"), Some(first)) => verified.push(Verified {
+                key: "999999".into(),
+                ..first
+            }),
+            _ => {}
+        }
+        Ok(verified)
     }
 
     fn sweep(subject: Subject, budget: u32) -> Result<SweepReport> {

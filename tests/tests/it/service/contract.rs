@@ -238,3 +238,34 @@ async fn a_mixed_case_copy_and_a_mention_left_behind_are_caught_by_the_sweep() {
         "the exact match went"
     );
 }
+
+/// A verify that answers for a record twice, or for one it was not given, fails the task:
+/// its answers cannot be matched to the records asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verify_that_answers_twice_or_for_another_record_fails_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    let setup = setup(&service, dir.path()).await;
+    for (behaviour, says) in [
+        ("verify-twice", "answered twice for a record of people"),
+        (
+            "verify-other",
+            "answered for a record of people it was not asked about",
+        ),
+    ] {
+        database(
+            &setup.people,
+            "INSERT OR IGNORE INTO people (id, email) VALUES (1, 'jane@example.org')",
+        )
+        .await;
+        let request = erase(
+            &service,
+            &setup,
+            json!([{ "kind": "email", "value": "jane@example.org" }, { "kind": "behaviour", "value": behaviour }]),
+        )
+        .await;
+        assert_eq!(request["status"], "failed", "{behaviour}: {request}");
+        let error = task_error(&service, &setup, request["id"].as_str().unwrap(), "people").await;
+        assert!(error.contains(says), "{behaviour}: {error}");
+    }
+}
