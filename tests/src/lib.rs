@@ -2,6 +2,8 @@
 //! CRM databases and small servers on loopback.
 #![forbid(unsafe_code)]
 
+pub mod company;
+
 use oubli::runtime::{Grant, Identity, Plugin, Runtime, RuntimeSettings, Subject, SystemConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -518,7 +520,12 @@ impl Service {
     /// Waits until the request reaches a status that is not `running` or `approved`, and
     /// returns the request.
     pub async fn settled(&self, id: &str) -> serde_json::Value {
-        self.poll(&format!("/v1/requests/{id}"), &self.demo.dpo, |r| {
+        self.settled_as(id, &self.demo.dpo).await
+    }
+
+    /// [`Service::settled`] with another DPO's token.
+    pub async fn settled_as(&self, id: &str, token: &str) -> serde_json::Value {
+        self.poll(&format!("/v1/requests/{id}"), token, |r| {
             !matches!(r["status"].as_str(), Some("running" | "approved"))
         })
         .await

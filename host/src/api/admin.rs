@@ -140,16 +140,24 @@ pub async fn get_controller(
 
 /// The field an `InvalidConfig` message names, e.g. `limits.memory_mb: …`.
 fn config_error(error: &RuntimeError) -> ApiError {
+    let field = match error {
+        // "config.dataset.tables[1].key: …" names its own place.
+        RuntimeError::InvalidConfig(m) => m
+            .split_once(": ")
+            .map(|(f, _)| f)
+            .filter(|f| !f.contains(' '))
+            .unwrap_or("config"),
+        // A capability not granted, a system that refused the credentials or could not
+        // be reached: what the body grants is at fault.
+        RuntimeError::Denied(_) | RuntimeError::Unavailable(_) => "capabilities",
+        RuntimeError::Failed(_) => "config",
+        RuntimeError::Trap(_) | RuntimeError::Timeout(_) | RuntimeError::OutOfMemory(_) => "plugin",
+    };
     let message = match error {
         RuntimeError::InvalidConfig(m) => m.clone(),
         other => other.to_string(),
     };
-    let field = message
-        .split_once(": ")
-        .map(|(f, _)| f)
-        .filter(|f| !f.contains(' '))
-        .unwrap_or("config");
-    ApiError::field(field, message.clone())
+    ApiError::field(field, message)
 }
 
 /// Connect a system to a controller: the registered plugin that reaches it, the

@@ -637,7 +637,11 @@ impl Connector for SqlConnector {
                 Action::Verify,
                 Action::Sweep,
             ],
-            identity_kinds: vec!["email".into(), "phone".into(), "customer-id".into(), "user-id".into(), "account".into()],
+            identity_kinds: [
+                "email", "phone", "customer-id", "user-id", "account", "name", "birth-date", "address",
+            ]
+            .map(String::from)
+            .into(),
             categories: Vec::new(),
         }
     }

@@ -47,6 +47,46 @@ impl Db {
         pool.close().await;
     }
 
+    /// Runs each statement as it is (a trigger's body holds semicolons).
+    async fn execute_each(&self, statements: &[String]) {
+        let pool = self.pool().await;
+        for statement in statements {
+            sqlx::raw_sql(statement)
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        pool.close().await;
+    }
+
+    /// Two text columns of each row `select` returns (NULL as an empty string).
+    async fn texts(&self, select: &str) -> Vec<[String; 2]> {
+        let pool = self.pool().await;
+        let rows: Vec<(Option<String>, Option<String>)> =
+            sqlx::query_as(select).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows.into_iter()
+            .map(|(a, b)| [a.unwrap_or_default(), b.unwrap_or_default()])
+            .collect()
+    }
+
+    /// Every row of the company database, as text, for checking that nothing changed.
+    async fn everything(&self) -> Vec<[String; 2]> {
+        let mut all = Vec::new();
+        for select in [
+            "SELECT email, name FROM customers ORDER BY id",
+            "SELECT phone, phone FROM customers ORDER BY id",
+            "SELECT street, street FROM addresses ORDER BY id",
+            "SELECT shipping_phone, shipping_phone FROM orders ORDER BY id",
+            "SELECT billing_email, billing_name FROM invoices ORDER BY id",
+            "SELECT address, address FROM newsletter ORDER BY id",
+            "SELECT body, body FROM tickets ORDER BY id",
+        ] {
+            all.extend(self.texts(select).await);
+        }
+        all
+    }
+
     async fn keys(&self, table: &str) -> BTreeSet<i64> {
         let pool = self.pool().await;
         let keys: Vec<i64> = sqlx::query_scalar(&format!(
@@ -662,73 +702,21 @@ async fn mentions(db: Db, _engine: &str) {
     assert!(swept.hits.is_empty(), "{swept:?}");
 }
 
-/// A small company database with the traps of real ones, against an oracle of the rows
-/// that are the subject's: a household member sharing her phone, a homonym, a newsletter
-/// row without a foreign key storing the address in capitals, an invoice kept under the
-/// accounting obligation whose billing fields copy hers, her orders copying her phone,
-/// and another customer's ticket mentioning her. Locate returns exactly the oracle,
-/// access exports it (the mention apart, as an excerpt), erasure leaves only the kept
-/// invoice with its identifying fields masked and the other ticket with the mention
-/// replaced, and verify and sweep agree.
-async fn company(db: Db, _engine: &str) {
-    db.execute("
-        CREATE TABLE customers (id INTEGER PRIMARY KEY, email VARCHAR(200), phone VARCHAR(40), name VARCHAR(100));
-        CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id) ON DELETE CASCADE, shipping_phone VARCHAR(40));
-        CREATE TABLE invoices (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id) ON DELETE SET NULL, billing_email VARCHAR(200), billing_name VARCHAR(100), amount INTEGER);
-        CREATE TABLE newsletter (id INTEGER PRIMARY KEY, address VARCHAR(200));
-        CREATE TABLE tickets (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id) ON DELETE CASCADE, body VARCHAR(500));
-        INSERT INTO customers VALUES (1, 'jane.doe@example.com', '+33 6 12 34 56 78', 'Jane Doe');
-        INSERT INTO customers VALUES (2, 'paul.doe@example.com', '06 12 34 56 78', 'Paul Doe');
-        INSERT INTO customers VALUES (3, 'jane.doe2@example.com', '07 00 00 00 00', 'Jane Doe');
-        INSERT INTO orders VALUES (10, 1, '+33 6 12 34 56 78');
-        INSERT INTO orders VALUES (11, 1, '+33 6 12 34 56 78');
-        INSERT INTO orders VALUES (12, 2, '06 12 34 56 78');
-        INSERT INTO orders VALUES (13, 3, '07 00 00 00 00');
-        INSERT INTO invoices VALUES (20, 1, 'Jane.Doe@Example.com', 'Jane Doe', 100);
-        INSERT INTO invoices VALUES (21, 3, 'jane.doe2@example.com', 'Jane Doe', 50);
-        INSERT INTO newsletter VALUES (30, ' JANE.DOE@example.com');
-        INSERT INTO newsletter VALUES (31, 'paul.doe@example.com');
-        INSERT INTO tickets VALUES (40, 1, 'Where is my parcel?');
-        INSERT INTO tickets VALUES (41, 2, 'My wife jane.doe@example.com will pick it up');
-        INSERT INTO tickets VALUES (42, 3, 'Not the same Jane Doe')").await;
-    let dataset = json!({ "tables": [
-        { "name": "customers", "key": "id",
-          "identities": { "email": { "column": "email", "match": "email" },
-                          "phone": { "column": "phone", "match": "phone", "region": "FR" },
-                          "name": "name" },
-          "columns": { "email": "contact", "phone": "contact", "name": "identity" } },
-        { "name": "orders", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
-          "identities": { "phone": { "column": "shipping_phone", "match": "phone", "region": "FR" } },
-          "columns": { "shipping_phone": "contact" }, "copies": { "shipping_phone": "customers.phone" } },
-        { "name": "invoices", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
-          "identities": { "email": { "column": "billing_email", "match": "email" } },
-          "columns": { "billing_email": "contact", "billing_name": "identity", "amount": "billing" },
-          "erase": { "action": "retain",
-                     "legal_basis": "Art. 17(3)(b) GDPR: invoices are kept ten years (Code de commerce L123-22)",
-                     "columns": { "billing_email": "keyed-hash", "billing_name": "keyed-hash" } } },
-        { "name": "newsletter", "key": "id",
-          "identities": { "email": { "column": "address", "match": "email" } },
-          "columns": { "address": "contact" } },
-        { "name": "tickets", "key": "id", "parent": { "table": "customers", "column": "customer_id" },
-          "columns": { "body": "communications" }, "mentions": ["body"] },
-    ]});
-    let (rt, plugin, sys) = connected(db.url(), dataset).await;
-    let jane = subject(&[
-        ("email", "Jane.Doe@example.com"),
-        ("phone", "06.12.34.56.78"),
-        ("name", "Jane Doe"),
-    ]);
-    let oracle: BTreeSet<(String, String)> = [
-        ("customers", "1"),
-        ("orders", "10"),
-        ("orders", "11"),
-        ("invoices", "20"),
-        ("newsletter", "30"),
-        ("tickets", "40"),
-    ]
-    .map(|(c, k)| (c.to_owned(), k.to_owned()))
-    .into();
-    let mention = ("tickets".to_owned(), "41".to_owned());
+/// The company database of [`oubli_tests::company`] against its oracle: locate returns
+/// exactly Jane's rows and the ticket that mentions her (not her husband's rows sharing
+/// her phone and street, not her homonym's); access exports her rows and the mention
+/// apart; rectification changes every copy of her phone and name; a dataset that would
+/// delete invoices is refused by the database's trigger with nothing changed; erasure
+/// goes children first past the NO ACTION key, leaves only her invoice with its
+/// identifying fields masked and the other ticket with the mention replaced; verify and
+/// sweep agree.
+async fn company(db: Db, engine: &str) {
+    use oubli_tests::company;
+    db.execute_each(&company::schema(engine)).await;
+    let (rt, plugin, sys) = connected(db.url(), company::dataset()).await;
+    let jane = subject(&company::JANE);
+    let oracle = company::oracle();
+    let mention = company::mention();
 
     let found = rt.locate(&plugin, &sys, &jane).await.unwrap();
     let mut expected = oracle.clone();
@@ -739,10 +727,12 @@ async fn company(db: Db, _engine: &str) {
         "{found:?}"
     );
     // Her order: her phone confirms it, but it was reached through her customer row
-    // (Paul's order, with the same phone, was not reached at all).
+    // (Paul's order, with the same phone, was not reached at all); her address likewise.
     let order = found.iter().find(|r| r.key == "10").unwrap();
     assert_eq!(order.via.as_deref(), Some("customers/1"), "{order:?}");
     assert_eq!(order.matched[0].kind, "phone", "{order:?}");
+    let address = found.iter().find(|r| r.key == "50").unwrap();
+    assert_eq!(address.via.as_deref(), Some("customers/1"), "{address:?}");
 
     let exported = export_all(&rt, &plugin, &sys, &jane).await;
     let own = places_of(
@@ -759,17 +749,111 @@ async fn company(db: Db, _engine: &str) {
         .collect();
     assert_eq!(quoted, ["41"]);
 
+    // Rectification: her phone and her name, wherever they were copied.
+    let change = |field: &str, value: &str| oubli::runtime::Change {
+        collection: Some("customers".into()),
+        field: field.into(),
+        value: Value::String(value.into()).to_string(),
+    };
+    let rectified = rt
+        .rectify(
+            &plugin,
+            &sys,
+            &jane,
+            &[
+                change("phone", "+33 6 99 99 99 99"),
+                change("name", "Jane Martin"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        places_of(rectified.changed.iter().map(|r| (&r.collection, &r.key))),
+        [
+            ("customers", "1"),
+            ("invoices", "20"),
+            ("orders", "10"),
+            ("orders", "11")
+        ]
+        .map(|(c, k)| (c.to_owned(), k.to_owned()))
+        .into(),
+        "{rectified:?}"
+    );
+    assert!(rectified.not_applicable.is_empty(), "{rectified:?}");
+    assert_eq!(
+        db.texts("SELECT phone, name FROM customers ORDER BY id")
+            .await,
+        [
+            ["+33 6 99 99 99 99", "Jane Martin"],
+            ["06 12 34 56 78", "Paul Doe"],
+            ["07 00 00 00 00", "Jane Doe"],
+        ]
+    );
+    assert_eq!(
+        db.texts("SELECT shipping_phone, shipping_phone FROM orders ORDER BY id")
+            .await
+            .into_iter()
+            .map(|[phone, _]| phone)
+            .collect::<Vec<_>>(),
+        [
+            "+33 6 99 99 99 99",
+            "+33 6 99 99 99 99",
+            "06 12 34 56 78",
+            "07 00 00 00 00"
+        ]
+    );
+    assert_eq!(
+        db.texts("SELECT billing_email, billing_name FROM invoices ORDER BY id")
+            .await,
+        [
+            ["Jane.Doe@Example.com", "Jane Martin"],
+            ["jane.doe2@example.com", "Jane Doe"],
+        ],
+        "a copy of an unchanged field is left as it was stored"
+    );
+    let jane = subject(&[
+        company::JANE[0],
+        ("phone", "+33 6 99 99 99 99"),
+        ("name", "Jane Martin"),
+        company::JANE[3],
+    ]);
+
+    // A dataset that would delete invoices: the database's trigger refuses, the erasure
+    // fails saying so, and nothing of anyone changed.
+    let mut deleting = company::dataset();
+    deleting["tables"][3]["erase"] = json!({ "action": "delete" });
+    let wrong = rt.prepare(&system(db.url(), deleting)).unwrap();
+    let before = db.everything().await;
+    let refused = rt.erase(&plugin, &wrong, &jane).await.unwrap_err();
+    assert!(
+        refused.to_string().contains(company::REFUSAL),
+        "the database's own words: {refused}"
+    );
+    assert!(!refused.is_retryable(), "{refused:?}");
+    assert_eq!(
+        db.everything().await,
+        before,
+        "one transaction: nothing changed"
+    );
+
     let erased = rt.erase(&plugin, &sys, &jane).await.unwrap();
     assert_eq!(
         places_of(erased.iter().map(|e| (&e.collection, &e.key))),
         expected,
         "{erased:?}"
     );
-    assert_eq!(db.keys("customers").await, BTreeSet::from([2, 3]));
-    assert_eq!(db.keys("orders").await, BTreeSet::from([12, 13]));
-    assert_eq!(db.keys("invoices").await, BTreeSet::from([20, 21]));
-    assert_eq!(db.keys("newsletter").await, BTreeSet::from([31]));
-    assert_eq!(db.keys("tickets").await, BTreeSet::from([41, 42]));
+    for (table, keys) in company::left_after_erasure() {
+        assert_eq!(db.keys(table).await, keys, "{table}");
+    }
+    let invoice = erased.iter().find(|e| e.key == "20").unwrap();
+    assert_eq!(
+        invoice.outcome.masked(),
+        ["billing_email".to_owned(), "billing_name".to_owned()]
+    );
+    let ticket = db
+        .texts("SELECT body, body FROM tickets WHERE id = 41")
+        .await;
+    assert_eq!(ticket[0][0], "My wife [erased] will pick it up");
     let verified = rt.verify(&plugin, &sys, &jane, &found).await.unwrap();
     for v in &verified {
         match (v.collection.as_str(), v.key.as_str()) {

@@ -8,6 +8,7 @@
 
 mod access;
 mod api_input;
+mod company;
 mod contract;
 mod crashes;
 mod decisions;
