@@ -145,6 +145,9 @@ pub struct Grant {
     pub sql: Option<Arc<SqlTarget>>,
     /// The key of this system's `keyed-hash`.
     pub hash_key: [u8; 32],
+    /// Each `config` entry as the plugin reads it (`host.config`): a string as it is,
+    /// anything else as JSON, written once here rather than at every call.
+    pub config_text: BTreeMap<String, String>,
 }
 
 impl SystemConfig {
@@ -261,6 +264,17 @@ impl SystemConfig {
             secret_forms: Arc::new(secret_forms),
             sql,
             hash_key: keyed_hash(pseudonym_key, &format!("oubli system key:{}", self.name)),
+            config_text: self
+                .config
+                .iter()
+                .map(|(key, value)| {
+                    let text = match value {
+                        serde_json::Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    (key.clone(), text)
+                })
+                .collect(),
         })
     }
 }

@@ -538,7 +538,10 @@ pub mod sql {
 
     /// The database engine of the system.
     pub fn dialect() -> Dialect {
-        host::database_dialect()
+        // Asked of the host once per call (each call has an instance of its own): quoting
+        // and placeholders ask for it at every identifier.
+        static DIALECT: std::sync::OnceLock<Dialect> = std::sync::OnceLock::new();
+        *DIALECT.get_or_init(host::database_dialect)
     }
 
     /// The type a value is cast to, to compare it as text, in this system's dialect

@@ -119,11 +119,31 @@ impl<'de> Deserialize<'de> for IdentityColumn {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
         enum Written {
             Column(String),
             Rule(Rule),
+        }
+        // A string or a table, told apart by what the input holds (an untagged enum
+        // would buffer the value and build an error for every rule written as a table).
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = Written;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a column name or a table")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                column: &str,
+            ) -> std::result::Result<Written, E> {
+                Ok(Written::Column(column.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Written, A::Error> {
+                Rule::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Written::Rule)
+            }
         }
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -133,7 +153,7 @@ impl<'de> Deserialize<'de> for IdentityColumn {
             how: Option<String>,
             region: Option<String>,
         }
-        let rule = match Written::deserialize(deserializer).map_err(|_| {
+        let rule = match deserializer.deserialize_any(Either).map_err(|_| {
             serde::de::Error::custom(
                 "an identity is a column name, or { column = \"…\", match = \"exact\" | \"case-insensitive\" | \"email\" | \"phone\", region = \"FR\" }",
             )

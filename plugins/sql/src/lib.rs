@@ -177,13 +177,21 @@ fn condition(
         let parent = dataset.table(&relation.table)?;
         if let Some(inner) = condition(dataset, parent, subject, first + params.len()) {
             let referenced = relation.references.as_deref().unwrap_or(&parent.key);
-            parts.push(format!(
-                "{} IN (SELECT {} FROM {} WHERE {})",
-                sql::ident(&relation.column),
+            let parents = format!(
+                "SELECT {} FROM {} WHERE {}",
                 sql::ident(referenced),
                 sql::ident(&parent.name),
                 inner.sql
-            ));
+            );
+            let column = sql::ident(&relation.column);
+            parts.push(if matches!(sql::dialect(), sql::Dialect::Postgres) {
+                // PostgreSQL scans the whole table for `a OR x IN (SELECT …)` (a hashed
+                // subplan cannot join a bitmap OR); the parents' keys as an array, read
+                // first, keep both sides on their indexes.
+                format!("{column} = ANY (ARRAY({parents}))")
+            } else {
+                format!("{column} IN ({parents})")
+            });
             params.extend(inner.params);
         }
     }

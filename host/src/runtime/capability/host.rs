@@ -97,15 +97,7 @@ impl host::Host for CallState {
 
     async fn config(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.require("host", self.system.config.capabilities.host)?;
-        Ok(self
-            .system
-            .config
-            .config
-            .get(&key)
-            .map(|value| match value {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            }))
+        Ok(self.system.config_text.get(&key).cloned())
     }
 
     async fn keyed_hash(&mut self, value: String) -> wasmtime::Result<String> {
