@@ -90,6 +90,11 @@ pub struct Search {
     pub results: Option<String>,
     #[serde(default)]
     pub pagination: Pagination,
+    /// The API returns only records whose field equals the identity exactly, so results
+    /// are taken without checking a field of theirs: needed for a kind searched by that
+    /// `identities` does not map, and reported by `validate` as a warning.
+    #[serde(default)]
+    pub exact: bool,
 }
 
 /// How a search's results are paged.
@@ -231,6 +236,20 @@ impl Api {
             if !c.search.path.starts_with('/') {
                 return invalid(format!("{path}.search.path"), "must start with /");
             }
+            if let Some(kind) = c
+                .search
+                .by
+                .keys()
+                .find(|kind| !c.identities.contains_key(*kind))
+                && !c.search.exact
+            {
+                return invalid(
+                    format!("{path}.identities"),
+                    &format!(
+                        "the search by {kind} is not checked against the results: name the field that holds it ({kind} = \"field.path\"), or set search.exact = true if the API returns only exact matches (a substring or case-insensitive search returns other people)"
+                    ),
+                );
+            }
             for (name, endpoint) in [
                 ("read", &c.read),
                 ("update", &c.update),
@@ -277,6 +296,23 @@ impl Api {
             }
         }
         Ok(())
+    }
+}
+
+impl Api {
+    /// What `validate` warns about: collections whose results are taken unchecked.
+    pub fn warnings(&self) -> Vec<String> {
+        self.collections
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.search.exact && c.search.by.keys().any(|k| !c.identities.contains_key(k)))
+            .map(|(i, c)| {
+                format!(
+                    "config.api.collections[{i}].search.exact: the results of {} are taken as the subject's without checking a field of theirs; make sure the API matches only exact values",
+                    c.name
+                )
+            })
+            .collect()
     }
 }
 

@@ -229,7 +229,7 @@ pub fn verify(api: &Api, subject: &Subject, records: Vec<RecordRef>) -> Result<V
                         r.collection
                     ))
                 })?;
-            let state = match crate::read(api, collection, &r.key)? {
+            let state = match crate::read(api, collection, &r.key, &crate::hidden(subject))? {
                 None => RecordState::Gone,
                 Some(record) => state(collection, &record, subject),
             };

@@ -19,8 +19,9 @@ use oubli_connector::{
 };
 use serde_json::Value;
 
-/// Result pages followed per search before giving up: a server that keeps answering
-/// "there is more" must not hold the call until its deadline.
+/// Result pages followed per search: a search that still has more fails the call (a
+/// server that keeps answering "there is more" must not hold it until its deadline, and
+/// a cut search would miss records).
 const MAX_PAGES: usize = 1000;
 
 struct RestConnector;
@@ -78,18 +79,66 @@ fn request(api: &Api, method: Method, url: String) -> Request {
         .header("accept", "application/json")
 }
 
-/// Sends with retries and turns an unsuccessful final status into the connector error.
-fn send(api: &Api, request: &Request) -> Result<Response> {
-    http::send_retrying(request, retry(api))?.error_for_status()
+/// What a request is for, as its errors name it: the method and the configured path
+/// (`PATCH /users/{id}`), never the URL, which may carry an identity; and the subject's
+/// identity values, which an error never quotes.
+struct Exchange<'a> {
+    what: String,
+    hide: &'a [&'a str],
 }
 
-/// As [`send`], but a record that is gone (404, 410) is `None`, not an error.
-fn send_unless_gone(api: &Api, request: &Request) -> Result<Option<Response>> {
-    let response = http::send_retrying(request, retry(api))?;
-    if matches!(response.status, 404 | 410) {
-        return Ok(None);
+impl<'a> Exchange<'a> {
+    fn new(method: Method, template: &str, hide: &'a [&'a str]) -> Self {
+        let method = match method {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        };
+        Exchange {
+            what: format!("{method} {template}"),
+            hide,
+        }
     }
-    response.error_for_status().map(Some)
+
+    /// A transport error or an unsuccessful final status, named.
+    fn send(&self, api: &Api, request: &Request) -> Result<Response> {
+        http::send_retrying(request, retry(api))
+            .map_err(|e| self.name(e))?
+            .error_for_status_of(&self.what, self.hide)
+    }
+
+    /// As [`Exchange::send`], but a record that is gone (404, 410) is `None`.
+    fn send_unless_gone(&self, api: &Api, request: &Request) -> Result<Option<Response>> {
+        let response = http::send_retrying(request, retry(api)).map_err(|e| self.name(e))?;
+        if matches!(response.status, 404 | 410) {
+            return Ok(None);
+        }
+        response
+            .error_for_status_of(&self.what, self.hide)
+            .map(Some)
+    }
+
+    fn name(&self, error: Error) -> Error {
+        let named =
+            |m: String| format!("{}: {}", self.what, http::excerpt(m.as_bytes(), self.hide));
+        match error {
+            Error::Unavailable(m) => Error::Unavailable(named(m)),
+            Error::Denied(m) => Error::Denied(named(m)),
+            Error::Failed(m) => Error::Failed(named(m)),
+            other => other,
+        }
+    }
+}
+
+/// The subject's identity values, which errors never quote.
+fn hidden(subject: &Subject) -> Vec<&str> {
+    subject
+        .identities
+        .iter()
+        .map(|i| i.value.as_str())
+        .collect()
 }
 
 fn url(api: &Api, path: &str) -> String {
@@ -167,7 +216,9 @@ fn search_page(
             .collect();
         format!("{}?{}", url(api, &search.path), query.join("&"))
     };
-    let response = send(api, &request(api, Method::Get, target.clone()))?;
+    let hide = [identity.value.as_str()];
+    let response = Exchange::new(Method::Get, &search.path, &hide)
+        .send(api, &request(api, Method::Get, target.clone()))?;
     let response_url = target;
     let body = response.json()?;
     let results = match &search.results {
@@ -261,7 +312,13 @@ fn found(api: &Api, collection: &Collection, subject: &Subject) -> Result<Vec<(S
     let mut out: Vec<(String, Value)> = Vec::new();
     for identity in searchable(collection, subject) {
         let mut token = None;
-        for _ in 0..MAX_PAGES {
+        for pages in 1.. {
+            if pages > MAX_PAGES {
+                return Err(Error::Failed(format!(
+                    "the search of {} by {} still had results after {MAX_PAGES} pages: refused rather than cut short (a narrower search, or a larger page size in config.api {} search.pagination)",
+                    collection.name, identity.kind, collection.name
+                )));
+            }
             let page = search_page(api, collection, identity, token.as_ref())?;
             for record in page.records {
                 if !holds(collection, &record, identity) {
@@ -303,7 +360,7 @@ fn record_ref(collection: &Collection, id: String) -> RecordRef {
 }
 
 /// Sends `body` to the collection's update endpoint for record `id`.
-fn update(api: &Api, collection: &Collection, id: &str, body: Value) -> Result<()> {
+fn update(api: &Api, collection: &Collection, id: &str, body: Value, hide: &[&str]) -> Result<()> {
     let endpoint = collection.update.as_ref().ok_or_else(|| {
         Error::InvalidConfig(format!(
             "the collection {} has no update endpoint (config.api collections update)",
@@ -315,7 +372,8 @@ fn update(api: &Api, collection: &Collection, id: &str, body: Value) -> Result<(
         _ => Method::Patch,
     };
     let target = record_url(api, &endpoint.path, id)?;
-    send(api, &request(api, method, target).json(&body))?;
+    Exchange::new(method, &endpoint.path, hide)
+        .send(api, &request(api, method, target).json(&body))?;
     Ok(())
 }
 
@@ -323,7 +381,7 @@ fn update(api: &Api, collection: &Collection, id: &str, body: Value) -> Result<(
 /// it is gone (404, 410). A success that does not hold that very record (nothing or
 /// `null` at `read.record`, another id, a listing after a redirect) is an error, never
 /// "gone" nor a record to judge: the configuration or the API is not what it seems.
-fn read(api: &Api, collection: &Collection, id: &str) -> Result<Option<Value>> {
+fn read(api: &Api, collection: &Collection, id: &str, hide: &[&str]) -> Result<Option<Value>> {
     let endpoint = collection.read.as_ref().ok_or_else(|| {
         Error::InvalidConfig(format!(
             "the collection {} has no read endpoint (config.api collections read)",
@@ -331,7 +389,9 @@ fn read(api: &Api, collection: &Collection, id: &str) -> Result<Option<Value>> {
         ))
     })?;
     let target = record_url(api, &endpoint.path, id)?;
-    let Some(response) = send_unless_gone(api, &request(api, Method::Get, target))? else {
+    let Some(response) = Exchange::new(Method::Get, &endpoint.path, hide)
+        .send_unless_gone(api, &request(api, Method::Get, target))?
+    else {
         return Ok(None);
     };
     let body = response.json()?;
@@ -413,7 +473,11 @@ impl Connector for RestConnector {
     }
 
     fn validate() -> Result<()> {
-        Api::load().map(|_| ())
+        let api = Api::load()?;
+        for warning in api.warnings() {
+            oubli_connector::log::warn(&warning);
+        }
+        Ok(())
     }
 
     fn locate(subject: Subject) -> Result<Vec<RecordRef>> {
@@ -471,7 +535,7 @@ impl Connector for RestConnector {
                     continue;
                 }
                 let id = record_id(collection, &record)?;
-                let Some(full) = read(&api, collection, &id)? else {
+                let Some(full) = read(&api, collection, &id, &hidden(&subject))? else {
                     continue;
                 };
                 let fields = collection
@@ -538,7 +602,13 @@ impl Connector for RestConnector {
             // Every record first: a change to an identity field must not hide the others.
             let records = found(&api, collection, &subject)?;
             for (id, _) in records {
-                update(&api, collection, &id, Value::Object(body.clone()))?;
+                update(
+                    &api,
+                    collection,
+                    &id,
+                    Value::Object(body.clone()),
+                    &hidden(&subject),
+                )?;
                 changed.push(record_ref(collection, id));
             }
         }
@@ -563,7 +633,7 @@ impl Connector for RestConnector {
         // "gone") fails here, with nothing changed.
         for (collection, records) in &targets {
             for (id, _) in records {
-                if read(&api, collection, id)?.is_none() {
+                if read(&api, collection, id, &hidden(&subject))?.is_none() {
                     return Err(Error::InvalidConfig(format!(
                         "a record of {} found by the search is not found by its URL (404 or 410): after the erasure it could not be read back; check config.api read.path",
                         collection.name
@@ -580,13 +650,20 @@ impl Connector for RestConnector {
                     for (path, mask) in &erase.fields {
                         api::set(&mut body, path, masked(&record, path, *mask));
                     }
-                    update(&api, collection, &id, Value::Object(body))?;
+                    update(
+                        &api,
+                        collection,
+                        &id,
+                        Value::Object(body),
+                        &hidden(&subject),
+                    )?;
                 }
                 if erase.action == EraseAction::Delete {
                     let endpoint = collection.delete.as_ref().expect("checked on load");
                     let target = record_url(&api, &endpoint.path, &id)?;
                     // Gone already (a retry after a crash, say): the end state is the same.
-                    send_unless_gone(&api, &request(&api, Method::Delete, target))?;
+                    Exchange::new(Method::Delete, &endpoint.path, &hidden(&subject))
+                        .send_unless_gone(&api, &request(&api, Method::Delete, target))?;
                 }
                 report.push(Erased {
                     collection: collection.name.clone(),

@@ -104,25 +104,90 @@ impl Response {
     /// # Errors
     /// The error for a status outside 2xx.
     pub fn error_for_status(self) -> Result<Self> {
+        self.error_for_status_of("the request", &[])
+    }
+
+    /// As [`Response::error_for_status`], with a message that names `what` was asked
+    /// (`GET /contacts/{id}`: the method and the configured path, not the URL, which may
+    /// carry an identity) and quotes the start of the answer's body, every value of
+    /// `hide` (the subject's identities) replaced by `[…]`, so that the cause can be
+    /// seen without a proxy and without personal data in the task's error.
+    ///
+    /// # Errors
+    /// The error for a status outside 2xx.
+    pub fn error_for_status_of(self, what: &str, hide: &[&str]) -> Result<Self> {
         let status = self.status;
+        if (200..=299).contains(&status) {
+            return Ok(self);
+        }
         let retry = self
             .header("retry-after")
             .map(|v| format!(", retry after {v}"))
             .unwrap_or_default();
-        match status {
-            200..=299 => Ok(self),
-            429 => Err(Error::Unavailable(format!(
-                "rate limited (HTTP 429){retry}"
-            ))),
-            500..=599 => Err(Error::Unavailable(format!(
-                "server error (HTTP {status}){retry}"
-            ))),
-            401 | 403 => Err(Error::Denied(format!(
-                "the system refused oubli's credentials (HTTP {status})"
-            ))),
-            _ => Err(Error::Failed(format!("unexpected HTTP status {status}"))),
+        let excerpt = excerpt(&self.body, hide);
+        let said = if excerpt.is_empty() {
+            String::new()
+        } else {
+            format!(": {excerpt}")
+        };
+        Err(match status {
+            // `retry after N` last, where the host reads it (a body cannot override it).
+            429 => Error::Unavailable(format!("{what}: rate limited (HTTP 429){said}{retry}")),
+            500..=599 => {
+                Error::Unavailable(format!("{what}: server error (HTTP {status}){said}{retry}"))
+            }
+            401 | 403 => Error::Denied(format!(
+                "{what}: the system refused oubli's credentials (HTTP {status}){said}"
+            )),
+            _ => Error::Failed(format!("{what}: unexpected HTTP status {status}{said}")),
+        })
+    }
+}
+
+/// How much of an error's body is quoted, in characters.
+const EXCERPT_CHARS: usize = 200;
+
+/// The start of `body` on one line, each value of `hide` (as written, in any case, and
+/// percent-encoded) replaced by `[…]`.
+pub fn excerpt(body: &[u8], hide: &[&str]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for value in hide.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        for form in [value.to_owned(), percent_encoded(value)] {
+            line = replace_ignoring_case(&line, &form, "[…]");
         }
     }
+    let mut out: String = line.chars().take(EXCERPT_CHARS).collect();
+    if line.chars().count() > EXCERPT_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `text` with every occurrence of `pattern`, compared in ASCII lower case, replaced.
+fn replace_ignoring_case(text: &str, pattern: &str, with: &str) -> String {
+    let (haystack, needle) = (text.to_ascii_lowercase(), pattern.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (at, _) in haystack.match_indices(&needle) {
+        out.push_str(&text[last..at]);
+        out.push_str(with);
+        last = at + needle.len();
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 /// Sends a request and follows up to [`MAX_REDIRECTS`] redirects.
@@ -376,7 +441,33 @@ fn send_once(request: &Request) -> Result<Response> {
 
 #[cfg(test)]
 mod tests {
-    use super::resolve;
+    use super::{EXCERPT_CHARS, Error, Response, excerpt, resolve};
+
+    #[test]
+    fn error_excerpts_name_the_cause_without_the_identity() {
+        let body = b"{\n  \"error\": \"no user Jane.Doe@Example.org\",  \"query\": \"email=jane.doe%40example.org\" }";
+        let quoted = excerpt(body, &["jane.doe@example.org"]);
+        assert_eq!(
+            quoted,
+            "{ \"error\": \"no user […]\", \"query\": \"email=[…]\" }"
+        );
+        let long = "x".repeat(500);
+        assert_eq!(
+            excerpt(long.as_bytes(), &[]).chars().count(),
+            EXCERPT_CHARS + 1
+        );
+        let refused = Response {
+            status: 400,
+            headers: Vec::new(),
+            body: b"Could not parse an empty JSON body".to_vec(),
+        }
+        .error_for_status_of("PATCH /users/{id}", &[])
+        .unwrap_err();
+        assert!(
+            matches!(&refused, Error::Failed(m) if m == "PATCH /users/{id}: unexpected HTTP status 400: Could not parse an empty JSON body"),
+            "{refused:?}"
+        );
+    }
 
     #[test]
     fn resolves_redirect_locations() {

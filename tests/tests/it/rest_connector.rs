@@ -650,3 +650,105 @@ async fn a_configuration_error_names_its_path() {
     );
     assert!(fake.requests().is_empty(), "validation sends nothing");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_names_the_request_and_quotes_the_answer_without_the_identity() {
+    let fake = fake(2).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&fake.system()).unwrap();
+    let email = person_email(1);
+    let answer = (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!(
+            "{{\"error\": \"no filter on {}\", \"hint\": \"see the docs\"}}",
+            email.to_uppercase()
+        ),
+    )
+        .into_response();
+    fake.script.lock().unwrap().push_back(answer);
+    let error = rt
+        .locate(&plugin, &sys, &subject(&[("email", &email)]))
+        .await
+        .unwrap_err();
+    let RuntimeError::Failed(message) = &error else {
+        panic!("{error:?}");
+    };
+    assert!(
+        message.contains("GET /contacts")
+            && message.contains("422")
+            && message.contains("no filter on [")
+            && message.contains("see the docs"),
+        "{message}"
+    );
+    assert!(
+        !message.to_lowercase().contains(&email.to_lowercase()),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_whose_results_are_not_checked_must_say_it_is_exact() {
+    let fake = fake(1).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let mut config = fake.system();
+    config.config["api"]["collections"][3]
+        .as_object_mut()
+        .unwrap()
+        .remove("identities");
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[3].identities:") && m.contains("exact")),
+        "{error:?}"
+    );
+    config.config["api"]["collections"][3]["search"]["exact"] = json!(true);
+    let sys = rt.prepare(&config).unwrap();
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("declared exact, it is accepted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_that_never_ends_fails_instead_of_being_cut_short() {
+    use axum::extract::Query;
+    let router = axum::Router::new().route(
+        "/api/items",
+        axum::routing::get(|Query(query): Query<BTreeMap<String, String>>| async move {
+            let n: u64 = query
+                .get("cursor")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            axum::Json(json!({ "items": [], "next": (n + 1).to_string() }))
+        }),
+    );
+    let (address, _server) = serve(router).await;
+    let fake = fake(1).await;
+    let mut config = fake.system();
+    config.config["api"] = json!({
+        "base_url": format!("http://{address}/api"),
+        "collections": [{
+            "name": "items", "id": "id",
+            "search": { "path": "/items", "by": { "email": "email" }, "results": "items",
+                        "pagination": { "style": "cursor", "param": "cursor", "next": "next" } },
+            "identities": { "email": "email" },
+            "read": { "path": "/items/{id}" }, "delete": { "path": "/items/{id}" },
+        }],
+    });
+    let http = config.capabilities.http.as_mut().unwrap();
+    http.allow = vec![address.to_string()];
+    http.max_requests = Some(5_000);
+    config.limits.timeout_ms = Some(120_000);
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt
+        .erase(&plugin, &sys, &subject(&[("email", "jane@example.org")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(m) if m.contains("1000 pages") && m.contains("refused")),
+        "{error:?}"
+    );
+}
