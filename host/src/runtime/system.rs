@@ -408,8 +408,9 @@ pub fn is_digest(text: &str) -> bool {
     })
 }
 
-/// Replaces every `{{secret:NAME}}` in `text` with the secret's value, provided `allowed`
-/// accepts the secret.
+/// Replaces every `{{secret:NAME}}` in `text` with the secret's value, and every
+/// `{{basic:USER:NAME}}` with the base64 of `USER:` and the secret's value (HTTP Basic
+/// credentials, RFC 7617), provided `allowed` accepts the secret.
 ///
 /// # Errors
 /// A message naming the unknown or refused secret.
@@ -418,23 +419,73 @@ pub fn substitute_secrets(
     secrets: &BTreeMap<String, Secret>,
     allowed: impl Fn(&Secret) -> bool,
 ) -> Result<String, String> {
-    const OPEN: &str = "{{secret:";
+    substitute(text, secrets, allowed, |value| value.to_owned())
+}
+
+/// As [`substitute_secrets`] for a URL's query string, the values percent-encoded. Only
+/// placeholders written as they are count: a plugin percent-encodes the values it puts in
+/// a query (an identity typed as `{{secret:…}}` arrives as `%7B%7Bsecret%3A…`), so a
+/// data subject's identity cannot ask for a secret.
+///
+/// # Errors
+/// As [`substitute_secrets`].
+pub fn substitute_secrets_in_query(
+    query: &str,
+    secrets: &BTreeMap<String, Secret>,
+    allowed: impl Fn(&Secret) -> bool,
+) -> Result<String, String> {
+    substitute(query, secrets, allowed, |value| {
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+    })
+}
+
+/// Whether `text` holds a secret placeholder.
+pub fn has_placeholder(text: &str) -> bool {
+    text.contains("{{secret:") || text.contains("{{basic:")
+}
+
+fn substitute(
+    text: &str,
+    secrets: &BTreeMap<String, Secret>,
+    allowed: impl Fn(&Secret) -> bool,
+    encode: impl Fn(&str) -> String,
+) -> Result<String, String> {
+    use base64::Engine;
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(start) = rest.find(OPEN) {
+    loop {
+        let next = ["{{secret:", "{{basic:"]
+            .iter()
+            .filter_map(|open| rest.find(open).map(|at| (at, *open)))
+            .min();
+        let Some((start, open)) = next else { break };
         out.push_str(&rest[..start]);
-        let after = &rest[start + OPEN.len()..];
+        let after = &rest[start + open.len()..];
         let end = after
             .find("}}")
-            .ok_or_else(|| "unterminated {{secret:…}} placeholder".to_owned())?;
-        let name = &after[..end];
+            .ok_or_else(|| format!("unterminated {open}…}}}} placeholder"))?;
+        let inside = &after[..end];
+        let (user, name) = if open == "{{basic:" {
+            let (user, name) = inside.rsplit_once(':').ok_or_else(|| {
+                "a {{basic:USER:SECRET}} placeholder needs a user and a secret".to_owned()
+            })?;
+            (Some(user), name)
+        } else {
+            (None, inside)
+        };
         let secret = secrets
             .get(name)
             .ok_or_else(|| format!("unknown secret {name:?}"))?;
         if !allowed(secret) {
             return Err(format!("secret {name:?} may not be sent to this host"));
         }
-        out.push_str(&secret.value);
+        match user {
+            Some(user) => out.push_str(
+                &base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{}", secret.value)),
+            ),
+            None => out.push_str(&encode(&secret.value)),
+        }
         rest = &after[end + 2..];
     }
     out.push_str(rest);
@@ -464,6 +515,29 @@ mod tests {
         assert!(substitute_secrets("{{secret:OTHER}}", &secrets(), |_| true).is_err());
         assert!(substitute_secrets("{{secret:TOKEN}}", &secrets(), |_| false).is_err());
         assert!(substitute_secrets("{{secret:TOKEN", &secrets(), |_| true).is_err());
+        // HTTP Basic: base64 of "user:" and the secret.
+        use base64::Engine;
+        let basic = substitute_secrets("Basic {{basic:svc:TOKEN}}", &secrets(), |_| true).unwrap();
+        let encoded = basic.strip_prefix("Basic ").unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert!(String::from_utf8(decoded).unwrap().starts_with("svc:"));
+        assert!(substitute_secrets("{{basic:TOKEN}}", &secrets(), |_| true).is_err());
+        assert!(substitute_secrets("{{basic:svc:TOKEN}}", &secrets(), |_| false).is_err());
+        // In a query string, as written or percent-encoded, the value percent-encoded.
+        let query =
+            substitute_secrets_in_query("a=1&key={{secret:TOKEN}}", &secrets(), |_| true).unwrap();
+        assert!(
+            query.starts_with("a=1&key=") && !query.contains("secret"),
+            "{query}"
+        );
+        let typed = "email=%7B%7Bsecret%3ATOKEN%7D%7D";
+        assert_eq!(
+            substitute_secrets_in_query(typed, &secrets(), |_| true).unwrap(),
+            typed,
+            "an encoded identity value is not a placeholder"
+        );
     }
 
     #[test]

@@ -15,9 +15,101 @@ pub struct Api {
     /// Headers sent with every request; values may hold `{{secret:NAME}}`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// How oubli authenticates, its credentials always in secrets.
+    pub auth: Option<Auth>,
     #[serde(default)]
     pub retry: RetryConfig,
     pub collections: Vec<Collection>,
+}
+
+/// One way of authenticating; every credential is the name of a system secret, which the
+/// host fills in on the way out (the plugin never sees it).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    /// HTTP Basic (RFC 7617): `{ basic = { username = "oubli", password_secret = "NAME" } }`.
+    Basic {
+        username: String,
+        password_secret: String,
+    },
+    /// `Authorization: Bearer …`: `{ bearer = { token_secret = "NAME" } }`.
+    Bearer { token_secret: String },
+    /// An API key in a header: `{ header = { name = "X-Api-Key", secret = "NAME" } }`.
+    Header { name: String, secret: String },
+    /// An API key in the query string: `{ query = { name = "api_key", secret = "NAME" } }`.
+    Query { name: String, secret: String },
+}
+
+impl Auth {
+    /// The header this sends with every request, if any.
+    pub fn header(&self) -> Option<(String, String)> {
+        match self {
+            Auth::Basic {
+                username,
+                password_secret,
+            } => Some((
+                "authorization".into(),
+                format!("Basic {{{{basic:{username}:{password_secret}}}}}"),
+            )),
+            Auth::Bearer { token_secret } => Some((
+                "authorization".into(),
+                format!("Bearer {{{{secret:{token_secret}}}}}"),
+            )),
+            Auth::Header { name, secret } => {
+                Some((name.clone(), format!("{{{{secret:{secret}}}}}")))
+            }
+            Auth::Query { .. } => None,
+        }
+    }
+
+    /// The query parameter this adds to every request URL, if any, placeholder as it is.
+    pub fn query(&self) -> Option<String> {
+        match self {
+            Auth::Query { name, secret } => {
+                Some(format!("{}={{{{secret:{secret}}}}}", encode(name)))
+            }
+            _ => None,
+        }
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        };
+        let (setting, secret) = match self {
+            Auth::Basic {
+                username,
+                password_secret,
+            } => {
+                if username.is_empty() || username.contains([':', '{', '}']) {
+                    return Err("basic.username: a user name without ':', '{' or '}'".into());
+                }
+                ("basic.password_secret", password_secret)
+            }
+            Auth::Bearer { token_secret } => ("bearer.token_secret", token_secret),
+            Auth::Header { name, secret } => {
+                if !name_ok(name) {
+                    return Err("header.name: a header name (letters, digits, '-', '_')".into());
+                }
+                ("header.secret", secret)
+            }
+            Auth::Query { name, secret } => {
+                if name.is_empty() {
+                    return Err("query.name: the query parameter's name".into());
+                }
+                ("query.secret", secret)
+            }
+        };
+        if name_ok(secret) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{setting}: the name of a secret of the system ([secrets] NAME = {{ env = … }}), not the credential itself"
+            ))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +304,11 @@ impl Api {
                 "config.api.base_url".into(),
                 "expected an absolute http:// or https:// URL",
             );
+        }
+        if let Some(auth) = &self.auth
+            && let Err(why) = auth.check()
+        {
+            return Err(Error::InvalidConfig(format!("config.api.auth.{why}")));
         }
         if self.retry.attempts == 0 {
             return invalid("config.api.retry.attempts".into(), "must be at least 1");

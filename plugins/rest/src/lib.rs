@@ -71,12 +71,23 @@ fn retry(api: &Api) -> Retry {
 }
 
 fn request(api: &Api, method: Method, url: String) -> Request {
-    api.headers
+    // An API key in the query goes on every URL, next pages' included.
+    let url = match api.auth.as_ref().and_then(api::Auth::query) {
+        Some(key) if url.contains('?') => format!("{url}&{key}"),
+        Some(key) => format!("{url}?{key}"),
+        None => url,
+    };
+    let request = api
+        .headers
         .iter()
         .fold(Request::new(method, url), |r, (name, value)| {
             r.header(name, value)
-        })
-        .header("accept", "application/json")
+        });
+    match api.auth.as_ref().and_then(api::Auth::header) {
+        Some((name, value)) => request.header(&name, &value),
+        None => request,
+    }
+    .header("accept", "application/json")
 }
 
 /// What a request is for, as its errors name it: the method and the configured path

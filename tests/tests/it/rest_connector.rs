@@ -752,3 +752,87 @@ async fn a_search_that_never_ends_fails_instead_of_being_cut_short() {
         "{error:?}"
     );
 }
+
+/// Basic, bearer, header and query credentials, each filled in by the host from the
+/// system's secret: the API gets them as it expects them.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_auth_style_sends_the_secret_as_the_api_expects_it() {
+    use axum::http::HeaderMap;
+    let seen: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let log = seen.clone();
+    let router = axum::Router::new().route(
+        "/api/items",
+        axum::routing::get(move |headers: HeaderMap, request: Request| {
+            let log = log.clone();
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                log.lock().unwrap().push((
+                    header("authorization"),
+                    header("x-api-key"),
+                    request.uri().query().unwrap_or_default().to_owned(),
+                ));
+                axum::Json(json!({ "items": [{ "id": "1", "email": "jane@example.org" }] }))
+            }
+        }),
+    );
+    let (address, _server) = serve(router).await;
+    let fake = fake(1).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let system = |auth: Value| {
+        let mut config = fake.system();
+        config.config["api"] = json!({
+            "base_url": format!("http://{address}/api"),
+            "auth": auth,
+            "collections": [{
+                "name": "items", "id": "id",
+                "search": { "path": "/items", "by": { "email": "email" }, "results": "items" },
+                "identities": { "email": "email" },
+                "read": { "path": "/items/{id}" }, "delete": { "path": "/items/{id}" },
+            }],
+        });
+        config.capabilities.http.as_mut().unwrap().allow = vec![address.to_string()];
+        config
+    };
+    let jane = subject(&[("email", "jane@example.org")]);
+    for auth in [
+        json!({ "basic": { "username": "oubli", "password_secret": "api_token" } }),
+        json!({ "bearer": { "token_secret": "api_token" } }),
+        json!({ "header": { "name": "X-Api-Key", "secret": "api_token" } }),
+        json!({ "query": { "name": "api_key", "secret": "api_token" } }),
+    ] {
+        let sys = rt.prepare(&system(auth.clone())).unwrap();
+        rt.validate(&plugin, &sys).await.expect("valid");
+        let found = rt.locate(&plugin, &sys, &jane).await.unwrap();
+        assert_eq!(found.len(), 1, "{auth}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("oubli:{TOKEN}"));
+    assert_eq!(seen[0].0, format!("Basic {basic}"));
+    assert_eq!(seen[1].0, format!("Bearer {TOKEN}"));
+    assert_eq!(seen[2].1, TOKEN);
+    assert!(
+        seen[3].2.ends_with(&format!("&api_key={TOKEN}")),
+        "{:?}",
+        seen[3]
+    );
+
+    // A credential written in place of a secret's name is refused, naming the setting.
+    let sys = rt
+        .prepare(&system(
+            json!({ "basic": { "username": "oubli", "password_secret": "hunter2 !" } }),
+        ))
+        .unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.auth.basic.password_secret:")),
+        "{error:?}"
+    );
+}

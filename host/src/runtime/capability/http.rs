@@ -14,7 +14,8 @@
 
 use crate::runtime::system::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUESTS,
-    DEFAULT_MAX_RESPONSE_BYTES, Grant, Secret, SecretForms, substitute_secrets,
+    DEFAULT_MAX_RESPONSE_BYTES, Grant, Secret, SecretForms, has_placeholder, substitute_secrets,
+    substitute_secrets_in_query,
 };
 use bytes::Bytes;
 use http::HeaderValue;
@@ -241,20 +242,41 @@ impl HttpPolicy {
                 self.max_requests
             )));
         }
+        let bound_here = |secret: &Secret| {
+            secret.hosts.is_empty()
+                || secret
+                    .hosts
+                    .iter()
+                    .filter_map(|h| HostRule::parse(h))
+                    .any(|r| r.matches(&host, port))
+        };
+        // An API key in the query string (`?api_key={{secret:KEY}}`).
+        if let Some(query) = request.uri().query()
+            && has_placeholder(query)
+        {
+            let filled = substitute_secrets_in_query(query, &self.secrets, bound_here)
+                .map_err(|reason| self.deny(format!("{reason} ({host}:{port})")))?;
+            let mut parts = request.uri().clone().into_parts();
+            let path = parts
+                .path_and_query
+                .as_ref()
+                .map_or("/", |p| p.path())
+                .to_owned();
+            parts.path_and_query = Some(
+                format!("{path}?{filled}")
+                    .parse()
+                    .map_err(|_| HttpError::HttpRequestUriInvalid)?,
+            );
+            *request.uri_mut() =
+                http::Uri::from_parts(parts).map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        }
         for value in request.headers_mut().values_mut() {
             let Ok(text) = value.to_str() else { continue };
-            if !text.contains("{{secret:") {
+            if !has_placeholder(text) {
                 continue;
             }
-            let filled = substitute_secrets(text, &self.secrets, |secret| {
-                secret.hosts.is_empty()
-                    || secret
-                        .hosts
-                        .iter()
-                        .filter_map(|h| HostRule::parse(h))
-                        .any(|r| r.matches(&host, port))
-            })
-            .map_err(|reason| self.deny(format!("{reason} ({host}:{port})")))?;
+            let filled = substitute_secrets(text, &self.secrets, bound_here)
+                .map_err(|reason| self.deny(format!("{reason} ({host}:{port})")))?;
             let mut filled = HeaderValue::from_str(&filled)
                 .map_err(|_| HttpError::HttpRequestHeaderSectionSize(None))?;
             filled.set_sensitive(true);
