@@ -140,22 +140,30 @@ pub async fn get_controller(
 
 /// The field an `InvalidConfig` message names, e.g. `limits.memory_mb: …`.
 fn config_error(error: &RuntimeError) -> ApiError {
-    let field = match error {
-        // "config.dataset.tables[1].key: …" names its own place.
-        RuntimeError::InvalidConfig(m) => m
-            .split_once(": ")
+    // A message that starts with its place ("config.api.auth: …") names the field.
+    let named = |m: &str| {
+        m.split_once(": ")
             .map(|(f, _)| f)
-            .filter(|f| !f.contains(' '))
-            .unwrap_or("config"),
-        // A capability not granted, a system that refused the credentials or could not
-        // be reached: what the body grants is at fault.
-        RuntimeError::Denied(_) | RuntimeError::Unavailable(_) => "capabilities",
-        RuntimeError::Failed(_) => "config",
-        RuntimeError::Trap(_) | RuntimeError::Timeout(_) | RuntimeError::OutOfMemory(_) => "plugin",
+            .filter(|f| {
+                !f.contains(' ') && (f.starts_with("config") || f.starts_with("capabilities"))
+            })
+            .map(str::to_owned)
     };
-    let message = match error {
-        RuntimeError::InvalidConfig(m) => m.clone(),
-        other => other.to_string(),
+    let (field, message) = match error {
+        RuntimeError::InvalidConfig(m) => (named(m).unwrap_or_else(|| "config".into()), m.clone()),
+        // A capability not granted, a system that refused the credentials or could not
+        // be reached: what the body grants is at fault, unless the plugin says where.
+        RuntimeError::Denied(m) | RuntimeError::Unavailable(m) => (
+            named(m).unwrap_or_else(|| "capabilities".into()),
+            error.to_string(),
+        ),
+        RuntimeError::Failed(m) => (
+            named(m).unwrap_or_else(|| "config".into()),
+            error.to_string(),
+        ),
+        RuntimeError::Trap(_) | RuntimeError::Timeout(_) | RuntimeError::OutOfMemory(_) => {
+            ("plugin".into(), error.to_string())
+        }
     };
     ApiError::field(field, message)
 }

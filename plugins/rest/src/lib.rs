@@ -349,6 +349,45 @@ fn found(api: &Api, collection: &Collection, subject: &Subject) -> Result<Vec<(S
     Ok(out)
 }
 
+/// Runs the collection's search once with an identity no one has, so that a wrong
+/// address, path or credential is refused when the system is connected rather than at
+/// its first request; the error names the setting to look at.
+fn probe(api: &Api, index: usize, collection: &Collection) -> Result<()> {
+    let Some(kind) = collection.search.by.keys().next() else {
+        return Ok(());
+    };
+    let value = match kind.as_str() {
+        "email" => "oubli-connection-check@example.invalid",
+        "phone" => "+10000000000",
+        _ => "oubli-connection-check",
+    };
+    let identity = Identity {
+        kind: kind.clone(),
+        value: value.to_owned(),
+    };
+    let at = format!("config.api.collections[{index}]");
+    match search_page(api, collection, &identity, None) {
+        Ok(_) => Ok(()),
+        Err(Error::Failed(m)) if m.contains("HTTP status 404") || m.contains("HTTP status 405") => {
+            Err(Error::InvalidConfig(format!(
+                "{at}.search.path: the API has no such search ({m})"
+            )))
+        }
+        Err(Error::Failed(m) | Error::InvalidConfig(m)) => Err(Error::InvalidConfig(format!(
+            "{at}.search: a search for an identity no one has did not answer as configured: {m}"
+        ))),
+        Err(Error::Denied(m)) => Err(Error::Denied(format!(
+            "config.api.auth: checking {}: {m}",
+            collection.name
+        ))),
+        Err(Error::Unavailable(m)) => Err(Error::Unavailable(format!(
+            "config.api.base_url: the API did not answer when {} was checked: {m}",
+            collection.name
+        ))),
+        Err(other) => Err(other),
+    }
+}
+
 /// Fails when none of the subject's identity kinds is searchable: the request would
 /// otherwise "find nothing" and pass for done.
 fn check_searchable(api: &Api, subject: &Subject) -> Result<()> {
@@ -487,6 +526,9 @@ impl Connector for RestConnector {
         let api = Api::load()?;
         for warning in api.warnings() {
             oubli_connector::log::warn(&warning);
+        }
+        for (i, collection) in api.collections.iter().enumerate() {
+            probe(&api, i, collection)?;
         }
         Ok(())
     }

@@ -815,13 +815,15 @@ async fn each_auth_style_sends_the_secret_as_the_api_expects_it() {
     let seen = seen.lock().unwrap().clone();
     use base64::Engine;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("oubli:{TOKEN}"));
-    assert_eq!(seen[0].0, format!("Basic {basic}"));
-    assert_eq!(seen[1].0, format!("Bearer {TOKEN}"));
-    assert_eq!(seen[2].1, TOKEN);
+    // Two requests per style: validate's probe and the search.
+    assert_eq!(seen.len(), 8, "{seen:#?}");
+    assert_eq!(seen[1].0, format!("Basic {basic}"));
+    assert_eq!(seen[3].0, format!("Bearer {TOKEN}"));
+    assert_eq!(seen[5].1, TOKEN);
     assert!(
-        seen[3].2.ends_with(&format!("&api_key={TOKEN}")),
+        seen[7].2.ends_with(&format!("&api_key={TOKEN}")),
         "{:?}",
-        seen[3]
+        seen[7]
     );
 
     // A credential written in place of a secret's name is refused, naming the setting.
@@ -833,6 +835,61 @@ async fn each_auth_style_sends_the_secret_as_the_api_expects_it() {
     let error = rt.validate(&plugin, &sys).await.unwrap_err();
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.auth.basic.password_secret:")),
+        "{error:?}"
+    );
+}
+
+/// Connecting a system checks the API: a wrong port, a misspelt search path and a wrong
+/// credential are each refused, naming the setting, before any request can reach it.
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_probes_the_api_and_names_what_is_wrong() {
+    let fake = fake(2).await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&fake.system()).unwrap();
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("the example connects");
+    let probes = fake.requests();
+    assert_eq!(probes.len(), 4, "one search per collection: {probes:#?}");
+    assert!(
+        probes.iter().all(|p| p.contains("connection-check")),
+        "{probes:#?}"
+    );
+    assert!(
+        fake.of("contacts", &person_email(1)).len() == 1,
+        "nothing changed"
+    );
+
+    let mut config = fake.system();
+    config.config["api"]["collections"][1]["search"]["path"] = json!("/order");
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[1].search.path:") && m.contains("404")),
+        "{error:?}"
+    );
+
+    std::fs::write(fake._secret.path(), "not-the-token").unwrap();
+    let sys = rt.prepare(&fake.system()).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Denied(m) if m.starts_with("config.api.auth:") && m.contains("401")),
+        "{error:?}"
+    );
+    std::fs::write(fake._secret.path(), TOKEN).unwrap();
+
+    // A port where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut config = fake.system();
+    config.config["api"]["base_url"] = json!(format!("http://127.0.0.1:{port}/api"));
+    config.capabilities.http.as_mut().unwrap().allow = vec![format!("127.0.0.1:{port}")];
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Unavailable(m) if m.starts_with("config.api.base_url:")),
         "{error:?}"
     );
 }

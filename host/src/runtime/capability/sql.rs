@@ -9,12 +9,8 @@
 //!   included, no pragmas, attachments or transactions of its own), a PostgreSQL one is
 //!   reset and a MySQL one closed after the call, and any connection whose call was
 //!   stopped or whose statement failed is closed;
-//! - `locate`, `access`, `validate` and `describe` run read-only (on SQLite the
-//!   authorizer refuses every write, and a statement SQLite does not call read-only is
-//!   refused before it runs; a `READ ONLY` transaction around each statement on the
-//!   servers);
-//! - a plugin call runs on a blocking thread of its own, and its SQLite statements run
-//!   on that thread;
+//! - `locate`, `access`, `validate` and `describe` run read-only (a read-only SQLite
+//!   connection, a `READ ONLY` transaction around each statement on the servers);
 //! - on SQLite an authorizer refuses `ATTACH`, `DETACH`, `VACUUM`, schema changes,
 //!   pragmas that are not schema reads, `load_extension` and writes to `sqlite_*` tables; a statement entry is
 //!   exactly one statement;
@@ -76,12 +72,23 @@ enum Backend {
     MySql(tokio::sync::OnceCell<MySqlPool>),
 }
 
-/// A file database's idle connections, kept between calls. A plugin cannot leave
-/// anything on one (no schema changes, pragmas, attachments or transactions of its own),
-/// and a connection whose call was stopped is never put back. Read-only and read-write
-/// calls share them (see [`SqliteConn::start`]), so that a read after an erasure finds
-/// the pages the erasure left in the connection's cache instead of reading them again.
-type SqliteIdle = Mutex<Vec<SqliteConn>>;
+/// A file database's idle connections, by access, kept between calls. A plugin cannot
+/// leave anything on one (no schema changes, pragmas, attachments or transactions of
+/// its own), and a connection whose call was stopped is never put back.
+#[derive(Default)]
+struct SqliteIdle {
+    read_only: Mutex<Vec<SqliteConn>>,
+    read_write: Mutex<Vec<SqliteConn>>,
+}
+
+impl SqliteIdle {
+    fn of(&self, access: Access) -> &Mutex<Vec<SqliteConn>> {
+        match access {
+            Access::ReadOnly => &self.read_only,
+            Access::ReadWrite => &self.read_write,
+        }
+    }
+}
 
 /// A SQLite database as a `sqlite:` URL names it.
 #[derive(Debug, Clone)]
@@ -177,17 +184,7 @@ impl SqlTarget {
             deadline,
             conn: None,
             failed: false,
-            call_thread: false,
         }
-    }
-
-    /// A session for a plugin call, which runs on a blocking thread of its own: SQLite
-    /// statements run on that thread (stopped at the deadline by SQLite's progress
-    /// handler, as on any thread).
-    fn call_session(self: &Arc<Self>, access: Access, deadline: Instant) -> SqlSession {
-        let mut session = self.session(access, deadline);
-        session.call_thread = true;
-        session
     }
 
     /// Runs one query in a session of its own, read-write, without a deadline of its own
@@ -357,10 +354,6 @@ pub struct SqlSession {
     conn: Option<SessionConn>,
     /// Whether a statement failed: its connection is then not reused.
     failed: bool,
-    /// Whether the session belongs to a plugin call, which runs on a thread of its own
-    /// (see `Runtime::call`): SQLite work then runs on that thread instead of being
-    /// handed to another one and back.
-    call_thread: bool,
 }
 
 enum SessionConn {
@@ -434,7 +427,7 @@ impl SqlSession {
         let rows = match self.connect().await? {
             SessionConn::Sqlite(conn) => {
                 let (conn, statement) = (conn.clone(), statement.clone());
-                self.sqlite(move || conn.query(&statement, limit)).await
+                run_blocking(move || conn.query(&statement, limit)).await
             }
             SessionConn::Postgres(server) => {
                 on_server!(&mut *server.conn, "BEGIN READ ONLY", pg_rows)
@@ -480,25 +473,13 @@ impl SqlSession {
         let counts = match self.connect().await? {
             SessionConn::Sqlite(conn) => {
                 let (conn, statements) = (conn.clone(), statements.to_vec());
-                self.sqlite(move || conn.transaction(&statements)).await
+                run_blocking(move || conn.transaction(&statements)).await
             }
             SessionConn::Postgres(server) => on_server!(&mut *server.conn, "BEGIN"),
             SessionConn::MySql(server) => on_server!(&mut *server.conn, "START TRANSACTION"),
         };
         self.failed |= counts.is_err();
         counts
-    }
-
-    /// Runs SQLite work on this thread in a plugin call, else on a blocking thread.
-    async fn sqlite<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> Result<T, GuestError> + Send + 'static,
-    ) -> Result<T, GuestError> {
-        if self.call_thread {
-            work()
-        } else {
-            run_blocking(work).await
-        }
     }
 
     /// Opens the session's connection on first use.
@@ -514,19 +495,20 @@ impl SqlSession {
         let remaining = self.remaining();
         let conn = match &self.target.backend {
             Backend::Sqlite(file, idle) => {
-                let file = file.clone();
+                let (file, access) = (file.clone(), self.access);
                 // A file replaced since (a restored backup) is opened afresh: an erasure
                 // must reach the file that is there now.
                 let reused = idle
+                    .of(access)
                     .lock()
                     .expect("idle connections")
                     .pop()
                     .filter(|conn| conn.file.is_some() && conn.file == file_identity(&file));
                 let conn = match reused {
                     Some(conn) => conn,
-                    None => self.sqlite(move || SqliteConn::open(&file)).await?,
+                    None => run_blocking(move || SqliteConn::open(&file, access)).await?,
                 };
-                conn.start(self.deadline, self.access)?;
+                conn.start(self.deadline)?;
                 SessionConn::Sqlite(Arc::new(conn))
             }
             Backend::Postgres(_) => {
@@ -611,7 +593,7 @@ impl SqlSession {
                 && !self.failed
                 && let Some(conn) = Arc::into_inner(conn)
             {
-                let mut idle = idle.lock().expect("idle connections");
+                let mut idle = idle.of(self.access).lock().expect("idle connections");
                 if idle.len() < POOL_SIZE as usize {
                     idle.push(conn);
                 }
@@ -963,19 +945,14 @@ struct SqliteConn {
     /// Set while the host itself begins or ends a transaction, which the authorizer
     /// otherwise refuses to the plugin.
     host_statement: Arc<AtomicBool>,
-    /// Whether the current call only reads (describe, validate, locate, access): the
-    /// authorizer then refuses every write, and [`SqliteConn::query`] every statement
-    /// SQLite does not call read-only.
-    read_only: Arc<AtomicBool>,
 }
 
 impl SqliteConn {
-    /// Opens the file read-write unless its URL says `mode=ro`; each call then says
-    /// whether it may write ([`SqliteConn::start`]).
-    fn open(file: &SqliteFile) -> Result<Self, GuestError> {
+    fn open(file: &SqliteFile, access: Access) -> Result<Self, GuestError> {
         use rusqlite::OpenFlags;
+        let read_only = file.read_only || access == Access::ReadOnly;
         let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        flags |= if file.read_only {
+        flags |= if read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY
         } else if file.create {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
@@ -1021,15 +998,8 @@ impl SqliteConn {
         linear_text_functions(&conn).map_err(sqlite_error)?;
         let host_statement = Arc::new(AtomicBool::new(false));
         let host = host_statement.clone();
-        // Read-only until a call says otherwise.
-        let read_only = Arc::new(AtomicBool::new(true));
-        let reading = read_only.clone();
         conn.authorizer(Some(move |context: AuthContext<'_>| {
-            authorize(
-                &context.action,
-                reading.load(Ordering::Relaxed),
-                host.load(Ordering::Relaxed),
-            )
+            authorize(&context.action, read_only, host.load(Ordering::Relaxed))
         }));
         let deadline = Arc::new(Mutex::new(Instant::now()));
         let until = deadline.clone();
@@ -1044,15 +1014,12 @@ impl SqliteConn {
             deadline,
             single: Mutex::default(),
             host_statement,
-            read_only,
         })
     }
 
-    /// Gives the connection to a call that ends at `deadline` with `access`.
-    fn start(&self, deadline: Instant, access: Access) -> Result<(), GuestError> {
+    /// Gives the connection to a call that ends at `deadline`.
+    fn start(&self, deadline: Instant) -> Result<(), GuestError> {
         *self.deadline.lock().expect("deadline lock") = deadline;
-        self.read_only
-            .store(access == Access::ReadOnly, Ordering::Relaxed);
         let wait = BUSY_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
         self.conn
             .lock()
@@ -1096,12 +1063,6 @@ impl SqliteConn {
     fn query(&self, statement: &Statement, limit: usize) -> Result<Rows, GuestError> {
         let conn = self.conn.lock().expect("sqlite connection lock");
         let mut prepared = self.prepare(&conn, &statement.sql)?;
-        // Beside the authorizer, SQLite's own word that the statement writes nothing.
-        if self.read_only.load(Ordering::Relaxed) && !prepared.readonly() {
-            return Err(GuestError::Denied(
-                "a read-only call (describe, validate, locate, access) may not write".into(),
-            ));
-        }
         let columns: Vec<String> = prepared
             .column_names()
             .into_iter()
@@ -1160,7 +1121,12 @@ impl SqliteConn {
         };
         match run() {
             Ok(counts) => {
-                host("COMMIT")?;
+                // A COMMIT that fails (busy, interrupted) leaves the transaction open: it
+                // is rolled back, never left for the plugin's next statements.
+                if let Err(error) = host("COMMIT") {
+                    let _ = host("ROLLBACK");
+                    return Err(error);
+                }
                 Ok(counts)
             }
             Err(error) => {
@@ -1699,7 +1665,7 @@ impl crate::runtime::state::CallState {
         self.require("sql", self.system.sql.is_some())?;
         if self.sql.is_none() {
             let target = self.system.sql.clone().expect("checked just above");
-            self.sql = Some(target.call_session(self.access, self.deadline));
+            self.sql = Some(target.session(self.access, self.deadline));
         }
         Ok(self.sql.as_mut().expect("set just above"))
     }
@@ -1776,62 +1742,6 @@ mod tests {
             .unwrap();
         assert_eq!(rows.rows.len(), 1, "the row is still there");
         reading.finish().await;
-    }
-
-    /// Read-only and read-write calls share idle connections: a connection an erasure
-    /// wrote through is read-only again in the next locate, and writes again after.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_reused_sqlite_connection_takes_each_call_s_access() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = target(&dir);
-        let idle = || match &target.backend {
-            Backend::Sqlite(_, idle) => idle.lock().unwrap().len(),
-            _ => unreachable!("a SQLite target"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut writing = target.session(Access::ReadWrite, deadline);
-        let counts = writing
-            .transaction(&[statement(
-                "INSERT INTO people (email) VALUES ('b@example.org')",
-            )])
-            .await
-            .unwrap();
-        assert_eq!(counts, [1]);
-        writing.finish().await;
-        assert_eq!(idle(), 1);
-
-        let mut reading = target.session(Access::ReadOnly, deadline);
-        for sql in [
-            "DELETE FROM people",
-            "INSERT INTO people (email) VALUES ('c@example.org')",
-            "UPDATE people SET email = NULL",
-            "REPLACE INTO people (id, email) VALUES (1, NULL)",
-        ] {
-            let error = reading.query(&statement(sql), 10).await.unwrap_err();
-            assert!(matches!(&error, GuestError::Denied(_)), "{sql}: {error:?}");
-        }
-        let error = reading
-            .transaction(&[statement("DELETE FROM people")])
-            .await
-            .unwrap_err();
-        assert!(matches!(&error, GuestError::Denied(_)), "{error:?}");
-        let rows = reading
-            .query(&statement("SELECT email FROM people ORDER BY id"), 10)
-            .await
-            .unwrap();
-        assert_eq!(rows.rows.len(), 2, "nothing changed: {rows:?}");
-        assert_eq!(idle(), 0, "the read-only call took the pooled connection");
-        reading.finish().await;
-
-        let mut writing = target.session(Access::ReadWrite, deadline);
-        let counts = writing
-            .transaction(&[statement(
-                "DELETE FROM people WHERE email = 'b@example.org'",
-            )])
-            .await
-            .unwrap();
-        assert_eq!(counts, [1]);
-        writing.finish().await;
     }
 
     #[tokio::test(flavor = "multi_thread")]
