@@ -699,3 +699,83 @@ pub fn server_crm_script(customers: u64) -> String {
     }
     sql
 }
+
+/// json-server (from the npm registry, pinned in `tests/apps`), a third-party REST
+/// application, serving `db` on a loopback port of its own until dropped. `None`, with a
+/// note on stderr, when `OUBLI_TEST_JSON_SERVER` (the path of its `json-server` command)
+/// is unset.
+pub struct JsonServer {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl JsonServer {
+    pub async fn start(db: &serde_json::Value) -> Option<JsonServer> {
+        let Ok(command) = std::env::var("OUBLI_TEST_JSON_SERVER") else {
+            eprintln!(
+                "skipped: set OUBLI_TEST_JSON_SERVER to tests/apps/node_modules/.bin/json-server (after `npm ci` in tests/apps) to run this test against json-server"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let file = dir.path().join("db.json");
+        std::fs::write(&file, db.to_string()).expect("db.json is written");
+        // A free port: taken from the kernel, then handed to the server.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(&command)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--quiet",
+            ])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command} starts: {e}"));
+        let address = format!("127.0.0.1:{port}");
+        let server = JsonServer {
+            child,
+            url: format!("http://{address}"),
+            address,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if reqwest::get(format!("{}/db", server.url)).await.is_ok() {
+                return Some(server);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "json-server did not answer on {}",
+                server.url
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The collection as the server holds it now.
+    pub async fn records(&self, collection: &str) -> Vec<serde_json::Value> {
+        reqwest::get(format!("{}/{collection}", self.url))
+            .await
+            .expect("json-server answers")
+            .json()
+            .await
+            .expect("a JSON array")
+    }
+}
+
+impl Drop for JsonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

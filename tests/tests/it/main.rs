@@ -10,4 +10,5 @@ mod service;
 mod sql_connector;
 mod sql_matching;
 mod sql_servers;
+mod third_party;
 mod workers;

@@ -1,0 +1,204 @@
+//! The REST connector against json-server, a third-party REST application installed from
+//! the npm registry (`tests/apps`) and started on loopback: a substring search that
+//! returns other people, Link-header pages, JSON merge patches, and deletions that
+//! cascade. Skipped unless `OUBLI_TEST_JSON_SERVER` is set.
+
+use oubli::runtime::{Change, RecordState, RuntimeError, SystemConfig};
+use oubli_tests::{JsonServer, load, runtime, subject};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+fn db() -> Value {
+    json!({
+        "users": [
+            { "id": 1, "email": "jane.doe@example.net", "name": "Jane Doe" },
+            { "id": 2, "email": "e.doe@example.net", "name": "E. Doe" },
+            { "id": 3, "email": "paul@example.net", "name": "Paul" },
+        ],
+        "subscriptions": [
+            { "id": 20, "email": "e.doe@example.net", "list": "news" },
+            { "id": 21, "email": "jane.doe@example.net", "list": "offers" },
+            { "id": 22, "email": "e.doe@example.net", "list": "offers" },
+        ],
+        "addresses": [
+            { "id": 10, "userId": 1, "street": "1 rue des Lilas" },
+            { "id": 11, "userId": 2, "street": "2 rue des Lilas" },
+        ],
+    })
+}
+
+/// Users found by json-server's full-text `q` (a case-insensitive substring search),
+/// one per page through the `Link` header; subscriptions by their exact `email` filter.
+fn system(server: &JsonServer) -> SystemConfig {
+    let mut config = SystemConfig::from_toml(
+        r#"
+name = "json-server"
+[capabilities]
+host = true
+[capabilities.http]
+allow = []
+allow_private = true
+"#,
+    )
+    .unwrap();
+    config.capabilities.http.as_mut().unwrap().allow = vec![server.address.clone()];
+    config.config.insert(
+        "api".into(),
+        json!({
+            "base_url": server.url,
+            "collections": [
+                { "name": "users", "id": "id",
+                  "search": { "path": "/users", "by": { "email": "q" },
+                              "params": { "_page": "1", "_limit": "1" }, "pagination": { "style": "link" } },
+                  "identities": { "email": "email" },
+                  "fields": { "email": "contact", "name": "identity" },
+                  "read": { "path": "/users/{id}" }, "update": { "path": "/users/{id}" },
+                  "delete": { "path": "/users/{id}" } },
+                { "name": "subscriptions", "id": "id",
+                  "search": { "path": "/subscriptions", "by": { "email": "email" } },
+                  "identities": { "email": "email" },
+                  "fields": { "email": "contact", "list": "marketing" },
+                  "read": { "path": "/subscriptions/{id}" },
+                  "delete": { "path": "/subscriptions/{id}" } },
+            ],
+        }),
+    );
+    config
+}
+
+fn places(records: impl Iterator<Item = (String, String)>) -> BTreeSet<(String, String)> {
+    records.collect()
+}
+
+fn ids(records: &[Value]) -> Vec<i64> {
+    records.iter().filter_map(|r| r["id"].as_i64()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
+    let Some(server) = JsonServer::start(&db()).await else {
+        return;
+    };
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&system(&server)).unwrap();
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("json-server connects");
+    let who = subject(&[("email", "e.doe@example.net")]);
+
+    // `q=e.doe@example.net` returns jane.doe@example.net too: only the exact one counts.
+    let found = rt.locate(&plugin, &sys, &who).await.unwrap();
+    let expected: BTreeSet<(String, String)> = [
+        ("users", "2"),
+        ("subscriptions", "20"),
+        ("subscriptions", "22"),
+    ]
+    .map(|(c, k)| (c.to_owned(), k.to_owned()))
+    .into();
+    assert_eq!(
+        places(found.iter().map(|r| (r.collection.clone(), r.key.clone()))),
+        expected
+    );
+    let mut exported = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = rt.access(&plugin, &sys, &who, cursor.take()).await.unwrap();
+        exported.extend(page.records);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        places(
+            exported
+                .iter()
+                .map(|r| (r.collection.clone(), r.key.clone()))
+        ),
+        expected,
+        "each record once: {exported:?}"
+    );
+
+    // The merge patch reaches the server whole.
+    let change = Change {
+        collection: Some("users".into()),
+        field: "name".into(),
+        value: json!("E. Doe-Martin").to_string(),
+    };
+    let rectified = rt.rectify(&plugin, &sys, &who, &[change]).await.unwrap();
+    assert_eq!(rectified.changed.len(), 1, "{rectified:?}");
+    let users = server.records("users").await;
+    assert_eq!(users[1]["name"], "E. Doe-Martin");
+    assert_eq!(users[1]["email"], "e.doe@example.net", "the rest kept");
+    assert_eq!(users[0]["name"], "Jane Doe");
+
+    let erased = rt.erase(&plugin, &sys, &who).await.unwrap();
+    assert_eq!(erased.len(), 3, "{erased:?}");
+    assert_eq!(
+        ids(&server.records("users").await),
+        [1, 3],
+        "Jane and Paul stay"
+    );
+    assert_eq!(ids(&server.records("subscriptions").await), [21]);
+    let verified = rt.verify(&plugin, &sys, &who, &found).await.unwrap();
+    assert!(
+        verified.iter().all(|v| v.state == RecordState::Gone),
+        "{verified:?}"
+    );
+    let swept = rt.sweep(&plugin, &sys, &who, 100).await.unwrap();
+    assert!(swept.hits.is_empty() && !swept.cut_short, "{swept:?}");
+
+    // Erased again (a retry): nothing left, nothing else touched.
+    let again = rt.erase(&plugin, &sys, &who).await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(ids(&server.records("users").await), [1, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_server_misconfigured_is_refused_at_connect_time() {
+    let Some(server) = JsonServer::start(&db()).await else {
+        return;
+    };
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+
+    let mut config = system(&server);
+    config.config["api"]["collections"][1]["search"]["path"] = json!("/subscription");
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[1].search.path:") && m.contains("404")),
+        "{error:?}"
+    );
+
+    // The substring search without a field to check its results against.
+    let mut config = system(&server);
+    config.config["api"]["collections"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("identities");
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[0].identities:")),
+        "{error:?}"
+    );
+
+    // Nothing listens on the configured port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = system(&server);
+    config.config["api"]["base_url"] = json!(format!("http://127.0.0.1:{port}"));
+    config.capabilities.http.as_mut().unwrap().allow = vec![format!("127.0.0.1:{port}")];
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Unavailable(m) if m.starts_with("config.api.base_url:")),
+        "{error:?}"
+    );
+    assert_eq!(server.records("users").await.len(), 3, "nothing changed");
+}
