@@ -140,13 +140,12 @@ pub async fn get_controller(
 
 /// The field an `InvalidConfig` message names, e.g. `limits.memory_mb: …`.
 fn config_error(error: &RuntimeError) -> ApiError {
-    // A message that starts with its place ("config.api.auth: …") names the field.
+    // A message that starts with its place ("config.api.auth: …", "limits.memory_mb: …")
+    // names the field.
     let named = |m: &str| {
         m.split_once(": ")
             .map(|(f, _)| f)
-            .filter(|f| {
-                !f.contains(' ') && (f.starts_with("config") || f.starts_with("capabilities"))
-            })
+            .filter(|f| !f.is_empty() && !f.contains(' '))
             .map(str::to_owned)
     };
     let (field, message) = match error {

@@ -384,7 +384,6 @@ fn probe(api: &Api, index: usize, collection: &Collection) -> Result<()> {
             "config.api.base_url: the API did not answer when {} was checked: {m}",
             collection.name
         ))),
-        Err(other) => Err(other),
     }
 }
 
