@@ -166,6 +166,19 @@ pub struct Collection {
     pub delete: Option<Endpoint>,
     #[serde(default)]
     pub erase: Erase,
+    /// Records reached from the records of an earlier collection (a user's addresses):
+    /// the search runs once per parent record, `{parent}` in its path or parameters
+    /// replaced by the parent record's `field`.
+    pub parent: Option<Parent>,
+}
+
+/// Where a child collection's records hang: `{ collection = "users", field = "id" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parent {
+    pub collection: String,
+    /// The path of the value in the parent record, e.g. `id`.
+    pub field: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,9 +186,12 @@ pub struct Collection {
 pub struct Search {
     /// The path searched with GET, e.g. `/contacts`.
     pub path: String,
-    /// Identity kind → the query parameter that carries it, e.g. `email = "email"`.
+    /// Identity kind → the query parameter that carries it, e.g. `email = "email"`; empty
+    /// for a collection reached through its `parent`.
+    #[serde(default)]
     pub by: BTreeMap<String, String>,
-    /// Query parameters sent with every search, e.g. `fields = "all"`.
+    /// Query parameters sent with every search, e.g. `fields = "all"`, or
+    /// `userId = "{parent}"` in a child collection.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
     /// The path of the results array in the response; the response itself when left out.
@@ -324,11 +340,39 @@ impl Api {
             if self.collections.iter().filter(|o| o.name == c.name).count() > 1 {
                 return invalid(format!("{path}.name"), "two collections have this name");
             }
-            if c.search.by.is_empty() {
-                return invalid(
-                    format!("{path}.search.by"),
-                    "no identity kind is mapped to a query parameter",
-                );
+            match &c.parent {
+                None if c.search.by.is_empty() => {
+                    return invalid(
+                        format!("{path}.search.by"),
+                        "no identity kind is mapped to a query parameter",
+                    );
+                }
+                None => {}
+                Some(parent) => {
+                    if !self.collections[..i]
+                        .iter()
+                        .any(|p| p.name == parent.collection)
+                    {
+                        return invalid(
+                            format!("{path}.parent.collection"),
+                            "must name a collection listed before this one",
+                        );
+                    }
+                    if !c.search.by.is_empty() {
+                        return invalid(
+                            format!("{path}.search.by"),
+                            "a collection reached through its parent is searched with the parent's records only; leave `by` out",
+                        );
+                    }
+                    if !c.search.path.contains("{parent}")
+                        && !c.search.params.values().any(|v| v.contains("{parent}"))
+                    {
+                        return invalid(
+                            format!("{path}.search"),
+                            "a child collection's search path or parameters hold {parent}, e.g. path = \"/users/{parent}/addresses\" or params = { userId = \"{parent}\" }",
+                        );
+                    }
+                }
             }
             if !c.search.path.starts_with('/') {
                 return invalid(format!("{path}.search.path"), "must start with /");
@@ -353,10 +397,13 @@ impl Api {
                 ("delete", &c.delete),
             ] {
                 if let Some(e) = endpoint {
-                    if !e.path.starts_with('/') || !e.path.contains("{id}") {
+                    if !e.path.starts_with('/')
+                        || !e.path.contains("{id}")
+                        || e.path.contains("{parent}")
+                    {
                         return invalid(
                             format!("{path}.{name}.path"),
-                            "must start with / and hold {id}",
+                            "must start with / and hold {id} (and not {parent}: a record is read, changed and deleted by its own id)",
                         );
                     }
                     if let Some(method) = &e.method

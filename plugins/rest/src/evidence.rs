@@ -274,10 +274,16 @@ pub fn sweep(api: &Api, subject: &Subject, budget: u32) -> Result<SweepReport> {
     'collections: for collection in &api.collections {
         let identities = crate::searchable(collection, subject);
         if identities.is_empty() {
-            report.skipped.push(format!(
-                "{}: its search takes none of the subject's identity kinds",
-                collection.name
-            ));
+            report.skipped.push(match &collection.parent {
+                Some(parent) => format!(
+                    "{}: reached only through {}, not searched by identity (its located records are read back by key)",
+                    collection.name, parent.collection
+                ),
+                None => format!(
+                    "{}: its search takes none of the subject's identity kinds",
+                    collection.name
+                ),
+            });
             continue;
         }
         for identity in identities {
@@ -294,7 +300,12 @@ pub fn sweep(api: &Api, subject: &Subject, budget: u32) -> Result<SweepReport> {
                         break 'collections;
                     }
                     spent += 1;
-                    let page = crate::search_page(api, collection, &spelling, token.as_ref())?;
+                    let page = crate::search_page(
+                        api,
+                        collection,
+                        crate::Sought::Identity(&spelling),
+                        token.as_ref(),
+                    )?;
                     for record in &page.records {
                         let key = crate::record_id(collection, record)?;
                         for (field, kind) in fields_mentioning(collection, record, subject) {

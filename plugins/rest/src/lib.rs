@@ -166,14 +166,29 @@ fn record_url(api: &Api, template: &str, id: &str) -> Result<String> {
 }
 
 /// Fetches one page of `collection`'s search for one identity.
+/// What one search is for: an identity of the subject, or a parent record's value (for a
+/// collection reached through its parent).
+#[derive(Clone, Copy)]
+enum Sought<'a> {
+    Identity(&'a Identity),
+    Parent(&'a str),
+}
+
 fn search_page(
     api: &Api,
     collection: &Collection,
-    identity: &Identity,
+    sought: Sought<'_>,
     token: Option<&Token>,
 ) -> Result<SearchPage> {
     let search = &collection.search;
-    let parameter = &search.by[&identity.kind];
+    let parent = match sought {
+        Sought::Parent(value) => Some(value),
+        Sought::Identity(_) => None,
+    };
+    let fill = |text: &str| match parent {
+        Some(value) => text.replace("{parent}", value),
+        None => text.to_owned(),
+    };
     // Where this page starts, for page-number and offset pagination.
     let number = match token {
         Some(Token::Number(n)) => Some(*n),
@@ -185,9 +200,11 @@ fn search_page(
         let mut query: Vec<(String, String)> = search
             .params
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), fill(v)))
             .collect();
-        query.push((parameter.clone(), identity.value.clone()));
+        if let Sought::Identity(identity) = sought {
+            query.push((search.by[&identity.kind].clone(), identity.value.clone()));
+        }
         match (&search.pagination, token) {
             (
                 Pagination::Page {
@@ -225,9 +242,16 @@ fn search_page(
             .iter()
             .map(|(k, v)| format!("{}={}", api::encode(k), api::encode(v)))
             .collect();
-        format!("{}?{}", url(api, &search.path), query.join("&"))
+        let path = match parent {
+            Some(value) => search.path.replace("{parent}", &api::encode(value)),
+            None => search.path.clone(),
+        };
+        format!("{}?{}", url(api, &path), query.join("&"))
     };
-    let hide = [identity.value.as_str()];
+    let hide = match sought {
+        Sought::Identity(identity) => vec![identity.value.as_str()],
+        Sought::Parent(_) => Vec::new(),
+    };
     let response = Exchange::new(Method::Get, &search.path, &hide)
         .send(api, &request(api, Method::Get, target.clone()))?;
     let response_url = target;
@@ -330,7 +354,7 @@ fn found(api: &Api, collection: &Collection, subject: &Subject) -> Result<Vec<(S
                     collection.name, identity.kind, collection.name
                 )));
             }
-            let page = search_page(api, collection, identity, token.as_ref())?;
+            let page = search_page(api, collection, Sought::Identity(identity), token.as_ref())?;
             for record in page.records {
                 if !holds(collection, &record, identity) {
                     continue;
@@ -353,6 +377,8 @@ fn found(api: &Api, collection: &Collection, subject: &Subject) -> Result<Vec<(S
 /// address, path or credential is refused when the system is connected rather than at
 /// its first request; the error names the setting to look at.
 fn probe(api: &Api, index: usize, collection: &Collection) -> Result<()> {
+    // A collection reached through its parent needs a parent record's value: it is
+    // searched with the first request's parents.
     let Some(kind) = collection.search.by.keys().next() else {
         return Ok(());
     };
@@ -366,7 +392,7 @@ fn probe(api: &Api, index: usize, collection: &Collection) -> Result<()> {
         value: value.to_owned(),
     };
     let at = format!("config.api.collections[{index}]");
-    match search_page(api, collection, &identity, None) {
+    match search_page(api, collection, Sought::Identity(&identity), None) {
         Ok(_) => Ok(()),
         Err(Error::Failed(m)) if m.contains("HTTP status 404") || m.contains("HTTP status 405") => {
             Err(Error::InvalidConfig(format!(
@@ -385,6 +411,84 @@ fn probe(api: &Api, index: usize, collection: &Collection) -> Result<()> {
             collection.name
         ))),
     }
+}
+
+/// A record of the subject: its id, the record as the search returned it, and for a
+/// collection reached through its parent, the parent record (`users/7`).
+struct Found {
+    id: String,
+    record: Value,
+    via: Option<String>,
+}
+
+/// Every record of the subject in every collection, in the configuration's order: a
+/// collection with identities by its searches, a collection with a `parent` by its
+/// search once per record found in the parent collection.
+fn found_all(api: &Api, subject: &Subject) -> Result<Vec<Vec<Found>>> {
+    let mut all: Vec<Vec<Found>> = Vec::new();
+    for collection in &api.collections {
+        let Some(parent) = &collection.parent else {
+            all.push(
+                found(api, collection, subject)?
+                    .into_iter()
+                    .map(|(id, record)| Found {
+                        id,
+                        record,
+                        via: None,
+                    })
+                    .collect(),
+            );
+            continue;
+        };
+        let index = api
+            .collections
+            .iter()
+            .position(|c| c.name == parent.collection)
+            .filter(|i| *i < all.len())
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "the parent of {} is not a collection listed before it",
+                    collection.name
+                ))
+            })?;
+        let mut children: Vec<Found> = Vec::new();
+        for parent_record in &all[index] {
+            let value = api::at(&parent_record.record, &parent.field)
+                .and_then(api::scalar_text)
+                .ok_or_else(|| {
+                    Error::Failed(format!(
+                        "a record of {} has no {:?} to reach its {} with (config.api {} parent.field)",
+                        parent.collection, parent.field, collection.name, collection.name
+                    ))
+                })?;
+            let mut token = None;
+            for pages in 1.. {
+                if pages > MAX_PAGES {
+                    return Err(Error::Failed(format!(
+                        "the search of {} under {}/{} still had results after {MAX_PAGES} pages: refused rather than cut short",
+                        collection.name, parent.collection, parent_record.id
+                    )));
+                }
+                let page = search_page(api, collection, Sought::Parent(&value), token.as_ref())?;
+                for record in page.records {
+                    let id = record_id(collection, &record)?;
+                    if !children.iter().any(|known| known.id == id) {
+                        children.push(Found {
+                            id,
+                            record,
+                            via: Some(format!("{}/{}", parent.collection, parent_record.id)),
+                        });
+                    }
+                }
+                match page.next {
+                    Some(next) => token = Some(next),
+                    None => break,
+                }
+            }
+        }
+        all.push(children);
+    }
+    Ok(all)
 }
 
 /// Fails when none of the subject's identity kinds is searchable: the request would
@@ -478,6 +582,35 @@ fn masked(record: &Value, path: &str, mask: Mask) -> Value {
     }
 }
 
+/// A record as `access` exports it: read in full by its URL, the configured fields; `None`
+/// when it is gone meanwhile.
+fn exported(
+    api: &Api,
+    collection: &Collection,
+    id: String,
+    subject: &Subject,
+) -> Result<Option<PersonalRecord>> {
+    let Some(full) = read(api, collection, &id, &hidden(subject))? else {
+        return Ok(None);
+    };
+    let fields = collection
+        .fields
+        .iter()
+        .map(|(path, category)| {
+            Field::json(
+                path,
+                api::at(&full, path).cloned().unwrap_or(Value::Null),
+                Some(category),
+            )
+        })
+        .collect();
+    Ok(Some(PersonalRecord {
+        collection: collection.name.clone(),
+        key: id,
+        fields,
+    }))
+}
+
 /// The access cursor: collection, identity (among the collection's searchable ones) and
 /// where that search's next page starts.
 fn parse_cursor(text: &str) -> Result<(usize, usize, Option<Token>)> {
@@ -536,9 +669,12 @@ impl Connector for RestConnector {
         let api = Api::load()?;
         check_searchable(&api, &subject)?;
         let mut refs = Vec::new();
-        for collection in &api.collections {
-            for (id, record) in found(&api, collection, &subject)? {
+        for (collection, records) in api.collections.iter().zip(found_all(&api, &subject)?) {
+            for Found { id, record, via } in records {
                 let mut reference = record_ref(collection, id);
+                if let Some(via) = via {
+                    reference = reference.through(via);
+                }
                 // Why it is the subject's: the identity fields that hold an identity.
                 for identity in &subject.identities {
                     let Some(path) = collection.identities.get(&identity.kind) else {
@@ -569,12 +705,23 @@ impl Connector for RestConnector {
             Some(text) => parse_cursor(text)?,
         };
         while let Some(collection) = api.collections.get(c) {
+            // A collection reached through its parent: its records in one page (its
+            // parents' searches are run again to reach them).
+            if collection.parent.is_some() {
+                let mut records = Vec::new();
+                let all = found_all(&api, &subject)?;
+                for child in all.into_iter().nth(c).unwrap_or_default() {
+                    records.extend(exported(&api, collection, child.id, &subject)?);
+                }
+                let next = (c + 1 < api.collections.len()).then(|| format!("{}:0:", c + 1));
+                return Ok(Page { records, next });
+            }
             let identities = searchable(collection, &subject);
             let Some(identity) = identities.get(k) else {
                 (c, k, token) = (c + 1, 0, None);
                 continue;
             };
-            let page = search_page(&api, collection, identity, token.as_ref())?;
+            let page = search_page(&api, collection, Sought::Identity(identity), token.as_ref())?;
             let mut records = Vec::new();
             for record in page.records {
                 // A record that an earlier identity's search found is exported there.
@@ -587,25 +734,7 @@ impl Connector for RestConnector {
                     continue;
                 }
                 let id = record_id(collection, &record)?;
-                let Some(full) = read(&api, collection, &id, &hidden(&subject))? else {
-                    continue;
-                };
-                let fields = collection
-                    .fields
-                    .iter()
-                    .map(|(path, category)| {
-                        Field::json(
-                            path,
-                            api::at(&full, path).cloned().unwrap_or(Value::Null),
-                            Some(category),
-                        )
-                    })
-                    .collect();
-                records.push(PersonalRecord {
-                    collection: collection.name.clone(),
-                    key: id,
-                    fields,
-                });
+                records.extend(exported(&api, collection, id, &subject)?);
             }
             let next = match page.next {
                 Some(next) => Some(format!("{c}:{k}:{}", next.encode())),
@@ -650,10 +779,17 @@ impl Connector for RestConnector {
             }
         }
         let mut changed = Vec::new();
+        // Every record first: a change to an identity field (or to a parent) must not
+        // hide the others.
+        let mut all = found_all(&api, &subject)?;
         for (collection, body) in plan {
-            // Every record first: a change to an identity field must not hide the others.
-            let records = found(&api, collection, &subject)?;
-            for (id, _) in records {
+            let index = api
+                .collections
+                .iter()
+                .position(|c| std::ptr::eq(c, collection))
+                .unwrap_or_default();
+            let records = std::mem::take(&mut all[index]);
+            for Found { id, .. } in records {
                 update(
                     &api,
                     collection,
@@ -676,10 +812,17 @@ impl Connector for RestConnector {
         // Every collection is searched before anything changes: a record found through a
         // field that another collection's erasure removes (a user found by an address)
         // must not become unreachable halfway.
-        let mut targets = Vec::new();
-        for collection in &api.collections {
-            targets.push((collection, found(&api, collection, &subject)?));
-        }
+        let targets: Vec<(&Collection, Vec<(String, Value)>)> = api
+            .collections
+            .iter()
+            .zip(found_all(&api, &subject)?)
+            .map(|(collection, records)| {
+                (
+                    collection,
+                    records.into_iter().map(|f| (f.id, f.record)).collect(),
+                )
+            })
+            .collect();
         // Each record is read by its URL before anything changes: `verify` reads it the
         // same way afterwards, so a read endpoint that cannot find it (and would then say
         // "gone") fails here, with nothing changed.

@@ -23,12 +23,14 @@ fn db() -> Value {
         "addresses": [
             { "id": 10, "userId": 1, "street": "1 rue des Lilas" },
             { "id": 11, "userId": 2, "street": "2 rue des Lilas" },
+            { "id": 12, "userId": 2, "street": "5 quai Gailleton" },
         ],
     })
 }
 
 /// Users found by json-server's full-text `q` (a case-insensitive substring search),
-/// one per page through the `Link` header; subscriptions by their exact `email` filter.
+/// one per page through the `Link` header; subscriptions by their exact `email` filter;
+/// addresses, which hold no identity, through each user found (`/users/{id}/addresses`).
 fn system(server: &JsonServer) -> SystemConfig {
     let mut config = SystemConfig::from_toml(
         r#"
@@ -60,6 +62,12 @@ allow_private = true
                   "fields": { "email": "contact", "list": "marketing" },
                   "read": { "path": "/subscriptions/{id}" },
                   "delete": { "path": "/subscriptions/{id}" } },
+                { "name": "addresses", "id": "id",
+                  "parent": { "collection": "users", "field": "id" },
+                  "search": { "path": "/users/{parent}/addresses" },
+                  "fields": { "street": "location" },
+                  "read": { "path": "/addresses/{id}" },
+                  "delete": { "path": "/addresses/{id}" } },
             ],
         }),
     );
@@ -93,6 +101,8 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
         ("users", "2"),
         ("subscriptions", "20"),
         ("subscriptions", "22"),
+        ("addresses", "11"),
+        ("addresses", "12"),
     ]
     .map(|(c, k)| (c.to_owned(), k.to_owned()))
     .into();
@@ -100,6 +110,8 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
         places(found.iter().map(|r| (r.collection.clone(), r.key.clone()))),
         expected
     );
+    let address = found.iter().find(|r| r.key == "11").unwrap();
+    assert_eq!(address.via.as_deref(), Some("users/2"), "{address:?}");
     let mut exported = Vec::new();
     let mut cursor = None;
     loop {
@@ -133,8 +145,15 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
     assert_eq!(users[1]["email"], "e.doe@example.net", "the rest kept");
     assert_eq!(users[0]["name"], "Jane Doe");
 
+    // json-server deletes a user's addresses with the user: they are gone (404) when
+    // their turn comes, which is their end state all the same.
     let erased = rt.erase(&plugin, &sys, &who).await.unwrap();
-    assert_eq!(erased.len(), 3, "{erased:?}");
+    assert_eq!(erased.len(), 5, "{erased:?}");
+    assert_eq!(
+        ids(&server.records("addresses").await),
+        [10],
+        "Jane's stays"
+    );
     assert_eq!(
         ids(&server.records("users").await),
         [1, 3],
@@ -198,6 +217,15 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
     let error = rt.validate(&plugin, &sys).await.unwrap_err();
     assert!(
         matches!(&error, RuntimeError::Unavailable(m) if m.starts_with("config.api.base_url:")),
+        "{error:?}"
+    );
+    // A child collection whose search does not use its parent.
+    let mut config = system(&server);
+    config.config["api"]["collections"][2]["search"]["path"] = json!("/addresses");
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[2].search:") && m.contains("{parent}")),
         "{error:?}"
     );
     assert_eq!(server.records("users").await.len(), 3, "nothing changed");
