@@ -145,7 +145,22 @@ fn config_error(error: &RuntimeError) -> ApiError {
     let named = |m: &str| {
         m.split_once(": ")
             .map(|(f, _)| f)
-            .filter(|f| !f.is_empty() && !f.contains(' '))
+            .filter(|f| {
+                [
+                    "config",
+                    "capabilities",
+                    "limits",
+                    "secrets",
+                    "name",
+                    "plugin",
+                ]
+                .iter()
+                .any(|known| {
+                    *f == *known
+                        || f.strip_prefix(known)
+                            .is_some_and(|rest| rest.starts_with(['.', '[']))
+                })
+            })
             .map(str::to_owned)
     };
     let (field, message) = match error {

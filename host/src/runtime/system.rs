@@ -424,8 +424,9 @@ pub fn substitute_secrets(
 
 /// As [`substitute_secrets`] for a URL's query string, the values percent-encoded. Only
 /// placeholders written as they are count: a plugin percent-encodes the values it puts in
-/// a query (an identity typed as `{{secret:…}}` arrives as `%7B%7Bsecret%3A…`), so a
-/// data subject's identity cannot ask for a secret.
+/// a query (an identity typed as `{{secret:…}}` arrives as `%7B%7Bsecret%3A…`), and the SDK
+/// encodes braces in the URLs a server hands it, so neither a data subject's identity
+/// nor a server can ask for a secret. The caller allows only secrets bound to hosts.
 ///
 /// # Errors
 /// As [`substitute_secrets`].
@@ -473,17 +474,19 @@ fn substitute(
         } else {
             (None, inside)
         };
-        let secret = secrets
-            .get(name)
-            .ok_or_else(|| format!("unknown secret {name:?}"))?;
+        // Names are not quoted: a credential written where a name belongs must not end up
+        // in a log or an answer.
+        let secret = secrets.get(name).ok_or_else(|| {
+            "a placeholder names a secret the system does not have (see its [secrets])".to_owned()
+        })?;
         if !allowed(secret) {
-            return Err(format!("secret {name:?} may not be sent to this host"));
+            return Err("a placeholder names a secret that may not be sent to this host".into());
         }
         match user {
-            Some(user) => out.push_str(
+            Some(user) => out.push_str(&encode(
                 &base64::engine::general_purpose::STANDARD
                     .encode(format!("{user}:{}", secret.value)),
-            ),
+            )),
             None => out.push_str(&encode(&secret.value)),
         }
         rest = &after[end + 2..];

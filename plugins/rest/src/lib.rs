@@ -71,10 +71,19 @@ fn retry(api: &Api) -> Retry {
 }
 
 fn request(api: &Api, method: Method, url: String) -> Request {
-    // An API key in the query goes on every URL, next pages' included.
+    // An API key in the query goes on every URL, next pages' included; a next page's URL
+    // that a server wrote with the key in it (scrubbed by the host) loses that copy first.
     let url = match api.auth.as_ref().and_then(api::Auth::query) {
-        Some(key) if url.contains('?') => format!("{url}&{key}"),
-        Some(key) => format!("{url}?{key}"),
+        Some(key) => {
+            let name = key.split('=').next().unwrap_or_default();
+            let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some(name))
+                .chain(std::iter::once(key.as_str()))
+                .collect();
+            format!("{path}?{}", kept.join("&"))
+        }
         None => url,
     };
     let request = api
@@ -379,7 +388,14 @@ fn found(api: &Api, collection: &Collection, subject: &Subject) -> Result<Vec<(S
 fn probe(api: &Api, index: usize, collection: &Collection) -> Result<()> {
     // A collection reached through its parent needs a parent record's value: it is
     // searched with the first request's parents.
-    let Some(kind) = collection.search.by.keys().next() else {
+    // E-mail first: the kind whose made-up value an API is least likely to refuse.
+    let Some(kind) = collection
+        .search
+        .by
+        .keys()
+        .find(|k| *k == "email")
+        .or_else(|| collection.search.by.keys().next())
+    else {
         return Ok(());
     };
     let value = match kind.as_str() {
@@ -396,8 +412,15 @@ fn probe(api: &Api, index: usize, collection: &Collection) -> Result<()> {
         Ok(_) => Ok(()),
         Err(Error::Failed(m)) if m.contains("HTTP status 404") || m.contains("HTTP status 405") => {
             Err(Error::InvalidConfig(format!(
-                "{at}.search.path: the API has no such search ({m})"
+                "{at}.search.path: the API has no such search (or config.api.base_url is not the API's root): {m}"
             )))
+        }
+        // The API refused the made-up value itself: it answered, and took the credentials.
+        Err(Error::Failed(m)) if m.contains("HTTP status 400") || m.contains("HTTP status 422") => {
+            oubli_connector::log::warn(&format!(
+                "{at}.search: the API refused the connection check's made-up identity ({m}); the search path and credentials could not be checked further"
+            ));
+            Ok(())
         }
         Err(Error::Failed(m) | Error::InvalidConfig(m)) => Err(Error::InvalidConfig(format!(
             "{at}.search: a search for an identity no one has did not answer as configured: {m}"
@@ -789,14 +812,21 @@ impl Connector for RestConnector {
                 .position(|c| std::ptr::eq(c, collection))
                 .unwrap_or_default();
             let records = std::mem::take(&mut all[index]);
+            // An error quotes neither the subject's identities nor the new values.
+            let new_values: Vec<String> = changes
+                .iter()
+                .filter_map(|c| match c.parsed_value() {
+                    Ok(Value::String(text)) => Some(text),
+                    Ok(other) => Some(other.to_string()),
+                    Err(_) => None,
+                })
+                .collect();
+            let hide: Vec<&str> = hidden(&subject)
+                .into_iter()
+                .chain(new_values.iter().map(String::as_str))
+                .collect();
             for Found { id, .. } in records {
-                update(
-                    &api,
-                    collection,
-                    &id,
-                    Value::Object(body.clone()),
-                    &hidden(&subject),
-                )?;
+                update(&api, collection, &id, Value::Object(body.clone()), &hide)?;
                 changed.push(record_ref(collection, id));
             }
         }
@@ -887,6 +917,40 @@ export_connector!(RestConnector);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_key_goes_on_every_url_once() {
+        let api: Api = serde_json::from_value(serde_json::json!({
+            "base_url": "https://api.example.org",
+            "auth": { "query": { "name": "api_key", "secret": "KEY" } },
+            "collections": [],
+        }))
+        .unwrap();
+        let first = request(
+            &api,
+            Method::Get,
+            "https://api.example.org/c?email=a".into(),
+        );
+        assert_eq!(
+            first.url,
+            "https://api.example.org/c?email=a&api_key={{secret:KEY}}"
+        );
+        // A next-page link written by the server with the key in it (scrubbed by the host).
+        let next = request(
+            &api,
+            Method::Get,
+            "https://api.example.org/c?email=a&api_key=%5Bredacted%5D&_page=2".into(),
+        );
+        assert_eq!(
+            next.url,
+            "https://api.example.org/c?email=a&_page=2&api_key={{secret:KEY}}"
+        );
+        let bare = request(&api, Method::Get, "https://api.example.org/c/7".into());
+        assert_eq!(
+            bare.url,
+            "https://api.example.org/c/7?api_key={{secret:KEY}}"
+        );
+    }
 
     #[test]
     fn cursors_round_trip() {

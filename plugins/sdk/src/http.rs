@@ -104,7 +104,7 @@ impl Response {
     /// # Errors
     /// The error for a status outside 2xx.
     pub fn error_for_status(self) -> Result<Self> {
-        self.error_for_status_of("the request", &[])
+        self.error_for("the request", None)
     }
 
     /// As [`Response::error_for_status`], with a message that names `what` was asked
@@ -116,6 +116,10 @@ impl Response {
     /// # Errors
     /// The error for a status outside 2xx.
     pub fn error_for_status_of(self, what: &str, hide: &[&str]) -> Result<Self> {
+        self.error_for(what, Some(hide))
+    }
+
+    fn error_for(self, what: &str, quote: Option<&[&str]>) -> Result<Self> {
         let status = self.status;
         if (200..=299).contains(&status) {
             return Ok(self);
@@ -124,7 +128,9 @@ impl Response {
             .header("retry-after")
             .map(|v| format!(", retry after {v}"))
             .unwrap_or_default();
-        let excerpt = excerpt(&self.body, hide);
+        let excerpt = quote
+            .map(|hide| excerpt(&self.body, hide))
+            .unwrap_or_default();
         let said = if excerpt.is_empty() {
             String::new()
         } else {
@@ -157,6 +163,8 @@ pub fn excerpt(body: &[u8], hide: &[&str]) -> String {
             line = replace_ignoring_case(&line, &form, "[…]");
         }
     }
+    // Only the server's Retry-After header may set the host's delay.
+    line = replace_ignoring_case(&line, "retry after", "retry-after");
     let mut out: String = line.chars().take(EXCERPT_CHARS).collect();
     if line.chars().count() > EXCERPT_CHARS {
         out.push('…');
@@ -315,6 +323,11 @@ fn parse(url: &str) -> Result<Url<'_>> {
 /// # Errors
 /// [`Error::Failed`] when `base` is not an absolute URL.
 pub fn resolve(base: &str, location: &str) -> Result<String> {
+    // A URL the server chose (a redirect, a next-page link) is sent on as it is, but
+    // braces are percent-encoded: the host fills `{{secret:…}}` placeholders in URLs, and
+    // a server must not be able to ask for a secret by writing one.
+    let location = location.replace('{', "%7B").replace('}', "%7D");
+    let location = location.as_str();
     if location.contains("://") {
         return Ok(location.to_owned());
     }
@@ -456,6 +469,7 @@ mod tests {
             excerpt(long.as_bytes(), &[]).chars().count(),
             EXCERPT_CHARS + 1
         );
+        assert_eq!(excerpt(b"Retry after 86400", &[]), "retry-after 86400");
         let refused = Response {
             status: 400,
             headers: Vec::new(),
@@ -471,6 +485,11 @@ mod tests {
 
     #[test]
     fn resolves_redirect_locations() {
+        assert_eq!(
+            resolve("https://a.example/x", "/next?k={{secret:DB}}").unwrap(),
+            "https://a.example/next?k=%7B%7Bsecret:DB%7D%7D",
+            "a server cannot write a placeholder"
+        );
         let base = "https://api.example.org/v1/people?page=2";
         assert_eq!(
             resolve(base, "https://other.example/x").unwrap(),

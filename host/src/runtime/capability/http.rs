@@ -254,8 +254,12 @@ impl HttpPolicy {
         if let Some(query) = request.uri().query()
             && has_placeholder(query)
         {
-            let filled = substitute_secrets_in_query(query, &self.secrets, bound_here)
-                .map_err(|reason| self.deny(format!("{reason} ({host}:{port})")))?;
+            // Only to a host the secret names: a secret bound to no host may go in a
+            // header to every allowed host, not into URLs, which servers log.
+            let filled = substitute_secrets_in_query(query, &self.secrets, |secret| {
+                !secret.hosts.is_empty() && bound_here(secret)
+            })
+            .map_err(|reason| self.deny(format!("{reason} ({host}:{port})")))?;
             let mut parts = request.uri().clone().into_parts();
             let path = parts
                 .path_and_query
