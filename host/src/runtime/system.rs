@@ -474,13 +474,14 @@ fn substitute(
         } else {
             (None, inside)
         };
-        // Names are not quoted: a credential written where a name belongs must not end up
-        // in a log or an answer.
+        // An unknown name is not quoted: it may be a credential written where a name
+        // belongs, which must not end up in a log or an answer.
         let secret = secrets.get(name).ok_or_else(|| {
             "a placeholder names a secret the system does not have (see its [secrets])".to_owned()
         })?;
         if !allowed(secret) {
-            return Err("a placeholder names a secret that may not be sent to this host".into());
+            // A name the system's configuration holds: safe to say.
+            return Err(format!("secret {name:?} may not be sent to this host"));
         }
         match user {
             Some(user) => out.push_str(&encode(

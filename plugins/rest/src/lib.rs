@@ -271,7 +271,26 @@ fn search_page(
     };
     let records = match results {
         Some(Value::Array(items)) => items.clone(),
-        Some(Value::Null) | None => Vec::new(),
+        Some(Value::Null) => Vec::new(),
+        // Not "nothing found": a results path the answer does not have would make every
+        // search find nothing, and an erasure pass for done.
+        None => {
+            return Err(Error::Failed(format!(
+                "the search answer of {} has nothing at {:?} (config.api search.results): it holds {}",
+                collection.name,
+                search.results.as_deref().unwrap_or_default(),
+                match &body {
+                    Value::Object(map) => format!(
+                        "the keys {}",
+                        map.keys()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    _ => "no object".into(),
+                }
+            )));
+        }
         Some(_) => {
             return Err(Error::Failed(format!(
                 "the search results of {} are not an array (config.api search.results = {:?})",

@@ -219,6 +219,16 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
         matches!(&error, RuntimeError::Unavailable(m) if m.starts_with("config.api.base_url:")),
         "{error:?}"
     );
+    // A results path the answers do not have: refused, not "nothing found".
+    let mut config = system(&server);
+    config.config["api"]["collections"][1]["search"]["results"] = json!("data");
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[1].search:") && m.contains("\"data\"")),
+        "{error:?}"
+    );
+
     // A child collection whose search does not use its parent.
     let mut config = system(&server);
     config.config["api"]["collections"][2]["search"]["path"] = json!("/addresses");
