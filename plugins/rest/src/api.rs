@@ -166,6 +166,12 @@ pub struct Collection {
     pub delete: Option<Endpoint>,
     #[serde(default)]
     pub erase: Erase,
+    /// Free-text fields (field paths) where other people's records may name the subject (a
+    /// note about them): a search result that is not the subject's but names one of the
+    /// searched identities there is a mention, exported as the text around it and erased
+    /// by replacing only the occurrences, through `update`.
+    #[serde(default)]
+    pub mentions: Vec<String>,
     /// Records reached from the records of an earlier collection (a user's addresses):
     /// the search runs once per parent record, `{parent}` in its path or parameters
     /// replaced by the parent record's `field`.
@@ -431,6 +437,12 @@ impl Api {
                 "fields",
             ) {
                 return invalid(format!("{path}.erase.{setting}"), why);
+            }
+            if !c.mentions.is_empty() && (c.update.is_none() || c.parent.is_some()) {
+                return invalid(
+                    format!("{path}.mentions"),
+                    "mentions are found by the collection's own searches and erased through its update endpoint: it needs `update` and no `parent`",
+                );
             }
             if !c.erase.fields.is_empty() && c.update.is_none() {
                 return invalid(

@@ -229,8 +229,28 @@ pub fn verify(api: &Api, subject: &Subject, records: Vec<RecordRef>) -> Result<V
                         r.collection
                     ))
                 })?;
+            // Someone else's record that named the subject: only its mention fields are the
+            // subject's, and they must no longer name them.
+            let mention = !r.matched.is_empty()
+                && r.matched.iter().all(|m| collection.mentions.contains(&m.field));
             let state = match crate::read(api, collection, &r.key, &crate::hidden(subject))? {
                 None => RecordState::Gone,
+                Some(record) if mention => {
+                    let values = crate::mentions::values(collection, subject);
+                    let still: Vec<String> = crate::mentions::fields(collection, &record, &values)
+                        .into_iter()
+                        .map(|(field, _)| field)
+                        .collect();
+                    if still.is_empty() {
+                        let mut fields: Vec<String> =
+                            r.matched.iter().map(|m| m.field.clone()).collect();
+                        fields.sort();
+                        fields.dedup();
+                        RecordState::Cleared(fields)
+                    } else {
+                        RecordState::Holds(still)
+                    }
+                }
                 Some(record) => state(collection, &record, subject),
             };
             Ok(Verified {

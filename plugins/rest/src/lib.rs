@@ -9,11 +9,12 @@
 
 mod api;
 mod evidence;
+mod mentions;
 
 use api::{Api, Collection, EraseAction, Mask, Pagination};
 use oubli_connector::http::{self, Method, Request, Response, Retry};
 use oubli_connector::{
-    Action, Change, Connector, Erased, Error, Field, Identity, Info, MatchKind, Page,
+    Action, Change, Connector, Erased, Error, Field, Identity, Info, MatchKind, Outcome, Page,
     PersonalRecord, RecordRef, Rectified, Result, Subject, SweepReport, Verified, config,
     export_connector,
 };
@@ -371,8 +372,11 @@ fn searchable<'a>(collection: &Collection, subject: &'a Subject) -> Vec<&'a Iden
 }
 
 /// Every record of the subject in `collection`, each once, as (id, record).
-fn found(api: &Api, collection: &Collection, subject: &Subject) -> Result<Vec<(String, Value)>> {
-    let mut out: Vec<(String, Value)> = Vec::new();
+/// Every record of the subject in `collection` and, where it declares `mentions`, every
+/// record of someone else that names the subject there, each once.
+fn found(api: &Api, collection: &Collection, subject: &Subject) -> Result<Vec<Found>> {
+    let mut out: Vec<Found> = Vec::new();
+    let values = mentions::values(collection, subject);
     for identity in searchable(collection, subject) {
         let mut token = None;
         for pages in 1.. {
@@ -384,12 +388,26 @@ fn found(api: &Api, collection: &Collection, subject: &Subject) -> Result<Vec<(S
             }
             let page = search_page(api, collection, Sought::Identity(identity), token.as_ref())?;
             for record in page.records {
-                if !holds(collection, &record, identity) {
+                let own = holds(collection, &record, identity);
+                let mentioned = if own {
+                    Vec::new()
+                } else {
+                    mentions::fields(collection, &record, &values)
+                };
+                if !own && mentioned.is_empty() {
                     continue;
                 }
                 let id = record_id(collection, &record)?;
-                if !out.iter().any(|(known, _)| *known == id) {
-                    out.push((id, record));
+                match out.iter_mut().find(|known| known.id == id) {
+                    // Found as a mention, then as the subject's own: it is theirs.
+                    Some(known) if own => known.mentioned.clear(),
+                    Some(_) => {}
+                    None => out.push(Found {
+                        id,
+                        record,
+                        via: None,
+                        mentioned,
+                    }),
                 }
             }
             match page.next {
@@ -461,6 +479,9 @@ struct Found {
     id: String,
     record: Value,
     via: Option<String>,
+    /// For a record of someone else that names the subject: its mention fields, with the
+    /// kinds each names; empty for the subject's own records.
+    mentioned: Vec<(String, Vec<String>)>,
 }
 
 /// Every record of the subject in every collection, in the configuration's order: a
@@ -470,16 +491,7 @@ fn found_all(api: &Api, subject: &Subject) -> Result<Vec<Vec<Found>>> {
     let mut all: Vec<Vec<Found>> = Vec::new();
     for collection in &api.collections {
         let Some(parent) = &collection.parent else {
-            all.push(
-                found(api, collection, subject)?
-                    .into_iter()
-                    .map(|(id, record)| Found {
-                        id,
-                        record,
-                        via: None,
-                    })
-                    .collect(),
-            );
+            all.push(found(api, collection, subject)?);
             continue;
         };
         let index = api
@@ -494,7 +506,7 @@ fn found_all(api: &Api, subject: &Subject) -> Result<Vec<Vec<Found>>> {
                 ))
             })?;
         let mut children: Vec<Found> = Vec::new();
-        for parent_record in &all[index] {
+        for parent_record in all[index].iter().filter(|p| p.mentioned.is_empty()) {
             let value = api::at(&parent_record.record, &parent.field)
                 .and_then(api::scalar_text)
                 .ok_or_else(|| {
@@ -519,6 +531,7 @@ fn found_all(api: &Api, subject: &Subject) -> Result<Vec<Vec<Found>>> {
                             id,
                             record,
                             via: Some(format!("{}/{}", parent.collection, parent_record.id)),
+                            mentioned: Vec::new(),
                         });
                     }
                 }
@@ -712,7 +725,25 @@ impl Connector for RestConnector {
         check_searchable(&api, &subject)?;
         let mut refs = Vec::new();
         for (collection, records) in api.collections.iter().zip(found_all(&api, &subject)?) {
-            for Found { id, record, via } in records {
+            for Found {
+                id,
+                record,
+                via,
+                mentioned,
+            } in records
+            {
+                if !mentioned.is_empty() {
+                    // Someone else's record that names the subject: only its mention fields.
+                    let mut reference =
+                        RecordRef::new(&collection.name, id, vec!["mention".into()]);
+                    for (field, kinds) in &mentioned {
+                        for kind in kinds {
+                            reference = reference.matched_by(kind, field, MatchKind::Normalised);
+                        }
+                    }
+                    refs.push(reference);
+                    continue;
+                }
                 let mut reference = record_ref(collection, id);
                 if let Some(via) = via {
                     reference = reference.through(via);
@@ -765,14 +796,48 @@ impl Connector for RestConnector {
             };
             let page = search_page(&api, collection, Sought::Identity(identity), token.as_ref())?;
             let mut records = Vec::new();
+            let values = mentions::values(collection, &subject);
             for record in page.records {
+                let own_earlier = identities[..k].iter().any(|earlier| {
+                    collection.identities.contains_key(&earlier.kind)
+                        && holds(collection, &record, earlier)
+                });
+                if !holds(collection, &record, identity) {
+                    // Someone else's record that names the subject: the text around each
+                    // mention, apart from the subject's own records (once, for the first
+                    // identity whose search returns it).
+                    let earlier: Vec<(&str, &str)> = values
+                        .iter()
+                        .filter(|(kind, _)| identities[..k].iter().any(|i| i.kind == *kind))
+                        .copied()
+                        .collect();
+                    let mentioned = mentions::fields(collection, &record, &values);
+                    if !mentioned.is_empty()
+                        && !own_earlier
+                        && mentions::fields(collection, &record, &earlier).is_empty()
+                    {
+                        records.push(PersonalRecord {
+                            collection: format!("{} (mentions of the subject)", collection.name),
+                            key: record_id(collection, &record)?,
+                            fields: mentioned
+                                .iter()
+                                .map(|(field, _)| {
+                                    let text = api::at(&record, field)
+                                        .and_then(Value::as_str)
+                                        .unwrap_or_default();
+                                    Field::json(
+                                        field,
+                                        serde_json::json!(mentions::excerpts(text, &values)),
+                                        Some("mention"),
+                                    )
+                                })
+                                .collect(),
+                        });
+                    }
+                    continue;
+                }
                 // A record that an earlier identity's search found is exported there.
-                if !holds(collection, &record, identity)
-                    || identities[..k].iter().any(|earlier| {
-                        collection.identities.contains_key(&earlier.kind)
-                            && holds(collection, &record, earlier)
-                    })
-                {
+                if own_earlier {
                     continue;
                 }
                 let id = record_id(collection, &record)?;
@@ -844,7 +909,8 @@ impl Connector for RestConnector {
                 .into_iter()
                 .chain(new_values.iter().map(String::as_str))
                 .collect();
-            for Found { id, .. } in records {
+            // Someone else's record that names the subject is not theirs to change.
+            for Found { id, .. } in records.into_iter().filter(|f| f.mentioned.is_empty()) {
                 update(&api, collection, &id, Value::Object(body.clone()), &hide)?;
                 changed.push(record_ref(collection, id));
             }
@@ -861,22 +927,16 @@ impl Connector for RestConnector {
         // Every collection is searched before anything changes: a record found through a
         // field that another collection's erasure removes (a user found by an address)
         // must not become unreachable halfway.
-        let targets: Vec<(&Collection, Vec<(String, Value)>)> = api
+        let targets: Vec<(&Collection, Vec<Found>)> = api
             .collections
             .iter()
             .zip(found_all(&api, &subject)?)
-            .map(|(collection, records)| {
-                (
-                    collection,
-                    records.into_iter().map(|f| (f.id, f.record)).collect(),
-                )
-            })
             .collect();
         // Each record is read by its URL before anything changes: `verify` reads it the
         // same way afterwards, so a read endpoint that cannot find it (and would then say
         // "gone") fails here, with nothing changed.
         for (collection, records) in &targets {
-            for (id, _) in records {
+            for Found { id, .. } in records {
                 if read(&api, collection, id, &hidden(&subject))?.is_none() {
                     return Err(Error::InvalidConfig(format!(
                         "a record of {} found by the search is not found by its URL (404 or 410): after the erasure it could not be read back; check config.api read.path",
@@ -888,7 +948,44 @@ impl Connector for RestConnector {
         let mut report = Vec::new();
         for (collection, records) in targets {
             let erase = &collection.erase;
-            for (id, record) in records {
+            let values = mentions::values(collection, &subject);
+            for Found {
+                id,
+                record,
+                mentioned,
+                ..
+            } in records
+            {
+                if !mentioned.is_empty() {
+                    // Someone else's record: only the occurrences go, the rest of the text
+                    // and the record stay.
+                    let mut body = serde_json::Map::new();
+                    for (field, _) in &mentioned {
+                        let text = api::at(&record, field)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        api::set(
+                            &mut body,
+                            field,
+                            Value::String(mentions::redact(text, &values)),
+                        );
+                    }
+                    update(
+                        &api,
+                        collection,
+                        &id,
+                        Value::Object(body),
+                        &hidden(&subject),
+                    )?;
+                    report.push(Erased {
+                        collection: collection.name.clone(),
+                        key: id,
+                        outcome: Outcome::Anonymised(
+                            mentioned.into_iter().map(|(f, _)| f).collect(),
+                        ),
+                    });
+                    continue;
+                }
                 if erase.action != EraseAction::Delete && !erase.fields.is_empty() {
                     let mut body = serde_json::Map::new();
                     for (path, mask) in &erase.fields {

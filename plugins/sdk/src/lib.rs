@@ -485,24 +485,33 @@ pub mod config {
 /// lower-cased texts for a match in any case. What `sweep` and `verify` use to find an
 /// identity value inside free text.
 pub fn mentions(text: &str, value: &str) -> bool {
+    !mention_spans(text, value).is_empty()
+}
+
+/// Where `text` holds `value` as a whole value, as [`mentions`] decides: the byte ranges
+/// of each occurrence, in order, to replace only them.
+pub fn mention_spans(text: &str, value: &str) -> Vec<std::ops::Range<usize>> {
     if value.is_empty() {
-        return false;
+        return Vec::new();
     }
     let part_of = |c: char| c.is_alphanumeric() || "._%+-@".contains(c);
-    text.match_indices(value).any(|(at, _)| {
-        let before = text[..at].chars().next_back();
-        // Punctuation that ends a sentence or a clause ends the value too, unless more of
-        // an address follows it (`jane@x.org.` is a mention, `jane@x.org.uk` is not).
-        let rest = &text[at + value.len()..];
-        let mut after = rest.chars();
-        let ends = match after.next() {
-            None => true,
-            Some(c) if c.is_alphanumeric() || c == '@' || c == '_' => false,
-            Some(c) if ".%+-".contains(c) => !after.next().is_some_and(part_of),
-            Some(_) => true,
-        };
-        !before.is_some_and(part_of) && ends
-    })
+    text.match_indices(value)
+        .filter(|(at, _)| {
+            let before = text[..*at].chars().next_back();
+            // Punctuation that ends a sentence or a clause ends the value too, unless more
+            // of an address follows it (`jane@x.org.` is a mention, `jane@x.org.uk` is not).
+            let rest = &text[at + value.len()..];
+            let mut after = rest.chars();
+            let ends = match after.next() {
+                None => true,
+                Some(c) if c.is_alphanumeric() || c == '@' || c == '_' => false,
+                Some(c) if ".%+-".contains(c) => !after.next().is_some_and(part_of),
+                Some(_) => true,
+            };
+            !before.is_some_and(part_of) && ends
+        })
+        .map(|(at, _)| at..at + value.len())
+        .collect()
 }
 
 #[cfg(test)]

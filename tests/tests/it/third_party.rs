@@ -25,6 +25,11 @@ fn db() -> Value {
             { "id": 11, "userId": 2, "street": "2 rue des Lilas" },
             { "id": 12, "userId": 2, "street": "5 quai Gailleton" },
         ],
+        "notes": [
+            { "id": 30, "author": "paul@example.net", "body": "Call E.Doe@example.net about the refund, then close." },
+            { "id": 31, "author": "e.doe@example.net", "body": "My own note" },
+            { "id": 32, "author": "paul@example.net", "body": "Nothing to see" },
+        ],
     })
 }
 
@@ -62,6 +67,13 @@ allow_private = true
                   "fields": { "email": "contact", "list": "marketing" },
                   "read": { "path": "/subscriptions/{id}" },
                   "delete": { "path": "/subscriptions/{id}" } },
+                { "name": "notes", "id": "id",
+                  "search": { "path": "/notes", "by": { "email": "q" } },
+                  "identities": { "email": "author" },
+                  "fields": { "author": "contact", "body": "communications" },
+                  "mentions": ["body"],
+                  "read": { "path": "/notes/{id}" }, "update": { "path": "/notes/{id}" },
+                  "delete": { "path": "/notes/{id}" } },
                 { "name": "addresses", "id": "id",
                   "parent": { "collection": "users", "field": "id" },
                   "search": { "path": "/users/{parent}/addresses" },
@@ -103,12 +115,16 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
         ("subscriptions", "22"),
         ("addresses", "11"),
         ("addresses", "12"),
+        ("notes", "31"),
     ]
     .map(|(c, k)| (c.to_owned(), k.to_owned()))
     .into();
+    // Her records, and Paul's note that names her.
+    let mut with_mention = expected.clone();
+    with_mention.insert(("notes".to_owned(), "30".to_owned()));
     assert_eq!(
         places(found.iter().map(|r| (r.collection.clone(), r.key.clone()))),
-        expected
+        with_mention
     );
     let address = found.iter().find(|r| r.key == "11").unwrap();
     assert_eq!(address.via.as_deref(), Some("users/2"), "{address:?}");
@@ -122,14 +138,21 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
             None => break,
         }
     }
+    let (quoted, own): (Vec<_>, Vec<_>) = exported
+        .iter()
+        .partition(|r| r.collection == "notes (mentions of the subject)");
     assert_eq!(
-        places(
-            exported
-                .iter()
-                .map(|r| (r.collection.clone(), r.key.clone()))
-        ),
+        places(own.iter().map(|r| (r.collection.clone(), r.key.clone()))),
         expected,
         "each record once: {exported:?}"
+    );
+    assert_eq!(quoted.len(), 1, "{exported:?}");
+    assert_eq!(quoted[0].key, "30");
+    assert!(
+        quoted[0].fields[0]
+            .value
+            .contains("E.Doe@example.net about the refund"),
+        "{quoted:?}"
     );
 
     // The merge patch reaches the server whole.
@@ -148,7 +171,13 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
     // json-server deletes a user's addresses with the user: they are gone (404) when
     // their turn comes, which is their end state all the same.
     let erased = rt.erase(&plugin, &sys, &who).await.unwrap();
-    assert_eq!(erased.len(), 5, "{erased:?}");
+    assert_eq!(erased.len(), 7, "{erased:?}");
+    let notes = server.records("notes").await;
+    assert_eq!(ids(&notes), [30, 32], "her note deleted, Paul's kept");
+    assert_eq!(
+        notes[0]["body"], "Call [erased] about the refund, then close.",
+        "only the mention replaced"
+    );
     assert_eq!(
         ids(&server.records("addresses").await),
         [10],
@@ -161,10 +190,14 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
     );
     assert_eq!(ids(&server.records("subscriptions").await), [21]);
     let verified = rt.verify(&plugin, &sys, &who, &found).await.unwrap();
-    assert!(
-        verified.iter().all(|v| v.state == RecordState::Gone),
-        "{verified:?}"
-    );
+    for v in &verified {
+        let expected = if v.key == "30" {
+            RecordState::Cleared(vec!["body".into()])
+        } else {
+            RecordState::Gone
+        };
+        assert_eq!(v.state, expected, "{v:?}");
+    }
     let swept = rt.sweep(&plugin, &sys, &who, 100).await.unwrap();
     assert!(swept.hits.is_empty() && !swept.cut_short, "{swept:?}");
 
@@ -231,11 +264,11 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
 
     // A child collection whose search does not use its parent.
     let mut config = system(&server);
-    config.config["api"]["collections"][2]["search"]["path"] = json!("/addresses");
+    config.config["api"]["collections"][3]["search"]["path"] = json!("/addresses");
     let sys = rt.prepare(&config).unwrap();
     let error = rt.validate(&plugin, &sys).await.unwrap_err();
     assert!(
-        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[2].search:") && m.contains("{parent}")),
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[3].search:") && m.contains("{parent}")),
         "{error:?}"
     );
     assert_eq!(server.records("users").await.len(), 3, "nothing changed");
