@@ -958,10 +958,16 @@ impl Connector for RestConnector {
             {
                 if !mentioned.is_empty() {
                     // Someone else's record: only the occurrences go, the rest of the text
-                    // and the record stay.
+                    // and the record stay. The text is read again just before it is
+                    // written, so that an edit made since the search is not overwritten
+                    // (the API offers no conditional write to close the window entirely).
+                    let Some(current) = read(&api, collection, &id, &hidden(&subject))? else {
+                        // Deleted meanwhile by someone else: verify reads it back gone.
+                        continue;
+                    };
                     let mut body = serde_json::Map::new();
                     for (field, _) in &mentioned {
-                        let text = api::at(&record, field)
+                        let text = api::at(&current, field)
                             .and_then(Value::as_str)
                             .unwrap_or_default();
                         api::set(
