@@ -185,6 +185,10 @@ pub struct Parent {
     pub collection: String,
     /// The path of the value in the parent record, e.g. `id`.
     pub field: String,
+    /// The path in a child record that holds the parent's value (`userId`): a child
+    /// whose value differs is not kept, so a server that ignores the filter cannot hand
+    /// over everyone's records. Required when `{parent}` is only in the parameters.
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -370,6 +374,12 @@ impl Api {
                             "a collection reached through its parent is searched with the parent's records only; leave `by` out",
                         );
                     }
+                    if !c.search.path.contains("{parent}") && parent.key.is_none() {
+                        return invalid(
+                            format!("{path}.parent.key"),
+                            "with {parent} only in the search parameters, name the child's field that holds the parent's value (key = \"userId\"): a server that ignores the filter would otherwise hand over everyone's records",
+                        );
+                    }
                     if !c.search.path.contains("{parent}")
                         && !c.search.params.values().any(|v| v.contains("{parent}"))
                     {
@@ -438,11 +448,36 @@ impl Api {
             ) {
                 return invalid(format!("{path}.erase.{setting}"), why);
             }
-            if !c.mentions.is_empty() && (c.update.is_none() || c.parent.is_some()) {
-                return invalid(
-                    format!("{path}.mentions"),
-                    "mentions are found by the collection's own searches and erased through its update endpoint: it needs `update` and no `parent`",
-                );
+            if !c.mentions.is_empty() {
+                let put = c
+                    .update
+                    .as_ref()
+                    .and_then(|u| u.method.as_deref())
+                    .is_some_and(|m| m.eq_ignore_ascii_case("PUT"));
+                if c.update.is_none() || c.parent.is_some() || put {
+                    return invalid(
+                        format!("{path}.mentions"),
+                        "mentions are found by the collection's own searches and erased through its update endpoint with PATCH (a PUT of the mention fields alone would replace the other person's record): it needs `update` without `method = \"PUT\"`, and no `parent`",
+                    );
+                }
+                if c.search.by.keys().any(|k| !c.identities.contains_key(k)) {
+                    return invalid(
+                        format!("{path}.mentions"),
+                        "a collection with mentions maps every searched kind in `identities`: without it, other people's records would pass for the subject's",
+                    );
+                }
+                if let Some(field) = c
+                    .mentions
+                    .iter()
+                    .find(|m| c.identities.values().any(|i| i == *m))
+                {
+                    return invalid(
+                        format!("{path}.mentions"),
+                        &format!(
+                            "{field:?} is an identity field: a mention field holds free text about others"
+                        ),
+                    );
+                }
             }
             if !c.erase.fields.is_empty() && c.update.is_none() {
                 return invalid(

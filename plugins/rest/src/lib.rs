@@ -260,7 +260,8 @@ fn search_page(
     };
     let hide = match sought {
         Sought::Identity(identity) => vec![identity.value.as_str()],
-        Sought::Parent(_) => Vec::new(),
+        // A parent's value may be an identity too (a user keyed by e-mail).
+        Sought::Parent(value) => vec![value],
     };
     let response = Exchange::new(Method::Get, &search.path, &hide)
         .send(api, &request(api, Method::Get, target.clone()))?;
@@ -515,16 +516,31 @@ fn found_all(api: &Api, subject: &Subject) -> Result<Vec<Vec<Found>>> {
                         parent.collection, parent.field, collection.name, collection.name
                     ))
                 })?;
+            // `.` and `..` would climb out of the parent's path, and an empty value is no
+            // filter at all on many APIs.
+            if value.trim().is_empty() || value == "." || value == ".." {
+                return Err(Error::Failed(format!(
+                    "a record of {} has a {:?} that cannot reach its {} ({value:?})",
+                    parent.collection, parent.field, collection.name
+                )));
+            }
             let mut token = None;
             for pages in 1.. {
                 if pages > MAX_PAGES {
                     return Err(Error::Failed(format!(
-                        "the search of {} under {}/{} still had results after {MAX_PAGES} pages: refused rather than cut short",
-                        collection.name, parent.collection, parent_record.id
+                        "the search of {} under a record of {} still had results after {MAX_PAGES} pages: refused rather than cut short",
+                        collection.name, parent.collection
                     )));
                 }
                 let page = search_page(api, collection, Sought::Parent(&value), token.as_ref())?;
                 for record in page.records {
+                    // Not under this parent after all: the server ignored the filter.
+                    if let Some(key) = &parent.key
+                        && api::at(&record, key).and_then(api::scalar_text).as_deref()
+                            != Some(value.as_str())
+                    {
+                        continue;
+                    }
                     let id = record_id(collection, &record)?;
                     if !children.iter().any(|known| known.id == id) {
                         children.push(Found {
@@ -946,7 +962,10 @@ impl Connector for RestConnector {
             }
         }
         let mut report = Vec::new();
-        for (collection, records) in targets {
+        // Children before parents: in the reverse of the listing, where a parent comes
+        // before its children (an API may refuse to delete a parent that has children,
+        // and a retry must still reach children whose parent is gone).
+        for (collection, records) in targets.into_iter().rev() {
             let erase = &collection.erase;
             let values = mentions::values(collection, &subject);
             for Found {

@@ -12,6 +12,10 @@ pub const ERASED: &str = "[erased]";
 /// How much text is kept on each side of an occurrence in an export, in characters.
 const AROUND: usize = 60;
 
+/// Shorter values (a customer number `42`) would be found in any text: they are not
+/// looked for as mentions.
+const MIN_CHARS: usize = 5;
+
 /// The values looked for: the subject's identities of the kinds the collection's search
 /// takes, trimmed.
 pub fn values<'a>(collection: &Collection, subject: &'a Subject) -> Vec<(&'a str, &'a str)> {
@@ -20,7 +24,7 @@ pub fn values<'a>(collection: &Collection, subject: &'a Subject) -> Vec<(&'a str
         .iter()
         .filter(|i| collection.search.by.contains_key(&i.kind))
         .map(|i| (i.kind.as_str(), i.value.trim()))
-        .filter(|(_, v)| !v.is_empty())
+        .filter(|(_, v)| v.chars().count() >= MIN_CHARS)
         .collect()
 }
 

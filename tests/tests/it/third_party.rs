@@ -25,6 +25,10 @@ fn db() -> Value {
             { "id": 11, "userId": 2, "street": "2 rue des Lilas" },
             { "id": 12, "userId": 2, "street": "5 quai Gailleton" },
         ],
+        "orders": [
+            { "id": 40, "userId": 2, "total": 5 },
+            { "id": 41, "userId": 1, "total": 7 },
+        ],
         "notes": [
             { "id": 30, "author": "paul@example.net", "body": "Call E.Doe@example.net about the refund, then close." },
             { "id": 31, "author": "e.doe@example.net", "body": "My own note" },
@@ -80,6 +84,12 @@ allow_private = true
                   "fields": { "street": "location" },
                   "read": { "path": "/addresses/{id}" },
                   "delete": { "path": "/addresses/{id}" } },
+                { "name": "orders", "id": "id",
+                  "parent": { "collection": "users", "field": "id", "key": "userId" },
+                  "search": { "path": "/orders", "params": { "userId": "{parent}" } },
+                  "fields": { "total": "purchases" },
+                  "read": { "path": "/orders/{id}" },
+                  "delete": { "path": "/orders/{id}" } },
             ],
         }),
     );
@@ -115,6 +125,7 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
         ("subscriptions", "22"),
         ("addresses", "11"),
         ("addresses", "12"),
+        ("orders", "40"),
         ("notes", "31"),
     ]
     .map(|(c, k)| (c.to_owned(), k.to_owned()))
@@ -171,7 +182,8 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
     // json-server deletes a user's addresses with the user: they are gone (404) when
     // their turn comes, which is their end state all the same.
     let erased = rt.erase(&plugin, &sys, &who).await.unwrap();
-    assert_eq!(erased.len(), 7, "{erased:?}");
+    assert_eq!(erased.len(), 8, "{erased:?}");
+    assert_eq!(ids(&server.records("orders").await), [41]);
     let notes = server.records("notes").await;
     assert_eq!(ids(&notes), [30, 32], "her note deleted, Paul's kept");
     assert_eq!(
@@ -265,10 +277,23 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
     // A child collection whose search does not use its parent.
     let mut config = system(&server);
     config.config["api"]["collections"][3]["search"]["path"] = json!("/addresses");
+    config.config["api"]["collections"][3]["parent"]["key"] = json!("userId");
     let sys = rt.prepare(&config).unwrap();
     let error = rt.validate(&plugin, &sys).await.unwrap_err();
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[3].search:") && m.contains("{parent}")),
+        "{error:?}"
+    );
+    // {parent} only in the parameters, without the child's field to check it against.
+    let mut config = system(&server);
+    config.config["api"]["collections"][4]["parent"]
+        .as_object_mut()
+        .unwrap()
+        .remove("key");
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[4].parent.key:")),
         "{error:?}"
     );
     assert_eq!(server.records("users").await.len(), 3, "nothing changed");
