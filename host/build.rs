@@ -23,6 +23,11 @@ fn main() {
         println!("cargo:rerun-if-changed={}", plugins.join(watched).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    // The hand-written example connector is a member of the plugins' workspace.
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("examples").join("email-change-plugin").display()
+    );
 
     ensure_wasm_target();
     let target_dir = plugins.join("target");

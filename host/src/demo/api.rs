@@ -6,6 +6,13 @@
 //! Its search matches loosely (case-insensitive substring), as many real APIs do, so the
 //! connector's exact identity check is exercised: searching `person1@example.org` also
 //! returns `the.person1@example.org`.
+//!
+//! A contact's e-mail address cannot be patched: as in many real services it changes in
+//! three steps, which the declarative REST connector cannot express and the hand-written
+//! plugin in `examples/email-change-plugin` does: `POST /api/contacts/{id}/emails` adds the
+//! new address unverified and answers a verification token, `POST …/emails/verify` with
+//! that token verifies it, and `POST …/emails/primary` makes a verified address the
+//! contact's.
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -24,6 +31,9 @@ const PAGE_SIZE: usize = 2;
 pub struct DemoApi {
     token: String,
     records: Mutex<BTreeMap<String, Vec<Value>>>,
+    /// Addresses added to contacts and not yet primary: (contact id, address, token,
+    /// verified).
+    pending: Mutex<Vec<(String, String, String, bool)>>,
 }
 
 /// How a collection is searched and paged.
@@ -117,6 +127,7 @@ impl DemoApi {
         Arc::new(DemoApi {
             token: token.to_owned(),
             records: Mutex::new(records),
+            pending: Mutex::new(Vec::new()),
         })
     }
 
@@ -137,6 +148,15 @@ impl DemoApi {
             .route(
                 "/api/{collection}/{id}",
                 get(read).patch(update).put(update).delete(delete),
+            )
+            .route("/api/contacts/{id}/emails", axum::routing::post(add_email))
+            .route(
+                "/api/contacts/{id}/emails/verify",
+                axum::routing::post(verify_email),
+            )
+            .route(
+                "/api/contacts/{id}/emails/primary",
+                axum::routing::post(make_primary),
             )
             .route_layer(axum::middleware::from_fn_with_state(
                 self.clone(),
@@ -291,11 +311,12 @@ async fn update(
     axum::Json(patch): axum::Json<Value>,
 ) -> Response {
     if patch.get("id").is_some_and(|v| *v != json!(id)) {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            axum::Json(json!({ "error": "the id cannot change" })),
-        )
-            .into_response();
+        return unprocessable("the id cannot change");
+    }
+    if collection == "contacts" && patch.get("email").is_some() {
+        return unprocessable(
+            "a contact's e-mail address changes through POST /api/contacts/{id}/emails, then …/emails/verify and …/emails/primary",
+        );
     }
     let mut records = api.records.lock().expect("records");
     let Some(record) = records
@@ -305,6 +326,81 @@ async fn update(
         return not_found();
     };
     merge(record, &patch);
+    axum::Json(json!({ "data": record })).into_response()
+}
+
+fn unprocessable(message: &str) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(json!({ "error": message })),
+    )
+        .into_response()
+}
+
+fn contact_exists(api: &DemoApi, id: &str) -> bool {
+    api.records("contacts").iter().any(|r| r["id"] == json!(id))
+}
+
+/// Step 1: the new address, unverified; answers the token that verifies it.
+async fn add_email(
+    State(api): State<Arc<DemoApi>>,
+    Path(id): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let Some(email) = body["email"].as_str().filter(|e| e.contains('@')) else {
+        return unprocessable("`email` must be an e-mail address");
+    };
+    if !contact_exists(&api, &id) {
+        return not_found();
+    }
+    let mut pending = api.pending.lock().expect("pending");
+    let token = format!("verify-{}-{}", id, pending.len() + 1);
+    pending.push((id, email.to_owned(), token.clone(), false));
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({ "email": email, "verified": false, "token": token })),
+    )
+        .into_response()
+}
+
+/// Step 2: the token verifies the address it was given for.
+async fn verify_email(
+    State(api): State<Arc<DemoApi>>,
+    Path(id): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let mut pending = api.pending.lock().expect("pending");
+    let Some(entry) = pending
+        .iter_mut()
+        .find(|(contact, _, token, _)| *contact == id && body["token"] == json!(token))
+    else {
+        return unprocessable("unknown verification token");
+    };
+    entry.3 = true;
+    axum::Json(json!({ "email": entry.1, "verified": true })).into_response()
+}
+
+/// Step 3: a verified address becomes the contact's.
+async fn make_primary(
+    State(api): State<Arc<DemoApi>>,
+    Path(id): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let mut pending = api.pending.lock().expect("pending");
+    let Some(at) = pending.iter().position(|(contact, email, _, verified)| {
+        *contact == id && body["email"] == json!(email) && *verified
+    }) else {
+        return unprocessable("only a verified address of this contact can become primary");
+    };
+    let (_, email, _, _) = pending.remove(at);
+    let mut records = api.records.lock().expect("records");
+    let Some(record) = records
+        .get_mut("contacts")
+        .and_then(|list| list.iter_mut().find(|r| r["id"] == json!(id)))
+    else {
+        return not_found();
+    };
+    record["email"] = json!(email);
     axum::Json(json!({ "data": record })).into_response()
 }
 

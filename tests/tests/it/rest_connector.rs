@@ -893,3 +893,76 @@ async fn validate_probes_the_api_and_names_what_is_wrong() {
         "{error:?}"
     );
 }
+
+/// The hand-written example connector (`examples/email-change-plugin`) changes a
+/// contact's e-mail address in the demo API's three steps, which a PATCH cannot do (the
+/// API refuses it, as the declarative connector finds out).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_plugin_changes_an_email_address_in_three_steps() {
+    let fake = fake(3).await;
+    let rt = runtime();
+    let who = subject(&[("email", &person_email(2))]);
+    let change = |field: &str, value: Value| Change {
+        collection: Some("contacts".into()),
+        field: field.into(),
+        value: value.to_string(),
+    };
+
+    // The declarative connector's PATCH is refused, and says so.
+    let rest = load(&rt, "oubli_rest");
+    let sys = rt.prepare(&fake.system()).unwrap();
+    let error = rt
+        .rectify(
+            &rest,
+            &sys,
+            &who,
+            &[change("email", json!("new2@example.org"))],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(m) if m.contains("PATCH /contacts/{id}") && m.contains("422") && m.contains("/emails")),
+        "{error:?}"
+    );
+
+    let plugin = load(&rt, "oubli_example_email_change");
+    let mut config = fake.system();
+    config.config = serde_json::Map::new();
+    config.config.insert(
+        "api_url".into(),
+        json!(format!("http://{}/api", fake.address)),
+    );
+    let sys = rt.prepare(&config).unwrap();
+    rt.validate(&plugin, &sys).await.unwrap();
+    let found = rt.locate(&plugin, &sys, &who).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let rectified = rt
+        .rectify(
+            &plugin,
+            &sys,
+            &who,
+            &[
+                change("email", json!("new2@example.org")),
+                change("name", json!("Person Two")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rectified.changed.len(), 1, "{rectified:?}");
+    assert!(fake.of("contacts", &person_email(2)).is_empty());
+    let moved = fake.of("contacts", "new2@example.org");
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0]["name"], "Person Two");
+    let steps: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("POST"))
+        .collect();
+    assert_eq!(steps.len(), 3, "add, verify, make primary: {steps:#?}");
+
+    // Found and erased under the new address.
+    let moved_subject = subject(&[("email", "new2@example.org")]);
+    let erased = rt.erase(&plugin, &sys, &moved_subject).await.unwrap();
+    assert_eq!(erased.len(), 1);
+    assert!(fake.of("contacts", "new2@example.org").is_empty());
+}
