@@ -714,6 +714,12 @@ pub struct JsonServer {
 
 impl JsonServer {
     pub async fn start(db: &serde_json::Value) -> Option<JsonServer> {
+        JsonServer::start_with(db, None).await
+    }
+
+    /// As [`JsonServer::start`], behind HTTP Basic authentication (express-basic-auth,
+    /// from the npm registry) for the user `oubli` with `password`, when given.
+    pub async fn start_with(db: &serde_json::Value, password: Option<&str>) -> Option<JsonServer> {
         let Ok(command) = std::env::var("OUBLI_TEST_JSON_SERVER") else {
             eprintln!(
                 "skipped: set OUBLI_TEST_JSON_SERVER to tests/apps/node_modules/.bin/json-server (after `npm ci` in tests/apps) to run this test against json-server"
@@ -728,7 +734,10 @@ impl JsonServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = std::process::Command::new(&command)
+        // The file first: `--middlewares` takes every path that follows it.
+        let mut server = std::process::Command::new(&command);
+        server
+            .arg(&file)
             .args([
                 "--host",
                 "127.0.0.1",
@@ -736,9 +745,15 @@ impl JsonServer {
                 &port.to_string(),
                 "--quiet",
             ])
-            .arg(&file)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(password) = password {
+            server
+                .arg("--middlewares")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/apps/basic-auth.js"))
+                .env("JSON_SERVER_PASSWORD", password);
+        }
+        let child = server
             .spawn()
             .unwrap_or_else(|e| panic!("{command} starts: {e}"));
         let address = format!("127.0.0.1:{port}");

@@ -1,7 +1,8 @@
 //! The REST connector against json-server, a third-party REST application installed from
 //! the npm registry (`tests/apps`) and started on loopback: a substring search that
 //! returns other people, Link-header pages, JSON merge patches, and deletions that
-//! cascade. Skipped unless `OUBLI_TEST_JSON_SERVER` is set.
+//! cascade; and behind HTTP Basic authentication by express-basic-auth. Skipped unless
+//! `OUBLI_TEST_JSON_SERVER` is set.
 
 use oubli::runtime::{Change, RecordState, RuntimeError, SystemConfig};
 use oubli_tests::{JsonServer, load, runtime, subject};
@@ -297,4 +298,56 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
         "{error:?}"
     );
     assert_eq!(server.records("users").await.len(), 3, "nothing changed");
+}
+
+/// json-server behind HTTP Basic authentication (express-basic-auth): the connector's
+/// `auth.basic` gets in with the password from a secret, and a wrong password is refused
+/// when the system is connected.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_server_behind_basic_auth_takes_the_secret_password() {
+    let password = "s3cret-pass+word";
+    let Some(server) = JsonServer::start_with(&db(), Some(password)).await else {
+        return;
+    };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let with_password = |secret: &str| {
+        std::fs::write(file.path(), secret).unwrap();
+        let mut config = system(&server);
+        config.config["api"]["auth"] =
+            json!({ "basic": { "username": "oubli", "password_secret": "api_password" } });
+        config.secrets = std::collections::BTreeMap::from([(
+            "api_password".to_owned(),
+            oubli::runtime::system::SecretRef {
+                env: None,
+                file: Some(file.path().display().to_string()),
+                hosts: vec!["127.0.0.1".into()],
+            },
+        )]);
+        rt.prepare(&config).unwrap()
+    };
+
+    let sys = with_password(password);
+    rt.validate(&plugin, &sys)
+        .await
+        .expect("the password is right");
+    let found = rt
+        .locate(&plugin, &sys, &subject(&[("email", "e.doe@example.net")]))
+        .await
+        .unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|r| r.collection == "users" && r.key == "2"),
+        "{found:?}"
+    );
+
+    let sys = with_password("not-the-password");
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Denied(m) if m.starts_with("config.api.auth:") && m.contains("401")),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains(password), "{error}");
 }
