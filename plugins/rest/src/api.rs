@@ -196,8 +196,9 @@ pub struct Parent {
 pub struct Search {
     /// The path searched with GET, e.g. `/contacts`.
     pub path: String,
-    /// Identity kind → the query parameter that carries it, e.g. `email = "email"`; empty
-    /// for a collection reached through its `parent`.
+    /// Identity kind → the query parameter that carries it, e.g. `email = "email"`, or
+    /// `""` for the kind that goes in the path (`path = "/users/{identity}"`); empty for a
+    /// collection reached through its `parent`.
     #[serde(default)]
     pub by: BTreeMap<String, String>,
     /// Query parameters sent with every search, e.g. `fields = "all"`, or
@@ -392,6 +393,13 @@ impl Api {
             }
             if !c.search.path.starts_with('/') {
                 return invalid(format!("{path}.search.path"), "must start with /");
+            }
+            let in_path = c.search.by.values().filter(|p| p.is_empty()).count();
+            if c.search.path.contains("{identity}") != (in_path > 0) || in_path > 1 {
+                return invalid(
+                    format!("{path}.search"),
+                    "an identity in the path: `path` holds {identity} and `by` maps exactly one kind to \"\" (e.g. path = \"/users/{identity}\", by = { email = \"\" }); otherwise neither",
+                );
             }
             if let Some(kind) = c
                 .search

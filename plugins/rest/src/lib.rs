@@ -212,7 +212,11 @@ fn search_page(
             .iter()
             .map(|(k, v)| (k.clone(), fill(v)))
             .collect();
-        if let Sought::Identity(identity) = sought {
+        // An identity goes in the query, or in the path (`/users/{identity}`) where `by`
+        // maps its kind to "".
+        if let Sought::Identity(identity) = sought
+            && !search.by[&identity.kind].is_empty()
+        {
             query.push((search.by[&identity.kind].clone(), identity.value.clone()));
         }
         match (&search.pagination, token) {
@@ -252,19 +256,51 @@ fn search_page(
             .iter()
             .map(|(k, v)| format!("{}={}", api::encode(k), api::encode(v)))
             .collect();
-        let path = match parent {
-            Some(value) => search.path.replace("{parent}", &api::encode(value)),
-            None => search.path.clone(),
+        let path = match sought {
+            Sought::Parent(value) => search.path.replace("{parent}", &api::encode(value)),
+            Sought::Identity(identity) => search
+                .path
+                .replace("{identity}", &api::encode(identity.value.trim())),
         };
-        format!("{}?{}", url(api, &path), query.join("&"))
+        if query.is_empty() {
+            url(api, &path)
+        } else {
+            format!("{}?{}", url(api, &path), query.join("&"))
+        }
     };
+    // A lookup by identity in the path answers 404 for no one.
+    let in_path = matches!(sought, Sought::Identity(i) if search.by[&i.kind].is_empty());
+    // `.` and `..` would name another path than a record's, whatever the server makes of
+    // them: no one's identity.
+    if let Sought::Identity(identity) = sought
+        && in_path
+        && matches!(identity.value.trim(), "" | "." | "..")
+    {
+        return Ok(SearchPage {
+            records: Vec::new(),
+            next: None,
+        });
+    }
     let hide = match sought {
         Sought::Identity(identity) => vec![identity.value.as_str()],
         // A parent's value may be an identity too (a user keyed by e-mail).
         Sought::Parent(value) => vec![value],
     };
-    let response = Exchange::new(Method::Get, &search.path, &hide)
-        .send(api, &request(api, Method::Get, target.clone()))?;
+    let exchange = Exchange::new(Method::Get, &search.path, &hide);
+    let request = request(api, Method::Get, target.clone());
+    let response = if in_path {
+        match exchange.send_unless_gone(api, &request)? {
+            Some(response) => response,
+            None => {
+                return Ok(SearchPage {
+                    records: Vec::new(),
+                    next: None,
+                });
+            }
+        }
+    } else {
+        exchange.send(api, &request)?
+    };
     let response_url = target;
     let body = response.json()?;
     let results = match &search.results {
@@ -273,6 +309,8 @@ fn search_page(
     };
     let records = match results {
         Some(Value::Array(items)) => items.clone(),
+        // A lookup in the path answers the one record.
+        Some(record @ Value::Object(_)) if in_path => vec![record.clone()],
         Some(Value::Null) => Vec::new(),
         // Not "nothing found": a results path the answer does not have would make every
         // search find nothing, and an erasure pass for done.

@@ -351,3 +351,51 @@ async fn json_server_behind_basic_auth_takes_the_secret_password() {
     );
     assert!(!error.to_string().contains(password), "{error}");
 }
+
+/// An identity in the path (`/users/{identity}`): json-server answers the one record, or
+/// 404 for no one, which is "nothing found" there and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_server_looked_up_by_an_identity_in_the_path() {
+    let Some(server) = JsonServer::start(&db()).await else {
+        return;
+    };
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_rest");
+    let mut config = system(&server);
+    config.config["api"]["collections"] = json!([
+        { "name": "users", "id": "id",
+          "search": { "path": "/users/{identity}", "by": { "user-id": "" } },
+          "identities": { "user-id": "id" },
+          "fields": { "email": "contact", "name": "identity" },
+          "read": { "path": "/users/{id}" }, "delete": { "path": "/users/{id}" } },
+    ]);
+    let sys = rt.prepare(&config).unwrap();
+    rt.validate(&plugin, &sys).await.unwrap();
+    let found = rt
+        .locate(&plugin, &sys, &subject(&[("user-id", "2")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        places(found.iter().map(|r| (r.collection.clone(), r.key.clone()))),
+        [("users".to_owned(), "2".to_owned())].into()
+    );
+    let nobody = rt
+        .locate(&plugin, &sys, &subject(&[("user-id", "99")]))
+        .await
+        .unwrap();
+    assert!(nobody.is_empty(), "{nobody:?}");
+    // A value that would climb the path stays one segment.
+    let climbing = rt
+        .locate(&plugin, &sys, &subject(&[("user-id", "../users")]))
+        .await
+        .unwrap();
+    assert!(climbing.is_empty(), "{climbing:?}");
+
+    config.config["api"]["collections"][0]["search"]["by"] = json!({ "user-id": "id" });
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[0].search:")),
+        "{error:?}"
+    );
+}
