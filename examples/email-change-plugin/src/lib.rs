@@ -60,19 +60,6 @@ fn send(
     http::send_retrying(&request, retry)?.error_for_status_of(what, hide)
 }
 
-/// Percent-encodes a query value.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// The subject's contacts: those the API's (loose) search returns whose `email` is the
 /// subject's, in any case.
 fn contacts(subject: &Subject) -> Result<Vec<Value>> {
@@ -90,7 +77,7 @@ fn contacts(subject: &Subject) -> Result<Vec<Value>> {
         }
         let url = format!(
             "{base}/contacts?email={}&page={page}&per_page=50",
-            encode(email)
+            http::encode(email)
         );
         let answer = send(Method::Get, url, None, "GET /contacts", &[email])?.json()?;
         let results = answer["data"].as_array().cloned().unwrap_or_default();

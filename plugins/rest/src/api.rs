@@ -575,15 +575,7 @@ pub fn scalar_text(value: &Value) -> Option<String> {
 /// Percent-encodes `text` for a query value or a path segment (RFC 3986: everything but
 /// the unreserved characters).
 pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    oubli_connector::http::encode(text)
 }
 
 /// The `rel="next"` target of a `Link` header, if any.

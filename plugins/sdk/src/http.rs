@@ -159,7 +159,7 @@ pub fn excerpt(body: &[u8], hide: &[&str]) -> String {
     let text = String::from_utf8_lossy(body);
     let mut line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     for value in hide.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        for form in [value.to_owned(), percent_encoded(value)] {
+        for form in [value.to_owned(), encode(value)] {
             line = replace_ignoring_case(&line, &form, "[…]");
         }
     }
@@ -172,7 +172,9 @@ pub fn excerpt(body: &[u8], hide: &[&str]) -> String {
     out
 }
 
-fn percent_encoded(text: &str) -> String {
+/// Percent-encodes `text` for a query value or a path segment (RFC 3986: everything but
+/// the unreserved characters).
+pub fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
