@@ -240,10 +240,11 @@ fn the_rest_example_works_against_the_demo_api() {
     api.kill().unwrap();
     api.wait().unwrap();
     assert!(located.status.success(), "{result}");
-    // Person 2: one contact, 2 % 3 + 1 = 3 orders, five events, three consents.
+    // Person 2: one contact, 2 % 3 + 1 = 3 orders, five events, three consents, and the
+    // contact's two notes.
     assert_eq!(
         result["result"]["records"].as_array().unwrap().len(),
-        12,
+        14,
         "{result}"
     );
 }

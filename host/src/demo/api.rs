@@ -7,6 +7,10 @@
 //! connector's exact identity check is exercised: searching `person1@example.org` also
 //! returns `the.person1@example.org`.
 //!
+//! A contact's notes hang from it (`GET /api/contacts/{id}/notes`, then `/api/notes/{id}`)
+//! and hold no identity: the connector reaches them through the contact. Like some
+//! frameworks, it refuses a request body sent chunked (without `Content-Length`).
+//!
 //! A contact's e-mail address cannot be patched: as in many real services it changes in
 //! three steps, which the declarative REST connector cannot express and the hand-written
 //! plugin in `examples/email-change-plugin` does: `POST /api/contacts/{id}/emails` adds the
@@ -87,16 +91,25 @@ impl DemoApi {
             let list = records.entry(collection.to_owned()).or_default();
             let mut record = record;
             let singular = collection.trim_end_matches('s');
-            record["id"] = json!(format!("{singular}-{}", list.len() + 1));
+            let id = format!("{singular}-{}", list.len() + 1);
+            record["id"] = json!(id);
             list.push(record);
+            id
         };
         for n in 1..=people {
             let email = person_email(n);
-            push(
+            let contact = push(
                 "contacts",
                 json!({ "email": email, "name": format!("Person {n}"), "phone": format!("+33 7 00 00 {n:04}"),
                         "newsletter": n % 2 == 0, "address": { "city": "Lyon", "street": format!("{n} rue de la Paix") } }),
             );
+            // Notes hang from the contact (`/contacts/{id}/notes`) and hold no identity.
+            for k in 1..=2 {
+                push(
+                    "notes",
+                    json!({ "contact_id": contact, "body": format!("Call {k} with Person {n}") }),
+                );
+            }
             if n == 1 {
                 push(
                     "contacts",
@@ -149,6 +162,7 @@ impl DemoApi {
                 "/api/{collection}/{id}",
                 get(read).patch(update).put(update).delete(delete),
             )
+            .route("/api/contacts/{id}/notes", get(notes_of))
             .route("/api/contacts/{id}/emails", axum::routing::post(add_email))
             .route(
                 "/api/contacts/{id}/emails/verify",
@@ -166,6 +180,20 @@ impl DemoApi {
                     } else {
                         unauthorised()
                     }
+                },
+            ))
+            // Like some frameworks, it reads no chunked body: a request body must come
+            // with its Content-Length.
+            .layer(axum::middleware::from_fn(
+                |request: Request, next: Next| async move {
+                    if request.headers().contains_key(header::TRANSFER_ENCODING) {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({ "error": "Could not parse an empty JSON body" })),
+                        )
+                            .into_response();
+                    }
+                    next.run(request).await
                 },
             ))
             .with_state(self.clone())
@@ -327,6 +355,19 @@ async fn update(
     };
     merge(record, &patch);
     axum::Json(json!({ "data": record })).into_response()
+}
+
+/// A contact's notes.
+async fn notes_of(State(api): State<Arc<DemoApi>>, Path(id): Path<String>) -> Response {
+    if !contact_exists(&api, &id) {
+        return not_found();
+    }
+    let notes: Vec<Value> = api
+        .records("notes")
+        .into_iter()
+        .filter(|note| note["contact_id"] == json!(id))
+        .collect();
+    axum::Json(json!({ "data": notes })).into_response()
 }
 
 fn unprocessable(message: &str) -> Response {

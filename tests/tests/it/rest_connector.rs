@@ -133,7 +133,8 @@ async fn locate_access_rectify_and_erase_through_every_pagination_style() {
     rt.validate(&plugin, &sys)
         .await
         .expect("the example validates");
-    // Person 4 has 4 % 3 + 1 = 2 orders; every person has 5 events and 3 consents.
+    // Person 4 has 4 % 3 + 1 = 2 orders; every person has 5 events, 3 consents and 2
+    // notes on their contact (reached through it).
     let email = person_email(4);
     let who = subject(&[("email", &email)]);
 
@@ -143,12 +144,20 @@ async fn locate_access_rectify_and_erase_through_every_pagination_style() {
         ("orders", 2),
         ("events", 5),
         ("consents", 3),
+        ("notes", 2),
     ]
     .map(|(c, n)| (c.to_owned(), n))
     .into();
     assert_eq!(
         counts(found.iter().map(|r| r.collection.as_str())),
         expected
+    );
+    let note = found.iter().find(|r| r.collection == "notes").unwrap();
+    let contact = found.iter().find(|r| r.collection == "contacts").unwrap();
+    assert_eq!(
+        note.via.as_deref(),
+        Some(format!("contacts/{}", contact.key).as_str()),
+        "{note:?}"
     );
     // The Link header and the cursor made the connector fetch more than one page.
     let requests = fake.requests();
@@ -286,7 +295,7 @@ async fn verify_reads_each_record_back_by_its_url_and_sweep_looks_past_the_exact
     // Typed in another case than stored: the search and the e-mail comparison fold it.
     let who = subject(&[("email", "Person4@Example.ORG")]);
     let located = rt.locate(&plugin, &sys, &who).await.unwrap();
-    assert_eq!(located.len(), 11);
+    assert_eq!(located.len(), 13);
     let contact = located.iter().find(|r| r.collection == "contacts").unwrap();
     assert_eq!(contact.matched.len(), 1, "{contact:?}");
     assert_eq!(contact.matched[0].field, "email");
@@ -468,7 +477,7 @@ async fn a_busy_server_is_retried_after_its_retry_after() {
         .locate(&plugin, &sys, &subject(&[("email", &person_email(2))]))
         .await
         .expect("retried until the server answers");
-    assert_eq!(found.len(), 1 + 3 + 5 + 3);
+    assert_eq!(found.len(), 1 + 3 + 5 + 3 + 2);
     let requests = fake.requests();
     assert_eq!(requests[0], requests[1], "the same request again");
     assert_eq!(requests[1], requests[2]);
@@ -534,7 +543,7 @@ async fn a_connection_closed_before_the_answer_is_retried_for_idempotent_request
         .locate(&plugin, &through(proxy), &who)
         .await
         .expect("the search is sent again after the dropped connections");
-    assert_eq!(found.len(), 1 + 3 + 5 + 3);
+    assert_eq!(found.len(), 1 + 3 + 5 + 3 + 2);
     assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 2);
 
     let (proxy, dropped) = dropping_proxy(fake.address, "DELETE ", 1).await;
