@@ -50,10 +50,25 @@ pub fn fields(
         .collect()
 }
 
-/// The byte ranges of `value` in `text`, in any ASCII case (the lower-cased text keeps
-/// the same offsets).
+/// The byte ranges of `value` in `text`, in any case (both folded by [`fold`], which keeps
+/// every byte offset).
 fn spans(text: &str, value: &str) -> Vec<std::ops::Range<usize>> {
-    mention_spans(&text.to_ascii_lowercase(), &value.to_ascii_lowercase())
+    mention_spans(&fold(text), &fold(value))
+}
+
+/// `text` in lower case, character by character, where the lower case takes as many bytes
+/// (`É` → `é`, `DOE` → `doe`); a character whose lower case would not (`İ`) stays, so the
+/// offsets into `text` stay valid.
+fn fold(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let mut lower = c.to_lowercase();
+            match (lower.next(), lower.next()) {
+                (Some(l), None) if l.len_utf8() == c.len_utf8() => l,
+                _ => c,
+            }
+        })
+        .collect()
 }
 
 /// `text` with every occurrence of each value replaced by [`ERASED`].
@@ -103,6 +118,11 @@ mod tests {
         assert_eq!(
             redact(text, &values),
             "Call [erased] today; not jane.doe@example.net. Again: [erased]."
+        );
+        let accented = [("name", "Éloïse Dupré")];
+        assert_eq!(
+            redact("Voir ÉLOÏSE DUPRÉ demain", &accented),
+            "Voir [erased] demain"
         );
         let quoted = excerpts(text, &values);
         assert_eq!(quoted.len(), 2);
