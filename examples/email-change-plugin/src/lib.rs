@@ -80,7 +80,11 @@ fn contacts(subject: &Subject) -> Result<Vec<Value>> {
             http::encode(email)
         );
         let answer = send(Method::Get, url, None, "GET /contacts", &[email])?.json()?;
-        let results = answer["data"].as_array().cloned().unwrap_or_default();
+        let Some(results) = answer["data"].as_array().cloned() else {
+            return Err(Error::Failed(
+                "the contact search answered no `data` array: nothing can be said about who is there".into(),
+            ));
+        };
         let more = results.len() >= 50;
         found.extend(results.into_iter().filter(|c| {
             c["email"]
@@ -97,14 +101,14 @@ fn contacts(subject: &Subject) -> Result<Vec<Value>> {
 fn id_of(contact: &Value) -> Result<String> {
     contact["id"]
         .as_str()
-        .filter(|id| !id.is_empty() && !id.contains('/') && *id != "." && *id != "..")
+        .filter(|id| !id.is_empty() && *id != "." && *id != "..")
         .map(str::to_owned)
         .ok_or_else(|| Error::Failed("a contact without a usable id".into()))
 }
 
 /// Changes a contact's e-mail address in the API's three steps.
 fn change_email(base: &str, id: &str, new: &str, hide: &[&str]) -> Result<()> {
-    let emails = format!("{base}/contacts/{id}/emails");
+    let emails = format!("{base}/contacts/{}/emails", http::encode(id));
     let added = send(
         Method::Post,
         emails.clone(),
@@ -211,6 +215,13 @@ impl Connector for EmailChange {
                 patch.insert(change.field.clone(), value);
             }
         }
+        if patch.is_empty() && email.is_none() {
+            // Nothing here to change: nothing is reported changed.
+            return Ok(Rectified {
+                changed: Vec::new(),
+                not_applicable,
+            });
+        }
         // Every contact first: the e-mail change would hide the others from the search.
         let found = contacts(&subject)?;
         let mut hide: Vec<&str> = subject
@@ -227,7 +238,7 @@ impl Connector for EmailChange {
             if !patch.is_empty() {
                 send(
                     Method::Patch,
-                    format!("{base}/contacts/{id}"),
+                    format!("{base}/contacts/{}", http::encode(&id)),
                     Some(&Value::Object(patch.clone())),
                     "PATCH /contacts/{id}",
                     &hide,
@@ -255,8 +266,11 @@ impl Connector for EmailChange {
         for contact in contacts(&subject)? {
             let id = id_of(&contact)?;
             let response = http::send_retrying(
-                &Request::new(Method::Delete, format!("{base}/contacts/{id}"))
-                    .header("authorization", "Bearer {{secret:api_token}}"),
+                &Request::new(
+                    Method::Delete,
+                    format!("{base}/contacts/{}", http::encode(&id)),
+                )
+                .header("authorization", "Bearer {{secret:api_token}}"),
                 Retry {
                     attempts: 3,
                     max_wait_seconds: 10,

@@ -38,6 +38,8 @@ pub struct DemoApi {
     /// Addresses added to contacts and not yet primary: (contact id, address, token,
     /// verified).
     pending: Mutex<Vec<(String, String, String, bool)>>,
+    /// Verification tokens handed out so far, so that each is new.
+    issued: std::sync::atomic::AtomicU64,
 }
 
 /// How a collection is searched and paged.
@@ -141,6 +143,7 @@ impl DemoApi {
             token: token.to_owned(),
             records: Mutex::new(records),
             pending: Mutex::new(Vec::new()),
+            issued: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -395,7 +398,11 @@ async fn add_email(
         return not_found();
     }
     let mut pending = api.pending.lock().expect("pending");
-    let token = format!("verify-{}-{}", id, pending.len() + 1);
+    let n = api
+        .issued
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    let token = format!("verify-{id}-{n}");
     pending.push((id, email.to_owned(), token.clone(), false));
     (
         StatusCode::CREATED,

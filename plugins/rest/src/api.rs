@@ -395,6 +395,18 @@ impl Api {
                 return invalid(format!("{path}.search.path"), "must start with /");
             }
             let in_path = c.search.by.values().filter(|p| p.is_empty()).count();
+            if in_path > 0 && !matches!(c.search.pagination, Pagination::None) {
+                return invalid(
+                    format!("{path}.search.pagination"),
+                    "a lookup by an identity in the path answers one record: no pagination",
+                );
+            }
+            if in_path > 0 && !c.mentions.is_empty() {
+                return invalid(
+                    format!("{path}.mentions"),
+                    "a lookup by an identity in the path returns only that record: it can find no one else's mention",
+                );
+            }
             if c.search.path.contains("{identity}") != (in_path > 0) || in_path > 1 {
                 return invalid(
                     format!("{path}.search"),

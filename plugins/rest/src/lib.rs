@@ -484,6 +484,13 @@ fn probe(api: &Api, index: usize, collection: &Collection) -> Result<()> {
         value: value.to_owned(),
     };
     let at = format!("config.api.collections[{index}]");
+    if collection.search.by[kind].is_empty() {
+        // A lookup in the path answers 404 for no one and for a wrong path alike: the
+        // credentials and the host are checked, the path cannot be.
+        oubli_connector::log::warn(&format!(
+            "{at}.search.path: a lookup by an identity in the path answers 404 both for no one and for a wrong path; check the path yourself (e.g. with oubli plugin call … --action locate for a known subject)"
+        ));
+    }
     match search_page(api, collection, Sought::Identity(&identity), None) {
         Ok(_) => Ok(()),
         Err(Error::Failed(m)) if m.contains("HTTP status 404") || m.contains("HTTP status 405") => {

@@ -28,7 +28,7 @@ pub fn values<'a>(collection: &Collection, subject: &'a Subject) -> Vec<(&'a str
         .collect()
 }
 
-/// Each mention field of `record` that names one of `values` (in any ASCII case), with
+/// Each mention field of `record` that names one of `values` (in any case), with
 /// the kinds it names.
 pub fn fields(
     collection: &Collection,

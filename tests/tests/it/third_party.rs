@@ -391,6 +391,17 @@ async fn json_server_looked_up_by_an_identity_in_the_path() {
         .unwrap();
     assert!(climbing.is_empty(), "{climbing:?}");
 
+    // Paged, a lookup that answers one record would ask for page after page.
+    let mut paged = config.clone();
+    paged.config["api"]["collections"][0]["search"]["pagination"] =
+        json!({ "style": "page", "param": "page" });
+    let sys = rt.prepare(&paged).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[0].search.pagination:")),
+        "{error:?}"
+    );
+
     config.config["api"]["collections"][0]["search"]["by"] = json!({ "user-id": "id" });
     let sys = rt.prepare(&config).unwrap();
     let error = rt.validate(&plugin, &sys).await.unwrap_err();
