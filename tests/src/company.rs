@@ -120,7 +120,7 @@ pub const JANE: [(&str, &str); 4] = [
 
 /// Jane's own rows, as (table, key).
 pub fn oracle() -> BTreeSet<(String, String)> {
-    [
+    crate::places(&[
         ("customers", "1"),
         ("addresses", "50"),
         ("orders", "10"),
@@ -128,9 +128,7 @@ pub fn oracle() -> BTreeSet<(String, String)> {
         ("invoices", "20"),
         ("newsletter", "30"),
         ("tickets", "40"),
-    ]
-    .map(|(c, k)| (c.to_owned(), k.to_owned()))
-    .into()
+    ])
 }
 
 /// The row of someone else that mentions Jane: Paul's ticket.

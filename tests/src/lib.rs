@@ -32,6 +32,21 @@ pub fn system(runtime: &Runtime, toml: &str) -> Arc<Grant> {
         .expect("a valid system")
 }
 
+/// (collection, key) pairs written out, to compare with what a connector found.
+pub fn places(pairs: &[(&str, &str)]) -> std::collections::BTreeSet<(String, String)> {
+    pairs
+        .iter()
+        .map(|(c, k)| ((*c).to_owned(), (*k).to_owned()))
+        .collect()
+}
+
+/// The (collection, key) of each record.
+pub fn places_of<'a>(
+    records: impl Iterator<Item = (&'a String, &'a String)>,
+) -> std::collections::BTreeSet<(String, String)> {
+    records.map(|(c, k)| (c.clone(), k.clone())).collect()
+}
+
 /// A subject with the given identities.
 pub fn subject(identities: &[(&str, &str)]) -> Subject {
     Subject {

@@ -950,6 +950,19 @@ impl Connector for RestConnector {
         // Every record first: a change to an identity field (or to a parent) must not
         // hide the others.
         let mut all = found_all(&api, &subject)?;
+        // An error quotes neither the subject's identities nor the new values.
+        let new_values: Vec<String> = changes
+            .iter()
+            .filter_map(|c| match c.parsed_value() {
+                Ok(Value::String(text)) => Some(text),
+                Ok(other) => Some(other.to_string()),
+                Err(_) => None,
+            })
+            .collect();
+        let hide: Vec<&str> = hidden(&subject)
+            .into_iter()
+            .chain(new_values.iter().map(String::as_str))
+            .collect();
         for (collection, body) in plan {
             let index = api
                 .collections
@@ -957,19 +970,6 @@ impl Connector for RestConnector {
                 .position(|c| std::ptr::eq(c, collection))
                 .unwrap_or_default();
             let records = std::mem::take(&mut all[index]);
-            // An error quotes neither the subject's identities nor the new values.
-            let new_values: Vec<String> = changes
-                .iter()
-                .filter_map(|c| match c.parsed_value() {
-                    Ok(Value::String(text)) => Some(text),
-                    Ok(other) => Some(other.to_string()),
-                    Err(_) => None,
-                })
-                .collect();
-            let hide: Vec<&str> = hidden(&subject)
-                .into_iter()
-                .chain(new_values.iter().map(String::as_str))
-                .collect();
             // Someone else's record that names the subject is not theirs to change.
             for Found { id, .. } in records.into_iter().filter(|f| f.mentioned.is_empty()) {
                 update(&api, collection, &id, Value::Object(body.clone()), &hide)?;
@@ -985,6 +985,7 @@ impl Connector for RestConnector {
     fn erase(subject: Subject) -> Result<Vec<Erased>> {
         let api = Api::load()?;
         check_searchable(&api, &subject)?;
+        let hide = hidden(&subject);
         // Every collection is searched before anything changes: a record found through a
         // field that another collection's erasure removes (a user found by an address)
         // must not become unreachable halfway.
@@ -998,7 +999,7 @@ impl Connector for RestConnector {
         // "gone") fails here, with nothing changed.
         for (collection, records) in &targets {
             for Found { id, .. } in records {
-                if read(&api, collection, id, &hidden(&subject))?.is_none() {
+                if read(&api, collection, id, &hide)?.is_none() {
                     return Err(Error::InvalidConfig(format!(
                         "a record of {} found by the search is not found by its URL (404 or 410): after the erasure it could not be read back; check config.api read.path",
                         collection.name
@@ -1025,28 +1026,12 @@ impl Connector for RestConnector {
                     // and the record stay. The text is read again just before it is
                     // written, so that an edit made since the search is not overwritten
                     // (the API offers no conditional write to close the window entirely).
-                    let Some(current) = read(&api, collection, &id, &hidden(&subject))? else {
+                    let Some(current) = read(&api, collection, &id, &hide)? else {
                         // Deleted meanwhile by someone else: verify reads it back gone.
                         continue;
                     };
-                    let mut body = serde_json::Map::new();
-                    for (field, _) in &mentioned {
-                        let text = api::at(&current, field)
-                            .and_then(Value::as_str)
-                            .unwrap_or_default();
-                        api::set(
-                            &mut body,
-                            field,
-                            Value::String(mentions::redact(text, &values)),
-                        );
-                    }
-                    update(
-                        &api,
-                        collection,
-                        &id,
-                        Value::Object(body),
-                        &hidden(&subject),
-                    )?;
+                    let body = mentions::redaction(&current, &mentioned, &values);
+                    update(&api, collection, &id, body, &hide)?;
                     report.push(Erased {
                         collection: collection.name.clone(),
                         key: id,
@@ -1061,19 +1046,13 @@ impl Connector for RestConnector {
                     for (path, mask) in &erase.fields {
                         api::set(&mut body, path, masked(&record, path, *mask));
                     }
-                    update(
-                        &api,
-                        collection,
-                        &id,
-                        Value::Object(body),
-                        &hidden(&subject),
-                    )?;
+                    update(&api, collection, &id, Value::Object(body), &hide)?;
                 }
                 if erase.action == EraseAction::Delete {
                     let endpoint = collection.delete.as_ref().expect("checked on load");
                     let target = record_url(&api, &endpoint.path, &id)?;
                     // Gone already (a retry after a crash, say): the end state is the same.
-                    Exchange::new(Method::Delete, &endpoint.path, &hidden(&subject))
+                    Exchange::new(Method::Delete, &endpoint.path, &hide)
                         .send_unless_gone(&api, &request(&api, Method::Delete, target))?;
                 }
                 report.push(Erased {

@@ -88,6 +88,23 @@ pub fn redact(text: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
+/// The update that replaces the occurrences in each of `fields` of `record`, and nothing
+/// else.
+pub fn redaction(
+    record: &Value,
+    fields: &[(String, Vec<String>)],
+    values: &[(&str, &str)],
+) -> Value {
+    let mut body = serde_json::Map::new();
+    for (field, _) in fields {
+        let text = api::at(record, field)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        api::set(&mut body, field, Value::String(redact(text, values)));
+    }
+    Value::Object(body)
+}
+
 /// The text around each occurrence of a value, for an export: what the subject has a
 /// right to see of another person's record, and no more.
 pub fn excerpts(text: &str, values: &[(&str, &str)]) -> Vec<String> {

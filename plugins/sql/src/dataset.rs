@@ -253,13 +253,18 @@ impl Dataset {
             oubli_connector::sql::dialect(),
             oubli_connector::sql::Dialect::Sqlite
         ) {
-            let dataset: Dataset = config::parse("dataset")?;
-            dataset.validate()?;
-            let mut dataset = dataset;
-            dataset.mask_copies();
-            return Ok(dataset);
+            return Dataset::parsed();
         }
         Ok(Dataset::load_with_catalogue()?.0)
+    }
+
+    /// `config.dataset` parsed and validated, copies masked like their originals; nothing
+    /// read from the database.
+    fn parsed() -> Result<Self> {
+        let mut dataset: Dataset = config::parse("dataset")?;
+        dataset.validate()?;
+        dataset.mask_copies();
+        Ok(dataset)
     }
 
     /// As [`Dataset::load`], with what `access` needs to export each column as its type.
@@ -275,9 +280,7 @@ impl Dataset {
     /// # Errors
     /// As [`Dataset::load`].
     pub fn load_with_catalogue() -> Result<(Self, Catalogue)> {
-        let mut dataset: Dataset = config::parse("dataset")?;
-        dataset.validate()?;
-        dataset.mask_copies();
+        let mut dataset = Dataset::parsed()?;
         let catalogue = Catalogue::of(&dataset)?;
         dataset.integer_columns = integer_identity_columns(&dataset, &catalogue);
         dataset.json_columns = dataset

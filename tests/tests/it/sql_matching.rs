@@ -5,7 +5,7 @@
 //! row a record was reached through.
 
 use oubli::runtime::{MatchKind, RuntimeError, SystemConfig};
-use oubli_tests::{ServerDb, load, runtime, subject};
+use oubli_tests::{ServerDb, load, places, places_of, runtime, subject};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -105,13 +105,6 @@ impl Db {
     }
 }
 
-/// The (collection, key) of each record.
-fn places_of<'a>(
-    records: impl Iterator<Item = (&'a String, &'a String)>,
-) -> BTreeSet<(String, String)> {
-    records.map(|(c, k)| (c.clone(), k.clone())).collect()
-}
-
 /// The SQL connector loaded and the system with `dataset` on `url` prepared and
 /// validated.
 async fn connected(
@@ -208,12 +201,9 @@ async fn matching(db: Db, _engine: &str) {
     // her newsletter subscription stored in capitals; not the look-alike addresses.
     let who = subject(&[("email", " Jane.Doe@Example.COM")]);
     let found = rt.locate(&plugin, &sys, &who).await.unwrap();
-    let places = places_of(found.iter().map(|r| (&r.collection, &r.key)));
-    let expected: BTreeSet<(String, String)> =
-        [("customers", "1"), ("orders", "10"), ("newsletter", "20")]
-            .map(|(c, k)| (c.to_owned(), k.to_owned()))
-            .into();
-    assert_eq!(places, expected, "{found:?}");
+    let located = places_of(found.iter().map(|r| (&r.collection, &r.key)));
+    let expected = places(&[("customers", "1"), ("orders", "10"), ("newsletter", "20")]);
+    assert_eq!(located, expected, "{found:?}");
     let customer = found.iter().find(|r| r.collection == "customers").unwrap();
     assert_eq!(customer.matched.len(), 1, "{customer:?}");
     assert_eq!(
@@ -321,12 +311,9 @@ async fn strength(db: Db, _engine: &str) {
         ("phone", "+33 6 12 34 56 78"),
     ]);
     let found = rt.locate(&plugin, &sys, &both).await.unwrap();
-    let places = places_of(found.iter().map(|r| (&r.collection, &r.key)));
-    let expected: BTreeSet<(String, String)> =
-        [("customers", "1"), ("orders", "10"), ("newsletter", "20")]
-            .map(|(c, k)| (c.to_owned(), k.to_owned()))
-            .into();
-    assert_eq!(places, expected, "{found:?}");
+    let located = places_of(found.iter().map(|r| (&r.collection, &r.key)));
+    let expected = places(&[("customers", "1"), ("orders", "10"), ("newsletter", "20")]);
+    assert_eq!(located, expected, "{found:?}");
     // The phone confirms the customer's row: both identities are named.
     let customer = found.iter().find(|r| r.collection == "customers").unwrap();
     assert_eq!(customer.matched.len(), 2, "{customer:?}");
@@ -551,14 +538,10 @@ async fn copies(db: Db, _engine: &str) {
         value: "\"0699999999\"".into(),
     };
     let rectified = rt.rectify(&plugin, &sys, &who, &[change]).await.unwrap();
-    let places = places_of(rectified.changed.iter().map(|r| (&r.collection, &r.key)));
+    let changed = places_of(rectified.changed.iter().map(|r| (&r.collection, &r.key)));
     assert_eq!(
-        places,
-        BTreeSet::from([
-            ("customers".to_owned(), "1".to_owned()),
-            ("invoices".to_owned(), "20".to_owned()),
-            ("orders".to_owned(), "10".to_owned()),
-        ])
+        changed,
+        places(&[("customers", "1"), ("invoices", "20"), ("orders", "10")])
     );
     let pool = db.pool().await;
     let phones: Vec<(String,)> = sqlx::query_as(
@@ -638,14 +621,10 @@ async fn mentions(db: Db, _engine: &str) {
     let (rt, plugin, sys) = connected(db.url(), dataset).await;
     let who = subject(&[("email", "jane@example.com")]);
     let found = rt.locate(&plugin, &sys, &who).await.unwrap();
-    let places = places_of(found.iter().map(|r| (&r.collection, &r.key)));
+    let located = places_of(found.iter().map(|r| (&r.collection, &r.key)));
     assert_eq!(
-        places,
-        BTreeSet::from([
-            ("customers".to_owned(), "1".to_owned()),
-            ("tickets".to_owned(), "1".to_owned()),
-            ("tickets".to_owned(), "2".to_owned()),
-        ]),
+        located,
+        places(&[("customers", "1"), ("tickets", "1"), ("tickets", "2")]),
         "{found:?}"
     );
     let mention = found.iter().find(|r| r.key == "2").unwrap();
@@ -769,14 +748,12 @@ async fn company(db: Db, engine: &str) {
         .unwrap();
     assert_eq!(
         places_of(rectified.changed.iter().map(|r| (&r.collection, &r.key))),
-        [
+        places(&[
             ("customers", "1"),
             ("invoices", "20"),
             ("orders", "10"),
             ("orders", "11")
-        ]
-        .map(|(c, k)| (c.to_owned(), k.to_owned()))
-        .into(),
+        ]),
         "{rectified:?}"
     );
     assert!(rectified.not_applicable.is_empty(), "{rectified:?}");

@@ -5,9 +5,8 @@
 //! `OUBLI_TEST_JSON_SERVER` is set.
 
 use oubli::runtime::{Change, RecordState, RuntimeError, SystemConfig};
-use oubli_tests::{JsonServer, load, runtime, subject};
+use oubli_tests::{JsonServer, load, places, places_of, runtime, subject};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
 
 fn db() -> Value {
     json!({
@@ -97,10 +96,6 @@ allow_private = true
     config
 }
 
-fn places(records: impl Iterator<Item = (String, String)>) -> BTreeSet<(String, String)> {
-    records.collect()
-}
-
 fn ids(records: &[Value]) -> Vec<i64> {
     records.iter().filter_map(|r| r["id"].as_i64()).collect()
 }
@@ -120,7 +115,7 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
 
     // `q=e.doe@example.net` returns jane.doe@example.net too: only the exact one counts.
     let found = rt.locate(&plugin, &sys, &who).await.unwrap();
-    let expected: BTreeSet<(String, String)> = [
+    let expected = places(&[
         ("users", "2"),
         ("subscriptions", "20"),
         ("subscriptions", "22"),
@@ -128,14 +123,12 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
         ("addresses", "12"),
         ("orders", "40"),
         ("notes", "31"),
-    ]
-    .map(|(c, k)| (c.to_owned(), k.to_owned()))
-    .into();
+    ]);
     // Her records, and Paul's note that names her.
     let mut with_mention = expected.clone();
     with_mention.insert(("notes".to_owned(), "30".to_owned()));
     assert_eq!(
-        places(found.iter().map(|r| (r.collection.clone(), r.key.clone()))),
+        places_of(found.iter().map(|r| (&r.collection, &r.key))),
         with_mention
     );
     let address = found.iter().find(|r| r.key == "11").unwrap();
@@ -154,7 +147,7 @@ async fn json_server_gives_exactly_the_subjects_records_and_erases_them() {
         .iter()
         .partition(|r| r.collection == "notes (mentions of the subject)");
     assert_eq!(
-        places(own.iter().map(|r| (r.collection.clone(), r.key.clone()))),
+        places_of(own.iter().map(|r| (&r.collection, &r.key))),
         expected,
         "each record once: {exported:?}"
     );
@@ -376,8 +369,8 @@ async fn json_server_looked_up_by_an_identity_in_the_path() {
         .await
         .unwrap();
     assert_eq!(
-        places(found.iter().map(|r| (r.collection.clone(), r.key.clone()))),
-        [("users".to_owned(), "2".to_owned())].into()
+        places_of(found.iter().map(|r| (&r.collection, &r.key))),
+        places(&[("users", "2")])
     );
     let nobody = rt
         .locate(&plugin, &sys, &subject(&[("user-id", "99")]))

@@ -1446,54 +1446,44 @@ fn iso_duration(months: i32, days: i32, microseconds: i64) -> String {
 /// A PostgreSQL array as a JSON array, for the element types a personal-data column
 /// commonly has.
 fn postgres_array(row: &PgRow, i: usize, ty: &str) -> Result<serde_json::Value, GuestError> {
-    let get = |e| classify(e);
-    let json = |v: Vec<Option<String>>| serde_json::json!(v);
+    use chrono::{DateTime, NaiveDate, Utc};
+    use sqlx::types::BigDecimal;
     Ok(match ty {
         "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "NAME[]" | "CITEXT[]" => {
-            json(row.try_get::<Vec<Option<String>>, _>(i).map_err(get)?)
+            serde_json::json!(elements::<String>(row, i)?)
         }
-        "INT2[]" => serde_json::json!(row.try_get::<Vec<Option<i16>>, _>(i).map_err(get)?),
-        "INT4[]" => serde_json::json!(row.try_get::<Vec<Option<i32>>, _>(i).map_err(get)?),
-        "INT8[]" => serde_json::json!(row.try_get::<Vec<Option<i64>>, _>(i).map_err(get)?),
-        "FLOAT4[]" => serde_json::json!(row.try_get::<Vec<Option<f32>>, _>(i).map_err(get)?),
-        "FLOAT8[]" => serde_json::json!(row.try_get::<Vec<Option<f64>>, _>(i).map_err(get)?),
-        "BOOL[]" => serde_json::json!(row.try_get::<Vec<Option<bool>>, _>(i).map_err(get)?),
-        "NUMERIC[]" => json(
-            row.try_get::<Vec<Option<sqlx::types::BigDecimal>>, _>(i)
-                .map_err(get)?
-                .into_iter()
-                .map(|v| v.map(|d| d.to_plain_string()))
-                .collect(),
-        ),
-        "UUID[]" => json(
-            row.try_get::<Vec<Option<uuid::Uuid>>, _>(i)
-                .map_err(get)?
-                .into_iter()
-                .map(|v| v.map(|u| u.to_string()))
-                .collect(),
-        ),
-        "DATE[]" => json(
-            row.try_get::<Vec<Option<chrono::NaiveDate>>, _>(i)
-                .map_err(get)?
-                .into_iter()
-                .map(|v| v.map(|d| d.to_string()))
-                .collect(),
-        ),
-        "TIMESTAMPTZ[]" => json(
-            row.try_get::<Vec<Option<chrono::DateTime<chrono::Utc>>>, _>(i)
-                .map_err(get)?
-                .into_iter()
-                .map(|v| v.map(|d| d.to_rfc3339()))
-                .collect(),
-        ),
-        "JSON[]" | "JSONB[]" => {
-            serde_json::json!(
-                row.try_get::<Vec<Option<serde_json::Value>>, _>(i)
-                    .map_err(get)?
-            )
-        }
+        "INT2[]" => serde_json::json!(elements::<i16>(row, i)?),
+        "INT4[]" => serde_json::json!(elements::<i32>(row, i)?),
+        "INT8[]" => serde_json::json!(elements::<i64>(row, i)?),
+        "FLOAT4[]" => serde_json::json!(elements::<f32>(row, i)?),
+        "FLOAT8[]" => serde_json::json!(elements::<f64>(row, i)?),
+        "BOOL[]" => serde_json::json!(elements::<bool>(row, i)?),
+        "JSON[]" | "JSONB[]" => serde_json::json!(elements::<serde_json::Value>(row, i)?),
+        // Exact decimals, UUIDs and dates as strings, as outside arrays.
+        "NUMERIC[]" => as_text(elements::<BigDecimal>(row, i)?, |d| d.to_plain_string()),
+        "UUID[]" => as_text(elements::<uuid::Uuid>(row, i)?, |u| u.to_string()),
+        "DATE[]" => as_text(elements::<NaiveDate>(row, i)?, |d| d.to_string()),
+        "TIMESTAMPTZ[]" => as_text(elements::<DateTime<Utc>>(row, i)?, |d| d.to_rfc3339()),
         other => return Err(unsupported(row.column(i).name(), other)),
     })
+}
+
+/// The elements of a PostgreSQL array column, NULLs kept.
+fn elements<T>(row: &PgRow, i: usize) -> Result<Vec<Option<T>>, GuestError>
+where
+    for<'r> Vec<Option<T>>: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get::<Vec<Option<T>>, _>(i).map_err(classify)
+}
+
+/// Array elements written as text, NULLs kept.
+fn as_text<T>(elements: Vec<Option<T>>, text: impl Fn(T) -> String) -> serde_json::Value {
+    serde_json::json!(
+        elements
+            .into_iter()
+            .map(|v| v.map(&text))
+            .collect::<Vec<Option<String>>>()
+    )
 }
 
 fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, GuestError> {
