@@ -480,6 +480,19 @@ pub mod config {
     }
 }
 
+/// The identity kinds oubli's documentation names, which a configurable connector (whose
+/// configuration maps kinds to fields) lists in its [`Info`]: a DPO can file any of them.
+pub const WELL_KNOWN_KINDS: [&str; 8] = [
+    "email",
+    "phone",
+    "customer-id",
+    "user-id",
+    "account",
+    "name",
+    "birth-date",
+    "address",
+];
+
 /// Whether `text` holds `value` as a whole: not inside a longer address, number or word
 /// (`ann@x.org` is not in `joann@x.org`, nor `jane@x.org` in `jane@x.org.uk`). Compare
 /// lower-cased texts for a match in any case. What `sweep` and `verify` use to find an

@@ -645,11 +645,9 @@ impl Connector for SqlConnector {
                 Action::Verify,
                 Action::Sweep,
             ],
-            identity_kinds: [
-                "email", "phone", "customer-id", "user-id", "account", "name", "birth-date", "address",
-            ]
-            .map(String::from)
-            .into(),
+            identity_kinds: oubli_connector::WELL_KNOWN_KINDS
+                .map(String::from)
+                .into(),
             categories: Vec::new(),
         }
     }
