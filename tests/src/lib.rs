@@ -32,6 +32,20 @@ pub fn system(runtime: &Runtime, toml: &str) -> Arc<Grant> {
         .expect("a valid system")
 }
 
+/// What `validate` says of a system configuration that must be refused (it panics if
+/// the configuration is accepted).
+pub async fn refusal(
+    runtime: &Arc<Runtime>,
+    plugin: &Arc<Plugin>,
+    config: &SystemConfig,
+) -> oubli::runtime::RuntimeError {
+    let system = runtime.prepare(config).expect("a system the runtime takes");
+    match runtime.validate(plugin, &system).await {
+        Ok(()) => panic!("the configuration of {} was accepted", config.name),
+        Err(error) => error,
+    }
+}
+
 /// (collection, key) pairs written out, to compare with what a connector found.
 pub fn places(pairs: &[(&str, &str)]) -> std::collections::BTreeSet<(String, String)> {
     pairs

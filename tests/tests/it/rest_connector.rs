@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use oubli::demo::api::{DemoApi, person_email};
 use oubli::runtime::system::SecretRef;
 use oubli::runtime::{Change, Outcome, RecordState, RuntimeError, SystemConfig};
-use oubli_tests::{load, runtime, serve, subject};
+use oubli_tests::{load, refusal, runtime, serve, subject};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -639,8 +639,7 @@ async fn a_configuration_error_names_its_path() {
         .as_object_mut()
         .unwrap()
         .remove("delete");
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[2].delete:")),
         "{error:?}"
@@ -651,8 +650,7 @@ async fn a_configuration_error_names_its_path() {
         .as_object_mut()
         .unwrap()
         .remove("read");
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[3].read:")),
         "{error:?}"
@@ -706,8 +704,7 @@ async fn a_search_whose_results_are_not_checked_must_say_it_is_exact() {
         .as_object_mut()
         .unwrap()
         .remove("identities");
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[3].identities:") && m.contains("exact")),
         "{error:?}"
@@ -872,8 +869,7 @@ async fn validate_probes_the_api_and_names_what_is_wrong() {
 
     let mut config = fake.system();
     config.config["api"]["collections"][1]["search"]["path"] = json!("/order");
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[1].search.path:") && m.contains("404")),
         "{error:?}"
@@ -895,8 +891,7 @@ async fn validate_probes_the_api_and_names_what_is_wrong() {
     let mut config = fake.system();
     config.config["api"]["base_url"] = json!(format!("http://127.0.0.1:{port}/api"));
     config.capabilities.http.as_mut().unwrap().allow = vec![format!("127.0.0.1:{port}")];
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::Unavailable(m) if m.starts_with("config.api.base_url:")),
         "{error:?}"

@@ -5,7 +5,7 @@
 //! `OUBLI_TEST_JSON_SERVER` is set.
 
 use oubli::runtime::{Change, RecordState, RuntimeError, SystemConfig};
-use oubli_tests::{JsonServer, load, places, places_of, runtime, subject};
+use oubli_tests::{JsonServer, load, places, places_of, refusal, runtime, subject};
 use serde_json::{Value, json};
 
 fn db() -> Value {
@@ -223,8 +223,7 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
 
     let mut config = system(&server);
     config.config["api"]["collections"][1]["search"]["path"] = json!("/subscription");
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[1].search.path:") && m.contains("404")),
         "{error:?}"
@@ -236,8 +235,7 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
         .as_object_mut()
         .unwrap()
         .remove("identities");
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[0].identities:")),
         "{error:?}"
@@ -252,8 +250,7 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
     let mut config = system(&server);
     config.config["api"]["base_url"] = json!(format!("http://127.0.0.1:{port}"));
     config.capabilities.http.as_mut().unwrap().allow = vec![format!("127.0.0.1:{port}")];
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::Unavailable(m) if m.starts_with("config.api.base_url:")),
         "{error:?}"
@@ -261,8 +258,7 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
     // A results path the answers do not have: refused, not "nothing found".
     let mut config = system(&server);
     config.config["api"]["collections"][1]["search"]["results"] = json!("data");
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[1].search:") && m.contains("\"data\"")),
         "{error:?}"
@@ -272,8 +268,7 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
     let mut config = system(&server);
     config.config["api"]["collections"][3]["search"]["path"] = json!("/addresses");
     config.config["api"]["collections"][3]["parent"]["key"] = json!("userId");
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[3].search:") && m.contains("{parent}")),
         "{error:?}"
@@ -284,8 +279,7 @@ async fn json_server_misconfigured_is_refused_at_connect_time() {
         .as_object_mut()
         .unwrap()
         .remove("key");
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[4].parent.key:")),
         "{error:?}"
@@ -388,16 +382,14 @@ async fn json_server_looked_up_by_an_identity_in_the_path() {
     let mut paged = config.clone();
     paged.config["api"]["collections"][0]["search"]["pagination"] =
         json!({ "style": "page", "param": "page" });
-    let sys = rt.prepare(&paged).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &paged).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[0].search.pagination:")),
         "{error:?}"
     );
 
     config.config["api"]["collections"][0]["search"]["by"] = json!({ "user-id": "id" });
-    let sys = rt.prepare(&config).unwrap();
-    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    let error = refusal(&rt, &plugin, &config).await;
     assert!(
         matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.api.collections[0].search:")),
         "{error:?}"
