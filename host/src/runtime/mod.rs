@@ -61,6 +61,10 @@ pub const MAX_CROSSING_BYTES: usize = 32 << 20;
 /// The resources a plugin may hold at once (streams, pollables, HTTP requests).
 pub const MAX_HANDLES: usize = 1_024;
 
+/// How long past its deadline the runtime waits for a call's thread before it reports the
+/// call as timed out and leaves the thread behind (see `Runtime::blocking`).
+const STUCK_GRACE: Duration = Duration::from_millis(250);
+
 /// How the runtime is sized.
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
@@ -590,15 +594,15 @@ impl Runtime {
     }
 
     /// Runs one call in a fresh store and instance on the current thread, which must
-    /// not be one of the tokio runtime's workers.
+    /// not be one of the tokio runtime's workers: SQLite statements run on it too.
     fn call(
         &self,
         plugin: &Plugin,
         system: &Arc<Grant>,
         request_id: &str,
         op: Op,
+        deadline: Instant,
     ) -> Result<Reply, RuntimeError> {
-        let deadline = Instant::now() + system.timeout;
         let access = op.access();
         let run = async {
             let state = CallState::new(
@@ -730,19 +734,32 @@ impl Runtime {
     }
 
     /// Runs `f` on a blocking thread: plugin calls run synchronously and may take as long
-    /// as their deadline.
+    /// as their deadline. The wait ends [`STUCK_GRACE`] after `deadline` whatever the
+    /// thread is doing: a call stopped by its deadline has returned by then, unless it is
+    /// stuck in a step of SQLite's that nothing interrupts (file I/O that hangs), and
+    /// the thread is then left to finish on its own.
     async fn blocking<R: Send + 'static>(
         self: &Arc<Self>,
+        deadline: Instant,
+        timeout: Duration,
         f: impl FnOnce(&Runtime) -> Result<R, RuntimeError> + Send + 'static,
     ) -> Result<R, RuntimeError> {
         let runtime = self.clone();
-        tokio::task::spawn_blocking(move || f(&runtime))
-            .await
-            .unwrap_or_else(|e| {
+        let work = tokio::task::spawn_blocking(move || f(&runtime));
+        match tokio::time::timeout_at((deadline + STUCK_GRACE).into(), work).await {
+            Ok(done) => done.unwrap_or_else(|e| {
                 Err(RuntimeError::Trap(format!(
                     "the plugin call was aborted: {e}"
                 )))
-            })
+            }),
+            Err(_) => {
+                tracing::warn!(
+                    "a plugin call was still running {} ms after its deadline; it was left behind",
+                    STUCK_GRACE.as_millis()
+                );
+                Err(RuntimeError::Timeout(timeout.as_millis() as u64))
+            }
+        }
     }
 
     /// Calls `describe` on the current thread (used by the dispatch benchmark), which
@@ -755,7 +772,8 @@ impl Runtime {
         plugin: &Plugin,
         system: &Arc<Grant>,
     ) -> Result<Info, RuntimeError> {
-        match self.call(plugin, system, "", Op::Describe)? {
+        let deadline = Instant::now() + system.timeout;
+        match self.call(plugin, system, "", Op::Describe, deadline)? {
             Reply::Info(info) => Ok(info),
             _ => unreachable!("describe replies with info"),
         }
@@ -770,8 +788,11 @@ impl Runtime {
         op: Op,
     ) -> Result<Reply, RuntimeError> {
         let (plugin, system, request_id) = (plugin.clone(), system.clone(), request_id.to_owned());
-        self.blocking(move |rt| rt.call(&plugin, &system, &request_id, op))
-            .await
+        let (deadline, timeout) = (Instant::now() + system.timeout, system.timeout);
+        self.blocking(deadline, timeout, move |rt| {
+            rt.call(&plugin, &system, &request_id, op, deadline)
+        })
+        .await
     }
 
     /// Asks the plugin to describe itself.

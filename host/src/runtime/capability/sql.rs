@@ -177,6 +177,8 @@ impl SqlTarget {
     }
 
     /// Opens a session for one call; the connection is made on the first statement.
+    /// SQLite work runs on a blocking thread of its own, so that a session used on an
+    /// async runtime's worker never blocks it.
     pub fn session(self: &Arc<Self>, access: Access, deadline: Instant) -> SqlSession {
         SqlSession {
             target: self.clone(),
@@ -184,7 +186,24 @@ impl SqlTarget {
             deadline,
             conn: None,
             failed: false,
+            inline: false,
         }
+    }
+
+    /// As [`Self::session`], for a session used on a thread that may block (a plugin
+    /// call's, which the runtime runs off the async workers): SQLite work runs right
+    /// there, without a hand-off to another thread per statement. A statement still stops
+    /// at the deadline through SQLite's progress handler; whoever waits for the thread
+    /// stops waiting at the deadline even if a step SQLite cannot interrupt is stuck
+    /// (`Runtime::run`).
+    pub fn session_on_this_thread(
+        self: &Arc<Self>,
+        access: Access,
+        deadline: Instant,
+    ) -> SqlSession {
+        let mut session = self.session(access, deadline);
+        session.inline = true;
+        session
     }
 
     /// Runs one query in a session of its own, read-write, without a deadline of its own
@@ -354,6 +373,8 @@ pub struct SqlSession {
     conn: Option<SessionConn>,
     /// Whether a statement failed: its connection is then not reused.
     failed: bool,
+    /// Whether SQLite work runs on the session's own thread (see [`SqlTarget::session`]).
+    inline: bool,
 }
 
 enum SessionConn {
@@ -424,7 +445,9 @@ impl SqlSession {
                 .await
             };
         }
+        let inline = self.inline;
         let rows = match self.connect().await? {
+            SessionConn::Sqlite(conn) if inline => conn.query(statement, limit),
             SessionConn::Sqlite(conn) => {
                 let (conn, statement) = (conn.clone(), statement.clone());
                 run_blocking(move || conn.query(&statement, limit)).await
@@ -470,7 +493,9 @@ impl SqlSession {
                 .await
             };
         }
+        let inline = self.inline;
         let counts = match self.connect().await? {
+            SessionConn::Sqlite(conn) if inline => conn.transaction(statements),
             SessionConn::Sqlite(conn) => {
                 let (conn, statements) = (conn.clone(), statements.to_vec());
                 run_blocking(move || conn.transaction(&statements)).await
@@ -506,6 +531,7 @@ impl SqlSession {
                     .filter(|conn| conn.file.is_some() && conn.file == file_identity(&file));
                 let conn = match reused {
                     Some(conn) => conn,
+                    None if self.inline => SqliteConn::open(&file, access)?,
                     None => run_blocking(move || SqliteConn::open(&file, access)).await?,
                 };
                 conn.start(self.deadline)?;
@@ -1655,7 +1681,7 @@ impl crate::runtime::state::CallState {
         self.require("sql", self.system.sql.is_some())?;
         if self.sql.is_none() {
             let target = self.system.sql.clone().expect("checked just above");
-            self.sql = Some(target.session(self.access, self.deadline));
+            self.sql = Some(target.session_on_this_thread(self.access, self.deadline));
         }
         Ok(self.sql.as_mut().expect("set just above"))
     }
