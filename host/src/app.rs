@@ -39,6 +39,17 @@ pub struct CachedSystem {
 }
 
 impl App {
+    /// The address of an approval link (`notify::links`): the approval page of the link's
+    /// token under the service's public URL.
+    pub fn approval_url(&self, link_id: &str) -> String {
+        format!(
+            "{}/approve/{}",
+            self.config.base_url().trim_end_matches('/'),
+            self.keys
+                .link_token(crate::notify::links::APPROVAL, link_id)
+        )
+    }
+
     pub fn new(
         config: Config,
         store: Store,

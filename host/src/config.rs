@@ -54,6 +54,48 @@ pub struct Config {
     /// key and sweep, where the connector offers them), `verify` (no sweep) or `search`
     /// (a verifying `locate` only). Certificates say which ran.
     pub erasure_checks: ErasureChecks,
+    /// Hours an approval link works after its request was forwarded.
+    pub approval_link_hours: u64,
+    /// Hours a console sign-in lasts.
+    pub console_session_hours: u64,
+    /// Days before a request's due date its controller is reminded, by e-mail, of a
+    /// request still awaiting its decision.
+    pub reminder_days: u64,
+    /// E-mail over SMTP; none is sent when unset.
+    pub smtp: Option<Smtp>,
+}
+
+/// How oubli sends e-mail (`[smtp]` in the configuration file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    /// The SMTP server's host name.
+    pub host: String,
+    /// 587 for `starttls` (the default), 465 for `tls`.
+    pub port: Option<u16>,
+    /// `starttls` (the default), `tls` (implicit TLS), or `none` (plain text: only for a
+    /// relay on the same machine).
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// The user name, when the server wants one.
+    pub username: Option<String>,
+    /// The password; `OUBLI_SMTP_PASSWORD` sets it without writing it in the file.
+    pub password: Option<String>,
+    /// The sender, e.g. `oubli <dsr@example.org>`.
+    pub from: String,
+    /// Where the notices for DPOs go when the token that filed a request has no e-mail
+    /// address of its own.
+    pub dpo: Option<String>,
+}
+
+/// How the connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    #[default]
+    Starttls,
+    Tls,
+    None,
 }
 
 /// Which checks an erasure runs after `erase` (see [`Config::erasure_checks`]).
@@ -109,6 +151,10 @@ impl Default for Config {
             purge_interval_secs: 3_600,
             sweep_budget: 1_000,
             erasure_checks: ErasureChecks::All,
+            approval_link_hours: 7 * 24,
+            console_session_hours: 8,
+            reminder_days: 7,
+            smtp: None,
         }
     }
 }
@@ -168,7 +214,29 @@ impl Config {
                 .unwrap_or(toml::Value::String(text));
             table.insert(key, value);
         }
+        if let (Some(password), Some(toml::Value::Table(smtp))) =
+            (var("OUBLI_SMTP_PASSWORD"), table.get_mut("smtp"))
+        {
+            smtp.insert("password".into(), toml::Value::String(password));
+        }
         let config: Config = table.try_into().context("invalid configuration")?;
+        anyhow::ensure!(
+            config.approval_link_hours >= 1 && config.console_session_hours >= 1,
+            "approval_link_hours, console_session_hours: at least one hour"
+        );
+        if let Some(smtp) = &config.smtp {
+            anyhow::ensure!(
+                smtp.from.parse::<lettre::message::Mailbox>().is_ok(),
+                "smtp.from: {:?} is not an e-mail address (`Name <address>` or `address`)",
+                smtp.from
+            );
+            if let Some(dpo) = &smtp.dpo {
+                anyhow::ensure!(
+                    dpo.parse::<lettre::message::Mailbox>().is_ok(),
+                    "smtp.dpo: {dpo:?} is not an e-mail address"
+                );
+            }
+        }
         anyhow::ensure!(
             config.workers >= 1,
             "workers: at least one worker is needed"

@@ -175,9 +175,14 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
             owner,
             stopped.clone(),
         )));
+        let links: crate::notify::LinkMaker = {
+            let app = app.clone();
+            std::sync::Arc::new(move |id: &str| app.approval_url(id))
+        };
         background.push(tokio::spawn(crate::notify::run(
             app.store.clone(),
             app.config.clone(),
+            links,
             app.webhooks_ready.clone(),
             stopped.clone(),
         )));
@@ -283,6 +288,7 @@ async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
             name: "Demo Shop".into(),
             webhook_url: None,
             auto_approve: false,
+            contact_email: None,
         },
     )
     .await?;

@@ -62,6 +62,16 @@ fn check_url(field: &str, url: &str) -> Result<(), ApiError> {
     }
 }
 
+fn check_email(field: &str, email: &str) -> Result<(), ApiError> {
+    match email.parse::<lettre::Address>() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ApiError::field(
+            field,
+            format!("{email:?} is not an e-mail address: {e}"),
+        )),
+    }
+}
+
 /// Create a controller.
 #[utoipa::path(post, path = "/v1/controllers", tag = "admin", request_body = NewController,
     responses((status = 201, body = CreatedController), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
@@ -79,6 +89,9 @@ pub async fn create_controller(
     }
     if let Some(url) = &body.webhook_url {
         check_url("webhook_url", url)?;
+    }
+    if let Some(email) = &body.contact_email {
+        check_email("contact_email", email)?;
     }
     let mut tx = app.store.begin().await?;
     let (controller, webhook_secret) = match controller::create_controller(&mut tx, &body).await {
@@ -340,6 +353,9 @@ pub struct NewToken {
     pub controller_id: Option<String>,
     /// What the token is for, e.g. who holds it.
     pub label: String,
+    /// Where oubli e-mails its holder how the requests it filed went (DPO tokens).
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// A token just created; its secret is shown only this once.
@@ -382,6 +398,9 @@ pub async fn create_token(
             format!("no controller has the id {controller_id:?}"),
         ));
     }
+    if let Some(email) = &body.email {
+        check_email("email", email)?;
+    }
     let mut tx = app.store.begin().await?;
     let (id, token) = auth::create(
         &mut tx,
@@ -390,6 +409,9 @@ pub async fn create_token(
         &body.label,
     )
     .await?;
+    if let Some(email) = &body.email {
+        auth::set_email(&mut tx, &id, email).await?;
+    }
     audit::append(
         &mut tx,
         &caller.actor(),

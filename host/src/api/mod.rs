@@ -2,7 +2,10 @@
 //! `{code, message, field}`, and the OpenAPI document at `/v1/openapi.json`.
 
 mod admin;
+mod approval;
+mod console;
 mod error;
+mod pages;
 mod requests;
 
 pub use error::{ApiError, ErrorBody, Json};
@@ -32,6 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         // JSON bodies are limited by the `Json` extractor, which answers 413 cleanly.
         .layer(DefaultBodyLimit::disable())
         .merge(admin::plugin_upload_router())
+        .merge(pages_router())
         .route(
             "/v1/openapi.json",
             get(|| async { axum::Json(ApiDoc::openapi()) }),
@@ -45,6 +49,31 @@ pub fn router(app: Arc<App>) -> Router {
         })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)
+}
+
+/// The pages for people: the approval page of a link, and the console. Each answer
+/// carries the pages' security headers.
+fn pages_router() -> Router<Arc<App>> {
+    use axum::routing::post;
+    Router::new()
+        .route("/", get(console::home))
+        .route("/assets/oubli.css", get(pages::stylesheet))
+        .route("/approve/{token}", get(approval::show).post(approval::decide))
+        .route("/console", get(console::list))
+        .route("/console/", get(console::home))
+        .route(
+            "/console/sign-in",
+            get(console::sign_in_page).post(console::sign_in),
+        )
+        .route("/console/sign-out", post(console::sign_out))
+        .route("/console/requests/{id}", get(console::request))
+        .route(
+            "/console/requests/{id}/{step}",
+            get(console::download).post(console::act),
+        )
+        .route("/console/audit", get(console::audit))
+        .route("/console/admin", get(console::admin))
+        .layer(axum::middleware::from_fn(pages::headers))
 }
 
 impl FromRequestParts<Arc<App>> for Caller {

@@ -106,6 +106,105 @@ pub async fn create(
     Ok((id, secret))
 }
 
+/// Opens a console session for the token: returns the cookie's secret, stored only as its
+/// SHA-256 hash, which works for `hours`.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn open_session(store: &Store, token_id: &str, hours: u64) -> sqlx::Result<String> {
+    let secret = generate();
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    // Sessions that ended are forgotten as new ones open.
+    sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO console_sessions (hash, token_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(hash(&secret))
+        .bind(token_id)
+        .bind(now + i64::try_from(hours).unwrap_or(24) * 3_600_000)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(secret)
+}
+
+/// The caller behind a console session's cookie, while the session lasts and its token is
+/// not revoked.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn session_caller(store: &Store, secret: &str) -> sqlx::Result<Option<Caller>> {
+    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT t.id, t.role, t.controller_id FROM console_sessions s JOIN tokens t ON t.id = s.token_id \
+         WHERE s.hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL",
+    )
+    .bind(hash(secret))
+    .bind(now_ms())
+    .fetch_optional(&store.read)
+    .await?;
+    Ok(row.and_then(|(token_id, role, controller_id)| {
+        Some(Caller {
+            token_id,
+            role: Role::parse(&role)?,
+            controller_id,
+        })
+    }))
+}
+
+/// Ends a console session.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn close_session(store: &Store, secret: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM console_sessions WHERE hash = $1")
+        .bind(hash(secret))
+        .execute(&store.write)
+        .await?;
+    Ok(())
+}
+
+/// The tokens, newest first: id, role, controller, label, e-mail, created, revoked (no
+/// secret, no hash).
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn list(store: &Store) -> sqlx::Result<Vec<TokenInfo>> {
+    sqlx::query_as(
+        "SELECT id, role, controller_id, label, email, created_at, revoked_at FROM tokens ORDER BY created_at DESC",
+    )
+    .fetch_all(&store.read)
+    .await
+}
+
+/// A token as the console lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: String,
+    pub role: String,
+    pub controller_id: Option<String>,
+    pub label: String,
+    pub email: Option<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// Sets the e-mail address where oubli tells the token's holder how the requests it filed
+/// went.
+///
+/// # Errors
+/// When the database write fails.
+pub async fn set_email(tx: &mut Tx<'_>, id: &str, email: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE tokens SET email = $1 WHERE id = $2")
+        .bind(email)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Revokes an active token in the caller's transaction; `false` when no active token
 /// has that id.
 ///

@@ -53,6 +53,7 @@ async fn start(
         name: "Bench".into(),
         webhook_url: None,
         auto_approve,
+        contact_email: None,
     };
     let (bench, _) = controller::create_controller(&mut tx, &new).await?;
     for (i, crm) in crms.iter().enumerate() {

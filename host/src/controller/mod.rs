@@ -19,6 +19,8 @@ pub struct Controller {
     pub webhook_url: Option<String>,
     /// Whether requests submitted by this controller's own DPO are approved at once.
     pub auto_approve: bool,
+    /// Where oubli e-mails the approval link of each forwarded request and reminders.
+    pub contact_email: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -31,6 +33,9 @@ pub struct NewController {
     pub webhook_url: Option<String>,
     #[serde(default)]
     pub auto_approve: bool,
+    /// Where oubli e-mails approval links and reminders (when e-mail is configured).
+    #[serde(default)]
+    pub contact_email: Option<String>,
 }
 
 /// The Art. 15 information given with an access package for one system.
@@ -148,7 +153,7 @@ pub fn webhook_secret() -> String {
 }
 
 /// `auto_approve` is stored as 0 or 1, the same on every backend.
-type ControllerRow = (String, String, Option<String>, i64, i64);
+type ControllerRow = (String, String, Option<String>, i64, i64, Option<String>);
 
 fn controller(row: ControllerRow) -> Controller {
     Controller {
@@ -156,6 +161,7 @@ fn controller(row: ControllerRow) -> Controller {
         name: row.1,
         webhook_url: row.2,
         auto_approve: row.3 != 0,
+        contact_email: row.5,
         created_at: to_rfc3339(row.4),
     }
 }
@@ -171,13 +177,14 @@ pub async fn create_controller(
     let id = uuid::Uuid::now_v7().to_string();
     let secret = webhook_secret();
     let now = now_ms();
-    sqlx::query("INSERT INTO controllers (id, name, webhook_url, webhook_secret, auto_approve, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+    sqlx::query("INSERT INTO controllers (id, name, webhook_url, webhook_secret, auto_approve, created_at, contact_email) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(&id)
         .bind(&new.name)
         .bind(&new.webhook_url)
         .bind(&secret)
         .bind(i64::from(new.auto_approve))
         .bind(now)
+        .bind(&new.contact_email)
         .execute(&mut **tx)
         .await?;
     Ok((
@@ -187,6 +194,7 @@ pub async fn create_controller(
             new.webhook_url.clone(),
             i64::from(new.auto_approve),
             now,
+            new.contact_email.clone(),
         )),
         secret,
     ))
@@ -209,7 +217,7 @@ pub async fn any_controller(store: &Store) -> sqlx::Result<bool> {
 /// When the database cannot be read.
 pub async fn get_controller(store: &Store, id: &str) -> sqlx::Result<Option<Controller>> {
     let row: Option<ControllerRow> = sqlx::query_as(
-        "SELECT id, name, webhook_url, auto_approve, created_at FROM controllers WHERE id = $1",
+        "SELECT id, name, webhook_url, auto_approve, created_at, contact_email FROM controllers WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&store.read)
@@ -223,7 +231,7 @@ pub async fn get_controller(store: &Store, id: &str) -> sqlx::Result<Option<Cont
 /// When the database cannot be read.
 pub async fn list_controllers(store: &Store) -> sqlx::Result<Vec<Controller>> {
     let rows: Vec<ControllerRow> = sqlx::query_as(
-        "SELECT id, name, webhook_url, auto_approve, created_at FROM controllers ORDER BY name",
+        "SELECT id, name, webhook_url, auto_approve, created_at, contact_email FROM controllers ORDER BY name",
     )
     .fetch_all(&store.read)
     .await?;

@@ -262,6 +262,39 @@ impl Keys {
         self.publics().into_iter().map(|k| k.public_key).collect()
     }
 
+    /// The token of a link oubli gives a person (an approval link): `<id>.<mac>`, the
+    /// MAC an HMAC-SHA256 of `purpose:id` under a key derived from the identity hash key
+    /// for links alone (its input has no `:`, so no identity hash, which hashes
+    /// `kind:value`, can be that key). Nothing secret is stored: the token is made again
+    /// when a webhook or an e-mail is sent, and checked by [`Keys::link_id`].
+    pub fn link_token(&self, purpose: &str, id: &str) -> String {
+        let mac = self.link_mac(purpose, id).finalize().into_bytes();
+        format!(
+            "{id}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac)
+        )
+    }
+
+    /// The id in a token [`Keys::link_token`] made for `purpose`, if it is one.
+    pub fn link_id<'t>(&self, purpose: &str, token: &'t str) -> Option<&'t str> {
+        let (id, mac) = token.split_once('.')?;
+        let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(mac)
+            .ok()?;
+        self.link_mac(purpose, id).verify_slice(&mac).ok()?;
+        Some(id)
+    }
+
+    fn link_mac(&self, purpose: &str, id: &str) -> Hmac<Sha256> {
+        let mut derive =
+            Hmac::<Sha256>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
+        derive.update(b"\0oubli links");
+        let key = derive.finalize().into_bytes();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+        mac.update(format!("{purpose}:{id}").as_bytes());
+        mac
+    }
+
     /// The keyed hash of one identity: HMAC-SHA256 of `kind:value`, hex.
     pub fn identity_hash(&self, kind: &str, value: &str) -> String {
         let mut mac =
@@ -343,6 +376,23 @@ pub fn verify(signed: &Value, public_keys: &[String]) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_token_works_only_whole_and_for_its_purpose() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(dir.path()).unwrap();
+        let token = keys.link_token("approval", "lnk_1");
+        assert_eq!(keys.link_id("approval", &token), Some("lnk_1"));
+        assert_eq!(keys.link_id("session", &token), None);
+        let forged = token.replacen("lnk_1", "lnk_2", 1);
+        assert_eq!(keys.link_id("approval", &forged), None);
+        assert_eq!(keys.link_id("approval", &token[..token.len() - 1]), None);
+        assert_eq!(keys.link_id("approval", "lnk_1"), None);
+        let other = Keys::load_or_create(&dir.path().join("other")).unwrap();
+        assert_eq!(other.link_id("approval", &token), None);
+        // The link key is not the identity hash key: no identity hash gives the MAC.
+        assert!(!token.contains(&keys.identity_hash("approval", "lnk_1")));
+    }
 
     #[test]
     fn a_signed_document_verifies_and_any_change_is_detected() {

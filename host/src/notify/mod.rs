@@ -4,6 +4,9 @@
 //! `whsec_…` secret. Deliveries are queued in the request's transaction, retried with
 //! backoff and visible through the API.
 
+pub mod email;
+pub mod links;
+
 use crate::config::Config;
 use crate::store::Store;
 use crate::store::{Tx, now_ms, to_rfc3339};
@@ -59,10 +62,15 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Resul
     ))
 }
 
+/// Makes the address of an approval link from its id (`links`): the service's public URL
+/// and the link's token, which only the process holding the keys can make.
+pub type LinkMaker = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// `body` with `data.url`, the request's address in the API (under `base_url`), added
-/// when the event is about a request: links are made when sent, where the configuration
-/// is, not where the event is queued.
-fn with_request_url(body: &str, base_url: &str) -> String {
+/// when the event is about a request, and `data.approval_link` (a link's id) replaced by
+/// `data.approval_url`: links are made when sent, where the configuration and keys are,
+/// not where the event is queued.
+fn with_request_url(body: &str, base_url: &str, links: &LinkMaker) -> String {
     let Ok(mut payload) = serde_json::from_str::<serde_json::Value>(body) else {
         return body.to_owned();
     };
@@ -72,6 +80,11 @@ fn with_request_url(body: &str, base_url: &str) -> String {
     if payload["data"]["url"].is_null() {
         payload["data"]["url"] =
             format!("{}/v1/requests/{id}", base_url.trim_end_matches('/')).into();
+    }
+    if let Some(data) = payload["data"].as_object_mut()
+        && let Some(serde_json::Value::String(link)) = data.remove("approval_link")
+    {
+        data.insert("approval_url".into(), links(&link).into());
     }
     payload.to_string()
 }
@@ -183,6 +196,7 @@ pub async fn send_due(
     store: &Store,
     config: &Config,
     client: &reqwest::Client,
+    links: &LinkMaker,
 ) -> anyhow::Result<usize> {
     // Claimed by moving their next attempt past the send's timeout, so that the sender of
     // another process does not send them too; the outcome then sets it for real.
@@ -210,7 +224,7 @@ pub async fn send_due(
                 .await?;
         due.push((
             delivery.id,
-            with_request_url(&delivery.payload, &config.base_url()),
+            with_request_url(&delivery.payload, &config.base_url(), links),
             delivery.attempts,
             url.unwrap_or_default(),
             secret,
@@ -282,13 +296,23 @@ pub async fn send_due(
     Ok(due.len())
 }
 
-/// Sends webhooks until `shutdown` turns true.
+/// Sends webhooks and e-mails, and queues the e-mails deadlines call for, until
+/// `shutdown` turns true.
 pub async fn run(
     store: Store,
     config: Config,
+    links: LinkMaker,
     ready: Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mailer = match config.smtp.as_ref().map(email::transport).transpose() {
+        Ok(mailer) => mailer,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "cannot use the SMTP settings; e-mails are not sent");
+            None
+        }
+    };
+    let mut deadlines_checked = std::time::Instant::now() - Duration::from_secs(3_600);
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -301,10 +325,19 @@ pub async fn run(
         }
     };
     while !*shutdown.borrow() {
-        match send_due(&store, &config, &client).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = format!("{e:#}"), "sending webhooks failed"),
+        if deadlines_checked.elapsed() >= Duration::from_secs(60) {
+            deadlines_checked = std::time::Instant::now();
+            if let Err(e) = email::queue_deadlines(&store, &config).await {
+                tracing::error!(error = format!("{e:#}"), "queueing reminders failed");
+            }
+        }
+        let sent = send_due(&store, &config, &client, &links).await;
+        let mailed = email::send_due(&store, &config, mailer.as_ref(), &links).await;
+        match (sent, mailed) {
+            (Ok(a), Ok(b)) if a + b > 0 => continue,
+            (Ok(_), Ok(_)) => {}
+            (Err(e), _) => tracing::error!(error = format!("{e:#}"), "sending webhooks failed"),
+            (_, Err(e)) => tracing::error!(error = format!("{e:#}"), "sending e-mails failed"),
         }
         tokio::select! {
             () = ready.notified() => {}

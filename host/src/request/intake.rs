@@ -25,6 +25,8 @@ pub struct Submission {
     pub auto_approve: bool,
     /// Attempts of each task, for an auto-approved request.
     pub max_attempts: u32,
+    /// Hours the approval link of a request awaiting its controller works.
+    pub link_hours: u64,
 }
 
 /// How a submission was taken.
@@ -126,8 +128,27 @@ async fn write(
         }
         let mut request =
             requests::insert(&mut tx, sealer, &mut chain, new, &submission.actor).await?;
+        // A person at the controller decides through a link, sent by webhook and e-mail.
+        let link = if submission.auto_approve {
+            None
+        } else {
+            let link =
+                crate::notify::links::create(&mut tx, &request.id, submission.link_hours).await?;
+            crate::notify::email::queue(
+                &mut tx,
+                &request.id,
+                "request.forwarded",
+                crate::notify::email::CONTROLLER,
+                Some(&link),
+            )
+            .await?;
+            Some(link)
+        };
         if submission.webhook {
-            let data = json!({ "request_id": request.id, "kind": request.kind, "due_at": request.due_at, "external_ref": request.external_ref });
+            let mut data = json!({ "request_id": request.id, "kind": request.kind, "due_at": request.due_at, "external_ref": request.external_ref });
+            if let Some(link) = &link {
+                data["approval_link"] = link.clone().into();
+            }
             crate::notify::insert(
                 &mut tx,
                 &request.controller_id,

@@ -327,20 +327,21 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     Ok(appended || settled.is_ok())
 }
 
-/// Queues the webhook that tells the controller how a request ended (`request.completed`
-/// or `request.failed`), with what was found and the status detail, when the controller
-/// has a webhook URL.
+/// Queues the e-mail that tells the DPO how a request ended, and the webhook that tells
+/// the controller (`request.completed` or `request.failed`), with what was found and the
+/// status detail, when the controller has a webhook URL.
 async fn announce(tx: &mut Tx<'_>, request_id: &str) -> anyhow::Result<()> {
     let Some(settled) = super::rows::settled_in(tx, request_id).await? else {
         return Ok(());
     };
-    if !settled.webhook {
-        return Ok(());
-    }
     let event = match settled.status {
         Status::Completed => "request.completed",
         _ => "request.failed",
     };
+    crate::notify::email::queue(tx, request_id, event, crate::notify::email::DPO, None).await?;
+    if !settled.webhook {
+        return Ok(());
+    }
     let data = serde_json::json!({
         "request_id": request_id,
         "kind": settled.kind,

@@ -94,6 +94,7 @@ async fn controller_with_systems(fixture: &Fixture, systems: usize) -> String {
         name: "Queue".into(),
         webhook_url: None,
         auto_approve: false,
+        contact_email: None,
     };
     let (owner, _) = controller::create_controller(&mut tx, &new).await.unwrap();
     for i in 0..systems {

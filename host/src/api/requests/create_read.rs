@@ -151,6 +151,7 @@ pub async fn create(
         webhook: found.webhook_url.is_some(),
         auto_approve,
         max_attempts: app.config.max_attempts,
+        link_hours: app.config.approval_link_hours,
     };
     let webhook = submission.webhook;
     match app.intake.submit(submission).await? {

@@ -67,7 +67,7 @@ pub async fn package_html(
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub struct CertificatePage {
     /// `en` (the default) or `fr`.
-    lang: Option<crate::evidence::certificate_html::Lang>,
+    pub lang: Option<crate::evidence::certificate_html::Lang>,
 }
 
 /// The erasure certificate as a printable page ("PV de destruction"), in English or

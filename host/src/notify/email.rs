@@ -1,0 +1,471 @@
+//! E-mail to people over SMTP (lettre): to the controller's contact address when a request
+//! is forwarded (with its approval link) and when its due date nears without a decision;
+//! to the DPO when a request completes, fails or becomes overdue.
+//!
+//! A message is queued as a row in the transaction of what it tells, naming its recipient
+//! by role (`controller`, `dpo`); its address and text are made when it is sent, from the
+//! request as it is then. Messages say the request's kind, dates and a link, in French and
+//! English, and never the subject's identities: the controller sees those behind its link.
+//! Each is retried with backoff like a webhook; one that cannot be sent (no `[smtp]`, no
+//! address) is marked `skipped` with the reason.
+
+use super::LinkMaker;
+use crate::config::{Config, Smtp, SmtpSecurity};
+use crate::store::{Store, Tx, now_ms};
+use chrono::{DateTime, Utc};
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Serialize;
+use std::time::Duration;
+
+/// The controller, at its contact address.
+pub const CONTROLLER: &str = "controller";
+/// The DPO: the e-mail address of the token that filed the request, else `smtp.dpo`.
+pub const DPO: &str = "dpo";
+
+/// One e-mail and how its sending went.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct Email {
+    pub id: String,
+    /// `request.forwarded`, `request.reminder`, `request.completed`, `request.failed`
+    /// or `request.overdue`.
+    pub event: String,
+    /// `controller` or `dpo`.
+    pub recipient: String,
+    /// The address it was sent to, once looked up.
+    pub address: Option<String>,
+    /// `pending`, `sent`, `failed` (given up) or `skipped` (it could not be sent; see
+    /// `last_error`).
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    #[schema(value_type = Option<String>)]
+    #[sqlx(skip)]
+    pub sent_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    delivered_at: Option<i64>,
+}
+
+/// Queues an e-mail about a request, at most once per event and recipient.
+///
+/// # Errors
+/// When the database fails.
+pub async fn queue(
+    tx: &mut Tx<'_>,
+    request_id: &str,
+    event: &str,
+    recipient: &str,
+    link_id: Option<&str>,
+) -> sqlx::Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO emails (id, request_id, event, recipient, link_id, status, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) ON CONFLICT (request_id, event, recipient) DO NOTHING",
+    )
+    .bind(format!("eml_{}", uuid::Uuid::now_v7().simple()))
+    .bind(request_id)
+    .bind(event)
+    .bind(recipient)
+    .bind(link_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A request's e-mails, oldest first.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Email>> {
+    let mut emails: Vec<Email> = sqlx::query_as(
+        "SELECT id, event, recipient, address, status, attempts, last_error, delivered_at FROM emails WHERE request_id = $1 ORDER BY id",
+    )
+    .bind(request_id)
+    .fetch_all(&store.read)
+    .await?;
+    for email in &mut emails {
+        email.sent_at = email.delivered_at.and_then(DateTime::from_timestamp_millis);
+    }
+    Ok(emails)
+}
+
+/// Queues what the clock calls for: a reminder, with a new approval link, to the
+/// controller of each request still awaiting its decision within `reminder_days` of its
+/// due date; a notice to the DPO of each request that became overdue.
+///
+/// # Errors
+/// When the database fails.
+pub async fn queue_deadlines(store: &Store, config: &Config) -> anyhow::Result<()> {
+    let now = now_ms();
+    let soon = now + i64::try_from(config.reminder_days).unwrap_or(0) * 86_400_000;
+    let near: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM requests r WHERE status = 'awaiting_controller' AND due_at <= $1 \
+         AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.request_id = r.id AND e.event = 'request.reminder') LIMIT 100",
+    )
+    .bind(soon)
+    .fetch_all(&store.read)
+    .await?;
+    let overdue: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM requests r WHERE status NOT IN ('completed', 'rejected', 'cancelled') AND due_at < $1 \
+         AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.request_id = r.id AND e.event = 'request.overdue') LIMIT 100",
+    )
+    .bind(now)
+    .fetch_all(&store.read)
+    .await?;
+    if near.is_empty() && overdue.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    for (id,) in near {
+        let link = super::links::create(&mut tx, &id, config.approval_link_hours).await?;
+        queue(&mut tx, &id, "request.reminder", CONTROLLER, Some(&link)).await?;
+    }
+    for (id,) in overdue {
+        queue(&mut tx, &id, "request.overdue", DPO, None).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// An SMTP client for the configuration.
+///
+/// # Errors
+/// When the host name cannot be used for TLS.
+pub fn transport(smtp: &Smtp) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let builder = match smtp.security {
+        SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)?,
+        SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)?,
+        SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host),
+    };
+    let port = smtp.port.unwrap_or(match smtp.security {
+        SmtpSecurity::Tls => 465,
+        SmtpSecurity::Starttls => 587,
+        SmtpSecurity::None => 25,
+    });
+    let mut builder = builder.port(port).timeout(Some(Duration::from_secs(20)));
+    if let Some(user) = &smtp.username {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            smtp.password.clone().unwrap_or_default(),
+        ));
+    }
+    Ok(builder.build())
+}
+
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    id: String,
+    request_id: String,
+    event: String,
+    recipient: String,
+    link_id: Option<String>,
+    attempts: i64,
+}
+
+/// What a message says about its request.
+#[derive(sqlx::FromRow)]
+struct About {
+    kind: String,
+    received_at: i64,
+    due_at: i64,
+    controller_email: Option<String>,
+    token_email: Option<String>,
+}
+
+/// How long a claimed message is kept from other senders.
+const CLAIM_MS: i64 = 60_000;
+
+/// Sends the e-mails that are due; returns how many were tried.
+///
+/// # Errors
+/// When the database fails.
+pub async fn send_due(
+    store: &Store,
+    config: &Config,
+    mailer: Option<&AsyncSmtpTransport<Tokio1Executor>>,
+    links: &LinkMaker,
+) -> anyhow::Result<usize> {
+    let skip_locked = match store.backend() {
+        crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        crate::store::Backend::Sqlite => "",
+    };
+    let now = now_ms();
+    let claimed: Vec<Claimed> = sqlx::query_as(&format!(
+        "UPDATE emails SET next_attempt_at = $2 \
+         WHERE id IN (SELECT id FROM emails WHERE status = 'pending' AND next_attempt_at <= $1 \
+                      ORDER BY next_attempt_at LIMIT 16{skip_locked}) \
+         RETURNING id, request_id, event, recipient, link_id, attempts",
+    ))
+    .bind(now)
+    .bind(now + CLAIM_MS)
+    .fetch_all(&store.write)
+    .await?;
+    for email in &claimed {
+        let about: Option<About> = sqlx::query_as(
+            "SELECT r.kind, r.received_at, r.due_at, c.contact_email AS controller_email, t.email AS token_email \
+             FROM requests r JOIN controllers c ON c.id = r.controller_id LEFT JOIN tokens t ON t.id = r.submitted_by \
+             WHERE r.id = $1",
+        )
+        .bind(&email.request_id)
+        .fetch_optional(&store.read)
+        .await?;
+        let link_expires: Option<i64> = match &email.link_id {
+            Some(id) => {
+                sqlx::query_scalar("SELECT expires_at FROM approval_links WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&store.read)
+                    .await?
+            }
+            None => None,
+        };
+        let smtp = config.smtp.as_ref();
+        let address = about.as_ref().and_then(|a| match email.recipient.as_str() {
+            CONTROLLER => a.controller_email.clone(),
+            _ => a
+                .token_email
+                .clone()
+                .or_else(|| smtp.and_then(|s| s.dpo.clone())),
+        });
+        let outcome = match (smtp, mailer, &about, &address) {
+            (None, _, _, _) | (_, None, _, _) => Skip(
+                "e-mail is not configured ([smtp] in the configuration)".into(),
+            ),
+            (_, _, None, _) => Skip("the request no longer exists".into()),
+            (_, _, _, None) if email.recipient == CONTROLLER => Skip(
+                "the controller has no contact e-mail address (contact_email)".into(),
+            ),
+            (_, _, _, None) => Skip(
+                "no address for the DPO: the token that filed the request has none, and smtp.dpo is unset".into(),
+            ),
+            (Some(smtp), Some(mailer), Some(about), Some(address)) => {
+                let link = email.link_id.as_deref().map(|id| links(id));
+                let text = compose(
+                    &email.event,
+                    &email.request_id,
+                    about,
+                    link.as_deref(),
+                    link_expires,
+                    &config.base_url(),
+                );
+                match send(mailer, smtp, address, text).await {
+                    Ok(()) => Sent,
+                    Err(e) => Retry(e),
+                }
+            }
+        };
+        record(store, config, email, address.as_deref(), outcome).await?;
+    }
+    Ok(claimed.len())
+}
+
+use Outcome::{Retry, Sent, Skip};
+
+enum Outcome {
+    Sent,
+    Retry(String),
+    Skip(String),
+}
+
+async fn send(
+    mailer: &AsyncSmtpTransport<Tokio1Executor>,
+    smtp: &Smtp,
+    address: &str,
+    (subject, body): (String, String),
+) -> Result<(), String> {
+    let to: Mailbox = address
+        .parse()
+        .map_err(|e| format!("{address:?} is not an e-mail address: {e}"))?;
+    let from: Mailbox = smtp
+        .from
+        .parse()
+        .map_err(|e| format!("smtp.from is not an e-mail address: {e}"))?;
+    let message = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(|e| format!("the message could not be built: {e}"))?;
+    mailer
+        .send(message)
+        .await
+        .map(drop)
+        .map_err(|e| format!("the SMTP server did not take the message: {e}"))
+}
+
+async fn record(
+    store: &Store,
+    config: &Config,
+    email: &Claimed,
+    address: Option<&str>,
+    outcome: Outcome,
+) -> anyhow::Result<()> {
+    let attempts = email.attempts + 1;
+    let now = now_ms();
+    let (status, next, error) = match outcome {
+        Sent => ("sent", now, None),
+        Skip(reason) => ("skipped", now, Some(reason)),
+        Retry(e) if attempts >= i64::from(config.webhook_max_attempts) => ("failed", now, Some(e)),
+        Retry(e) => {
+            let delay = crate::retry::backoff(
+                attempts as u32,
+                Duration::from_millis(config.backoff_base_ms),
+                Duration::from_millis(config.backoff_cap_ms),
+            );
+            ("pending", now + delay.as_millis() as i64, Some(e))
+        }
+    };
+    if let Some(error) = &error {
+        tracing::warn!(email = %email.id, attempts, status, "e-mail not sent: {error}");
+    }
+    sqlx::query(
+        "UPDATE emails SET status = $1, attempts = $2, next_attempt_at = $3, last_error = $4, address = $5, \
+         delivered_at = CASE WHEN $1 = 'sent' THEN $3 ELSE NULL END WHERE id = $6",
+    )
+    .bind(status)
+    .bind(attempts)
+    .bind(next)
+    .bind(&error)
+    .bind(address)
+    .bind(&email.id)
+    .execute(&store.write)
+    .await?;
+    Ok(())
+}
+
+/// A date as people read it in a message: `2026-12-06 14:03 UTC`.
+fn day(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The subject line and the text of a message, in French then English.
+fn compose(
+    event: &str,
+    request_id: &str,
+    about: &About,
+    link: Option<&str>,
+    link_expires: Option<i64>,
+    base_url: &str,
+) -> (String, String) {
+    let (kind_fr, kind_en) = match about.kind.as_str() {
+        "access" => ("d'accès", "access"),
+        "rectification" => ("de rectification", "rectification"),
+        _ => ("d'effacement", "erasure"),
+    };
+    let (received, due) = (day(about.received_at), day(about.due_at));
+    let console = format!(
+        "{}/console/requests/{request_id}",
+        base_url.trim_end_matches('/')
+    );
+    let until = link_expires.map(day).unwrap_or_default();
+    let (subject_fr, subject_en, fr, en) = match event {
+        "request.forwarded" | "request.reminder" => {
+            let link = link.unwrap_or_default();
+            let (subject_fr, subject_en, lead_fr, lead_en) = if event == "request.reminder" {
+                (
+                    format!("Rappel : demande {kind_fr} en attente de votre décision"),
+                    format!("Reminder: {kind_en} request awaiting your decision"),
+                    format!(
+                        "La demande {kind_fr} {request_id}, reçue le {received}, attend toujours votre décision ; elle doit être traitée avant le {due}."
+                    ),
+                    format!(
+                        "The {kind_en} request {request_id}, received {received}, still awaits your decision; it is due {due}."
+                    ),
+                )
+            } else {
+                (
+                    format!("Demande {kind_fr} à confirmer"),
+                    format!("{kind_en} request to confirm"),
+                    format!(
+                        "Une demande {kind_fr} ({request_id}) vous a été transmise le {received} ; elle doit être traitée avant le {due}."
+                    ),
+                    format!(
+                        "A {kind_en} request ({request_id}) was forwarded to you on {received}; it is due {due}."
+                    ),
+                )
+            };
+            (
+                subject_fr,
+                subject_en,
+                format!(
+                    "{lead_fr}\n\nOuvrez ce lien pour voir la demande et l'approuver ou la rejeter (il sert une fois, jusqu'au {until}) :\n{link}"
+                ),
+                format!(
+                    "{lead_en}\n\nOpen this link to see the request and approve or reject it (it works once, until {until}):\n{link}"
+                ),
+            )
+        }
+        "request.completed" => (
+            format!("Demande {kind_fr} terminée"),
+            format!("{kind_en} request completed"),
+            format!(
+                "La demande {kind_fr} {request_id} est terminée. Son résultat et ses preuves :\n{console}"
+            ),
+            format!(
+                "The {kind_en} request {request_id} is completed. Its result and evidence:\n{console}"
+            ),
+        ),
+        "request.failed" => (
+            format!("Demande {kind_fr} en échec"),
+            format!("{kind_en} request failed"),
+            format!(
+                "La demande {kind_fr} {request_id} a échoué sur au moins un système ; elle doit être traitée avant le {due}. Détails et relance :\n{console}"
+            ),
+            format!(
+                "The {kind_en} request {request_id} failed on at least one system; it is due {due}. Details and retry:\n{console}"
+            ),
+        ),
+        _ => (
+            format!("Demande {kind_fr} en retard"),
+            format!("{kind_en} request overdue"),
+            format!(
+                "La demande {kind_fr} {request_id} devait être traitée avant le {due} et ne l'est pas."
+            ),
+            format!("The {kind_en} request {request_id} was due {due} and is not done."),
+        ),
+    };
+    let mut subject_en = subject_en;
+    if let Some(first) = subject_en.get(..1) {
+        subject_en = first.to_uppercase() + &subject_en[1..];
+    }
+    (
+        format!("[oubli] {subject_fr} / {subject_en}"),
+        format!(
+            "(English below)\n\n{fr}\n\n-- \n\n{en}\n\n-- \noubli, for your data protection officer. / pour votre délégué à la protection des données.\n"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_holds_its_link_and_no_identity() {
+        let about = About {
+            kind: "erasure".into(),
+            received_at: 0,
+            due_at: 86_400_000 * 31,
+            controller_email: None,
+            token_email: None,
+        };
+        let (subject, body) = compose(
+            "request.forwarded",
+            "req_1",
+            &about,
+            Some("https://dsr.example.org/approve/lnk_1.mac"),
+            Some(86_400_000 * 7),
+            "https://dsr.example.org",
+        );
+        assert!(subject.contains("Demande d'effacement à confirmer"), "{subject}");
+        assert!(subject.contains("Erasure request to confirm"), "{subject}");
+        assert!(body.contains("https://dsr.example.org/approve/lnk_1.mac"));
+        assert!(body.contains("1970-02-01 00:00 UTC"), "{body}");
+        assert!(body.contains("1970-01-08 00:00 UTC"), "{body}");
+    }
+}
