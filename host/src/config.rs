@@ -151,7 +151,7 @@ impl Default for Config {
             purge_interval_secs: 3_600,
             sweep_budget: 1_000,
             erasure_checks: ErasureChecks::All,
-            approval_link_hours: 7 * 24,
+            approval_link_hours: 31 * 24,
             console_session_hours: 8,
             reminder_days: 7,
             smtp: None,

@@ -73,6 +73,11 @@ pub async fn serve(config: Config, mode: Mode) -> anyhow::Result<()> {
     }
     match running.address {
         Some(address) => {
+            if running.demo.is_some() {
+                println!(
+                    "oubli: the console is at http://{address}/console (sign in with the DPO token printed above)"
+                );
+            }
             println!("oubli: listening on http://{address}");
             println!("oubli: the API is described at http://{address}/v1/openapi.json");
         }
@@ -94,7 +99,20 @@ pub async fn serve(config: Config, mode: Mode) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// When the database, the runtime or the listening socket cannot be set up.
-pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
+    // Bound first, so that the links oubli gives out name the port it really listens on
+    // when it was told to pick one (`listen = "127.0.0.1:0"`) and no `public_url` is set.
+    let listener = if mode.serves_api() {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        if config.public_url.is_none() && config.listen.port() == 0 {
+            config.public_url = Some(format!("http://{}", listener.local_addr()?));
+        }
+        Some(listener)
+    } else {
+        None
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let shared = crate::store::is_postgres(&config.database_location());
@@ -195,10 +213,7 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
             )));
         }
     }
-    let (address, server) = if mode.serves_api() {
-        let listener = tokio::net::TcpListener::bind(app.config.listen)
-            .await
-            .with_context(|| format!("listening on {}", app.config.listen))?;
+    let (address, server) = if let Some(listener) = listener {
         let address = listener.local_addr()?;
         let router = crate::api::router(app.clone())
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -288,7 +303,7 @@ async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
             name: "Demo Shop".into(),
             webhook_url: None,
             auto_approve: false,
-            contact_email: None,
+            contact_email: Some("controller@demo-shop.example".into()),
         },
     )
     .await?;
@@ -320,7 +335,8 @@ async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
     )
     .await?;
     let (_, admin) = auth::create(&mut tx, Role::Admin, None, "demo admin").await?;
-    let (_, dpo) = auth::create(&mut tx, Role::Dpo, Some(&shop.id), "demo DPO").await?;
+    let (dpo_id, dpo) = auth::create(&mut tx, Role::Dpo, Some(&shop.id), "demo DPO").await?;
+    auth::set_email(&mut tx, &dpo_id, "dpo@demo-shop.example").await?;
     let (_, controller) =
         auth::create(&mut tx, Role::Controller, Some(&shop.id), "demo controller").await?;
     crate::audit::append(

@@ -2,6 +2,7 @@
 //! CRM databases and small servers on loopback.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod company;
 
 use oubli::runtime::{Grant, Identity, Plugin, Runtime, RuntimeSettings, Subject, SystemConfig};
@@ -303,6 +304,16 @@ impl Service {
     /// settings as [`Service::start`] (`OUBLI_…` names, read from `settings` instead of
     /// the environment), on a random loopback port.
     pub async fn spawn_app(data_dir: &std::path::Path, settings: &[(&str, &str)]) -> Service {
+        Service::spawn_app_with(data_dir, settings, |_| {}).await
+    }
+
+    /// [`Service::spawn_app`] with the configuration changed by `edit` (settings that
+    /// have no `OUBLI_…` variable, such as `[smtp]`).
+    pub async fn spawn_app_with(
+        data_dir: &std::path::Path,
+        settings: &[(&str, &str)],
+        edit: impl FnOnce(&mut oubli::config::Config),
+    ) -> Service {
         let defaults = [
             ("OUBLI_LISTEN", "127.0.0.1:0"),
             ("OUBLI_DEMO_CUSTOMERS", "60"),
@@ -319,7 +330,9 @@ impl Service {
                 .find(|(key, _)| *key == var)
                 .map(|(_, value)| (*value).to_owned())
         };
-        let config = oubli::config::Config::load_with(None, lookup).expect("a valid configuration");
+        let mut config =
+            oubli::config::Config::load_with(None, lookup).expect("a valid configuration");
+        edit(&mut config);
         let running = oubli::serve::start(config, oubli::serve::Mode::All)
             .await
             .expect("the service starts");

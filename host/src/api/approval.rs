@@ -9,9 +9,9 @@ use super::pages::{self, Lang, t};
 use crate::app::App;
 use crate::audit;
 use crate::notify::links::{self, APPROVAL, Link};
+use crate::request::Status;
 use crate::request::lifecycle;
 use crate::request::rows::{self as requests, Request};
-use crate::request::Status;
 use crate::store::now_ms;
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -117,8 +117,7 @@ pub async fn show(
             return internal(&app, lang, &e);
         }
     }
-    let systems = match crate::controller::list_systems(&app.store, &request.controller_id).await
-    {
+    let systems = match crate::controller::list_systems(&app.store, &request.controller_id).await {
         Ok(systems) => systems.into_iter().map(|s| s.name).collect::<Vec<_>>(),
         Err(e) => return internal(&app, lang, &e),
     };
@@ -160,12 +159,24 @@ pub async fn show(
         &query,
         lang,
         set,
-        pages::page(lang, t(lang, "Request to confirm", "Demande à confirmer"), &path, None, body),
+        pages::page(
+            lang,
+            t(lang, "Request to confirm", "Demande à confirmer"),
+            &path,
+            None,
+            body,
+        ),
     )
 }
 
 /// What the request asks, for the person deciding.
-pub fn summary(lang: Lang, request: &Request, by: &str, systems: &[String], identities: bool) -> Markup {
+pub fn summary(
+    lang: Lang,
+    request: &Request,
+    by: &str,
+    systems: &[String],
+    identities: bool,
+) -> Markup {
     html! {
         dl {
             dt { (t(lang, "Kind", "Type")) }
@@ -204,14 +215,23 @@ pub fn summary(lang: Lang, request: &Request, by: &str, systems: &[String], iden
 
 /// Why the link no longer decides, and what was decided.
 fn decided(lang: Lang, link: &Link, request: &Request, just_now: bool) -> Markup {
-    let why = if just_now && link.used_at.is_some() {
-        t(lang, "Your decision was recorded.", "Votre décision a été enregistrée.")
+    let why = if just_now && link.used_at.is_some() && request.status != Status::AwaitingController
+    {
+        t(
+            lang,
+            "Your decision was recorded.",
+            "Votre décision a été enregistrée.",
+        )
     } else if link.used_at.is_some() {
         t(lang, "This link was already used.", "Ce lien a déjà servi.")
     } else if link.expired(now_ms()) {
         t(lang, "This link has expired.", "Ce lien a expiré.")
     } else {
-        t(lang, "A decision was already taken on this request.", "Une décision a déjà été prise sur cette demande.")
+        t(
+            lang,
+            "A decision was already taken on this request.",
+            "Une décision a déjà été prise sur cette demande.",
+        )
     };
     html! {
         div.notice role="status" {
@@ -241,7 +261,11 @@ pub async fn decide(
             lang,
             StatusCode::FORBIDDEN,
             t(lang, "The form has expired", "Le formulaire a expiré"),
-            t(lang, "Open the page again and decide from there. Nothing was decided.", "Rouvrez la page et décidez depuis celle-ci. Rien n'a été décidé."),
+            t(
+                lang,
+                "Open the page again and decide from there. Nothing was decided.",
+                "Rouvrez la page et décidez depuis celle-ci. Rien n'a été décidé.",
+            ),
             Some((&back, t(lang, "Back to the request", "Retour à la demande"))),
         );
     }
@@ -253,18 +277,34 @@ pub async fn decide(
         Some("approve") => true,
         Some("reject") => false,
         _ => {
-            return pages::problem(&app, lang, StatusCode::UNPROCESSABLE_ENTITY,
+            return pages::problem(
+                &app,
+                lang,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 t(lang, "No decision", "Aucune décision"),
-                t(lang, "Choose Approve or Reject.", "Choisissez Approuver ou Rejeter."),
-                Some((&back, t(lang, "Back to the request", "Retour à la demande"))));
+                t(
+                    lang,
+                    "Choose Approve or Reject.",
+                    "Choisissez Approuver ou Rejeter.",
+                ),
+                Some((&back, t(lang, "Back to the request", "Retour à la demande"))),
+            );
         }
     };
     let reason = form.get("reason").map(|r| r.trim()).unwrap_or_default();
-    if !approve && (reason.is_empty() || reason.len() > MAX_REASON) {
-        return pages::problem(&app, lang, StatusCode::UNPROCESSABLE_ENTITY,
+    if !approve && (reason.is_empty() || reason.chars().count() > MAX_REASON) {
+        return pages::problem(
+            &app,
+            lang,
+            StatusCode::UNPROCESSABLE_ENTITY,
             t(lang, "A reason is needed", "Un motif est nécessaire"),
-            t(lang, "A rejection needs a reason (at most 2,000 characters), which the DPO is told.", "Un rejet demande un motif (2 000 caractères au plus), communiqué au DPO."),
-            Some((&back, t(lang, "Back to the request", "Retour à la demande"))));
+            t(
+                lang,
+                "A rejection needs a reason (at most 2,000 characters), which the DPO is told.",
+                "Un rejet demande un motif (2 000 caractères au plus), communiqué au DPO.",
+            ),
+            Some((&back, t(lang, "Back to the request", "Retour à la demande"))),
+        );
     }
     let actor = format!("link:{}", link.id);
     let outcome = async {
@@ -290,17 +330,17 @@ pub async fn decide(
         }
         Ok(decided)
     };
-    match outcome.await {
+    // The page as it is now: the decision taken, whoever took it; it says "recorded" only
+    // to the one whose decision it was.
+    let to = match outcome.await {
         Ok(true) => {
             if approve {
                 app.tasks_ready.notify_waiters();
             }
+            format!("{back}?done=1")
         }
-        Ok(false) => {}
+        Ok(false) => back,
         Err(e) => return internal(&app, lang, &e),
-    }
-    // The page as it is now: the decision taken, whoever took it.
-    axum::response::IntoResponse::into_response(axum::response::Redirect::to(&format!(
-        "{back}?done=1"
-    )))
+    };
+    axum::response::IntoResponse::into_response(axum::response::Redirect::to(&to))
 }

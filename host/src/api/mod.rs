@@ -58,7 +58,10 @@ fn pages_router() -> Router<Arc<App>> {
     Router::new()
         .route("/", get(console::home))
         .route("/assets/oubli.css", get(pages::stylesheet))
-        .route("/approve/{token}", get(approval::show).post(approval::decide))
+        .route(
+            "/approve/{token}",
+            get(approval::show).post(approval::decide),
+        )
         .route("/console", get(console::list))
         .route("/console/", get(console::home))
         .route(

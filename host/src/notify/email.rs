@@ -169,6 +169,7 @@ struct Claimed {
 #[derive(sqlx::FromRow)]
 struct About {
     kind: String,
+    status: String,
     received_at: i64,
     due_at: i64,
     controller_email: Option<String>,
@@ -205,7 +206,7 @@ pub async fn send_due(
     .await?;
     for email in &claimed {
         let about: Option<About> = sqlx::query_as(
-            "SELECT r.kind, r.received_at, r.due_at, c.contact_email AS controller_email, t.email AS token_email \
+            "SELECT r.kind, r.status, r.received_at, r.due_at, c.contact_email AS controller_email, t.email AS token_email \
              FROM requests r JOIN controllers c ON c.id = r.controller_id LEFT JOIN tokens t ON t.id = r.submitted_by \
              WHERE r.id = $1",
         )
@@ -234,6 +235,15 @@ pub async fn send_due(
                 "e-mail is not configured ([smtp] in the configuration)".into(),
             ),
             (_, _, None, _) => Skip("the request no longer exists".into()),
+            // A link to decide on a request that was decided (or cancelled) meanwhile.
+            (_, _, Some(about), _)
+                if email.link_id.is_some() && about.status != "awaiting_controller" =>
+            {
+                Skip(format!(
+                    "the request is {} now; the controller has nothing left to decide",
+                    about.status
+                ))
+            }
             (_, _, _, None) if email.recipient == CONTROLLER => Skip(
                 "the controller has no contact e-mail address (contact_email)".into(),
             ),
@@ -277,7 +287,7 @@ async fn send(
 ) -> Result<(), String> {
     let to: Mailbox = address
         .parse()
-        .map_err(|e| format!("{address:?} is not an e-mail address: {e}"))?;
+        .map_err(|e| format!("the recipient's address is not an e-mail address: {e}"))?;
     let from: Mailbox = smtp
         .from
         .parse()
@@ -286,8 +296,12 @@ async fn send(
         .from(from)
         .to(to)
         .subject(subject)
-        .header(ContentType::TEXT_PLAIN)
-        .body(body)
+        .singlepart(
+            lettre::message::SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .header(lettre::message::header::ContentTransferEncoding::Base64)
+                .body(body),
+        )
         .map_err(|e| format!("the message could not be built: {e}"))?;
     mailer
         .send(message)
@@ -449,6 +463,7 @@ mod tests {
     fn a_message_holds_its_link_and_no_identity() {
         let about = About {
             kind: "erasure".into(),
+            status: "awaiting_controller".into(),
             received_at: 0,
             due_at: 86_400_000 * 31,
             controller_email: None,
@@ -462,7 +477,10 @@ mod tests {
             Some(86_400_000 * 7),
             "https://dsr.example.org",
         );
-        assert!(subject.contains("Demande d'effacement à confirmer"), "{subject}");
+        assert!(
+            subject.contains("Demande d'effacement à confirmer"),
+            "{subject}"
+        );
         assert!(subject.contains("Erasure request to confirm"), "{subject}");
         assert!(body.contains("https://dsr.example.org/approve/lnk_1.mac"));
         assert!(body.contains("1970-02-01 00:00 UTC"), "{body}");

@@ -308,7 +308,10 @@ pub async fn run(
     let mailer = match config.smtp.as_ref().map(email::transport).transpose() {
         Ok(mailer) => mailer,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "cannot use the SMTP settings; e-mails are not sent");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot use the SMTP settings; e-mails are not sent"
+            );
             None
         }
     };

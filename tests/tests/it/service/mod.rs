@@ -15,6 +15,7 @@ mod decisions;
 mod erasure;
 mod evidence;
 mod hostile;
+mod people;
 mod retention;
 
 use oubli_tests::Service;

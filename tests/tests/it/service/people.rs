@@ -1,0 +1,221 @@
+//! People, in a real browser (Debian's Chromium over WebDriver): the controller opens the
+//! approval link from the e-mail an SMTP server on loopback took, approves, and the
+//! request runs; a second link is rejected with a reason; a used link says so; the DPO
+//! signs in to the console, sees the request complete and opens its certificate page;
+//! a French browser gets French pages. Skipped without `OUBLI_TEST_CHROMEDRIVER`.
+
+use super::email;
+use fantoccini::Locator;
+use oubli_tests::Service;
+use oubli_tests::browser::{Browser, SmtpSink};
+
+async fn text(browser: &Browser) -> String {
+    browser
+        .client
+        .find(Locator::Css("main"))
+        .await
+        .expect("a main element")
+        .text()
+        .await
+        .expect("its text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_decides_by_link_and_the_dpo_follows_in_the_console() {
+    let Some(browser) = Browser::start("en-US").await else {
+        eprintln!("skipped: set OUBLI_TEST_CHROMEDRIVER to run the browser tests");
+        return;
+    };
+    let sink = SmtpSink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = sink.port;
+    let service = Service::spawn_app_with(dir.path(), &[], |config| {
+        config.smtp = Some(oubli::config::Smtp {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            security: oubli::config::SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "oubli <dsr@processor.example>".into(),
+            dpo: None,
+        });
+    })
+    .await;
+
+    // The e-mail to the controller carries the link and none of the subject's data.
+    let approved = service.submit("erasure", email(3), None).await;
+    let mail = sink
+        .wait_for("controller@demo-shop.example", "Erasure request to confirm")
+        .await;
+    assert!(
+        mail.subject().contains("Demande d'effacement à confirmer"),
+        "{}",
+        mail.subject()
+    );
+    assert!(!mail.raw.contains("customer3") && !mail.text().contains("customer3"));
+    let link = mail
+        .link(&format!("{}/approve/", service.url))
+        .expect("the approval link in the e-mail");
+    assert!(!link.contains("customer3"));
+
+    // The controller opens it: the request, the person, the systems; then approves.
+    browser.client.goto(&link).await.unwrap();
+    let page = text(&browser).await;
+    for expected in [
+        "A request awaits your decision",
+        "erasure",
+        "customer3@example.org",
+        "crm",
+        "demo DPO",
+    ] {
+        assert!(page.contains(expected), "{expected:?} not in {page}");
+    }
+    browser.screenshot("approval").await;
+    browser
+        .client
+        .find(Locator::Id("approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let page = text(&browser).await;
+    assert!(page.contains("Your decision was recorded"), "{page}");
+    let done = service.settled(&approved).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let events = service
+        .get(
+            &format!("/v1/requests/{approved}/events"),
+            &service.demo.dpo,
+        )
+        .await
+        .1;
+    let link_id = link.rsplit('/').next().unwrap().split('.').next().unwrap();
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "request.approved" && e["actor"] == format!("link:{link_id}")),
+        "{events}"
+    );
+    // The link worked once: it now shows the decision taken.
+    browser.client.goto(&link).await.unwrap();
+    let page = text(&browser).await;
+    assert!(
+        page.contains("This link was already used") && page.contains("completed"),
+        "{page}"
+    );
+    assert!(browser.client.find(Locator::Id("approve")).await.is_err());
+    // The DPO is told.
+    sink.wait_for("dpo@demo-shop.example", "Erasure request completed")
+        .await;
+
+    // A second request is rejected with a reason.
+    let rejected = service.submit("erasure", email(4), None).await;
+    let mail = loop {
+        let found = sink
+            .mails()
+            .into_iter()
+            .find(|m| m.subject().contains("to confirm") && m.text().contains(&rejected));
+        match found {
+            Some(mail) => break mail,
+            None => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    };
+    let second = mail.link(&format!("{}/approve/", service.url)).unwrap();
+    browser.client.goto(&second).await.unwrap();
+    let reason = browser.client.find(Locator::Id("reason")).await.unwrap();
+    reason
+        .send_keys("Not our customer: no contract with this person")
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Id("reject"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let (_, request) = service
+        .get(&format!("/v1/requests/{rejected}"), &service.demo.dpo)
+        .await;
+    assert_eq!(request["status"], "rejected", "{request}");
+    assert_eq!(
+        request["decision_reason"],
+        "Not our customer: no contract with this person"
+    );
+    // A forged or cut link is no link.
+    browser
+        .client
+        .goto(&format!("{}x", &second[..second.len() - 1]))
+        .await
+        .unwrap();
+    assert!(text(&browser).await.contains("This link is not valid"));
+
+    // The DPO signs in, sees the request complete and opens its certificate page.
+    browser
+        .client
+        .goto(&format!("{}/console", service.url))
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(&service.demo.dpo)
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let page = text(&browser).await;
+    assert!(
+        page.contains("Requests") && page.contains(&approved),
+        "{page}"
+    );
+    browser.screenshot("console").await;
+    browser
+        .client
+        .goto(&format!("{}/console/requests/{approved}", service.url))
+        .await
+        .unwrap();
+    let page = text(&browser).await;
+    assert!(
+        page.contains("completed") && page.contains("request.approved"),
+        "{page}"
+    );
+    browser
+        .client
+        .find(Locator::Id("certificate-page"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let certificate = browser.client.source().await.unwrap();
+    assert!(
+        certificate.contains(&approved),
+        "the certificate page names its request"
+    );
+    browser.close().await;
+
+    // A French browser gets French pages.
+    let french = Browser::start("fr-FR").await.unwrap();
+    french
+        .client
+        .goto(&format!("{}/console/sign-in", service.url))
+        .await
+        .unwrap();
+    assert!(text(&french).await.contains("Connexion à oubli"));
+    french.client.goto(&link).await.unwrap();
+    assert!(text(&french).await.contains("Ce lien a déjà servi"));
+    french.close().await;
+}
