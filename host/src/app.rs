@@ -20,6 +20,9 @@ pub struct App {
     pub keys: crate::crypto::Keys,
     /// Failed authentications per client address.
     pub throttle: Throttle,
+    /// Failed console sign-ins per client address, apart from the API's: the console's
+    /// form cannot lock API clients out.
+    pub console_throttle: Throttle,
     /// Writes new requests, batching those that arrive together into one commit.
     pub intake: crate::request::intake::Intake,
     /// Wakes the workers when tasks were queued.
@@ -63,6 +66,7 @@ impl App {
             runtime,
             keys,
             throttle: Throttle::new(10, Duration::from_secs(60)),
+            console_throttle: Throttle::new(10, Duration::from_secs(60)),
             tasks_ready: Notify::new(),
             webhooks_ready: Arc::new(Notify::new()),
             systems: Mutex::new(HashMap::new()),

@@ -39,3 +39,12 @@ CREATE TABLE emails (
     UNIQUE (request_id, event, recipient)
 );
 CREATE INDEX emails_due ON emails(status, next_attempt_at);
+
+-- Every attempt at sending an e-mail, as for webhooks.
+CREATE TABLE email_attempts (
+    email_id TEXT NOT NULL REFERENCES emails(id),
+    attempt INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    error TEXT,
+    PRIMARY KEY (email_id, attempt)
+);

@@ -255,7 +255,7 @@ pub async fn decide(
 ) -> Response {
     let lang = pages::lang(&headers, &query);
     let back = format!("/approve/{token}");
-    if !pages::csrf_ok(&headers, &form) {
+    if !pages::csrf_ok(&app, &headers, &form) {
         return pages::problem(
             &app,
             lang,

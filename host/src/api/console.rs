@@ -45,7 +45,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 /// The signed-in caller, or the way to the sign-in page.
 async fn signed_in(app: &App, headers: &HeaderMap) -> Result<Caller, Response> {
     let to_sign_in = || Redirect::to("/console/sign-in").into_response();
-    let Some(secret) = pages::cookie(headers, SESSION_COOKIE) else {
+    let Some(secret) = pages::cookie(headers, &pages::cookie_name(app, SESSION_COOKIE)) else {
         return Err(to_sign_in());
     };
     match auth::session_caller(&app.store, secret).await {
@@ -196,7 +196,7 @@ pub async fn sign_in(
     Form(form): Form<Params>,
 ) -> Response {
     let lang = pages::lang(&headers, &query);
-    if !pages::csrf_ok(&headers, &form) {
+    if !pages::csrf_ok(&app, &headers, &form) {
         return sign_in_form(
             &app,
             &headers,
@@ -210,7 +210,7 @@ pub async fn sign_in(
             )),
         );
     }
-    if app.throttle.blocked(ip).is_some() {
+    if app.console_throttle.blocked(ip).is_some() {
         return sign_in_form(
             &app,
             &headers,
@@ -228,7 +228,7 @@ pub async fn sign_in(
     let caller = match auth::authenticate(&app.store, token).await {
         Ok(Some(caller)) if !token.is_empty() => caller,
         Ok(_) => {
-            app.throttle.fail(ip);
+            app.console_throttle.fail(ip);
             return sign_in_form(
                 &app,
                 &headers,
@@ -275,7 +275,7 @@ pub async fn sign_in(
         header::SET_COOKIE,
         pages::set_cookie(
             &app,
-            SESSION_COOKIE,
+            &pages::cookie_name(&app, SESSION_COOKIE),
             &secret,
             Some(app.config.console_session_hours * 3_600),
         ),
@@ -291,7 +291,7 @@ pub async fn sign_out(
 ) -> Response {
     // Signing out ends the session whatever the form carries: ending one is never harmful.
     let _ = form;
-    if let Some(secret) = pages::cookie(&headers, SESSION_COOKIE)
+    if let Some(secret) = pages::cookie(&headers, &pages::cookie_name(&app, SESSION_COOKIE))
         && let Err(e) = auth::close_session(&app.store, secret).await
     {
         return failed(&app, Lang::En, e.into());
@@ -299,9 +299,21 @@ pub async fn sign_out(
     let mut response = Redirect::to("/console/sign-in").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        pages::set_cookie(&app, SESSION_COOKIE, "", Some(0)),
+        pages::set_cookie(&app, &pages::cookie_name(&app, SESSION_COOKIE), "", Some(0)),
     );
     response
+}
+
+/// The query of the next page: the same filters, from `next` on.
+fn next_page(filters: &Params, next: &str) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    let mut names: Vec<&String> = filters.keys().filter(|k| *k != "after").collect();
+    names.sort();
+    for name in names {
+        query.append_pair(name, &filters[name]);
+    }
+    query.append_pair("after", next);
+    query.finish()
 }
 
 /// How close a due date is: `overdue`, `due-soon` (within a week) or nothing.
@@ -423,7 +435,7 @@ pub async fn list(
                         } } }
                     } }
                     @if let Some(next) = &page.next {
-                        p { a href={ "/console?after=" (next) } { (t(lang, "Next page", "Page suivante")) } }
+                        p { a href={ "/console?" (next_page(&filters, next)) } { (t(lang, "Next page", "Page suivante")) } }
                     }
                 }
             }
@@ -617,7 +629,7 @@ pub async fn act(
         Ok(caller) => caller,
         Err(page) => return page,
     };
-    if !pages::csrf_ok(&headers, &form) {
+    if !pages::csrf_ok(&app, &headers, &form) {
         return failed(
             &app,
             lang,
@@ -721,11 +733,12 @@ pub async fn audit(
         Ok(caller) => caller,
         Err(page) => return page,
     };
-    let mut params: Params = query
+    let filters: Params = query
         .iter()
-        .filter(|(k, _)| ["after", "request_id", "action"].contains(&k.as_str()))
+        .filter(|(k, v)| ["after", "request_id", "action"].contains(&k.as_str()) && !v.is_empty())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let mut params = filters.clone();
     params.insert("limit".into(), "200".into());
     let page: Page<crate::audit::Event> =
         match super::admin::audit_events(State(app.clone()), caller.clone(), Query(params)).await {
@@ -762,7 +775,7 @@ pub async fn audit(
                         td { @if let Some(r) = &event.request_id { a href={ "/console/requests/" (r) } { code { (r) } } } }
                     } } }
                 } }
-                @if let Some(next) = &page.next { p { a href={ "/console/audit?after=" (next) } { (t(lang, "Next page", "Page suivante")) } } }
+                @if let Some(next) = &page.next { p { a href={ "/console/audit?" (next_page(&filters, next)) } { (t(lang, "Next page", "Page suivante")) } } }
             }
         },
     )

@@ -47,7 +47,17 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into())
         })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |request: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %pages::loggable_path(request.uri().path()),
+                    )
+                },
+            ),
+        )
         .with_state(app)
 }
 
@@ -169,7 +179,7 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
     info(title = "oubli", description = "Carries out GDPR data subject requests through sandboxed WebAssembly connectors."),
     paths(
         requests::create, requests::list, requests::get_one, requests::cancel, requests::extend, requests::approve,
-        requests::reject, requests::retry, requests::tasks, requests::results, requests::webhooks, requests::events,
+        requests::reject, requests::retry, requests::tasks, requests::results, requests::webhooks, requests::events, requests::emails,
         requests::certificate, requests::certificate_html, requests::package, requests::package_html, admin::keys, admin::audit_events, admin::audit_head,
         admin::create_controller, admin::list_controllers, admin::get_controller, admin::create_system, admin::list_systems,
         admin::upload_plugin, admin::list_plugins, admin::create_token, admin::revoke_token,

@@ -19,6 +19,24 @@ pub const CSRF_COOKIE: &str = "oubli_csrf";
 /// The cookie that remembers the language chosen with the switch.
 const LANG_COOKIE: &str = "oubli_lang";
 
+/// A path as logs may show it: an approval link's token is left out.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/approve/") {
+        Some(_) => "/approve/…".into(),
+        None => path.into(),
+    }
+}
+
+/// A cookie's name: `__Host-` before it when the service is reached over HTTPS, so that
+/// no other host of the same site can set it.
+pub fn cookie_name(app: &App, base: &str) -> String {
+    if secure(app) {
+        format!("__Host-{base}")
+    } else {
+        base.to_owned()
+    }
+}
+
 /// The text in the page's language.
 pub fn t(lang: Lang, en: &'static str, fr: &'static str) -> &'static str {
     match lang {
@@ -108,19 +126,21 @@ pub fn random_token() -> String {
 /// The form's CSRF value: the request's cookie, or a new one, with the `Set-Cookie` to
 /// send when it is new.
 pub fn csrf(app: &App, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
-    match cookie(headers, CSRF_COOKIE).filter(|v| v.len() == 43) {
+    let name = cookie_name(app, CSRF_COOKIE);
+    match cookie(headers, &name).filter(|v| v.len() == 43) {
         Some(value) => (value.to_owned(), None),
         None => {
             let value = random_token();
-            let set = set_cookie(app, CSRF_COOKIE, &value, None);
+            let set = set_cookie(app, &name, &value, None);
             (value, Some(set))
         }
     }
 }
 
 /// Whether a posted form repeats the CSRF cookie (compared in constant time).
-pub fn csrf_ok(headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
-    let (Some(cookie), Some(field)) = (cookie(headers, CSRF_COOKIE), form.get("csrf")) else {
+pub fn csrf_ok(app: &App, headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
+    let name = cookie_name(app, CSRF_COOKIE);
+    let (Some(cookie), Some(field)) = (cookie(headers, &name), form.get("csrf")) else {
         return false;
     };
     cookie.len() == 43

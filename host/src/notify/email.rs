@@ -43,9 +43,22 @@ pub struct Email {
     #[schema(value_type = Option<String>)]
     #[sqlx(skip)]
     pub sent_at: Option<DateTime<Utc>>,
+    /// Every attempt so far, oldest first (a `skipped` message has one, with the reason).
+    #[sqlx(skip)]
+    pub log: Vec<EmailAttempt>,
     #[serde(skip)]
     #[schema(ignore)]
     delivered_at: Option<i64>,
+}
+
+/// One attempt at sending an e-mail.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EmailAttempt {
+    pub attempt: i64,
+    #[schema(value_type = String)]
+    pub at: DateTime<Utc>,
+    /// Why it was not sent, when it was not.
+    pub error: Option<String>,
 }
 
 /// Queues an e-mail about a request, at most once per event and recipient.
@@ -86,8 +99,24 @@ pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Email>> {
     .bind(request_id)
     .fetch_all(&store.read)
     .await?;
+    let attempts: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as(
+        "SELECT a.email_id, a.attempt, a.at, a.error FROM email_attempts a \
+         JOIN emails e ON e.id = a.email_id WHERE e.request_id = $1 ORDER BY a.email_id, a.attempt",
+    )
+    .bind(request_id)
+    .fetch_all(&store.read)
+    .await?;
     for email in &mut emails {
         email.sent_at = email.delivered_at.and_then(DateTime::from_timestamp_millis);
+        email.log = attempts
+            .iter()
+            .filter(|(id, ..)| *id == email.id)
+            .map(|(_, attempt, at, error)| EmailAttempt {
+                attempt: *attempt,
+                at: DateTime::from_timestamp_millis(*at).unwrap_or_default(),
+                error: error.clone(),
+            })
+            .collect();
     }
     Ok(emails)
 }
@@ -335,18 +364,30 @@ async fn record(
     if let Some(error) = &error {
         tracing::warn!(email = %email.id, attempts, status, "e-mail not sent: {error}");
     }
+    let mut tx = store.begin().await?;
     sqlx::query(
         "UPDATE emails SET status = $1, attempts = $2, next_attempt_at = $3, last_error = $4, address = $5, \
-         delivered_at = CASE WHEN $1 = 'sent' THEN $3 ELSE NULL END WHERE id = $6",
+         delivered_at = CASE WHEN $1 = 'sent' THEN $6 ELSE NULL END WHERE id = $7",
     )
     .bind(status)
     .bind(attempts)
     .bind(next)
     .bind(&error)
     .bind(address)
+    .bind(now)
     .bind(&email.id)
-    .execute(&store.write)
+    .execute(&mut *tx)
     .await?;
+    sqlx::query(
+        "INSERT INTO email_attempts (email_id, attempt, at, error) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&email.id)
+    .bind(attempts)
+    .bind(now)
+    .bind(&error)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -47,6 +47,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v1/requests/{id}/results", get(results))
         .route("/v1/requests/{id}/webhooks", get(webhooks))
         .route("/v1/requests/{id}/events", get(events))
+        .route("/v1/requests/{id}/emails", get(emails))
         .route("/v1/requests/{id}/certificate", get(certificate))
         .route("/v1/requests/{id}/certificate.html", get(certificate_html))
         .route("/v1/requests/{id}/package", get(package))

@@ -86,6 +86,24 @@ pub async fn webhooks(
     }))
 }
 
+/// The request's e-mails (to its controller and its DPO), oldest first, with every
+/// attempt: sent, retried, given up, or skipped with the reason (no `[smtp]`, no address,
+/// nothing left to decide).
+#[utoipa::path(get, path = "/v1/requests/{id}/emails", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, body = Page<notify::email::Email>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn emails(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Page<notify::email::Email>>, ApiError> {
+    require(&caller, &[Role::Dpo, Role::Admin, Role::Auditor])?;
+    visible(&app, &caller, &id).await?;
+    Ok(Json(Page {
+        items: notify::email::list(&app.store, &id).await?,
+        next: None,
+    }))
+}
+
 /// The request's audit events, oldest first.
 #[utoipa::path(get, path = "/v1/requests/{id}/events", tag = "requests", params(("id" = String, Path)),
     responses((status = 200, body = Page<audit::Event>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]

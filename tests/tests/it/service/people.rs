@@ -26,21 +26,8 @@ async fn a_controller_decides_by_link_and_the_dpo_follows_in_the_console() {
         eprintln!("skipped: set OUBLI_TEST_CHROMEDRIVER to run the browser tests");
         return;
     };
-    let sink = SmtpSink::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = sink.port;
-    let service = Service::spawn_app_with(dir.path(), &[], |config| {
-        config.smtp = Some(oubli::config::Smtp {
-            host: "127.0.0.1".into(),
-            port: Some(port),
-            security: oubli::config::SmtpSecurity::None,
-            username: None,
-            password: None,
-            from: "oubli <dsr@processor.example>".into(),
-            dpo: None,
-        });
-    })
-    .await;
+    let (service, sink) = with_mail(dir.path()).await;
 
     // The e-mail to the controller carries the link and none of the subject's data.
     let approved = service.submit("erasure", email(3), None).await;
@@ -218,4 +205,188 @@ async fn a_controller_decides_by_link_and_the_dpo_follows_in_the_console() {
     french.client.goto(&link).await.unwrap();
     assert!(text(&french).await.contains("Ce lien a déjà servi"));
     french.close().await;
+}
+
+/// A service whose e-mails go to an SMTP server on loopback.
+async fn with_mail(dir: &std::path::Path) -> (Service, SmtpSink) {
+    let sink = SmtpSink::start().await;
+    let port = sink.port;
+    let service = Service::spawn_app_with(dir, &[], |config| {
+        config.smtp = Some(oubli::config::Smtp {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            security: oubli::config::SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "oubli <dsr@processor.example>".into(),
+            dpo: None,
+        });
+    })
+    .await;
+    (service, sink)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_sends_reminders_with_a_new_link_and_tells_the_dpo_of_overdue_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, sink) = with_mail(dir.path()).await;
+    let id = service.submit("access", email(5), None).await;
+    let first = sink
+        .wait_for("controller@demo-shop.example", "Access request to confirm")
+        .await
+        .link(&format!("{}/approve/", service.url))
+        .unwrap();
+
+    // Due in two days, then past due: what the clock finds, the sender sends.
+    let store = oubli::store::Store::open(&dir.path().join("oubli.db").to_string_lossy())
+        .await
+        .unwrap();
+    let config = oubli::config::Config::default();
+    let now = chrono::Utc::now().timestamp_millis();
+    sqlx::query("UPDATE requests SET due_at = $1 WHERE id = $2")
+        .bind(now + 2 * 86_400_000)
+        .bind(&id)
+        .execute(&store.write)
+        .await
+        .unwrap();
+    oubli::notify::email::queue_deadlines(&store, &config)
+        .await
+        .unwrap();
+    let reminder = sink
+        .wait_for(
+            "controller@demo-shop.example",
+            "Reminder: access request awaiting your decision",
+        )
+        .await;
+    let second = reminder.link(&format!("{}/approve/", service.url)).unwrap();
+    assert_ne!(first, second, "a reminder brings a link of its own");
+    // A link past its time says so, with no form and none of the person's data; every
+    // page carries the headers that keep scripts, framing and referrers out.
+    sqlx::query("UPDATE approval_links SET expires_at = 1 WHERE request_id = $1")
+        .bind(&id)
+        .execute(&store.write)
+        .await
+        .unwrap();
+    let page = service.http.get(&second).send().await.unwrap();
+    let headers = page.headers().clone();
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("This link has expired") && !html.contains("customer5"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<form") && !html.contains("<script"),
+        "{html}"
+    );
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("frame-ancestors 'none'")
+            && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    // A decision posted without the form's CSRF value is refused.
+    let forged = service
+        .http
+        .post(&first)
+        .form(&[("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    // Once is enough: the next look of the clock queues nothing new.
+    oubli::notify::email::queue_deadlines(&store, &config)
+        .await
+        .unwrap();
+
+    sqlx::query("UPDATE requests SET due_at = $1 WHERE id = $2")
+        .bind(now - 1_000)
+        .bind(&id)
+        .execute(&store.write)
+        .await
+        .unwrap();
+    oubli::notify::email::queue_deadlines(&store, &config)
+        .await
+        .unwrap();
+    sink.wait_for("dpo@demo-shop.example", "Access request overdue")
+        .await;
+
+    // Every message is listed with its attempts; after a decision, an e-mail still
+    // queued with a link is not sent but skipped, with the reason.
+    let (status, rejected) = service
+        .post(
+            &format!("/v1/requests/{id}/reject"),
+            &service.demo.controller,
+            serde_json::json!({ "reason": "no such customer" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{rejected}");
+    sqlx::query("UPDATE emails SET status = 'pending', next_attempt_at = 0 WHERE request_id = $1 AND event = 'request.reminder'")
+        .bind(&id)
+        .execute(&store.write)
+        .await
+        .unwrap();
+    let emails = service
+        .poll(
+            &format!("/v1/requests/{id}/emails"),
+            &service.demo.dpo,
+            |e| {
+                e["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["event"] == "request.reminder" && m["status"] == "skipped")
+            },
+        )
+        .await;
+    let items = emails["items"].as_array().unwrap();
+    let events: Vec<&str> = items.iter().map(|m| m["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["request.forwarded", "request.reminder", "request.overdue"],
+        "{emails}"
+    );
+    let reminder = &items[1];
+    assert!(
+        reminder["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("rejected now"),
+        "{reminder}"
+    );
+    assert_eq!(reminder["log"].as_array().unwrap().len(), 2, "{reminder}");
+    assert_eq!(items[0]["status"], "sent");
+    assert_eq!(items[0]["address"], "controller@demo-shop.example");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_smtp_or_an_address_an_e_mail_is_skipped_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    let id = service.submit("erasure", email(6), None).await;
+    let emails = service
+        .poll(
+            &format!("/v1/requests/{id}/emails"),
+            &service.demo.dpo,
+            |e| e["items"][0]["status"] == "skipped",
+        )
+        .await;
+    assert!(
+        emails["items"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("[smtp]"),
+        "{emails}"
+    );
+    // A controller's token does not read the e-mails (they name the DPO's address).
+    let (status, _) = service
+        .get(
+            &format!("/v1/requests/{id}/emails"),
+            &service.demo.controller,
+        )
+        .await;
+    assert_eq!(status, 403);
 }
