@@ -9,7 +9,6 @@ use crate::controller::{
 };
 use crate::runtime::RuntimeError;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -286,19 +285,25 @@ pub async fn upload_plugin(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(params): Query<HashMap<String, String>>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    // The role is checked before a byte of the body is read: only an admin's upload
+    // takes memory.
     require(&caller, &[Role::Admin])?;
-    let body = body.map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(MAX_PLUGIN_BODY)
-        } else {
-            ApiError::BadRequest {
-                field: Some("body".into()),
-                message: e.body_text(),
+    let body = axum::body::to_bytes(body, MAX_PLUGIN_BODY)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::PayloadTooLarge(MAX_PLUGIN_BODY)
+            } else {
+                ApiError::BadRequest {
+                    field: Some("body".into()),
+                    message: format!("the body could not be read: {e}"),
+                }
             }
-        }
-    })?;
+        })?;
     let name = params
         .get("name")
         .map(|n| n.trim())

@@ -98,6 +98,69 @@ impl From<crate::request::lifecycle::Refusal> for ApiError {
     }
 }
 
+/// Gives the answers that axum makes itself (a method the path does not take, a path
+/// parameter that is not UTF-8) the API's `{code, message}` shape; pages keep their HTML.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            format!(
+                "this path does not take this method; it takes {}",
+                allow
+                    .as_ref()
+                    .and_then(|a| a.to_str().ok())
+                    .unwrap_or("other methods")
+            ),
+        ),
+        StatusCode::NOT_FOUND => (
+            "not_found",
+            "no such endpoint; the API is described at /v1/openapi.json".to_owned(),
+        ),
+        s if s.is_server_error() => ("internal", "internal error".to_owned()),
+        _ => (
+            "invalid_request",
+            if text.is_empty() {
+                status
+                    .canonical_reason()
+                    .unwrap_or("bad request")
+                    .to_owned()
+            } else {
+                text
+            },
+        ),
+    };
+    let mut answer = (
+        status,
+        axum::Json(ErrorBody {
+            code,
+            message,
+            field: None,
+        }),
+    )
+        .into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = self.parts();
@@ -157,6 +220,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             let inner = e.into_inner();
             let message = strip_position(&inner);
             if !matches!(inner.classify(), serde_json::error::Category::Data) {
+                // Valid JSON that a field cannot take (a number or `null` where one of
+                // several names is expected) is reported by serde_json as a syntax
+                // error: name the field.
+                if path != "." && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() {
+                    return ApiError::Unprocessable {
+                        field: path.clone(),
+                        message: format!("{path} does not take this value ({message})"),
+                    };
+                }
                 return ApiError::BadRequest {
                     field: None,
                     message: format!("the body is not valid JSON: {message}"),

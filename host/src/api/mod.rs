@@ -47,6 +47,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into())
         })
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |request: &axum::http::Request<axum::body::Body>| {

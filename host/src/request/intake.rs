@@ -36,6 +36,9 @@ pub enum Accepted {
     Created(Request),
     /// The request first submitted with the same idempotency key.
     Replayed(Request),
+    /// The key was used by this submitter for another request (which is given): the
+    /// submission is refused, not merged into it.
+    KeyReused(Request),
 }
 
 type Job = (Submission, oneshot::Sender<anyhow::Result<Accepted>>);
@@ -123,7 +126,11 @@ async fn write(
             && let Some(first) =
                 requests::by_idempotency_key(&mut tx, sealer, &new.submitted_by, key).await?
         {
-            accepted.push(Accepted::Replayed(first));
+            accepted.push(if first.same_as(new) {
+                Accepted::Replayed(first)
+            } else {
+                Accepted::KeyReused(first)
+            });
             continue;
         }
         let mut request =

@@ -284,6 +284,42 @@ pub struct NewRequest {
     pub idempotency_key: Option<String>,
 }
 
+impl Request {
+    /// Whether `new` asks for what this request asked: the same controller, kind,
+    /// reference, identities and changes (the identities and changes as far as they are
+    /// still held: after the retention period only their kinds and fields are).
+    pub fn same_as(&self, new: &NewRequest) -> bool {
+        let mut theirs: Vec<(&str, Option<&str>)> = new
+            .identities
+            .iter()
+            .map(|i| (i.kind.as_str(), Some(i.value.as_str())))
+            .collect();
+        let mut ours: Vec<(&str, Option<&str>)> = self
+            .identities
+            .iter()
+            .map(|i| (i.kind.as_str(), i.value.as_deref()))
+            .collect();
+        if self.identities.iter().any(|i| i.value.is_none()) {
+            theirs.iter_mut().for_each(|i| i.1 = None);
+            ours.iter_mut().for_each(|i| i.1 = None);
+        }
+        theirs.sort_unstable();
+        ours.sort_unstable();
+        let held = self.changes.iter().all(|c| c.value.is_some());
+        let changes = self.changes.len() == new.changes.len()
+            && self.changes.iter().zip(&new.changes).all(|(a, b)| {
+                a.collection == b.collection
+                    && a.field == b.field
+                    && (!held || a.value.as_ref() == Some(&b.value))
+            });
+        self.controller_id == new.controller_id
+            && self.kind == new.kind
+            && self.external_ref == new.external_ref
+            && ours == theirs
+            && changes
+    }
+}
+
 /// The request a submitter already created under an idempotency key.
 ///
 /// # Errors

@@ -111,7 +111,7 @@ async fn validate(
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = CreateRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key returns the first request")),
     responses((status = 201, body = Request), (status = 200, description = "Replay of an idempotent submission", body = Request),
-              (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)),
+              (status = 422, description = "A field at fault, or an Idempotency-Key used for another request", body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<Arc<App>>,
@@ -155,6 +155,14 @@ pub async fn create(
     };
     let webhook = submission.webhook;
     match app.intake.submit(submission).await? {
+        Accepted::KeyReused(first) => Err(ApiError::field(
+            "Idempotency-Key",
+            format!(
+                "this key was used for another request ({}), which asked for something else; \
+                 a new request needs a new key",
+                first.id
+            ),
+        )),
         Accepted::Replayed(first) => {
             let mut response = Json(first).into_response();
             response

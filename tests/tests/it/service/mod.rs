@@ -14,6 +14,7 @@ mod crashes;
 mod decisions;
 mod erasure;
 mod evidence;
+mod hardening;
 mod hostile;
 mod people;
 mod retention;

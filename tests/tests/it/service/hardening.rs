@@ -1,0 +1,98 @@
+//! The API holds against misuse: a reused idempotency key, answers in the documented error
+//! shape whatever goes wrong, and uploads refused before their body is read.
+
+use super::email;
+use oubli_tests::Service;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_reused_for_another_request_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    let submit = |identities: Value| {
+        let body = json!({ "controller_id": service.demo.controller_id, "kind": "erasure", "identities": identities });
+        let request = service
+            .http
+            .post(format!("{}/v1/requests", service.url))
+            .bearer_auth(&service.demo.dpo)
+            .header("Idempotency-Key", "ticket-12")
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = submit(email(1)).await;
+    assert_eq!(status, 201, "{first}");
+    // The same submission again is the first request.
+    let (status, again) = submit(email(1)).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    // Another person under the same ticket number is not merged into it.
+    let (status, error) = submit(email(2)).await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["field"], "Idempotency-Key");
+    assert!(error["message"].as_str().unwrap().contains(first["id"].as_str().unwrap()));
+    let (_, list) = service.get("/v1/requests", &service.demo.dpo).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_is_the_documented_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    let dpo = service.demo.dpo.clone();
+    // A value a field cannot take names the field.
+    for kind in [json!(7), Value::Null, json!(["erasure"])] {
+        let body = json!({ "controller_id": service.demo.controller_id, "kind": kind, "identities": email(1) });
+        let (status, error) = service.post("/v1/requests", &dpo, body).await;
+        assert_eq!((status, error["field"].as_str()), (422, Some("kind")), "{error}");
+    }
+    // A method a path does not take, a path that is not UTF-8.
+    let response = service
+        .http
+        .delete(format!("{}/v1/requests", service.url))
+        .bearer_auth(&dpo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert!(response.headers().contains_key("allow"));
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "method_not_allowed", "{error}");
+    let response = service
+        .http
+        .get(format!("{}/v1/requests/%FF", service.url))
+        .bearer_auth(&dpo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["message"].as_str().unwrap().contains("UTF-8"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_by_anyone_but_an_admin_is_refused_before_its_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    let address = service.url.trim_start_matches("http://").to_owned();
+    // Announces 60 MiB and sends 16 bytes: the answer comes without the rest.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /v1/plugins?name=big HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/wasm\r\nContent-Length: {}\r\n\r\n",
+        service.demo.controller,
+        60 << 20
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[0u8; 16]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the refusal comes before the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("\"code\":\"forbidden\""), "{answer}");
+}
