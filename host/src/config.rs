@@ -61,6 +61,14 @@ pub struct Config {
     /// Days before a request's due date its controller is reminded, by e-mail, of a
     /// request still awaiting its decision.
     pub reminder_days: u64,
+    /// Seconds a client has to send a request's headers, and the longest a connection
+    /// may wait idle for its next request; it is closed then.
+    pub http_header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body.
+    pub http_body_timeout_secs: u64,
+    /// Connections served at once; more wait to be accepted. oubli raises its open-file
+    /// limit at start, and lowers this to half of it if the system allows fewer.
+    pub max_connections: usize,
     /// E-mail over SMTP; none is sent when unset.
     pub smtp: Option<Smtp>,
 }
@@ -154,6 +162,9 @@ impl Default for Config {
             approval_link_hours: 31 * 24,
             console_session_hours: 8,
             reminder_days: 7,
+            http_header_timeout_secs: 10,
+            http_body_timeout_secs: 60,
+            max_connections: 1_024,
             smtp: None,
         }
     }
@@ -220,6 +231,12 @@ impl Config {
             smtp.insert("password".into(), toml::Value::String(password));
         }
         let config: Config = table.try_into().context("invalid configuration")?;
+        anyhow::ensure!(
+            config.http_header_timeout_secs >= 1
+                && config.http_body_timeout_secs >= 1
+                && config.max_connections >= 1,
+            "http_header_timeout_secs, http_body_timeout_secs, max_connections: at least 1"
+        );
         anyhow::ensure!(
             config.approval_link_hours >= 1 && config.console_session_hours >= 1,
             "approval_link_hours, console_session_hours: at least one hour"

@@ -9,7 +9,6 @@ use crate::controller::{self, Article15, NewController, NewSystem};
 use crate::runtime::{Runtime, RuntimeSettings};
 use crate::store::Store;
 use anyhow::Context;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -215,13 +214,17 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
     }
     let (address, server) = if let Some(listener) = listener {
         let address = listener.local_addr()?;
-        let router = crate::api::router(app.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let mut on_stop = stopped.clone();
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = on_stop.wait_for(|s| *s).await;
-        });
-        (Some(address), Some(tokio::spawn(server.into_future())))
+        let router = crate::api::router(app.clone()).layer(
+            tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(
+                app.config.http_body_timeout_secs,
+            )),
+        );
+        let limits = HttpLimits {
+            header_timeout: Duration::from_secs(app.config.http_header_timeout_secs),
+            max_connections: connection_cap(app.config.max_connections),
+        };
+        let server = serve_http(listener, router, limits, stopped.clone());
+        (Some(address), Some(tokio::spawn(server)))
     } else {
         (None, None)
     };
@@ -251,11 +254,109 @@ impl Running {
                 Ok(Ok(Err(e))) => {
                     tracing::error!(error = %e, "the HTTP server stopped with an error")
                 }
+                Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server task failed"),
                 _ => tracing::warn!("open HTTP connections did not close within 10 s"),
             }
         }
         self.app.store.close().await;
     }
+}
+
+/// How the HTTP server bounds its clients.
+struct HttpLimits {
+    header_timeout: Duration,
+    max_connections: usize,
+}
+
+/// Raises the soft open-file limit to the hard one, and returns how many connections to
+/// serve at once: `wanted`, or half the open files allowed if that is fewer (the other
+/// half is for the databases, plugins and files).
+fn connection_cap(wanted: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum
+        && limit.current.is_some_and(|soft| soft < hard)
+    {
+        limit.current = Some(hard);
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+        }
+    }
+    let allowed = getrlimit(Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX));
+    if allowed < wanted {
+        tracing::warn!(
+            wanted,
+            allowed,
+            "max_connections lowered to half the open files this process may have"
+        );
+    }
+    wanted.min(allowed).max(1)
+}
+
+/// Serves HTTP/1.1 on `listener` until `stopped`: at most `max_connections`
+/// at once (the next waits to be accepted), each closed when its client takes longer than
+/// `header_timeout` to send a request's headers or stays idle that long; then waits for
+/// the open connections to finish their requests.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: HttpLimits,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let stop = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stop);
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // HTTP/1.1 only: telling HTTP/2 apart would first wait for bytes with no timeout.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut stop => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors or a reset before accept: wait, go on.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// What the demo setup created.

@@ -48,6 +48,9 @@ pub fn router(app: Arc<App>) -> Router {
             ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into())
         })
         .layer(axum::middleware::map_response(error::json_errors))
+        // Every answer, JSON or a page (the certificate and package pages under /v1 too),
+        // carries the pages' security headers.
+        .layer(axum::middleware::from_fn(pages::headers))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |request: &axum::http::Request<axum::body::Body>| {
@@ -62,8 +65,7 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// The pages for people: the approval page of a link, and the console. Each answer
-/// carries the pages' security headers.
+/// The pages for people: the approval page of a link, and the console.
 fn pages_router() -> Router<Arc<App>> {
     use axum::routing::post;
     Router::new()
@@ -87,7 +89,6 @@ fn pages_router() -> Router<Arc<App>> {
         )
         .route("/console/audit", get(console::audit))
         .route("/console/admin", get(console::admin))
-        .layer(axum::middleware::from_fn(pages::headers))
 }
 
 impl FromRequestParts<Arc<App>> for Caller {

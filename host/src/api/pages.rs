@@ -264,8 +264,8 @@ pub fn kind_label(lang: Lang, kind: &str) -> &'static str {
     }
 }
 
-/// The headers every page carries: no script at all, no framing, no sniffing, no
-/// referrer, and no caching of what may hold personal data.
+/// The headers every answer carries, pages and JSON alike: no script at all, no framing,
+/// no sniffing, no referrer, and no caching of what may hold personal data.
 pub async fn headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();

@@ -20,7 +20,10 @@ async fn an_idempotency_key_reused_for_another_request_is_refused() {
             .json(&body);
         async move {
             let response = request.send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
         }
     };
     let (status, first) = submit(email(1)).await;
@@ -32,7 +35,12 @@ async fn an_idempotency_key_reused_for_another_request_is_refused() {
     let (status, error) = submit(email(2)).await;
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["field"], "Idempotency-Key");
-    assert!(error["message"].as_str().unwrap().contains(first["id"].as_str().unwrap()));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains(first["id"].as_str().unwrap())
+    );
     let (_, list) = service.get("/v1/requests", &service.demo.dpo).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
@@ -46,7 +54,11 @@ async fn every_error_is_the_documented_json() {
     for kind in [json!(7), Value::Null, json!(["erasure"])] {
         let body = json!({ "controller_id": service.demo.controller_id, "kind": kind, "identities": email(1) });
         let (status, error) = service.post("/v1/requests", &dpo, body).await;
-        assert_eq!((status, error["field"].as_str()), (422, Some("kind")), "{error}");
+        assert_eq!(
+            (status, error["field"].as_str()),
+            (422, Some("kind")),
+            "{error}"
+        );
     }
     // A method a path does not take, a path that is not UTF-8.
     let response = service
@@ -58,6 +70,7 @@ async fn every_error_is_the_documented_json() {
         .unwrap();
     assert_eq!(response.status(), 405);
     assert!(response.headers().contains_key("allow"));
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["code"], "method_not_allowed", "{error}");
     let response = service
@@ -69,7 +82,10 @@ async fn every_error_is_the_documented_json() {
         .unwrap();
     assert_eq!(response.status(), 400);
     let error: Value = response.json().await.unwrap();
-    assert!(error["message"].as_str().unwrap().contains("UTF-8"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("UTF-8"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,4 +111,68 @@ async fn an_upload_by_anyone_but_an_admin_is_refused_before_its_body_is_read() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(answer.contains("\"code\":\"forbidden\""), "{answer}");
+}
+
+/// Reads until the server closes the connection (or answers), for at most `secs`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, secs: u64) -> String {
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(secs), read)
+        .await
+        .expect("the server closed the connection");
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_idle_clients_are_cut_off_and_others_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(
+        dir.path(),
+        &[
+            ("OUBLI_HTTP_HEADER_TIMEOUT_SECS", "1"),
+            ("OUBLI_HTTP_BODY_TIMEOUT_SECS", "1"),
+            ("OUBLI_MAX_CONNECTIONS", "16"),
+        ],
+    )
+    .await;
+    let address = service.url.trim_start_matches("http://").to_owned();
+    // More idle connections than the server serves at once, without a token.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    // Everyone else is still served: the idle ones are closed as their time runs out.
+    let (status, _) = service.get("/v1/requests", &service.demo.dpo).await;
+    assert_eq!(status, 200);
+    for stream in &mut idle[..16] {
+        closed_within(stream, 10).await;
+    }
+    // Headers that never end, and a body that stops coming.
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: oubli\r\n")
+        .await
+        .unwrap();
+    closed_within(&mut half, 10).await;
+    let mut dripping = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /v1/requests HTTP/1.1\r\nHost: oubli\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"kind\"",
+        service.demo.dpo
+    );
+    dripping.write_all(head.as_bytes()).await.unwrap();
+    let answer = closed_within(&mut dripping, 10).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer}"
+    );
+    let (status, _) = service.get("/v1/requests", &service.demo.dpo).await;
+    assert_eq!(status, 200);
 }

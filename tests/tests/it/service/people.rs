@@ -20,6 +20,31 @@ async fn text(browser: &Browser) -> String {
         .expect("its text")
 }
 
+/// Clicks the element with `id` and waits for the page it leads to (which has `then`).
+async fn click_and_wait(browser: &Browser, id: &str, then: Locator<'_>) {
+    let before = browser.client.current_url().await.unwrap();
+    browser
+        .client
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let moved = browser.client.current_url().await.unwrap() != before;
+        if moved && browser.client.find(then).await.is_ok() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clicking #{id} led nowhere"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_decides_by_link_and_the_dpo_follows_in_the_console() {
     let Some(browser) = Browser::start("en-US").await else {
@@ -58,14 +83,7 @@ async fn a_controller_decides_by_link_and_the_dpo_follows_in_the_console() {
         assert!(page.contains(expected), "{expected:?} not in {page}");
     }
     browser.screenshot("approval").await;
-    browser
-        .client
-        .find(Locator::Id("approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_wait(&browser, "approve", Locator::Css("div.notice")).await;
     let page = text(&browser).await;
     assert!(page.contains("Your decision was recorded"), "{page}");
     let done = service.settled(&approved).await;
@@ -117,14 +135,7 @@ async fn a_controller_decides_by_link_and_the_dpo_follows_in_the_console() {
         .send_keys("Not our customer: no contract with this person")
         .await
         .unwrap();
-    browser
-        .client
-        .find(Locator::Id("reject"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_wait(&browser, "reject", Locator::Css("div.notice")).await;
     let (_, request) = service
         .get(&format!("/v1/requests/{rejected}"), &service.demo.dpo)
         .await;
@@ -155,14 +166,7 @@ async fn a_controller_decides_by_link_and_the_dpo_follows_in_the_console() {
         .send_keys(&service.demo.dpo)
         .await
         .unwrap();
-    browser
-        .client
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_wait(&browser, "sign-in", Locator::Css("form.filters")).await;
     let page = text(&browser).await;
     assert!(
         page.contains("Requests") && page.contains(&approved),
@@ -179,14 +183,7 @@ async fn a_controller_decides_by_link_and_the_dpo_follows_in_the_console() {
         page.contains("completed") && page.contains("request.approved"),
         "{page}"
     );
-    browser
-        .client
-        .find(Locator::Id("certificate-page"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_wait(&browser, "certificate-page", Locator::Css("body")).await;
     let certificate = browser.client.source().await.unwrap();
     assert!(
         certificate.contains(&approved),
