@@ -357,6 +357,14 @@ impl Service {
         }
     }
 
+    /// The service's shared context, for a service in this process.
+    pub fn app(&self) -> &std::sync::Arc<oubli::app::App> {
+        match &self.host {
+            Host::InProcess(Some(running)) => &running.app,
+            _ => panic!("only a service in this process shows its context"),
+        }
+    }
+
     fn child(&mut self) -> &mut std::process::Child {
         match &mut self.host {
             Host::Process { child, .. } => child,

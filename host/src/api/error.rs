@@ -161,8 +161,68 @@ pub async fn json_errors(response: Response) -> Response {
     answer
 }
 
+/// How long a client is told to wait before trying again after an outage.
+const RETRY_AFTER_OUTAGE_SECS: u64 = 5;
+
+/// What is unavailable, when an error is an outage (the database unreachable, restarting,
+/// out of disk or busy) rather than a bug: the client should try again later.
+pub fn outage(error: &anyhow::Error) -> Option<&'static str> {
+    for cause in error.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::StorageFull
+        {
+            return Some("the disk of oubli's database is full");
+        }
+        let Some(sql) = cause.downcast_ref::<sqlx::Error>() else {
+            continue;
+        };
+        match sql {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => return Some("oubli's database cannot be reached"),
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                let message = db.message().to_ascii_lowercase();
+                // SQLite: full, I/O error, busy, locked; PostgreSQL: connection
+                // exceptions, shutting down or starting up, out of resources.
+                if matches!(code.as_ref(), "13" | "10" | "5" | "6" | "517" | "261")
+                    || (code.len() > 2 && code.parse::<u32>().is_ok_and(|c| c & 0xff == 10))
+                    || message.contains("database or disk is full")
+                {
+                    return Some("oubli's database cannot write now (disk full or busy)");
+                }
+                if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
+                    return Some("oubli's database is restarting or out of resources");
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Internal(error) = &self
+            && let Some(what) = outage(error)
+        {
+            tracing::warn!(error = format!("{error:#}"), "an API request met an outage");
+            let body = ErrorBody {
+                code: "unavailable",
+                message: format!(
+                    "{what}; try again later (a submission with the same Idempotency-Key, which makes a retry safe)"
+                ),
+                field: None,
+            };
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_OUTAGE_SECS),
+            );
+            return response;
+        }
         let (status, code, field) = self.parts();
         if let ApiError::Internal(error) = &self {
             tracing::error!(error = format!("{error:#}"), "API request failed");

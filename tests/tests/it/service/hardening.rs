@@ -176,3 +176,30 @@ async fn slow_and_idle_clients_are_cut_off_and_others_still_served() {
     let (status, _) = service.get("/v1/requests", &service.demo.dpo).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_of_the_database_is_a_503_to_retry_not_an_internal_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    // The database goes away under the running service.
+    service.app().store.write.close().await;
+    let response = service
+        .http
+        .post(format!("{}/v1/requests", service.url))
+        .bearer_auth(&service.demo.dpo)
+        .json(&json!({ "controller_id": service.demo.controller_id, "kind": "erasure", "identities": email(1) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "unavailable", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again later"),
+        "{error}"
+    );
+}
