@@ -42,6 +42,26 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
+/// A console page's visitor: the signed-in caller and the page's language. Without a
+/// live session the page answers with the way to the sign-in page.
+pub struct SignedIn {
+    caller: Caller,
+    lang: Lang,
+}
+
+impl FromRequestParts<Arc<App>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
+        let query: Params = Query::try_from_uri(&parts.uri)
+            .map(|Query(q)| q)
+            .unwrap_or_default();
+        let lang = pages::lang(&parts.headers, &query);
+        let caller = signed_in(app, &parts.headers).await?;
+        Ok(SignedIn { caller, lang })
+    }
+}
+
 /// The signed-in caller, or the way to the sign-in page.
 async fn signed_in(app: &App, headers: &HeaderMap) -> Result<Caller, Response> {
     let to_sign_in = || Redirect::to("/console/sign-in").into_response();
@@ -332,14 +352,10 @@ fn due_class(request: &Request) -> Option<&'static str> {
 /// The requests, with filters.
 pub async fn list(
     State(app): State<Arc<App>>,
+    SignedIn { caller, lang }: SignedIn,
     headers: HeaderMap,
     Query(query): Query<Params>,
 ) -> Response {
-    let lang = pages::lang(&headers, &query);
-    let caller = match signed_in(&app, &headers).await {
-        Ok(caller) => caller,
-        Err(page) => return page,
-    };
     // The API's filters, as the form sends them (empty means any).
     let filters: Params = query
         .iter()
@@ -447,15 +463,11 @@ pub async fn list(
 /// allows, and its evidence.
 pub async fn request(
     State(app): State<Arc<App>>,
+    SignedIn { caller, lang }: SignedIn,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<Params>,
 ) -> Response {
-    let lang = pages::lang(&headers, &query);
-    let caller = match signed_in(&app, &headers).await {
-        Ok(caller) => caller,
-        Err(page) => return page,
-    };
     let request = match api::get_one(State(app.clone()), caller.clone(), Path(id.clone())).await {
         Ok(Json(request)) => request,
         Err(e) => return failed(&app, lang, e),
@@ -619,16 +631,11 @@ pub async fn request(
 /// A step on a request, through the API's handler for it.
 pub async fn act(
     State(app): State<Arc<App>>,
+    SignedIn { caller, lang }: SignedIn,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-    Query(query): Query<Params>,
     Form(form): Form<Params>,
 ) -> Response {
-    let lang = pages::lang(&headers, &query);
-    let caller = match signed_in(&app, &headers).await {
-        Ok(caller) => caller,
-        Err(page) => return page,
-    };
     if !pages::csrf_ok(&app, &headers, &form) {
         return failed(
             &app,
@@ -682,15 +689,9 @@ pub async fn act(
 /// The evidence of a request, through the API's handlers.
 pub async fn download(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    SignedIn { caller, lang }: SignedIn,
     Path((id, file)): Path<(String, String)>,
-    Query(query): Query<Params>,
 ) -> Response {
-    let lang = pages::lang(&headers, &query);
-    let caller = match signed_in(&app, &headers).await {
-        Ok(caller) => caller,
-        Err(page) => return page,
-    };
     let (state, path) = (State(app.clone()), Path(id.clone()));
     let attachment = |name: String, json: serde_json::Value| {
         let mut response = axum::Json(json).into_response();
@@ -725,14 +726,10 @@ pub async fn download(
 /// The audit trail (auditors and admins), newest page first by `after`.
 pub async fn audit(
     State(app): State<Arc<App>>,
+    SignedIn { caller, lang }: SignedIn,
     headers: HeaderMap,
     Query(query): Query<Params>,
 ) -> Response {
-    let lang = pages::lang(&headers, &query);
-    let caller = match signed_in(&app, &headers).await {
-        Ok(caller) => caller,
-        Err(page) => return page,
-    };
     let filters: Params = query
         .iter()
         .filter(|(k, v)| ["after", "request_id", "action"].contains(&k.as_str()) && !v.is_empty())
@@ -784,14 +781,10 @@ pub async fn audit(
 /// Controllers, systems, plugins and tokens (admins).
 pub async fn admin(
     State(app): State<Arc<App>>,
+    SignedIn { caller, lang }: SignedIn,
     headers: HeaderMap,
     Query(query): Query<Params>,
 ) -> Response {
-    let lang = pages::lang(&headers, &query);
-    let caller = match signed_in(&app, &headers).await {
-        Ok(caller) => caller,
-        Err(page) => return page,
-    };
     if let Err(e) = super::require(&caller, &[Role::Admin]) {
         return failed(&app, lang, e);
     }

@@ -106,6 +106,15 @@ pub async fn create(
     Ok((id, secret))
 }
 
+/// The caller a token's row (id, role, controller) makes; `None` for an unknown role.
+fn caller_of((token_id, role, controller_id): (String, String, Option<String>)) -> Option<Caller> {
+    Some(Caller {
+        token_id,
+        role: Role::parse(&role)?,
+        controller_id,
+    })
+}
+
 /// Opens a console session for the token: returns the cookie's secret, stored only as its
 /// SHA-256 hash, which works for `hours`.
 ///
@@ -145,13 +154,7 @@ pub async fn session_caller(store: &Store, secret: &str) -> sqlx::Result<Option<
     .bind(now_ms())
     .fetch_optional(&store.read)
     .await?;
-    Ok(row.and_then(|(token_id, role, controller_id)| {
-        Some(Caller {
-            token_id,
-            role: Role::parse(&role)?,
-            controller_id,
-        })
-    }))
+    Ok(row.and_then(caller_of))
 }
 
 /// Ends a console session.
@@ -231,13 +234,7 @@ pub async fn authenticate(store: &Store, token: &str) -> sqlx::Result<Option<Cal
     .bind(hash(token))
     .fetch_optional(&store.read)
     .await?;
-    Ok(row.and_then(|(token_id, role, controller_id)| {
-        Some(Caller {
-            token_id,
-            role: Role::parse(&role)?,
-            controller_id,
-        })
-    }))
+    Ok(row.and_then(caller_of))
 }
 
 /// Counts failed authentications per client address and refuses a client that failed
