@@ -268,3 +268,18 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(output.status.success(), "{stderr}");
 }
+
+#[test]
+fn a_token_is_not_made_where_there_is_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_oubli"))
+        .args(["token", "create", "--role", "admin", "--label", "ops"])
+        .env("OUBLI_DATA_DIR", dir.path().join("nowhere"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no oubli database at"), "{stderr}");
+    assert!(!dir.path().join("nowhere").join("oubli.db").exists());
+}

@@ -486,6 +486,11 @@ pub async fn audit_head(
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require(&caller, &[Role::Admin, Role::Auditor])?;
+    if caller.controller_id.is_some() {
+        return Err(ApiError::Forbidden(
+            "the audit head is a position in the trail of every controller; a token limited to one controller does not read it".into(),
+        ));
+    }
     audit::signed_head(&app.store, &app.keys)
         .await?
         .map(Json)

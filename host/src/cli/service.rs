@@ -47,7 +47,16 @@ pub(super) async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     if role == crate::auth::Role::Controller && controller.is_none() {
         anyhow::bail!("a controller token needs --controller ID");
     }
-    let store = crate::store::Store::open(&config.database_location()).await?;
+    let location = config.database_location();
+    // Run from the wrong folder, a new empty database would be made and the token put
+    // where no service reads it.
+    if !crate::store::is_postgres(&location) && !Path::new(&location).exists() {
+        anyhow::bail!(
+            "no oubli database at {location}: run this where `oubli serve` keeps its data \
+             (data_dir, OUBLI_DATA_DIR or --config), after it started once"
+        );
+    }
+    let store = crate::store::Store::open(&location).await?;
     if let Some(id) = &controller {
         crate::controller::get_controller(&store, id)
             .await?

@@ -203,3 +203,17 @@ async fn an_outage_of_the_database_is_a_503_to_retry_not_an_internal_error() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_auditor_of_one_controller_does_not_read_the_trail_s_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    let admin = service.demo.admin.clone();
+    let scoped = service
+        .token(&admin, "auditor", &service.demo.controller_id)
+        .await;
+    let (status, error) = service.get("/v1/audit/head", &scoped).await;
+    assert_eq!(status, 403, "{error}");
+    let (status, _) = service.get("/v1/audit/head", &admin).await;
+    assert_eq!(status, 200);
+}
