@@ -69,6 +69,10 @@ pub struct Config {
     /// Connections served at once; more wait to be accepted. oubli raises its open-file
     /// limit at start, and lowers this to half of it if the system allows fewer.
     pub max_connections: usize,
+    /// Addresses of reverse proxies in front of oubli: for a connection from one of them,
+    /// the client is the last address in `X-Forwarded-For` that is not a trusted proxy
+    /// (throttling counts per client). Empty: the connection's address is the client's.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// E-mail over SMTP; none is sent when unset.
     pub smtp: Option<Smtp>,
 }
@@ -165,6 +169,7 @@ impl Default for Config {
             http_header_timeout_secs: 10,
             http_body_timeout_secs: 60,
             max_connections: 1_024,
+            trusted_proxies: Vec::new(),
             smtp: None,
         }
     }

@@ -12,13 +12,12 @@ use crate::auth::{self, Caller, Role};
 use crate::request::Status;
 use crate::request::rows::Request;
 use axum::Form;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The cookie that carries a console session.
@@ -26,19 +25,20 @@ const SESSION_COOKIE: &str = "oubli_session";
 
 type Params = HashMap<String, String>;
 
-/// The client's address, where the server knows it (it is behind `ConnectInfo`).
+/// The client's address ([`super::client_ip`]).
 pub struct ClientIp(std::net::IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<Arc<App>> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(super::client_ip(
+            parts,
+            &app.config.trusted_proxies,
+        )))
     }
 }
 

@@ -91,14 +91,37 @@ fn pages_router() -> Router<Arc<App>> {
         .route("/console/admin", get(console::admin))
 }
 
+/// The client's address: the connection's, or, for a connection from a trusted proxy,
+/// the last address in `X-Forwarded-For` that is not a trusted proxy (the ones before it
+/// were written by the client and prove nothing).
+pub fn client_ip(parts: &Parts, trusted: &[std::net::IpAddr]) -> std::net::IpAddr {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<std::net::IpAddr> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|a| !trusted.contains(a))
+        .unwrap_or(peer)
+}
+
 impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let ip = client_ip(parts, &app.config.trusted_proxies);
         if let Some(wait) = app.throttle.blocked(ip) {
             return Err(ApiError::Throttled(wait.as_secs().max(1)));
         }

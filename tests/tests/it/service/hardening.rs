@@ -217,3 +217,27 @@ async fn an_auditor_of_one_controller_does_not_read_the_trail_s_head() {
     let (status, _) = service.get("/v1/audit/head", &admin).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_one_client_s_failures_lock_out_only_that_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let service =
+        Service::spawn_app(dir.path(), &[("OUBLI_TRUSTED_PROXIES", "[\"127.0.0.1\"]")]).await;
+    let get = |client: &'static str, token: String| {
+        let request = service
+            .http
+            .get(format!("{}/v1/requests", service.url))
+            .bearer_auth(token)
+            .header("X-Forwarded-For", format!("203.0.113.9, {client}"));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let mut last = 0;
+    for _ in 0..12 {
+        last = get("198.51.100.1", "oubli_wrong".into()).await;
+    }
+    assert_eq!(last, 429, "the guessing client is throttled");
+    // Another client behind the same proxy is not; the address the client wrote first
+    // (203.0.113.9, the same for both) counts for nothing.
+    assert_eq!(get("198.51.100.2", service.demo.dpo.clone()).await, 200);
+    assert_eq!(get("198.51.100.1", service.demo.dpo.clone()).await, 429);
+}
