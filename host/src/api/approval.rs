@@ -68,7 +68,7 @@ fn internal(app: &App, lang: Lang, error: &anyhow::Error) -> Response {
 }
 
 /// Who filed the request: its token's label.
-async fn filed_by(app: &App, request_id: &str) -> anyhow::Result<String> {
+pub async fn filed_by(app: &App, request_id: &str) -> anyhow::Result<String> {
     let label: Option<String> = sqlx::query_scalar(
         "SELECT t.label FROM requests r JOIN tokens t ON t.id = r.submitted_by WHERE r.id = $1",
     )

@@ -484,7 +484,10 @@ pub async fn request(
         .await
         .unwrap_or_default();
     let systems: Vec<String> = tasks.iter().map(|t| t.system_name.clone()).collect();
-    let by = String::new();
+    let by = match super::approval::filed_by(&app, &id).await {
+        Ok(by) => by,
+        Err(e) => return failed(&app, lang, ApiError::Internal(e)),
+    };
     let path = format!("/console/requests/{id}");
     let dpo = matches!(caller.role, Role::Dpo | Role::Admin);
     let decides = matches!(caller.role, Role::Controller | Role::Admin);
@@ -505,7 +508,7 @@ pub async fn request(
             html! {
                 h1 { (t(lang, "Request", "Demande")) " " (title) }
                 @if let Some(detail) = &request.status_detail { p.notice role="status" { (detail) } }
-                (super::approval::summary(lang, &request, if by.is_empty() { "—" } else { &by }, &systems, true))
+                (super::approval::summary(lang, &request, if by.is_empty() { "—" } else { by.as_str() }, &systems, true))
                 @if let Some(reason) = &request.decision_reason {
                     p { strong { (t(lang, "Reason given by the controller:", "Motif donné par le responsable :")) } " " (reason) }
                 }
@@ -600,7 +603,7 @@ pub async fn request(
                         th scope="col" { (t(lang, "What", "Quoi")) }
                     } }
                     tbody { @for event in &events { tr {
-                        td { (chrono::DateTime::from_timestamp_millis(event.at).map(|d| pages::when(&d)).unwrap_or_default()) }
+                        td { (pages::when_ms(event.at)) }
                         td { code { (event.actor) } }
                         td { (event.action) @if event.details != "{}" { " " code.muted { (event.details) } } }
                     } } }
@@ -766,7 +769,7 @@ pub async fn audit(
                     } }
                     tbody { @for event in &page.items { tr {
                         td { (event.seq) }
-                        td { (chrono::DateTime::from_timestamp_millis(event.at).map(|d| pages::when(&d)).unwrap_or_default()) }
+                        td { (pages::when_ms(event.at)) }
                         td { code { (event.actor) } }
                         td { (event.action) }
                         td { @if let Some(r) = &event.request_id { a href={ "/console/requests/" (r) } { code { (r) } } } }

@@ -233,9 +233,14 @@ pub fn problem(
     )
 }
 
-/// A date and time as the pages show it.
+/// A date and time as the pages show it (as the e-mails do).
 pub fn when(at: &chrono::DateTime<chrono::Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M UTC").to_string()
+    when_ms(at.timestamp_millis())
+}
+
+/// [`when`] of a time in milliseconds since the epoch.
+pub fn when_ms(ms: i64) -> String {
+    crate::notify::email::day(ms)
 }
 
 /// A request status in the page's language.

@@ -218,10 +218,7 @@ pub async fn send_due(
     mailer: Option<&AsyncSmtpTransport<Tokio1Executor>>,
     links: &LinkMaker,
 ) -> anyhow::Result<usize> {
-    let skip_locked = match store.backend() {
-        crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        crate::store::Backend::Sqlite => "",
-    };
+    let skip_locked = store.skip_locked();
     let now = now_ms();
     let claimed: Vec<Claimed> = sqlx::query_as(&format!(
         "UPDATE emails SET next_attempt_at = $2 \
@@ -391,8 +388,8 @@ async fn record(
     Ok(())
 }
 
-/// A date as people read it in a message: `2026-12-06 14:03 UTC`.
-fn day(ms: i64) -> String {
+/// A date as people read it in a message or a page: `2026-12-06 14:03 UTC`.
+pub fn day(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| ms.to_string())

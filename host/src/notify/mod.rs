@@ -200,10 +200,7 @@ pub async fn send_due(
 ) -> anyhow::Result<usize> {
     // Claimed by moving their next attempt past the send's timeout, so that the sender of
     // another process does not send them too; the outcome then sets it for real.
-    let skip_locked = match store.backend() {
-        crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        crate::store::Backend::Sqlite => "",
-    };
+    let skip_locked = store.skip_locked();
     let now = now_ms();
     let claimed: Vec<Claimed> = sqlx::query_as(&format!(
         "UPDATE webhook_deliveries SET next_attempt_at = $2 \

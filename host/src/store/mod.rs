@@ -112,6 +112,16 @@ pub async fn lock_trail(conn: &mut AnyConnection) -> sqlx::Result<()> {
 }
 
 impl Store {
+    /// What a claiming `SELECT … LIMIT n` ends with so that processes sharing the
+    /// database do not claim the same rows: ` FOR UPDATE SKIP LOCKED` on PostgreSQL,
+    /// nothing on SQLite (one process, one writer).
+    pub fn skip_locked(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        }
+    }
+
     /// Opens the database a setting names: a `postgres://` URL, or else an SQLite file
     /// path (created if missing), and runs the migrations.
     ///

@@ -180,7 +180,9 @@ async fn a_controller_decides_by_link_and_the_dpo_follows_in_the_console() {
         .unwrap();
     let page = text(&browser).await;
     assert!(
-        page.contains("completed") && page.contains("request.approved"),
+        page.contains("completed")
+            && page.contains("request.approved")
+            && page.contains("demo DPO"),
         "{page}"
     );
     click_and_wait(&browser, "certificate-page", Locator::Css("body")).await;
