@@ -184,6 +184,15 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
+    /// How the runs of tasks back off: after a retryable failure, and after an
+    /// interrupted run.
+    pub fn task_backoff(&self) -> crate::retry::Backoff {
+        crate::retry::Backoff {
+            base: std::time::Duration::from_millis(self.backoff_base_ms),
+            cap: std::time::Duration::from_millis(self.backoff_cap_ms),
+        }
+    }
+
     /// Reads the file (when given), then applies the `OUBLI_<KEY>` environment variables.
     ///
     /// # Errors

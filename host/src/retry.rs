@@ -14,6 +14,26 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     half + Duration::from_millis(rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64))
 }
 
+/// A backoff policy: delays from `base`, doubling, up to `cap`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// No delay at all (tests that drive the queue by hand).
+    pub const NONE: Backoff = Backoff {
+        base: Duration::ZERO,
+        cap: Duration::ZERO,
+    };
+
+    /// The jittered delay before attempt `attempt + 1` (see [`backoff`]).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        backoff(attempt, self.base, self.cap)
+    }
+}
+
 /// The wait a failure message asks for: `… retry after N` (seconds), as connectors
 /// quote an HTTP `Retry-After` they did not wait for themselves. At most a day.
 pub fn retry_after(message: &str) -> Option<Duration> {

@@ -168,7 +168,8 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
     // when the last process stopped, and can be taken again at once. On PostgreSQL they
     // may be another process's: their leases expire instead.
     if !shared {
-        let resumed = crate::queue::resume_interrupted(&app.store).await?;
+        let resumed =
+            crate::queue::resume_interrupted(&app.store, &app.config.task_backoff()).await?;
         if resumed > 0 {
             tracing::info!(resumed, "resumed tasks interrupted by the last stop");
         }

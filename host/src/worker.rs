@@ -38,17 +38,10 @@ pub const MAX_EXPORT_BYTES: usize = 64 << 20;
 async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>) {
     let lease = Duration::from_secs(app.config.lease_secs);
     let mut paged = false;
-    let (outcome, heartbeat) = if task.attempt > task.max_attempts {
-        let outcome = RunOutcome::Failed {
-            kind: "lease-lost".into(),
-            message: format!(
-                "gave up after {} attempts whose workers stopped before finishing",
-                task.max_attempts
-            ),
-            retryable: false,
-        };
-        (outcome, None)
-    } else {
+    // A run taken over from a worker that stopped runs like any other: interrupted runs
+    // are not failures of the system (it may have done the work), so they never count
+    // against `max_attempts`; the claim backs off instead (`queue::claim_many`).
+    let (outcome, heartbeat) = {
         // Ends when the lease is no longer this worker's (it expired while the database
         // was out of reach, and another worker took the task).
         let mut heartbeat = {
@@ -78,7 +71,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
                 retryable: true,
             },
         };
-        (outcome, Some(heartbeat))
+        (outcome, heartbeat)
     };
     if let RunOutcome::Failed {
         kind,
@@ -88,11 +81,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
     {
         tracing::warn!(task = %task.id, request = %task.request_id, attempt = task.attempt, kind, retryable, "task failed: {message}");
     }
-    let mut backoff = crate::retry::backoff(
-        task.attempt,
-        Duration::from_millis(app.config.backoff_base_ms),
-        Duration::from_millis(app.config.backoff_cap_ms),
-    );
+    let mut backoff = app.config.task_backoff().delay(task.runs());
     // A system that said when to come back (HTTP Retry-After) is not asked sooner.
     if let RunOutcome::Failed { message, .. } = &outcome
         && let Some(asked) = crate::retry::retry_after(message)
@@ -109,9 +98,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
     if reports.send((run, reply)).await.is_ok() {
         let _ = recorded.await;
     }
-    if let Some(heartbeat) = heartbeat {
-        heartbeat.abort();
-    }
+    heartbeat.abort();
 }
 
 fn failed(error: &RuntimeError) -> RunOutcome {
@@ -799,6 +786,7 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
     let workers = app.config.workers;
     let idle = Arc::new(Semaphore::new(workers));
     let lease = Duration::from_secs(app.config.lease_secs);
+    let backoff = app.config.task_backoff();
     let (reports, received) = mpsc::channel::<Report>(4 * workers);
     let finisher = tokio::spawn(finisher(app.clone(), owner.clone(), received));
     let mut running = tokio::task::JoinSet::new();
@@ -812,16 +800,21 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
         while let Ok(more) = idle.clone().try_acquire_owned() {
             permits.push(more);
         }
-        let claimed =
-            match crate::request::lifecycle::claim_many(&app.store, &owner, lease, permits.len())
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "claiming tasks failed");
-                    Vec::new()
-                }
-            };
+        let claimed = match crate::request::lifecycle::claim_many(
+            &app.store,
+            &owner,
+            lease,
+            &backoff,
+            permits.len(),
+        )
+        .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "claiming tasks failed");
+                Vec::new()
+            }
+        };
         let found = !claimed.is_empty();
         for (task, permit) in claimed.into_iter().zip(permits.drain(..)) {
             let (app, reports) = (app.clone(), reports.clone());

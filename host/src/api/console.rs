@@ -590,7 +590,12 @@ pub async fn request(
                     tbody { @for task in &tasks { tr {
                         td { (task.system_name) }
                         td { (serde_json::to_value(task.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
-                        td { (task.attempts) " / " (task.max_attempts) }
+                        td {
+                            (task.attempts - task.interrupted) " / " (task.max_attempts)
+                            @if task.interrupted > 0 {
+                                " " span.muted { "(" (task.interrupted) " " (t(lang, "interrupted", "interrompue(s)")) ")" }
+                            }
+                        }
                         td { @if let Some(e) = &task.last_error { code { (e) } } }
                     } } }
                 } } }

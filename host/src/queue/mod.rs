@@ -8,6 +8,7 @@
 //! task's request is still to be carried out.
 
 use crate::audit;
+use crate::retry::Backoff;
 use crate::store::{self, Backend, Store, Tx, now_ms, to_rfc3339};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -56,7 +57,12 @@ pub struct Task {
     pub system_id: String,
     pub system_name: String,
     pub status: TaskStatus,
+    /// Runs begun, interrupted ones included.
     pub attempts: u32,
+    /// Runs whose worker stopped before finishing (a crash, a kill, a lease taken over):
+    /// they are retried with backoff and do not count against `max_attempts`.
+    pub interrupted: u32,
+    /// Runs that ended (`attempts - interrupted`) are at most this many.
     pub max_attempts: u32,
     /// When a queued task will next be tried.
     pub run_after: DateTime<Utc>,
@@ -73,15 +79,41 @@ pub struct Claimed {
     pub id: String,
     pub request_id: String,
     pub system_id: String,
-    /// The attempt this run is (1 for the first).
+    /// The attempt this run is (1 for the first), counting interrupted runs.
     #[sqlx(try_from = "i64")]
     pub attempt: u32,
     #[sqlx(try_from = "i64")]
     pub max_attempts: u32,
+    /// How many runs before this one were interrupted (their worker stopped before
+    /// finishing): they do not count against `max_attempts`.
+    #[sqlx(try_from = "i64")]
+    pub interrupted: u32,
+    /// Whether this claim took the task over from a run that was interrupted.
+    #[sqlx(default)]
+    pub took_over: bool,
     /// The fencing token, `<owner>:<random>`, unique to this claim: every later write
     /// checks it, so a worker whose lease was taken over cannot write, even when the task's
     /// attempt count was reset by a retry since.
     pub lease: String,
+}
+
+impl Claimed {
+    /// The runs of the task that ended, this one included: what `max_attempts` bounds.
+    pub fn runs(&self) -> u32 {
+        self.attempt.saturating_sub(self.interrupted)
+    }
+}
+
+/// SQL for the wait before a task whose run was interrupted is taken again, after `{k}`
+/// earlier interruptions (`$base` and `$cap` in milliseconds): none after the first,
+/// then `base × 2^(k-1)` up to `cap`, so that a task whose runs keep dying (a process
+/// in a crash loop) is not taken again and again at once.
+fn interrupted_delay(k: &str, base: &str, cap: &str) -> String {
+    format!(
+        "CASE WHEN {k} = 0 THEN 0 WHEN {k} > 20 THEN {cap} \
+         WHEN ({base} << CAST({k} - 1 AS INTEGER)) > {cap} THEN {cap} \
+         ELSE ({base} << CAST({k} - 1 AS INTEGER)) END"
+    )
 }
 
 /// Creates one queued task per connected system of the request's controller, in the
@@ -146,11 +178,12 @@ pub async fn claim_many(
     store: &Store,
     owner: &str,
     lease: Duration,
+    backoff: &Backoff,
     limit: usize,
 ) -> anyhow::Result<Vec<Claimed>> {
     let mut tries = 0;
     loop {
-        match claim_once(store, owner, lease, limit).await {
+        match claim_once(store, owner, lease, backoff, limit).await {
             Err(e) if store::is_transient(&e) && tries < TRANSIENT_RETRIES => tries += 1,
             claimed => return claimed,
         }
@@ -164,6 +197,7 @@ async fn claim_once(
     store: &Store,
     owner: &str,
     lease: Duration,
+    backoff: &Backoff,
     limit: usize,
 ) -> anyhow::Result<Vec<Claimed>> {
     let now = now_ms();
@@ -176,15 +210,20 @@ async fn claim_once(
     let mut conn = store.relaxed().await?;
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // Only tasks of approved or running requests: a request cancelled after its approval
-    // keeps queued tasks that must not run.
-    let claimed: Vec<Claimed> = sqlx::query_as(&format!(
-        "UPDATE tasks SET status = $6, attempts = attempts + 1, lease_owner = $1 || ':' || $5 || ':' || id, \
-         lease_expires_at = $2, updated_at = $3 \
+    // keeps queued tasks that must not run. A task still marked running whose lease ran
+    // out was interrupted: it is taken over (after a wait that grows with its
+    // interruptions) and the interruption counted apart.
+    let delay = interrupted_delay("t.interrupted", "$8", "$9");
+    let mut claimed: Vec<Claimed> = sqlx::query_as(&format!(
+        "UPDATE tasks SET status = $6, attempts = attempts + 1, \
+         interrupted = interrupted + CASE WHEN status = $6 THEN 1 ELSE 0 END, \
+         lease_owner = $1 || ':' || $5 || ':' || id, lease_expires_at = $2, updated_at = $3 \
          WHERE id IN (SELECT t.id FROM tasks t JOIN requests r ON r.id = t.request_id \
                       WHERE r.status IN ('approved', 'running') \
-                        AND ((t.status = $7 AND t.run_after <= $3) OR (t.status = $6 AND t.lease_expires_at < $3)) \
+                        AND ((t.status = $7 AND t.run_after <= $3) \
+                             OR (t.status = $6 AND t.lease_expires_at + {delay} < $3)) \
                       ORDER BY t.run_after, t.id LIMIT $4{skip_locked}) \
-         RETURNING id, request_id, system_id, attempts AS attempt, max_attempts, lease_owner AS lease",
+         RETURNING id, request_id, system_id, attempts AS attempt, max_attempts, interrupted, lease_owner AS lease",
     ))
     .bind(owner)
     .bind(now + lease.as_millis() as i64)
@@ -193,10 +232,24 @@ async fn claim_once(
     .bind(&nonce)
     .bind(TaskStatus::Running.as_str())
     .bind(TaskStatus::Queued.as_str())
+    .bind(backoff.base.as_millis() as i64)
+    .bind(backoff.cap.as_millis() as i64)
     .fetch_all(&mut *tx)
     .await?;
     if claimed.is_empty() {
         return Ok(Vec::new());
+    }
+    for task in claimed.iter_mut().filter(|t| t.interrupted > 0) {
+        // The run taken over ends as interrupted (one that is in fact still alive finds
+        // its lease gone and ends as `lease-lost`).
+        let open = sqlx::query(
+            "UPDATE task_attempts SET finished_at = $1, outcome = 'interrupted' WHERE task_id = $2 AND finished_at IS NULL",
+        )
+        .bind(now)
+        .bind(&task.id)
+        .execute(&mut *tx)
+        .await?;
+        task.took_over = open.rows_affected() > 0;
     }
     for task in &claimed {
         sqlx::query(
@@ -218,8 +271,13 @@ async fn claim_once(
 ///
 /// # Errors
 /// When the database fails.
-pub async fn claim(store: &Store, owner: &str, lease: Duration) -> anyhow::Result<Option<Claimed>> {
-    Ok(claim_many(store, owner, lease, 1).await?.pop())
+pub async fn claim(
+    store: &Store,
+    owner: &str,
+    lease: Duration,
+    backoff: &Backoff,
+) -> anyhow::Result<Option<Claimed>> {
+    Ok(claim_many(store, owner, lease, backoff, 1).await?.pop())
 }
 
 /// Renews the lease; false when the task is no longer this worker's.
@@ -308,7 +366,7 @@ pub async fn record(
             kind,
             message,
             retryable,
-        } if *retryable && task.attempt < task.max_attempts => (
+        } if *retryable && task.runs() < task.max_attempts => (
             TaskStatus::Queued,
             "task.retry_scheduled",
             serde_json::json!({ "error": kind, "message": message, "retry_in_ms": backoff.as_millis() as u64 }),
@@ -484,27 +542,65 @@ pub async fn release(store: &Store, worker: &str) -> sqlx::Result<u64> {
 }
 
 /// On the start of the only process of an SQLite database: the tasks still marked running
-/// were interrupted when the last process stopped; their attempts end as `interrupted`
-/// and they can be taken again at once. Returns how many were resumed.
+/// were interrupted when the last process stopped. Their attempts end as `interrupted`,
+/// counted apart from the runs that ended, and they are queued again: at once after a
+/// first interruption, later after a wait that grows with each (see
+/// [`interrupted_delay`]). Each is audited as `task.interrupted`. Returns how many.
 ///
 /// # Errors
 /// When the database fails.
-pub async fn resume_interrupted(store: &Store) -> sqlx::Result<u64> {
+pub async fn resume_interrupted(store: &Store, backoff: &Backoff) -> sqlx::Result<u64> {
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    let mut chain = audit::Chain::load(&mut tx).await?;
+    let interrupted: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT id, request_id, system_id, attempts, interrupted FROM tasks WHERE status = $1 ORDER BY id",
+    )
+    .bind(TaskStatus::Running.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
     sqlx::query(
         "UPDATE task_attempts SET finished_at = $1, outcome = 'interrupted' WHERE finished_at IS NULL",
     )
-    .bind(now_ms())
-    .execute(&store.write)
+    .bind(now)
+    .execute(&mut *tx)
     .await?;
-    let done = sqlx::query(
-        "UPDATE tasks SET status = $2, lease_owner = NULL, lease_expires_at = NULL, run_after = $1 WHERE status = $3",
-    )
-    .bind(now_ms())
+    let delay = interrupted_delay("interrupted", "$4", "$5");
+    sqlx::query(&format!(
+        "UPDATE tasks SET status = $2, interrupted = interrupted + 1, lease_owner = NULL, lease_expires_at = NULL, \
+         run_after = $1 + {delay}, updated_at = $1 WHERE status = $3"
+    ))
+    .bind(now)
     .bind(TaskStatus::Queued.as_str())
     .bind(TaskStatus::Running.as_str())
-    .execute(&store.write)
+    .bind(backoff.base.as_millis() as i64)
+    .bind(backoff.cap.as_millis() as i64)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected())
+    for (task, request, system, attempt, before) in &interrupted {
+        chain
+            .append(
+                &mut tx,
+                "system",
+                "task.interrupted",
+                Some(request),
+                interruption(task, system, *attempt, before + 1),
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(interrupted.len() as u64)
+}
+
+/// The audit details of a run interrupted before it finished.
+pub fn interruption(task: &str, system: &str, attempt: i64, interrupted: i64) -> serde_json::Value {
+    serde_json::json!({
+        "task_id": task,
+        "system_id": system,
+        "attempt": attempt,
+        "interrupted": interrupted,
+        "message": "the worker running this attempt stopped before finishing; the task runs again, and interrupted runs do not count against max_attempts",
+    })
 }
 
 /// Closes the queued tasks of a request cancelled after its approval, in the caller's
@@ -540,7 +636,7 @@ pub async fn cancel_queued(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<u6
 /// When the database write fails.
 pub async fn requeue_failed(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<u64> {
     let now = now_ms();
-    let done = sqlx::query("UPDATE tasks SET status = $3, attempts = 0, run_after = $1, updated_at = $1 WHERE request_id = $2 AND status = $4")
+    let done = sqlx::query("UPDATE tasks SET status = $3, attempts = 0, interrupted = 0, run_after = $1, updated_at = $1 WHERE request_id = $2 AND status = $4")
         .bind(now)
         .bind(request_id)
         .bind(TaskStatus::Queued.as_str())
@@ -562,6 +658,7 @@ type TaskRow = (
     Option<String>,
     Option<String>,
     i64,
+    i64,
 );
 
 /// A request's tasks, by system name.
@@ -570,7 +667,7 @@ type TaskRow = (
 /// When the database cannot be read.
 pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Task>> {
     let rows: Vec<TaskRow> = sqlx::query_as(
-        "SELECT t.id, t.request_id, t.system_id, s.name, t.status, t.attempts, t.max_attempts, t.run_after, t.last_error, t.last_error_kind, t.updated_at \
+        "SELECT t.id, t.request_id, t.system_id, s.name, t.status, t.attempts, t.max_attempts, t.run_after, t.last_error, t.last_error_kind, t.updated_at, t.interrupted \
          FROM tasks t JOIN systems s ON s.id = t.system_id WHERE t.request_id = $1 ORDER BY s.name",
     )
     .bind(request_id)
@@ -585,6 +682,7 @@ pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Task>> {
                 system_name: r.3,
                 status: TaskStatus::parse(&r.4)?,
                 attempts: r.5 as u32,
+                interrupted: r.11 as u32,
                 max_attempts: r.6 as u32,
                 run_after: to_rfc3339(r.7),
                 last_error: r.8,

@@ -13,6 +13,7 @@ use super::rows::{Stage, stage_in};
 use super::{Status, Transition};
 use crate::audit;
 use crate::queue::{self, Claimed, Finished, RunOutcome};
+use crate::retry::Backoff;
 use crate::store::{Store, Tx, now_ms};
 use std::time::Duration;
 
@@ -218,6 +219,8 @@ pub async fn retry(
 /// row (see `store::lock_trail`): the claim's holds task rows, and waiting for the
 /// trail while holding them could close a cycle with a writer that holds the trail.
 /// Should the process die in between, the request is started when its tasks settle.
+/// The same transaction audits the runs this claim took over from workers that stopped
+/// (`task.interrupted`); the attempt log has them as `interrupted` either way.
 ///
 /// # Errors
 /// When the database fails.
@@ -225,9 +228,10 @@ pub async fn claim_many(
     store: &Store,
     owner: &str,
     lease: Duration,
+    backoff: &Backoff,
     limit: usize,
 ) -> anyhow::Result<Vec<Claimed>> {
-    let claimed = queue::claim_many(store, owner, lease, limit).await?;
+    let claimed = queue::claim_many(store, owner, lease, backoff, limit).await?;
     let mut requests: Vec<&str> = claimed.iter().map(|c| c.request_id.as_str()).collect();
     requests.sort_unstable();
     requests.dedup();
@@ -244,7 +248,7 @@ pub async fn claim_many(
             approved.push(request_id);
         }
     }
-    if approved.is_empty() {
+    if approved.is_empty() && !claimed.iter().any(|c| c.took_over) {
         return Ok(claimed);
     }
     let actor = format!("worker:{owner}");
@@ -266,6 +270,24 @@ pub async fn claim_many(
             )
             .await?;
         }
+    }
+    let mut chain = audit::Chain::load(&mut tx).await?;
+    for task in claimed.iter().filter(|c| c.took_over) {
+        let details = queue::interruption(
+            &task.id,
+            &task.system_id,
+            i64::from(task.attempt) - 1,
+            i64::from(task.interrupted),
+        );
+        chain
+            .append(
+                &mut tx,
+                &actor,
+                "task.interrupted",
+                Some(&task.request_id),
+                details,
+            )
+            .await?;
     }
     tx.commit().await?;
     Ok(claimed)

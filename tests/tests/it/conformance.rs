@@ -11,6 +11,7 @@ use oubli::queue::{self, RunOutcome};
 use oubli::request::lifecycle;
 use oubli::request::rows::{self as requests, ChangeInput, IdentityInput, NewRequest};
 use oubli::request::{Kind, Transition};
+use oubli::retry::Backoff;
 use oubli::store::Store;
 use oubli_tests::ServerDb;
 use std::collections::HashSet;
@@ -170,13 +171,13 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     tx.commit().await.unwrap();
 
     // Worker A's lease runs out at once; worker B takes the task over.
-    let a = queue::claim(store, "a", Duration::ZERO)
+    let a = queue::claim(store, "a", Duration::ZERO, &Backoff::NONE)
         .await
         .unwrap()
         .expect("a task is due");
     assert_eq!(a.attempt, 1);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let b = queue::claim(store, "b", Duration::from_secs(60))
+    let b = queue::claim(store, "b", Duration::from_secs(60), &Backoff::NONE)
         .await
         .unwrap()
         .expect("the expired lease is taken over");
@@ -192,7 +193,10 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         "A no longer holds the lease"
     );
 
-    // A's late result is dropped; B's retryable failure is the second and last attempt.
+    // A's late result is dropped. A's run was interrupted, which does not count against
+    // the two attempts: B's retryable failure is the first run that ended, and B's next
+    // the second and last.
+    assert_eq!((b.interrupted, b.took_over), (1, true));
     let late = succeed(store, "a", &a).await;
     assert!(!late, "a stale worker's result is refused");
     let failure = RunOutcome::Failed {
@@ -200,6 +204,21 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         message: "busy".into(),
         retryable: true,
     };
+    assert!(
+        lifecycle::finish(store, "b", &b, failure.clone(), Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let tasks = queue::list(store, &request.id).await.unwrap();
+    assert_eq!(tasks[0].status, queue::TaskStatus::Queued);
+    assert_eq!((tasks[0].attempts, tasks[0].interrupted), (2, 1));
+    // (Apart in time, for the attempt log's order.)
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let b = queue::claim(store, "b", Duration::from_secs(60), &Backoff::NONE)
+        .await
+        .unwrap()
+        .expect("the retry is due");
+    assert_eq!((b.attempt, b.interrupted, b.took_over), (3, 1, false));
     assert!(
         lifecycle::finish(store, "b", &b, failure, Duration::ZERO)
             .await
@@ -214,7 +233,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         .unwrap();
     assert_eq!(failed.status, oubli::request::Status::Failed);
     assert!(
-        queue::claim(store, "c", Duration::from_secs(60))
+        queue::claim(store, "c", Duration::from_secs(60), &Backoff::NONE)
             .await
             .unwrap()
             .is_none(),
@@ -229,7 +248,8 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         1
     );
     tx.commit().await.unwrap();
-    let again = queue::claim(store, "c", Duration::from_secs(60))
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let again = queue::claim(store, "c", Duration::from_secs(60), &Backoff::NONE)
         .await
         .unwrap()
         .expect("the task is due again");
@@ -264,7 +284,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     assert_eq!(queue::cancel_queued(&mut tx, &second.id).await.unwrap(), 1);
     tx.commit().await.unwrap();
     assert!(
-        queue::claim(store, "c", Duration::from_secs(60))
+        queue::claim(store, "c", Duration::from_secs(60), &Backoff::NONE)
             .await
             .unwrap()
             .is_none(),
@@ -286,6 +306,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
         ended,
         [
             ("a", Some("lease-lost")),
+            ("b", Some("retry")),
             ("b", Some("failed")),
             ("c", Some("succeeded"))
         ]
@@ -335,13 +356,13 @@ async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Back
     };
 
     // Run A stores a page and loses its lease; its next page is refused.
-    let a = queue::claim(store, "a", Duration::ZERO)
+    let a = queue::claim(store, "a", Duration::ZERO, &Backoff::NONE)
         .await
         .unwrap()
         .unwrap();
     assert!(queue::store_page(store, &a, 0, &page("a0")).await.unwrap());
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let b = queue::claim(store, "b", Duration::from_secs(60))
+    let b = queue::claim(store, "b", Duration::from_secs(60), &Backoff::NONE)
         .await
         .unwrap()
         .unwrap();
@@ -356,7 +377,7 @@ async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Back
     assert!(finish_paged(store, "b", &b, busy).await);
     assert_eq!(pages_stored().await, 1);
     // Run C succeeds with two pages: only they are kept, and they are its results.
-    let c = queue::claim(store, "c", Duration::from_secs(60))
+    let c = queue::claim(store, "c", Duration::from_secs(60), &Backoff::NONE)
         .await
         .unwrap()
         .unwrap();
@@ -427,10 +448,15 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
         workers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let claimed =
-                    lifecycle::claim_many(&store, &format!("w{w}"), Duration::from_secs(60), 3)
-                        .await
-                        .unwrap();
+                let claimed = lifecycle::claim_many(
+                    &store,
+                    &format!("w{w}"),
+                    Duration::from_secs(60),
+                    &Backoff::NONE,
+                    3,
+                )
+                .await
+                .unwrap();
                 if claimed.is_empty() {
                     return mine;
                 }

@@ -115,19 +115,9 @@ async fn held_api(token: &str, email: &str) -> HeldApi {
     }
 }
 
-/// A crash after a system erased the subject's records but before the outcome was
-/// recorded: after the restart the task runs again, finds nothing left to delete, and the
-/// certificate tells it as it is: the counts of the run that succeeded (nothing deleted),
-/// the interrupted attempt before it, and a verification that finds no record left.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_crash_between_an_erasure_and_its_record_reruns_and_certifies_honestly() {
-    let email = oubli::demo::api::person_email(2);
-    let helpdesk = held_api("crash-token", &email).await;
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(dir.path(), &[]);
-    let demo = service.demo.clone();
-
-    // Connect the helpdesk to the demo controller through the REST connector.
+/// Connects the helpdesk to the demo controller through the REST connector.
+async fn connect(service: &Service, helpdesk: &HeldApi) {
+    let demo = &service.demo;
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/rest-system.toml");
     let mut config =
         oubli::runtime::SystemConfig::from_toml(&std::fs::read_to_string(example).unwrap())
@@ -148,6 +138,100 @@ async fn a_crash_between_an_erasure_and_its_record_reruns_and_certifies_honestly
         )
         .await;
     assert_eq!(status, 201, "{body}");
+}
+
+/// A process that dies again and again while a task runs (more times than the task may
+/// fail) never fails it: interrupted runs are counted apart, and once a run gets to the
+/// end the erasure completes and is certified with the interruptions listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_loop_never_fails_a_task_that_was_not_run_to_the_end() {
+    let email = oubli::demo::api::person_email(3);
+    let helpdesk = held_api("loop-token", &email).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [("OUBLI_MAX_ATTEMPTS", "2"), ("OUBLI_BACKOFF_BASE_MS", "20")];
+    let mut service = Service::start(dir.path(), &settings);
+    let demo = service.demo.clone();
+    connect(&service, &helpdesk).await;
+    let id = service
+        .submit(
+            "erasure",
+            json!([{ "kind": "email", "value": email }]),
+            None,
+        )
+        .await;
+    approve(&service, &id).await;
+    // Each process runs the helpdesk's task up to the verifying search, and dies there.
+    let crashes = 3;
+    for _ in 0..crashes {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            helpdesk.held.notified(),
+        )
+        .await
+        .expect("the task runs again up to the verifying search");
+        service.kill9();
+        service = Service::start(dir.path(), &settings);
+        service.demo = demo.clone();
+    }
+    helpdesk.open.send_replace(true);
+    let request = service.settled(&id).await;
+    assert_eq!(request["status"], "completed", "{request}");
+    let (_, tasks) = service
+        .get(&format!("/v1/requests/{id}/tasks"), &demo.dpo)
+        .await;
+    let task = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["system_name"] == "helpdesk")
+        .cloned()
+        .unwrap();
+    assert_eq!(task["interrupted"], crashes, "{task}");
+    assert_eq!(task["attempts"], crashes + 1, "{task}");
+    let (_, trail) = service
+        .get(&format!("/v1/requests/{id}/events"), &demo.dpo)
+        .await;
+    let interruptions = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "task.interrupted")
+        .count();
+    assert_eq!(interruptions, crashes as usize, "{trail}");
+    let (status, signed) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &demo.dpo)
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    let entry = signed["certificate"]["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "helpdesk")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        entry["runs"]["earlier_attempts"],
+        json!({ "interrupted": crashes }),
+        "{entry}"
+    );
+    assert!(service.terminate());
+    let (valid, report) = audit_verify(dir.path(), &[], &[]);
+    assert!(valid, "{report}");
+}
+
+/// A crash after a system erased the subject's records but before the outcome was
+/// recorded: after the restart the task runs again, finds nothing left to delete, and the
+/// certificate tells it as it is: the counts of the run that succeeded (nothing deleted),
+/// the interrupted attempt before it, and a verification that finds no record left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_an_erasure_and_its_record_reruns_and_certifies_honestly() {
+    let email = oubli::demo::api::person_email(2);
+    let helpdesk = held_api("crash-token", &email).await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let demo = service.demo.clone();
+
+    connect(&service, &helpdesk).await;
 
     let id = service
         .submit(
