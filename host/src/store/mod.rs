@@ -111,6 +111,24 @@ pub async fn lock_trail(conn: &mut AnyConnection) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Takes an exclusive `flock` on the folder of an SQLite database, waiting for it; held
+/// until the file is dropped. The folder, not the database file: closing another
+/// descriptor of the database file would drop SQLite's own locks on it.
+async fn lock_folder(path: &Path) -> anyhow::Result<std::fs::File> {
+    let folder = std::path::absolute(path)?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("the database has no folder")?;
+    tokio::task::spawn_blocking(move || {
+        let handle = std::fs::File::open(&folder)
+            .with_context(|| format!("opening {} to lock it", folder.display()))?;
+        rustix::fs::flock(&handle, rustix::fs::FlockOperation::LockExclusive)
+            .with_context(|| format!("locking {}", folder.display()))?;
+        Ok(handle)
+    })
+    .await?
+}
+
 impl Store {
     /// What a claiming `SELECT … LIMIT n` ends with so that processes sharing the
     /// database do not claim the same rows: ` FOR UPDATE SKIP LOCKED` on PostgreSQL,
@@ -181,10 +199,14 @@ impl Store {
             .connect_with(options("rwc")?)
             .await
             .with_context(|| format!("opening the database {}", path.display()))?;
+        // Processes opening a new database at once (a first `serve` and a `token create`)
+        // migrate it one after the other: the others then find nothing left to do.
+        let _migrating = lock_folder(path).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&write)
             .await
             .context("running the database migrations")?;
+        drop(_migrating);
         let read = AnyPoolOptions::new()
             .max_connections(8)
             .after_connect(|conn, _| {

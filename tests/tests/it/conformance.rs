@@ -858,6 +858,38 @@ async fn schema(store: &Store, backend: Backend) -> std::collections::BTreeSet<S
     found
 }
 
+/// Processes that open a new database at the same time (a first `oubli serve` and an
+/// `oubli token create`) each find it migrated, on both backends: none fails on a table
+/// another one is creating.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_opens_migrate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oubli.db");
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { Store::open_sqlite(&path).await })
+        })
+        .collect();
+    for open in opens {
+        let store = open.await.unwrap().expect("every SQLite open succeeds");
+        store.close().await;
+    }
+    let Some(server) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = server.url.clone();
+            tokio::spawn(async move { Store::open(&url).await })
+        })
+        .collect();
+    for open in opens {
+        let store = open.await.unwrap().expect("every PostgreSQL open succeeds");
+        store.close().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sqlite_and_postgresql_schemas_agree() {
     let (Some(sqlite), Some(postgres)) =
