@@ -59,14 +59,15 @@ impl App {
         runtime: Arc<Runtime>,
         keys: crate::crypto::Keys,
     ) -> Arc<Self> {
+        let limit = config.auth_failure_limit;
         Arc::new(App {
             config,
             intake: crate::request::intake::Intake::start(store.clone(), keys.sealer.clone()),
             store,
             runtime,
             keys,
-            throttle: Throttle::new(10, Duration::from_secs(60)),
-            console_throttle: Throttle::new(10, Duration::from_secs(60)),
+            throttle: Throttle::new(limit, Duration::from_secs(60)),
+            console_throttle: Throttle::new(limit, Duration::from_secs(60)),
             tasks_ready: Notify::new(),
             webhooks_ready: Arc::new(Notify::new()),
             systems: Mutex::new(HashMap::new()),

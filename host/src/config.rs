@@ -73,6 +73,9 @@ pub struct Config {
     /// the client is the last address in `X-Forwarded-For` that is not a trusted proxy
     /// (throttling counts per client). Empty: the connection's address is the client's.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Failed authentications from one client within a minute after which it is refused
+    /// (429) for the rest of that minute; the console's sign-in counts apart.
+    pub auth_failure_limit: u32,
     /// E-mail over SMTP; none is sent when unset.
     pub smtp: Option<Smtp>,
 }
@@ -170,6 +173,7 @@ impl Default for Config {
             http_body_timeout_secs: 60,
             max_connections: 1_024,
             trusted_proxies: Vec::new(),
+            auth_failure_limit: 10,
             smtp: None,
         }
     }
@@ -248,8 +252,9 @@ impl Config {
         anyhow::ensure!(
             config.http_header_timeout_secs >= 1
                 && config.http_body_timeout_secs >= 1
-                && config.max_connections >= 1,
-            "http_header_timeout_secs, http_body_timeout_secs, max_connections: at least 1"
+                && config.max_connections >= 1
+                && config.auth_failure_limit >= 1,
+            "http_header_timeout_secs, http_body_timeout_secs, max_connections, auth_failure_limit: at least 1"
         );
         anyhow::ensure!(
             config.approval_link_hours >= 1 && config.console_session_hours >= 1,

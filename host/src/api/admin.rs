@@ -278,8 +278,10 @@ pub async fn list_systems(
 
 /// Register a plugin: the body is the `.wasm` component; `name` names it. The answer
 /// gives the digest to pin in a connected system.
-#[utoipa::path(post, path = "/v1/plugins", tag = "admin", params(("name" = String, Query, description = "A name for people")),
-    request_body(content = Vec<u8>, content_type = "application/wasm"),
+#[utoipa::path(post, path = "/v1/plugins", tag = "admin", params(("name" = String, Query, min_length = 1, max_length = 100, pattern = "\\S",
+        description = "A name for people: 1 to 100 characters, not only spaces")),
+    request_body(description = "The plugin's .wasm component (whatever the Content-Type)",
+        content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))),
     responses((status = 201, body = RegisteredPlugin), (status = 422, body = ErrorBody), (status = 413, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn upload_plugin(
     State(app): State<Arc<App>>,
@@ -306,8 +308,8 @@ pub async fn upload_plugin(
         })?;
     let name = params
         .get("name")
+        .filter(|n| !n.trim().is_empty() && n.chars().count() <= 100)
         .map(|n| n.trim())
-        .filter(|n| !n.is_empty() && n.len() <= 100)
         .ok_or_else(|| ApiError::BadRequest {
             field: Some("name".into()),
             message: "give the plugin a name of 1 to 100 characters: POST /v1/plugins?name=…"
@@ -479,7 +481,7 @@ pub async fn keys(State(app): State<Arc<App>>) -> Json<Keys> {
 /// it outside oubli, and `oubli audit verify --head FILE` later tells whether the trail
 /// still reaches it (a trail cut short at its end verifies otherwise).
 #[utoipa::path(get, path = "/v1/audit/head", tag = "admin",
-    responses((status = 200, description = "`{\"certificate\": {\"type\": \"oubli.audit-head\", \"seq\", \"hash\", \"at\", \"signed_at\"}, \"signature\": {…}}`"), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "The head and its signature", body = crate::api::schemas::SignedAuditHead), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn audit_head(
     State(app): State<Arc<App>>,
@@ -502,7 +504,7 @@ pub async fn audit_head(
     params(("request_id" = Option<String>, Query), ("actor" = Option<String>, Query), ("action" = Option<String>, Query),
            ("since" = Option<i64>, Query, description = "Events at or after this time, in milliseconds since the Unix epoch"),
            ("until" = Option<i64>, Query, description = "Events before this time, in milliseconds since the Unix epoch"),
-           ("after" = Option<i64>, Query, description = "The `next` of the previous page"), ("limit" = Option<u32>, Query)),
+           ("after" = Option<i64>, Query, description = "The `next` of the previous page"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100)")),
     responses((status = 200, body = Page<audit::Event>), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn audit_events(
     State(app): State<Arc<App>>,
@@ -521,7 +523,13 @@ pub async fn audit_events(
             })
             .transpose()
     };
-    let limit = number("limit")?.unwrap_or(100).clamp(1, 1000);
+    let limit = number("limit")?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            field: Some("limit".into()),
+            message: format!("limit must be from 1 to 1000, not {limit}"),
+        });
+    }
     let mut query = crate::store::Sql::new(format!(
         "SELECT {} FROM audit_events WHERE seq > ",
         audit::COLUMNS

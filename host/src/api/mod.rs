@@ -7,6 +7,8 @@ mod console;
 mod error;
 mod pages;
 mod requests;
+mod schemas;
+use schemas::Answers;
 
 pub use error::{ApiError, ErrorBody, Json};
 
@@ -210,7 +212,7 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
         admin::upload_plugin, admin::list_plugins, admin::create_token, admin::revoke_token,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Answers),
     tags((name = "requests", description = "Data subject requests"), (name = "admin", description = "Controllers, systems, plugins and tokens")),
 )]
 struct ApiDoc;

@@ -52,8 +52,10 @@ pub struct SystemConfig {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Wall-clock deadline of one call, in milliseconds (default 30,000).
+    #[schema(minimum = 1, maximum = 600_000)]
     pub timeout_ms: Option<u64>,
-    /// Memory cap of one instance, in MiB (default 64).
+    /// Memory cap of one instance, in MiB (default 64; at most the host's `max_memory_mb`).
+    #[schema(minimum = 1)]
     pub memory_mb: Option<u64>,
 }
 

@@ -10,6 +10,7 @@ pub struct CreateRequest {
     pub controller_id: String,
     pub kind: Kind,
     /// Who the subject is; each kind must be understood by one of the controller's systems.
+    #[schema(min_items = 1)]
     pub identities: Vec<IdentityInput>,
     /// For a rectification: the changes to make.
     #[serde(default)]
@@ -109,7 +110,8 @@ async fn validate(
 /// controller approves it, unless the controller approves its own DPO's requests
 /// automatically.
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = CreateRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key returns the first request")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,200}$",
+        description = "1 to 200 visible ASCII characters. Retrying with the same key and body returns the first request; another body is a 422")),
     responses((status = 201, body = Request), (status = 200, description = "Replay of an idempotent submission", body = Request),
               (status = 422, description = "A field at fault, or an Idempotency-Key used for another request", body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -184,6 +186,7 @@ pub async fn create(
 
 /// Parameters of the request list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 struct ListParams {
     /// Only requests in this status.
@@ -197,6 +200,7 @@ struct ListParams {
     /// The `next` of the previous page.
     after: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 

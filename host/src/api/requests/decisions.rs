@@ -8,6 +8,7 @@ use super::*;
 #[serde(deny_unknown_fields)]
 pub struct Extension {
     /// 1 or 2; at most two months in total.
+    #[schema(minimum = 1, maximum = 2)]
     pub months: u32,
     /// Why the request needs longer; told to the subject.
     pub reason: String,

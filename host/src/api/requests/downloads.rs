@@ -38,7 +38,7 @@ async fn download(
 /// per system and collection, with each system's Art. 15 information. Available until
 /// `expires_at`; 410 after.
 #[utoipa::path(get, path = "/v1/requests/{id}/package", tag = "requests", params(("id" = String, Path)),
-    responses((status = 200, description = "the package as JSON"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)),
+    responses((status = 200, description = "the package as JSON", body = crate::api::schemas::AccessPackage), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn package(
     State(app): State<Arc<App>>,
@@ -50,7 +50,7 @@ pub async fn package(
 
 /// The access package as a human-readable HTML page for the data subject.
 #[utoipa::path(get, path = "/v1/requests/{id}/package.html", tag = "requests", params(("id" = String, Path)),
-    responses((status = 200, description = "the package as HTML", content_type = "text/html"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)),
+    responses((status = 200, description = "the package as HTML", content_type = "text/html", body = String), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn package_html(
     State(app): State<Arc<App>>,
@@ -65,6 +65,7 @@ pub async fn package_html(
 
 /// The language of a printable certificate.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CertificatePage {
     /// `en` (the default) or `fr`.
     pub lang: Option<crate::evidence::certificate_html::Lang>,
@@ -73,7 +74,7 @@ pub struct CertificatePage {
 /// The erasure certificate as a printable page ("PV de destruction"), in English or
 /// French: what the signed certificate says, for people; the signed JSON is the proof.
 #[utoipa::path(get, path = "/v1/requests/{id}/certificate.html", tag = "requests", params(("id" = String, Path), CertificatePage),
-    responses((status = 200, description = "the certificate as HTML", content_type = "text/html"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 200, description = "the certificate as HTML", content_type = "text/html", body = String), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn certificate_html(
     State(app): State<Arc<App>>,
@@ -97,7 +98,7 @@ pub async fn certificate_html(
 /// was deleted, anonymised or retained (with its legal basis), and the verification. It
 /// holds no personal data; verify it offline with the key from `/v1/keys`.
 #[utoipa::path(get, path = "/v1/requests/{id}/certificate", tag = "requests", params(("id" = String, Path)),
-    responses((status = 200, description = "`{certificate, signature}`"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 200, description = "The certificate and its signature", body = crate::api::schemas::SignedCertificate), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn certificate(
     State(app): State<Arc<App>>,

@@ -18,6 +18,7 @@ mod hardening;
 mod hostile;
 mod people;
 mod retention;
+mod schema_fuzz;
 
 use oubli_tests::Service;
 use serde_json::{Value, json};

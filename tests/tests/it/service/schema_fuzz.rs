@@ -1,0 +1,65 @@
+//! Schemathesis (from PyPI, pinned in `tests/apps/requirements.txt`) over the OpenAPI
+//! document of the real binary, with every check, once per role: every answer must be
+//! one the document lists, with the documented body and headers, and no input may give
+//! a 5xx. `.ci/run` installs it and sets `OUBLI_TEST_SCHEMATHESIS` to its `st`; the time
+//! per role is `OUBLI_TEST_SCHEMATHESIS_SECS` (30 by default).
+
+use oubli_tests::Service;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_nothing_undocumented_for_any_role() {
+    let Ok(st) = std::env::var("OUBLI_TEST_SCHEMATHESIS") else {
+        eprintln!("skipped: OUBLI_TEST_SCHEMATHESIS is not set (see .ci/run)");
+        return;
+    };
+    let seconds = std::env::var("OUBLI_TEST_SCHEMATHESIS_SECS").unwrap_or_else(|_| "30".into());
+    let dir = tempfile::tempdir().unwrap();
+    // Fuzzing sends many requests without a valid token: the throttle would answer them
+    // 429 (documented, but hiding the 401 each should get).
+    let service = Service::spawn_app(
+        dir.path(),
+        &[
+            ("OUBLI_AUTH_FAILURE_LIMIT", "1000000000"),
+            ("OUBLI_DEMO_CUSTOMERS", "20"),
+        ],
+    )
+    .await;
+    let demo = service.demo.clone();
+    let (status, auditor) = service
+        .post(
+            "/v1/tokens",
+            &demo.admin,
+            json!({ "role": "auditor", "label": "schemathesis" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{auditor}");
+    let auditor = auditor["token"].as_str().unwrap().to_owned();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/apps/schemathesis.toml");
+    let work = tempfile::tempdir().unwrap();
+    let mut failed = Vec::new();
+    for (role, token) in [
+        ("admin", &demo.admin),
+        ("dpo", &demo.dpo),
+        ("controller", &demo.controller),
+        ("auditor", &auditor),
+    ] {
+        let output = tokio::process::Command::new(&st)
+            .args(["--config-file", config, "run"])
+            .arg(format!("{}/v1/openapi.json", service.url))
+            .args(["--checks", "all", "--workers", "2", "--max-time", &seconds])
+            .args(["--header", &format!("Authorization: Bearer {token}")])
+            .current_dir(work.path())
+            .output()
+            .await
+            .expect("schemathesis runs");
+        if !output.status.success() {
+            failed.push(format!(
+                "as {role}:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
