@@ -175,6 +175,18 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
         }
     }
     register_builtins(&app).await?;
+    // Uploads whose compilation a stop interrupted are compiled again, in the background.
+    for digest in controller::compiling_plugins(&app.store).await? {
+        let app = app.clone();
+        tokio::spawn(async move {
+            match controller::compile_plugin(&app.store, &app.runtime, &digest).await {
+                Ok(_) => tracing::info!(%digest, "compiled a plugin uploaded before the last stop"),
+                Err(e) => {
+                    tracing::warn!(%digest, error = %e, "a plugin uploaded before the last stop could not be registered")
+                }
+            }
+        });
+    }
     let demo = if app.config.demo && mode.serves_api() {
         demo_setup(&app).await?
     } else {

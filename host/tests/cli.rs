@@ -4,10 +4,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Runs `oubli ARGS` in `dir`, with compiled plugins cached in `dir/cache`.
 fn oubli(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_oubli"))
         .args(args)
         .current_dir(dir)
+        .env("OUBLI_CACHE_DIR", dir.join("cache"))
         .output()
         .expect("the binary runs")
 }
@@ -35,6 +37,12 @@ fn inspect_prints_digest_contract_and_description() {
     assert_eq!(report["contract"], "oubli:connector@0.2.0");
     assert!(report["digest"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(report["describe"]["name"], "sql");
+    // The compiled plugin is kept for the next run.
+    let cached = std::fs::read_dir(dir.path().join("cache"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "cache.key")
+        .count();
+    assert!(cached >= 1, "the compiled plugin is cached");
 
     let output = oubli(&["plugin", "inspect", "missing.wasm"], dir.path());
     assert!(!output.status.success());
@@ -230,6 +238,7 @@ fn the_rest_example_works_against_the_demo_api() {
                 "email=person2@example.org",
             ])
             .env("OUBLI_DEMO_API_TOKEN", "cli-test-token")
+            .env("OUBLI_CACHE_DIR", dir.path().join("cache"))
             .output()
             .expect("the binary runs")
     };

@@ -5,11 +5,12 @@ use crate::app::App;
 use crate::audit;
 use crate::auth::{self, Caller, Role};
 use crate::controller::{
-    self, ConnectedSystem, Controller, NewController, NewSystem, RegisteredPlugin,
+    self, ConnectedSystem, Controller, NewController, NewSystem, PluginStatus, RegisteredPlugin,
 };
 use crate::runtime::RuntimeError;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ pub fn router() -> Router<Arc<App>> {
             post(create_system).get(list_systems),
         )
         .route("/v1/plugins", get(list_plugins))
+        .route("/v1/plugins/{digest}", get(get_plugin))
         .route("/v1/tokens", post(create_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/keys", get(keys))
@@ -206,17 +208,33 @@ pub async fn create_system(
 ) -> Result<Response, ApiError> {
     require(&caller, &[Role::Admin])?;
     visible_controller(&app, &caller, &id).await?;
-    if controller::get_plugin(&app.store, &body.plugin)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::field(
-            "plugin",
-            format!(
-                "no registered plugin has the digest {:?}; upload it to /v1/plugins first",
-                body.plugin
-            ),
-        ));
+    match controller::get_plugin(&app.store, &body.plugin).await? {
+        None => {
+            return Err(ApiError::field(
+                "plugin",
+                format!(
+                    "no registered plugin has the digest {:?}; upload it to /v1/plugins first",
+                    body.plugin
+                ),
+            ));
+        }
+        Some(plugin) if plugin.status == PluginStatus::Compiling => {
+            return Err(ApiError::Conflict(format!(
+                "the plugin {} is still being compiled; connect it once GET /v1/plugins/{} says ready",
+                plugin.digest, plugin.digest
+            )));
+        }
+        Some(plugin) if plugin.status == PluginStatus::Failed => {
+            return Err(ApiError::field(
+                "plugin",
+                format!(
+                    "the plugin {} could not be registered: {}",
+                    plugin.digest,
+                    plugin.error.unwrap_or_default()
+                ),
+            ));
+        }
+        Some(_) => {}
     }
     let probe = crate::runtime::SystemConfig {
         name: body.name.clone(),
@@ -279,14 +297,19 @@ pub async fn list_systems(
 /// Register a plugin: the body is the `.wasm` component; `name` names it. The answer
 /// gives the digest to pin in a connected system.
 #[utoipa::path(post, path = "/v1/plugins", tag = "admin", params(("name" = String, Query, min_length = 1, max_length = 100, pattern = "\\S",
-        description = "A name for people: 1 to 100 characters, not only spaces")),
+        description = "A name for people: 1 to 100 characters, not only spaces"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: seconds to wait for the compilation before answering 202 (default 20, at most 60)")),
     request_body(description = "The plugin's .wasm component (whatever the Content-Type)",
         content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))),
-    responses((status = 201, body = RegisteredPlugin), (status = 422, body = ErrorBody), (status = 413, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 201, description = "Compiled and described: systems can use it", body = RegisteredPlugin),
+              (status = 202, description = "Stored and still compiling in the background; poll the `Location`", body = RegisteredPlugin,
+               headers(("Location" = String, description = "`/v1/plugins/{digest}`"))),
+              (status = 422, body = ErrorBody), (status = 413, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn upload_plugin(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     // The role is checked before a byte of the body is read: only an admin's upload
@@ -327,14 +350,97 @@ pub async fn upload_plugin(
             "the body must be the plugin's .wasm component",
         ));
     }
-    let plugin =
-        controller::register_plugin(&app.store, &app.runtime, name, &body, &caller.actor())
-            .await
-            .map_err(|e| match e {
-                controller::RegisterError::Plugin(e) => ApiError::field("body", e.to_string()),
-                controller::RegisterError::Store(e) => ApiError::Internal(e.into()),
-            })?;
-    Ok(created(plugin).into_response())
+    let wait = upload_wait(&headers);
+    let (plugin, compile) =
+        controller::receive_plugin(&app.store, name, &body, &caller.actor()).await?;
+    drop(body);
+    // The compilation runs on its own: a client that stops waiting (or the wait running
+    // out) leaves it going, and a process that stops is compiled again at start.
+    let compiling = compile.then(|| {
+        let (app, digest) = (app.clone(), plugin.digest.clone());
+        tokio::spawn(
+            async move { controller::compile_plugin(&app.store, &app.runtime, &digest).await },
+        )
+    });
+    let deadline = tokio::time::Instant::now() + wait;
+    let plugin = match compiling {
+        Some(handle) => match tokio::time::timeout_at(deadline, handle).await {
+            Ok(Ok(Ok(ready))) => ready,
+            Ok(Ok(Err(controller::RegisterError::Plugin(e)))) => {
+                // Refused while the client waits: nothing of it stays registered.
+                controller::remove_failed_plugin(&app.store, &plugin.digest).await?;
+                return Err(ApiError::field("body", e.to_string()));
+            }
+            Ok(Ok(Err(controller::RegisterError::Store(e)))) => return Err(e.into()),
+            Ok(Err(e)) => return Err(ApiError::Internal(e.into())),
+            Err(_) => compiled_or_current(&app, &plugin.digest).await?,
+        },
+        // Another upload of the same file compiles it: wait for that one.
+        None => loop {
+            let current = compiled_or_current(&app, &plugin.digest).await?;
+            if current.status != PluginStatus::Compiling || tokio::time::Instant::now() >= deadline
+            {
+                break current;
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + POLL)).await;
+        },
+    };
+    Ok(match plugin.status {
+        PluginStatus::Ready => created(plugin).into_response(),
+        PluginStatus::Failed => {
+            return Err(ApiError::field(
+                "body",
+                plugin.error.unwrap_or_else(|| "the plugin failed".into()),
+            ));
+        }
+        PluginStatus::Compiling => {
+            let location = format!("/v1/plugins/{}", plugin.digest);
+            (
+                StatusCode::ACCEPTED,
+                [(axum::http::header::LOCATION, location)],
+                Json(plugin),
+            )
+                .into_response()
+        }
+    })
+}
+
+/// How often an upload waiting for another one's compilation looks again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long an upload waits for its compilation by default, and at most.
+const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+const UPLOAD_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The wait a client asked for with `Prefer: wait=N` (RFC 7240), at most a minute.
+fn upload_wait(headers: &HeaderMap) -> std::time::Duration {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .find_map(|p| p.trim().strip_prefix("wait=")?.trim().parse::<u64>().ok())
+        .map_or(UPLOAD_WAIT, |s| {
+            std::time::Duration::from_secs(s).min(UPLOAD_WAIT_MAX)
+        })
+}
+
+async fn compiled_or_current(app: &App, digest: &str) -> Result<RegisteredPlugin, ApiError> {
+    controller::get_plugin(&app.store, digest)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no plugin {digest:?}")))
+}
+
+/// One registered plugin: how its compilation went (poll it after a 202 from the
+/// upload).
+#[utoipa::path(get, path = "/v1/plugins/{digest}", tag = "admin", params(("digest" = String, Path)),
+    responses((status = 200, body = RegisteredPlugin)), security(("bearer" = [])))]
+pub async fn get_plugin(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(digest): Path<String>,
+) -> Result<Json<RegisteredPlugin>, ApiError> {
+    require(&caller, &[Role::Admin])?;
+    Ok(Json(compiled_or_current(&app, &digest).await?))
 }
 
 /// List the registered plugins.

@@ -9,6 +9,7 @@ use super::requests::{self as api, Extension, Reason};
 use super::{ApiError, Json, OptionalJson, Page};
 use crate::app::App;
 use crate::auth::{self, Caller, Role};
+use crate::controller::PluginStatus;
 use crate::request::Status;
 use crate::request::rows::Request;
 use axum::Form;
@@ -851,9 +852,16 @@ pub async fn admin(
                 } }
                 h2 { "Plugins" }
                 div.scroll { table {
-                    thead { tr { th scope="col" { (t(lang, "Name", "Nom")) } th scope="col" { (t(lang, "Contract", "Contrat")) } th scope="col" { (t(lang, "Digest", "Empreinte")) } } }
+                    thead { tr { th scope="col" { (t(lang, "Name", "Nom")) } th scope="col" { (t(lang, "Contract", "Contrat")) } th scope="col" { (t(lang, "Digest", "Empreinte")) } th scope="col" { (t(lang, "Status", "Statut")) } } }
                     tbody { @for p in &plugins { tr {
                         td { (p.name) } td { (p.contract) } td { code { (p.digest.get(..16).unwrap_or(&p.digest)) } }
+                        td {
+                            @match p.status {
+                                PluginStatus::Ready => (t(lang, "ready", "prêt")),
+                                PluginStatus::Compiling => (t(lang, "compiling", "en compilation")),
+                                PluginStatus::Failed => { (t(lang, "failed", "échec")) @if let Some(e) = &p.error { ": " code { (e) } } }
+                            }
+                        }
                     } } }
                 } }
                 h2 { (t(lang, "Tokens", "Jetons")) }

@@ -209,7 +209,7 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
         requests::reject, requests::retry, requests::tasks, requests::results, requests::webhooks, requests::events, requests::emails,
         requests::certificate, requests::certificate_html, requests::package, requests::package_html, admin::keys, admin::audit_events, admin::audit_head,
         admin::create_controller, admin::list_controllers, admin::get_controller, admin::create_system, admin::list_systems,
-        admin::upload_plugin, admin::list_plugins, admin::create_token, admin::revoke_token,
+        admin::upload_plugin, admin::list_plugins, admin::get_plugin, admin::create_token, admin::revoke_token,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &Answers),

@@ -132,6 +132,7 @@ const ROLE_RESTRICTED: &[&str] = &[
     "list_systems",
     "upload_plugin",
     "list_plugins",
+    "get_plugin",
     "create_token",
     "revoke_token",
 ];

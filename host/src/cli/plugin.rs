@@ -18,6 +18,10 @@ pub(super) enum PluginCommand {
     Inspect {
         /// A `.wasm` component, or `builtin:NAME` for a first-party plugin.
         file: String,
+        /// Where compiled plugins are cached (default: `$XDG_CACHE_HOME/oubli/plugins` or
+        /// `~/.cache/oubli/plugins`), so that a plugin is compiled once.
+        #[arg(long, env = "OUBLI_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
     },
     /// Run one action of a plugin against a real system and print the result as JSON.
     Call(CallArgs),
@@ -38,7 +42,8 @@ pub(super) struct CallArgs {
     /// For rectify: FIELD=VALUE or COLLECTION.FIELD=VALUE; VALUE is JSON or plain text.
     #[arg(long = "change", value_parser = parse_change)]
     changes: Vec<Change>,
-    /// Where compiled plugins are cached.
+    /// Where compiled plugins are cached (default: `$XDG_CACHE_HOME/oubli/plugins` or
+    /// `~/.cache/oubli/plugins`), so that a plugin is compiled once.
     #[arg(long, env = "OUBLI_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
     /// oubli's key folder (`<data_dir>/keys`), so that keyed hashes match the service's;
@@ -90,7 +95,7 @@ fn parse_change(text: &str) -> Result<Change, String> {
 
 pub(super) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PluginCommand::Inspect { file } => inspect(&file).await,
+        PluginCommand::Inspect { file, cache_dir } => inspect(&file, cache_dir).await,
         PluginCommand::Call(args) => call(args).await,
     }
 }
@@ -102,9 +107,24 @@ fn runtime_failure(error: &RuntimeError) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn inspect(file: &str) -> anyhow::Result<ExitCode> {
+/// The folder of compiled plugins: the one given, else the user's cache folder (none
+/// when neither `XDG_CACHE_HOME` nor `HOME` is set).
+fn cache_folder(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+        Some(base.join("oubli").join("plugins"))
+    })
+}
+
+async fn inspect(file: &str, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (name, bytes) = crate::plugins::read(file)?;
-    let runtime = Arc::new(Runtime::new(RuntimeSettings::default())?);
+    let runtime = Arc::new(Runtime::new(RuntimeSettings {
+        cache_dir: cache_folder(cache_dir),
+        ..Default::default()
+    })?);
     let plugin = match runtime.load(&name, &bytes, None) {
         Ok(plugin) => plugin,
         Err(e) => return Ok(runtime_failure(&e)),
@@ -138,7 +158,7 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("this action needs the subject: give at least one --identity KIND=VALUE");
     }
     let mut settings = RuntimeSettings {
-        cache_dir: args.cache_dir,
+        cache_dir: cache_folder(args.cache_dir),
         ..Default::default()
     };
     if let Some(dir) = &args.keys {

@@ -128,14 +128,39 @@ impl NewSystem {
     }
 }
 
+/// How far the registration of an uploaded plugin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginStatus {
+    /// Stored; being compiled in the background (it cannot be connected yet).
+    Compiling,
+    /// Compiled, and it described itself: systems can use it.
+    Ready,
+    /// It could not be compiled or did not describe itself: `error` says why.
+    Failed,
+}
+
+impl PluginStatus {
+    fn parse(text: &str) -> PluginStatus {
+        match text {
+            "compiling" => PluginStatus::Compiling,
+            "failed" => PluginStatus::Failed,
+            _ => PluginStatus::Ready,
+        }
+    }
+}
+
 /// A plugin registered with the service.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RegisteredPlugin {
     pub digest: String,
     pub name: String,
-    /// The contract version it implements, e.g. `0.1.0`.
+    pub status: PluginStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The contract version it implements, e.g. `0.1.0` (empty until it is ready).
     pub contract: String,
-    /// Its `describe()` output.
+    /// Its `describe()` output (empty until it is ready).
     pub info: Description,
     pub size: i64,
     pub created_at: DateTime<Utc>,
@@ -290,12 +315,25 @@ pub async fn register_plugin(
         .ok_or(sqlx::Error::RowNotFound)?)
 }
 
-type PluginRow = (String, String, String, String, i64, i64);
+type PluginRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+);
+
+const PLUGIN_COLUMNS: &str = "digest, name, contract, info, size, created_at, status, error";
 
 fn registered(row: PluginRow) -> RegisteredPlugin {
     RegisteredPlugin {
         digest: row.0,
         name: row.1,
+        status: PluginStatus::parse(&row.6),
+        error: row.7,
         contract: row.2,
         info: serde_json::from_str(&row.3).unwrap_or_default(),
         size: row.4,
@@ -303,14 +341,155 @@ fn registered(row: PluginRow) -> RegisteredPlugin {
     }
 }
 
+/// Stores an uploaded plugin as `compiling` (see [`compile_plugin`]), with the audit
+/// event `plugin.received`, unless a plugin with its digest is there; one that failed
+/// is taken as `compiling` again. Returns the plugin and whether the caller is to
+/// compile it.
+///
+/// # Errors
+/// When the database fails.
+pub async fn receive_plugin(
+    store: &Store,
+    name: &str,
+    bytes: &[u8],
+    actor: &str,
+) -> sqlx::Result<(RegisteredPlugin, bool)> {
+    let digest = crate::runtime::digest_of(bytes);
+    let mut tx = store.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO plugins (digest, name, contract, info, size, bytes, created_at, status) \
+         VALUES ($1, $2, '', '{}', $3, $4, $5, 'compiling') ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(&digest)
+    .bind(name)
+    .bind(bytes.len() as i64)
+    .bind(bytes)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let retried = !inserted
+        && sqlx::query(
+            "UPDATE plugins SET status = 'compiling', error = NULL, name = $2 WHERE digest = $1 AND status = 'failed'",
+        )
+        .bind(&digest)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+    if inserted || retried {
+        let details = serde_json::json!({ "digest": digest, "name": name, "size": bytes.len() });
+        crate::audit::append(&mut tx, actor, "plugin.received", None, details).await?;
+    }
+    tx.commit().await?;
+    let plugin = get_plugin(store, &digest)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    Ok((plugin, inserted || retried))
+}
+
+/// Compiles a stored `compiling` plugin off the async threads, asks it to describe
+/// itself, and records it as `ready` (audited `plugin.registered`) or `failed` with why
+/// (audited `plugin.refused`).
+///
+/// # Errors
+/// `Plugin` when it cannot run (it is then `failed`); `Store` when the database fails.
+pub async fn compile_plugin(
+    store: &Store,
+    runtime: &std::sync::Arc<Runtime>,
+    digest: &str,
+) -> Result<RegisteredPlugin, RegisterError> {
+    let (name, bytes): (String, Vec<u8>) =
+        sqlx::query_as("SELECT name, bytes FROM plugins WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&store.read)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+    let described = async {
+        let loader = runtime.clone();
+        let plugin = tokio::task::spawn_blocking(move || loader.load(&name, &bytes, None))
+            .await
+            .map_err(|e| RuntimeError::Failed(format!("compiling the plugin stopped: {e}")))??;
+        let probe = runtime.prepare(&SystemConfig {
+            name: "registration".into(),
+            ..SystemConfig::default()
+        })?;
+        let info = Description::from(runtime.describe(&plugin, &probe).await?);
+        Ok::<_, RuntimeError>((plugin.contract.clone(), info))
+    }
+    .await;
+    let mut tx = store.begin().await?;
+    let (event, details) = match &described {
+        Ok((contract, info)) => {
+            sqlx::query(
+                "UPDATE plugins SET status = 'ready', error = NULL, contract = $2, info = $3 WHERE digest = $1 AND status = 'compiling'",
+            )
+            .bind(digest)
+            .bind(contract)
+            .bind(serde_json::to_string(info).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+            (
+                "plugin.registered",
+                serde_json::json!({ "digest": digest, "name": info.name }),
+            )
+        }
+        Err(e) => {
+            sqlx::query(
+                "UPDATE plugins SET status = 'failed', error = $2 WHERE digest = $1 AND status = 'compiling'",
+            )
+            .bind(digest)
+            .bind(e.to_string())
+            .execute(&mut *tx)
+            .await?;
+            (
+                "plugin.refused",
+                serde_json::json!({ "digest": digest, "error": e.kind() }),
+            )
+        }
+    };
+    crate::audit::append(&mut tx, "system", event, None, details).await?;
+    tx.commit().await?;
+    described?;
+    Ok(get_plugin(store, digest)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?)
+}
+
+/// Removes a plugin whose compilation failed (an upload answered with why, so that
+/// nothing of it stays registered).
+///
+/// # Errors
+/// When the database fails.
+pub async fn remove_failed_plugin(store: &Store, digest: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM plugins WHERE digest = $1 AND status = 'failed'")
+        .bind(digest)
+        .execute(&store.write)
+        .await?;
+    Ok(())
+}
+
+/// The digests of the plugins still `compiling` (a process stopped while compiling
+/// them): the service compiles them again at start.
+///
+/// # Errors
+/// When the database fails.
+pub async fn compiling_plugins(store: &Store) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT digest FROM plugins WHERE status = 'compiling' ORDER BY created_at")
+        .fetch_all(&store.read)
+        .await
+}
+
 /// A registered plugin by digest.
 ///
 /// # Errors
 /// When the database cannot be read.
 pub async fn get_plugin(store: &Store, digest: &str) -> sqlx::Result<Option<RegisteredPlugin>> {
-    let row: Option<PluginRow> = sqlx::query_as(
-        "SELECT digest, name, contract, info, size, created_at FROM plugins WHERE digest = $1",
-    )
+    let row: Option<PluginRow> = sqlx::query_as(&format!(
+        "SELECT {PLUGIN_COLUMNS} FROM plugins WHERE digest = $1"
+    ))
     .bind(digest)
     .fetch_optional(&store.read)
     .await?;
@@ -322,9 +501,9 @@ pub async fn get_plugin(store: &Store, digest: &str) -> sqlx::Result<Option<Regi
 /// # Errors
 /// When the database cannot be read.
 pub async fn list_plugins(store: &Store) -> sqlx::Result<Vec<RegisteredPlugin>> {
-    let rows: Vec<PluginRow> = sqlx::query_as(
-        "SELECT digest, name, contract, info, size, created_at FROM plugins ORDER BY created_at",
-    )
+    let rows: Vec<PluginRow> = sqlx::query_as(&format!(
+        "SELECT {PLUGIN_COLUMNS} FROM plugins ORDER BY created_at"
+    ))
     .fetch_all(&store.read)
     .await?;
     Ok(rows.into_iter().map(registered).collect())

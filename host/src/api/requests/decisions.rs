@@ -92,8 +92,10 @@ pub async fn approve(
         .await?
         .map_err(ApiError::from)?;
     tx.commit().await?;
+    // Read before the workers are woken, so that the answer is the state this step made.
+    let request = reread(&app, &id).await;
     app.tasks_ready.notify_waiters();
-    reread(&app, &id).await
+    request
 }
 
 /// Reject a forwarded request (its controller, or an admin), with a reason.
@@ -135,6 +137,8 @@ pub async fn retry(
     let mut tx = app.store.begin().await?;
     taken(lifecycle::retry(&mut tx, &id, &caller.actor()).await?, &id)?;
     tx.commit().await?;
+    // Read before the workers are woken, so that the answer is the state this step made.
+    let request = reread(&app, &id).await;
     app.tasks_ready.notify_waiters();
-    reread(&app, &id).await
+    request
 }

@@ -241,3 +241,100 @@ async fn behind_a_trusted_proxy_one_client_s_failures_lock_out_only_that_client(
     assert_eq!(get("198.51.100.2", service.demo.dpo.clone()).await, 200);
     assert_eq!(get("198.51.100.1", service.demo.dpo.clone()).await, 429);
 }
+
+/// Uploads `bytes` as a plugin named `name`, asking to wait `wait` seconds at most.
+async fn upload(service: &Service, name: &str, bytes: &[u8], wait: u32) -> reqwest::Response {
+    service
+        .http
+        .post(format!("{}/v1/plugins", service.url))
+        .query(&[("name", name)])
+        .bearer_auth(&service.demo.admin)
+        .header("content-type", "application/wasm")
+        .header("prefer", format!("wait={wait}"))
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls a plugin until it is no longer compiling.
+async fn settled_plugin(service: &Service, digest: &str) -> Value {
+    for _ in 0..600 {
+        let (status, plugin) = service
+            .get(&format!("/v1/plugins/{digest}"), &service.demo.admin)
+            .await;
+        assert_eq!(status, 200, "{plugin}");
+        if plugin["status"] != "compiling" {
+            return plugin;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the plugin {digest} is still compiling after a minute");
+}
+
+/// A plugin upload answers when its compilation is done or when the client's wait runs
+/// out (202, then poll); the compilation goes on in the background, a stop does not lose
+/// it, and a file that is not a plugin is refused with why.
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_compile_in_the_background_and_survive_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]);
+    let testkit = std::fs::read(oubli_tests::plugin_path("oubli_testkit")).unwrap();
+    let digest = oubli::runtime::digest_of(&testkit);
+
+    // No wait: 202 with where to look, and the compilation goes on.
+    let answer = upload(&service, "testkit", &testkit, 0).await;
+    assert_eq!(answer.status(), 202);
+    assert_eq!(
+        answer.headers()["location"].to_str().unwrap(),
+        format!("/v1/plugins/{digest}")
+    );
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["status"], "compiling", "{body}");
+    let ready = settled_plugin(&service, &digest).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["info"]["name"], "testkit", "{ready}");
+    // The same file again: registered already, 201 at once.
+    let again = upload(&service, "testkit", &testkit, 20).await;
+    assert_eq!(again.status(), 201);
+
+    // Not a plugin: refused while the client waits, and nothing of it stays.
+    let junk = b"\0asm this is not a component".to_vec();
+    let answer = upload(&service, "junk", &junk, 20).await;
+    assert_eq!(answer.status(), 422);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["field"], "body", "{error}");
+    let junk_digest = oubli::runtime::digest_of(&junk);
+    let (status, _) = service
+        .get(&format!("/v1/plugins/{junk_digest}"), &service.demo.admin)
+        .await;
+    assert_eq!(status, 404);
+    let (_, audit) = service
+        .get("/v1/audit?action=plugin.refused", &service.demo.admin)
+        .await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+
+    // A stop while a plugin compiles: the next start compiles it.
+    let demo = service.demo.clone();
+    service.kill9();
+    oubli_tests::tamper(
+        dir.path(),
+        "UPDATE plugins SET status = 'compiling', contract = '' WHERE size = $1",
+        testkit.len() as i64,
+    )
+    .await;
+    let mut service = Service::start(dir.path(), &[]);
+    service.demo = demo;
+    let (_, listed) = service.get("/v1/plugins", &service.demo.admin).await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["digest"] == digest.as_str()),
+        "{listed}"
+    );
+    let ready = settled_plugin(&service, &digest).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(!ready["contract"].as_str().unwrap().is_empty(), "{ready}");
+}
