@@ -33,7 +33,8 @@ pub mod worker;
 /// layers, so the modules form no cycle. ARCHITECTURE.md explains each.
 #[cfg(test)]
 const LAYERS: &[&[&str]] = &[
-    &["store", "config", "crypto", "retry", "plugins"],
+    &["retry"],
+    &["store", "config", "crypto", "plugins"],
     &["runtime", "audit", "auth"],
     &["controller", "demo"],
     &["queue"],
