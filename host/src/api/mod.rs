@@ -46,6 +46,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
         )
+        .route("/readyz", get(readyz))
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into())
         })
@@ -65,6 +66,35 @@ pub fn router(app: Arc<App>) -> Router {
             ),
         )
         .with_state(app)
+}
+
+/// Whether this process can serve: its database answers for reading and writing and
+/// holds this build's migrations, and its keys are loaded. 200 or 503, for load balancers
+/// and orchestrators; no token needed and nothing personal said.
+async fn readyz(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let key = app.keys.public().key_id;
+    match app.store.readiness(std::time::Duration::from_secs(2)).await {
+        Ok(version) => axum::Json(serde_json::json!({
+            "status": "ready",
+            "database": "ok",
+            "migrations": version,
+            "signing_key": key,
+        }))
+        .into_response(),
+        Err(unready) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            axum::Json(serde_json::json!({
+                "status": "unready",
+                "database": unready,
+                "signing_key": key,
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// The pages for people: the approval page of a link, and the console.

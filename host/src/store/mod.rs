@@ -26,6 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// The schema's migrations, embedded, per backend.
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 /// A transaction.
 pub type Tx<'c> = Transaction<'c, Any>;
 
@@ -202,7 +206,7 @@ impl Store {
         // Processes opening a new database at once (a first `serve` and a `token create`)
         // migrate it one after the other: the others then find nothing left to do.
         let _migrating = lock_folder(path).await?;
-        sqlx::migrate!("./migrations/sqlite")
+        SQLITE_MIGRATIONS
             .run(&write)
             .await
             .context("running the database migrations")?;
@@ -242,7 +246,7 @@ impl Store {
             .await
             .context("connecting to PostgreSQL")?;
         // Migrations of processes starting together run one after the other.
-        sqlx::migrate!("./migrations/postgres")
+        POSTGRES_MIGRATIONS
             .run(&pool)
             .await
             .context("running the database migrations")?;
@@ -270,6 +274,50 @@ impl Store {
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether the database answers, for reading and for writing, within `timeout`, and
+    /// holds every migration of this build: `Err` says what is not ready (`/readyz`).
+    ///
+    /// # Errors
+    /// What is not ready, in words.
+    pub async fn readiness(&self, timeout: Duration) -> Result<i64, String> {
+        let within = |what: &'static str| {
+            move |outcome: Result<sqlx::Result<Option<i64>>, tokio::time::error::Elapsed>| {
+                match outcome {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(e)) => Err(format!("the database cannot be {what}: {e}")),
+                    Err(_) => Err(format!(
+                        "the database cannot be {what}: no answer within {} ms",
+                        timeout.as_millis()
+                    )),
+                }
+            }
+        };
+        let applied = tokio::time::timeout(
+            timeout,
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.read),
+        )
+        .await;
+        let applied = within("read")(applied)?.unwrap_or(0);
+        let wrote = tokio::time::timeout(
+            timeout,
+            sqlx::query_scalar("SELECT CAST(1 AS BIGINT)").fetch_one(&self.write),
+        )
+        .await;
+        within("reached for writing")(wrote)?;
+        let migrations = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let latest = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+        if applied < latest {
+            return Err(format!(
+                "the database holds migrations up to {applied}; this build needs {latest}"
+            ));
+        }
+        Ok(applied)
     }
 
     /// The PostgreSQL URL, to `LISTEN` on; `None` for SQLite.

@@ -16,6 +16,7 @@ mod erasure;
 mod evidence;
 mod hardening;
 mod hostile;
+mod operations;
 mod people;
 mod retention;
 mod schema_fuzz;
