@@ -31,7 +31,12 @@ pub struct App {
     pub webhooks_ready: Arc<Notify>,
     /// Systems ready for calls, by id.
     systems: Mutex<HashMap<String, Arc<CachedSystem>>>,
+    /// Uploaded plugins compiled at once: each takes a core and the memory of its file.
+    compilations: Arc<tokio::sync::Semaphore>,
 }
+
+/// Plugins compiled at once in one process.
+const COMPILATIONS: usize = 2;
 
 /// A connected system as the workers use it: its stored record, its registered plugin,
 /// and the grant its plugin's calls run under.
@@ -53,6 +58,33 @@ impl App {
         )
     }
 
+    /// Compiles a stored `compiling` plugin in a task of its own (at most `COMPILATIONS`
+    /// at once), which goes on whoever waits for it; a compilation that stops without an
+    /// outcome leaves the plugin `failed`, not `compiling`.
+    pub fn compile_in_background(
+        self: &Arc<Self>,
+        digest: &str,
+    ) -> tokio::task::JoinHandle<Result<RegisteredPlugin, controller::RegisterError>> {
+        let (app, digest) = (self.clone(), digest.to_owned());
+        tokio::spawn(async move {
+            let _permit = app.compilations.clone().acquire_owned().await;
+            let compiling = {
+                let (app, digest) = (app.clone(), digest.clone());
+                tokio::spawn(async move {
+                    controller::compile_plugin(&app.store, &app.runtime, &digest).await
+                })
+            };
+            match compiling.await {
+                Ok(outcome) => outcome,
+                Err(stopped) => {
+                    let why = format!("the compilation stopped: {stopped}");
+                    controller::compilation_stopped(&app.store, &digest, &why).await?;
+                    Err(RuntimeError::Failed(why).into())
+                }
+            }
+        })
+    }
+
     pub fn new(
         config: Config,
         store: Store,
@@ -71,6 +103,7 @@ impl App {
             tasks_ready: Notify::new(),
             webhooks_ready: Arc::new(Notify::new()),
             systems: Mutex::new(HashMap::new()),
+            compilations: Arc::new(tokio::sync::Semaphore::new(COMPILATIONS)),
         })
     }
 

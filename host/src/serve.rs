@@ -165,8 +165,9 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
     }
     let app = App::new(config, store, runtime, keys);
     // One process owns an SQLite database: tasks still marked running were interrupted
-    // when the last process stopped, and can be taken again at once. On PostgreSQL they
-    // may be another process's: their leases expire instead.
+    // when the last process stopped, and are queued again (after a wait that grows with
+    // their interruptions). On PostgreSQL they may be another process's: their leases
+    // expire instead.
     if !shared {
         let resumed =
             crate::queue::resume_interrupted(&app.store, &app.config.task_backoff()).await?;
@@ -175,15 +176,19 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
         }
     }
     register_builtins(&app).await?;
-    // Uploads whose compilation a stop interrupted are compiled again, in the background.
-    for digest in controller::compiling_plugins(&app.store).await? {
-        let app = app.clone();
+    // Uploads whose compilation a stop interrupted are compiled again, in the background
+    // (on PostgreSQL, those another process has not been compiling for a while).
+    for digest in controller::take_stale_compilations(&app.store, !shared).await? {
+        let compiling = app.compile_in_background(&digest);
         tokio::spawn(async move {
-            match controller::compile_plugin(&app.store, &app.runtime, &digest).await {
-                Ok(_) => tracing::info!(%digest, "compiled a plugin uploaded before the last stop"),
-                Err(e) => {
+            match compiling.await {
+                Ok(Ok(_)) => {
+                    tracing::info!(%digest, "compiled a plugin uploaded before the last stop")
+                }
+                Ok(Err(e)) => {
                     tracing::warn!(%digest, error = %e, "a plugin uploaded before the last stop could not be registered")
                 }
+                Err(e) => tracing::warn!(%digest, error = %e, "compiling a plugin stopped"),
             }
         });
     }

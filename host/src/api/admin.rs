@@ -350,22 +350,25 @@ pub async fn upload_plugin(
             "the body must be the plugin's .wasm component",
         ));
     }
-    let wait = upload_wait(&headers);
+    let (wait, asked) = upload_wait(&headers);
     let (plugin, compile) =
         controller::receive_plugin(&app.store, name, &body, &caller.actor()).await?;
     drop(body);
     // The compilation runs on its own: a client that stops waiting (or the wait running
     // out) leaves it going, and a process that stops is compiled again at start.
-    let compiling = compile.then(|| {
-        let (app, digest) = (app.clone(), plugin.digest.clone());
-        tokio::spawn(
-            async move { controller::compile_plugin(&app.store, &app.runtime, &digest).await },
-        )
-    });
+    let compiling = compile.then(|| app.compile_in_background(&plugin.digest));
     let deadline = tokio::time::Instant::now() + wait;
-    let plugin = match compiling {
+    let refused = |digest: &str| {
+        ApiError::field(
+            "body",
+            format!(
+                "the plugin {digest} was refused while it compiled (see plugin.refused in the audit trail)"
+            ),
+        )
+    };
+    let current = match compiling {
         Some(handle) => match tokio::time::timeout_at(deadline, handle).await {
-            Ok(Ok(Ok(ready))) => ready,
+            Ok(Ok(Ok(ready))) => Some(ready),
             Ok(Ok(Err(controller::RegisterError::Plugin(e)))) => {
                 // Refused while the client waits: nothing of it stays registered.
                 controller::remove_failed_plugin(&app.store, &plugin.digest).await?;
@@ -373,21 +376,30 @@ pub async fn upload_plugin(
             }
             Ok(Ok(Err(controller::RegisterError::Store(e)))) => return Err(e.into()),
             Ok(Err(e)) => return Err(ApiError::Internal(e.into())),
-            Err(_) => compiled_or_current(&app, &plugin.digest).await?,
+            Err(_) => controller::get_plugin(&app.store, &plugin.digest).await?,
         },
         // Another upload of the same file compiles it: wait for that one.
         None => loop {
-            let current = compiled_or_current(&app, &plugin.digest).await?;
-            if current.status != PluginStatus::Compiling || tokio::time::Instant::now() >= deadline
+            let current = controller::get_plugin(&app.store, &plugin.digest).await?;
+            if current
+                .as_ref()
+                .is_none_or(|p| p.status != PluginStatus::Compiling)
+                || tokio::time::Instant::now() >= deadline
             {
                 break current;
             }
             tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + POLL)).await;
         },
     };
-    Ok(match plugin.status {
+    // Gone: the upload that compiled it was refused and removed it.
+    let plugin = current.ok_or_else(|| refused(&plugin.digest))?;
+    let mut answer = match plugin.status {
         PluginStatus::Ready => created(plugin).into_response(),
         PluginStatus::Failed => {
+            if compile {
+                // Failed just as the wait ran out: refused like within it.
+                controller::remove_failed_plugin(&app.store, &plugin.digest).await?;
+            }
             return Err(ApiError::field(
                 "body",
                 plugin.error.unwrap_or_else(|| "the plugin failed".into()),
@@ -402,7 +414,15 @@ pub async fn upload_plugin(
             )
                 .into_response()
         }
-    })
+    };
+    if asked {
+        answer.headers_mut().insert(
+            "preference-applied",
+            axum::http::HeaderValue::from_str(&format!("wait={}", wait.as_secs()))
+                .expect("digits are a header value"),
+        );
+    }
+    Ok(answer)
 }
 
 /// How often an upload waiting for another one's compilation looks again.
@@ -411,16 +431,17 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(200);
 const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 const UPLOAD_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The wait a client asked for with `Prefer: wait=N` (RFC 7240), at most a minute.
-fn upload_wait(headers: &HeaderMap) -> std::time::Duration {
+/// The wait a client asked for with `Prefer: wait=N` (RFC 7240), at most a minute, and
+/// whether it asked.
+fn upload_wait(headers: &HeaderMap) -> (std::time::Duration, bool) {
     headers
         .get_all("prefer")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split([',', ';']))
         .find_map(|p| p.trim().strip_prefix("wait=")?.trim().parse::<u64>().ok())
-        .map_or(UPLOAD_WAIT, |s| {
-            std::time::Duration::from_secs(s).min(UPLOAD_WAIT_MAX)
+        .map_or((UPLOAD_WAIT, false), |s| {
+            (std::time::Duration::from_secs(s).min(UPLOAD_WAIT_MAX), true)
         })
 }
 

@@ -108,7 +108,7 @@ pub struct AccessPackage {
 /// Adds the answers every operation shares: for those that take a token, 401 (no token,
 /// or not a valid one), 429 (too many failed authentications from the address) and 503
 /// (oubli's database unavailable); 403 where a role is required; 404 on paths naming
-/// something; 400 and 413 where a body is read.
+/// something; 400 where a query or a body is read, 413 and 422 where a body is.
 pub struct Answers;
 
 /// The operations that refuse some roles (403).
@@ -121,7 +121,6 @@ const ROLE_RESTRICTED: &[&str] = &[
     "reject",
     "retry",
     "results",
-    "events",
     "emails",
     "package",
     "package_html",
@@ -201,6 +200,19 @@ impl utoipa::Modify for Answers {
                     add(
                         "404",
                         error("Nothing of this id, or nothing the token may see.", None),
+                    );
+                }
+                let in_query =
+                    operation.parameters.iter().flatten().any(|p| {
+                        matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query)
+                    });
+                if in_query {
+                    add(
+                        "400",
+                        error(
+                            "A query parameter is not of its type (`field` names it).",
+                            None,
+                        ),
                     );
                 }
                 if operation.request_body.is_some() {

@@ -143,9 +143,10 @@ pub enum PluginStatus {
 impl PluginStatus {
     fn parse(text: &str) -> PluginStatus {
         match text {
+            "ready" => PluginStatus::Ready,
             "compiling" => PluginStatus::Compiling,
-            "failed" => PluginStatus::Failed,
-            _ => PluginStatus::Ready,
+            // Nothing else is usable.
+            _ => PluginStatus::Failed,
         }
     }
 }
@@ -341,10 +342,15 @@ fn registered(row: PluginRow) -> RegisteredPlugin {
     }
 }
 
+/// How long a compilation may run before another upload, or the start of a process, takes
+/// it over (its process stopped).
+pub const COMPILE_STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Stores an uploaded plugin as `compiling` (see [`compile_plugin`]), with the audit
-/// event `plugin.received`, unless a plugin with its digest is there; one that failed
-/// is taken as `compiling` again. Returns the plugin and whether the caller is to
-/// compile it.
+/// event `plugin.received`, unless a plugin with its digest is there; one that failed, or
+/// whose compilation started more than [`COMPILE_STALE`] ago (its process stopped), is
+/// taken as `compiling` again. Returns the plugin and whether the caller is to compile
+/// it.
 ///
 /// # Errors
 /// When the database fails.
@@ -355,26 +361,30 @@ pub async fn receive_plugin(
     actor: &str,
 ) -> sqlx::Result<(RegisteredPlugin, bool)> {
     let digest = crate::runtime::digest_of(bytes);
+    let now = now_ms();
     let mut tx = store.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO plugins (digest, name, contract, info, size, bytes, created_at, status) \
-         VALUES ($1, $2, '', '{}', $3, $4, $5, 'compiling') ON CONFLICT (digest) DO NOTHING",
+        "INSERT INTO plugins (digest, name, contract, info, size, bytes, created_at, status, compiling_since) \
+         VALUES ($1, $2, '', '{}', $3, $4, $5, 'compiling', $5) ON CONFLICT (digest) DO NOTHING",
     )
     .bind(&digest)
     .bind(name)
     .bind(bytes.len() as i64)
     .bind(bytes)
-    .bind(now_ms())
+    .bind(now)
     .execute(&mut *tx)
     .await?
     .rows_affected()
         == 1;
     let retried = !inserted
         && sqlx::query(
-            "UPDATE plugins SET status = 'compiling', error = NULL, name = $2 WHERE digest = $1 AND status = 'failed'",
+            "UPDATE plugins SET status = 'compiling', error = NULL, name = $2, compiling_since = $3 \
+             WHERE digest = $1 AND (status = 'failed' OR (status = 'compiling' AND COALESCE(compiling_since, 0) < $4))",
         )
         .bind(&digest)
         .bind(name)
+        .bind(now)
+        .bind(now - COMPILE_STALE.as_millis() as i64)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -421,36 +431,36 @@ pub async fn compile_plugin(
     }
     .await;
     let mut tx = store.begin().await?;
-    let (event, details) = match &described {
+    let (event, details, recorded) = match &described {
         Ok((contract, info)) => {
-            sqlx::query(
-                "UPDATE plugins SET status = 'ready', error = NULL, contract = $2, info = $3 WHERE digest = $1 AND status = 'compiling'",
+            let done = sqlx::query(
+                "UPDATE plugins SET status = 'ready', error = NULL, contract = $2, info = $3, compiling_since = NULL \
+                 WHERE digest = $1 AND status = 'compiling'",
             )
             .bind(digest)
             .bind(contract)
             .bind(serde_json::to_string(info).unwrap_or_default())
             .execute(&mut *tx)
             .await?;
-            (
-                "plugin.registered",
-                serde_json::json!({ "digest": digest, "name": info.name }),
-            )
+            let details = serde_json::json!({ "digest": digest, "name": info.name });
+            ("plugin.registered", details, done.rows_affected() == 1)
         }
         Err(e) => {
-            sqlx::query(
-                "UPDATE plugins SET status = 'failed', error = $2 WHERE digest = $1 AND status = 'compiling'",
+            let done = sqlx::query(
+                "UPDATE plugins SET status = 'failed', error = $2, compiling_since = NULL WHERE digest = $1 AND status = 'compiling'",
             )
             .bind(digest)
             .bind(e.to_string())
             .execute(&mut *tx)
             .await?;
-            (
-                "plugin.refused",
-                serde_json::json!({ "digest": digest, "error": e.kind() }),
-            )
+            let details = serde_json::json!({ "digest": digest, "error": e.kind() });
+            ("plugin.refused", details, done.rows_affected() == 1)
         }
     };
-    crate::audit::append(&mut tx, "system", event, None, details).await?;
+    // Another compilation of the same file may have recorded it first: said once.
+    if recorded {
+        crate::audit::append(&mut tx, "system", event, None, details).await?;
+    }
     tx.commit().await?;
     described?;
     Ok(get_plugin(store, digest)
@@ -471,15 +481,56 @@ pub async fn remove_failed_plugin(store: &Store, digest: &str) -> sqlx::Result<(
     Ok(())
 }
 
-/// The digests of the plugins still `compiling` (a process stopped while compiling
-/// them): the service compiles them again at start.
+/// Takes over the plugins left `compiling` by a process that stopped, to compile them
+/// again: on the only process of an SQLite database every one (`all`), otherwise those
+/// whose compilation started more than [`COMPILE_STALE`] ago. Returns their digests.
 ///
 /// # Errors
 /// When the database fails.
-pub async fn compiling_plugins(store: &Store) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT digest FROM plugins WHERE status = 'compiling' ORDER BY created_at")
-        .fetch_all(&store.read)
-        .await
+pub async fn take_stale_compilations(store: &Store, all: bool) -> sqlx::Result<Vec<String>> {
+    let now = now_ms();
+    let before = if all {
+        i64::MAX
+    } else {
+        now - COMPILE_STALE.as_millis() as i64
+    };
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT digest FROM plugins WHERE status = 'compiling' AND COALESCE(compiling_since, 0) < $1 ORDER BY created_at",
+    )
+    .bind(before)
+    .fetch_all(&store.read)
+    .await?;
+    let mut taken = Vec::new();
+    for digest in stale {
+        // Processes starting together take each one once.
+        let done = sqlx::query(
+            "UPDATE plugins SET compiling_since = $2 WHERE digest = $1 AND status = 'compiling' AND COALESCE(compiling_since, 0) < $3",
+        )
+        .bind(&digest)
+        .bind(now)
+        .bind(before)
+        .execute(&store.write)
+        .await?;
+        if done.rows_affected() == 1 {
+            taken.push(digest);
+        }
+    }
+    Ok(taken)
+}
+
+/// Records a compilation that stopped without an outcome (its task panicked) as failed.
+///
+/// # Errors
+/// When the database fails.
+pub async fn compilation_stopped(store: &Store, digest: &str, why: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE plugins SET status = 'failed', error = $2, compiling_since = NULL WHERE digest = $1 AND status = 'compiling'",
+    )
+    .bind(digest)
+    .bind(why)
+    .execute(&store.write)
+    .await?;
+    Ok(())
 }
 
 /// A registered plugin by digest.

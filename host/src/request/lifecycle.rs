@@ -232,6 +232,20 @@ pub async fn claim_many(
     limit: usize,
 ) -> anyhow::Result<Vec<Claimed>> {
     let claimed = queue::claim_many(store, owner, lease, backoff, limit).await?;
+    // The tasks are this worker's now: a failure of what follows (the start is made again
+    // when the tasks settle; the attempt log has the interruptions) must not drop them.
+    if let Err(e) = start_and_audit(store, owner, &claimed).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "starting the requests of claimed tasks failed; they start when their tasks settle"
+        );
+    }
+    Ok(claimed)
+}
+
+/// The second half of [`claim_many`]: starts the approved requests of `claimed` and
+/// audits the runs taken over.
+async fn start_and_audit(store: &Store, owner: &str, claimed: &[Claimed]) -> anyhow::Result<()> {
     let mut requests: Vec<&str> = claimed.iter().map(|c| c.request_id.as_str()).collect();
     requests.sort_unstable();
     requests.dedup();
@@ -249,7 +263,7 @@ pub async fn claim_many(
         }
     }
     if approved.is_empty() && !claimed.iter().any(|c| c.took_over) {
-        return Ok(claimed);
+        return Ok(());
     }
     let actor = format!("worker:{owner}");
     let mut conn = store.relaxed().await?;
@@ -290,7 +304,7 @@ pub async fn claim_many(
             .await?;
     }
     tx.commit().await?;
-    Ok(claimed)
+    Ok(())
 }
 
 /// Completes or fails a running request whose tasks are all done. Returns whether it

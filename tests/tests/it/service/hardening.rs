@@ -319,7 +319,7 @@ async fn plugins_compile_in_the_background_and_survive_a_stop() {
     service.kill9();
     oubli_tests::tamper(
         dir.path(),
-        "UPDATE plugins SET status = 'compiling', contract = '' WHERE size = $1",
+        "UPDATE plugins SET status = 'compiling', contract = '', compiling_since = created_at WHERE size = $1",
         testkit.len() as i64,
     )
     .await;
