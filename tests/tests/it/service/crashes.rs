@@ -115,6 +115,21 @@ async fn held_api(token: &str, email: &str) -> HeldApi {
     }
 }
 
+/// Connects the helpdesk to the demo controller and files an approved erasure of
+/// `email`; returns the request's id.
+async fn erase_through(service: &Service, helpdesk: &HeldApi, email: &str) -> String {
+    connect(service, helpdesk).await;
+    let id = service
+        .submit(
+            "erasure",
+            json!([{ "kind": "email", "value": email }]),
+            None,
+        )
+        .await;
+    approve(service, &id).await;
+    id
+}
+
 /// Connects the helpdesk to the demo controller through the REST connector.
 async fn connect(service: &Service, helpdesk: &HeldApi) {
     let demo = &service.demo;
@@ -151,15 +166,7 @@ async fn a_crash_loop_never_fails_a_task_that_was_not_run_to_the_end() {
     let settings = [("OUBLI_MAX_ATTEMPTS", "2"), ("OUBLI_BACKOFF_BASE_MS", "20")];
     let mut service = Service::start(dir.path(), &settings);
     let demo = service.demo.clone();
-    connect(&service, &helpdesk).await;
-    let id = service
-        .submit(
-            "erasure",
-            json!([{ "kind": "email", "value": email }]),
-            None,
-        )
-        .await;
-    approve(&service, &id).await;
+    let id = erase_through(&service, &helpdesk, &email).await;
     // Each process runs the helpdesk's task up to the verifying search, and dies there.
     let crashes = 3;
     for _ in 0..crashes {
@@ -230,17 +237,7 @@ async fn a_crash_between_an_erasure_and_its_record_reruns_and_certifies_honestly
     let dir = tempfile::tempdir().unwrap();
     let service = Service::start(dir.path(), &[]);
     let demo = service.demo.clone();
-
-    connect(&service, &helpdesk).await;
-
-    let id = service
-        .submit(
-            "erasure",
-            json!([{ "kind": "email", "value": email }]),
-            None,
-        )
-        .await;
-    approve(&service, &id).await;
+    let id = erase_through(&service, &helpdesk, &email).await;
     tokio::time::timeout(
         std::time::Duration::from_secs(120),
         helpdesk.held.notified(),
