@@ -78,6 +78,8 @@ pub struct Config {
     pub auth_failure_limit: u32,
     /// E-mail over SMTP; none is sent when unset.
     pub smtp: Option<Smtp>,
+    /// When set, `/metrics` answers only requests bearing this token.
+    pub metrics_token: Option<String>,
 }
 
 /// How oubli sends e-mail (`[smtp]` in the configuration file).
@@ -175,6 +177,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             auth_failure_limit: 10,
             smtp: None,
+            metrics_token: None,
         }
     }
 }
@@ -228,7 +231,7 @@ impl Config {
         let keys: Vec<String> = known
             .keys()
             .cloned()
-            .chain(["database".to_owned(), "public_url".to_owned()])
+            .chain(["database", "public_url", "metrics_token"].map(str::to_owned))
             .collect();
         for key in keys {
             let Some(text) = var(&format!("OUBLI_{}", key.to_ascii_uppercase())) else {

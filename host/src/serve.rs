@@ -163,6 +163,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
             keys_dir.display()
         );
     }
+    crate::api::install_metrics();
     let app = App::new(config, store, runtime, keys);
     // One process owns an SQLite database: tasks still marked running were interrupted
     // when the last process stopped, and are queued again (after a wait that grows with
@@ -500,6 +501,7 @@ async fn purge(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let every = std::time::Duration::from_secs(app.config.purge_interval_secs.max(1));
     loop {
         crate::evidence::retention::run_once(crate::api::evidence(&app)).await;
+        metrics::counter!("oubli_purge_runs_total").increment(1);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,

@@ -81,6 +81,15 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
     {
         tracing::warn!(task = %task.id, request = %task.request_id, attempt = task.attempt, kind, retryable, "task failed: {message}");
     }
+    let ended = match &outcome {
+        RunOutcome::Succeeded { .. } => "succeeded".to_owned(),
+        RunOutcome::Failed { kind, .. } => kind.clone(),
+    };
+    let system = app
+        .system(&task.system_id)
+        .await
+        .map_or_else(|_| task.system_id.clone(), |s| s.system.name.clone());
+    metrics::counter!("oubli_task_runs_total", "system" => system, "outcome" => ended).increment(1);
     let mut backoff = app.config.task_backoff().delay(task.runs());
     // A system that said when to come back (HTTP Retry-After) is not asked sooner.
     if let RunOutcome::Failed { message, .. } = &outcome

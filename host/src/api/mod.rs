@@ -5,9 +5,11 @@ mod admin;
 mod approval;
 mod console;
 mod error;
+mod metrics;
 mod pages;
 mod requests;
 mod schemas;
+pub use metrics::install as install_metrics;
 use schemas::Answers;
 
 pub use error::{ApiError, ErrorBody, Json};
@@ -47,6 +49,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into())
         })

@@ -358,6 +358,7 @@ async fn record(
             ("pending", now + delay.as_millis() as i64, Some(e))
         }
     };
+    metrics::counter!("oubli_email_attempts_total", "outcome" => status).increment(1);
     if let Some(error) = &error {
         tracing::warn!(email = %email.id, attempts, status, "e-mail not sent: {error}");
     }

@@ -263,6 +263,7 @@ pub async fn send_due(
                 ("pending", now + delay.as_millis() as i64)
             }
         };
+        metrics::counter!("oubli_webhook_attempts_total", "outcome" => state).increment(1);
         if let Some(error) = &error {
             tracing::warn!(delivery = %id, attempts, state, "webhook delivery failed: {error}");
         }

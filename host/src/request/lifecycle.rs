@@ -374,6 +374,13 @@ async fn announce(tx: &mut Tx<'_>, request_id: &str) -> anyhow::Result<()> {
         Status::Completed => "request.completed",
         _ => "request.failed",
     };
+    // For Prometheus (`/metrics`); counted even if the transaction is then rolled back.
+    metrics::histogram!(
+        "oubli_request_completion_seconds",
+        "kind" => settled.kind.as_str(),
+        "status" => settled.status.as_str()
+    )
+    .record((now_ms() - settled.received_at).max(0) as f64 / 1000.0);
     crate::notify::email::queue(tx, request_id, event, crate::notify::email::DPO, None).await?;
     if !settled.webhook {
         return Ok(());

@@ -434,6 +434,8 @@ pub struct Settled {
     pub webhook: bool,
     pub records_found: Option<u64>,
     pub status_detail: Option<String>,
+    /// When it was received, in ms since the Unix epoch.
+    pub received_at: i64,
 }
 
 /// How the request `id` ended (see [`Settled`]), in the caller's transaction.
@@ -449,9 +451,10 @@ pub async fn settled_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Sett
         webhook_url: Option<String>,
         records_found: Option<i64>,
         tasks_without_result: i64,
+        received_at: i64,
     }
     let row: Option<Row> = sqlx::query_as(concat!(
-        "SELECT requests.kind, requests.status, requests.controller_id, controllers.webhook_url, ",
+        "SELECT requests.kind, requests.status, requests.controller_id, controllers.webhook_url, requests.received_at, ",
         counts!(),
         " FROM requests JOIN controllers ON controllers.id = requests.controller_id WHERE requests.id = $1"
     ))
@@ -468,6 +471,7 @@ pub async fn settled_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Sett
             webhook: row.webhook_url.is_some(),
             records_found: row.records_found.map(|n| n.max(0) as u64),
             status_detail: status_detail(kind, status, row.records_found, row.tasks_without_result),
+            received_at: row.received_at,
         })
     })
     .transpose()

@@ -787,12 +787,22 @@ impl Runtime {
         request_id: &str,
         op: Op,
     ) -> Result<Reply, RuntimeError> {
+        let (action, name) = (op.name(), system.config.name.clone());
         let (plugin, system, request_id) = (plugin.clone(), system.clone(), request_id.to_owned());
-        let (deadline, timeout) = (Instant::now() + system.timeout, system.timeout);
-        self.blocking(deadline, timeout, move |rt| {
-            rt.call(&plugin, &system, &request_id, op, deadline)
-        })
-        .await
+        let (started, timeout) = (Instant::now(), system.timeout);
+        let deadline = started + timeout;
+        let reply = self
+            .blocking(deadline, timeout, move |rt| {
+                rt.call(&plugin, &system, &request_id, op, deadline)
+            })
+            .await;
+        // For Prometheus (`/metrics`): by system name and action, never by subject.
+        let outcome = reply.as_ref().err().map_or("ok", RuntimeError::kind);
+        metrics::histogram!("oubli_plugin_call_seconds", "system" => name.clone(), "action" => action)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("oubli_plugin_calls_total", "system" => name, "action" => action, "outcome" => outcome)
+            .increment(1);
+        reply
     }
 
     /// Asks the plugin to describe itself.

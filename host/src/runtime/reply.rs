@@ -85,6 +85,21 @@ macro_rules! calls_of_every_version {
 }
 
 impl Op {
+    /// The action's name in the contract.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Op::Describe => "describe",
+            Op::Validate => "validate",
+            Op::Locate(_) => "locate",
+            Op::Access(..) => "access",
+            Op::Rectify(..) => "rectify",
+            Op::Erase(_) => "erase",
+            Op::Verify(..) => "verify",
+            Op::Sweep(..) => "sweep",
+            Op::Expired(..) => "expired",
+        }
+    }
+
     /// Only `rectify` and `erase` change the system.
     pub(super) fn access(&self) -> Access {
         match self {
