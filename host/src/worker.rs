@@ -89,6 +89,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
         .system(&task.system_id)
         .await
         .map_or_else(|_| task.system_id.clone(), |s| s.system.name.clone());
+    tracing::Span::current().record("outcome", ended.as_str());
     metrics::counter!("oubli_task_runs_total", "system" => system, "outcome" => ended).increment(1);
     let mut backoff = app.config.task_backoff().delay(task.runs());
     // A system that said when to come back (HTTP Retry-After) is not asked sooner.
@@ -827,10 +828,21 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
         let found = !claimed.is_empty();
         for (task, permit) in claimed.into_iter().zip(permits.drain(..)) {
             let (app, reports) = (app.clone(), reports.clone());
-            running.spawn(async move {
-                run_task(&app, task, &reports).await;
-                drop(permit);
-            });
+            let span = tracing::info_span!(
+                "task",
+                task = %task.id,
+                request = %task.request_id,
+                system = %task.system_id,
+                attempt = task.attempt,
+                outcome = tracing::field::Empty
+            );
+            running.spawn(tracing::Instrument::instrument(
+                async move {
+                    run_task(&app, task, &reports).await;
+                    drop(permit);
+                },
+                span,
+            ));
         }
         drop(permits);
         if !found {

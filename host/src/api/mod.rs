@@ -60,8 +60,8 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |request: &axum::http::Request<axum::body::Body>| {
-                    tracing::debug_span!(
-                        "request",
+                    tracing::info_span!(
+                        "http",
                         method = %request.method(),
                         path = %pages::loggable_path(request.uri().path()),
                     )

@@ -791,13 +791,24 @@ impl Runtime {
         let (plugin, system, request_id) = (plugin.clone(), system.clone(), request_id.to_owned());
         let (started, timeout) = (Instant::now(), system.timeout);
         let deadline = started + timeout;
-        let reply = self
-            .blocking(deadline, timeout, move |rt| {
+        let span = tracing::info_span!(
+            "plugin.call",
+            request = %request_id,
+            system = %name,
+            action,
+            outcome = tracing::field::Empty
+        );
+        let reply = tracing::Instrument::instrument(
+            self.blocking(deadline, timeout, move |rt| {
                 rt.call(&plugin, &system, &request_id, op, deadline)
-            })
-            .await;
-        // For Prometheus (`/metrics`): by system name and action, never by subject.
+            }),
+            span.clone(),
+        )
+        .await;
+        // For traces and Prometheus (`/metrics`): by system name and action, never by
+        // subject.
         let outcome = reply.as_ref().err().map_or("ok", RuntimeError::kind);
+        span.record("outcome", outcome);
         metrics::histogram!("oubli_plugin_call_seconds", "system" => name.clone(), "action" => action)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("oubli_plugin_calls_total", "system" => name, "action" => action, "outcome" => outcome)

@@ -185,3 +185,54 @@ fn the_dashboard_queries_only_metrics_oubli_exports() {
     }
     assert!(queried >= 10);
 }
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the real binary exports the spans of its work
+/// over OTLP/HTTP (JSON) to a receiver started here: the task and its plugin calls, with
+/// the system and action, and no identity of the subject.
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_reach_an_otlp_receiver() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = received.clone();
+    let router = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                axum::Json(serde_json::json!({}))
+            }
+        }),
+    );
+    let (address, _server) = oubli_tests::serve(router).await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://{address}");
+    let service = Service::start(
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let id = service.submit("erasure", super::email(4), None).await;
+    super::approve(&service, &id).await;
+    let request = service.settled(&id).await;
+    assert_eq!(request["status"], "completed", "{request}");
+    // A clean stop sends what is still buffered.
+    assert!(service.terminate());
+    let exported = received.lock().unwrap().join("\n");
+    for expected in [
+        "\"plugin.call\"",
+        "\"task\"",
+        "\"request.step\"",
+        "\"erase\"",
+        "\"crm\"",
+        "\"oubli\"",
+    ] {
+        assert!(exported.contains(expected), "no {expected} in {exported}");
+    }
+    assert!(
+        !exported.contains("customer4@") && !exported.contains("@example"),
+        "no identity in the traces"
+    );
+}
