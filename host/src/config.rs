@@ -237,12 +237,14 @@ impl Config {
             let Some(text) = var(&format!("OUBLI_{}", key.to_ascii_uppercase())) else {
                 continue;
             };
-            // A number or boolean is read as TOML; anything else as a string.
+            // A number or boolean is read as TOML; anything else as a string, and always
+            // for the settings that are text (a token of digits stays text).
+            let text_only = ["database", "public_url", "metrics_token"].contains(&key.as_str());
             let value = format!("v = {text}")
                 .parse::<toml::Table>()
                 .ok()
                 .and_then(|mut t| t.remove("v"))
-                .filter(|v| !v.is_str())
+                .filter(|v| !v.is_str() && !text_only)
                 .unwrap_or(toml::Value::String(text));
             table.insert(key, value);
         }

@@ -163,7 +163,16 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
             keys_dir.display()
         );
     }
-    crate::api::install_metrics();
+    if let Some(metrics) = crate::api::install_metrics() {
+        // Histograms keep their samples until drained: drained here whether or not
+        // anything scrapes.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                metrics.run_upkeep();
+            }
+        });
+    }
     let app = App::new(config, store, runtime, keys);
     // One process owns an SQLite database: tasks still marked running were interrupted
     // when the last process stopped, and are queued again (after a wait that grows with

@@ -88,7 +88,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
     let system = app
         .system(&task.system_id)
         .await
-        .map_or_else(|_| task.system_id.clone(), |s| s.system.name.clone());
+        .map_or_else(|_| "unknown".to_owned(), |s| s.system.name.clone());
     tracing::Span::current().record("outcome", ended.as_str());
     metrics::counter!("oubli_task_runs_total", "system" => system, "outcome" => ended).increment(1);
     let mut backoff = app.config.task_backoff().delay(task.runs());

@@ -53,6 +53,13 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                         COMPLETION_BUCKETS,
                     )
                 })
+                // Series not updated for a day (a system removed) leave the output.
+                .map(|b| {
+                    b.idle_timeout(
+                        metrics_util::MetricKindMask::ALL,
+                        Some(std::time::Duration::from_secs(86_400)),
+                    )
+                })
                 .map(PrometheusBuilder::install_recorder);
             match built {
                 Ok(Ok(handle)) => {
@@ -119,12 +126,13 @@ fn describe() {
 
 /// The metrics, for Prometheus. With `metrics_token` set, only with that bearer token.
 pub async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    if let Some(expected) = &app.config.metrics_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
+    if let Some(expected) = app
+        .config
+        .metrics_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+    {
+        let given = super::bearer(&headers).unwrap_or_default();
         // Compared as hashes: the time taken says nothing of the token.
         if crate::auth::hash(given) != crate::auth::hash(expected) {
             return Err(ApiError::Unauthorized);
@@ -195,9 +203,10 @@ async fn read_gauges(store: &Store) -> sqlx::Result<()> {
     by_status("webhook_deliveries", &["pending", "delivered", "failed"]).await?;
     by_status("emails", &["pending", "sent", "skipped", "failed"]).await?;
     let oldest: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(run_after) FROM tasks WHERE status = 'queued' AND run_after <= $1",
+        "SELECT MIN(run_after) FROM tasks WHERE status = $2 AND run_after <= $1",
     )
     .bind(now)
+    .bind(crate::queue::TaskStatus::Queued.as_str())
     .fetch_one(&store.read)
     .await?;
     metrics::gauge!("oubli_oldest_due_task_seconds")

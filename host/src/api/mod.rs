@@ -100,6 +100,18 @@ async fn readyz(
     }
 }
 
+/// The token of an `Authorization: Bearer …` header (either case), trimmed.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 /// The pages for people: the approval page of a link, and the console.
 fn pages_router() -> Router<Arc<App>> {
     use axum::routing::post;
@@ -160,15 +172,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         if let Some(wait) = app.throttle.blocked(ip) {
             return Err(ApiError::Throttled(wait.as_secs().max(1)));
         }
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+        let token = bearer(&parts.headers);
         let caller = match token {
             Some(token) if !token.is_empty() => auth::authenticate(&app.store, token).await?,
             _ => None,

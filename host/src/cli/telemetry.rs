@@ -7,6 +7,7 @@
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -59,9 +60,11 @@ pub fn init() -> Telemetry {
         });
     let spans = traces.as_ref().map(|provider| {
         let filter = EnvFilter::try_from_env("OUBLI_TRACE").unwrap_or_else(|_| "oubli=info".into());
+        // Spans only: an event (a log line) may quote what a plugin or a remote system said,
+        // or a client's address; spans carry ids.
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("oubli"))
-            .with_filter(filter)
+            .with_filter(filter.and(filter_fn(|m| m.is_span())))
     });
     tracing_subscriber::registry().with(logs).with(spans).init();
     Telemetry { traces }

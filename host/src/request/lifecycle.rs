@@ -79,7 +79,7 @@ pub async fn extend(
 ///
 /// # Errors
 /// The outer error when the database fails.
-#[tracing::instrument(name = "request.step", skip_all, fields(request = %request.id, step = ?transition, actor))]
+#[tracing::instrument(name = "request.step", skip_all, fields(request = %request.id, step = ?transition, actor = %actor))]
 pub async fn transition(
     tx: &mut Tx<'_>,
     request: &Stage,

@@ -276,37 +276,46 @@ impl Store {
         self.backend
     }
 
-    /// Whether the database answers, for reading and for writing, within `timeout`, and
-    /// holds every migration of this build: `Err` says what is not ready (`/readyz`).
+    /// Whether the database answers, for reading and for writing, within `timeout` in
+    /// all, and holds every migration of this build: `Err` says what is not ready, in
+    /// words that name no server, user or path (`/readyz` answers anyone); the cause is
+    /// logged.
     ///
     /// # Errors
     /// What is not ready, in words.
     pub async fn readiness(&self, timeout: Duration) -> Result<i64, String> {
-        let within = |what: &'static str| {
-            move |outcome: Result<sqlx::Result<Option<i64>>, tokio::time::error::Elapsed>| {
-                match outcome {
-                    Ok(Ok(value)) => Ok(value),
-                    Ok(Err(e)) => Err(format!("the database cannot be {what}: {e}")),
-                    Err(_) => Err(format!(
-                        "the database cannot be {what}: no answer within {} ms",
-                        timeout.as_millis()
-                    )),
-                }
+        let probe = async {
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(&self.read)
+                    .await
+                    .map_err(|e| ("read", e))?;
+            // SQLite's only writer busy with a transaction is a writer at work: only an
+            // idle one is asked.
+            if self.write.is_closed() {
+                return Err(("reached for writing", sqlx::Error::PoolClosed));
+            }
+            if self.backend == Backend::Postgres || self.write.num_idle() > 0 {
+                sqlx::query_scalar::<_, i64>("SELECT CAST(1 AS BIGINT)")
+                    .fetch_one(&self.write)
+                    .await
+                    .map_err(|e| ("reached for writing", e))?;
+            }
+            Ok::<_, (&str, sqlx::Error)>(applied.unwrap_or(0))
+        };
+        let applied = match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(applied)) => applied,
+            Ok(Err((what, e))) => {
+                tracing::warn!(error = %e, "readiness: the database cannot be {what}");
+                return Err(format!("the database cannot be {what}"));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "the database did not answer within {} ms",
+                    timeout.as_millis()
+                ));
             }
         };
-        let applied = tokio::time::timeout(
-            timeout,
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.read),
-        )
-        .await;
-        let applied = within("read")(applied)?.unwrap_or(0);
-        let wrote = tokio::time::timeout(
-            timeout,
-            sqlx::query_scalar("SELECT CAST(1 AS BIGINT)").fetch_one(&self.write),
-        )
-        .await;
-        within("reached for writing")(wrote)?;
         let migrations = match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
