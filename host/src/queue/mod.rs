@@ -519,26 +519,44 @@ pub async fn changes_applied_nowhere(
 /// # Errors
 /// When the database fails.
 pub async fn release(store: &Store, worker: &str) -> sqlx::Result<u64> {
-    sqlx::query(
-        "UPDATE task_attempts SET finished_at = $1, outcome = 'released' WHERE worker = $2 AND finished_at IS NULL \
-         AND lease IN (SELECT lease_owner FROM tasks WHERE status = $3 AND lease_owner LIKE $2 || ':%')",
-    )
-    .bind(now_ms())
-    .bind(worker)
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    // The rows first, held until the end (PostgreSQL): a worker of another process cannot
+    // take one of them over between the two writes below.
+    let hold = match store.backend() {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let leases: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT lease_owner FROM tasks WHERE status = $1 AND lease_owner LIKE $2 || ':%'{hold}"
+    ))
     .bind(TaskStatus::Running.as_str())
-    .execute(&store.write)
-    .await?;
-    let done = sqlx::query(
-        "UPDATE tasks SET status = $3, attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_after = $1 \
-         WHERE lease_owner LIKE $2 || ':%' AND status = $4",
-    )
-    .bind(now_ms())
     .bind(worker)
-    .bind(TaskStatus::Queued.as_str())
-    .bind(TaskStatus::Running.as_str())
-    .execute(&store.write)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(done.rows_affected())
+    let mut released = 0;
+    for lease in &leases {
+        sqlx::query(
+            "UPDATE task_attempts SET finished_at = $1, outcome = 'released' WHERE lease = $2 AND finished_at IS NULL",
+        )
+        .bind(now)
+        .bind(lease)
+        .execute(&mut *tx)
+        .await?;
+        released += sqlx::query(
+            "UPDATE tasks SET status = $3, attempts = attempts - 1, lease_owner = NULL, lease_expires_at = NULL, run_after = $1 \
+             WHERE lease_owner = $2 AND status = $4",
+        )
+        .bind(now)
+        .bind(lease)
+        .bind(TaskStatus::Queued.as_str())
+        .bind(TaskStatus::Running.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(released)
 }
 
 /// On the start of the only process of an SQLite database: the tasks still marked running

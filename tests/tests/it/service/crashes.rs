@@ -226,6 +226,62 @@ async fn a_crash_loop_never_fails_a_task_that_was_not_run_to_the_end() {
     assert!(valid, "{report}");
 }
 
+/// A clean stop (SIGTERM) while a task runs hands its lease back: the run is logged as
+/// released, neither counted nor taken as an interruption, and the next start runs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_stop_hands_running_tasks_back_without_counting_them() {
+    let email = oubli::demo::api::person_email(1);
+    let helpdesk = held_api("stop-token", &email).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [("OUBLI_SHUTDOWN_GRACE_SECS", "1")];
+    let service = Service::start(dir.path(), &settings);
+    let demo = service.demo.clone();
+    let id = erase_through(&service, &helpdesk, &email).await;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        helpdesk.held.notified(),
+    )
+    .await
+    .expect("the task runs up to the verifying search");
+    assert!(service.terminate(), "a SIGTERM stops the service cleanly");
+    helpdesk.open.send_replace(true);
+
+    let mut service = Service::start(dir.path(), &settings);
+    service.demo = demo.clone();
+    let request = service.settled(&id).await;
+    assert_eq!(request["status"], "completed", "{request}");
+    let (_, tasks) = service
+        .get(&format!("/v1/requests/{id}/tasks"), &demo.dpo)
+        .await;
+    let task = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["system_name"] == "helpdesk")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (task["attempts"].as_u64(), task["interrupted"].as_u64()),
+        (Some(1), Some(0)),
+        "{task}"
+    );
+    let (_, signed) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &demo.dpo)
+        .await;
+    let entry = signed["certificate"]["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "helpdesk")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        entry["runs"]["earlier_attempts"],
+        json!({ "released": 1 }),
+        "{entry}"
+    );
+}
+
 /// A crash after a system erased the subject's records but before the outcome was
 /// recorded: after the restart the task runs again, finds nothing left to delete, and the
 /// certificate tells it as it is: the counts of the run that succeeded (nothing deleted),
