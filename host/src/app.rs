@@ -64,6 +64,7 @@ impl App {
     pub fn compile_in_background(
         self: &Arc<Self>,
         digest: &str,
+        uploaded: Option<(String, Vec<u8>)>,
     ) -> tokio::task::JoinHandle<Result<RegisteredPlugin, controller::RegisterError>> {
         let (app, digest) = (self.clone(), digest.to_owned());
         tokio::spawn(async move {
@@ -71,7 +72,7 @@ impl App {
             let compiling = {
                 let (app, digest) = (app.clone(), digest.clone());
                 tokio::spawn(async move {
-                    controller::compile_plugin(&app.store, &app.runtime, &digest).await
+                    controller::compile_plugin(&app.store, &app.runtime, &digest, uploaded).await
                 })
             };
             match compiling.await {

@@ -189,7 +189,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
     // Uploads whose compilation a stop interrupted are compiled again, in the background
     // (on PostgreSQL, those another process has not been compiling for a while).
     for digest in controller::take_stale_compilations(&app.store, !shared).await? {
-        let compiling = app.compile_in_background(&digest);
+        let compiling = app.compile_in_background(&digest, None);
         tokio::spawn(async move {
             match compiling.await {
                 Ok(Ok(_)) => {

@@ -353,10 +353,11 @@ pub async fn upload_plugin(
     let (wait, asked) = upload_wait(&headers);
     let (plugin, compile) =
         controller::receive_plugin(&app.store, name, &body, &caller.actor()).await?;
-    drop(body);
-    // The compilation runs on its own: a client that stops waiting (or the wait running
-    // out) leaves it going, and a process that stops is compiled again at start.
-    let compiling = compile.then(|| app.compile_in_background(&plugin.digest));
+    // The compilation runs on its own, with the bytes in hand: a client that stops
+    // waiting (or the wait running out) leaves it going, and a process that stops is
+    // compiled again at start.
+    let compiling = compile
+        .then(|| app.compile_in_background(&plugin.digest, Some((name.to_owned(), body.into()))));
     let deadline = tokio::time::Instant::now() + wait;
     let refused = |digest: &str| {
         ApiError::field(

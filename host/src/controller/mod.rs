@@ -410,13 +410,17 @@ pub async fn compile_plugin(
     store: &Store,
     runtime: &std::sync::Arc<Runtime>,
     digest: &str,
+    uploaded: Option<(String, Vec<u8>)>,
 ) -> Result<RegisteredPlugin, RegisterError> {
-    let (name, bytes): (String, Vec<u8>) =
-        sqlx::query_as("SELECT name, bytes FROM plugins WHERE digest = $1")
+    // An upload hands its name and bytes over; a compilation taken over reads them back.
+    let (name, bytes) = match uploaded {
+        Some(source) => source,
+        None => sqlx::query_as("SELECT name, bytes FROM plugins WHERE digest = $1")
             .bind(digest)
             .fetch_optional(&store.read)
             .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
+            .ok_or(sqlx::Error::RowNotFound)?,
+    };
     let described = async {
         let loader = runtime.clone();
         let plugin = tokio::task::spawn_blocking(move || loader.load(&name, &bytes, None))

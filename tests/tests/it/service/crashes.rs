@@ -115,6 +115,35 @@ async fn held_api(token: &str, email: &str) -> HeldApi {
     }
 }
 
+/// The helpdesk's task of request `id`.
+async fn helpdesk_task(service: &Service, id: &str) -> Value {
+    let (_, tasks) = service
+        .get(&format!("/v1/requests/{id}/tasks"), &service.demo.dpo)
+        .await;
+    tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["system_name"] == "helpdesk")
+        .cloned()
+        .expect("the helpdesk has a task")
+}
+
+/// The helpdesk's entry in the erasure certificate of request `id`, which must be issued.
+async fn helpdesk_certified(service: &Service, id: &str) -> Value {
+    let (status, signed) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &service.demo.dpo)
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    signed["certificate"]["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "helpdesk")
+        .cloned()
+        .expect("the helpdesk is certified")
+}
+
 /// Connects the helpdesk to the demo controller and files an approved erasure of
 /// `email`; returns the request's id.
 async fn erase_through(service: &Service, helpdesk: &HeldApi, email: &str) -> String {
@@ -183,16 +212,7 @@ async fn a_crash_loop_never_fails_a_task_that_was_not_run_to_the_end() {
     helpdesk.open.send_replace(true);
     let request = service.settled(&id).await;
     assert_eq!(request["status"], "completed", "{request}");
-    let (_, tasks) = service
-        .get(&format!("/v1/requests/{id}/tasks"), &demo.dpo)
-        .await;
-    let task = tasks["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["system_name"] == "helpdesk")
-        .cloned()
-        .unwrap();
+    let task = helpdesk_task(&service, &id).await;
     assert_eq!(task["interrupted"], crashes, "{task}");
     assert_eq!(task["attempts"], crashes + 1, "{task}");
     let (_, trail) = service
@@ -205,17 +225,7 @@ async fn a_crash_loop_never_fails_a_task_that_was_not_run_to_the_end() {
         .filter(|e| e["action"] == "task.interrupted")
         .count();
     assert_eq!(interruptions, crashes as usize, "{trail}");
-    let (status, signed) = service
-        .get(&format!("/v1/requests/{id}/certificate"), &demo.dpo)
-        .await;
-    assert_eq!(status, 200, "{signed}");
-    let entry = signed["certificate"]["systems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "helpdesk")
-        .cloned()
-        .unwrap();
+    let entry = helpdesk_certified(&service, &id).await;
     assert_eq!(
         entry["runs"]["earlier_attempts"],
         json!({ "interrupted": crashes }),
@@ -250,31 +260,13 @@ async fn a_clean_stop_hands_running_tasks_back_without_counting_them() {
     service.demo = demo.clone();
     let request = service.settled(&id).await;
     assert_eq!(request["status"], "completed", "{request}");
-    let (_, tasks) = service
-        .get(&format!("/v1/requests/{id}/tasks"), &demo.dpo)
-        .await;
-    let task = tasks["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["system_name"] == "helpdesk")
-        .cloned()
-        .unwrap();
+    let task = helpdesk_task(&service, &id).await;
     assert_eq!(
         (task["attempts"].as_u64(), task["interrupted"].as_u64()),
         (Some(1), Some(0)),
         "{task}"
     );
-    let (_, signed) = service
-        .get(&format!("/v1/requests/{id}/certificate"), &demo.dpo)
-        .await;
-    let entry = signed["certificate"]["systems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "helpdesk")
-        .cloned()
-        .unwrap();
+    let entry = helpdesk_certified(&service, &id).await;
     assert_eq!(
         entry["runs"]["earlier_attempts"],
         json!({ "released": 1 }),
@@ -322,17 +314,7 @@ async fn a_crash_between_an_erasure_and_its_record_reruns_and_certifies_honestly
             "{collection} still holds the subject"
         );
     }
-    let (status, signed) = service
-        .get(&format!("/v1/requests/{id}/certificate"), &service.demo.dpo)
-        .await;
-    assert_eq!(status, 200, "{signed}");
-    let helpdesk_entry = signed["certificate"]["systems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "helpdesk")
-        .cloned()
-        .expect("the helpdesk is certified");
+    let helpdesk_entry = helpdesk_certified(&service, &id).await;
     let deleted: u64 = helpdesk_entry["collections"]
         .as_array()
         .unwrap()

@@ -242,15 +242,22 @@ async fn the_clock_sends_reminders_with_a_new_link_and_tells_the_dpo_of_overdue_
         .unwrap();
     let config = oubli::config::Config::default();
     let now = chrono::Utc::now().timestamp_millis();
-    sqlx::query("UPDATE requests SET due_at = $1 WHERE id = $2")
-        .bind(now + 2 * 86_400_000)
-        .bind(&id)
-        .execute(&store.write)
-        .await
-        .unwrap();
-    oubli::notify::email::queue_deadlines(&store, &config)
-        .await
-        .unwrap();
+    // The request falls due at `due_at`, and the deadline job runs.
+    let due = |due_at: i64| {
+        let (store, config, id) = (&store, &config, &id);
+        async move {
+            sqlx::query("UPDATE requests SET due_at = $1 WHERE id = $2")
+                .bind(due_at)
+                .bind(id)
+                .execute(&store.write)
+                .await
+                .unwrap();
+            oubli::notify::email::queue_deadlines(store, config)
+                .await
+                .unwrap();
+        }
+    };
+    due(now + 2 * 86_400_000).await;
     let reminder = sink
         .wait_for(
             "controller@demo-shop.example",
@@ -300,15 +307,7 @@ async fn the_clock_sends_reminders_with_a_new_link_and_tells_the_dpo_of_overdue_
         .await
         .unwrap();
 
-    sqlx::query("UPDATE requests SET due_at = $1 WHERE id = $2")
-        .bind(now - 1_000)
-        .bind(&id)
-        .execute(&store.write)
-        .await
-        .unwrap();
-    oubli::notify::email::queue_deadlines(&store, &config)
-        .await
-        .unwrap();
+    due(now - 1_000).await;
     sink.wait_for("dpo@demo-shop.example", "Access request overdue")
         .await;
 
