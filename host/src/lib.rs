@@ -27,6 +27,7 @@ pub mod retry;
 pub mod runtime;
 pub mod serve;
 pub mod store;
+pub mod suppression;
 pub mod worker;
 
 /// The host's modules in layers, bottom first: a module may use only modules of lower
@@ -36,7 +37,7 @@ const LAYERS: &[&[&str]] = &[
     &["retry"],
     &["store", "config", "crypto", "plugins"],
     &["runtime", "audit", "auth"],
-    &["controller", "demo"],
+    &["controller", "demo", "suppression"],
     &["queue"],
     &["notify"],
     &["request"],

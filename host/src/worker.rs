@@ -133,6 +133,12 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
             Kind::Erasure => &["erase", "locate"],
             Kind::Access => &["access"],
             Kind::Rectification => &["rectify", "access"],
+            // Never queued: an objection is recorded on the suppression list.
+            Kind::Objection => {
+                return Err(RuntimeError::Failed(
+                    "an objection asks nothing of the connected systems".into(),
+                ));
+            }
         };
         if let Some(missing) = needed
             .iter()
@@ -203,6 +209,9 @@ async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome
                 })
         }
         Kind::Rectification => rectify(app, &plugin, &system, &subject, &request).await,
+        Kind::Objection => Err(RuntimeError::Failed(
+            "an objection asks nothing of the connected systems".into(),
+        )),
     };
     match result {
         // What a system returned may be personal data (an export): sealed at rest.

@@ -409,7 +409,7 @@ pub async fn list(
                     div { label for="kind" { (t(lang, "Kind", "Type")) }
                         select id="kind" name="kind" {
                             option value="" { (t(lang, "any", "tous")) }
-                            @for k in ["access", "rectification", "erasure"] { option value=(k) selected[selected("kind", k)] { (pages::kind_label(lang, k)) } }
+                            @for k in ["access", "rectification", "erasure", "objection"] { option value=(k) selected[selected("kind", k)] { (pages::kind_label(lang, k)) } }
                         } }
                     div { label for="controller_id" { (t(lang, "Controller", "Responsable")) }
                         select id="controller_id" name="controller_id" {

@@ -151,7 +151,12 @@ pub async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
         .into_response())
 }
 
-const KINDS: [Kind; 3] = [Kind::Access, Kind::Rectification, Kind::Erasure];
+const KINDS: [Kind; 4] = [
+    Kind::Access,
+    Kind::Rectification,
+    Kind::Erasure,
+    Kind::Objection,
+];
 const STATUSES: [Status; 8] = [
     Status::Received,
     Status::AwaitingController,

@@ -9,6 +9,7 @@ mod metrics;
 mod pages;
 mod requests;
 mod schemas;
+mod suppression;
 pub use metrics::install as install_metrics;
 use schemas::Answers;
 
@@ -36,9 +37,11 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(requests::router())
         .merge(admin::router())
+        .merge(suppression::router())
         // JSON bodies are limited by the `Json` extractor, which answers 413 cleanly.
         .layer(DefaultBodyLimit::disable())
         .merge(admin::plugin_upload_router())
+        .merge(suppression::csv_router())
         .merge(pages_router())
         .route(
             "/v1/openapi.json",
@@ -247,10 +250,12 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
         requests::certificate, requests::certificate_html, requests::package, requests::package_html, admin::keys, admin::audit_events, admin::audit_head,
         admin::create_controller, admin::list_controllers, admin::get_controller, admin::create_system, admin::list_systems,
         admin::upload_plugin, admin::list_plugins, admin::get_plugin, admin::create_token, admin::revoke_token,
+        suppression::configure, suppression::read, suppression::end, suppression::check, suppression::remove, suppression::check_csv,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &Answers),
-    tags((name = "requests", description = "Data subject requests"), (name = "admin", description = "Controllers, systems, plugins and tokens")),
+    tags((name = "requests", description = "Data subject requests"), (name = "admin", description = "Controllers, systems, plugins and tokens"),
+        (name = "suppression", description = "Suppression lists: who must not be contacted again")),
 )]
 struct ApiDoc;
 

@@ -265,6 +265,7 @@ pub fn kind_label(lang: Lang, kind: &str) -> &'static str {
     match kind {
         "access" => t(lang, "access", "accès"),
         "rectification" => t(lang, "rectification", "rectification"),
+        "objection" => t(lang, "objection", "opposition"),
         _ => t(lang, "erasure", "effacement"),
     }
 }

@@ -134,6 +134,11 @@ const ROLE_RESTRICTED: &[&str] = &[
     "get_plugin",
     "create_token",
     "revoke_token",
+    "configure",
+    "end",
+    "check",
+    "remove",
+    "check_csv",
 ];
 
 impl utoipa::Modify for Answers {
@@ -157,10 +162,16 @@ impl utoipa::Modify for Answers {
             response.build()
         };
         for (path, item) in &mut openapi.paths.paths {
-            for method in [HttpMethod::Get, HttpMethod::Post, HttpMethod::Delete] {
+            for method in [
+                HttpMethod::Get,
+                HttpMethod::Post,
+                HttpMethod::Put,
+                HttpMethod::Delete,
+            ] {
                 let operation = match method {
                     HttpMethod::Get => item.get.as_mut(),
                     HttpMethod::Post => item.post.as_mut(),
+                    HttpMethod::Put => item.put.as_mut(),
                     _ => item.delete.as_mut(),
                 };
                 let Some(operation) = operation else {

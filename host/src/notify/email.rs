@@ -408,6 +408,7 @@ fn compose(
     let (kind_fr, kind_en) = match about.kind.as_str() {
         "access" => ("d'accès", "access"),
         "rectification" => ("de rectification", "rectification"),
+        "objection" => ("d'opposition", "objection"),
         _ => ("d'effacement", "erasure"),
     };
     let (received, due) = (day(about.received_at), day(about.due_at));

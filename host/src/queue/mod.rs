@@ -126,8 +126,10 @@ pub async fn enqueue(
     request_id: &str,
     controller_id: &str,
     max_attempts: u32,
+    not_before: Option<i64>,
 ) -> sqlx::Result<u64> {
     let now = now_ms();
+    let run_after = not_before.map_or(now, |t| t.max(now));
     let systems: Vec<String> =
         sqlx::query_scalar("SELECT id FROM systems WHERE controller_id = $1 ORDER BY name")
             .bind(controller_id)
@@ -136,7 +138,7 @@ pub async fn enqueue(
     for system in &systems {
         sqlx::query(
             "INSERT INTO tasks (id, request_id, system_id, status, attempts, max_attempts, run_after, created_at, updated_at) \
-             VALUES ($1, $2, $3, $6, 0, $4, $5, $5, $5)",
+             VALUES ($1, $2, $3, $6, 0, $4, $7, $5, $5)",
         )
         .bind(uuid::Uuid::now_v7().to_string())
         .bind(request_id)
@@ -144,6 +146,7 @@ pub async fn enqueue(
         .bind(i64::from(max_attempts))
         .bind(now)
         .bind(TaskStatus::Queued.as_str())
+        .bind(run_after)
         .execute(&mut **tx)
         .await?;
     }

@@ -359,6 +359,9 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     }
     let settled = transition(tx, &request, step, actor, details).await?;
     if settled.is_ok() {
+        if step == Transition::Complete {
+            crate::suppression::record(tx, request_id, actor).await?;
+        }
         announce(tx, request_id).await?;
     }
     Ok(appended || settled.is_ok())
@@ -413,6 +416,21 @@ pub async fn approve(
     actor: &str,
     max_attempts: u32,
 ) -> anyhow::Result<Result<u64, Refusal>> {
+    let (kind, not_before): (String, Option<i64>) =
+        sqlx::query_as("SELECT kind, not_before FROM requests WHERE id = $1")
+            .bind(&request.id)
+            .fetch_one(&mut **tx)
+            .await?;
+    let objection = kind == super::Kind::Objection.as_str();
+    if objection
+        && crate::suppression::region_in(tx, &request.controller_id)
+            .await?
+            .is_none()
+    {
+        return Ok(Err(Refusal::Illegal(
+            "an objection puts the subject on the controller's suppression list, and the controller keeps none any more: start one (PUT /v1/controllers/{id}/suppression) or reject the request".into(),
+        )));
+    }
     if let Err(reason) = transition(
         tx,
         request,
@@ -424,7 +442,20 @@ pub async fn approve(
     {
         return Ok(Err(reason));
     }
-    let tasks = queue::enqueue(tx, &request.id, &request.controller_id, max_attempts).await?;
+    // An objection asks nothing of the systems: approving it puts the subject on the
+    // suppression list, as it completes.
+    let tasks = if objection {
+        0
+    } else {
+        queue::enqueue(
+            tx,
+            &request.id,
+            &request.controller_id,
+            max_attempts,
+            not_before,
+        )
+        .await?
+    };
     if tasks == 0 {
         settle_empty(tx, &request.id, actor).await?;
     }

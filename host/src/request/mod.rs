@@ -23,6 +23,9 @@ pub enum Kind {
     Rectification,
     /// Art. 17: erase the subject's data.
     Erasure,
+    /// Art. 21: stop using the subject's data for a purpose (marketing). Nothing is
+    /// erased: once approved, the subject goes on the controller's suppression list.
+    Objection,
 }
 
 /// Where a request is in its lifecycle.
@@ -77,7 +80,7 @@ macro_rules! str_enum {
     };
 }
 
-str_enum!(Kind { Access => "access", Rectification => "rectification", Erasure => "erasure" });
+str_enum!(Kind { Access => "access", Rectification => "rectification", Erasure => "erasure", Objection => "objection" });
 str_enum!(Status {
     Received => "received",
     AwaitingController => "awaiting_controller",

@@ -117,6 +117,9 @@ pub struct Request {
     pub overdue: bool,
     pub extended_months: u32,
     pub extension_reason: Option<String>,
+    /// The request's tasks run no earlier than this, once it is approved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
     /// The controller's reason, when it rejected the request.
     pub decision_reason: Option<String>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -157,6 +160,7 @@ struct Row {
     decision_reason: Option<String>,
     completed_at: Option<i64>,
     subject_redacted_at: Option<i64>,
+    not_before: Option<i64>,
     records_found: Option<i64>,
     tasks_without_result: i64,
 }
@@ -174,7 +178,7 @@ macro_rules! counts {
 /// `records_found` sums `tasks.found` over the tasks with a result (which only a run that
 /// succeeded sets); unknown when one of them predates the count.
 const COLUMNS: &str = concat!(
-    "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at, subject_redacted_at, ",
+    "id, controller_id, kind, status, identities, changes, external_ref, received_at, due_at, extended_months, extension_reason, decision_reason, completed_at, subject_redacted_at, not_before, ",
     counts!()
 );
 
@@ -191,11 +195,16 @@ fn status_detail(
             "a change had no place in any connected system (or the controller has none), so it was not made; the request.failed event of the audit trail names it by its position in the request's changes".into(),
         );
     }
-
+    if kind == Kind::Objection && status == Status::Completed {
+        return Some(
+            "the subject's identities were put on the controller's suppression list (as keyed hashes); nothing was asked of the connected systems".into(),
+        );
+    }
     if status != Status::Completed || records_found != Some(0) {
         return None;
     }
     let what = match kind {
+        Kind::Objection => return None,
         Kind::Erasure => "nothing was erased",
         Kind::Access => "the access package is empty",
         Kind::Rectification => "nothing was changed",
@@ -262,6 +271,7 @@ impl Row {
             due_at: to_rfc3339(row.due_at),
             extended_months: row.extended_months as u32,
             extension_reason: row.extension_reason,
+            not_before: row.not_before.map(to_rfc3339),
             decision_reason: row.decision_reason,
             completed_at: row.completed_at.map(to_rfc3339),
             subject_redacted_at: row.subject_redacted_at.map(to_rfc3339),
@@ -282,6 +292,12 @@ pub struct NewRequest {
     /// The token that submitted it; idempotency keys are per token.
     pub submitted_by: String,
     pub idempotency_key: Option<String>,
+    /// Milliseconds before which its tasks do not run.
+    pub not_before: Option<i64>,
+    /// What the request adds to its controller's suppression list when it completes (an
+    /// erasure) or is approved (an objection): keyed hashes, made while the identities
+    /// are in clear.
+    pub suppression: Option<Vec<crate::suppression::Entry>>,
 }
 
 impl Request {
@@ -314,6 +330,7 @@ impl Request {
             });
         self.controller_id == new.controller_id
             && self.kind == new.kind
+            && self.not_before.map(|t| t.timestamp_millis()) == new.not_before
             && self.external_ref == new.external_ref
             && ours == theirs
             && changes
@@ -359,8 +376,8 @@ pub async fn insert(
         .apply(Transition::Forward)
         .map_err(anyhow::Error::msg)?;
     sqlx::query(
-        "INSERT INTO requests (id, controller_id, kind, status, identities, changes, external_ref, submitted_by, idempotency_key, received_at, due_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10)",
+        "INSERT INTO requests (id, controller_id, kind, status, identities, changes, external_ref, submitted_by, idempotency_key, received_at, due_at, updated_at, not_before, suppression_hashes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $12, $13)",
     )
     .bind(&id)
     .bind(&new.controller_id)
@@ -373,6 +390,13 @@ pub async fn insert(
     .bind(&new.idempotency_key)
     .bind(received)
     .bind(due)
+    .bind(new.not_before)
+    .bind(
+        new.suppression
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?,
+    )
     .execute(&mut **tx)
     .await?;
     let kinds: Vec<&str> = new.identities.iter().map(|i| i.kind.as_str()).collect();
@@ -402,6 +426,7 @@ pub async fn insert(
         overdue: false,
         extended_months: 0,
         extension_reason: None,
+        not_before: new.not_before.map(to_rfc3339),
         decision_reason: None,
         completed_at: None,
         records_found: None,

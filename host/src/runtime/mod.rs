@@ -398,6 +398,11 @@ impl Runtime {
             // it (imports, lifting and lowering).
             .async_stack_size(1 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // `perf` names the plugins' functions when their addresses are written out
+        // (`/tmp/perf-<pid>.map`), for whoever profiles a plugin.
+        if std::env::var_os("OUBLI_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("configuring wasmtime")?;

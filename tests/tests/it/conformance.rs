@@ -147,6 +147,8 @@ fn erasure(controller_id: &str, n: usize) -> NewRequest {
         external_ref: None,
         submitted_by: "test".into(),
         idempotency_key: None,
+        not_before: None,
+        suppression: None,
     }
 }
 

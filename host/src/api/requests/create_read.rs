@@ -18,6 +18,11 @@ pub struct CreateRequest {
     /// The submitter's own reference, e.g. a ticket number.
     #[serde(default)]
     pub external_ref: Option<String>,
+    /// Once approved, the request waits until then before its systems are asked (e.g.
+    /// the end of a cooling-off period). At most one month after submission, the
+    /// deadline; a time already past does not wait.
+    #[serde(default)]
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn is_kind(text: &str) -> bool {
@@ -25,6 +30,44 @@ fn is_kind(text: &str) -> bool {
         && text
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// What the submission puts on the controller's suppression list when it completes (an
+/// erasure) or is approved (an objection), if the controller keeps a list: the keyed
+/// hashes of its identities. An erasure leaves out an identity the list cannot read (a
+/// phone number without its country code and no region set); an objection is refused.
+async fn suppression_entries(
+    app: &App,
+    body: &CreateRequest,
+) -> Result<Option<Vec<suppression::Entry>>, ApiError> {
+    if !matches!(body.kind, Kind::Erasure | Kind::Objection) {
+        return Ok(None);
+    }
+    let Some(list) = suppression::settings(&app.store, &body.controller_id).await? else {
+        if body.kind == Kind::Objection {
+            return Err(ApiError::field(
+                "kind",
+                "an objection puts the subject on the controller's suppression list, and this controller keeps none (PUT /v1/controllers/{id}/suppression starts one)",
+            ));
+        }
+        return Ok(None);
+    };
+    let mut entries = Vec::new();
+    for (i, identity) in body.identities.iter().enumerate() {
+        match suppression::Entry::of_value(
+            &app.keys,
+            &identity.kind,
+            &identity.value,
+            list.phone_region.as_deref(),
+        ) {
+            Ok(entry) => entries.push(entry),
+            Err(why) if body.kind == Kind::Objection => {
+                return Err(ApiError::field(format!("identities[{i}].value"), why.to_string()));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(Some(entries))
 }
 
 async fn validate(
@@ -84,7 +127,7 @@ async fn validate(
                 "a rectification needs at least one change",
             ));
         }
-        (Kind::Access | Kind::Erasure, false) => {
+        (Kind::Access | Kind::Erasure | Kind::Objection, false) => {
             return Err(ApiError::field(
                 "changes",
                 "only a rectification carries changes",
@@ -102,6 +145,18 @@ async fn validate(
     }
     if body.external_ref.as_ref().is_some_and(|r| r.len() > 200) {
         return Err(ApiError::field("external_ref", "at most 200 characters"));
+    }
+    if let Some(not_before) = body.not_before {
+        let now = chrono::Utc::now();
+        if not_before > crate::request::due_at(now, 0) {
+            return Err(ApiError::field(
+                "not_before",
+                format!(
+                    "the request would wait past its deadline (one month after submission, {}); a later start needs a later request",
+                    crate::request::due_at(now, 0).to_rfc3339()
+                ),
+            ));
+        }
     }
     Ok(found)
 }
@@ -136,6 +191,7 @@ pub async fn create(
         ),
     };
     let found = validate(&app, &caller, &body).await?;
+    let suppression = suppression_entries(&app, &body).await?;
     let auto_approve = found.auto_approve
         && caller.role == Role::Dpo
         && caller.controller_id.as_deref() == Some(found.id.as_str());
@@ -148,6 +204,8 @@ pub async fn create(
             external_ref: body.external_ref,
             submitted_by: caller.token_id.clone(),
             idempotency_key: key.map(str::to_owned),
+            not_before: body.not_before.map(|t| t.timestamp_millis()),
+            suppression,
         },
         actor: caller.actor(),
         webhook: found.webhook_url.is_some(),
@@ -262,7 +320,7 @@ pub async fn list(
     let filter = Filter {
         controller_id,
         status: param(&params, "status", "a request status")?,
-        kind: param(&params, "kind", "access, rectification or erasure")?,
+        kind: param(&params, "kind", "access, rectification, erasure or objection")?,
         overdue: param(&params, "overdue", "true or false")?,
         after: params.get("after").cloned(),
         limit: limit + 1,

@@ -18,6 +18,7 @@ use crate::auth::{Caller, Role};
 use crate::controller;
 use crate::notify;
 use crate::queue;
+use crate::suppression;
 use crate::request::intake::{Accepted, Submission};
 use crate::request::lifecycle::{self, Refusal};
 use crate::request::rows::{

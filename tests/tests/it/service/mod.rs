@@ -20,6 +20,7 @@ mod operations;
 mod people;
 mod retention;
 mod schema_fuzz;
+mod suppression;
 
 use oubli_tests::Service;
 use serde_json::{Value, json};
