@@ -47,14 +47,18 @@ pub struct CachedSystem {
 }
 
 impl App {
-    /// The address of an approval link (`notify::links`): the approval page of the link's
-    /// token under the service's public URL.
-    pub fn approval_url(&self, link_id: &str) -> String {
+    /// The address of a link made for `purpose`: an approval page, or a recipient's
+    /// notice (`/v1/notices/{token}`).
+    pub fn link_url(&self, purpose: &str, id: &str) -> String {
+        let path = if purpose == crate::notify::recipients::NOTICE {
+            "v1/notices"
+        } else {
+            "approve"
+        };
         format!(
-            "{}/approve/{}",
+            "{}/{path}/{}",
             self.config.base_url().trim_end_matches('/'),
-            self.keys
-                .link_token(crate::notify::links::APPROVAL, link_id)
+            self.keys.link_token(purpose, id)
         )
     }
 

@@ -222,7 +222,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
         )));
         let links: crate::notify::LinkMaker = {
             let app = app.clone();
-            std::sync::Arc::new(move |id: &str| app.approval_url(id))
+            std::sync::Arc::new(move |purpose: &str, id: &str| app.link_url(purpose, id))
         };
         background.push(tokio::spawn(crate::notify::run(
             app.store.clone(),

@@ -256,16 +256,33 @@ pub async fn record(
     request_id: &str,
     actor: &str,
 ) -> anyhow::Result<Option<u64>> {
-    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT r.controller_id, r.kind, r.suppression_hashes FROM requests r \
-         JOIN suppression_lists l ON l.controller_id = r.controller_id WHERE r.id = $1",
+    let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT r.controller_id, r.kind, r.suppression_hashes, l.purpose FROM requests r \
+         LEFT JOIN suppression_lists l ON l.controller_id = r.controller_id WHERE r.id = $1",
     )
     .bind(request_id)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((controller_id, reason, Some(stored))) = row else {
+    let Some((controller_id, reason, Some(stored), list)) = row else {
         return Ok(None);
     };
+    if list.is_none() {
+        // The list was ended after the request was submitted: nothing goes on it, and the
+        // trail says so. An objection has nothing else to do, so it cannot complete.
+        anyhow::ensure!(
+            reason != "objection",
+            "an objection cannot complete without a suppression list to record it on"
+        );
+        audit::append(
+            tx,
+            actor,
+            "suppression.not_added",
+            Some(request_id),
+            serde_json::json!({ "controller_id": controller_id, "reason": "the controller's suppression list was ended after the request was submitted" }),
+        )
+        .await?;
+        return Ok(None);
+    }
     let entries: Vec<Entry> = serde_json::from_str(&stored)?;
     let now = now_ms();
     let mut added = 0;
@@ -379,9 +396,10 @@ mod tests {
             Ok("jane.doe@example.com".into())
         );
         let e164 = Ok("+33612345678".to_owned());
-        for written in ["+33 6 12 34 56 78", "0033612345678", "+33 (0)6 12-34-56-78"] {
+        for written in ["+33 6 12 34 56 78", "+33.6.12.34.56.78", "+33 (0)6 12-34-56-78"] {
             assert_eq!(normalise("phone", written, None), e164, "{written}");
         }
+        assert_eq!(normalise("phone", "0033 6 12 34 56 78", Some("FR")), e164);
         assert_eq!(normalise("phone", "06 12 34 56 78", Some("fr")), e164);
         assert_eq!(
             normalise("phone", "06 12 34 56 78", None),
@@ -408,6 +426,8 @@ mod tests {
             Ok(email.clone())
         );
         assert_ne!(Entry::of(&keys, "name", &d).hash, email.hash);
-        assert!(!email.hash.contains(&d));
+        let other = tempfile::tempdir().unwrap();
+        let other = Keys::load_or_create(other.path()).unwrap();
+        assert_ne!(Entry::of(&other, "email", &d), email, "the hash is keyed");
     }
 }

@@ -53,7 +53,7 @@ pub struct CreatedController {
     pub webhook_secret: String,
 }
 
-fn check_url(field: &str, url: &str) -> Result<(), ApiError> {
+pub(super) fn check_url(field: &str, url: &str) -> Result<(), ApiError> {
     match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         _ => Err(ApiError::field(

@@ -133,9 +133,15 @@ pub async fn show(
         (summary(lang, &request, &by, &systems, open))
         @if open {
             h2 { (t(lang, "Your decision", "Votre décision")) }
-            p { (t(lang,
-                "As the controller, you instruct the processor: approve to have it carried out in the systems above, or reject it with a reason.",
-                "En tant que responsable du traitement, vous donnez l'instruction au sous-traitant : approuvez pour qu'elle soit exécutée dans les systèmes ci-dessus, ou rejetez-la en donnant un motif.")) }
+            @if request.kind == crate::request::Kind::Objection {
+                p { (t(lang,
+                    "As the controller, you instruct the processor: approve to put the person on your suppression list (nothing is erased or changed in your systems), or reject it with a reason.",
+                    "En tant que responsable du traitement, vous donnez l'instruction au sous-traitant : approuvez pour inscrire la personne sur votre liste d'opposition (rien n'est effacé ni modifié dans vos systèmes), ou rejetez-la en donnant un motif.")) }
+            } @else {
+                p { (t(lang,
+                    "As the controller, you instruct the processor: approve to have it carried out in the systems above, or reject it with a reason.",
+                    "En tant que responsable du traitement, vous donnez l'instruction au sous-traitant : approuvez pour qu'elle soit exécutée dans les systèmes ci-dessus, ou rejetez-la en donnant un motif.")) }
+            }
             form method="post" action=(path) {
                 (pages::csrf_field(&csrf))
                 input type="hidden" name="decision" value="approve";
@@ -204,9 +210,14 @@ pub fn summary(
             dd { (pages::when(&request.received_at)) }
             dt { (t(lang, "Due", "À traiter avant le")) }
             dd class=[request.overdue.then_some("overdue")] { (pages::when(&request.due_at)) }
+            @if let Some(not_before) = &request.not_before {
+                dt { (t(lang, "Not before", "Pas avant le")) }
+                dd { (pages::when(not_before)) }
+            }
             dt { (t(lang, "Systems it will touch", "Systèmes concernés")) }
             dd {
-                @if systems.is_empty() { (t(lang, "none connected", "aucun système connecté")) }
+                @if request.kind == crate::request::Kind::Objection { (t(lang, "none: the person goes on the suppression list", "aucun : la personne est inscrite sur la liste d'opposition")) }
+                @else if systems.is_empty() { (t(lang, "none connected", "aucun système connecté")) }
                 @else { ul { @for system in systems { li { (system) } } } }
             }
         }

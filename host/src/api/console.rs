@@ -528,6 +528,8 @@ pub async fn request(
                         li { a href={ (path) "/package.html" } { (t(lang, "Access package (page for the person)", "Dossier d'accès (page pour la personne)")) } }
                         li { a href={ (path) "/package.json" } { (t(lang, "Access package (JSON)", "Dossier d'accès (JSON)")) } }
                     }
+                } @else if request.kind.as_str() == "objection" {
+                    p.muted { (t(lang, "An objection leaves no certificate: its approval, and the entries it put on the suppression list, are in the audit trail.", "Une opposition ne donne pas de certificat : son approbation et les inscriptions sur la liste d'opposition figurent dans le journal d'audit.")) }
                 } @else {
                     p.muted { (t(lang, "The evidence is ready once the request has completed.", "Les preuves sont prêtes une fois la demande terminée.")) }
                 }

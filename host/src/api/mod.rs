@@ -7,6 +7,7 @@ mod console;
 mod error;
 mod metrics;
 mod pages;
+mod recipients;
 mod requests;
 mod schemas;
 mod suppression;
@@ -38,6 +39,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(requests::router())
         .merge(admin::router())
         .merge(suppression::router())
+        .merge(recipients::router())
         // JSON bodies are limited by the `Json` extractor, which answers 413 cleanly.
         .layer(DefaultBodyLimit::disable())
         .merge(admin::plugin_upload_router())
@@ -250,12 +252,15 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
         requests::certificate, requests::certificate_html, requests::package, requests::package_html, admin::keys, admin::audit_events, admin::audit_head,
         admin::create_controller, admin::list_controllers, admin::get_controller, admin::create_system, admin::list_systems,
         admin::upload_plugin, admin::list_plugins, admin::get_plugin, admin::create_token, admin::revoke_token,
-        suppression::configure, suppression::read, suppression::end, suppression::check, suppression::remove, suppression::check_csv,
+        suppression::configure_suppression, suppression::read_suppression, suppression::end_suppression, suppression::check_suppression,
+        suppression::remove_suppressed, suppression::check_suppression_csv,
+        recipients::add_recipient, recipients::list_recipients, recipients::remove_recipient, recipients::notice,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &Answers),
     tags((name = "requests", description = "Data subject requests"), (name = "admin", description = "Controllers, systems, plugins and tokens"),
-        (name = "suppression", description = "Suppression lists: who must not be contacted again")),
+        (name = "suppression", description = "Suppression lists: who must not be contacted again"),
+        (name = "recipients", description = "Recipients told of erasures and rectifications (Art. 19)")),
 )]
 struct ApiDoc;
 

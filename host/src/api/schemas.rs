@@ -134,11 +134,13 @@ const ROLE_RESTRICTED: &[&str] = &[
     "get_plugin",
     "create_token",
     "revoke_token",
-    "configure",
-    "end",
-    "check",
-    "remove",
-    "check_csv",
+    "configure_suppression",
+    "end_suppression",
+    "check_suppression",
+    "remove_suppressed",
+    "check_suppression_csv",
+    "add_recipient",
+    "remove_recipient",
 ];
 
 impl utoipa::Modify for Answers {

@@ -23,15 +23,15 @@ pub fn router() -> Router<Arc<App>> {
     Router::new()
         .route(
             "/v1/controllers/{id}/suppression",
-            put(configure).get(read).delete(end),
+            put(configure_suppression).get(read_suppression).delete(end_suppression),
         )
-        .route("/v1/suppression/check", post(check))
-        .route("/v1/suppression/remove", post(remove))
+        .route("/v1/suppression/check", post(check_suppression))
+        .route("/v1/suppression/remove", post(remove_suppressed))
 }
 
 /// The bulk check, which streams a body of any size.
 pub fn csv_router() -> Router<Arc<App>> {
-    Router::new().route("/v1/suppression/check.csv", post(check_csv))
+    Router::new().route("/v1/suppression/check.csv", post(check_suppression_csv))
 }
 
 /// Starting a list, or changing its purpose or region.
@@ -142,6 +142,44 @@ async fn list_of(app: &App, caller: &Caller, controller_id: &str) -> Result<Sett
         })
 }
 
+/// The list of the controller a body or query names (`controller_id`), or a 422 naming
+/// that field.
+async fn list_named(app: &App, caller: &Caller, controller_id: &str) -> Result<Settings, ApiError> {
+    match list_of(app, caller, controller_id).await {
+        Err(ApiError::NotFound(message)) => Err(ApiError::field("controller_id", message)),
+        other => other,
+    }
+}
+
+/// Refuses a kind that is not lowercase letters, digits and dashes, or that no system of
+/// the controller understands: nothing of that kind can be on its list, and an answer
+/// "not suppressed" for it (`Email` for `email`) would claim a check that was not made.
+async fn known_kinds<'k>(
+    app: &App,
+    controller_id: &str,
+    kinds: impl Iterator<Item = &'k str>,
+    field: &str,
+) -> Result<(), ApiError> {
+    let known = crate::controller::identity_kinds(&app.store, controller_id).await?;
+    for (i, kind) in kinds.enumerate() {
+        if !known.iter().any(|k| k == kind) {
+            let place = if field == "column" {
+                field.to_owned()
+            } else {
+                format!("{field}[{i}].kind")
+            };
+            return Err(ApiError::field(
+                place,
+                format!(
+                    "no system of this controller understands the identity kind {kind:?}, so none is on its list; known kinds: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The entries of identities given in clear or as digests; a field error names the
 /// first that cannot be read.
 fn entries(
@@ -190,7 +228,7 @@ fn probes_shape(probes: &[Probe]) -> Result<(), ApiError> {
 /// hashes) when it completes, and an objection when it is approved.
 #[utoipa::path(put, path = "/v1/controllers/{id}/suppression", tag = "suppression", params(("id" = String, Path)),
     request_body = Configure, responses((status = 200, body = Settings)), security(("bearer" = [])))]
-pub async fn configure(
+pub async fn configure_suppression(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -216,33 +254,52 @@ pub async fn configure(
     Ok(Json(list_of(&app, &caller, &id).await?))
 }
 
-/// The controller's suppression list: its purpose, region and size.
+/// Whether a controller keeps a suppression list, and the list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ListState {
+    pub kept: bool,
+    /// The list, when it is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list: Option<Settings>,
+}
+
+/// Whether the controller keeps a suppression list, and its purpose, region and size.
 #[utoipa::path(get, path = "/v1/controllers/{id}/suppression", tag = "suppression", params(("id" = String, Path)),
-    responses((status = 200, body = Settings)), security(("bearer" = [])))]
-pub async fn read(
+    responses((status = 200, body = ListState)), security(("bearer" = [])))]
+pub async fn read_suppression(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Settings>, ApiError> {
-    Ok(Json(list_of(&app, &caller, &id).await?))
+) -> Result<Json<ListState>, ApiError> {
+    if !caller.sees(&id) || crate::controller::get_controller(&app.store, &id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no controller {id:?}")));
+    }
+    let list = suppression::settings(&app.store, &id).await?;
+    Ok(Json(ListState {
+        kept: list.is_some(),
+        list,
+    }))
 }
 
 /// End the controller's suppression list: its entries are deleted.
 #[utoipa::path(delete, path = "/v1/controllers/{id}/suppression", tag = "suppression", params(("id" = String, Path)),
-    request_body = End, responses((status = 200, body = Removed)), security(("bearer" = [])))]
-pub async fn end(
+    request_body = End, responses((status = 200, body = Removed), (status = 409, description = "The controller keeps no list", body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn end_suppression(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
     Json(body): Json<End>,
 ) -> Result<Json<Removed>, ApiError> {
     require(&caller, &[Role::Admin, Role::Controller])?;
-    list_of(&app, &caller, &id).await?;
+    if !caller.sees(&id) || crate::controller::get_controller(&app.store, &id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no controller {id:?}")));
+    }
     reason(&body.reason, "reason")?;
     let mut tx = app.store.begin().await?;
     let removed = suppression::end(&mut tx, &id, body.reason.trim(), &caller.actor())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("the controller {id:?} keeps no suppression list")))?;
+        .ok_or_else(|| ApiError::Conflict(format!("the controller {id:?} keeps no suppression list")))?;
     tx.commit().await?;
     Ok(Json(Removed { removed }))
 }
@@ -266,14 +323,15 @@ async fn audit_check(app: &App, caller: &Caller, controller_id: &str, checked: u
 /// value.
 #[utoipa::path(post, path = "/v1/suppression/check", tag = "suppression", request_body = Check,
     responses((status = 200, body = Checked)), security(("bearer" = [])))]
-pub async fn check(
+pub async fn check_suppression(
     State(app): State<Arc<App>>,
     caller: Caller,
     Json(body): Json<Check>,
 ) -> Result<Json<Checked>, ApiError> {
     require(&caller, &[Role::Admin, Role::Dpo, Role::Controller])?;
     probes_shape(&body.identities)?;
-    let list = list_of(&app, &caller, &body.controller_id).await?;
+    let list = list_named(&app, &caller, &body.controller_id).await?;
+    known_kinds(&app, &body.controller_id, body.identities.iter().map(|p| p.kind.as_str()), "identities").await?;
     let entries = entries(&app, &body.identities, list.phone_region.as_deref());
     let hashes: Vec<&str> = entries
         .iter()
@@ -309,7 +367,7 @@ pub async fn check(
 /// with the reason, which the audit trail keeps.
 #[utoipa::path(post, path = "/v1/suppression/remove", tag = "suppression", request_body = Remove,
     responses((status = 200, body = Removed)), security(("bearer" = [])))]
-pub async fn remove(
+pub async fn remove_suppressed(
     State(app): State<Arc<App>>,
     caller: Caller,
     Json(body): Json<Remove>,
@@ -317,7 +375,8 @@ pub async fn remove(
     require(&caller, &[Role::Admin, Role::Controller])?;
     probes_shape(&body.identities)?;
     reason(&body.reason, "reason")?;
-    let list = list_of(&app, &caller, &body.controller_id).await?;
+    let list = list_named(&app, &caller, &body.controller_id).await?;
+    known_kinds(&app, &body.controller_id, body.identities.iter().map(|p| p.kind.as_str()), "identities").await?;
     let mut found = Vec::new();
     for (i, entry) in entries(&app, &body.identities, list.phone_region.as_deref())
         .into_iter()
@@ -356,10 +415,10 @@ fn csv_columns(query: &[(String, String)]) -> Result<Vec<(String, String)>, ApiE
         });
     }
     if let Some((header, kind)) = columns.iter().find(|(h, k)| h.is_empty() || k.is_empty()) {
-        return Err(ApiError::BadRequest {
-            field: Some("column".into()),
-            message: format!("a column is header or header:kind, not {header:?}:{kind:?}"),
-        });
+        return Err(ApiError::field(
+            "column",
+            format!("a column is header or header:kind, not {header:?}:{kind:?}"),
+        ));
     }
     Ok(columns)
 }
@@ -370,11 +429,13 @@ fn csv_columns(query: &[(String, String)]) -> Result<Vec<(String, String)>, ApiE
 /// country code…), `no` otherwise. Streamed both ways: a file of any length, in
 /// constant memory.
 #[utoipa::path(post, path = "/v1/suppression/check.csv", tag = "suppression",
-    params(("controller_id" = String, Query), ("column" = Vec<String>, Query, description = "header, or header:kind; repeated for several columns"),
+    params(("controller_id" = String, Query), ("column" = Vec<String>, Query, min_items = 1,
+                description = "header, or header:kind (a header that is not the kind's name); repeated for several columns"),
            ("digests" = Option<bool>, Query, description = "the cells hold SHA-256 digests of normalised values")),
-    request_body(content = String, content_type = "text/csv"),
+    request_body(description = "CSV with a header row (whatever the Content-Type)",
+        content((String = "text/csv"), (String = "text/plain"))),
     responses((status = 200, content_type = "text/csv", body = String)), security(("bearer" = [])))]
-pub async fn check_csv(
+pub async fn check_suppression_csv(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(query): Query<Vec<(String, String)>>,
@@ -407,10 +468,19 @@ pub async fn check_csv(
         }
     };
     let columns = csv_columns(&query)?;
-    let list = list_of(&app, &caller, &controller_id).await?;
+    let list = list_named(&app, &caller, &controller_id).await?;
+    known_kinds(&app, &controller_id, columns.iter().map(|(_, kind)| kind.as_str()), "column").await?;
+    // Each bulk check holds a blocking thread while it runs: at most two at once, the
+    // others wait their turn.
+    let turn = BULK_CHECKS
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let listed = Arc::new(suppression::all(&app.store, &controller_id).await?);
 
-    let (chunks, input) = std::sync::mpsc::sync_channel::<Result<Bytes, String>>(16);
+    // The body's chunks go to the blocking thread through a bounded channel (the upload
+    // waits while the thread is behind), the flagged file comes back the same way.
+    let (chunks, input) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(16);
     let (output, answer) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let (header, header_checked) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
     tokio::spawn(async move {
@@ -419,7 +489,7 @@ pub async fn check_csv(
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| format!("reading the body: {e}"));
             let failed = chunk.is_err();
-            if chunks.send(chunk).is_err() || failed {
+            if chunks.send(chunk).await.is_err() || failed {
                 break;
             }
         }
@@ -431,20 +501,36 @@ pub async fn check_csv(
         digests,
         region: list.phone_region.clone(),
     };
-    let counted = tokio::task::spawn_blocking(move || job.run(ChunkReader::new(input), header, output));
+    let counted = tokio::task::spawn_blocking(move || {
+        let failed = output.clone();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            job.run(ChunkReader::new(input), header, output)
+        }));
+        run.unwrap_or_else(|_| {
+            // The answer must not end as if the file were complete.
+            let _ = failed.blocking_send(Err(std::io::Error::other(
+                "the bulk check stopped on an internal error",
+            )));
+            Tally::default()
+        })
+    });
     match header_checked.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
         Err(_) => {
-            return Err(ApiError::Internal(anyhow::anyhow!("the bulk check stopped before reading the header")));
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "the bulk check stopped before reading the header"
+            )));
         }
     }
-    // The check is recorded once the file has been read through.
+    // The check is recorded when the thread is done, whether the file was read through
+    // or not (the client left, a row could not be read).
     let (app_done, caller_done) = (app.clone(), caller.clone());
     tokio::spawn(async move {
-        if let Ok(Some((rows, suppressed))) = counted.await
-            && let Err(e) = audit_check(&app_done, &caller_done, &controller_id, rows, suppressed).await
-        {
+        let tally = counted.await.unwrap_or_default();
+        drop(turn);
+        let recorded = audit_bulk(&app_done, &caller_done, &controller_id, &tally).await;
+        if let Err(e) = recorded {
             tracing::error!(error = %e, "recording a bulk suppression check failed");
         }
     });
@@ -461,6 +547,32 @@ pub async fn check_csv(
         .into_response())
 }
 
+/// Bulk checks running at once in this process.
+static BULK_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// What a bulk check read: rows flagged and found, and whether it read the whole file.
+#[derive(Debug, Default)]
+struct Tally {
+    rows: usize,
+    suppressed: usize,
+    complete: bool,
+}
+
+async fn audit_bulk(app: &App, caller: &Caller, controller_id: &str, tally: &Tally) -> Result<(), ApiError> {
+    let mut tx = app.store.begin().await?;
+    audit::append(
+        &mut tx,
+        &caller.actor(),
+        "suppression.checked",
+        None,
+        json!({ "controller_id": controller_id, "checked": tally.rows, "suppressed": tally.suppressed,
+                "bulk": true, "complete": tally.complete }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The blocking half of a bulk check.
 struct Flag {
     app: Arc<App>,
@@ -471,39 +583,39 @@ struct Flag {
 }
 
 impl Flag {
-    /// Reads the file, writes it back flagged; returns the rows read and how many were
-    /// suppressed, `None` when it stopped early.
+    /// Reads the file, writes it back flagged; returns what it read.
     fn run(
         self,
         input: ChunkReader,
         header: tokio::sync::oneshot::Sender<Result<(), ApiError>>,
         output: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    ) -> Option<(usize, usize)> {
+    ) -> Tally {
+        let mut tally = Tally::default();
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
         let headers = match reader.byte_headers() {
             Ok(headers) => headers.clone(),
             Err(e) => {
-                let _ = header.send(Err(ApiError::BadRequest {
-                    field: None,
-                    message: format!("the body is not CSV with a header row: {e}"),
-                }));
-                return None;
+                let _ = header.send(Err(ApiError::field(
+                    "body",
+                    format!("the body is not CSV with a header row: {e}"),
+                )));
+                return tally;
             }
         };
         let mut places = Vec::new();
         for (name, kind) in &self.columns {
             let Some(at) = headers.iter().position(|h| h == name.as_bytes()) else {
                 let names: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
-                let _ = header.send(Err(ApiError::BadRequest {
-                    field: Some("column".into()),
-                    message: format!("the file has no column {name:?}; its header row names: {}", names.join(", ")),
-                }));
-                return None;
+                let _ = header.send(Err(ApiError::field(
+                    "column",
+                    format!("the file has no column {name:?}; its header row names: {}", names.join(", ")),
+                )));
+                return tally;
             };
             places.push((at, kind.clone()));
         }
         if header.send(Ok(())).is_err() {
-            return None;
+            return tally;
         }
         let mut writer = csv::WriterBuilder::new()
             .flexible(true)
@@ -514,40 +626,58 @@ impl Flag {
         let mut first = headers.clone();
         first.push_field(b"suppressed");
         if writer.write_byte_record(&first).is_err() {
-            return None;
+            return tally;
         }
-        let (mut rows, mut suppressed) = (0, 0);
+        let width = headers.len();
         let mut record = csv::ByteRecord::new();
         loop {
             match reader.read_byte_record(&mut record) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
-                    let _ = output.blocking_send(Err(std::io::Error::other(format!("row {}: {e}", rows + 1))));
-                    return None;
+                    // Whatever was flagged so far is sent first, then the answer breaks off.
+                    let _ = writer.flush();
+                    let _ = output.blocking_send(Err(std::io::Error::other(format!(
+                        "row {}: {e}",
+                        tally.rows + 1
+                    ))));
+                    return tally;
                 }
             }
-            rows += 1;
-            let flag = self.flag(&record, &places);
+            tally.rows += 1;
+            let flag = if record.len() == width {
+                self.flag(&record, &places)
+            } else {
+                // A row that does not line up with the header: its cells may not be
+                // what the header names.
+                "unreadable"
+            };
             if flag == "yes" {
-                suppressed += 1;
+                tally.suppressed += 1;
             }
             record.push_field(flag.as_bytes());
             // Fails only when the client has gone.
             if writer.write_byte_record(&record).is_err() {
-                return None;
+                return tally;
             }
         }
-        writer.flush().ok().map(|()| (rows, suppressed))
+        tally.complete = writer.flush().is_ok();
+        tally
     }
 
+    /// `yes` when a checked cell is on the list; otherwise `unreadable` when one cannot
+    /// be read (not UTF-8, not a phone number…), `empty` when every one is blank, `no`.
     fn flag(&self, record: &csv::ByteRecord, places: &[(usize, String)]) -> &'static str {
-        let mut unreadable = false;
+        let (mut unreadable, mut read) = (false, false);
         for (at, kind) in places {
-            let cell = record.get(*at).map(String::from_utf8_lossy).unwrap_or_default();
+            let Ok(cell) = std::str::from_utf8(record.get(*at).unwrap_or_default()) else {
+                unreadable = true;
+                continue;
+            };
             if cell.trim().is_empty() {
                 continue;
             }
+            read = true;
             let digest = if self.digests {
                 suppression::parse_digest(&cell)
             } else {
@@ -562,7 +692,13 @@ impl Flag {
                 Err(_) => unreadable = true,
             }
         }
-        if unreadable { "unreadable" } else { "no" }
+        if unreadable {
+            "unreadable"
+        } else if read {
+            "no"
+        } else {
+            "empty"
+        }
     }
 }
 
@@ -603,17 +739,24 @@ impl std::io::Write for Sink {
     }
 }
 
-/// A `Read` over the chunks of a request body handed over from the async side.
+/// The longest line a campaign file may have: the CSV reader holds a whole record, so a
+/// quote never closed must not make it hold the rest of the body.
+const MAX_LINE: usize = 64 << 10;
+
+/// A `Read` over the chunks of a request body handed over from the async side, which
+/// refuses a line longer than [`MAX_LINE`].
 struct ChunkReader {
-    chunks: std::sync::mpsc::Receiver<Result<Bytes, String>>,
+    chunks: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
     current: Bytes,
+    line: usize,
 }
 
 impl ChunkReader {
-    fn new(chunks: std::sync::mpsc::Receiver<Result<Bytes, String>>) -> Self {
+    fn new(chunks: tokio::sync::mpsc::Receiver<Result<Bytes, String>>) -> Self {
         ChunkReader {
             chunks,
             current: Bytes::new(),
+            line: 0,
         }
     }
 }
@@ -621,14 +764,25 @@ impl ChunkReader {
 impl std::io::Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.chunks.recv() {
-                Ok(Ok(chunk)) => self.current = chunk,
-                Ok(Err(e)) => return Err(std::io::Error::other(e)),
-                Err(_) => return Ok(0),
+            match self.chunks.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
+        let taken = self.current.split_to(n);
+        self.line = match taken.iter().rposition(|b| *b == b'\n') {
+            Some(at) => n - at - 1,
+            None => self.line + n,
+        };
+        if self.line > MAX_LINE {
+            return Err(std::io::Error::other(format!(
+                "a line is longer than {} KiB (a quote never closed?)",
+                MAX_LINE >> 10
+            )));
+        }
+        buf[..n].copy_from_slice(&taken);
         Ok(n)
     }
 }

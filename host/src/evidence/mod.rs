@@ -268,6 +268,9 @@ pub async fn erasure_certificate(
         "records_found": records_found,
         "nothing_found": records_found.map(|n| n == 0),
         "systems": systems,
+        // Art. 19: the recipients told of the erasure, as their notices stand when the
+        // certificate is issued.
+        "recipients_notified": crate::notify::recipients::told(store, &request.id).await?,
     });
     Ok(Ok(keys.sign(document)))
 }

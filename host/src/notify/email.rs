@@ -277,7 +277,10 @@ pub async fn send_due(
                 "no address for the DPO: the token that filed the request has none, and smtp.dpo is unset".into(),
             ),
             (Some(smtp), Some(mailer), Some(about), Some(address)) => {
-                let link = email.link_id.as_deref().map(|id| links(id));
+                let link = email
+                    .link_id
+                    .as_deref()
+                    .map(|id| links(super::links::APPROVAL, id));
                 let text = compose(
                     &email.event,
                     &email.request_id,
@@ -439,7 +442,8 @@ fn compose(
                         "Une demande {kind_fr} ({request_id}) vous a été transmise le {received} ; elle doit être traitée avant le {due}."
                     ),
                     format!(
-                        "A {kind_en} request ({request_id}) was forwarded to you on {received}; it is due {due}."
+                        "{} {kind_en} request ({request_id}) was forwarded to you on {received}; it is due {due}.",
+                        if kind_en.starts_with(['a', 'e', 'i', 'o', 'u']) { "An" } else { "A" }
                     ),
                 )
             };

@@ -6,6 +6,7 @@
 
 pub mod email;
 pub mod links;
+pub mod recipients;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -24,6 +25,9 @@ pub struct Delivery {
     pub id: String,
     /// The event, e.g. `request.forwarded`.
     pub event: String,
+    /// The recipient (Art. 19) a notice went to; none for the controller's own webhook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
     /// `pending`, `delivered` or `failed` (given up).
     pub status: String,
     pub attempts: u32,
@@ -62,9 +66,10 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Resul
     ))
 }
 
-/// Makes the address of an approval link from its id (`links`): the service's public URL
-/// and the link's token, which only the process holding the keys can make.
-pub type LinkMaker = Arc<dyn Fn(&str) -> String + Send + Sync>;
+/// Makes the address of a link from its purpose (`links::APPROVAL`, `recipients::NOTICE`)
+/// and id: the service's public URL and the link's token, which only the process holding
+/// the keys can make.
+pub type LinkMaker = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
 
 /// `body` with `data.url`, the request's address in the API (under `base_url`), added
 /// when the event is about a request, and `data.approval_link` (a link's id) replaced by
@@ -84,7 +89,28 @@ fn with_request_url(body: &str, base_url: &str, links: &LinkMaker) -> String {
     if let Some(data) = payload["data"].as_object_mut()
         && let Some(serde_json::Value::String(link)) = data.remove("approval_link")
     {
-        data.insert("approval_url".into(), links(&link).into());
+        data.insert(
+            "approval_url".into(),
+            links(links::APPROVAL, &link).into(),
+        );
+    }
+    payload.to_string()
+}
+
+/// A recipient's notice as sent: `data.notice` (the delivery's id) replaced by
+/// `data.identities_url`, which opens that notice only. No address of oubli's API: the
+/// recipient has no token for it.
+fn with_notice_url(body: &str, links: &LinkMaker) -> String {
+    let Ok(mut payload) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.to_owned();
+    };
+    if let Some(data) = payload["data"].as_object_mut()
+        && let Some(serde_json::Value::String(id)) = data.remove("notice")
+    {
+        data.insert(
+            "identities_url".into(),
+            links(recipients::NOTICE, &id).into(),
+        );
     }
     payload.to_string()
 }
@@ -127,6 +153,7 @@ type DeliveryRow = (
     Option<i64>,
     Option<String>,
     Option<i64>,
+    Option<String>,
 );
 
 type AttemptRow = (String, i64, i64, Option<i64>, Option<String>);
@@ -137,7 +164,8 @@ type AttemptRow = (String, i64, i64, Option<i64>, Option<String>);
 /// When the database cannot be read.
 pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Delivery>> {
     let rows: Vec<DeliveryRow> = sqlx::query_as(
-        "SELECT id, event, status, attempts, next_attempt_at, last_status, last_error, delivered_at FROM webhook_deliveries WHERE request_id = $1 ORDER BY id",
+        "SELECT d.id, d.event, d.status, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.delivered_at, r.name \
+         FROM webhook_deliveries d LEFT JOIN recipients r ON r.id = d.recipient_id WHERE d.request_id = $1 ORDER BY d.id",
     )
     .bind(request_id)
     .fetch_all(&store.read)
@@ -160,6 +188,7 @@ pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Delivery>
             last_status: r.5.map(|s| s as u16),
             last_error: r.6,
             delivered_at: r.7.map(to_rfc3339),
+            recipient: r.8,
             log: Vec::new(),
         })
         .collect();
@@ -186,6 +215,7 @@ struct Claimed {
     payload: String,
     attempts: i64,
     controller_id: String,
+    recipient_id: Option<String>,
 }
 
 /// Sends the deliveries that are due; returns how many were attempted.
@@ -206,7 +236,7 @@ pub async fn send_due(
         "UPDATE webhook_deliveries SET next_attempt_at = $2 \
          WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
                       ORDER BY next_attempt_at LIMIT 32{skip_locked}) \
-         RETURNING id, payload, attempts, controller_id",
+         RETURNING id, payload, attempts, controller_id, recipient_id",
     ))
     .bind(now)
     .bind(now + CLAIM_MS)
@@ -214,14 +244,31 @@ pub async fn send_due(
     .await?;
     let mut due = Vec::with_capacity(claimed.len());
     for delivery in claimed {
-        let (url, secret): (Option<String>, String) =
-            sqlx::query_as("SELECT webhook_url, webhook_secret FROM controllers WHERE id = $1")
+        // A recipient's notice goes to its own URL, signed with its own secret.
+        let (url, secret, body): (Option<String>, String, String) = match &delivery.recipient_id
+        {
+            Some(recipient) => {
+                let (url, secret): (String, String) =
+                    sqlx::query_as("SELECT url, secret FROM recipients WHERE id = $1")
+                        .bind(recipient)
+                        .fetch_one(&store.read)
+                        .await?;
+                (Some(url), secret, with_notice_url(&delivery.payload, links))
+            }
+            None => {
+                let (url, secret): (Option<String>, String) = sqlx::query_as(
+                    "SELECT webhook_url, webhook_secret FROM controllers WHERE id = $1",
+                )
                 .bind(&delivery.controller_id)
                 .fetch_one(&store.read)
                 .await?;
+                let body = with_request_url(&delivery.payload, &config.base_url(), links);
+                (url, secret, body)
+            }
+        };
         due.push((
             delivery.id,
-            with_request_url(&delivery.payload, &config.base_url(), links),
+            body,
             delivery.attempts,
             url.unwrap_or_default(),
             secret,

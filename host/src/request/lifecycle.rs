@@ -361,6 +361,7 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     if settled.is_ok() {
         if step == Transition::Complete {
             crate::suppression::record(tx, request_id, actor).await?;
+            crate::notify::recipients::notify(tx, request_id, actor).await?;
         }
         announce(tx, request_id).await?;
     }

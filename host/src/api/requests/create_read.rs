@@ -147,6 +147,12 @@ async fn validate(
         return Err(ApiError::field("external_ref", "at most 200 characters"));
     }
     if let Some(not_before) = body.not_before {
+        if body.kind == Kind::Objection {
+            return Err(ApiError::field(
+                "not_before",
+                "an objection asks nothing of the systems, so it has nothing to hold back; it takes effect when approved",
+            ));
+        }
         let now = chrono::Utc::now();
         if not_before > crate::request::due_at(now, 0) {
             return Err(ApiError::field(

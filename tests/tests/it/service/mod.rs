@@ -18,6 +18,7 @@ mod hardening;
 mod hostile;
 mod operations;
 mod people;
+mod recipients;
 mod retention;
 mod schema_fuzz;
 mod suppression;

@@ -1,0 +1,179 @@
+//! Recipients (Art. 19): told of a completed erasure or rectification by a notice signed
+//! with their own secret (checked here from the Standard Webhooks rules, not oubli's
+//! code), retried when they fail, whose link gives who the subject is and nothing else;
+//! the certificate lists them.
+
+use super::{approve, email};
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use oubli_tests::Service;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::sync::{Arc, Mutex};
+
+type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
+/// A recipient's endpoint on loopback that answers 500 to its first `failures` notices.
+async fn receiver(failures: usize) -> (String, Received, tokio::task::JoinHandle<()>) {
+    let received: Received = Arc::default();
+    let seen = received.clone();
+    let router = axum::Router::new().route(
+        "/notices",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let mut seen = seen.lock().unwrap();
+                seen.push((headers, body));
+                if seen.len() <= failures {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let (address, handle) = oubli_tests::serve(router).await;
+    (format!("http://{address}/notices"), received, handle)
+}
+
+fn signed_by(secret: &str, headers: &HeaderMap, body: &str) -> bool {
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.{body}", header("webhook-id"), header("webhook-timestamp")).as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    header("webhook-signature")
+        .split(' ')
+        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
+}
+
+async fn wait_for(received: &Received, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while received.lock().unwrap().len() < n {
+        assert!(std::time::Instant::now() < deadline, "no notice arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[("OUBLI_BACKOFF_BASE_MS", "50")]).await;
+    let demo = service.demo.clone();
+    let path = format!("/v1/controllers/{}/recipients", demo.controller_id);
+    let (steady_url, steady, _a) = receiver(0).await;
+    let (flaky_url, flaky, _b) = receiver(1).await;
+
+    // Only the controller (or an admin) lists them.
+    let (status, _) = service
+        .post(&path, &demo.dpo, json!({ "name": "Mailer", "url": steady_url }))
+        .await;
+    assert_eq!(status, 403);
+    let (status, refused) = service
+        .post(&path, &demo.controller, json!({ "name": "Mailer", "url": "ftp://x" }))
+        .await;
+    assert_eq!((status, refused["field"].clone()), (422, json!("url")));
+    let mut secrets = Vec::new();
+    for (name, url) in [("Mailer Inc.", &steady_url), ("Carrier SA", &flaky_url)] {
+        let (status, added) = service
+            .post(&path, &demo.controller, json!({ "name": name, "url": url }))
+            .await;
+        assert_eq!(status, 201, "{added}");
+        secrets.push(added["secret"].as_str().unwrap().to_owned());
+    }
+
+    let id = service.submit("erasure", email(4), None).await;
+    approve(&service, &id).await;
+    assert_eq!(service.settled(&id).await["status"], "completed");
+
+    // Each gets a notice signed with its own secret; the one that failed gets it again.
+    wait_for(&steady, 1).await;
+    wait_for(&flaky, 2).await;
+    let (headers, body) = steady.lock().unwrap()[0].clone();
+    assert!(signed_by(&secrets[0], &headers, &body));
+    assert!(!signed_by(&secrets[1], &headers, &body), "each recipient has its own secret");
+    let (retry_headers, retry_body) = flaky.lock().unwrap()[1].clone();
+    assert!(signed_by(&secrets[1], &retry_headers, &retry_body));
+    let notice: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(notice["type"], "subject.erased");
+    assert_eq!(notice["data"]["request_id"], id.as_str());
+    assert!(!body.contains("customer4@example.org"), "the notice names no one");
+    assert!(notice["data"]["url"].is_null(), "no address of oubli's API");
+
+    // Its link tells the recipient who, and only for this notice.
+    let url = notice["data"]["identities_url"].as_str().unwrap().to_owned();
+    let opened: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(opened["identities"][0]["value"], "customer4@example.org", "{opened}");
+    assert_eq!(opened["recipient"], "Mailer Inc.");
+    let forged = format!("{}x", &url[..url.len() - 1]);
+    assert_eq!(reqwest::get(&forged).await.unwrap().status(), 404);
+
+    // Deliveries are listed with the request's webhooks; the certificate names both.
+    let deliveries = service
+        .poll(&format!("/v1/requests/{id}/webhooks"), &demo.dpo, |d| {
+            d["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["recipient"].is_string() && d["status"] == "delivered")
+                .count()
+                == 2
+        })
+        .await;
+    let carrier = deliveries["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["recipient"] == "Carrier SA")
+        .unwrap()
+        .clone();
+    assert_eq!(carrier["attempts"], 2, "{carrier}");
+    let (status, certificate) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &demo.dpo)
+        .await;
+    assert_eq!(status, 200, "{certificate}");
+    let told = certificate["certificate"]["recipients_notified"].as_array().unwrap();
+    let names: Vec<&str> = told.iter().map(|t| t["recipient"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Mailer Inc.", "Carrier SA"]);
+    assert!(told.iter().all(|t| t["status"] == "delivered"), "{told:?}");
+
+    // A removed recipient is told nothing more; a rectification's notice carries the
+    // new values behind its link.
+    let carrier_id = service.get(&path, &demo.controller).await.1["items"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = service
+        .call(reqwest::Method::DELETE, &format!("{path}/{carrier_id}"), &demo.controller, None)
+        .await;
+    assert_eq!(status, 204);
+    let id = service
+        .submit(
+            "rectification",
+            email(6),
+            Some(json!([{ "collection": "customers", "field": "city", "value": "Lyon" }])),
+        )
+        .await;
+    approve(&service, &id).await;
+    assert_eq!(service.settled(&id).await["status"], "completed");
+    wait_for(&steady, 2).await;
+    let (headers, body) = steady.lock().unwrap()[1].clone();
+    assert!(signed_by(&secrets[0], &headers, &body));
+    let notice: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(notice["type"], "subject.rectified");
+    let opened: Value = reqwest::get(notice["data"]["identities_url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(opened["changes"][0]["value"], "Lyon", "{opened}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(flaky.lock().unwrap().len(), 2, "the removed recipient was told nothing");
+
+    let opened = service.actions("/v1/audit?action=notice.opened", &demo.admin).await;
+    assert_eq!(opened.len(), 2);
+}
