@@ -70,8 +70,11 @@ pub fn normalise(kind: &str, value: &str, region: Option<&str>) -> Result<String
     match kind {
         "email" => Ok(value.to_lowercase()),
         "phone" => {
-            let country = region
-                .and_then(|r| r.to_ascii_uppercase().parse::<phonenumber::country::Id>().ok());
+            let country = region.and_then(|r| {
+                r.to_ascii_uppercase()
+                    .parse::<phonenumber::country::Id>()
+                    .ok()
+            });
             let number = phonenumber::parse(country, value)
                 .map_err(|_| Unreadable::Phone(region.is_some()))?;
             if !phonenumber::is_valid(&number) {
@@ -125,7 +128,11 @@ impl Entry {
         value: &str,
         region: Option<&str>,
     ) -> Result<Entry, Unreadable> {
-        Ok(Entry::of(keys, kind, &digest(&normalise(kind, value, region)?)))
+        Ok(Entry::of(
+            keys,
+            kind,
+            &digest(&normalise(kind, value, region)?),
+        ))
     }
 }
 
@@ -236,7 +243,10 @@ pub async fn end(
 ///
 /// # Errors
 /// When the database cannot be read.
-pub async fn region_in(tx: &mut Tx<'_>, controller_id: &str) -> sqlx::Result<Option<Option<String>>> {
+pub async fn region_in(
+    tx: &mut Tx<'_>,
+    controller_id: &str,
+) -> sqlx::Result<Option<Option<String>>> {
     sqlx::query_scalar("SELECT phone_region FROM suppression_lists WHERE controller_id = $1")
         .bind(controller_id)
         .fetch_optional(&mut **tx)
@@ -251,11 +261,7 @@ pub async fn region_in(tx: &mut Tx<'_>, controller_id: &str) -> sqlx::Result<Opt
 ///
 /// # Errors
 /// When the database fails.
-pub async fn record(
-    tx: &mut Tx<'_>,
-    request_id: &str,
-    actor: &str,
-) -> anyhow::Result<Option<u64>> {
+pub async fn record(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<Option<u64>> {
     let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT r.controller_id, r.kind, r.suppression_hashes, l.purpose FROM requests r \
          LEFT JOIN suppression_lists l ON l.controller_id = r.controller_id WHERE r.id = $1",
@@ -364,14 +370,13 @@ pub async fn remove(
 ) -> sqlx::Result<u64> {
     let mut removed = 0;
     for entry in entries {
-        removed += sqlx::query(
-            "DELETE FROM suppression_entries WHERE controller_id = $1 AND hash = $2",
-        )
-        .bind(controller_id)
-        .bind(&entry.hash)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+        removed +=
+            sqlx::query("DELETE FROM suppression_entries WHERE controller_id = $1 AND hash = $2")
+                .bind(controller_id)
+                .bind(&entry.hash)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
     }
     let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
     audit::append(
@@ -396,7 +401,11 @@ mod tests {
             Ok("jane.doe@example.com".into())
         );
         let e164 = Ok("+33612345678".to_owned());
-        for written in ["+33 6 12 34 56 78", "+33.6.12.34.56.78", "+33 (0)6 12-34-56-78"] {
+        for written in [
+            "+33 6 12 34 56 78",
+            "+33.6.12.34.56.78",
+            "+33 (0)6 12-34-56-78",
+        ] {
             assert_eq!(normalise("phone", written, None), e164, "{written}");
         }
         assert_eq!(normalise("phone", "0033 6 12 34 56 78", Some("FR")), e164);
@@ -409,7 +418,10 @@ mod tests {
             normalise("phone", "not a number", Some("FR")),
             Err(Unreadable::Phone(true))
         );
-        assert_eq!(normalise("name", " Jane   DOE ", None), Ok("jane doe".into()));
+        assert_eq!(
+            normalise("name", " Jane   DOE ", None),
+            Ok("jane doe".into())
+        );
         assert_eq!(normalise("email", "   ", None), Err(Unreadable::Blank));
     }
 

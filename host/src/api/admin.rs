@@ -134,7 +134,11 @@ pub async fn list_controllers(
     Ok(Json(Page { items, next: None }))
 }
 
-async fn visible_controller(app: &App, caller: &Caller, id: &str) -> Result<Controller, ApiError> {
+pub(super) async fn visible_controller(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+) -> Result<Controller, ApiError> {
     controller::get_controller(&app.store, id)
         .await?
         .filter(|c| caller.sees(&c.id))

@@ -73,11 +73,8 @@ pub struct Notice {
 
 async fn own_controller(app: &App, caller: &Caller, id: &str) -> Result<(), ApiError> {
     require(caller, &[Role::Admin, Role::Controller])?;
-    if caller.sees(id) && crate::controller::get_controller(&app.store, id).await?.is_some() {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(format!("no controller {id:?}")))
-    }
+    super::admin::visible_controller(app, caller, id).await?;
+    Ok(())
 }
 
 /// Add a recipient the controller disclosed personal data to: it will be told of every
@@ -111,9 +108,7 @@ pub async fn list_recipients(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Recipients>, ApiError> {
-    if !caller.sees(&id) || crate::controller::get_controller(&app.store, &id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no controller {id:?}")));
-    }
+    super::admin::visible_controller(&app, &caller, &id).await?;
     Ok(Json(Recipients {
         items: recipients::list(&app.store, &id).await?,
     }))

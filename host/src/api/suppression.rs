@@ -23,7 +23,9 @@ pub fn router() -> Router<Arc<App>> {
     Router::new()
         .route(
             "/v1/controllers/{id}/suppression",
-            put(configure_suppression).get(read_suppression).delete(end_suppression),
+            put(configure_suppression)
+                .get(read_suppression)
+                .delete(end_suppression),
         )
         .route("/v1/suppression/check", post(check_suppression))
         .route("/v1/suppression/remove", post(remove_suppressed))
@@ -120,7 +122,7 @@ pub struct Removed {
 }
 
 fn reason(text: &str, field: &str) -> Result<(), ApiError> {
-    if text.trim().is_empty() || text.len() > 500 {
+    if text.trim().is_empty() || text.chars().count() > 500 {
         return Err(ApiError::field(field, "1 to 500 characters, not blank"));
     }
     Ok(())
@@ -182,11 +184,7 @@ async fn known_kinds<'k>(
 
 /// The entries of identities given in clear or as digests; a field error names the
 /// first that cannot be read.
-fn entries(
-    app: &App,
-    probes: &[Probe],
-    region: Option<&str>,
-) -> Vec<Result<Entry, Unreadable>> {
+fn entries(app: &App, probes: &[Probe], region: Option<&str>) -> Vec<Result<Entry, Unreadable>> {
     probes
         .iter()
         .map(|probe| {
@@ -235,9 +233,7 @@ pub async fn configure_suppression(
     Json(body): Json<Configure>,
 ) -> Result<Json<Settings>, ApiError> {
     require(&caller, &[Role::Admin, Role::Controller])?;
-    if !caller.sees(&id) || crate::controller::get_controller(&app.store, &id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no controller {id:?}")));
-    }
+    super::admin::visible_controller(&app, &caller, &id).await?;
     reason(&body.purpose, "purpose")?;
     let region = body.phone_region.as_deref().map(str::to_ascii_uppercase);
     if let Some(region) = &region
@@ -249,7 +245,14 @@ pub async fn configure_suppression(
         ));
     }
     let mut tx = app.store.begin().await?;
-    suppression::set(&mut tx, &id, body.purpose.trim(), region.as_deref(), &caller.actor()).await?;
+    suppression::set(
+        &mut tx,
+        &id,
+        body.purpose.trim(),
+        region.as_deref(),
+        &caller.actor(),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(list_of(&app, &caller, &id).await?))
 }
@@ -271,9 +274,7 @@ pub async fn read_suppression(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ListState>, ApiError> {
-    if !caller.sees(&id) || crate::controller::get_controller(&app.store, &id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no controller {id:?}")));
-    }
+    super::admin::visible_controller(&app, &caller, &id).await?;
     let list = suppression::settings(&app.store, &id).await?;
     Ok(Json(ListState {
         kept: list.is_some(),
@@ -292,19 +293,25 @@ pub async fn end_suppression(
     Json(body): Json<End>,
 ) -> Result<Json<Removed>, ApiError> {
     require(&caller, &[Role::Admin, Role::Controller])?;
-    if !caller.sees(&id) || crate::controller::get_controller(&app.store, &id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no controller {id:?}")));
-    }
+    super::admin::visible_controller(&app, &caller, &id).await?;
     reason(&body.reason, "reason")?;
     let mut tx = app.store.begin().await?;
     let removed = suppression::end(&mut tx, &id, body.reason.trim(), &caller.actor())
         .await?
-        .ok_or_else(|| ApiError::Conflict(format!("the controller {id:?} keeps no suppression list")))?;
+        .ok_or_else(|| {
+            ApiError::Conflict(format!("the controller {id:?} keeps no suppression list"))
+        })?;
     tx.commit().await?;
     Ok(Json(Removed { removed }))
 }
 
-async fn audit_check(app: &App, caller: &Caller, controller_id: &str, checked: usize, suppressed: usize) -> Result<(), ApiError> {
+async fn audit_check(
+    app: &App,
+    caller: &Caller,
+    controller_id: &str,
+    checked: usize,
+    suppressed: usize,
+) -> Result<(), ApiError> {
     let mut tx = app.store.begin().await?;
     audit::append(
         &mut tx,
@@ -331,7 +338,13 @@ pub async fn check_suppression(
     require(&caller, &[Role::Admin, Role::Dpo, Role::Controller])?;
     probes_shape(&body.identities)?;
     let list = list_named(&app, &caller, &body.controller_id).await?;
-    known_kinds(&app, &body.controller_id, body.identities.iter().map(|p| p.kind.as_str()), "identities").await?;
+    known_kinds(
+        &app,
+        &body.controller_id,
+        body.identities.iter().map(|p| p.kind.as_str()),
+        "identities",
+    )
+    .await?;
     let entries = entries(&app, &body.identities, list.phone_region.as_deref());
     let hashes: Vec<&str> = entries
         .iter()
@@ -355,8 +368,18 @@ pub async fn check_suppression(
             },
         })
         .collect();
-    let suppressed = results.iter().filter(|r| r.suppressed == Some(true)).count();
-    audit_check(&app, &caller, &body.controller_id, results.len(), suppressed).await?;
+    let suppressed = results
+        .iter()
+        .filter(|r| r.suppressed == Some(true))
+        .count();
+    audit_check(
+        &app,
+        &caller,
+        &body.controller_id,
+        results.len(),
+        suppressed,
+    )
+    .await?;
     Ok(Json(Checked {
         purpose: list.purpose,
         results,
@@ -376,13 +399,21 @@ pub async fn remove_suppressed(
     probes_shape(&body.identities)?;
     reason(&body.reason, "reason")?;
     let list = list_named(&app, &caller, &body.controller_id).await?;
-    known_kinds(&app, &body.controller_id, body.identities.iter().map(|p| p.kind.as_str()), "identities").await?;
+    known_kinds(
+        &app,
+        &body.controller_id,
+        body.identities.iter().map(|p| p.kind.as_str()),
+        "identities",
+    )
+    .await?;
     let mut found = Vec::new();
     for (i, entry) in entries(&app, &body.identities, list.phone_region.as_deref())
         .into_iter()
         .enumerate()
     {
-        found.push(entry.map_err(|why| ApiError::field(format!("identities[{i}]"), why.to_string()))?);
+        found.push(
+            entry.map_err(|why| ApiError::field(format!("identities[{i}]"), why.to_string()))?,
+        );
     }
     let mut tx = app.store.begin().await?;
     let removed = suppression::remove(
@@ -449,7 +480,10 @@ pub async fn check_suppression_csv(
             message: format!("unknown parameter {unknown:?}; known: {}", known.join(", ")),
         });
     }
-    let params: HashMap<&str, &str> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let params: HashMap<&str, &str> = query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let controller_id = params
         .get("controller_id")
         .map(|c| (*c).to_owned())
@@ -469,7 +503,13 @@ pub async fn check_suppression_csv(
     };
     let columns = csv_columns(&query)?;
     let list = list_named(&app, &caller, &controller_id).await?;
-    known_kinds(&app, &controller_id, columns.iter().map(|(_, kind)| kind.as_str()), "column").await?;
+    known_kinds(
+        &app,
+        &controller_id,
+        columns.iter().map(|(_, kind)| kind.as_str()),
+        "column",
+    )
+    .await?;
     // Each bulk check holds a blocking thread while it runs: at most two at once, the
     // others wait their turn.
     let turn = BULK_CHECKS
@@ -558,7 +598,12 @@ struct Tally {
     complete: bool,
 }
 
-async fn audit_bulk(app: &App, caller: &Caller, controller_id: &str, tally: &Tally) -> Result<(), ApiError> {
+async fn audit_bulk(
+    app: &App,
+    caller: &Caller,
+    controller_id: &str,
+    tally: &Tally,
+) -> Result<(), ApiError> {
     let mut tx = app.store.begin().await?;
     audit::append(
         &mut tx,
@@ -605,10 +650,16 @@ impl Flag {
         let mut places = Vec::new();
         for (name, kind) in &self.columns {
             let Some(at) = headers.iter().position(|h| h == name.as_bytes()) else {
-                let names: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+                let names: Vec<String> = headers
+                    .iter()
+                    .map(|h| String::from_utf8_lossy(h).into_owned())
+                    .collect();
                 let _ = header.send(Err(ApiError::field(
                     "column",
-                    format!("the file has no column {name:?}; its header row names: {}", names.join(", ")),
+                    format!(
+                        "the file has no column {name:?}; its header row names: {}",
+                        names.join(", ")
+                    ),
                 )));
                 return tally;
             };
@@ -617,12 +668,10 @@ impl Flag {
         if header.send(Ok(())).is_err() {
             return tally;
         }
-        let mut writer = csv::WriterBuilder::new()
-            .flexible(true)
-            .from_writer(Sink {
-                buffer: Vec::with_capacity(Sink::CHUNK),
-                output: output.clone(),
-            });
+        let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(Sink {
+            buffer: Vec::with_capacity(Sink::CHUNK),
+            output: output.clone(),
+        });
         let mut first = headers.clone();
         first.push_field(b"suppressed");
         if writer.write_byte_record(&first).is_err() {
@@ -679,13 +728,17 @@ impl Flag {
             }
             read = true;
             let digest = if self.digests {
-                suppression::parse_digest(&cell)
+                suppression::parse_digest(cell)
             } else {
-                suppression::normalise(kind, &cell, self.region.as_deref()).map(|n| suppression::digest(&n))
+                suppression::normalise(kind, cell, self.region.as_deref())
+                    .map(|n| suppression::digest(&n))
             };
             match digest {
                 Ok(digest) => {
-                    if self.listed.contains(&Entry::of(&self.app.keys, kind, &digest).hash) {
+                    if self
+                        .listed
+                        .contains(&Entry::of(&self.app.keys, kind, &digest).hash)
+                    {
                         return "yes";
                     }
                 }

@@ -39,6 +39,8 @@ struct Words {
     not_swept: &'static str,
     nothing_found: &'static str,
     no_record: &'static str,
+    recipients: &'static str,
+    recipient_status: &'static str,
     signature: &'static str,
     verify_with: &'static str,
 }
@@ -69,6 +71,8 @@ const EN: Words = Words {
     not_swept: "Not searched",
     nothing_found: "No system found any record of the subject: nothing was erased. Check the identities given before answering the subject.",
     no_record: "No record matched the subject in this system.",
+    recipients: "Recipients told (Art. 19)",
+    recipient_status: "notice",
     signature: "Signature",
     verify_with: "Verify the signed JSON with `oubli certificate verify` and the public key published at /v1/keys.",
 };
@@ -99,6 +103,8 @@ const FR: Words = Words {
     not_swept: "Non explorés",
     nothing_found: "Aucun système n'a trouvé d'enregistrement de la personne : rien n'a été effacé. Vérifiez les identifiants fournis avant de répondre à la personne.",
     no_record: "Aucun enregistrement de ce système ne correspond à la personne.",
+    recipients: "Destinataires informés (art. 19)",
+    recipient_status: "état de l'avis",
     signature: "Signature",
     verify_with: "Vérifiez le JSON signé avec `oubli certificate verify` et la clé publique publiée sur /v1/keys.",
 };
@@ -236,6 +242,31 @@ pub fn html(signed: &Value, lang: Lang) -> String {
                 text(&v["unreported"]["note"])
             ));
         }
+    }
+    let told: Vec<String> = c["recipients_notified"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "<tr><td>{}</td><td>{} {}</td></tr>",
+                text(&r["recipient"]),
+                text(&r["status"]),
+                if r["delivered_at"].is_string() {
+                    text(&r["delivered_at"])
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect();
+    if !told.is_empty() {
+        page.push_str(&format!(
+            "<h2>{}</h2>\n<table><tr><th></th><th>{}</th></tr>\n{}\n</table>\n",
+            w.recipients,
+            w.recipient_status,
+            told.join("\n")
+        ));
     }
     page.push_str(&format!(
         "<h2>{}</h2>\n<p>{} {}</p>\n<p>{}</p>\n</body></html>\n",

@@ -443,7 +443,11 @@ fn compose(
                     ),
                     format!(
                         "{} {kind_en} request ({request_id}) was forwarded to you on {received}; it is due {due}.",
-                        if kind_en.starts_with(['a', 'e', 'i', 'o', 'u']) { "An" } else { "A" }
+                        if kind_en.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                            "An"
+                        } else {
+                            "A"
+                        }
                     ),
                 )
             };

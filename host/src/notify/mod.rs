@@ -89,10 +89,7 @@ fn with_request_url(body: &str, base_url: &str, links: &LinkMaker) -> String {
     if let Some(data) = payload["data"].as_object_mut()
         && let Some(serde_json::Value::String(link)) = data.remove("approval_link")
     {
-        data.insert(
-            "approval_url".into(),
-            links(links::APPROVAL, &link).into(),
-        );
+        data.insert("approval_url".into(), links(links::APPROVAL, &link).into());
     }
     payload.to_string()
 }
@@ -245,8 +242,7 @@ pub async fn send_due(
     let mut due = Vec::with_capacity(claimed.len());
     for delivery in claimed {
         // A recipient's notice goes to its own URL, signed with its own secret.
-        let (url, secret, body): (Option<String>, String, String) = match &delivery.recipient_id
-        {
+        let (url, secret, body): (Option<String>, String, String) = match &delivery.recipient_id {
             Some(recipient) => {
                 let (url, secret): (String, String) =
                     sqlx::query_as("SELECT url, secret FROM recipients WHERE id = $1")

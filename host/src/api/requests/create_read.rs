@@ -62,7 +62,10 @@ async fn suppression_entries(
         ) {
             Ok(entry) => entries.push(entry),
             Err(why) if body.kind == Kind::Objection => {
-                return Err(ApiError::field(format!("identities[{i}].value"), why.to_string()));
+                return Err(ApiError::field(
+                    format!("identities[{i}].value"),
+                    why.to_string(),
+                ));
             }
             Err(_) => {}
         }
@@ -326,7 +329,11 @@ pub async fn list(
     let filter = Filter {
         controller_id,
         status: param(&params, "status", "a request status")?,
-        kind: param(&params, "kind", "access, rectification, erasure or objection")?,
+        kind: param(
+            &params,
+            "kind",
+            "access, rectification, erasure or objection",
+        )?,
         overdue: param(&params, "overdue", "true or false")?,
         after: params.get("after").cloned(),
         limit: limit + 1,

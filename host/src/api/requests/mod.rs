@@ -18,13 +18,13 @@ use crate::auth::{Caller, Role};
 use crate::controller;
 use crate::notify;
 use crate::queue;
-use crate::suppression;
 use crate::request::intake::{Accepted, Submission};
 use crate::request::lifecycle::{self, Refusal};
 use crate::request::rows::{
     self as requests, ChangeInput, Filter, IdentityInput, NewRequest, Request,
 };
 use crate::request::{Kind, Status};
+use crate::suppression;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue};

@@ -43,7 +43,14 @@ fn signed_by(secret: &str, headers: &HeaderMap, body: &str) -> bool {
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{}.{}.{body}", header("webhook-id"), header("webhook-timestamp")).as_bytes());
+    mac.update(
+        format!(
+            "{}.{}.{body}",
+            header("webhook-id"),
+            header("webhook-timestamp")
+        )
+        .as_bytes(),
+    );
     let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     header("webhook-signature")
         .split(' ')
@@ -69,11 +76,19 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
 
     // Only the controller (or an admin) lists them.
     let (status, _) = service
-        .post(&path, &demo.dpo, json!({ "name": "Mailer", "url": steady_url }))
+        .post(
+            &path,
+            &demo.dpo,
+            json!({ "name": "Mailer", "url": steady_url }),
+        )
         .await;
     assert_eq!(status, 403);
     let (status, refused) = service
-        .post(&path, &demo.controller, json!({ "name": "Mailer", "url": "ftp://x" }))
+        .post(
+            &path,
+            &demo.controller,
+            json!({ "name": "Mailer", "url": "ftp://x" }),
+        )
         .await;
     assert_eq!((status, refused["field"].clone()), (422, json!("url")));
     let mut secrets = Vec::new();
@@ -94,19 +109,31 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
     wait_for(&flaky, 2).await;
     let (headers, body) = steady.lock().unwrap()[0].clone();
     assert!(signed_by(&secrets[0], &headers, &body));
-    assert!(!signed_by(&secrets[1], &headers, &body), "each recipient has its own secret");
+    assert!(
+        !signed_by(&secrets[1], &headers, &body),
+        "each recipient has its own secret"
+    );
     let (retry_headers, retry_body) = flaky.lock().unwrap()[1].clone();
     assert!(signed_by(&secrets[1], &retry_headers, &retry_body));
     let notice: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(notice["type"], "subject.erased");
     assert_eq!(notice["data"]["request_id"], id.as_str());
-    assert!(!body.contains("customer4@example.org"), "the notice names no one");
+    assert!(
+        !body.contains("customer4@example.org"),
+        "the notice names no one"
+    );
     assert!(notice["data"]["url"].is_null(), "no address of oubli's API");
 
     // Its link tells the recipient who, and only for this notice.
-    let url = notice["data"]["identities_url"].as_str().unwrap().to_owned();
+    let url = notice["data"]["identities_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let opened: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
-    assert_eq!(opened["identities"][0]["value"], "customer4@example.org", "{opened}");
+    assert_eq!(
+        opened["identities"][0]["value"], "customer4@example.org",
+        "{opened}"
+    );
     assert_eq!(opened["recipient"], "Mailer Inc.");
     let forged = format!("{}x", &url[..url.len() - 1]);
     assert_eq!(reqwest::get(&forged).await.unwrap().status(), 404);
@@ -135,10 +162,23 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
         .get(&format!("/v1/requests/{id}/certificate"), &demo.dpo)
         .await;
     assert_eq!(status, 200, "{certificate}");
-    let told = certificate["certificate"]["recipients_notified"].as_array().unwrap();
-    let names: Vec<&str> = told.iter().map(|t| t["recipient"].as_str().unwrap()).collect();
+    let told = certificate["certificate"]["recipients_notified"]
+        .as_array()
+        .unwrap();
+    let names: Vec<&str> = told
+        .iter()
+        .map(|t| t["recipient"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["Mailer Inc.", "Carrier SA"]);
     assert!(told.iter().all(|t| t["status"] == "delivered"), "{told:?}");
+    let (status, page) = service
+        .get(&format!("/v1/requests/{id}/certificate.html"), &demo.dpo)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.as_str().unwrap().contains("Carrier SA"),
+        "the printable certificate names them"
+    );
 
     // A removed recipient is told nothing more; a rectification's notice carries the
     // new values behind its link.
@@ -147,7 +187,12 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
         .unwrap()
         .to_owned();
     let (status, _) = service
-        .call(reqwest::Method::DELETE, &format!("{path}/{carrier_id}"), &demo.controller, None)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{path}/{carrier_id}"),
+            &demo.controller,
+            None,
+        )
         .await;
     assert_eq!(status, 204);
     let id = service
@@ -172,8 +217,14 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
         .unwrap();
     assert_eq!(opened["changes"][0]["value"], "Lyon", "{opened}");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(flaky.lock().unwrap().len(), 2, "the removed recipient was told nothing");
+    assert_eq!(
+        flaky.lock().unwrap().len(),
+        2,
+        "the removed recipient was told nothing"
+    );
 
-    let opened = service.actions("/v1/audit?action=notice.opened", &demo.admin).await;
+    let opened = service
+        .actions("/v1/audit?action=notice.opened", &demo.admin)
+        .await;
     assert_eq!(opened.len(), 2);
 }

@@ -35,10 +35,15 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
     assert_eq!(status, 422, "{refused}");
     assert_eq!(refused["field"], "kind");
     let (status, state) = service.get(&list, &demo.controller).await;
-    assert_eq!((status, state["kept"].clone()), (200, json!(false)), "{state}");
+    assert_eq!(
+        (status, state["kept"].clone()),
+        (200, json!(false)),
+        "{state}"
+    );
 
     // Only the controller (or an admin) starts it; a region is checked.
-    let start = json!({ "purpose": "no marketing after an erasure or an objection", "phone_region": "FR" });
+    let start =
+        json!({ "purpose": "no marketing after an erasure or an objection", "phone_region": "FR" });
     let (status, _) = service
         .call(reqwest::Method::PUT, &list, &demo.dpo, Some(start.clone()))
         .await;
@@ -51,7 +56,10 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
             Some(json!({ "purpose": "x", "phone_region": "ZZ" })),
         )
         .await;
-    assert_eq!((status, wrong["field"].clone()), (422, json!("phone_region")));
+    assert_eq!(
+        (status, wrong["field"].clone()),
+        (422, json!("phone_region"))
+    );
     let (status, settings) = service
         .call(reqwest::Method::PUT, &list, &demo.controller, Some(start))
         .await;
@@ -84,7 +92,14 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
     .await;
     assert_eq!(
         suppressed(&results),
-        [json!(true), json!(true), json!(true), json!(true), json!(false), Value::Null],
+        [
+            json!(true),
+            json!(true),
+            json!(true),
+            json!(true),
+            json!(false),
+            Value::Null
+        ],
         "{results:?}"
     );
     assert!(results[5]["error"].as_str().unwrap().contains("phone"));
@@ -98,7 +113,11 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
             json!({ "controller_id": demo.controller_id, "identities": [{ "kind": "Email", "value": "customer5@example.org" }] }),
         )
         .await;
-    assert_eq!((status, refused["field"].clone()), (422, json!("identities[0].kind")), "{refused}");
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("identities[0].kind")),
+        "{refused}"
+    );
     let (status, refused) = service
         .post(
             "/v1/suppression/check",
@@ -106,24 +125,39 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
             json!({ "controller_id": "nobody", "identities": [{ "kind": "email", "value": "a@b.c" }] }),
         )
         .await;
-    assert_eq!((status, refused["field"].clone()), (422, json!("controller_id")), "{refused}");
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("controller_id")),
+        "{refused}"
+    );
 
     // An objection erases nothing and puts the subject on the list once approved.
     let (status, request) = service.post("/v1/requests", &demo.dpo, objection(7)).await;
     assert_eq!(status, 201, "{request}");
     let id = request["id"].as_str().unwrap().to_owned();
     assert_eq!(
-        check(&service, &demo.controller, json!([{ "kind": "email", "value": "customer7@example.org" }]))
-            .await[0]["suppressed"],
+        check(
+            &service,
+            &demo.controller,
+            json!([{ "kind": "email", "value": "customer7@example.org" }])
+        )
+        .await[0]["suppressed"],
         false,
         "not before the controller approves"
     );
     approve(&service, &id).await;
     let done = service.settled(&id).await;
     assert_eq!(done["status"], "completed", "{done}");
-    assert!(done["status_detail"].as_str().unwrap().contains("suppression list"));
+    assert!(
+        done["status_detail"]
+            .as_str()
+            .unwrap()
+            .contains("suppression list")
+    );
     assert_eq!(count(&demo.crm, "customers", "id = 7").await, 1);
-    let (_, tasks) = service.get(&format!("/v1/requests/{id}/tasks"), &demo.dpo).await;
+    let (_, tasks) = service
+        .get(&format!("/v1/requests/{id}/tasks"), &demo.dpo)
+        .await;
     assert_eq!(tasks["items"].as_array().unwrap().len(), 0, "{tasks}");
 
     // A campaign file of 100,000 rows, flagged row by row.
@@ -131,11 +165,23 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
     for n in 0..100_000u64 {
         let (email, mobile) = match n {
             50_000 => ("CUSTOMER5@example.org".to_owned(), String::new()),
-            60_000 => ("someone@example.net".to_owned(), "+33 6 00 00 00 05".to_owned()),
+            60_000 => (
+                "someone@example.net".to_owned(),
+                "+33 6 00 00 00 05".to_owned(),
+            ),
             70_000 => ("customer7@example.org".to_owned(), String::new()),
             80_000 => (String::new(), "06 12".to_owned()),
             90_000 => (String::new(), String::new()),
-            _ => (format!("prospect{n}@example.net"), format!("06 {:02} {:02} {:02} {:02}", n / 1_000_000 % 100 + 10, n / 10_000 % 100, n / 100 % 100, n % 100)),
+            _ => (
+                format!("prospect{n}@example.net"),
+                format!(
+                    "06 {:02} {:02} {:02} {:02}",
+                    n / 1_000_000 % 100 + 10,
+                    n / 10_000 % 100,
+                    n / 100 % 100,
+                    n % 100
+                ),
+            ),
         };
         file.push_str(&format!("\"Prospect, {n}\",{email},{mobile}\n"));
     }
@@ -183,12 +229,18 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
             (90_000, "empty")
         ]
     );
-    assert_eq!(&rows[12][0], "Prospect, 12", "the rest of a row is kept as it was");
+    assert_eq!(
+        &rows[12][0], "Prospect, 12",
+        "the rest of a row is kept as it was"
+    );
 
     // A header the file lacks is named before anything is streamed.
     let response = client
         .post(format!("{}/v1/suppression/check.csv", service.url))
-        .query(&[("controller_id", demo.controller_id.as_str()), ("column", "phone")])
+        .query(&[
+            ("controller_id", demo.controller_id.as_str()),
+            ("column", "phone"),
+        ])
         .bearer_auth(&demo.dpo)
         .body("name,email\nx,y\n")
         .send()
@@ -207,10 +259,18 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
                     "identities": [{ "kind": "email", "value": "customer7@example.org" }] }),
         )
         .await;
-    assert_eq!((status, removed["removed"].clone()), (200, json!(1)), "{removed}");
     assert_eq!(
-        check(&service, &demo.controller, json!([{ "kind": "email", "value": "customer7@example.org" }]))
-            .await[0]["suppressed"],
+        (status, removed["removed"].clone()),
+        (200, json!(1)),
+        "{removed}"
+    );
+    assert_eq!(
+        check(
+            &service,
+            &demo.controller,
+            json!([{ "kind": "email", "value": "customer7@example.org" }])
+        )
+        .await[0]["suppressed"],
         false
     );
 
@@ -219,7 +279,11 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
     for file in ["oubli.db-wal", "oubli.db-shm"] {
         stored.extend(std::fs::read(dir.path().join(file)).unwrap_or_default());
     }
-    for clear in [b"customer5@example.org".as_slice(), digest.as_bytes(), b"+33600000005"] {
+    for clear in [
+        b"customer5@example.org".as_slice(),
+        digest.as_bytes(),
+        b"+33600000005",
+    ] {
         assert!(
             !stored.windows(clear.len()).any(|w| w == clear),
             "{} is stored",
@@ -258,13 +322,23 @@ async fn a_request_waits_until_not_before() {
                     "identities": [{ "kind": "email", "value": "customer3@example.org" }] }),
         )
         .await;
-    assert_eq!((status, refused["field"].clone()), (422, json!("not_before")), "{refused}");
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("not_before")),
+        "{refused}"
+    );
     let late = chrono::Utc::now() + chrono::Duration::days(40);
     let (status, refused) = service.post("/v1/requests", &demo.dpo, body(late)).await;
-    assert_eq!((status, refused["field"].clone()), (422, json!("not_before")), "{refused}");
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("not_before")),
+        "{refused}"
+    );
 
     let not_before = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let (status, request) = service.post("/v1/requests", &demo.dpo, body(not_before)).await;
+    let (status, request) = service
+        .post("/v1/requests", &demo.dpo, body(not_before))
+        .await;
     assert_eq!(status, 201, "{request}");
     let id = request["id"].as_str().unwrap().to_owned();
     assert!(request["not_before"].is_string(), "{request}");
@@ -278,6 +352,9 @@ async fn a_request_waits_until_not_before() {
     assert_eq!(done["status"], "completed", "{done}");
     let completed: chrono::DateTime<chrono::Utc> =
         done["completed_at"].as_str().unwrap().parse().unwrap();
-    assert!(completed >= not_before, "completed at {completed}, before {not_before}");
+    assert!(
+        completed >= not_before,
+        "completed at {completed}, before {not_before}"
+    );
     assert_eq!(count(&demo.crm, "customers", "id = 3").await, 0);
 }
