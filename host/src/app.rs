@@ -50,10 +50,10 @@ impl App {
     /// The address of a link made for `purpose`: an approval page, or a recipient's
     /// notice (`/v1/notices/{token}`).
     pub fn link_url(&self, purpose: &str, id: &str) -> String {
-        let path = if purpose == crate::notify::recipients::NOTICE {
-            "v1/notices"
-        } else {
-            "approve"
+        let path = match purpose {
+            crate::notify::recipients::NOTICE => "v1/notices",
+            crate::notify::links::APPROVAL => "approve",
+            other => unreachable!("no page opens links made for {other:?}"),
         };
         format!(
             "{}/{path}/{}",

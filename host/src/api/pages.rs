@@ -19,11 +19,27 @@ pub const CSRF_COOKIE: &str = "oubli_csrf";
 /// The cookie that remembers the language chosen with the switch.
 const LANG_COOKIE: &str = "oubli_lang";
 
-/// A path as logs may show it: an approval link's token is left out.
+/// A path as logs and traces may show it: the token of an approval link or of a
+/// recipient's notice is left out.
 pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
-    match path.strip_prefix("/approve/") {
-        Some(_) => "/approve/…".into(),
-        None => path.into(),
+    for secret in ["/approve/", "/v1/notices/"] {
+        if path.starts_with(secret) {
+            return format!("{secret}…").into();
+        }
+    }
+    path.into()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn link_tokens_are_left_out_of_logged_paths() {
+        assert_eq!(super::loggable_path("/approve/lnk_1.abc"), "/approve/…");
+        assert_eq!(
+            super::loggable_path("/v1/notices/msg_1.abc"),
+            "/v1/notices/…"
+        );
+        assert_eq!(super::loggable_path("/v1/requests/1"), "/v1/requests/1");
     }
 }
 

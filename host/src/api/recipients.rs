@@ -60,7 +60,6 @@ pub struct Recipients {
 pub struct Notice {
     pub notice_id: String,
     pub request_id: String,
-    pub external_ref: Option<String>,
     /// `erasure`: erase the subject's data you hold; `rectification`: apply the changes.
     pub kind: crate::request::Kind,
     pub completed_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -78,7 +77,8 @@ async fn own_controller(app: &App, caller: &Caller, id: &str) -> Result<(), ApiE
 }
 
 /// Add a recipient the controller disclosed personal data to: it will be told of every
-/// erasure and rectification of the controller that completes from now on.
+/// erasure and rectification of the controller that completes from now on. An admin's
+/// step, as a controller's own webhook URL is: oubli sends requests to the URL.
 #[utoipa::path(post, path = "/v1/controllers/{id}/recipients", tag = "recipients", params(("id" = String, Path)),
     request_body = NewRecipient, responses((status = 201, body = AddedRecipient)), security(("bearer" = [])))]
 pub async fn add_recipient(
@@ -87,7 +87,8 @@ pub async fn add_recipient(
     Path(id): Path<String>,
     Json(body): Json<NewRecipient>,
 ) -> Result<(StatusCode, Json<AddedRecipient>), ApiError> {
-    own_controller(&app, &caller, &id).await?;
+    require(&caller, &[Role::Admin])?;
+    super::admin::visible_controller(&app, &caller, &id).await?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::field("name", "1 to 200 characters, not blank"));
@@ -108,6 +109,7 @@ pub async fn list_recipients(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Recipients>, ApiError> {
+    require(&caller, &[Role::Admin, Role::Controller, Role::Auditor])?;
     super::admin::visible_controller(&app, &caller, &id).await?;
     Ok(Json(Recipients {
         items: recipients::list(&app.store, &id).await?,
@@ -148,6 +150,11 @@ pub async fn notice(
     let found = recipients::notice(&app.store, id)
         .await?
         .ok_or_else(unknown)?;
+    if found.recipient_removed {
+        return Err(ApiError::Gone(
+            "the controller removed this recipient: its notices' links no longer work".into(),
+        ));
+    }
     if found.expired(crate::store::now_ms()) {
         return Err(ApiError::Gone(format!(
             "this notice's link worked for {} days and has expired; ask the controller",
@@ -175,7 +182,6 @@ pub async fn notice(
     Ok(Json(Notice {
         notice_id: found.id,
         request_id: request.id,
-        external_ref: request.external_ref,
         kind: request.kind,
         completed_at: request.completed_at,
         recipient: found.recipient,

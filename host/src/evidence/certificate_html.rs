@@ -71,7 +71,7 @@ const EN: Words = Words {
     not_swept: "Not searched",
     nothing_found: "No system found any record of the subject: nothing was erased. Check the identities given before answering the subject.",
     no_record: "No record matched the subject in this system.",
-    recipients: "Recipients told (Art. 19)",
+    recipients: "Notices to recipients (Art. 19)",
     recipient_status: "notice",
     signature: "Signature",
     verify_with: "Verify the signed JSON with `oubli certificate verify` and the public key published at /v1/keys.",
@@ -103,7 +103,7 @@ const FR: Words = Words {
     not_swept: "Non explorés",
     nothing_found: "Aucun système n'a trouvé d'enregistrement de la personne : rien n'a été effacé. Vérifiez les identifiants fournis avant de répondre à la personne.",
     no_record: "Aucun enregistrement de ce système ne correspond à la personne.",
-    recipients: "Destinataires informés (art. 19)",
+    recipients: "Avis aux destinataires (art. 19)",
     recipient_status: "état de l'avis",
     signature: "Signature",
     verify_with: "Vérifiez le JSON signé avec `oubli certificate verify` et la clé publique publiée sur /v1/keys.",
@@ -243,7 +243,7 @@ pub fn html(signed: &Value, lang: Lang) -> String {
             ));
         }
     }
-    let told: Vec<String> = c["recipients_notified"]
+    let told: Vec<String> = c["recipient_notices"]["notices"]
         .as_array()
         .into_iter()
         .flatten()
@@ -251,7 +251,12 @@ pub fn html(signed: &Value, lang: Lang) -> String {
             format!(
                 "<tr><td>{}</td><td>{} {}</td></tr>",
                 text(&r["recipient"]),
-                text(&r["status"]),
+                match (lang, r["status"].as_str()) {
+                    (Lang::Fr, Some("delivered")) => "remis".to_owned(),
+                    (Lang::Fr, Some("pending")) => "en cours d'envoi".to_owned(),
+                    (Lang::Fr, Some("failed")) => "abandonné".to_owned(),
+                    _ => text(&r["status"]),
+                },
                 if r["delivered_at"].is_string() {
                     text(&r["delivered_at"])
                 } else {

@@ -253,9 +253,17 @@ pub async fn erasure_certificate(
     if systems.is_empty() {
         records_found = None;
     }
+    // Art. 19: the notices to the recipients and how each stands. While one is pending
+    // the certificate says when it looked (`as_of`); once all are delivered or given up
+    // it no longer changes.
+    let notices = crate::notify::recipients::told(store, &request.id).await?;
+    let mut recipient_notices = json!({ "notices": notices });
+    if notices.iter().any(|n| n.status == "pending") {
+        recipient_notices["as_of"] = json!(crate::store::to_rfc3339(crate::store::now_ms()));
+    }
     let document = json!({
         "type": "oubli.erasure-certificate",
-        "version": 2,
+        "version": 3,
         "issuer": format!("oubli {}", env!("CARGO_PKG_VERSION")),
         "request": {
             "id": request.id,
@@ -268,9 +276,7 @@ pub async fn erasure_certificate(
         "records_found": records_found,
         "nothing_found": records_found.map(|n| n == 0),
         "systems": systems,
-        // Art. 19: the recipients told of the erasure, as their notices stand when the
-        // certificate is issued.
-        "recipients_notified": crate::notify::recipients::told(store, &request.id).await?,
+        "recipient_notices": recipient_notices,
     });
     Ok(Ok(keys.sign(document)))
 }

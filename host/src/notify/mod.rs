@@ -244,11 +244,21 @@ pub async fn send_due(
         // A recipient's notice goes to its own URL, signed with its own secret.
         let (url, secret, body): (Option<String>, String, String) = match &delivery.recipient_id {
             Some(recipient) => {
-                let (url, secret): (String, String) =
-                    sqlx::query_as("SELECT url, secret FROM recipients WHERE id = $1")
+                let (url, secret, removed): (String, String, Option<i64>) =
+                    sqlx::query_as("SELECT url, secret, removed_at FROM recipients WHERE id = $1")
                         .bind(recipient)
                         .fetch_one(&store.read)
                         .await?;
+                if removed.is_some() {
+                    // Claimed before its recipient was removed: given up, not sent.
+                    sqlx::query(
+                        "UPDATE webhook_deliveries SET status = 'failed', last_error = 'the recipient was removed' WHERE id = $1",
+                    )
+                    .bind(&delivery.id)
+                    .execute(&store.write)
+                    .await?;
+                    continue;
+                }
                 (Some(url), secret, with_notice_url(&delivery.payload, links))
             }
             None => {

@@ -96,8 +96,9 @@ pub async fn list(store: &Store, controller_id: &str) -> sqlx::Result<Vec<Recipi
     Ok(rows.into_iter().map(recipient).collect())
 }
 
-/// Removes a recipient (it gets no more notices) and records it; `false` when the
-/// controller has no such recipient still in place.
+/// Removes a recipient and records it: it gets no more notices (those still queued are
+/// given up) and its notices' links stop working. `false` when the controller has no
+/// such recipient still in place.
 ///
 /// # Errors
 /// When the database fails.
@@ -118,6 +119,13 @@ pub async fn remove(
     .rows_affected()
         == 1;
     if removed {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'failed', last_error = 'the recipient was removed' \
+             WHERE recipient_id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
         audit::append(
             tx,
             actor,
@@ -132,17 +140,19 @@ pub async fn remove(
 
 /// Queues a notice to each recipient in place of the request's controller, for an
 /// erasure or rectification that completed, and records how many. Returns how many.
+/// A request in which no system found anything (or that had no system) tells no one:
+/// nothing shows the subject's data was ever disclosed, so their identities are not
+/// handed to third parties; the audit trail says so.
 ///
 /// # Errors
 /// When the database fails.
 pub async fn notify(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> sqlx::Result<usize> {
-    let request: Option<(String, String, Option<String>, Option<i64>)> = sqlx::query_as(
-        "SELECT controller_id, kind, external_ref, completed_at FROM requests WHERE id = $1",
-    )
-    .bind(request_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some((controller_id, kind, external_ref, completed_at)) = request else {
+    let request: Option<(String, String, Option<i64>)> =
+        sqlx::query_as("SELECT controller_id, kind, completed_at FROM requests WHERE id = $1")
+            .bind(request_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((controller_id, kind, completed_at)) = request else {
         return Ok(0);
     };
     let event = match kind.as_str() {
@@ -156,6 +166,25 @@ pub async fn notify(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> sqlx::Res
     .bind(&controller_id)
     .fetch_all(&mut **tx)
     .await?;
+    if recipients.is_empty() {
+        return Ok(0);
+    }
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT CAST(SUM(found) AS BIGINT) FROM tasks WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    if found.unwrap_or(0) == 0 {
+        audit::append(
+            tx,
+            actor,
+            "recipients.not_notified",
+            Some(request_id),
+            serde_json::json!({ "reason": "no connected system found any record of the subject" }),
+        )
+        .await?;
+        return Ok(0);
+    }
     let now = now_ms();
     for (recipient_id, _) in &recipients {
         let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
@@ -165,7 +194,6 @@ pub async fn notify(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> sqlx::Res
             "data": {
                 "notice_id": id,
                 "request_id": request_id,
-                "external_ref": external_ref,
                 "kind": kind,
                 "completed_at": completed_at.map(to_rfc3339),
                 // Replaced by `identities_url` when sent, where the keys are.
@@ -186,17 +214,15 @@ pub async fn notify(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> sqlx::Res
         .execute(&mut **tx)
         .await?;
     }
-    if !recipients.is_empty() {
-        let names: Vec<&str> = recipients.iter().map(|(_, name)| name.as_str()).collect();
-        audit::append(
-            tx,
-            actor,
-            "recipients.notified",
-            Some(request_id),
-            serde_json::json!({ "event": event, "recipients": names }),
-        )
-        .await?;
-    }
+    let names: Vec<&str> = recipients.iter().map(|(_, name)| name.as_str()).collect();
+    audit::append(
+        tx,
+        actor,
+        "recipients.notified",
+        Some(request_id),
+        serde_json::json!({ "event": event, "recipients": names }),
+    )
+    .await?;
     Ok(recipients.len())
 }
 
@@ -207,6 +233,8 @@ pub struct Notice {
     pub request_id: String,
     pub recipient: String,
     pub created_at: i64,
+    /// When its recipient was removed: its link no longer works.
+    pub recipient_removed: bool,
 }
 
 impl Notice {
@@ -221,19 +249,22 @@ impl Notice {
 /// # Errors
 /// When the database cannot be read.
 pub async fn notice(store: &Store, id: &str) -> sqlx::Result<Option<Notice>> {
-    let row: Option<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT d.id, d.request_id, r.name, d.created_at FROM webhook_deliveries d \
+    let row: Option<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT d.id, d.request_id, r.name, d.created_at, r.removed_at FROM webhook_deliveries d \
          JOIN recipients r ON r.id = d.recipient_id WHERE d.id = $1",
     )
     .bind(id)
     .fetch_optional(&store.read)
     .await?;
-    Ok(row.map(|(id, request_id, recipient, created_at)| Notice {
-        id,
-        request_id,
-        recipient,
-        created_at,
-    }))
+    Ok(
+        row.map(|(id, request_id, recipient, created_at, removed)| Notice {
+            id,
+            request_id,
+            recipient,
+            created_at,
+            recipient_removed: removed.is_some(),
+        }),
+    )
 }
 
 /// How each recipient was told of a request, for its certificate.

@@ -174,7 +174,7 @@ async fn a_request_that_matches_nothing_says_so() {
         json!(["email"])
     );
     assert_eq!(system["verification"]["records_located_before_erasure"], 0);
-    assert_eq!(certificate["version"], 2);
+    assert_eq!(certificate["version"], 3);
     // The printable page says it too, in French and in English.
     for (lang, title, warning) in [
         (

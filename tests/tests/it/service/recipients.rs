@@ -74,19 +74,18 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
     let (steady_url, steady, _a) = receiver(0).await;
     let (flaky_url, flaky, _b) = receiver(1).await;
 
-    // Only the controller (or an admin) lists them.
-    let (status, _) = service
-        .post(
-            &path,
-            &demo.dpo,
-            json!({ "name": "Mailer", "url": steady_url }),
-        )
-        .await;
-    assert_eq!(status, 403);
+    // Only an admin adds them (oubli sends requests to their URLs), as with the
+    // controller's own webhook.
+    for token in [&demo.dpo, &demo.controller] {
+        let (status, _) = service
+            .post(&path, token, json!({ "name": "Mailer", "url": steady_url }))
+            .await;
+        assert_eq!(status, 403);
+    }
     let (status, refused) = service
         .post(
             &path,
-            &demo.controller,
+            &demo.admin,
             json!({ "name": "Mailer", "url": "ftp://x" }),
         )
         .await;
@@ -94,7 +93,7 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
     let mut secrets = Vec::new();
     for (name, url) in [("Mailer Inc.", &steady_url), ("Carrier SA", &flaky_url)] {
         let (status, added) = service
-            .post(&path, &demo.controller, json!({ "name": name, "url": url }))
+            .post(&path, &demo.admin, json!({ "name": name, "url": url }))
             .await;
         assert_eq!(status, 201, "{added}");
         secrets.push(added["secret"].as_str().unwrap().to_owned());
@@ -162,9 +161,13 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
         .get(&format!("/v1/requests/{id}/certificate"), &demo.dpo)
         .await;
     assert_eq!(status, 200, "{certificate}");
-    let told = certificate["certificate"]["recipients_notified"]
+    let told = certificate["certificate"]["recipient_notices"]["notices"]
         .as_array()
         .unwrap();
+    assert!(
+        certificate["certificate"]["recipient_notices"]["as_of"].is_null(),
+        "all delivered: the section no longer changes"
+    );
     let names: Vec<&str> = told
         .iter()
         .map(|t| t["recipient"].as_str().unwrap())
@@ -179,6 +182,9 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
         page.as_str().unwrap().contains("Carrier SA"),
         "the printable certificate names them"
     );
+    let shown = serde_json::to_string(&service.get(&path, &demo.controller).await.1).unwrap()
+        + &serde_json::to_string(&deliveries).unwrap();
+    assert!(!shown.contains(&secrets[0]), "a secret is shown once");
 
     // A removed recipient is told nothing more; a rectification's notice carries the
     // new values behind its link.
@@ -216,11 +222,52 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
         .await
         .unwrap();
     assert_eq!(opened["changes"][0]["value"], "Lyon", "{opened}");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (_, deliveries) = service
+        .get(&format!("/v1/requests/{id}/webhooks"), &demo.dpo)
+        .await;
+    let notices: Vec<&Value> = deliveries["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["recipient"].is_string())
+        .collect();
     assert_eq!(
-        flaky.lock().unwrap().len(),
-        2,
-        "the removed recipient was told nothing"
+        notices.len(),
+        1,
+        "the removed recipient is told nothing: {deliveries}"
+    );
+    // Nor do its earlier notices' links work any more.
+    let (_, body) = flaky.lock().unwrap()[1].clone();
+    let notice: Value = serde_json::from_str(&body).unwrap();
+    let url = notice["data"]["identities_url"].as_str().unwrap();
+    assert_eq!(reqwest::get(url).await.unwrap().status(), 410);
+
+    // An erasure that found nothing tells no one who the subject is.
+    let id = service
+        .submit(
+            "erasure",
+            json!([{ "kind": "email", "value": "nobody@example.org" }]),
+            None,
+        )
+        .await;
+    approve(&service, &id).await;
+    assert_eq!(service.settled(&id).await["records_found"], 0);
+    let actions = service
+        .actions(&format!("/v1/requests/{id}/events"), &demo.dpo)
+        .await;
+    assert!(
+        actions.iter().any(|a| a == "recipients.not_notified"),
+        "{actions:?}"
+    );
+    let (_, deliveries) = service
+        .get(&format!("/v1/requests/{id}/webhooks"), &demo.dpo)
+        .await;
+    assert!(
+        deliveries["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["recipient"].is_null())
     );
 
     let opened = service
