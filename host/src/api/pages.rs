@@ -30,19 +30,6 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
     path.into()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn link_tokens_are_left_out_of_logged_paths() {
-        assert_eq!(super::loggable_path("/approve/lnk_1.abc"), "/approve/…");
-        assert_eq!(
-            super::loggable_path("/v1/notices/msg_1.abc"),
-            "/v1/notices/…"
-        );
-        assert_eq!(super::loggable_path("/v1/requests/1"), "/v1/requests/1");
-    }
-}
-
 /// A cookie's name: `__Host-` before it when the service is reached over HTTPS, so that
 /// no other host of the same site can set it.
 pub fn cookie_name(app: &App, base: &str) -> String {
@@ -358,3 +345,16 @@ button.danger { background: var(--bad); border-color: var(--bad); }
 .muted { color: var(--muted); }
 code { overflow-wrap: anywhere; }
 "#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn link_tokens_are_left_out_of_logged_paths() {
+        assert_eq!(super::loggable_path("/approve/lnk_1.abc"), "/approve/…");
+        assert_eq!(
+            super::loggable_path("/v1/notices/msg_1.abc"),
+            "/v1/notices/…"
+        );
+        assert_eq!(super::loggable_path("/v1/requests/1"), "/v1/requests/1");
+    }
+}
