@@ -224,10 +224,17 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
             let app = app.clone();
             std::sync::Arc::new(move |purpose: &str, id: &str| app.link_url(purpose, id))
         };
+        let subjects: crate::notify::email::SubjectAddress = {
+            let sealer = app.keys.sealer.clone();
+            std::sync::Arc::new(move |id: &str, sealed: &str| {
+                crate::request::rows::subject_email(&sealer, id, sealed)
+            })
+        };
         background.push(tokio::spawn(crate::notify::run(
             app.store.clone(),
             app.config.clone(),
             links,
+            subjects,
             app.webhooks_ready.clone(),
             stopped.clone(),
         )));

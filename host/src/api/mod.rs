@@ -10,6 +10,7 @@ mod pages;
 mod recipients;
 mod requests;
 mod schemas;
+mod subject_notices;
 mod suppression;
 pub use metrics::install as install_metrics;
 use schemas::Answers;
@@ -40,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(admin::router())
         .merge(suppression::router())
         .merge(recipients::router())
+        .merge(subject_notices::router())
         // JSON bodies are limited by the `Json` extractor, which answers 413 cleanly.
         .layer(DefaultBodyLimit::disable())
         .merge(admin::plugin_upload_router())
@@ -255,12 +257,14 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
         suppression::configure_suppression, suppression::read_suppression, suppression::end_suppression, suppression::check_suppression,
         suppression::remove_suppressed, suppression::check_suppression_csv,
         recipients::add_recipient, recipients::list_recipients, recipients::remove_recipient, recipients::notice,
+        subject_notices::configure_subject_notices, subject_notices::read_subject_notices, subject_notices::stop_subject_notices,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &Answers),
     tags((name = "requests", description = "Data subject requests"), (name = "admin", description = "Controllers, systems, plugins and tokens"),
         (name = "suppression", description = "Suppression lists: who must not be contacted again"),
-        (name = "recipients", description = "Recipients told of erasures and rectifications (Art. 19)")),
+        (name = "recipients", description = "Recipients told of erasures and rectifications (Art. 19)"),
+        (name = "subject notices", description = "E-mails to the data subjects")),
 )]
 struct ApiDoc;
 

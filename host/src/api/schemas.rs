@@ -141,6 +141,8 @@ const ROLE_RESTRICTED: &[&str] = &[
     "check_suppression_csv",
     "add_recipient",
     "remove_recipient",
+    "configure_subject_notices",
+    "stop_subject_notices",
 ];
 
 impl utoipa::Modify for Answers {

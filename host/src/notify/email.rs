@@ -23,6 +23,12 @@ use std::time::Duration;
 pub const CONTROLLER: &str = "controller";
 /// The DPO: the e-mail address of the token that filed the request, else `smtp.dpo`.
 pub const DPO: &str = "dpo";
+/// The data subject, at the request's `email` identity (`subject.rs`).
+pub const SUBJECT: &str = "subject";
+
+/// Opens the subject's e-mail address from a request's id and sealed identities, where
+/// the keys are; `None` when it names none (or can no longer be opened).
+pub type SubjectAddress = std::sync::Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 
 /// One e-mail and how its sending went.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
@@ -31,9 +37,9 @@ pub struct Email {
     /// `request.forwarded`, `request.reminder`, `request.completed`, `request.failed`
     /// or `request.overdue`.
     pub event: String,
-    /// `controller` or `dpo`.
+    /// `controller`, `dpo` or `subject`.
     pub recipient: String,
-    /// The address it was sent to, once looked up.
+    /// The address it was sent to, once looked up; never kept for the subject.
     pub address: Option<String>,
     /// `pending`, `sent`, `failed` (given up) or `skipped` (it could not be sent; see
     /// `last_error`).
@@ -203,6 +209,12 @@ struct About {
     due_at: i64,
     controller_email: Option<String>,
     token_email: Option<String>,
+    controller_name: String,
+    external_ref: Option<String>,
+    extension_reason: Option<String>,
+    identities: String,
+    subject_redacted_at: Option<i64>,
+    templates: Option<String>,
 }
 
 /// How long a claimed message is kept from other senders.
@@ -217,6 +229,7 @@ pub async fn send_due(
     config: &Config,
     mailer: Option<&AsyncSmtpTransport<Tokio1Executor>>,
     links: &LinkMaker,
+    subjects: &SubjectAddress,
 ) -> anyhow::Result<usize> {
     let skip_locked = store.skip_locked();
     let now = now_ms();
@@ -232,9 +245,10 @@ pub async fn send_due(
     .await?;
     for email in &claimed {
         let about: Option<About> = sqlx::query_as(
-            "SELECT r.kind, r.status, r.received_at, r.due_at, c.contact_email AS controller_email, t.email AS token_email \
+            "SELECT r.kind, r.status, r.received_at, r.due_at, c.contact_email AS controller_email, t.email AS token_email, \
+             c.name AS controller_name, r.external_ref, r.extension_reason, r.identities, r.subject_redacted_at, n.templates \
              FROM requests r JOIN controllers c ON c.id = r.controller_id LEFT JOIN tokens t ON t.id = r.submitted_by \
-             WHERE r.id = $1",
+             LEFT JOIN subject_notices n ON n.controller_id = r.controller_id WHERE r.id = $1",
         )
         .bind(&email.request_id)
         .fetch_optional(&store.read)
@@ -251,6 +265,8 @@ pub async fn send_due(
         let smtp = config.smtp.as_ref();
         let address = about.as_ref().and_then(|a| match email.recipient.as_str() {
             CONTROLLER => a.controller_email.clone(),
+            SUBJECT if a.subject_redacted_at.is_some() => None,
+            SUBJECT => subjects(&email.request_id, &a.identities),
             _ => a
                 .token_email
                 .clone()
@@ -273,6 +289,10 @@ pub async fn send_due(
             (_, _, _, None) if email.recipient == CONTROLLER => Skip(
                 "the controller has no contact e-mail address (contact_email)".into(),
             ),
+            (_, _, _, None) if email.recipient == SUBJECT => Skip(
+                "the request names no e-mail address of the subject (or it is no longer held)"
+                    .into(),
+            ),
             (_, _, _, None) => Skip(
                 "no address for the DPO: the token that filed the request has none, and smtp.dpo is unset".into(),
             ),
@@ -281,21 +301,33 @@ pub async fn send_due(
                     .link_id
                     .as_deref()
                     .map(|id| links(super::links::APPROVAL, id));
-                let text = compose(
-                    &email.event,
-                    &email.request_id,
-                    about,
-                    link.as_deref(),
-                    link_expires,
-                    &config.base_url(),
-                );
+                let text = if email.recipient == SUBJECT {
+                    let facts = super::subject::Facts {
+                        controller: &about.controller_name,
+                        reference: about.external_ref.as_deref().unwrap_or(&email.request_id),
+                        due: day(about.due_at),
+                        reason: about.extension_reason.as_deref().unwrap_or_default(),
+                    };
+                    super::subject::compose(&email.event, about.templates.as_deref(), &facts)
+                } else {
+                    compose(
+                        &email.event,
+                        &email.request_id,
+                        about,
+                        link.as_deref(),
+                        link_expires,
+                        &config.base_url(),
+                    )
+                };
                 match send(mailer, smtp, address, text).await {
                     Ok(()) => Sent,
                     Err(e) => Retry(e),
                 }
             }
         };
-        record(store, config, email, address.as_deref(), outcome).await?;
+        // The subject's address is personal data: it is not kept with the message.
+        let kept = address.as_deref().filter(|_| email.recipient != SUBJECT);
+        record(store, config, email, kept, outcome).await?;
     }
     Ok(claimed.len())
 }
@@ -516,6 +548,12 @@ mod tests {
             due_at: 86_400_000 * 31,
             controller_email: None,
             token_email: None,
+            controller_name: "Demo Shop".into(),
+            external_ref: None,
+            extension_reason: None,
+            identities: String::new(),
+            subject_redacted_at: None,
+            templates: None,
         };
         let (subject, body) = compose(
             "request.forwarded",

@@ -7,6 +7,7 @@
 pub mod email;
 pub mod links;
 pub mod recipients;
+pub mod subject;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -353,6 +354,7 @@ pub async fn run(
     store: Store,
     config: Config,
     links: LinkMaker,
+    subjects: email::SubjectAddress,
     ready: Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -386,7 +388,7 @@ pub async fn run(
             }
         }
         let sent = send_due(&store, &config, &client, &links).await;
-        let mailed = email::send_due(&store, &config, mailer.as_ref(), &links).await;
+        let mailed = email::send_due(&store, &config, mailer.as_ref(), &links, &subjects).await;
         match (sent, mailed) {
             (Ok(a), Ok(b)) if a + b > 0 => continue,
             (Ok(_), Ok(_)) => {}

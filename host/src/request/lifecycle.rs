@@ -61,6 +61,7 @@ pub async fn extend(
     }
     let due = super::due_at(request.received_at, total);
     super::rows::set_extension(tx, &request.id, total, reason, due).await?;
+    crate::notify::subject::queue(tx, &request.id, "request.extended").await?;
     audit::append(
         tx,
         actor,
@@ -387,6 +388,19 @@ async fn announce(tx: &mut Tx<'_>, request_id: &str) -> anyhow::Result<()> {
     )
     .record((now_ms() - settled.received_at).max(0) as f64 / 1000.0);
     crate::notify::email::queue(tx, request_id, event, crate::notify::email::DPO, None).await?;
+    // The subject is told only of what was found: a request in which no system found
+    // anything is for the DPO to check before anyone answers the subject.
+    if settled.status == super::Status::Completed && settled.records_found.is_some_and(|n| n > 0) {
+        match settled.kind {
+            super::Kind::Erasure => {
+                crate::notify::subject::queue(tx, request_id, "erasure.completed").await?
+            }
+            super::Kind::Access => {
+                crate::notify::subject::queue(tx, request_id, "access.completed").await?
+            }
+            _ => {}
+        }
+    }
     if !settled.webhook {
         return Ok(());
     }

@@ -214,6 +214,17 @@ fn status_detail(
     ))
 }
 
+/// The subject's e-mail address among a request's sealed identities, for a message to
+/// them; `None` when it names none or they cannot be opened.
+pub fn subject_email(sealer: &Sealer, id: &str, sealed: &str) -> Option<String> {
+    let opened = sealer.open_for(sealed, &context(id, "identities")).ok()?;
+    let identities: Vec<Identity> = serde_json::from_slice(&opened).ok()?;
+    identities
+        .into_iter()
+        .find(|i| i.kind == "email")
+        .and_then(|i| i.value)
+}
+
 /// What a request's identities or changes are sealed for: their request and column, so
 /// that they open nowhere else.
 fn context(id: &str, column: &str) -> String {

@@ -8,6 +8,7 @@ use super::email;
 use fantoccini::Locator;
 use oubli_tests::Service;
 use oubli_tests::browser::{Browser, SmtpSink};
+use serde_json::json;
 
 async fn text(browser: &Browser) -> String {
     browser
@@ -387,4 +388,119 @@ async fn without_smtp_or_an_address_an_e_mail_is_skipped_with_the_reason() {
         )
         .await;
     assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subject_is_told_of_an_extension_and_an_erasure_in_the_controllers_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, sink) = with_mail(dir.path()).await;
+    let demo = service.demo.clone();
+    let path = format!("/v1/controllers/{}/subject-notices", demo.controller_id);
+    let (status, state) = service.get(&path, &demo.controller).await;
+    assert_eq!((status, state["told"].clone()), (200, json!(false)));
+    let (status, refused) = service
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            &demo.controller,
+            Some(json!({ "events": ["data.sold"] })),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("events[0]"))
+    );
+    let settings = json!({
+        "events": ["erasure.completed", "request.extended"],
+        "templates": { "request.extended": {
+            "subject": "Délai prolongé : {reference}",
+            "body": "{controller} répondra avant le {due} : {reason}" } }
+    });
+    let (status, state) = service
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            &demo.controller,
+            Some(settings),
+        )
+        .await;
+    assert_eq!(
+        (status, state["told"].clone()),
+        (200, json!(true)),
+        "{state}"
+    );
+
+    let (status, request) = service
+        .post(
+            "/v1/requests",
+            &demo.dpo,
+            json!({ "controller_id": demo.controller_id, "kind": "erasure", "external_ref": "T-9",
+                    "identities": [{ "kind": "email", "value": "customer5@example.org" }] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{request}");
+    let id = request["id"].as_str().unwrap().to_owned();
+    let (status, _) = service
+        .post(
+            &format!("/v1/requests/{id}/extend"),
+            &demo.dpo,
+            json!({ "months": 1, "reason": "many systems" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let extended = sink
+        .wait_for("customer5@example.org", "Délai prolongé : T-9")
+        .await;
+    assert!(
+        extended.text().contains("many systems"),
+        "{}",
+        extended.text()
+    );
+
+    super::approve(&service, &id).await;
+    assert_eq!(service.settled(&id).await["status"], "completed");
+    let erased = sink
+        .wait_for("customer5@example.org", "Your data was erased")
+        .await;
+    assert!(erased.text().contains("T-9"), "{}", erased.text());
+
+    // Recorded like any e-mail, without the subject's address.
+    let emails = service
+        .poll(&format!("/v1/requests/{id}/emails"), &demo.dpo, |e| {
+            e["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["recipient"] == "subject" && m["status"] == "sent")
+                .count()
+                == 2
+        })
+        .await;
+    for email in emails["items"].as_array().unwrap() {
+        if email["recipient"] == "subject" {
+            assert!(email["address"].is_null(), "{email}");
+        }
+    }
+
+    // An erasure that found nothing tells the subject nothing: the DPO checks first.
+    let id = service
+        .submit(
+            "erasure",
+            json!([{ "kind": "email", "value": "nobody@example.org" }]),
+            None,
+        )
+        .await;
+    super::approve(&service, &id).await;
+    assert_eq!(service.settled(&id).await["records_found"], 0);
+    let (_, emails) = service
+        .get(&format!("/v1/requests/{id}/emails"), &demo.dpo)
+        .await;
+    assert!(
+        emails["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["recipient"] != "subject"),
+        "{emails}"
+    );
 }
