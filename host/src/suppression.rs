@@ -12,7 +12,8 @@
 //! The hashes an erasure or an objection will add are made when it is submitted, while
 //! its identities are in clear, and stored with the request
 //! (`requests.suppression_hashes`); the entries are written when the erasure completes
-//! or the objection is approved ([`record`]), in that step's transaction.
+//! or the objection is approved ([`record`]), in that step's transaction, and the
+//! request's copy is dropped then, or when it is rejected, cancelled or redacted.
 
 use crate::audit;
 use crate::crypto::Keys;

@@ -170,6 +170,7 @@ pub async fn reject(
     };
     if taken.is_ok() {
         super::rows::set_decision_reason(tx, id, reason).await?;
+        super::rows::drop_suppression_hashes(tx, id).await?;
     }
     Ok(Some(taken.map(drop)))
 }
@@ -191,6 +192,7 @@ pub async fn cancel(
     };
     if taken.is_ok() {
         queue::cancel_queued(tx, id).await?;
+        super::rows::drop_suppression_hashes(tx, id).await?;
     }
     Ok(Some(taken.map(drop)))
 }
@@ -362,6 +364,8 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     if settled.is_ok() {
         if step == Transition::Complete {
             crate::suppression::record(tx, request_id, actor).await?;
+            // On the list now (or nowhere to go): not kept twice.
+            super::rows::drop_suppression_hashes(tx, request_id).await?;
             crate::notify::recipients::notify(tx, request_id, actor).await?;
         }
         announce(tx, request_id).await?;

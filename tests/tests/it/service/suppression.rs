@@ -274,7 +274,17 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
         false
     );
 
-    // Only keyed hashes are stored; every step is in the audit trail.
+    // Only keyed hashes are stored, and once on the list not kept with the requests too;
+    // every step is in the audit trail.
+    assert_eq!(
+        count(
+            &dir.path().join("oubli.db"),
+            "requests",
+            "suppression_hashes IS NOT NULL"
+        )
+        .await,
+        0
+    );
     let mut stored = std::fs::read(dir.path().join("oubli.db")).unwrap();
     for file in ["oubli.db-wal", "oubli.db-shm"] {
         stored.extend(std::fs::read(dir.path().join(file)).unwrap_or_default());
