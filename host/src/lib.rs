@@ -19,6 +19,7 @@ pub mod controller;
 pub mod crypto;
 pub mod demo;
 pub mod evidence;
+pub mod expiry;
 pub mod notify;
 pub mod plugins;
 pub mod queue;
@@ -42,7 +43,7 @@ const LAYERS: &[&[&str]] = &[
     &["notify"],
     &["request"],
     &["app"],
-    &["evidence", "worker"],
+    &["evidence", "worker", "expiry"],
     &["api"],
     &["serve"],
     &["bench"],

@@ -239,6 +239,10 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
             stopped.clone(),
         )));
         background.push(tokio::spawn(purge(app.clone(), stopped.clone())));
+        background.push(tokio::spawn(crate::expiry::run_loop(
+            app.clone(),
+            stopped.clone(),
+        )));
         if let Some(url) = app.store.postgres_url() {
             background.push(tokio::spawn(crate::worker::listen(
                 app.clone(),

@@ -9,6 +9,7 @@ mod metrics;
 mod pages;
 mod recipients;
 mod requests;
+mod retention_rules;
 mod schemas;
 mod subject_notices;
 mod suppression;
@@ -42,6 +43,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(suppression::router())
         .merge(recipients::router())
         .merge(subject_notices::router())
+        .merge(retention_rules::router())
         // JSON bodies are limited by the `Json` extractor, which answers 413 cleanly.
         .layer(DefaultBodyLimit::disable())
         .merge(admin::plugin_upload_router())
@@ -258,13 +260,16 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
         suppression::remove_suppressed, suppression::check_suppression_csv,
         recipients::add_recipient, recipients::list_recipients, recipients::remove_recipient, recipients::notice,
         subject_notices::configure_subject_notices, subject_notices::read_subject_notices, subject_notices::stop_subject_notices,
+        retention_rules::set_retention_rule, retention_rules::list_retention_rules, retention_rules::get_retention_rule,
+        retention_rules::remove_retention_rule, retention_rules::dry_run_retention_rule,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &Answers),
     tags((name = "requests", description = "Data subject requests"), (name = "admin", description = "Controllers, systems, plugins and tokens"),
         (name = "suppression", description = "Suppression lists: who must not be contacted again"),
         (name = "recipients", description = "Recipients told of erasures and rectifications (Art. 19)"),
-        (name = "subject notices", description = "E-mails to the data subjects")),
+        (name = "subject notices", description = "E-mails to the data subjects"),
+        (name = "retention", description = "Retention rules: erasure without a request")),
 )]
 struct ApiDoc;
 

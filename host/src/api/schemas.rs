@@ -143,6 +143,9 @@ const ROLE_RESTRICTED: &[&str] = &[
     "remove_recipient",
     "configure_subject_notices",
     "stop_subject_notices",
+    "set_retention_rule",
+    "remove_retention_rule",
+    "dry_run_retention_rule",
 ];
 
 impl utoipa::Modify for Answers {

@@ -21,6 +21,10 @@ pub struct Dataset {
     /// (0: never).
     #[serde(default = "default_agreement")]
     pub weak_agreement: usize,
+    /// Retention rules by name, for `expired`: which subjects of a table have outlived
+    /// their period.
+    #[serde(default)]
+    pub retention: BTreeMap<String, crate::retention::Rule>,
     /// The identity columns of an integer type, as (table, column), read from the
     /// database's catalogue: their values are bound as integers, and a value that is not
     /// an integer matches nothing there (PostgreSQL refuses to compare an integer column
@@ -454,6 +458,9 @@ impl Dataset {
     }
 
     fn validate(&self) -> Result<()> {
+        for (name, rule) in &self.retention {
+            rule.validate(name, self)?;
+        }
         for (i, table) in self.tables.iter().enumerate() {
             let path = format!("config.dataset.tables[{i}]");
             let invalid = |path: String, message: &str| -> Result<()> {
@@ -720,7 +727,7 @@ impl Catalogue {
     }
 
     /// The declared type of `table.column`, `None` when there is no such column.
-    fn column_type(&self, table: &str, column: &str) -> Option<&str> {
+    pub(crate) fn column_type(&self, table: &str, column: &str) -> Option<&str> {
         self.columns
             .get(&self.key(table, column))
             .map(String::as_str)
@@ -734,6 +741,9 @@ impl Dataset {
     /// # Errors
     /// `invalid-config` with the path, e.g. `config.dataset.tables[2].columns.emial`.
     pub fn check_against(&self, catalogue: &Catalogue) -> Result<()> {
+        for (name, rule) in &self.retention {
+            rule.check_against(name, catalogue)?;
+        }
         for (i, table) in self.tables.iter().enumerate() {
             let path = format!("config.dataset.tables[{i}]");
             if !catalogue.has_table(&table.name) {

@@ -9,6 +9,7 @@
 mod dataset;
 mod mentions;
 mod phone;
+mod retention;
 
 use dataset::{Catalogue, Dataset, EraseAction, Mask, Matching, Table};
 use oubli_connector::sql::{self, Statement, Value};
@@ -644,6 +645,7 @@ impl Connector for SqlConnector {
                 Action::Erase,
                 Action::Verify,
                 Action::Sweep,
+                Action::Expired,
             ],
             identity_kinds: oubli_connector::WELL_KNOWN_KINDS
                 .map(String::from)
@@ -883,6 +885,14 @@ impl Connector for SqlConnector {
     /// Looks for the subject's identity values, in any case, inside every text-like column
     /// of every table the credentials can read (not only the dataset's): one statement
     /// per table and identity, within `budget` statements.
+    fn expired(rule: String, cursor: Option<String>) -> Result<oubli_connector::ExpiredPage> {
+        let (dataset, catalogue) = Dataset::load_with_catalogue()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        retention::expired(&dataset, &catalogue, &rule, cursor.as_deref(), now)
+    }
+
     fn sweep(subject: Subject, budget: u32) -> Result<SweepReport> {
         let dataset = Dataset::load()?;
         let mut report = SweepReport {

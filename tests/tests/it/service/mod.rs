@@ -14,6 +14,7 @@ mod crashes;
 mod decisions;
 mod erasure;
 mod evidence;
+mod expiry;
 mod hardening;
 mod hostile;
 mod operations;

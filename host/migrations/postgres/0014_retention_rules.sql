@@ -1,0 +1,19 @@
+-- Retention rules: a controller's standing instruction to erase, in one of its systems,
+-- the subjects whose retention period under a rule of the system's connector has run
+-- out (the contract's `expired`), checked every `every_minutes` while enabled.
+CREATE TABLE retention_rules (
+    id TEXT PRIMARY KEY,
+    controller_id TEXT NOT NULL REFERENCES controllers(id),
+    system_id TEXT NOT NULL REFERENCES systems(id),
+    rule TEXT NOT NULL,
+    every_minutes BIGINT NOT NULL,
+    enabled BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    next_run_at BIGINT NOT NULL,
+    last_run_at BIGINT,
+    last_subjects BIGINT,
+    last_filed BIGINT,
+    last_error TEXT,
+    UNIQUE (system_id, rule)
+);

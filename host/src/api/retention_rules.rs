@@ -1,0 +1,197 @@
+//! Retention rules (`expiry`): a controller sets, lists, tries (dry run) and removes the
+//! standing instructions that erase subjects whose retention period ran out.
+
+use super::{ApiError, Json, created, require};
+use crate::app::App;
+use crate::auth::{Caller, Role};
+use crate::expiry::{self, DryRun, Rule};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route(
+            "/v1/controllers/{id}/retention-rules",
+            get(list_retention_rules).post(set_retention_rule),
+        )
+        .route(
+            "/v1/controllers/{id}/retention-rules/{rule_id}",
+            get(get_retention_rule).delete(remove_retention_rule),
+        )
+        .route(
+            "/v1/controllers/{id}/retention-rules/{rule_id}/dry-run",
+            post(dry_run_retention_rule),
+        )
+}
+
+/// A retention rule to set (a new one, or the same system and rule name changed).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRule {
+    /// One of the controller's systems, whose connector implements `expired`.
+    pub system_id: String,
+    /// The rule's name in the system's connector configuration (for the SQL connector,
+    /// a key of `dataset.retention`).
+    #[schema(min_length = 1, max_length = 100)]
+    pub rule: String,
+    /// Minutes between runs, 1 to 10,080 (a week).
+    #[schema(minimum = 1, maximum = 10080)]
+    pub every_minutes: i64,
+    /// Whether it runs; set it false first and look at a dry run.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// A rule as it stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RuleState {
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub last_run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// While enabled.
+    pub next_run_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A controller's rules.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Rules {
+    pub items: Vec<RuleState>,
+}
+
+fn state(rule: Rule) -> RuleState {
+    RuleState {
+        last_run_at: rule.last_run(),
+        next_run_at: rule.next_run(),
+        rule,
+    }
+}
+
+async fn rule_of(app: &App, caller: &Caller, id: &str, rule_id: &str) -> Result<Rule, ApiError> {
+    super::admin::visible_controller(app, caller, id).await?;
+    expiry::get(&app.store, id, rule_id).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("the controller has no retention rule {rule_id:?}"))
+    })
+}
+
+/// Set a retention rule: the controller's standing instruction to erase, in one of its
+/// systems, every subject whose retention under the connector's rule has run out. Each
+/// is filed as an erasure request approved by the rule.
+#[utoipa::path(post, path = "/v1/controllers/{id}/retention-rules", tag = "retention", params(("id" = String, Path)),
+    request_body = SetRule, responses((status = 201, body = RuleState)), security(("bearer" = [])))]
+pub async fn set_retention_rule(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<SetRule>,
+) -> Result<(StatusCode, Json<RuleState>), ApiError> {
+    require(&caller, &[Role::Admin, Role::Controller])?;
+    super::admin::visible_controller(&app, &caller, &id).await?;
+    let system = crate::controller::get_system(&app.store, &body.system_id)
+        .await?
+        .filter(|s| s.controller_id == id)
+        .ok_or_else(|| {
+            ApiError::field(
+                "system_id",
+                format!("the controller has no system {:?}", body.system_id),
+            )
+        })?;
+    let rule = body.rule.trim();
+    if rule.is_empty() || rule.chars().count() > 100 {
+        return Err(ApiError::field("rule", "1 to 100 characters, not blank"));
+    }
+    if !(1..=10_080).contains(&body.every_minutes) {
+        return Err(ApiError::field("every_minutes", "1 to 10,080 minutes"));
+    }
+    let plugin = crate::controller::get_plugin(&app.store, &system.plugin).await?;
+    if !plugin.is_some_and(|p| p.info.actions.iter().any(|a| a == "expired")) {
+        return Err(ApiError::field(
+            "system_id",
+            format!(
+                "the connector of system {:?} does not implement expired (contract 0.2), so it cannot say who expired",
+                system.name
+            ),
+        ));
+    }
+    let mut tx = app.store.begin().await?;
+    let stored = expiry::set(
+        &mut tx,
+        &id,
+        &system.id,
+        rule,
+        body.every_minutes,
+        body.enabled,
+        &caller.actor(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(created(state(stored)))
+}
+
+/// The controller's retention rules, with how their last run went.
+#[utoipa::path(get, path = "/v1/controllers/{id}/retention-rules", tag = "retention", params(("id" = String, Path)),
+    responses((status = 200, body = Rules)), security(("bearer" = [])))]
+pub async fn list_retention_rules(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Rules>, ApiError> {
+    super::admin::visible_controller(&app, &caller, &id).await?;
+    let items = expiry::list(&app.store, &id)
+        .await?
+        .into_iter()
+        .map(state)
+        .collect();
+    Ok(Json(Rules { items }))
+}
+
+/// One retention rule.
+#[utoipa::path(get, path = "/v1/controllers/{id}/retention-rules/{rule_id}", tag = "retention",
+    params(("id" = String, Path), ("rule_id" = String, Path)), responses((status = 200, body = RuleState)), security(("bearer" = [])))]
+pub async fn get_retention_rule(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((id, rule_id)): Path<(String, String)>,
+) -> Result<Json<RuleState>, ApiError> {
+    Ok(Json(state(rule_of(&app, &caller, &id, &rule_id).await?)))
+}
+
+/// Remove a retention rule: it runs no more (requests it filed go on).
+#[utoipa::path(delete, path = "/v1/controllers/{id}/retention-rules/{rule_id}", tag = "retention",
+    params(("id" = String, Path), ("rule_id" = String, Path)), responses((status = 204, description = "Removed")), security(("bearer" = [])))]
+pub async fn remove_retention_rule(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((id, rule_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    require(&caller, &[Role::Admin, Role::Controller])?;
+    rule_of(&app, &caller, &id, &rule_id).await?;
+    let mut tx = app.store.begin().await?;
+    expiry::remove(&mut tx, &id, &rule_id, &caller.actor()).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the rule would file now, without filing anything: how many subjects, by identity
+/// kind (never their values).
+#[utoipa::path(post, path = "/v1/controllers/{id}/retention-rules/{rule_id}/dry-run", tag = "retention",
+    params(("id" = String, Path), ("rule_id" = String, Path)),
+    responses((status = 200, body = DryRun), (status = 409, description = "The connector could not say who expired", body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn dry_run_retention_rule(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((id, rule_id)): Path<(String, String)>,
+) -> Result<Json<DryRun>, ApiError> {
+    require(&caller, &[Role::Admin, Role::Controller])?;
+    let rule = rule_of(&app, &caller, &id, &rule_id).await?;
+    match expiry::dry_run(&app, &rule, &caller.actor()).await? {
+        Ok(found) => Ok(Json(found)),
+        Err(e) => Err(ApiError::Conflict(format!(
+            "the connector could not list who expired: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,380 @@
+//! Retention rules: erasure without a request. A controller's standing instruction (Art.
+//! 28(3)(a)) names a rule of one of its systems' connectors; while the rule is enabled,
+//! oubli asks the connector every `every_minutes` which subjects have outlived their
+//! period (the contract's `expired`) and files an erasure request for each, approved by
+//! the rule itself, which then runs like any other: tasks, verification, certificate.
+//!
+//! A subject is filed once per rule: its submission carries an idempotency key made
+//! from the rule and the subject's identities, so a later run that finds them again
+//! (their erasure still running, or failed) replays the first request. A dry run lists
+//! what a rule would file without filing it. Every rule set, changed or removed, and
+//! every run, is in the audit trail.
+
+use crate::app::App;
+use crate::audit;
+use crate::request::intake::{Accepted, Submission};
+use crate::request::rows::{IdentityInput, NewRequest};
+use crate::runtime::{Identity, RuntimeError};
+use crate::store::{Store, Tx, now_ms, to_rfc3339};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Subjects one run files at most; the next run goes on.
+pub const MAX_SUBJECTS: usize = 10_000;
+
+/// A retention rule as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct Rule {
+    pub id: String,
+    pub controller_id: String,
+    pub system_id: String,
+    /// The rule's name in the system's connector configuration.
+    pub rule: String,
+    pub every_minutes: i64,
+    #[sqlx(try_from = "i64")]
+    pub enabled: Enabled,
+    #[serde(skip)]
+    #[schema(ignore)]
+    next_run_at: i64,
+    #[serde(skip)]
+    #[schema(ignore)]
+    last_run_at: Option<i64>,
+    /// Subjects the last run found expired, and requests it filed (new ones).
+    pub last_subjects: Option<i64>,
+    pub last_filed: Option<i64>,
+    /// Why the last run stopped, when it did.
+    pub last_error: Option<String>,
+}
+
+/// Whether a rule runs (stored as 0 or 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(transparent)]
+pub struct Enabled(pub bool);
+
+impl TryFrom<i64> for Enabled {
+    type Error = std::convert::Infallible;
+    fn try_from(n: i64) -> Result<Self, Self::Error> {
+        Ok(Enabled(n != 0))
+    }
+}
+
+impl Rule {
+    /// When it last ran.
+    pub fn last_run(&self) -> Option<DateTime<Utc>> {
+        self.last_run_at.map(to_rfc3339)
+    }
+
+    /// When it runs next, while enabled.
+    pub fn next_run(&self) -> Option<DateTime<Utc>> {
+        self.enabled.0.then(|| to_rfc3339(self.next_run_at))
+    }
+}
+
+const COLUMNS: &str = "id, controller_id, system_id, rule, every_minutes, enabled, next_run_at, last_run_at, last_subjects, last_filed, last_error";
+
+/// Sets a rule (new, or changed for the same system and rule name) and records it.
+///
+/// # Errors
+/// When the database fails.
+pub async fn set(
+    tx: &mut Tx<'_>,
+    controller_id: &str,
+    system_id: &str,
+    rule: &str,
+    every_minutes: i64,
+    enabled: bool,
+    actor: &str,
+) -> anyhow::Result<Rule> {
+    let now = now_ms();
+    let id = format!("ret_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(
+        "INSERT INTO retention_rules (id, controller_id, system_id, rule, every_minutes, enabled, created_at, updated_at, next_run_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7) \
+         ON CONFLICT (system_id, rule) DO UPDATE SET every_minutes = excluded.every_minutes, enabled = excluded.enabled, \
+         updated_at = excluded.updated_at, next_run_at = excluded.next_run_at",
+    )
+    .bind(&id)
+    .bind(controller_id)
+    .bind(system_id)
+    .bind(rule)
+    .bind(every_minutes)
+    .bind(i64::from(enabled))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let stored: Rule = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM retention_rules WHERE system_id = $1 AND rule = $2"
+    ))
+    .bind(system_id)
+    .bind(rule)
+    .fetch_one(&mut **tx)
+    .await?;
+    audit::append(
+        tx,
+        actor,
+        "retention_rule.set",
+        None,
+        serde_json::json!({ "controller_id": controller_id, "rule_id": stored.id, "system_id": system_id,
+                            "rule": rule, "every_minutes": every_minutes, "enabled": enabled }),
+    )
+    .await?;
+    Ok(stored)
+}
+
+/// A controller's rules.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn list(store: &Store, controller_id: &str) -> sqlx::Result<Vec<Rule>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM retention_rules WHERE controller_id = $1 ORDER BY id"
+    ))
+    .bind(controller_id)
+    .fetch_all(&store.read)
+    .await
+}
+
+/// One of a controller's rules.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn get(store: &Store, controller_id: &str, id: &str) -> sqlx::Result<Option<Rule>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM retention_rules WHERE controller_id = $1 AND id = $2"
+    ))
+    .bind(controller_id)
+    .bind(id)
+    .fetch_optional(&store.read)
+    .await
+}
+
+/// Removes a rule and records it; `false` when the controller has no such rule.
+///
+/// # Errors
+/// When the database fails.
+pub async fn remove(
+    tx: &mut Tx<'_>,
+    controller_id: &str,
+    id: &str,
+    actor: &str,
+) -> sqlx::Result<bool> {
+    let removed = sqlx::query("DELETE FROM retention_rules WHERE controller_id = $1 AND id = $2")
+        .bind(controller_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        == 1;
+    if removed {
+        audit::append(
+            tx,
+            actor,
+            "retention_rule.removed",
+            None,
+            serde_json::json!({ "controller_id": controller_id, "rule_id": id }),
+        )
+        .await?;
+    }
+    Ok(removed)
+}
+
+/// The subjects whose retention under `rule` has run out, page after page, at most
+/// [`MAX_SUBJECTS`]; and whether there were more.
+///
+/// # Errors
+/// The connector's error.
+pub async fn expired(app: &App, rule: &Rule) -> Result<(Vec<Vec<Identity>>, bool), RuntimeError> {
+    let ready = app.system(&rule.system_id).await?;
+    if !ready.plugin.info.actions.iter().any(|a| a == "expired") {
+        return Err(RuntimeError::InvalidConfig(format!(
+            "the connector of system {:?} does not implement expired (contract 0.2)",
+            ready.system.name
+        )));
+    }
+    let plugin = app.plugin(&ready.system.plugin).await?;
+    let mut subjects = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = app
+            .runtime
+            .expired(&plugin, &ready.grant, &rule.rule, cursor)
+            .await?;
+        subjects.extend(page.subjects.into_iter().filter(|s| !s.is_empty()));
+        if subjects.len() >= MAX_SUBJECTS {
+            subjects.truncate(MAX_SUBJECTS);
+            return Ok((subjects, page.next.is_some()));
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok((subjects, false)),
+        }
+    }
+}
+
+/// What a dry run found: how many subjects, by identity kind, without their values.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DryRun {
+    pub subjects: usize,
+    /// Identity kind → how many of the subjects have one.
+    pub identity_kinds: BTreeMap<String, usize>,
+    /// There were more than a run files at once (10,000); the next runs go on.
+    pub more: bool,
+}
+
+/// What `rule` would file now, without filing anything; recorded.
+///
+/// # Errors
+/// The connector's error, or the database's.
+pub async fn dry_run(
+    app: &App,
+    rule: &Rule,
+    actor: &str,
+) -> anyhow::Result<Result<DryRun, RuntimeError>> {
+    let (subjects, more) = match expired(app, rule).await {
+        Ok(found) => found,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut kinds = BTreeMap::new();
+    for subject in &subjects {
+        for identity in subject {
+            *kinds.entry(identity.kind.clone()).or_insert(0) += 1;
+        }
+    }
+    let mut tx = app.store.begin().await?;
+    audit::append(
+        &mut tx,
+        actor,
+        "retention_rule.dry_run",
+        None,
+        serde_json::json!({ "rule_id": rule.id, "subjects": subjects.len(), "more": more }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(DryRun {
+        subjects: subjects.len(),
+        identity_kinds: kinds,
+        more,
+    }))
+}
+
+/// The idempotency key of a subject under a rule: the same subject is filed once.
+fn key_of(rule: &Rule, subject: &[Identity]) -> String {
+    let mut identities: Vec<String> = subject
+        .iter()
+        .map(|i| format!("{}\u{1f}{}", i.kind, i.value))
+        .collect();
+    identities.sort();
+    let digest = Sha256::digest(identities.join("\u{1e}").as_bytes());
+    format!("{}:{}", rule.id, hex::encode(&digest[..16]))
+}
+
+/// Runs the enabled rules that are due, each at most once per process at a time (a rule
+/// is claimed by moving its next run); returns how many ran.
+///
+/// # Errors
+/// When the database fails.
+pub async fn run_due(app: &Arc<App>) -> anyhow::Result<usize> {
+    let now = now_ms();
+    let due: Vec<Rule> = sqlx::query_as(&format!(
+        "UPDATE retention_rules SET next_run_at = $1 + every_minutes * 60000 \
+         WHERE enabled = 1 AND next_run_at <= $1 RETURNING {COLUMNS}"
+    ))
+    .bind(now)
+    .fetch_all(&app.store.write)
+    .await?;
+    for rule in &due {
+        run(app, rule).await?;
+    }
+    Ok(due.len())
+}
+
+async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
+    let actor = format!("retention:{}", rule.id);
+    let (found, filed, error) = match expired(app, rule).await {
+        Err(e) => (None, 0, Some(e.to_string())),
+        Ok((subjects, _)) => {
+            let mut filed = 0;
+            let mut error = None;
+            for subject in &subjects {
+                let submission = Submission {
+                    request: NewRequest {
+                        controller_id: rule.controller_id.clone(),
+                        kind: crate::request::Kind::Erasure,
+                        identities: subject
+                            .iter()
+                            .map(|i| IdentityInput {
+                                kind: i.kind.clone(),
+                                value: i.value.clone(),
+                            })
+                            .collect(),
+                        changes: Vec::new(),
+                        external_ref: Some(format!("retention:{}:{}", rule.id, rule.rule)),
+                        submitted_by: actor.clone(),
+                        idempotency_key: Some(key_of(rule, subject)),
+                        not_before: None,
+                        suppression: None,
+                    },
+                    actor: actor.clone(),
+                    webhook: false,
+                    // The rule is the controller's standing instruction.
+                    auto_approve: true,
+                    max_attempts: app.config.max_attempts,
+                    link_hours: app.config.approval_link_hours,
+                };
+                match app.intake.submit(submission).await {
+                    Ok(Accepted::Created(_)) => filed += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        error = Some(format!("filing an erasure failed: {e:#}"));
+                        break;
+                    }
+                }
+            }
+            (Some(subjects.len()), filed, error)
+        }
+    };
+    if filed > 0 {
+        app.tasks_ready.notify_waiters();
+    }
+    let mut tx = app.store.begin().await?;
+    sqlx::query(
+        "UPDATE retention_rules SET last_run_at = $1, last_subjects = $2, last_filed = $3, last_error = $4 WHERE id = $5",
+    )
+    .bind(now_ms())
+    .bind(found.map(|n| n as i64))
+    .bind(filed as i64)
+    .bind(&error)
+    .bind(&rule.id)
+    .execute(&mut *tx)
+    .await?;
+    audit::append(
+        &mut tx,
+        &actor,
+        "retention.ran",
+        None,
+        serde_json::json!({ "rule_id": rule.id, "rule": rule.rule, "system_id": rule.system_id,
+                            "expired": found, "filed": filed, "error": error }),
+    )
+    .await?;
+    tx.commit().await?;
+    if let Some(error) = error {
+        tracing::warn!(rule = %rule.id, "a retention run stopped: {error}");
+    }
+    Ok(())
+}
+
+/// Runs the due rules every few seconds until `shutdown` turns true.
+pub async fn run_loop(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if let Err(e) = run_due(&app).await {
+            tracing::error!(error = format!("{e:#}"), "running retention rules failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Retention rules: erasure without a request. A rule of the SQL connector erases
+//! exactly the customers past their period (none early, none left), each through an
+//! erasure request the rule approved, with its certificate; a dry run files nothing;
+//! a second run files no one twice.
+
+use oubli_tests::{Service, count};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retention_rule_erases_exactly_the_customers_past_their_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::spawn_app(dir.path(), &[]).await;
+    let admin = service.demo.admin.clone();
+    let (status, created) = service
+        .post("/v1/controllers", &admin, json!({ "name": "Retail Org" }))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let controller = created["controller"]["id"].as_str().unwrap().to_owned();
+    let crm = dir.path().join("retail-crm.db");
+    oubli::demo::create_crm(&crm, 40).await.unwrap();
+    // Customers in Lyon are kept one year after their account was opened (2024, in the
+    // demo); one opened today is not due yet.
+    let today = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", crm.display()))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO customers (id, email, phone, first_name, last_name, city, created_at) VALUES (1000, 'fresh@example.org', NULL, 'Fresh', 'Start', 'Lyon', ?)")
+        .bind(&today)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let lyon = count(&crm, "customers", "city = 'Lyon' AND id < 1000").await;
+    assert!(lyon > 0);
+    let others = count(&crm, "customers", "city <> 'Lyon'").await;
+
+    let mut system = oubli::demo::crm_system("shop", &crm);
+    system.config["dataset"]["retention"] = json!({
+        "lyon-customers": { "table": "customers", "column": "created_at", "after_days": 365,
+                            "when": { "column": "city", "equals": "Lyon" } }
+    });
+    let digest = service.builtin_digest(&admin, "sql").await;
+    let mut bad = system.config.clone();
+    bad["dataset"]["retention"]["lyon-customers"]["column"] = json!("closed_at");
+    let (status, refused) = service
+        .post(
+            &format!("/v1/controllers/{controller}/systems"),
+            &admin,
+            json!({ "name": "shop", "plugin": digest, "capabilities": system.capabilities, "config": bad }),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["field"], "config.dataset.retention.lyon-customers.column",
+        "{refused}"
+    );
+    let (status, connected) = service
+        .post(
+            &format!("/v1/controllers/{controller}/systems"),
+            &admin,
+            json!({ "name": "shop", "plugin": digest, "capabilities": system.capabilities, "config": system.config }),
+        )
+        .await;
+    assert_eq!(status, 201, "{connected}");
+    let system_id = connected["id"].as_str().unwrap().to_owned();
+
+    // Set disabled, tried, then enabled.
+    let rules = format!("/v1/controllers/{controller}/retention-rules");
+    let (status, rule) = service
+        .post(
+            &rules,
+            &admin,
+            json!({ "system_id": system_id, "rule": "lyon-customers", "every_minutes": 60 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    assert_eq!(rule["enabled"], false);
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+    let (status, dry) = service
+        .post(&format!("{rules}/{rule_id}/dry-run"), &admin, json!({}))
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["subjects"], lyon, "{dry}");
+    assert_eq!(dry["identity_kinds"]["email"], lyon, "{dry}");
+    assert_eq!(
+        count(&crm, "customers", "city = 'Lyon'").await,
+        lyon + 1,
+        "a dry run erases nothing"
+    );
+
+    let (status, rule) = service
+        .post(
+            &rules,
+            &admin,
+            json!({ "system_id": system_id, "rule": "lyon-customers", "every_minutes": 60, "enabled": true }),
+        )
+        .await;
+    assert_eq!(
+        (status, rule["id"].as_str()),
+        (201, Some(rule_id.as_str())),
+        "{rule}"
+    );
+    let rule = service
+        .poll(&format!("{rules}/{rule_id}"), &admin, |r| {
+            r["last_run_at"].is_string()
+        })
+        .await;
+    assert_eq!(rule["last_subjects"], lyon, "{rule}");
+    assert_eq!(rule["last_filed"], lyon, "{rule}");
+
+    // Each subject became an erasure request approved by the rule, which completes.
+    let page = service
+        .poll(
+            &format!("/v1/requests?controller_id={controller}&limit=500"),
+            &admin,
+            |p| {
+                let items = p["items"].as_array().unwrap();
+                items.len() as i64 == lyon && items.iter().all(|r| r["status"] == "completed")
+            },
+        )
+        .await;
+    let first = &page["items"][0];
+    assert_eq!(first["kind"], "erasure");
+    assert!(
+        first["external_ref"]
+            .as_str()
+            .unwrap()
+            .starts_with("retention:")
+    );
+    let id = first["id"].as_str().unwrap();
+    let (status, certificate) = service
+        .get(&format!("/v1/requests/{id}/certificate"), &admin)
+        .await;
+    assert_eq!(status, 200, "{certificate}");
+    let actions = service
+        .actions(&format!("/v1/requests/{id}/events"), &admin)
+        .await;
+    assert!(
+        actions.iter().any(|a| a == "request.approved"),
+        "{actions:?}"
+    );
+
+    // None left, none early, no one else.
+    assert_eq!(
+        count(&crm, "customers", "city = 'Lyon' AND id < 1000").await,
+        0
+    );
+    assert_eq!(count(&crm, "customers", "id = 1000").await, 1);
+    assert_eq!(count(&crm, "customers", "city <> 'Lyon'").await, others);
+
+    // The run is in the audit trail; removing the rule stops it.
+    let (_, runs) = service.get("/v1/audit?action=retention.ran", &admin).await;
+    let details: Value =
+        serde_json::from_str(runs["items"][0]["details"].as_str().unwrap()).unwrap();
+    assert_eq!(details["filed"], lyon, "{details}");
+    let (status, _) = service
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{rules}/{rule_id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = service.get(&format!("{rules}/{rule_id}"), &admin).await;
+    assert_eq!(status, 404);
+}
