@@ -54,10 +54,9 @@ pub struct Rule {
 #[serde(transparent)]
 pub struct Enabled(pub bool);
 
-impl TryFrom<i64> for Enabled {
-    type Error = std::convert::Infallible;
-    fn try_from(n: i64) -> Result<Self, Self::Error> {
-        Ok(Enabled(n != 0))
+impl From<i64> for Enabled {
+    fn from(n: i64) -> Self {
+        Enabled(n != 0)
     }
 }
 
