@@ -195,22 +195,54 @@ pub async fn expired(app: &App, rule: &Rule) -> Result<(Vec<Vec<Identity>>, bool
     }
     let plugin = app.plugin(&ready.system.plugin).await?;
     let mut subjects = Vec::new();
-    let mut cursor = None;
-    loop {
+    let mut cursor: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..MAX_PAGES {
         let page = app
             .runtime
-            .expired(&plugin, &ready.grant, &rule.rule, cursor)
+            .expired(&plugin, &ready.grant, &rule.rule, cursor.clone())
             .await?;
-        subjects.extend(page.subjects.into_iter().filter(|s| !s.is_empty()));
-        if subjects.len() >= MAX_SUBJECTS {
+        // What a request takes: 1 to 20 identities of 1 to 512 characters.
+        subjects.extend(page.subjects.into_iter().filter(|s| {
+            (1..=20).contains(&s.len())
+                && s.iter()
+                    .all(|i| !i.value.trim().is_empty() && i.value.len() <= 512)
+        }));
+        if subjects.len() > MAX_SUBJECTS || (subjects.len() == MAX_SUBJECTS && page.next.is_some())
+        {
             subjects.truncate(MAX_SUBJECTS);
-            return Ok((subjects, page.next.is_some()));
+            return Ok((subjects, true));
         }
         match page.next {
+            Some(next) if !seen.insert(next.clone()) => {
+                return Err(RuntimeError::Failed(format!(
+                    "the connector gave the cursor {next:?} twice: its pages go round in circles"
+                )));
+            }
             Some(next) => cursor = Some(next),
             None => return Ok((subjects, false)),
         }
     }
+    Err(RuntimeError::Failed(format!(
+        "the connector gave more than {MAX_PAGES} pages for {MAX_SUBJECTS} subjects at most"
+    )))
+}
+
+/// Pages of `expired` one run reads at most, whatever the connector says.
+const MAX_PAGES: usize = 1_000;
+
+/// Asks the connector of `system_id` for the first page of `rule`, to refuse a rule it
+/// does not know when it is set.
+///
+/// # Errors
+/// The connector's error (`InvalidConfig` for a rule it does not have).
+pub async fn probe(app: &App, system_id: &str, rule: &str) -> Result<(), RuntimeError> {
+    let ready = app.system(system_id).await?;
+    let plugin = app.plugin(&ready.system.plugin).await?;
+    app.runtime
+        .expired(&plugin, &ready.grant, rule, None)
+        .await
+        .map(drop)
 }
 
 /// What a dry run found: how many subjects, by identity kind, without their values.
@@ -285,16 +317,19 @@ pub async fn run_due(app: &Arc<App>) -> anyhow::Result<usize> {
     .fetch_all(&app.store.write)
     .await?;
     for rule in &due {
-        run(app, rule).await?;
+        // One rule's failure does not keep the others from running.
+        if let Err(e) = run(app, rule).await {
+            tracing::error!(rule = %rule.id, error = format!("{e:#}"), "a retention run failed");
+        }
     }
     Ok(due.len())
 }
 
 async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
     let actor = format!("retention:{}", rule.id);
-    let (found, filed, error) = match expired(app, rule).await {
-        Err(e) => (None, 0, Some(e.to_string())),
-        Ok((subjects, _)) => {
+    let (found, filed, error, more) = match expired(app, rule).await {
+        Err(e) => (None, 0, Some(e.to_string()), false),
+        Ok((subjects, more)) => {
             let mut filed = 0;
             let mut error = None;
             for subject in &subjects {
@@ -315,11 +350,14 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
                         idempotency_key: Some(key_of(rule, subject)),
                         not_before: None,
                         suppression: None,
+                        // The rule's system only: an erasure here is not one elsewhere.
+                        system_id: Some(rule.system_id.clone()),
                     },
                     actor: actor.clone(),
                     webhook: false,
                     // The rule is the controller's standing instruction.
                     auto_approve: true,
+                    approver: Some(actor.clone()),
                     max_attempts: app.config.max_attempts,
                     link_hours: app.config.approval_link_hours,
                 };
@@ -332,7 +370,7 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
                     }
                 }
             }
-            (Some(subjects.len()), filed, error)
+            (Some(subjects.len()), filed, error, more)
         }
     };
     if filed > 0 {
@@ -355,7 +393,7 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
         "retention.ran",
         None,
         serde_json::json!({ "rule_id": rule.id, "rule": rule.rule, "system_id": rule.system_id,
-                            "expired": found, "filed": filed, "error": error }),
+                            "expired": found, "filed": filed, "more": more, "error": error }),
     )
     .await?;
     tx.commit().await?;

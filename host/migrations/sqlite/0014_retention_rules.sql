@@ -17,3 +17,7 @@ CREATE TABLE retention_rules (
     last_error TEXT,
     UNIQUE (system_id, rule)
 );
+
+-- A request that concerns one system only (filed by a retention rule of that system):
+-- its tasks are queued there, not in every system of the controller.
+ALTER TABLE requests ADD COLUMN system_id TEXT REFERENCES systems(id);

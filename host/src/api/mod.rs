@@ -262,6 +262,7 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
         subject_notices::configure_subject_notices, subject_notices::read_subject_notices, subject_notices::stop_subject_notices,
         retention_rules::set_retention_rule, retention_rules::list_retention_rules, retention_rules::get_retention_rule,
         retention_rules::remove_retention_rule, retention_rules::dry_run_retention_rule,
+        retention_rules::destruction_report, retention_rules::destruction_report_html,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &Answers),

@@ -26,6 +26,91 @@ pub fn router() -> Router<Arc<App>> {
             "/v1/controllers/{id}/retention-rules/{rule_id}/dry-run",
             post(dry_run_retention_rule),
         )
+        .route(
+            "/v1/controllers/{id}/destruction-report",
+            get(destruction_report),
+        )
+        .route(
+            "/v1/controllers/{id}/destruction-report.html",
+            get(destruction_report_html),
+        )
+}
+
+/// The period of a report.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct Period {
+    /// Start (RFC 3339), included; 30 days before `to` by default.
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    /// End (RFC 3339), excluded; now by default. At most 366 days after `from`.
+    to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn signed_report(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    period: &Period,
+) -> Result<serde_json::Value, ApiError> {
+    let controller = super::admin::visible_controller(app, caller, id).await?;
+    let to = period.to.unwrap_or_else(chrono::Utc::now);
+    let from = period.from.unwrap_or(to - chrono::Duration::days(30));
+    if from >= to || to - from > chrono::Duration::days(366) {
+        return Err(ApiError::field(
+            "from",
+            "the period runs from `from` to a later `to`, at most 366 days",
+        ));
+    }
+    let signed = crate::evidence::destruction::report(
+        &app.store,
+        &app.keys,
+        id,
+        &controller.name,
+        from.timestamp_millis(),
+        to.timestamp_millis(),
+    )
+    .await?;
+    let mut tx = app.store.begin().await?;
+    crate::audit::append(
+        &mut tx,
+        &caller.actor(),
+        "destruction_report.issued",
+        None,
+        serde_json::json!({ "controller_id": id, "from": from, "to": to }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(signed)
+}
+
+/// The signed destruction report of the erasures the controller's retention rules filed
+/// over a period: counts per system and collection from the completed ones, the others
+/// by status, the subjects as keyed hashes. Verify it with `oubli certificate verify`.
+#[utoipa::path(get, path = "/v1/controllers/{id}/destruction-report", tag = "retention", params(("id" = String, Path), Period),
+    responses((status = 200, description = "`{certificate, signature}`", body = Object)), security(("bearer" = [])))]
+pub async fn destruction_report(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    axum::extract::Query(period): axum::extract::Query<Period>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(signed_report(&app, &caller, &id, &period).await?))
+}
+
+/// The destruction report as a printable page.
+#[utoipa::path(get, path = "/v1/controllers/{id}/destruction-report.html", tag = "retention", params(("id" = String, Path), Period),
+    responses((status = 200, content_type = "text/html", body = String)), security(("bearer" = [])))]
+pub async fn destruction_report_html(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    axum::extract::Query(period): axum::extract::Query<Period>,
+) -> Result<axum::response::Html<String>, ApiError> {
+    let signed = signed_report(&app, &caller, &id, &period).await?;
+    Ok(axum::response::Html(crate::evidence::destruction::html(
+        &signed,
+    )))
 }
 
 /// A retention rule to set (a new one, or the same system and rule name changed).
@@ -115,6 +200,15 @@ pub async fn set_retention_rule(
                 system.name
             ),
         ));
+    }
+    // A rule the connector does not know is refused now, not at every run.
+    if let Err(e) = expiry::probe(&app, &system.id, rule).await {
+        return Err(match e {
+            crate::runtime::RuntimeError::InvalidConfig(m) => ApiError::field("rule", m),
+            other => ApiError::Conflict(format!(
+                "the connector could not be asked who expired under this rule: {other}"
+            )),
+        });
     }
     let mut tx = app.store.begin().await?;
     let stored = expiry::set(

@@ -140,6 +140,7 @@ const ROLE_RESTRICTED: &[&str] = &[
     "remove_suppressed",
     "check_suppression_csv",
     "add_recipient",
+    "list_recipients",
     "remove_recipient",
     "configure_subject_notices",
     "stop_subject_notices",

@@ -10,6 +10,7 @@
 //! Ed25519 and verifiable offline with the public key served at `/v1/keys`.
 
 pub mod certificate_html;
+pub mod destruction;
 pub mod package;
 pub mod retention;
 

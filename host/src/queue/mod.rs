@@ -127,12 +127,15 @@ pub async fn enqueue(
     controller_id: &str,
     max_attempts: u32,
     not_before: Option<i64>,
+    only_system: Option<&str>,
 ) -> sqlx::Result<u64> {
     let now = now_ms();
     let run_after = not_before.map_or(now, |t| t.max(now));
-    let systems: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM systems WHERE controller_id = $1 ORDER BY name")
-            .bind(controller_id)
+    let systems: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM systems WHERE controller_id = $1 AND (CAST($2 AS TEXT) IS NULL OR id = $2) ORDER BY name",
+    )
+    .bind(controller_id)
+    .bind(only_system)
             .fetch_all(&mut **tx)
             .await?;
     for system in &systems {

@@ -21,8 +21,11 @@ pub struct Submission {
     pub actor: String,
     /// The controller has a webhook URL: queue a `request.forwarded` delivery.
     pub webhook: bool,
-    /// Approve at once (the controller approves its own DPO's requests automatically).
+    /// Approve at once (the controller approves its own DPO's requests automatically, or
+    /// a retention rule files it).
     pub auto_approve: bool,
+    /// Who approves it then, for the audit trail (`policy:auto-approve` by default).
+    pub approver: Option<String>,
     /// Attempts of each task, for an auto-approved request.
     pub max_attempts: u32,
     /// Hours the approval link of a request awaiting its controller works.
@@ -169,7 +172,10 @@ async fn write(
             super::lifecycle::approve(
                 &mut tx,
                 &request.stage(),
-                "policy:auto-approve",
+                submission
+                    .approver
+                    .as_deref()
+                    .unwrap_or("policy:auto-approve"),
                 submission.max_attempts,
             )
             .await?

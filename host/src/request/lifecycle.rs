@@ -391,7 +391,11 @@ async fn announce(tx: &mut Tx<'_>, request_id: &str) -> anyhow::Result<()> {
         "status" => settled.status.as_str()
     )
     .record((now_ms() - settled.received_at).max(0) as f64 / 1000.0);
-    crate::notify::email::queue(tx, request_id, event, crate::notify::email::DPO, None).await?;
+    // An erasure a retention rule filed and that completed is told in the destruction
+    // report, not by one e-mail each; a failure is told.
+    if !(settled.by_retention && settled.status == super::Status::Completed) {
+        crate::notify::email::queue(tx, request_id, event, crate::notify::email::DPO, None).await?;
+    }
     // The subject is told only of what was found: a request in which no system found
     // anything is for the DPO to check before anyone answers the subject.
     if settled.status == super::Status::Completed && settled.records_found.is_some_and(|n| n > 0) {
@@ -435,8 +439,8 @@ pub async fn approve(
     actor: &str,
     max_attempts: u32,
 ) -> anyhow::Result<Result<u64, Refusal>> {
-    let (kind, not_before): (String, Option<i64>) =
-        sqlx::query_as("SELECT kind, not_before FROM requests WHERE id = $1")
+    let (kind, not_before, only_system): (String, Option<i64>, Option<String>) =
+        sqlx::query_as("SELECT kind, not_before, system_id FROM requests WHERE id = $1")
             .bind(&request.id)
             .fetch_one(&mut **tx)
             .await?;
@@ -472,6 +476,7 @@ pub async fn approve(
             &request.controller_id,
             max_attempts,
             not_before,
+            only_system.as_deref(),
         )
         .await?
     };

@@ -322,6 +322,9 @@ pub struct NewRequest {
     /// erasure) or is approved (an objection): keyed hashes, made while the identities
     /// are in clear.
     pub suppression: Option<Vec<crate::suppression::Entry>>,
+    /// The one system the request concerns (a retention rule's), instead of every system
+    /// of the controller.
+    pub system_id: Option<String>,
 }
 
 impl Request {
@@ -400,8 +403,8 @@ pub async fn insert(
         .apply(Transition::Forward)
         .map_err(anyhow::Error::msg)?;
     sqlx::query(
-        "INSERT INTO requests (id, controller_id, kind, status, identities, changes, external_ref, submitted_by, idempotency_key, received_at, due_at, updated_at, not_before, suppression_hashes) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $12, $13)",
+        "INSERT INTO requests (id, controller_id, kind, status, identities, changes, external_ref, submitted_by, idempotency_key, received_at, due_at, updated_at, not_before, suppression_hashes, system_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $12, $13, $14)",
     )
     .bind(&id)
     .bind(&new.controller_id)
@@ -421,6 +424,7 @@ pub async fn insert(
             .map(serde_json::to_string)
             .transpose()?,
     )
+    .bind(&new.system_id)
     .execute(&mut **tx)
     .await?;
     let kinds: Vec<&str> = new.identities.iter().map(|i| i.kind.as_str()).collect();
@@ -485,6 +489,8 @@ pub struct Settled {
     pub status_detail: Option<String>,
     /// When it was received, in ms since the Unix epoch.
     pub received_at: i64,
+    /// Whether a retention rule filed it.
+    pub by_retention: bool,
 }
 
 /// How the request `id` ended (see [`Settled`]), in the caller's transaction.
@@ -501,9 +507,10 @@ pub async fn settled_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Sett
         records_found: Option<i64>,
         tasks_without_result: i64,
         received_at: i64,
+        submitted_by: String,
     }
     let row: Option<Row> = sqlx::query_as(concat!(
-        "SELECT requests.kind, requests.status, requests.controller_id, controllers.webhook_url, requests.received_at, ",
+        "SELECT requests.kind, requests.status, requests.controller_id, controllers.webhook_url, requests.received_at, requests.submitted_by, ",
         counts!(),
         " FROM requests JOIN controllers ON controllers.id = requests.controller_id WHERE requests.id = $1"
     ))
@@ -521,6 +528,7 @@ pub async fn settled_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Sett
             records_found: row.records_found.map(|n| n.max(0) as u64),
             status_detail: status_detail(kind, status, row.records_found, row.tasks_without_result),
             received_at: row.received_at,
+            by_retention: row.submitted_by.starts_with("retention:"),
         })
     })
     .transpose()

@@ -882,9 +882,7 @@ impl Connector for SqlConnector {
             .collect()
     }
 
-    /// Looks for the subject's identity values, in any case, inside every text-like column
-    /// of every table the credentials can read (not only the dataset's): one statement
-    /// per table and identity, within `budget` statements.
+    /// Lists the subjects of a retention rule of `dataset.retention` whose period ran out.
     fn expired(rule: String, cursor: Option<String>) -> Result<oubli_connector::ExpiredPage> {
         let (dataset, catalogue) = Dataset::load_with_catalogue()?;
         let now = std::time::SystemTime::now()
@@ -893,6 +891,9 @@ impl Connector for SqlConnector {
         retention::expired(&dataset, &catalogue, &rule, cursor.as_deref(), now)
     }
 
+    /// Looks for the subject's identity values, in any case, inside every text-like column
+    /// of every table the credentials can read (not only the dataset's): one statement
+    /// per table and identity, within `budget` statements.
     fn sweep(subject: Subject, budget: u32) -> Result<SweepReport> {
         let dataset = Dataset::load()?;
         let mut report = SweepReport {

@@ -1,8 +1,14 @@
 //! Retention rules (`dataset.retention`): which subjects of a table have outlived their
-//! period, for the contract's `expired`. A rule names a table with identities, the
-//! column the period runs from (a timestamp, a date, or ISO-8601 text) and the period in
-//! days, and optionally a value another column must hold (`status = 'former'`). A row
-//! whose column is empty has not started its period and never expires.
+//! period, for the contract's `expired`. A rule names a table with identities whose rows
+//! are deleted by an erasure, the column the period runs from (a timestamp or a date; on
+//! SQLite, ISO-8601 text) and the period in days, and optionally a value another column
+//! must hold (`status = 'former'`). A row whose column is empty (or, on SQLite, not a
+//! time) has not started its period and never expires.
+//!
+//! A subject is named by the row itself where the table's key is mapped as an identity
+//! (`customer-id = "id"`), so that the erasure reaches that row and what hangs from it,
+//! not another account with the same e-mail address; otherwise by its strong identities
+//! only (a row with weak ones alone is left out: a phone may be a household's).
 
 use crate::dataset::{Catalogue, Dataset};
 use oubli_connector::sql::{self, Dialect, Value};
@@ -56,6 +62,12 @@ impl Rule {
                 self.table
             )));
         }
+        if table.erase.action != crate::dataset::EraseAction::Delete {
+            return Err(Error::InvalidConfig(format!(
+                "{path}.table: an erasure keeps the rows of {:?} (erase.action), so an expired row would stay expired and be listed again at every run",
+                self.table
+            )));
+        }
         if self.after_days == 0 {
             return Err(Error::InvalidConfig(format!(
                 "{path}.after_days: a period is at least one day"
@@ -94,7 +106,47 @@ impl Rule {
                 )));
             }
         }
+        let declared = catalogue
+            .column_type(&self.table, &self.column)
+            .unwrap_or_default();
+        if time_kind(declared).is_none() {
+            return Err(Error::InvalidConfig(format!(
+                "{path}.column: {:?} is declared {declared:?}, which this connector cannot read as a time here (a timestamp or a date; on SQLite, ISO-8601 text)",
+                self.column
+            )));
+        }
         Ok(())
+    }
+}
+
+/// How a column's values are compared with the cutoff, by its declared type and the
+/// dialect; `None` when they cannot be read as times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeKind {
+    /// SQLite: any text, through `julianday` (which is NULL for what is not a time).
+    SqliteText,
+    /// PostgreSQL: a timestamp or date.
+    PgTime,
+    /// PostgreSQL: text, read as a timestamp (a value that is not one fails the call).
+    PgText,
+    /// MySQL: DATETIME, TIMESTAMP or DATE.
+    MysqlTime,
+}
+
+fn time_kind(declared: &str) -> Option<TimeKind> {
+    let numeric = ["int", "real", "floa", "doub", "numeric", "decimal", "bool"]
+        .iter()
+        .any(|t| declared.contains(t));
+    let texty = ["char", "text", "clob"]
+        .iter()
+        .any(|t| declared.contains(t));
+    let timely = ["time", "date"].iter().any(|t| declared.contains(t));
+    match sql::dialect() {
+        Dialect::Sqlite if !numeric => Some(TimeKind::SqliteText),
+        Dialect::Postgres if timely && !numeric => Some(TimeKind::PgTime),
+        Dialect::Postgres if texty => Some(TimeKind::PgText),
+        Dialect::Mysql if timely && !numeric && !texty => Some(TimeKind::MysqlTime),
+        _ => None,
     }
 }
 
@@ -178,35 +230,40 @@ pub fn expired(
         .column_type(&rule.table, &rule.column)
         .unwrap_or_default()
         .to_owned();
-    let texty = ["char", "text", "clob", "string"]
-        .iter()
-        .any(|t| declared.contains(t));
+    let kind = time_kind(&declared).ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "config.dataset.retention.{name}.column: {:?} is declared {declared:?}, which this connector cannot read as a time here",
+            rule.column
+        ))
+    })?;
     let mut params = vec![];
     let next = |value: Value, params: &mut Vec<Value>| {
         params.push(value);
         sql::placeholder(params.len())
     };
-    // Text holds ISO-8601 times, which compare as text; a timestamp is compared as one.
-    let before = match sql::dialect() {
-        Dialect::Postgres if !texty => {
-            format!(
-                "{column} < CAST({} AS TIMESTAMPTZ)",
-                next(Value::Text(cutoff), &mut params)
-            )
-        }
-        Dialect::Mysql if !texty => {
-            format!(
-                "{column} < CAST({} AS DATETIME)",
-                next(Value::Text(cutoff_mysql), &mut params)
-            )
-        }
-        _ => format!("{column} < {}", next(Value::Text(cutoff), &mut params)),
+    let before = match kind {
+        TimeKind::SqliteText => format!(
+            "julianday({column}) < julianday({})",
+            next(Value::Text(cutoff), &mut params)
+        ),
+        TimeKind::PgTime => format!(
+            "{column} < CAST({} AS TIMESTAMPTZ)",
+            next(Value::Text(cutoff), &mut params)
+        ),
+        TimeKind::PgText => format!(
+            "CAST(NULLIF(TRIM({column}), '') AS TIMESTAMPTZ) < CAST({} AS TIMESTAMPTZ)",
+            next(Value::Text(cutoff), &mut params)
+        ),
+        TimeKind::MysqlTime => format!(
+            "{column} < CAST({} AS DATETIME)",
+            next(Value::Text(cutoff_mysql), &mut params)
+        ),
     };
     let mut conditions = vec![format!("{column} IS NOT NULL"), before];
     if let Some(when) = &rule.when {
         let value = match &when.equals {
             serde_json::Value::String(s) => Value::Text(s.clone()),
-            serde_json::Value::Bool(b) => Value::Integer(i64::from(*b)),
+            serde_json::Value::Bool(b) => Value::Boolean(*b),
             serde_json::Value::Number(n) => match n.as_i64() {
                 Some(i) => Value::Integer(i),
                 None => Value::Real(n.as_f64().unwrap_or_default()),
@@ -223,11 +280,30 @@ pub fn expired(
     if let Some(cursor) = cursor {
         conditions.push(format!("{key} > {}", next(key_of(cursor)?, &mut params)));
     }
-    let kinds: Vec<(&String, &String)> = table
+    // The row itself where its key is an identity; else its strong identities.
+    let by_key: Vec<(&String, &String)> = table
         .identities
         .iter()
+        .filter(|(_, column)| column.column == table.key)
         .map(|(kind, column)| (kind, &column.column))
+        .take(1)
         .collect();
+    let kinds: Vec<(&String, &String)> = if by_key.is_empty() {
+        table
+            .identities
+            .iter()
+            .filter(|(kind, _)| !dataset.is_weak(kind))
+            .map(|(kind, column)| (kind, &column.column))
+            .collect()
+    } else {
+        by_key
+    };
+    if kinds.is_empty() {
+        return Err(Error::InvalidConfig(format!(
+            "config.dataset.retention.{name}.table: the table {:?} maps only weak identities, which may be shared and name no one on their own",
+            rule.table
+        )));
+    }
     let selected: Vec<String> = std::iter::once(key.clone())
         .chain(kinds.iter().map(|(_, c)| sql::ident(c)))
         .collect();

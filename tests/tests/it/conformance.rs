@@ -149,6 +149,7 @@ fn erasure(controller_id: &str, n: usize) -> NewRequest {
         idempotency_key: None,
         not_before: None,
         suppression: None,
+        system_id: None,
     }
 }
 

@@ -215,10 +215,12 @@ pub async fn create(
             idempotency_key: key.map(str::to_owned),
             not_before: body.not_before.map(|t| t.timestamp_millis()),
             suppression,
+            system_id: None,
         },
         actor: caller.actor(),
         webhook: found.webhook_url.is_some(),
         auto_approve,
+        approver: None,
         max_attempts: app.config.max_attempts,
         link_hours: app.config.approval_link_hours,
     };

@@ -63,9 +63,34 @@ async fn a_retention_rule_erases_exactly_the_customers_past_their_period() {
         .await;
     assert_eq!(status, 201, "{connected}");
     let system_id = connected["id"].as_str().unwrap().to_owned();
+    // A second system of the same controller holds the same people: the rule is the
+    // first system's, and erases nothing here.
+    let elsewhere = dir.path().join("newsletter-crm.db");
+    oubli::demo::create_crm(&elsewhere, 40).await.unwrap();
+    let second = oubli::demo::crm_system("newsletter", &elsewhere);
+    let (status, body) = service
+        .post(
+            &format!("/v1/controllers/{controller}/systems"),
+            &admin,
+            json!({ "name": "newsletter", "plugin": digest, "capabilities": second.capabilities, "config": second.config }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
 
     // Set disabled, tried, then enabled.
     let rules = format!("/v1/controllers/{controller}/retention-rules");
+    let (status, refused) = service
+        .post(
+            &rules,
+            &admin,
+            json!({ "system_id": system_id, "rule": "lyon-customer", "every_minutes": 60 }),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("rule")),
+        "{refused}"
+    );
     let (status, rule) = service
         .post(
             &rules,
@@ -81,7 +106,13 @@ async fn a_retention_rule_erases_exactly_the_customers_past_their_period() {
         .await;
     assert_eq!(status, 200, "{dry}");
     assert_eq!(dry["subjects"], lyon, "{dry}");
-    assert_eq!(dry["identity_kinds"]["email"], lyon, "{dry}");
+    // Named by the row itself (its key is the customer-id identity), not by an e-mail
+    // another account may share.
+    assert_eq!(
+        dry["identity_kinds"],
+        json!({ "customer-id": lyon }),
+        "{dry}"
+    );
     assert_eq!(
         count(&crm, "customers", "city = 'Lyon'").await,
         lyon + 1,
@@ -132,12 +163,27 @@ async fn a_retention_rule_erases_exactly_the_customers_past_their_period() {
         .get(&format!("/v1/requests/{id}/certificate"), &admin)
         .await;
     assert_eq!(status, 200, "{certificate}");
-    let actions = service
-        .actions(&format!("/v1/requests/{id}/events"), &admin)
+    let (_, events) = service
+        .get(&format!("/v1/requests/{id}/events"), &admin)
         .await;
-    assert!(
-        actions.iter().any(|a| a == "request.approved"),
-        "{actions:?}"
+    let approved = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "request.approved")
+        .unwrap();
+    assert_eq!(
+        approved["actor"],
+        format!("retention:{rule_id}"),
+        "approved by the rule"
+    );
+    let (_, tasks) = service
+        .get(&format!("/v1/requests/{id}/tasks"), &admin)
+        .await;
+    assert_eq!(
+        tasks["items"].as_array().unwrap().len(),
+        1,
+        "the rule's system only"
     );
 
     // None left, none early, no one else.
@@ -147,6 +193,59 @@ async fn a_retention_rule_erases_exactly_the_customers_past_their_period() {
     );
     assert_eq!(count(&crm, "customers", "id = 1000").await, 1);
     assert_eq!(count(&crm, "customers", "city <> 'Lyon'").await, others);
+    assert_eq!(
+        count(&elsewhere, "customers", "1 = 1").await,
+        40,
+        "nothing elsewhere"
+    );
+
+    // The destruction report counts what the completed erasures did, signed.
+    let (status, report) = service
+        .get(
+            &format!("/v1/controllers/{controller}/destruction-report"),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let (_, keys) = service.get("/v1/keys", &admin).await;
+    let public = keys["keys"][0]["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(oubli::crypto::verify(&report, &[public]), Ok(()));
+    let document = &report["certificate"];
+    assert_eq!(document["type"], "oubli.destruction-report");
+    assert_eq!(document["requests"]["filed"], lyon);
+    assert_eq!(document["requests"]["by_status"]["completed"], lyon);
+    assert!(document["note"].is_null(), "all completed: {document}");
+    let collections = document["systems"][0]["collections"].as_array().unwrap();
+    let customers = collections
+        .iter()
+        .find(|c| c["name"] == "customers")
+        .unwrap();
+    assert_eq!(customers["deleted"], lyon, "{document}");
+    let invoices = collections
+        .iter()
+        .find(|c| c["name"] == "invoices")
+        .unwrap();
+    assert!(invoices["retained"].as_u64().unwrap() > 0);
+    assert!(
+        invoices["legal_bases"][0]
+            .as_str()
+            .unwrap()
+            .contains("17(3)(b)")
+    );
+    let subjects = document["subjects"].as_array().unwrap();
+    assert_eq!(subjects.len() as i64, lyon);
+    assert!(
+        !report.to_string().contains("@example.org"),
+        "no identity in clear"
+    );
+    let (status, page) = service
+        .get(
+            &format!("/v1/controllers/{controller}/destruction-report.html"),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("Destruction report"));
 
     // The run is in the audit trail; removing the rule stops it.
     let (_, runs) = service.get("/v1/audit?action=retention.ran", &admin).await;

@@ -1,0 +1,176 @@
+//! The destruction report ("PV de destruction") of the erasures a controller's retention
+//! rules filed over a period: per system and collection, how many records were deleted,
+//! anonymised or retained and under which legal bases, from the recorded results of the
+//! requests that completed; how many requests are still open or failed (so that nothing
+//! is counted that was not done); the subjects only as keyed hashes. Signed like a
+//! certificate and verifiable with `oubli certificate verify`.
+
+use super::package::escape;
+use crate::crypto::Keys;
+use crate::queue;
+use crate::request::rows;
+use crate::store::{Store, to_rfc3339};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+#[derive(Default)]
+struct Tally {
+    deleted: u64,
+    anonymised: u64,
+    retained: u64,
+    legal_bases: Vec<String>,
+}
+
+/// The signed report of the erasures filed by `controller_id`'s retention rules received
+/// in `[from, to)` (milliseconds).
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn report(
+    store: &Store,
+    keys: &Keys,
+    controller_id: &str,
+    controller_name: &str,
+    from: i64,
+    to: i64,
+) -> anyhow::Result<Value> {
+    let filed: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, submitted_by FROM requests WHERE controller_id = $1 AND submitted_by LIKE 'retention:%' \
+         AND received_at >= $2 AND received_at < $3 ORDER BY id",
+    )
+    .bind(controller_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&store.read)
+    .await?;
+    let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+    let mut systems: BTreeMap<String, BTreeMap<String, Tally>> = BTreeMap::new();
+    let mut subjects = Vec::new();
+    let mut rules: BTreeMap<String, u64> = BTreeMap::new();
+    for (id, by) in &filed {
+        let Some(request) = rows::get(store, &keys.sealer, id).await? else {
+            continue;
+        };
+        *rules
+            .entry(by.trim_start_matches("retention:").to_owned())
+            .or_default() += 1;
+        *by_status
+            .entry(request.status.as_str().to_owned())
+            .or_default() += 1;
+        let identities: Vec<Value> = request
+            .identities
+            .iter()
+            .map(|i| {
+                let hash = match (&i.hmac_sha256, &i.value) {
+                    (Some(hash), _) => hash.clone(),
+                    (None, value) => keys.identity_hash(&i.kind, value.as_deref().unwrap_or("")),
+                };
+                json!({ "kind": i.kind, "hmac_sha256": hash })
+            })
+            .collect();
+        subjects
+            .push(json!({ "request_id": id, "status": request.status, "identities": identities }));
+        if request.status != crate::request::Status::Completed {
+            continue;
+        }
+        for (_, system, result) in queue::results(store, &keys.sealer, id).await? {
+            let collections = systems.entry(system).or_default();
+            for erased in result["erased"].as_array().into_iter().flatten() {
+                let tally = collections
+                    .entry(erased["collection"].as_str().unwrap_or_default().to_owned())
+                    .or_default();
+                match erased["outcome"].as_str() {
+                    Some("deleted") => tally.deleted += 1,
+                    Some("anonymised") => tally.anonymised += 1,
+                    _ => {
+                        tally.retained += 1;
+                        let basis = erased["legal_basis"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        if !tally.legal_bases.contains(&basis) {
+                            tally.legal_bases.push(basis);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let completed = by_status.get("completed").copied().unwrap_or(0);
+    let document = json!({
+        "type": "oubli.destruction-report",
+        "version": 1,
+        "issuer": format!("oubli {}", env!("CARGO_PKG_VERSION")),
+        "controller": { "id": controller_id, "name": controller_name },
+        "period": { "from": to_rfc3339(from), "to": to_rfc3339(to) },
+        "requests": { "filed": filed.len(), "by_status": by_status, "by_rule": rules },
+        "note": (completed < filed.len() as u64).then_some(
+            "the counts are those of the completed requests only: the others are listed under subjects with their status, and nothing of them is counted as erased"),
+        "systems": systems.into_iter().map(|(name, collections)| json!({
+            "name": name,
+            "collections": collections.into_iter().map(|(collection, t)| json!({
+                "name": collection,
+                "deleted": t.deleted,
+                "anonymised": t.anonymised,
+                "retained": t.retained,
+                "legal_bases": t.legal_bases,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "subjects": subjects,
+    });
+    Ok(keys.sign(document))
+}
+
+/// A printable page of a signed report.
+pub fn html(signed: &Value) -> String {
+    let r = &signed["certificate"];
+    let text = |v: &Value| match v {
+        Value::String(s) => escape(s),
+        Value::Null => "—".into(),
+        other => escape(&other.to_string()),
+    };
+    let mut page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Destruction report</title>\
+         <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;margin:.5em 0 1.5em}}\
+         td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#f4f4f4}}.warn{{border:2px solid #b00;padding:.5em}}</style></head><body>\n\
+         <h1>Destruction report / Procès-verbal de destruction</h1>\n\
+         <p>{} — {} → {}</p>\n<p>Requests filed by retention rules: {}; by status: {}</p>\n",
+        text(&r["controller"]["name"]),
+        text(&r["period"]["from"]),
+        text(&r["period"]["to"]),
+        text(&r["requests"]["filed"]),
+        text(&r["requests"]["by_status"]),
+    );
+    if r["note"].is_string() {
+        page.push_str(&format!("<p class=\"warn\">{}</p>\n", text(&r["note"])));
+    }
+    for system in r["systems"].as_array().into_iter().flatten() {
+        page.push_str(&format!(
+            "<h2>{}</h2>\n<table><tr><th>Collection</th><th>Deleted</th><th>Anonymised</th><th>Retained</th><th>Legal bases</th></tr>\n",
+            text(&system["name"])
+        ));
+        for c in system["collections"].as_array().into_iter().flatten() {
+            page.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                text(&c["name"]),
+                text(&c["deleted"]),
+                text(&c["anonymised"]),
+                text(&c["retained"]),
+                c["legal_bases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(text)
+                    .collect::<Vec<_>>()
+                    .join("<br>")
+            ));
+        }
+        page.push_str("</table>\n");
+    }
+    page.push_str(&format!(
+        "<p>Signed with {} key {}: verify the JSON with <code>oubli certificate verify</code>.</p>\n</body></html>\n",
+        text(&signed["signature"]["algorithm"]),
+        text(&signed["signature"]["key_id"])
+    ));
+    page
+}
