@@ -88,7 +88,9 @@ async fn signed_report(
 /// over a period: counts per system and collection from the completed ones, the others
 /// by status, the subjects as keyed hashes. Verify it with `oubli certificate verify`.
 #[utoipa::path(get, path = "/v1/controllers/{id}/destruction-report", tag = "retention", params(("id" = String, Path), Period),
-    responses((status = 200, description = "`{certificate, signature}`", body = Object)), security(("bearer" = [])))]
+    responses((status = 200, description = "`{certificate, signature}`", body = Object),
+              (status = 422, description = "`from` is not before `to`, or the period is longer than 366 days", body = super::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn destruction_report(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -100,7 +102,9 @@ pub async fn destruction_report(
 
 /// The destruction report as a printable page.
 #[utoipa::path(get, path = "/v1/controllers/{id}/destruction-report.html", tag = "retention", params(("id" = String, Path), Period),
-    responses((status = 200, content_type = "text/html", body = String)), security(("bearer" = [])))]
+    responses((status = 200, content_type = "text/html", body = String),
+              (status = 422, description = "`from` is not before `to`, or the period is longer than 366 days", body = super::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn destruction_report_html(
     State(app): State<Arc<App>>,
     caller: Caller,

@@ -5,6 +5,7 @@
 //! is counted that was not done); the subjects only as keyed hashes. Signed like a
 //! certificate and verifiable with `oubli certificate verify`.
 
+use super::Tally;
 use super::package::escape;
 use crate::crypto::Keys;
 use crate::queue;
@@ -12,14 +13,6 @@ use crate::request::rows;
 use crate::store::{Store, to_rfc3339};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-
-#[derive(Default)]
-struct Tally {
-    deleted: u64,
-    anonymised: u64,
-    retained: u64,
-    legal_bases: Vec<String>,
-}
 
 /// The signed report of the erasures filed by `controller_id`'s retention rules received
 /// in `[from, to)` (milliseconds).
@@ -57,43 +50,14 @@ pub async fn report(
         *by_status
             .entry(request.status.as_str().to_owned())
             .or_default() += 1;
-        let identities: Vec<Value> = request
-            .identities
-            .iter()
-            .map(|i| {
-                let hash = match (&i.hmac_sha256, &i.value) {
-                    (Some(hash), _) => hash.clone(),
-                    (None, value) => keys.identity_hash(&i.kind, value.as_deref().unwrap_or("")),
-                };
-                json!({ "kind": i.kind, "hmac_sha256": hash })
-            })
-            .collect();
+        let identities = super::hashed_identities(keys, &request);
         subjects
             .push(json!({ "request_id": id, "status": request.status, "identities": identities }));
         if request.status != crate::request::Status::Completed {
             continue;
         }
         for (_, system, result) in queue::results(store, &keys.sealer, id).await? {
-            let collections = systems.entry(system).or_default();
-            for erased in result["erased"].as_array().into_iter().flatten() {
-                let tally = collections
-                    .entry(erased["collection"].as_str().unwrap_or_default().to_owned())
-                    .or_default();
-                match erased["outcome"].as_str() {
-                    Some("deleted") => tally.deleted += 1,
-                    Some("anonymised") => tally.anonymised += 1,
-                    _ => {
-                        tally.retained += 1;
-                        let basis = erased["legal_basis"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned();
-                        if !tally.legal_bases.contains(&basis) {
-                            tally.legal_bases.push(basis);
-                        }
-                    }
-                }
-            }
+            Tally::add_all(systems.entry(system).or_default(), &result);
         }
     }
     let completed = by_status.get("completed").copied().unwrap_or(0);
@@ -114,6 +78,7 @@ pub async fn report(
                 "anonymised": t.anonymised,
                 "retained": t.retained,
                 "legal_bases": t.legal_bases,
+                "masked_fields": t.masked,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "subjects": subjects,

@@ -56,14 +56,64 @@ pub(crate) fn search_scope(
     })
 }
 
+/// What an erasure did in one collection: records by outcome, the legal bases of those
+/// retained, the fields masked.
 #[derive(Default)]
-struct Tally {
-    deleted: u64,
-    anonymised: u64,
-    retained: u64,
-    legal_bases: Vec<String>,
+pub(crate) struct Tally {
+    pub deleted: u64,
+    pub anonymised: u64,
+    pub retained: u64,
+    pub legal_bases: Vec<String>,
     /// The fields masked in the anonymised and retained records (names only).
-    masked: std::collections::BTreeSet<String>,
+    pub masked: std::collections::BTreeSet<String>,
+}
+
+impl Tally {
+    /// Counts the `erased` entries of a recorded result, by collection.
+    pub(crate) fn add_all(collections: &mut BTreeMap<String, Tally>, result: &Value) {
+        for erased in result["erased"].as_array().into_iter().flatten() {
+            let tally = collections
+                .entry(erased["collection"].as_str().unwrap_or_default().to_owned())
+                .or_default();
+            tally.masked.extend(
+                erased["masked"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m.as_str().map(str::to_owned)),
+            );
+            match erased["outcome"].as_str() {
+                Some("deleted") => tally.deleted += 1,
+                Some("anonymised") => tally.anonymised += 1,
+                _ => {
+                    tally.retained += 1;
+                    let basis = erased["legal_basis"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if !tally.legal_bases.contains(&basis) {
+                        tally.legal_bases.push(basis);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request's identities as the evidence shows them: kinds and keyed hashes (after the
+/// retention period only the hash is left, computed the same way).
+pub(crate) fn hashed_identities(keys: &Keys, request: &Request) -> Vec<Value> {
+    request
+        .identities
+        .iter()
+        .map(|i| {
+            let hash = match (&i.hmac_sha256, &i.value) {
+                (Some(hash), _) => hash.clone(),
+                (None, value) => keys.identity_hash(&i.kind, value.as_deref().unwrap_or("")),
+            };
+            json!({ "kind": i.kind, "hmac_sha256": hash })
+        })
+        .collect()
 }
 
 /// Builds and signs the erasure certificate of a completed erasure request.
@@ -104,32 +154,7 @@ pub async fn erasure_certificate(
         let digest = result["plugin"].as_str().unwrap_or_default().to_owned();
         let plugin = controller::get_plugin(store, &digest).await?;
         let mut collections: BTreeMap<String, Tally> = BTreeMap::new();
-        for erased in result["erased"].as_array().into_iter().flatten() {
-            let tally = collections
-                .entry(erased["collection"].as_str().unwrap_or_default().to_owned())
-                .or_default();
-            tally.masked.extend(
-                erased["masked"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|m| m.as_str().map(str::to_owned)),
-            );
-            match erased["outcome"].as_str() {
-                Some("deleted") => tally.deleted += 1,
-                Some("anonymised") => tally.anonymised += 1,
-                _ => {
-                    tally.retained += 1;
-                    let basis = erased["legal_basis"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if !tally.legal_bases.contains(&basis) {
-                        tally.legal_bases.push(basis);
-                    }
-                }
-            }
-        }
+        Tally::add_all(&mut collections, &result);
         let remaining = result["remaining"].as_array().map_or(0, Vec::len);
         // Results of runs before the located records were stored have none.
         let located = result["located"].as_array().map(Vec::len);
@@ -239,18 +264,7 @@ pub async fn erasure_certificate(
         }
         systems.push(system);
     }
-    let identities: Vec<Value> = request
-        .identities
-        .iter()
-        .map(|i| {
-            // After the retention period only the hash is left, computed the same way.
-            let hash = match (&i.hmac_sha256, &i.value) {
-                (Some(hash), _) => hash.clone(),
-                (None, value) => keys.identity_hash(&i.kind, value.as_deref().unwrap_or("")),
-            };
-            json!({ "kind": i.kind, "hmac_sha256": hash })
-        })
-        .collect();
+    let identities = hashed_identities(keys, request);
     if systems.is_empty() {
         records_found = None;
     }

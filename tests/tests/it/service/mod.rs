@@ -41,3 +41,18 @@ pub(super) async fn approve(service: &Service, id: &str) {
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// An erasure of someone no system holds, approved and completed with nothing found;
+/// returns its id.
+pub(super) async fn erasure_of_no_one(service: &Service) -> String {
+    let id = service
+        .submit(
+            "erasure",
+            json!([{ "kind": "email", "value": "nobody@example.org" }]),
+            None,
+        )
+        .await;
+    approve(service, &id).await;
+    assert_eq!(service.settled(&id).await["records_found"], 0);
+    id
+}

@@ -483,15 +483,7 @@ async fn the_subject_is_told_of_an_extension_and_an_erasure_in_the_controllers_w
     }
 
     // An erasure that found nothing tells the subject nothing: the DPO checks first.
-    let id = service
-        .submit(
-            "erasure",
-            json!([{ "kind": "email", "value": "nobody@example.org" }]),
-            None,
-        )
-        .await;
-    super::approve(&service, &id).await;
-    assert_eq!(service.settled(&id).await["records_found"], 0);
+    let id = super::erasure_of_no_one(&service).await;
     let (_, emails) = service
         .get(&format!("/v1/requests/{id}/emails"), &demo.dpo)
         .await;

@@ -243,15 +243,7 @@ async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_
     assert_eq!(reqwest::get(url).await.unwrap().status(), 410);
 
     // An erasure that found nothing tells no one who the subject is.
-    let id = service
-        .submit(
-            "erasure",
-            json!([{ "kind": "email", "value": "nobody@example.org" }]),
-            None,
-        )
-        .await;
-    approve(&service, &id).await;
-    assert_eq!(service.settled(&id).await["records_found"], 0);
+    let id = super::erasure_of_no_one(&service).await;
     let actions = service
         .actions(&format!("/v1/requests/{id}/events"), &demo.dpo)
         .await;
