@@ -844,3 +844,20 @@ impl Drop for JsonServer {
         let _ = self.child.wait();
     }
 }
+
+/// The `webhook-signature` a Standard Webhooks receiver expects for a message, computed
+/// from the convention (HMAC-SHA256 of `id.timestamp.body` under the base64 part of the
+/// `whsec_` secret), not from oubli's code.
+pub fn standard_webhooks_signature(secret: &str, id: &str, timestamp: &str, body: &str) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
+        .expect("base64");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
