@@ -880,4 +880,64 @@ macro_rules! on_every_engine {
     )*};
 }
 
-on_every_engine!(matching, strength, types, copies, mentions, company);
+/// Retention (`expired`): only the rows past their period that meet `when` are listed,
+/// each by its key (mapped as an identity); a row without a time never expires; a rule
+/// on a numeric column is refused when the system is validated; an unknown rule is a
+/// configuration error.
+async fn retention(db: Db, engine: &str) {
+    let time = match engine {
+        "postgres" => "TIMESTAMP",
+        "mysql" => "DATETIME",
+        _ => "TEXT",
+    };
+    let recent = (chrono::Utc::now() - chrono::Duration::days(5))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    db.execute(&format!(
+        "CREATE TABLE members (id INTEGER PRIMARY KEY, email VARCHAR(200), status VARCHAR(20), left_at {time}, joined INTEGER);
+        INSERT INTO members VALUES (1, 'old-former@example.org', 'former', '2020-01-02 10:00:00', 1);
+        INSERT INTO members VALUES (2, 'old-active@example.org', 'active', '2020-01-02 10:00:00', 1);
+        INSERT INTO members VALUES (3, 'new-former@example.org', 'former', '{recent}', 1);
+        INSERT INTO members VALUES (4, 'never-left@example.org', 'former', NULL, 1)"
+    ))
+    .await;
+    let dataset = |column: &str| {
+        json!({ "tables": [{ "name": "members", "key": "id",
+            "identities": { "customer-id": "id", "email": "email" }, "columns": { "email": "contact" } }],
+            "retention": { "former": { "table": "members", "column": column, "after_days": 30,
+                "when": { "column": "status", "equals": "former" } } } })
+    };
+    let (rt, plugin, sys) = connected(db.url(), dataset("left_at")).await;
+    let page = rt.expired(&plugin, &sys, "former", None).await.unwrap();
+    let listed: Vec<Vec<(String, String)>> = page
+        .subjects
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|i| (i.kind.clone(), i.value.clone()))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [[("customer-id".to_owned(), "1".to_owned())]],
+        "{engine}"
+    );
+    assert_eq!(page.next, None);
+    let unknown = rt.expired(&plugin, &sys, "nope", None).await.unwrap_err();
+    assert!(
+        matches!(&unknown, RuntimeError::InvalidConfig(m) if m.contains("no rule named")),
+        "{unknown:?}"
+    );
+
+    let sys = rt.prepare(&system(db.url(), dataset("joined"))).unwrap();
+    let refused = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&refused, RuntimeError::InvalidConfig(m) if m.starts_with("config.dataset.retention.former.column")),
+        "{engine}: {refused:?}"
+    );
+}
+
+on_every_engine!(
+    matching, strength, types, copies, mentions, company, retention
+);
