@@ -36,6 +36,17 @@ pub struct Settings {
     pub entries: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// See [`fingerprint`].
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub key_fingerprint: String,
+}
+
+/// What says which identity hash key a list's entries are keyed with: a MAC of a
+/// constant under it. A list whose fingerprint is not the current key's cannot be
+/// matched (the key was changed), and is refused rather than answered "not suppressed".
+pub fn fingerprint(keys: &Keys) -> String {
+    keys.identity_hash("suppression-key", "fingerprint")
 }
 
 /// One identity as it goes on a list: its kind and its keyed hash.
@@ -146,7 +157,7 @@ pub fn is_region(code: &str) -> bool {
             .is_ok()
 }
 
-type SettingsRow = (String, Option<String>, i64, i64, i64);
+type SettingsRow = (String, Option<String>, i64, i64, i64, String);
 
 /// A controller's list settings, `None` when it keeps no list.
 ///
@@ -155,19 +166,20 @@ type SettingsRow = (String, Option<String>, i64, i64, i64);
 pub async fn settings(store: &Store, controller_id: &str) -> sqlx::Result<Option<Settings>> {
     let row: Option<SettingsRow> = sqlx::query_as(
         "SELECT purpose, phone_region, created_at, updated_at, \
-         (SELECT COUNT(*) FROM suppression_entries e WHERE e.controller_id = l.controller_id) \
+         (SELECT COUNT(*) FROM suppression_entries e WHERE e.controller_id = l.controller_id), key_fingerprint \
          FROM suppression_lists l WHERE controller_id = $1",
     )
     .bind(controller_id)
     .fetch_optional(&store.read)
     .await?;
     Ok(row.map(
-        |(purpose, phone_region, created, updated, entries)| Settings {
+        |(purpose, phone_region, created, updated, entries, key_fingerprint)| Settings {
             purpose,
             phone_region,
             entries: entries.max(0) as u64,
             created_at: to_rfc3339(created),
             updated_at: to_rfc3339(updated),
+            key_fingerprint,
         },
     ))
 }
@@ -181,17 +193,20 @@ pub async fn set(
     controller_id: &str,
     purpose: &str,
     phone_region: Option<&str>,
+    key_fingerprint: &str,
     actor: &str,
 ) -> sqlx::Result<()> {
     let now = now_ms();
+    // A list keeps the fingerprint of the key it was started with.
     sqlx::query(
-        "INSERT INTO suppression_lists (controller_id, purpose, phone_region, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+        "INSERT INTO suppression_lists (controller_id, purpose, phone_region, created_at, updated_at, key_fingerprint) VALUES ($1, $2, $3, $4, $4, $5) \
          ON CONFLICT (controller_id) DO UPDATE SET purpose = excluded.purpose, phone_region = excluded.phone_region, updated_at = excluded.updated_at",
     )
     .bind(controller_id)
     .bind(purpose)
     .bind(phone_region)
     .bind(now)
+    .bind(key_fingerprint)
     .execute(&mut **tx)
     .await?;
     audit::append(

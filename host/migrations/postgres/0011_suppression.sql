@@ -10,6 +10,9 @@ CREATE TABLE suppression_lists (
     controller_id TEXT PRIMARY KEY REFERENCES controllers(id),
     purpose TEXT NOT NULL,
     phone_region TEXT,
+    -- A MAC of a constant under the identity hash key the entries are keyed with: a
+    -- check under another key is refused rather than answered "not suppressed".
+    key_fingerprint TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );

@@ -147,10 +147,16 @@ async fn list_of(app: &App, caller: &Caller, controller_id: &str) -> Result<Sett
 /// The list of the controller a body or query names (`controller_id`), or a 422 naming
 /// that field.
 async fn list_named(app: &App, caller: &Caller, controller_id: &str) -> Result<Settings, ApiError> {
-    match list_of(app, caller, controller_id).await {
+    let list = match list_of(app, caller, controller_id).await {
         Err(ApiError::NotFound(message)) => Err(ApiError::field("controller_id", message)),
         other => other,
+    }?;
+    if list.key_fingerprint != suppression::fingerprint(&app.keys) {
+        return Err(ApiError::Conflict(
+            "this list's entries are keyed with another identity hash key (it changed since the list was started): none of them can be matched, so nothing is answered; restore that key, or end the list and start it again".into(),
+        ));
     }
+    Ok(list)
 }
 
 /// Refuses a kind that is not lowercase letters, digits and dashes, or that no system of
@@ -250,6 +256,7 @@ pub async fn configure_suppression(
         &id,
         body.purpose.trim(),
         region.as_deref(),
+        &suppression::fingerprint(&app.keys),
         &caller.actor(),
     )
     .await?;
@@ -329,7 +336,7 @@ async fn audit_check(
 /// is normalised by its kind (see the README) or given as the SHA-256 of its normalised
 /// value.
 #[utoipa::path(post, path = "/v1/suppression/check", tag = "suppression", request_body = Check,
-    responses((status = 200, body = Checked)), security(("bearer" = [])))]
+    responses((status = 200, body = Checked), (status = 409, description = "The list's entries are keyed with another identity hash key: nothing can be matched", body = super::ErrorBody)), security(("bearer" = [])))]
 pub async fn check_suppression(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -389,7 +396,7 @@ pub async fn check_suppression(
 /// Take entries off a controller's suppression list (e.g. the person consented again),
 /// with the reason, which the audit trail keeps.
 #[utoipa::path(post, path = "/v1/suppression/remove", tag = "suppression", request_body = Remove,
-    responses((status = 200, body = Removed)), security(("bearer" = [])))]
+    responses((status = 200, body = Removed), (status = 409, description = "The list's entries are keyed with another identity hash key: nothing can be matched", body = super::ErrorBody)), security(("bearer" = [])))]
 pub async fn remove_suppressed(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -465,7 +472,7 @@ fn csv_columns(query: &[(String, String)]) -> Result<Vec<(String, String)>, ApiE
            ("digests" = Option<bool>, Query, description = "the cells hold SHA-256 digests of normalised values")),
     request_body(description = "CSV with a header row (whatever the Content-Type)",
         content((String = "text/csv"), (String = "text/plain"))),
-    responses((status = 200, content_type = "text/csv", body = String)), security(("bearer" = [])))]
+    responses((status = 200, content_type = "text/csv", body = String), (status = 409, description = "The list's entries are keyed with another identity hash key: nothing can be matched", body = super::ErrorBody)), security(("bearer" = [])))]
 pub async fn check_suppression_csv(
     State(app): State<Arc<App>>,
     caller: Caller,

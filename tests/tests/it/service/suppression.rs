@@ -4,6 +4,7 @@
 //! but keyed hashes.
 
 use super::approve;
+use base64::Engine as _;
 use oubli_tests::{Service, count};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -313,6 +314,28 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
             })
             .await;
     }
+
+    // Under another identity hash key no entry can match: a check is refused, never
+    // answered "not suppressed".
+    assert!(service.terminate());
+    let other_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let mut service = Service::start(dir.path(), &[("OUBLI_IDENTITY_HASH_KEY", &other_key)]);
+    service.demo = demo.clone();
+    let (status, refused) = service
+        .post(
+            "/v1/suppression/check",
+            &demo.dpo,
+            json!({ "controller_id": demo.controller_id, "identities": [{ "kind": "email", "value": "customer5@example.org" }] }),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("identity hash key"),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
