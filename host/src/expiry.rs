@@ -186,14 +186,7 @@ pub async fn remove(
 /// # Errors
 /// The connector's error.
 pub async fn expired(app: &App, rule: &Rule) -> Result<(Vec<Vec<Identity>>, bool), RuntimeError> {
-    let ready = app.system(&rule.system_id).await?;
-    if !ready.plugin.info.actions.iter().any(|a| a == "expired") {
-        return Err(RuntimeError::InvalidConfig(format!(
-            "the connector of system {:?} does not implement expired (contract 0.2)",
-            ready.system.name
-        )));
-    }
-    let plugin = app.plugin(&ready.system.plugin).await?;
+    let (ready, plugin) = connector(app, &rule.system_id).await?;
     let mut subjects = Vec::new();
     let mut cursor: Option<String> = None;
     let mut seen = std::collections::HashSet::new();
@@ -228,6 +221,22 @@ pub async fn expired(app: &App, rule: &Rule) -> Result<(Vec<Vec<Identity>>, bool
     )))
 }
 
+/// A system and its loaded plugin, which must implement `expired`.
+async fn connector(
+    app: &App,
+    system_id: &str,
+) -> Result<(Arc<crate::app::CachedSystem>, Arc<crate::runtime::Plugin>), RuntimeError> {
+    let ready = app.system(system_id).await?;
+    if !ready.plugin.info.actions.iter().any(|a| a == "expired") {
+        return Err(RuntimeError::InvalidConfig(format!(
+            "the connector of system {:?} does not implement expired (contract 0.2)",
+            ready.system.name
+        )));
+    }
+    let plugin = app.plugin(&ready.system.plugin).await?;
+    Ok((ready, plugin))
+}
+
 /// Pages of `expired` one run reads at most, whatever the connector says.
 const MAX_PAGES: usize = 1_000;
 
@@ -237,8 +246,7 @@ const MAX_PAGES: usize = 1_000;
 /// # Errors
 /// The connector's error (`InvalidConfig` for a rule it does not have).
 pub async fn probe(app: &App, system_id: &str, rule: &str) -> Result<(), RuntimeError> {
-    let ready = app.system(system_id).await?;
-    let plugin = app.plugin(&ready.system.plugin).await?;
+    let (ready, plugin) = connector(app, system_id).await?;
     app.runtime
         .expired(&plugin, &ready.grant, rule, None)
         .await

@@ -36,9 +36,14 @@ pub struct Settings {
     pub entries: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A controller's list as submissions and checks use it: no count of its entries.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Kept {
+    pub purpose: String,
+    pub phone_region: Option<String>,
     /// See [`fingerprint`].
-    #[serde(skip)]
-    #[schema(ignore)]
     pub key_fingerprint: String,
 }
 
@@ -157,29 +162,42 @@ pub fn is_region(code: &str) -> bool {
             .is_ok()
 }
 
-type SettingsRow = (String, Option<String>, i64, i64, i64, String);
+type SettingsRow = (String, Option<String>, i64, i64, i64);
 
-/// A controller's list settings, `None` when it keeps no list.
+/// A controller's list, `None` when it keeps none.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn kept(store: &Store, controller_id: &str) -> sqlx::Result<Option<Kept>> {
+    sqlx::query_as(
+        "SELECT purpose, phone_region, key_fingerprint FROM suppression_lists WHERE controller_id = $1",
+    )
+    .bind(controller_id)
+    .fetch_optional(&store.read)
+    .await
+}
+
+/// A controller's list settings with the number of its entries, `None` when it keeps no
+/// list.
 ///
 /// # Errors
 /// When the database cannot be read.
 pub async fn settings(store: &Store, controller_id: &str) -> sqlx::Result<Option<Settings>> {
     let row: Option<SettingsRow> = sqlx::query_as(
         "SELECT purpose, phone_region, created_at, updated_at, \
-         (SELECT COUNT(*) FROM suppression_entries e WHERE e.controller_id = l.controller_id), key_fingerprint \
+         (SELECT COUNT(*) FROM suppression_entries e WHERE e.controller_id = l.controller_id) \
          FROM suppression_lists l WHERE controller_id = $1",
     )
     .bind(controller_id)
     .fetch_optional(&store.read)
     .await?;
     Ok(row.map(
-        |(purpose, phone_region, created, updated, entries, key_fingerprint)| Settings {
+        |(purpose, phone_region, created, updated, entries)| Settings {
             purpose,
             phone_region,
             entries: entries.max(0) as u64,
             created_at: to_rfc3339(created),
             updated_at: to_rfc3339(updated),
-            key_fingerprint,
         },
     ))
 }
@@ -254,26 +272,37 @@ pub async fn end(
     Ok(Some(entries))
 }
 
-/// The region of a controller's list, read in a transaction: `Some(region)` when it
-/// keeps one.
+/// Forgets what a request would put on a list (it was rejected or cancelled, or
+/// [`record`] put it there).
+///
+/// # Errors
+/// When the database fails.
+pub async fn forget(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE requests SET suppression_hashes = NULL WHERE id = $1")
+        .bind(request_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Whether a controller keeps a list, read in a transaction.
 ///
 /// # Errors
 /// When the database cannot be read.
-pub async fn region_in(
-    tx: &mut Tx<'_>,
-    controller_id: &str,
-) -> sqlx::Result<Option<Option<String>>> {
-    sqlx::query_scalar("SELECT phone_region FROM suppression_lists WHERE controller_id = $1")
-        .bind(controller_id)
-        .fetch_optional(&mut **tx)
-        .await
+pub async fn kept_in(tx: &mut Tx<'_>, controller_id: &str) -> sqlx::Result<bool> {
+    let kept: Option<String> =
+        sqlx::query_scalar("SELECT controller_id FROM suppression_lists WHERE controller_id = $1")
+            .bind(controller_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(kept.is_some())
 }
 
 /// Puts on its controller's list the entries stored with a request that completed (an
 /// erasure carried out, an objection approved), if it has entries (it was submitted while
 /// the controller kept a list) and the controller still keeps a list, and records how
-/// many, the request's kind being the reason. Returns how many entries were new, `None`
-/// when nothing was to be recorded.
+/// many, the request's kind being the reason; the request's copy of the entries goes.
+/// Returns how many entries were new, `None` when nothing was to be recorded.
 ///
 /// # Errors
 /// When the database fails.
@@ -288,6 +317,8 @@ pub async fn record(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     let Some((controller_id, reason, Some(stored), list)) = row else {
         return Ok(None);
     };
+    // On the list now, or nowhere to go: not kept twice.
+    forget(tx, request_id).await?;
     if list.is_none() {
         // The list was ended after the request was submitted: nothing goes on it, and the
         // trail says so. An objection has nothing else to do, so it cannot complete.

@@ -134,6 +134,17 @@ pub async fn list_controllers(
     Ok(Json(Page { items, next: None }))
 }
 
+/// A controller the caller may see, for a step only the controller itself (or an admin)
+/// takes.
+pub(super) async fn own_controller(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+) -> Result<Controller, ApiError> {
+    require(caller, &[Role::Admin, Role::Controller])?;
+    visible_controller(app, caller, id).await
+}
+
 pub(super) async fn visible_controller(
     app: &App,
     caller: &Caller,

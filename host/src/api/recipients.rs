@@ -70,12 +70,6 @@ pub struct Notice {
     pub changes: Vec<Change>,
 }
 
-async fn own_controller(app: &App, caller: &Caller, id: &str) -> Result<(), ApiError> {
-    require(caller, &[Role::Admin, Role::Controller])?;
-    super::admin::visible_controller(app, caller, id).await?;
-    Ok(())
-}
-
 /// Add a recipient the controller disclosed personal data to: it will be told of every
 /// erasure and rectification of the controller that completes from now on. An admin's
 /// step, as a controller's own webhook URL is: oubli sends requests to the URL.
@@ -125,7 +119,7 @@ pub async fn remove_recipient(
     caller: Caller,
     Path((id, recipient_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    own_controller(&app, &caller, &id).await?;
+    super::admin::own_controller(&app, &caller, &id).await?;
     let mut tx = app.store.begin().await?;
     if !recipients::remove(&mut tx, &id, &recipient_id, &caller.actor()).await? {
         return Err(ApiError::NotFound(format!(

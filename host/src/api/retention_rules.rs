@@ -177,8 +177,7 @@ pub async fn set_retention_rule(
     Path(id): Path<String>,
     Json(body): Json<SetRule>,
 ) -> Result<(StatusCode, Json<RuleState>), ApiError> {
-    require(&caller, &[Role::Admin, Role::Controller])?;
-    super::admin::visible_controller(&app, &caller, &id).await?;
+    super::admin::own_controller(&app, &caller, &id).await?;
     let system = crate::controller::get_system(&app.store, &body.system_id)
         .await?
         .filter(|s| s.controller_id == id)

@@ -1,9 +1,9 @@
 //! What a controller's subjects are told by e-mail (`notify::subject`): set, read and
 //! stopped by the controller (or an admin).
 
-use super::{ApiError, Json, require};
+use super::{ApiError, Json};
 use crate::app::App;
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
 use crate::notify::subject::{self, EVENTS, Settings, Template};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -54,8 +54,7 @@ pub async fn configure_subject_notices(
     Path(id): Path<String>,
     Json(body): Json<Configure>,
 ) -> Result<Json<NoticesState>, ApiError> {
-    require(&caller, &[Role::Admin, Role::Controller])?;
-    super::admin::visible_controller(&app, &caller, &id).await?;
+    super::admin::own_controller(&app, &caller, &id).await?;
     let known: Vec<&str> = EVENTS.iter().map(|(e, _)| *e).collect();
     if body.events.is_empty() {
         return Err(ApiError::field(
@@ -131,8 +130,7 @@ pub async fn stop_subject_notices(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require(&caller, &[Role::Admin, Role::Controller])?;
-    super::admin::visible_controller(&app, &caller, &id).await?;
+    super::admin::own_controller(&app, &caller, &id).await?;
     let mut tx = app.store.begin().await?;
     if !subject::stop(&mut tx, &id, &caller.actor()).await? {
         return Err(ApiError::Conflict(

@@ -7,7 +7,7 @@ use super::{ApiError, Json, require};
 use crate::app::App;
 use crate::audit;
 use crate::auth::{Caller, Role};
-use crate::suppression::{self, Entry, Settings, Unreadable};
+use crate::suppression::{self, Entry, Kept, Settings, Unreadable};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -128,29 +128,22 @@ fn reason(text: &str, field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The list of a controller the caller may see, or a 404 naming what is missing.
-async fn list_of(app: &App, caller: &Caller, controller_id: &str) -> Result<Settings, ApiError> {
-    if !caller.sees(controller_id) {
-        return Err(ApiError::NotFound(format!(
-            "no controller {controller_id:?}"
-        )));
-    }
-    suppression::settings(&app.store, controller_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
+/// The list of the controller a body or query names (`controller_id`) and the caller may
+/// see, or a 422 naming that field; a 409 when its entries are keyed with another key.
+async fn list_named(app: &App, caller: &Caller, controller_id: &str) -> Result<Kept, ApiError> {
+    let kept = if caller.sees(controller_id) {
+        suppression::kept(&app.store, controller_id).await?
+    } else {
+        None
+    };
+    let list = kept.ok_or_else(|| {
+        ApiError::field(
+            "controller_id",
+            format!(
                 "the controller {controller_id:?} keeps no suppression list (or does not exist)"
-            ))
-        })
-}
-
-/// The list of the controller a body or query names (`controller_id`), or a 422 naming
-/// that field.
-async fn list_named(app: &App, caller: &Caller, controller_id: &str) -> Result<Settings, ApiError> {
-    let list = match list_of(app, caller, controller_id).await {
-        Err(ApiError::NotFound(message)) => Err(ApiError::field("controller_id", message)),
-        other => other,
-    }?;
+            ),
+        )
+    })?;
     if list.key_fingerprint != suppression::fingerprint(&app.keys) {
         return Err(ApiError::Conflict(
             "this list's entries are keyed with another identity hash key (it changed since the list was started): none of them can be matched, so nothing is answered; restore that key, or end the list and start it again".into(),
@@ -188,20 +181,16 @@ async fn known_kinds<'k>(
     Ok(())
 }
 
-/// The entries of identities given in clear or as digests; a field error names the
-/// first that cannot be read.
+/// The entries of identities given in clear or as digests, each or why it cannot be
+/// read.
 fn entries(app: &App, probes: &[Probe], region: Option<&str>) -> Vec<Result<Entry, Unreadable>> {
     probes
         .iter()
-        .map(|probe| {
-            let digest = match (&probe.value, &probe.sha256) {
-                (Some(value), None) => {
-                    suppression::digest(&suppression::normalise(&probe.kind, value, region)?)
-                }
-                (None, Some(digest)) => suppression::parse_digest(digest)?,
-                _ => return Err(Unreadable::Blank),
-            };
-            Ok(Entry::of(&app.keys, &probe.kind, &digest))
+        .map(|probe| match (&probe.value, &probe.sha256) {
+            (Some(value), None) => Entry::of_value(&app.keys, &probe.kind, value, region),
+            (None, Some(digest)) => suppression::parse_digest(digest)
+                .map(|digest| Entry::of(&app.keys, &probe.kind, &digest)),
+            _ => Err(Unreadable::Blank),
         })
         .collect()
 }
@@ -238,8 +227,7 @@ pub async fn configure_suppression(
     Path(id): Path<String>,
     Json(body): Json<Configure>,
 ) -> Result<Json<Settings>, ApiError> {
-    require(&caller, &[Role::Admin, Role::Controller])?;
-    super::admin::visible_controller(&app, &caller, &id).await?;
+    super::admin::own_controller(&app, &caller, &id).await?;
     reason(&body.purpose, "purpose")?;
     let region = body.phone_region.as_deref().map(str::to_ascii_uppercase);
     if let Some(region) = &region
@@ -261,7 +249,10 @@ pub async fn configure_suppression(
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(list_of(&app, &caller, &id).await?))
+    let settings = suppression::settings(&app.store, &id).await?;
+    Ok(Json(settings.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("the list just started is gone"))
+    })?))
 }
 
 /// Whether a controller keeps a suppression list, and the list.
@@ -299,8 +290,7 @@ pub async fn end_suppression(
     Path(id): Path<String>,
     Json(body): Json<End>,
 ) -> Result<Json<Removed>, ApiError> {
-    require(&caller, &[Role::Admin, Role::Controller])?;
-    super::admin::visible_controller(&app, &caller, &id).await?;
+    super::admin::own_controller(&app, &caller, &id).await?;
     reason(&body.reason, "reason")?;
     let mut tx = app.store.begin().await?;
     let removed = suppression::end(&mut tx, &id, body.reason.trim(), &caller.actor())
@@ -643,6 +633,7 @@ impl Flag {
         output: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     ) -> Tally {
         let mut tally = Tally::default();
+        let since_record = input.since_record.clone();
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
         let headers = match reader.byte_headers() {
             Ok(headers) => headers.clone(),
@@ -684,11 +675,12 @@ impl Flag {
         if writer.write_byte_record(&first).is_err() {
             return tally;
         }
+        since_record.store(0, std::sync::atomic::Ordering::Relaxed);
         let width = headers.len();
         let mut record = csv::ByteRecord::new();
         loop {
             match reader.read_byte_record(&mut record) {
-                Ok(true) => {}
+                Ok(true) => since_record.store(0, std::sync::atomic::Ordering::Relaxed),
                 Ok(false) => break,
                 Err(e) => {
                     // Whatever was flagged so far is sent first, then the answer breaks off.
@@ -734,18 +726,14 @@ impl Flag {
                 continue;
             }
             read = true;
-            let digest = if self.digests {
-                suppression::parse_digest(cell)
+            let entry = if self.digests {
+                suppression::parse_digest(cell).map(|d| Entry::of(&self.app.keys, kind, &d))
             } else {
-                suppression::normalise(kind, cell, self.region.as_deref())
-                    .map(|n| suppression::digest(&n))
+                Entry::of_value(&self.app.keys, kind, cell, self.region.as_deref())
             };
-            match digest {
-                Ok(digest) => {
-                    if self
-                        .listed
-                        .contains(&Entry::of(&self.app.keys, kind, &digest).hash)
-                    {
+            match entry {
+                Ok(entry) => {
+                    if self.listed.contains(&entry.hash) {
                         return "yes";
                     }
                 }
@@ -799,16 +787,17 @@ impl std::io::Write for Sink {
     }
 }
 
-/// The longest line a campaign file may have: the CSV reader holds a whole record, so a
+/// The largest row a campaign file may have: the CSV reader holds a whole record, so a
 /// quote never closed must not make it hold the rest of the body.
-const MAX_LINE: usize = 64 << 10;
+const MAX_RECORD: usize = 64 << 10;
 
 /// A `Read` over the chunks of a request body handed over from the async side, which
-/// refuses a line longer than [`MAX_LINE`].
+/// refuses to read more than [`MAX_RECORD`] (and the reader's read-ahead) since the
+/// reader last took a whole record (`since_record`, reset by [`Flag::run`]).
 struct ChunkReader {
     chunks: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
     current: Bytes,
-    line: usize,
+    since_record: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ChunkReader {
@@ -816,13 +805,14 @@ impl ChunkReader {
         ChunkReader {
             chunks,
             current: Bytes::new(),
-            line: 0,
+            since_record: Arc::default(),
         }
     }
 }
 
 impl std::io::Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
         while self.current.is_empty() {
             match self.chunks.blocking_recv() {
                 Some(Ok(chunk)) => self.current = chunk,
@@ -832,14 +822,11 @@ impl std::io::Read for ChunkReader {
         }
         let n = buf.len().min(self.current.len());
         let taken = self.current.split_to(n);
-        self.line = match taken.iter().rposition(|b| *b == b'\n') {
-            Some(at) => n - at - 1,
-            None => self.line + n,
-        };
-        if self.line > MAX_LINE {
+        // The CSV reader reads ahead by at most its buffer (8 KiB) past a record.
+        if self.since_record.fetch_add(n, Ordering::Relaxed) + n > MAX_RECORD + (8 << 10) {
             return Err(std::io::Error::other(format!(
-                "a line is longer than {} KiB (a quote never closed?)",
-                MAX_LINE >> 10
+                "a row is longer than {} KiB (a quote never closed?)",
+                MAX_RECORD >> 10
             )));
         }
         buf[..n].copy_from_slice(&taken);

@@ -67,8 +67,8 @@ pub async fn report(
         "issuer": format!("oubli {}", env!("CARGO_PKG_VERSION")),
         "controller": { "id": controller_id, "name": controller_name },
         "period": { "from": to_rfc3339(from), "to": to_rfc3339(to) },
-        "requests": { "filed": filed.len(), "by_status": by_status, "by_rule": rules },
-        "note": (completed < filed.len() as u64).then_some(
+        "requests": { "filed": subjects.len(), "by_status": by_status, "by_rule": rules },
+        "note": (completed < subjects.len() as u64).then_some(
             "the counts are those of the completed requests only: the others are listed under subjects with their status, and nothing of them is counted as erased"),
         "systems": systems.into_iter().map(|(name, collections)| json!({
             "name": name,

@@ -29,7 +29,8 @@ pub struct Delivery {
     /// The recipient (Art. 19) a notice went to; none for the controller's own webhook.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
-    /// `pending`, `delivered` or `failed` (given up).
+    /// `pending`, `delivered`, `failed` (given up) or `withdrawn` (a recipient's notice,
+    /// the recipient removed first).
     pub status: String,
     pub attempts: u32,
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -253,7 +254,7 @@ pub async fn send_due(
                 if removed.is_some() {
                     // Claimed before its recipient was removed: given up, not sent.
                     sqlx::query(
-                        "UPDATE webhook_deliveries SET status = 'failed', last_error = 'the recipient was removed' WHERE id = $1",
+                        "UPDATE webhook_deliveries SET status = 'withdrawn', last_error = 'the recipient was removed' WHERE id = $1",
                     )
                     .bind(&delivery.id)
                     .execute(&store.write)

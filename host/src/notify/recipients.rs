@@ -120,7 +120,7 @@ pub async fn remove(
         == 1;
     if removed {
         sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'failed', last_error = 'the recipient was removed' \
+            "UPDATE webhook_deliveries SET status = 'withdrawn', last_error = 'the recipient was removed' \
              WHERE recipient_id = $1 AND status = 'pending'",
         )
         .bind(id)
@@ -271,7 +271,8 @@ pub async fn notice(store: &Store, id: &str) -> sqlx::Result<Option<Notice>> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Told {
     pub recipient: String,
-    /// `delivered`, `pending` (still being tried) or `failed` (given up).
+    /// `delivered`, `pending` (still being tried), `failed` (given up) or `withdrawn`
+    /// (the recipient was removed before it was delivered).
     pub status: String,
     pub attempts: i64,
     pub delivered_at: Option<DateTime<Utc>>,

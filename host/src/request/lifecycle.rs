@@ -170,7 +170,7 @@ pub async fn reject(
     };
     if taken.is_ok() {
         super::rows::set_decision_reason(tx, id, reason).await?;
-        super::rows::drop_suppression_hashes(tx, id).await?;
+        crate::suppression::forget(tx, id).await?;
     }
     Ok(Some(taken.map(drop)))
 }
@@ -192,7 +192,7 @@ pub async fn cancel(
     };
     if taken.is_ok() {
         queue::cancel_queued(tx, id).await?;
-        super::rows::drop_suppression_hashes(tx, id).await?;
+        crate::suppression::forget(tx, id).await?;
     }
     Ok(Some(taken.map(drop)))
 }
@@ -364,8 +364,6 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     if settled.is_ok() {
         if step == Transition::Complete {
             crate::suppression::record(tx, request_id, actor).await?;
-            // On the list now (or nowhere to go): not kept twice.
-            super::rows::drop_suppression_hashes(tx, request_id).await?;
             crate::notify::recipients::notify(tx, request_id, actor).await?;
         }
         announce(tx, request_id).await?;
@@ -445,11 +443,7 @@ pub async fn approve(
             .fetch_one(&mut **tx)
             .await?;
     let objection = kind == super::Kind::Objection.as_str();
-    if objection
-        && crate::suppression::region_in(tx, &request.controller_id)
-            .await?
-            .is_none()
-    {
+    if objection && !crate::suppression::kept_in(tx, &request.controller_id).await? {
         return Ok(Err(Refusal::Illegal(
             "an objection puts the subject on the controller's suppression list, and the controller keeps none any more: start one (PUT /v1/controllers/{id}/suppression) or reject the request".into(),
         )));

@@ -214,19 +214,6 @@ fn status_detail(
     ))
 }
 
-/// Forgets what a request would have put on a suppression list (it was rejected or
-/// cancelled, or its entries are on the list now).
-///
-/// # Errors
-/// When the database fails.
-pub async fn drop_suppression_hashes(tx: &mut Tx<'_>, id: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE requests SET suppression_hashes = NULL WHERE id = $1")
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 /// The subject's e-mail address among a request's sealed identities, for a message to
 /// them; `None` when it names none or they cannot be opened.
 pub fn subject_email(sealer: &Sealer, id: &str, sealed: &str) -> Option<String> {

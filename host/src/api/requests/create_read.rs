@@ -43,7 +43,7 @@ async fn suppression_entries(
     if !matches!(body.kind, Kind::Erasure | Kind::Objection) {
         return Ok(None);
     }
-    let Some(list) = suppression::settings(&app.store, &body.controller_id).await? else {
+    let Some(list) = suppression::kept(&app.store, &body.controller_id).await? else {
         if body.kind == Kind::Objection {
             return Err(ApiError::field(
                 "kind",

@@ -251,6 +251,29 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["field"], "column", "{error}");
 
+    // A quote never closed, then many short rows: the row grows past 64 KiB and the
+    // answer breaks off rather than the service holding the rest of the body.
+    let mut unclosed = String::from("name,email\n\"never closed,a@example.org\n");
+    for n in 0..10_000 {
+        unclosed.push_str(&format!("p{n},p{n}@example.net\n"));
+    }
+    let response = client
+        .post(format!("{}/v1/suppression/check.csv", service.url))
+        .query(&[
+            ("controller_id", demo.controller_id.as_str()),
+            ("column", "email"),
+        ])
+        .bearer_auth(&demo.dpo)
+        .body(unclosed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.text().await.is_err(),
+        "the answer is cut, not ended as if whole"
+    );
+
     // The controller takes someone off, with a reason.
     let (status, removed) = service
         .post(
@@ -304,7 +327,8 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
     for (action, times) in [
         ("suppression.configured", 1),
         ("suppression.added", 2),
-        ("suppression.checked", 4),
+        // Four checks and the cut bulk check, recorded as incomplete.
+        ("suppression.checked", 5),
         ("suppression.removed", 1),
     ] {
         // The bulk check is recorded when its thread is done, just after the answer.
