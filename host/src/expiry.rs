@@ -9,9 +9,16 @@
 //! (their erasure still running, or failed) replays the first request. A dry run lists
 //! what a rule would file without filing it. Every rule set, changed or removed, and
 //! every run, is in the audit trail.
+//!
+//! Each run is kept (`retention_runs`), and the requests it files name it. Once all of
+//! them have settled, the run's destruction report is issued (`issue_reports`): signed,
+//! kept as issued, and sent to the controller by webhook and e-mail in the transaction
+//! that issues it. A run that filed nothing issues none.
 
 use crate::app::App;
 use crate::audit;
+use crate::evidence::destruction::{self, Run, Scope};
+use crate::notify::{self, email};
 use crate::request::intake::{Accepted, Submission};
 use crate::request::rows::{IdentityInput, NewRequest};
 use crate::runtime::{Identity, RuntimeError};
@@ -335,6 +342,19 @@ pub async fn run_due(app: &Arc<App>) -> anyhow::Result<usize> {
 
 async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
     let actor = format!("retention:{}", rule.id);
+    let run_id = format!("run_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(
+        "INSERT INTO retention_runs (id, rule_id, controller_id, system_id, rule, started_at, report_status) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'running')",
+    )
+    .bind(&run_id)
+    .bind(&rule.id)
+    .bind(&rule.controller_id)
+    .bind(&rule.system_id)
+    .bind(&rule.rule)
+    .bind(now_ms())
+    .execute(&app.store.write)
+    .await?;
     let (found, filed, error, more) = match expired(app, rule).await {
         Err(e) => (None, 0, Some(e.to_string()), false),
         Ok((subjects, more)) => {
@@ -360,6 +380,7 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
                         suppression: None,
                         // The rule's system only: an erasure here is not one elsewhere.
                         system_id: Some(rule.system_id.clone()),
+                        retention_run_id: Some(run_id.clone()),
                     },
                     actor: actor.clone(),
                     webhook: false,
@@ -385,22 +406,24 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
         app.tasks_ready.notify_waiters();
     }
     let mut tx = app.store.begin().await?;
+    let now = now_ms();
     sqlx::query(
         "UPDATE retention_rules SET last_run_at = $1, last_subjects = $2, last_filed = $3, last_error = $4 WHERE id = $5",
     )
-    .bind(now_ms())
+    .bind(now)
     .bind(found.map(|n| n as i64))
     .bind(filed as i64)
     .bind(&error)
     .bind(&rule.id)
     .execute(&mut *tx)
     .await?;
+    finish_run(&mut tx, &run_id, now, found, more, error.as_deref()).await?;
     audit::append(
         &mut tx,
         &actor,
         "retention.ran",
         None,
-        serde_json::json!({ "rule_id": rule.id, "rule": rule.rule, "system_id": rule.system_id,
+        serde_json::json!({ "rule_id": rule.id, "rule": rule.rule, "system_id": rule.system_id, "run_id": run_id,
                             "expired": found, "filed": filed, "more": more, "error": error }),
     )
     .await?;
@@ -411,11 +434,300 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the due rules every few seconds until `shutdown` turns true.
+/// A run as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunState {
+    pub id: String,
+    pub rule_id: String,
+    pub rule: String,
+    pub system_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Subjects the connector listed as expired; none when it could not say.
+    pub expired: Option<i64>,
+    /// Erasure requests it filed (new ones).
+    pub filed: i64,
+    /// There were more than a run files at once; the next run goes on.
+    pub more: bool,
+    pub error: Option<String>,
+    /// `running`, `waiting` (for the requests it filed to settle), `issued`, or `none`
+    /// (it filed nothing, so there is nothing to report).
+    pub report_status: String,
+    pub issued_at: Option<DateTime<Utc>>,
+}
+
+type RunStateRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    i64,
+    Option<String>,
+    String,
+    Option<i64>,
+);
+
+const RUN_COLUMNS: &str = "id, rule_id, rule, system_id, started_at, finished_at, expired, filed, more, error, report_status, issued_at";
+
+fn run_state(r: RunStateRow) -> RunState {
+    RunState {
+        id: r.0,
+        rule_id: r.1,
+        rule: r.2,
+        system_id: r.3,
+        started_at: to_rfc3339(r.4),
+        finished_at: r.5.map(to_rfc3339),
+        expired: r.6,
+        filed: r.7,
+        more: r.8 != 0,
+        error: r.9,
+        report_status: r.10,
+        issued_at: r.11.map(to_rfc3339),
+    }
+}
+
+/// A controller's runs, newest first, at most `limit`, optionally of one rule.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn runs(
+    store: &Store,
+    controller_id: &str,
+    rule_id: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<RunState>> {
+    let rows: Vec<RunStateRow> = sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM retention_runs WHERE controller_id = $1 AND ($2 IS NULL OR rule_id = $2) \
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(controller_id)
+    .bind(rule_id)
+    .bind(limit)
+    .fetch_all(&store.read)
+    .await?;
+    Ok(rows.into_iter().map(run_state).collect())
+}
+
+/// One of a controller's runs, and its signed report once issued.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn run_of(
+    store: &Store,
+    controller_id: &str,
+    run_id: &str,
+) -> anyhow::Result<Option<(RunState, Option<serde_json::Value>)>> {
+    let row: Option<RunStateRow> = sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM retention_runs WHERE controller_id = $1 AND id = $2"
+    ))
+    .bind(controller_id)
+    .bind(run_id)
+    .fetch_optional(&store.read)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    // The report is read apart: it may be large, and is not part of a run's listing.
+    let report: Option<String> =
+        sqlx::query_scalar("SELECT report FROM retention_runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&store.read)
+            .await?;
+    let report = report.as_deref().map(serde_json::from_str).transpose()?;
+    Ok(Some((run_state(row), report)))
+}
+
+/// How many of the requests a run filed have not settled yet.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn open_requests(store: &Store, run_id: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM requests WHERE retention_run_id = $1 AND status NOT IN ({SETTLED})"
+    ))
+    .bind(run_id)
+    .fetch_one(&store.read)
+    .await
+}
+
+/// Closes a run: what it found, and whether a report will follow (`waiting` for the
+/// requests it filed to settle) or not (`none`: it filed nothing). Counted from the
+/// requests that name the run, so an interrupted run counts what it did file.
+async fn finish_run(
+    tx: &mut Tx<'_>,
+    run_id: &str,
+    now: i64,
+    found: Option<usize>,
+    more: bool,
+    error: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE retention_runs SET finished_at = $1, expired = $2, more = $3, error = $4, \
+         filed = (SELECT COUNT(*) FROM requests WHERE retention_run_id = $5), \
+         report_status = CASE WHEN EXISTS (SELECT 1 FROM requests WHERE retention_run_id = $5) THEN 'waiting' ELSE 'none' END \
+         WHERE id = $5",
+    )
+    .bind(now)
+    .bind(found.map(|n| n as i64))
+    .bind(i64::from(more))
+    .bind(error)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// How long a run may stay `running` before it is taken as interrupted (its process
+/// stopped mid-run): far longer than a run of 10,000 subjects takes.
+const RUN_LIMIT_MS: i64 = 6 * 3_600_000;
+
+/// Statuses after which a request moves no more on its own.
+const SETTLED: &str = "'completed', 'failed', 'rejected', 'cancelled'";
+
+/// Issues the destruction report of each run whose requests have all settled: signed,
+/// kept with the run as issued, and queued in the same transaction to the controller's
+/// webhook (where it has one) and contact address (e-mail, where configured); recorded.
+/// Runs left `running` by a stopped process are closed first, as interrupted. Returns
+/// how many reports were issued.
+///
+/// # Errors
+/// When the database fails.
+pub async fn issue_reports(app: &App) -> anyhow::Result<usize> {
+    let stale: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM retention_runs WHERE report_status = 'running' AND started_at < $1",
+    )
+    .bind(now_ms() - RUN_LIMIT_MS)
+    .fetch_all(&app.store.read)
+    .await?;
+    for (id,) in stale {
+        let mut tx = app.store.begin().await?;
+        finish_run(
+            &mut tx,
+            &id,
+            now_ms(),
+            None,
+            false,
+            Some("the run was interrupted: its process stopped before it ended"),
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    let settled: Vec<RunRow> = sqlx::query_as(&format!(
+        "SELECT r.id, r.rule_id, r.rule, r.system_id, r.started_at, r.finished_at, r.expired, r.filed, r.more, r.error, \
+         r.controller_id, c.name, c.webhook_url FROM retention_runs r JOIN controllers c ON c.id = r.controller_id \
+         WHERE r.report_status = 'waiting' AND NOT EXISTS \
+         (SELECT 1 FROM requests q WHERE q.retention_run_id = r.id AND q.status NOT IN ({SETTLED})) ORDER BY r.id LIMIT 16"
+    ))
+    .fetch_all(&app.store.read)
+    .await?;
+    let mut issued = 0;
+    for row in settled {
+        let run = Run {
+            id: row.id,
+            rule_id: row.rule_id,
+            rule: row.rule,
+            system_id: row.system_id,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            expired: row.expired,
+            filed: row.filed,
+            more: row.more != 0,
+            error: row.error,
+        };
+        let signed = destruction::report(
+            &app.store,
+            &app.keys,
+            &row.controller_id,
+            &row.controller_name,
+            Scope::Run(&run),
+        )
+        .await?;
+        let mut tx = app.store.begin().await?;
+        // Issued once, by whichever process gets here first.
+        let claimed = sqlx::query(
+            "UPDATE retention_runs SET report_status = 'issued', report = $1, issued_at = $2 \
+             WHERE id = $3 AND report_status = 'waiting'",
+        )
+        .bind(signed.to_string())
+        .bind(now_ms())
+        .bind(&run.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            continue;
+        }
+        let document = &signed["certificate"];
+        if row.webhook_url.is_some() {
+            notify::insert_about(
+                &mut tx,
+                &row.controller_id,
+                notify::About::Run(&run.id),
+                email::REPORT_EVENT,
+                serde_json::json!({
+                    "run_id": run.id,
+                    "rule_id": run.rule_id,
+                    "report_url": format!("{}/v1/controllers/{}/retention-runs/{}/report",
+                                          app.config.base_url().trim_end_matches('/'), row.controller_id, run.id),
+                    "report": signed,
+                }),
+            )
+            .await?;
+        }
+        email::queue_report(&mut tx, &run.id).await?;
+        audit::append(
+            &mut tx,
+            &format!("retention:{}", run.rule_id),
+            "destruction_report.issued",
+            None,
+            serde_json::json!({ "controller_id": row.controller_id, "run_id": run.id,
+                                "requests": document["requests"], "signature_key": signed["signature"]["key_id"] }),
+        )
+        .await?;
+        tx.commit().await?;
+        issued += 1;
+    }
+    Ok(issued)
+}
+
+/// A run whose report is due, with its controller.
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    id: String,
+    rule_id: String,
+    rule: String,
+    system_id: String,
+    started_at: i64,
+    finished_at: Option<i64>,
+    expired: Option<i64>,
+    filed: i64,
+    more: i64,
+    error: Option<String>,
+    controller_id: String,
+    #[sqlx(rename = "name")]
+    controller_name: String,
+    webhook_url: Option<String>,
+}
+
+/// Runs the due rules, and issues the reports of settled runs, every few seconds until
+/// `shutdown` turns true.
 pub async fn run_loop(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     while !*shutdown.borrow() {
         if let Err(e) = run_due(&app).await {
             tracing::error!(error = format!("{e:#}"), "running retention rules failed");
+        }
+        match issue_reports(&app).await {
+            Ok(0) => {}
+            Ok(_) => app.webhooks_ready.notify_waiters(),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "issuing destruction reports failed"
+            ),
         }
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}

@@ -263,6 +263,8 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
         retention_rules::set_retention_rule, retention_rules::list_retention_rules, retention_rules::get_retention_rule,
         retention_rules::remove_retention_rule, retention_rules::dry_run_retention_rule,
         retention_rules::destruction_report, retention_rules::destruction_report_html,
+        retention_rules::list_retention_runs, retention_rules::get_retention_run, retention_rules::run_report,
+        retention_rules::run_report_html,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &Answers),

@@ -4,7 +4,7 @@
 use super::{ApiError, Json, created, require};
 use crate::app::App;
 use crate::auth::{Caller, Role};
-use crate::expiry::{self, DryRun, Rule};
+use crate::expiry::{self, DryRun, Rule, RunState};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -34,6 +34,156 @@ pub fn router() -> Router<Arc<App>> {
             "/v1/controllers/{id}/destruction-report.html",
             get(destruction_report_html),
         )
+        .route(
+            "/v1/controllers/{id}/retention-runs",
+            get(list_retention_runs),
+        )
+        .route(
+            "/v1/controllers/{id}/retention-runs/{run_id}",
+            get(get_retention_run),
+        )
+        .route(
+            "/v1/controllers/{id}/retention-runs/{run_id}/report",
+            get(run_report),
+        )
+        .route(
+            "/v1/controllers/{id}/retention-runs/{run_id}/report.html",
+            get(run_report_html),
+        )
+}
+
+/// Which runs to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    /// Only the runs of this rule.
+    rule_id: Option<String>,
+    /// At most this many, newest first (1 to 500, default 50).
+    limit: Option<i64>,
+}
+
+/// A controller's retention runs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Runs {
+    pub items: Vec<RunState>,
+}
+
+/// A retention run, how its report went out, and how many of its requests are still
+/// open.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunView {
+    #[serde(flatten)]
+    pub run: RunState,
+    /// Requests it filed that have not settled; its report waits for them.
+    pub open_requests: i64,
+    /// The report's webhook to the controller.
+    pub webhooks: Vec<crate::notify::Delivery>,
+    /// The report's e-mail to the controller's contact address.
+    pub emails: Vec<crate::notify::email::Email>,
+}
+
+/// The controller's retention runs, newest first: what each found and filed, and whether
+/// its destruction report was issued.
+#[utoipa::path(get, path = "/v1/controllers/{id}/retention-runs", tag = "retention", params(("id" = String, Path), RunQuery),
+    responses((status = 200, body = Runs), (status = 422, description = "`limit` out of range", body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_retention_runs(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<RunQuery>,
+) -> Result<Json<Runs>, ApiError> {
+    super::admin::visible_controller(&app, &caller, &id).await?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "from 1 to 500"));
+    }
+    let items = expiry::runs(&app.store, &id, query.rule_id.as_deref(), limit).await?;
+    Ok(Json(Runs { items }))
+}
+
+async fn run_view(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    run_id: &str,
+) -> Result<(RunState, Option<serde_json::Value>), ApiError> {
+    super::admin::visible_controller(app, caller, id).await?;
+    expiry::run_of(&app.store, id, run_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no retention run {run_id} of this controller")))
+}
+
+/// One retention run, with the deliveries of its report.
+#[utoipa::path(get, path = "/v1/controllers/{id}/retention-runs/{run_id}", tag = "retention",
+    params(("id" = String, Path), ("run_id" = String, Path)), responses((status = 200, body = RunView)), security(("bearer" = [])))]
+pub async fn get_retention_run(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((id, run_id)): Path<(String, String)>,
+) -> Result<Json<RunView>, ApiError> {
+    let (run, _) = run_view(&app, &caller, &id, &run_id).await?;
+    let about = crate::notify::About::Run(&run_id);
+    Ok(Json(RunView {
+        open_requests: expiry::open_requests(&app.store, &run_id).await?,
+        webhooks: crate::notify::list_about(&app.store, about).await?,
+        emails: crate::notify::email::list_about(&app.store, about).await?,
+        run,
+    }))
+}
+
+async fn issued_report(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    run_id: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let (run, report) = run_view(app, caller, id, run_id).await?;
+    match (report, run.report_status.as_str()) {
+        (Some(report), _) => Ok(report),
+        (None, "none") => Err(ApiError::NotFound(
+            "this run filed no erasure, so it has no destruction report".into(),
+        )),
+        (None, _) => Err(ApiError::Conflict(format!(
+            "the report is issued once every request the run filed has settled; {} are still open",
+            expiry::open_requests(&app.store, run_id).await?
+        ))),
+    }
+}
+
+/// The signed destruction report of one retention run, as issued (and sent) once every
+/// request it filed had settled. Verify it with `oubli certificate verify`.
+#[utoipa::path(get, path = "/v1/controllers/{id}/retention-runs/{run_id}/report", tag = "retention",
+    params(("id" = String, Path), ("run_id" = String, Path)),
+    responses((status = 200, description = "`{certificate, signature}`", body = Object),
+              (status = 404, description = "No such run, or it filed nothing", body = super::ErrorBody),
+              (status = 409, description = "Not issued yet: requests of the run are still open", body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn run_report(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((id, run_id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(issued_report(&app, &caller, &id, &run_id).await?))
+}
+
+/// A run's destruction report as a printable page.
+#[utoipa::path(get, path = "/v1/controllers/{id}/retention-runs/{run_id}/report.html", tag = "retention",
+    params(("id" = String, Path), ("run_id" = String, Path)),
+    responses((status = 200, content_type = "text/html", body = String),
+              (status = 404, description = "No such run, or it filed nothing", body = super::ErrorBody),
+              (status = 409, description = "Not issued yet", body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn run_report_html(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((id, run_id)): Path<(String, String)>,
+) -> Result<axum::response::Html<String>, ApiError> {
+    let signed = issued_report(&app, &caller, &id, &run_id).await?;
+    Ok(axum::response::Html(crate::evidence::destruction::html(
+        &signed,
+    )))
 }
 
 /// The period of a report.
@@ -67,8 +217,10 @@ async fn signed_report(
         &app.keys,
         id,
         &controller.name,
-        from.timestamp_millis(),
-        to.timestamp_millis(),
+        crate::evidence::destruction::Scope::Period {
+            from: from.timestamp_millis(),
+            to: to.timestamp_millis(),
+        },
     )
     .await?;
     let mut tx = app.store.begin().await?;

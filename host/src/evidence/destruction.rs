@@ -4,6 +4,10 @@
 //! requests that completed; how many requests are still open or failed (so that nothing
 //! is counted that was not done); the subjects only as keyed hashes. Signed like a
 //! certificate and verifiable with `oubli certificate verify`.
+//!
+//! A report covers a period (asked for at any time) or one retention run: the run's is
+//! issued once every request the run filed has settled, kept as issued and sent to the
+//! controller (`expiry::issue_reports`).
 
 use super::Tally;
 use super::package::escape;
@@ -14,8 +18,38 @@ use crate::store::{Store, to_rfc3339};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-/// The signed report of the erasures filed by `controller_id`'s retention rules received
-/// in `[from, to)` (milliseconds).
+/// What a report covers.
+pub enum Scope<'a> {
+    /// The requests filed by the controller's retention rules received in `[from, to)`
+    /// (milliseconds).
+    Period { from: i64, to: i64 },
+    /// The requests one retention run filed.
+    Run(&'a Run),
+}
+
+/// A retention run as its report names it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Run {
+    pub id: String,
+    pub rule_id: String,
+    pub rule: String,
+    pub system_id: String,
+    #[serde(skip)]
+    pub started_at: i64,
+    #[serde(skip)]
+    pub finished_at: Option<i64>,
+    /// Subjects the connector listed as expired.
+    pub expired: Option<i64>,
+    /// Requests it filed (new ones).
+    pub filed: i64,
+    /// There were more than one run files; the next run goes on.
+    pub more: bool,
+    /// Why it stopped early, when it did.
+    pub error: Option<String>,
+}
+
+/// The signed destruction report of `scope`: the erasures filed by `controller_id`'s
+/// retention rules over a period, or by one run.
 ///
 /// # Errors
 /// When the database cannot be read.
@@ -24,18 +58,30 @@ pub async fn report(
     keys: &Keys,
     controller_id: &str,
     controller_name: &str,
-    from: i64,
-    to: i64,
+    scope: Scope<'_>,
 ) -> anyhow::Result<Value> {
-    let filed: Vec<(String, String)> = sqlx::query_as(
-        "SELECT id, submitted_by FROM requests WHERE controller_id = $1 AND submitted_by LIKE 'retention:%' \
-         AND received_at >= $2 AND received_at < $3 ORDER BY id",
-    )
-    .bind(controller_id)
-    .bind(from)
-    .bind(to)
-    .fetch_all(&store.read)
-    .await?;
+    let filed: Vec<(String, String)> = match scope {
+        Scope::Period { from, to } => {
+            sqlx::query_as(
+                "SELECT id, submitted_by FROM requests WHERE controller_id = $1 AND submitted_by LIKE 'retention:%' \
+                 AND received_at >= $2 AND received_at < $3 ORDER BY id",
+            )
+            .bind(controller_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&store.read)
+            .await?
+        }
+        Scope::Run(run) => {
+            sqlx::query_as(
+                "SELECT id, submitted_by FROM requests WHERE controller_id = $1 AND retention_run_id = $2 ORDER BY id",
+            )
+            .bind(controller_id)
+            .bind(&run.id)
+            .fetch_all(&store.read)
+            .await?
+        }
+    };
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
     let mut systems: BTreeMap<String, BTreeMap<String, Tally>> = BTreeMap::new();
     let mut subjects = Vec::new();
@@ -61,12 +107,24 @@ pub async fn report(
         }
     }
     let completed = by_status.get("completed").copied().unwrap_or(0);
+    let (period, run) = match scope {
+        Scope::Period { from, to } => (
+            json!({ "from": to_rfc3339(from), "to": to_rfc3339(to) }),
+            Value::Null,
+        ),
+        Scope::Run(run) => (
+            json!({ "from": to_rfc3339(run.started_at), "to": run.finished_at.map(to_rfc3339) }),
+            serde_json::to_value(run)?,
+        ),
+    };
     let document = json!({
         "type": "oubli.destruction-report",
-        "version": 1,
+        "version": 2,
         "issuer": format!("oubli {}", env!("CARGO_PKG_VERSION")),
         "controller": { "id": controller_id, "name": controller_name },
-        "period": { "from": to_rfc3339(from), "to": to_rfc3339(to) },
+        "period": period,
+        "run": run,
+        "as_of": to_rfc3339(crate::store::now_ms()),
         "requests": { "filed": subjects.len(), "by_status": by_status, "by_rule": rules },
         "note": (completed < subjects.len() as u64).then_some(
             "the counts are those of the completed requests only: the others are listed under subjects with their status, and nothing of them is counted as erased"),
@@ -106,6 +164,20 @@ pub fn html(signed: &Value) -> String {
         text(&r["requests"]["filed"]),
         text(&r["requests"]["by_status"]),
     );
+    if r["run"].is_object() {
+        page.push_str(&format!(
+            "<p>Retention run {} of the rule {}: {} subjects expired, {} erasures filed{}. As of {}.</p>\n",
+            text(&r["run"]["id"]),
+            text(&r["run"]["rule"]),
+            text(&r["run"]["expired"]),
+            text(&r["run"]["filed"]),
+            r["run"]["error"]
+                .as_str()
+                .map(|e| format!("; it stopped early: {}", escape(e)))
+                .unwrap_or_default(),
+            text(&r["as_of"]),
+        ));
+    }
     if r["note"].is_string() {
         page.push_str(&format!("<p class=\"warn\">{}</p>\n", text(&r["note"])));
     }

@@ -1,6 +1,7 @@
 //! E-mail to people over SMTP (lettre): to the controller's contact address when a request
 //! is forwarded (with its approval link) and when its due date nears without a decision;
-//! to the DPO when a request completes, fails or becomes overdue.
+//! to the DPO when a request completes, fails or becomes overdue; to the controller when
+//! a retention run's destruction report is issued (the signed report attached).
 //!
 //! A message is queued as a row in the transaction of what it tells, naming its recipient
 //! by role (`controller`, `dpo`); its address and text are made when it is sent, from the
@@ -94,22 +95,54 @@ pub async fn queue(
     Ok(())
 }
 
+/// Queues the e-mail carrying a retention run's destruction report to the controller.
+///
+/// # Errors
+/// When the database fails.
+pub async fn queue_report(tx: &mut Tx<'_>, run_id: &str) -> sqlx::Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO emails (id, run_id, event, recipient, status, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+    )
+    .bind(format!("eml_{}", uuid::Uuid::now_v7().simple()))
+    .bind(run_id)
+    .bind(REPORT_EVENT)
+    .bind(CONTROLLER)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The event of a destruction report, by webhook and by e-mail.
+pub const REPORT_EVENT: &str = "retention.report";
+
 /// A request's e-mails, oldest first.
 ///
 /// # Errors
 /// When the database cannot be read.
 pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Email>> {
-    let mut emails: Vec<Email> = sqlx::query_as(
-        "SELECT id, event, recipient, address, status, attempts, last_error, delivered_at FROM emails WHERE request_id = $1 ORDER BY id",
-    )
-    .bind(request_id)
+    list_about(store, super::About::Request(request_id)).await
+}
+
+/// The e-mails about a request or a run, oldest first.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn list_about(store: &Store, about: super::About<'_>) -> sqlx::Result<Vec<Email>> {
+    let (column, id) = about.column();
+    let mut emails: Vec<Email> = sqlx::query_as(&format!(
+        "SELECT id, event, recipient, address, status, attempts, last_error, delivered_at FROM emails WHERE {column} = $1 ORDER BY id",
+    ))
+    .bind(&id)
     .fetch_all(&store.read)
     .await?;
-    let attempts: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as(
+    let attempts: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as(&format!(
         "SELECT a.email_id, a.attempt, a.at, a.error FROM email_attempts a \
-         JOIN emails e ON e.id = a.email_id WHERE e.request_id = $1 ORDER BY a.email_id, a.attempt",
-    )
-    .bind(request_id)
+         JOIN emails e ON e.id = a.email_id WHERE e.{column} = $1 ORDER BY a.email_id, a.attempt",
+    ))
+    .bind(&id)
     .fetch_all(&store.read)
     .await?;
     for email in &mut emails {
@@ -193,7 +226,8 @@ pub fn transport(smtp: &Smtp) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executo
 #[derive(sqlx::FromRow)]
 struct Claimed {
     id: String,
-    request_id: String,
+    request_id: Option<String>,
+    run_id: Option<String>,
     event: String,
     recipient: String,
     link_id: Option<String>,
@@ -237,20 +271,26 @@ pub async fn send_due(
         "UPDATE emails SET next_attempt_at = $2 \
          WHERE id IN (SELECT id FROM emails WHERE status = 'pending' AND next_attempt_at <= $1 \
                       ORDER BY next_attempt_at LIMIT 16{skip_locked}) \
-         RETURNING id, request_id, event, recipient, link_id, attempts",
+         RETURNING id, request_id, run_id, event, recipient, link_id, attempts",
     ))
     .bind(now)
     .bind(now + CLAIM_MS)
     .fetch_all(&store.write)
     .await?;
     for email in &claimed {
+        if let Some(run) = &email.run_id {
+            let (outcome, address) = report_mail(store, config, mailer, run).await?;
+            record(store, config, email, address.as_deref(), outcome).await?;
+            continue;
+        }
+        let request_id = email.request_id.as_deref().unwrap_or_default();
         let about: Option<About> = sqlx::query_as(
             "SELECT r.kind, r.status, r.received_at, r.due_at, c.contact_email AS controller_email, t.email AS token_email, \
              c.name AS controller_name, r.external_ref, r.extension_reason, r.identities, r.subject_redacted_at, n.templates \
              FROM requests r JOIN controllers c ON c.id = r.controller_id LEFT JOIN tokens t ON t.id = r.submitted_by \
              LEFT JOIN subject_notices n ON n.controller_id = r.controller_id WHERE r.id = $1",
         )
-        .bind(&email.request_id)
+        .bind(request_id)
         .fetch_optional(&store.read)
         .await?;
         let link_expires: Option<i64> = match &email.link_id {
@@ -266,7 +306,7 @@ pub async fn send_due(
         let address = about.as_ref().and_then(|a| match email.recipient.as_str() {
             CONTROLLER => a.controller_email.clone(),
             SUBJECT if a.subject_redacted_at.is_some() => None,
-            SUBJECT => subjects(&email.request_id, &a.identities),
+            SUBJECT => subjects(request_id, &a.identities),
             _ => a
                 .token_email
                 .clone()
@@ -304,7 +344,7 @@ pub async fn send_due(
                 let text = if email.recipient == SUBJECT {
                     let facts = super::subject::Facts {
                         controller: &about.controller_name,
-                        reference: about.external_ref.as_deref().unwrap_or(&email.request_id),
+                        reference: about.external_ref.as_deref().unwrap_or(request_id),
                         due: day(about.due_at),
                         reason: about.extension_reason.as_deref().unwrap_or_default(),
                     };
@@ -312,14 +352,14 @@ pub async fn send_due(
                 } else {
                     compose(
                         &email.event,
-                        &email.request_id,
+                        request_id,
                         about,
                         link.as_deref(),
                         link_expires,
                         &config.base_url(),
                     )
                 };
-                match send(mailer, smtp, address, text).await {
+                match send(mailer, smtp, address, text, None).await {
                     Ok(()) => Sent,
                     Err(e) => Retry(e),
                 }
@@ -340,11 +380,19 @@ enum Outcome {
     Skip(String),
 }
 
+/// A file sent with a message: its name, media type and content.
+struct Attachment {
+    name: String,
+    media_type: &'static str,
+    content: String,
+}
+
 async fn send(
     mailer: &AsyncSmtpTransport<Tokio1Executor>,
     smtp: &Smtp,
     address: &str,
     (subject, body): (String, String),
+    attachment: Option<Attachment>,
 ) -> Result<(), String> {
     let to: Mailbox = address
         .parse()
@@ -353,22 +401,136 @@ async fn send(
         .from
         .parse()
         .map_err(|e| format!("smtp.from is not an e-mail address: {e}"))?;
-    let message = Message::builder()
-        .from(from)
-        .to(to)
-        .subject(subject)
-        .singlepart(
-            lettre::message::SinglePart::builder()
-                .header(ContentType::TEXT_PLAIN)
-                .header(lettre::message::header::ContentTransferEncoding::Base64)
-                .body(body),
-        )
-        .map_err(|e| format!("the message could not be built: {e}"))?;
+    let text = lettre::message::SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .header(lettre::message::header::ContentTransferEncoding::Base64)
+        .body(body);
+    let builder = Message::builder().from(from).to(to).subject(subject);
+    let message = match attachment {
+        None => builder.singlepart(text),
+        Some(file) => {
+            let media_type = ContentType::parse(file.media_type)
+                .map_err(|e| format!("the attachment's media type: {e}"))?;
+            builder.multipart(
+                lettre::message::MultiPart::mixed()
+                    .singlepart(text)
+                    .singlepart(
+                        lettre::message::Attachment::new(file.name).body(file.content, media_type),
+                    ),
+            )
+        }
+    }
+    .map_err(|e| format!("the message could not be built: {e}"))?;
     mailer
         .send(message)
         .await
         .map(drop)
         .map_err(|e| format!("the SMTP server did not take the message: {e}"))
+}
+
+/// The e-mail of a retention run's destruction report to the controller's contact
+/// address: what it counts, in French and English, with the signed report attached (the
+/// document `oubli certificate verify` checks); and the address it went to.
+async fn report_mail(
+    store: &Store,
+    config: &Config,
+    mailer: Option<&AsyncSmtpTransport<Tokio1Executor>>,
+    run_id: &str,
+) -> anyhow::Result<(Outcome, Option<String>)> {
+    let row: Option<(Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT r.report, c.contact_email, c.id FROM retention_runs r JOIN controllers c ON c.id = r.controller_id WHERE r.id = $1",
+    )
+    .bind(run_id)
+    .fetch_optional(&store.read)
+    .await?;
+    let (Some(smtp), Some(mailer)) = (config.smtp.as_ref(), mailer) else {
+        return Ok((
+            Skip("e-mail is not configured ([smtp] in the configuration)".into()),
+            None,
+        ));
+    };
+    let Some((Some(report), address, controller_id)) = row else {
+        return Ok((Skip("the run has no report".into()), None));
+    };
+    let Some(address) = address else {
+        return Ok((
+            Skip("the controller has no contact e-mail address (contact_email)".into()),
+            None,
+        ));
+    };
+    let signed: serde_json::Value = serde_json::from_str(&report)?;
+    let page = format!(
+        "{}/v1/controllers/{controller_id}/retention-runs/{run_id}/report.html",
+        config.base_url().trim_end_matches('/')
+    );
+    let text = compose_report(&signed["certificate"], &page);
+    let attachment = Attachment {
+        name: format!("destruction-report-{run_id}.json"),
+        media_type: "application/json",
+        content: serde_json::to_string_pretty(&signed)?,
+    };
+    let outcome = match send(mailer, smtp, &address, text, Some(attachment)).await {
+        Ok(()) => Sent,
+        Err(e) => Retry(e),
+    };
+    Ok((outcome, Some(address)))
+}
+
+/// The subject line and text of a destruction report's e-mail: its rule and period, the
+/// requests by status and, per system and collection, what was deleted, anonymised and
+/// retained. It names no one.
+fn compose_report(report: &serde_json::Value, page: &str) -> (String, String) {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let run = &report["run"];
+    let mut counts = String::new();
+    for system in report["systems"].as_array().into_iter().flatten() {
+        for c in system["collections"].as_array().into_iter().flatten() {
+            counts.push_str(&format!(
+                "  {} / {}: {} deleted / supprimés, {} anonymised / anonymisés, {} retained / conservés\n",
+                text(&system["name"]),
+                text(&c["name"]),
+                text(&c["deleted"]),
+                text(&c["anonymised"]),
+                text(&c["retained"]),
+            ));
+        }
+    }
+    if counts.is_empty() {
+        counts.push_str("  (none / aucun)\n");
+    }
+    let statuses = report["requests"]["by_status"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(status, n)| format!("{status}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let note = report["note"]
+        .as_str()
+        .map(|n| format!("\n{n}\n"))
+        .unwrap_or_default();
+    (
+        format!(
+            "[oubli] Procès-verbal de destruction / Destruction report: {}",
+            text(&run["rule"])
+        ),
+        format!(
+            "Procès-verbal de destruction de la règle de conservation {rule} (passage du {from} au {to}).\n\
+             Destruction report of the retention rule {rule} (run from {from} to {to}).\n\n\
+             Demandes d'effacement déposées / Erasure requests filed: {filed} ({statuses})\n\n\
+             Par système et collection / By system and collection:\n{counts}{note}\n\
+             Le rapport signé est joint ; vérifiez-le avec `oubli certificate verify`. Page imprimable :\n\
+             The signed report is attached; verify it with `oubli certificate verify`. Printable page:\n{page}\n\n\
+             -- \noubli, for your data protection officer. / pour votre délégué à la protection des données.\n",
+            rule = text(&run["rule"]),
+            from = text(&report["period"]["from"]),
+            to = text(&report["period"]["to"]),
+            filed = text(&report["requests"]["filed"]),
+        ),
+    )
 }
 
 async fn record(

@@ -114,7 +114,24 @@ fn with_notice_url(body: &str, links: &LinkMaker) -> String {
     payload.to_string()
 }
 
-/// Queues an event for a controller known to have a webhook URL.
+/// What a webhook or an e-mail is about: a request, or a retention run (its report).
+#[derive(Debug, Clone, Copy)]
+pub enum About<'a> {
+    Request(&'a str),
+    Run(&'a str),
+}
+
+impl About<'_> {
+    /// The column that names it, and its id.
+    fn column(self) -> (&'static str, String) {
+        match self {
+            About::Request(id) => ("request_id", id.to_owned()),
+            About::Run(id) => ("run_id", id.to_owned()),
+        }
+    }
+}
+
+/// Queues an event about a request for a controller known to have a webhook URL.
 ///
 /// # Errors
 /// When the database fails.
@@ -125,16 +142,31 @@ pub async fn insert(
     event: &str,
     data: serde_json::Value,
 ) -> sqlx::Result<()> {
+    insert_about(tx, controller_id, About::Request(request_id), event, data).await
+}
+
+/// Queues an event about a request or a run for a controller known to have a webhook URL.
+///
+/// # Errors
+/// When the database fails.
+pub async fn insert_about(
+    tx: &mut Tx<'_>,
+    controller_id: &str,
+    about: About<'_>,
+    event: &str,
+    data: serde_json::Value,
+) -> sqlx::Result<()> {
     let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
     let now = now_ms();
     let payload = serde_json::json!({ "type": event, "timestamp": to_rfc3339(now), "data": data });
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (id, controller_id, request_id, event, payload, status, attempts, next_attempt_at, created_at) \
+    let (column, about) = about.column();
+    sqlx::query(&format!(
+        "INSERT INTO webhook_deliveries (id, controller_id, {column}, event, payload, status, attempts, next_attempt_at, created_at) \
          VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
-    )
+    ))
     .bind(&id)
     .bind(controller_id)
-    .bind(request_id)
+    .bind(about)
     .bind(event)
     .bind(payload.to_string())
     .bind(now)
@@ -162,18 +194,27 @@ type AttemptRow = (String, i64, i64, Option<i64>, Option<String>);
 /// # Errors
 /// When the database cannot be read.
 pub async fn list(store: &Store, request_id: &str) -> sqlx::Result<Vec<Delivery>> {
-    let rows: Vec<DeliveryRow> = sqlx::query_as(
+    list_about(store, About::Request(request_id)).await
+}
+
+/// The webhook deliveries about a request or a run, oldest first.
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn list_about(store: &Store, about: About<'_>) -> sqlx::Result<Vec<Delivery>> {
+    let (column, id) = about.column();
+    let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
         "SELECT d.id, d.event, d.status, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.delivered_at, r.name \
-         FROM webhook_deliveries d LEFT JOIN recipients r ON r.id = d.recipient_id WHERE d.request_id = $1 ORDER BY d.id",
-    )
-    .bind(request_id)
+         FROM webhook_deliveries d LEFT JOIN recipients r ON r.id = d.recipient_id WHERE d.{column} = $1 ORDER BY d.id",
+    ))
+    .bind(&id)
     .fetch_all(&store.read)
     .await?;
-    let attempts: Vec<AttemptRow> = sqlx::query_as(
+    let attempts: Vec<AttemptRow> = sqlx::query_as(&format!(
         "SELECT a.delivery_id, a.attempt, a.at, a.status, a.error FROM webhook_attempts a \
-         JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.request_id = $1 ORDER BY a.delivery_id, a.attempt",
-    )
-    .bind(request_id)
+         JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.{column} = $1 ORDER BY a.delivery_id, a.attempt",
+    ))
+    .bind(&id)
     .fetch_all(&store.read)
     .await?;
     let mut deliveries: Vec<Delivery> = rows

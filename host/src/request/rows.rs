@@ -312,6 +312,8 @@ pub struct NewRequest {
     /// The one system the request concerns (a retention rule's), instead of every system
     /// of the controller.
     pub system_id: Option<String>,
+    /// The retention run that filed it, whose destruction report counts it.
+    pub retention_run_id: Option<String>,
 }
 
 impl Request {
@@ -390,8 +392,8 @@ pub async fn insert(
         .apply(Transition::Forward)
         .map_err(anyhow::Error::msg)?;
     sqlx::query(
-        "INSERT INTO requests (id, controller_id, kind, status, identities, changes, external_ref, submitted_by, idempotency_key, received_at, due_at, updated_at, not_before, suppression_hashes, system_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $12, $13, $14)",
+        "INSERT INTO requests (id, controller_id, kind, status, identities, changes, external_ref, submitted_by, idempotency_key, received_at, due_at, updated_at, not_before, suppression_hashes, system_id, retention_run_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $12, $13, $14, $15)",
     )
     .bind(&id)
     .bind(&new.controller_id)
@@ -412,6 +414,7 @@ pub async fn insert(
             .transpose()?,
     )
     .bind(&new.system_id)
+    .bind(&new.retention_run_id)
     .execute(&mut **tx)
     .await?;
     let kinds: Vec<&str> = new.identities.iter().map(|i| i.kind.as_str()).collect();

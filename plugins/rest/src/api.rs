@@ -20,6 +20,9 @@ pub struct Api {
     #[serde(default)]
     pub retry: RetryConfig,
     pub collections: Vec<Collection>,
+    /// Retention rules by name, for the contract's `expired` (`retention.rs`).
+    #[serde(default)]
+    pub retention: BTreeMap<String, crate::retention::Rule>,
 }
 
 /// One way of authenticating; every credential is the name of a system secret, which the
@@ -506,7 +509,7 @@ impl Api {
                 );
             }
         }
-        Ok(())
+        crate::retention::check(self)
     }
 }
 

@@ -10,6 +10,7 @@
 mod api;
 mod evidence;
 mod mentions;
+mod retention;
 
 use api::{Api, Collection, EraseAction, Mask, Pagination};
 use oubli_connector::http::{self, Method, Request, Response, Retry};
@@ -182,6 +183,8 @@ fn record_url(api: &Api, template: &str, id: &str) -> Result<String> {
 enum Sought<'a> {
     Identity(&'a Identity),
     Parent(&'a str),
+    /// A listing with these parameters (a retention rule's), no identity.
+    Listing(&'a [(String, String)]),
 }
 
 fn search_page(
@@ -193,7 +196,7 @@ fn search_page(
     let search = &collection.search;
     let parent = match sought {
         Sought::Parent(value) => Some(value),
-        Sought::Identity(_) => None,
+        Sought::Identity(_) | Sought::Listing(_) => None,
     };
     let fill = |text: &str| match parent {
         Some(value) => text.replace("{parent}", value),
@@ -218,6 +221,9 @@ fn search_page(
             && !search.by[&identity.kind].is_empty()
         {
             query.push((search.by[&identity.kind].clone(), identity.value.clone()));
+        }
+        if let Sought::Listing(params) = sought {
+            query.extend(params.iter().cloned());
         }
         match (&search.pagination, token) {
             (
@@ -258,6 +264,7 @@ fn search_page(
             .collect();
         let path = match sought {
             Sought::Parent(value) => search.path.replace("{parent}", &api::encode(value)),
+            Sought::Listing(_) => search.path.clone(),
             Sought::Identity(identity) => search
                 .path
                 .replace("{identity}", &api::encode(identity.value.trim())),
@@ -285,6 +292,7 @@ fn search_page(
         Sought::Identity(identity) => vec![identity.value.as_str()],
         // A parent's value may be an identity too (a user keyed by e-mail).
         Sought::Parent(value) => vec![value],
+        Sought::Listing(_) => Vec::new(),
     };
     let exchange = Exchange::new(Method::Get, &search.path, &hide);
     let request = request(api, Method::Get, target.clone());
@@ -760,6 +768,7 @@ impl Connector for RestConnector {
                 Action::Erase,
                 Action::Verify,
                 Action::Sweep,
+                Action::Expired,
             ],
             identity_kinds: oubli_connector::WELL_KNOWN_KINDS
                 .map(String::from)
@@ -1072,6 +1081,16 @@ impl Connector for RestConnector {
 
     fn sweep(subject: Subject, budget: u32) -> Result<SweepReport> {
         evidence::sweep(&Api::load()?, &subject, budget)
+    }
+
+    /// Lists a page of the subjects of a retention rule of `api.retention` whose period
+    /// ran out.
+    fn expired(rule: String, cursor: Option<String>) -> Result<oubli_connector::ExpiredPage> {
+        let api = Api::load()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        retention::expired(&api, &rule, cursor.as_deref(), now)
     }
 }
 

@@ -150,6 +150,7 @@ fn erasure(controller_id: &str, n: usize) -> NewRequest {
         not_before: None,
         suppression: None,
         system_id: None,
+        retention_run_id: None,
     }
 }
 

@@ -395,3 +395,181 @@ async fn json_server_looked_up_by_an_identity_in_the_path() {
         "{error:?}"
     );
 }
+
+/// A retention rule of the REST connector, run by the real service against json-server:
+/// the former customers whose deactivation is more than 30 days old are erased with
+/// their orders (none early, no active customer, none whose date is missing or
+/// unreadable), whether the API filters by date or ignores the filter, and the run's
+/// destruction report counts them.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_server_customers_past_their_retention_period_are_erased_by_a_rule() {
+    let ago = |days: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(days))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let db = json!({
+        "customers": [
+            { "id": 1, "email": "old.former@example.net", "status": "former", "deactivatedAt": ago(40) },
+            { "id": 2, "email": "recent.former@example.net", "status": "former", "deactivatedAt": ago(10) },
+            { "id": 3, "email": "old.active@example.net", "status": "active", "deactivatedAt": ago(40) },
+            { "id": 4, "email": "never@example.net", "status": "former", "deactivatedAt": null },
+            { "id": 5, "email": "garbled@example.net", "status": "former", "deactivatedAt": "someday" },
+            { "id": 6, "email": "long.gone@example.net", "status": "former",
+              "deactivatedAt": (chrono::Utc::now() - chrono::Duration::days(400)).format("%Y-%m-%d").to_string() },
+            { "id": 7, "email": "just.in@example.net", "status": "former", "deactivatedAt": ago(29) },
+        ],
+        "orders": [
+            { "id": 40, "customerId": 1, "total": 5 },
+            { "id": 41, "customerId": 2, "total": 7 },
+            { "id": 42, "customerId": 6, "total": 9 },
+        ],
+    });
+    let Some(server) = JsonServer::start(&db).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let service = oubli_tests::Service::spawn_app(dir.path(), &[]).await;
+    let demo = service.demo.clone();
+    let controller = demo.controller_id.clone();
+    let mut config = SystemConfig::from_toml(
+        "name = \"shop-api\"\n[capabilities]\nhost = true\n[capabilities.http]\nallow = []\nallow_private = true\n",
+    )
+    .unwrap();
+    config.capabilities.http.as_mut().unwrap().allow = vec![server.address.clone()];
+    let rule = |params: Value| {
+        json!({ "collection": "customers", "field": "deactivatedAt", "after_days": 30, "params": params,
+                "when": { "field": "status", "equals": "former" } })
+    };
+    let api = json!({
+        "base_url": server.url,
+        "collections": [
+            { "name": "customers", "id": "id",
+              "search": { "path": "/customers", "by": { "email": "email", "customer-id": "id" },
+                          "pagination": { "style": "page", "param": "_page", "size_param": "_limit", "size": 2 } },
+              "identities": { "email": "email", "customer-id": "id" },
+              "fields": { "email": "contact", "status": "account" },
+              "read": { "path": "/customers/{id}" }, "delete": { "path": "/customers/{id}" } },
+            { "name": "orders", "id": "id",
+              "parent": { "collection": "customers", "field": "id", "key": "customerId" },
+              "search": { "path": "/orders", "params": { "customerId": "{parent}" } },
+              "fields": { "total": "purchases" },
+              "read": { "path": "/orders/{id}" }, "delete": { "path": "/orders/{id}" } },
+        ],
+        // json-server compares `deactivatedAt_lte` as text, which ISO 8601 allows; the
+        // second rule asks for everyone, and the connector's own check decides.
+        "retention": {
+            "former-customers": rule(json!({ "deactivatedAt_lte": "{cutoff}" })),
+            "unfiltered": rule(json!({})),
+        },
+    });
+    let digest = service.builtin_digest(&demo.admin, "rest").await;
+    let connect = |api: Value| json!({ "name": "shop-api", "plugin": digest, "capabilities": config.capabilities, "config": { "api": api } });
+    // A rule on records an erasure keeps is refused when the system is connected.
+    let mut kept = api.clone();
+    kept["collections"][0]["erase"] = json!({ "action": "retain", "legal_basis": "Art. 17(3)(b)" });
+    kept["collections"][0]["update"] = json!({ "path": "/customers/{id}" });
+    let (status, refused) = service
+        .post(
+            &format!("/v1/controllers/{controller}/systems"),
+            &demo.admin,
+            connect(kept),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["field"], "config.api.retention.former-customers.collection",
+        "{refused}"
+    );
+    let (status, connected) = service
+        .post(
+            &format!("/v1/controllers/{controller}/systems"),
+            &demo.admin,
+            connect(api),
+        )
+        .await;
+    assert_eq!(status, 201, "{connected}");
+    let system_id = connected["id"].as_str().unwrap().to_owned();
+
+    let rules = format!("/v1/controllers/{controller}/retention-rules");
+    let mut ids = Vec::new();
+    for name in ["former-customers", "unfiltered"] {
+        let (status, set) = service
+            .post(
+                &rules,
+                &demo.admin,
+                json!({ "system_id": system_id, "rule": name, "every_minutes": 60 }),
+            )
+            .await;
+        assert_eq!(status, 201, "{set}");
+        let id = set["id"].as_str().unwrap().to_owned();
+        let (status, dry) = service
+            .post(&format!("{rules}/{id}/dry-run"), &demo.admin, json!({}))
+            .await;
+        assert_eq!(status, 200, "{dry}");
+        // Customers 1 and 6, each named by its id (not by an address someone may share).
+        assert_eq!(dry["subjects"], 2, "{name}: {dry}");
+        assert_eq!(
+            dry["identity_kinds"],
+            json!({ "customer-id": 2 }),
+            "{name}: {dry}"
+        );
+        ids.push(id);
+    }
+    let (status, _) = service
+        .post(
+            &rules,
+            &demo.admin,
+            json!({ "system_id": system_id, "rule": "former-customers", "every_minutes": 60, "enabled": true }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let runs_path = format!("/v1/controllers/{controller}/retention-runs");
+    let runs = service
+        .poll(&runs_path, &demo.admin, |r| {
+            r["items"][0]["report_status"] == "issued"
+        })
+        .await;
+    let run = &runs["items"][0];
+    assert_eq!(
+        (&run["expired"], &run["filed"]),
+        (&json!(2), &json!(2)),
+        "{run}"
+    );
+    let ids_of = |records: Vec<Value>| -> Vec<i64> {
+        records.iter().filter_map(|r| r["id"].as_i64()).collect()
+    };
+    assert_eq!(ids_of(server.records("customers").await), [2, 3, 4, 5, 7]);
+    assert_eq!(ids_of(server.records("orders").await), [41]);
+    let (status, report) = service
+        .get(
+            &format!("{runs_path}/{}/report", run["id"].as_str().unwrap()),
+            &demo.admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let collections = &report["certificate"]["systems"][0]["collections"];
+    let deleted = |name: &str| {
+        collections
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["deleted"].clone())
+    };
+    assert_eq!(deleted("customers"), Some(json!(2)), "{report}");
+    assert_eq!(deleted("orders"), Some(json!(2)), "{report}");
+    // An unknown rule is the configuration's error, named.
+    let (status, refused) = service
+        .post(
+            &rules,
+            &demo.admin,
+            json!({ "system_id": system_id, "rule": "formr", "every_minutes": 60 }),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("rule")),
+        "{refused}"
+    );
+}

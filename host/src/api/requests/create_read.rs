@@ -216,6 +216,7 @@ pub async fn create(
             not_before: body.not_before.map(|t| t.timestamp_millis()),
             suppression,
             system_id: None,
+            retention_run_id: None,
         },
         actor: caller.actor(),
         webhook: found.webhook_url.is_some(),

@@ -1,21 +1,65 @@
 //! Retention rules: erasure without a request. A rule of the SQL connector erases
 //! exactly the customers past their period (none early, none left), each through an
 //! erasure request the rule approved, with its certificate; a dry run files nothing;
-//! a second run files no one twice.
+//! a second run files no one twice. Each run's destruction report is issued once its
+//! requests settle, and reaches the controller by webhook and e-mail, verifiable.
 
+use axum::http::HeaderMap;
+use mail_parser::MimeHeaders;
+use oubli_tests::browser::SmtpSink;
 use oubli_tests::{Service, count};
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
+/// The controller's webhook endpoint on loopback, keeping what it receives.
+async fn receiver() -> (String, Received, tokio::task::JoinHandle<()>) {
+    let received: Received = Arc::default();
+    let seen = received.clone();
+    let router = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push((headers, body));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let (address, handle) = oubli_tests::serve(router).await;
+    (format!("http://{address}/hooks"), received, handle)
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retention_rule_erases_exactly_the_customers_past_their_period() {
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::spawn_app(dir.path(), &[]).await;
+    let sink = SmtpSink::start().await;
+    let port = sink.port;
+    let service = Service::spawn_app_with(dir.path(), &[], |config| {
+        config.smtp = Some(oubli::config::Smtp {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            security: oubli::config::SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "oubli <dsr@processor.example>".into(),
+            dpo: None,
+        });
+    })
+    .await;
     let admin = service.demo.admin.clone();
+    let (hook_url, hooks, _receiver) = receiver().await;
     let (status, created) = service
-        .post("/v1/controllers", &admin, json!({ "name": "Retail Org" }))
+        .post(
+            "/v1/controllers",
+            &admin,
+            json!({ "name": "Retail Org", "webhook_url": hook_url, "contact_email": "dpo@retail.example" }),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
     let controller = created["controller"]["id"].as_str().unwrap().to_owned();
+    let secret = created["webhook_secret"].as_str().unwrap().to_owned();
     let crm = dir.path().join("retail-crm.db");
     oubli::demo::create_crm(&crm, 40).await.unwrap();
     // Customers in Lyon are kept one year after their account was opened (2024, in the
@@ -209,7 +253,10 @@ async fn a_retention_rule_erases_exactly_the_customers_past_their_period() {
     assert_eq!(status, 200, "{report}");
     let (_, keys) = service.get("/v1/keys", &admin).await;
     let public = keys["keys"][0]["public_key"].as_str().unwrap().to_owned();
-    assert_eq!(oubli::crypto::verify(&report, &[public]), Ok(()));
+    assert_eq!(
+        oubli::crypto::verify(&report, std::slice::from_ref(&public)),
+        Ok(())
+    );
     let document = &report["certificate"];
     assert_eq!(document["type"], "oubli.destruction-report");
     assert_eq!(document["requests"]["filed"], lyon);
@@ -246,6 +293,131 @@ async fn a_retention_rule_erases_exactly_the_customers_past_their_period() {
         .await;
     assert_eq!(status, 200);
     assert!(page.as_str().unwrap().contains("Destruction report"));
+
+    // The run's own report, issued once its requests settled: kept as issued, sent to
+    // the controller's webhook and contact address, each verifiable.
+    let runs_path = format!("/v1/controllers/{controller}/retention-runs");
+    let runs = service
+        .poll(&runs_path, &admin, |r| {
+            r["items"][0]["report_status"] == "issued"
+        })
+        .await;
+    let run = &runs["items"][0];
+    assert_eq!(
+        (run["rule_id"].as_str(), &run["filed"], &run["expired"]),
+        (Some(rule_id.as_str()), &json!(lyon), &json!(lyon)),
+        "{run}"
+    );
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let (status, issued) = service
+        .get(&format!("{runs_path}/{run_id}/report"), &admin)
+        .await;
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(
+        oubli::crypto::verify(&issued, std::slice::from_ref(&public)),
+        Ok(())
+    );
+    let document = &issued["certificate"];
+    assert_eq!(document["run"]["id"], run_id.as_str());
+    assert_eq!(document["run"]["rule"], "lyon-customers");
+    assert_eq!(document["requests"]["filed"], lyon);
+    assert_eq!(
+        document["requests"]["by_status"],
+        json!({ "completed": lyon })
+    );
+    let customers = document["systems"][0]["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "customers")
+        .unwrap();
+    assert_eq!(customers["deleted"], lyon, "{document}");
+    let view = service
+        .poll(&format!("{runs_path}/{run_id}"), &admin, |v| {
+            v["webhooks"][0]["status"] == "delivered" && v["emails"][0]["status"] == "sent"
+        })
+        .await;
+    assert_eq!(view["open_requests"], 0, "{view}");
+    let (headers, body) = hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(_, body)| body.contains("\"retention.report\""))
+        .cloned()
+        .expect("the report's webhook");
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    let expected = oubli_tests::standard_webhooks_signature(
+        &secret,
+        &header("webhook-id"),
+        &header("webhook-timestamp"),
+        &body,
+    );
+    assert!(
+        header("webhook-signature")
+            .split(' ')
+            .any(|s| s == expected)
+    );
+    let sent: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        sent["data"]["report"], issued,
+        "the report sent is the report kept"
+    );
+    assert!(
+        sent["data"]["report_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{runs_path}/{run_id}/report"))
+    );
+    let mail = sink
+        .wait_for("dpo@retail.example", "Destruction report")
+        .await;
+    let parsed = mail_parser::MessageParser::default()
+        .parse(mail.raw.as_bytes())
+        .unwrap();
+    let text = parsed.body_text(0).unwrap();
+    assert!(text.contains("lyon-customers"), "{text}");
+    assert!(text.contains(&format!("{lyon} deleted")), "{text}");
+    let attachment = parsed.attachment(0).expect("the signed report attached");
+    assert_eq!(
+        attachment.attachment_name(),
+        Some(format!("destruction-report-{run_id}.json").as_str())
+    );
+    let attached: Value = serde_json::from_slice(attachment.contents()).unwrap();
+    assert_eq!(attached, issued);
+    assert!(!mail.raw.contains("@example.org"), "no one named");
+    let (status, page) = service
+        .get(&format!("{runs_path}/{run_id}/report.html"), &admin)
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains(&run_id));
+
+    // Run again: no one is left, so nothing is filed and no report is made.
+    let (status, _) = service
+        .post(
+            &rules,
+            &admin,
+            json!({ "system_id": system_id, "rule": "lyon-customers", "every_minutes": 60, "enabled": true }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let runs = service
+        .poll(&runs_path, &admin, |r| {
+            r["items"].as_array().unwrap().len() == 2 && r["items"][0]["report_status"] == "none"
+        })
+        .await;
+    assert_eq!(runs["items"][0]["expired"], 0, "{runs}");
+    let second = runs["items"][0]["id"].as_str().unwrap();
+    let (status, none) = service
+        .get(&format!("{runs_path}/{second}/report"), &admin)
+        .await;
+    assert_eq!(status, 404, "{none}");
+    assert!(
+        none["message"]
+            .as_str()
+            .unwrap()
+            .contains("filed no erasure"),
+        "{none}"
+    );
 
     // The run is in the audit trail; removing the rule stops it.
     let (_, runs) = service.get("/v1/audit?action=retention.ran", &admin).await;
