@@ -33,6 +33,8 @@ pub struct App {
     systems: Mutex<HashMap<String, Arc<CachedSystem>>>,
     /// Uploaded plugins compiled at once: each takes a core and the memory of its file.
     compilations: Arc<tokio::sync::Semaphore>,
+    /// The OpenDSR key and certificate, loaded (or made) on first use.
+    processor: Mutex<Option<Arc<crate::crypto::opendsr::Processor>>>,
 }
 
 /// Plugins compiled at once in one process.
@@ -109,7 +111,44 @@ impl App {
             webhooks_ready: Arc::new(Notify::new()),
             systems: Mutex::new(HashMap::new()),
             compilations: Arc::new(tokio::sync::Semaphore::new(COMPILATIONS)),
+            processor: Mutex::new(None),
         })
+    }
+
+    /// The domain oubli answers OpenDSR for: `opendsr_domain`, else the host of the
+    /// public URL.
+    pub fn opendsr_domain(&self) -> String {
+        self.config.opendsr_domain.clone().unwrap_or_else(|| {
+            url::Url::parse(&self.config.base_url())
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "localhost".into())
+        })
+    }
+
+    /// The OpenDSR key and certificate: the operator's, or those made in the data folder
+    /// (made here the first time: a second or so of one core; call it off the async
+    /// threads then).
+    ///
+    /// # Errors
+    /// When they cannot be read or made.
+    pub fn processor(&self) -> anyhow::Result<Arc<crate::crypto::opendsr::Processor>> {
+        let mut held = self.processor.lock().expect("processor");
+        if let Some(processor) = held.as_ref() {
+            return Ok(processor.clone());
+        }
+        let configured = match (&self.config.opendsr_certificate, &self.config.opendsr_key) {
+            (Some(c), Some(k)) => Some((std::path::Path::new(c), std::path::Path::new(k))),
+            (None, None) => None,
+            _ => anyhow::bail!("opendsr_certificate and opendsr_key go together"),
+        };
+        let processor = Arc::new(crate::crypto::opendsr::Processor::load(
+            &self.opendsr_domain(),
+            configured,
+            &self.config.data_dir,
+        )?);
+        *held = Some(processor.clone());
+        Ok(processor)
     }
 
     /// A connected system with its registered plugin, prepared for calls; read once,

@@ -80,6 +80,15 @@ pub struct Config {
     pub smtp: Option<Smtp>,
     /// When set, `/metrics` answers only requests bearing this token.
     pub metrics_token: Option<String>,
+    /// The domain oubli signs OpenDSR answers and callbacks for (`X-OpenDSR-Processor-
+    /// Domain`); the host of `public_url` when unset.
+    pub opendsr_domain: Option<String>,
+    /// A PEM X.509 certificate issued to that domain by a trusted authority, and its RSA
+    /// private key (PEM, PKCS#8 or PKCS#1), for OpenDSR signatures. Unset: oubli makes a
+    /// self-signed pair in `data_dir` on first use, which controllers that check the
+    /// issuer (as the specification asks) refuse.
+    pub opendsr_certificate: Option<String>,
+    pub opendsr_key: Option<String>,
 }
 
 /// How oubli sends e-mail (`[smtp]` in the configuration file).
@@ -178,9 +187,23 @@ impl Default for Config {
             auth_failure_limit: 10,
             smtp: None,
             metrics_token: None,
+            opendsr_domain: None,
+            opendsr_certificate: None,
+            opendsr_key: None,
         }
     }
 }
+
+/// Settings that are text, also when they look like a number, and that are unset by
+/// default (so the default configuration does not list them).
+const TEXT_SETTINGS: [&str; 6] = [
+    "database",
+    "public_url",
+    "metrics_token",
+    "opendsr_domain",
+    "opendsr_certificate",
+    "opendsr_key",
+];
 
 impl Config {
     /// The base of the links oubli gives out (webhooks, e-mails): `public_url`, or the
@@ -231,7 +254,7 @@ impl Config {
         let keys: Vec<String> = known
             .keys()
             .cloned()
-            .chain(["database", "public_url", "metrics_token"].map(str::to_owned))
+            .chain(TEXT_SETTINGS.map(str::to_owned))
             .collect();
         for key in keys {
             let Some(text) = var(&format!("OUBLI_{}", key.to_ascii_uppercase())) else {
@@ -239,7 +262,7 @@ impl Config {
             };
             // A number or boolean is read as TOML; anything else as a string, and always
             // for the settings that are text (a token of digits stays text).
-            let text_only = ["database", "public_url", "metrics_token"].contains(&key.as_str());
+            let text_only = TEXT_SETTINGS.contains(&key.as_str());
             let value = format!("v = {text}")
                 .parse::<toml::Table>()
                 .ok()

@@ -192,21 +192,35 @@ pub async fn remove(
 ///
 /// # Errors
 /// The connector's error.
-pub async fn expired(app: &App, rule: &Rule) -> Result<(Vec<Vec<Identity>>, bool), RuntimeError> {
+pub async fn expired(
+    app: &App,
+    rule: &Rule,
+    run: Option<&str>,
+) -> Result<(Vec<Vec<Identity>>, bool), RuntimeError> {
     let (ready, plugin) = connector(app, &rule.system_id).await?;
     let mut subjects = Vec::new();
     let mut cursor: Option<String> = None;
     let mut seen = std::collections::HashSet::new();
+    // A subject listed twice (a server that pages loosely) is counted and filed once.
+    let mut named = std::collections::HashSet::new();
     for _ in 0..MAX_PAGES {
         let page = app
             .runtime
             .expired(&plugin, &ready.grant, &rule.rule, cursor.clone())
             .await?;
+        if let Some(run) = run
+            && !beat(&app.store, run)
+                .await
+                .map_err(|e| RuntimeError::Unavailable(format!("{e:#}")))?
+        {
+            return Err(RuntimeError::Failed(CLOSED.into()));
+        }
         // What a request takes: 1 to 20 identities of 1 to 512 characters.
         subjects.extend(page.subjects.into_iter().filter(|s| {
             (1..=20).contains(&s.len())
                 && s.iter()
                     .all(|i| !i.value.trim().is_empty() && i.value.len() <= 512)
+                && named.insert(key_of_identities(s))
         }));
         if subjects.len() > MAX_SUBJECTS || (subjects.len() == MAX_SUBJECTS && page.next.is_some())
         {
@@ -279,7 +293,7 @@ pub async fn dry_run(
     rule: &Rule,
     actor: &str,
 ) -> anyhow::Result<Result<DryRun, RuntimeError>> {
-    let (subjects, more) = match expired(app, rule).await {
+    let (subjects, more) = match expired(app, rule, None).await {
         Ok(found) => found,
         Err(e) => return Ok(Err(e)),
     };
@@ -308,13 +322,36 @@ pub async fn dry_run(
 
 /// The idempotency key of a subject under a rule: the same subject is filed once.
 fn key_of(rule: &Rule, subject: &[Identity]) -> String {
+    format!("{}:{}", rule.id, key_of_identities(subject))
+}
+
+/// A digest of a subject's identities, whatever their order.
+fn key_of_identities(subject: &[Identity]) -> String {
     let mut identities: Vec<String> = subject
         .iter()
         .map(|i| format!("{}\u{1f}{}", i.kind, i.value))
         .collect();
     identities.sort();
     let digest = Sha256::digest(identities.join("\u{1e}").as_bytes());
-    format!("{}:{}", rule.id, hex::encode(&digest[..16]))
+    hex::encode(&digest[..16])
+}
+
+/// What a run says when it finds itself closed as interrupted (its beat had stopped).
+const CLOSED: &str =
+    "the run was closed as interrupted while it went on (its beat had stopped); it stopped filing";
+
+/// Moves a running run's beat on; `false` when it is no longer running (closed as
+/// interrupted by another process).
+async fn beat(store: &Store, run_id: &str) -> anyhow::Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE retention_runs SET beat_at = $1 WHERE id = $2 AND report_status = 'running'",
+    )
+    .bind(now_ms())
+    .bind(run_id)
+    .execute(&store.write)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// Runs the enabled rules that are due, each at most once per process at a time (a rule
@@ -344,8 +381,8 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
     let actor = format!("retention:{}", rule.id);
     let run_id = format!("run_{}", uuid::Uuid::now_v7().simple());
     sqlx::query(
-        "INSERT INTO retention_runs (id, rule_id, controller_id, system_id, rule, started_at, report_status) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'running')",
+        "INSERT INTO retention_runs (id, rule_id, controller_id, system_id, rule, started_at, beat_at, report_status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6, 'running')",
     )
     .bind(&run_id)
     .bind(&rule.id)
@@ -355,12 +392,16 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
     .bind(now_ms())
     .execute(&app.store.write)
     .await?;
-    let (found, filed, error, more) = match expired(app, rule).await {
+    let (found, filed, error, more) = match expired(app, rule, Some(&run_id)).await {
         Err(e) => (None, 0, Some(e.to_string()), false),
         Ok((subjects, more)) => {
             let mut filed = 0;
             let mut error = None;
-            for subject in &subjects {
+            for (n, subject) in subjects.iter().enumerate() {
+                if n % 100 == 99 && !beat(&app.store, &run_id).await? {
+                    error = Some(CLOSED.to_owned());
+                    break;
+                }
                 let submission = Submission {
                     request: NewRequest {
                         controller_id: rule.controller_id.clone(),
@@ -381,6 +422,7 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
                         // The rule's system only: an erasure here is not one elsewhere.
                         system_id: Some(rule.system_id.clone()),
                         retention_run_id: Some(run_id.clone()),
+                        opendsr: None,
                     },
                     actor: actor.clone(),
                     webhook: false,
@@ -565,11 +607,12 @@ async fn finish_run(
     more: bool,
     error: Option<&str>,
 ) -> sqlx::Result<()> {
+    // Only a run still running: one closed as interrupted stays as it was closed.
     sqlx::query(
         "UPDATE retention_runs SET finished_at = $1, expired = $2, more = $3, error = $4, \
          filed = (SELECT COUNT(*) FROM requests WHERE retention_run_id = $5), \
          report_status = CASE WHEN EXISTS (SELECT 1 FROM requests WHERE retention_run_id = $5) THEN 'waiting' ELSE 'none' END \
-         WHERE id = $5",
+         WHERE id = $5 AND report_status = 'running'",
     )
     .bind(now)
     .bind(found.map(|n| n as i64))
@@ -581,9 +624,9 @@ async fn finish_run(
     Ok(())
 }
 
-/// How long a run may stay `running` before it is taken as interrupted (its process
-/// stopped mid-run): far longer than a run of 10,000 subjects takes.
-const RUN_LIMIT_MS: i64 = 6 * 3_600_000;
+/// How long a run's beat may stand still before the run is taken as interrupted (its
+/// process stopped mid-run): longer than the longest connector call (10 minutes).
+const RUN_LIMIT_MS: i64 = 30 * 60_000;
 
 /// Statuses after which a request moves no more on its own.
 const SETTLED: &str = "'completed', 'failed', 'rejected', 'cancelled'";
@@ -598,7 +641,7 @@ const SETTLED: &str = "'completed', 'failed', 'rejected', 'cancelled'";
 /// When the database fails.
 pub async fn issue_reports(app: &App) -> anyhow::Result<usize> {
     let stale: Vec<(String,)> = sqlx::query_as(
-        "SELECT id FROM retention_runs WHERE report_status = 'running' AND started_at < $1",
+        "SELECT id FROM retention_runs WHERE report_status = 'running' AND beat_at < $1",
     )
     .bind(now_ms() - RUN_LIMIT_MS)
     .fetch_all(&app.store.read)
@@ -611,7 +654,7 @@ pub async fn issue_reports(app: &App) -> anyhow::Result<usize> {
             now_ms(),
             None,
             false,
-            Some("the run was interrupted: its process stopped before it ended"),
+            Some("the run was interrupted: it stopped moving on before it ended (its process stopped, or could not write)"),
         )
         .await?;
         tx.commit().await?;
@@ -638,20 +681,30 @@ pub async fn issue_reports(app: &App) -> anyhow::Result<usize> {
             more: row.more != 0,
             error: row.error,
         };
-        let signed = destruction::report(
+        // One run whose report cannot be made keeps none of the others back.
+        let signed = match destruction::report(
             &app.store,
             &app.keys,
             &row.controller_id,
             &row.controller_name,
             Scope::Run(&run),
         )
-        .await?;
+        .await
+        {
+            Ok(signed) => signed,
+            Err(e) => {
+                tracing::error!(run = %run.id, error = format!("{e:#}"), "a destruction report could not be made");
+                continue;
+            }
+        };
         let mut tx = app.store.begin().await?;
-        // Issued once, by whichever process gets here first.
-        let claimed = sqlx::query(
+        // Issued once, by whichever process gets here first, and only while every request
+        // of the run is still settled (none was retried since the report was made).
+        let claimed = sqlx::query(&format!(
             "UPDATE retention_runs SET report_status = 'issued', report = $1, issued_at = $2 \
-             WHERE id = $3 AND report_status = 'waiting'",
-        )
+             WHERE id = $3 AND report_status = 'waiting' AND NOT EXISTS \
+             (SELECT 1 FROM requests q WHERE q.retention_run_id = $3 AND q.status NOT IN ({SETTLED}))"
+        ))
         .bind(signed.to_string())
         .bind(now_ms())
         .bind(&run.id)

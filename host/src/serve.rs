@@ -230,11 +230,19 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
                 crate::request::rows::subject_email(&sealer, id, sealed)
             })
         };
+        let processor: crate::notify::ProcessorSigner = {
+            let app = app.clone();
+            std::sync::Arc::new(move |body: &[u8]| {
+                let processor = app.processor()?;
+                Ok((processor.domain.clone(), processor.sign(body)))
+            })
+        };
         background.push(tokio::spawn(crate::notify::run(
             app.store.clone(),
             app.config.clone(),
             links,
             subjects,
+            processor,
             app.webhooks_ready.clone(),
             stopped.clone(),
         )));

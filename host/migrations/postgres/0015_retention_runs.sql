@@ -9,6 +9,9 @@ CREATE TABLE retention_runs (
     system_id TEXT NOT NULL REFERENCES systems(id),
     rule TEXT NOT NULL,
     started_at BIGINT NOT NULL,
+    -- Moved on by the running run at each page and every hundred filings: a run whose
+    -- beat stopped long ago was cut off by its process.
+    beat_at BIGINT NOT NULL,
     finished_at BIGINT,
     expired BIGINT,
     filed BIGINT NOT NULL DEFAULT 0,

@@ -6,6 +6,7 @@ mod approval;
 mod console;
 mod error;
 mod metrics;
+mod opendsr;
 mod pages;
 mod recipients;
 mod requests;
@@ -44,6 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(recipients::router())
         .merge(subject_notices::router())
         .merge(retention_rules::router())
+        .merge(opendsr::router())
         // JSON bodies are limited by the `Json` extractor, which answers 413 cleanly.
         .layer(DefaultBodyLimit::disable())
         .merge(admin::plugin_upload_router())
@@ -265,6 +267,7 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
         retention_rules::destruction_report, retention_rules::destruction_report_html,
         retention_rules::list_retention_runs, retention_rules::get_retention_run, retention_rules::run_report,
         retention_rules::run_report_html,
+        opendsr::discovery, opendsr::certificate, opendsr::create, opendsr::create_v1, opendsr::status, opendsr::cancel,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &Answers),
@@ -272,7 +275,8 @@ pub fn created<T: serde::Serialize>(body: T) -> (StatusCode, Json<T>) {
         (name = "suppression", description = "Suppression lists: who must not be contacted again"),
         (name = "recipients", description = "Recipients told of erasures and rectifications (Art. 19)"),
         (name = "subject notices", description = "E-mails to the data subjects"),
-        (name = "retention", description = "Retention rules: erasure without a request")),
+        (name = "retention", description = "Retention rules: erasure without a request"),
+        (name = "opendsr", description = "OpenDSR 2.0 (formerly OpenGDPR), for controllers' platforms")),
 )]
 struct ApiDoc;
 

@@ -5,6 +5,7 @@
 //! evidence, which build on it.
 
 pub mod files;
+pub mod opendsr;
 pub mod seal;
 
 use anyhow::Context;

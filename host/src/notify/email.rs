@@ -514,8 +514,13 @@ fn compose_report(report: &serde_json::Value, page: &str) -> (String, String) {
         .unwrap_or_default();
     (
         format!(
-            "[oubli] Procès-verbal de destruction / Destruction report: {}",
-            text(&run["rule"])
+            "[oubli] Procès-verbal de destruction / Destruction report: {}{}",
+            text(&run["rule"]),
+            match report["requests"]["by_status"]["failed"].as_u64() {
+                Some(failed) if failed > 0 =>
+                    format!(" ({failed} en échec / failed: not counted as erased)"),
+                _ => String::new(),
+            }
         ),
         format!(
             "Procès-verbal de destruction de la règle de conservation {rule} (passage du {from} au {to}).\n\

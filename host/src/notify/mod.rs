@@ -6,6 +6,7 @@
 
 pub mod email;
 pub mod links;
+pub mod opendsr;
 pub mod recipients;
 pub mod subject;
 
@@ -67,6 +68,10 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Resul
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     ))
 }
+
+/// Signs an OpenDSR message's body with the processor's key: its domain and the base64
+/// signature (made by `serve`, where the key is).
+pub type ProcessorSigner = Arc<dyn Fn(&[u8]) -> anyhow::Result<(String, String)> + Send + Sync>;
 
 /// Makes the address of a link from its purpose (`links::APPROVAL`, `recipients::NOTICE`)
 /// and id: the service's public URL and the link's token, which only the process holding
@@ -256,6 +261,8 @@ struct Claimed {
     attempts: i64,
     controller_id: String,
     recipient_id: Option<String>,
+    request_id: Option<String>,
+    callback_url: Option<String>,
 }
 
 /// Sends the deliveries that are due; returns how many were attempted.
@@ -267,6 +274,7 @@ pub async fn send_due(
     config: &Config,
     client: &reqwest::Client,
     links: &LinkMaker,
+    processor: &ProcessorSigner,
 ) -> anyhow::Result<usize> {
     // Claimed by moving their next attempt past the send's timeout, so that the sender of
     // another process does not send them too; the outcome then sets it for real.
@@ -276,7 +284,7 @@ pub async fn send_due(
         "UPDATE webhook_deliveries SET next_attempt_at = $2 \
          WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
                       ORDER BY next_attempt_at LIMIT 32{skip_locked}) \
-         RETURNING id, payload, attempts, controller_id, recipient_id",
+         RETURNING id, payload, attempts, controller_id, recipient_id, request_id, callback_url",
     ))
     .bind(now)
     .bind(now + CLAIM_MS)
@@ -284,6 +292,24 @@ pub async fn send_due(
     .await?;
     let mut due = Vec::with_capacity(claimed.len());
     for delivery in claimed {
+        // An OpenDSR callback goes to the URL its request gave, signed by the processor.
+        if let Some(url) = &delivery.callback_url {
+            let body = opendsr::body(
+                store,
+                delivery.request_id.as_deref().unwrap_or_default(),
+                &delivery.payload,
+                &config.base_url(),
+            )
+            .await?;
+            due.push((
+                delivery.id,
+                body,
+                delivery.attempts,
+                url.clone(),
+                Signed::Processor,
+            ));
+            continue;
+        }
         // A recipient's notice goes to its own URL, signed with its own secret.
         let (url, secret, body): (Option<String>, String, String) = match &delivery.recipient_id {
             Some(recipient) => {
@@ -320,21 +346,32 @@ pub async fn send_due(
             body,
             delivery.attempts,
             url.unwrap_or_default(),
-            secret,
+            Signed::Webhook(secret),
         ));
     }
-    for (id, body, attempts, url, secret) in &due {
-        let timestamp = Utc::now().timestamp();
-        let signature = sign(secret, id, timestamp, body)?;
-        let sent = client
+    for (id, body, attempts, url, signed) in &due {
+        let mut post = client
             .post(url)
             .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body.clone())
-            .send()
-            .await;
+            .body(body.clone());
+        match signed {
+            Signed::Webhook(secret) => {
+                let timestamp = Utc::now().timestamp();
+                post = post
+                    .header("webhook-id", id)
+                    .header("webhook-timestamp", timestamp.to_string())
+                    .header("webhook-signature", sign(secret, id, timestamp, body)?);
+            }
+            Signed::Processor => {
+                let (domain, signature) = processor(body.as_bytes())?;
+                post = post
+                    .header("x-opendsr-processor-domain", &domain)
+                    .header("x-opendsr-signature", &signature)
+                    .header("x-opengdpr-processor-domain", domain)
+                    .header("x-opengdpr-signature", signature);
+            }
+        }
+        let sent = post.send().await;
         let (status, error) = match sent {
             Ok(response) if response.status().is_success() => {
                 (Some(response.status().as_u16()), None)
@@ -390,6 +427,14 @@ pub async fn send_due(
     Ok(due.len())
 }
 
+/// How a delivery is signed.
+enum Signed {
+    /// Standard Webhooks, with this secret.
+    Webhook(String),
+    /// OpenDSR, with the processor's key.
+    Processor,
+}
+
 /// Sends webhooks and e-mails, and queues the e-mails deadlines call for, until
 /// `shutdown` turns true.
 pub async fn run(
@@ -397,6 +442,7 @@ pub async fn run(
     config: Config,
     links: LinkMaker,
     subjects: email::SubjectAddress,
+    processor: ProcessorSigner,
     ready: Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -429,7 +475,7 @@ pub async fn run(
                 tracing::error!(error = format!("{e:#}"), "queueing reminders failed");
             }
         }
-        let sent = send_due(&store, &config, &client, &links).await;
+        let sent = send_due(&store, &config, &client, &links, &processor).await;
         let mailed = email::send_due(&store, &config, mailer.as_ref(), &links, &subjects).await;
         match (sent, mailed) {
             (Ok(a), Ok(b)) if a + b > 0 => continue,

@@ -136,6 +136,7 @@ pub async fn transition(
         details,
     )
     .await?;
+    crate::notify::opendsr::status_changed(tx, &request.id, next.as_str()).await?;
     Ok(Ok(next))
 }
 

@@ -314,6 +314,8 @@ pub struct NewRequest {
     pub system_id: Option<String>,
     /// The retention run that filed it, whose destruction report counts it.
     pub retention_run_id: Option<String>,
+    /// Received through the OpenDSR API: the controller's id for it and its callbacks.
+    pub opendsr: Option<crate::notify::opendsr::Link>,
 }
 
 impl Request {
@@ -417,6 +419,9 @@ pub async fn insert(
     .bind(&new.retention_run_id)
     .execute(&mut **tx)
     .await?;
+    if let Some(link) = &new.opendsr {
+        crate::notify::opendsr::record(tx, &id, &new.controller_id, link).await?;
+    }
     let kinds: Vec<&str> = new.identities.iter().map(|i| i.kind.as_str()).collect();
     let details = serde_json::json!({ "kind": new.kind, "controller_id": new.controller_id, "identity_kinds": kinds });
     chain

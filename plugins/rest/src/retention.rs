@@ -7,13 +7,13 @@
 //!
 //! The API's filter only narrows the listing: every record it returns is checked here
 //! (its date past the period, the condition met), so an API that ignores a parameter
-//! cannot make anyone expire early. A record whose date is missing or unreadable has
-//! not started its period and never expires.
+//! cannot make anyone expire early. A record whose date is missing, unreadable or a
+//! placeholder (before 1990: `0`, `1970-01-01`, `0001-01-01`) never expires; a page on
+//! which no date can be read fails the call, naming the setting.
 //!
-//! A subject is named by the identities of `name_by`: by default the identity mapped to
-//! the record's id (the erasure then reaches that record, not another account with the
-//! same address), else `email`; weak kinds shared by a household (a phone) are never a
-//! default.
+//! A subject is named by the identity mapped to the record's id (the erasure then
+//! reaches that record, not another account with the same address), or else by every
+//! kind `name_by` lists (a record lacking one is left out).
 
 use crate::api::{self, Api, Collection, EraseAction};
 use crate::{Sought, Token, search_page};
@@ -158,19 +158,25 @@ fn naming(collection: &Collection, rule: &Rule) -> std::result::Result<Vec<Strin
     {
         return Ok(vec![kind]);
     }
-    if reachable("email") {
-        return Ok(vec!["email".into()]);
-    }
-    Err("no identity names a subject by default (the record's id mapped as an identity, or email): list the kinds that do".into())
+    Err("no identity is mapped to the record's id (e.g. customer-id = \"id\" in identities and search.by), so name the kinds that name a subject; an erasure by them reaches every record that holds them, the subject's other accounts included".into())
 }
 
-/// Reads a moment from a record's field, in seconds since 1970.
+/// The earliest moment read as a date (1990-01-01): before it, a value is a placeholder
+/// for "not set" (0, `1970-01-01`, `0001-01-01`), not a moment the period runs from.
+const EARLIEST: i64 = 631_152_000;
+
+/// Reads a moment from a record's field, in seconds since 1970; `None` when it is not
+/// one (or is a placeholder).
 fn moment(value: &Value) -> Option<i64> {
+    read_moment(value).filter(|at| *at >= EARLIEST)
+}
+
+fn read_moment(value: &Value) -> Option<i64> {
     match value {
         Value::Number(n) => {
             let n = n.as_i64()?;
             // Past about 5138 in seconds, or 1973 in milliseconds: taken as milliseconds.
-            Some(if n.abs() >= 100_000_000_000 {
+            Some(if n.checked_abs()? >= 100_000_000_000 {
                 n / 1000
             } else {
                 n
@@ -250,6 +256,35 @@ pub fn expired(api: &Api, name: &str, cursor: Option<&str>, now: i64) -> Result<
         })
         .collect();
     let page = search_page(api, collection, Sought::Listing(&params), token.as_ref())?;
+    // A page on which no record has a date this reads, or none has the condition's
+    // field, says the rule does not fit the records: "no one expired" would be a guess.
+    let set = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
+    let dated = page
+        .records
+        .iter()
+        .filter(|r| set(api::at(r, &rule.field)))
+        .count();
+    let readable = page
+        .records
+        .iter()
+        .filter(|r| api::at(r, &rule.field).and_then(read_moment).is_some())
+        .count();
+    if dated > 0 && readable == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "config.api.retention.{name}.field: none of the {dated} records listed holds a moment at {:?} (RFC 3339 text, a date, or a Unix time as a JSON number)",
+            rule.field
+        )));
+    }
+    if let Some(when) = &rule.when
+        && !page.records.is_empty()
+        && !page.records.iter().any(|r| set(api::at(r, &when.field)))
+    {
+        return Err(Error::InvalidConfig(format!(
+            "config.api.retention.{name}.when.field: none of the {} records listed has a value at {:?}",
+            page.records.len(),
+            when.field
+        )));
+    }
     let subjects = page
         .records
         .iter()
@@ -259,10 +294,11 @@ pub fn expired(api: &Api, name: &str, cursor: Option<&str>, now: i64) -> Result<
                 .is_some_and(|at| at <= cutoff)
                 && rule.when.as_ref().is_none_or(|w| meets(record, w))
         })
-        .map(|record| {
+        .filter_map(|record| {
+            // Named by every kind of `name_by`, or left out: fewer would reach more.
             kinds
                 .iter()
-                .filter_map(|kind| {
+                .map(|kind| {
                     api::at(record, &collection.identities[kind])
                         .and_then(api::scalar_text)
                         .map(|v| v.trim().to_owned())
@@ -272,9 +308,8 @@ pub fn expired(api: &Api, name: &str, cursor: Option<&str>, now: i64) -> Result<
                             value,
                         })
                 })
-                .collect::<Vec<_>>()
+                .collect::<Option<Vec<_>>>()
         })
-        .filter(|identities| !identities.is_empty())
         .collect();
     Ok(ExpiredPage {
         subjects,
@@ -298,6 +333,10 @@ mod tests {
             (serde_json::json!(day), Some(day)),
             (serde_json::json!(day * 1000), Some(day)),
             (serde_json::json!("soon"), None),
+            (serde_json::json!(0), None),
+            (serde_json::json!(i64::MIN), None),
+            (serde_json::json!("1970-01-01T00:00:00Z"), None),
+            (serde_json::json!("0001-01-01T00:00:00Z"), None),
             (serde_json::json!(null), None),
             (serde_json::json!(true), None),
         ] {

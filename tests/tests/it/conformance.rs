@@ -151,6 +151,7 @@ fn erasure(controller_id: &str, n: usize) -> NewRequest {
         suppression: None,
         system_id: None,
         retention_run_id: None,
+        opendsr: None,
     }
 }
 

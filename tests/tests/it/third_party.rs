@@ -418,6 +418,8 @@ async fn json_server_customers_past_their_retention_period_are_erased_by_a_rule(
             { "id": 6, "email": "long.gone@example.net", "status": "former",
               "deactivatedAt": (chrono::Utc::now() - chrono::Duration::days(400)).format("%Y-%m-%d").to_string() },
             { "id": 7, "email": "just.in@example.net", "status": "former", "deactivatedAt": ago(29) },
+            // A placeholder for "not set", which the server's filter lets through.
+            { "id": 8, "email": "placeholder@example.net", "status": "former", "deactivatedAt": "1970-01-01T00:00:00Z" },
         ],
         "orders": [
             { "id": 40, "customerId": 1, "total": 5 },
@@ -539,7 +541,10 @@ async fn json_server_customers_past_their_retention_period_are_erased_by_a_rule(
     let ids_of = |records: Vec<Value>| -> Vec<i64> {
         records.iter().filter_map(|r| r["id"].as_i64()).collect()
     };
-    assert_eq!(ids_of(server.records("customers").await), [2, 3, 4, 5, 7]);
+    assert_eq!(
+        ids_of(server.records("customers").await),
+        [2, 3, 4, 5, 7, 8]
+    );
     assert_eq!(ids_of(server.records("orders").await), [41]);
     let (status, report) = service
         .get(

@@ -217,6 +217,7 @@ pub async fn create(
             suppression,
             system_id: None,
             retention_run_id: None,
+            opendsr: None,
         },
         actor: caller.actor(),
         webhook: found.webhook_url.is_some(),

@@ -17,6 +17,7 @@ mod evidence;
 mod expiry;
 mod hardening;
 mod hostile;
+mod opendsr;
 mod operations;
 mod people;
 mod recipients;

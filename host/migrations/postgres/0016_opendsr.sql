@@ -1,0 +1,18 @@
+-- Requests received through the OpenDSR API: the controller's own id for the request
+-- (subject_request_id, unique per controller), where its status callbacks go, and the
+-- last status they were told, so that each change is told once.
+CREATE TABLE opendsr_requests (
+    request_id TEXT PRIMARY KEY REFERENCES requests(id),
+    controller_id TEXT NOT NULL REFERENCES controllers(id),
+    subject_request_id TEXT NOT NULL,
+    api_version TEXT NOT NULL,
+    regulation TEXT,
+    submitted_time TEXT NOT NULL,
+    callbacks TEXT NOT NULL,
+    last_status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (controller_id, subject_request_id)
+);
+
+-- A status callback goes to the URL the request gave, signed with the processor's key.
+ALTER TABLE webhook_deliveries ADD COLUMN callback_url TEXT;
