@@ -121,7 +121,10 @@ impl App {
         self.config.opendsr_domain.clone().unwrap_or_else(|| {
             url::Url::parse(&self.config.base_url())
                 .ok()
-                .and_then(|u| u.host_str().map(str::to_owned))
+                .and_then(|u| {
+                    u.host_str()
+                        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+                })
                 .unwrap_or_else(|| "localhost".into())
         })
     }

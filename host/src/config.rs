@@ -89,6 +89,9 @@ pub struct Config {
     /// issuer (as the specification asks) refuse.
     pub opendsr_certificate: Option<String>,
     pub opendsr_key: Option<String>,
+    /// Whether OpenDSR status callbacks may go to loopback, private or link-local
+    /// addresses (refused by default: a controller's URL must not reach oubli's network).
+    pub opendsr_private_callbacks: bool,
 }
 
 /// How oubli sends e-mail (`[smtp]` in the configuration file).
@@ -190,6 +193,7 @@ impl Default for Config {
             opendsr_domain: None,
             opendsr_certificate: None,
             opendsr_key: None,
+            opendsr_private_callbacks: false,
         }
     }
 }

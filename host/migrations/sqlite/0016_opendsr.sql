@@ -9,7 +9,10 @@ CREATE TABLE opendsr_requests (
     regulation TEXT,
     submitted_time TEXT NOT NULL,
     callbacks TEXT NOT NULL,
+    -- oubli's status they were last told (the OpenDSR status is made from it).
     last_status TEXT NOT NULL,
+    -- SHA-256 of the body as received: a request sent again must be the same.
+    body_sha256 TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     UNIQUE (controller_id, subject_request_id)
 );

@@ -56,6 +56,7 @@ pub fn router() -> Router<Arc<App>> {
             "/opendsr/v1/opengdpr_requests/{id}",
             get(status).delete(cancel),
         )
+        .layer(axum::extract::DefaultBodyLimit::max(super::MAX_JSON_BODY))
 }
 
 /// An OpenDSR error: its HTTP status, what went wrong, and the field at fault.
@@ -211,7 +212,9 @@ struct IncomingIdentity {
 /// Submit an OpenDSR request (version 2.0: `regulation` is required).
 #[utoipa::path(post, path = "/opendsr/v1/requests", tag = "opendsr", request_body = Object,
     responses((status = 201, description = "`{controller_id, expected_completion_time, received_time, encoded_request, subject_request_id, processor_signature}`, signed", body = Object),
-              (status = 400, description = "`{error: {code, message, errors}}` naming the field", body = Object)),
+              (status = 400, description = "`{error: {code, message, errors}}` naming the field", body = Object),
+              (status = 403, description = "Neither a controller's, a DPO's nor an admin's token", body = Object),
+              (status = 413, description = "A body over 256 KiB", body = Object)),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<Arc<App>>,
@@ -224,7 +227,9 @@ pub async fn create(
 /// Submit an OpenGDPR 1.0 request (the earlier path; `regulation` may be left out).
 #[utoipa::path(post, path = "/opendsr/v1/opengdpr_requests", tag = "opendsr", request_body = Object,
     responses((status = 201, description = "As `POST /opendsr/v1/requests`", body = Object),
-              (status = 400, description = "The field at fault", body = Object)),
+              (status = 400, description = "The field at fault", body = Object),
+              (status = 403, description = "Neither a controller's, a DPO's nor an admin's token", body = Object),
+              (status = 413, description = "A body over 256 KiB", body = Object)),
     security(("bearer" = [])))]
 pub async fn create_v1(
     State(app): State<Arc<App>>,
@@ -246,16 +251,21 @@ async fn receive(
             "OpenDSR requests are sent with a controller's or a DPO's token",
         ));
     }
-    let incoming: Incoming = serde_path_to_error::deserialize(
-        &mut serde_json::Deserializer::from_slice(&raw),
-    )
-    .map_err(|e| {
+    let mut reader = serde_json::Deserializer::from_slice(&raw);
+    let incoming: Incoming = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
         let path = e.path().to_string();
-        OpenDsrError::field(
-            if path == "." { "body".into() } else { path },
-            format!("the request is not OpenDSR JSON: {}", e.inner()),
-        )
+        // serde's own words may quote the value, which may be an identity.
+        let why = match e.inner().classify() {
+            serde_json::error::Category::Data => {
+                "missing, or not of the type the specification gives"
+            }
+            _ => "the body is not JSON",
+        };
+        OpenDsrError::field(if path == "." { "body".into() } else { path }, why)
     })?;
+    reader
+        .end()
+        .map_err(|_| OpenDsrError::field("body", "something follows the JSON object"))?;
     let id = &incoming.subject_request_id;
     let uuid = uuid::Uuid::parse_str(id).ok();
     if uuid.is_none_or(|u| u.get_version_num() != 4 || u.hyphenated().to_string() != *id) {
@@ -332,13 +342,19 @@ async fn receive(
         return Err(OpenDsrError::field("status_callback_urls", "at most 10"));
     }
     for (i, url) in incoming.status_callback_urls.iter().enumerate() {
-        let fine = url.len() <= 2000
-            && url::Url::parse(url)
-                .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
-        if !fine {
+        let parsed = url::Url::parse(url).ok().filter(|u| {
+            url.len() <= 2000 && matches!(u.scheme(), "https" | "http") && u.host().is_some()
+        });
+        let Some(parsed) = parsed else {
             return Err(OpenDsrError::field(
                 format!("status_callback_urls[{i}]"),
                 "an absolute http(s) URL of at most 2,000 characters",
+            ));
+        };
+        if !app.config.opendsr_private_callbacks && internal(&parsed) {
+            return Err(OpenDsrError::field(
+                format!("status_callback_urls[{i}]"),
+                "a loopback, private or link-local address: oubli does not post inside its own network (opendsr_private_callbacks allows it)",
             ));
         }
     }
@@ -366,28 +382,61 @@ async fn receive(
             ));
         }
     };
-    let controller = crate::controller::get_controller(&app.store, &controller_id)
-        .await?
-        .filter(|c| caller.sees(&c.id))
-        .ok_or_else(|| {
-            OpenDsrError::field(
-                format!("extensions.{domain}.controller_id"),
-                "no such controller that this token may send to",
-            )
-        })?;
+    // The checks of `POST /v1/requests`: the controller, and identity kinds one of its
+    // systems understands (else nothing would be searched, and "completed" would say
+    // more than was done).
+    let checked = super::requests::CreateRequest {
+        controller_id: controller_id.clone(),
+        kind,
+        identities,
+        changes: Vec::new(),
+        external_ref: Some(format!("opendsr:{id}")),
+        not_before: None,
+    };
+    let renamed = |field: String| {
+        field
+            .replacen("identities", "subject_identities", 1)
+            .replace(".kind", ".identity_type")
+            .replace(".value", ".identity_value")
+    };
+    let refused = |e: super::ApiError| match e {
+        super::ApiError::Unprocessable { field, message } if field == "controller_id" => {
+            OpenDsrError::field(format!("extensions.{domain}.controller_id"), message)
+        }
+        super::ApiError::Unprocessable { field, message } => {
+            OpenDsrError::field(renamed(field), message)
+        }
+        super::ApiError::Forbidden(m) => {
+            OpenDsrError::field(format!("extensions.{domain}.controller_id"), m)
+        }
+        other => OpenDsrError::status(other.status(), other.to_string()),
+    };
+    let controller = super::requests::validate(&app, &caller, &checked)
+        .await
+        .map_err(refused)?;
+    let suppression = super::requests::suppression_entries(&app, &checked)
+        .await
+        .map_err(refused)?;
+    let identities = checked.identities;
+    // Loaded before anything is accepted: a request is never taken and then answered 500.
+    let processor = processor(&app).await?;
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&raw));
     // The controller's ids are its own: another token may not take one over.
-    let taken: Option<String> = sqlx::query_scalar(
-        "SELECT r.submitted_by FROM opendsr_requests o JOIN requests r ON r.id = o.request_id \
+    let taken: Option<(String, String)> = sqlx::query_as(
+        "SELECT r.submitted_by, o.body_sha256 FROM opendsr_requests o JOIN requests r ON r.id = o.request_id \
          WHERE o.controller_id = $1 AND o.subject_request_id = $2",
     )
     .bind(&controller.id)
     .bind(id)
     .fetch_optional(&app.store.read)
     .await?;
-    if taken.is_some_and(|by| by != caller.token_id) {
+    if taken
+        .as_ref()
+        .is_some_and(|(by, sent)| *by != caller.token_id || *sent != digest)
+    {
         return Err(OpenDsrError::field(
             "subject_request_id",
-            "this controller already has a request with this subject_request_id",
+            "this controller already has a request with this subject_request_id (sent again, a request must be byte for byte the same)",
         ));
     }
     // The controller's own instruction needs no confirmation.
@@ -400,9 +449,10 @@ async fn receive(
             changes: Vec::new(),
             external_ref: Some(format!("opendsr:{id}")),
             submitted_by: caller.token_id.clone(),
-            idempotency_key: Some(format!("opendsr:{id}")),
+            // Per controller, with a character `/v1` keys cannot hold.
+            idempotency_key: Some(format!("opendsr\u{1f}{}\u{1f}{id}", controller.id)),
             not_before: None,
-            suppression: None,
+            suppression,
             system_id: None,
             retention_run_id: None,
             opendsr: Some(Link {
@@ -414,6 +464,7 @@ async fn receive(
                 regulation: incoming.regulation.clone(),
                 submitted_time: time(submitted.to_utc()),
                 callbacks: incoming.status_callback_urls.clone(),
+                body_sha256: digest.clone(),
             }),
         },
         actor: caller.actor(),
@@ -440,7 +491,6 @@ async fn receive(
             ));
         }
     };
-    let processor = processor(&app).await?;
     let body = json!({
         "controller_id": request.controller_id,
         "expected_completion_time": time(request.due_at),
@@ -450,6 +500,35 @@ async fn receive(
         "processor_signature": processor.sign(&raw),
     });
     signed(&app, StatusCode::CREATED, &body).await
+}
+
+/// Whether a callback URL names this machine or a private network: `localhost`, or an
+/// address that is loopback, private, link-local or unspecified. (A name that resolves to
+/// one is not caught here.)
+fn internal(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => {
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_private())
+        }
+        None => true,
+    }
 }
 
 /// The request the caller sent (or may see) under a subject_request_id.
@@ -464,15 +543,20 @@ async fn find(
     .bind(subject_request_id)
     .fetch_all(&app.store.read)
     .await?;
-    found
+    let mut visible = found
         .into_iter()
-        .find(|(_, controller, _)| caller.sees(controller))
-        .ok_or_else(|| {
-            OpenDsrError::status(
-                StatusCode::NOT_FOUND,
-                format!("no OpenDSR request {subject_request_id} that this token may see"),
-            )
-        })
+        .filter(|(_, controller, _)| caller.sees(controller));
+    match (visible.next(), visible.next()) {
+        (Some(one), None) => Ok(one),
+        (Some(_), Some(_)) => Err(OpenDsrError::status(
+            StatusCode::CONFLICT,
+            "several controllers this token sees have a request with this subject_request_id: use a token limited to one",
+        )),
+        (None, _) => Err(OpenDsrError::status(
+            StatusCode::NOT_FOUND,
+            format!("no OpenDSR request {subject_request_id} that this token may see"),
+        )),
+    }
 }
 
 /// The status of an OpenDSR request: `pending` (received, awaiting the controller,
@@ -481,7 +565,8 @@ async fn find(
 /// portability request (its package).
 #[utoipa::path(get, path = "/opendsr/v1/requests/{id}", tag = "opendsr", params(("id" = String, Path, description = "subject_request_id")),
     responses((status = 200, description = "`{controller_id, expected_completion_time, subject_request_id, request_status, api_version, results_url}`, signed", body = Object),
-              (status = 404, description = "No such request this token may see", body = Object)),
+              (status = 404, description = "No such request this token may see", body = Object),
+              (status = 409, description = "Several controllers this token sees used this id", body = Object)),
     security(("bearer" = [])))]
 pub async fn status(
     State(app): State<Arc<App>>,
@@ -499,6 +584,7 @@ pub async fn status(
         "subject_request_id": id,
         "request_status": told,
         "api_version": api_version,
+        "extensions": { app.opendsr_domain(): crate::notify::opendsr::extension(request.status.as_str()) },
     });
     if told == "completed" && request.kind == Kind::Access {
         body["results_url"] = format!(
@@ -515,7 +601,9 @@ pub async fn status(
 #[utoipa::path(delete, path = "/opendsr/v1/requests/{id}", tag = "opendsr", params(("id" = String, Path, description = "subject_request_id")),
     responses((status = 202, description = "`{controller_id, subject_request_id, received_time, api_version}`, signed", body = Object),
               (status = 400, description = "It is no longer pending", body = Object),
-              (status = 404, description = "No such request this token may see", body = Object)),
+              (status = 403, description = "Not the token that sent it, nor an admin", body = Object),
+              (status = 404, description = "No such request this token may see", body = Object),
+              (status = 409, description = "Several controllers this token sees used this id", body = Object)),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(app): State<Arc<App>>,
@@ -529,10 +617,27 @@ pub async fn cancel(
         ));
     }
     let (request_id, controller_id, api_version) = find(&app, &caller, &id).await?;
-    let status: String = sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
-        .bind(&request_id)
-        .fetch_one(&app.store.read)
-        .await?;
+    let (status, submitted_by): (String, String) =
+        sqlx::query_as("SELECT status, submitted_by FROM requests WHERE id = $1")
+            .bind(&request_id)
+            .fetch_one(&app.store.read)
+            .await?;
+    if caller.role != Role::Admin && submitted_by != caller.token_id {
+        return Err(OpenDsrError::status(
+            StatusCode::FORBIDDEN,
+            "only the token that sent a request (or an admin) cancels it; a controller rejects a DPO's request with POST /v1/requests/{id}/reject",
+        ));
+    }
+    let answer = json!({
+        "controller_id": controller_id,
+        "subject_request_id": id,
+        "received_time": time(chrono::Utc::now()),
+        "api_version": api_version,
+    });
+    // Cancelled already (a DELETE sent again after a lost answer): the same answer.
+    if status == "cancelled" {
+        return signed(&app, StatusCode::ACCEPTED, &answer).await;
+    }
     if status_of(&status) != "pending" {
         return Err(OpenDsrError::field(
             "subject_request_id",
@@ -566,11 +671,36 @@ pub async fn cancel(
         }
     }
     app.webhooks_ready.notify_waiters();
-    let body = json!({
-        "controller_id": controller_id,
-        "subject_request_id": id,
-        "received_time": time(chrono::Utc::now()),
-        "api_version": api_version,
-    });
-    signed(&app, StatusCode::ACCEPTED, &body).await
+    signed(&app, StatusCode::ACCEPTED, &answer).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::internal;
+
+    #[test]
+    fn callbacks_inside_the_network_are_recognised() {
+        for url in [
+            "http://localhost/x",
+            "http://api.localhost./x",
+            "http://127.0.0.1:8080/x",
+            "http://10.1.2.3/x",
+            "http://192.168.0.1/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://0.0.0.0/x",
+            "http://[::1]/x",
+            "http://[fd00::1]/x",
+            "http://[fe80::1]/x",
+            "http://[::ffff:127.0.0.1]/x",
+        ] {
+            assert!(internal(&url::Url::parse(url).unwrap()), "{url}");
+        }
+        for url in [
+            "https://controller.example/cb",
+            "https://93.184.216.34/cb",
+            "https://[2001:db8::1]/cb",
+        ] {
+            assert!(!internal(&url::Url::parse(url).unwrap()), "{url}");
+        }
+    }
 }

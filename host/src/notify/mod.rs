@@ -294,11 +294,25 @@ pub async fn send_due(
     for delivery in claimed {
         // An OpenDSR callback goes to the URL its request gave, signed by the processor.
         if let Some(url) = &delivery.callback_url {
+            let (domain, _) = match processor(b"") {
+                Ok(signed) => signed,
+                Err(e) => {
+                    // Told as this delivery's failure: the others still go.
+                    give_up(
+                        store,
+                        &delivery.id,
+                        &format!("the OpenDSR key cannot be used: {e:#}"),
+                    )
+                    .await?;
+                    continue;
+                }
+            };
             let body = opendsr::body(
                 store,
                 delivery.request_id.as_deref().unwrap_or_default(),
                 &delivery.payload,
                 &config.base_url(),
+                &domain,
             )
             .await?;
             due.push((
@@ -363,7 +377,10 @@ pub async fn send_due(
                     .header("webhook-signature", sign(secret, id, timestamp, body)?);
             }
             Signed::Processor => {
-                let (domain, signature) = processor(body.as_bytes())?;
+                let Ok((domain, signature)) = processor(body.as_bytes()) else {
+                    give_up(store, id, "the OpenDSR key cannot be used").await?;
+                    continue;
+                };
                 post = post
                     .header("x-opendsr-processor-domain", &domain)
                     .header("x-opendsr-signature", &signature)
@@ -425,6 +442,29 @@ pub async fn send_due(
         tx.commit().await?;
     }
     Ok(due.len())
+}
+
+/// Gives a delivery up with the reason, as its attempt.
+async fn give_up(store: &Store, id: &str, error: &str) -> sqlx::Result<()> {
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    let attempts: i64 = sqlx::query_scalar(
+        "UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, last_error = $1, next_attempt_at = $2 \
+         WHERE id = $3 RETURNING attempts",
+    )
+    .bind(error)
+    .bind(now)
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO webhook_attempts (delivery_id, attempt, at, status, error) VALUES ($1, $2, $3, NULL, $4)")
+        .bind(id)
+        .bind(attempts)
+        .bind(now)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// How a delivery is signed.

@@ -17,6 +17,8 @@ pub struct Link {
     /// When the subject asked (RFC 3339), as the controller says.
     pub submitted_time: String,
     pub callbacks: Vec<String>,
+    /// SHA-256 of the request's body as received, hex: sent again, it must be the same.
+    pub body_sha256: String,
 }
 
 /// The event name of a status callback delivery.
@@ -33,6 +35,13 @@ pub fn status_of(status: &str) -> &'static str {
     }
 }
 
+/// What oubli adds under its domain in `extensions`: its own status, which says what
+/// OpenDSR's four cannot (`failed`: stopped, and waiting for a retry; `rejected`: the
+/// controller refused it).
+pub fn extension(status: &str) -> serde_json::Value {
+    serde_json::json!({ "status": status })
+}
+
 /// Records that `request_id` came through OpenDSR, and queues the `pending` callbacks.
 ///
 /// # Errors
@@ -45,7 +54,7 @@ pub async fn record(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO opendsr_requests (request_id, controller_id, subject_request_id, api_version, regulation, submitted_time, \
-         callbacks, last_status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)",
+         callbacks, last_status, created_at, body_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, 'received', $8, $9)",
     )
     .bind(request_id)
     .bind(controller_id)
@@ -55,29 +64,34 @@ pub async fn record(
     .bind(&link.submitted_time)
     .bind(serde_json::to_string(&link.callbacks).unwrap_or_else(|_| "[]".into()))
     .bind(now_ms())
+    .bind(&link.body_sha256)
     .execute(&mut **tx)
     .await?;
-    queue(tx, request_id, controller_id, &link.callbacks, "pending").await
+    queue(tx, request_id, controller_id, &link.callbacks, "received").await
 }
 
-/// Queues the callbacks of a request received through OpenDSR whose OpenDSR status
-/// changes with oubli's `status`; nothing for other requests.
+/// Queues the callbacks of a request received through OpenDSR when its status changes
+/// in a way its controller can see: its OpenDSR status, or oubli's own (a failure, a
+/// rejection, a retry), which the callback's extension names; nothing for the status an
+/// auto-approval passes through (`approved`, still `pending`) or for other requests.
 ///
 /// # Errors
 /// When the database fails.
 pub async fn status_changed(tx: &mut Tx<'_>, request_id: &str, status: &str) -> sqlx::Result<()> {
-    let told = status_of(status);
+    if status == "approved" {
+        return Ok(());
+    }
     let changed: Option<(String, String)> = sqlx::query_as(
         "UPDATE opendsr_requests SET last_status = $1 WHERE request_id = $2 AND last_status <> $1 \
          RETURNING controller_id, callbacks",
     )
-    .bind(told)
+    .bind(status)
     .bind(request_id)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some((controller_id, callbacks)) = changed {
         let callbacks: Vec<String> = serde_json::from_str(&callbacks).unwrap_or_default();
-        queue(tx, request_id, &controller_id, &callbacks, told).await?;
+        queue(tx, request_id, &controller_id, &callbacks, status).await?;
     }
     Ok(())
 }
@@ -91,8 +105,19 @@ async fn queue(
 ) -> sqlx::Result<()> {
     let now = now_ms();
     for url in callbacks {
-        // The rest of the body (dates, results) is read when it is sent.
-        let payload = serde_json::json!({ "request_status": status, "status_callback_url": url });
+        // A newer status replaces one not yet told: the controller never hears an older
+        // status after a newer one.
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'withdrawn', last_error = 'a newer status replaced it' \
+             WHERE request_id = $1 AND callback_url = $2 AND status = 'pending' AND attempts = 0",
+        )
+        .bind(request_id)
+        .bind(url)
+        .execute(&mut **tx)
+        .await?;
+        // The rest of the body (dates, results) is read when it is sent; `status` is
+        // oubli's.
+        let payload = serde_json::json!({ "status": status, "status_callback_url": url });
         sqlx::query(
             "INSERT INTO webhook_deliveries (id, controller_id, request_id, event, payload, status, attempts, next_attempt_at, \
              created_at, callback_url) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $7)",
@@ -121,6 +146,7 @@ pub async fn body(
     request_id: &str,
     queued: &str,
     base_url: &str,
+    domain: &str,
 ) -> anyhow::Result<String> {
     let queued: serde_json::Value = serde_json::from_str(queued)?;
     let (controller_id, subject_request_id, api_version, due_at, kind): (String, String, String, i64, String) =
@@ -131,7 +157,8 @@ pub async fn body(
         .bind(request_id)
         .fetch_one(&store.read)
         .await?;
-    let status = queued["request_status"].as_str().unwrap_or("pending");
+    let own = queued["status"].as_str().unwrap_or("received");
+    let status = status_of(own);
     let mut body = serde_json::json!({
         "controller_id": controller_id,
         "expected_completion_time": crate::store::to_rfc3339(due_at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -139,6 +166,7 @@ pub async fn body(
         "subject_request_id": subject_request_id,
         "request_status": status,
         "api_version": api_version,
+        "extensions": { domain: extension(own) },
     });
     if status == "completed" && kind == "access" {
         body["results_url"] = format!(

@@ -36,7 +36,7 @@ fn is_kind(text: &str) -> bool {
 /// erasure) or is approved (an objection), if the controller keeps a list: the keyed
 /// hashes of its identities. An erasure leaves out an identity the list cannot read (a
 /// phone number without its country code and no region set); an objection is refused.
-async fn suppression_entries(
+pub(in crate::api) async fn suppression_entries(
     app: &App,
     body: &CreateRequest,
 ) -> Result<Option<Vec<suppression::Entry>>, ApiError> {
@@ -73,7 +73,7 @@ async fn suppression_entries(
     Ok(Some(entries))
 }
 
-async fn validate(
+pub(in crate::api) async fn validate(
     app: &App,
     caller: &Caller,
     body: &CreateRequest,

@@ -121,7 +121,9 @@ fn example(id: &str, email: &str, callback: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_opendsr_controller_erases_through_the_specification_and_checks_every_signature() {
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::spawn_app(dir.path(), &[]).await;
+    // The callbacks go to this machine, which oubli refuses unless told otherwise.
+    let service =
+        Service::spawn_app(dir.path(), &[("OUBLI_OPENDSR_PRIVATE_CALLBACKS", "true")]).await;
     let demo = service.demo.clone();
     let (callback_url, received, _receiver) = callbacks().await;
 
@@ -236,6 +238,10 @@ async fn an_opendsr_controller_erases_through_the_specification_and_checks_every
             );
             let callback: Value = serde_json::from_str(body).unwrap();
             assert_eq!(callback["status_callback_url"], callback_url.as_str());
+            assert!(
+                callback["extensions"][domain.as_str()]["status"].is_string(),
+                "{callback}"
+            );
             assert_eq!(callback["subject_request_id"], id);
             assert_eq!(callback["controller_id"], demo.controller_id.as_str());
             callback["request_status"].as_str().unwrap().to_owned()
@@ -306,6 +312,16 @@ async fn an_opendsr_controller_erases_through_the_specification_and_checks_every
         serde_json::from_str::<Value>(&body).unwrap()["request_status"],
         "pending"
     );
+    // Only its sender (or an admin) cancels it: the controller rejects instead.
+    let (status, _, body) = call(
+        &service,
+        reqwest::Method::DELETE,
+        &format!("/opendsr/v1/requests/{other}"),
+        Some(&demo.controller),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
     let (status, headers, body) = call(
         &service,
         reqwest::Method::DELETE,
@@ -320,6 +336,16 @@ async fn an_opendsr_controller_erases_through_the_specification_and_checks_every
         &header(&headers, "x-opendsr-signature"),
         body.as_bytes()
     ));
+    // Sent again after a lost answer: the same answer.
+    let (status, _, body) = call(
+        &service,
+        reqwest::Method::DELETE,
+        &format!("/opendsr/v1/requests/{other}"),
+        Some(&demo.dpo),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !received
         .lock()
@@ -381,6 +407,23 @@ async fn an_opendsr_controller_erases_through_the_specification_and_checks_every
         (
             example(id, "customer6@example.org", &callback_url).to_string(),
             "subject_request_id",
+        ),
+        // The same request with other callbacks is another request.
+        (
+            example(
+                id,
+                "customer4@example.org",
+                "https://controller.example/other",
+            )
+            .to_string(),
+            "subject_request_id",
+        ),
+        // A value where an object belongs: named, not quoted.
+        (
+            refused(example(fresh, "a@example.org", &callback_url), &|b| {
+                b["subject_identities"] = json!(["a@example.org"])
+            }),
+            "subject_identities[0]",
         ),
     ] {
         let (status, _, answer) = call(
