@@ -918,3 +918,162 @@ async fn the_sqlite_and_postgresql_schemas_agree() {
     sqlite.store.close().await;
     postgres.store.close().await;
 }
+
+/// A row in `table` with `values`, every other column without a default filled in.
+async fn insert_filled(pool: &sqlx::SqlitePool, table: &str, values: &[(&str, &str)]) {
+    let columns: Vec<(String, String, i64, Option<String>)> =
+        sqlx::query_as("SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info(?)")
+            .bind(table)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let (mut names, mut given) = (Vec::new(), Vec::new());
+    for (name, kind, not_null, default) in columns {
+        if let Some((_, value)) = values.iter().find(|(n, _)| *n == name) {
+            names.push(name);
+            given.push(format!("'{value}'"));
+        } else if not_null == 1 && default.is_none() {
+            names.push(name);
+            given.push(if kind.contains("INT") {
+                "0".into()
+            } else {
+                "'x'".into()
+            });
+        }
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        names.join(", "),
+        given.join(", ")
+    ))
+    .execute(pool)
+    .await
+    .unwrap_or_else(|e| panic!("{table}: {e}"));
+}
+
+/// A database made before the retention runs (migrations 1 to 14), holding webhooks and
+/// e-mails with their attempts, is brought up to date (its SQLite tables rebuilt) with
+/// every row and every reference kept, and foreign keys still enforced.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_sqlite_database_keeps_its_webhooks_and_e_mails_when_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oubli.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = sqlx::SqlitePool::connect_with(options.clone())
+        .await
+        .unwrap();
+    let all = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../host/migrations/sqlite"
+    )))
+    .await
+    .unwrap();
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            all.migrations
+                .iter()
+                .filter(|m| m.version < 15)
+                .cloned()
+                .collect(),
+        ),
+        ..all
+    };
+    before.run(&pool).await.unwrap();
+    insert_filled(&pool, "controllers", &[("id", "c1")]).await;
+    insert_filled(&pool, "requests", &[("id", "r1"), ("controller_id", "c1")]).await;
+    insert_filled(
+        &pool,
+        "webhook_deliveries",
+        &[
+            ("id", "d1"),
+            ("controller_id", "c1"),
+            ("request_id", "r1"),
+            ("event", "request.forwarded"),
+        ],
+    )
+    .await;
+    insert_filled(
+        &pool,
+        "webhook_attempts",
+        &[("delivery_id", "d1"), ("attempt", "1")],
+    )
+    .await;
+    insert_filled(
+        &pool,
+        "emails",
+        &[
+            ("id", "e1"),
+            ("request_id", "r1"),
+            ("event", "request.forwarded"),
+            ("recipient", "controller"),
+        ],
+    )
+    .await;
+    insert_filled(
+        &pool,
+        "email_attempts",
+        &[("email_id", "e1"), ("attempt", "1")],
+    )
+    .await;
+    pool.close().await;
+
+    let store = Store::open_sqlite(&path).await.unwrap();
+    drop(store);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let kept: Vec<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT id, request_id, event FROM webhook_deliveries")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        kept,
+        [(
+            "d1".to_owned(),
+            Some("r1".to_owned()),
+            "request.forwarded".to_owned()
+        )]
+    );
+    let mailed: Vec<(String, Option<String>)> = sqlx::query_as("SELECT id, request_id FROM emails")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mailed, [("e1".to_owned(), Some("r1".to_owned()))]);
+    let attempts: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM webhook_attempts) + (SELECT COUNT(*) FROM email_attempts)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 2);
+    let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(broken.is_empty(), "{broken:?}");
+    let orphan = sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, attempt, at) VALUES ('nope', 1, 0)",
+    )
+    .execute(&pool)
+    .await;
+    assert!(orphan.is_err(), "foreign keys still hold");
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('webhook_deliveries', 'emails') AND sql IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let names: Vec<&str> = indexes.iter().map(|(n,)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "emails_due",
+            "emails_run",
+            "webhook_deliveries_due",
+            "webhook_deliveries_request",
+            "webhook_deliveries_run"
+        ]
+    );
+}
