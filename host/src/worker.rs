@@ -855,9 +855,10 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
         }
         drop(permits);
         if !found {
+            let wait = idle_wait(&app, &backoff).await;
             tokio::select! {
                 () = app.tasks_ready.notified() => {}
-                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                () = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -881,6 +882,29 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
     drop(reports);
     let _ = finisher.await;
 }
+
+/// How long an idle worker sleeps before it looks again when nothing wakes it: until the
+/// next task falls due (a retry's backoff, a `not_before`, a lease that runs out), at most
+/// `IDLE_CHECK`. A task queued meanwhile wakes it at once (in this process, or through
+/// PostgreSQL's `LISTEN`), so the cap only bounds a lost notification.
+async fn idle_wait(app: &App, backoff: &crate::retry::Backoff) -> Duration {
+    let next = crate::queue::next_due(&app.store, backoff).await;
+    let now = crate::store::now_ms();
+    match next {
+        Ok(Some(at)) => {
+            Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).clamp(IDLE_MIN, IDLE_CHECK)
+        }
+        Ok(None) => IDLE_CHECK,
+        // The database is away: look again soon, as before.
+        Err(_) => IDLE_MIN * 5,
+    }
+}
+
+/// The longest an idle worker sleeps without a wake-up.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
+/// The shortest: a task that is due but was not claimed (taken by another process) is not
+/// looked at again in a busy loop.
+const IDLE_MIN: Duration = Duration::from_millis(100);
 
 /// Wakes this process's workers whenever another process announces queued tasks
 /// (PostgreSQL `LISTEN`), until `shutdown` turns true. Workers poll as well, so a lost

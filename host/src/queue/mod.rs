@@ -196,6 +196,28 @@ pub async fn claim_many(
     }
 }
 
+/// When the next task becomes claimable without anything new being queued: the earliest
+/// `run_after` of a queued task of an approved or running request, or the moment a running
+/// task's lease (and the wait after it) runs out; `None` when nothing is pending. Idle
+/// workers sleep until then instead of polling (a new task wakes them).
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn next_due(store: &Store, backoff: &Backoff) -> sqlx::Result<Option<i64>> {
+    let delay = interrupted_delay("t.interrupted", "$3", "$4");
+    sqlx::query_scalar(&format!(
+        "SELECT MIN(CASE WHEN t.status = $1 THEN t.run_after ELSE t.lease_expires_at + {delay} END) \
+         FROM tasks t JOIN requests r ON r.id = t.request_id \
+         WHERE r.status IN ('approved', 'running') AND t.status IN ($1, $2)"
+    ))
+    .bind(TaskStatus::Queued.as_str())
+    .bind(TaskStatus::Running.as_str())
+    .bind(backoff.base.as_millis() as i64)
+    .bind(backoff.cap.as_millis() as i64)
+    .fetch_one(&store.read)
+    .await
+}
+
 /// How often a transaction PostgreSQL aborted to break a deadlock is run again.
 pub(crate) const TRANSIENT_RETRIES: u32 = 5;
 

@@ -6,8 +6,7 @@
 
 use axum::http::HeaderMap;
 use mail_parser::MimeHeaders;
-use oubli_tests::browser::SmtpSink;
-use oubli_tests::{Service, count};
+use oubli_tests::count;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
@@ -34,20 +33,7 @@ async fn receiver() -> (String, Received, tokio::task::JoinHandle<()>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retention_rule_erases_exactly_the_customers_past_their_period() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = SmtpSink::start().await;
-    let port = sink.port;
-    let service = Service::spawn_app_with(dir.path(), &[], |config| {
-        config.smtp = Some(oubli::config::Smtp {
-            host: "127.0.0.1".into(),
-            port: Some(port),
-            security: oubli::config::SmtpSecurity::None,
-            username: None,
-            password: None,
-            from: "oubli <dsr@processor.example>".into(),
-            dpo: None,
-        });
-    })
-    .await;
+    let (service, sink) = super::with_mail(dir.path()).await;
     let admin = service.demo.admin.clone();
     let (hook_url, hooks, _receiver) = receiver().await;
     let (status, created) = service

@@ -26,6 +26,7 @@ mod schema_fuzz;
 mod suppression;
 
 use oubli_tests::Service;
+use oubli_tests::browser::SmtpSink;
 use serde_json::{Value, json};
 
 pub(super) fn email(n: u64) -> Value {
@@ -56,4 +57,23 @@ pub(super) async fn erasure_of_no_one(service: &Service) -> String {
     approve(service, &id).await;
     assert_eq!(service.settled(&id).await["records_found"], 0);
     id
+}
+
+/// A service whose e-mails go to an SMTP server on loopback.
+pub(super) async fn with_mail(dir: &std::path::Path) -> (Service, SmtpSink) {
+    let sink = SmtpSink::start().await;
+    let port = sink.port;
+    let service = Service::spawn_app_with(dir, &[], |config| {
+        config.smtp = Some(oubli::config::Smtp {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            security: oubli::config::SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "oubli <dsr@processor.example>".into(),
+            dpo: None,
+        });
+    })
+    .await;
+    (service, sink)
 }

@@ -4,10 +4,10 @@
 //! signs in to the console, sees the request complete and opens its certificate page;
 //! a French browser gets French pages. Skipped without `OUBLI_TEST_CHROMEDRIVER`.
 
-use super::email;
+use super::{email, with_mail};
 use fantoccini::Locator;
 use oubli_tests::Service;
-use oubli_tests::browser::{Browser, SmtpSink};
+use oubli_tests::browser::Browser;
 use serde_json::json;
 
 async fn text(browser: &Browser) -> String {
@@ -205,25 +205,6 @@ async fn a_controller_decides_by_link_and_the_dpo_follows_in_the_console() {
     french.client.goto(&link).await.unwrap();
     assert!(text(&french).await.contains("Ce lien a déjà servi"));
     french.close().await;
-}
-
-/// A service whose e-mails go to an SMTP server on loopback.
-async fn with_mail(dir: &std::path::Path) -> (Service, SmtpSink) {
-    let sink = SmtpSink::start().await;
-    let port = sink.port;
-    let service = Service::spawn_app_with(dir, &[], |config| {
-        config.smtp = Some(oubli::config::Smtp {
-            host: "127.0.0.1".into(),
-            port: Some(port),
-            security: oubli::config::SmtpSecurity::None,
-            username: None,
-            password: None,
-            from: "oubli <dsr@processor.example>".into(),
-            dpo: None,
-        });
-    })
-    .await;
-    (service, sink)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
