@@ -11,7 +11,21 @@ async fn download(
     id: &str,
     format: &str,
 ) -> Result<serde_json::Value, ApiError> {
-    require(caller, &[Role::Dpo, Role::Admin])?;
+    if caller.role == Role::Controller {
+        // A controller's own order (through OpenDSR): its `results_url` is this package.
+        let by: Option<String> =
+            sqlx::query_scalar("SELECT submitted_by FROM requests WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&app.store.read)
+                .await?;
+        if by.as_deref() != Some(caller.token_id.as_str()) {
+            return Err(ApiError::Forbidden(
+                "a controller's token downloads only the packages of the requests it sent itself (through OpenDSR)".into(),
+            ));
+        }
+    } else {
+        require(caller, &[Role::Dpo, Role::Admin])?;
+    }
     let request = visible(app, caller, id).await?;
     let package = match crate::evidence::package::build(crate::api::evidence(app), &request).await?
     {

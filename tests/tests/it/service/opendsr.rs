@@ -292,6 +292,54 @@ async fn an_opendsr_controller_erases_through_the_specification_and_checks_every
     .await;
     assert_eq!(status, 400, "{body}");
 
+    // A portability request's results are at its results_url, for the controller that
+    // sent it.
+    let copy = "3f2c1d4e-5b6a-4c7d-8e9f-0a1b2c3d4e5f";
+    let mut portable = example(copy, "customer7@example.org", &callback_url);
+    portable["subject_request_type"] = json!("portability");
+    let (status, body) = signed_call(
+        &service,
+        &key,
+        reqwest::Method::POST,
+        "/opendsr/v1/requests",
+        Some(&demo.controller),
+        Some(portable.to_string()),
+        "x-opendsr-signature",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let results_url = loop {
+        let (_, _, body) = call(
+            &service,
+            reqwest::Method::GET,
+            &format!("/opendsr/v1/requests/{copy}"),
+            Some(&demo.controller),
+            None,
+        )
+        .await;
+        let state: Value = serde_json::from_str(&body).unwrap();
+        if state["request_status"] == "completed" {
+            break state["results_url"].as_str().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "{state}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let package = reqwest::Client::new()
+        .get(&results_url)
+        .bearer_auth(&demo.controller)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(package.status(), 200);
+    assert!(
+        package
+            .text()
+            .await
+            .unwrap()
+            .contains("customer7@example.org")
+    );
+
     // A DPO's request through the earlier path (no `regulation`) waits for the
     // controller, and is cancelled while pending.
     let other = "0b9b6a3e-8f53-4a1e-9c55-3f0b7e2d1c44";
