@@ -819,6 +819,11 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
         while let Ok(more) = idle.clone().try_acquire_owned() {
             permits.push(more);
         }
+        // Listening before looking: a task queued while the claim runs (or while the next
+        // due time is read) wakes this loop, rather than being missed until the next look.
+        let woken = app.tasks_ready.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
         let claimed = match crate::request::lifecycle::claim_many(
             &app.store,
             &owner,
@@ -857,7 +862,7 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
         if !found {
             let wait = idle_wait(&app, &backoff).await;
             tokio::select! {
-                () = app.tasks_ready.notified() => {}
+                () = woken => {}
                 () = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
