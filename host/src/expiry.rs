@@ -423,6 +423,7 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
                         system_id: Some(rule.system_id.clone()),
                         retention_run_id: Some(run_id.clone()),
                         opendsr: None,
+                        deadline_from: None,
                     },
                     actor: actor.clone(),
                     webhook: false,

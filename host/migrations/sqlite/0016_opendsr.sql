@@ -19,3 +19,7 @@ CREATE TABLE opendsr_requests (
 
 -- A status callback goes to the URL the request gave, signed with the processor's key.
 ALTER TABLE webhook_deliveries ADD COLUMN callback_url TEXT;
+
+-- When the subject's request reached the controller, where that was before oubli received
+-- it (an OpenDSR request's submitted_time): the one-month deadline runs from then.
+ALTER TABLE requests ADD COLUMN deadline_from INTEGER;

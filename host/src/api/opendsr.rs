@@ -466,6 +466,8 @@ async fn receive(
                 callbacks: incoming.status_callback_urls.clone(),
                 body_sha256: digest.clone(),
             }),
+            // The subject asked the controller then: the month runs from then.
+            deadline_from: Some(submitted.timestamp_millis()),
         },
         actor: caller.actor(),
         webhook: controller.webhook_url.is_some(),

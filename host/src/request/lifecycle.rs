@@ -59,7 +59,15 @@ pub async fn extend(
             request.extended_months
         ))));
     }
-    let due = super::due_at(request.received_at, total);
+    // From when the subject's request reached the controller, where that was earlier.
+    let from: Option<i64> = sqlx::query_scalar("SELECT deadline_from FROM requests WHERE id = $1")
+        .bind(&request.id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let due = super::due_at(
+        from.map_or(request.received_at, crate::store::to_rfc3339),
+        total,
+    );
     super::rows::set_extension(tx, &request.id, total, reason, due).await?;
     crate::notify::subject::queue(tx, &request.id, "request.extended").await?;
     audit::append(

@@ -316,6 +316,10 @@ pub struct NewRequest {
     pub retention_run_id: Option<String>,
     /// Received through the OpenDSR API: the controller's id for it and its callbacks.
     pub opendsr: Option<crate::notify::opendsr::Link>,
+    /// When the subject's request reached the controller (milliseconds), where the
+    /// controller says so (OpenDSR's `submitted_time`): the deadline runs from then when
+    /// it is earlier than oubli's receipt.
+    pub deadline_from: Option<i64>,
 }
 
 impl Request {
@@ -389,13 +393,14 @@ pub async fn insert(
 ) -> anyhow::Result<Request> {
     let id = uuid::Uuid::now_v7().to_string();
     let received = now_ms();
-    let due = super::due_at(to_rfc3339(received), 0).timestamp_millis();
+    let from = new.deadline_from.filter(|t| *t < received);
+    let due = super::due_at(to_rfc3339(from.unwrap_or(received)), 0).timestamp_millis();
     let status = Status::Received
         .apply(Transition::Forward)
         .map_err(anyhow::Error::msg)?;
     sqlx::query(
-        "INSERT INTO requests (id, controller_id, kind, status, identities, changes, external_ref, submitted_by, idempotency_key, received_at, due_at, updated_at, not_before, suppression_hashes, system_id, retention_run_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $12, $13, $14, $15)",
+        "INSERT INTO requests (id, controller_id, kind, status, identities, changes, external_ref, submitted_by, idempotency_key, received_at, due_at, updated_at, not_before, suppression_hashes, system_id, retention_run_id, deadline_from) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $12, $13, $14, $15, $16)",
     )
     .bind(&id)
     .bind(&new.controller_id)
@@ -417,6 +422,7 @@ pub async fn insert(
     )
     .bind(&new.system_id)
     .bind(&new.retention_run_id)
+    .bind(from)
     .execute(&mut **tx)
     .await?;
     if let Some(link) = &new.opendsr {

@@ -152,6 +152,7 @@ fn erasure(controller_id: &str, n: usize) -> NewRequest {
         system_id: None,
         retention_run_id: None,
         opendsr: None,
+        deadline_from: None,
     }
 }
 

@@ -218,6 +218,7 @@ pub async fn create(
             system_id: None,
             retention_run_id: None,
             opendsr: None,
+            deadline_from: None,
         },
         actor: caller.actor(),
         webhook: found.webhook_url.is_some(),

@@ -204,6 +204,9 @@ async fn an_opendsr_controller_erases_through_the_specification_and_checks_every
         created["processor_signature"].as_str().unwrap(),
         sent.as_bytes()
     ));
+    // The month runs from when the subject asked the controller (`submitted_time`), not
+    // from oubli's receipt: this one was overdue on arrival.
+    assert_eq!(created["expected_completion_time"], "2018-11-02T15:00:00Z");
     for field in ["expected_completion_time", "received_time"] {
         chrono::DateTime::parse_from_rfc3339(created[field].as_str().unwrap()).unwrap();
     }
@@ -369,6 +372,37 @@ async fn an_opendsr_controller_erases_through_the_specification_and_checks_every
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["request_status"],
         "pending"
+    );
+    // An extension adds to the month that ran from `submitted_time`.
+    let (_, listed) = service.get("/v1/requests?limit=500", &demo.dpo).await;
+    let oubli_id = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["external_ref"] == format!("opendsr:{other}"))
+        .expect("the OpenDSR request among the DPO's")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, extended) = service
+        .post(
+            &format!("/v1/requests/{oubli_id}/extend"),
+            &demo.dpo,
+            json!({ "months": 1, "reason": "several systems to search" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{extended}");
+    let (_, _, body) = call(
+        &service,
+        reqwest::Method::GET,
+        &format!("/opendsr/v1/requests/{other}"),
+        Some(&demo.dpo),
+        None,
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["expected_completion_time"],
+        "2018-12-02T15:00:00Z"
     );
     // Only its sender (or an admin) cancels it: the controller rejects instead.
     let (status, _, body) = call(
