@@ -476,7 +476,24 @@ async fn receive(
         max_attempts: app.config.max_attempts,
         link_hours: app.config.approval_link_hours,
     };
-    let request = match app.intake.submit(submission).await? {
+    let accepted = match app.intake.submit(submission).await {
+        Ok(accepted) => accepted,
+        // Another token sent the same id at the same moment: the database kept one.
+        Err(e)
+            if {
+                let text = format!("{e:#}");
+                text.contains("opendsr_requests")
+                    && (text.contains("UNIQUE") || text.contains("duplicate key"))
+            } =>
+        {
+            return Err(OpenDsrError::field(
+                "subject_request_id",
+                "this controller already has a request with this subject_request_id",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let request = match accepted {
         Accepted::Created(request) => {
             app.webhooks_ready.notify_waiters();
             if own {
