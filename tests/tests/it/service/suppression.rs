@@ -257,7 +257,7 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
     for n in 0..10_000 {
         unclosed.push_str(&format!("p{n},p{n}@example.net\n"));
     }
-    let response = client
+    let sent = client
         .post(format!("{}/v1/suppression/check.csv", service.url))
         .query(&[
             ("controller_id", demo.controller_id.as_str()),
@@ -266,13 +266,19 @@ async fn an_erased_or_objecting_person_is_suppressed_however_written() {
         .bearer_auth(&demo.dpo)
         .body(unclosed)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(
-        response.text().await.is_err(),
-        "the answer is cut, not ended as if whole"
-    );
+        .await;
+    // No row of the answer is complete, so it may break off before its head is sent,
+    // or after: either way it is cut, never ended as if whole.
+    match sent {
+        Err(e) => assert!(e.is_request(), "{e}"),
+        Ok(response) => {
+            assert_eq!(response.status(), 200);
+            assert!(
+                response.text().await.is_err(),
+                "the answer is cut, not ended as if whole"
+            );
+        }
+    }
 
     // The controller takes someone off, with a reason.
     let (status, removed) = service
