@@ -277,13 +277,18 @@ pub async fn send_due(
     processor: &ProcessorSigner,
 ) -> anyhow::Result<usize> {
     // Claimed by moving their next attempt past the send's timeout, so that the sender of
-    // another process does not send them too; the outcome then sets it for real.
+    // another process does not send them too; the outcome then sets it for real. An
+    // OpenDSR callback waits while an earlier one to the same URL about the same request
+    // is pending: a controller hears the statuses in the order they came.
     let skip_locked = store.skip_locked();
     let now = now_ms();
     let claimed: Vec<Claimed> = sqlx::query_as(&format!(
         "UPDATE webhook_deliveries SET next_attempt_at = $2 \
-         WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
-                      ORDER BY next_attempt_at LIMIT 32{skip_locked}) \
+         WHERE id IN (SELECT d.id FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+                      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE d.callback_url IS NOT NULL \
+                                      AND e.request_id = d.request_id AND e.callback_url = d.callback_url \
+                                      AND e.status = 'pending' AND e.id < d.id) \
+                      ORDER BY d.next_attempt_at LIMIT 32{skip_locked}) \
          RETURNING id, payload, attempts, controller_id, recipient_id, request_id, callback_url",
     ))
     .bind(now)

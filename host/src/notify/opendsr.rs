@@ -1,7 +1,8 @@
 //! OpenDSR status callbacks: a request received through the OpenDSR API names the URLs
 //! its controller wants told of each change of its OpenDSR status. oubli's statuses map
 //! onto OpenDSR's four; each change is queued, once per URL, in the transaction that
-//! makes it, and sent by the webhook sender, signed with the processor's key
+//! makes it, and sent by the webhook sender in order (one to a URL waits while an earlier
+//! one for the same request is pending), signed with the processor's key
 //! (`X-OpenDSR-Signature`, and the `X-OpenGDPR-*` headers of the earlier version).
 
 use crate::store::{Tx, now_ms};
@@ -105,16 +106,6 @@ async fn queue(
 ) -> sqlx::Result<()> {
     let now = now_ms();
     for url in callbacks {
-        // A newer status replaces one not yet told: the controller never hears an older
-        // status after a newer one.
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'withdrawn', last_error = 'a newer status replaced it' \
-             WHERE request_id = $1 AND callback_url = $2 AND status = 'pending' AND attempts = 0",
-        )
-        .bind(request_id)
-        .bind(url)
-        .execute(&mut **tx)
-        .await?;
         // The rest of the body (dates, results) is read when it is sent; `status` is
         // oubli's.
         let payload = serde_json::json!({ "status": status, "status_callback_url": url });
