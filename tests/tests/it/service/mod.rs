@@ -25,9 +25,11 @@ mod retention;
 mod schema_fuzz;
 mod suppression;
 
+use axum::http::HeaderMap;
 use oubli_tests::Service;
 use oubli_tests::browser::SmtpSink;
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
 
 pub(super) fn email(n: u64) -> Value {
     json!([{ "kind": "email", "value": format!("customer{n}@example.org") }])
@@ -76,4 +78,54 @@ pub(super) async fn with_mail(dir: &std::path::Path) -> (Service, SmtpSink) {
     })
     .await;
     (service, sink)
+}
+
+pub(super) type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
+/// A webhook endpoint on loopback (a recipient's, a controller's, an OpenDSR callback
+/// URL) that keeps what it receives and answers 500 to its first `failures` messages.
+pub(super) async fn receiver(failures: usize) -> (String, Received, tokio::task::JoinHandle<()>) {
+    let received: Received = Arc::default();
+    let seen = received.clone();
+    let router = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let mut seen = seen.lock().unwrap();
+                seen.push((headers, body));
+                if seen.len() <= failures {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let (address, handle) = oubli_tests::serve(router).await;
+    (format!("http://{address}/hooks"), received, handle)
+}
+
+/// Whether a message carries the Standard Webhooks signature of `secret`, computed from
+/// the convention, not from oubli's code.
+pub(super) fn signed_by(secret: &str, headers: &HeaderMap, body: &str) -> bool {
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    let expected = oubli_tests::standard_webhooks_signature(
+        secret,
+        &header("webhook-id"),
+        &header("webhook-timestamp"),
+        body,
+    );
+    header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
+}
+
+/// Waits (up to 30 s) for `n` messages.
+pub(super) async fn wait_for(received: &Received, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while received.lock().unwrap().len() < n {
+        assert!(std::time::Instant::now() < deadline, "no notice arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

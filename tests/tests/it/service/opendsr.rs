@@ -5,39 +5,14 @@
 //! naming the field. Every signature is checked with the public key of the certificate
 //! the discovery points to (RSASSA-PKCS1-v1_5, SHA-256, over the body's bytes).
 
-use axum::http::HeaderMap;
+use super::receiver;
 use base64::Engine as _;
 use oubli_tests::Service;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
 use x509_cert::der::{DecodePem, Encode};
-
-type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
-
-/// The controller's callback endpoint on loopback.
-async fn callbacks() -> (String, Received, tokio::task::JoinHandle<()>) {
-    let received: Received = Arc::default();
-    let seen = received.clone();
-    let router = axum::Router::new().route(
-        "/opendsr/callbacks",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push((headers, body));
-                axum::http::StatusCode::ACCEPTED
-            }
-        }),
-    );
-    let (address, handle) = oubli_tests::serve(router).await;
-    (
-        format!("http://{address}/opendsr/callbacks"),
-        received,
-        handle,
-    )
-}
 
 /// The processor's public key, from the certificate at the discovery's address.
 async fn processor_key(certificate_url: &str) -> VerifyingKey<sha2::Sha256> {
@@ -144,7 +119,7 @@ async fn an_opendsr_controller_erases_through_the_specification_and_checks_every
     let service =
         Service::spawn_app(dir.path(), &[("OUBLI_OPENDSR_PRIVATE_CALLBACKS", "true")]).await;
     let demo = service.demo.clone();
-    let (callback_url, received, _receiver) = callbacks().await;
+    let (callback_url, received, _receiver) = receiver(0).await;
 
     // Discovery, signed with the key of the certificate it names.
     let (status, headers, body) = call(

@@ -3,57 +3,9 @@
 //! code), retried when they fail, whose link gives who the subject is and nothing else;
 //! the certificate lists them.
 
-use super::{approve, email};
-use axum::http::HeaderMap;
+use super::{approve, email, receiver, signed_by, wait_for};
 use oubli_tests::Service;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
-
-type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
-
-/// A recipient's endpoint on loopback that answers 500 to its first `failures` notices.
-async fn receiver(failures: usize) -> (String, Received, tokio::task::JoinHandle<()>) {
-    let received: Received = Arc::default();
-    let seen = received.clone();
-    let router = axum::Router::new().route(
-        "/notices",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let seen = seen.clone();
-            async move {
-                let mut seen = seen.lock().unwrap();
-                seen.push((headers, body));
-                if seen.len() <= failures {
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    axum::http::StatusCode::NO_CONTENT
-                }
-            }
-        }),
-    );
-    let (address, handle) = oubli_tests::serve(router).await;
-    (format!("http://{address}/notices"), received, handle)
-}
-
-fn signed_by(secret: &str, headers: &HeaderMap, body: &str) -> bool {
-    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
-    let expected = oubli_tests::standard_webhooks_signature(
-        secret,
-        &header("webhook-id"),
-        &header("webhook-timestamp"),
-        body,
-    );
-    header("webhook-signature")
-        .split(' ')
-        .any(|s| s == expected)
-}
-
-async fn wait_for(received: &Received, n: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while received.lock().unwrap().len() < n {
-        assert!(std::time::Instant::now() < deadline, "no notice arrived");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recipients_are_told_of_erasures_and_rectifications_and_the_certificate_says_so() {
