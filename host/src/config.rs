@@ -306,6 +306,10 @@ impl Config {
             }
         }
         anyhow::ensure!(
+            config.opendsr_certificate.is_some() == config.opendsr_key.is_some(),
+            "opendsr_certificate and opendsr_key go together: a certificate and its key"
+        );
+        anyhow::ensure!(
             config.workers >= 1,
             "workers: at least one worker is needed"
         );

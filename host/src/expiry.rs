@@ -499,37 +499,39 @@ pub struct RunState {
     pub issued_at: Option<DateTime<Utc>>,
 }
 
-type RunStateRow = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    i64,
-    Option<String>,
-    String,
-    Option<i64>,
-);
+/// A run as stored.
+#[derive(sqlx::FromRow)]
+struct RunColumns {
+    id: String,
+    rule_id: String,
+    rule: String,
+    system_id: String,
+    started_at: i64,
+    finished_at: Option<i64>,
+    expired: Option<i64>,
+    filed: i64,
+    more: i64,
+    error: Option<String>,
+    report_status: String,
+    issued_at: Option<i64>,
+}
 
 const RUN_COLUMNS: &str = "id, rule_id, rule, system_id, started_at, finished_at, expired, filed, more, error, report_status, issued_at";
 
-fn run_state(r: RunStateRow) -> RunState {
+fn run_state(r: RunColumns) -> RunState {
     RunState {
-        id: r.0,
-        rule_id: r.1,
-        rule: r.2,
-        system_id: r.3,
-        started_at: to_rfc3339(r.4),
-        finished_at: r.5.map(to_rfc3339),
-        expired: r.6,
-        filed: r.7,
-        more: r.8 != 0,
-        error: r.9,
-        report_status: r.10,
-        issued_at: r.11.map(to_rfc3339),
+        id: r.id,
+        rule_id: r.rule_id,
+        rule: r.rule,
+        system_id: r.system_id,
+        started_at: to_rfc3339(r.started_at),
+        finished_at: r.finished_at.map(to_rfc3339),
+        expired: r.expired,
+        filed: r.filed,
+        more: r.more != 0,
+        error: r.error,
+        report_status: r.report_status,
+        issued_at: r.issued_at.map(to_rfc3339),
     }
 }
 
@@ -543,7 +545,7 @@ pub async fn runs(
     rule_id: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<RunState>> {
-    let rows: Vec<RunStateRow> = sqlx::query_as(&format!(
+    let rows: Vec<RunColumns> = sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM retention_runs WHERE controller_id = $1 AND ($2 IS NULL OR rule_id = $2) \
          ORDER BY id DESC LIMIT $3"
     ))
@@ -564,8 +566,15 @@ pub async fn run_of(
     controller_id: &str,
     run_id: &str,
 ) -> anyhow::Result<Option<(RunState, Option<serde_json::Value>)>> {
-    let row: Option<RunStateRow> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM retention_runs WHERE controller_id = $1 AND id = $2"
+    // The report with the run: it may be large, so a listing of runs leaves it out.
+    #[derive(sqlx::FromRow)]
+    struct WithReport {
+        #[sqlx(flatten)]
+        run: RunColumns,
+        report: Option<String>,
+    }
+    let row: Option<WithReport> = sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS}, report FROM retention_runs WHERE controller_id = $1 AND id = $2"
     ))
     .bind(controller_id)
     .bind(run_id)
@@ -574,14 +583,12 @@ pub async fn run_of(
     let Some(row) = row else {
         return Ok(None);
     };
-    // The report is read apart: it may be large, and is not part of a run's listing.
-    let report: Option<String> =
-        sqlx::query_scalar("SELECT report FROM retention_runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_one(&store.read)
-            .await?;
-    let report = report.as_deref().map(serde_json::from_str).transpose()?;
-    Ok(Some((run_state(row), report)))
+    let report = row
+        .report
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()?;
+    Ok(Some((run_state(row.run), report)))
 }
 
 /// How many of the requests a run filed have not settled yet.

@@ -232,10 +232,7 @@ pub async fn start(mut config: Config, mode: Mode) -> anyhow::Result<Running> {
         };
         let processor: crate::notify::ProcessorSigner = {
             let app = app.clone();
-            std::sync::Arc::new(move |body: &[u8]| {
-                let processor = app.processor()?;
-                Ok((processor.domain.clone(), processor.sign(body)))
-            })
+            std::sync::Arc::new(move || app.processor())
         };
         background.push(tokio::spawn(crate::notify::run(
             app.store.clone(),

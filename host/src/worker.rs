@@ -909,7 +909,7 @@ async fn idle_wait(app: &App, backoff: &crate::retry::Backoff) -> Duration {
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// The shortest: a task that is due but was not claimed (taken by another process) is not
 /// looked at again in a busy loop.
-const IDLE_MIN: Duration = Duration::from_millis(100);
+const IDLE_MIN: Duration = Duration::from_millis(250);
 
 /// Wakes this process's workers whenever another process announces queued tasks
 /// (PostgreSQL `LISTEN`), until `shutdown` turns true. Workers poll as well, so a lost

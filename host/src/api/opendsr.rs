@@ -480,11 +480,9 @@ async fn receive(
         Ok(accepted) => accepted,
         // Another token sent the same id at the same moment: the database kept one.
         Err(e)
-            if {
-                let text = format!("{e:#}");
-                text.contains("opendsr_requests")
-                    && (text.contains("UNIQUE") || text.contains("duplicate key"))
-            } =>
+            if e.downcast_ref::<sqlx::Error>()
+                .and_then(sqlx::Error::as_database_error)
+                .is_some_and(|d| d.is_unique_violation()) =>
         {
             return Err(OpenDsrError::field(
                 "subject_request_id",
@@ -522,30 +520,17 @@ async fn receive(
 }
 
 /// Whether a callback URL names this machine or a private network: `localhost`, or an
-/// address that is loopback, private, link-local or unspecified. (A name that resolves to
-/// one is not caught here.)
+/// address the sandbox also refuses. (A name that resolves to one is not caught here.)
 fn internal(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             name == "localhost" || name.ends_with(".localhost")
         }
-        Some(url::Host::Ipv4(ip)) => {
-            ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_broadcast()
-        }
-        Some(url::Host::Ipv6(ip)) => {
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || (ip.segments()[0] & 0xfe00) == 0xfc00
-                || (ip.segments()[0] & 0xffc0) == 0xfe80
-                || ip
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_private())
-        }
+        // The sandbox's own list: loopback, private, shared, link-local, multicast and
+        // the IPv6 forms that embed one.
+        Some(url::Host::Ipv4(ip)) => crate::runtime::capability::http::is_private(ip.into()),
+        Some(url::Host::Ipv6(ip)) => crate::runtime::capability::http::is_private(ip.into()),
         None => true,
     }
 }

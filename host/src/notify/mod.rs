@@ -69,9 +69,10 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> anyhow::Resul
     ))
 }
 
-/// Signs an OpenDSR message's body with the processor's key: its domain and the base64
-/// signature (made by `serve`, where the key is).
-pub type ProcessorSigner = Arc<dyn Fn(&[u8]) -> anyhow::Result<(String, String)> + Send + Sync>;
+/// The processor's OpenDSR key and certificate, loaded (or made) where the service holds
+/// them (`App::processor`, through `serve`).
+pub type ProcessorSigner =
+    Arc<dyn Fn() -> anyhow::Result<Arc<crate::crypto::opendsr::Processor>> + Send + Sync>;
 
 /// Makes the address of a link from its purpose (`links::APPROVAL`, `recipients::NOTICE`)
 /// and id: the service's public URL and the link's token, which only the process holding
@@ -299,8 +300,8 @@ pub async fn send_due(
     for delivery in claimed {
         // An OpenDSR callback goes to the URL its request gave, signed by the processor.
         if let Some(url) = &delivery.callback_url {
-            let (domain, _) = match processor(b"") {
-                Ok(signed) => signed,
+            let processor = match processor() {
+                Ok(processor) => processor,
                 Err(e) => {
                     // Told as this delivery's failure: the others still go.
                     give_up(
@@ -312,20 +313,32 @@ pub async fn send_due(
                     continue;
                 }
             };
-            let body = opendsr::body(
+            let body = match opendsr::body(
                 store,
                 delivery.request_id.as_deref().unwrap_or_default(),
                 &delivery.payload,
                 &config.base_url(),
-                &domain,
+                &processor.domain,
             )
-            .await?;
+            .await
+            {
+                Ok(body) => body,
+                Err(e) => {
+                    give_up(
+                        store,
+                        &delivery.id,
+                        &format!("the callback could not be made: {e:#}"),
+                    )
+                    .await?;
+                    continue;
+                }
+            };
             due.push((
                 delivery.id,
                 body,
                 delivery.attempts,
                 url.clone(),
-                Signed::Processor,
+                Signed::Processor(processor),
             ));
             continue;
         }
@@ -381,13 +394,11 @@ pub async fn send_due(
                     .header("webhook-timestamp", timestamp.to_string())
                     .header("webhook-signature", sign(secret, id, timestamp, body)?);
             }
-            Signed::Processor => {
-                let Ok((domain, signature)) = processor(body.as_bytes()) else {
-                    give_up(store, id, "the OpenDSR key cannot be used").await?;
-                    continue;
-                };
+            Signed::Processor(processor) => {
+                let (domain, signature) =
+                    (processor.domain.as_str(), processor.sign(body.as_bytes()));
                 post = post
-                    .header("x-opendsr-processor-domain", &domain)
+                    .header("x-opendsr-processor-domain", domain)
                     .header("x-opendsr-signature", &signature)
                     .header("x-opengdpr-processor-domain", domain)
                     .header("x-opengdpr-signature", signature);
@@ -477,7 +488,7 @@ enum Signed {
     /// Standard Webhooks, with this secret.
     Webhook(String),
     /// OpenDSR, with the processor's key.
-    Processor,
+    Processor(Arc<crate::crypto::opendsr::Processor>),
 }
 
 /// Sends webhooks and e-mails, and queues the e-mails deadlines call for, until

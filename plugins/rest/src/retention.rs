@@ -15,7 +15,7 @@
 //! reaches that record, not another account with the same address), or else by every
 //! kind `name_by` lists (a record lacking one is left out).
 
-use crate::api::{self, Api, Collection, EraseAction};
+use crate::api::{self, Api, Collection, EraseAction, Pagination};
 use crate::{Sought, Token, search_page};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use oubli_connector::{Error, ExpiredPage, Identity, Result};
@@ -31,7 +31,8 @@ pub struct Rule {
     /// erasure deletes the record).
     pub collection: String,
     /// The path of the field the period runs from: RFC 3339 text, a date
-    /// (`2026-01-31`), or a Unix time in seconds or milliseconds.
+    /// (`2026-01-31`, read as midnight UTC), a date and time without an offset (read as
+    /// UTC), or a Unix time in seconds or milliseconds as a JSON number.
     pub field: String,
     /// Days after `field` at which the subject expires (at least 1).
     pub after_days: u32,
@@ -121,14 +122,26 @@ pub fn check(api: &Api) -> Result<()> {
         {
             return invalid("when.equals", "a string, a number or a boolean".into());
         }
-        if let Some((key, _)) = rule
-            .params
-            .iter()
-            .find(|(k, _)| collection.search.params.contains_key(*k))
-        {
+        let paging: Vec<&str> = match &collection.search.pagination {
+            Pagination::None | Pagination::Link => Vec::new(),
+            Pagination::Page {
+                param, size_param, ..
+            } => std::iter::once(param.as_str())
+                .chain(size_param.as_deref())
+                .collect(),
+            Pagination::Offset {
+                param, limit_param, ..
+            } => vec![param.as_str(), limit_param.as_str()],
+            Pagination::Cursor { param, .. } => vec![param.as_str()],
+        };
+        if let Some((key, _)) = rule.params.iter().find(|(k, _)| {
+            collection.search.params.contains_key(*k) || paging.contains(&k.as_str())
+        }) {
             return invalid(
                 "params",
-                format!("{key:?} is already one of the collection's search parameters"),
+                format!(
+                    "{key:?} is already one of the collection's search or pagination parameters"
+                ),
             );
         }
         naming(collection, rule)
@@ -259,6 +272,19 @@ pub fn expired(api: &Api, name: &str, cursor: Option<&str>, now: i64) -> Result<
     // A page on which no record has a date this reads, or none has the condition's
     // field, says the rule does not fit the records: "no one expired" would be a guess.
     let set = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
+    // A field no record has at all (not even as null) is a name the API does not use.
+    if !page.records.is_empty()
+        && page
+            .records
+            .iter()
+            .all(|r| api::at(r, &rule.field).is_none())
+    {
+        return Err(Error::InvalidConfig(format!(
+            "config.api.retention.{name}.field: none of the {} records listed has a field at {:?}",
+            page.records.len(),
+            rule.field
+        )));
+    }
     let dated = page
         .records
         .iter()

@@ -487,14 +487,13 @@ async fn json_server_customers_past_their_retention_period_are_erased_by_a_rule(
         .post(
             &format!("/v1/controllers/{controller}/systems"),
             &demo.admin,
-            connect(api),
+            connect(api.clone()),
         )
         .await;
     assert_eq!(status, 201, "{connected}");
     let system_id = connected["id"].as_str().unwrap().to_owned();
 
     let rules = format!("/v1/controllers/{controller}/retention-rules");
-    let mut ids = Vec::new();
     for name in ["former-customers", "unfiltered"] {
         let (status, set) = service
             .post(
@@ -516,7 +515,6 @@ async fn json_server_customers_past_their_retention_period_are_erased_by_a_rule(
             json!({ "customer-id": 2 }),
             "{name}: {dry}"
         );
-        ids.push(id);
     }
     let (status, _) = service
         .post(
@@ -538,14 +536,8 @@ async fn json_server_customers_past_their_retention_period_are_erased_by_a_rule(
         (&json!(2), &json!(2)),
         "{run}"
     );
-    let ids_of = |records: Vec<Value>| -> Vec<i64> {
-        records.iter().filter_map(|r| r["id"].as_i64()).collect()
-    };
-    assert_eq!(
-        ids_of(server.records("customers").await),
-        [2, 3, 4, 5, 7, 8]
-    );
-    assert_eq!(ids_of(server.records("orders").await), [41]);
+    assert_eq!(ids(&server.records("customers").await), [2, 3, 4, 5, 7, 8]);
+    assert_eq!(ids(&server.records("orders").await), [41]);
     let (status, report) = service
         .get(
             &format!("{runs_path}/{}/report", run["id"].as_str().unwrap()),
@@ -564,6 +556,53 @@ async fn json_server_customers_past_their_retention_period_are_erased_by_a_rule(
     };
     assert_eq!(deleted("customers"), Some(json!(2)), "{report}");
     assert_eq!(deleted("orders"), Some(json!(2)), "{report}");
+    // A parameter that is the pagination's is refused when the system is connected; a
+    // field the records do not have when the rule is set: named, never "no one expired".
+    let mut clashing = api.clone();
+    clashing["retention"]["former-customers"]["params"] = json!({ "_page": "{cutoff}" });
+    let (status, refused) = service
+        .post(
+            &format!("/v1/controllers/{controller}/systems"),
+            &demo.admin,
+            connect(clashing),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["field"], "config.api.retention.former-customers.params",
+        "{refused}"
+    );
+    let mut mistyped = api.clone();
+    mistyped["retention"]["former-customers"]["field"] = json!("deactivatedat");
+    let mut second = connect(mistyped);
+    second["name"] = json!("shop-api-mistyped");
+    let (status, other) = service
+        .post(
+            &format!("/v1/controllers/{controller}/systems"),
+            &demo.admin,
+            second,
+        )
+        .await;
+    assert_eq!(status, 201, "{other}");
+    let (status, refused) = service
+        .post(
+            &rules,
+            &demo.admin,
+            json!({ "system_id": other["id"], "rule": "former-customers", "every_minutes": 60 }),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("rule")),
+        "{refused}"
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("config.api.retention.former-customers.field"),
+        "{refused}"
+    );
     // An unknown rule is the configuration's error, named.
     let (status, refused) = service
         .post(
