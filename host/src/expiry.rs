@@ -277,6 +277,8 @@ pub async fn probe(app: &App, system_id: &str, rule: &str) -> Result<(), Runtime
 /// What a dry run found: how many subjects, by identity kind, without their values.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DryRun {
+    /// Subjects listed as expired that a request can name (1 to 20 identities of 1 to 512
+    /// characters), each counted once.
     pub subjects: usize,
     /// Identity kind → how many of the subjects have one.
     pub identity_kinds: BTreeMap<String, usize>,
@@ -486,7 +488,8 @@ pub struct RunState {
     pub system_id: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// Subjects the connector listed as expired; none when it could not say.
+    /// Subjects the connector listed as expired that a request can name (1 to 20
+    /// identities of 1 to 512 characters), each counted once; none when it could not say.
     pub expired: Option<i64>,
     /// Erasure requests it filed (new ones).
     pub filed: i64,

@@ -38,7 +38,7 @@ pub struct Run {
     pub started_at: i64,
     #[serde(skip)]
     pub finished_at: Option<i64>,
-    /// Subjects the connector listed as expired.
+    /// Subjects the connector listed as expired that a request can name, each once.
     pub expired: Option<i64>,
     /// Requests it filed (new ones).
     pub filed: i64,
