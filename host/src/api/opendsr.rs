@@ -696,13 +696,17 @@ mod tests {
             "http://[fd00::1]/x",
             "http://[fe80::1]/x",
             "http://[::ffff:127.0.0.1]/x",
+            // What the sandbox's list adds: shared address space, documentation, Teredo.
+            "http://100.64.0.1/x",
+            "http://[2001:db8::1]/x",
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",
         ] {
             assert!(internal(&url::Url::parse(url).unwrap()), "{url}");
         }
         for url in [
             "https://controller.example/cb",
             "https://93.184.216.34/cb",
-            "https://[2001:db8::1]/cb",
+            "https://[2606:4700:4700::1111]/cb",
         ] {
             assert!(!internal(&url::Url::parse(url).unwrap()), "{url}");
         }
