@@ -109,28 +109,62 @@ fn hash(
     hex::encode(h.finalize())
 }
 
-/// The end of the chain inside one transaction, for appending several events with one
-/// read. Any event appended by other means in the same transaction makes it stale: load
-/// it again then.
+/// The hash of the last event this process appended. The next append chains to it
+/// without reading the head first: its insert is guarded by the head it expects, so a
+/// stale value (its transaction rolled back, another process or another database of this
+/// process appended since) never makes a wrong link; it costs the failed insert and a
+/// read of the head (three statements where a read and an insert were two). That is the
+/// usual case only where several processes append to one trail (PostgreSQL with worker
+/// processes).
+static LAST_HASH: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn remember(hash: &str) {
+    hash.clone_into(
+        LAST_HASH
+            .lock()
+            .expect("audit head lock")
+            .get_or_insert_default(),
+    );
+}
+
+/// The end of the chain inside one transaction, for appending several events.
+///
+/// Each append is one statement in the usual case: an insert that takes effect only if
+/// the trail's head is still the event this one chains to. When it is not (another
+/// transaction or process appended, or an event was appended by other means in the same
+/// transaction), the head is read and the event chained to it.
 #[derive(Debug, Clone)]
 pub struct Chain {
-    prev: String,
+    /// The hash the next event is expected to follow; `None` until known.
+    prev: Option<String>,
+    /// Whether `prev` is the head as read in this transaction, which the next event
+    /// follows without a guard (see [`Chain::following`]).
+    read_here: bool,
 }
 
 impl Chain {
-    /// Reads the hash of the last event.
+    /// Takes the trail's lock (PostgreSQL) for the rest of the transaction; the head is
+    /// read only when the remembered one turns out stale.
     ///
     /// # Errors
-    /// When the database cannot be read.
+    /// When the database fails.
     pub async fn load(tx: &mut Tx<'_>) -> sqlx::Result<Chain> {
         crate::store::lock_trail(tx).await?;
-        let prev: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
-                .await?;
         Ok(Chain {
-            prev: prev.unwrap_or_else(|| GENESIS.to_owned()),
+            prev: LAST_HASH.lock().expect("audit head lock").clone(),
+            read_here: false,
         })
+    }
+
+    /// A chain whose next event follows the event with hash `head`, read in this
+    /// transaction under the trail's lock: appended without a guard, so that it follows
+    /// that event even where it is no longer the last one (a purge's checkpoint chains to
+    /// the head it signed, which the purge may have removed).
+    fn following(head: String) -> Chain {
+        Chain {
+            prev: Some(head),
+            read_here: true,
+        }
     }
 
     /// Appends an event after the last one.
@@ -147,7 +181,59 @@ impl Chain {
     ) -> sqlx::Result<()> {
         let at = now_ms();
         let details = details.to_string();
-        let hash = hash(&self.prev, at, actor, action, request_id, &details);
+        if self.read_here
+            && let Some(prev) = self.prev.take()
+        {
+            self.read_here = false;
+            return self
+                .insert(tx, prev, at, actor, action, request_id, details)
+                .await;
+        }
+        if let Some(prev) = &self.prev {
+            let hash = hash(prev, at, actor, action, request_id, &details);
+            let inserted = sqlx::query(
+                "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7 \
+                 WHERE $6 = COALESCE((SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1), $8)",
+            )
+            .bind(at)
+            .bind(actor)
+            .bind(action)
+            .bind(request_id)
+            .bind(&details)
+            .bind(prev)
+            .bind(&hash)
+            .bind(GENESIS)
+            .execute(&mut **tx)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                remember(&hash);
+                self.prev = Some(hash);
+                return Ok(());
+            }
+        }
+        let prev: String =
+            sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?
+                .unwrap_or_else(|| GENESIS.to_owned());
+        self.insert(tx, prev, at, actor, action, request_id, details)
+            .await
+    }
+
+    /// Inserts the event after `prev`, unguarded.
+    #[allow(clippy::too_many_arguments)]
+    async fn insert(
+        &mut self,
+        tx: &mut Tx<'_>,
+        prev: String,
+        at: i64,
+        actor: &str,
+        action: &str,
+        request_id: Option<&str>,
+        details: String,
+    ) -> sqlx::Result<()> {
+        let hash = hash(&prev, at, actor, action, request_id, &details);
         sqlx::query(
             "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -156,11 +242,12 @@ impl Chain {
         .bind(action)
         .bind(request_id)
         .bind(details)
-        .bind(&self.prev)
+        .bind(&prev)
         .bind(&hash)
         .execute(&mut **tx)
         .await?;
-        self.prev = hash;
+        remember(&hash);
+        self.prev = Some(hash);
         Ok(())
     }
 }
@@ -280,7 +367,7 @@ pub async fn purge_access_log(
     before: i64,
     limit: i64,
 ) -> anyhow::Result<u64> {
-    let mut chain = Chain::load(tx).await?;
+    crate::store::lock_trail(tx).await?;
     let mut query = Sql::new(format!("SELECT {COLUMNS} FROM audit_events WHERE at < "));
     query
         .bind(before)
@@ -323,7 +410,7 @@ pub async fn purge_access_log(
         purged.len()
     );
     let details = checkpoint(keys, before, &gaps(&purged), (head.0, &head.1));
-    chain
+    Chain::following(head.1)
         .append(tx, "system", CHECKPOINT, None, details)
         .await?;
     Ok(deleted)

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod connectors;
 pub mod service;
+pub mod statements;
 
 use crate::runtime::{Action, Info, Runtime, RuntimeSettings, SystemConfig};
 use serde::Serialize;

@@ -297,6 +297,20 @@ pub struct E2eReport {
     pub ratio: f64,
     /// The checks each erasure ran after `erase`.
     pub checks: crate::config::ErasureChecks,
+    /// Statements this process sent to oubli's own database per request, from the first
+    /// submission to the last completion (the benchmark's own progress reads left out);
+    /// `None` when they were not counted, or when worker processes ran the tasks.
+    pub store_statements_per_request: Option<f64>,
+    /// The same, by sqlx's summary of each statement (its first four words), the most
+    /// frequent first.
+    pub store_statements: Vec<StatementCount>,
+}
+
+/// Statements of one kind per request.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementCount {
+    pub summary: String,
+    pub per_request: f64,
 }
 
 impl super::Report for E2eReport {
@@ -327,6 +341,14 @@ impl super::Report for E2eReport {
             self.native_seconds
         );
         println!("  ratio (oubli / native): {:.2}", self.ratio);
+        if let Some(statements) = self.store_statements_per_request {
+            println!(
+                "  statements on oubli's database per request: {statements:.1} (submission, approval, every task and check), the most frequent:"
+            );
+            for count in self.store_statements.iter().take(25) {
+                println!("    {:>6.2}  {}", count.per_request, count.summary);
+            }
+        }
     }
 }
 
@@ -457,20 +479,50 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
     bench.running.app.plugin(&digest).await?;
     let mut children = spawn_workers(&config, worker_processes)?;
 
+    let counted = super::statements::by_summary().filter(|_| worker_processes == 0);
+    let counted_at_all = counted.is_some();
+    const PROGRESS: &str = "SELECT COUNT(*) FROM requests WHERE status IN ('completed', 'failed')";
+    let mut polls = 0;
     let started = Instant::now();
     bench.submit_all(requests, 32).await?;
     loop {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM requests WHERE status IN ('completed', 'failed')",
-        )
-        .fetch_one(&bench.running.app.store.read)
-        .await?;
+        polls += 1;
+        let done: i64 = sqlx::query_scalar(PROGRESS)
+            .fetch_one(&bench.running.app.store.read)
+            .await?;
         if done as u64 >= requests {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let oubli_seconds = started.elapsed().as_secs_f64();
+    // The benchmark's own progress reads are not the service's: taken out by their
+    // summary, which is sqlx's (the first four words, and `…` for a longer statement).
+    let store_statements: Vec<StatementCount> = counted
+        .zip(super::statements::by_summary())
+        .map(|(before, mut after)| {
+            let progress = format!(
+                "{} …",
+                PROGRESS
+                    .split_whitespace()
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            if let Some(n) = after.get_mut(&progress) {
+                *n = n.saturating_sub(polls);
+            }
+            super::statements::per_unit(&before, &after, requests)
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(summary, per_request)| StatementCount {
+            summary,
+            per_request,
+        })
+        .collect();
+    let store_statements_per_request =
+        counted_at_all.then(|| store_statements.iter().map(|c| c.per_request).sum::<f64>());
     let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE status = 'failed'")
         .fetch_one(&bench.running.app.store.read)
         .await?;
@@ -514,5 +566,7 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
         native_seconds,
         ratio: oubli_seconds / native_seconds,
         checks,
+        store_statements_per_request,
+        store_statements,
     })
 }

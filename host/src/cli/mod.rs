@@ -81,7 +81,12 @@ enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = telemetry::init();
+    // Counting statements turns on sqlx's logging of each: only the benchmark that
+    // prints the count pays for it.
+    let telemetry = telemetry::init(matches!(
+        cli.command,
+        Command::Bench(BenchCommand::E2e { .. })
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -28,8 +28,10 @@ impl Telemetry {
     }
 }
 
-/// Installs the global subscriber. Call it before the async runtime starts.
-pub fn init() -> Telemetry {
+/// Installs the global subscriber. Call it before the async runtime starts. With
+/// `count_statements`, the statements sent through sqlx are counted for the benchmarks
+/// ([`crate::bench::statements`]).
+pub fn init(count_statements: bool) -> Telemetry {
     let filter = || EnvFilter::try_from_env("OUBLI_LOG").unwrap_or_else(|_| "warn".into());
     let logs = if std::env::var("OUBLI_LOG_FORMAT").is_ok_and(|f| f == "json") {
         tracing_subscriber::fmt::layer()
@@ -66,7 +68,12 @@ pub fn init() -> Telemetry {
             .with_tracer(provider.tracer("oubli"))
             .with_filter(filter.and(filter_fn(|m| m.is_span())))
     });
-    tracing_subscriber::registry().with(logs).with(spans).init();
+    let statements = count_statements.then(crate::bench::statements::layer);
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .with(statements)
+        .init();
     Telemetry { traces }
 }
 

@@ -91,6 +91,9 @@ pub struct Claimed {
     /// Whether this claim took the task over from a run that was interrupted.
     #[sqlx(default)]
     pub took_over: bool,
+    /// The status of the task's request when the task was claimed (read by the claim
+    /// itself, so that starting approved requests needs no read of its own).
+    pub request_status: String,
     /// The fencing token, `<owner>:<random>`, unique to this claim: every later write
     /// checks it, so a worker whose lease was taken over cannot write, even when the task's
     /// attempt count was reset by a retry since.
@@ -251,7 +254,8 @@ async fn claim_once(
                         AND ((t.status = $7 AND t.run_after <= $3) \
                              OR (t.status = $6 AND t.lease_expires_at + {delay} < $3)) \
                       ORDER BY t.run_after, t.id LIMIT $4{skip_locked}) \
-         RETURNING id, request_id, system_id, attempts AS attempt, max_attempts, interrupted, lease_owner AS lease",
+         RETURNING id, request_id, system_id, attempts AS attempt, max_attempts, interrupted, lease_owner AS lease, \
+         (SELECT r.status FROM requests r WHERE r.id = tasks.request_id) AS request_status",
     ))
     .bind(owner)
     .bind(now + lease.as_millis() as i64)

@@ -113,15 +113,21 @@ pub async fn transition(
     let now = now_ms();
     let completed = (next == Status::Completed).then_some(now);
     // A redacted request has no subject left to act on: it moves no further.
-    let updated = sqlx::query("UPDATE requests SET status = $1, updated_at = $2, completed_at = COALESCE($3, completed_at) WHERE id = $4 AND status = $5 AND subject_redacted_at IS NULL")
-        .bind(next.as_str())
-        .bind(now)
-        .bind(completed)
-        .bind(&request.id)
-        .bind(request.status.as_str())
-        .execute(&mut **tx)
-        .await?;
-    if updated.rows_affected() != 1 {
+    // The update says whether the request came through OpenDSR, whose sender is told of
+    // each change: the others need no statement for it.
+    let updated: Option<Option<String>> = sqlx::query_scalar(
+        "UPDATE requests SET status = $1, updated_at = $2, completed_at = COALESCE($3, completed_at) \
+         WHERE id = $4 AND status = $5 AND subject_redacted_at IS NULL \
+         RETURNING (SELECT o.request_id FROM opendsr_requests o WHERE o.request_id = requests.id)",
+    )
+    .bind(next.as_str())
+    .bind(now)
+    .bind(completed)
+    .bind(&request.id)
+    .bind(request.status.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(opendsr) = updated else {
         // Redacted since it was read (by another process's purge job).
         let redacted_at: Option<Option<i64>> =
             sqlx::query_scalar("SELECT subject_redacted_at FROM requests WHERE id = $1")
@@ -135,7 +141,7 @@ pub async fn transition(
             "request {} changed status while it was being updated",
             request.id
         );
-    }
+    };
     audit::append(
         tx,
         actor,
@@ -144,7 +150,9 @@ pub async fn transition(
         details,
     )
     .await?;
-    crate::notify::opendsr::status_changed(tx, &request.id, next.as_str()).await?;
+    if opendsr.is_some() {
+        crate::notify::opendsr::status_changed(tx, &request.id, next.as_str()).await?;
+    }
     Ok(Ok(next))
 }
 
@@ -259,22 +267,15 @@ pub async fn claim_many(
 /// The second half of [`claim_many`]: starts the approved requests of `claimed` and
 /// audits the runs taken over.
 async fn start_and_audit(store: &Store, owner: &str, claimed: &[Claimed]) -> anyhow::Result<()> {
-    let mut requests: Vec<&str> = claimed.iter().map(|c| c.request_id.as_str()).collect();
-    requests.sort_unstable();
-    requests.dedup();
-    // Most claims are of requests already running: only approved ones need the trail's
-    // lock and a transaction (and are read again under it).
-    let mut approved = Vec::new();
-    for request_id in requests {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
-                .bind(request_id)
-                .fetch_optional(&store.read)
-                .await?;
-        if status.as_deref() == Some(Status::Approved.as_str()) {
-            approved.push(request_id);
-        }
-    }
+    // Most claims are of requests already running: only approved ones (as the claim read
+    // them) need the trail's lock and a transaction, and are read again under it.
+    let mut approved: Vec<&str> = claimed
+        .iter()
+        .filter(|c| c.request_status == Status::Approved.as_str())
+        .map(|c| c.request_id.as_str())
+        .collect();
+    approved.sort_unstable();
+    approved.dedup();
     if approved.is_empty() && !claimed.iter().any(|c| c.took_over) {
         return Ok(());
     }

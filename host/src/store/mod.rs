@@ -61,8 +61,16 @@ pub struct Store {
     backend: Backend,
     /// The PostgreSQL URL, for `LISTEN`.
     url: Option<String>,
-    /// Whether the SQLite write connection was lent with `synchronous = NORMAL`.
+    /// Whether the SQLite write connection may be at `synchronous = NORMAL`, as
+    /// [`Store::relaxed`] left it (`false` means certainly `FULL`); any other taker makes
+    /// it durable again first. Nothing takes it with `try_acquire`, which would skip that.
     relaxed: Arc<AtomicBool>,
+}
+
+tokio::task_local! {
+    /// Set while [`Store::relaxed`] takes the SQLite write connection, which then keeps
+    /// `synchronous = NORMAL` if it has it (every other taker makes it `FULL`).
+    static RELAXED_ACQUIRE: bool;
 }
 
 /// Milliseconds since the Unix epoch, the unit of every time column.
@@ -174,10 +182,11 @@ impl Store {
             AnyConnectOptions::from_str(&url).map_err(anyhow::Error::from)
         };
         let relaxed = Arc::new(AtomicBool::new(false));
-        let reset = relaxed.clone();
+        let (connected, reset) = (relaxed.clone(), relaxed.clone());
         let write = AnyPoolOptions::new()
             .max_connections(1)
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
+                let connected = connected.clone();
                 Box::pin(async move {
                     // FULL: a commit is on disk before the API answers, even across a
                     // power cut.
@@ -186,15 +195,23 @@ impl Store {
                          PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                     )
                     .await?;
+                    connected.store(false, Ordering::SeqCst);
                     Ok(())
                 })
             })
-            // A connection lent by `relaxed()` is made durable again before its next use.
-            .after_release(move |conn, _| {
+            // A file on this machine: there is no connection to lose, and a ping would be
+            // one more round trip to the connection's thread per use.
+            .test_before_acquire(false)
+            // The connection is left at `synchronous = NORMAL` by `relaxed()` until it is
+            // taken for anything else, which makes it durable again first: bookkeeping
+            // that follows bookkeeping switches nothing.
+            .before_acquire(move |conn, _| {
                 let reset = reset.clone();
                 Box::pin(async move {
-                    if reset.swap(false, Ordering::SeqCst) {
+                    let for_bookkeeping = RELAXED_ACQUIRE.try_with(|r| *r).unwrap_or(false);
+                    if !for_bookkeeping && reset.load(Ordering::SeqCst) {
                         conn.execute("PRAGMA synchronous = FULL").await?;
+                        reset.store(false, Ordering::SeqCst);
                     }
                     Ok(true)
                 })
@@ -213,6 +230,7 @@ impl Store {
         drop(_migrating);
         let read = AnyPoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
@@ -357,8 +375,12 @@ impl Store {
     /// # Errors
     /// When the database cannot be reached.
     pub async fn relaxed(&self) -> sqlx::Result<PoolConnection<Any>> {
-        let mut conn = self.relaxed_pool.acquire().await?;
-        if self.backend == Backend::Sqlite {
+        let mut conn = RELAXED_ACQUIRE
+            .scope(true, self.relaxed_pool.acquire())
+            .await?;
+        if self.backend == Backend::Sqlite && !self.relaxed.load(Ordering::SeqCst) {
+            // Marked first: a call dropped while the pragma is on its way still leaves the
+            // connection to be made durable again by its next taker.
             self.relaxed.store(true, Ordering::SeqCst);
             conn.execute("PRAGMA synchronous = NORMAL").await?;
         }
