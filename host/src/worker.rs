@@ -342,9 +342,7 @@ async fn erase(
     subject: &Subject,
     checks: Checks,
 ) -> Result<(serde_json::Value, u64), RuntimeError> {
-    let state = queue::erasure_state(&app.store, task)
-        .await
-        .map_err(|e| RuntimeError::Unavailable(format!("reading the erasure's state: {e:#}")))?;
+    let state = &task.erasure;
     let (report_lost, mut located) = open_places(app, state.located.as_deref())?;
     let (_, mut reported) = open_places(app, state.erased.as_deref())?;
     let found_now: Vec<_> = app.runtime.locate(plugin, system, subject).await?;

@@ -94,6 +94,9 @@ pub struct Claimed {
     /// The status of the task's request when the task was claimed (read by the claim
     /// itself, so that starting approved requests needs no read of its own).
     pub request_status: String,
+    /// What the task's earlier runs left of an erasure, as the claim found it.
+    #[sqlx(flatten)]
+    pub erasure: ErasureState,
     /// The fencing token, `<owner>:<random>`, unique to this claim: every later write
     /// checks it, so a worker whose lease was taken over cannot write, even when the task's
     /// attempt count was reset by a retry since.
@@ -255,7 +258,7 @@ async fn claim_once(
                              OR (t.status = $6 AND t.lease_expires_at + {delay} < $3)) \
                       ORDER BY t.run_after, t.id LIMIT $4{skip_locked}) \
          RETURNING id, request_id, system_id, attempts AS attempt, max_attempts, interrupted, lease_owner AS lease, \
-         (SELECT r.status FROM requests r WHERE r.id = tasks.request_id) AS request_status",
+         (SELECT r.status FROM requests r WHERE r.id = tasks.request_id) AS request_status, located, erased",
     ))
     .bind(owner)
     .bind(now + lease.as_millis() as i64)
@@ -801,23 +804,12 @@ pub async fn results(
 }
 
 /// What an erasure task located before changing anything, and what its erase calls
-/// reported, kept across its runs (each sealed JSON, `None` before the first run).
-#[derive(Debug, Default, sqlx::FromRow)]
+/// reported, kept across its runs (each sealed JSON, `None` before the first run); read
+/// by the claim.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct ErasureState {
     pub located: Option<String>,
     pub erased: Option<String>,
-}
-
-/// The erasure state the task's earlier runs left.
-///
-/// # Errors
-/// When the database cannot be read.
-pub async fn erasure_state(store: &Store, task: &Claimed) -> sqlx::Result<ErasureState> {
-    sqlx::query_as("SELECT located, erased FROM tasks WHERE id = $1")
-        .bind(&task.id)
-        .fetch_optional(&store.write)
-        .await
-        .map(Option::unwrap_or_default)
 }
 
 /// Saves the erasure state (the parts given) while the run still holds the task. Returns
