@@ -314,7 +314,7 @@ pub async fn send_due(
         });
         let outcome = match (smtp, mailer, &about, &address) {
             (None, _, _, _) | (_, None, _, _) => Skip(
-                "e-mail is not configured ([smtp] in the configuration)".into(),
+                NOT_CONFIGURED.into(),
             ),
             (_, _, None, _) => Skip("the request no longer exists".into()),
             // A link to decide on a request that was decided (or cancelled) meanwhile.
@@ -444,10 +444,7 @@ async fn report_mail(
     .fetch_optional(&store.read)
     .await?;
     let (Some(smtp), Some(mailer)) = (config.smtp.as_ref(), mailer) else {
-        return Ok((
-            Skip("e-mail is not configured ([smtp] in the configuration)".into()),
-            None,
-        ));
+        return Ok((Skip(NOT_CONFIGURED.into()), None));
     };
     let Some((Some(report), address, controller_id)) = row else {
         return Ok((Skip("the run has no report".into()), None));
@@ -538,6 +535,14 @@ fn compose_report(report: &serde_json::Value, page: &str) -> (String, String) {
     )
 }
 
+/// Why an e-mail is skipped when the operator configured no SMTP server.
+const NOT_CONFIGURED: &str = "e-mail is not configured ([smtp] in the configuration)";
+
+/// Whether this process already warned that e-mail is not configured: that is said
+/// once, not for every e-mail (each is still recorded as skipped, and counted).
+static TOLD_NOT_CONFIGURED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 async fn record(
     store: &Store,
     config: &Config,
@@ -562,7 +567,20 @@ async fn record(
     };
     metrics::counter!("oubli_email_attempts_total", "outcome" => status).increment(1);
     if let Some(error) = &error {
-        tracing::warn!(email = %email.id, attempts, status, "e-mail not sent: {error}");
+        let repeated = error == NOT_CONFIGURED
+            && TOLD_NOT_CONFIGURED.swap(true, std::sync::atomic::Ordering::Relaxed);
+        if repeated {
+            tracing::debug!(email = %email.id, attempts, status, "e-mail not sent: {error}");
+        } else if error == NOT_CONFIGURED {
+            tracing::warn!(
+                email = %email.id,
+                attempts,
+                status,
+                "e-mail not sent: {error}; the next e-mails skipped for this reason are logged at debug level (each is listed as skipped with its request)"
+            );
+        } else {
+            tracing::warn!(email = %email.id, attempts, status, "e-mail not sent: {error}");
+        }
     }
     let mut tx = store.begin().await?;
     sqlx::query(
