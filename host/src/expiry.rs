@@ -671,26 +671,31 @@ pub async fn issue_reports(app: &App) -> anyhow::Result<usize> {
         tx.commit().await?;
     }
     let settled: Vec<RunRow> = sqlx::query_as(&format!(
-        "SELECT r.id, r.rule_id, r.rule, r.system_id, r.started_at, r.finished_at, r.expired, r.filed, r.more, r.error, \
-         r.controller_id, c.name, c.webhook_url FROM retention_runs r JOIN controllers c ON c.id = r.controller_id \
+        "SELECT {}, r.controller_id, c.name, c.webhook_url FROM retention_runs r JOIN controllers c ON c.id = r.controller_id \
          WHERE r.report_status = 'waiting' AND NOT EXISTS \
-         (SELECT 1 FROM requests q WHERE q.retention_run_id = r.id AND q.status NOT IN ({SETTLED})) ORDER BY r.id LIMIT 16"
+         (SELECT 1 FROM requests q WHERE q.retention_run_id = r.id AND q.status NOT IN ({SETTLED})) ORDER BY r.id LIMIT 16",
+        RUN_COLUMNS
+            .split(", ")
+            .map(|column| format!("r.{column}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
     .fetch_all(&app.store.read)
     .await?;
     let mut issued = 0;
     for row in settled {
+        let r = row.run;
         let run = Run {
-            id: row.id,
-            rule_id: row.rule_id,
-            rule: row.rule,
-            system_id: row.system_id,
-            started_at: row.started_at,
-            finished_at: row.finished_at,
-            expired: row.expired,
-            filed: row.filed,
-            more: row.more != 0,
-            error: row.error,
+            id: r.id,
+            rule_id: r.rule_id,
+            rule: r.rule,
+            system_id: r.system_id,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            expired: r.expired,
+            filed: r.filed,
+            more: r.more != 0,
+            error: r.error,
         };
         // One run whose report cannot be made keeps none of the others back.
         let signed = match destruction::report(
@@ -762,16 +767,8 @@ pub async fn issue_reports(app: &App) -> anyhow::Result<usize> {
 /// A run whose report is due, with its controller.
 #[derive(sqlx::FromRow)]
 struct RunRow {
-    id: String,
-    rule_id: String,
-    rule: String,
-    system_id: String,
-    started_at: i64,
-    finished_at: Option<i64>,
-    expired: Option<i64>,
-    filed: i64,
-    more: i64,
-    error: Option<String>,
+    #[sqlx(flatten)]
+    run: RunColumns,
     controller_id: String,
     #[sqlx(rename = "name")]
     controller_name: String,

@@ -292,3 +292,47 @@ fn a_token_is_not_made_where_there_is_no_database() {
     assert!(stderr.contains("no oubli database at"), "{stderr}");
     assert!(!dir.path().join("nowhere").join("oubli.db").exists());
 }
+
+#[test]
+fn bench_e2e_counts_the_service_s_statements_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = oubli(
+        &[
+            "bench",
+            "e2e",
+            "--requests",
+            "10",
+            "--systems",
+            "1",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json(&output);
+    let kinds = report["store_statements"].as_array().unwrap();
+    let per_kind = |summary: &str| {
+        kinds
+            .iter()
+            .find(|k| k["summary"].as_str().unwrap().starts_with(summary))
+            .map(|k| k["per_request"].as_f64().unwrap())
+    };
+    // Every request inserts itself and appends to the audit trail.
+    assert_eq!(per_kind("INSERT INTO requests"), Some(1.0), "{report}");
+    assert!(
+        per_kind("INSERT INTO audit_events").unwrap() >= 1.0,
+        "{report}"
+    );
+    // The benchmark's own progress reads are not the service's.
+    assert_eq!(per_kind("SELECT COUNT(*) FROM requests"), None, "{report}");
+    let total: f64 = kinds
+        .iter()
+        .map(|k| k["per_request"].as_f64().unwrap())
+        .sum();
+    let printed = report["store_statements_per_request"].as_f64().unwrap();
+    assert!((total - printed).abs() < 1e-9, "{report}");
+}

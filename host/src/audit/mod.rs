@@ -179,36 +179,13 @@ impl Chain {
         request_id: Option<&str>,
         details: serde_json::Value,
     ) -> sqlx::Result<()> {
-        let at = now_ms();
         let details = details.to_string();
-        if self.read_here
-            && let Some(prev) = self.prev.take()
-        {
-            self.read_here = false;
-            return self
-                .insert(tx, prev, at, actor, action, request_id, details)
-                .await;
-        }
-        if let Some(prev) = &self.prev {
-            let hash = hash(prev, at, actor, action, request_id, &details);
-            let inserted = sqlx::query(
-                "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7 \
-                 WHERE $6 = COALESCE((SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1), $8)",
-            )
-            .bind(at)
-            .bind(actor)
-            .bind(action)
-            .bind(request_id)
-            .bind(&details)
-            .bind(prev)
-            .bind(&hash)
-            .bind(GENESIS)
-            .execute(&mut **tx)
-            .await?;
-            if inserted.rows_affected() == 1 {
-                remember(&hash);
-                self.prev = Some(hash);
+        let event = (now_ms(), actor, action, request_id, details.as_str());
+        // A head read in this transaction is followed as it is; a remembered one only if
+        // it is still the head.
+        if let Some(prev) = self.prev.clone() {
+            let guarded = !std::mem::take(&mut self.read_here);
+            if self.insert(tx, prev, guarded, event).await? {
                 return Ok(());
             }
         }
@@ -217,25 +194,25 @@ impl Chain {
                 .fetch_optional(&mut **tx)
                 .await?
                 .unwrap_or_else(|| GENESIS.to_owned());
-        self.insert(tx, prev, at, actor, action, request_id, details)
-            .await
+        self.insert(tx, prev, false, event).await?;
+        Ok(())
     }
 
-    /// Inserts the event after `prev`, unguarded.
-    #[allow(clippy::too_many_arguments)]
+    /// Inserts `event` (at, actor, action, request, details) after the event whose hash
+    /// is `prev`; when `guarded`, only if that event is the head. Returns whether it was
+    /// inserted.
     async fn insert(
         &mut self,
         tx: &mut Tx<'_>,
         prev: String,
-        at: i64,
-        actor: &str,
-        action: &str,
-        request_id: Option<&str>,
-        details: String,
-    ) -> sqlx::Result<()> {
-        let hash = hash(&prev, at, actor, action, request_id, &details);
-        sqlx::query(
-            "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        guarded: bool,
+        (at, actor, action, request_id, details): (i64, &str, &str, Option<&str>, &str),
+    ) -> sqlx::Result<bool> {
+        let hash = hash(&prev, at, actor, action, request_id, details);
+        let inserted = sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 \
+             WHERE NOT $9 OR $6 = COALESCE((SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1), $8)",
         )
         .bind(at)
         .bind(actor)
@@ -244,11 +221,17 @@ impl Chain {
         .bind(details)
         .bind(&prev)
         .bind(&hash)
+        .bind(GENESIS)
+        .bind(guarded)
         .execute(&mut **tx)
-        .await?;
-        remember(&hash);
-        self.prev = Some(hash);
-        Ok(())
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            remember(&hash);
+            self.prev = Some(hash);
+        }
+        Ok(inserted)
     }
 }
 

@@ -480,7 +480,6 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
     let mut children = spawn_workers(&config, worker_processes)?;
 
     let counted = super::statements::by_summary().filter(|_| worker_processes == 0);
-    let counted_at_all = counted.is_some();
     const PROGRESS: &str = "SELECT COUNT(*) FROM requests WHERE status IN ('completed', 'failed')";
     let mut polls = 0;
     let started = Instant::now();
@@ -498,7 +497,7 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
     let oubli_seconds = started.elapsed().as_secs_f64();
     // The benchmark's own progress reads are not the service's: taken out by their
     // summary, which is sqlx's (the first four words, and `…` for a longer statement).
-    let store_statements: Vec<StatementCount> = counted
+    let store_statements: Option<Vec<StatementCount>> = counted
         .zip(super::statements::by_summary())
         .map(|(before, mut after)| {
             let progress = format!(
@@ -513,16 +512,16 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
                 *n = n.saturating_sub(polls);
             }
             super::statements::per_unit(&before, &after, requests)
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(summary, per_request)| StatementCount {
-            summary,
-            per_request,
-        })
-        .collect();
-    let store_statements_per_request =
-        counted_at_all.then(|| store_statements.iter().map(|c| c.per_request).sum::<f64>());
+                .into_iter()
+                .map(|(summary, per_request)| StatementCount {
+                    summary,
+                    per_request,
+                })
+                .collect()
+        });
+    let store_statements_per_request = store_statements
+        .as_ref()
+        .map(|counts| counts.iter().map(|c| c.per_request).sum::<f64>());
     let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE status = 'failed'")
         .fetch_one(&bench.running.app.store.read)
         .await?;
@@ -567,6 +566,6 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
         ratio: oubli_seconds / native_seconds,
         checks,
         store_statements_per_request,
-        store_statements,
+        store_statements: store_statements.unwrap_or_default(),
     })
 }

@@ -567,19 +567,16 @@ async fn record(
     };
     metrics::counter!("oubli_email_attempts_total", "outcome" => status).increment(1);
     if let Some(error) = &error {
-        let repeated = error == NOT_CONFIGURED
-            && TOLD_NOT_CONFIGURED.swap(true, std::sync::atomic::Ordering::Relaxed);
-        if repeated {
+        let not_configured = error == NOT_CONFIGURED;
+        if not_configured && TOLD_NOT_CONFIGURED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::debug!(email = %email.id, attempts, status, "e-mail not sent: {error}");
-        } else if error == NOT_CONFIGURED {
-            tracing::warn!(
-                email = %email.id,
-                attempts,
-                status,
-                "e-mail not sent: {error}; the next e-mails skipped for this reason are logged at debug level (each is listed as skipped with its request)"
-            );
         } else {
-            tracing::warn!(email = %email.id, attempts, status, "e-mail not sent: {error}");
+            let once = if not_configured {
+                "; the next e-mails skipped for this reason are logged at debug level (each is listed as skipped with its request)"
+            } else {
+                ""
+            };
+            tracing::warn!(email = %email.id, attempts, status, "e-mail not sent: {error}{once}");
         }
     }
     let mut tx = store.begin().await?;
