@@ -336,3 +336,57 @@ fn bench_e2e_counts_the_service_s_statements_by_kind() {
     let printed = report["store_statements_per_request"].as_f64().unwrap();
     assert!((total - printed).abs() < 1e-9, "{report}");
 }
+
+/// `bench api` on SQLite, and on PostgreSQL where the suite has a server: every request is
+/// submitted, approved and completed by an `oubli serve` process, whose CPU time and
+/// memory are measured apart from the clients'.
+#[test]
+fn bench_api_runs_the_whole_path_through_a_service_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = vec![Vec::new()];
+    if let Ok(url) = std::env::var("OUBLI_TEST_POSTGRES_URL") {
+        runs.push(vec![
+            "--database".to_owned(),
+            url.clone(),
+            "--customers-database".to_owned(),
+            url,
+        ]);
+    }
+    for extra in runs {
+        let mut args = ["bench", "api", "--requests", "10", "--clients", "2"]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(["--customers", "60", "--json"].map(str::to_owned));
+        args.extend(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = oubli(&args, dir.path());
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report = json(&output);
+        let number = |path: &[&str]| {
+            path.iter()
+                .fold(&report, |value, key| &value[key])
+                .as_f64()
+                .unwrap_or_else(|| panic!("{path:?} in {report}"))
+        };
+        assert_eq!(number(&["requests"]), 10.0);
+        let (p50, p95) = (
+            number(&["completion", "p50_ms"]),
+            number(&["completion", "p95_ms"]),
+        );
+        assert!(0.0 < p50 && p50 <= p95, "{report}");
+        assert!(number(&["submission", "p50_ms"]) > 0.0, "{report}");
+        assert!(number(&["approval", "p50_ms"]) > 0.0, "{report}");
+        // The service process's own figures: it compiled a plugin and served requests.
+        assert!(number(&["cpu_seconds"]) > 0.0, "{report}");
+        assert!(number(&["peak_memory_mib"]) > 10.0, "{report}");
+        let plain = number(&["plain_sql_per_second"]);
+        let one_client = number(&["plain_sql_per_second_one_client"]);
+        assert!(plain > 0.0 && one_client > 0.0, "{report}");
+        let ratio = plain.max(one_client) / number(&["per_second"]);
+        assert!((ratio - number(&["ratio"])).abs() < 1e-9, "{report}");
+    }
+}

@@ -68,7 +68,11 @@ CREATE INDEX invoices_email ON invoices(billing_email);
 /// The statements the SQL connector issues for the demo dataset and one e-mail address,
 /// in its order: `locate` runs one query; `erase` runs the same query (to report every
 /// record's end state) and then its transaction. Placeholders in the dialect's style.
-fn statements(dialect: Dialect, email: &str, folded: bool) -> (Statement, Vec<Statement>) {
+pub(super) fn statements(
+    dialect: Dialect,
+    email: &str,
+    folded: bool,
+) -> (Statement, Vec<Statement>) {
     let p = |n: usize| match dialect {
         Dialect::Postgres => format!("${n}"),
         Dialect::Sqlite | Dialect::Mysql => "?".to_owned(),
@@ -146,14 +150,14 @@ fn statements(dialect: Dialect, email: &str, folded: bool) -> (Statement, Vec<St
 }
 
 /// Where the benchmark's two copies of the CRM live.
-enum Copies {
+pub(super) enum Copies {
     Sqlite { _files: tempfile::TempDir },
     Postgres { databases: [Scratch; 2] },
 }
 
 impl Copies {
     /// Two identical CRMs: one for the plugin, one for the native statements.
-    async fn create(
+    pub(super) async fn create(
         customers: u64,
         database: Option<&str>,
     ) -> anyhow::Result<(Copies, [String; 2])> {
@@ -187,7 +191,7 @@ impl Copies {
         ))
     }
 
-    async fn drop_databases(&self) {
+    pub(super) async fn drop_databases(&self) {
         if let Copies::Postgres { databases } = self {
             for database in databases {
                 database.drop_database().await;

@@ -1,5 +1,6 @@
 //! Benchmarks: each prints its figures beside a baseline measured in the same run.
 
+pub mod api;
 pub mod audit;
 pub mod connectors;
 pub mod service;
@@ -83,6 +84,7 @@ async fn admin_execute(url: &str, statement: &str) -> anyhow::Result<()> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {
     pub p50_us: f64,
+    pub p95_us: f64,
     pub p99_us: f64,
     pub mean_us: f64,
 }
@@ -93,6 +95,7 @@ impl Percentiles {
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
         Percentiles {
             p50_us: at(0.50),
+            p95_us: at(0.95),
             p99_us: at(0.99),
             mean_us: samples.iter().sum::<f64>() / samples.len() as f64,
         }

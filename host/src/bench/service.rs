@@ -17,17 +17,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A service started for a benchmark, with one controller, its systems and a DPO token.
-struct Bench {
-    running: Running,
-    controller_id: String,
-    dpo: String,
+/// A service started for a benchmark, with one controller, its systems, a DPO token and
+/// the controller's.
+pub(super) struct Bench {
+    pub(super) running: Running,
+    pub(super) controller_id: String,
+    pub(super) dpo: String,
+    pub(super) controller: String,
     http: reqwest::Client,
     url: String,
 }
 
 /// The configuration of the benchmark's service (and of its worker processes).
-fn config(dir: &Path, workers: usize, database: Option<&Scratch>) -> Config {
+pub(super) fn config(dir: &Path, workers: usize, database: Option<&Scratch>) -> Config {
     Config {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.join("service"),
@@ -39,10 +41,12 @@ fn config(dir: &Path, workers: usize, database: Option<&Scratch>) -> Config {
     }
 }
 
-async fn start(
+/// Starts the service with one controller and a system of the SQL connector on each
+/// demo CRM.
+pub(super) async fn start(
     config: Config,
     mode: serve::Mode,
-    crms: &[std::path::PathBuf],
+    crms: Vec<crate::runtime::SystemConfig>,
     auto_approve: bool,
 ) -> anyhow::Result<Bench> {
     let running = serve::start(config, mode).await?;
@@ -56,12 +60,12 @@ async fn start(
         contact_email: None,
     };
     let (bench, _) = controller::create_controller(&mut tx, &new).await?;
-    for (i, crm) in crms.iter().enumerate() {
-        let system = crate::demo::crm_system(&format!("crm{i}"), crm);
+    for system in crms {
         let new = NewSystem::from_config(system, &plugin.digest, Article15::default());
         controller::create_system(&mut tx, &bench.id, &new).await?;
     }
     let (_, dpo) = auth::create(&mut tx, Role::Dpo, Some(&bench.id), "bench").await?;
+    let (_, controller) = auth::create(&mut tx, Role::Controller, Some(&bench.id), "bench").await?;
     tx.commit().await?;
     let url = format!(
         "http://{}",
@@ -74,6 +78,7 @@ async fn start(
         running,
         controller_id: bench.id,
         dpo,
+        controller,
         http,
         url,
     })
@@ -133,6 +138,7 @@ impl Bench {
 #[derive(Debug, Clone, Serialize)]
 pub struct Millis {
     pub p50_ms: f64,
+    pub p95_ms: f64,
     pub p99_ms: f64,
 }
 
@@ -140,6 +146,7 @@ impl From<Percentiles> for Millis {
     fn from(p: Percentiles) -> Self {
         Millis {
             p50_ms: p.p50_us / 1e3,
+            p95_ms: p.p95_us / 1e3,
             p99_ms: p.p99_us / 1e3,
         }
     }
@@ -235,7 +242,8 @@ async fn measure_intake(
     let crm = dir.path().join("crm.db");
     crate::demo::create_crm(&crm, 10).await?;
     let config = config(dir.path(), 1, scratch);
-    let bench = Arc::new(start(config, serve::Mode::All, &[crm], false).await?);
+    let crm = crate::demo::crm_system("crm0", &crm);
+    let bench = Arc::new(start(config, serve::Mode::All, vec![crm], false).await?);
     bench.submit_all(50, concurrency.min(50)).await?; // warm-up: connections, caches
     let started = Instant::now();
     let latencies = bench.submit_all(requests, concurrency).await?;
@@ -470,7 +478,12 @@ async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::
     } else {
         serve::Mode::All
     };
-    let bench = Arc::new(start(config.clone(), mode, &served, true).await?);
+    let crms = served
+        .iter()
+        .enumerate()
+        .map(|(i, crm)| crate::demo::crm_system(&format!("crm{i}"), crm))
+        .collect();
+    let bench = Arc::new(start(config.clone(), mode, crms, true).await?);
     // Compile the plugin before the clock starts, as a running service has.
     let digest = controller::list_plugins(&bench.running.app.store)
         .await?

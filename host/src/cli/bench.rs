@@ -64,6 +64,38 @@ pub(super) enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Erasure requests through the whole path: clients submit each as a DPO and approve
+    /// it as the controller over HTTP to an `oubli serve` process, whose workers erase the
+    /// subject from a customer database; beside the same erasures as plain SQL.
+    Api {
+        #[arg(long, default_value_t = 200)]
+        requests: u64,
+        /// Clients at once, each submitting and approving one request after the other.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Demo customers in the customer database (with their orders, order items,
+        /// support tickets and invoices).
+        #[arg(long, default_value_t = 100_000)]
+        customers: u64,
+        /// Tasks at once in the oubli process.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// The checks each erasure runs after `erase`: all (verify by key and sweep),
+        /// verify, or search (a verifying locate only).
+        #[arg(long, value_enum, default_value = "all")]
+        checks: crate::config::ErasureChecks,
+        /// A PostgreSQL server (`postgres://user@host/db`) to hold oubli's own database
+        /// instead of SQLite: a throwaway database is created there and dropped at the end.
+        #[arg(long)]
+        database: Option<String>,
+        /// A PostgreSQL server (`postgres://user@host/db`) to hold the customer database
+        /// and its copy for plain SQL instead of SQLite: throwaway databases, dropped at
+        /// the end.
+        #[arg(long)]
+        customers_database: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Erasure requests from submission to completion across SQLite CRM systems, beside
     /// the same deletions done by native Rust code.
     E2e {
@@ -133,6 +165,26 @@ pub(super) async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             database: database.as_deref(),
             worker_processes,
             checks,
+        })
+        .await?
+        .print(json),
+        BenchCommand::Api {
+            requests,
+            clients,
+            customers,
+            workers,
+            checks,
+            database,
+            customers_database,
+            json,
+        } => crate::bench::api::api(crate::bench::api::ApiSetup {
+            requests,
+            clients,
+            customers,
+            workers,
+            checks,
+            database: database.as_deref(),
+            customers_database: customers_database.as_deref(),
         })
         .await?
         .print(json),

@@ -46,6 +46,11 @@ pub struct Dataset {
     /// On PostgreSQL, the tables whose key is an integer, compared with an integer.
     #[serde(skip)]
     integer_keys: std::collections::BTreeSet<String>,
+    /// On SQLite, the tables whose key column has INTEGER or TEXT affinity by its declared
+    /// type: such a column compares its values with a key's text as SQLite converts it,
+    /// so that its index finds the row.
+    #[serde(skip)]
+    affine_keys: std::collections::BTreeSet<String>,
 }
 
 fn default_weak() -> Vec<String> {
@@ -314,6 +319,27 @@ impl Dataset {
             .collect();
         if matches!(
             oubli_connector::sql::dialect(),
+            oubli_connector::sql::Dialect::Sqlite
+        ) {
+            // SQLite's affinity rules, in their order: "INT" gives INTEGER; "CHAR",
+            // "CLOB" or "TEXT" give TEXT. REAL and NUMERIC columns are left out: a real
+            // read back as text need not convert back to the same real.
+            dataset.affine_keys = dataset
+                .tables
+                .iter()
+                .filter(|t| {
+                    catalogue.column_type(&t.name, &t.key).is_some_and(|ty| {
+                        let ty = ty.to_ascii_lowercase();
+                        ["int", "char", "clob", "text"]
+                            .iter()
+                            .any(|a| ty.contains(a))
+                    })
+                })
+                .map(|t| t.name.clone())
+                .collect();
+        }
+        if matches!(
+            oubli_connector::sql::dialect(),
             oubli_connector::sql::Dialect::Postgres
         ) {
             dataset.key_casts = dataset
@@ -340,18 +366,25 @@ impl Dataset {
     }
 
     /// The condition `key = <key>` for a key of `table` read back as text, and its
-    /// parameter: on PostgreSQL and MySQL compared as the key's own type, so that the
-    /// key's index serves it.
+    /// parameter (the first): on PostgreSQL and MySQL compared as the key's own type, and
+    /// on SQLite through the key's affinity where the catalogue gave one, so that the key's
+    /// index serves it.
     pub fn key_equals(&self, table: &Table, key: &str) -> (String, oubli_connector::sql::Value) {
         use oubli_connector::sql::{self, Dialect, Value};
         let column = sql::ident(&table.key);
         // SQLite: a key column declared without a type may hold `5` or `'5'`, which only
         // the text of both compares alike; a "gone" must not come from a type mismatch.
+        // A column with INTEGER or TEXT affinity converts the key's text as it would a
+        // value stored in it, so its index narrows the rows first (the text of both must
+        // still be equal); any other is read in full.
         if matches!(sql::dialect(), Dialect::Sqlite) {
-            return (
-                format!("CAST({column} AS TEXT) = {}", sql::placeholder(1)),
-                Value::Text(key.to_owned()),
-            );
+            let text = format!("CAST({column} AS TEXT) = ?1");
+            let equals = if self.affine_keys.contains(&table.name) {
+                format!("{column} = ?1 AND {text}")
+            } else {
+                text
+            };
+            return (equals, Value::Text(key.to_owned()));
         }
         if self.integer_keys.contains(&table.name)
             && let Ok(n) = key.parse::<i64>()

@@ -530,6 +530,52 @@ async fn a_plugin_reaches_only_its_own_sqlite_database_and_reads_only_when_it_lo
     .await;
     assert_eq!(found.unwrap()[0].key, "kept", "the row is still there");
 
+    // Read-only and read-write calls share a connection, one call at a time: a locate
+    // after an erasure still cannot write, neither with a statement the erasure prepared
+    // nor with one of its own, and an erasure after a locate writes again.
+    let append = "UPDATE people SET v = v || '!'";
+    for statement in [
+        append,
+        "DELETE FROM people",
+        "INSERT INTO people (v) VALUES ('x')",
+    ] {
+        rt.erase(
+            &plugin,
+            &sys,
+            &subject(&[("behaviour", "sql-write"), ("statement", append)]),
+        )
+        .await
+        .expect("an erasure writes");
+        let (result, _) = timed(&rt, &sys, &[("behaviour", "sql"), ("statement", statement)]).await;
+        let error = result.expect_err(statement);
+        assert!(
+            matches!(&error, RuntimeError::Denied(_)),
+            "{statement}: {error:?}"
+        );
+        // A read leaves the connection idle, read-only, for the next erasure.
+        let (found, _) = timed(
+            &rt,
+            &sys,
+            &[("behaviour", "sql"), ("statement", "SELECT v FROM people")],
+        )
+        .await;
+        assert!(found.unwrap()[0].key.starts_with("kept!"));
+    }
+    let (found, _) = timed(
+        &rt,
+        &sys,
+        &[
+            ("behaviour", "sql"),
+            ("statement", "SELECT group_concat(v) FROM people"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        found.unwrap()[0].key,
+        "kept!!!",
+        "three erasures wrote, no locate did"
+    );
+
     // A file replaced since the last call (a restored backup) is the one reached.
     let replacement = dir.path().join("replacement.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", replacement.display()))

@@ -479,6 +479,98 @@ async fn sqlx_exec(db: &std::path::Path, statement: &str) {
     conn.close().await.unwrap();
 }
 
+/// `verify` on SQLite finds a row by its key whatever the key column's declared type: an
+/// INTEGER or TEXT key through its index, a key without a type (holding `5` and `'6'`)
+/// by the text of both; and a row deleted since is gone, never one missed by a type.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.db");
+    {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+                .await
+                .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE untyped (id, email TEXT); \
+             INSERT INTO untyped VALUES (5, 'k@example.org'), ('6', 'k@example.org'); \
+             CREATE TABLE texts (id TEXT PRIMARY KEY, email TEXT); \
+             INSERT INTO texts VALUES ('007', 'k@example.org'), ('8', 'k@example.org'); \
+             CREATE TABLE ints (id INTEGER PRIMARY KEY, email TEXT); \
+             INSERT INTO ints VALUES (12, 'k@example.org'); \
+             CREATE TABLE bigs (id BIGINT NOT NULL UNIQUE, email TEXT); \
+             INSERT INTO bigs VALUES (9000000000, 'k@example.org');",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let table = |name: &str| {
+        serde_json::json!({
+            "name": name, "key": "id",
+            "identities": { "email": "email" }, "columns": { "email": "contact" }
+        })
+    };
+    let mut config = crm_system("keys", &db);
+    config.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": [table("untyped"), table("texts"), table("ints"), table("bigs")] }),
+    );
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&config).unwrap();
+    let s = subject(&[("email", "k@example.org")]);
+    let located = rt.locate(&plugin, &sys, &s).await.unwrap();
+    let mut keys: Vec<(String, String)> = located
+        .iter()
+        .map(|r| (r.collection.clone(), r.key.clone()))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            ("bigs", "9000000000"),
+            ("ints", "12"),
+            ("texts", "007"),
+            ("texts", "8"),
+            ("untyped", "5"),
+            ("untyped", "6")
+        ]
+        .map(|(c, k)| (c.to_owned(), k.to_owned()))
+    );
+    let verified = rt.verify(&plugin, &sys, &s, &located).await.unwrap();
+    assert!(
+        verified
+            .iter()
+            .all(|v| matches!(&v.state, RecordState::Holds(f) if f == &["email".to_owned()])),
+        "{verified:?}"
+    );
+    // A key that only looks like another ('07' is not '007', nor 12.0 the row 12) is
+    // another key.
+    let mut lookalikes = located.clone();
+    for record in &mut lookalikes {
+        record.key = match record.key.as_str() {
+            "007" => "07".into(),
+            "12" => "12.0".into(),
+            "5" => "05".into(),
+            other => format!("{other} "),
+        };
+    }
+    let verified = rt.verify(&plugin, &sys, &s, &lookalikes).await.unwrap();
+    assert!(
+        verified.iter().all(|v| v.state == RecordState::Gone),
+        "{verified:?}"
+    );
+    rt.erase(&plugin, &sys, &s).await.unwrap();
+    let verified = rt.verify(&plugin, &sys, &s, &located).await.unwrap();
+    assert!(
+        verified.iter().all(|v| v.state == RecordState::Gone),
+        "{verified:?}"
+    );
+}
+
 /// `sweep` searches every text-like column of every table, not only the dataset's, in any
 /// case: after customer 8 is erased it finds the copy of the address in another case in
 /// a table the dataset does not name, and the mention in another customer's ticket, and
