@@ -50,7 +50,27 @@ pub struct Dataset {
     /// type: such a column compares its values with a key's text as SQLite converts it,
     /// so that its index finds the row.
     #[serde(skip)]
-    affine_keys: std::collections::BTreeSet<String>,
+    affine_keys: BTreeMap<String, KeyAffinity>,
+}
+
+/// The affinity of a SQLite key column that lets `verify` find a row through its index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyAffinity {
+    Integer,
+    Text,
+}
+
+/// A table or column name as the database compares names: SQLite folds ASCII only (as its
+/// `lower()` does), MySQL any case.
+fn fold_name(name: &str) -> String {
+    if matches!(
+        oubli_connector::sql::dialect(),
+        oubli_connector::sql::Dialect::Sqlite
+    ) {
+        name.to_ascii_lowercase()
+    } else {
+        name.to_lowercase()
+    }
 }
 
 fn default_weak() -> Vec<String> {
@@ -327,15 +347,17 @@ impl Dataset {
             dataset.affine_keys = dataset
                 .tables
                 .iter()
-                .filter(|t| {
-                    catalogue.column_type(&t.name, &t.key).is_some_and(|ty| {
-                        let ty = ty.to_ascii_lowercase();
-                        ["int", "char", "clob", "text"]
-                            .iter()
-                            .any(|a| ty.contains(a))
-                    })
+                .filter_map(|t| {
+                    let ty = catalogue.column_type(&t.name, &t.key)?.to_ascii_lowercase();
+                    let affinity = if ty.contains("int") {
+                        KeyAffinity::Integer
+                    } else if ["char", "clob", "text"].iter().any(|a| ty.contains(a)) {
+                        KeyAffinity::Text
+                    } else {
+                        return None;
+                    };
+                    Some((t.name.clone(), affinity))
                 })
-                .map(|t| t.name.clone())
                 .collect();
         }
         if matches!(
@@ -374,13 +396,22 @@ impl Dataset {
         let column = sql::ident(&table.key);
         // SQLite: a key column declared without a type may hold `5` or `'5'`, which only
         // the text of both compares alike; a "gone" must not come from a type mismatch.
-        // A column with INTEGER or TEXT affinity converts the key's text as it would a
-        // value stored in it, so its index narrows the rows first (the text of both must
-        // still be equal); any other is read in full.
+        // A column with TEXT affinity holds text (or a blob), and one with INTEGER
+        // affinity an integer whose text is the key (or a blob, or a real or text under
+        // any other key): there the key, as text and as a blob, finds the row through the
+        // index, and the text of both must still be equal. A real's text is rounded, so
+        // any other key, and any other column, is compared as text, reading the table.
         if matches!(sql::dialect(), Dialect::Sqlite) {
             let text = format!("CAST({column} AS TEXT) = ?1");
-            let equals = if self.affine_keys.contains(&table.name) {
-                format!("{column} = ?1 AND {text}")
+            let indexed = match self.affine_keys.get(&table.name) {
+                Some(KeyAffinity::Text) => true,
+                Some(KeyAffinity::Integer) => {
+                    key.parse::<i64>().is_ok_and(|n| n.to_string() == key)
+                }
+                None => false,
+            };
+            let equals = if indexed {
+                format!("{column} IN (?1, CAST(?1 AS BLOB)) AND {text}")
             } else {
                 text
             };
@@ -618,7 +649,7 @@ impl Catalogue {
                 .iter()
                 .map(|name| {
                     params.push(Value::Text(if folded {
-                        name.to_lowercase()
+                        fold_name(name)
                     } else {
                         (*name).to_owned()
                     }));
@@ -662,7 +693,7 @@ impl Catalogue {
                 Value::Blob(b) => String::from_utf8_lossy(b).into_owned(),
                 other => other.to_key(),
             };
-            if folded { text.to_lowercase() } else { text }
+            if folded { fold_name(&text) } else { text }
         };
         let columns = rows
             .rows
@@ -732,7 +763,7 @@ impl Catalogue {
 
     fn key(&self, table: &str, column: &str) -> (String, String) {
         if self.folded {
-            (table.to_lowercase(), column.to_lowercase())
+            (fold_name(table), fold_name(column))
         } else {
             (table.to_owned(), column.to_owned())
         }

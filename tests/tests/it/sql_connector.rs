@@ -479,9 +479,11 @@ async fn sqlx_exec(db: &std::path::Path, statement: &str) {
     conn.close().await.unwrap();
 }
 
-/// `verify` on SQLite finds a row by its key whatever the key column's declared type: an
-/// INTEGER or TEXT key through its index, a key without a type (holding `5` and `'6'`)
-/// by the text of both; and a row deleted since is gone, never one missed by a type.
+/// `verify` on SQLite finds a row by its key whatever the key column's declared type and
+/// whatever it holds: an integer or text key through its index; a blob, a real (whose
+/// text is rounded: a number past 64 bits, 0.1 + 0.2, infinity) or a key without a type
+/// (holding `5` and `'6'`) too; and a row deleted since is gone, never one missed by a
+/// type.
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
     let dir = tempfile::tempdir().unwrap();
@@ -496,11 +498,16 @@ async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
             "CREATE TABLE untyped (id, email TEXT); \
              INSERT INTO untyped VALUES (5, 'k@example.org'), ('6', 'k@example.org'); \
              CREATE TABLE texts (id TEXT PRIMARY KEY, email TEXT); \
-             INSERT INTO texts VALUES ('007', 'k@example.org'), ('8', 'k@example.org'); \
+             INSERT INTO texts VALUES ('007', 'k@example.org'), ('8', 'k@example.org'), \
+               (X'616263', 'k@example.org'); \
              CREATE TABLE ints (id INTEGER PRIMARY KEY, email TEXT); \
              INSERT INTO ints VALUES (12, 'k@example.org'); \
              CREATE TABLE bigs (id BIGINT NOT NULL UNIQUE, email TEXT); \
-             INSERT INTO bigs VALUES (9000000000, 'k@example.org');",
+             INSERT INTO bigs VALUES (9000000000, 'k@example.org'), \
+               ('18446744073709551615', 'k@example.org'), (0.1 + 0.2, 'k@example.org'), \
+               (1e999, 'k@example.org'), (X'3132', 'k@example.org'); \
+             CREATE TABLE accents (\"É\", \"é\" TEXT, email TEXT); \
+             INSERT INTO accents VALUES (5, 'x', 'k@example.org');",
         )
         .execute(&mut conn)
         .await
@@ -509,36 +516,42 @@ async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
     }
     let table = |name: &str| {
         serde_json::json!({
-            "name": name, "key": "id",
+            "name": name, "key": if name == "accents" { "É" } else { "id" },
             "identities": { "email": "email" }, "columns": { "email": "contact" }
         })
     };
     let mut config = crm_system("keys", &db);
     config.config.insert(
         "dataset".into(),
-        serde_json::json!({ "tables": [table("untyped"), table("texts"), table("ints"), table("bigs")] }),
+        serde_json::json!({ "tables": (["untyped", "texts", "ints", "bigs", "accents"].map(table)) }),
     );
     let rt = runtime();
     let plugin = load(&rt, "oubli_sql");
     let sys = rt.prepare(&config).unwrap();
     let s = subject(&[("email", "k@example.org")]);
     let located = rt.locate(&plugin, &sys, &s).await.unwrap();
-    let mut keys: Vec<(String, String)> = located
+    let mut keys: Vec<(&str, &str)> = located
         .iter()
-        .map(|r| (r.collection.clone(), r.key.clone()))
+        .map(|r| (r.collection.as_str(), r.key.as_str()))
         .collect();
     keys.sort();
     assert_eq!(
         keys,
         [
+            // SQLite compares names in ASCII case only: "É" is not "é", nor its type.
+            ("accents", "5"),
+            ("bigs", "0.3"),
+            ("bigs", "1.84467440737096e+19"),
+            ("bigs", "12"),
             ("bigs", "9000000000"),
+            ("bigs", "Inf"),
             ("ints", "12"),
             ("texts", "007"),
             ("texts", "8"),
+            ("texts", "abc"),
             ("untyped", "5"),
             ("untyped", "6")
         ]
-        .map(|(c, k)| (c.to_owned(), k.to_owned()))
     );
     let verified = rt.verify(&plugin, &sys, &s, &located).await.unwrap();
     assert!(
