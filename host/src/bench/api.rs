@@ -15,7 +15,6 @@ use crate::config::Config;
 use crate::runtime::sql::{Access, SqlTarget};
 use anyhow::Context;
 use serde::Serialize;
-use serde_json::json;
 use sqlx::Connection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -409,31 +408,15 @@ impl Clients {
     }
 
     async fn one(&self, customer: u64) -> anyhow::Result<Answer> {
-        let body = json!({
-            "controller_id": self.controller_id,
-            "kind": "erasure",
-            "identities": [{ "kind": "email", "value": crate::demo::customer_email(customer) }],
-        });
-        let start = Instant::now();
-        let submitted = self
-            .http
-            .post(format!("{}/v1/requests", self.url))
-            .bearer_auth(&self.dpo)
-            .json(&body)
-            .send()
-            .await?;
-        let submission_us = start.elapsed().as_secs_f64() * 1e6;
-        let status = submitted.status();
-        let text = submitted.text().await?;
-        anyhow::ensure!(
-            status.as_u16() == 201,
-            "submission answered {status}: {text}"
-        );
-        let request: serde_json::Value = serde_json::from_str(&text)?;
-        let id = request["id"]
-            .as_str()
-            .context("the submission's answer has an id")?
-            .to_owned();
+        let (id, submission) = service::submit_erasure(
+            &self.http,
+            &self.url,
+            &self.dpo,
+            &self.controller_id,
+            customer,
+        )
+        .await?;
+        let submission_us = submission.as_secs_f64() * 1e6;
         let start = Instant::now();
         let approved = self
             .http

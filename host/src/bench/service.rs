@@ -87,26 +87,9 @@ pub(super) async fn start(
 impl Bench {
     /// Submits one erasure request for demo customer `n`; returns the latency.
     async fn submit(&self, n: u64) -> anyhow::Result<Duration> {
-        let body = json!({
-            "controller_id": self.controller_id,
-            "kind": "erasure",
-            "identities": [{ "kind": "email", "value": crate::demo::customer_email(n) }],
-        });
-        let start = Instant::now();
-        let response = self
-            .http
-            .post(format!("{}/v1/requests", self.url))
-            .bearer_auth(&self.dpo)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        anyhow::ensure!(
-            status.as_u16() == 201,
-            "submission answered {status}: {}",
-            response.text().await.unwrap_or_default()
-        );
-        Ok(start.elapsed())
+        let (_, latency) =
+            submit_erasure(&self.http, &self.url, &self.dpo, &self.controller_id, n).await?;
+        Ok(latency)
     }
 
     /// Submits requests for customers `1..=n`, `concurrency` at a time; returns the latencies.
@@ -132,6 +115,41 @@ impl Bench {
         }
         Ok(all)
     }
+}
+
+/// Submits an erasure request for demo customer `n` to the service at `url` as the DPO
+/// whose token is `dpo`; returns the request's id and how long the answer took.
+pub(super) async fn submit_erasure(
+    http: &reqwest::Client,
+    url: &str,
+    dpo: &str,
+    controller_id: &str,
+    n: u64,
+) -> anyhow::Result<(String, Duration)> {
+    let body = json!({
+        "controller_id": controller_id,
+        "kind": "erasure",
+        "identities": [{ "kind": "email", "value": crate::demo::customer_email(n) }],
+    });
+    let start = Instant::now();
+    let response = http
+        .post(format!("{url}/v1/requests"))
+        .bearer_auth(dpo)
+        .json(&body)
+        .send()
+        .await?;
+    let latency = start.elapsed();
+    let status = response.status();
+    let text = response.text().await?;
+    anyhow::ensure!(
+        status.as_u16() == 201,
+        "submission answered {status}: {text}"
+    );
+    let request: serde_json::Value = serde_json::from_str(&text)?;
+    let id = request["id"]
+        .as_str()
+        .context("the submission's answer has an id")?;
+    Ok((id.to_owned(), latency))
 }
 
 /// Latencies in milliseconds.

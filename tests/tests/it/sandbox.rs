@@ -530,9 +530,8 @@ async fn a_plugin_reaches_only_its_own_sqlite_database_and_reads_only_when_it_lo
     .await;
     assert_eq!(found.unwrap()[0].key, "kept", "the row is still there");
 
-    // Read-only and read-write calls share a connection, one call at a time: a locate
-    // after an erasure still cannot write, neither with a statement the erasure prepared
-    // nor with one of its own, and an erasure after a locate writes again.
+    // A locate right after an erasure cannot write, neither with the statement the
+    // erasure ran nor with one of its own, and an erasure after a locate writes again.
     let append = "UPDATE people SET v = v || '!'";
     for statement in [
         append,
@@ -552,7 +551,7 @@ async fn a_plugin_reaches_only_its_own_sqlite_database_and_reads_only_when_it_lo
             matches!(&error, RuntimeError::Denied(_)),
             "{statement}: {error:?}"
         );
-        // A read leaves the connection idle, read-only, for the next erasure.
+        // A read between them, which the next erasure follows.
         let (found, _) = timed(
             &rt,
             &sys,
