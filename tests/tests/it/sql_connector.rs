@@ -640,6 +640,21 @@ async fn sweep_finds_copies_in_any_case_and_mentions_in_free_text() {
     );
     assert!(hits.iter().all(|(c, _, _)| *c != "customers"), "{hits:?}");
 
+    // The characters a pattern would treat apart are searched as themselves.
+    sqlx_exec(
+        &db,
+        "INSERT INTO newsletter VALUES (3, 'Back\\slash_50%@Example.ORG'), (4, 'backXslash_50%@example.org')",
+    )
+    .await;
+    let odd = subject(&[("email", "back\\slash_50%@example.org")]);
+    let report = rt.sweep(&plugin, &sys, &odd, 1_000).await.unwrap();
+    let hits: Vec<(&str, &str)> = report
+        .hits
+        .iter()
+        .map(|h| (h.collection.as_str(), h.key.as_str()))
+        .collect();
+    assert_eq!(hits, [("newsletter", "3")], "{report:?}");
+
     let short = rt.sweep(&plugin, &sys, &s, 1).await.unwrap();
     assert!(short.cut_short && short.hits.is_empty(), "{short:?}");
 
