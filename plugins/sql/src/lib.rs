@@ -370,9 +370,6 @@ fn check_mapped(dataset: &Dataset, subject: &Subject) -> Result<()> {
 const MIN_SWEEP_CHARS: usize = 5;
 /// The most rows one sweep statement reads; more, and the sweep says it was cut short.
 const SWEEP_ROWS: u32 = 1_000;
-/// The longest value (in bytes) the sweep searches with `LIKE` on SQLite: escaped and
-/// between two `%`, it stays within the host's 256-byte cap on patterns.
-const MAX_LIKE_VALUE: usize = 120;
 
 /// Whether `value`, read back from the row with `key`, is what `mask` makes of a column
 /// (see [`masked`]).
@@ -970,22 +967,11 @@ impl Connector for SqlConnector {
                     .iter()
                     .map(|c| format!("CAST({} AS {})", sql::ident(c), sql::text_type()))
                     .collect();
-                // On SQLite, `LIKE` finds the value in any ASCII case, as `lower` folds,
-                // without making a lowered copy of every cell (the value's `%`, `_` and
-                // `\` escaped); a value past the host's cap on patterns is searched with
-                // `instr`.
-                let like =
-                    matches!(sql::dialect(), sql::Dialect::Sqlite) && value.len() <= MAX_LIKE_VALUE;
                 let tests: Vec<String> = casts
                     .iter()
                     .enumerate()
                     .map(|(n, cast)| {
-                        let at = sql::placeholder(n + 1);
-                        if like {
-                            format!("{cast} LIKE {at} ESCAPE '\\'")
-                        } else {
-                            format!("{find}(lower({cast}), {at}) > 0")
-                        }
+                        format!("{find}(lower({cast}), {}) > 0", sql::placeholder(n + 1))
                     })
                     .collect();
                 let statement = format!(
@@ -995,19 +981,7 @@ impl Connector for SqlConnector {
                     table = sql::ident(table),
                     tests = tests.join(" OR "),
                 );
-                let searched = if like {
-                    let escaped: String = value
-                        .chars()
-                        .flat_map(|c| {
-                            let escape = matches!(c, '%' | '_' | '\\').then_some('\\');
-                            escape.into_iter().chain([c])
-                        })
-                        .collect();
-                    format!("%{escaped}%")
-                } else {
-                    value.clone()
-                };
-                let params = vec![Value::Text(searched); columns.len()];
+                let params = vec![Value::Text(value.clone()); columns.len()];
                 let rows = match sql::query(&statement, params) {
                     Ok(rows) => rows,
                     Err(Error::Unavailable(m)) => return Err(Error::Unavailable(m)),

@@ -599,7 +599,8 @@ async fn sweep_finds_copies_in_any_case_and_mentions_in_free_text() {
             .unwrap();
         sqlx::raw_sql(
             "CREATE TABLE newsletter (id INTEGER PRIMARY KEY, address TEXT); \
-             INSERT INTO newsletter VALUES (1, 'Customer8@Example.ORG'), (2, 'xcustomer8@example.org'); \
+             INSERT INTO newsletter VALUES (1, 'Customer8@Example.ORG'), (2, 'xcustomer8@example.org'), \
+               (6, 'note' || char(0) || 'customer8@example.org'); \
              INSERT INTO support_tickets (id, customer_id, subject, body) VALUES \
                (900, 9, 'Referral', 'My friend customer8@example.org wants an account');",
         )
@@ -625,6 +626,8 @@ async fn sweep_finds_copies_in_any_case_and_mentions_in_free_text() {
         .map(|h| (h.collection.as_str(), h.key.as_str(), h.field.as_str()))
         .collect();
     assert!(hits.contains(&("newsletter", "1", "address")), "{hits:?}");
+    // After a NUL byte too (serialised data holds many), where `LIKE` would stop.
+    assert!(hits.contains(&("newsletter", "6", "address")), "{hits:?}");
     assert!(
         !hits.contains(&("newsletter", "2", "address")),
         "a longer address is another: {hits:?}"
