@@ -364,8 +364,6 @@ fn check_mapped(dataset: &Dataset, subject: &Subject) -> Result<()> {
     ))
 }
 
-/// Every row of the subject in every table, as (table index, key as text), in one query:
-/// one `UNION ALL` branch per table that reaches the subject.
 /// The shortest identity value `sweep` searches for inside text.
 const MIN_SWEEP_CHARS: usize = 5;
 /// The most rows one sweep statement reads; more, and the sweep says it was cut short.
@@ -469,6 +467,8 @@ struct Located {
     parent: Option<String>,
 }
 
+/// Every row of the subject in every table, as (table index, key as text), in one query:
+/// one `UNION ALL` branch per table that reaches the subject.
 fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<Located>> {
     let text = sql::text_type();
     let mut branches = Vec::new();
