@@ -293,21 +293,11 @@ async fn measure(
 /// listens.
 async fn serve(config: &Config) -> anyhow::Result<(tokio::process::Child, String)> {
     use tokio::io::AsyncBufReadExt;
-    let exe = std::env::current_exe().context("finding the oubli executable")?;
-    let mut command = tokio::process::Command::new(exe);
+    let mut command = service::oubli_command(config, "serve")?;
     command
-        .arg("serve")
         .env("OUBLI_LISTEN", "127.0.0.1:0")
-        .env("OUBLI_DATA_DIR", &config.data_dir)
-        .env("OUBLI_WORKERS", config.workers.to_string())
-        .env("OUBLI_ERASURE_CHECKS", config.erasure_checks.as_str())
-        .env("OUBLI_DEMO", "false")
         .env("OUBLI_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(database) = &config.database {
-        command.env("OUBLI_DATABASE", database);
-    }
+        .stdout(std::process::Stdio::piped());
     let mut child = command.spawn().context("starting oubli serve")?;
     let stdout = child.stdout.take().context("piped output")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
@@ -331,10 +321,7 @@ async fn store_connection(config: &Config) -> anyhow::Result<sqlx::AnyConnection
     sqlx::any::install_default_drivers();
     let url = match &config.database {
         Some(url) => url.clone(),
-        None => format!(
-            "sqlite://{}?mode=ro",
-            config.data_dir.join("oubli.db").display()
-        ),
+        None => format!("sqlite://{}?mode=ro", config.database_location()),
     };
     Ok(sqlx::AnyConnection::connect(&url).await?)
 }

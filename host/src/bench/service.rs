@@ -41,12 +41,12 @@ pub(super) fn config(dir: &Path, workers: usize, database: Option<&Scratch>) -> 
     }
 }
 
-/// Starts the service with one controller and a system of the SQL connector on each
-/// demo CRM.
+/// Starts the service with one controller owning `systems`, each connected through the
+/// first-party SQL connector.
 pub(super) async fn start(
     config: Config,
     mode: serve::Mode,
-    crms: Vec<crate::runtime::SystemConfig>,
+    systems: Vec<crate::runtime::SystemConfig>,
     auto_approve: bool,
 ) -> anyhow::Result<Bench> {
     let running = serve::start(config, mode).await?;
@@ -60,7 +60,7 @@ pub(super) async fn start(
         contact_email: None,
     };
     let (bench, _) = controller::create_controller(&mut tx, &new).await?;
-    for system in crms {
+    for system in systems {
         let new = NewSystem::from_config(system, &plugin.digest, Article15::default());
         controller::create_system(&mut tx, &bench.id, &new).await?;
     }
@@ -446,26 +446,36 @@ pub async fn e2e(setup: E2eSetup<'_>) -> anyhow::Result<E2eReport> {
 
 /// Starts `n` `oubli worker` processes of this executable on the benchmark's service.
 fn spawn_workers(config: &Config, n: usize) -> anyhow::Result<Vec<tokio::process::Child>> {
-    let exe = std::env::current_exe().context("finding the oubli executable")?;
     (0..n)
         .map(|_| {
-            tokio::process::Command::new(&exe)
-                .arg("worker")
-                .env("OUBLI_DATA_DIR", &config.data_dir)
-                .env(
-                    "OUBLI_DATABASE",
-                    config.database.as_deref().unwrap_or_default(),
-                )
-                .env("OUBLI_WORKERS", config.workers.to_string())
-                .env("OUBLI_ERASURE_CHECKS", config.erasure_checks.as_str())
-                .env("OUBLI_BACKOFF_BASE_MS", config.backoff_base_ms.to_string())
-                .env("OUBLI_DEMO", "false")
+            oubli_command(config, "worker")?
                 .stdout(std::process::Stdio::null())
-                .kill_on_drop(true)
                 .spawn()
                 .context("starting an oubli worker process")
         })
         .collect()
+}
+
+/// `oubli <subcommand>` of this executable on the benchmark's configuration (its folder,
+/// database, tasks at once, checks and backoff, no demo), killed when dropped.
+pub(super) fn oubli_command(
+    config: &Config,
+    subcommand: &str,
+) -> anyhow::Result<tokio::process::Command> {
+    let exe = std::env::current_exe().context("finding the oubli executable")?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg(subcommand)
+        .env("OUBLI_DATA_DIR", &config.data_dir)
+        .env("OUBLI_WORKERS", config.workers.to_string())
+        .env("OUBLI_ERASURE_CHECKS", config.erasure_checks.as_str())
+        .env("OUBLI_BACKOFF_BASE_MS", config.backoff_base_ms.to_string())
+        .env("OUBLI_DEMO", "false")
+        .kill_on_drop(true);
+    if let Some(database) = &config.database {
+        command.env("OUBLI_DATABASE", database);
+    }
+    Ok(command)
 }
 
 async fn measure_e2e(setup: E2eSetup<'_>, scratch: Option<&Scratch>) -> anyhow::Result<E2eReport> {

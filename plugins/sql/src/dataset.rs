@@ -737,11 +737,11 @@ impl Catalogue {
             let Some(column) = clause
                 .split_once("json_valid(`")
                 .and_then(|(_, rest)| rest.split_once('`'))
-                .map(|(column, _)| column.to_lowercase())
+                .map(|(column, _)| fold_name(column))
             else {
                 continue;
             };
-            if let Some(ty) = self.columns.get_mut(&(table.to_lowercase(), column)) {
+            if let Some(ty) = self.columns.get_mut(&(fold_name(table), column)) {
                 *ty = "json".into();
             }
         }
