@@ -125,8 +125,7 @@ pub async fn set(
         None,
         serde_json::json!({ "controller_id": controller_id, "rule_id": stored.id, "system_id": system_id,
                             "rule": rule, "every_minutes": every_minutes, "enabled": enabled }),
-    )
-    .await?;
+    );
     Ok(stored)
 }
 
@@ -181,8 +180,7 @@ pub async fn remove(
             "retention_rule.removed",
             None,
             serde_json::json!({ "controller_id": controller_id, "rule_id": id }),
-        )
-        .await?;
+        );
     }
     Ok(removed)
 }
@@ -312,8 +310,7 @@ pub async fn dry_run(
         "retention_rule.dry_run",
         None,
         serde_json::json!({ "rule_id": rule.id, "subjects": subjects.len(), "more": more }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(Ok(DryRun {
         subjects: subjects.len(),
@@ -470,8 +467,7 @@ async fn run(app: &Arc<App>, rule: &Rule) -> anyhow::Result<()> {
         None,
         serde_json::json!({ "rule_id": rule.id, "rule": rule.rule, "system_id": rule.system_id, "run_id": run_id,
                             "expired": found, "filed": filed, "more": more, "error": error }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     if let Some(error) = error {
         tracing::warn!(rule = %rule.id, "a retention run stopped: {error}");
@@ -756,8 +752,7 @@ pub async fn issue_reports(app: &App) -> anyhow::Result<usize> {
             None,
             serde_json::json!({ "controller_id": row.controller_id, "run_id": run.id,
                                 "requests": document["requests"], "signature_key": signed["signature"]["key_id"] }),
-        )
-        .await?;
+        );
         tx.commit().await?;
         issued += 1;
     }

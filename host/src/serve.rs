@@ -490,8 +490,7 @@ async fn demo_setup(app: &Arc<App>) -> anyhow::Result<Option<DemoSetup>> {
         "demo.created",
         None,
         serde_json::json!({ "controller_id": shop.id }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(Some(DemoSetup {
         controller_id: shop.id,

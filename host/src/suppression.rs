@@ -233,8 +233,8 @@ pub async fn set(
         "suppression.configured",
         None,
         serde_json::json!({ "controller_id": controller_id, "purpose": purpose, "phone_region": phone_region }),
-    )
-    .await
+    );
+    Ok(())
 }
 
 /// Ends a controller's list and deletes its entries, and records it. Returns how many
@@ -267,8 +267,7 @@ pub async fn end(
         "suppression.ended",
         None,
         serde_json::json!({ "controller_id": controller_id, "entries_deleted": entries, "reason": reason }),
-    )
-    .await?;
+    );
     Ok(Some(entries))
 }
 
@@ -332,8 +331,7 @@ pub async fn record(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
             "suppression.not_added",
             Some(request_id),
             serde_json::json!({ "controller_id": controller_id, "reason": "the controller's suppression list was ended after the request was submitted" }),
-        )
-        .await?;
+        );
         return Ok(None);
     }
     let entries: Vec<Entry> = serde_json::from_str(&stored)?;
@@ -361,8 +359,7 @@ pub async fn record(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
         "suppression.added",
         Some(request_id),
         serde_json::json!({ "controller_id": controller_id, "reason": reason, "identity_kinds": kinds, "new_entries": added }),
-    )
-    .await?;
+    );
     Ok(Some(added))
 }
 
@@ -432,8 +429,7 @@ pub async fn remove(
         "suppression.removed",
         None,
         serde_json::json!({ "controller_id": controller_id, "identity_kinds": kinds, "removed": removed, "reason": reason }),
-    )
-    .await?;
+    );
     Ok(removed)
 }
 

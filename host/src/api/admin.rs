@@ -110,8 +110,7 @@ pub async fn create_controller(
         "controller.created",
         None,
         json!({ "controller_id": controller.id, "name": controller.name }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(created(CreatedController {
         controller,
@@ -286,8 +285,7 @@ pub async fn create_system(
         "system.created",
         None,
         json!({ "system_id": system.id, "controller_id": id, "plugin": system.plugin }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(created(system).into_response())
 }
@@ -568,8 +566,7 @@ pub async fn create_token(
         "token.created",
         None,
         json!({ "token_id": id, "role": body.role, "controller_id": body.controller_id }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(created(CreatedToken {
         id,
@@ -599,8 +596,7 @@ pub async fn revoke_token(
         "token.revoked",
         None,
         json!({ "token_id": id }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -108,8 +108,7 @@ pub async fn show(
                 "request.read",
                 Some(&request.id),
                 json!({}),
-            )
-            .await?;
+            );
             tx.commit().await?;
             anyhow::Ok(())
         };

@@ -283,8 +283,7 @@ pub async fn sign_in(
             "console.signed_in",
             None,
             serde_json::json!({}),
-        )
-        .await?;
+        );
         tx.commit().await?;
         anyhow::Ok(())
     };

@@ -196,6 +196,13 @@ pub fn outage(error: &anyhow::Error) -> Option<&'static str> {
                 if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
                     return Some("oubli's database is restarting or out of resources");
                 }
+                // PostgreSQL broke a deadlock or a serialisation conflict between two
+                // writers by rolling this one back: nothing of it was kept.
+                if code == "40P01" || code == "40001" {
+                    return Some(
+                        "oubli's database rolled this step back to settle a conflict with another writer",
+                    );
+                }
             }
             _ => {}
         }

@@ -170,8 +170,7 @@ pub async fn notice(
         "notice.opened",
         Some(&request.id),
         serde_json::json!({ "recipient": found.recipient }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(Json(Notice {
         notice_id: found.id,

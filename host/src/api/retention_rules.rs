@@ -230,8 +230,7 @@ async fn signed_report(
         "destruction_report.issued",
         None,
         serde_json::json!({ "controller_id": id, "from": from, "to": to }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(signed)
 }

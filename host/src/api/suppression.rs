@@ -316,8 +316,7 @@ async fn audit_check(
         "suppression.checked",
         None,
         json!({ "controller_id": controller_id, "checked": checked, "suppressed": suppressed }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(())
 }
@@ -609,8 +608,7 @@ async fn audit_bulk(
         None,
         json!({ "controller_id": controller_id, "checked": tally.rows, "suppressed": tally.suppressed,
                 "bulk": true, "complete": tally.complete }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(())
 }

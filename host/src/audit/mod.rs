@@ -13,14 +13,13 @@
 //! tells whether the trail still reaches each one.
 
 use crate::crypto::Keys;
+use crate::store::trail::{self, Pending, hash};
 use crate::store::{Sql, Tx, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
-/// The hash the first event chains to.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub use crate::store::trail::GENESIS;
 
 /// The actions of access-log events: reads of the subject's data, purged after the
 /// access log's retention period.
@@ -86,170 +85,23 @@ pub async fn of_request(store: &crate::store::Store, request_id: &str) -> sqlx::
     .await
 }
 
-fn hash(
-    prev: &str,
-    at: i64,
-    actor: &str,
-    action: &str,
-    request_id: Option<&str>,
-    details: &str,
-) -> String {
-    let mut h = Sha256::new();
-    for part in [
-        prev,
-        &at.to_string(),
-        actor,
-        action,
-        request_id.unwrap_or(""),
-        details,
-    ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    hex::encode(h.finalize())
-}
-
-/// The hash of the last event this process appended. The next append chains to it
-/// without reading the head first: its insert is guarded by the head it expects, so a
-/// stale value (its transaction rolled back, another process or another database of this
-/// process appended since) never makes a wrong link; it costs the failed insert and a
-/// read of the head (three statements where a read and an insert were two). That is the
-/// usual case only where several processes append to one trail (PostgreSQL with worker
-/// processes).
-static LAST_HASH: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
-fn remember(hash: &str) {
-    hash.clone_into(
-        LAST_HASH
-            .lock()
-            .expect("audit head lock")
-            .get_or_insert_default(),
-    );
-}
-
-/// The end of the chain inside one transaction, for appending several events.
-///
-/// Each append is one statement in the usual case: an insert that takes effect only if
-/// the trail's head is still the event this one chains to. When it is not (another
-/// transaction or process appended, or an event was appended by other means in the same
-/// transaction), the head is read and the event chained to it.
-#[derive(Debug, Clone)]
-pub struct Chain {
-    /// The hash the next event is expected to follow; `None` until known.
-    prev: Option<String>,
-    /// Whether `prev` is the head as read in this transaction, which the next event
-    /// follows without a guard (see [`Chain::following`]).
-    read_here: bool,
-}
-
-impl Chain {
-    /// Takes the trail's lock (PostgreSQL) for the rest of the transaction; the head is
-    /// read only when the remembered one turns out stale.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn load(tx: &mut Tx<'_>) -> sqlx::Result<Chain> {
-        crate::store::lock_trail(tx).await?;
-        Ok(Chain {
-            prev: LAST_HASH.lock().expect("audit head lock").clone(),
-            read_here: false,
-        })
-    }
-
-    /// A chain whose next event follows the event with hash `head`, read in this
-    /// transaction under the trail's lock: appended without a guard, so that it follows
-    /// that event even where it is no longer the last one (a purge's checkpoint chains to
-    /// the head it signed, which the purge may have removed).
-    fn following(head: String) -> Chain {
-        Chain {
-            prev: Some(head),
-            read_here: true,
-        }
-    }
-
-    /// Appends an event after the last one.
-    ///
-    /// # Errors
-    /// When the database write fails; the caller's transaction then fails as a whole.
-    pub async fn append(
-        &mut self,
-        tx: &mut Tx<'_>,
-        actor: &str,
-        action: &str,
-        request_id: Option<&str>,
-        details: serde_json::Value,
-    ) -> sqlx::Result<()> {
-        let details = details.to_string();
-        let event = (now_ms(), actor, action, request_id, details.as_str());
-        // A head read in this transaction is followed as it is; a remembered one only if
-        // it is still the head.
-        if let Some(prev) = self.prev.clone() {
-            let guarded = !std::mem::take(&mut self.read_here);
-            if self.insert(tx, prev, guarded, event).await? {
-                return Ok(());
-            }
-        }
-        let prev: String =
-            sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
-                .await?
-                .unwrap_or_else(|| GENESIS.to_owned());
-        self.insert(tx, prev, false, event).await?;
-        Ok(())
-    }
-
-    /// Inserts `event` (at, actor, action, request, details) after the event whose hash
-    /// is `prev`; when `guarded`, only if that event is the head. Returns whether it was
-    /// inserted.
-    async fn insert(
-        &mut self,
-        tx: &mut Tx<'_>,
-        prev: String,
-        guarded: bool,
-        (at, actor, action, request_id, details): (i64, &str, &str, Option<&str>, &str),
-    ) -> sqlx::Result<bool> {
-        let hash = hash(&prev, at, actor, action, request_id, details);
-        let inserted = sqlx::query(
-            "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) \
-             SELECT $1, $2, $3, $4, $5, $6, $7 \
-             WHERE NOT $9 OR $6 = COALESCE((SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1), $8)",
-        )
-        .bind(at)
-        .bind(actor)
-        .bind(action)
-        .bind(request_id)
-        .bind(details)
-        .bind(&prev)
-        .bind(&hash)
-        .bind(GENESIS)
-        .bind(guarded)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
-            remember(&hash);
-            self.prev = Some(hash);
-        }
-        Ok(inserted)
-    }
-}
-
-/// Appends an event inside the caller's transaction.
-///
-/// # Errors
-/// When the database write fails; the caller's transaction then fails as a whole.
-pub async fn append(
+/// Appends an event to the trail in the caller's transaction: it is written, chained to
+/// the trail's head, when the transaction commits, and never if it does not (see
+/// `store::trail`).
+pub fn append(
     tx: &mut Tx<'_>,
     actor: &str,
     action: &str,
     request_id: Option<&str>,
     details: serde_json::Value,
-) -> sqlx::Result<()> {
-    Chain::load(tx)
-        .await?
-        .append(tx, actor, action, request_id, details)
-        .await
+) {
+    tx.append(Pending {
+        at: now_ms(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        request_id: request_id.map(str::to_owned),
+        details: details.to_string(),
+    });
 }
 
 /// A run of purged events between two kept ones, as a checkpoint lists it.
@@ -393,9 +245,14 @@ pub async fn purge_access_log(
         purged.len()
     );
     let details = checkpoint(keys, before, &gaps(&purged), (head.0, &head.1));
-    Chain::following(head.1)
-        .append(tx, "system", CHECKPOINT, None, details)
-        .await?;
+    let event = Pending {
+        at: now_ms(),
+        actor: "system".to_owned(),
+        action: CHECKPOINT.to_owned(),
+        request_id: None,
+        details: details.to_string(),
+    };
+    trail::write_after(tx, &head.1, event).await?;
     Ok(deleted)
 }
 
@@ -595,7 +452,7 @@ impl Checkpoints {
 mod tests {
     use super::*;
 
-    /// Appends an event after `events`, chained as [`Chain::append`] does.
+    /// Appends an event after `events`, chained as the trail chains them.
     fn push(events: &mut Vec<Event>, action: &str, details: String) {
         let seq = events.last().map_or(1, |e| e.seq + 1);
         let prev = events.last().map_or(GENESIS.to_owned(), |e| e.hash.clone());

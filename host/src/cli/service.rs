@@ -70,8 +70,7 @@ pub(super) async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         "token.created",
         None,
         json!({ "token_id": id, "role": role }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     store.close().await;
     print(&json!({ "id": id, "token": token, "role": role, "controller_id": controller }));

@@ -309,7 +309,7 @@ pub async fn register_plugin(
     .execute(&mut *tx)
     .await?;
     let details = serde_json::json!({ "digest": plugin.digest, "name": name });
-    crate::audit::append(&mut tx, actor, "plugin.registered", None, details).await?;
+    crate::audit::append(&mut tx, actor, "plugin.registered", None, details);
     tx.commit().await?;
     Ok(get_plugin(store, &plugin.digest)
         .await?
@@ -391,7 +391,7 @@ pub async fn receive_plugin(
             == 1;
     if inserted || retried {
         let details = serde_json::json!({ "digest": digest, "name": name, "size": bytes.len() });
-        crate::audit::append(&mut tx, actor, "plugin.received", None, details).await?;
+        crate::audit::append(&mut tx, actor, "plugin.received", None, details);
     }
     tx.commit().await?;
     let plugin = get_plugin(store, &digest)
@@ -463,7 +463,7 @@ pub async fn compile_plugin(
     };
     // Another compilation of the same file may have recorded it first: said once.
     if recorded {
-        crate::audit::append(&mut tx, "system", event, None, details).await?;
+        crate::audit::append(&mut tx, "system", event, None, details);
     }
     tx.commit().await?;
     described?;

@@ -280,8 +280,7 @@ pub async fn purge_expired(ctx: Context<'_>) -> anyhow::Result<usize> {
             "package.purged",
             Some(id),
             json!({ "tasks": cleared }),
-        )
-        .await?;
+        );
         tx.commit().await?;
         purged += 1;
     }

@@ -74,8 +74,7 @@ pub async fn create(
         "recipient.added",
         None,
         serde_json::json!({ "controller_id": controller_id, "recipient_id": id, "name": name, "url": url }),
-    )
-    .await?;
+    );
     Ok((
         recipient((id, name.to_owned(), url.to_owned(), now, None)),
         secret,
@@ -132,8 +131,7 @@ pub async fn remove(
             "recipient.removed",
             None,
             serde_json::json!({ "controller_id": controller_id, "recipient_id": id }),
-        )
-        .await?;
+        );
     }
     Ok(removed)
 }
@@ -181,8 +179,7 @@ pub async fn notify(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> sqlx::Res
             "recipients.not_notified",
             Some(request_id),
             serde_json::json!({ "reason": "no connected system found any record of the subject" }),
-        )
-        .await?;
+        );
         return Ok(0);
     }
     let now = now_ms();
@@ -221,8 +218,7 @@ pub async fn notify(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> sqlx::Res
         "recipients.notified",
         Some(request_id),
         serde_json::json!({ "event": event, "recipients": names }),
-    )
-    .await?;
+    );
     Ok(recipients.len())
 }
 

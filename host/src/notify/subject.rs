@@ -93,8 +93,7 @@ pub async fn set(
         "subject_notices.configured",
         None,
         serde_json::json!({ "controller_id": controller_id, "events": events, "own_wording": worded }),
-    )
-    .await?;
+    );
     Ok(())
 }
 
@@ -117,8 +116,7 @@ pub async fn stop(tx: &mut Tx<'_>, controller_id: &str, actor: &str) -> sqlx::Re
             "subject_notices.stopped",
             None,
             serde_json::json!({ "controller_id": controller_id }),
-        )
-        .await?;
+        );
     }
     Ok(stopped)
 }

@@ -242,7 +242,7 @@ async fn claim_once(
     };
     let nonce = format!("{:016x}", rand::random::<u64>());
     let mut conn = store.relaxed().await?;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let mut tx = Tx::begin_on(&mut conn).await?;
     // Only tasks of approved or running requests: a request cancelled after its approval
     // keeps queued tasks that must not run. A task still marked running whose lease ran
     // out was interrupted: it is taken over (after a wait that grows with its
@@ -378,12 +378,7 @@ pub struct Finished {
 ///
 /// # Errors
 /// When the database fails.
-pub async fn record(
-    tx: &mut Tx<'_>,
-    chain: &mut audit::Chain,
-    actor: &str,
-    run: &Finished,
-) -> anyhow::Result<bool> {
+pub async fn record(tx: &mut Tx<'_>, actor: &str, run: &Finished) -> anyhow::Result<bool> {
     let now = now_ms();
     let Finished {
         task,
@@ -489,9 +484,7 @@ pub async fn record(
     details["task_id"] = task.id.clone().into();
     details["system_id"] = task.system_id.clone().into();
     details["attempt"] = task.attempt.into();
-    chain
-        .append(tx, actor, event, Some(&task.request_id), details)
-        .await?;
+    audit::append(tx, actor, event, Some(&task.request_id), details);
     Ok(true)
 }
 
@@ -605,7 +598,6 @@ pub async fn release(store: &Store, worker: &str) -> sqlx::Result<u64> {
 pub async fn resume_interrupted(store: &Store, backoff: &Backoff) -> sqlx::Result<u64> {
     let now = now_ms();
     let mut tx = store.begin().await?;
-    let mut chain = audit::Chain::load(&mut tx).await?;
     let interrupted: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
         "SELECT id, request_id, system_id, attempts, interrupted FROM tasks WHERE status = $1 ORDER BY id",
     )
@@ -631,15 +623,13 @@ pub async fn resume_interrupted(store: &Store, backoff: &Backoff) -> sqlx::Resul
     .execute(&mut *tx)
     .await?;
     for (task, request, system, attempt, before) in &interrupted {
-        chain
-            .append(
-                &mut tx,
-                "system",
-                "task.interrupted",
-                Some(request),
-                interruption(task, system, *attempt, before + 1),
-            )
-            .await?;
+        audit::append(
+            &mut tx,
+            "system",
+            "task.interrupted",
+            Some(request),
+            interruption(task, system, *attempt, before + 1),
+        );
     }
     tx.commit().await?;
     Ok(interrupted.len() as u64)

@@ -3,7 +3,6 @@
 //! Each submission is answered only after its transaction is on disk.
 
 use super::rows::{self as requests, NewRequest, Request};
-use crate::audit::Chain;
 use crate::crypto::seal::Sealer;
 use crate::store::Store;
 use serde_json::json;
@@ -121,7 +120,6 @@ async fn write(
     submissions: &[&Submission],
 ) -> anyhow::Result<Vec<Accepted>> {
     let mut tx = store.begin().await?;
-    let mut chain = Chain::load(&mut tx).await?;
     let mut accepted = Vec::with_capacity(submissions.len());
     for submission in submissions {
         let new = &submission.request;
@@ -136,8 +134,7 @@ async fn write(
             });
             continue;
         }
-        let mut request =
-            requests::insert(&mut tx, sealer, &mut chain, new, &submission.actor).await?;
+        let mut request = requests::insert(&mut tx, sealer, new, &submission.actor).await?;
         // A person at the controller decides through a link, sent by webhook and e-mail.
         let link = if submission.auto_approve {
             None
@@ -183,7 +180,6 @@ async fn write(
             request = requests::get_in(&mut tx, sealer, &request.id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("the new request vanished"))?;
-            chain = Chain::load(&mut tx).await?;
         }
         accepted.push(Accepted::Created(request));
     }

@@ -76,8 +76,7 @@ pub async fn extend(
         "request.extended",
         Some(&request.id),
         serde_json::json!({ "months": months, "reason": reason, "due_at": due }),
-    )
-    .await?;
+    );
     Ok(Ok(super::rows::get_in(tx, sealer, &request.id)
         .await?
         .expect("the request exists")))
@@ -148,8 +147,7 @@ pub async fn transition(
         &format!("request.{}", next.as_str()),
         Some(&request.id),
         details,
-    )
-    .await?;
+    );
     if opendsr.is_some() {
         crate::notify::opendsr::status_changed(tx, &request.id, next.as_str()).await?;
     }
@@ -235,13 +233,12 @@ pub async fn retry(
     Ok(Some(taken.map(drop)))
 }
 
-/// Claims up to `limit` due tasks for `owner` and starts the approved requests among
-/// theirs, in a transaction of its own that takes the audit trail's lock before any
-/// row (see `store::lock_trail`): the claim's holds task rows, and waiting for the
-/// trail while holding them could close a cycle with a writer that holds the trail.
-/// Should the process die in between, the request is started when its tasks settle.
-/// The same transaction audits the runs this claim took over from workers that stopped
-/// (`task.interrupted`); the attempt log has them as `interrupted` either way.
+/// Claims up to `limit` due tasks for `owner` in a transaction of its own; then, in a
+/// second one and only where there is something to do, starts the approved requests
+/// among theirs and audits the runs this claim took over from workers that stopped
+/// (`task.interrupted`). Should the process die in between, the request is started when
+/// its tasks settle, and the attempt log has the runs taken over as `interrupted` either
+/// way.
 ///
 /// # Errors
 /// When the database fails.
@@ -268,7 +265,7 @@ pub async fn claim_many(
 /// audits the runs taken over.
 async fn start_and_audit(store: &Store, owner: &str, claimed: &[Claimed]) -> anyhow::Result<()> {
     // Most claims are of requests already running: only approved ones (as the claim read
-    // them) need the trail's lock and a transaction, and are read again under it.
+    // them) need a transaction, and are read again in it.
     let mut approved: Vec<&str> = claimed
         .iter()
         .filter(|c| c.request_status == Status::Approved.as_str())
@@ -281,9 +278,7 @@ async fn start_and_audit(store: &Store, owner: &str, claimed: &[Claimed]) -> any
     }
     let actor = format!("worker:{owner}");
     let mut conn = store.relaxed().await?;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    // Taken for its lock: the steps below append after it.
-    audit::Chain::load(&mut tx).await?;
+    let mut tx = Tx::begin_on(&mut conn).await?;
     for request_id in approved {
         if let Some(stage) = stage_in(&mut tx, request_id).await?
             && stage.status == Status::Approved
@@ -299,7 +294,6 @@ async fn start_and_audit(store: &Store, owner: &str, claimed: &[Claimed]) -> any
             .await?;
         }
     }
-    let mut chain = audit::Chain::load(&mut tx).await?;
     for task in claimed.iter().filter(|c| c.took_over) {
         let details = queue::interruption(
             &task.id,
@@ -307,33 +301,42 @@ async fn start_and_audit(store: &Store, owner: &str, claimed: &[Claimed]) -> any
             i64::from(task.attempt) - 1,
             i64::from(task.interrupted),
         );
-        chain
-            .append(
-                &mut tx,
-                &actor,
-                "task.interrupted",
-                Some(&task.request_id),
-                details,
-            )
-            .await?;
+        audit::append(
+            &mut tx,
+            &actor,
+            "task.interrupted",
+            Some(&task.request_id),
+            details,
+        );
     }
     tx.commit().await?;
     Ok(())
 }
 
-/// Completes or fails a running request whose tasks are all done. Returns whether it
-/// did (and so appended to the audit trail).
-pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<bool> {
+/// Completes or fails a running request whose tasks are all done.
+pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<()> {
+    // Two workers ending a request's last two tasks at once would each count the other's
+    // as still open, and neither settle it: on PostgreSQL the request's row is locked
+    // first, so that the second counts once the first has committed. (SQLite's single
+    // writer already serialises them.)
+    let locked = if crate::store::for_update(tx).is_empty() {
+        None
+    } else {
+        Some(stage_in(tx, request_id).await?)
+    };
     let (open, failed) = queue::open_and_failed(tx, request_id).await?;
     if open > 0 {
-        return Ok(false);
+        return Ok(());
     }
-    let Some(mut request) = stage_in(tx, request_id).await? else {
-        return Ok(false);
+    let stage = match locked {
+        Some(stage) => stage,
+        None => stage_in(tx, request_id).await?,
+    };
+    let Some(mut request) = stage else {
+        return Ok(());
     };
     // Tasks that ran for a request whose start was not recorded (its worker died between
     // the claim and the start): start it now.
-    let mut appended = false;
     if request.status == Status::Approved
         && transition(
             tx,
@@ -345,14 +348,13 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
         .await?
         .is_ok()
     {
-        appended = true;
         let Some(started) = stage_in(tx, request_id).await? else {
-            return Ok(false);
+            return Ok(());
         };
         request = started;
     }
     if request.status != Status::Running {
-        return Ok(appended);
+        return Ok(());
     }
     // A rectification whose change no system had a place for was not carried out; one
     // for a controller without systems changed nothing.
@@ -378,7 +380,7 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
         }
         announce(tx, request_id).await?;
     }
-    Ok(appended || settled.is_ok())
+    Ok(())
 }
 
 /// Queues the e-mail that tells the DPO how a request ended, and the webhook that tells
@@ -537,15 +539,18 @@ pub async fn finish_many(
 async fn finish_once(store: &Store, owner: &str, runs: &[Finished]) -> anyhow::Result<Vec<bool>> {
     let actor = format!("worker:{owner}");
     let mut conn = store.relaxed().await?;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let mut chain = audit::Chain::load(&mut tx).await?;
-    let mut recorded = Vec::with_capacity(runs.len());
-    for run in runs {
-        let kept = queue::record(&mut tx, &mut chain, &actor, run).await?;
-        if kept && settle(&mut tx, &run.task.request_id, &actor).await? {
-            chain = audit::Chain::load(&mut tx).await?;
+    let mut tx = Tx::begin_on(&mut conn).await?;
+    let mut recorded = vec![false; runs.len()];
+    // In the order of their requests, whose rows `settle` locks: two batches never hold
+    // one each and wait for the other's.
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| runs[a].task.request_id.cmp(&runs[b].task.request_id));
+    for i in order {
+        let run = &runs[i];
+        recorded[i] = queue::record(&mut tx, &actor, run).await?;
+        if recorded[i] {
+            settle(&mut tx, &run.task.request_id, &actor).await?;
         }
-        recorded.push(kept);
     }
     tx.commit().await?;
     Ok(recorded)

@@ -387,7 +387,6 @@ pub async fn by_idempotency_key(
 pub async fn insert(
     tx: &mut Tx<'_>,
     sealer: &Sealer,
-    chain: &mut audit::Chain,
     new: &NewRequest,
     actor: &str,
 ) -> anyhow::Result<Request> {
@@ -430,18 +429,14 @@ pub async fn insert(
     }
     let kinds: Vec<&str> = new.identities.iter().map(|i| i.kind.as_str()).collect();
     let details = serde_json::json!({ "kind": new.kind, "controller_id": new.controller_id, "identity_kinds": kinds });
-    chain
-        .append(tx, actor, "request.received", Some(&id), details)
-        .await?;
-    chain
-        .append(
-            tx,
-            actor,
-            "request.awaiting_controller",
-            Some(&id),
-            serde_json::json!({}),
-        )
-        .await?;
+    audit::append(tx, actor, "request.received", Some(&id), details);
+    audit::append(
+        tx,
+        actor,
+        "request.awaiting_controller",
+        Some(&id),
+        serde_json::json!({}),
+    );
     Ok(Request {
         id,
         controller_id: new.controller_id.clone(),
@@ -557,7 +552,10 @@ impl Request {
     }
 }
 
-/// Reads where a request stands inside a transaction.
+/// Reads where a request stands inside a transaction, to take a step from there: on
+/// PostgreSQL the row stays locked until the transaction ends, so that two writers of
+/// one request (a decision and a worker, two workers) take turns instead of one failing
+/// its step on a status that changed under it.
 ///
 /// # Errors
 /// When the database cannot be read.
@@ -569,9 +567,10 @@ pub async fn stage_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Stage>
         status: String,
         subject_redacted_at: Option<i64>,
     }
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT id, controller_id, status, subject_redacted_at FROM requests WHERE id = $1",
-    )
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT id, controller_id, status, subject_redacted_at FROM requests WHERE id = $1{}",
+        crate::store::for_update(tx)
+    ))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
@@ -814,8 +813,7 @@ pub async fn redact_subject(
         "request.subject_redacted",
         Some(id),
         serde_json::json!({ "identities": identities.len(), "changes": changes.len() }),
-    )
-    .await?;
+    );
     Ok(true)
 }
 

@@ -6,9 +6,9 @@
 //!   that transactions queue in the pool instead of failing with `SQLITE_BUSY`, and a pool
 //!   of read connections that see committed data without waiting for writers. One process
 //!   owns the file.
-//! - **PostgreSQL** is shared by any number of processes. Every transaction that appends
-//!   to the audit trail first takes one transaction-scoped advisory lock (see
-//!   [`lock_trail`]), so that the hash chain stays a single line however many processes
+//! - **PostgreSQL** is shared by any number of processes. A transaction that appended
+//!   to the audit trail takes one transaction-scoped advisory lock when it commits (see
+//!   [`trail`]), so that the hash chain stays a single line however many processes
 //!   write; tasks are claimed with `FOR UPDATE SKIP LOCKED`, and queued work is announced
 //!   with `NOTIFY` (see [`TASKS_CHANNEL`]).
 //!
@@ -20,6 +20,7 @@ use sqlx::Arguments as _;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -30,8 +31,74 @@ use std::time::Duration;
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// A transaction.
-pub type Tx<'c> = Transaction<'c, Any>;
+pub mod trail;
+
+/// A transaction on the service database, which carries the audit events appended in it
+/// (see [`crate::audit::append`]) until it commits: they are written then, in one
+/// statement, under the trail's lock (see [`trail`]). Dropped without a commit, it rolls
+/// back with its events. It reads and writes as the connection it dereferences to.
+pub struct Tx<'c> {
+    inner: Transaction<'c, Any>,
+    trail: Vec<trail::Pending>,
+}
+
+impl<'c> Tx<'c> {
+    /// Begins a transaction on `conn`.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn begin_on(conn: &'c mut AnyConnection) -> sqlx::Result<Tx<'c>> {
+        Ok(Tx {
+            inner: sqlx::Connection::begin(conn).await?,
+            trail: Vec::new(),
+        })
+    }
+
+    /// Appends an event to the trail, written when the transaction commits.
+    pub fn append(&mut self, event: trail::Pending) {
+        self.trail.push(event);
+    }
+
+    /// Writes the events appended in the transaction, then commits it.
+    ///
+    /// # Errors
+    /// When the database fails: nothing of the transaction is kept then.
+    pub async fn commit(mut self) -> sqlx::Result<()> {
+        let events = std::mem::take(&mut self.trail);
+        trail::write(&mut self.inner, &events).await?;
+        self.inner.commit().await
+    }
+
+    /// Rolls the transaction back, with its events.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn rollback(self) -> sqlx::Result<()> {
+        self.inner.rollback().await
+    }
+}
+
+impl Deref for Tx<'_> {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl DerefMut for Tx<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("events", &self.trail.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// The `NOTIFY` channel that announces queued tasks to workers on PostgreSQL.
 pub const TASKS_CHANNEL: &str = "oubli_tasks";
@@ -109,7 +176,9 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 /// Takes the audit trail's lock for the rest of the transaction (PostgreSQL; SQLite's
-/// single writer already serialises). Taking it again in the same transaction is free.
+/// single writer already serialises): taken only to write events (see [`trail`]) or to
+/// purge them, with nothing but the trail's rows touched after it, so that its holder
+/// never waits on another writer's rows.
 ///
 /// # Errors
 /// When the database fails.
@@ -121,6 +190,17 @@ pub async fn lock_trail(conn: &mut AnyConnection) -> sqlx::Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// What a `SELECT` of a row the transaction goes on to change ends with, so that writers
+/// of the same row take turns from their reads on: ` FOR UPDATE` on PostgreSQL, nothing
+/// on SQLite (its single writer already serialises).
+pub fn for_update(conn: &AnyConnection) -> &'static str {
+    if conn.backend_name() == POSTGRES_DRIVER {
+        " FOR UPDATE"
+    } else {
+        ""
+    }
 }
 
 /// Takes an exclusive `flock` on the folder of an SQLite database, waiting for it; held
@@ -352,16 +432,15 @@ impl Store {
         self.url.as_deref()
     }
 
-    /// Begins a write transaction. On PostgreSQL it holds the audit trail's lock from its
-    /// first statement, so that writers that append events never wait on each other's rows
-    /// in a cycle.
+    /// Begins a durable write transaction.
     ///
     /// # Errors
     /// When the database cannot be reached.
     pub async fn begin(&self) -> sqlx::Result<Tx<'static>> {
-        let mut tx = self.write.begin().await?;
-        lock_trail(&mut tx).await?;
-        Ok(tx)
+        Ok(Tx {
+            inner: self.write.begin().await?,
+            trail: Vec::new(),
+        })
     }
 
     /// Lends a connection for bookkeeping that may be redone: on SQLite the write

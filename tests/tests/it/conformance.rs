@@ -4,7 +4,6 @@
 //! many workers at once, the audit chain under concurrent writers and after a purge of
 //! the access log, and the subject's data sealed at rest and redacted after closure.
 
-use oubli::audit::Chain;
 use oubli::controller::{self, Article15, NewController, NewSystem};
 use oubli::crypto::Keys;
 use oubli::queue::{self, RunOutcome};
@@ -78,6 +77,7 @@ on_both_backends!(
     a_stale_worker_cannot_write_and_retries_stop_at_the_maximum,
     concurrent_workers_claim_each_task_once,
     concurrent_writers_keep_one_audit_chain,
+    a_transaction_s_events_follow_what_another_process_wrote,
     the_subject_is_sealed_at_rest_and_redacted_after_closure,
     purged_access_log_events_leave_a_verifiable_chain,
     an_exports_pages_are_kept_only_for_the_run_that_succeeded,
@@ -164,8 +164,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
     let owner_id = controller_with_systems(&fixture, 1).await;
     let new = erasure(&owner_id, 1);
     let mut tx = store.begin().await.unwrap();
-    let mut chain = Chain::load(&mut tx).await.unwrap();
-    let request = requests::insert(&mut tx, &fixture.keys.sealer, &mut chain, &new, "test")
+    let request = requests::insert(&mut tx, &fixture.keys.sealer, &new, "test")
         .await
         .unwrap();
     assert_eq!(
@@ -278,8 +277,7 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
 
     // A request cancelled after its approval: its queued tasks never run.
     let mut tx = store.begin().await.unwrap();
-    let mut chain = Chain::load(&mut tx).await.unwrap();
-    let second = requests::insert(&mut tx, &fixture.keys.sealer, &mut chain, &new, "test")
+    let second = requests::insert(&mut tx, &fixture.keys.sealer, &new, "test")
         .await
         .unwrap();
     lifecycle::approve(&mut tx, &second.stage(), "test", 2)
@@ -343,8 +341,7 @@ async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Back
     let (store, sealer) = (&fixture.store, &fixture.keys.sealer);
     let owner_id = controller_with_systems(&fixture, 1).await;
     let mut tx = store.begin().await.unwrap();
-    let mut chain = Chain::load(&mut tx).await.unwrap();
-    let request = requests::insert(&mut tx, sealer, &mut chain, &erasure(&owner_id, 1), "test")
+    let request = requests::insert(&mut tx, sealer, &erasure(&owner_id, 1), "test")
         .await
         .unwrap();
     lifecycle::approve(&mut tx, &request.stage(), "test", 3)
@@ -432,16 +429,9 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
     let owner = controller_with_systems(&fixture, 4).await;
     let mut tx = store.begin().await.unwrap();
     for n in 0..10 {
-        let mut chain = Chain::load(&mut tx).await.unwrap();
-        let request = requests::insert(
-            &mut tx,
-            &fixture.keys.sealer,
-            &mut chain,
-            &erasure(&owner, n),
-            "test",
-        )
-        .await
-        .unwrap();
+        let request = requests::insert(&mut tx, &fixture.keys.sealer, &erasure(&owner, n), "test")
+            .await
+            .unwrap();
         lifecycle::approve(&mut tx, &request.stage(), "test", 3)
             .await
             .unwrap()
@@ -500,15 +490,15 @@ async fn concurrent_writers_keep_one_audit_chain(backend: Backend) {
         writers.push(tokio::spawn(async move {
             for i in 0..10 {
                 let mut tx = store.begin().await.unwrap();
-                oubli::audit::append(
-                    &mut tx,
-                    &format!("writer:{w}"),
-                    "test.appended",
-                    None,
-                    serde_json::json!({ "i": i }),
-                )
-                .await
-                .unwrap();
+                for j in 0..3 {
+                    oubli::audit::append(
+                        &mut tx,
+                        &format!("writer:{w}"),
+                        "test.appended",
+                        None,
+                        serde_json::json!({ "i": i, "j": j }),
+                    );
+                }
                 tx.commit().await.unwrap();
             }
         }));
@@ -517,8 +507,85 @@ async fn concurrent_writers_keep_one_audit_chain(backend: Backend) {
         writer.await.unwrap();
     }
     let events = all_events(store).await;
-    assert_eq!(events.len(), 80);
+    assert_eq!(events.len(), 240);
     assert_eq!(oubli::audit::first_broken(&events, &[]), None);
+    // A transaction's events stay together and in the order they were appended.
+    for three in events.chunks(3) {
+        let details: Vec<serde_json::Value> = three
+            .iter()
+            .map(|e| serde_json::from_str(&e.details).unwrap())
+            .collect();
+        assert!(three.iter().all(|e| e.actor == three[0].actor));
+        assert_eq!(
+            details.iter().map(|d| d["j"].as_i64()).collect::<Vec<_>>(),
+            [Some(0), Some(1), Some(2)]
+        );
+        assert!(details.iter().all(|d| d["i"] == details[0]["i"]));
+    }
+    store.close().await;
+}
+
+/// Another process appends to the trail between two transactions of this one: the next
+/// transaction's events, more than one insert holds, follow what it wrote, in order; one
+/// rolled back leaves nothing.
+async fn a_transaction_s_events_follow_what_another_process_wrote(backend: Backend) {
+    let Some(fixture) = open(backend).await else {
+        return;
+    };
+    let store = &fixture.store;
+    let append = |tx: &mut oubli::store::Tx<'_>, n: usize| {
+        oubli::audit::append(
+            tx,
+            "test",
+            "test.appended",
+            None,
+            serde_json::json!({ "n": n }),
+        );
+    };
+    let mut tx = store.begin().await.unwrap();
+    append(&mut tx, 0);
+    tx.commit().await.unwrap();
+    // What another process would write: an event chained to the head it read.
+    let (head,): (String,) =
+        sqlx::query_as("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_one(&store.write)
+            .await
+            .unwrap();
+    let (at, details) = (oubli::store::now_ms(), r#"{"other":true}"#);
+    let hash = oubli::store::trail::hash(&head, at, "other", "test.other", None, details);
+    sqlx::query(
+        "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) \
+         VALUES ($1, 'other', 'test.other', NULL, $2, $3, $4)",
+    )
+    .bind(at)
+    .bind(details)
+    .bind(&head)
+    .bind(&hash)
+    .execute(&store.write)
+    .await
+    .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    append(&mut tx, 999);
+    tx.rollback().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    for n in 1..=450 {
+        append(&mut tx, n);
+    }
+    tx.commit().await.unwrap();
+    let events = all_events(store).await;
+    assert_eq!(oubli::audit::first_broken(&events, &[]), None);
+    assert_eq!(events.len(), 452);
+    assert_eq!(events[1].action, "test.other");
+    let order: Vec<i64> = events
+        .iter()
+        .filter(|e| e.action == "test.appended")
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.details).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(order, (0..=450).collect::<Vec<i64>>());
     store.close().await;
 }
 
@@ -551,8 +618,7 @@ async fn the_subject_is_sealed_at_rest_and_redacted_after_closure(backend: Backe
         ..erasure(&owner, 7)
     };
     let mut tx = store.begin().await.unwrap();
-    let mut chain = Chain::load(&mut tx).await.unwrap();
-    let request = requests::insert(&mut tx, &keys.sealer, &mut chain, &new, "test")
+    let request = requests::insert(&mut tx, &keys.sealer, &new, "test")
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -592,16 +658,9 @@ async fn the_subject_is_sealed_at_rest_and_redacted_after_closure(backend: Backe
     // Sealed data is bound to its request: moved to another row, it does not open, and
     // that request reads with the reason instead of failing the whole list.
     let mut tx = store.begin().await.unwrap();
-    let mut chain = Chain::load(&mut tx).await.unwrap();
-    let other = requests::insert(
-        &mut tx,
-        &keys.sealer,
-        &mut chain,
-        &erasure(&owner, 8),
-        "test",
-    )
-    .await
-    .unwrap();
+    let other = requests::insert(&mut tx, &keys.sealer, &erasure(&owner, 8), "test")
+        .await
+        .unwrap();
     sqlx::query("UPDATE requests SET identities = (SELECT identities FROM requests WHERE id = $1) WHERE id = $2")
         .bind(&request.id)
         .bind(&other.id)
@@ -758,9 +817,7 @@ async fn purged_access_log_events_leave_a_verifiable_chain(backend: Backend) {
         "request.completed",
         "requests.listed",
     ] {
-        oubli::audit::append(&mut tx, "test", action, None, serde_json::json!({}))
-            .await
-            .unwrap();
+        oubli::audit::append(&mut tx, "test", action, None, serde_json::json!({}));
     }
     tx.commit().await.unwrap();
     let now = oubli::store::now_ms() + 1;

@@ -357,8 +357,7 @@ pub async fn list(
             "requests.listed",
             None,
             json!({ "request_ids": ids }),
-        )
-        .await?;
+        );
         tx.commit().await?;
     }
     Ok(Json(Page { items, next }))

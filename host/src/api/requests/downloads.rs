@@ -42,8 +42,7 @@ async fn download(
         "package.downloaded",
         Some(id),
         json!({ "format": format }),
-    )
-    .await?;
+    );
     tx.commit().await?;
     Ok(package)
 }

@@ -1,0 +1,228 @@
+//! The audit trail's writing: the events a transaction appends wait in it (see
+//! [`super::Tx`]) and are written when it commits, all of them in one statement, each
+//! carrying the hash of the one before. The trail's lock (PostgreSQL) is taken only
+//! then, so it is held for that statement and the commit, not for the whole
+//! transaction; and as nothing else is done while it is held, a writer holding it never
+//! waits on rows another writer holds: it can be in no deadlock.
+//!
+//! What an event means, how the chain is checked and purged, is [`crate::audit`]'s.
+
+use sha2::{Digest, Sha256};
+use sqlx::AnyConnection;
+
+/// The hash the first event chains to.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// At most this many events go into one insert (seven values each): a transaction that
+/// appends more writes them in several, each following the one before.
+const EVENTS_PER_INSERT: usize = 200;
+
+/// An event appended in a transaction, written when it commits.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Milliseconds since the Unix epoch: when it was appended.
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub request_id: Option<String>,
+    /// Details as JSON text.
+    pub details: String,
+}
+
+impl Pending {
+    /// The hash this event carries when it follows an event whose hash is `prev`.
+    fn hash(&self, prev: &str) -> String {
+        hash(
+            prev,
+            self.at,
+            &self.actor,
+            &self.action,
+            self.request_id.as_deref(),
+            &self.details,
+        )
+    }
+}
+
+/// The hash of an event (its time, actor, action, request and details) that follows the
+/// event whose hash is `prev`: each part length-prefixed, so no two events share one.
+pub fn hash(
+    prev: &str,
+    at: i64,
+    actor: &str,
+    action: &str,
+    request_id: Option<&str>,
+    details: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        prev,
+        &at.to_string(),
+        actor,
+        action,
+        request_id.unwrap_or(""),
+        details,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The hash of the last event this process wrote. The next write chains to it without
+/// reading the head first: its insert is guarded by the head it expects, so a stale value
+/// (its transaction rolled back, another process or another database of this process
+/// wrote since) never makes a wrong link; it costs the failed insert and a read of the
+/// head. That is the usual case only where several processes write to one trail
+/// (PostgreSQL with worker processes).
+static LAST_HASH: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn remembered() -> Option<String> {
+    LAST_HASH.lock().expect("audit head lock").clone()
+}
+
+fn remember(hash: &str) {
+    hash.clone_into(
+        LAST_HASH
+            .lock()
+            .expect("audit head lock")
+            .get_or_insert_default(),
+    );
+}
+
+/// Writes `events`, in their order, after the trail's head, in the transaction of
+/// `conn`, which commits next: takes the trail's lock (PostgreSQL), then inserts them
+/// chained to the head this process wrote last, if that is still the head (one
+/// statement); when it is not, reads the head and inserts them chained to it.
+///
+/// # Errors
+/// When the database fails; the transaction then fails as a whole.
+pub async fn write(conn: &mut AnyConnection, events: &[Pending]) -> sqlx::Result<()> {
+    let Some((first, rest)) = split_first_chunk(events) else {
+        return Ok(());
+    };
+    super::lock_trail(conn).await?;
+    let guarded = match remembered() {
+        Some(prev) => insert(conn, &prev, true, first).await?,
+        None => None,
+    };
+    let mut prev = match guarded {
+        Some(last) => last,
+        None => {
+            let head: Option<String> =
+                sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let head = head.unwrap_or_else(|| GENESIS.to_owned());
+            unguarded(conn, &head, first).await?
+        }
+    };
+    // Under the lock (SQLite: the transaction now holds the write lock), what this
+    // transaction wrote is the head: the rest follows it without a guard.
+    for chunk in rest.chunks(EVENTS_PER_INSERT) {
+        prev = unguarded(conn, &prev, chunk).await?;
+    }
+    Ok(())
+}
+
+/// Writes `event` right after the event whose hash is `head`, read in this transaction
+/// under the trail's lock, without a guard: it follows that event even where it is no
+/// longer the last one (a purge's checkpoint follows the head it signed, which the purge
+/// may have removed).
+///
+/// # Errors
+/// When the database fails.
+pub async fn write_after(conn: &mut AnyConnection, head: &str, event: Pending) -> sqlx::Result<()> {
+    unguarded(conn, head, std::slice::from_ref(&event)).await?;
+    Ok(())
+}
+
+/// [`insert`] without a guard: returns the hash of the last event (`prev` when there is
+/// none).
+async fn unguarded(
+    conn: &mut AnyConnection,
+    prev: &str,
+    events: &[Pending],
+) -> sqlx::Result<String> {
+    Ok(insert(conn, prev, false, events)
+        .await?
+        .unwrap_or_else(|| prev.to_owned()))
+}
+
+fn split_first_chunk(events: &[Pending]) -> Option<(&[Pending], &[Pending])> {
+    (!events.is_empty()).then(|| events.split_at(events.len().min(EVENTS_PER_INSERT)))
+}
+
+/// Inserts `events` (at most [`EVENTS_PER_INSERT`]) chained after the event whose hash is
+/// `prev`, in one statement; when `guarded`, only if that event is the trail's head.
+/// Returns the hash of the last one inserted, `None` when the guard failed.
+async fn insert(
+    conn: &mut AnyConnection,
+    prev: &str,
+    guarded: bool,
+    events: &[Pending],
+) -> sqlx::Result<Option<String>> {
+    // `VALUES` names its columns column1, column2, … on both backends; the eighth orders
+    // the rows, so that their positions follow the chain.
+    let mut text = String::from(
+        "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) \
+         SELECT column1, column2, column3, column4, column5, column6, column7 FROM (VALUES ",
+    );
+    let mut link = prev.to_owned();
+    let mut hashes = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let hash = event.hash(&link);
+        let base = i * 7;
+        if i > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, {i})",
+            base + 1,
+            base + 2,
+            base + 3,
+            base + 4,
+            base + 5,
+            base + 6,
+            base + 7
+        ));
+        hashes.push((link, hash.clone()));
+        link = hash;
+    }
+    let guard = events.len() * 7;
+    text.push_str(&format!(
+        ") AS events WHERE NOT ${} OR ${} = COALESCE((SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1), ${}) \
+         ORDER BY column8",
+        guard + 1,
+        guard + 2,
+        guard + 3
+    ));
+    let mut query = sqlx::query(&text);
+    for (event, (prev, hash)) in events.iter().zip(&hashes) {
+        query = query
+            .bind(event.at)
+            .bind(&event.actor)
+            .bind(&event.action)
+            .bind(&event.request_id)
+            .bind(&event.details)
+            .bind(prev)
+            .bind(hash);
+    }
+    let inserted = query
+        .bind(guarded)
+        .bind(prev)
+        .bind(GENESIS)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if inserted == 0 && guarded {
+        return Ok(None);
+    }
+    if inserted != events.len() as u64 {
+        return Err(sqlx::Error::Protocol(format!(
+            "{inserted} audit events written of {}",
+            events.len()
+        )));
+    }
+    remember(&link);
+    Ok(Some(link))
+}
