@@ -289,11 +289,13 @@ pub async fn forget(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<()> {
 /// # Errors
 /// When the database cannot be read.
 pub async fn kept_in(tx: &mut Tx<'_>, controller_id: &str) -> sqlx::Result<bool> {
-    let kept: Option<String> =
-        sqlx::query_scalar("SELECT controller_id FROM suppression_lists WHERE controller_id = $1")
-            .bind(controller_id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let kept: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT controller_id FROM suppression_lists WHERE controller_id = $1{}",
+        crate::store::for_share(tx)
+    ))
+    .bind(controller_id)
+    .fetch_optional(&mut **tx)
+    .await?;
     Ok(kept.is_some())
 }
 
@@ -306,16 +308,24 @@ pub async fn kept_in(tx: &mut Tx<'_>, controller_id: &str) -> sqlx::Result<bool>
 /// # Errors
 /// When the database fails.
 pub async fn record(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::Result<Option<u64>> {
-    let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT r.controller_id, r.kind, r.suppression_hashes, l.purpose FROM requests r \
-         LEFT JOIN suppression_lists l ON l.controller_id = r.controller_id WHERE r.id = $1",
+    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT controller_id, kind, suppression_hashes FROM requests WHERE id = $1",
     )
     .bind(request_id)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((controller_id, reason, Some(stored), list)) = row else {
+    let Some((controller_id, reason, Some(stored))) = row else {
         return Ok(None);
     };
+    // The list is read under a share lock (PostgreSQL): ending it at the same time waits
+    // for this transaction, and then deletes the entries it adds.
+    let list: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT purpose FROM suppression_lists WHERE controller_id = $1{}",
+        crate::store::for_share(tx)
+    ))
+    .bind(&controller_id)
+    .fetch_optional(&mut **tx)
+    .await?;
     // On the list now, or nowhere to go: not kept twice.
     forget(tx, request_id).await?;
     if list.is_none() {

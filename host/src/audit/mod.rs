@@ -96,7 +96,6 @@ pub fn append(
     details: serde_json::Value,
 ) {
     tx.append(Pending {
-        at: now_ms(),
         actor: actor.to_owned(),
         action: action.to_owned(),
         request_id: request_id.map(str::to_owned),
@@ -246,7 +245,6 @@ pub async fn purge_access_log(
     );
     let details = checkpoint(keys, before, &gaps(&purged), (head.0, &head.1));
     let event = Pending {
-        at: now_ms(),
         actor: "system".to_owned(),
         action: CHECKPOINT.to_owned(),
         request_id: None,

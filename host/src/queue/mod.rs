@@ -9,7 +9,7 @@
 
 use crate::audit;
 use crate::retry::Backoff;
-use crate::store::{self, Backend, Store, Tx, now_ms, to_rfc3339};
+use crate::store::{self, Backend, Sql, Store, Tx, now_ms, to_rfc3339};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
@@ -142,26 +142,37 @@ pub async fn enqueue(
     )
     .bind(controller_id)
     .bind(only_system)
-            .fetch_all(&mut **tx)
-            .await?;
-    for system in &systems {
-        sqlx::query(
-            "INSERT INTO tasks (id, request_id, system_id, status, attempts, max_attempts, run_after, created_at, updated_at) \
-             VALUES ($1, $2, $3, $6, 0, $4, $7, $5, $5)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(request_id)
-        .bind(system)
-        .bind(i64::from(max_attempts))
-        .bind(now)
-        .bind(TaskStatus::Queued.as_str())
-        .bind(run_after)
-        .execute(&mut **tx)
-        .await?;
+    .fetch_all(&mut **tx)
+    .await?;
+    if systems.is_empty() {
+        return Ok(0);
     }
-    if !systems.is_empty() {
-        announce(tx).await?;
+    // One insert for all of them.
+    let mut insert = Sql::new(
+        "INSERT INTO tasks (id, request_id, system_id, status, attempts, max_attempts, run_after, created_at, updated_at) VALUES ",
+    );
+    for (i, system) in systems.iter().enumerate() {
+        insert
+            .push(if i == 0 { "(" } else { ", (" })
+            .bind(uuid::Uuid::now_v7().to_string())
+            .push(", ")
+            .bind(request_id.to_owned())
+            .push(", ")
+            .bind(system.clone())
+            .push(", ")
+            .bind(TaskStatus::Queued.as_str())
+            .push(", 0, ")
+            .bind(i64::from(max_attempts))
+            .push(", ")
+            .bind(run_after)
+            .push(", ")
+            .bind(now)
+            .push(", ")
+            .bind(now)
+            .push(")");
     }
+    insert.execute(&mut **tx).await?;
+    announce(tx).await?;
     Ok(systems.len() as u64)
 }
 
@@ -286,18 +297,26 @@ async fn claim_once(
         .await?;
         task.took_over = open.rows_affected() > 0;
     }
-    for task in &claimed {
-        sqlx::query(
-            "INSERT INTO task_attempts (lease, task_id, attempt, worker, started_at, renewed_at) VALUES ($1, $2, $3, $4, $5, $5)",
-        )
-        .bind(&task.lease)
-        .bind(&task.id)
-        .bind(i64::from(task.attempt))
-        .bind(owner)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    let mut attempts = Sql::new(
+        "INSERT INTO task_attempts (lease, task_id, attempt, worker, started_at, renewed_at) VALUES ",
+    );
+    for (i, task) in claimed.iter().enumerate() {
+        attempts
+            .push(if i == 0 { "(" } else { ", (" })
+            .bind(task.lease.clone())
+            .push(", ")
+            .bind(task.id.clone())
+            .push(", ")
+            .bind(i64::from(task.attempt))
+            .push(", ")
+            .bind(owner.to_owned())
+            .push(", ")
+            .bind(now)
+            .push(", ")
+            .bind(now)
+            .push(")");
     }
+    attempts.execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(claimed)
 }
@@ -670,6 +689,31 @@ pub async fn cancel_queued(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<u6
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// How many of a request's tasks a worker has taken (running, or ended), in the caller's
+/// transaction. On PostgreSQL the request's queued tasks are locked first: a claim of one
+/// that is under way is waited for and counted, and none is claimed until the
+/// transaction ends.
+///
+/// # Errors
+/// When the database fails.
+pub async fn taken_tasks(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<i64> {
+    let lock = store::for_update(tx);
+    if !lock.is_empty() {
+        sqlx::query(&format!(
+            "SELECT id FROM tasks WHERE request_id = $1 AND status = $2{lock}"
+        ))
+        .bind(request_id)
+        .bind(TaskStatus::Queued.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE request_id = $1 AND status <> $2")
+        .bind(request_id)
+        .bind(TaskStatus::Queued.as_str())
+        .fetch_one(&mut **tx)
+        .await
 }
 
 /// Re-queues a failed request's failed tasks with fresh attempts, in the caller's

@@ -190,8 +190,8 @@ pub async fn reject(
     Ok(Some(taken.map(drop)))
 }
 
-/// Cancels a request that has not started running: its queued tasks never run, and
-/// what a run that started stored goes. `None` when there is no such request.
+/// Cancels a request that has not started running and of which no worker took a task:
+/// its queued tasks never run. `None` when there is no such request.
 ///
 /// # Errors
 /// When the database fails.
@@ -202,9 +202,17 @@ pub async fn cancel(
     reason: Option<&str>,
 ) -> anyhow::Result<Option<Result<(), Refusal>>> {
     let details = serde_json::json!({ "reason": reason });
-    let Some(taken) = take(tx, id, Transition::Cancel, actor, details).await? else {
+    let Some(stage) = stage_in(tx, id).await? else {
         return Ok(None);
     };
+    // Between a worker's claim of a task and the request's start, the request is still
+    // approved: a cancellation then would come after a system began carrying it out.
+    if stage.status.apply(Transition::Cancel).is_ok() && queue::taken_tasks(tx, id).await? > 0 {
+        return Ok(Some(Err(Refusal::Illegal(
+            "a connected system is already carrying out this request: it can no longer be cancelled".into(),
+        ))));
+    }
+    let taken = transition(tx, &stage, Transition::Cancel, actor, details).await?;
     if taken.is_ok() {
         queue::cancel_queued(tx, id).await?;
         crate::suppression::forget(tx, id).await?;

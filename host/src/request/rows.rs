@@ -380,7 +380,7 @@ pub async fn by_idempotency_key(
 }
 
 /// Inserts a request, received and at once forwarded to its controller, with its
-/// identities and changes sealed, and records both steps on `chain`.
+/// identities and changes sealed, and appends both steps to the trail.
 ///
 /// # Errors
 /// When the database write fails.
@@ -461,15 +461,20 @@ pub async fn insert(
     })
 }
 
-/// Reads a request inside a transaction.
+/// Reads a request inside a transaction, to change it: on PostgreSQL the row stays
+/// locked until the transaction ends (see [`stage_in`]), so that two extensions of one
+/// deadline add up instead of one overwriting the other.
 ///
 /// # Errors
 /// When the database cannot be read.
 pub async fn get_in(tx: &mut Tx<'_>, sealer: &Sealer, id: &str) -> anyhow::Result<Option<Request>> {
-    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM requests WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM requests WHERE id = $1{}",
+        crate::store::for_update(tx)
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
     row.map(|r| r.open(sealer)).transpose()
 }
 

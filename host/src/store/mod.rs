@@ -203,6 +203,17 @@ pub fn for_update(conn: &AnyConnection) -> &'static str {
     }
 }
 
+/// What a `SELECT` of a row the transaction relies on (without changing it) ends with,
+/// so that no other writer deletes or changes it until the transaction ends:
+/// ` FOR SHARE` on PostgreSQL, nothing on SQLite.
+pub fn for_share(conn: &AnyConnection) -> &'static str {
+    if conn.backend_name() == POSTGRES_DRIVER {
+        " FOR SHARE"
+    } else {
+        ""
+    }
+}
+
 /// Takes an exclusive `flock` on the folder of an SQLite database, waiting for it; held
 /// until the file is dropped. The folder, not the database file: closing another
 /// descriptor of the database file would drop SQLite's own locks on it.

@@ -17,11 +17,11 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// appends more writes them in several, each following the one before.
 const EVENTS_PER_INSERT: usize = 200;
 
-/// An event appended in a transaction, written when it commits.
+/// An event appended in a transaction, written when it commits; its time is the time it
+/// is written, so that times follow the trail's order (a transaction may wait between
+/// an append and its commit).
 #[derive(Debug, Clone)]
 pub struct Pending {
-    /// Milliseconds since the Unix epoch: when it was appended.
-    pub at: i64,
     pub actor: String,
     pub action: String,
     pub request_id: Option<String>,
@@ -30,11 +30,12 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// The hash this event carries when it follows an event whose hash is `prev`.
-    fn hash(&self, prev: &str) -> String {
+    /// The hash this event carries, written at `at`, when it follows an event whose hash
+    /// is `prev`.
+    fn hash(&self, prev: &str, at: i64) -> String {
         hash(
             prev,
-            self.at,
+            at,
             &self.actor,
             &self.action,
             self.request_id.as_deref(),
@@ -167,10 +168,11 @@ async fn insert(
         "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) \
          SELECT column1, column2, column3, column4, column5, column6, column7 FROM (VALUES ",
     );
+    let at = super::now_ms();
     let mut link = prev.to_owned();
     let mut hashes = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
-        let hash = event.hash(&link);
+        let hash = event.hash(&link, at);
         let base = i * 7;
         if i > 0 {
             text.push_str(", ");
@@ -199,7 +201,7 @@ async fn insert(
     let mut query = sqlx::query(&text);
     for (event, (prev, hash)) in events.iter().zip(&hashes) {
         query = query
-            .bind(event.at)
+            .bind(at)
             .bind(&event.actor)
             .bind(&event.action)
             .bind(&event.request_id)

@@ -294,6 +294,40 @@ async fn a_stale_worker_cannot_write_and_retries_stop_at_the_maximum(backend: Ba
             .is_none(),
         "a cancelled request's task is never claimed"
     );
+    // A request whose task a worker took before the request started: it is being carried
+    // out, so it can no longer be cancelled.
+    let mut tx = store.begin().await.unwrap();
+    let third = requests::insert(&mut tx, &fixture.keys.sealer, &new, "test")
+        .await
+        .unwrap();
+    lifecycle::approve(&mut tx, &third.stage(), "test", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    let taken = queue::claim(store, "d", Duration::from_secs(60), &Backoff::NONE)
+        .await
+        .unwrap()
+        .expect("the approved request's task is claimed");
+    assert_eq!(taken.request_id, third.id);
+    let mut tx = store.begin().await.unwrap();
+    let refused = lifecycle::cancel(&mut tx, &third.id, "test", None)
+        .await
+        .unwrap()
+        .expect("the request exists");
+    assert!(
+        matches!(&refused, Err(lifecycle::Refusal::Illegal(reason)) if reason.contains("already carrying out")),
+        "{refused:?}"
+    );
+    drop(tx);
+    assert_eq!(
+        requests::get(store, &fixture.keys.sealer, &third.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        oubli::request::Status::Approved
+    );
     // The attempt log: every claim, who held it, and how it ended.
     let log: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT worker, lease, outcome FROM task_attempts WHERE task_id = $1 ORDER BY started_at, lease",
