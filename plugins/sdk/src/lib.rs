@@ -575,6 +575,46 @@ pub mod sql {
         }
     }
 
+    /// A condition that one of the texts `expressions` holds `value`, given in lower case,
+    /// whatever the case of the text, with the parameters it takes (numbered from `first`
+    /// where the dialect numbers them): `instr(lower(text), value) > 0` for each text
+    /// (PostgreSQL's `strpos`), which on SQLite folds ASCII letters only. On SQLite it is
+    /// one call per row of a function oubli's host provides, `oubli_contains_folded(value,
+    /// text, …)`, which does the same without a lowered copy of each text.
+    pub fn contains_text_in(
+        expressions: &[String],
+        value: &str,
+        first: usize,
+    ) -> (String, Vec<Value>) {
+        let value = || Value::Text(value.to_owned());
+        match dialect() {
+            Dialect::Sqlite => (
+                format!(
+                    "oubli_contains_folded(?{first}, {})",
+                    expressions.join(", ")
+                ),
+                vec![value()],
+            ),
+            Dialect::Postgres => {
+                let tests: Vec<String> = expressions
+                    .iter()
+                    .map(|e| format!("strpos(lower({e}), ${first}) > 0"))
+                    .collect();
+                (format!("({})", tests.join(" OR ")), vec![value()])
+            }
+            Dialect::Mysql => {
+                let tests: Vec<String> = expressions
+                    .iter()
+                    .map(|e| format!("instr(lower({e}), ?) > 0"))
+                    .collect();
+                (
+                    format!("({})", tests.join(" OR ")),
+                    expressions.iter().map(|_| value()).collect(),
+                )
+            }
+        }
+    }
+
     /// The function that finds a substring (`instr(text, part)`; PostgreSQL's `strpos`),
     /// greater than 0 when it is found.
     pub fn find_function() -> &'static str {

@@ -947,7 +947,6 @@ impl Connector for SqlConnector {
         if values.is_empty() {
             return Ok(report);
         }
-        let find = sql::find_function();
         'tables: for (table, columns) in catalogue.text_columns() {
             let key = match (dataset.table(table), sql::dialect()) {
                 (Some(t), _) => sql::ident(&t.key),
@@ -967,21 +966,14 @@ impl Connector for SqlConnector {
                     .iter()
                     .map(|c| format!("CAST({} AS {})", sql::ident(c), sql::text_type()))
                     .collect();
-                let tests: Vec<String> = casts
-                    .iter()
-                    .enumerate()
-                    .map(|(n, cast)| {
-                        format!("{find}(lower({cast}), {}) > 0", sql::placeholder(n + 1))
-                    })
-                    .collect();
+                let (test, params) = sql::contains_text_in(&casts, value, 1);
                 let statement = format!(
                     "SELECT CAST({key} AS {text}), {casts} FROM {table} WHERE {tests} LIMIT {SWEEP_ROWS}",
                     text = sql::text_type(),
                     casts = casts.join(", "),
                     table = sql::ident(table),
-                    tests = tests.join(" OR "),
+                    tests = test,
                 );
-                let params = vec![Value::Text(value.clone()); columns.len()];
                 let rows = match sql::query(&statement, params) {
                     Ok(rows) => rows,
                     Err(Error::Unavailable(m)) => return Err(Error::Unavailable(m)),

@@ -50,22 +50,22 @@ pub fn find(dataset: &Dataset, subject: &Subject) -> Result<Vec<Mention>> {
     if values.is_empty() {
         return Ok(out);
     }
-    let (find, text) = (sql::find_function(), sql::text_type());
+    let text = sql::text_type();
     for (index, table) in dataset.tables.iter().enumerate() {
         if table.mentions.is_empty() {
             continue;
         }
         let mut params = Vec::new();
         let mut tests = Vec::new();
+        let casts: Vec<String> = table
+            .mentions
+            .iter()
+            .map(|column| format!("CAST({} AS {text})", sql::ident(column)))
+            .collect();
         for (_, value) in &values {
-            for column in &table.mentions {
-                params.push(Value::Text(value.clone()));
-                tests.push(format!(
-                    "{find}(lower(CAST({} AS {text})), {}) > 0",
-                    sql::ident(column),
-                    sql::placeholder(params.len())
-                ));
-            }
+            let (test, taken) = sql::contains_text_in(&casts, value, params.len() + 1);
+            tests.push(test);
+            params.extend(taken);
         }
         let list: Vec<String> = table.mentions.iter().map(|c| sql::ident(c)).collect();
         let rows = sql::query(

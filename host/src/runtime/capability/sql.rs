@@ -907,6 +907,38 @@ fn linear_text_functions(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         }
         Ok(Some(String::from_utf8_lossy(&out).into_owned()))
     })?;
+    // `oubli_contains_folded(value, text, …)`: whether `instr(lower(text), value) > 0`
+    // for one of the texts, without the lowered copy of each text SQLite's `lower()`
+    // makes, and in one call for all the texts of a row: 1 when one holds `value` once its
+    // ASCII capitals are lowered, 0 when none does, NULL when none does and one is NULL
+    // (as `OR` of the tests would be), NULL for a NULL value. A connector's search of free
+    // text (the sweep, mentions) tests every row of a table with it.
+    conn.create_scalar_function(CONTAINS_FOLDED, -1, flags, |ctx| {
+        if ctx.len() < 2 {
+            return Err(rusqlite::Error::UserFunctionError(
+                format!("{CONTAINS_FOLDED} takes a value and one or more texts").into(),
+            ));
+        }
+        let Some(value) = bytes(ctx.get_raw(0)) else {
+            return Ok(None);
+        };
+        // `lower()` leaves no ASCII capital in a text: a value with one is never in it.
+        let capital = value.iter().any(u8::is_ascii_uppercase);
+        // Made once per statement for a value bound to it (SQLite keeps it while the
+        // argument stays the same).
+        let finder = ctx.get_or_create_aux(0, |_| {
+            Ok::<_, rusqlite::Error>(memchr::memmem::Finder::new(&value).into_owned())
+        })?;
+        let mut null = false;
+        for i in 1..ctx.len() {
+            match bytes(ctx.get_raw(i)) {
+                None => null = true,
+                Some(text) if !capital && contains_folded(&text, &finder) => return Ok(Some(1)),
+                Some(_) => {}
+            }
+        }
+        Ok((!null).then_some(0))
+    })?;
     for (name, start, end) in [
         ("trim", true, true),
         ("ltrim", true, false),
@@ -938,6 +970,40 @@ fn linear_text_functions(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The SQLite function a connector's search of free text calls (the SDK's
+/// `sql::contains_text`).
+const CONTAINS_FOLDED: &str = "oubli_contains_folded";
+
+/// The bytes of text lowered at once by [`contains_folded`] (a window, overlapping the
+/// next by the value's length less one, so that no occurrence falls between two).
+const FOLD_WINDOW: usize = 16 * 1024;
+
+/// Whether `finder`'s value occurs in `text` with its ASCII capitals lowered: the text is
+/// lowered a window at a time into a buffer kept by the thread, so that the work stays
+/// linear in the text's length and the memory bounded whatever its size.
+fn contains_folded(text: &[u8], finder: &memchr::memmem::Finder<'static>) -> bool {
+    thread_local! {
+        static FOLDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let n = finder.needle().len();
+    if n == 0 {
+        return true;
+    }
+    FOLDED.with_borrow_mut(|folded| {
+        let mut start = 0;
+        while start + n <= text.len() {
+            let end = text.len().min(start + FOLD_WINDOW + n - 1);
+            folded.clear();
+            folded.extend(text[start..end].iter().map(u8::to_ascii_lowercase));
+            if finder.find(folded).is_some() {
+                return true;
+            }
+            start += FOLD_WINDOW;
+        }
+        false
+    })
 }
 
 /// A real number as SQLite writes it as text (`%!.15g`: `1.0`, `0.5`, `1.0e+20`).
@@ -1919,5 +1985,102 @@ mod tests {
             let got: String = linear.query_row(&query, [], |r| r.get(0)).unwrap();
             assert_eq!(got, expected, "{expression}");
         }
+    }
+
+    /// The host's search of free text finds what `instr(lower(text), value) > 0` finds
+    /// with SQLite's own functions, for text with NUL bytes, invalid UTF-8, non-ASCII
+    /// letters, values with capitals, and values across the windows it lowers at a time.
+    #[test]
+    fn contains_folded_finds_what_instr_of_lower_finds() {
+        let sqlite = rusqlite::Connection::open_in_memory().unwrap();
+        let host = rusqlite::Connection::open_in_memory().unwrap();
+        linear_text_functions(&host).unwrap();
+        let long = |at: usize, part: &str| {
+            let mut text = vec![b'x'; at];
+            text.extend_from_slice(part.as_bytes());
+            text.extend_from_slice(&[b'y'; 100]);
+            text
+        };
+        let mut cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"Jane.Doe@Example.COM".to_vec(), "jane.doe@example.com"),
+            (b"Jane.Doe@Example.COM".to_vec(), "Jane.Doe@Example.COM"),
+            (b"note\0jane@example.com".to_vec(), "jane@example.com"),
+            (b"Andr\xC3\xA9\xA0Dupont".to_vec(), "andr\u{e9}"),
+            ("ANDR\u{c9} Dupont".as_bytes().to_vec(), "andr\u{e9}"),
+            ("andr\u{e9} dupont".as_bytes().to_vec(), "andr\u{e9}"),
+            (b"100% _off_ \\ here".to_vec(), "% _off_ \\"),
+            (b"short".to_vec(), "longer than the text"),
+            (b"anything".to_vec(), ""),
+            (Vec::new(), "a"),
+        ];
+        for at in [
+            0,
+            FOLD_WINDOW - 20,
+            FOLD_WINDOW - 10,
+            FOLD_WINDOW - 1,
+            FOLD_WINDOW,
+            2 * FOLD_WINDOW - 5,
+            3 * FOLD_WINDOW + 7,
+        ] {
+            cases.push((long(at, "Jane.Doe@Example.com"), "jane.doe@example.com"));
+            cases.push((long(at, "Jane.Doe@Example.co"), "jane.doe@example.com"));
+        }
+        for (text, value) in &cases {
+            let expected: bool = sqlite
+                .query_row(
+                    "SELECT instr(lower(CAST(?1 AS TEXT)), ?2) > 0",
+                    rusqlite::params![text, value],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let got: bool = host
+                .query_row(
+                    "SELECT oubli_contains_folded(?2, CAST(?1 AS TEXT))",
+                    rusqlite::params![text, value],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(
+                got,
+                expected,
+                "{:?} in {:?}",
+                value,
+                String::from_utf8_lossy(text)
+            );
+        }
+        // NULL as `OR` gives it: found beside a NULL is found, not found beside one is NULL.
+        for (texts, expected) in [
+            ("NULL, 'a'", None),
+            ("'x', NULL", None),
+            ("NULL, 'Jane@Example.com'", Some(1)),
+            ("'x', 'y'", Some(0)),
+        ] {
+            let got: Option<i64> = host
+                .query_row(
+                    &format!("SELECT oubli_contains_folded('jane@example.com', {texts})"),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(got, expected, "{texts}");
+        }
+        assert!(
+            host.query_row("SELECT oubli_contains_folded('a')", [], |r| r
+                .get::<_, i64>(0))
+                .is_err()
+        );
+        // One statement, many rows, one value bound: each row is tested on its own.
+        host.execute_batch(
+            "CREATE TABLE notes (body TEXT, other TEXT); INSERT INTO notes VALUES ('x Jane@Example.com', NULL), ('nothing', 'else'), (NULL, NULL), ('y', 'JANE@EXAMPLE.COM y');",
+        )
+        .unwrap();
+        let found: i64 = host
+            .query_row(
+                "SELECT COUNT(*) FROM notes WHERE oubli_contains_folded(?1, body, other)",
+                ["jane@example.com"],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(found, 2);
     }
 }
