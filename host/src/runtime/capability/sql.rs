@@ -2082,5 +2082,21 @@ mod tests {
             )
             .unwrap();
         assert_eq!(found, 2);
+        // A value that changes from row to row is searched as itself in each (what the
+        // function keeps of a value is kept only for a value bound to the statement).
+        host.execute_batch(
+            "CREATE TABLE pairs (value TEXT, body TEXT, found INTEGER); INSERT INTO pairs VALUES \
+             ('jane@example.com', 'x JANE@example.com', 1), ('john@example.com', 'x JANE@example.com', 0), \
+             ('john@example.com', 'John@Example.com', 1), ('jane@example.com', 'John@Example.com', 0);",
+        )
+        .unwrap();
+        let wrong: i64 = host
+            .query_row(
+                "SELECT COUNT(*) FROM pairs WHERE oubli_contains_folded(value, body) <> found",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(wrong, 0);
     }
 }
