@@ -575,12 +575,13 @@ pub mod sql {
         }
     }
 
-    /// A condition that one of the texts `expressions` holds `value`, given in lower case,
-    /// whatever the case of the text, with the parameters it takes (numbered from `first`
-    /// where the dialect numbers them): `instr(lower(text), value) > 0` for each text
-    /// (PostgreSQL's `strpos`), which on SQLite folds ASCII letters only. On SQLite it is
-    /// one call per row of a function oubli's host provides, `oubli_contains_folded(value,
-    /// text, …)`, which does the same without a lowered copy of each text.
+    /// A condition that one of the texts `expressions` (at least one; cast them to text)
+    /// holds `value`, given in lower case, whatever the case of the text, with the
+    /// parameters it takes in order (PostgreSQL's numbered from `first`; the others are
+    /// `?`): `instr(lower(text), value) > 0` for each text (PostgreSQL's `strpos`), which
+    /// on SQLite folds ASCII letters only. On SQLite it is one call per row and 100 texts
+    /// of a function oubli's host provides, `oubli_contains_folded(value, text, …)`, which
+    /// does the same without a lowered copy of each text.
     pub fn contains_text_in(
         expressions: &[String],
         value: &str,
@@ -588,13 +589,17 @@ pub mod sql {
     ) -> (String, Vec<Value>) {
         let value = || Value::Text(value.to_owned());
         match dialect() {
-            Dialect::Sqlite => (
-                format!(
-                    "oubli_contains_folded(?{first}, {})",
-                    expressions.join(", ")
-                ),
-                vec![value()],
-            ),
+            // SQLite takes at most 127 arguments per call.
+            Dialect::Sqlite => {
+                let calls: Vec<String> = expressions
+                    .chunks(100)
+                    .map(|texts| format!("oubli_contains_folded(?, {})", texts.join(", ")))
+                    .collect();
+                (
+                    format!("({})", calls.join(" OR ")),
+                    calls.iter().map(|_| value()).collect(),
+                )
+            }
             Dialect::Postgres => {
                 let tests: Vec<String> = expressions
                     .iter()

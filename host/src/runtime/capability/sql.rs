@@ -841,7 +841,10 @@ use bind;
 /// proportional to the text times the pattern inside one step that neither the progress
 /// handler nor an interrupt reaches (`instr` of two megabyte strings runs for an hour),
 /// with versions linear in their input and the same results.
-fn linear_text_functions(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+fn linear_text_functions(
+    conn: &rusqlite::Connection,
+    deadline: Arc<Mutex<Instant>>,
+) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     use rusqlite::types::ValueRef;
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
@@ -912,8 +915,10 @@ fn linear_text_functions(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     // makes, and in one call for all the texts of a row: 1 when one holds `value` once its
     // ASCII capitals are lowered, 0 when none does, NULL when none does and one is NULL
     // (as `OR` of the tests would be), NULL for a NULL value. A connector's search of free
-    // text (the sweep, mentions) tests every row of a table with it.
-    conn.create_scalar_function(CONTAINS_FOLDED, -1, flags, |ctx| {
+    // text (the sweep, mentions) tests every row of a table with it. One call can be given
+    // up to 126 texts of 16 MiB (each argument of a constant one is evaluated once, in a
+    // step the progress handler does not divide): it stops at the call's deadline itself.
+    conn.create_scalar_function(CONTAINS_FOLDED, -1, flags, move |ctx| {
         if ctx.len() < 2 {
             return Err(rusqlite::Error::UserFunctionError(
                 format!("{CONTAINS_FOLDED} takes a value and one or more texts").into(),
@@ -933,8 +938,16 @@ fn linear_text_functions(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         for i in 1..ctx.len() {
             match bytes(ctx.get_raw(i)) {
                 None => null = true,
-                Some(text) if !capital && contains_folded(&text, &finder) => return Ok(Some(1)),
-                Some(_) => {}
+                Some(_) if capital => {}
+                Some(text) => match contains_folded(&text, &finder, &deadline) {
+                    Some(true) => return Ok(Some(1)),
+                    Some(false) => {}
+                    None => {
+                        return Err(rusqlite::Error::UserFunctionError(
+                            format!("{CONTAINS_FOLDED} was stopped at the call's deadline").into(),
+                        ));
+                    }
+                },
             }
         }
         Ok((!null).then_some(0))
@@ -973,46 +986,89 @@ fn linear_text_functions(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
 }
 
 /// The SQLite function a connector's search of free text calls (the SDK's
-/// `sql::contains_text`).
+/// `sql::contains_text_in`).
 const CONTAINS_FOLDED: &str = "oubli_contains_folded";
 
-/// The bytes of text lowered at once by [`contains_folded`] (a window, overlapping the
-/// next by the value's length less one, so that no occurrence falls between two).
+/// The bytes of text [`contains_folded`] moves on by, at least (the value's length
+/// where it is longer).
 const FOLD_WINDOW: usize = 16 * 1024;
 
-/// Whether `finder`'s value occurs in `text` with its ASCII capitals lowered: the text is
-/// lowered a window at a time into a buffer kept by the thread, so that the work stays
-/// linear in the text's length and the memory bounded whatever its size.
-fn contains_folded(text: &[u8], finder: &memchr::memmem::Finder<'static>) -> bool {
+/// Whether `finder`'s value occurs in `text` with its ASCII capitals lowered; `None` once
+/// `deadline` has passed. The text is lowered a window at a time into a buffer kept by
+/// the thread: each window is the step (16 KiB, or the value's length if longer) and the
+/// value's length less one more, so that no occurrence falls between two windows and each
+/// byte is lowered at most three times. The buffer is dropped after a long value, so that
+/// no thread keeps more than a few windows' worth.
+fn contains_folded(
+    text: &[u8],
+    finder: &memchr::memmem::Finder<'static>,
+    deadline: &Mutex<Instant>,
+) -> Option<bool> {
     thread_local! {
         static FOLDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     let n = finder.needle().len();
     if n == 0 {
-        return true;
+        return Some(true);
     }
+    let step = FOLD_WINDOW.max(n);
+    let until = *deadline.lock().expect("deadline lock");
     FOLDED.with_borrow_mut(|folded| {
+        let mut found = Some(false);
         let mut start = 0;
         while start + n <= text.len() {
-            let end = text.len().min(start + FOLD_WINDOW + n - 1);
+            if start > 0 && Instant::now() >= until {
+                found = None;
+                break;
+            }
+            let end = text.len().min(start + step + n - 1);
             folded.clear();
             folded.extend(text[start..end].iter().map(u8::to_ascii_lowercase));
             if finder.find(folded).is_some() {
-                return true;
+                found = Some(true);
+                break;
             }
-            start += FOLD_WINDOW;
+            start += step;
         }
-        false
+        if folded.capacity() > 4 * FOLD_WINDOW {
+            *folded = Vec::new();
+        }
+        found
     })
 }
 
-/// A real number as SQLite writes it as text (`%!.15g`: `1.0`, `0.5`, `1.0e+20`).
+/// A real number as SQLite writes it as text (`%!.15g`: 15 significant digits, a decimal
+/// point always, an exponent from 1e15 and below 1e-4: `1.0`, `0.3` for 0.1 + 0.2,
+/// `1.0e+20`, `1.0e-07`, `Inf`).
 fn real_text(r: f64) -> String {
-    let text = format!("{}", r);
-    if r.is_finite() && r.fract() == 0.0 && r.abs() < 1e15 {
-        format!("{text}.0")
+    if r.is_infinite() {
+        return if r > 0.0 { "Inf" } else { "-Inf" }.to_owned();
+    }
+    if r == 0.0 {
+        return "0.0".to_owned();
+    }
+    // Rounded to 15 significant digits first: the rounding may carry into the exponent.
+    let scientific = format!("{r:.14e}");
+    let (digits, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    // Trailing zeros of the fraction go, but one digit stays after the point.
+    let trimmed = |text: &str| -> String {
+        if !text.contains('.') {
+            return format!("{text}.0");
+        }
+        let text = text.trim_end_matches('0');
+        if text.ends_with('.') {
+            format!("{text}0")
+        } else {
+            text.to_owned()
+        }
+    };
+    if !(-4..15).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trimmed(digits), exponent.abs())
     } else {
-        text
+        let decimals = usize::try_from(14 - exponent).unwrap_or(0);
+        trimmed(&format!("{r:.decimals$}"))
     }
 }
 
@@ -1087,13 +1143,13 @@ impl SqliteConn {
         }
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
             .map_err(sqlite_error)?;
-        linear_text_functions(&conn).map_err(sqlite_error)?;
+        let deadline = Arc::new(Mutex::new(Instant::now()));
+        linear_text_functions(&conn, deadline.clone()).map_err(sqlite_error)?;
         let host_statement = Arc::new(AtomicBool::new(false));
         let host = host_statement.clone();
         conn.authorizer(Some(move |context: AuthContext<'_>| {
             authorize(&context.action, read_only, host.load(Ordering::Relaxed))
         }));
-        let deadline = Arc::new(Mutex::new(Instant::now()));
         let until = deadline.clone();
         conn.progress_handler(
             1_000,
@@ -1954,12 +2010,35 @@ mod tests {
         }
     }
 
+    fn far_deadline() -> Arc<Mutex<Instant>> {
+        Arc::new(Mutex::new(Instant::now() + Duration::from_secs(3600)))
+    }
+
     #[test]
     fn linear_text_functions_give_sqlite_s_results() {
         let builtin = rusqlite::Connection::open_in_memory().unwrap();
         let linear = rusqlite::Connection::open_in_memory().unwrap();
-        linear_text_functions(&linear).unwrap();
+        linear_text_functions(&linear, far_deadline()).unwrap();
         for expression in [
+            "instr(0.1 + 0.2, '0.3')",
+            "replace(0.1 + 0.2, '.', ',')",
+            "replace(1e20, 'e', 'E')",
+            "replace(1e15, 'e', 'E')",
+            "replace(1e14, '.', ',')",
+            "replace(1e-7, 'e', 'E')",
+            "replace(0.0001, '.', ',')",
+            "replace(0.00001234, '.', ',')",
+            "replace(9e999, 'I', 'i')",
+            "replace(-9e999, 'I', 'i')",
+            "replace(123456789012345.67, '.', ',')",
+            "replace(999999999999999.9, '.', ',')",
+            "replace(-0.0, '.', ',')",
+            "replace(100.0, '.', ',')",
+            "replace(-2.5, '.', ',')",
+            "replace(1.0 / 3, '.', ',')",
+            "replace(2.0 / 3 * 1e-10, '.', ',')",
+            "replace(6.02214076e23, '.', ',')",
+            "trim(1.5e300)",
             "instr('hello', 'l')",
             "instr('héllo', 'l')",
             "instr(x'010203', x'0203')",
@@ -1994,7 +2073,7 @@ mod tests {
     fn contains_folded_finds_what_instr_of_lower_finds() {
         let sqlite = rusqlite::Connection::open_in_memory().unwrap();
         let host = rusqlite::Connection::open_in_memory().unwrap();
-        linear_text_functions(&host).unwrap();
+        linear_text_functions(&host, far_deadline()).unwrap();
         let long = |at: usize, part: &str| {
             let mut text = vec![b'x'; at];
             text.extend_from_slice(part.as_bytes());
@@ -2013,6 +2092,14 @@ mod tests {
             (b"anything".to_vec(), ""),
             (Vec::new(), "a"),
         ];
+        // A value longer than the window, found across windows, and not found.
+        let long_value = "x".repeat(FOLD_WINDOW + 100) + "jane";
+        cases.push((long(10, &long_value.to_uppercase()), &long_value));
+        cases.push((long(3 * FOLD_WINDOW, &long_value), &long_value));
+        cases.push((
+            long(3 * FOLD_WINDOW, &long_value.replace("jane", "jan")),
+            &long_value,
+        ));
         for at in [
             0,
             FOLD_WINDOW - 20,
@@ -2098,5 +2185,24 @@ mod tests {
             )
             .unwrap();
         assert_eq!(wrong, 0);
+    }
+
+    /// Past the call's deadline the search stops with an interruption, in the middle of a
+    /// text SQLite gives it in one step.
+    #[test]
+    fn contains_folded_stops_at_the_deadline() {
+        let host = rusqlite::Connection::open_in_memory().unwrap();
+        let deadline = Arc::new(Mutex::new(Instant::now()));
+        linear_text_functions(&host, deadline).unwrap();
+        let text = "a".repeat(4 * FOLD_WINDOW);
+        let stopped = host.query_row(
+            "SELECT oubli_contains_folded('b', ?1, ?1, ?1)",
+            [&text],
+            |r| r.get::<_, i64>(0),
+        );
+        assert!(
+            matches!(&stopped, Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("deadline")),
+            "{stopped:?}"
+        );
     }
 }
