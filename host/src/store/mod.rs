@@ -196,19 +196,20 @@ pub async fn lock_trail(conn: &mut AnyConnection) -> sqlx::Result<()> {
 /// of the same row take turns from their reads on: ` FOR UPDATE` on PostgreSQL, nothing
 /// on SQLite (its single writer already serialises).
 pub fn for_update(conn: &AnyConnection) -> &'static str {
-    if conn.backend_name() == POSTGRES_DRIVER {
-        " FOR UPDATE"
-    } else {
-        ""
-    }
+    on_postgres(conn, " FOR UPDATE")
 }
 
 /// What a `SELECT` of a row the transaction relies on (without changing it) ends with,
 /// so that no other writer deletes or changes it until the transaction ends:
 /// ` FOR SHARE` on PostgreSQL, nothing on SQLite.
 pub fn for_share(conn: &AnyConnection) -> &'static str {
+    on_postgres(conn, " FOR SHARE")
+}
+
+/// `clause` on a PostgreSQL connection, nothing on SQLite.
+fn on_postgres(conn: &AnyConnection, clause: &'static str) -> &'static str {
     if conn.backend_name() == POSTGRES_DRIVER {
-        " FOR SHARE"
+        clause
     } else {
         ""
     }
