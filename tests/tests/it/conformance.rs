@@ -490,16 +490,22 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
                 if claimed.is_empty() {
                     return mine;
                 }
-                mine.extend(claimed.into_iter().map(|c| c.id));
+                mine.extend(claimed);
             }
         }));
     }
     let mut seen = HashSet::new();
     let mut total = 0;
+    let mut all = Vec::new();
     for worker in workers {
-        for id in worker.await.unwrap() {
+        for task in worker.await.unwrap() {
             total += 1;
-            assert!(seen.insert(id.clone()), "task {id} was claimed twice");
+            assert!(
+                seen.insert(task.id.clone()),
+                "task {} was claimed twice",
+                task.id
+            );
+            all.push(task);
         }
     }
     assert_eq!(total, 40);
@@ -508,6 +514,56 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(running, 10, "each request started once");
+    // The four workers then record their runs at once, in batches: the last two tasks of
+    // a request may end together, and each request is still completed, once.
+    // Dealt round, so that each worker's batches hold tasks of several requests.
+    let claimed: Vec<(usize, queue::Claimed)> = all.into_iter().enumerate().collect();
+    let mut finishers = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        let runs: Vec<queue::Finished> = claimed
+            .iter()
+            .filter(|(i, _)| i % 4 == w)
+            .map(|(_, task)| queue::Finished {
+                task: task.clone(),
+                outcome: RunOutcome::Succeeded {
+                    result: "{}".into(),
+                    found: 0,
+                    unapplied: None,
+                },
+                backoff: Duration::ZERO,
+                paged: false,
+            })
+            .collect();
+        finishers.push(tokio::spawn(async move {
+            for batch in runs.chunks(2) {
+                let owner = batch[0].task.lease.split(':').next().unwrap().to_owned();
+                let recorded = lifecycle::finish_many(&store, &owner, batch).await.unwrap();
+                assert!(recorded.iter().all(|r| *r));
+            }
+        }));
+    }
+    for finisher in finishers {
+        finisher.await.unwrap();
+    }
+    let completed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE status = 'completed'")
+            .fetch_one(&store.read)
+            .await
+            .unwrap();
+    assert_eq!(
+        completed, 10,
+        "every request completed once its tasks ended"
+    );
+    let events = all_events(store).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.action == "request.completed")
+            .count(),
+        10
+    );
+    assert_eq!(oubli::audit::first_broken(&events, &[]), None);
     store.close().await;
 }
 
