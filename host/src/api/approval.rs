@@ -52,11 +52,19 @@ async fn link_of(app: &App, lang: Lang, token: &str) -> Result<Link, Response> {
 }
 
 fn internal(app: &App, lang: Lang, error: &anyhow::Error) -> Response {
-    tracing::error!(error = format!("{error:#}"), "an approval page failed");
+    let status = failure_status(error);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "an approval page met an outage"
+        );
+    } else {
+        tracing::error!(error = format!("{error:#}"), "an approval page failed");
+    }
     pages::problem(
         app,
         lang,
-        StatusCode::INTERNAL_SERVER_ERROR,
+        status,
         t(lang, "Something went wrong", "Une erreur est survenue"),
         t(
             lang,
@@ -65,6 +73,17 @@ fn internal(app: &App, lang: Lang, error: &anyhow::Error) -> Response {
         ),
         None,
     )
+}
+
+/// The status of a page whose step failed: 503 for an outage (the database out of reach,
+/// busy, or a step rolled back to settle a conflict with another writer), as the API
+/// answers it; 500 otherwise.
+fn failure_status(error: &anyhow::Error) -> StatusCode {
+    if super::error::outage(error).is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
 }
 
 /// Who filed the request: its token's label.
@@ -353,4 +372,17 @@ pub async fn decide(
         Err(e) => return internal(&app, lang, &e),
     };
     axum::response::IntoResponse::into_response(axum::response::Redirect::to(&to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_a_503_and_anything_else_a_500() {
+        let gone = anyhow::Error::from(sqlx::Error::PoolClosed).context("approving");
+        assert_eq!(failure_status(&gone), StatusCode::SERVICE_UNAVAILABLE);
+        let bug = anyhow::anyhow!("the new request vanished");
+        assert_eq!(failure_status(&bug), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }
