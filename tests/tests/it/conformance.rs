@@ -78,6 +78,7 @@ on_both_backends!(
     concurrent_workers_claim_each_task_once,
     concurrent_writers_keep_one_audit_chain,
     a_transaction_s_events_follow_what_another_process_wrote,
+    a_cancellation_and_a_claim_at_once_never_both_win,
     the_subject_is_sealed_at_rest_and_redacted_after_closure,
     purged_access_log_events_leave_a_verifiable_chain,
     an_exports_pages_are_kept_only_for_the_run_that_succeeded,
@@ -564,6 +565,101 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
         10
     );
     assert_eq!(oubli::audit::first_broken(&events, &[]), None);
+    store.close().await;
+}
+
+/// Workers claim the tasks of approved requests while the DPO cancels each of them: a
+/// request is either cancelled before any of its tasks was taken, or the cancellation is
+/// refused; never a cancelled request with a task a worker took.
+async fn a_cancellation_and_a_claim_at_once_never_both_win(backend: Backend) {
+    let Some(fixture) = open(backend).await else {
+        return;
+    };
+    let store = &fixture.store;
+    let owner = controller_with_systems(&fixture, 2).await;
+    let mut ids = Vec::new();
+    let mut tx = store.begin().await.unwrap();
+    for n in 0..20 {
+        let request = requests::insert(&mut tx, &fixture.keys.sealer, &erasure(&owner, n), "test")
+            .await
+            .unwrap();
+        lifecycle::approve(&mut tx, &request.stage(), "test", 3)
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(request.id);
+    }
+    tx.commit().await.unwrap();
+    let mut workers = Vec::new();
+    for w in 0..3 {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let claimed = lifecycle::claim_many(
+                    &store,
+                    &format!("w{w}"),
+                    Duration::from_secs(60),
+                    &Backoff::NONE,
+                    1,
+                )
+                .await
+                .unwrap();
+                if claimed.is_empty() {
+                    return;
+                }
+            }
+        }));
+    }
+    let canceller = {
+        let (store, ids) = (store.clone(), ids.clone());
+        tokio::spawn(async move {
+            let mut cancelled = Vec::new();
+            for id in ids {
+                let mut tx = store.begin().await.unwrap();
+                match lifecycle::cancel(&mut tx, &id, "test", None).await {
+                    Ok(Some(Ok(()))) => {
+                        tx.commit().await.unwrap();
+                        cancelled.push(id);
+                    }
+                    Ok(_) => {}
+                    // PostgreSQL broke a deadlock with a claim: nothing was kept.
+                    Err(e) if oubli::store::is_transient(&e) => {}
+                    Err(e) => panic!("{e:#}"),
+                }
+            }
+            cancelled
+        })
+    };
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let cancelled = canceller.await.unwrap();
+    for id in &cancelled {
+        let taken: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM task_attempts a JOIN tasks t ON t.id = a.task_id WHERE t.request_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&store.read)
+        .await
+        .unwrap();
+        assert_eq!(
+            taken, 0,
+            "request {id} was cancelled after a worker took one of its tasks"
+        );
+    }
+    // Every request is either cancelled or carried out.
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM requests ORDER BY id")
+        .fetch_all(&store.read)
+        .await
+        .unwrap();
+    assert!(
+        statuses.iter().all(|s| s == "cancelled" || s == "running"),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "cancelled").count(),
+        cancelled.len()
+    );
     store.close().await;
 }
 
