@@ -454,6 +454,56 @@ async fn an_exports_pages_are_kept_only_for_the_run_that_succeeded(backend: Back
     store.close().await;
 }
 
+/// `count` erasure requests of `owner`'s, approved; their ids.
+async fn approved_erasures(fixture: &Fixture, owner: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut tx = fixture.store.begin().await.unwrap();
+    for n in 0..count {
+        let request = requests::insert(&mut tx, &fixture.keys.sealer, &erasure(owner, n), "test")
+            .await
+            .unwrap();
+        lifecycle::approve(&mut tx, &request.stage(), "test", 3)
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(request.id);
+    }
+    tx.commit().await.unwrap();
+    ids
+}
+
+/// `count` workers, each claiming up to `batch` tasks at a time until none is left; what
+/// each claimed.
+fn claiming_workers(
+    store: &Store,
+    count: usize,
+    batch: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<queue::Claimed>>> {
+    (0..count)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let claimed = lifecycle::claim_many(
+                        &store,
+                        &format!("w{w}"),
+                        Duration::from_secs(60),
+                        &Backoff::NONE,
+                        batch,
+                    )
+                    .await
+                    .unwrap();
+                    if claimed.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(claimed);
+                }
+            })
+        })
+        .collect()
+}
+
 /// Four workers claim from 40 queued tasks at once, over and over: every task is claimed
 /// exactly once.
 async fn concurrent_workers_claim_each_task_once(backend: Backend) {
@@ -462,39 +512,8 @@ async fn concurrent_workers_claim_each_task_once(backend: Backend) {
     };
     let store = &fixture.store;
     let owner = controller_with_systems(&fixture, 4).await;
-    let mut tx = store.begin().await.unwrap();
-    for n in 0..10 {
-        let request = requests::insert(&mut tx, &fixture.keys.sealer, &erasure(&owner, n), "test")
-            .await
-            .unwrap();
-        lifecycle::approve(&mut tx, &request.stage(), "test", 3)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    tx.commit().await.unwrap();
-    let mut workers = Vec::new();
-    for w in 0..4 {
-        let store = store.clone();
-        workers.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            loop {
-                let claimed = lifecycle::claim_many(
-                    &store,
-                    &format!("w{w}"),
-                    Duration::from_secs(60),
-                    &Backoff::NONE,
-                    3,
-                )
-                .await
-                .unwrap();
-                if claimed.is_empty() {
-                    return mine;
-                }
-                mine.extend(claimed);
-            }
-        }));
-    }
+    approved_erasures(&fixture, &owner, 10).await;
+    let workers = claiming_workers(store, 4, 3);
     let mut seen = HashSet::new();
     let mut total = 0;
     let mut all = Vec::new();
@@ -577,39 +596,8 @@ async fn a_cancellation_and_a_claim_at_once_never_both_win(backend: Backend) {
     };
     let store = &fixture.store;
     let owner = controller_with_systems(&fixture, 2).await;
-    let mut ids = Vec::new();
-    let mut tx = store.begin().await.unwrap();
-    for n in 0..20 {
-        let request = requests::insert(&mut tx, &fixture.keys.sealer, &erasure(&owner, n), "test")
-            .await
-            .unwrap();
-        lifecycle::approve(&mut tx, &request.stage(), "test", 3)
-            .await
-            .unwrap()
-            .unwrap();
-        ids.push(request.id);
-    }
-    tx.commit().await.unwrap();
-    let mut workers = Vec::new();
-    for w in 0..3 {
-        let store = store.clone();
-        workers.push(tokio::spawn(async move {
-            loop {
-                let claimed = lifecycle::claim_many(
-                    &store,
-                    &format!("w{w}"),
-                    Duration::from_secs(60),
-                    &Backoff::NONE,
-                    1,
-                )
-                .await
-                .unwrap();
-                if claimed.is_empty() {
-                    return;
-                }
-            }
-        }));
-    }
+    let ids = approved_erasures(&fixture, &owner, 20).await;
+    let workers = claiming_workers(store, 3, 1);
     let canceller = {
         let (store, ids) = (store.clone(), ids.clone());
         tokio::spawn(async move {
