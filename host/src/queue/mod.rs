@@ -699,15 +699,12 @@ pub async fn cancel_queued(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<u6
 /// # Errors
 /// When the database fails.
 pub async fn taken_tasks(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<i64> {
-    let lock = store::for_update(tx);
-    if !lock.is_empty() {
-        sqlx::query(&format!(
-            "SELECT id FROM tasks WHERE request_id = $1 AND status = $2{lock}"
-        ))
-        .bind(request_id)
-        .bind(TaskStatus::Queued.as_str())
-        .execute(&mut **tx)
-        .await?;
+    if store::on_postgres(tx) {
+        sqlx::query("SELECT id FROM tasks WHERE request_id = $1 AND status = $2 FOR UPDATE")
+            .bind(request_id)
+            .bind(TaskStatus::Queued.as_str())
+            .execute(&mut **tx)
+            .await?;
     }
     sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE request_id = $1 AND status <> $2")
         .bind(request_id)

@@ -207,7 +207,7 @@ pub async fn cancel(
     };
     // Between a worker's claim of a task and the request's start, the request is still
     // approved: a cancellation then would come after a system began carrying it out.
-    if stage.status.apply(Transition::Cancel).is_ok() && queue::taken_tasks(tx, id).await? > 0 {
+    if stage.status == Status::Approved && queue::taken_tasks(tx, id).await? > 0 {
         return Ok(Some(Err(Refusal::Illegal(
             "a connected system is already carrying out this request: it can no longer be cancelled".into(),
         ))));
@@ -327,10 +327,10 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     // as still open, and neither settle it: on PostgreSQL the request's row is locked
     // first, so that the second counts once the first has committed. (SQLite's single
     // writer already serialises them.)
-    let locked = if crate::store::for_update(tx).is_empty() {
-        None
-    } else {
+    let locked = if crate::store::on_postgres(tx) {
         Some(stage_in(tx, request_id).await?)
+    } else {
+        None
     };
     let (open, failed) = queue::open_and_failed(tx, request_id).await?;
     if open > 0 {

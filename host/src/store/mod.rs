@@ -183,7 +183,7 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 /// # Errors
 /// When the database fails.
 pub async fn lock_trail(conn: &mut AnyConnection) -> sqlx::Result<()> {
-    if conn.backend_name() == POSTGRES_DRIVER {
+    if on_postgres(conn) {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(TRAIL_LOCK)
             .execute(&mut *conn)
@@ -196,23 +196,19 @@ pub async fn lock_trail(conn: &mut AnyConnection) -> sqlx::Result<()> {
 /// of the same row take turns from their reads on: ` FOR UPDATE` on PostgreSQL, nothing
 /// on SQLite (its single writer already serialises).
 pub fn for_update(conn: &AnyConnection) -> &'static str {
-    on_postgres(conn, " FOR UPDATE")
+    if on_postgres(conn) { " FOR UPDATE" } else { "" }
 }
 
 /// What a `SELECT` of a row the transaction relies on (without changing it) ends with,
 /// so that no other writer deletes or changes it until the transaction ends:
 /// ` FOR SHARE` on PostgreSQL, nothing on SQLite.
 pub fn for_share(conn: &AnyConnection) -> &'static str {
-    on_postgres(conn, " FOR SHARE")
+    if on_postgres(conn) { " FOR SHARE" } else { "" }
 }
 
-/// `clause` on a PostgreSQL connection, nothing on SQLite.
-fn on_postgres(conn: &AnyConnection, clause: &'static str) -> &'static str {
-    if conn.backend_name() == POSTGRES_DRIVER {
-        clause
-    } else {
-        ""
-    }
+/// Whether `conn` is a PostgreSQL connection (else SQLite).
+pub fn on_postgres(conn: &AnyConnection) -> bool {
+    conn.backend_name() == POSTGRES_DRIVER
 }
 
 /// Takes an exclusive `flock` on the folder of an SQLite database, waiting for it; held

@@ -7,6 +7,7 @@
 //!
 //! What an event means, how the chain is checked and purged, is [`crate::audit`]'s.
 
+use super::Sql;
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 
@@ -16,6 +17,9 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// At most this many events go into one insert (seven values each): a transaction that
 /// appends more writes them in several, each following the one before.
 const EVENTS_PER_INSERT: usize = 200;
+
+/// The hash of the trail's last event.
+const HEAD: &str = "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1";
 
 /// An event appended in a transaction, written when it commits; its time is the time it
 /// is written, so that times follow the trail's order (a transaction may wait between
@@ -98,9 +102,10 @@ fn remember(hash: &str) {
 /// # Errors
 /// When the database fails; the transaction then fails as a whole.
 pub async fn write(conn: &mut AnyConnection, events: &[Pending]) -> sqlx::Result<()> {
-    let Some((first, rest)) = split_first_chunk(events) else {
+    if events.is_empty() {
         return Ok(());
-    };
+    }
+    let (first, rest) = events.split_at(events.len().min(EVENTS_PER_INSERT));
     super::lock_trail(conn).await?;
     let guarded = match remembered() {
         Some(prev) => insert(conn, &prev, true, first).await?,
@@ -109,10 +114,7 @@ pub async fn write(conn: &mut AnyConnection, events: &[Pending]) -> sqlx::Result
     let mut prev = match guarded {
         Some(last) => last,
         None => {
-            let head: Option<String> =
-                sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let head: Option<String> = sqlx::query_scalar(HEAD).fetch_optional(&mut *conn).await?;
             let head = head.unwrap_or_else(|| GENESIS.to_owned());
             unguarded(conn, &head, first).await?
         }
@@ -149,10 +151,6 @@ async fn unguarded(
         .unwrap_or_else(|| prev.to_owned()))
 }
 
-fn split_first_chunk(events: &[Pending]) -> Option<(&[Pending], &[Pending])> {
-    (!events.is_empty()).then(|| events.split_at(events.len().min(EVENTS_PER_INSERT)))
-}
-
 /// Inserts `events` (at most [`EVENTS_PER_INSERT`]) chained after the event whose hash is
 /// `prev`, in one statement; when `guarded`, only if that event is the trail's head.
 /// Returns the hash of the last one inserted, `None` when the guard failed.
@@ -164,58 +162,40 @@ async fn insert(
 ) -> sqlx::Result<Option<String>> {
     // `VALUES` names its columns column1, column2, … on both backends; the eighth orders
     // the rows, so that their positions follow the chain.
-    let mut text = String::from(
+    let mut query = Sql::new(
         "INSERT INTO audit_events (at, actor, action, request_id, details, prev_hash, hash) \
          SELECT column1, column2, column3, column4, column5, column6, column7 FROM (VALUES ",
     );
     let at = super::now_ms();
     let mut link = prev.to_owned();
-    let mut hashes = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
         let hash = event.hash(&link, at);
-        let base = i * 7;
-        if i > 0 {
-            text.push_str(", ");
-        }
-        text.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, {i})",
-            base + 1,
-            base + 2,
-            base + 3,
-            base + 4,
-            base + 5,
-            base + 6,
-            base + 7
-        ));
-        hashes.push((link, hash.clone()));
-        link = hash;
-    }
-    let guard = events.len() * 7;
-    text.push_str(&format!(
-        ") AS events WHERE NOT ${} OR ${} = COALESCE((SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1), ${}) \
-         ORDER BY column8",
-        guard + 1,
-        guard + 2,
-        guard + 3
-    ));
-    let mut query = sqlx::query(&text);
-    for (event, (prev, hash)) in events.iter().zip(&hashes) {
-        query = query
+        query
+            .push(if i == 0 { "(" } else { ", (" })
             .bind(at)
-            .bind(&event.actor)
-            .bind(&event.action)
-            .bind(&event.request_id)
-            .bind(&event.details)
-            .bind(prev)
-            .bind(hash);
+            .push(", ")
+            .bind(event.actor.clone())
+            .push(", ")
+            .bind(event.action.clone())
+            .push(", ")
+            .bind(event.request_id.clone())
+            .push(", ")
+            .bind(event.details.clone())
+            .push(", ")
+            .bind(std::mem::replace(&mut link, hash.clone()))
+            .push(", ")
+            .bind(hash)
+            .push(&format!(", {i})"));
     }
-    let inserted = query
+    query
+        .push(") AS events WHERE NOT ")
         .bind(guarded)
-        .bind(prev)
+        .push(" OR ")
+        .bind(prev.to_owned())
+        .push(&format!(" = COALESCE(({HEAD}), "))
         .bind(GENESIS)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        .push(") ORDER BY column8");
+    let inserted = query.execute(&mut *conn).await?;
     if inserted == 0 && guarded {
         return Ok(None);
     }

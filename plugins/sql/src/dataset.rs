@@ -5,7 +5,7 @@ pub use oubli_connector::EraseAction;
 use oubli_connector::sql::Value;
 use oubli_connector::{Error, Result, config};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,8 +276,9 @@ impl Dataset {
     /// # Errors
     /// `invalid-config` naming the path of the first problem found.
     pub fn load() -> Result<Self> {
-        // SQLite needs the catalogue only to export (declared JSON columns): the other
-        // calls spare themselves the read.
+        // SQLite needs the catalogue only to export (declared JSON columns) and to look
+        // keys up by their declared type (`verify`): the other calls spare themselves the
+        // read.
         if matches!(
             oubli_connector::sql::dialect(),
             oubli_connector::sql::Dialect::Sqlite
@@ -296,11 +297,13 @@ impl Dataset {
         Ok(dataset)
     }
 
-    /// As [`Dataset::load`], with what `access` needs to export each column as its type.
+    /// As [`Dataset::load`], with the columns' declared types on every dialect: what
+    /// `access` needs to export each column as its type, and `verify` to look each key up
+    /// by its type.
     ///
     /// # Errors
     /// As [`Dataset::load`].
-    pub fn load_for_export() -> Result<Self> {
+    pub fn load_typed() -> Result<Self> {
         Ok(Dataset::load_with_catalogue()?.0)
     }
 
@@ -343,12 +346,14 @@ impl Dataset {
         ) {
             // SQLite's affinity rules, in their order: "INT" gives INTEGER; "CHAR",
             // "CLOB" or "TEXT" give TEXT. REAL and NUMERIC columns are left out: a real
-            // read back as text need not convert back to the same real.
+            // read back as text need not convert back to the same real; so are views,
+            // whose rows need not have their declared types.
             dataset.affine_keys = dataset
                 .tables
                 .iter()
+                .filter(|t| !catalogue.is_view(&t.name))
                 .filter_map(|t| {
-                    let ty = catalogue.column_type(&t.name, &t.key)?.to_ascii_lowercase();
+                    let ty = catalogue.column_type(&t.name, &t.key)?;
                     let affinity = if ty.contains("int") {
                         KeyAffinity::Integer
                     } else if ["char", "clob", "text"].iter().any(|a| ty.contains(a)) {
@@ -618,6 +623,9 @@ pub struct Catalogue {
     folded: bool,
     /// (table, column) → declared type, lowercase.
     columns: BTreeMap<(String, String), String>,
+    /// The views among them (SQLite): a view's declared types are those of its first
+    /// `SELECT`, which need not hold for the rows of the others.
+    views: BTreeSet<String>,
     cut: bool,
 }
 
@@ -642,6 +650,7 @@ impl Catalogue {
                 return Ok(Catalogue {
                     folded,
                     columns: BTreeMap::new(),
+                    views: BTreeSet::new(),
                     cut: false,
                 });
             }
@@ -676,7 +685,7 @@ impl Catalogue {
         }
         let statement = match sql::dialect() {
             Dialect::Sqlite => format!(
-                "SELECT m.name, p.name, p.type FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
+                "SELECT m.name, p.name, p.type, m.type = 'view' FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
             ),
             Dialect::Postgres => format!(
                 "SELECT table_name, column_name, CASE WHEN data_type = 'USER-DEFINED' THEN udt_name ELSE data_type END FROM information_schema.columns WHERE table_schema = current_schema(){filter} ORDER BY 1, 2"
@@ -695,17 +704,20 @@ impl Catalogue {
             };
             if folded { fold_name(&text) } else { text }
         };
-        let columns = rows
-            .rows
-            .iter()
-            .filter_map(|row| match row.as_slice() {
-                [table, column, ty] => Some(((fold(table), fold(column)), fold(ty).to_lowercase())),
-                _ => None,
-            })
-            .collect();
+        let mut columns = BTreeMap::new();
+        let mut views = BTreeSet::new();
+        for row in &rows.rows {
+            if let [table, column, ty, view @ ..] = row.as_slice() {
+                if matches!(view, [Value::Integer(1)]) {
+                    views.insert(fold(table));
+                }
+                columns.insert((fold(table), fold(column)), fold(ty).to_lowercase());
+            }
+        }
         let mut catalogue = Catalogue {
             folded,
             columns,
+            views,
             cut,
         };
         if matches!(sql::dialect(), Dialect::Mysql) {
@@ -791,6 +803,11 @@ impl Catalogue {
     }
 
     /// The declared type of `table.column`, `None` when there is no such column.
+    /// Whether `table` is a view (SQLite).
+    pub(crate) fn is_view(&self, table: &str) -> bool {
+        self.views.contains(&self.key(table, "").0)
+    }
+
     pub(crate) fn column_type(&self, table: &str, column: &str) -> Option<&str> {
         self.columns
             .get(&self.key(table, column))

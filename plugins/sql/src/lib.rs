@@ -719,7 +719,7 @@ impl Connector for SqlConnector {
     }
 
     fn access(subject: Subject, cursor: Option<String>) -> Result<Page> {
-        let dataset = Dataset::load_for_export()?;
+        let dataset = Dataset::load_typed()?;
         check_mapped(&dataset, &subject)?;
         let (mut index, mut offset) = match cursor.as_deref() {
             None => (0, 0),
@@ -850,7 +850,7 @@ impl Connector for SqlConnector {
     fn verify(subject: Subject, records: Vec<RecordRef>) -> Result<Vec<Verified>> {
         // With the catalogue on SQLite too: each record is read back by its key, which
         // the key's declared type lets an index find instead of a full read of the table.
-        let (dataset, _) = Dataset::load_with_catalogue()?;
+        let dataset = Dataset::load_typed()?;
         records
             .into_iter()
             .map(|r| {

@@ -507,7 +507,9 @@ async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
                ('18446744073709551615', 'k@example.org'), (0.1 + 0.2, 'k@example.org'), \
                (1e999, 'k@example.org'), (X'3132', 'k@example.org'); \
              CREATE TABLE accents (\"É\", \"é\" TEXT, email TEXT); \
-             INSERT INTO accents VALUES (5, 'x', 'k@example.org');",
+             INSERT INTO accents VALUES (5, 'x', 'k@example.org'); \
+             CREATE VIEW merged AS SELECT id, email FROM ints \
+               UNION ALL SELECT '13', email FROM texts WHERE id = '8';",
         )
         .execute(&mut conn)
         .await
@@ -574,6 +576,25 @@ async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
     let verified = rt.verify(&plugin, &sys, &s, &lookalikes).await.unwrap();
     assert!(
         verified.iter().all(|v| v.state == RecordState::Gone),
+        "{verified:?}"
+    );
+    // A view's declared types are its first SELECT's: the second's '13' is text, which
+    // an INTEGER key's lookup would miss.
+    let mut view = crm_system("keys", &db);
+    view.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": [table("merged")] }),
+    );
+    let view = rt.prepare(&view).unwrap();
+    let in_view = rt.locate(&plugin, &view, &s).await.unwrap();
+    let mut keys: Vec<&str> = in_view.iter().map(|r| r.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["12", "13"]);
+    let verified = rt.verify(&plugin, &view, &s, &in_view).await.unwrap();
+    assert!(
+        verified
+            .iter()
+            .all(|v| matches!(&v.state, RecordState::Holds(f) if f == &["email".to_owned()])),
         "{verified:?}"
     );
     rt.erase(&plugin, &sys, &s).await.unwrap();
