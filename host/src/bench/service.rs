@@ -464,6 +464,13 @@ pub(super) fn oubli_command(
 ) -> anyhow::Result<tokio::process::Command> {
     let exe = std::env::current_exe().context("finding the oubli executable")?;
     let mut command = tokio::process::Command::new(exe);
+    // The child runs with the benchmark's settings only, whatever `OUBLI_*` variables
+    // the shell that started the benchmark has.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OUBLI_") {
+            command.env_remove(name);
+        }
+    }
     command
         .arg(subcommand)
         .env("OUBLI_DATA_DIR", &config.data_dir)
