@@ -639,10 +639,21 @@ pub mod sql {
 
     /// Quotes an identifier (table or column name) for this system's dialect.
     pub fn ident(name: &str) -> String {
-        match dialect() {
-            Dialect::Mysql => format!("`{}`", name.replace('`', "``")),
-            Dialect::Sqlite | Dialect::Postgres => format!("\"{}\"", name.replace('"', "\"\"")),
+        let quote = match dialect() {
+            Dialect::Mysql => '`',
+            Dialect::Sqlite | Dialect::Postgres => '"',
+        };
+        // (Written out: connectors quote every name of every statement they build.)
+        let mut quoted = String::with_capacity(name.len() + 2);
+        quoted.push(quote);
+        for c in name.chars() {
+            if c == quote {
+                quoted.push(quote);
+            }
+            quoted.push(c);
         }
+        quoted.push(quote);
+        quoted
     }
 
     impl Statement {

@@ -51,6 +51,11 @@ pub struct Dataset {
     /// so that its index finds the row.
     #[serde(skip)]
     affine_keys: BTreeMap<String, KeyAffinity>,
+    /// The conditions already built from this dataset (see `condition` in `lib.rs`): a
+    /// call asks for the same table's rows of the same subject several times (each
+    /// child's condition holds its parent's).
+    #[serde(skip)]
+    pub conditions: std::cell::RefCell<Vec<crate::Built>>,
 }
 
 /// The affinity of a SQLite key column that lets `verify` find a row through its index.

@@ -27,6 +27,7 @@ const KEY_CHUNK: usize = 500;
 struct SqlConnector;
 
 /// A `WHERE` condition and its parameters, built for one table and one subject.
+#[derive(Debug, Clone)]
 struct Condition {
     sql: String,
     params: Vec<Value>,
@@ -124,10 +125,60 @@ fn identity_tests(
     tests
 }
 
-/// Builds the condition that selects `table`'s rows belonging to `subject`, numbering
+/// A condition `condition` built: for which table, subject and first placeholder.
+#[derive(Debug)]
+pub struct Built {
+    table: String,
+    /// The first placeholder's number where placeholders are numbered (PostgreSQL);
+    /// elsewhere 0, as the text does not depend on it.
+    first: usize,
+    identities: Vec<(String, String)>,
+    condition: Option<Condition>,
+}
+
+/// The condition that selects `table`'s rows belonging to `subject`, numbering
 /// placeholders from `first`. `None` when nothing links the table to the subject's
-/// identities.
+/// identities. Built once per table, subject and numbering, then kept with the dataset.
 fn condition(
+    dataset: &Dataset,
+    table: &Table,
+    subject: &Subject,
+    first: usize,
+) -> Option<Condition> {
+    let first = if matches!(sql::dialect(), sql::Dialect::Postgres) {
+        first
+    } else {
+        0
+    };
+    let same = |built: &Built| {
+        built.table == table.name
+            && built.first == first
+            && built.identities.len() == subject.identities.len()
+            && built
+                .identities
+                .iter()
+                .zip(&subject.identities)
+                .all(|((kind, value), i)| *kind == i.kind && *value == i.value)
+    };
+    if let Some(built) = dataset.conditions.borrow().iter().find(|b| same(b)) {
+        return built.condition.clone();
+    }
+    // (Built outside the borrow: a child's condition asks for its parent's.)
+    let condition = build_condition(dataset, table, subject, first.max(1));
+    dataset.conditions.borrow_mut().push(Built {
+        table: table.name.clone(),
+        first,
+        identities: subject
+            .identities
+            .iter()
+            .map(|i| (i.kind.clone(), i.value.clone()))
+            .collect(),
+        condition: condition.clone(),
+    });
+    condition
+}
+
+fn build_condition(
     dataset: &Dataset,
     table: &Table,
     subject: &Subject,
@@ -664,13 +715,17 @@ impl Connector for SqlConnector {
         let dataset = Dataset::load()?;
         check_mapped(&dataset, &subject)?;
         let mut refs = Vec::new();
+        // Each table's identity tests, built at its first row.
+        let mut tests_of: Vec<Option<Vec<IdentityTest>>> =
+            dataset.tables.iter().map(|_| None).collect();
         for row in located(&dataset, &subject)? {
             let Some(table) = dataset.tables.get(row.table) else {
                 continue;
             };
             let mut reference = record_ref(table, &Value::Text(row.key));
             // Why it is the subject's: the identity tests the row passed, else its parent.
-            let tests = identity_tests(&dataset, table, &subject, 1);
+            let tests = tests_of[row.table]
+                .get_or_insert_with(|| identity_tests(&dataset, table, &subject, 1));
             for (j, test) in tests.iter().enumerate().take(62) {
                 if row.matched & (1 << j) != 0 {
                     let how = if test.normalised {

@@ -696,3 +696,73 @@ async fn sweep_finds_copies_in_any_case_and_mentions_in_free_text() {
         "{report:?}"
     );
 }
+
+/// Table and column names that need quoting (a double quote, a space, a keyword) are
+/// quoted, never spliced: the connector finds, verifies and erases the subject's rows in
+/// them, parent link included, and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn names_that_need_quoting_are_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("names.db");
+    {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+                .await
+                .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE \"odd \"\"people\"\"\" (\"select\" INTEGER PRIMARY KEY, \"e\"\"mail\" TEXT); \
+             INSERT INTO \"odd \"\"people\"\"\" VALUES (1, 'q@example.org'), (2, 'r@example.org'); \
+             CREATE TABLE \"notes; DROP TABLE x\" (id INTEGER PRIMARY KEY, \"who\"\"\" INTEGER, body TEXT); \
+             INSERT INTO \"notes; DROP TABLE x\" VALUES (10, 1, 'a'), (11, 2, 'b'), (12, 1, 'c');",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let mut config = crm_system("names", &db);
+    config.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": [
+            { "name": "odd \"people\"", "key": "select",
+              "identities": { "email": "e\"mail" }, "columns": { "e\"mail": "contact" } },
+            { "name": "notes; DROP TABLE x", "key": "id",
+              "parent": { "table": "odd \"people\"", "column": "who\"" },
+              "columns": { "body": "communications" } }
+        ] }),
+    );
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&config).unwrap();
+    rt.validate(&plugin, &sys).await.unwrap();
+    let s = subject(&[("email", "q@example.org")]);
+    let mut found: Vec<(String, String)> = rt
+        .locate(&plugin, &sys, &s)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.collection, r.key))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("notes; DROP TABLE x".to_owned(), "10".to_owned()),
+            ("notes; DROP TABLE x".to_owned(), "12".to_owned()),
+            ("odd \"people\"".to_owned(), "1".to_owned()),
+        ]
+    );
+    let erased = rt.erase(&plugin, &sys, &s).await.unwrap();
+    assert_eq!(erased.len(), 3, "{erased:?}");
+    assert_eq!(
+        count(&db, "\"odd \"\"people\"\"\"", "1").await,
+        1,
+        "the other person stays"
+    );
+    assert_eq!(
+        count(&db, "\"notes; DROP TABLE x\"", "1").await,
+        1,
+        "the other person's note stays"
+    );
+}

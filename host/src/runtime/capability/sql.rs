@@ -72,23 +72,15 @@ enum Backend {
     MySql(tokio::sync::OnceCell<MySqlPool>),
 }
 
-/// A file database's idle connections, by access, kept between calls. A plugin cannot
-/// leave anything on one (no schema changes, pragmas, attachments or transactions of
-/// its own), and a connection whose call was stopped is never put back.
+/// A file database's idle connections, kept between calls. A plugin cannot leave
+/// anything on one (no schema changes, pragmas, attachments or transactions of its own),
+/// and a connection whose call was stopped is never put back. Read-only and read-write
+/// calls share them, so that the pages a `locate` read are still in the connection's
+/// cache for the `erase` after it, and the reverse (a connection drops its whole cache
+/// when another one wrote); each call sets the connection's access (see
+/// [`SqliteConn::start`]).
 #[derive(Default)]
-struct SqliteIdle {
-    read_only: Mutex<Vec<SqliteConn>>,
-    read_write: Mutex<Vec<SqliteConn>>,
-}
-
-impl SqliteIdle {
-    fn of(&self, access: Access) -> &Mutex<Vec<SqliteConn>> {
-        match access {
-            Access::ReadOnly => &self.read_only,
-            Access::ReadWrite => &self.read_write,
-        }
-    }
-}
+struct SqliteIdle(Mutex<Vec<SqliteConn>>);
 
 /// A SQLite database as a `sqlite:` URL names it.
 #[derive(Debug, Clone)]
@@ -524,7 +516,7 @@ impl SqlSession {
                 // A file replaced since (a restored backup) is opened afresh: an erasure
                 // must reach the file that is there now.
                 let reused = idle
-                    .of(access)
+                    .0
                     .lock()
                     .expect("idle connections")
                     .pop()
@@ -534,7 +526,7 @@ impl SqlSession {
                     None if self.inline => SqliteConn::open(&file, access)?,
                     None => run_blocking(move || SqliteConn::open(&file, access)).await?,
                 };
-                conn.start(self.deadline)?;
+                conn.start(self.deadline, self.access)?;
                 SessionConn::Sqlite(Arc::new(conn))
             }
             Backend::Postgres(_) => {
@@ -619,7 +611,7 @@ impl SqlSession {
                 && !self.failed
                 && let Some(conn) = Arc::into_inner(conn)
             {
-                let mut idle = idle.of(self.access).lock().expect("idle connections");
+                let mut idle = idle.0.lock().expect("idle connections");
                 if idle.len() < POOL_SIZE as usize {
                     idle.push(conn);
                 }
@@ -1093,16 +1085,23 @@ struct SqliteConn {
     /// Set while the host itself begins or ends a transaction, which the authorizer
     /// otherwise refuses to the plugin.
     host_statement: Arc<AtomicBool>,
+    /// Whether the current call only reads: the authorizer then refuses every change
+    /// when a statement is prepared, and [`Self::prepare`] refuses any statement SQLite
+    /// does not call read-only, cached ones included. (Not `PRAGMA query_only`: setting
+    /// it expires every prepared statement of the connection.)
+    read_only: Arc<AtomicBool>,
 }
 
 impl SqliteConn {
+    /// Opens `file` for any call (read-write, unless its URL says `mode=ro`); each call
+    /// sets the access it has ([`Self::start`]).
     fn open(file: &SqliteFile, access: Access) -> Result<Self, GuestError> {
         use rusqlite::OpenFlags;
-        let read_only = file.read_only || access == Access::ReadOnly;
         let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        flags |= if read_only {
+        flags |= if file.read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY
-        } else if file.create {
+        } else if file.create && access == Access::ReadWrite {
+            // A read-only call never creates the file.
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
         } else {
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -1146,9 +1145,14 @@ impl SqliteConn {
         let deadline = Arc::new(Mutex::new(Instant::now()));
         linear_text_functions(&conn, deadline.clone()).map_err(sqlite_error)?;
         let host_statement = Arc::new(AtomicBool::new(false));
-        let host = host_statement.clone();
+        let read_only = Arc::new(AtomicBool::new(true));
+        let (host, reads) = (host_statement.clone(), read_only.clone());
         conn.authorizer(Some(move |context: AuthContext<'_>| {
-            authorize(&context.action, read_only, host.load(Ordering::Relaxed))
+            authorize(
+                &context.action,
+                reads.load(Ordering::Relaxed),
+                host.load(Ordering::Relaxed),
+            )
         }));
         let until = deadline.clone();
         conn.progress_handler(
@@ -1162,18 +1166,20 @@ impl SqliteConn {
             deadline,
             single: Mutex::default(),
             host_statement,
+            read_only,
         })
     }
 
-    /// Gives the connection to a call that ends at `deadline`.
-    fn start(&self, deadline: Instant) -> Result<(), GuestError> {
+    /// Gives the connection to a call that ends at `deadline`, with `access`.
+    fn start(&self, deadline: Instant, access: Access) -> Result<(), GuestError> {
         *self.deadline.lock().expect("deadline lock") = deadline;
         let wait = BUSY_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-        self.conn
-            .lock()
-            .expect("sqlite connection lock")
-            .busy_timeout(wait)
-            .map_err(sqlite_error)
+        let conn = self.conn.lock().expect("sqlite connection lock");
+        conn.busy_timeout(wait).map_err(sqlite_error)?;
+        drop(conn);
+        self.read_only
+            .store(access == Access::ReadOnly, Ordering::Relaxed);
+        Ok(())
     }
 
     fn interrupt(&self) {
@@ -1205,7 +1211,15 @@ impl SqliteConn {
                 single.insert(sql.to_owned());
             }
         }
-        conn.prepare_cached(sql).map_err(sqlite_error)
+        let prepared = conn.prepare_cached(sql).map_err(sqlite_error)?;
+        // The authorizer judged the statement when it was first prepared, perhaps in a
+        // call that could write: a statement taken from the cache is judged again.
+        if self.read_only.load(Ordering::Relaxed) && !prepared.readonly() {
+            return Err(GuestError::Denied(
+                "the statement would change the database in a read-only call: locate, access and validate only read".into(),
+            ));
+        }
+        Ok(prepared)
     }
 
     fn query(&self, statement: &Statement, limit: usize) -> Result<Rows, GuestError> {
@@ -1844,6 +1858,7 @@ mod tests {
             format!("VACUUM INTO '{}'", dir.path().join("copy.db").display()),
             "PRAGMA journal_mode = OFF".into(),
             "PRAGMA writable_schema = ON".into(),
+            "PRAGMA query_only = OFF".into(),
             "SELECT load_extension('x')".into(),
             "DELETE FROM sqlite_master".into(),
             "BEGIN".into(),
@@ -1880,6 +1895,63 @@ mod tests {
             .unwrap();
         assert_eq!(rows.rows.len(), 1, "the row is still there");
         reading.finish().await;
+    }
+
+    /// Read-only and read-write calls share a file's connections: a write prepared in a
+    /// call that could write, and kept in the connection's statement cache, is refused to
+    /// a read-only call that sends the same text.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_only_call_cannot_reuse_a_write_prepared_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target(&dir);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let idle = |target: &SqlTarget| match &target.backend {
+            Backend::Sqlite(_, idle) => idle.0.lock().unwrap().len(),
+            _ => unreachable!(),
+        };
+        let delete = |email: &str| Statement {
+            sql: "DELETE FROM people WHERE email = ?1".into(),
+            params: vec![Value::Text(email.into())],
+        };
+        let mut writing = target.session(Access::ReadWrite, deadline);
+        assert_eq!(writing.transaction(&[delete("nobody")]).await.unwrap(), [0]);
+        writing.finish().await;
+        assert_eq!(idle(&target), 1);
+
+        let mut reading = target.session(Access::ReadOnly, deadline);
+        let error = reading
+            .query(&delete("a@example.org"), 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, GuestError::Denied(m) if m.contains("would change the database in a read-only call")),
+            "{error:?}"
+        );
+        reading.finish().await;
+        let mut reading = target.session(Access::ReadOnly, deadline);
+        let columns = reading
+            .query(&statement("PRAGMA table_info(people)"), 10)
+            .await
+            .unwrap();
+        assert_eq!(columns.rows.len(), 2, "a pragma that reads is a read");
+        let rows = reading
+            .query(&statement("SELECT email FROM people"), 10)
+            .await
+            .unwrap();
+        assert_eq!(rows.rows.len(), 1, "the row is still there");
+        reading.finish().await;
+        assert_eq!(idle(&target), 1, "one connection served every call");
+
+        let mut writing = target.session(Access::ReadWrite, deadline);
+        assert_eq!(
+            writing
+                .transaction(&[delete("a@example.org")])
+                .await
+                .unwrap(),
+            [1],
+            "a call that may write still writes on the connection"
+        );
+        writing.finish().await;
     }
 
     #[tokio::test(flavor = "multi_thread")]
