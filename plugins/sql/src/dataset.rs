@@ -55,7 +55,7 @@ pub struct Dataset {
     /// call asks for the same table's rows of the same subject several times (each
     /// child's condition holds its parent's).
     #[serde(skip)]
-    pub conditions: std::cell::RefCell<Vec<crate::Built>>,
+    pub(crate) conditions: std::cell::RefCell<Vec<crate::Built>>,
 }
 
 /// The affinity of a SQLite key column that lets `verify` find a row through its index.

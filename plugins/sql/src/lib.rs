@@ -127,7 +127,7 @@ fn identity_tests(
 
 /// A condition `condition` built: for which table, subject and first placeholder.
 #[derive(Debug)]
-pub struct Built {
+pub(crate) struct Built {
     table: String,
     /// The first placeholder's number where placeholders are numbered (PostgreSQL);
     /// elsewhere 0, as the text does not depend on it.
