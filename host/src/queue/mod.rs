@@ -252,8 +252,7 @@ async fn claim_once(
         Backend::Sqlite => "",
     };
     let nonce = format!("{:016x}", rand::random::<u64>());
-    let mut conn = store.relaxed().await?;
-    let mut tx = Tx::begin_on(&mut conn).await?;
+    let mut tx = store.relaxed().await?;
     // Only tasks of approved or running requests: a request cancelled after its approval
     // keeps queued tasks that must not run. A task still marked running whose lease ran
     // out was interrupted: it is taken over (after a wait that grows with its

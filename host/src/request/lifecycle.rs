@@ -285,8 +285,7 @@ async fn start_and_audit(store: &Store, owner: &str, claimed: &[Claimed]) -> any
         return Ok(());
     }
     let actor = format!("worker:{owner}");
-    let mut conn = store.relaxed().await?;
-    let mut tx = Tx::begin_on(&mut conn).await?;
+    let mut tx = store.relaxed().await?;
     for request_id in approved {
         if let Some(stage) = stage_in(&mut tx, request_id).await?
             && stage.status == Status::Approved
@@ -546,8 +545,7 @@ pub async fn finish_many(
 
 async fn finish_once(store: &Store, owner: &str, runs: &[Finished]) -> anyhow::Result<Vec<bool>> {
     let actor = format!("worker:{owner}");
-    let mut conn = store.relaxed().await?;
-    let mut tx = Tx::begin_on(&mut conn).await?;
+    let mut tx = store.relaxed().await?;
     let mut recorded = vec![false; runs.len()];
     // In the order of their requests, whose rows `settle` locks: two batches never hold
     // one each and wait for the other's.

@@ -18,7 +18,6 @@
 use anyhow::Context;
 use sqlx::Arguments as _;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
-use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
@@ -43,17 +42,6 @@ pub struct Tx<'c> {
 }
 
 impl<'c> Tx<'c> {
-    /// Begins a transaction on `conn`.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn begin_on(conn: &'c mut AnyConnection) -> sqlx::Result<Tx<'c>> {
-        Ok(Tx {
-            inner: sqlx::Connection::begin(conn).await?,
-            trail: Vec::new(),
-        })
-    }
-
     /// Appends an event to the trail, written when the transaction commits.
     pub fn append(&mut self, event: trail::Pending) {
         self.trail.push(event);
@@ -134,11 +122,26 @@ pub struct Store {
     relaxed: Arc<AtomicBool>,
 }
 
-tokio::task_local! {
-    /// Set while [`Store::relaxed`] takes the SQLite write connection, which then keeps
-    /// `synchronous = NORMAL` if it has it (every other taker makes it `FULL`).
-    static RELAXED_ACQUIRE: bool;
+/// Who takes the SQLite write connection, for its `before_acquire` (unset: any other
+/// taker, which gets it at `synchronous = FULL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taker {
+    /// [`Store::relaxed`]: marks the connection as possibly relaxed, then relaxes it in
+    /// the statement that begins its transaction.
+    Relaxed,
+    /// [`Store::begin`]: makes the connection durable in the statement that begins its
+    /// transaction, which saves a round trip.
+    DurableBegin,
 }
+
+tokio::task_local! {
+    static TAKER: Taker;
+}
+
+/// What begins a transaction on SQLite's write connection, setting its durability in the
+/// same round trip. (Changing `synchronous` expires no prepared statement.)
+const BEGIN_DURABLE: &str = "PRAGMA synchronous = FULL; BEGIN";
+const BEGIN_RELAXED: &str = "PRAGMA synchronous = NORMAL; BEGIN";
 
 /// Milliseconds since the Unix epoch, the unit of every time column.
 pub fn now_ms() -> i64 {
@@ -291,15 +294,23 @@ impl Store {
             // one more round trip to the connection's thread per use.
             .test_before_acquire(false)
             // The connection is left at `synchronous = NORMAL` by `relaxed()` until it is
-            // taken for anything else, which makes it durable again first: bookkeeping
-            // that follows bookkeeping switches nothing.
+            // taken for anything else, which makes it durable again first (a transaction
+            // in the statement that begins it, anything else here).
             .before_acquire(move |conn, _| {
                 let reset = reset.clone();
                 Box::pin(async move {
-                    let for_bookkeeping = RELAXED_ACQUIRE.try_with(|r| *r).unwrap_or(false);
-                    if !for_bookkeeping && reset.load(Ordering::SeqCst) {
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        reset.store(false, Ordering::SeqCst);
+                    match TAKER.try_with(|t| *t).ok() {
+                        // Marked before the pragma is sent: a call dropped meanwhile
+                        // still leaves the connection to be made durable again.
+                        Some(Taker::Relaxed) => reset.store(true, Ordering::SeqCst),
+                        // Cleared once its `BEGIN_DURABLE` ran (`Store::begin`).
+                        Some(Taker::DurableBegin) => {}
+                        None => {
+                            if reset.load(Ordering::SeqCst) {
+                                conn.execute("PRAGMA synchronous = FULL").await?;
+                                reset.store(false, Ordering::SeqCst);
+                            }
+                        }
                     }
                     Ok(true)
                 })
@@ -445,8 +456,20 @@ impl Store {
     /// # Errors
     /// When the database cannot be reached.
     pub async fn begin(&self) -> sqlx::Result<Tx<'static>> {
+        if self.backend != Backend::Sqlite {
+            return Ok(Tx {
+                inner: self.write.begin().await?,
+                trail: Vec::new(),
+            });
+        }
+        let inner = TAKER
+            .scope(Taker::DurableBegin, self.write.begin_with(BEGIN_DURABLE))
+            .await?;
+        // The one write connection is this transaction's until it ends: nobody else
+        // changes it meanwhile.
+        self.relaxed.store(false, Ordering::SeqCst);
         Ok(Tx {
-            inner: self.write.begin().await?,
+            inner,
             trail: Vec::new(),
         })
     }
@@ -461,17 +484,18 @@ impl Store {
     ///
     /// # Errors
     /// When the database cannot be reached.
-    pub async fn relaxed(&self) -> sqlx::Result<PoolConnection<Any>> {
-        let mut conn = RELAXED_ACQUIRE
-            .scope(true, self.relaxed_pool.acquire())
-            .await?;
-        if self.backend == Backend::Sqlite && !self.relaxed.load(Ordering::SeqCst) {
-            // Marked first: a call dropped while the pragma is on its way still leaves the
-            // connection to be made durable again by its next taker.
-            self.relaxed.store(true, Ordering::SeqCst);
-            conn.execute("PRAGMA synchronous = NORMAL").await?;
-        }
-        Ok(conn)
+    pub async fn relaxed(&self) -> sqlx::Result<Tx<'static>> {
+        let inner = if self.backend == Backend::Sqlite {
+            TAKER
+                .scope(Taker::Relaxed, self.relaxed_pool.begin_with(BEGIN_RELAXED))
+                .await?
+        } else {
+            self.relaxed_pool.begin().await?
+        };
+        Ok(Tx {
+            inner,
+            trail: Vec::new(),
+        })
     }
 
     /// Closes the pools, waiting for open transactions.
