@@ -12,7 +12,8 @@ use super::connectors::{Copies, statements};
 use super::service::{self, Millis};
 use super::{Percentiles, Scratch};
 use crate::config::Config;
-use crate::runtime::sql::{Access, SqlTarget};
+use crate::runtime::bindings::sql::Statement;
+use crate::runtime::sql::{Access, SqlSession, SqlTarget};
 use anyhow::Context;
 use serde::Serialize;
 use sqlx::Connection;
@@ -251,12 +252,24 @@ async fn measure(
     store.close().await?;
     child.kill().await?;
 
-    // Plain SQL on the copy: warmed up on the same first subjects, then one client on
-    // half of the measured ones, and every client at once on the other half.
+    // Plain SQL on the copy, through one target whose sessions are connected before each
+    // window starts: warmed up on the same first subjects, then one client on half of the
+    // measured ones and every client at once on the other half, each half with the
+    // customer after each of its subjects (whom nothing else erases: subjects are `step`
+    // apart), so that a window holds twice as many erasures.
+    let target = Arc::new(SqlTarget::new(copy).map_err(anyhow::Error::msg)?);
+    let with_next = |subjects: &[u64]| -> Vec<u64> {
+        if step < 2 {
+            return subjects.to_vec();
+        }
+        subjects.iter().flat_map(|&n| [n, n + 1]).collect()
+    };
     let half = measured.len() / 2;
-    plain_sql(copy, warm_up, 1).await?;
-    let plain_sql_per_second_one_client = plain_sql(copy, &measured[..half], 1).await?;
-    let plain_sql_per_second = plain_sql(copy, &measured[half..], setup.clients).await?;
+    plain_sql(&target, warm_up, 1).await?;
+    let plain_sql_per_second_one_client =
+        plain_sql(&target, &with_next(&measured[..half]), 1).await?;
+    let plain_sql_per_second =
+        plain_sql(&target, &with_next(&measured[half..]), setup.clients).await?;
     let per_second = setup.requests as f64 / seconds;
     Ok(ApiReport {
         benchmark: "api",
@@ -426,18 +439,33 @@ impl Clients {
     }
 }
 
-/// Runs the connector's erasure statements for `subjects` on the database at `url`, one
-/// transaction per subject, from `clients` sessions at once; returns erasures per second.
-async fn plain_sql(url: &str, subjects: &[u64], clients: usize) -> anyhow::Result<f64> {
-    let target = Arc::new(SqlTarget::new(url).map_err(anyhow::Error::msg)?);
+/// Runs the connector's erasure statements for `subjects` on `target`, one transaction
+/// per subject, from `clients` sessions at once; returns erasures per second, timed from
+/// when every session is connected.
+async fn plain_sql(
+    target: &Arc<SqlTarget>,
+    subjects: &[u64],
+    clients: usize,
+) -> anyhow::Result<f64> {
     let dialect = target.dialect();
-    let next = AtomicUsize::new(0);
+    let far = Instant::now() + Duration::from_secs(24 * 3600);
+    let mut sessions = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let mut session = target.session(Access::ReadWrite, far);
+        let connect = Statement {
+            sql: "SELECT 1".into(),
+            params: Vec::new(),
+        };
+        if let Err(e) = session.query(&connect, 1).await {
+            anyhow::bail!("the plain SQL session did not connect: {e:?}");
+        }
+        sessions.push(session);
+    }
+    let next = &AtomicUsize::new(0);
     // The clients run as futures of this task (a session's future is not `Send` for
     // every lifetime, which `tokio::spawn` asks); the statements still overlap, each
     // waiting on its database.
-    let client = |_| async {
-        let far = Instant::now() + Duration::from_secs(24 * 3600);
-        let mut session = target.session(Access::ReadWrite, far);
+    let client = |mut session: SqlSession| async move {
         while let Some(&n) = subjects.get(next.fetch_add(1, Ordering::Relaxed)) {
             let (_, erase) = statements(dialect, &crate::demo::customer_email(n), false);
             if let Err(e) = session.transaction(&erase).await {
@@ -448,7 +476,7 @@ async fn plain_sql(url: &str, subjects: &[u64], clients: usize) -> anyhow::Resul
         Ok(())
     };
     let started = Instant::now();
-    futures::future::try_join_all((0..clients).map(client)).await?;
+    futures::future::try_join_all(sessions.into_iter().map(client)).await?;
     Ok(subjects.len() as f64 / started.elapsed().as_secs_f64())
 }
 
