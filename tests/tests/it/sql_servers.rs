@@ -249,6 +249,55 @@ async fn a_plugin_statement_is_contained_on_mysql() {
     .await;
 }
 
+/// What a call sets on its PostgreSQL session (a setting, the schema search path) ends
+/// with the call: the next calls, on the same pooled connections, start from the
+/// server's defaults.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgresql_session_s_settings_end_with_its_call() {
+    let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let config = SystemConfig::from_toml(&format!(
+        "name = \"settings\"\n[capabilities]\nsql = {{ url = \"{}\" }}\n",
+        db.url
+    ))
+    .unwrap();
+    let sys = rt.prepare(&config).unwrap();
+    let read = |statement: &str| {
+        let (rt, plugin, sys) = (rt.clone(), plugin.clone(), sys.clone());
+        let s = subject(&[("behaviour", "sql"), ("statement", statement)]);
+        async move {
+            let found = rt.locate(&plugin, &sys, &s).await.unwrap();
+            found.into_iter().map(|r| r.key).collect::<Vec<_>>()
+        }
+    };
+    let defaults =
+        read("SELECT current_setting('application_name') || '|' || current_setting('search_path')")
+            .await;
+    assert_eq!(
+        read("SELECT set_config('application_name', 'left by a plugin', false)").await,
+        ["left by a plugin"]
+    );
+    rt.erase(
+        &plugin,
+        &sys,
+        &subject(&[
+            ("behaviour", "sql-write"),
+            ("statement", "SET search_path = nowhere"),
+        ]),
+    )
+    .await
+    .unwrap();
+    for _ in 0..8 {
+        assert_eq!(
+            read("SELECT current_setting('application_name') || '|' || current_setting('search_path')").await,
+            defaults
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_that_catches_its_cancel_on_postgresql_is_ended_at_the_deadline() {
     let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {

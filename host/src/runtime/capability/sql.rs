@@ -604,7 +604,11 @@ impl SqlSession {
     /// closed. Until the reset is done the session still holds the connection, so a call
     /// stopped meanwhile closes it rather than pooling it half reset.
     pub async fn finish(mut self) {
-        if let Some(SessionConn::Sqlite(conn)) = self.conn.take() {
+        // (Matched before it is taken: a server connection taken here would go back to
+        // its pool unreset.)
+        if matches!(self.conn, Some(SessionConn::Sqlite(_)))
+            && let Some(SessionConn::Sqlite(conn)) = self.conn.take()
+        {
             // A memory database lives and dies with its connection: never reused.
             if let Backend::Sqlite(file, idle) = &self.target.backend
                 && file.path.is_some()
