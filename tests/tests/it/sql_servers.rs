@@ -334,3 +334,58 @@ async fn a_plugin_that_catches_its_cancel_on_postgresql_is_ended_at_the_deadline
     }
     assert_eq!(left, 0, "the plugin's backend still runs on the server");
 }
+
+/// A read-only call's statements run in one READ ONLY transaction on PostgreSQL: a write
+/// is refused before and after a statement that failed (which aborted the transaction and
+/// got the call a new one, with a statement timeout again), and the next read-write call
+/// writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_postgresql_call_stays_read_only_after_an_error() {
+    use oubli::runtime::bindings::sql::{Statement, Value};
+    use oubli::runtime::sql::{Access, SqlTarget};
+    use std::time::{Duration, Instant};
+    let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    db.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT); INSERT INTO people VALUES (1, 'kept@example.org')")
+        .await;
+    let statement = |sql: &str| Statement {
+        sql: sql.into(),
+        params: Vec::new(),
+    };
+    let write =
+        statement("WITH gone AS (DELETE FROM people RETURNING id) SELECT count(*) FROM gone");
+    let target = std::sync::Arc::new(SqlTarget::new(&db.url).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut reading = target.session(Access::ReadOnly, deadline);
+    let refused = reading.query(&write, 10).await.unwrap_err();
+    assert!(format!("{refused:?}").contains("read-only"), "{refused:?}");
+    reading
+        .query(&statement("SELECT 1 / 0"), 10)
+        .await
+        .unwrap_err();
+    let settings = reading
+        .query(
+            &statement(
+                "SELECT current_setting('transaction_read_only'), current_setting('statement_timeout')",
+            ),
+            10,
+        )
+        .await
+        .unwrap();
+    let [Value::Text(read_only), Value::Text(timeout)] = settings.rows[0].as_slice() else {
+        panic!("{settings:?}");
+    };
+    assert_eq!(read_only, "on");
+    assert_ne!(timeout, "0", "the new transaction has a statement timeout");
+    let refused = reading.query(&write, 10).await.unwrap_err();
+    assert!(format!("{refused:?}").contains("read-only"), "{refused:?}");
+    reading.finish().await;
+    assert_eq!(db.count("people", "1 = 1").await, 1);
+
+    let mut writing = target.session(Access::ReadWrite, deadline);
+    let gone = writing.query(&write, 10).await.unwrap();
+    assert_eq!(gone.rows[0], [Value::Integer(1)]);
+    writing.finish().await;
+    assert_eq!(db.count("people", "1 = 1").await, 0);
+}

@@ -416,9 +416,10 @@ impl SqlSession {
         check_length(statement)?;
         let limit = max_rows.min(MAX_ROWS) as usize;
         let read_only = self.access == Access::ReadOnly;
-        // On a server, a read-only call's statement runs in a READ ONLY transaction; a
-        // statement that ends it (DDL commits implicitly on MySQL) or changes the
-        // session's settings would step out of it, so only queries are sent.
+        // On a server, a read-only call's statement runs in a READ ONLY transaction (on
+        // PostgreSQL the call's one, begun when the session opened; on MySQL one per
+        // statement); a statement that ends it (DDL commits implicitly on MySQL) or
+        // changes the session's settings would step out of it, so only queries are sent.
         if read_only && !matches!(self.target.dialect, Dialect::Sqlite) {
             require_query(&statement.sql)?;
         }
@@ -437,16 +438,27 @@ impl SqlSession {
                 .await
             };
         }
-        let inline = self.inline;
+        let (inline, deadline) = (self.inline, self.deadline);
         let rows = match self.connect().await? {
             SessionConn::Sqlite(conn) if inline => conn.query(statement, limit),
             SessionConn::Sqlite(conn) => {
                 let (conn, statement) = (conn.clone(), statement.clone());
                 run_blocking(move || conn.query(&statement, limit)).await
             }
-            SessionConn::Postgres(server) => {
-                on_server!(&mut *server.conn, "BEGIN READ ONLY", pg_rows)
+            SessionConn::Postgres(server) if read_only => {
+                let rows = pg_rows(&mut server.conn, statement, limit).await;
+                if rows.is_err() {
+                    // The failed statement aborted the call's transaction: the next ones
+                    // get a new one, with the time left (the timeout set in the aborted
+                    // one went with it).
+                    let timeout = deadline.saturating_duration_since(Instant::now());
+                    pg_setup(&mut server.conn, &pg_read_only_begin(timeout, true))
+                        .await
+                        .map_err(classify)?;
+                }
+                rows
             }
+            SessionConn::Postgres(server) => pg_rows(&mut server.conn, statement, limit).await,
             SessionConn::MySql(server) => {
                 on_server!(&mut *server.conn, "START TRANSACTION READ ONLY", mysql_rows)
             }
@@ -538,23 +550,29 @@ impl SqlSession {
                     .await
                     .map_err(classify)?;
                 // The server stops a statement at the deadline even if the cancel
-                // request (see `Drop`) never arrives.
-                // Not a named prepared statement: a plugin could replace one of those.
-                let timeout = remaining.as_millis().max(1).to_string();
-                let id: i32 = match sqlx::query_scalar(
-                    "SELECT pg_backend_pid() FROM (SELECT set_config('statement_timeout', $1, false)) AS s",
-                )
-                .bind(timeout)
-                .persistent(false)
-                .fetch_one(&mut *conn)
-                .await
-                {
-                    Ok(id) => id,
-                    Err(e) => {
-                        conn.close_on_drop();
-                        return Err(classify(e));
-                    }
+                // request (see `Drop`) never arrives. A read-only call's statements all
+                // run in one READ ONLY transaction, begun here in the same round trip
+                // and rolled back by `finish`. (Not a named prepared statement: a plugin
+                // could replace one of those.)
+                let setup = if self.access == Access::ReadOnly {
+                    pg_read_only_begin(remaining, false)
+                } else {
+                    format!("SET statement_timeout = {}", remaining.as_millis().max(1))
                 };
+                let id =
+                    match pg_setup(&mut conn, &format!("{setup}; SELECT pg_backend_pid()")).await {
+                        Ok(Some(id)) => id,
+                        Ok(None) => {
+                            conn.close_on_drop();
+                            return Err(GuestError::Failed(
+                                "PostgreSQL did not say which backend serves the call".into(),
+                            ));
+                        }
+                        Err(e) => {
+                            conn.close_on_drop();
+                            return Err(classify(e));
+                        }
+                    };
                 SessionConn::Postgres(ServerConn {
                     conn,
                     id: id.into(),
@@ -673,6 +691,34 @@ impl Drop for SqlSession {
             handle.spawn(cancel);
         }
     }
+}
+
+/// Runs `sql` (statements of the host's own, no parameters) in one round trip; returns
+/// the first column of the last row any of them returned, as an integer.
+/// (Boxed: the host's capability futures must be `Send` for every lifetime, which a
+/// boxed future states.)
+fn pg_setup<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'c str,
+) -> futures::future::BoxFuture<'c, Result<Option<i32>, sqlx::Error>> {
+    async move {
+        // A text without arguments goes as a simple query: several statements at once.
+        let rows = sqlx::Executor::fetch_all(conn, sql).await?;
+        rows.last().map(|row| row.try_get(0)).transpose()
+    }
+    .boxed()
+}
+
+/// What begins a read-only call's transaction on PostgreSQL with a statement timeout of
+/// `remaining` (after a `ROLLBACK` of an aborted one if `again`). The timeout is set
+/// inside the transaction (a `SET` before a `BEGIN` in one message joins it anyway), so
+/// it lasts as long as the transaction.
+fn pg_read_only_begin(remaining: Duration, again: bool) -> String {
+    format!(
+        "{}BEGIN READ ONLY; SET statement_timeout = {}",
+        if again { "ROLLBACK; " } else { "" },
+        remaining.as_millis().max(1)
+    )
 }
 
 /// Runs SQLite work on a blocking thread (a stopped call interrupts it through
