@@ -439,6 +439,7 @@ impl SqlSession {
             };
         }
         let (inline, deadline) = (self.inline, self.deadline);
+        let mut reopen = false;
         let rows = match self.connect().await? {
             SessionConn::Sqlite(conn) if inline => conn.query(statement, limit),
             SessionConn::Sqlite(conn) => {
@@ -450,11 +451,14 @@ impl SqlSession {
                 if rows.is_err() {
                     // The failed statement aborted the call's transaction: the next ones
                     // get a new one, with the time left (the timeout set in the aborted
-                    // one went with it).
+                    // one went with it). If that fails, the old one may be gone and no
+                    // new one begun (a cancel from another backend between the two):
+                    // the connection is closed, and the call's next statement opens a
+                    // session afresh, never one outside a READ ONLY transaction.
                     let timeout = deadline.saturating_duration_since(Instant::now());
-                    pg_setup(&mut server.conn, &pg_read_only_begin(timeout, true))
+                    reopen = pg_setup(&mut server.conn, &pg_read_only_begin(timeout, true))
                         .await
-                        .map_err(classify)?;
+                        .is_err();
                 }
                 rows
             }
@@ -464,6 +468,10 @@ impl SqlSession {
             }
         };
         self.failed |= rows.is_err();
+        if reopen && let Some(SessionConn::Postgres(mut server)) = self.conn.take() {
+            // Closed: its backend ends with it.
+            server.conn.close_on_drop();
+        }
         rows
     }
 
@@ -542,13 +550,14 @@ impl SqlSession {
                 SessionConn::Sqlite(Arc::new(conn))
             }
             Backend::Postgres(_) => {
-                let mut conn = self
-                    .target
-                    .pg_pool()
-                    .await?
-                    .acquire()
-                    .await
-                    .map_err(classify)?;
+                let mut conn = Unsettled(Some(
+                    self.target
+                        .pg_pool()
+                        .await?
+                        .acquire()
+                        .await
+                        .map_err(classify)?,
+                ));
                 // The server stops a statement at the deadline even if the cancel
                 // request (see `Drop`) never arrives. A read-only call's statements all
                 // run in one READ ONLY transaction, begun here in the same round trip
@@ -559,22 +568,18 @@ impl SqlSession {
                 } else {
                     format!("SET statement_timeout = {}", remaining.as_millis().max(1))
                 };
-                let id =
-                    match pg_setup(&mut conn, &format!("{setup}; SELECT pg_backend_pid()")).await {
-                        Ok(Some(id)) => id,
-                        Ok(None) => {
-                            conn.close_on_drop();
-                            return Err(GuestError::Failed(
-                                "PostgreSQL did not say which backend serves the call".into(),
-                            ));
-                        }
-                        Err(e) => {
-                            conn.close_on_drop();
-                            return Err(classify(e));
-                        }
-                    };
+                let sql = format!("{setup}; SELECT pg_backend_pid()");
+                let id = match pg_setup(conn.get(), &sql).await {
+                    Ok(Some(id)) => id,
+                    Ok(None) => {
+                        return Err(GuestError::Failed(
+                            "PostgreSQL did not say which backend serves the call".into(),
+                        ));
+                    }
+                    Err(e) => return Err(classify(e)),
+                };
                 SessionConn::Postgres(ServerConn {
-                    conn,
+                    conn: conn.settled(),
                     id: id.into(),
                 })
             }
@@ -689,6 +694,29 @@ impl Drop for SqlSession {
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(cancel);
+        }
+    }
+}
+
+/// A PostgreSQL connection whose session is being set up: closed if dropped before
+/// [`Self::settled`] (an error, or the call stopped meanwhile), never pooled half set
+/// up (inside a transaction, say).
+struct Unsettled(Option<PoolConnection<sqlx::Postgres>>);
+
+impl Unsettled {
+    fn get(&mut self) -> &mut PgConnection {
+        self.0.as_mut().expect("set up until settled")
+    }
+
+    fn settled(mut self) -> PoolConnection<sqlx::Postgres> {
+        self.0.take().expect("settled once")
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if let Some(conn) = &mut self.0 {
+            conn.close_on_drop();
         }
     }
 }
