@@ -68,6 +68,9 @@ CREATE INDEX invoices_email ON invoices(billing_email);
 /// The statements the SQL connector issues for the demo dataset and one e-mail address,
 /// in its order: `locate` runs one query; `erase` runs the same query (to report every
 /// record's end state) and then its transaction. Placeholders in the dialect's style.
+/// The connector's query also returns, per row, which identity tests it passed and its
+/// parent's key; these select only the tables and keys, so the native side does a little
+/// less than the plugin asks of the database.
 pub(super) fn statements(
     dialect: Dialect,
     email: &str,
