@@ -337,6 +337,34 @@ fn bench_e2e_counts_the_service_s_statements_by_kind() {
     assert!((total - printed).abs() < 1e-9, "{report}");
 }
 
+/// `bench connectors` replays natively exactly what the plugin sent: on SQLite its locate
+/// query, then the erase's query and transaction, with no catalogue read to leave out.
+#[test]
+fn bench_connectors_replays_the_plugin_s_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = oubli(
+        &[
+            "bench",
+            "connectors",
+            "--customers",
+            "200",
+            "--subjects",
+            "10",
+            "--case-insensitive",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json(&output);
+    assert_eq!(report["plugin_statements"].as_f64(), Some(3.0), "{report}");
+    assert_eq!(report["native_statements"].as_f64(), Some(3.0), "{report}");
+}
+
 /// `bench api` on SQLite, and on PostgreSQL where the suite has a server: every request is
 /// submitted, approved and completed by an `oubli serve` process, whose CPU time and
 /// memory are measured apart from the clients'.

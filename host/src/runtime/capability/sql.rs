@@ -64,6 +64,16 @@ pub struct SqlTarget {
     url: String,
     dialect: Dialect,
     backend: Backend,
+    /// The statements plugins sent, while a benchmark records them (see
+    /// [`SqlTarget::record`]).
+    recorded: Mutex<Option<Vec<Sent>>>,
+}
+
+/// A statement a plugin sent, as [`SqlTarget::record`] keeps it.
+#[derive(Debug, Clone)]
+pub enum Sent {
+    Query(Statement),
+    Transaction(Vec<Statement>),
 }
 
 enum Backend {
@@ -124,7 +134,30 @@ impl SqlTarget {
             url: url.replacen("mariadb://", "mysql://", 1),
             dialect,
             backend,
+            recorded: Mutex::new(None),
         })
+    }
+
+    /// Keeps every statement sent from now on, for [`Self::take_recorded`] (`bench
+    /// connectors` replays a plugin's statements natively).
+    pub fn record(&self) {
+        *self.recorded.lock().expect("recorded statements") = Some(Vec::new());
+    }
+
+    /// The statements sent since [`Self::record`] or the last call, in their order.
+    pub fn take_recorded(&self) -> Vec<Sent> {
+        self.recorded
+            .lock()
+            .expect("recorded statements")
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn keep(&self, sent: impl FnOnce() -> Sent) {
+        if let Some(recorded) = self.recorded.lock().expect("recorded statements").as_mut() {
+            recorded.push(sent());
+        }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -414,6 +447,7 @@ impl SqlSession {
         max_rows: u32,
     ) -> Result<Rows, GuestError> {
         check_length(statement)?;
+        self.target.keep(|| Sent::Query(statement.clone()));
         let limit = max_rows.min(MAX_ROWS) as usize;
         let read_only = self.access == Access::ReadOnly;
         // On a server, a read-only call's statement runs in a READ ONLY transaction (on
@@ -487,6 +521,7 @@ impl SqlSession {
             ));
         }
         statements.iter().try_for_each(check_length)?;
+        self.target.keep(|| Sent::Transaction(statements.to_vec()));
         macro_rules! on_server {
             ($conn:expr, $begin:literal) => {
                 async {
