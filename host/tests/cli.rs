@@ -24,6 +24,17 @@ fn json(output: &Output) -> serde_json::Value {
     })
 }
 
+/// The JSON report of a command that must succeed.
+fn report_of(args: &[&str], dir: &Path) -> serde_json::Value {
+    let output = oubli(args, dir);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    json(&output)
+}
+
 #[test]
 fn inspect_prints_digest_contract_and_description() {
     let dir = tempfile::tempdir().unwrap();
@@ -296,7 +307,7 @@ fn a_token_is_not_made_where_there_is_no_database() {
 #[test]
 fn bench_e2e_counts_the_service_s_statements_by_kind() {
     let dir = tempfile::tempdir().unwrap();
-    let output = oubli(
+    let report = report_of(
         &[
             "bench",
             "e2e",
@@ -308,12 +319,6 @@ fn bench_e2e_counts_the_service_s_statements_by_kind() {
         ],
         dir.path(),
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = json(&output);
     let kinds = report["store_statements"].as_array().unwrap();
     let per_kind = |summary: &str| {
         kinds
@@ -342,7 +347,7 @@ fn bench_e2e_counts_the_service_s_statements_by_kind() {
 #[test]
 fn bench_connectors_replays_the_plugin_s_statements() {
     let dir = tempfile::tempdir().unwrap();
-    let output = oubli(
+    let report = report_of(
         &[
             "bench",
             "connectors",
@@ -355,12 +360,6 @@ fn bench_connectors_replays_the_plugin_s_statements() {
         ],
         dir.path(),
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = json(&output);
     assert_eq!(report["plugin_statements"].as_f64(), Some(3.0), "{report}");
     assert_eq!(report["native_statements"].as_f64(), Some(3.0), "{report}");
 }
@@ -387,13 +386,7 @@ fn bench_api_runs_the_whole_path_through_a_service_process() {
         args.extend(["--customers", "60", "--json"].map(str::to_owned));
         args.extend(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let output = oubli(&args, dir.path());
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let report = json(&output);
+        let report = report_of(&args, dir.path());
         let number = |path: &[&str]| {
             path.iter()
                 .fold(&report, |value, key| &value[key])

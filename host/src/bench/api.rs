@@ -8,11 +8,11 @@
 //! the same erasures as plain SQL on a copy of the customer database, from one client and
 //! from `--clients`.
 
-use super::connectors::{Copies, statements};
+use super::connectors::Copies;
 use super::service::{self, Millis};
 use super::{Percentiles, Scratch};
 use crate::config::Config;
-use crate::runtime::bindings::sql::Statement;
+use crate::runtime::bindings::sql::{Dialect, Statement, Value};
 use crate::runtime::sql::{Access, SqlSession, SqlTarget};
 use anyhow::Context;
 use serde::Serialize;
@@ -467,7 +467,7 @@ async fn plain_sql(
     // waiting on its database.
     let client = |mut session: SqlSession| async move {
         while let Some(&n) = subjects.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let (_, erase) = statements(dialect, &crate::demo::customer_email(n), false);
+            let erase = erase_statements(dialect, &crate::demo::customer_email(n));
             if let Err(e) = session.transaction(&erase).await {
                 anyhow::bail!("the plain SQL erasure failed: {e:?}");
             }
@@ -478,6 +478,41 @@ async fn plain_sql(
     let started = Instant::now();
     futures::future::try_join_all(sessions.into_iter().map(client)).await?;
     Ok(subjects.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The SQL connector's erase transaction for the demo dataset and one e-mail address
+/// (matched exactly), children first, placeholders in the dialect's style; on PostgreSQL
+/// a parent link reads the parents' keys into an array, as the connector does.
+fn erase_statements(dialect: Dialect, email: &str) -> Vec<Statement> {
+    let p = match dialect {
+        Dialect::Postgres => "$1",
+        Dialect::Sqlite | Dialect::Mysql => "?",
+    };
+    let link = |column: &str, select: String| match dialect {
+        Dialect::Postgres => format!("\"{column}\" = ANY (ARRAY({select}))"),
+        Dialect::Sqlite | Dialect::Mysql => format!("\"{column}\" IN ({select})"),
+    };
+    let customer = || {
+        link(
+            "customer_id",
+            format!("SELECT \"id\" FROM \"customers\" WHERE (\"email\" = {p})"),
+        )
+    };
+    let order = link(
+        "order_id",
+        format!("SELECT \"id\" FROM \"orders\" WHERE ({})", customer()),
+    );
+    [
+        format!("DELETE FROM \"order_items\" WHERE ({order})"),
+        format!("DELETE FROM \"orders\" WHERE ({})", customer()),
+        format!("DELETE FROM \"support_tickets\" WHERE ({})", customer()),
+        format!("DELETE FROM \"customers\" WHERE (\"email\" = {p})"),
+    ]
+    .map(|sql| Statement {
+        sql,
+        params: vec![Value::Text(email.to_owned())],
+    })
+    .into()
 }
 
 /// The user and system CPU time of process `pid` so far, in seconds.

@@ -3,7 +3,7 @@
 //! Rust code in the same run.
 
 use super::{Percentiles, Report, Scratch};
-use crate::runtime::bindings::sql::{Dialect, Statement, Value};
+use crate::runtime::bindings::sql::{Statement, Value};
 use crate::runtime::sql::{MAX_ROWS, Sent, SqlTarget};
 use crate::runtime::{Identity, Runtime, RuntimeSettings, Subject};
 use serde::Serialize;
@@ -73,93 +73,6 @@ CREATE TABLE invoices (id BIGINT PRIMARY KEY, customer_id BIGINT REFERENCES cust
 CREATE INDEX invoices_customer ON invoices(customer_id);
 CREATE INDEX invoices_email ON invoices(billing_email);
 ";
-
-/// The statements the SQL connector issues for the demo dataset and one e-mail address,
-/// in its order: `locate` runs one query; `erase` runs the same query (to report every
-/// record's end state) and then its transaction. Placeholders in the dialect's style.
-/// (The connector's query also returns, per row, which identity tests it passed and its
-/// parent's key; this one selects only tables and keys. `bench api`'s plain SQL sends the
-/// erase transaction; `bench connectors` replays what the plugin really sent.)
-pub(super) fn statements(
-    dialect: Dialect,
-    email: &str,
-    folded: bool,
-) -> (Statement, Vec<Statement>) {
-    let p = |n: usize| match dialect {
-        Dialect::Postgres => format!("${n}"),
-        Dialect::Sqlite | Dialect::Mysql => "?".to_owned(),
-    };
-    // The connector's `email` rule: `lower(trim(column)) = lower(value)`.
-    let test = |column: &str, n: usize| {
-        if folded {
-            format!("lower(trim(\"{column}\")) = lower({})", p(n))
-        } else {
-            format!("\"{column}\" = {}", p(n))
-        }
-    };
-    let text = Value::Text(email.to_owned());
-    // A row whose `column` names one of the parents `select` reads: on PostgreSQL the
-    // connector reads the parents' keys into an array, which keeps `a OR link` on the
-    // indexes.
-    let link = |column: &str, select: String| match dialect {
-        Dialect::Postgres => format!("\"{column}\" = ANY (ARRAY({select}))"),
-        Dialect::Sqlite | Dialect::Mysql => format!("\"{column}\" IN ({select})"),
-    };
-    let customer = |n: usize| {
-        link(
-            "customer_id",
-            format!(
-                "SELECT \"id\" FROM \"customers\" WHERE ({})",
-                test("email", n)
-            ),
-        )
-    };
-    let order = |n: usize| {
-        link(
-            "order_id",
-            format!("SELECT \"id\" FROM \"orders\" WHERE ({})", customer(n)),
-        )
-    };
-    let locate = Statement {
-        sql: format!(
-            "SELECT 0 AS t, CAST(\"id\" AS TEXT) AS k FROM \"customers\" WHERE ({}) \
-             UNION ALL SELECT 1 AS t, CAST(\"id\" AS TEXT) AS k FROM \"orders\" WHERE ({}) \
-             UNION ALL SELECT 2 AS t, CAST(\"id\" AS TEXT) AS k FROM \"order_items\" WHERE ({}) \
-             UNION ALL SELECT 3 AS t, CAST(\"id\" AS TEXT) AS k FROM \"support_tickets\" WHERE ({}) \
-             UNION ALL SELECT 4 AS t, CAST(\"id\" AS TEXT) AS k FROM \"invoices\" WHERE ({} OR {}) ORDER BY 1, 2",
-            test("email", 1),
-            customer(2),
-            order(3),
-            customer(4),
-            test("billing_email", 5),
-            customer(6)
-        ),
-        params: vec![text.clone(); 6],
-    };
-    let delete = |sql: String, params: usize| Statement {
-        sql,
-        params: vec![text.clone(); params],
-    };
-    let erase = vec![
-        delete(
-            format!("DELETE FROM \"order_items\"  WHERE ({})", order(1)),
-            1,
-        ),
-        delete(
-            format!("DELETE FROM \"orders\"  WHERE ({})", customer(1)),
-            1,
-        ),
-        delete(
-            format!("DELETE FROM \"support_tickets\"  WHERE ({})", customer(1)),
-            1,
-        ),
-        delete(
-            format!("DELETE FROM \"customers\"  WHERE ({})", test("email", 1)),
-            1,
-        ),
-    ];
-    (locate, erase)
-}
 
 /// Whether `sent` reads the database's catalogue (the SQL connector's `Catalogue`).
 fn reads_catalogue(sent: &Sent) -> bool {

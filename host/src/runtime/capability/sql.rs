@@ -65,8 +65,10 @@ pub struct SqlTarget {
     dialect: Dialect,
     backend: Backend,
     /// The statements plugins sent, while a benchmark records them (see
-    /// [`SqlTarget::record`]).
+    /// [`SqlTarget::record`]); `recording` says so without taking the lock, which every
+    /// statement would otherwise do.
     recorded: Mutex<Option<Vec<Sent>>>,
+    recording: AtomicBool,
 }
 
 /// A statement a plugin sent, as [`SqlTarget::record`] keeps it.
@@ -135,6 +137,7 @@ impl SqlTarget {
             dialect,
             backend,
             recorded: Mutex::new(None),
+            recording: AtomicBool::new(false),
         })
     }
 
@@ -142,6 +145,7 @@ impl SqlTarget {
     /// connectors` replays a plugin's statements natively).
     pub fn record(&self) {
         *self.recorded.lock().expect("recorded statements") = Some(Vec::new());
+        self.recording.store(true, Ordering::Release);
     }
 
     /// The statements sent since [`Self::record`] or the last call, in their order.
@@ -155,6 +159,9 @@ impl SqlTarget {
     }
 
     fn keep(&self, sent: impl FnOnce() -> Sent) {
+        if !self.recording.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(recorded) = self.recorded.lock().expect("recorded statements").as_mut() {
             recorded.push(sent());
         }
