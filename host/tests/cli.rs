@@ -401,6 +401,9 @@ fn bench_api_runs_the_whole_path_through_a_service_process() {
         // The service process's own figures: it compiled a plugin and served requests.
         assert!(number(&["cpu_seconds"]) > 0.0, "{report}");
         assert!(number(&["peak_memory_mib"]) > 10.0, "{report}");
+        assert!(number(&["start_memory_mib"]) > 10.0, "{report}");
+        // Measured from the first request: the peak of the start is reset.
+        assert_eq!(report["peak_since_start"], false, "{report}");
         let plain = number(&["plain_sql_per_second"]);
         let one_client = number(&["plain_sql_per_second_one_client"]);
         assert!(plain > 0.0 && one_client > 0.0, "{report}");

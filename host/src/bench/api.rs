@@ -76,8 +76,14 @@ pub struct ApiReport {
     /// where `/proc` cannot tell.
     pub cpu_seconds: Option<f64>,
     pub cpu_ms_per_request: Option<f64>,
-    /// The oubli process's peak resident memory (`VmHWM`) since it started.
+    /// The oubli process's peak resident memory (`VmHWM`) once it listened, before the
+    /// first request (loading or compiling the plugins included).
+    pub start_memory_mib: Option<f64>,
+    /// Its peak resident memory from the first request (warm-up included) to the last
+    /// completion: the peak is reset once it listens (`/proc/<pid>/clear_refs`). Where
+    /// the reset failed, the peak since it started (`peak_since_start`).
     pub peak_memory_mib: Option<f64>,
+    pub peak_since_start: bool,
     /// The connector's erasure statements for the same subjects, run as plain SQL on the
     /// copy, one transaction per subject: per second from one client, and from
     /// `clients` at once (each on half of the subjects).
@@ -124,7 +130,15 @@ impl super::Report for ApiReport {
             _ => println!("  oubli process: CPU time unknown (no /proc)"),
         }
         if let Some(peak) = self.peak_memory_mib {
-            println!("  oubli process: peak memory {peak:.1} MiB");
+            let start = self
+                .start_memory_mib
+                .map(|m| format!(" ({m:.1} MiB once listening, before any request)"))
+                .unwrap_or_default();
+            if self.peak_since_start {
+                println!("  oubli process: peak memory {peak:.1} MiB since it started{start}");
+            } else {
+                println!("  oubli process: peak memory {peak:.1} MiB under load{start}");
+            }
         }
         println!(
             "  plain SQL:  {:>8.1} erasures/s from 1 client, {:.1} from {} (the connector's DELETE transactions on a copy)",
@@ -213,6 +227,8 @@ async fn measure(
     });
     let pid = child.id().context("the oubli process runs")?;
     let mut store = store_connection(&config).await?;
+    let start_memory_mib = peak_memory_mib(pid);
+    let peak_since_start = !reset_peak_memory(pid);
 
     clients.run(warm_up, setup.clients).await?;
     wait_for_completion(&mut store, WARM_UP).await?;
@@ -295,7 +311,9 @@ async fn measure(
         approval: Percentiles::of(answers.iter().map(|a| a.approval_us).collect()).into(),
         cpu_seconds: cpu,
         cpu_ms_per_request: cpu.map(|cpu| cpu * 1e3 / setup.requests as f64),
+        start_memory_mib,
         peak_memory_mib,
+        peak_since_start,
         plain_sql_per_second_one_client,
         plain_sql_per_second,
         ratio: plain_sql_per_second.max(plain_sql_per_second_one_client) / per_second,
@@ -523,6 +541,12 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / USER_HZ)
+}
+
+/// Resets the peak resident memory of process `pid` to what it uses now; false where
+/// Linux does not let it.
+fn reset_peak_memory(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 /// The peak resident memory of process `pid`, in MiB.

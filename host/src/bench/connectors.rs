@@ -77,7 +77,7 @@ CREATE INDEX invoices_email ON invoices(billing_email);
 /// Whether `sent` reads the database's catalogue (the SQL connector's `Catalogue`).
 fn reads_catalogue(sent: &Sent) -> bool {
     match sent {
-        Sent::Query(query) => ["information_schema.", "sqlite_master"]
+        Sent::Query(query) => ["information_schema.", "pg_catalog.", "sqlite_master"]
             .iter()
             .any(|catalogue| query.sql.contains(catalogue)),
         Sent::Transaction(_) => false,

@@ -78,8 +78,35 @@ enum Command {
     Demo(DemoCommand),
 }
 
+/// Caps glibc's malloc arenas at one per core (at least two), unless the operator chose
+/// (`MALLOC_ARENA_MAX`, `GLIBC_TUNABLES`). glibc gives each thread that allocates an arena
+/// of its own, up to eight per core, and each keeps what was freed in it: oubli's threads
+/// (the runtime's workers, the plugin calls' blocking threads, one per SQLite connection
+/// of the store) left the service's peak memory under a sweep at 76–77 MiB, against
+/// 61 MiB with two arenas, for the same CPU time per request (`oubli bench api
+/// --checks all`, 2 cores).
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_some()
+            || std::env::var_os("GLIBC_TUNABLES").is_some()
+        {
+            return;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `mallopt` only changes a setting of the allocator (under its own lock);
+        // it is called before the process starts any thread.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    cap_malloc_arenas();
     let cli = Cli::parse();
     // Counting statements turns on sqlx's logging of each: only the benchmark that
     // prints the count pays for it.

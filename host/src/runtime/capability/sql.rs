@@ -40,6 +40,9 @@ pub const MAX_ROWS: u32 = 10_000;
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
 /// Connections per system's pool (PostgreSQL, MySQL).
 const POOL_SIZE: u32 = 4;
+/// `PRAGMA cache_size` of a connection to a system's SQLite file: 512 KiB (a negative
+/// size is in KiB; SQLite's default is 2,000 KiB). See [`SqliteConn::open`].
+const CACHE_SIZE: i64 = -512;
 /// Prepared statements a server connection keeps: with [`MAX_STATEMENT_BYTES`], at most
 /// 2 MiB of statement text per connection.
 const STATEMENT_CACHE: usize = 32;
@@ -1265,6 +1268,15 @@ impl SqliteConn {
             conn.set_limit(limit, value);
         }
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+            .map_err(sqlite_error)?;
+        // Every SQLite connection of the process draws its pages from one pool, as large
+        // as their caches together (the bundled SQLite is built with
+        // SQLITE_ENABLE_MEMORY_MANAGEMENT): a sweep's scan of every row filled it, store
+        // connections' share included. A system's lookups by key need the few pages of
+        // its indexes' upper levels; scans gain nothing from a cache they overflow.
+        // (`oubli bench api --checks all`: peak memory 63 → 50 MiB; `bench connectors`
+        // unchanged.)
+        conn.pragma_update(None, "cache_size", CACHE_SIZE)
             .map_err(sqlite_error)?;
         let deadline = Arc::new(Mutex::new(Instant::now()));
         linear_text_functions(&conn, deadline.clone()).map_err(sqlite_error)?;
