@@ -249,6 +249,54 @@ async fn a_plugin_statement_is_contained_on_mysql() {
     .await;
 }
 
+/// The pool hands its connections out untested, and a session's first round trip tests
+/// them: connections the server ended while they sat in the pool are replaced, and the
+/// calls after go on as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgresql_connection_ended_while_pooled_is_replaced() {
+    let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let config = SystemConfig::from_toml(&format!(
+        "name = \"ended\"\n[capabilities]\nsql = {{ url = \"{}\" }}\n",
+        db.url
+    ))
+    .unwrap();
+    let sys = rt.prepare(&config).unwrap();
+    let backend = || {
+        let (rt, plugin, sys) = (rt.clone(), plugin.clone(), sys.clone());
+        let s = subject(&[
+            ("behaviour", "sql"),
+            ("statement", "SELECT pg_backend_pid()"),
+        ]);
+        async move {
+            let found = rt.locate(&plugin, &sys, &s).await.unwrap();
+            found[0].key.clone()
+        }
+    };
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    for _ in 0..2 {
+        // Calls at once leave several connections in the pool…
+        let calls: Vec<_> = (0..4).map(|_| tokio::spawn(backend())).collect();
+        let mut served = Vec::new();
+        for call in calls {
+            served.push(call.await.unwrap());
+        }
+        // … which the server ends (as a restart would).
+        db.execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await;
+        for _ in 0..4 {
+            let next = backend().await;
+            assert!(!served.contains(&next), "{next} was ended: {served:?}");
+        }
+    }
+}
+
 /// What a call sets on its PostgreSQL session (a setting, the schema search path) ends
 /// with the call: the next calls, on the same pooled connections, start from the
 /// server's defaults.

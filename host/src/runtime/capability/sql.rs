@@ -281,6 +281,8 @@ impl SqlTarget {
                 .statement_cache_capacity(STATEMENT_CACHE);
             PgPoolOptions::new()
                 .max_connections(POOL_SIZE)
+                // A session's first round trip tests the connection (`SqlSession::open`).
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await
@@ -595,38 +597,48 @@ impl SqlSession {
                 SessionConn::Sqlite(Arc::new(conn))
             }
             Backend::Postgres(_) => {
-                let mut conn = Unsettled(Some(
-                    self.target
-                        .pg_pool()
-                        .await?
-                        .acquire()
-                        .await
-                        .map_err(classify)?,
-                ));
-                // The server stops a statement at the deadline even if the cancel
-                // request (see `Drop`) never arrives. A read-only call's statements all
-                // run in one READ ONLY transaction, begun here in the same round trip
-                // and rolled back by `finish`. (Not a named prepared statement: a plugin
-                // could replace one of those.)
-                let setup = if self.access == Access::ReadOnly {
-                    pg_read_only_begin(remaining, false)
-                } else {
-                    format!("SET statement_timeout = {}", remaining.as_millis().max(1))
-                };
-                let sql = format!("{setup}; SELECT pg_backend_pid()");
-                let id = match pg_setup(conn.get(), &sql).await {
-                    Ok(Some(id)) => id,
-                    Ok(None) => {
-                        return Err(GuestError::Failed(
-                            "PostgreSQL did not say which backend serves the call".into(),
-                        ));
+                // The pool hands a connection out untested (a round trip per call): this
+                // setup is the test. A connection the server or the network closed while
+                // it sat in the pool fails it, and is closed and replaced (all of them
+                // after a restart of the server: the pool holds at most POOL_SIZE).
+                let mut replaced = 0;
+                loop {
+                    let mut conn = Unsettled(Some(
+                        self.target
+                            .pg_pool()
+                            .await?
+                            .acquire()
+                            .await
+                            .map_err(classify)?,
+                    ));
+                    // The server stops a statement at the deadline even if the cancel
+                    // request (see `Drop`) never arrives. A read-only call's statements
+                    // all run in one READ ONLY transaction, begun here in the same round
+                    // trip and rolled back by `finish`. (Not a named prepared statement:
+                    // a plugin could replace one of those.)
+                    let remaining = self.remaining();
+                    let setup = if self.access == Access::ReadOnly {
+                        pg_read_only_begin(remaining, false)
+                    } else {
+                        format!("SET statement_timeout = {}", remaining.as_millis().max(1))
+                    };
+                    let sql = format!("{setup}; SELECT pg_backend_pid()");
+                    match pg_setup(conn.get(), &sql).await {
+                        Ok(Some(id)) => {
+                            break SessionConn::Postgres(ServerConn {
+                                conn: conn.settled(),
+                                id: id.into(),
+                            });
+                        }
+                        Ok(None) => {
+                            return Err(GuestError::Failed(
+                                "PostgreSQL did not say which backend serves the call".into(),
+                            ));
+                        }
+                        Err(e) if replaced < POOL_SIZE && connection_lost(&e) => replaced += 1,
+                        Err(e) => return Err(classify(e)),
                     }
-                    Err(e) => return Err(classify(e)),
-                };
-                SessionConn::Postgres(ServerConn {
-                    conn: conn.settled(),
-                    id: id.into(),
-                })
+                }
             }
             Backend::MySql(_) => {
                 let mut conn = self
@@ -780,6 +792,19 @@ fn pg_setup<'c>(
         rows.last().map(|row| row.try_get(0)).transpose()
     }
     .boxed()
+}
+
+/// Whether `error` says that the connection itself is gone (closed by the server, an
+/// administrator or the network), rather than that a statement failed.
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        // 08: connection exception; 57P01–57P05: the server ended the session.
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
 }
 
 /// What begins a read-only call's transaction on PostgreSQL with a statement timeout of
