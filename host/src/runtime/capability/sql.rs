@@ -52,6 +52,8 @@ const MAX_LIKE_PATTERN: usize = 256;
 const MAX_REMEMBERED_STATEMENT: usize = 4 << 10;
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a server connection's set-up may take (as long as waiting for the pool).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether a call may change the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -590,8 +592,11 @@ impl SqlSession {
                     .filter(|conn| conn.file.is_some() && conn.file == file_identity(&file));
                 let conn = match reused {
                     Some(conn) => conn,
-                    None if self.inline => SqliteConn::open(&file, access)?,
-                    None => run_blocking(move || SqliteConn::open(&file, access)).await?,
+                    None if self.inline => SqliteConn::open(&file, access, self.deadline)?,
+                    None => {
+                        let deadline = self.deadline;
+                        run_blocking(move || SqliteConn::open(&file, access, deadline)).await?
+                    }
                 };
                 conn.start(self.deadline, self.access)?;
                 SessionConn::Sqlite(Arc::new(conn))
@@ -622,8 +627,14 @@ impl SqlSession {
                     } else {
                         format!("SET statement_timeout = {}", remaining.as_millis().max(1))
                     };
-                    let sql = format!("{setup}; SELECT pg_backend_pid()");
-                    match pg_setup(conn.get(), &sql).await {
+                    // (Functions named with their schema: a role's own `search_path` may put
+                    // a schema of the plugin's, holding a `pg_backend_pid` of its own, first.)
+                    let sql = format!("{setup}; SELECT pg_catalog.pg_backend_pid()");
+                    // (Bounded as the pool's own test was: a connection whose network
+                    // went silent would otherwise hang until the deadline.)
+                    let answered =
+                        tokio::time::timeout(SETUP_TIMEOUT, pg_setup(conn.get(), &sql)).await;
+                    match answered.unwrap_or(Err(sqlx::Error::PoolTimedOut)) {
                         Ok(Some(id)) => {
                             break SessionConn::Postgres(ServerConn {
                                 conn: conn.settled(),
@@ -712,7 +723,7 @@ impl SqlSession {
             }
             let reset = sqlx::raw_sql(
                 "SET client_min_messages = error; ROLLBACK; RESET ALL; RESET ROLE; RESET SESSION AUTHORIZATION; CLOSE ALL; UNLISTEN *; \
-                 SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
+                 SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
             )
             .execute(&mut *server.conn)
             .await;
@@ -860,7 +871,7 @@ fn require_query(sql: &str) -> Result<(), GuestError> {
 async fn terminate_postgres(url: String, pid: i64) {
     let done = async {
         let mut conn = PgConnection::connect(&url).await?;
-        sqlx::query("SELECT pg_terminate_backend($1)")
+        sqlx::query("SELECT pg_catalog.pg_terminate_backend($1)")
             .bind(pid as i32)
             .execute(&mut conn)
             .await?;
@@ -1241,13 +1252,14 @@ struct SqliteConn {
 }
 
 impl SqliteConn {
-    /// Opens `file` for any call (read-write, unless its URL says `mode=ro`); each call
+    /// Opens `file` for a call that ends at `ends`, and any call after it (read-write,
+    /// unless its URL says `mode=ro`); each call
     /// sets the access it has ([`Self::start`]). A read-only call's statements are held
     /// to reading by the authorizer and by `sqlite3_stmt_readonly`, no longer by the
     /// file's mode as well; what such a connection may still do to the file is SQLite's
     /// own upkeep, which changes no content (the last connection to close checkpoints the
     /// WAL into the file; an opener rolls back a journal a crashed writer left).
-    fn open(file: &SqliteFile, access: Access) -> Result<Self, GuestError> {
+    fn open(file: &SqliteFile, access: Access, ends: Instant) -> Result<Self, GuestError> {
         use rusqlite::OpenFlags;
         let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
         flags |= if file.read_only {
@@ -1301,6 +1313,10 @@ impl SqliteConn {
         // its indexes' upper levels; scans gain nothing from a cache they overflow.
         // (`oubli bench api --checks all`: peak memory 63 → 50 MiB; `bench connectors`
         // unchanged.)
+        // (The pragma reads the schema, waiting for a writer's lock no longer than the
+        // call may.)
+        conn.busy_timeout(BUSY_TIMEOUT.min(ends.saturating_duration_since(Instant::now())))
+            .map_err(sqlite_error)?;
         conn.pragma_update(None, "cache_size", CACHE_SIZE)
             .map_err(sqlite_error)?;
         let deadline = Arc::new(Mutex::new(Instant::now()));
