@@ -351,6 +351,31 @@ async fn a_plugin_that_catches_its_cancel_on_postgresql_is_ended_at_the_deadline
     let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
         return;
     };
+    stubborn_plugin_is_ended(&db).await;
+}
+
+/// The host's own statements name `pg_catalog`'s functions: a `search_path` that puts
+/// look-alikes first (a schema the plugin's credentials could write, set as their
+/// role's or database's default) changes neither the backend the host records for the
+/// call nor the one it ends at the deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn look_alike_functions_first_in_the_search_path_do_not_save_a_stopped_plugin() {
+    let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    db.execute(&format!(
+        "CREATE SCHEMA evil;
+         CREATE FUNCTION evil.pg_backend_pid() RETURNS integer LANGUAGE sql AS 'SELECT 1';
+         CREATE FUNCTION evil.pg_terminate_backend(integer) RETURNS boolean LANGUAGE sql AS 'SELECT true';
+         ALTER DATABASE {name} SET search_path = evil, pg_catalog, public"
+    ))
+    .await;
+    stubborn_plugin_is_ended(&db).await;
+}
+
+/// A plugin whose statement catches every cancel is ended on the server at its deadline.
+async fn stubborn_plugin_is_ended(db: &ServerDb) {
     let rt = runtime();
     let plugin = load(&rt, "oubli_testkit");
     let config = SystemConfig::from_toml(&format!(
