@@ -79,8 +79,9 @@ enum Command {
 }
 
 /// Caps glibc's malloc arenas at one per core (at least two), unless the operator chose
-/// (`MALLOC_ARENA_MAX`, `GLIBC_TUNABLES`). glibc gives each thread that allocates an arena
-/// of its own, up to eight per core, and each keeps what was freed in it: oubli's threads
+/// (`MALLOC_ARENA_MAX`, or `glibc.malloc.arena_max` in `GLIBC_TUNABLES`). glibc gives
+/// each thread that allocates an arena of its own, up to eight per core, and each keeps
+/// what was freed in it: oubli's threads
 /// (the runtime's workers, the plugin calls' blocking threads, one per SQLite connection
 /// of the store) left the service's peak memory under a sweep at 76–77 MiB, against
 /// 61 MiB with two arenas, for the same CPU time per request (`oubli bench api
@@ -89,7 +90,7 @@ fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         if std::env::var_os("MALLOC_ARENA_MAX").is_some()
-            || std::env::var_os("GLIBC_TUNABLES").is_some()
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("malloc.arena_max"))
         {
             return;
         }

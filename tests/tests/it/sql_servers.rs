@@ -2,8 +2,52 @@
 //! test in a database of its own (skipped when the server's URL is not set).
 
 use oubli::demo::customer_email;
-use oubli::runtime::{Change, Outcome, RecordState, SystemConfig};
+use oubli::runtime::{Change, Grant, Outcome, Plugin, RecordState, Runtime, SystemConfig};
 use oubli_tests::{ServerDb, load, runtime, server_crm_script, subject};
+use std::sync::Arc;
+
+/// The testkit plugin, and a system `name` granted the database at `url`, with a
+/// deadline of `timeout_ms` where given.
+fn testkit(
+    url: &str,
+    name: &str,
+    timeout_ms: Option<u64>,
+) -> (Arc<Runtime>, Arc<Plugin>, Arc<Grant>) {
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_testkit");
+    let limits = timeout_ms.map_or(String::new(), |ms| format!("[limits]\ntimeout_ms = {ms}\n"));
+    let config = SystemConfig::from_toml(&format!(
+        "name = \"{name}\"\n{limits}[capabilities]\nsql = {{ url = \"{url}\" }}\n"
+    ))
+    .unwrap();
+    let sys = rt.prepare(&config).unwrap();
+    (rt, plugin, sys)
+}
+
+/// The first column of the rows `statement` returns, read by the testkit in a `locate`.
+async fn rows(
+    rt: &Arc<Runtime>,
+    plugin: &Arc<Plugin>,
+    sys: &Arc<Grant>,
+    statement: &str,
+) -> Vec<String> {
+    let s = subject(&[("behaviour", "sql"), ("statement", statement)]);
+    let found = rt.locate(plugin, sys, &s).await.unwrap();
+    found.into_iter().map(|r| r.key).collect()
+}
+
+/// Waits up to 5 s for no row of `table` to match `condition`; the rows left.
+async fn until_none(db: &ServerDb, table: &str, condition: &str) -> i64 {
+    let mut left = i64::MAX;
+    for _ in 0..50 {
+        left = db.count(table, condition).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    left
+}
 
 fn system(url: &str) -> SystemConfig {
     let mut config = oubli::demo::crm_system("crm", std::path::Path::new("unused"));
@@ -150,14 +194,7 @@ async fn contained(var: &str, sleep: &str, running: (&str, &str)) {
     };
     db.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT); INSERT INTO people VALUES (1, 'kept@example.org')")
         .await;
-    let rt = runtime();
-    let plugin = load(&rt, "oubli_testkit");
-    let config = SystemConfig::from_toml(&format!(
-        "name = \"server\"\n[limits]\ntimeout_ms = 1000\n[capabilities]\nsql = {{ url = \"{}\" }}\n",
-        db.url
-    ))
-    .unwrap();
-    let sys = rt.prepare(&config).unwrap();
+    let (rt, plugin, sys) = testkit(&db.url, "server", Some(1000));
     let started = std::time::Instant::now();
     let error = rt
         .locate(
@@ -174,24 +211,15 @@ async fn contained(var: &str, sleep: &str, running: (&str, &str)) {
         started.elapsed()
     );
     // The statement is gone from the server within moments, not after its 25 s.
-    let mut left = i64::MAX;
-    for _ in 0..50 {
-        left = db.count(running.0, running.1).await;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(left, 0, "the plugin's statement still runs on the server");
+    assert_eq!(
+        until_none(&db, running.0, running.1).await,
+        0,
+        "the plugin's statement still runs on the server"
+    );
 
     // The refusals do not depend on the deadline: a system with the default one, so that
     // a busy machine does not turn a refusal into a timeout.
-    let config = SystemConfig::from_toml(&format!(
-        "name = \"server\"\n[capabilities]\nsql = {{ url = \"{}\" }}\n",
-        db.url
-    ))
-    .unwrap();
-    let sys = rt.prepare(&config).unwrap();
+    let (rt, plugin, sys) = testkit(&db.url, "server", None);
     for (behaviour, statement) in [
         ("sql", "DELETE FROM people"),
         ("sql-write", "DELETE FROM people"),
@@ -257,23 +285,13 @@ async fn a_postgresql_connection_ended_while_pooled_is_replaced() {
     let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
         return;
     };
-    let rt = runtime();
-    let plugin = load(&rt, "oubli_testkit");
-    let config = SystemConfig::from_toml(&format!(
-        "name = \"ended\"\n[capabilities]\nsql = {{ url = \"{}\" }}\n",
-        db.url
-    ))
-    .unwrap();
-    let sys = rt.prepare(&config).unwrap();
+    let (rt, plugin, sys) = testkit(&db.url, "ended", None);
     let backend = || {
         let (rt, plugin, sys) = (rt.clone(), plugin.clone(), sys.clone());
-        let s = subject(&[
-            ("behaviour", "sql"),
-            ("statement", "SELECT pg_backend_pid()"),
-        ]);
         async move {
-            let found = rt.locate(&plugin, &sys, &s).await.unwrap();
-            found[0].key.clone()
+            rows(&rt, &plugin, &sys, "SELECT pg_backend_pid()")
+                .await
+                .remove(0)
         }
     };
     let name = db.url.rsplit('/').next().unwrap().to_owned();
@@ -305,22 +323,8 @@ async fn a_postgresql_session_s_settings_end_with_its_call() {
     let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
         return;
     };
-    let rt = runtime();
-    let plugin = load(&rt, "oubli_testkit");
-    let config = SystemConfig::from_toml(&format!(
-        "name = \"settings\"\n[capabilities]\nsql = {{ url = \"{}\" }}\n",
-        db.url
-    ))
-    .unwrap();
-    let sys = rt.prepare(&config).unwrap();
-    let read = |statement: &str| {
-        let (rt, plugin, sys) = (rt.clone(), plugin.clone(), sys.clone());
-        let s = subject(&[("behaviour", "sql"), ("statement", statement)]);
-        async move {
-            let found = rt.locate(&plugin, &sys, &s).await.unwrap();
-            found.into_iter().map(|r| r.key).collect::<Vec<_>>()
-        }
-    };
+    let (rt, plugin, sys) = testkit(&db.url, "settings", None);
+    let read = |statement| rows(&rt, &plugin, &sys, statement);
     let defaults =
         read("SELECT current_setting('application_name') || '|' || current_setting('search_path')")
             .await;
@@ -376,14 +380,7 @@ async fn look_alike_functions_first_in_the_search_path_do_not_save_a_stopped_plu
 
 /// A plugin whose statement catches every cancel is ended on the server at its deadline.
 async fn stubborn_plugin_is_ended(db: &ServerDb) {
-    let rt = runtime();
-    let plugin = load(&rt, "oubli_testkit");
-    let config = SystemConfig::from_toml(&format!(
-        "name = \"stubborn\"\n[limits]\ntimeout_ms = 1000\n[capabilities]\nsql = {{ url = \"{}\" }}\n",
-        db.url
-    ))
-    .unwrap();
-    let sys = rt.prepare(&config).unwrap();
+    let (rt, plugin, sys) = testkit(&db.url, "stubborn", Some(1000));
     // A statement timeout or a cancel request is caught and the loop goes on.
     let stubborn = "DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(60); EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$";
     let error = rt
@@ -395,17 +392,11 @@ async fn stubborn_plugin_is_ended(db: &ServerDb) {
         .await
         .unwrap_err();
     assert!(error.is_retryable(), "{error:?}");
-    let mut left = i64::MAX;
-    for _ in 0..50 {
-        left = db
-            .count("pg_stat_activity", "query LIKE 'DO $$ BEGIN LOOP%'")
-            .await;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(left, 0, "the plugin's backend still runs on the server");
+    assert_eq!(
+        until_none(db, "pg_stat_activity", "query LIKE 'DO $$ BEGIN LOOP%'").await,
+        0,
+        "the plugin's backend still runs on the server"
+    );
 }
 
 /// A read-only call's statements run in one READ ONLY transaction on PostgreSQL: a write

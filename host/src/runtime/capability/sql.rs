@@ -578,7 +578,6 @@ impl SqlSession {
     }
 
     async fn open(&self) -> Result<SessionConn, GuestError> {
-        let remaining = self.remaining();
         let conn = match &self.target.backend {
             Backend::Sqlite(file, idle) => {
                 let (file, access) = (file.clone(), self.access);
@@ -662,6 +661,7 @@ impl SqlSession {
                 // The session's connection is never handed to another call, so what it
                 // sets here or the plugin sets later dies with it.
                 conn.close_on_drop();
+                let remaining = self.remaining();
                 let seconds = remaining.as_secs_f64().max(0.001);
                 // MariaDB knows `max_statement_time` (seconds), MySQL
                 // `max_execution_time` (milliseconds, SELECT only); KILL QUERY covers
@@ -803,6 +803,12 @@ fn pg_setup<'c>(
         rows.last().map(|row| row.try_get(0)).transpose()
     }
     .boxed()
+}
+
+/// How long a SQLite statement of a call ending at `ends` waits for another connection's
+/// lock: [`BUSY_TIMEOUT`], or the time left if less.
+fn busy_wait(ends: Instant) -> Duration {
+    BUSY_TIMEOUT.min(ends.saturating_duration_since(Instant::now()))
 }
 
 /// Whether `error` says that the connection itself is gone (closed by the server, an
@@ -1315,8 +1321,7 @@ impl SqliteConn {
         // unchanged.)
         // (The pragma reads the schema, waiting for a writer's lock no longer than the
         // call may.)
-        conn.busy_timeout(BUSY_TIMEOUT.min(ends.saturating_duration_since(Instant::now())))
-            .map_err(sqlite_error)?;
+        conn.busy_timeout(busy_wait(ends)).map_err(sqlite_error)?;
         conn.pragma_update(None, "cache_size", CACHE_SIZE)
             .map_err(sqlite_error)?;
         let deadline = Arc::new(Mutex::new(Instant::now()));
@@ -1350,9 +1355,9 @@ impl SqliteConn {
     /// Gives the connection to a call that ends at `deadline`, with `access`.
     fn start(&self, deadline: Instant, access: Access) -> Result<(), GuestError> {
         *self.deadline.lock().expect("deadline lock") = deadline;
-        let wait = BUSY_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
         let conn = self.conn.lock().expect("sqlite connection lock");
-        conn.busy_timeout(wait).map_err(sqlite_error)?;
+        conn.busy_timeout(busy_wait(deadline))
+            .map_err(sqlite_error)?;
         drop(conn);
         self.read_only
             .store(access == Access::ReadOnly, Ordering::Relaxed);
