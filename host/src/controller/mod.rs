@@ -700,12 +700,58 @@ pub async fn identity_kinds(store: &Store, controller_id: &str) -> sqlx::Result<
     .bind(controller_id)
     .fetch_all(&store.read)
     .await?;
+    Ok(kinds_in(infos.iter().map(String::as_str)))
+}
+
+/// A controller by id with the identity kinds its systems understand, in one read (a
+/// submission needs both).
+///
+/// # Errors
+/// When the database cannot be read.
+pub async fn with_identity_kinds(
+    store: &Store,
+    id: &str,
+) -> sqlx::Result<Option<(Controller, Vec<String>)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        name: String,
+        webhook_url: Option<String>,
+        auto_approve: i64,
+        created_at: i64,
+        contact_email: Option<String>,
+        info: Option<String>,
+    }
+    // One row per system (its plugin's description), or one with none.
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT c.id, c.name, c.webhook_url, c.auto_approve, c.created_at, c.contact_email, p.info \
+         FROM controllers c LEFT JOIN systems s ON s.controller_id = c.id \
+         LEFT JOIN plugins p ON p.digest = s.plugin_digest WHERE c.id = $1",
+    )
+    .bind(id)
+    .fetch_all(&store.read)
+    .await?;
+    let kinds = kinds_in(rows.iter().filter_map(|row| row.info.as_deref()));
+    Ok(rows.into_iter().next().map(|r| {
+        let row = (
+            r.id,
+            r.name,
+            r.webhook_url,
+            r.auto_approve,
+            r.created_at,
+            r.contact_email,
+        );
+        (controller(row), kinds)
+    }))
+}
+
+/// The identity kinds of plugin descriptions (JSON), sorted, each once.
+fn kinds_in<'a>(infos: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut kinds: Vec<String> = infos
-        .iter()
         .filter_map(|i| serde_json::from_str::<Description>(i).ok())
         .flat_map(|i| i.identity_kinds)
         .collect();
     kinds.sort();
     kinds.dedup();
-    Ok(kinds)
+    kinds
 }

@@ -127,17 +127,31 @@ pub async fn stop(tx: &mut Tx<'_>, controller_id: &str, actor: &str) -> sqlx::Re
 /// # Errors
 /// When the database fails.
 pub async fn queue(tx: &mut Tx<'_>, request_id: &str, event: &str) -> sqlx::Result<()> {
-    let Some((_, email_event)) = EVENTS.iter().find(|(e, _)| *e == event) else {
-        return Ok(());
-    };
     let events: Option<String> = sqlx::query_scalar(
         "SELECT n.events FROM subject_notices n JOIN requests r ON r.controller_id = n.controller_id WHERE r.id = $1",
     )
     .bind(request_id)
     .fetch_optional(&mut **tx)
     .await?;
+    queue_told(tx, request_id, event, events.as_deref()).await
+}
+
+/// [`queue`] for a caller that read the events the controller tells its subjects of
+/// (`subject_notices.events`, `None` when it tells none).
+///
+/// # Errors
+/// When the database fails.
+pub async fn queue_told(
+    tx: &mut Tx<'_>,
+    request_id: &str,
+    event: &str,
+    events: Option<&str>,
+) -> sqlx::Result<()> {
+    let Some((_, email_event)) = EVENTS.iter().find(|(e, _)| *e == event) else {
+        return Ok(());
+    };
     let told = events
-        .and_then(|e| serde_json::from_str::<Vec<String>>(&e).ok())
+        .and_then(|e| serde_json::from_str::<Vec<String>>(e).ok())
         .is_some_and(|e| e.iter().any(|e| e == event));
     if told {
         super::email::queue(tx, request_id, email_event, super::email::SUBJECT, None).await?;

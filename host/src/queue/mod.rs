@@ -94,6 +94,8 @@ pub struct Claimed {
     /// The status of the task's request when the task was claimed (read by the claim
     /// itself, so that starting approved requests needs no read of its own).
     pub request_status: String,
+    /// The controller of the task's request.
+    pub controller_id: String,
     /// What the task's earlier runs left of an erasure, as the claim found it.
     #[sqlx(flatten)]
     pub erasure: ErasureState,
@@ -193,7 +195,8 @@ pub async fn announce(tx: &mut Tx<'_>) -> sqlx::Result<()> {
 }
 
 /// Claims up to `limit` tasks that are due, or whose lease expired, for `lease`, in one
-/// transaction. Their requests are started by the request lifecycle's `claim_many`.
+/// transaction of their own (the request lifecycle's `claim_many` claims them in the
+/// transaction that starts their requests: see [`claim_in`]).
 ///
 /// # Errors
 /// When the database fails.
@@ -206,7 +209,13 @@ pub async fn claim_many(
 ) -> anyhow::Result<Vec<Claimed>> {
     let mut tries = 0;
     loop {
-        match claim_once(store, owner, lease, backoff, limit).await {
+        let claimed = async {
+            let mut tx = store.relaxed().await?;
+            let claimed = claim_in(&mut tx, owner, lease, backoff, limit).await?;
+            tx.commit().await?;
+            Ok(claimed)
+        };
+        match claimed.await {
             Err(e) if store::is_transient(&e) && tries < TRANSIENT_RETRIES => tries += 1,
             claimed => return claimed,
         }
@@ -238,8 +247,14 @@ pub async fn next_due(store: &Store, backoff: &Backoff) -> sqlx::Result<Option<i
 /// How often a transaction PostgreSQL aborted to break a deadlock is run again.
 pub(crate) const TRANSIENT_RETRIES: u32 = 5;
 
-async fn claim_once(
-    store: &Store,
+/// Claims up to `limit` tasks that are due, or whose lease expired, for `lease`, in the
+/// caller's transaction: their attempts are recorded, and each says its request's status
+/// and controller as the claim read them.
+///
+/// # Errors
+/// When the database fails.
+pub async fn claim_in(
+    tx: &mut Tx<'_>,
     owner: &str,
     lease: Duration,
     backoff: &Backoff,
@@ -247,12 +262,12 @@ async fn claim_once(
 ) -> anyhow::Result<Vec<Claimed>> {
     let now = now_ms();
     // Workers of other processes skip the rows this one is claiming instead of waiting.
-    let skip_locked = match store.backend() {
-        Backend::Postgres => " FOR UPDATE OF t SKIP LOCKED",
-        Backend::Sqlite => "",
+    let skip_locked = if store::on_postgres(tx) {
+        " FOR UPDATE OF t SKIP LOCKED"
+    } else {
+        ""
     };
     let nonce = format!("{:016x}", rand::random::<u64>());
-    let mut tx = store.relaxed().await?;
     // Only tasks of approved or running requests: a request cancelled after its approval
     // keeps queued tasks that must not run. A task still marked running whose lease ran
     // out was interrupted: it is taken over (after a wait that grows with its
@@ -268,7 +283,8 @@ async fn claim_once(
                              OR (t.status = $6 AND t.lease_expires_at + {delay} < $3)) \
                       ORDER BY t.run_after, t.id LIMIT $4{skip_locked}) \
          RETURNING id, request_id, system_id, attempts AS attempt, max_attempts, interrupted, lease_owner AS lease, \
-         (SELECT r.status FROM requests r WHERE r.id = tasks.request_id) AS request_status, located, erased",
+         (SELECT r.status FROM requests r WHERE r.id = tasks.request_id) AS request_status, \
+         (SELECT r.controller_id FROM requests r WHERE r.id = tasks.request_id) AS controller_id, located, erased",
     ))
     .bind(owner)
     .bind(now + lease.as_millis() as i64)
@@ -279,7 +295,7 @@ async fn claim_once(
     .bind(TaskStatus::Queued.as_str())
     .bind(backoff.base.as_millis() as i64)
     .bind(backoff.cap.as_millis() as i64)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     if claimed.is_empty() {
         return Ok(Vec::new());
@@ -292,7 +308,7 @@ async fn claim_once(
         )
         .bind(now)
         .bind(&task.id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         task.took_over = open.rows_affected() > 0;
     }
@@ -315,8 +331,7 @@ async fn claim_once(
             .bind(now)
             .push(")");
     }
-    attempts.execute(&mut *tx).await?;
-    tx.commit().await?;
+    attempts.execute(&mut **tx).await?;
     Ok(claimed)
 }
 
@@ -504,29 +519,6 @@ pub async fn record(tx: &mut Tx<'_>, actor: &str, run: &Finished) -> anyhow::Res
     details["attempt"] = task.attempt.into();
     audit::append(tx, actor, event, Some(&task.request_id), details);
     Ok(true)
-}
-
-/// The tasks of a request that are still to run (queued or running), in the caller's
-/// transaction, and those that failed for good.
-///
-/// # Errors
-/// When the database fails.
-pub async fn open_and_failed(tx: &mut Tx<'_>, request_id: &str) -> sqlx::Result<(i64, i64)> {
-    let counts: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, COUNT(*) FROM tasks WHERE request_id = $1 GROUP BY status")
-            .bind(request_id)
-            .fetch_all(&mut **tx)
-            .await?;
-    let count = |s: TaskStatus| {
-        counts
-            .iter()
-            .find(|(status, _)| status == s.as_str())
-            .map_or(0, |(_, n)| *n)
-    };
-    Ok((
-        count(TaskStatus::Queued) + count(TaskStatus::Running),
-        count(TaskStatus::Failed),
-    ))
 }
 
 /// The positions of a rectification's changes that no system of the request had a place

@@ -166,9 +166,15 @@ async fn write(
             .await?;
         }
         if submission.auto_approve {
-            super::lifecycle::approve(
+            let order = super::lifecycle::Order {
+                kind: new.kind,
+                not_before: new.not_before,
+                system_id: new.system_id.as_deref(),
+            };
+            let tasks = super::lifecycle::approve_as(
                 &mut tx,
                 &request.stage(),
+                &order,
                 submission
                     .approver
                     .as_deref()
@@ -177,9 +183,15 @@ async fn write(
             )
             .await?
             .map_err(anyhow::Error::msg)?;
-            request = requests::get_in(&mut tx, sealer, &request.id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("the new request vanished"))?;
+            // Approved, with its tasks queued: the approval changed its status alone. A
+            // request without tasks settled at once, and is read again.
+            if tasks > 0 {
+                request.status = super::Status::Approved;
+            } else {
+                request = requests::get_in(&mut tx, sealer, &request.id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the new request vanished"))?;
+            }
         }
         accepted.push(Accepted::Created(request));
     }

@@ -10,7 +10,7 @@
 //! when none is left to run.
 
 use super::rows::{Stage, stage_in};
-use super::{Status, Transition};
+use super::{Kind, Status, Transition};
 use crate::audit;
 use crate::queue::{self, Claimed, Finished, RunOutcome};
 use crate::retry::Backoff;
@@ -241,15 +241,22 @@ pub async fn retry(
     Ok(Some(taken.map(drop)))
 }
 
-/// Claims up to `limit` due tasks for `owner` in a transaction of its own; then, in a
-/// second one and only where there is something to do, starts the approved requests
-/// among theirs and audits the runs this claim took over from workers that stopped
-/// (`task.interrupted`). Should the process die in between, the request is started when
-/// its tasks settle, and the attempt log has the runs taken over as `interrupted` either
-/// way.
+/// Claims up to `limit` due tasks for `owner` (see [`queue::claim_in`]), starts the
+/// approved requests among theirs and audits the runs this claim took over from workers
+/// that stopped (`task.interrupted`).
+///
+/// On SQLite all of it is one transaction, and the requests' statuses are those the claim
+/// read in it (the single writer keeps them current). On PostgreSQL the claim commits
+/// first, without locking the requests, and the starts follow in a second transaction
+/// that reads each request again under its lock, in the order of their ids: locking the
+/// requests in the claim's transaction, after its tasks, would deadlock with a
+/// cancellation (which locks the request, then its tasks), and another process's claim
+/// may start the same request first. Should the process die between the two, the request
+/// is started when its tasks settle, and the attempt log has the runs taken over as
+/// `interrupted` either way.
 ///
 /// # Errors
-/// When the database fails.
+/// When the claim fails; nothing is claimed then.
 pub async fn claim_many(
     store: &Store,
     owner: &str,
@@ -257,48 +264,82 @@ pub async fn claim_many(
     backoff: &Backoff,
     limit: usize,
 ) -> anyhow::Result<Vec<Claimed>> {
-    let claimed = queue::claim_many(store, owner, lease, backoff, limit).await?;
-    // The tasks are this worker's now: a failure of what follows (the start is made again
-    // when the tasks settle; the attempt log has the interruptions) must not drop them.
-    if let Err(e) = start_and_audit(store, owner, &claimed).await {
-        tracing::warn!(
-            error = format!("{e:#}"),
-            "starting the requests of claimed tasks failed; they start when their tasks settle"
-        );
+    let postgres = store.backend() == crate::store::Backend::Postgres;
+    let mut tries = 0;
+    let claimed = loop {
+        let claimed = async {
+            let mut tx = store.relaxed().await?;
+            let claimed = queue::claim_in(&mut tx, owner, lease, backoff, limit).await?;
+            if !postgres {
+                start_and_audit(&mut tx, owner, &claimed, false).await?;
+            }
+            tx.commit().await?;
+            Ok(claimed)
+        };
+        match claimed.await {
+            Err(e) if crate::store::is_transient(&e) && tries < queue::TRANSIENT_RETRIES => {
+                tries += 1
+            }
+            claimed => break claimed?,
+        }
+    };
+    let to_start = claimed
+        .iter()
+        .any(|c| c.took_over || c.request_status == Status::Approved.as_str());
+    if postgres && to_start {
+        // The tasks are this worker's now: a failure of what follows (the start is made
+        // again when the tasks settle) must not drop them.
+        let started = async {
+            let mut tx = store.relaxed().await?;
+            start_and_audit(&mut tx, owner, &claimed, true).await?;
+            tx.commit().await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = started.await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "starting the requests of claimed tasks failed; they start when their tasks settle"
+            );
+        }
     }
     Ok(claimed)
 }
 
-/// The second half of [`claim_many`]: starts the approved requests of `claimed` and
-/// audits the runs taken over.
-async fn start_and_audit(store: &Store, owner: &str, claimed: &[Claimed]) -> anyhow::Result<()> {
-    // Most claims are of requests already running: only approved ones (as the claim read
-    // them) need a transaction, and are read again in it.
-    let mut approved: Vec<&str> = claimed
+/// Starts the approved requests of `claimed` and audits the runs taken over, in `tx`:
+/// with each request's status read again under its lock (`read_again`), or as the claim
+/// read it in this same transaction.
+async fn start_and_audit(
+    tx: &mut Tx<'_>,
+    owner: &str,
+    claimed: &[Claimed],
+    read_again: bool,
+) -> anyhow::Result<()> {
+    let actor = format!("worker:{owner}");
+    // Most claims are of requests already running: only approved ones are started.
+    let mut approved: Vec<&Claimed> = claimed
         .iter()
         .filter(|c| c.request_status == Status::Approved.as_str())
-        .map(|c| c.request_id.as_str())
         .collect();
-    approved.sort_unstable();
-    approved.dedup();
-    if approved.is_empty() && !claimed.iter().any(|c| c.took_over) {
-        return Ok(());
-    }
-    let actor = format!("worker:{owner}");
-    let mut tx = store.relaxed().await?;
-    for request_id in approved {
-        if let Some(stage) = stage_in(&mut tx, request_id).await?
+    approved.sort_unstable_by(|a, b| a.request_id.cmp(&b.request_id));
+    approved.dedup_by(|a, b| a.request_id == b.request_id);
+    for task in approved {
+        let stage = if read_again {
+            stage_in(tx, &task.request_id).await?
+        } else {
+            // The step's own update checks that the subject's data was not redacted.
+            Some(Stage {
+                id: task.request_id.clone(),
+                controller_id: task.controller_id.clone(),
+                status: Status::Approved,
+                redacted: false,
+            })
+        };
+        if let Some(stage) = stage
             && stage.status == Status::Approved
         {
             // Refused only when it changed since (cancelled, redacted): nothing to start.
-            let _ = transition(
-                &mut tx,
-                &stage,
-                Transition::Start,
-                &actor,
-                serde_json::json!({}),
-            )
-            .await?;
+            let _ =
+                transition(tx, &stage, Transition::Start, &actor, serde_json::json!({})).await?;
         }
     }
     for task in claimed.iter().filter(|c| c.took_over) {
@@ -309,14 +350,13 @@ async fn start_and_audit(store: &Store, owner: &str, claimed: &[Claimed]) -> any
             i64::from(task.interrupted),
         );
         audit::append(
-            &mut tx,
+            tx,
             &actor,
             "task.interrupted",
             Some(&task.request_id),
             details,
         );
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -326,22 +366,16 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
     // as still open, and neither settle it: on PostgreSQL the request's row is locked
     // first, so that the second counts once the first has committed. (SQLite's single
     // writer already serialises them.)
-    let locked = if crate::store::on_postgres(tx) {
-        Some(stage_in(tx, request_id).await?)
-    } else {
-        None
+    if crate::store::on_postgres(tx) {
+        stage_in(tx, request_id).await?;
+    }
+    let Some(settling) = super::rows::settling_in(tx, request_id).await? else {
+        return Ok(());
     };
-    let (open, failed) = queue::open_and_failed(tx, request_id).await?;
-    if open > 0 {
+    if settling.open > 0 {
         return Ok(());
     }
-    let stage = match locked {
-        Some(stage) => stage,
-        None => stage_in(tx, request_id).await?,
-    };
-    let Some(mut request) = stage else {
-        return Ok(());
-    };
+    let mut request = settling.stage.clone();
     // Tasks that ran for a request whose start was not recorded (its worker died between
     // the claim and the start): start it now.
     if request.status == Status::Approved
@@ -364,28 +398,38 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
         return Ok(());
     }
     // A rectification whose change no system had a place for was not carried out; one
-    // for a controller without systems changed nothing.
-    let nowhere = queue::changes_applied_nowhere(tx, request_id).await?;
-    let no_system = super::rows::rectification_without_tasks(tx, request_id).await?;
-    let step = if failed > 0 || !nowhere.is_empty() || no_system {
+    // for a controller without systems changed nothing. (Only a rectification's tasks
+    // say which changes they could not apply.)
+    let rectification = settling.kind == Kind::Rectification;
+    let nowhere = if rectification {
+        queue::changes_applied_nowhere(tx, request_id).await?
+    } else {
+        Vec::new()
+    };
+    let no_system = rectification && settling.tasks == 0;
+    let step = if settling.failed > 0 || !nowhere.is_empty() || no_system {
         Transition::Fail
     } else {
         Transition::Complete
     };
-    let mut details = serde_json::json!({ "failed_tasks": failed });
+    let mut details = serde_json::json!({ "failed_tasks": settling.failed });
     if !nowhere.is_empty() {
         details["changes_applied_nowhere"] = nowhere.into();
     }
     if no_system {
         details["no_system_to_rectify"] = true.into();
     }
-    let settled = transition(tx, &request, step, actor, details).await?;
-    if settled.is_ok() {
+    if let Ok(status) = transition(tx, &request, step, actor, details).await? {
         if step == Transition::Complete {
-            crate::suppression::record(tx, request_id, actor).await?;
-            crate::notify::recipients::notify(tx, request_id, actor).await?;
+            if settling.suppression_entries {
+                crate::suppression::record(tx, request_id, actor).await?;
+            }
+            // Only an erasure or a rectification is told to the recipients (Art. 19).
+            if settling.recipients && matches!(settling.kind, Kind::Erasure | Kind::Rectification) {
+                crate::notify::recipients::notify(tx, request_id, actor).await?;
+            }
         }
-        announce(tx, request_id).await?;
+        announce(tx, request_id, &settling, status).await?;
     }
     Ok(())
 }
@@ -393,10 +437,13 @@ pub async fn settle(tx: &mut Tx<'_>, request_id: &str, actor: &str) -> anyhow::R
 /// Queues the e-mail that tells the DPO how a request ended, and the webhook that tells
 /// the controller (`request.completed` or `request.failed`), with what was found and the
 /// status detail, when the controller has a webhook URL.
-async fn announce(tx: &mut Tx<'_>, request_id: &str) -> anyhow::Result<()> {
-    let Some(settled) = super::rows::settled_in(tx, request_id).await? else {
-        return Ok(());
-    };
+async fn announce(
+    tx: &mut Tx<'_>,
+    request_id: &str,
+    settling: &super::rows::Settling,
+    status: Status,
+) -> anyhow::Result<()> {
+    let settled = settling.settled(status);
     let event = match settled.status {
         Status::Completed => "request.completed",
         _ => "request.failed",
@@ -418,10 +465,22 @@ async fn announce(tx: &mut Tx<'_>, request_id: &str) -> anyhow::Result<()> {
     if settled.status == super::Status::Completed && settled.records_found.is_some_and(|n| n > 0) {
         match settled.kind {
             super::Kind::Erasure => {
-                crate::notify::subject::queue(tx, request_id, "erasure.completed").await?
+                crate::notify::subject::queue_told(
+                    tx,
+                    request_id,
+                    "erasure.completed",
+                    settling.subject_notices.as_deref(),
+                )
+                .await?
             }
             super::Kind::Access => {
-                crate::notify::subject::queue(tx, request_id, "access.completed").await?
+                crate::notify::subject::queue_told(
+                    tx,
+                    request_id,
+                    "access.completed",
+                    settling.subject_notices.as_deref(),
+                )
+                .await?
             }
             _ => {}
         }
@@ -456,12 +515,40 @@ pub async fn approve(
     actor: &str,
     max_attempts: u32,
 ) -> anyhow::Result<Result<u64, Refusal>> {
-    let (kind, not_before, only_system): (String, Option<i64>, Option<String>) =
+    let (kind, not_before, system_id): (String, Option<i64>, Option<String>) =
         sqlx::query_as("SELECT kind, not_before, system_id FROM requests WHERE id = $1")
             .bind(&request.id)
             .fetch_one(&mut **tx)
             .await?;
-    let objection = kind == super::Kind::Objection.as_str();
+    let order = Order {
+        kind: kind.parse().map_err(anyhow::Error::msg)?,
+        not_before,
+        system_id: system_id.as_deref(),
+    };
+    approve_as(tx, request, &order, actor, max_attempts).await
+}
+
+/// What approving a request queues: its kind, when its tasks may run, and the one system
+/// it concerns, if one.
+pub struct Order<'a> {
+    pub kind: Kind,
+    pub not_before: Option<i64>,
+    pub system_id: Option<&'a str>,
+}
+
+/// [`approve`] for a caller that knows the request's [`Order`] (the intake, which has
+/// just written it).
+///
+/// # Errors
+/// When the database fails.
+pub async fn approve_as(
+    tx: &mut Tx<'_>,
+    request: &Stage,
+    order: &Order<'_>,
+    actor: &str,
+    max_attempts: u32,
+) -> anyhow::Result<Result<u64, Refusal>> {
+    let objection = order.kind == Kind::Objection;
     if objection && !crate::suppression::kept_in(tx, &request.controller_id).await? {
         return Ok(Err(Refusal::Illegal(
             "an objection puts the subject on the controller's suppression list, and the controller keeps none any more: start one (PUT /v1/controllers/{id}/suppression) or reject the request".into(),
@@ -488,8 +575,8 @@ pub async fn approve(
             &request.id,
             &request.controller_id,
             max_attempts,
-            not_before,
-            only_system.as_deref(),
+            order.not_before,
+            order.system_id,
         )
         .await?
     };

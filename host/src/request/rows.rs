@@ -494,16 +494,75 @@ pub struct Settled {
     pub by_retention: bool,
 }
 
-/// How the request `id` ended (see [`Settled`]), in the caller's transaction.
+/// What settling a request reads, in one statement where each part was one of its own
+/// (eight for an erasure that completed): where it stands, its kind, its tasks, and what
+/// its ending then does. Most requests have no suppression entries, no recipient and no
+/// subject notice, and their ending skips reading those again. It reads the tables of
+/// the modules that act on it (`tasks`, `recipients`, `subject_notices`); they still do
+/// their own reads when there is something to do.
+#[derive(Debug, Clone)]
+pub struct Settling {
+    pub stage: Stage,
+    pub kind: Kind,
+    /// Its tasks queued or running.
+    pub open: i64,
+    /// Its tasks that failed for good.
+    pub failed: i64,
+    /// Its tasks in all.
+    pub tasks: i64,
+    /// Whether it stores entries for its controller's suppression list.
+    pub suppression_entries: bool,
+    /// Whether its controller has recipients to tell of an erasure or rectification.
+    pub recipients: bool,
+    /// The events its controller tells subjects of (a JSON list), if it tells any.
+    pub subject_notices: Option<String>,
+    webhook: bool,
+    records_found: Option<i64>,
+    tasks_without_result: i64,
+    received_at: i64,
+    by_retention: bool,
+}
+
+impl Settling {
+    /// How the request ended once it moved to `status` (the tasks are as read).
+    pub fn settled(&self, status: Status) -> Settled {
+        Settled {
+            kind: self.kind,
+            status,
+            controller_id: self.stage.controller_id.clone(),
+            webhook: self.webhook,
+            records_found: self.records_found.map(|n| n.max(0) as u64),
+            status_detail: status_detail(
+                self.kind,
+                status,
+                self.records_found,
+                self.tasks_without_result,
+            ),
+            received_at: self.received_at,
+            by_retention: self.by_retention,
+        }
+    }
+}
+
+/// Reads what settling the request `id` needs (see [`Settling`]), in the caller's
+/// transaction. It takes no lock: on PostgreSQL the caller locks the request's row first
+/// ([`stage_in`]), so that the counts are read after another worker's end committed.
 ///
 /// # Errors
 /// When the database fails.
-pub async fn settled_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Settled>> {
+pub async fn settling_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Settling>> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        kind: String,
-        status: String,
         controller_id: String,
+        status: String,
+        subject_redacted_at: Option<i64>,
+        kind: String,
+        open: i64,
+        failed: i64,
+        tasks: i64,
+        suppression_entries: i64,
+        recipients: i64,
+        subject_notices: Option<String>,
         webhook_url: Option<String>,
         records_found: Option<i64>,
         tasks_without_result: i64,
@@ -511,23 +570,42 @@ pub async fn settled_in(tx: &mut Tx<'_>, id: &str) -> anyhow::Result<Option<Sett
         submitted_by: String,
     }
     let row: Option<Row> = sqlx::query_as(concat!(
-        "SELECT requests.kind, requests.status, requests.controller_id, controllers.webhook_url, requests.received_at, requests.submitted_by, ",
+        "SELECT requests.controller_id, requests.status, requests.subject_redacted_at, requests.kind, \
+         (SELECT COUNT(*) FROM tasks WHERE tasks.request_id = requests.id AND tasks.status IN ($2, $3)) AS open, \
+         (SELECT COUNT(*) FROM tasks WHERE tasks.request_id = requests.id AND tasks.status = $4) AS failed, \
+         (SELECT COUNT(*) FROM tasks WHERE tasks.request_id = requests.id) AS tasks, \
+         CAST(CASE WHEN requests.suppression_hashes IS NULL THEN 0 ELSE 1 END AS BIGINT) AS suppression_entries, \
+         CAST(CASE WHEN EXISTS (SELECT 1 FROM recipients WHERE recipients.controller_id = requests.controller_id \
+                                AND recipients.removed_at IS NULL) THEN 1 ELSE 0 END AS BIGINT) AS recipients, \
+         (SELECT n.events FROM subject_notices n WHERE n.controller_id = requests.controller_id) AS subject_notices, \
+         controllers.webhook_url, requests.received_at, requests.submitted_by, ",
         counts!(),
         " FROM requests JOIN controllers ON controllers.id = requests.controller_id WHERE requests.id = $1"
     ))
     .bind(id)
+    .bind(crate::queue::TaskStatus::Queued.as_str())
+    .bind(crate::queue::TaskStatus::Running.as_str())
+    .bind(crate::queue::TaskStatus::Failed.as_str())
     .fetch_optional(&mut **tx)
     .await?;
     row.map(|row| {
-        let kind: Kind = row.kind.parse().map_err(anyhow::Error::msg)?;
-        let status: Status = row.status.parse().map_err(anyhow::Error::msg)?;
-        Ok(Settled {
-            kind,
-            status,
-            controller_id: row.controller_id,
+        Ok(Settling {
+            stage: Stage {
+                id: id.to_owned(),
+                controller_id: row.controller_id,
+                status: row.status.parse().map_err(anyhow::Error::msg)?,
+                redacted: row.subject_redacted_at.is_some(),
+            },
+            kind: row.kind.parse().map_err(anyhow::Error::msg)?,
+            open: row.open,
+            failed: row.failed,
+            tasks: row.tasks,
+            suppression_entries: row.suppression_entries != 0,
+            recipients: row.recipients != 0,
+            subject_notices: row.subject_notices,
             webhook: row.webhook_url.is_some(),
-            records_found: row.records_found.map(|n| n.max(0) as u64),
-            status_detail: status_detail(kind, status, row.records_found, row.tasks_without_result),
+            records_found: row.records_found,
+            tasks_without_result: row.tasks_without_result,
             received_at: row.received_at,
             by_retention: row.submitted_by.starts_with("retention:"),
         })
@@ -650,23 +728,6 @@ pub async fn list(store: &Store, sealer: &Sealer, filter: &Filter) -> anyhow::Re
         .bind(i64::from(filter.limit));
     let rows: Vec<Row> = query.fetch_all(&store.read).await?;
     rows.into_iter().map(|r| r.open(sealer)).collect()
-}
-
-/// Whether the request is a rectification with no task: its controller has no system,
-/// so none of its changes was applied.
-///
-/// # Errors
-/// When the database cannot be read.
-pub async fn rectification_without_tasks(tx: &mut Tx<'_>, id: &str) -> sqlx::Result<bool> {
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM requests r WHERE r.id = $1 AND r.kind = $2 \
-         AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.request_id = r.id)",
-    )
-    .bind(id)
-    .bind(Kind::Rectification.as_str())
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(found.is_some())
 }
 
 /// Writes an extended deadline (see [`super::lifecycle::extend`]).

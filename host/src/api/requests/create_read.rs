@@ -83,7 +83,9 @@ pub(in crate::api) async fn validate(
             "this token is limited to another controller".into(),
         ));
     }
-    let Some(found) = controller::get_controller(&app.store, &body.controller_id).await? else {
+    let Some((found, known)) =
+        controller::with_identity_kinds(&app.store, &body.controller_id).await?
+    else {
         return Err(ApiError::field(
             "controller_id",
             format!("no controller has the id {:?}", body.controller_id),
@@ -98,7 +100,6 @@ pub(in crate::api) async fn validate(
     if body.identities.len() > 20 {
         return Err(ApiError::field("identities", "at most 20 identities"));
     }
-    let known = controller::identity_kinds(&app.store, &body.controller_id).await?;
     for (i, identity) in body.identities.iter().enumerate() {
         if !is_kind(&identity.kind) {
             return Err(ApiError::field(
