@@ -579,7 +579,13 @@ async fn record(
             tracing::warn!(email = %email.id, attempts, status, "e-mail not sent: {error}{once}");
         }
     }
-    let mut tx = store.begin().await?;
+    // A sent e-mail is recorded durably, so that a power cut does not send it twice; an
+    // attempt that sent nothing may be lost to one (it is then made again).
+    let mut tx = if status == "sent" {
+        store.begin().await?
+    } else {
+        store.relaxed().await?
+    };
     sqlx::query(
         "UPDATE emails SET status = $1, attempts = $2, next_attempt_at = $3, last_error = $4, address = $5, \
          delivered_at = CASE WHEN $1 = 'sent' THEN $6 ELSE NULL END WHERE id = $7",
