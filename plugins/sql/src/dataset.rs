@@ -629,8 +629,13 @@ impl Table {
 /// tables, not another session's temporary ones; the columns the user owns or holds a
 /// privilege on; a domain described by its base type; `ARRAY` for arrays, the type's SQL
 /// name for built-in types. Functions and types are named with their schema, so that a
-/// `search_path` putting another schema first changes nothing.
+/// `search_path` putting another schema first changes nothing. `readable` (1 or 0) says
+/// whether the user may read the column (one granted `UPDATE` alone is listed too), and
+/// `whole` whether they may read the whole table (its `ctid` included), not only columns
+/// granted one by one.
 const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_name, \
+     CASE WHEN pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') THEN 1 ELSE 0 END AS readable, \
+     CASE WHEN pg_catalog.has_table_privilege(c.oid, 'SELECT') THEN 1 ELSE 0 END AS whole, \
      CASE WHEN coalesce(b.typelem, t.typelem) <> 0 AND coalesce(b.typlen, t.typlen) = -1 THEN 'ARRAY' \
      WHEN coalesce(b.typnamespace, t.typnamespace) = 'pg_catalog'::pg_catalog.regnamespace \
      THEN pg_catalog.format_type(coalesce(b.oid, t.oid), NULL) \
@@ -647,8 +652,19 @@ const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_na
 /// The same from the view itself: where the credentials may read the view but not the
 /// catalogue's tables (a hardened server).
 const PG_COLUMNS_VIEW: &str = "SELECT table_name, column_name, \
+     CASE WHEN pg_catalog.has_column_privilege(pg_catalog.quote_ident(table_schema::text) || '.' || \
+     pg_catalog.quote_ident(table_name::text), column_name::text, 'SELECT') THEN 1 ELSE 0 END AS readable, \
+     CASE WHEN pg_catalog.has_table_privilege(pg_catalog.quote_ident(table_schema::text) || '.' || \
+     pg_catalog.quote_ident(table_name::text), 'SELECT') THEN 1 ELSE 0 END AS whole, \
      CASE WHEN data_type = 'USER-DEFINED' THEN udt_name ELSE data_type END AS data_type \
      FROM information_schema.columns WHERE table_schema = current_schema()";
+
+/// A table's text-like columns (see [`Catalogue::text_columns`]).
+#[derive(Debug, Default)]
+pub struct TextColumns<'a> {
+    pub readable: Vec<&'a str>,
+    pub unreadable: Vec<&'a str>,
+}
 
 /// The database's tables and columns with their declared types, from its catalogue.
 pub struct Catalogue {
@@ -660,6 +676,11 @@ pub struct Catalogue {
     /// The views among them (SQLite): a view's declared types are those of its first
     /// `SELECT`, which need not hold for the rows of the others.
     views: BTreeSet<String>,
+    /// The columns the credentials may not read (granted another privilege only).
+    unreadable: BTreeSet<(String, String)>,
+    /// The tables of which they may read only some columns, granted one by one
+    /// (PostgreSQL): not their rows' `ctid`.
+    in_part: BTreeSet<String>,
     cut: bool,
 }
 
@@ -685,6 +706,8 @@ impl Catalogue {
                     folded,
                     columns: BTreeMap::new(),
                     views: BTreeSet::new(),
+                    unreadable: BTreeSet::new(),
+                    in_part: BTreeSet::new(),
                     cut: false,
                 });
             }
@@ -718,14 +741,17 @@ impl Catalogue {
             ));
         }
         let statement = |source: &str| match sql::dialect() {
+            // Each row: table, column, declared type, whether a view, whether the column
+            // and whether the whole table may be read.
             Dialect::Sqlite => format!(
-                "SELECT m.name, p.name, p.type, m.type = 'view' FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
+                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
             ),
             Dialect::Postgres => format!(
-                "SELECT table_name, column_name, data_type FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
+                "SELECT table_name, column_name, data_type, 0, readable, whole FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
             ),
+            // `privileges` lists the user's privileges on the column ("select,update").
             Dialect::Mysql => format!(
-                "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = DATABASE(){filter} ORDER BY 1, 2"
+                "SELECT table_name, column_name, data_type, 0, FIND_IN_SET('select', `privileges`) > 0, 1 FROM information_schema.columns WHERE table_schema = DATABASE(){filter} ORDER BY 1, 2"
             ),
         };
         let rows = match sql::query(&statement(PG_COLUMNS), params.clone()) {
@@ -746,18 +772,30 @@ impl Catalogue {
         };
         let mut columns = BTreeMap::new();
         let mut views = BTreeSet::new();
+        let mut unreadable = BTreeSet::new();
+        let mut in_part = BTreeSet::new();
+        let yes = |v: &Value| matches!(v, Value::Integer(1) | Value::Boolean(true));
         for row in &rows.rows {
-            if let [table, column, ty, view @ ..] = row.as_slice() {
-                if matches!(view, [Value::Integer(1)]) {
-                    views.insert(fold(table));
+            if let [table, column, ty, view, readable, whole] = row.as_slice() {
+                let place = (fold(table), fold(column));
+                if !yes(whole) {
+                    in_part.insert(place.0.clone());
                 }
-                columns.insert((fold(table), fold(column)), fold(ty).to_lowercase());
+                if yes(view) {
+                    views.insert(place.0.clone());
+                }
+                if !yes(readable) {
+                    unreadable.insert(place.clone());
+                }
+                columns.insert(place, fold(ty).to_lowercase());
             }
         }
         let mut catalogue = Catalogue {
             folded,
             columns,
             views,
+            unreadable,
+            in_part,
             cut,
         };
         if matches!(sql::dialect(), Dialect::Mysql) {
@@ -821,17 +859,22 @@ impl Catalogue {
         }
     }
 
-    /// The text-like columns of every table the credentials can read, by table: what
-    /// `sweep` searches.
-    pub fn text_columns(&self) -> BTreeMap<&str, Vec<&str>> {
-        let mut tables: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for ((table, column), ty) in &self.columns {
+    /// The text-like columns of every table the credentials have a privilege on, by
+    /// table: those they may read, which `sweep` searches, and those they may not.
+    pub fn text_columns(&self) -> BTreeMap<&str, TextColumns<'_>> {
+        let mut tables: BTreeMap<&str, TextColumns<'_>> = BTreeMap::new();
+        for (place, ty) in &self.columns {
             let text_like = ty.is_empty()
                 || ["char", "text", "clob", "json", "string"]
                     .iter()
                     .any(|t| ty.contains(t));
             if text_like {
-                tables.entry(table).or_default().push(column);
+                let entry = tables.entry(&place.0).or_default();
+                if self.unreadable.contains(place) {
+                    entry.unreadable.push(&place.1);
+                } else {
+                    entry.readable.push(&place.1);
+                }
             }
         }
         tables
@@ -842,12 +885,18 @@ impl Catalogue {
         self.columns.keys().any(|(t, _)| *t == table)
     }
 
-    /// The declared type of `table.column`, `None` when there is no such column.
+    /// Whether the credentials may read only some columns of `table`, granted one by one
+    /// (PostgreSQL): its rows' `ctid` is not among them.
+    pub fn read_in_part(&self, table: &str) -> bool {
+        self.in_part.contains(&self.key(table, "").0)
+    }
+
     /// Whether `table` is a view (SQLite).
     pub(crate) fn is_view(&self, table: &str) -> bool {
         self.views.contains(&self.key(table, "").0)
     }
 
+    /// The declared type of `table.column`, `None` when there is no such column.
     pub(crate) fn column_type(&self, table: &str, column: &str) -> Option<&str> {
         self.columns
             .get(&self.key(table, column))

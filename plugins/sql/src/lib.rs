@@ -1002,14 +1002,29 @@ impl Connector for SqlConnector {
         if values.is_empty() {
             return Ok(report);
         }
-        'tables: for (table, columns) in catalogue.text_columns() {
+        'tables: for (table, text) in catalogue.text_columns() {
+            // Columns the credentials may change but not read (a column-level grant) are
+            // not searched, and the table is not claimed covered.
+            if !text.unreadable.is_empty() {
+                report.skipped.push(format!(
+                    "{table}: the credentials may not read its column(s) {}, which were not searched",
+                    text.unreadable.join(", ")
+                ));
+            }
+            let columns = text.readable;
+            if columns.is_empty() {
+                continue;
+            }
             let key = match (dataset.table(table), sql::dialect()) {
                 (Some(t), _) => sql::ident(&t.key),
                 (None, sql::Dialect::Sqlite) => "rowid".to_owned(),
+                // Where only some columns are granted, `ctid` cannot be read either: the
+                // hits then name the table and column, not the row (as on MySQL).
+                (None, sql::Dialect::Postgres) if catalogue.read_in_part(table) => "''".to_owned(),
                 (None, sql::Dialect::Postgres) => "ctid".to_owned(),
                 (None, sql::Dialect::Mysql) => "''".to_owned(),
             };
-            let mut complete = true;
+            let mut complete = text.unreadable.is_empty();
             // One scan per table and identity: every text column tested in one statement.
             for (kind, value) in &values {
                 if spent >= budget {
