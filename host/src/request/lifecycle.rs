@@ -463,26 +463,14 @@ async fn announce(
     // The subject is told only of what was found: a request in which no system found
     // anything is for the DPO to check before anyone answers the subject.
     if settled.status == super::Status::Completed && settled.records_found.is_some_and(|n| n > 0) {
-        match settled.kind {
-            super::Kind::Erasure => {
-                crate::notify::subject::queue_told(
-                    tx,
-                    request_id,
-                    "erasure.completed",
-                    settling.subject_notices.as_deref(),
-                )
-                .await?
-            }
-            super::Kind::Access => {
-                crate::notify::subject::queue_told(
-                    tx,
-                    request_id,
-                    "access.completed",
-                    settling.subject_notices.as_deref(),
-                )
-                .await?
-            }
-            _ => {}
+        let told = match settled.kind {
+            super::Kind::Erasure => Some("erasure.completed"),
+            super::Kind::Access => Some("access.completed"),
+            _ => None,
+        };
+        if let Some(event) = told {
+            let events = settling.subject_notices.as_deref();
+            crate::notify::subject::queue_told(tx, request_id, event, events).await?;
         }
     }
     if !settled.webhook {
