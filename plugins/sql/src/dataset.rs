@@ -630,12 +630,14 @@ impl Table {
 /// privilege on; a domain described by its base type; `ARRAY` for arrays, the type's SQL
 /// name for built-in types. Functions and types are named with their schema, so that a
 /// `search_path` putting another schema first changes nothing. `readable` (1 or 0) says
-/// whether the user may read the column (one granted `UPDATE` alone is listed too), and
+/// whether the user may read the column (one granted `UPDATE` alone is listed too),
 /// `whole` whether they may read the whole table (its `ctid` included), not only columns
-/// granted one by one.
+/// granted one by one (a column granted nothing is not listed at all), and `hidden`
+/// whether row-level security hides rows from them.
 const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_name, \
      CASE WHEN pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') THEN 1 ELSE 0 END AS readable, \
      CASE WHEN pg_catalog.has_table_privilege(c.oid, 'SELECT') THEN 1 ELSE 0 END AS whole, \
+     CASE WHEN pg_catalog.row_security_active(c.oid) THEN 1 ELSE 0 END AS hidden, \
      CASE WHEN coalesce(b.typelem, t.typelem) <> 0 AND coalesce(b.typlen, t.typlen) = -1 THEN 'ARRAY' \
      WHEN coalesce(b.typnamespace, t.typnamespace) = 'pg_catalog'::pg_catalog.regnamespace \
      THEN pg_catalog.format_type(coalesce(b.oid, t.oid), NULL) \
@@ -656,6 +658,8 @@ const PG_COLUMNS_VIEW: &str = "SELECT table_name, column_name, \
      pg_catalog.quote_ident(table_name::text), column_name::text, 'SELECT') THEN 1 ELSE 0 END AS readable, \
      CASE WHEN pg_catalog.has_table_privilege(pg_catalog.quote_ident(table_schema::text) || '.' || \
      pg_catalog.quote_ident(table_name::text), 'SELECT') THEN 1 ELSE 0 END AS whole, \
+     CASE WHEN pg_catalog.row_security_active(pg_catalog.quote_ident(table_schema::text) || '.' || \
+     pg_catalog.quote_ident(table_name::text)) THEN 1 ELSE 0 END AS hidden, \
      CASE WHEN data_type = 'USER-DEFINED' THEN udt_name ELSE data_type END AS data_type \
      FROM information_schema.columns WHERE table_schema = current_schema()";
 
@@ -681,6 +685,8 @@ pub struct Catalogue {
     /// The tables of which they may read only some columns, granted one by one
     /// (PostgreSQL): not their rows' `ctid`.
     in_part: BTreeSet<String>,
+    /// The tables whose rows row-level security hides in part from them (PostgreSQL).
+    rows_hidden: BTreeSet<String>,
     cut: bool,
 }
 
@@ -708,6 +714,7 @@ impl Catalogue {
                     views: BTreeSet::new(),
                     unreadable: BTreeSet::new(),
                     in_part: BTreeSet::new(),
+                    rows_hidden: BTreeSet::new(),
                     cut: false,
                 });
             }
@@ -742,16 +749,16 @@ impl Catalogue {
         }
         let statement = |source: &str| match sql::dialect() {
             // Each row: table, column, declared type, whether a view, whether the column
-            // and whether the whole table may be read.
+            // and whether the whole table may be read, whether rows are hidden.
             Dialect::Sqlite => format!(
-                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
+                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
             ),
             Dialect::Postgres => format!(
-                "SELECT table_name, column_name, data_type, 0, readable, whole FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
+                "SELECT table_name, column_name, data_type, 0, readable, whole, hidden FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
             ),
             // `privileges` lists the user's privileges on the column ("select,update").
             Dialect::Mysql => format!(
-                "SELECT table_name, column_name, data_type, 0, FIND_IN_SET('select', `privileges`) > 0, 1 FROM information_schema.columns WHERE table_schema = DATABASE(){filter} ORDER BY 1, 2"
+                "SELECT table_name, column_name, data_type, 0, FIND_IN_SET('select', `privileges`) > 0, 1, 0 FROM information_schema.columns WHERE table_schema = DATABASE(){filter} ORDER BY 1, 2"
             ),
         };
         let rows = match sql::query(&statement(PG_COLUMNS), params.clone()) {
@@ -774,12 +781,16 @@ impl Catalogue {
         let mut views = BTreeSet::new();
         let mut unreadable = BTreeSet::new();
         let mut in_part = BTreeSet::new();
+        let mut rows_hidden = BTreeSet::new();
         let yes = |v: &Value| matches!(v, Value::Integer(1) | Value::Boolean(true));
         for row in &rows.rows {
-            if let [table, column, ty, view, readable, whole] = row.as_slice() {
+            if let [table, column, ty, view, readable, whole, hidden] = row.as_slice() {
                 let place = (fold(table), fold(column));
                 if !yes(whole) {
                     in_part.insert(place.0.clone());
+                }
+                if yes(hidden) {
+                    rows_hidden.insert(place.0.clone());
                 }
                 if yes(view) {
                     views.insert(place.0.clone());
@@ -796,6 +807,7 @@ impl Catalogue {
             views,
             unreadable,
             in_part,
+            rows_hidden,
             cut,
         };
         if matches!(sql::dialect(), Dialect::Mysql) {
@@ -889,6 +901,11 @@ impl Catalogue {
     /// (PostgreSQL): its rows' `ctid` is not among them.
     pub fn read_in_part(&self, table: &str) -> bool {
         self.in_part.contains(&self.key(table, "").0)
+    }
+
+    /// Whether row-level security hides some of `table`'s rows from the credentials.
+    pub fn rows_hidden(&self, table: &str) -> bool {
+        self.rows_hidden.contains(&self.key(table, "").0)
     }
 
     /// Whether `table` is a view (SQLite).

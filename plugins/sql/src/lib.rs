@@ -1011,9 +1011,42 @@ impl Connector for SqlConnector {
                     text.unreadable.join(", ")
                 ));
             }
+            let mut complete = text.unreadable.is_empty();
+            if catalogue.rows_hidden(table) {
+                report.skipped.push(format!(
+                    "{table}: row-level security hides some of its rows from the credentials; the rows they see were searched"
+                ));
+                complete = false;
+            }
             let columns = text.readable;
             if columns.is_empty() {
                 continue;
+            }
+            // A column granted nothing is not in the catalogue at all: where columns may
+            // be granted one by one (MySQL always lists only what the user holds a
+            // privilege on), reading every column says whether any was left out.
+            let in_part = match sql::dialect() {
+                sql::Dialect::Postgres => catalogue.read_in_part(table),
+                sql::Dialect::Mysql => true,
+                sql::Dialect::Sqlite => false,
+            };
+            if in_part && complete {
+                if spent >= budget {
+                    report.cut_short = true;
+                    break 'tables;
+                }
+                spent += 1;
+                let every = format!("SELECT * FROM {} LIMIT 0", sql::ident(table));
+                match sql::query(&every, Vec::new()) {
+                    Ok(_) => {}
+                    Err(Error::Unavailable(m)) => return Err(Error::Unavailable(m)),
+                    Err(_) => {
+                        report.skipped.push(format!(
+                            "{table}: the credentials may read only some of its columns (granted one by one), so whether the others hold text is not known; those they may read were searched"
+                        ));
+                        complete = false;
+                    }
+                }
             }
             let key = match (dataset.table(table), sql::dialect()) {
                 (Some(t), _) => sql::ident(&t.key),
@@ -1024,7 +1057,6 @@ impl Connector for SqlConnector {
                 (None, sql::Dialect::Postgres) => "ctid".to_owned(),
                 (None, sql::Dialect::Mysql) => "''".to_owned(),
             };
-            let mut complete = text.unreadable.is_empty();
             // One scan per table and identity: every text column tested in one statement.
             for (kind, value) in &values {
                 if spent >= budget {
