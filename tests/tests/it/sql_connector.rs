@@ -605,30 +605,33 @@ async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
     );
 }
 
+/// Runs an SQL script on the SQLite file `db`.
+async fn run_script(db: &std::path::Path, script: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(script).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
 /// A catalogue longer than the host's row limit is cut inside some table: that table's
 /// other columns are unknown, so it is named as not searched, never counted as covered;
 /// the tables before it are searched whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_the_catalogue_was_cut_inside_is_not_covered() {
     let (_dir, db) = demo_crm(3).await;
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        // 100 tables of 101 text columns: the list ends inside one of the wide tables.
-        for t in 0..100 {
-            let columns: Vec<String> = (0..101).map(|c| format!("c{c:03} TEXT")).collect();
-            sqlx::raw_sql(&format!(
-                "CREATE TABLE wide{t:03} ({}); INSERT INTO wide{t:03} (c000) VALUES ('x')",
+    // 100 tables of 101 text columns: the list ends inside one of the wide tables.
+    let columns: Vec<String> = (0..101).map(|c| format!("c{c:03} TEXT")).collect();
+    let script: String = (0..100)
+        .map(|t| {
+            format!(
+                "CREATE TABLE wide{t:03} ({}); INSERT INTO wide{t:03} (c000) VALUES ('x');",
                 columns.join(", ")
-            ))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
-        conn.close().await.unwrap();
-    }
+            )
+        })
+        .collect();
+    run_script(&db, &script).await;
     let rt = runtime();
     let plugin = load(&rt, "oubli_sql");
     let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
@@ -655,23 +658,15 @@ async fn a_table_the_catalogue_was_cut_inside_is_not_covered() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sweep_finds_copies_in_any_case_and_mentions_in_free_text() {
     let (_dir, db) = demo_crm(30).await;
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE newsletter (id INTEGER PRIMARY KEY, address TEXT); \
-             INSERT INTO newsletter VALUES (1, 'Customer8@Example.ORG'), (2, 'xcustomer8@example.org'), \
-               (6, 'note' || char(0) || 'customer8@example.org'); \
-             INSERT INTO support_tickets (id, customer_id, subject, body) VALUES \
-               (900, 9, 'Referral', 'My friend customer8@example.org wants an account');",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
-    }
+    run_script(
+        &db,
+        "CREATE TABLE newsletter (id INTEGER PRIMARY KEY, address TEXT); \
+         INSERT INTO newsletter VALUES (1, 'Customer8@Example.ORG'), (2, 'xcustomer8@example.org'), \
+           (6, 'note' || char(0) || 'customer8@example.org'); \
+         INSERT INTO support_tickets (id, customer_id, subject, body) VALUES \
+           (900, 9, 'Referral', 'My friend customer8@example.org wants an account');",
+    )
+    .await;
     let rt = runtime();
     let plugin = load(&rt, "oubli_sql");
     let sys = rt.prepare(&crm_system("crm", &db)).unwrap();
