@@ -687,6 +687,9 @@ pub struct Catalogue {
     in_part: BTreeSet<String>,
     /// The tables whose rows row-level security hides in part from them (PostgreSQL).
     rows_hidden: BTreeSet<String>,
+    /// The system-versioned tables (MariaDB), whose earlier versions of rows a plain
+    /// `SELECT` does not see.
+    versioned: BTreeSet<String>,
     cut: bool,
 }
 
@@ -704,7 +707,8 @@ impl Catalogue {
         let mut filter = String::new();
         let (table_col, type_col) = match sql::dialect() {
             Dialect::Sqlite => ("m.name", "p.type"),
-            Dialect::Postgres | Dialect::Mysql => ("table_name", "data_type"),
+            Dialect::Postgres => ("table_name", "data_type"),
+            Dialect::Mysql => ("c.table_name", "c.data_type"),
         };
         if let Some(names) = tables {
             if names.is_empty() {
@@ -715,6 +719,7 @@ impl Catalogue {
                     unreadable: BTreeSet::new(),
                     in_part: BTreeSet::new(),
                     rows_hidden: BTreeSet::new(),
+                    versioned: BTreeSet::new(),
                     cut: false,
                 });
             }
@@ -749,16 +754,20 @@ impl Catalogue {
         }
         let statement = |source: &str| match sql::dialect() {
             // Each row: table, column, declared type, whether a view, whether the column
-            // and whether the whole table may be read, whether rows are hidden.
+            // and whether the whole table may be read, whether rows are hidden, whether
+            // the table keeps earlier versions of its rows.
             Dialect::Sqlite => format!(
-                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
+                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
             ),
             Dialect::Postgres => format!(
-                "SELECT table_name, column_name, data_type, 0, readable, whole, hidden FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
+                "SELECT table_name, column_name, data_type, 0, readable, whole, hidden, 0 FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
             ),
             // `privileges` lists the user's privileges on the column ("select,update").
             Dialect::Mysql => format!(
-                "SELECT table_name, column_name, data_type, 0, FIND_IN_SET('select', `privileges`) > 0, 1, 0 FROM information_schema.columns WHERE table_schema = DATABASE(){filter} ORDER BY 1, 2"
+                "SELECT c.table_name, c.column_name, c.data_type, 0, FIND_IN_SET('select', c.`privileges`) > 0, 1, 0, \
+                 t.table_type = 'SYSTEM VERSIONED' FROM information_schema.columns AS c \
+                 JOIN information_schema.tables AS t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+                 WHERE c.table_schema = DATABASE(){filter} ORDER BY 1, 2"
             ),
         };
         let rows = match sql::query(&statement(PG_COLUMNS), params.clone()) {
@@ -782,15 +791,19 @@ impl Catalogue {
         let mut unreadable = BTreeSet::new();
         let mut in_part = BTreeSet::new();
         let mut rows_hidden = BTreeSet::new();
+        let mut versioned = BTreeSet::new();
         let yes = |v: &Value| matches!(v, Value::Integer(1) | Value::Boolean(true));
         for row in &rows.rows {
-            if let [table, column, ty, view, readable, whole, hidden] = row.as_slice() {
+            if let [table, column, ty, view, readable, whole, hidden, kept] = row.as_slice() {
                 let place = (fold(table), fold(column));
                 if !yes(whole) {
                     in_part.insert(place.0.clone());
                 }
                 if yes(hidden) {
                     rows_hidden.insert(place.0.clone());
+                }
+                if yes(kept) {
+                    versioned.insert(place.0.clone());
                 }
                 if yes(view) {
                     views.insert(place.0.clone());
@@ -808,6 +821,7 @@ impl Catalogue {
             unreadable,
             in_part,
             rows_hidden,
+            versioned,
             cut,
         };
         if matches!(sql::dialect(), Dialect::Mysql) {
@@ -906,6 +920,12 @@ impl Catalogue {
     /// Whether row-level security hides some of `table`'s rows from the credentials.
     pub fn rows_hidden(&self, table: &str) -> bool {
         self.rows_hidden.contains(&self.key(table, "").0)
+    }
+
+    /// Whether `table` keeps earlier versions of its rows (MariaDB's system versioning),
+    /// which a `SELECT` reads with `FOR SYSTEM_TIME ALL`.
+    pub fn versioned(&self, table: &str) -> bool {
+        self.versioned.contains(&self.key(table, "").0)
     }
 
     /// Whether `table` is a view (SQLite).

@@ -1079,8 +1079,16 @@ impl Connector for SqlConnector {
                     .map(|c| format!("CAST({} AS {})", sql::ident(c), sql::text_type()))
                     .collect();
                 let (test, params) = sql::contains_text_in(&casts, value, 1);
+                // A system-versioned table's earlier versions of rows still hold what
+                // they held: searched too (an erasure leaves them unless its history is
+                // deleted).
+                let history = if catalogue.versioned(table) {
+                    " FOR SYSTEM_TIME ALL"
+                } else {
+                    ""
+                };
                 let statement = format!(
-                    "SELECT CAST({key} AS {text}), {casts} FROM {table} WHERE {tests} LIMIT {SWEEP_ROWS}",
+                    "SELECT CAST({key} AS {text}), {casts} FROM {table}{history} WHERE {tests} LIMIT {SWEEP_ROWS}",
                     text = sql::text_type(),
                     casts = casts.join(", "),
                     table = sql::ident(table),

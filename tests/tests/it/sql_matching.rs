@@ -716,6 +716,26 @@ async fn mysql_columns_granted_one_by_one_are_swept_as_far_as_they_may_be_read()
          GRANT SELECT (id, title) ON {name}.memos TO '{user}'@'%'"
     ))
     .await;
+    // MariaDB keeps earlier versions of a system-versioned table's rows: a deleted row's
+    // e-mail is still in its history.
+    let mariadb = {
+        let pool = sqlx::MySqlPool::connect(&db.url).await.unwrap();
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        version.contains("MariaDB")
+    };
+    if mariadb {
+        db.execute(&format!(
+            "CREATE TABLE past (id INT PRIMARY KEY, email VARCHAR(200)) WITH SYSTEM VERSIONING;
+             INSERT INTO past VALUES (3, 'jane@example.org');
+             DELETE FROM past WHERE id = 3;
+             GRANT SELECT ON {name}.past TO '{user}'@'%'"
+        ))
+        .await;
+    }
     let as_user = db.url.replacen("root@", &format!("{user}@"), 1);
     assert_ne!(as_user, db.url, "the test's URL names the user root");
     let rt = runtime();
@@ -730,7 +750,12 @@ async fn mysql_columns_granted_one_by_one_are_swept_as_far_as_they_may_be_read()
     let report = rt.sweep(&plugin, &sys, &who, 1_000).await.unwrap();
     assert_eq!(fields_hit(&report, "tickets"), ["title"], "{report:?}");
     assert_eq!(fields_hit(&report, "memos"), ["title"], "{report:?}");
-    assert_eq!(report.covered, ["people"], "{report:?}");
+    if mariadb {
+        assert_eq!(fields_hit(&report, "past"), ["email"], "{report:?}");
+        assert_eq!(report.covered, ["past", "people"], "{report:?}");
+    } else {
+        assert_eq!(report.covered, ["people"], "{report:?}");
+    }
     assert!(only_body_not_searched(&report), "{report:?}");
     assert!(not_all_columns(&report, "memos"), "{report:?}");
     drop(rt);
