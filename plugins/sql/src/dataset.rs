@@ -632,9 +632,11 @@ impl Table {
 /// `search_path` putting another schema first changes nothing. `readable` (1 or 0) says
 /// whether the user may read the column (one granted `UPDATE` alone is listed too),
 /// `whole` whether they may read the whole table (its `ctid` included), not only columns
-/// granted one by one (a column granted nothing is not listed at all), and `hidden`
-/// whether row-level security hides rows from them.
+/// granted one by one (a column granted nothing is not listed at all), `hidden`
+/// whether row-level security hides rows from them, and `is_view` whether the relation
+/// is a view (whose rows have no `ctid`).
 const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_name, \
+     CASE WHEN c.relkind = 'v' THEN 1 ELSE 0 END AS is_view, \
      CASE WHEN pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') THEN 1 ELSE 0 END AS readable, \
      CASE WHEN pg_catalog.has_table_privilege(c.oid, 'SELECT') THEN 1 ELSE 0 END AS whole, \
      CASE WHEN pg_catalog.row_security_active(c.oid) THEN 1 ELSE 0 END AS hidden, \
@@ -654,6 +656,8 @@ const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_na
 /// The same from the view itself: where the credentials may read the view but not the
 /// catalogue's tables (a hardened server).
 const PG_COLUMNS_VIEW: &str = "SELECT table_name, column_name, \
+     CASE WHEN EXISTS (SELECT 1 FROM information_schema.views AS v WHERE v.table_schema = columns.table_schema \
+     AND v.table_name = columns.table_name) THEN 1 ELSE 0 END AS is_view, \
      CASE WHEN pg_catalog.has_column_privilege(pg_catalog.quote_ident(table_schema::text) || '.' || \
      pg_catalog.quote_ident(table_name::text), column_name::text, 'SELECT') THEN 1 ELSE 0 END AS readable, \
      CASE WHEN pg_catalog.has_table_privilege(pg_catalog.quote_ident(table_schema::text) || '.' || \
@@ -677,8 +681,9 @@ pub struct Catalogue {
     folded: bool,
     /// (table, column) → declared type, lowercase.
     columns: BTreeMap<(String, String), String>,
-    /// The views among them (SQLite): a view's declared types are those of its first
-    /// `SELECT`, which need not hold for the rows of the others.
+    /// The views among them (SQLite, PostgreSQL): a view's declared types are those of
+    /// its first `SELECT` (SQLite), which need not hold for the rows of the others; its
+    /// rows have no `ctid` (PostgreSQL).
     views: BTreeSet<String>,
     /// The columns the credentials may not read (granted another privilege only).
     unreadable: BTreeSet<(String, String)>,
@@ -760,7 +765,7 @@ impl Catalogue {
                 "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
             ),
             Dialect::Postgres => format!(
-                "SELECT table_name, column_name, data_type, 0, readable, whole, hidden, 0 FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
+                "SELECT table_name, column_name, data_type, is_view, readable, whole, hidden, 0 FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
             ),
             // `privileges` lists the user's privileges on the column ("select,update").
             Dialect::Mysql => format!(
@@ -928,7 +933,7 @@ impl Catalogue {
         self.versioned.contains(&self.key(table, "").0)
     }
 
-    /// Whether `table` is a view (SQLite).
+    /// Whether `table` is a view (SQLite, PostgreSQL).
     pub(crate) fn is_view(&self, table: &str) -> bool {
         self.views.contains(&self.key(table, "").0)
     }

@@ -1061,9 +1061,14 @@ impl Connector for SqlConnector {
             let key = match (dataset.table(table), sql::dialect()) {
                 (Some(t), _) => sql::ident(&t.key),
                 (None, sql::Dialect::Sqlite) => "rowid".to_owned(),
-                // Where only some columns are granted, `ctid` cannot be read either: the
-                // hits then name the table and column, not the row (as on MySQL).
-                (None, sql::Dialect::Postgres) if catalogue.read_in_part(table) => "''".to_owned(),
+                // Where only some columns are granted, `ctid` cannot be read either, and a
+                // view's rows have none: the hits then name the table and column, not the
+                // row (as on MySQL).
+                (None, sql::Dialect::Postgres)
+                    if catalogue.read_in_part(table) || catalogue.is_view(table) =>
+                {
+                    "''".to_owned()
+                }
                 (None, sql::Dialect::Postgres) => "ctid".to_owned(),
                 (None, sql::Dialect::Mysql) => "''".to_owned(),
             };
