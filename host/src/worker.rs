@@ -35,7 +35,7 @@ pub const MAX_EXPORT_BYTES: usize = 64 << 20;
 
 /// Runs one claimed task: the plugin calls, with the lease renewed meanwhile, and until the
 /// finisher has recorded how the run ended (a batch may wait for the database).
-async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>) {
+async fn run_task(app: &Arc<App>, task: Claimed, request: Read, reports: &mpsc::Sender<Report>) {
     let lease = Duration::from_secs(app.config.lease_secs);
     let mut paged = false;
     // A run taken over from a worker that stopped runs like any other: interrupted runs
@@ -64,7 +64,7 @@ async fn run_task(app: &Arc<App>, task: Claimed, reports: &mpsc::Sender<Report>)
         // A run whose lease was taken over stops at once, so that a task never runs in two
         // places at the same time.
         let outcome = tokio::select! {
-            outcome = execute(app, &task, &mut paged) => outcome,
+            outcome = execute(app, &task, request, &mut paged) => outcome,
             _ = &mut heartbeat => RunOutcome::Failed {
                 kind: "lease-lost".into(),
                 message: "the task's lease was taken over by another worker; this run was stopped".into(),
@@ -119,13 +119,31 @@ fn failed(error: &RuntimeError) -> RunOutcome {
     }
 }
 
-/// Runs the task's action; `paged` turns true once pages of an export may have been
-/// stored.
-async fn execute(app: &Arc<App>, task: &Claimed, paged: &mut bool) -> RunOutcome {
+/// A claimed task's request as read with the others of its claim (see [`read_requests`]):
+/// `None` when it no longer exists, an error's text when the read failed.
+type Read = Result<Option<requests::Request>, String>;
+
+/// Reads the requests of a claim's tasks in one statement (a request's tasks are often
+/// claimed together), one answer per task.
+async fn read_requests(app: &App, claimed: &[Claimed]) -> Vec<Read> {
+    let mut ids: Vec<String> = claimed.iter().map(|t| t.request_id.clone()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match requests::get_many(&app.store, &app.keys.sealer, &ids).await {
+        Ok(read) => claimed
+            .iter()
+            .map(|t| Ok(read.iter().find(|r| r.id == t.request_id).cloned()))
+            .collect(),
+        Err(e) => claimed.iter().map(|_| Err(format!("{e:#}"))).collect(),
+    }
+}
+
+/// Runs the task's action on its `request`; `paged` turns true once pages of an export
+/// may have been stored.
+async fn execute(app: &Arc<App>, task: &Claimed, request: Read, paged: &mut bool) -> RunOutcome {
     let loaded = async {
-        let request = requests::get(&app.store, &app.keys.sealer, &task.request_id)
-            .await
-            .map_err(|e| RuntimeError::Unavailable(format!("reading the request: {e:#}")))?
+        let request = request
+            .map_err(|e| RuntimeError::Unavailable(format!("reading the request: {e}")))?
             .ok_or_else(|| RuntimeError::Failed("the request no longer exists".into()))?;
         let ready = app.system(&task.system_id).await?;
         let (system, registered) = (&ready.system, &ready.plugin);
@@ -838,7 +856,8 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
             }
         };
         let found = !claimed.is_empty();
-        for (task, permit) in claimed.into_iter().zip(permits.drain(..)) {
+        let read = read_requests(&app, &claimed).await;
+        for ((task, request), permit) in claimed.into_iter().zip(read).zip(permits.drain(..)) {
             let (app, reports) = (app.clone(), reports.clone());
             let span = tracing::info_span!(
                 "task",
@@ -850,7 +869,7 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
             );
             running.spawn(tracing::Instrument::instrument(
                 async move {
-                    run_task(&app, task, &reports).await;
+                    run_task(&app, task, request, &reports).await;
                     drop(permit);
                 },
                 span,

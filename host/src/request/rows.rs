@@ -680,6 +680,24 @@ pub async fn get(store: &Store, sealer: &Sealer, id: &str) -> anyhow::Result<Opt
     row.map(|r| r.open(sealer)).transpose()
 }
 
+/// Reads the requests `ids` (those that exist, in no order), in one statement.
+///
+/// # Errors
+/// When the database cannot be read, or a request cannot be opened.
+pub async fn get_many(
+    store: &Store,
+    sealer: &Sealer,
+    ids: &[String],
+) -> anyhow::Result<Vec<Request>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = Sql::new(format!("SELECT {COLUMNS} FROM requests WHERE id IN "));
+    query.bind_list(ids.to_vec());
+    let rows: Vec<Row> = query.fetch_all(&store.read).await?;
+    rows.into_iter().map(|r| r.open(sealer)).collect()
+}
+
 /// Filters of the request list.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
