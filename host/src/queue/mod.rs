@@ -207,19 +207,13 @@ pub async fn claim_many(
     backoff: &Backoff,
     limit: usize,
 ) -> anyhow::Result<Vec<Claimed>> {
-    let mut tries = 0;
-    loop {
-        let claimed = async {
-            let mut tx = store.relaxed().await?;
-            let claimed = claim_in(&mut tx, owner, lease, backoff, limit).await?;
-            tx.commit().await?;
-            Ok(claimed)
-        };
-        match claimed.await {
-            Err(e) if store::is_transient(&e) && tries < TRANSIENT_RETRIES => tries += 1,
-            claimed => return claimed,
-        }
-    }
+    store::retrying(|| async {
+        let mut tx = store.relaxed().await?;
+        let claimed = claim_in(&mut tx, owner, lease, backoff, limit).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    })
+    .await
 }
 
 /// When the next task becomes claimable without anything new being queued: the earliest
@@ -243,9 +237,6 @@ pub async fn next_due(store: &Store, backoff: &Backoff) -> sqlx::Result<Option<i
     .fetch_one(&store.read)
     .await
 }
-
-/// How often a transaction PostgreSQL aborted to break a deadlock is run again.
-pub(crate) const TRANSIENT_RETRIES: u32 = 5;
 
 /// Claims up to `limit` tasks that are due, or whose lease expired, for `lease`, in the
 /// caller's transaction: their attempts are recorded, and each says its request's status

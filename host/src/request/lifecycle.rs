@@ -265,24 +265,16 @@ pub async fn claim_many(
     limit: usize,
 ) -> anyhow::Result<Vec<Claimed>> {
     let postgres = store.backend() == crate::store::Backend::Postgres;
-    let mut tries = 0;
-    let claimed = loop {
-        let claimed = async {
-            let mut tx = store.relaxed().await?;
-            let claimed = queue::claim_in(&mut tx, owner, lease, backoff, limit).await?;
-            if !postgres {
-                start_and_audit(&mut tx, owner, &claimed, false).await?;
-            }
-            tx.commit().await?;
-            Ok(claimed)
-        };
-        match claimed.await {
-            Err(e) if crate::store::is_transient(&e) && tries < queue::TRANSIENT_RETRIES => {
-                tries += 1
-            }
-            claimed => break claimed?,
+    let claimed = crate::store::retrying(|| async {
+        let mut tx = store.relaxed().await?;
+        let claimed = queue::claim_in(&mut tx, owner, lease, backoff, limit).await?;
+        if !postgres {
+            start_and_audit(&mut tx, owner, &claimed, false).await?;
         }
-    };
+        tx.commit().await?;
+        Ok(claimed)
+    })
+    .await?;
     let to_start = claimed
         .iter()
         .any(|c| c.took_over || c.request_status == Status::Approved.as_str());
@@ -607,15 +599,7 @@ pub async fn finish_many(
     owner: &str,
     runs: &[Finished],
 ) -> anyhow::Result<Vec<bool>> {
-    let mut tries = 0;
-    loop {
-        match finish_once(store, owner, runs).await {
-            Err(e) if crate::store::is_transient(&e) && tries < queue::TRANSIENT_RETRIES => {
-                tries += 1
-            }
-            recorded => return recorded,
-        }
-    }
+    crate::store::retrying(|| finish_once(store, owner, runs)).await
 }
 
 async fn finish_once(store: &Store, owner: &str, runs: &[Finished]) -> anyhow::Result<Vec<bool>> {

@@ -170,6 +170,28 @@ pub fn is_transient(error: &anyhow::Error) -> bool {
     })
 }
 
+/// How often a transaction PostgreSQL aborted to break a deadlock is run again.
+pub const TRANSIENT_RETRIES: u32 = 5;
+
+/// Runs `attempt` (a whole transaction) again while it fails as [`is_transient`], up to
+/// [`TRANSIENT_RETRIES`] more times; returns its last result.
+///
+/// # Errors
+/// The last attempt's error.
+pub async fn retrying<T, F, Fut>(mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if is_transient(&e) && tries < TRANSIENT_RETRIES => tries += 1,
+            result => return result,
+        }
+    }
+}
+
 /// Whether a write was refused by a unique constraint: what another writer created at
 /// the same time (answered as a conflict, never pre-checked by a read that races).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {

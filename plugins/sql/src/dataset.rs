@@ -687,8 +687,8 @@ pub struct Catalogue {
     views: BTreeSet<String>,
     /// The columns the credentials may not read (granted another privilege only).
     unreadable: BTreeSet<(String, String)>,
-    /// The tables of which they may read only some columns, granted one by one
-    /// (PostgreSQL): not their rows' `ctid`.
+    /// The tables of which they may read only some columns, granted one by one: not
+    /// their rows' `ctid` (PostgreSQL); every table on MySQL, where that is not known.
     in_part: BTreeSet<String>,
     /// The tables whose rows row-level security hides in part from them (PostgreSQL).
     rows_hidden: BTreeSet<String>,
@@ -767,9 +767,11 @@ impl Catalogue {
             Dialect::Postgres => format!(
                 "SELECT table_name, column_name, data_type, is_view, readable, whole, hidden, 0 FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
             ),
-            // `privileges` lists the user's privileges on the column ("select,update").
+            // `privileges` lists the user's privileges on the column ("select,update"). Whether
+            // the whole table may be read is not known: the view lists only the columns the
+            // user holds a privilege on.
             Dialect::Mysql => format!(
-                "SELECT c.table_name, c.column_name, c.data_type, 0, FIND_IN_SET('select', c.`privileges`) > 0, 1, 0, \
+                "SELECT c.table_name, c.column_name, c.data_type, 0, FIND_IN_SET('select', c.`privileges`) > 0, 0, 0, \
                  t.table_type = 'SYSTEM VERSIONED' FROM information_schema.columns AS c \
                  JOIN information_schema.tables AS t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
                  WHERE c.table_schema = DATABASE(){filter} ORDER BY 1, 2"
@@ -916,8 +918,10 @@ impl Catalogue {
         self.columns.keys().any(|(t, _)| *t == table)
     }
 
-    /// Whether the credentials may read only some columns of `table`, granted one by one
-    /// (PostgreSQL): its rows' `ctid` is not among them.
+    /// Whether the credentials may read only some columns of `table`, granted one by one,
+    /// so that columns granted nothing may be missing from the catalogue (PostgreSQL,
+    /// where its rows' `ctid` is not readable either), or whether that is not known
+    /// (every MySQL table).
     pub fn read_in_part(&self, table: &str) -> bool {
         self.in_part.contains(&self.key(table, "").0)
     }

@@ -1033,14 +1033,8 @@ impl Connector for SqlConnector {
                 continue;
             }
             // A column granted nothing is not in the catalogue at all: where columns may
-            // be granted one by one (MySQL always lists only what the user holds a
-            // privilege on), reading every column says whether any was left out.
-            let in_part = match sql::dialect() {
-                sql::Dialect::Postgres => catalogue.read_in_part(table),
-                sql::Dialect::Mysql => true,
-                sql::Dialect::Sqlite => false,
-            };
-            if in_part && complete {
+            // be granted one by one, reading every column says whether any was left out.
+            if catalogue.read_in_part(table) && complete {
                 if spent >= budget {
                     report.cut_short = true;
                     break 'tables;
@@ -1052,7 +1046,7 @@ impl Connector for SqlConnector {
                     Err(Error::Unavailable(m)) => return Err(Error::Unavailable(m)),
                     Err(_) => {
                         report.skipped.push(format!(
-                            "{table}: the credentials may read only some of its columns (granted one by one), so whether the others hold text is not known; those they may read were searched"
+                            "{table}: the credentials may read only some of its columns (reading all of them was refused), so whether the others hold text is not known; those they may read were searched"
                         ));
                         complete = false;
                     }
