@@ -633,13 +633,18 @@ impl Table {
 /// whether the user may read the column (one granted `UPDATE` alone is listed too),
 /// `whole` whether they may read the whole table (its `ctid` included), not only columns
 /// granted one by one (a column granted nothing is not listed at all), `hidden`
-/// whether row-level security hides rows from them, and `is_view` whether the relation
+/// whether row-level security hides rows from them, or may (a view that reads its
+/// tables with the user's rights, `security_invoker`: `row_security_active` is false for
+/// a view, whatever its tables' policies hide), and `is_view` whether the relation
 /// is a view (whose rows have no `ctid`).
 const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_name, \
      CASE WHEN c.relkind = 'v' THEN 1 ELSE 0 END AS is_view, \
      CASE WHEN pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') THEN 1 ELSE 0 END AS readable, \
      CASE WHEN pg_catalog.has_table_privilege(c.oid, 'SELECT') THEN 1 ELSE 0 END AS whole, \
-     CASE WHEN pg_catalog.row_security_active(c.oid) THEN 1 ELSE 0 END AS hidden, \
+     CASE WHEN pg_catalog.row_security_active(c.oid) OR (c.relkind = 'v' AND EXISTS (SELECT 1 \
+     FROM pg_catalog.unnest(c.reloptions) AS o WHERE pg_catalog.lower(o) LIKE 'security_invoker=%' \
+     AND pg_catalog.lower(o) NOT IN ('security_invoker=false', 'security_invoker=off', \
+     'security_invoker=no', 'security_invoker=0'))) THEN 1 ELSE 0 END AS hidden, \
      CASE WHEN coalesce(b.typelem, t.typelem) <> 0 AND coalesce(b.typlen, t.typlen) = -1 THEN 'ARRAY' \
      WHEN coalesce(b.typnamespace, t.typnamespace) = 'pg_catalog'::pg_catalog.regnamespace \
      THEN pg_catalog.format_type(coalesce(b.oid, t.oid), NULL) \
@@ -654,7 +659,8 @@ const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_na
      OR pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT, INSERT, UPDATE, REFERENCES'))";
 
 /// The same from the view itself: where the credentials may read the view but not the
-/// catalogue's tables (a hardened server).
+/// catalogue's tables (a hardened server). Whether a view reads its tables with the
+/// user's rights is not known there: every view counts as one whose rows may be hidden.
 const PG_COLUMNS_VIEW: &str = "SELECT table_name, column_name, \
      CASE WHEN EXISTS (SELECT 1 FROM information_schema.views AS v WHERE v.table_schema = columns.table_schema \
      AND v.table_name = columns.table_name) THEN 1 ELSE 0 END AS is_view, \
@@ -663,22 +669,182 @@ const PG_COLUMNS_VIEW: &str = "SELECT table_name, column_name, \
      CASE WHEN pg_catalog.has_table_privilege(pg_catalog.quote_ident(table_schema::text) || '.' || \
      pg_catalog.quote_ident(table_name::text), 'SELECT') THEN 1 ELSE 0 END AS whole, \
      CASE WHEN pg_catalog.row_security_active(pg_catalog.quote_ident(table_schema::text) || '.' || \
-     pg_catalog.quote_ident(table_name::text)) THEN 1 ELSE 0 END AS hidden, \
+     pg_catalog.quote_ident(table_name::text)) OR EXISTS (SELECT 1 FROM information_schema.views AS v \
+     WHERE v.table_schema = columns.table_schema AND v.table_name = columns.table_name) \
+     THEN 1 ELSE 0 END AS hidden, \
      CASE WHEN data_type = 'USER-DEFINED' THEN udt_name ELSE data_type END AS data_type \
      FROM information_schema.columns WHERE table_schema = current_schema()";
 
-/// A table's text-like columns (see [`Catalogue::text_columns`]).
+/// A table's columns that may hold text (see [`Catalogue::text_columns`]).
 #[derive(Debug, Default)]
 pub struct TextColumns<'a> {
-    pub readable: Vec<&'a str>,
+    pub readable: Vec<(&'a str, Searched)>,
     pub unreadable: Vec<&'a str>,
+}
+
+/// How `sweep` reads a column as text (see [`searched`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Searched {
+    /// As its value's text: text itself, and the text form of arrays, enums, composites,
+    /// XML, JSON, UUIDs and of MySQL's and SQLite's bytes.
+    Text,
+    /// PostgreSQL's `bytea`, as the text its bytes hold (`encode(…, 'escape')`, which
+    /// leaves printable ASCII as it is); its cast to text would be hexadecimal.
+    Bytes,
+    /// An SQLite column declared as a number or a date: only a value stored there as text
+    /// or bytes (SQLite keeps a text it cannot convert as it is); its numbers are not
+    /// searched, so a customer number is not found in every count and amount.
+    Stray,
+}
+
+impl Searched {
+    /// The SQL expression giving the text `sweep` searches in `column` (an identifier,
+    /// quoted).
+    pub fn text_of(self, column: &str) -> String {
+        use oubli_connector::sql;
+        match self {
+            Searched::Text => format!("CAST({column} AS {})", sql::text_type()),
+            Searched::Bytes => format!("encode({column}, 'escape')"),
+            Searched::Stray => format!(
+                "CASE WHEN typeof({column}) IN ('text', 'blob') THEN CAST({column} AS TEXT) END"
+            ),
+        }
+    }
+}
+
+/// PostgreSQL's types that cannot hold text, as `format_type` and
+/// `information_schema.columns` name them: numbers, booleans, dates and times,
+/// network addresses, bit strings, geometry, and the system's identifiers.
+const POSTGRES_NEVER_TEXT: &[&str] = &[
+    "smallint",
+    "integer",
+    "bigint",
+    "numeric",
+    "real",
+    "double precision",
+    "money",
+    "boolean",
+    "date",
+    "time without time zone",
+    "time with time zone",
+    "timestamp without time zone",
+    "timestamp with time zone",
+    "interval",
+    "inet",
+    "cidr",
+    "macaddr",
+    "macaddr8",
+    "bit",
+    "bit varying",
+    "point",
+    "line",
+    "lseg",
+    "box",
+    "path",
+    "polygon",
+    "circle",
+    "oid",
+    "xid",
+    "xid8",
+    "cid",
+    "tid",
+    "pg_lsn",
+    "regclass",
+    "regtype",
+    "regproc",
+    "regprocedure",
+    "regoper",
+    "regoperator",
+    "regnamespace",
+    "regrole",
+    "regconfig",
+    "regdictionary",
+    "regcollation",
+];
+
+/// MySQL's and MariaDB's types that cannot hold text (`information_schema.columns`'
+/// `data_type`).
+const MYSQL_NEVER_TEXT: &[&str] = &[
+    "tinyint",
+    "smallint",
+    "mediumint",
+    "int",
+    "integer",
+    "bigint",
+    "decimal",
+    "numeric",
+    "float",
+    "double",
+    "real",
+    "bit",
+    "bool",
+    "boolean",
+    "date",
+    "datetime",
+    "timestamp",
+    "time",
+    "year",
+    "geometry",
+    "point",
+    "linestring",
+    "polygon",
+    "multipoint",
+    "multilinestring",
+    "multipolygon",
+    "geometrycollection",
+    "geomcollection",
+];
+
+/// Whether and how `sweep` searches a column of the declared type `ty` (lower case):
+/// every type that may hold the subject's identity values as text, which is every type
+/// but numbers, dates and times, booleans, addresses, bits and geometry. (A number equal
+/// to a customer number says nothing of the subject; the dataset's identities find it
+/// where it is one.) SQLite declares no types it keeps to: a column declared as a number
+/// or a date is searched for the values stored in it as text ([`Searched::Stray`]).
+pub fn searched(dialect: oubli_connector::sql::Dialect, ty: &str) -> Option<Searched> {
+    use oubli_connector::sql::Dialect;
+    match dialect {
+        Dialect::Postgres if POSTGRES_NEVER_TEXT.contains(&ty) => None,
+        Dialect::Postgres if ty == "bytea" => Some(Searched::Bytes),
+        Dialect::Mysql if MYSQL_NEVER_TEXT.contains(&ty) => None,
+        Dialect::Postgres | Dialect::Mysql => Some(Searched::Text),
+        Dialect::Sqlite => {
+            // SQLite's affinity rules, in their order: INTEGER, TEXT, BLOB (no type
+            // either), REAL, then NUMERIC for any other name, of which those naming
+            // numbers and dates are taken as such.
+            let stray = if ty.contains("int") {
+                true
+            } else if ["char", "clob", "text", "blob"]
+                .iter()
+                .any(|t| ty.contains(t))
+                || ty.is_empty()
+            {
+                false
+            } else {
+                [
+                    "real", "floa", "doub", "numeric", "decimal", "bool", "date", "time",
+                ]
+                .iter()
+                .any(|t| ty.contains(t))
+            };
+            Some(if stray {
+                Searched::Stray
+            } else {
+                Searched::Text
+            })
+        }
+    }
 }
 
 /// The database's tables and columns with their declared types, from its catalogue.
 pub struct Catalogue {
-    /// Whether names match case-insensitively (SQLite, MySQL), or exactly (PostgreSQL,
-    /// where quoted identifiers keep their case).
+    /// Whether column names match case-insensitively (SQLite, MySQL), or exactly
+    /// (PostgreSQL, where quoted identifiers keep their case).
     folded: bool,
+    /// Whether table names do: as columns, except on a MySQL server that keeps them as
+    /// given and compares them exactly (`lower_case_table_names = 0`, Linux's default),
+    /// where `Orders` and `orders` are two tables.
+    tables_folded: bool,
     /// (table, column) → declared type, lowercase.
     columns: BTreeMap<(String, String), String>,
     /// The views among them (SQLite, PostgreSQL): a view's declared types are those of
@@ -690,7 +856,8 @@ pub struct Catalogue {
     /// The tables of which they may read only some columns, granted one by one: not
     /// their rows' `ctid` (PostgreSQL); every table on MySQL, where that is not known.
     in_part: BTreeSet<String>,
-    /// The tables whose rows row-level security hides in part from them (PostgreSQL).
+    /// The tables whose rows row-level security hides in part from them, and the views
+    /// through which it may (PostgreSQL).
     rows_hidden: BTreeSet<String>,
     /// The system-versioned tables (MariaDB), whose earlier versions of rows a plain
     /// `SELECT` does not see.
@@ -700,7 +867,7 @@ pub struct Catalogue {
 
 impl Catalogue {
     /// Reads the catalogue of the system's database (its current schema) for the tables
-    /// named (every table when `None`), in order. With `text_only`, only the text-like
+    /// named (every table when `None`), in order. With `text_only`, only the columns that may hold text
     /// columns (what `sweep` reads). `cut` says whether the host's row limit cut the list.
     ///
     /// # Errors
@@ -719,6 +886,7 @@ impl Catalogue {
             if names.is_empty() {
                 return Ok(Catalogue {
                     folded,
+                    tables_folded: folded,
                     columns: BTreeMap::new(),
                     views: BTreeSet::new(),
                     unreadable: BTreeSet::new(),
@@ -747,32 +915,38 @@ impl Catalogue {
             filter.push_str(&format!(" AND {compared} IN ({})", list.join(", ")));
         }
         if text_only {
-            // SQLite columns without a declared type hold anything, text included.
-            let empty = if matches!(sql::dialect(), Dialect::Sqlite) {
-                format!("{type_col} = '' OR ")
-            } else {
-                String::new()
+            // Every column that may hold text (see [`searched`]); on SQLite every column,
+            // since any may hold a text where its table is searched anyway.
+            let never = match sql::dialect() {
+                Dialect::Sqlite => &[][..],
+                Dialect::Postgres => POSTGRES_NEVER_TEXT,
+                Dialect::Mysql => MYSQL_NEVER_TEXT,
             };
-            filter.push_str(&format!(
-                " AND ({empty}lower({type_col}) LIKE '%char%' OR lower({type_col}) LIKE '%text%' OR lower({type_col}) LIKE '%clob%' OR lower({type_col}) LIKE '%json%' OR lower({type_col}) LIKE '%string%')"
-            ));
+            if !never.is_empty() {
+                let list: Vec<String> = never.iter().map(|t| format!("'{t}'")).collect();
+                filter.push_str(&format!(
+                    " AND lower({type_col}) NOT IN ({})",
+                    list.join(", ")
+                ));
+            }
         }
         let statement = |source: &str| match sql::dialect() {
             // Each row: table, column, declared type, whether a view, whether the column
             // and whether the whole table may be read, whether rows are hidden, whether
-            // the table keeps earlier versions of its rows.
+            // the table keeps earlier versions of its rows, whether table names are
+            // compared exactly where columns' are not.
             Dialect::Sqlite => format!(
-                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
+                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0, 0 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
             ),
             Dialect::Postgres => format!(
-                "SELECT table_name, column_name, data_type, is_view, readable, whole, hidden, 0 FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
+                "SELECT table_name, column_name, data_type, is_view, readable, whole, hidden, 0, 0 FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
             ),
             // `privileges` lists the user's privileges on the column ("select,update"). Whether
             // the whole table may be read is not known: the view lists only the columns the
             // user holds a privilege on.
             Dialect::Mysql => format!(
                 "SELECT c.table_name, c.column_name, c.data_type, 0, FIND_IN_SET('select', c.`privileges`) > 0, 0, 0, \
-                 t.table_type = 'SYSTEM VERSIONED' FROM information_schema.columns AS c \
+                 t.table_type = 'SYSTEM VERSIONED', @@lower_case_table_names = 0 FROM information_schema.columns AS c \
                  JOIN information_schema.tables AS t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
                  WHERE c.table_schema = DATABASE(){filter} ORDER BY 1, 2"
             ),
@@ -785,7 +959,14 @@ impl Catalogue {
             read => read?,
         };
         let cut = rows.rows.len() >= sql::MAX_ROWS as usize;
-        let fold = |v: &Value| {
+        let yes = |v: &Value| matches!(v, Value::Integer(1) | Value::Boolean(true));
+        let tables_folded = folded
+            && !rows
+                .rows
+                .first()
+                .and_then(|row| row.get(8))
+                .is_some_and(yes);
+        let fold = |v: &Value, folded: bool| {
             let text = match v {
                 Value::Text(t) => t.clone(),
                 Value::Blob(b) => String::from_utf8_lossy(b).into_owned(),
@@ -799,10 +980,9 @@ impl Catalogue {
         let mut in_part = BTreeSet::new();
         let mut rows_hidden = BTreeSet::new();
         let mut versioned = BTreeSet::new();
-        let yes = |v: &Value| matches!(v, Value::Integer(1) | Value::Boolean(true));
         for row in &rows.rows {
-            if let [table, column, ty, view, readable, whole, hidden, kept] = row.as_slice() {
-                let place = (fold(table), fold(column));
+            if let [table, column, ty, view, readable, whole, hidden, kept, _] = row.as_slice() {
+                let place = (fold(table, tables_folded), fold(column, folded));
                 if !yes(whole) {
                     in_part.insert(place.0.clone());
                 }
@@ -818,11 +998,12 @@ impl Catalogue {
                 if !yes(readable) {
                     unreadable.insert(place.clone());
                 }
-                columns.insert(place, fold(ty).to_lowercase());
+                columns.insert(place, fold(ty, true));
             }
         }
         let mut catalogue = Catalogue {
             folded,
+            tables_folded,
             columns,
             views,
             unreadable,
@@ -864,7 +1045,7 @@ impl Catalogue {
             else {
                 continue;
             };
-            if let Some(ty) = self.columns.get_mut(&(fold_name(table), column)) {
+            if let Some(ty) = self.columns.get_mut(&self.key(table, &column)) {
                 *ty = "json".into();
             }
         }
@@ -885,29 +1066,32 @@ impl Catalogue {
     }
 
     fn key(&self, table: &str, column: &str) -> (String, String) {
-        if self.folded {
-            (fold_name(table), fold_name(column))
-        } else {
-            (table.to_owned(), column.to_owned())
-        }
+        let fold = |name: &str, folded: bool| {
+            if folded {
+                fold_name(name)
+            } else {
+                name.to_owned()
+            }
+        };
+        (fold(table, self.tables_folded), fold(column, self.folded))
     }
 
-    /// The text-like columns of every table the credentials have a privilege on, by
-    /// table: those they may read, which `sweep` searches, and those they may not.
+    /// The columns that may hold text (see [`searched`]) of every table the credentials
+    /// have a privilege on, by table: those they may read, which `sweep` searches, with
+    /// how, and those they may not. A table of numbers, dates and the like alone is not
+    /// listed, except on SQLite (where its columns are all [`Searched::Stray`]).
     pub fn text_columns(&self) -> BTreeMap<&str, TextColumns<'_>> {
+        let dialect = oubli_connector::sql::dialect();
         let mut tables: BTreeMap<&str, TextColumns<'_>> = BTreeMap::new();
         for (place, ty) in &self.columns {
-            let text_like = ty.is_empty()
-                || ["char", "text", "clob", "json", "string"]
-                    .iter()
-                    .any(|t| ty.contains(t));
-            if text_like {
-                let entry = tables.entry(&place.0).or_default();
-                if self.unreadable.contains(place) {
-                    entry.unreadable.push(&place.1);
-                } else {
-                    entry.readable.push(&place.1);
-                }
+            let Some(how) = searched(dialect, ty) else {
+                continue;
+            };
+            let entry = tables.entry(&place.0).or_default();
+            if self.unreadable.contains(place) {
+                entry.unreadable.push(&place.1);
+            } else {
+                entry.readable.push((&place.1, how));
             }
         }
         tables

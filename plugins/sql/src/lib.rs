@@ -11,7 +11,7 @@ mod mentions;
 mod phone;
 mod retention;
 
-use dataset::{Catalogue, Dataset, EraseAction, Mask, Matching, Table};
+use dataset::{Catalogue, Dataset, EraseAction, Mask, Matching, Searched, Table};
 use oubli_connector::sql::{self, Statement, Value};
 use oubli_connector::{
     Action, Change, Connector, Erased, Error, Field, Info, MatchKind, Outcome, Page,
@@ -1024,12 +1024,21 @@ impl Connector for SqlConnector {
             let mut complete = text.unreadable.is_empty();
             if catalogue.rows_hidden(table) {
                 report.skipped.push(format!(
-                    "{table}: row-level security hides some of its rows from the credentials; the rows they see were searched"
+                    "{table}: row-level security hides, or may hide, some of its rows from the credentials (a table under a policy, or a view reading its tables with their rights); the rows they see were searched"
                 ));
                 complete = false;
             }
             let columns = text.readable;
             if columns.is_empty() {
+                continue;
+            }
+            // An SQLite table declared as numbers and dates only: scanning it for the few
+            // texts stored there against their declared types costs a read of every row,
+            // so it is not searched, and said so.
+            if columns.iter().all(|(_, how)| *how == Searched::Stray) {
+                report.skipped.push(format!(
+                    "{table}: its columns are declared as numbers or dates; a text stored in them was not searched"
+                ));
                 continue;
             }
             // A column granted nothing is not in the catalogue at all: where columns may
@@ -1075,7 +1084,7 @@ impl Connector for SqlConnector {
                 spent += 1;
                 let casts: Vec<String> = columns
                     .iter()
-                    .map(|c| format!("CAST({} AS {})", sql::ident(c), sql::text_type()))
+                    .map(|(c, how)| how.text_of(&sql::ident(c)))
                     .collect();
                 let (test, params) = sql::contains_text_in(&casts, value, 1);
                 // A system-versioned table's earlier versions of rows still hold what
@@ -1109,10 +1118,14 @@ impl Connector for SqlConnector {
                 }
                 for row in &rows.rows {
                     let key = row.first().map(Value::to_key).unwrap_or_default();
-                    for (column, cell) in columns.iter().zip(row.iter().skip(1)) {
-                        if let Value::Text(text) = cell
-                            && oubli_connector::mentions(&text.to_lowercase(), value)
-                        {
+                    for ((column, _), cell) in columns.iter().zip(row.iter().skip(1)) {
+                        // (A driver may hand back a cast of bytes as bytes.)
+                        let text = match cell {
+                            Value::Text(text) => text.to_lowercase(),
+                            Value::Blob(bytes) => String::from_utf8_lossy(bytes).to_lowercase(),
+                            _ => continue,
+                        };
+                        if oubli_connector::mentions(&text, value) {
                             report.hits.push(SweepHit {
                                 collection: table.to_owned(),
                                 key: key.clone(),
