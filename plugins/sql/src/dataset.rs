@@ -635,16 +635,25 @@ impl Table {
 /// granted one by one (a column granted nothing is not listed at all), `hidden`
 /// whether row-level security hides rows from them, or may (a view that reads its
 /// tables with the user's rights, `security_invoker`: `row_security_active` is false for
-/// a view, whatever its tables' policies hide), and `is_view` whether the relation
-/// is a view (whose rows have no `ctid`).
+/// a view, whatever its tables' policies hide), `is_view` whether the relation
+/// is a view (whose rows have no `ctid`), and `searched` how `sweep` searches the column
+/// (see [`Searched`]), from the type's category, which a domain shares with its base
+/// type whatever the depth: `never` for numbers, booleans, dates and times, time spans,
+/// network addresses, bit strings and geometry (and arrays of them), `bytes` for
+/// `bytea`, `not` for arrays of `bytea`, `text` for any other type.
 const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_name, \
      CASE WHEN c.relkind = 'v' THEN 1 ELSE 0 END AS is_view, \
      CASE WHEN pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') THEN 1 ELSE 0 END AS readable, \
      CASE WHEN pg_catalog.has_table_privilege(c.oid, 'SELECT') THEN 1 ELSE 0 END AS whole, \
      CASE WHEN pg_catalog.row_security_active(c.oid) OR (c.relkind = 'v' AND EXISTS (SELECT 1 \
-     FROM pg_catalog.unnest(c.reloptions) AS o WHERE pg_catalog.lower(o) LIKE 'security_invoker=%' \
-     AND pg_catalog.lower(o) NOT IN ('security_invoker=false', 'security_invoker=off', \
-     'security_invoker=no', 'security_invoker=0'))) THEN 1 ELSE 0 END AS hidden, \
+     FROM pg_catalog.unnest(c.reloptions) AS o WHERE pg_catalog.lower(o) LIKE 'security_invoker%' \
+     AND pg_catalog.lower(o) NOT IN ('security_invoker=f', 'security_invoker=fa', 'security_invoker=fal', \
+     'security_invoker=fals', 'security_invoker=false', 'security_invoker=of', 'security_invoker=off', \
+     'security_invoker=n', 'security_invoker=no', 'security_invoker=0'))) THEN 1 ELSE 0 END AS hidden, \
+     CASE WHEN t.typcategory IN ('B', 'D', 'G', 'I', 'N', 'T', 'V') THEN 'never' \
+     WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytes' \
+     WHEN e.typcategory IN ('B', 'D', 'G', 'I', 'N', 'T', 'V') THEN 'never' \
+     WHEN e.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'not' ELSE 'text' END AS searched, \
      CASE WHEN coalesce(b.typelem, t.typelem) <> 0 AND coalesce(b.typlen, t.typlen) = -1 THEN 'ARRAY' \
      WHEN coalesce(b.typnamespace, t.typnamespace) = 'pg_catalog'::pg_catalog.regnamespace \
      THEN pg_catalog.format_type(coalesce(b.oid, t.oid), NULL) \
@@ -653,6 +662,7 @@ const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_na
      JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
      JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid \
      LEFT JOIN pg_catalog.pg_type AS b ON t.typtype = 'd' AND b.oid = t.typbasetype \
+     LEFT JOIN pg_catalog.pg_type AS e ON t.typcategory = 'A' AND e.oid = coalesce(b.typelem, t.typelem) \
      WHERE n.nspname = pg_catalog.current_schema() AND NOT pg_catalog.pg_is_other_temp_schema(n.oid) \
      AND c.relkind IN ('r', 'v', 'f', 'p') AND a.attnum > 0 AND NOT a.attisdropped \
      AND (pg_catalog.pg_has_role(c.relowner, 'USAGE') \
@@ -672,6 +682,8 @@ const PG_COLUMNS_VIEW: &str = "SELECT table_name, column_name, \
      pg_catalog.quote_ident(table_name::text)) OR EXISTS (SELECT 1 FROM information_schema.views AS v \
      WHERE v.table_schema = columns.table_schema AND v.table_name = columns.table_name) \
      THEN 1 ELSE 0 END AS hidden, \
+     CASE WHEN data_type IN (NEVER_TEXT) THEN 'never' WHEN data_type = 'bytea' THEN 'bytes' \
+     ELSE 'text' END AS searched, \
      CASE WHEN data_type = 'USER-DEFINED' THEN udt_name ELSE data_type END AS data_type \
      FROM information_schema.columns WHERE table_schema = current_schema()";
 
@@ -680,41 +692,55 @@ const PG_COLUMNS_VIEW: &str = "SELECT table_name, column_name, \
 pub struct TextColumns<'a> {
     pub readable: Vec<(&'a str, Searched)>,
     pub unreadable: Vec<&'a str>,
+    /// Those that may hold text that `sweep` cannot search (PostgreSQL's arrays of
+    /// `bytea`, whose text is hexadecimal).
+    pub unsearchable: Vec<&'a str>,
 }
 
 /// How `sweep` reads a column as text (see [`searched`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Searched {
     /// As its value's text: text itself, and the text form of arrays, enums, composites,
-    /// XML, JSON, UUIDs and of MySQL's and SQLite's bytes.
+    /// XML, JSON, UUIDs and of SQLite's blobs.
     Text,
-    /// PostgreSQL's `bytea`, as the text its bytes hold (`encode(…, 'escape')`, which
-    /// leaves printable ASCII as it is); its cast to text would be hexadecimal.
+    /// Bytes (PostgreSQL's `bytea`, MySQL's `BLOB`, `BINARY`, `VARBINARY`), searched for
+    /// the value's bytes with ASCII letters in any case: as `encode(…, 'escape')` writes
+    /// them on PostgreSQL (its cast to text would be hexadecimal), as `latin1` on MySQL
+    /// (a cast to text gives nothing for bytes that are not UTF-8 on some servers).
     Bytes,
     /// An SQLite column declared as a number or a date: only a value stored there as text
     /// or bytes (SQLite keeps a text it cannot convert as it is); its numbers are not
     /// searched, so a customer number is not found in every count and amount.
     Stray,
+    /// A column that may hold text `sweep` cannot search: PostgreSQL's arrays of `bytea`.
+    Not,
 }
 
 impl Searched {
-    /// The SQL expression giving the text `sweep` searches in `column` (an identifier,
-    /// quoted).
-    pub fn text_of(self, column: &str) -> String {
+    /// What `sweep` reads of `column` (an identifier, quoted) where it found the value:
+    /// the text it searched, or the bytes themselves.
+    pub fn read(self, column: &str) -> String {
         use oubli_connector::sql;
         match self {
-            Searched::Text => format!("CAST({column} AS {})", sql::text_type()),
-            Searched::Bytes => format!("encode({column}, 'escape')"),
+            Searched::Bytes => column.to_owned(),
             Searched::Stray => format!(
                 "CASE WHEN typeof({column}) IN ('text', 'blob') THEN CAST({column} AS TEXT) END"
             ),
+            Searched::Text | Searched::Not => format!("CAST({column} AS {})", sql::text_type()),
         }
     }
 }
 
-/// PostgreSQL's types that cannot hold text, as `format_type` and
-/// `information_schema.columns` name them: numbers, booleans, dates and times,
-/// network addresses, bit strings, geometry, and the system's identifiers.
+/// `'a', 'b', …`: constant names for an SQL `IN` list.
+fn quoted_list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    quoted.join(", ")
+}
+
+/// PostgreSQL's types that cannot hold text, as `information_schema.columns` names
+/// them, for the catalogue read from that view (`pg_catalog` gives each type's category):
+/// numbers, booleans, dates and times, network addresses, bit strings, geometry, and the
+/// system's identifiers.
 const POSTGRES_NEVER_TEXT: &[&str] = &[
     "smallint",
     "integer",
@@ -793,6 +819,17 @@ const MYSQL_NEVER_TEXT: &[&str] = &[
     "multipolygon",
     "geometrycollection",
     "geomcollection",
+    "vector",
+];
+
+/// MySQL's and MariaDB's types of bytes.
+const MYSQL_BYTES: &[&str] = &[
+    "binary",
+    "varbinary",
+    "tinyblob",
+    "blob",
+    "mediumblob",
+    "longblob",
 ];
 
 /// Whether and how `sweep` searches a column of the declared type `ty` (lower case):
@@ -801,12 +838,15 @@ const MYSQL_NEVER_TEXT: &[&str] = &[
 /// to a customer number says nothing of the subject; the dataset's identities find it
 /// where it is one.) SQLite declares no types it keeps to: a column declared as a number
 /// or a date is searched for the values stored in it as text ([`Searched::Stray`]).
+/// (On PostgreSQL the catalogue says it from the type's category, see `PG_COLUMNS`; this
+/// serves where it does not.)
 pub fn searched(dialect: oubli_connector::sql::Dialect, ty: &str) -> Option<Searched> {
     use oubli_connector::sql::Dialect;
     match dialect {
         Dialect::Postgres if POSTGRES_NEVER_TEXT.contains(&ty) => None,
         Dialect::Postgres if ty == "bytea" => Some(Searched::Bytes),
         Dialect::Mysql if MYSQL_NEVER_TEXT.contains(&ty) => None,
+        Dialect::Mysql if MYSQL_BYTES.contains(&ty) => Some(Searched::Bytes),
         Dialect::Postgres | Dialect::Mysql => Some(Searched::Text),
         Dialect::Sqlite => {
             // SQLite's affinity rules, in their order: INTEGER, TEXT, BLOB (no type
@@ -847,6 +887,8 @@ pub struct Catalogue {
     tables_folded: bool,
     /// (table, column) → declared type, lowercase.
     columns: BTreeMap<(String, String), String>,
+    /// (table, column) → how `sweep` searches it, for the columns that may hold text.
+    search: BTreeMap<(String, String), Searched>,
     /// The views among them (SQLite, PostgreSQL): a view's declared types are those of
     /// its first `SELECT` (SQLite), which need not hold for the rows of the others; its
     /// rows have no `ctid` (PostgreSQL).
@@ -888,6 +930,7 @@ impl Catalogue {
                     folded,
                     tables_folded: folded,
                     columns: BTreeMap::new(),
+                    search: BTreeMap::new(),
                     views: BTreeSet::new(),
                     unreadable: BTreeSet::new(),
                     in_part: BTreeSet::new(),
@@ -922,11 +965,12 @@ impl Catalogue {
                 Dialect::Postgres => POSTGRES_NEVER_TEXT,
                 Dialect::Mysql => MYSQL_NEVER_TEXT,
             };
-            if !never.is_empty() {
-                let list: Vec<String> = never.iter().map(|t| format!("'{t}'")).collect();
+            if matches!(sql::dialect(), Dialect::Postgres) {
+                filter.push_str(" AND searched <> 'never'");
+            } else if !never.is_empty() {
                 filter.push_str(&format!(
                     " AND lower({type_col}) NOT IN ({})",
-                    list.join(", ")
+                    quoted_list(never)
                 ));
             }
         }
@@ -936,17 +980,17 @@ impl Catalogue {
             // the table keeps earlier versions of its rows, whether table names are
             // compared exactly where columns' are not.
             Dialect::Sqlite => format!(
-                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0, 0 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
+                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0, 0, '' FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
             ),
             Dialect::Postgres => format!(
-                "SELECT table_name, column_name, data_type, is_view, readable, whole, hidden, 0, 0 FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
+                "SELECT table_name, column_name, data_type, is_view, readable, whole, hidden, 0, 0, searched FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
             ),
             // `privileges` lists the user's privileges on the column ("select,update"). Whether
             // the whole table may be read is not known: the view lists only the columns the
             // user holds a privilege on.
             Dialect::Mysql => format!(
                 "SELECT c.table_name, c.column_name, c.data_type, 0, FIND_IN_SET('select', c.`privileges`) > 0, 0, 0, \
-                 t.table_type = 'SYSTEM VERSIONED', @@lower_case_table_names = 0 FROM information_schema.columns AS c \
+                 t.table_type = 'SYSTEM VERSIONED', @@lower_case_table_names = 0, '' FROM information_schema.columns AS c \
                  JOIN information_schema.tables AS t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
                  WHERE c.table_schema = DATABASE(){filter} ORDER BY 1, 2"
             ),
@@ -954,7 +998,8 @@ impl Catalogue {
         let rows = match sql::query(&statement(PG_COLUMNS), params.clone()) {
             Err(e) if matches!(sql::dialect(), Dialect::Postgres) => {
                 // The view runs with its owner's rights on the catalogue's tables.
-                sql::query(&statement(PG_COLUMNS_VIEW), params).map_err(|_| e)?
+                let view = PG_COLUMNS_VIEW.replace("NEVER_TEXT", &quoted_list(POSTGRES_NEVER_TEXT));
+                sql::query(&statement(&view), params).map_err(|_| e)?
             }
             read => read?,
         };
@@ -980,8 +1025,21 @@ impl Catalogue {
         let mut in_part = BTreeSet::new();
         let mut rows_hidden = BTreeSet::new();
         let mut versioned = BTreeSet::new();
+        let mut search = BTreeMap::new();
         for row in &rows.rows {
-            if let [table, column, ty, view, readable, whole, hidden, kept, _] = row.as_slice() {
+            if let [
+                table,
+                column,
+                ty,
+                view,
+                readable,
+                whole,
+                hidden,
+                kept,
+                _,
+                how,
+            ] = row.as_slice()
+            {
                 let place = (fold(table, tables_folded), fold(column, folded));
                 if !yes(whole) {
                     in_part.insert(place.0.clone());
@@ -998,13 +1056,27 @@ impl Catalogue {
                 if !yes(readable) {
                     unreadable.insert(place.clone());
                 }
-                columns.insert(place, fold(ty, true));
+                let ty = fold(ty, true);
+                let how = match how {
+                    Value::Text(how) if !how.is_empty() => match how.as_str() {
+                        "never" => None,
+                        "bytes" => Some(Searched::Bytes),
+                        "not" => Some(Searched::Not),
+                        _ => Some(Searched::Text),
+                    },
+                    _ => searched(sql::dialect(), &ty),
+                };
+                if let Some(how) = how {
+                    search.insert(place.clone(), how);
+                }
+                columns.insert(place, ty);
             }
         }
         let mut catalogue = Catalogue {
             folded,
             tables_folded,
             columns,
+            search,
             views,
             unreadable,
             in_part,
@@ -1081,17 +1153,15 @@ impl Catalogue {
     /// how, and those they may not. A table of numbers, dates and the like alone is not
     /// listed, except on SQLite (where its columns are all [`Searched::Stray`]).
     pub fn text_columns(&self) -> BTreeMap<&str, TextColumns<'_>> {
-        let dialect = oubli_connector::sql::dialect();
         let mut tables: BTreeMap<&str, TextColumns<'_>> = BTreeMap::new();
-        for (place, ty) in &self.columns {
-            let Some(how) = searched(dialect, ty) else {
-                continue;
-            };
+        for (place, how) in &self.search {
             let entry = tables.entry(&place.0).or_default();
             if self.unreadable.contains(place) {
                 entry.unreadable.push(&place.1);
+            } else if *how == Searched::Not {
+                entry.unsearchable.push(&place.1);
             } else {
-                entry.readable.push((&place.1, how));
+                entry.readable.push((&place.1, *how));
             }
         }
         tables

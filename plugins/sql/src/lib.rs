@@ -420,6 +420,94 @@ const MIN_SWEEP_CHARS: usize = 5;
 /// The most rows one sweep statement reads; more, and the sweep says it was cut short.
 const SWEEP_ROWS: u32 = 1_000;
 
+/// How text forms that escape characters write `value`, when it holds such characters
+/// (`o'brien@x.org` in a `tsvector`, `'o''brien@x.org'`): `'` doubled, or as an XML
+/// entity; `&` as an XML entity; `"` and `\` behind a backslash (an array's, a
+/// composite's, an `hstore`'s or a JSON text's element). `sweep` searches each besides
+/// the value.
+fn spellings(value: &str) -> Vec<String> {
+    let mut spellings = Vec::new();
+    if value.contains('\'') {
+        for quote in ["''", "&apos;", "&#39;"] {
+            spellings.push(value.replace('\'', quote));
+        }
+    }
+    if value.contains('&') {
+        spellings.push(value.replace('&', "&amp;"));
+    }
+    if value.contains(['"', '\\']) {
+        spellings.push(value.replace('\\', "\\\\").replace('"', "\\\""));
+    }
+    spellings
+}
+
+/// The condition that one of `columns` holds `value` (in lower case) inside its text, read
+/// as [`Searched`] says, whatever the case of its ASCII letters (of every letter where
+/// the database folds them), and its parameters.
+fn sweep_test(columns: &[(&str, Searched)], value: &str) -> (String, Vec<Value>) {
+    use oubli_connector::sql::{self, Dialect};
+    let text = || Value::Text(value.to_owned());
+    match sql::dialect() {
+        Dialect::Sqlite => {
+            let reads: Vec<String> = columns
+                .iter()
+                .map(|(c, how)| how.read(&sql::ident(c)))
+                .collect();
+            sql::contains_text_in(&reads, value, 1)
+        }
+        Dialect::Postgres => {
+            // `encode(…, 'escape')` writes a zero byte, a byte from 128 and a backslash
+            // as an escape: the value is looked for as written so.
+            let escaped = value.bytes().fold(String::new(), |mut out, b| {
+                match b {
+                    0 | 128.. => out.push_str(&format!("\\{b:03o}")),
+                    b'\\' => out.push_str("\\\\"),
+                    _ => out.push(char::from(b)),
+                }
+                out
+            });
+            let mut params = vec![text()];
+            let tests: Vec<String> = columns
+                .iter()
+                .map(|(c, how)| {
+                    let c = sql::ident(c);
+                    match how {
+                        Searched::Bytes => {
+                            if params.len() == 1 {
+                                params.push(Value::Text(escaped.clone()));
+                            }
+                            format!("strpos(lower(encode({c}, 'escape')), $2) > 0")
+                        }
+                        // (A column under a nondeterministic collation refuses `strpos`.)
+                        _ => {
+                            format!("strpos(lower(CAST({c} AS TEXT) COLLATE \"default\"), $1) > 0")
+                        }
+                    }
+                })
+                .collect();
+            (format!("({})", tests.join(" OR ")), params)
+        }
+        Dialect::Mysql => {
+            let tests: Vec<String> = columns
+                .iter()
+                .map(|(c, how)| {
+                    let c = sql::ident(c);
+                    match how {
+                        // The column's bytes and the value's, each as `latin1`, which takes
+                        // any byte: ASCII letters compare in any case.
+                        Searched::Bytes => format!(
+                            "instr(lower(CONVERT({c} USING latin1)), lower(CONVERT(CAST(? AS BINARY) USING latin1))) > 0"
+                        ),
+                        _ => format!("instr(lower(CAST({c} AS CHAR)), ?) > 0"),
+                    }
+                })
+                .collect();
+            let params = columns.iter().map(|_| text()).collect();
+            (format!("({})", tests.join(" OR ")), params)
+        }
+    }
+}
+
 /// Whether `value`, read back from the row with `key`, is what `mask` makes of a column
 /// (see [`masked`]).
 fn mask_applied(table: &Table, key: &str, value: Option<&Value>, mask: Mask) -> bool {
@@ -995,6 +1083,10 @@ impl Connector for SqlConnector {
                     identity.kind
                 ));
             } else {
+                // Text forms that escape some characters hold such a value escaped.
+                for spelling in spellings(&value) {
+                    values.push((identity.kind.clone(), spelling));
+                }
                 values.push((identity.kind.clone(), value));
             }
         }
@@ -1025,6 +1117,13 @@ impl Connector for SqlConnector {
             if catalogue.rows_hidden(table) {
                 report.skipped.push(format!(
                     "{table}: row-level security hides, or may hide, some of its rows from the credentials (a table under a policy, or a view reading its tables with their rights); the rows they see were searched"
+                ));
+                complete = false;
+            }
+            if !text.unsearchable.is_empty() {
+                report.skipped.push(format!(
+                    "{table}: its column(s) {} hold arrays of bytes, which were not searched",
+                    text.unsearchable.join(", ")
                 ));
                 complete = false;
             }
@@ -1082,11 +1181,11 @@ impl Connector for SqlConnector {
                     break 'tables;
                 }
                 spent += 1;
-                let casts: Vec<String> = columns
+                let reads: Vec<String> = columns
                     .iter()
-                    .map(|(c, how)| how.text_of(&sql::ident(c)))
+                    .map(|(c, how)| how.read(&sql::ident(c)))
                     .collect();
-                let (test, params) = sql::contains_text_in(&casts, value, 1);
+                let (test, params) = sweep_test(&columns, value);
                 // A system-versioned table's earlier versions of rows still hold what
                 // they held: searched too (an erasure leaves them unless its history is
                 // deleted).
@@ -1096,9 +1195,9 @@ impl Connector for SqlConnector {
                     ""
                 };
                 let statement = format!(
-                    "SELECT CAST({key} AS {text}), {casts} FROM {table}{history} WHERE {tests} LIMIT {SWEEP_ROWS}",
+                    "SELECT CAST({key} AS {text}), {reads} FROM {table}{history} WHERE {tests} LIMIT {SWEEP_ROWS}",
                     text = sql::text_type(),
-                    casts = casts.join(", "),
+                    reads = reads.join(", "),
                     table = sql::ident(table),
                     tests = test,
                 );
@@ -1119,7 +1218,8 @@ impl Connector for SqlConnector {
                 for row in &rows.rows {
                     let key = row.first().map(Value::to_key).unwrap_or_default();
                     for ((column, _), cell) in columns.iter().zip(row.iter().skip(1)) {
-                        // (A driver may hand back a cast of bytes as bytes.)
+                        // Bytes are read as they are (and a driver may hand back a cast
+                        // of bytes as bytes): what is not UTF-8 in them ends a value.
                         let text = match cell {
                             Value::Text(text) => text.to_lowercase(),
                             Value::Blob(bytes) => String::from_utf8_lossy(bytes).to_lowercase(),

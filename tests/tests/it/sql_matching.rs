@@ -1214,9 +1214,11 @@ async fn retention(db: Db, engine: &str) {
 }
 
 /// The sweep searches every column that may hold the subject's identity values as text,
-/// not only those declared as text: PostgreSQL's arrays, XML, `name`, composites, full
-/// text vectors and bytes; MySQL's bytes, enums and sets; SQLite's columns declared
-/// otherwise that hold a text anyway. Numbers are not searched (a customer number is
+/// not only those declared as text: PostgreSQL's arrays, XML, `name`, composites, enums
+/// (one named like a built-in type too), full text vectors and bytes (through domains,
+/// the value next to bytes that are not ASCII), under a nondeterministic collation too;
+/// MySQL's bytes (some not UTF-8), enums and sets; SQLite's columns declared otherwise
+/// that hold a text anyway. PostgreSQL's arrays of bytes are named as not searched. Numbers are not searched (a customer number is
 /// not found in an amount), and an SQLite table declared as numbers alone is named as
 /// not searched. Tables whose names differ only in case on a MySQL server that tells
 /// them apart are searched each under its name.
@@ -1224,15 +1226,25 @@ async fn sweep_types(db: Db, engine: &str) {
     let (schema, expected): (&str, &[&str]) = match engine {
         "postgres" => (
             "CREATE TYPE contact AS (label TEXT, address TEXT);
-             CREATE TABLE traces (id INT PRIMARY KEY, tags TEXT[], doc XML, who NAME, raw BYTEA, card contact, words TSVECTOR, amount BIGINT);
-             INSERT INTO traces VALUES (1, ARRAY['vip', 'Jane@Example.org'], '<to>jane@example.org</to>', 'jane@example.org', convert_to('mail jane@example.org today', 'UTF8'), ROW('home', 'jane@example.org'), to_tsvector('simple', 'jane@example.org'), 12345);
+             CREATE TYPE public.line AS ENUM ('jane@example.org', 'other');
+             CREATE DOMAIN some_bytes AS BYTEA;
+             CREATE DOMAIN more_bytes AS some_bytes;
+             CREATE DOMAIN some_number AS BIGINT;
+             CREATE DOMAIN more_number AS some_number;
+             CREATE TABLE traces (id INT PRIMARY KEY, tags TEXT[], doc XML, who NAME, raw BYTEA, card contact, words TSVECTOR, amount BIGINT, kind public.line, quoted more_bytes, total more_number);
+             INSERT INTO traces VALUES (1, ARRAY['vip', 'Jane@Example.org'], '<to>jane@example.org</to>', 'jane@example.org', convert_to('mail JANE@example.org today', 'UTF8'), ROW('home', 'jane@example.org'), to_tsvector('simple', 'jane@example.org'), 12345, 'jane@example.org', convert_to('Write to \u{201c}jane@example.org\u{201d}', 'UTF8'), 12345);
+             CREATE VIEW traces_seen WITH (security_invoker = f) AS SELECT id, who FROM traces;
+             CREATE TABLE packed (id INT PRIMARY KEY, note TEXT, parts BYTEA[]);
+             CREATE COLLATION any_case (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+             CREATE TABLE folded (id INT PRIMARY KEY, email TEXT COLLATE any_case);
+             INSERT INTO folded VALUES (1, 'Jane@Example.org');
              CREATE TABLE counts (id INT PRIMARY KEY, n BIGINT);
              INSERT INTO counts VALUES (1, 12345)",
-            &["card", "doc", "raw", "tags", "who", "words"],
+            &["card", "doc", "kind", "quoted", "raw", "tags", "who", "words"],
         ),
         "mysql" => (
             "CREATE TABLE traces (id INT PRIMARY KEY, raw BLOB, bin VARBINARY(64), kind ENUM('none', 'jane@example.org'), labels SET('a', 'jane@example.org'), amount BIGINT);
-             INSERT INTO traces VALUES (1, CAST('mail jane@example.org' AS BINARY), CAST('JANE@example.org' AS BINARY), 'jane@example.org', 'a,jane@example.org', 12345);
+             INSERT INTO traces VALUES (1, CONCAT(X'FF', CAST(' mail jane@example.org' AS BINARY)), CAST('JANE@example.org' AS BINARY), 'jane@example.org', 'a,jane@example.org', 12345);
              CREATE TABLE counts (id INT PRIMARY KEY, n BIGINT);
              INSERT INTO counts VALUES (1, 12345)",
             &["bin", "kind", "labels", "raw"],
@@ -1295,6 +1307,43 @@ async fn sweep_types(db: Db, engine: &str) {
         !report.covered.iter().any(|t| t == "counts"),
         "{engine}: {report:?}"
     );
+    if engine == "postgres" {
+        // A view given `security_invoker = f` reads its tables with its owner's rights.
+        assert_eq!(fields_hit(&report, "traces_seen"), ["who"], "{report:?}");
+        assert!(
+            report.covered.iter().any(|t| t == "traces_seen"),
+            "{report:?}"
+        );
+        // An array of bytes is written in hexadecimal: not searched, and said so.
+        assert!(
+            report
+                .skipped
+                .iter()
+                .any(|s| s.starts_with("packed: its column(s) parts hold arrays of bytes")),
+            "{report:?}"
+        );
+        assert!(!report.covered.iter().any(|t| t == "packed"), "{report:?}");
+        // A nondeterministic collation refuses substring searches: the sweep searches
+        // under the database's default one.
+        assert_eq!(fields_hit(&report, "folded"), ["email"], "{report:?}");
+        assert!(report.covered.iter().any(|t| t == "folded"), "{report:?}");
+        // Text forms escape a quote in a value: it is searched as they write it.
+        db.execute_each(&[
+            "CREATE TABLE quoted (id INT PRIMARY KEY, words TSVECTOR, doc XML, tags TEXT[])"
+                .to_owned(),
+            r#"INSERT INTO quoted VALUES (1, '''o''''brien@example.org''', '<to>o&apos;brien@example.org</to>', NULL), (2, NULL, NULL, ARRAY['"jo"@example.org'])"#
+                .to_owned(),
+        ])
+        .await;
+        let quoted = subject(&[
+            ("email", "o'brien@example.org"),
+            ("email", "\"jo\"@example.org"),
+        ]);
+        let report = rt.sweep(&plugin, &sys, &quoted, 1_000).await.unwrap();
+        let mut hit = fields_hit(&report, "quoted");
+        hit.sort_unstable();
+        assert_eq!(hit, ["doc", "tags", "words"], "{report:?}");
+    }
     if exact_names {
         assert_eq!(fields_hit(&report, "Notes"), ["body"], "{report:?}");
         assert!(fields_hit(&report, "notes").is_empty(), "{report:?}");
