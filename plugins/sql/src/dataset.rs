@@ -701,8 +701,12 @@ pub struct TextColumns<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Searched {
     /// As its value's text: text itself, and the text form of arrays, enums, composites,
-    /// XML, JSON, UUIDs and of SQLite's blobs.
+    /// XML, JSON, UUIDs and of SQLite's blobs. (On SQLite a column with TEXT affinity,
+    /// where a number is stored as its text.)
     Text,
+    /// An SQLite column of no type, or of a type naming neither text nor a number
+    /// (`UUID`, `BLOB`): any value, a number searched as its text.
+    Any,
     /// Bytes (PostgreSQL's `bytea`, MySQL's `BLOB`, `BINARY`, `VARBINARY`), searched for
     /// the value's bytes with ASCII letters in any case: as `encode(…, 'escape')` writes
     /// them on PostgreSQL (its cast to text would be hexadecimal), as `latin1` on MySQL
@@ -726,7 +730,9 @@ impl Searched {
             Searched::Stray => format!(
                 "CASE WHEN typeof({column}) IN ('text', 'blob') THEN CAST({column} AS TEXT) END"
             ),
-            Searched::Text | Searched::Not => format!("CAST({column} AS {})", sql::text_type()),
+            Searched::Text | Searched::Any | Searched::Not => {
+                format!("CAST({column} AS {})", sql::text_type())
+            }
         }
     }
 }
@@ -852,25 +858,21 @@ pub fn searched(dialect: oubli_connector::sql::Dialect, ty: &str) -> Option<Sear
             // SQLite's affinity rules, in their order: INTEGER, TEXT, BLOB (no type
             // either), REAL, then NUMERIC for any other name, of which those naming
             // numbers and dates are taken as such.
-            let stray = if ty.contains("int") {
-                true
-            } else if ["char", "clob", "text", "blob"]
-                .iter()
-                .any(|t| ty.contains(t))
-                || ty.is_empty()
+            Some(if ty.contains("int") {
+                Searched::Stray
+            } else if ["char", "clob", "text"].iter().any(|t| ty.contains(t)) {
+                Searched::Text
+            } else if ty.contains("blob") || ty.is_empty() {
+                Searched::Any
+            } else if [
+                "real", "floa", "doub", "numeric", "decimal", "bool", "date", "time",
+            ]
+            .iter()
+            .any(|t| ty.contains(t))
             {
-                false
-            } else {
-                [
-                    "real", "floa", "doub", "numeric", "decimal", "bool", "date", "time",
-                ]
-                .iter()
-                .any(|t| ty.contains(t))
-            };
-            Some(if stray {
                 Searched::Stray
             } else {
-                Searched::Text
+                Searched::Any
             })
         }
     }
@@ -958,20 +960,15 @@ impl Catalogue {
             filter.push_str(&format!(" AND {compared} IN ({})", list.join(", ")));
         }
         if text_only {
-            // Every column that may hold text (see [`searched`]); on SQLite every column,
-            // since any may hold a text where its table is searched anyway.
-            let never = match sql::dialect() {
-                Dialect::Sqlite => &[][..],
-                Dialect::Postgres => POSTGRES_NEVER_TEXT,
-                Dialect::Mysql => MYSQL_NEVER_TEXT,
-            };
-            if matches!(sql::dialect(), Dialect::Postgres) {
-                filter.push_str(" AND searched <> 'never'");
-            } else if !never.is_empty() {
-                filter.push_str(&format!(
+            // Every column that may hold text (see [`searched`]); on SQLite every column
+            // but a rowid's alias and a STRICT table's numbers, since any may hold a text
+            // where its table is searched anyway.
+            match sql::dialect() {
+                Dialect::Sqlite | Dialect::Postgres => filter.push_str(" AND searched <> 'never'"),
+                Dialect::Mysql => filter.push_str(&format!(
                     " AND lower({type_col}) NOT IN ({})",
-                    quoted_list(never)
-                ));
+                    quoted_list(MYSQL_NEVER_TEXT)
+                )),
             }
         }
         let statement = |source: &str| match sql::dialect() {
@@ -980,7 +977,14 @@ impl Catalogue {
             // the table keeps earlier versions of its rows, whether table names are
             // compared exactly where columns' are not.
             Dialect::Sqlite => format!(
-                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0, 0, '' FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
+                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0, 0, \
+                 CASE WHEN l.strict AND lower(p.type) IN ('int', 'integer', 'real') THEN 'never' \
+                 WHEN NOT l.wr AND p.pk = 1 AND lower(p.type) = 'integer' \
+                 AND (SELECT count(*) FROM pragma_table_info(m.name) AS k WHERE k.pk > 0) = 1 THEN 'never' \
+                 ELSE '' END AS searched \
+                 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p \
+                 JOIN pragma_table_list(m.name) AS l ON l.schema = 'main' \
+                 WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
             ),
             Dialect::Postgres => format!(
                 "SELECT table_name, column_name, data_type, is_view, readable, whole, hidden, 0, 0, searched FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"

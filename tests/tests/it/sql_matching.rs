@@ -1253,7 +1253,8 @@ async fn sweep_types(db: Db, engine: &str) {
             "CREATE TABLE traces (id INTEGER PRIMARY KEY, note TEXT, amount INTEGER, stamp DATETIME, raw BLOB, ref UUID, score REAL);
              INSERT INTO traces VALUES (1, 'nothing here', 'jane@example.org', 12345, X'6D61696C206A616E65406578616D706C652E6F7267', 'Jane@example.org', 12345);
              CREATE TABLE counts (id INTEGER PRIMARY KEY, n INTEGER);
-             INSERT INTO counts VALUES (1, 'jane@example.org')",
+             INSERT INTO counts VALUES (1, 'jane@example.org');
+             CREATE TABLE strict_counts (id INTEGER PRIMARY KEY, n INTEGER, r REAL) STRICT",
             &["amount", "raw", "ref"],
         ),
     };
@@ -1303,6 +1304,14 @@ async fn sweep_types(db: Db, engine: &str) {
         .iter()
         .any(|s| s.starts_with("counts: its columns are declared as numbers"));
     assert_eq!(counts_skipped, engine == "sqlite", "{engine}: {report:?}");
+    // A STRICT table's numbers cannot hold a text: nothing is said of it.
+    assert!(
+        !report
+            .skipped
+            .iter()
+            .any(|s| s.starts_with("strict_counts")),
+        "{engine}: {report:?}"
+    );
     assert!(
         !report.covered.iter().any(|t| t == "counts"),
         "{engine}: {report:?}"

@@ -1075,40 +1075,51 @@ fn linear_text_functions(
     // text (the sweep, mentions) tests every row of a table with it. One call can be given
     // up to 126 texts of 16 MiB (each argument of a constant one is evaluated once, in a
     // step the progress handler does not divide): it stops at the call's deadline itself.
-    conn.create_scalar_function(CONTAINS_FOLDED, -1, flags, move |ctx| {
-        if ctx.len() < 2 {
-            return Err(rusqlite::Error::UserFunctionError(
-                format!("{CONTAINS_FOLDED} takes a value and one or more texts").into(),
-            ));
-        }
-        let Some(value) = bytes(ctx.get_raw(0)) else {
-            return Ok(None);
-        };
-        // `lower()` leaves no ASCII capital in a text: a value with one is never in it.
-        let capital = value.iter().any(u8::is_ascii_uppercase);
-        // Made once per statement for a value bound to it (SQLite keeps it while the
-        // argument stays the same).
-        let finder = ctx.get_or_create_aux(0, |_| {
-            Ok::<_, rusqlite::Error>(memchr::memmem::Finder::new(&value).into_owned())
-        })?;
-        let mut null = false;
-        for i in 1..ctx.len() {
-            match bytes(ctx.get_raw(i)) {
-                None => null = true,
-                Some(_) if capital => {}
-                Some(text) => match contains_folded(&text, &finder, &deadline) {
-                    Some(true) => return Ok(Some(1)),
-                    Some(false) => {}
-                    None => {
-                        return Err(rusqlite::Error::UserFunctionError(
-                            format!("{CONTAINS_FOLDED} was stopped at the call's deadline").into(),
-                        ));
-                    }
-                },
+    // `oubli_contains_stored_text(value, column, …)` is the same for columns whose numbers
+    // are not searched (SQLite's columns declared as numbers or dates, which hold a text
+    // only where one was stored against their type): a number or a real there counts as
+    // no text, without the `CASE typeof(…)` per row and column that would say so in SQL.
+    for (name, numbers) in [(CONTAINS_FOLDED, true), (CONTAINS_STORED_TEXT, false)] {
+        let deadline = deadline.clone();
+        conn.create_scalar_function(name, -1, flags, move |ctx| {
+            if ctx.len() < 2 {
+                return Err(rusqlite::Error::UserFunctionError(
+                    format!("{name} takes a value and one or more texts").into(),
+                ));
             }
-        }
-        Ok((!null).then_some(0))
-    })?;
+            let Some(value) = bytes(ctx.get_raw(0)) else {
+                return Ok(None);
+            };
+            // `lower()` leaves no ASCII capital in a text: a value with one is never in it.
+            let capital = value.iter().any(u8::is_ascii_uppercase);
+            // Made once per statement for a value bound to it (SQLite keeps it while the
+            // argument stays the same).
+            let finder = ctx.get_or_create_aux(0, |_| {
+                Ok::<_, rusqlite::Error>(memchr::memmem::Finder::new(&value).into_owned())
+            })?;
+            let mut null = false;
+            for i in 1..ctx.len() {
+                let raw = ctx.get_raw(i);
+                if !numbers && matches!(raw, ValueRef::Integer(_) | ValueRef::Real(_)) {
+                    continue;
+                }
+                match bytes(raw) {
+                    None => null = true,
+                    Some(_) if capital => {}
+                    Some(text) => match contains_folded(&text, &finder, &deadline) {
+                        Some(true) => return Ok(Some(1)),
+                        Some(false) => {}
+                        None => {
+                            return Err(rusqlite::Error::UserFunctionError(
+                                format!("{name} was stopped at the call's deadline").into(),
+                            ));
+                        }
+                    },
+                }
+            }
+            Ok((!null).then_some(0))
+        })?;
+    }
     for (name, start, end) in [
         ("trim", true, true),
         ("ltrim", true, false),
@@ -1145,6 +1156,10 @@ fn linear_text_functions(
 /// The SQLite function a connector's search of free text calls (the SDK's
 /// `sql::contains_text_in`).
 const CONTAINS_FOLDED: &str = "oubli_contains_folded";
+
+/// The same, skipping numbers: the SQL connector's sweep of SQLite columns declared as
+/// numbers or dates.
+const CONTAINS_STORED_TEXT: &str = "oubli_contains_stored_text";
 
 /// The bytes of text [`contains_folded`] moves on by, at least (the value's length
 /// where it is longer).
@@ -2415,6 +2430,22 @@ mod tests {
                 .get::<_, i64>(0))
                 .is_err()
         );
+        // The variant for columns declared as numbers skips numbers, not texts or bytes.
+        for (texts, expected) in [
+            ("12345, 1.5", Some(0)),
+            ("12345, 'no 12345 here'", Some(1)),
+            ("CAST('order 12345' AS BLOB), 7", Some(1)),
+            ("NULL, 12345", None),
+        ] {
+            let got: Option<i64> = host
+                .query_row(
+                    &format!("SELECT oubli_contains_stored_text('12345', {texts})"),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(got, expected, "{texts}");
+        }
         // One statement, many rows, one value bound: each row is tested on its own.
         host.execute_batch(
             "CREATE TABLE notes (body TEXT, other TEXT); INSERT INTO notes VALUES ('x Jane@Example.com', NULL), ('nothing', 'else'), (NULL, NULL), ('y', 'JANE@EXAMPLE.COM y');",
