@@ -65,6 +65,12 @@ pub fn router(app: Arc<App>) -> Router {
             ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into())
         })
         .layer(axum::middleware::map_response(error::json_errors))
+        // Someone waits on every answer: its transactions go before the workers'.
+        .layer(axum::middleware::from_fn(
+            |request: axum::extract::Request, next: axum::middleware::Next| {
+                crate::store::foreground(next.run(request))
+            },
+        ))
         // Every answer, JSON or a page (the certificate and package pages under /v1 too),
         // carries the pages' security headers.
         .layer(axum::middleware::from_fn(pages::headers))

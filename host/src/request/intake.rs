@@ -56,7 +56,8 @@ impl Intake {
     /// identities and changes.
     pub fn start(store: Store, sealer: Arc<Sealer>) -> Intake {
         let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(store, sealer, receiver));
+        // Submitters wait on its commits.
+        tokio::spawn(crate::store::foreground(run(store, sealer, receiver)));
         Intake { sender }
     }
 

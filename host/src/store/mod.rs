@@ -120,7 +120,53 @@ pub struct Store {
     /// [`Store::relaxed`] left it (`false` means certainly `FULL`); any other taker makes
     /// it durable again first. Nothing takes it with `try_acquire`, which would skip that.
     relaxed: Arc<AtomicBool>,
+    /// The transactions someone is waiting on (see [`foreground`]) that wait for SQLite's
+    /// write connection: the others let them go first.
+    waiting: Arc<Waiting>,
 }
+
+/// How many [`foreground`] transactions wait for SQLite's write connection, and a
+/// wake-up for those that let them go first when none is left.
+#[derive(Debug, Default)]
+struct Waiting {
+    count: std::sync::atomic::AtomicUsize,
+    none: tokio::sync::Notify,
+}
+
+/// One foreground transaction waiting for the write connection, counted until dropped
+/// (when it has the connection, or its caller gave up).
+struct InLine<'a>(&'a Waiting);
+
+impl<'a> InLine<'a> {
+    fn new(waiting: &'a Waiting) -> Self {
+        waiting.count.fetch_add(1, Ordering::SeqCst);
+        InLine(waiting)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
+tokio::task_local! {
+    static FOREGROUND: ();
+}
+
+/// Runs `work` as work someone waits on (an API request, the intake's group commit):
+/// on SQLite its transactions take the one write connection before the background's
+/// (the workers' bookkeeping, webhooks, purges), which wait while any of them waits, at
+/// most [`BACKGROUND_YIELDS_AT_MOST`] each time.
+pub async fn foreground<F: std::future::Future>(work: F) -> F::Output {
+    FOREGROUND.scope((), work).await
+}
+
+/// The longest a background transaction lets foreground ones go first, so that a
+/// steady stream of requests delays the workers' bookkeeping but never stops it.
+pub const BACKGROUND_YIELDS_AT_MOST: Duration = Duration::from_millis(20);
 
 /// Who takes the SQLite write connection, for its `before_acquire` (unset: any other
 /// taker, which gets it at `synchronous = FULL`).
@@ -368,6 +414,7 @@ impl Store {
             backend: Backend::Sqlite,
             url: None,
             relaxed,
+            waiting: Arc::default(),
         })
     }
 
@@ -407,6 +454,7 @@ impl Store {
             backend: Backend::Postgres,
             url: Some(url.to_owned()),
             relaxed: Arc::new(AtomicBool::new(false)),
+            waiting: Arc::default(),
         })
     }
 
@@ -484,6 +532,7 @@ impl Store {
                 trail: Vec::new(),
             });
         }
+        let _in_line = self.take_turn().await;
         let inner = TAKER
             .scope(Taker::DurableBegin, self.write.begin_with(BEGIN_DURABLE))
             .await?;
@@ -508,6 +557,7 @@ impl Store {
     /// When the database cannot be reached.
     pub async fn relaxed(&self) -> sqlx::Result<Tx<'static>> {
         let inner = if self.backend == Backend::Sqlite {
+            let _in_line = self.take_turn().await;
             TAKER
                 .scope(Taker::Relaxed, self.relaxed_pool.begin_with(BEGIN_RELAXED))
                 .await?
@@ -518,6 +568,25 @@ impl Store {
             inner,
             trail: Vec::new(),
         })
+    }
+
+    /// Before a transaction takes SQLite's write connection: a foreground one is counted
+    /// while it waits (the guard returned); a background one first waits while any is.
+    async fn take_turn(&self) -> Option<InLine<'_>> {
+        if FOREGROUND.try_with(|()| ()).is_ok() {
+            return Some(InLine::new(&self.waiting));
+        }
+        let until = tokio::time::Instant::now() + BACKGROUND_YIELDS_AT_MOST;
+        loop {
+            let none = self.waiting.none.notified();
+            tokio::pin!(none);
+            none.as_mut().enable();
+            if self.waiting.count.load(Ordering::SeqCst) == 0
+                || tokio::time::timeout_at(until, none).await.is_err()
+            {
+                return None;
+            }
+        }
     }
 
     /// Closes the pools, waiting for open transactions.
@@ -607,5 +676,61 @@ impl Sql {
             .execute(executor)
             .await?
             .rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A background transaction waits while a foreground one waits for SQLite's write
+    /// connection, goes as soon as none does, and waits no longer than its limit.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn background_transactions_let_foreground_ones_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("oubli.db"))
+            .await
+            .unwrap();
+        let waiting = InLine::new(&store.waiting);
+        let turn = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let started = tokio::time::Instant::now();
+                store.take_turn().await.is_none().then(|| started.elapsed())
+            }
+        });
+        // Still waiting well before its limit, whatever the machine's load.
+        tokio::time::sleep(BACKGROUND_YIELDS_AT_MOST / 4).await;
+        assert!(!turn.is_finished());
+        drop(waiting);
+        let waited = tokio::time::timeout(Duration::from_secs(5), turn)
+            .await
+            .expect("it goes once none waits")
+            .unwrap()
+            .expect("a background transaction is not counted");
+        assert!(waited >= BACKGROUND_YIELDS_AT_MOST / 4, "{waited:?}");
+
+        // A foreground one that never gets the connection delays it by the limit only.
+        let _stuck = InLine::new(&store.waiting);
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            let started = tokio::time::Instant::now();
+            let _ = store.take_turn().await;
+            started.elapsed()
+        })
+        .await
+        .expect("it stops waiting after its limit");
+        assert!(waited >= BACKGROUND_YIELDS_AT_MOST, "{waited:?}");
+
+        // A foreground transaction is counted while it waits, and not after.
+        let counted = foreground(async {
+            let in_line = store.take_turn().await;
+            (
+                in_line.is_some(),
+                store.waiting.count.load(Ordering::SeqCst),
+            )
+        })
+        .await;
+        assert_eq!(counted, (true, 2));
+        assert_eq!(store.waiting.count.load(Ordering::SeqCst), 1);
     }
 }
