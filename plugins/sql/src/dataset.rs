@@ -640,7 +640,8 @@ impl Table {
 /// (see [`Searched`]), from the type's category, which a domain shares with its base
 /// type whatever the depth: `never` for numbers, booleans, dates and times, time spans,
 /// network addresses, bit strings and geometry (and arrays of them), `bytes` for
-/// `bytea`, `not` for arrays of `bytea`, `text` for any other type.
+/// `bytea`, `text` for any other type (bytes inside one, an array's or a composite's,
+/// are written as text as `bytea_output = 'escape'` has them, which `sweep` sets).
 const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_name, \
      CASE WHEN c.relkind = 'v' THEN 1 ELSE 0 END AS is_view, \
      CASE WHEN pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') THEN 1 ELSE 0 END AS readable, \
@@ -652,8 +653,7 @@ const PG_COLUMNS: &str = "SELECT c.relname AS table_name, a.attname AS column_na
      'security_invoker=n', 'security_invoker=no', 'security_invoker=0'))) THEN 1 ELSE 0 END AS hidden, \
      CASE WHEN t.typcategory IN ('B', 'D', 'G', 'I', 'N', 'T', 'V') THEN 'never' \
      WHEN t.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'bytes' \
-     WHEN e.typcategory IN ('B', 'D', 'G', 'I', 'N', 'T', 'V') THEN 'never' \
-     WHEN e.typoutput = 'pg_catalog.byteaout'::pg_catalog.regproc THEN 'not' ELSE 'text' END AS searched, \
+     WHEN e.typcategory IN ('B', 'D', 'G', 'I', 'N', 'T', 'V') THEN 'never' ELSE 'text' END AS searched, \
      CASE WHEN coalesce(b.typelem, t.typelem) <> 0 AND coalesce(b.typlen, t.typlen) = -1 THEN 'ARRAY' \
      WHEN coalesce(b.typnamespace, t.typnamespace) = 'pg_catalog'::pg_catalog.regnamespace \
      THEN pg_catalog.format_type(coalesce(b.oid, t.oid), NULL) \
@@ -692,8 +692,7 @@ const PG_COLUMNS_VIEW: &str = "SELECT table_name, column_name, \
 pub struct TextColumns<'a> {
     pub readable: Vec<(&'a str, Searched)>,
     pub unreadable: Vec<&'a str>,
-    /// Those that may hold text that `sweep` cannot search (PostgreSQL's arrays of
-    /// `bytea`, whose text is hexadecimal).
+    /// Those that may hold text that `sweep` cannot search (see [`Searched::Not`]).
     pub unsearchable: Vec<&'a str>,
 }
 
@@ -716,7 +715,8 @@ pub enum Searched {
     /// or bytes (SQLite keeps a text it cannot convert as it is); its numbers are not
     /// searched, so a customer number is not found in every count and amount.
     Stray,
-    /// A column that may hold text `sweep` cannot search: PostgreSQL's arrays of `bytea`.
+    /// A column that may hold text `sweep` cannot search: SQLite's shadow tables of an
+    /// index, and full-text indexes that keep no text of their own.
     Not,
 }
 
@@ -891,6 +891,12 @@ pub struct Catalogue {
     columns: BTreeMap<(String, String), String>,
     /// (table, column) → how `sweep` searches it, for the columns that may hold text.
     search: BTreeMap<(String, String), Searched>,
+    /// SQLite's tables whose rows have no `rowid` (views, WITHOUT ROWID and virtual
+    /// tables).
+    keyless: BTreeSet<String>,
+    /// The tables whose columns the catalogue could not give (SQLite: a view whose table
+    /// is gone, a virtual table of a module the host lacks).
+    broken: Vec<String>,
     /// The views among them (SQLite, PostgreSQL): a view's declared types are those of
     /// its first `SELECT` (SQLite), which need not hold for the rows of the others; its
     /// rows have no `ctid` (PostgreSQL).
@@ -933,6 +939,8 @@ impl Catalogue {
                     tables_folded: folded,
                     columns: BTreeMap::new(),
                     search: BTreeMap::new(),
+                    keyless: BTreeSet::new(),
+                    broken: Vec::new(),
                     views: BTreeSet::new(),
                     unreadable: BTreeSet::new(),
                     in_part: BTreeSet::new(),
@@ -971,39 +979,86 @@ impl Catalogue {
                 )),
             }
         }
-        let statement = |source: &str| match sql::dialect() {
+        let statement = |source: &str, one: &str| match sql::dialect() {
             // Each row: table, column, declared type, whether a view, whether the column
             // and whether the whole table may be read, whether rows are hidden, whether
             // the table keeps earlier versions of its rows, whether table names are
             // compared exactly where columns' are not.
+            // On SQLite also whether rows have no `rowid` to name them by (views, WITHOUT
+            // ROWID and virtual tables). Generated columns are listed (`hidden` 2 and 3)
+            // and a virtual table's hidden ones are not. A rowid's alias (`INTEGER
+            // PRIMARY KEY` without an index of its own: not `DESC`) and a STRICT table's
+            // numbers hold no text; an index's shadow tables, and a full-text index that
+            // keeps no text of its own (`content=`), hold what they hold in a form that
+            // cannot be searched.
             Dialect::Sqlite => format!(
                 "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0, 0, \
-                 CASE WHEN l.strict AND lower(p.type) IN ('int', 'integer', 'real') THEN 'never' \
+                 CASE WHEN l.type = 'shadow' OR (l.type = 'virtual' AND lower(m.sql) LIKE '%content%=%') THEN 'not' \
+                 WHEN l.strict AND lower(p.type) IN ('int', 'integer', 'real') THEN 'never' \
                  WHEN NOT l.wr AND p.pk = 1 AND lower(p.type) = 'integer' \
-                 AND (SELECT count(*) FROM pragma_table_info(m.name) AS k WHERE k.pk > 0) = 1 THEN 'never' \
-                 ELSE '' END AS searched \
-                 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p \
-                 JOIN pragma_table_list(m.name) AS l ON l.schema = 'main' \
-                 WHERE m.type IN ('table', 'view'){filter} ORDER BY 1, 2"
+                 AND (SELECT count(*) FROM pragma_table_info(m.name) AS k WHERE k.pk > 0) = 1 \
+                 AND NOT EXISTS (SELECT 1 FROM pragma_index_list(m.name) AS i WHERE i.origin = 'pk') THEN 'never' \
+                 ELSE '' END AS searched, \
+                 m.type = 'view' OR l.wr OR l.type = 'virtual' \
+                 FROM sqlite_master AS m JOIN pragma_table_list(m.name) AS l ON l.schema = 'main' \
+                 JOIN pragma_table_xinfo(m.name) AS p ON p.hidden IN (0, 2, 3) \
+                 WHERE m.type IN ('table', 'view'){filter}{one} ORDER BY 1, 2"
             ),
             Dialect::Postgres => format!(
-                "SELECT table_name, column_name, data_type, is_view, readable, whole, hidden, 0, 0, searched FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
+                "SELECT table_name, column_name, data_type, is_view, readable, whole, hidden, 0, 0, searched, 0 FROM ({source}) AS columns WHERE true{filter} ORDER BY 1, 2"
             ),
             // `privileges` lists the user's privileges on the column ("select,update"). Whether
             // the whole table may be read is not known: the view lists only the columns the
             // user holds a privilege on.
             Dialect::Mysql => format!(
                 "SELECT c.table_name, c.column_name, c.data_type, 0, FIND_IN_SET('select', c.`privileges`) > 0, 0, 0, \
-                 t.table_type = 'SYSTEM VERSIONED', @@lower_case_table_names = 0, '' FROM information_schema.columns AS c \
+                 t.table_type = 'SYSTEM VERSIONED', @@lower_case_table_names = 0, '', 0 FROM information_schema.columns AS c \
                  JOIN information_schema.tables AS t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
                  WHERE c.table_schema = DATABASE(){filter} ORDER BY 1, 2"
             ),
         };
-        let rows = match sql::query(&statement(PG_COLUMNS), params.clone()) {
+        let fold = |v: &Value, folded: bool| {
+            let text = match v {
+                Value::Text(t) => t.clone(),
+                Value::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+                other => other.to_key(),
+            };
+            if folded { fold_name(&text) } else { text }
+        };
+        let mut broken = Vec::new();
+        let rows = match sql::query(&statement(PG_COLUMNS, ""), params.clone()) {
             Err(e) if matches!(sql::dialect(), Dialect::Postgres) => {
                 // The view runs with its owner's rights on the catalogue's tables.
                 let view = PG_COLUMNS_VIEW.replace("NEVER_TEXT", &quoted_list(POSTGRES_NEVER_TEXT));
-                sql::query(&statement(&view), params).map_err(|_| e)?
+                sql::query(&statement(&view, ""), params).map_err(|_| e)?
+            }
+            // A view whose table is gone, or a virtual table of a module the host lacks,
+            // fails the whole list: it is read a table at a time, and those that fail
+            // are named.
+            Err(Error::Unavailable(m)) => return Err(Error::Unavailable(m)),
+            Err(e) if matches!(sql::dialect(), Dialect::Sqlite) => {
+                let names = sql::query(
+                    &format!(
+                        "SELECT m.name FROM sqlite_master AS m WHERE m.type IN ('table', 'view'){} ORDER BY 1",
+                        filter.split(" AND searched").next().unwrap_or_default()
+                    ),
+                    params.clone(),
+                )
+                .map_err(|_| e)?;
+                let mut rows = sql::Rows {
+                    columns: Vec::new(),
+                    rows: Vec::new(),
+                };
+                for name in names.rows.into_iter().filter_map(|r| r.into_iter().next()) {
+                    let mut one = params.clone();
+                    one.push(name.clone());
+                    match sql::query(&statement("", " AND m.name = ?"), one) {
+                        Ok(read) => rows.rows.extend(read.rows),
+                        Err(Error::Unavailable(m)) => return Err(Error::Unavailable(m)),
+                        Err(_) => broken.push(fold(&name, folded)),
+                    }
+                }
+                rows
             }
             read => read?,
         };
@@ -1015,14 +1070,6 @@ impl Catalogue {
                 .first()
                 .and_then(|row| row.get(8))
                 .is_some_and(yes);
-        let fold = |v: &Value, folded: bool| {
-            let text = match v {
-                Value::Text(t) => t.clone(),
-                Value::Blob(b) => String::from_utf8_lossy(b).into_owned(),
-                other => other.to_key(),
-            };
-            if folded { fold_name(&text) } else { text }
-        };
         let mut columns = BTreeMap::new();
         let mut views = BTreeSet::new();
         let mut unreadable = BTreeSet::new();
@@ -1030,6 +1077,7 @@ impl Catalogue {
         let mut rows_hidden = BTreeSet::new();
         let mut versioned = BTreeSet::new();
         let mut search = BTreeMap::new();
+        let mut keyless = BTreeSet::new();
         for row in &rows.rows {
             if let [
                 table,
@@ -1042,6 +1090,7 @@ impl Catalogue {
                 kept,
                 _,
                 how,
+                no_rowid,
             ] = row.as_slice()
             {
                 let place = (fold(table, tables_folded), fold(column, folded));
@@ -1056,6 +1105,9 @@ impl Catalogue {
                 }
                 if yes(view) {
                     views.insert(place.0.clone());
+                }
+                if yes(no_rowid) {
+                    keyless.insert(place.0.clone());
                 }
                 if !yes(readable) {
                     unreadable.insert(place.clone());
@@ -1081,6 +1133,8 @@ impl Catalogue {
             tables_folded,
             columns,
             search,
+            keyless,
+            broken,
             views,
             unreadable,
             in_part,
@@ -1193,6 +1247,16 @@ impl Catalogue {
     /// which a `SELECT` reads with `FOR SYSTEM_TIME ALL`.
     pub fn versioned(&self, table: &str) -> bool {
         self.versioned.contains(&self.key(table, "").0)
+    }
+
+    /// Whether `table`'s rows have no `rowid` (SQLite).
+    pub fn keyless(&self, table: &str) -> bool {
+        self.keyless.contains(&self.key(table, "").0)
+    }
+
+    /// The tables whose columns could not be read from the catalogue.
+    pub fn broken(&self) -> &[String] {
+        &self.broken
     }
 
     /// Whether `table` is a view (SQLite, PostgreSQL).

@@ -1075,6 +1075,20 @@ impl Connector for SqlConnector {
                 sql::MAX_ROWS
             ));
         }
+        // Bytes inside arrays and composites are written in hexadecimal by default; as
+        // `escape` writes them, printable ASCII stays as it is. (The session is reset
+        // after the call.)
+        if matches!(sql::dialect(), sql::Dialect::Postgres) {
+            sql::query(
+                "SELECT pg_catalog.set_config('bytea_output', 'escape', false)",
+                Vec::new(),
+            )?;
+        }
+        for table in catalogue.broken() {
+            report.skipped.push(format!(
+                "{table}: the database could not list its columns (a view whose table is gone, or a virtual table of a module not loaded here); it was not searched"
+            ));
+        }
         let mut spent = 1;
         let mut values = Vec::new();
         for identity in &subject.identities {
@@ -1134,7 +1148,7 @@ impl Connector for SqlConnector {
             }
             if !text.unsearchable.is_empty() {
                 report.skipped.push(format!(
-                    "{table}: its column(s) {} hold arrays of bytes, which were not searched",
+                    "{table}: its column(s) {} hold what they hold in a form that cannot be searched (a full-text index's terms), and were not searched",
                     text.unsearchable.join(", ")
                 ));
                 complete = false;
@@ -1183,6 +1197,7 @@ impl Connector for SqlConnector {
             }
             let key = match (dataset.table(table), sql::dialect()) {
                 (Some(t), _) => sql::ident(&t.key),
+                (None, sql::Dialect::Sqlite) if catalogue.keyless(table) => "''".to_owned(),
                 (None, sql::Dialect::Sqlite) => "rowid".to_owned(),
                 // Where only some columns are granted, `ctid` cannot be read either, and a
                 // view's rows have none: the hits then name the table and column, not the
