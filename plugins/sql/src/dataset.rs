@@ -989,11 +989,12 @@ impl Catalogue {
             // and a virtual table's hidden ones are not. A rowid's alias (`INTEGER
             // PRIMARY KEY` without an index of its own: not `DESC`) and a STRICT table's
             // numbers hold no text; an index's shadow tables, and a full-text index that
-            // keeps no text of its own (`content=`), hold what they hold in a form that
-            // cannot be searched.
+            // keeps no text of its own (`content=`: it has no `<name>_content` table),
+            // hold what they hold in a form that cannot be searched.
             Dialect::Sqlite => format!(
                 "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0, 0, \
-                 CASE WHEN l.type = 'shadow' OR (l.type = 'virtual' AND lower(m.sql) LIKE '%content%=%') THEN 'not' \
+                 CASE WHEN l.type = 'shadow' OR (l.type = 'virtual' AND lower(m.sql) LIKE '%using fts%' \
+                 AND NOT EXISTS (SELECT 1 FROM sqlite_master AS c WHERE c.name = m.name || '_content')) THEN 'not' \
                  WHEN l.strict AND lower(p.type) IN ('int', 'integer', 'real') THEN 'never' \
                  WHEN NOT l.wr AND p.pk = 1 AND lower(p.type) = 'integer' \
                  AND (SELECT count(*) FROM pragma_table_info(m.name) AS k WHERE k.pk > 0) = 1 \

@@ -420,11 +420,26 @@ const MIN_SWEEP_CHARS: usize = 5;
 /// The most rows one sweep statement reads; more, and the sweep says it was cut short.
 const SWEEP_ROWS: u32 = 1_000;
 
+/// `value`'s bytes as PostgreSQL's escape form of bytes writes them (`encode(…,
+/// 'escape')`, `bytea_output = 'escape'`): a zero byte and bytes from 128 in octal, a
+/// backslash doubled.
+fn bytea_escaped(value: &str) -> String {
+    value.bytes().fold(String::new(), |mut out, b| {
+        match b {
+            0 | 128.. => out.push_str(&format!("\\{b:03o}")),
+            b'\\' => out.push_str("\\\\"),
+            _ => out.push(char::from(b)),
+        }
+        out
+    })
+}
+
 /// How text forms that escape characters write `value`, when it holds such characters
 /// (`o'brien@x.org` in a `tsvector`, `'o''brien@x.org'`): `'` doubled, or as an XML
 /// entity; `&` as an XML entity; `"` and `\` behind a backslash (an array's, a
-/// composite's, an `hstore`'s or a JSON text's element). `sweep` searches each besides
-/// the value.
+/// composite's, an `hstore`'s or a JSON text's element); on PostgreSQL, a value with
+/// bytes that are not ASCII as bytes inside an array or a composite write it. `sweep`
+/// searches each besides the value.
 fn spellings(value: &str) -> Vec<String> {
     let mut spellings = Vec::new();
     if value.contains('\'') {
@@ -437,6 +452,15 @@ fn spellings(value: &str) -> Vec<String> {
     }
     if value.contains(['"', '\\']) {
         spellings.push(value.replace('\\', "\\\\").replace('"', "\\\""));
+    }
+    // Bytes inside a PostgreSQL array or composite, in escape form, and that form's
+    // backslashes doubled by the array's or the composite's quoting.
+    if matches!(
+        oubli_connector::sql::dialect(),
+        oubli_connector::sql::Dialect::Postgres
+    ) && !value.bytes().all(|b| b != 0 && b != b'\\' && b < 128)
+    {
+        spellings.push(bytea_escaped(value).replace('\\', "\\\\"));
     }
     spellings
 }
@@ -470,14 +494,7 @@ fn sweep_test(columns: &[(&str, Searched)], value: &str) -> (String, Vec<Value>)
         Dialect::Postgres => {
             // `encode(…, 'escape')` writes a zero byte, a byte from 128 and a backslash
             // as an escape: the value is looked for as written so.
-            let escaped = value.bytes().fold(String::new(), |mut out, b| {
-                match b {
-                    0 | 128.. => out.push_str(&format!("\\{b:03o}")),
-                    b'\\' => out.push_str("\\\\"),
-                    _ => out.push(char::from(b)),
-                }
-                out
-            });
+            let escaped = bytea_escaped(value);
             let mut params = vec![text()];
             let tests: Vec<String> = columns
                 .iter()
@@ -1078,12 +1095,18 @@ impl Connector for SqlConnector {
         // Bytes inside arrays and composites are written in hexadecimal by default; as
         // `escape` writes them, printable ASCII stays as it is. (The session is reset
         // after the call.)
-        if matches!(sql::dialect(), sql::Dialect::Postgres) {
-            sql::query(
-                "SELECT pg_catalog.set_config('bytea_output', 'escape', false)",
-                Vec::new(),
-            )?;
-        }
+        // A refused statement rolls the call's transaction back, and the setting with it:
+        // it is set again after each.
+        let escape_bytes = || -> Result<()> {
+            if matches!(sql::dialect(), sql::Dialect::Postgres) {
+                sql::query(
+                    "SELECT pg_catalog.set_config('bytea_output', 'escape', false)",
+                    Vec::new(),
+                )?;
+            }
+            Ok(())
+        };
+        escape_bytes()?;
         for table in catalogue.broken() {
             report.skipped.push(format!(
                 "{table}: the database could not list its columns (a view whose table is gone, or a virtual table of a module not loaded here); it was not searched"
@@ -1192,6 +1215,7 @@ impl Connector for SqlConnector {
                             "{table}: the credentials may read only some of its columns (reading all of them was refused), so whether the others hold text is not known; those they may read were searched"
                         ));
                         complete = false;
+                        escape_bytes()?;
                     }
                 }
             }
@@ -1245,6 +1269,7 @@ impl Connector for SqlConnector {
                             .skipped
                             .push(format!("{table}: the database refused to read it"));
                         complete = false;
+                        escape_bytes()?;
                         continue;
                     }
                 };
