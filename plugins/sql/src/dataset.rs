@@ -991,6 +991,13 @@ impl Catalogue {
             // numbers hold no text; an index's shadow tables, and a full-text index that
             // keeps no text of its own (`content=`: it has no `<name>_content` table),
             // hold what they hold in a form that cannot be searched.
+            // (The dataset's own tables, read on every call, need none of that: they are
+            // read as before, at less than half the cost.)
+            Dialect::Sqlite if !text_only => format!(
+                "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0, 0, '', 0 \
+                 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p \
+                 WHERE m.type IN ('table', 'view'){filter}{one} ORDER BY 1, 2"
+            ),
             Dialect::Sqlite => format!(
                 "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0, 0, \
                  CASE WHEN l.type = 'shadow' OR (l.type = 'virtual' AND lower(m.sql) LIKE '%using fts%' \
