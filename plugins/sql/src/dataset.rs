@@ -988,9 +988,12 @@ impl Catalogue {
             // ROWID and virtual tables). Generated columns are listed (`hidden` 2 and 3)
             // and a virtual table's hidden ones are not. A rowid's alias (`INTEGER
             // PRIMARY KEY` without an index of its own: not `DESC`) and a STRICT table's
-            // numbers hold no text; an index's shadow tables, and a full-text index that
-            // keeps no text of its own (`content=`: it has no `<name>_content` table),
-            // hold what they hold in a form that cannot be searched.
+            // numbers hold no text. An index's shadow tables hold what they hold in a
+            // form that cannot be searched: those of a full-text index that keeps its
+            // text (in `<name>_content`, searched like a table, as is an R*Tree's
+            // `<name>_rowid`) or of an R*Tree only derive from what is searched, and are
+            // left out; the others, and a full-text index that keeps no text of its own
+            // (`content=`), are named as not searched.
             // (The dataset's own tables, read on every call, need none of that: they are
             // read as before, at less than half the cost.)
             Dialect::Sqlite if !text_only => format!(
@@ -1000,7 +1003,13 @@ impl Catalogue {
             ),
             Dialect::Sqlite => format!(
                 "SELECT m.name, p.name, p.type, m.type = 'view', 1, 1, 0, 0, 0, \
-                 CASE WHEN l.type = 'shadow' OR (l.type = 'virtual' AND lower(m.sql) LIKE '%using fts%' \
+                 CASE WHEN l.type = 'shadow' AND (m.name LIKE '%\\_content' ESCAPE '\\' OR m.name LIKE '%\\_rowid' ESCAPE '\\') THEN '' \
+                 WHEN l.type = 'shadow' AND EXISTS (SELECT 1 FROM sqlite_master AS v \
+                 WHERE v.type = 'table' AND lower(v.sql) LIKE 'create virtual table%' \
+                 AND substr(m.name, 1, length(v.name) + 1) = v.name || '_' \
+                 AND (lower(v.sql) LIKE '%using rtree%' \
+                 OR EXISTS (SELECT 1 FROM sqlite_master AS c WHERE c.name = v.name || '_content'))) THEN 'never' \
+                 WHEN l.type = 'shadow' OR (l.type = 'virtual' AND lower(m.sql) LIKE '%using fts%' \
                  AND NOT EXISTS (SELECT 1 FROM sqlite_master AS c WHERE c.name = m.name || '_content')) THEN 'not' \
                  WHEN l.strict AND lower(p.type) IN ('int', 'integer', 'real') THEN 'never' \
                  WHEN NOT l.wr AND p.pk = 1 AND lower(p.type) = 'integer' \

@@ -1109,7 +1109,7 @@ impl Connector for SqlConnector {
         escape_bytes()?;
         for table in catalogue.broken() {
             report.skipped.push(format!(
-                "{table}: the database could not list its columns (a view whose table is gone, or a virtual table of a module not loaded here); it was not searched"
+                "{table}: the database could not list its columns (a view whose table is gone, or a virtual table, which connections lent to plugins do not open); it was not searched"
             ));
         }
         let mut spent = 1;
