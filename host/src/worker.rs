@@ -129,10 +129,14 @@ async fn read_requests(app: &App, claimed: &[Claimed]) -> Vec<Read> {
     let mut ids: Vec<String> = claimed.iter().map(|t| t.request_id.clone()).collect();
     ids.sort_unstable();
     ids.dedup();
-    match requests::get_many(&app.store, &app.keys.sealer, &ids).await {
+    match requests::get_many(&app.store, &app.keys.sealer, ids).await {
         Ok(read) => claimed
             .iter()
-            .map(|t| Ok(read.iter().find(|r| r.id == t.request_id).cloned()))
+            .map(|t| match read.get(&t.request_id) {
+                None => Ok(None),
+                Some(Ok(request)) => Ok(Some(request.clone())),
+                Some(Err(e)) => Err(format!("{e:#}")),
+            })
             .collect(),
         Err(e) => claimed.iter().map(|_| Err(format!("{e:#}"))).collect(),
     }

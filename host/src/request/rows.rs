@@ -680,22 +680,26 @@ pub async fn get(store: &Store, sealer: &Sealer, id: &str) -> anyhow::Result<Opt
     row.map(|r| r.open(sealer)).transpose()
 }
 
-/// Reads the requests `ids` (those that exist, in no order), in one statement.
+/// Reads the requests `ids` (those that exist, in no order), in one statement, each by
+/// its id and opened on its own: one that cannot be opened fails alone.
 ///
 /// # Errors
-/// When the database cannot be read, or a request cannot be opened.
+/// When the database cannot be read.
 pub async fn get_many(
     store: &Store,
     sealer: &Sealer,
-    ids: &[String],
-) -> anyhow::Result<Vec<Request>> {
+    ids: Vec<String>,
+) -> anyhow::Result<std::collections::HashMap<String, anyhow::Result<Request>>> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(std::collections::HashMap::new());
     }
     let mut query = Sql::new(format!("SELECT {COLUMNS} FROM requests WHERE id IN "));
-    query.bind_list(ids.to_vec());
+    query.bind_list(ids);
     let rows: Vec<Row> = query.fetch_all(&store.read).await?;
-    rows.into_iter().map(|r| r.open(sealer)).collect()
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id.clone(), r.open(sealer)))
+        .collect())
 }
 
 /// Filters of the request list.

@@ -217,7 +217,7 @@ pub fn is_transient(error: &anyhow::Error) -> bool {
 }
 
 /// How often a transaction PostgreSQL aborted to break a deadlock is run again.
-pub const TRANSIENT_RETRIES: u32 = 5;
+pub(crate) const TRANSIENT_RETRIES: u32 = 5;
 
 /// Runs `attempt` (a whole transaction) again while it fails as [`is_transient`], up to
 /// [`TRANSIENT_RETRIES`] more times; returns its last result.
@@ -573,10 +573,19 @@ impl Store {
     /// Before a transaction takes SQLite's write connection: a foreground one is counted
     /// while it waits (the guard returned); a background one first waits while any is.
     async fn take_turn(&self) -> Option<InLine<'_>> {
+        self.take_turn_within(BACKGROUND_YIELDS_AT_MOST).await
+    }
+
+    /// [`Store::take_turn`], a background transaction waiting at most `limit`.
+    async fn take_turn_within(&self, limit: Duration) -> Option<InLine<'_>> {
         if FOREGROUND.try_with(|()| ()).is_ok() {
             return Some(InLine::new(&self.waiting));
         }
-        let until = tokio::time::Instant::now() + BACKGROUND_YIELDS_AT_MOST;
+        // Nobody waits (the usual case): no wake-up to arm.
+        if self.waiting.count.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let until = tokio::time::Instant::now() + limit;
         loop {
             let none = self.waiting.none.notified();
             tokio::pin!(none);
@@ -692,15 +701,20 @@ mod tests {
             .await
             .unwrap();
         let waiting = InLine::new(&store.waiting);
+        // (A limit far longer than the test, so that a busy machine cannot end the wait.)
         let turn = tokio::spawn({
             let store = store.clone();
             async move {
                 let started = tokio::time::Instant::now();
-                store.take_turn().await.is_none().then(|| started.elapsed())
+                store
+                    .take_turn_within(Duration::from_secs(600))
+                    .await
+                    .is_none()
+                    .then(|| started.elapsed())
             }
         });
-        // Still waiting well before its limit, whatever the machine's load.
-        tokio::time::sleep(BACKGROUND_YIELDS_AT_MOST / 4).await;
+        let pause = Duration::from_millis(5);
+        tokio::time::sleep(pause).await;
         assert!(!turn.is_finished());
         drop(waiting);
         let waited = tokio::time::timeout(Duration::from_secs(5), turn)
@@ -708,7 +722,7 @@ mod tests {
             .expect("it goes once none waits")
             .unwrap()
             .expect("a background transaction is not counted");
-        assert!(waited >= BACKGROUND_YIELDS_AT_MOST / 4, "{waited:?}");
+        assert!(waited >= pause, "{waited:?}");
 
         // A foreground one that never gets the connection delays it by the limit only.
         let _stuck = InLine::new(&store.waiting);

@@ -578,7 +578,8 @@ pub mod sql {
     /// A condition that one of the texts `expressions` (at least one; cast them to text)
     /// holds `value`, given in lower case, whatever the case of the text, with the
     /// parameters it takes in order (PostgreSQL's numbered from `first`; the others are
-    /// `?`): `instr(lower(text), value) > 0` for each text (PostgreSQL's `strpos`), which
+    /// `?`): `instr(lower(text), value) > 0` for each text (PostgreSQL's `strpos`, under
+    /// the database's default collation, which a nondeterministic one is not), which
     /// on SQLite folds ASCII letters only. On SQLite it is one call per row and 100 texts
     /// of a function oubli's host provides, `oubli_contains_folded(value, text, …)`, which
     /// does the same without a lowered copy of each text.
@@ -603,7 +604,9 @@ pub mod sql {
             Dialect::Postgres => {
                 let tests: Vec<String> = expressions
                     .iter()
-                    .map(|e| format!("strpos(lower({e}), ${first}) > 0"))
+                    // A text under a nondeterministic collation refuses `strpos`: it is
+                    // searched under the database's default one.
+                    .map(|e| format!("strpos(lower(({e}) COLLATE \"default\"), ${first}) > 0"))
                     .collect();
                 (format!("({})", tests.join(" OR ")), vec![value()])
             }

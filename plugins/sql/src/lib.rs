@@ -495,26 +495,28 @@ fn sweep_test(columns: &[(&str, Searched)], value: &str) -> (String, Vec<Value>)
             // `encode(…, 'escape')` writes a zero byte, a byte from 128 and a backslash
             // as an escape: the value is looked for as written so.
             let escaped = bytea_escaped(value);
-            let mut params = vec![text()];
-            let tests: Vec<String> = columns
+            let (texts, bytes): (Vec<_>, Vec<_>) =
+                columns.iter().partition(|(_, how)| *how != Searched::Bytes);
+            let texts: Vec<String> = texts
                 .iter()
-                .map(|(c, how)| {
-                    let c = sql::ident(c);
-                    match how {
-                        Searched::Bytes => {
-                            if params.len() == 1 {
-                                params.push(Value::Text(escaped.clone()));
-                            }
-                            format!("strpos(lower(encode({c}, 'escape')), $2) > 0")
-                        }
-                        // (A column under a nondeterministic collation refuses `strpos`.)
-                        _ => {
-                            format!("strpos(lower(CAST({c} AS TEXT) COLLATE \"default\"), $1) > 0")
-                        }
-                    }
-                })
+                .map(|(c, how)| how.read(&sql::ident(c)))
                 .collect();
-            (format!("({})", tests.join(" OR ")), params)
+            let (mut test, mut params) = if texts.is_empty() {
+                ("(false)".to_owned(), Vec::new())
+            } else {
+                sql::contains_text_in(&texts, value, 1)
+            };
+            if !bytes.is_empty() {
+                params.push(Value::Text(escaped));
+                let n = params.len();
+                for (c, _) in bytes {
+                    test = format!(
+                        "({test} OR strpos(lower(encode({}, 'escape')), ${n}) > 0)",
+                        sql::ident(c)
+                    );
+                }
+            }
+            (test, params)
         }
         Dialect::Mysql => {
             let tests: Vec<String> = columns
@@ -1219,6 +1221,10 @@ impl Connector for SqlConnector {
                     }
                 }
             }
+            let reads: Vec<String> = columns
+                .iter()
+                .map(|(c, how)| how.read(&sql::ident(c)))
+                .collect();
             let key = match (dataset.table(table), sql::dialect()) {
                 (Some(t), _) => sql::ident(&t.key),
                 (None, sql::Dialect::Sqlite) if catalogue.keyless(table) => "''".to_owned(),
@@ -1241,10 +1247,6 @@ impl Connector for SqlConnector {
                     break 'tables;
                 }
                 spent += 1;
-                let reads: Vec<String> = columns
-                    .iter()
-                    .map(|(c, how)| how.read(&sql::ident(c)))
-                    .collect();
                 let (test, params) = sweep_test(&columns, value);
                 // A system-versioned table's earlier versions of rows still hold what
                 // they held: searched too (an erasure leaves them unless its history is
