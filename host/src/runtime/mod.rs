@@ -414,6 +414,12 @@ impl Runtime {
             state
         })
         .map_err(anyhow::Error::from)?;
+        // Contract 0.2.0's own import; 0.1.0 plugins do not import it.
+        bindings::since_v0_2_0::oubli::connector0_2_0::memo::add_to_linker::<
+            CallState,
+            HasSelf<CallState>,
+        >(&mut linker, |state| state)
+        .map_err(anyhow::Error::from)?;
         let mut linker_http = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)
             .map_err(anyhow::Error::from)?;
@@ -616,6 +622,7 @@ impl Runtime {
                 request_id.to_owned(),
                 deadline,
                 access,
+                op.personal(),
             );
             let mut store = Store::new(&self.engine, state);
             store.limiter(|state| &mut state.limiter);
@@ -647,7 +654,11 @@ impl Runtime {
             };
             let state = store.data_mut();
             if let Some(session) = state.sql.take() {
-                session.finish().await;
+                // A call stopped at its deadline (trapped in its own code) leaves its
+                // connection closed, not reset (the session's `Drop`).
+                if Instant::now() < deadline {
+                    session.finish_soon().await;
+                }
             }
             let denied = state.denied.lock().expect("denied lock").clone();
             match outcome {

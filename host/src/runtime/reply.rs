@@ -108,6 +108,36 @@ impl Op {
         }
     }
 
+    /// The subject's identity values and a rectification's new values: what the call may
+    /// not keep in its memo.
+    pub(super) fn personal(&self) -> Vec<String> {
+        let values = |subject: &Subject| {
+            subject
+                .identities
+                .iter()
+                .map(|identity| identity.value.clone())
+                .collect::<Vec<_>>()
+        };
+        match self {
+            Op::Locate(subject)
+            | Op::Access(subject, _)
+            | Op::Erase(subject)
+            | Op::Verify(subject, _)
+            | Op::Sweep(subject, _) => values(subject),
+            Op::Rectify(subject, changes) => {
+                let mut personal = values(subject);
+                personal.extend(changes.iter().map(|change| {
+                    match serde_json::from_str::<serde_json::Value>(&change.value) {
+                        Ok(serde_json::Value::String(text)) => text,
+                        _ => change.value.clone(),
+                    }
+                }));
+                personal
+            }
+            Op::Describe | Op::Validate | Op::Expired(..) => Vec::new(),
+        }
+    }
+
     pub(super) async fn run(
         self,
         instance: &Instance,

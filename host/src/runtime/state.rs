@@ -78,6 +78,8 @@ pub struct CallState {
     /// The call's database session, opened on its first statement.
     pub(super) sql: Option<SqlSession>,
     pub(super) log: LogBudget,
+    /// The call's identity values and new values, which `memo` refuses to keep.
+    pub(super) personal: Vec<String>,
 }
 
 impl CallState {
@@ -87,6 +89,7 @@ impl CallState {
         request_id: String,
         deadline: Instant,
         access: Access,
+        personal: Vec<String>,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // No preopened directories, no environment, no arguments, no sockets: the plugin
@@ -117,6 +120,7 @@ impl CallState {
             access,
             sql: None,
             log: LogBudget::default(),
+            personal,
         }
     }
 

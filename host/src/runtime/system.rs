@@ -150,6 +150,9 @@ pub struct Grant {
     /// Each `config` entry as the plugin reads it (`host.config`): a string as it is,
     /// anything else as JSON, written once here rather than at every call.
     pub config_text: BTreeMap<String, String>,
+    /// What the plugin keeps between its calls on this system (`memo`); it goes with
+    /// the grant when the configuration or plugin changes.
+    pub memo: crate::runtime::capability::memo::Memo,
 }
 
 impl SystemConfig {
@@ -277,6 +280,7 @@ impl SystemConfig {
                     (key.clone(), text)
                 })
                 .collect(),
+            memo: Default::default(),
         })
     }
 }

@@ -439,6 +439,37 @@ pub mod log {
     }
 }
 
+/// What the plugin keeps between its calls on the system (capability `host`): each call
+/// runs in a fresh instance, so facts the plugin would otherwise read again at every call
+/// (a database's catalogue) can be kept here, with what tells whether they still hold.
+///
+/// The host keeps it in memory, per process, for at most 600 seconds an entry, and forgets
+/// it when the system's configuration or plugin changes. Never put personal data in it:
+/// an erasure does not reach it. The host refuses a value in which it finds one of the
+/// call's identity values or new values, a tripwire for mistakes, not a guarantee.
+pub mod memo {
+    use crate::bindings::oubli::connector0_2_0::memo as host;
+
+    /// What an earlier call put under `key`, unless it expired or was forgotten.
+    pub fn get(key: &str) -> Option<Vec<u8>> {
+        host::get(key)
+    }
+
+    /// Keeps `value` under `key` for `seconds` (at most 600).
+    ///
+    /// # Errors
+    /// The host's reason when it refuses: a key over 256 bytes, more than 1 MiB or 32
+    /// keys for the system, or a value holding personal data of the call.
+    pub fn put(key: &str, value: &[u8], seconds: u32) -> Result<(), String> {
+        host::put(key, value, seconds)
+    }
+
+    /// Forgets what is under `key`.
+    pub fn forget(key: &str) {
+        host::forget(key);
+    }
+}
+
 /// The connected system's `[config]` values (capability `host`).
 pub mod config {
     use crate::{Error, Result};

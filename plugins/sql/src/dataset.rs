@@ -31,6 +31,11 @@ pub struct Dataset {
     /// with text; MySQL would convert `'5 OR 1=1'` to 5).
     #[serde(skip)]
     integer_columns: std::collections::BTreeSet<(String, String)>,
+    /// The identity columns of PostgreSQL's `uuid` type, as (table, column): a value is
+    /// compared as a UUID (in any of the forms PostgreSQL reads), and one that cannot be a
+    /// UUID matches nothing there.
+    #[serde(skip)]
+    uuid_columns: std::collections::BTreeSet<(String, String)>,
     /// The columns that hold JSON documents or arrays, as (table, column): exported as
     /// JSON rather than as the text the host passes them in.
     #[serde(skip)]
@@ -290,7 +295,7 @@ impl Dataset {
         ) {
             return Dataset::parsed();
         }
-        Ok(Dataset::load_with_catalogue()?.0)
+        Dataset::load_kept()
     }
 
     /// `config.dataset` parsed and validated, copies masked like their originals; nothing
@@ -309,7 +314,7 @@ impl Dataset {
     /// # Errors
     /// As [`Dataset::load`].
     pub fn load_typed() -> Result<Self> {
-        Ok(Dataset::load_with_catalogue()?.0)
+        Dataset::load_kept()
     }
 
     /// As [`Dataset::load`], with the catalogue of the dataset's tables it read.
@@ -317,9 +322,31 @@ impl Dataset {
     /// # Errors
     /// As [`Dataset::load`].
     pub fn load_with_catalogue() -> Result<(Self, Catalogue)> {
+        Dataset::with_catalogue(Catalogue::of)
+    }
+
+    /// As [`Dataset::load_with_catalogue`], with the catalogue kept between calls where
+    /// that is safe ([`Catalogue::of_kept`]).
+    fn load_kept() -> Result<Self> {
+        Ok(Dataset::with_catalogue(Catalogue::of_kept)?.0)
+    }
+
+    fn with_catalogue(read: fn(&Dataset) -> Result<Catalogue>) -> Result<(Self, Catalogue)> {
         let mut dataset = Dataset::parsed()?;
-        let catalogue = Catalogue::of(&dataset)?;
+        let catalogue = read(&dataset)?;
         dataset.integer_columns = integer_identity_columns(&dataset, &catalogue);
+        if matches!(
+            oubli_connector::sql::dialect(),
+            oubli_connector::sql::Dialect::Postgres
+        ) {
+            dataset.uuid_columns = dataset
+                .tables
+                .iter()
+                .flat_map(|t| t.identities.values().map(move |c| (t, &c.column)))
+                .filter(|(t, c)| catalogue.column_type(&t.name, c) == Some("uuid"))
+                .map(|(t, c)| (t.name.clone(), c.clone()))
+                .collect();
+        }
         dataset.json_columns = dataset
             .tables
             .iter()
@@ -379,7 +406,7 @@ impl Dataset {
                 .iter()
                 .filter_map(|t| {
                     let ty = catalogue.column_type(&t.name, &t.key)?;
-                    let plain = ty.contains("char") || ty == "text" || ty.contains("int");
+                    let plain = ty.contains("char") || ty == "text" || integer_type(ty);
                     (!plain).then(|| (t.name.clone(), ty.to_owned()))
                 })
                 .collect();
@@ -389,7 +416,7 @@ impl Dataset {
                 .filter(|t| {
                     catalogue
                         .column_type(&t.name, &t.key)
-                        .is_some_and(|ty| ty.contains("int"))
+                        .is_some_and(integer_type)
                 })
                 .map(|t| t.name.clone())
                 .collect();
@@ -518,6 +545,12 @@ impl Dataset {
     /// Whether `table.column` holds JSON documents or arrays.
     pub fn is_json(&self, table: &str, column: &str) -> bool {
         self.json_columns
+            .contains(&(table.to_owned(), column.to_owned()))
+    }
+
+    /// Whether `table.column` is an identity column of PostgreSQL's `uuid` type.
+    pub fn is_uuid(&self, table: &str, column: &str) -> bool {
+        self.uuid_columns
             .contains(&(table.to_owned(), column.to_owned()))
     }
 
@@ -686,6 +719,81 @@ const PG_COLUMNS_VIEW: &str = "SELECT table_name, column_name, \
      ELSE 'text' END AS searched, \
      CASE WHEN data_type = 'USER-DEFINED' THEN udt_name ELSE data_type END AS data_type \
      FROM information_schema.columns WHERE table_schema = current_schema()";
+
+/// What tells on PostgreSQL whether the dataset's tables (`TABLES`, their names as
+/// parameters) are as they were: the schema and user; for each table, each of its
+/// columns, each column's type and a domain's base type, the id and the transaction that
+/// last wrote its row in the catalogue (creating, altering, dropping, renaming or granting
+/// any of them writes such a row anew); and the user's rights on each column as the
+/// catalogue's read tests them (which a change of the user's roles changes too).
+const PG_FINGERPRINT: &str = "SELECT pg_catalog.concat_ws('|', pg_catalog.current_schema(), CURRENT_USER, \
+     pg_catalog.string_agg(c.oid::pg_catalog.text || ':' || c.xmin::pg_catalog.text || '.' || a.attnum::pg_catalog.text \
+     || '.' || a.xmin::pg_catalog.text || '.' || t.oid::pg_catalog.text || '.' || t.xmin::pg_catalog.text \
+     || '.' || coalesce(b.oid::pg_catalog.text || '.' || b.xmin::pg_catalog.text, '') || '.' \
+     || CASE WHEN pg_catalog.pg_has_role(c.relowner, 'USAGE') THEN 'o' ELSE '' END \
+     || CASE WHEN pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT, INSERT, UPDATE, REFERENCES') THEN 'p' ELSE '' END \
+     || CASE WHEN pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') THEN 'r' ELSE '' END \
+     || CASE WHEN pg_catalog.has_table_privilege(c.oid, 'SELECT') THEN 'w' ELSE '' END, ',' \
+     ORDER BY c.oid, a.attnum)) \
+     FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
+     JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 \
+     JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid \
+     LEFT JOIN pg_catalog.pg_type AS b ON t.typtype = 'd' AND b.oid = t.typbasetype \
+     WHERE n.nspname = pg_catalog.current_schema() AND c.relname IN (TABLES)";
+
+/// The memo's key of the dataset's catalogue.
+const KEPT_CATALOGUE: &str = "dataset catalogue";
+
+/// The catalogue's rows as kept in the memo, with the fingerprint they were read under.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptRows {
+    fingerprint: String,
+    rows: Vec<Vec<serde_json::Value>>,
+}
+
+fn keep_rows(fingerprint: &str, rows: &oubli_connector::sql::Rows) -> Vec<u8> {
+    let value = |v: &Value| match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Boolean(b) => serde_json::Value::Bool(*b),
+        Value::Integer(n) => serde_json::Value::from(*n),
+        Value::Real(r) => serde_json::Value::from(*r),
+        Value::Text(t) => serde_json::Value::String(t.clone()),
+        Value::Blob(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+    };
+    let kept = KeptRows {
+        fingerprint: fingerprint.to_owned(),
+        rows: rows
+            .rows
+            .iter()
+            .map(|row| row.iter().map(value).collect())
+            .collect(),
+    };
+    serde_json::to_vec(&kept).unwrap_or_default()
+}
+
+/// The kept rows, if they were read under `fingerprint`.
+fn kept_rows(kept: &[u8], fingerprint: &str) -> Option<oubli_connector::sql::Rows> {
+    let kept: KeptRows = serde_json::from_slice(kept).ok()?;
+    if kept.fingerprint != fingerprint {
+        return None;
+    }
+    let value = |v: serde_json::Value| match v {
+        serde_json::Value::Bool(b) => Some(Value::Boolean(b)),
+        serde_json::Value::Number(n) => n.as_i64().map(Value::Integer),
+        serde_json::Value::String(t) => Some(Value::Text(t)),
+        serde_json::Value::Null => Some(Value::Null),
+        _ => None,
+    };
+    let rows = kept
+        .rows
+        .into_iter()
+        .map(|row| row.into_iter().map(value).collect::<Option<Vec<_>>>())
+        .collect::<Option<Vec<_>>>()?;
+    Some(oubli_connector::sql::Rows {
+        columns: Vec::new(),
+        rows,
+    })
+}
 
 /// A table's columns that may hold text (see [`Catalogue::text_columns`]).
 #[derive(Debug, Default)]
@@ -923,6 +1031,16 @@ impl Catalogue {
     /// # Errors
     /// As [`sql::query`].
     pub fn read(tables: Option<&[&str]>, text_only: bool) -> Result<Self> {
+        let (rows, broken, folded) = Catalogue::read_rows(tables, text_only)?;
+        Ok(Catalogue::from_rows(&rows, broken, folded))
+    }
+
+    /// The rows of the catalogue's query, the tables that could not be read, and whether
+    /// names are compared in any case (see [`Catalogue::read`]).
+    fn read_rows(
+        tables: Option<&[&str]>,
+        text_only: bool,
+    ) -> Result<(oubli_connector::sql::Rows, Vec<String>, bool)> {
         use oubli_connector::sql::{self, Dialect};
         let folded = !matches!(sql::dialect(), Dialect::Postgres);
         let mut params = Vec::new();
@@ -934,20 +1052,11 @@ impl Catalogue {
         };
         if let Some(names) = tables {
             if names.is_empty() {
-                return Ok(Catalogue {
-                    folded,
-                    tables_folded: folded,
-                    columns: BTreeMap::new(),
-                    search: BTreeMap::new(),
-                    keyless: BTreeSet::new(),
-                    broken: Vec::new(),
-                    views: BTreeSet::new(),
-                    unreadable: BTreeSet::new(),
-                    in_part: BTreeSet::new(),
-                    rows_hidden: BTreeSet::new(),
-                    versioned: BTreeSet::new(),
-                    cut: false,
-                });
+                let none = sql::Rows {
+                    columns: Vec::new(),
+                    rows: Vec::new(),
+                };
+                return Ok((none, Vec::new(), folded));
             }
             let list: Vec<String> = names
                 .iter()
@@ -1079,6 +1188,20 @@ impl Catalogue {
             }
             read => read?,
         };
+        Ok((rows, broken, folded))
+    }
+
+    /// The catalogue from the rows of its query (see [`Catalogue::read`]).
+    fn from_rows(rows: &oubli_connector::sql::Rows, broken: Vec<String>, folded: bool) -> Self {
+        use oubli_connector::sql::{self, Dialect};
+        let fold = |v: &Value, folded: bool| {
+            let text = match v {
+                Value::Text(t) => t.clone(),
+                Value::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+                other => other.to_key(),
+            };
+            if folded { fold_name(&text) } else { text }
+        };
         let cut = rows.rows.len() >= sql::MAX_ROWS as usize;
         let yes = |v: &Value| matches!(v, Value::Integer(1) | Value::Boolean(true));
         let tables_folded = folded
@@ -1162,7 +1285,7 @@ impl Catalogue {
         if matches!(sql::dialect(), Dialect::Mysql) {
             catalogue.mark_mariadb_json();
         }
-        Ok(catalogue)
+        catalogue
     }
 
     /// MariaDB's `JSON` is a `LONGTEXT` with a `json_valid` check: its columns are marked
@@ -1205,6 +1328,43 @@ impl Catalogue {
     pub fn of(dataset: &Dataset) -> Result<Self> {
         let names: Vec<&str> = dataset.tables.iter().map(|t| t.name.as_str()).collect();
         Catalogue::read(Some(&names), false)
+    }
+
+    /// As [`Catalogue::of`], kept in the system's memo on PostgreSQL and used again while
+    /// the database says that none of the tables, their columns or their columns' types
+    /// changed since it was read (see [`PG_FINGERPRINT`]): one light query instead of the
+    /// catalogue's. Anywhere else, or when that cannot be told, the catalogue is read.
+    ///
+    /// # Errors
+    /// As [`Catalogue::of`].
+    pub fn of_kept(dataset: &Dataset) -> Result<Self> {
+        use oubli_connector::{memo, sql};
+        if !matches!(sql::dialect(), sql::Dialect::Postgres) {
+            return Catalogue::of(dataset);
+        }
+        let names: Vec<&str> = dataset.tables.iter().map(|t| t.name.as_str()).collect();
+        let params: Vec<Value> = names.iter().map(|n| Value::Text((*n).to_owned())).collect();
+        let list: Vec<String> = (1..=names.len()).map(sql::placeholder).collect();
+        let fingerprint = sql::query(&PG_FINGERPRINT.replace("TABLES", &list.join(", ")), params)
+            .ok()
+            .and_then(|rows| rows.rows.into_iter().next())
+            .and_then(|row| row.into_iter().next());
+        let Some(Value::Text(fingerprint)) = fingerprint else {
+            return Catalogue::of(dataset);
+        };
+        if let Some(rows) =
+            memo::get(KEPT_CATALOGUE).and_then(|kept| kept_rows(&kept, &fingerprint))
+        {
+            return Ok(Catalogue::from_rows(&rows, Vec::new(), false));
+        }
+        // (Read after the fingerprint: a change in between makes the next call read again.)
+        let (rows, broken, folded) = Catalogue::read_rows(Some(&names), false)?;
+        if broken.is_empty() && rows.rows.len() < sql::MAX_ROWS as usize {
+            // Refused only when it could not be kept (its size, or a value that looks
+            // like one of the subject's): the next call reads the catalogue again.
+            let _ = memo::put(KEPT_CATALOGUE, &keep_rows(&fingerprint, &rows), 600);
+        }
+        Ok(Catalogue::from_rows(&rows, broken, folded))
     }
 
     /// Whether the host's row limit cut the list short.
@@ -1393,6 +1553,17 @@ impl Dataset {
     }
 }
 
+/// Whether a server's column type, as the catalogue gives it, is an integer: PostgreSQL's
+/// `smallint`, `integer` and `bigint` (a domain is given as its base type), MySQL's
+/// integer types. Not whatever has "int" in its name: `interval`, `point` or an enum
+/// `print_status` hold values that are not integers, which would then never be looked for.
+fn integer_type(ty: &str) -> bool {
+    matches!(
+        ty,
+        "smallint" | "integer" | "bigint" | "int" | "tinyint" | "mediumint"
+    )
+}
+
 /// The identity columns whose type is an integer. SQLite compares an integer column with
 /// text by value (`'5'` matches 5, `'5 OR 1=1'` matches nothing), so only PostgreSQL and
 /// MySQL are asked.
@@ -1408,11 +1579,7 @@ fn integer_identity_columns(
         .tables
         .iter()
         .flat_map(|t| t.identities.values().map(move |c| (t, &c.column)))
-        .filter(|(t, c)| {
-            catalogue
-                .column_type(&t.name, c)
-                .is_some_and(|ty| ty.contains("int"))
-        })
+        .filter(|(t, c)| catalogue.column_type(&t.name, c).is_some_and(integer_type))
         .map(|(t, c)| (t.name.clone(), c.clone()))
         .collect()
 }

@@ -71,6 +71,15 @@ fn identity_tests(
                 continue;
             };
             format!("{column} = {}", next(Value::Integer(n)))
+        } else if dataset.is_uuid(&table.name, &rule.column) {
+            // Not a UUID in any form PostgreSQL reads: it cannot be in this column.
+            if !uuid_shaped(&identity.value) {
+                continue;
+            }
+            format!(
+                "{column} = CAST({} AS uuid)",
+                next(Value::Text(identity.value.trim().to_owned()))
+            )
         } else {
             match &rule.matching {
                 // MySQL's usual collations ignore case, accents and trailing spaces: the
@@ -123,6 +132,18 @@ fn identity_tests(
         });
     }
     tests
+}
+
+/// Whether `value` may be a UUID as PostgreSQL reads one: 32 hexadecimal digits, in any
+/// case, with hyphens and braces anywhere (PostgreSQL accepts fewer places; a value it
+/// refuses fails the call rather than match nothing).
+fn uuid_shaped(value: &str) -> bool {
+    let digits: Vec<char> = value
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, '-' | '{' | '}'))
+        .collect();
+    digits.len() == 32 && digits.iter().all(char::is_ascii_hexdigit)
 }
 
 /// A condition `condition` built: for which table, subject and first placeholder.

@@ -1448,3 +1448,134 @@ on_every_engine!(
     retention,
     sweep_types
 );
+
+/// On PostgreSQL the SQL connector keeps the dataset's catalogue in the system's memo and
+/// uses it again only while the database says its tables are unchanged: the call after
+/// the first one reads no catalogue; after a column turns from integers to text, the
+/// next call reads it again and finds a customer number that is not an integer (which a
+/// stale catalogue would have skipped, finding nothing).
+#[tokio::test(flavor = "multi_thread")]
+async fn postgresql_s_kept_catalogue_follows_a_change_of_the_tables() {
+    use oubli::runtime::sql::Sent;
+    let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    db.execute(
+        "CREATE TABLE people (id INT PRIMARY KEY, customer_no BIGINT, email TEXT);
+         INSERT INTO people VALUES (1, 77, 'jane@example.org')",
+    )
+    .await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let people = json!({ "name": "people", "key": "id",
+        "identities": { "customer_id": "customer_no", "email": "email" } });
+    let sys = rt
+        .prepare(&system(&db.url, json!({ "tables": [people] })))
+        .unwrap();
+    let target = sys.sql.clone().unwrap();
+    target.record();
+    let catalogue_reads = || {
+        target
+            .take_recorded()
+            .iter()
+            .filter(|sent| matches!(sent, Sent::Query(q) if q.sql.contains("row_security_active")))
+            .count()
+    };
+    let keys = |found: Vec<oubli::runtime::RecordRef>| {
+        found.into_iter().map(|r| r.key).collect::<Vec<_>>()
+    };
+    // (A statement each pooled connection prepared before a column's type changed fails
+    // once there, and that connection is closed: the call is run again, as a task would,
+    // at most once per pooled connection.)
+    let locate = |value: &'static str| {
+        let (rt, plugin, sys) = (rt.clone(), plugin.clone(), sys.clone());
+        async move {
+            let subject = subject(&[("customer_id", value)]);
+            for _ in 0..4 {
+                match rt.locate(&plugin, &sys, &subject).await {
+                    Ok(found) => return found,
+                    Err(error) => eprintln!("run again after: {error:?}"),
+                }
+            }
+            rt.locate(&plugin, &sys, &subject).await.unwrap()
+        }
+    };
+    assert_eq!(keys(locate("77").await), ["1"]);
+    assert_eq!(catalogue_reads(), 1, "the first call reads the catalogue");
+    assert_eq!(keys(locate("77").await), ["1"]);
+    assert_eq!(catalogue_reads(), 0, "the next one uses the kept one");
+    db.execute(
+        "ALTER TABLE people ALTER COLUMN customer_no TYPE TEXT;
+         INSERT INTO people VALUES (2, 'AB-77', 'joe@example.org')",
+    )
+    .await;
+    assert_eq!(keys(locate("AB-77").await), ["2"]);
+    assert_eq!(catalogue_reads(), 1, "a changed table is read again");
+    // A grant on a column changes what is kept too.
+    db.execute("GRANT SELECT (email) ON people TO PUBLIC").await;
+    assert_eq!(keys(locate("AB-77").await), ["2"]);
+    assert_eq!(catalogue_reads(), 1);
+    assert_eq!(keys(locate("AB-77").await), ["2"]);
+    assert_eq!(catalogue_reads(), 0);
+}
+
+/// A column whose type has "int" in its name but holds no integers (an enum
+/// `print_status`, an `interval`) is not taken for an integer column, where a value that
+/// is not a number was skipped and the row never found: the value is compared, and where
+/// PostgreSQL cannot compare it with text the call fails rather than find nothing. A
+/// `uuid` identity column is compared as a UUID, in any of the forms PostgreSQL reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgresql_identity_columns_of_other_types_are_compared_as_their_type() {
+    let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    db.execute(
+        "CREATE TYPE print_status AS ENUM ('queued', 'printed');
+         CREATE TABLE jobs (id INT PRIMARY KEY, status print_status, waited INTERVAL, \
+         ref UUID, email TEXT);
+         INSERT INTO jobs VALUES (1, 'printed', '2 days', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'jane@example.org'),
+           (2, 'queued', '1 day', 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', 'joe@example.org')",
+    )
+    .await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let jobs = json!({ "name": "jobs", "key": "id",
+        "identities": { "account": "status", "customer_id": "waited", "email": "email" } });
+    let sys = rt
+        .prepare(&system(&db.url, json!({ "tables": [jobs] })))
+        .unwrap();
+    for (kind, value) in [("account", "printed"), ("customer_id", "2 days")] {
+        match rt.locate(&plugin, &sys, &subject(&[(kind, value)])).await {
+            Ok(found) => assert_eq!(
+                found.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+                ["1"],
+                "{kind}"
+            ),
+            Err(error) => assert!(
+                format!("{error:?}").contains("operator does not exist"),
+                "{kind}: {error:?}"
+            ),
+        }
+    }
+    let jobs = json!({ "name": "jobs", "key": "id",
+        "identities": { "customer_id": "ref", "email": "email" } });
+    let sys = rt
+        .prepare(&system(&db.url, json!({ "tables": [jobs] })))
+        .unwrap();
+    for (value, expected) in [
+        ("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", vec!["1"]),
+        (" {A0EEBC99-9C0B4EF8-BB6D6BB9-BD380A11} ", vec!["1"]),
+        ("a0eebc999c0b4ef8bb6d6bb9bd380a11", vec!["1"]),
+        ("not a uuid", vec![]),
+    ] {
+        let found = rt
+            .locate(&plugin, &sys, &subject(&[("customer_id", value)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            found.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            expected,
+            "{value}"
+        );
+    }
+}

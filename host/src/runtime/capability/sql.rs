@@ -690,6 +690,20 @@ impl SqlSession {
         Ok(conn)
     }
 
+    /// As [`Self::finish`], with a PostgreSQL connection's reset left to a task of its
+    /// own, so that the call's answer does not wait for that round trip: the connection
+    /// goes back to its pool once reset, and one whose reset has not ended within
+    /// [`SETUP_TIMEOUT`] is closed and its backend ended (the session's `Drop`).
+    pub async fn finish_soon(self) {
+        if matches!(self.conn, Some(SessionConn::Postgres(_))) && !self.failed {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(SETUP_TIMEOUT, self.finish()).await;
+            });
+        } else {
+            self.finish().await;
+        }
+    }
+
     /// Ends the session after its call returned: a PostgreSQL connection goes back to
     /// the pool with everything the plugin set on it reset (or is closed), a MySQL one is
     /// closed. Until the reset is done the session still holds the connection, so a call
@@ -721,11 +735,11 @@ impl SqlSession {
                 drop(self.conn.take());
                 return;
             }
-            let reset = sqlx::raw_sql(
+            let reset = pg_run(
+                &mut server.conn,
                 "SET client_min_messages = error; ROLLBACK; RESET ALL; RESET ROLE; RESET SESSION AUTHORIZATION; CLOSE ALL; UNLISTEN *; \
                  SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
             )
-            .execute(&mut *server.conn)
             .await;
             // (The first SET keeps ROLLBACK from warning when no transaction is open; in
             // a failed transaction it fails, and the connection is closed.) The driver's
@@ -803,6 +817,15 @@ fn pg_setup<'c>(
         rows.last().map(|row| row.try_get(0)).transpose()
     }
     .boxed()
+}
+
+/// Runs `sql` (statements of the host's own, no parameters) in one round trip, for what
+/// they do. (Boxed, as [`pg_setup`].)
+fn pg_run<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'c str,
+) -> futures::future::BoxFuture<'c, Result<(), sqlx::Error>> {
+    async move { sqlx::Executor::execute(conn, sql).await.map(drop) }.boxed()
 }
 
 /// How long a SQLite statement of a call ending at `ends` waits for another connection's
