@@ -13,7 +13,7 @@ use std::time::Instant;
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectorsReport {
     pub benchmark: &'static str,
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mysql`.
     pub database: &'static str,
     pub customers: u64,
     pub subjects: u64,
@@ -114,7 +114,7 @@ async fn replay(
 /// Where the benchmark's two copies of the CRM live.
 pub(super) enum Copies {
     Sqlite { _files: tempfile::TempDir },
-    Postgres { databases: [Scratch; 2] },
+    Server { databases: [Scratch; 2] },
 }
 
 impl Copies {
@@ -132,12 +132,32 @@ impl Copies {
             let urls = [served, copy].map(|p| format!("sqlite://{}", p.display()));
             return Ok((Copies::Sqlite { _files: dir }, urls));
         };
-        let first = Scratch::create(admin, "served", None).await?;
-        if let Err(e) = load_postgres(&served, &first.url).await {
+        let mysql = admin.starts_with("mysql://");
+        let first = if mysql {
+            Scratch::create_mysql(admin, "served").await?
+        } else {
+            Scratch::create(admin, "served", None).await?
+        };
+        if let Err(e) = load_server(&served, &first.url).await {
             first.drop_database().await;
             return Err(e);
         }
-        let second = match Scratch::create(admin, "native", Some(&first)).await {
+        // (MySQL has no template databases: the copy is loaded as the first was.)
+        let second = if mysql {
+            match Scratch::create_mysql(admin, "native").await {
+                Ok(second) => match load_server(&served, &second.url).await {
+                    Ok(()) => Ok(second),
+                    Err(e) => {
+                        second.drop_database().await;
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e),
+            }
+        } else {
+            Scratch::create(admin, "native", Some(&first)).await
+        };
+        let second = match second {
             Ok(second) => second,
             Err(e) => {
                 first.drop_database().await;
@@ -146,7 +166,7 @@ impl Copies {
         };
         let urls = [first.url.clone(), second.url.clone()];
         Ok((
-            Copies::Postgres {
+            Copies::Server {
                 databases: [first, second],
             },
             urls,
@@ -154,7 +174,7 @@ impl Copies {
     }
 
     pub(super) async fn drop_databases(&self) {
-        if let Copies::Postgres { databases } = self {
+        if let Copies::Server { databases } = self {
             for database in databases {
                 database.drop_database().await;
             }
@@ -162,8 +182,10 @@ impl Copies {
     }
 }
 
-/// Copies the SQLite demo CRM into a new PostgreSQL database, table by table, in batches.
-async fn load_postgres(from: &std::path::Path, to: &str) -> anyhow::Result<()> {
+/// Copies the SQLite demo CRM into a new PostgreSQL or MySQL database, table by table, in
+/// batches.
+async fn load_server(from: &std::path::Path, to: &str) -> anyhow::Result<()> {
+    let mysql = to.starts_with("mysql://");
     let source = std::sync::Arc::new(
         SqlTarget::new(&format!("sqlite://{}", from.display())).map_err(anyhow::Error::msg)?,
     );
@@ -211,7 +233,13 @@ async fn load_postgres(from: &std::path::Path, to: &str) -> anyhow::Result<()> {
                     format!(
                         "({})",
                         (1..=width)
-                            .map(|c| format!("${}", r * width + c))
+                            .map(|c| {
+                                if mysql {
+                                    "?".to_owned()
+                                } else {
+                                    format!("${}", r * width + c)
+                                }
+                            })
                             .collect::<Vec<_>>()
                             .join(", ")
                     )
@@ -232,8 +260,13 @@ async fn load_postgres(from: &std::path::Path, to: &str) -> anyhow::Result<()> {
             last = end;
         }
     }
+    let analyze = if mysql {
+        "ANALYZE TABLE customers, orders, order_items, support_tickets, invoices"
+    } else {
+        "ANALYZE"
+    };
     target
-        .query(&statement("ANALYZE".into(), Vec::new()), 1)
+        .query(&statement(analyze.into(), Vec::new()), 100)
         .await
         .map_err(|e| anyhow::anyhow!("analyzing: {e:?}"))?;
     Ok(())
@@ -255,8 +288,18 @@ pub async fn connectors(
         subjects >= 10 && subjects <= customers,
         "--subjects must be at least 10 and at most --customers"
     );
+    let engine = match database {
+        None => "sqlite",
+        Some(url) if url.starts_with("mysql://") => "mysql",
+        Some(url) if crate::store::is_postgres(url) => "postgresql",
+        Some(_) => anyhow::bail!("--database takes a postgres:// or mysql:// URL"),
+    };
+    anyhow::ensure!(
+        !(folded && engine == "mysql"),
+        "--case-insensitive is not measured on MySQL (MariaDB has no index on an expression)"
+    );
     let (copies, urls) = Copies::create(customers, database).await?;
-    let result = measure(customers, subjects, &urls, database.is_some(), folded).await;
+    let result = measure(customers, subjects, &urls, engine, folded).await;
     copies.drop_databases().await;
     result
 }
@@ -265,7 +308,7 @@ async fn measure(
     customers: u64,
     subjects: u64,
     [served, copy]: &[String; 2],
-    postgres: bool,
+    engine: &'static str,
     folded: bool,
 ) -> anyhow::Result<ConnectorsReport> {
     let runtime = std::sync::Arc::new(Runtime::new(RuntimeSettings::default())?);
@@ -355,7 +398,7 @@ async fn measure(
     let (plugin, native) = (Percentiles::of(through_plugin), Percentiles::of(direct));
     Ok(ConnectorsReport {
         benchmark: "connectors",
-        database: if postgres { "postgresql" } else { "sqlite" },
+        database: engine,
         customers,
         subjects,
         matching: if folded { "email" } else { "exact" },

@@ -30,11 +30,12 @@ pub trait Report: Serialize {
     }
 }
 
-/// A throwaway PostgreSQL database a benchmark creates on the server it was given, and
-/// drops at the end.
+/// A throwaway PostgreSQL (or, for a customer database, MySQL/MariaDB) database a
+/// benchmark creates on the server it was given, and drops at the end.
 pub(crate) struct Scratch {
     admin: String,
     name: String,
+    mysql: bool,
     /// Its URL.
     pub url: String,
 }
@@ -60,13 +61,48 @@ impl Scratch {
             admin: admin.to_owned(),
             url: format!("{base}/{name}"),
             name,
+            mysql: false,
         })
+    }
+
+    /// Creates `oubli_bench_<random>_<label>` on the server of the `mysql://` URL `admin`.
+    pub(crate) async fn create_mysql(admin: &str, label: &str) -> anyhow::Result<Scratch> {
+        anyhow::ensure!(admin.starts_with("mysql://"), "not a mysql:// URL");
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("oubli_bench_{}_{label}", &tag[..12]);
+        let (base, query) = match admin.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (admin, String::new()),
+        };
+        let base = base.rsplit_once('/').map_or(base, |(base, _)| base);
+        let scratch = Scratch {
+            admin: admin.to_owned(),
+            url: format!("{base}/{name}{query}"),
+            name,
+            mysql: true,
+        };
+        scratch
+            .admin_execute(&format!("CREATE DATABASE {}", scratch.name))
+            .await?;
+        Ok(scratch)
+    }
+
+    async fn admin_execute(&self, statement: &str) -> anyhow::Result<()> {
+        if !self.mysql {
+            return admin_execute(&self.admin, statement).await;
+        }
+        use sqlx::Connection;
+        let mut conn = sqlx::MySqlConnection::connect(&self.admin).await?;
+        sqlx::raw_sql(statement).execute(&mut conn).await?;
+        conn.close().await?;
+        Ok(())
     }
 
     /// Drops it, closing the connections still open to it.
     pub(crate) async fn drop_database(&self) {
-        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        if let Err(e) = admin_execute(&self.admin, &statement).await {
+        let force = if self.mysql { "" } else { " WITH (FORCE)" };
+        let statement = format!("DROP DATABASE IF EXISTS {}{force}", self.name);
+        if let Err(e) = self.admin_execute(&statement).await {
             tracing::warn!("dropping the benchmark database {}: {e:#}", self.name);
         }
     }

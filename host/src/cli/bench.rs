@@ -41,8 +41,9 @@ pub(super) enum BenchCommand {
         /// Subjects erased each way.
         #[arg(long, default_value_t = 500)]
         subjects: u64,
-        /// A PostgreSQL server (`postgres://user@host/db`) to run on instead of SQLite: two
-        /// databases are created there and dropped at the end.
+        /// A PostgreSQL (`postgres://user@host/db`) or MySQL/MariaDB server
+        /// (`mysql://user@host/db`) to run on instead of SQLite: two databases are created
+        /// there and dropped at the end.
         #[arg(long)]
         database: Option<String>,
         /// Match e-mail addresses with the connector's `email` rule (trimmed, any case),

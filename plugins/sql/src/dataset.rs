@@ -1045,6 +1045,9 @@ impl Catalogue {
         let folded = !matches!(sql::dialect(), Dialect::Postgres);
         let mut params = Vec::new();
         let mut filter = String::new();
+        // MySQL's tables, filtered as their columns are: MariaDB opens every table of the
+        // schema for `information_schema.tables` otherwise (6 against 1.6 ms, five tables).
+        let mut tables_filter = String::new();
         let (table_col, type_col) = match sql::dialect() {
             Dialect::Sqlite => ("m.name", "p.type"),
             Dialect::Postgres => ("table_name", "data_type"),
@@ -1075,6 +1078,15 @@ impl Catalogue {
                 table_col.to_owned()
             };
             filter.push_str(&format!(" AND {compared} IN ({})", list.join(", ")));
+            if matches!(sql::dialect(), Dialect::Mysql) {
+                // (`?` placeholders: the names are bound again, after the columns' filter.)
+                tables_filter = format!(
+                    " AND {} IN ({})",
+                    compared.replace("c.table_name", "t.table_name"),
+                    list.join(", ")
+                );
+                params.extend(params.clone());
+            }
         }
         if text_only {
             // Every column that may hold text (see [`searched`]); on SQLite every column
@@ -1140,7 +1152,7 @@ impl Catalogue {
                 "SELECT c.table_name, c.column_name, c.data_type, 0, FIND_IN_SET('select', c.`privileges`) > 0, 0, 0, \
                  t.table_type = 'SYSTEM VERSIONED', @@lower_case_table_names = 0, '', 0 FROM information_schema.columns AS c \
                  JOIN information_schema.tables AS t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
-                 WHERE c.table_schema = DATABASE(){filter} ORDER BY 1, 2"
+                 WHERE c.table_schema = DATABASE(){filter} AND t.table_schema = DATABASE(){tables_filter} ORDER BY 1, 2"
             ),
         };
         let fold = |v: &Value, folded: bool| {

@@ -74,7 +74,24 @@ pub struct SqlTarget {
     /// statement would otherwise do.
     recorded: Mutex<Option<Vec<Sent>>>,
     recording: AtomicBool,
+    /// Which statement time limit the MySQL/MariaDB server took at a session's setup
+    /// ([`MYSQL_LIMIT_UNKNOWN`] until one did), so later setups send only that one.
+    mysql_limit: std::sync::atomic::AtomicU8,
 }
+
+/// The server's statement time limit is not known yet.
+const MYSQL_LIMIT_UNKNOWN: u8 = 0;
+/// MariaDB's `max_statement_time` (seconds).
+const MYSQL_LIMIT_MARIADB: u8 = 1;
+/// MySQL's `max_execution_time` (milliseconds, `SELECT` only).
+const MYSQL_LIMIT_MYSQL: u8 = 2;
+/// Neither (`KILL QUERY` at the deadline only).
+const MYSQL_LIMIT_NONE: u8 = 3;
+
+/// Connections a MySQL/MariaDB pool keeps open and unused: each call's connection is
+/// closed after it, and the pool opens its replacement in the background, so that the
+/// next call does not wait for a connection to be made.
+const MYSQL_SPARE: u32 = 2;
 
 /// A statement a plugin sent, as [`SqlTarget::record`] keeps it.
 #[derive(Debug, Clone)]
@@ -143,6 +160,7 @@ impl SqlTarget {
             backend,
             recorded: Mutex::new(None),
             recording: AtomicBool::new(false),
+            mysql_limit: std::sync::atomic::AtomicU8::new(MYSQL_LIMIT_UNKNOWN),
         })
     }
 
@@ -303,6 +321,7 @@ impl SqlTarget {
                 .statement_cache_capacity(STATEMENT_CACHE);
             MySqlPoolOptions::new()
                 .max_connections(POOL_SIZE)
+                .min_connections(MYSQL_SPARE)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await
@@ -663,24 +682,45 @@ impl SqlSession {
                 conn.close_on_drop();
                 let remaining = self.remaining();
                 let seconds = remaining.as_secs_f64().max(0.001);
+                let millis = remaining.as_millis().max(1);
                 // MariaDB knows `max_statement_time` (seconds), MySQL
                 // `max_execution_time` (milliseconds, SELECT only); KILL QUERY covers
-                // the rest.
-                if sqlx::query(&format!("SET SESSION max_statement_time = {seconds:.3}"))
-                    .execute(&mut *conn)
-                    .await
-                    .is_err()
+                // the rest. The one the server took is sent with the question of the
+                // connection's id, in one round trip; until one is known, each is tried.
+                let limits = [
+                    (
+                        MYSQL_LIMIT_MARIADB,
+                        format!("SET SESSION max_statement_time = {seconds:.3}; "),
+                    ),
+                    (
+                        MYSQL_LIMIT_MYSQL,
+                        format!("SET SESSION max_execution_time = {millis}; "),
+                    ),
+                    (MYSQL_LIMIT_NONE, String::new()),
+                ];
+                let known = self.target.mysql_limit.load(Ordering::Relaxed);
+                let mut id = None;
+                for (limit, set) in limits
+                    .iter()
+                    .filter(|(limit, _)| known == MYSQL_LIMIT_UNKNOWN || *limit == known)
                 {
-                    let millis = remaining.as_millis().max(1);
-                    let _ = sqlx::query(&format!("SET SESSION max_execution_time = {millis}"))
-                        .execute(&mut *conn)
-                        .await;
+                    let sql = format!("{set}SELECT CONNECTION_ID()");
+                    match mysql_setup(&mut conn, &sql).await {
+                        Ok(Some(found)) => {
+                            self.target.mysql_limit.store(*limit, Ordering::Relaxed);
+                            id = Some(found);
+                            break;
+                        }
+                        Ok(None) => break,
+                        Err(e) if *limit == MYSQL_LIMIT_NONE || connection_lost(&e) => {
+                            return Err(classify(e));
+                        }
+                        Err(_) => {}
+                    }
                 }
-                let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
-                    .persistent(false)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(classify)?;
+                let id = id.ok_or_else(|| {
+                    GuestError::Failed("MySQL did not say which connection serves the call".into())
+                })?;
                 SessionConn::MySql(ServerConn {
                     conn,
                     id: id as i64,
@@ -813,6 +853,20 @@ fn pg_setup<'c>(
 ) -> futures::future::BoxFuture<'c, Result<Option<i32>, sqlx::Error>> {
     async move {
         // A text without arguments goes as a simple query: several statements at once.
+        let rows = sqlx::Executor::fetch_all(conn, sql).await?;
+        rows.last().map(|row| row.try_get(0)).transpose()
+    }
+    .boxed()
+}
+
+/// Runs `sql` (statements of the host's own, no parameters, in one text) in one round
+/// trip; returns the first column of the last row, as an unsigned integer. (Boxed, as
+/// [`pg_setup`].)
+fn mysql_setup<'c>(
+    conn: &'c mut MySqlConnection,
+    sql: &'c str,
+) -> futures::future::BoxFuture<'c, Result<Option<u64>, sqlx::Error>> {
+    async move {
         let rows = sqlx::Executor::fetch_all(conn, sql).await?;
         rows.last().map(|row| row.try_get(0)).transpose()
     }
