@@ -271,29 +271,10 @@ fn build_condition(
     if parts.is_empty() {
         return None;
     }
-    let any = format!("({})", parts.join(" OR "));
-    if matches!(sql::dialect(), sql::Dialect::Mysql) && parts.len() > 1 && table.parent.is_some() {
-        // MariaDB reads the whole table for `a OR x IN (SELECT …)`, running the subquery
-        // for every row. The rows each test reaches, gathered first (each test on its
-        // index), narrow it to those rows by key, and the condition is still checked on
-        // them, so that a key shared by two rows takes no other row. (`?` placeholders:
-        // the parameters are bound again, in the order they are written.)
-        let key = sql::ident(&table.key);
-        let name = sql::ident(&table.name);
-        let branches: Vec<String> = parts
-            .iter()
-            .map(|part| format!("SELECT {key} FROM {name} WHERE {part}"))
-            .collect();
-        let twice = params.iter().chain(&params).cloned().collect();
-        return Some(Condition {
-            sql: format!(
-                "({key} IN (SELECT oubli_hits.{key} FROM ({}) AS oubli_hits) AND {any})",
-                branches.join(" UNION ")
-            ),
-            params: twice,
-        });
-    }
-    Some(Condition { sql: any, params })
+    Some(Condition {
+        sql: format!("({})", parts.join(" OR ")),
+        params,
+    })
 }
 
 /// The access page of the rows of others that mention the subject, from table
@@ -1374,14 +1355,13 @@ impl Connector for SqlConnector {
                 erase.columns.keys().cloned().collect(),
             );
             if erase.action == EraseAction::Delete {
-                statements.extend(where_subject_found(
+                statements.extend(where_subject(
                     &dataset,
                     table,
                     &subject,
                     "DELETE FROM",
                     "",
                     &[],
-                    &found_keys,
                 ));
             } else if erase.columns.values().any(|m| m.per_row()) {
                 // Each row gets values of its own: change them by key.
@@ -1415,14 +1395,13 @@ impl Connector for SqlConnector {
                     .enumerate()
                     .map(|(i, c)| format!("{} = {}", sql::ident(c), sql::placeholder(i + 1)))
                     .collect();
-                statements.extend(where_subject_found(
+                statements.extend(where_subject(
                     &dataset,
                     table,
                     &subject,
                     "UPDATE",
                     &format!("SET {}", sets.join(", ")),
                     &values,
-                    &found_keys,
                 ));
             }
             report.extend(found_keys.into_iter().map(|key| Erased {
@@ -1476,48 +1455,6 @@ impl Connector for SqlConnector {
         }
         Ok(report)
     }
-}
-
-/// As [`where_subject`], for `erase`. On MySQL/MariaDB the rows are also narrowed to the
-/// keys `locate` found (in chunks): MariaDB reads the whole table for a `DELETE` or
-/// `UPDATE` whose condition goes through a parent (`IN (SELECT …)`), locking every row it
-/// reads, where the keys let it read those rows alone. A row that became the subject's
-/// since is then left, for the checks after the erasure to find.
-fn where_subject_found(
-    dataset: &Dataset,
-    table: &Table,
-    subject: &Subject,
-    verb: &str,
-    middle: &str,
-    values: &[Value],
-    found: &[&String],
-) -> Vec<Statement> {
-    if !matches!(sql::dialect(), sql::Dialect::Mysql) {
-        return where_subject(dataset, table, subject, verb, middle, values)
-            .into_iter()
-            .collect();
-    }
-    let Some(cond) = condition(dataset, table, subject, values.len() + 1) else {
-        return Vec::new();
-    };
-    found
-        .chunks(KEY_CHUNK)
-        .map(|chunk| {
-            let list = vec!["?"; chunk.len()].join(", ");
-            let statement = Statement::new(format!(
-                "{verb} {} {middle} WHERE ({}) AND {} IN ({list})",
-                sql::ident(&table.name),
-                cond.sql,
-                sql::ident(&table.key)
-            ));
-            values
-                .iter()
-                .cloned()
-                .chain(cond.params.iter().cloned())
-                .chain(chunk.iter().map(|key| Value::Text((*key).clone())))
-                .fold(statement, Statement::bind)
-        })
-        .collect()
 }
 
 /// `{verb} {table} {middle} WHERE <the subject's rows>`, with `values` bound before the

@@ -712,10 +712,18 @@ impl SqlSession {
                             break;
                         }
                         Ok(None) => break,
-                        Err(e) if *limit == MYSQL_LIMIT_NONE || connection_lost(&e) => {
-                            return Err(classify(e));
+                        // Only a variable the server does not know sends the setup on to
+                        // the next form; any other error is the call's (and a form that
+                        // was known and is refused now is forgotten, for the next call).
+                        Err(e) if *limit != MYSQL_LIMIT_NONE && unknown_variable(&e) => {
+                            if known != MYSQL_LIMIT_UNKNOWN {
+                                self.target
+                                    .mysql_limit
+                                    .store(MYSQL_LIMIT_UNKNOWN, Ordering::Relaxed);
+                                return Err(classify(e));
+                            }
                         }
-                        Err(_) => {}
+                        Err(e) => return Err(classify(e)),
                     }
                 }
                 let id = id.ok_or_else(|| {
@@ -857,6 +865,15 @@ fn pg_setup<'c>(
         rows.last().map(|row| row.try_get(0)).transpose()
     }
     .boxed()
+}
+
+/// Whether MySQL/MariaDB refused a statement for naming a system variable it does not
+/// have (error 1193), as MySQL does `max_statement_time` and MariaDB `max_execution_time`.
+fn unknown_variable(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|e| e.number() == 1193)
 }
 
 /// Runs `sql` (statements of the host's own, no parameters, in one text) in one round
