@@ -334,18 +334,13 @@ impl Dataset {
     fn with_catalogue(read: fn(&Dataset) -> Result<Catalogue>) -> Result<(Self, Catalogue)> {
         let mut dataset = Dataset::parsed()?;
         let catalogue = read(&dataset)?;
-        dataset.integer_columns = integer_identity_columns(&dataset, &catalogue);
-        if matches!(
-            oubli_connector::sql::dialect(),
-            oubli_connector::sql::Dialect::Postgres
-        ) {
-            dataset.uuid_columns = dataset
-                .tables
-                .iter()
-                .flat_map(|t| t.identities.values().map(move |c| (t, &c.column)))
-                .filter(|(t, c)| catalogue.column_type(&t.name, c) == Some("uuid"))
-                .map(|(t, c)| (t.name.clone(), c.clone()))
-                .collect();
+        use oubli_connector::sql::{self, Dialect};
+        // SQLite compares an integer column with text by value, and has no UUID type.
+        if !matches!(sql::dialect(), Dialect::Sqlite) {
+            dataset.integer_columns = identity_columns_of(&dataset, &catalogue, integer_type);
+        }
+        if matches!(sql::dialect(), Dialect::Postgres) {
+            dataset.uuid_columns = identity_columns_of(&dataset, &catalogue, |ty| ty == "uuid");
         }
         dataset.json_columns = dataset
             .tables
@@ -372,10 +367,7 @@ impl Dataset {
             })
             .map(|(t, c)| (t.name.clone(), c.clone()))
             .collect();
-        if matches!(
-            oubli_connector::sql::dialect(),
-            oubli_connector::sql::Dialect::Sqlite
-        ) {
+        if matches!(sql::dialect(), Dialect::Sqlite) {
             // SQLite's affinity rules, in their order: "INT" gives INTEGER; "CHAR",
             // "CLOB" or "TEXT" give TEXT. REAL and NUMERIC columns are left out: a real
             // read back as text need not convert back to the same real; so are views,
@@ -397,10 +389,7 @@ impl Dataset {
                 })
                 .collect();
         }
-        if matches!(
-            oubli_connector::sql::dialect(),
-            oubli_connector::sql::Dialect::Postgres
-        ) {
+        if matches!(sql::dialect(), Dialect::Postgres) {
             dataset.key_casts = dataset
                 .tables
                 .iter()
@@ -1576,22 +1565,19 @@ fn integer_type(ty: &str) -> bool {
     )
 }
 
-/// The identity columns whose type is an integer. SQLite compares an integer column with
-/// text by value (`'5'` matches 5, `'5 OR 1=1'` matches nothing), so only PostgreSQL and
-/// MySQL are asked.
-fn integer_identity_columns(
+/// The identity columns, as (table, column), whose declared type passes `of_type`. (SQLite
+/// compares an integer column with text by value: `'5'` matches 5, `'5 OR 1=1'` matches
+/// nothing; its integer columns are not asked for.)
+fn identity_columns_of(
     dataset: &Dataset,
     catalogue: &Catalogue,
+    of_type: fn(&str) -> bool,
 ) -> std::collections::BTreeSet<(String, String)> {
-    use oubli_connector::sql::{self, Dialect};
-    if matches!(sql::dialect(), Dialect::Sqlite) {
-        return Default::default();
-    }
     dataset
         .tables
         .iter()
         .flat_map(|t| t.identities.values().map(move |c| (t, &c.column)))
-        .filter(|(t, c)| catalogue.column_type(&t.name, c).is_some_and(integer_type))
+        .filter(|(t, c)| catalogue.column_type(&t.name, c).is_some_and(of_type))
         .map(|(t, c)| (t.name.clone(), c.clone()))
         .collect()
 }
