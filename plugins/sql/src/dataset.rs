@@ -1144,14 +1144,6 @@ impl Catalogue {
                  WHERE c.table_schema = DATABASE(){filter} AND t.table_schema = DATABASE(){tables_filter} ORDER BY 1, 2"
             ),
         };
-        let fold = |v: &Value, folded: bool| {
-            let text = match v {
-                Value::Text(t) => t.clone(),
-                Value::Blob(b) => String::from_utf8_lossy(b).into_owned(),
-                other => other.to_key(),
-            };
-            if folded { fold_name(&text) } else { text }
-        };
         let mut broken = Vec::new();
         let rows = match sql::query(&statement(PG_COLUMNS, ""), params.clone()) {
             Err(e) if matches!(sql::dialect(), Dialect::Postgres) => {
@@ -1195,14 +1187,6 @@ impl Catalogue {
     /// The catalogue from the rows of its query (see [`Catalogue::read`]).
     fn from_rows(rows: &oubli_connector::sql::Rows, broken: Vec<String>, folded: bool) -> Self {
         use oubli_connector::sql::{self, Dialect};
-        let fold = |v: &Value, folded: bool| {
-            let text = match v {
-                Value::Text(t) => t.clone(),
-                Value::Blob(b) => String::from_utf8_lossy(b).into_owned(),
-                other => other.to_key(),
-            };
-            if folded { fold_name(&text) } else { text }
-        };
         let cut = rows.rows.len() >= sql::MAX_ROWS as usize;
         let yes = |v: &Value| matches!(v, Value::Integer(1) | Value::Boolean(true));
         let tables_folded = folded
@@ -1552,6 +1536,17 @@ impl Dataset {
         }
         Ok(())
     }
+}
+
+/// A catalogue value (a name, a type) as text, folded to lowercase where names are
+/// compared in any case.
+fn fold(value: &Value, folded: bool) -> String {
+    let text = match value {
+        Value::Text(t) => t.clone(),
+        Value::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+        other => other.to_key(),
+    };
+    if folded { fold_name(&text) } else { text }
 }
 
 /// Whether a server's column type, as the catalogue gives it, is an integer: PostgreSQL's
