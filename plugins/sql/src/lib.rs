@@ -31,6 +31,10 @@ struct SqlConnector;
 struct Condition {
     sql: String,
     params: Vec<Value>,
+    /// On MySQL/MariaDB, for a table reached both through its own identities and
+    /// through its parent: each alternative of the condition and its parameters, to
+    /// gather the rows they reach first when reading ([`condition`]).
+    parts: Vec<(String, Vec<Value>)>,
 }
 
 /// One test of an identity against a column of a table, with its parameters.
@@ -157,10 +161,59 @@ pub(crate) struct Built {
     condition: Option<Condition>,
 }
 
-/// The condition that selects `table`'s rows belonging to `subject`, numbering
-/// placeholders from `first`. `None` when nothing links the table to the subject's
-/// identities. Built once per table, subject and numbering, then kept with the dataset.
+/// The condition that selects `table`'s rows belonging to `subject`, to read them,
+/// numbering placeholders from `first`. `None` when nothing links the table to the
+/// subject's identities.
+///
+/// MariaDB (before 11.1) reads the whole table for `a OR x IN (SELECT …)`, running the
+/// subquery for every row. On MySQL/MariaDB the keys each alternative reaches are
+/// gathered first, each alternative on its own index, and the rows are read by those
+/// keys, the whole condition still checked on them (a key another row shares takes no
+/// other row). Only where the key is declared NOT NULL ([`Dataset::never_null_keys`]): a
+/// NULL key is in no list of keys, and its row, left out, would never meet the key
+/// checks that refuse it (`OR key IS NULL` would keep MariaDB from reading by the keys).
+/// Only at the top: the parents' conditions inside stay plain, so that the statement
+/// does not double at each level of parents.
 fn condition(
+    dataset: &Dataset,
+    table: &Table,
+    subject: &Subject,
+    first: usize,
+) -> Option<Condition> {
+    let plain = plain_condition(dataset, table, subject, first)?;
+    if plain.parts.len() < 2 || !dataset.never_null_keys.contains(&table.name) {
+        return Some(plain);
+    }
+    let key = sql::ident(&table.key);
+    let name = sql::ident(&table.name);
+    let branches: Vec<String> = plain
+        .parts
+        .iter()
+        .map(|(part, _)| format!("SELECT {key} FROM {name} WHERE {part}"))
+        .collect();
+    // (`?` placeholders: the parameters are bound in the order they are written.)
+    let params = plain
+        .parts
+        .iter()
+        .flat_map(|(_, params)| params.iter().cloned())
+        .chain(plain.params.iter().cloned())
+        .collect();
+    Some(Condition {
+        sql: format!(
+            "({key} IN (SELECT oubli_hits.{key} FROM ({}) AS oubli_hits) AND {})",
+            branches.join(" UNION "),
+            plain.sql
+        ),
+        params,
+        parts: Vec::new(),
+    })
+}
+
+/// The condition that selects `table`'s rows belonging to `subject`, as one `OR` of its
+/// alternatives, numbering placeholders from `first`; for changes, and inside a child's
+/// condition. `None` when nothing links the table to the subject's identities. Built
+/// once per table, subject and numbering, then kept with the dataset.
+fn plain_condition(
     dataset: &Dataset,
     table: &Table,
     subject: &Subject,
@@ -207,6 +260,8 @@ fn build_condition(
 ) -> Option<Condition> {
     let mut parts = Vec::new();
     let mut params = Vec::new();
+    // Each alternative's parameters, for `parts`.
+    let mut taken = Vec::new();
     // Strong identities reach a row on their own; weak ones only when enough agree (they
     // confirm a row a strong one reached, which needs no test of its own).
     // Numbered in the order they are written: the strong tests, then the weak ones.
@@ -220,6 +275,7 @@ fn build_condition(
     );
     for test in strong {
         parts.push(test.sql);
+        taken.push(test.params.len());
         params.extend(test.params);
     }
     // Agreement counts distinct kinds: the same phone given twice, in two spellings, is
@@ -244,11 +300,13 @@ fn build_condition(
             sum.join(" + "),
             dataset.weak_agreement
         ));
+        let before = params.len();
         params.extend(weak.into_iter().flat_map(|t| t.params));
+        taken.push(params.len() - before);
     }
     if let Some(relation) = &table.parent {
         let parent = dataset.table(&relation.table)?;
-        if let Some(inner) = condition(dataset, parent, subject, first + params.len()) {
+        if let Some(inner) = plain_condition(dataset, parent, subject, first + params.len()) {
             let referenced = relation.references.as_deref().unwrap_or(&parent.key);
             let parents = format!(
                 "SELECT {} FROM {} WHERE {}",
@@ -265,15 +323,33 @@ fn build_condition(
             } else {
                 format!("{column} IN ({parents})")
             });
+            taken.push(inner.params.len());
             params.extend(inner.params);
         }
     }
     if parts.is_empty() {
         return None;
     }
+    let gather =
+        matches!(sql::dialect(), sql::Dialect::Mysql) && table.parent.is_some() && parts.len() > 1;
+    let split = if gather {
+        let mut rest = params.as_slice();
+        parts
+            .iter()
+            .zip(taken)
+            .map(|(part, n)| {
+                let (mine, after) = rest.split_at(n);
+                rest = after;
+                (part.clone(), mine.to_vec())
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Some(Condition {
         sql: format!("({})", parts.join(" OR ")),
         params,
+        parts: split,
     })
 }
 
@@ -717,20 +793,32 @@ fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<Located>> {
         &format!("{} ORDER BY 1, 2", branches.join(" UNION ALL ")),
         params,
     )?)?;
-    rows.rows
-        .into_iter()
-        .map(|row| match row.as_slice() {
-            [Value::Integer(t), key, Value::Integer(m), parent] => Ok(Located {
-                table: *t as usize,
-                key: key.to_key(),
-                matched: *m,
-                parent: (!matches!(parent, Value::Null)).then(|| parent.to_key()),
-            }),
-            other => Err(Error::Failed(format!(
-                "unexpected row from the locate query: {other:?}"
-            ))),
-        })
-        .collect()
+    let mut out: Vec<Located> = Vec::with_capacity(rows.rows.len());
+    for row in rows.rows {
+        let [Value::Integer(t), key, Value::Integer(m), parent] = row.as_slice() else {
+            return Err(Error::Failed(format!(
+                "unexpected row from the locate query: {row:?}"
+            )));
+        };
+        let table = *t as usize;
+        let Some(declared) = dataset.tables.get(table) else {
+            return Err(Error::Failed(format!(
+                "the locate query named table {table}, which the dataset does not have"
+            )));
+        };
+        let key = declared.row_key(key.clone())?.to_key();
+        // Ordered by table and key as text: a repeated key follows its first.
+        if out.last().is_some_and(|l| l.table == table && l.key == key) {
+            return Err(declared.repeated_key(&key));
+        }
+        out.push(Located {
+            table,
+            key,
+            matched: *m,
+            parent: (!matches!(parent, Value::Null)).then(|| parent.to_key()),
+        });
+    }
+    Ok(out)
 }
 
 fn record_ref(table: &Table, key: &Value) -> RecordRef {
@@ -792,7 +880,10 @@ fn masked(table: &Table, key: &Value, original: &Value, mask: Mask) -> Value {
     }
 }
 
-/// The subject's rows of `table`: each row's key and the values of `columns`.
+/// The subject's rows of `table`: each row's key and the values of `columns`, for a
+/// change by key. Refused when a key is NULL (no change by key reaches the row) or is
+/// shared with any other row, the subject's or another person's (a change by key would
+/// reach that row too): each row is read with how many rows of the table have its key.
 fn rows_of(
     dataset: &Dataset,
     table: &Table,
@@ -802,25 +893,28 @@ fn rows_of(
     let Some(cond) = condition(dataset, table, subject, 1) else {
         return Ok(Vec::new());
     };
+    let name = sql::ident(&table.name);
+    let key = sql::ident(&table.key);
     let select: Vec<String> = std::iter::once(&table.key)
         .chain(columns.iter().copied())
         .map(|c| sql::ident(c))
         .collect();
     let statement = format!(
-        "SELECT {} FROM {} WHERE {} ORDER BY {}",
+        "SELECT {}, (SELECT COUNT(*) FROM {name} AS oubli_same WHERE oubli_same.{key} = {name}.{key}) FROM {name} WHERE {} ORDER BY {key}",
         select.join(", "),
-        sql::ident(&table.name),
         cond.sql,
-        sql::ident(&table.key)
     );
-    Ok(complete(sql::query(&statement, cond.params)?)?
-        .rows
-        .into_iter()
-        .map(|mut row| {
-            let values = row.split_off(1.min(row.len()));
-            (row.pop().unwrap_or(Value::Null), values)
-        })
-        .collect())
+    let mut out: Vec<(Value, Vec<Value>)> = Vec::new();
+    for mut row in complete(sql::query(&statement, cond.params)?)?.rows {
+        let sharing = row.pop();
+        let values = row.split_off(1.min(row.len()));
+        let key = table.row_key(row.pop().unwrap_or(Value::Null))?;
+        if !matches!(sharing, Some(Value::Integer(1))) {
+            return Err(table.repeated_key(&key.to_key()));
+        }
+        out.push((key, values));
+    }
+    Ok(out)
 }
 
 impl Connector for SqlConnector {
@@ -1332,6 +1426,8 @@ impl Connector for SqlConnector {
         check_mapped(&dataset, &subject)?;
         let found = located(&dataset, &subject)?;
         let mut statements = Vec::new();
+        // The statements narrowed to found keys: (position, rows it must reach, table).
+        let mut narrowed: Vec<(usize, usize, &str)> = Vec::new();
         let mut report = Vec::new();
         // Children before parents, so that foreign keys hold and each child's condition
         // still reaches its parent while the transaction runs.
@@ -1355,13 +1451,13 @@ impl Connector for SqlConnector {
                 erase.columns.keys().cloned().collect(),
             );
             if erase.action == EraseAction::Delete {
-                statements.extend(where_subject(
+                narrowed.extend(where_subject_found(
                     &dataset,
                     table,
                     &subject,
-                    "DELETE FROM",
-                    "",
-                    &[],
+                    ("DELETE FROM", "", &[]),
+                    &found_keys,
+                    &mut statements,
                 ));
             } else if erase.columns.values().any(|m| m.per_row()) {
                 // Each row gets values of its own: change them by key.
@@ -1395,13 +1491,13 @@ impl Connector for SqlConnector {
                     .enumerate()
                     .map(|(i, c)| format!("{} = {}", sql::ident(c), sql::placeholder(i + 1)))
                     .collect();
-                statements.extend(where_subject(
+                narrowed.extend(where_subject_found(
                     &dataset,
                     table,
                     &subject,
-                    "UPDATE",
-                    &format!("SET {}", sets.join(", ")),
-                    &values,
+                    ("UPDATE", &format!("SET {}", sets.join(", ")), &values),
+                    &found_keys,
+                    &mut statements,
                 ));
             }
             report.extend(found_keys.into_iter().map(|key| Erased {
@@ -1448,6 +1544,17 @@ impl Connector for SqlConnector {
             });
         }
         let counts = sql::transaction(statements)?;
+        // Each found key names one row (a key repeated was refused): a statement narrowed
+        // to them that reached fewer left a located row as it was, which the report would
+        // otherwise call erased.
+        for (position, expected, table) in narrowed {
+            let reached = counts.get(position).copied().unwrap_or_default();
+            if reached != expected as u64 {
+                return Err(Error::Unavailable(format!(
+                    "the erasure reached {reached} of the {expected} rows of {table} found for the subject (rows changed since they were found); what it reached is committed, and the erasure is run again"
+                )));
+            }
+        }
         if counts.iter().rev().take(rewrites).any(|n| *n != 1) {
             return Err(Error::Unavailable(
                 "a text mentioning the subject changed while it was being redacted; the erasure is run again".into(),
@@ -1455,6 +1562,53 @@ impl Connector for SqlConnector {
         }
         Ok(report)
     }
+}
+
+/// As [`where_subject`], for `erase`, pushed onto `statements`. On MySQL/MariaDB, where
+/// the key's text names its row ([`Dataset::narrowed_keys`]), the statement is also
+/// narrowed to the keys `locate` found, in chunks: MariaDB reads the whole table for a
+/// `DELETE` or `UPDATE` whose condition goes through a parent (`IN (SELECT …)`), locking
+/// every row it reads, where the keys let it read those rows alone. Returns the narrowed
+/// statements' positions with the rows each must reach and the table, for the count
+/// check after the transaction: a row that no longer meets the condition, or that a key
+/// failed to name, fails the erasure instead of being reported erased.
+fn where_subject_found<'t>(
+    dataset: &Dataset,
+    table: &'t Table,
+    subject: &Subject,
+    (verb, middle, values): (&str, &str, &[Value]),
+    found: &[&String],
+    statements: &mut Vec<Statement>,
+) -> Vec<(usize, usize, &'t str)> {
+    let narrow = matches!(sql::dialect(), sql::Dialect::Mysql)
+        && dataset.narrowed_keys.contains(&table.name);
+    if !narrow {
+        statements.extend(where_subject(dataset, table, subject, verb, middle, values));
+        return Vec::new();
+    }
+    let Some(cond) = plain_condition(dataset, table, subject, values.len() + 1) else {
+        return Vec::new();
+    };
+    let mut checks = Vec::new();
+    for chunk in found.chunks(KEY_CHUNK) {
+        let list = vec!["?"; chunk.len()].join(", ");
+        let statement = Statement::new(format!(
+            "{verb} {} {middle} WHERE {} IN ({list}) AND {}",
+            sql::ident(&table.name),
+            sql::ident(&table.key),
+            cond.sql,
+        ));
+        checks.push((statements.len(), chunk.len(), table.name.as_str()));
+        statements.push(
+            values
+                .iter()
+                .cloned()
+                .chain(chunk.iter().map(|key| Value::Text((*key).clone())))
+                .chain(cond.params.iter().cloned())
+                .fold(statement, Statement::bind),
+        );
+    }
+    checks
 }
 
 /// `{verb} {table} {middle} WHERE <the subject's rows>`, with `values` bound before the
@@ -1467,7 +1621,7 @@ fn where_subject(
     middle: &str,
     values: &[Value],
 ) -> Option<Statement> {
-    let cond = condition(dataset, table, subject, values.len() + 1)?;
+    let cond = plain_condition(dataset, table, subject, values.len() + 1)?;
     let statement = Statement::new(format!(
         "{verb} {} {middle} WHERE {}",
         sql::ident(&table.name),

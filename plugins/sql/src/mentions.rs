@@ -104,7 +104,7 @@ pub fn find(dataset: &Dataset, subject: &Subject) -> Result<Vec<Mention>> {
             if !columns.is_empty() {
                 out.push(Mention {
                     table: index,
-                    key: key.clone(),
+                    key: table.row_key(key.clone())?,
                     columns,
                 });
             }

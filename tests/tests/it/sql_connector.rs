@@ -605,6 +605,121 @@ async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
     );
 }
 
+/// A key column that is NULL or repeated in the subject's rows fails the request with a
+/// message naming the table and the column, and changes nothing: such a row could not be
+/// read back by `verify` (which would find no row keyed `null` and call it gone), and a
+/// change by key would reach another person's row sharing the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_that_is_null_or_repeated_fails_the_request_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.db");
+    {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+                .await
+                .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE contacts (ref TEXT, email TEXT, city TEXT); \
+             INSERT INTO contacts VALUES (NULL, 'n@example.org', 'Lyon'), \
+               ('r1', 'd@example.org', 'Lyon'), (' r2', 'd@example.org', 'Lyon'), \
+               ('r3', 'd@example.org', 'Lyon'), ('r3', 'd@example.org', 'Lyon'), \
+               ('r1', 'o@example.org', 'Lyon');",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let mut config = crm_system("keys", &db);
+    config.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": [{
+            "name": "contacts", "key": "ref",
+            "identities": { "email": "email" },
+            "columns": { "email": "contact", "city": "address" },
+            "erase": { "action": "anonymise", "columns": { "email": "erased-key" } }
+        }] }),
+    );
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&config).unwrap();
+    let untouched = || {
+        count(
+            &db,
+            "contacts",
+            "city = 'Lyon' AND email LIKE '%@example.org'",
+        )
+    };
+    let rows = untouched().await;
+    assert_eq!(rows, 6);
+    let change = Change {
+        collection: None,
+        field: "city".into(),
+        value: "\"Nice\"".into(),
+    };
+    for (email, says) in [
+        (
+            "n@example.org",
+            "has no value in its key column \"ref\" (NULL)",
+        ),
+        (
+            "d@example.org",
+            "(column \"ref\") of a row this request reaches",
+        ),
+    ] {
+        let s = subject(&[("email", email)]);
+        let error = rt.locate(&plugin, &sys, &s).await.unwrap_err();
+        assert!(
+            matches!(&error, RuntimeError::Failed(m) if m.contains("contacts") && m.contains(says)),
+            "{email}: {error:?}"
+        );
+        let error = rt.erase(&plugin, &sys, &s).await.unwrap_err();
+        assert!(
+            matches!(&error, RuntimeError::Failed(m) if m.contains(says)),
+            "{email}: {error:?}"
+        );
+        let error = rt
+            .rectify(&plugin, &sys, &s, std::slice::from_ref(&change))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, RuntimeError::Failed(m) if m.contains(says)),
+            "{email}: {error:?}"
+        );
+        assert_eq!(untouched().await, rows, "{email}: nothing changed");
+    }
+    // The subject's one row shares its key with another person's: locate names it (a
+    // row's key only names it), but a change by key would reach the other row too.
+    let s = subject(&[("email", "o@example.org")]);
+    assert_eq!(rt.locate(&plugin, &sys, &s).await.unwrap().len(), 1);
+    for error in [
+        rt.erase(&plugin, &sys, &s).await.unwrap_err(),
+        rt.rectify(&plugin, &sys, &s, std::slice::from_ref(&change))
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(&error, RuntimeError::Failed(m) if m.contains("has the key \"r1\"")),
+            "{error:?}"
+        );
+    }
+    assert_eq!(untouched().await, rows, "nothing changed");
+    // Once the key is the subject's alone, the same requests go through.
+    sqlx_exec(
+        &db,
+        "UPDATE contacts SET ref = 'r0' WHERE email = 'o@example.org'",
+    )
+    .await;
+    let erased = rt.erase(&plugin, &sys, &s).await.unwrap();
+    assert_eq!(erased.len(), 1, "{erased:?}");
+    assert_eq!(
+        count(&db, "contacts", "email = 'erased-contacts-r0'").await,
+        1
+    );
+    assert_eq!(untouched().await, rows - 1, "only the subject's row");
+}
+
 /// Runs an SQL script on the SQLite file `db`.
 async fn run_script(db: &std::path::Path, script: &str) {
     use sqlx::Connection;

@@ -2,7 +2,9 @@
 //! test in a database of its own (skipped when the server's URL is not set).
 
 use oubli::demo::customer_email;
-use oubli::runtime::{Change, Grant, Outcome, Plugin, RecordState, Runtime, SystemConfig};
+use oubli::runtime::{
+    Change, Grant, Outcome, Plugin, RecordState, Runtime, RuntimeError, SystemConfig,
+};
 use oubli_tests::{ServerDb, load, runtime, server_crm_script, subject};
 use std::sync::Arc;
 
@@ -184,6 +186,126 @@ async fn the_sql_connector_works_on_postgresql() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sql_connector_works_on_mysql() {
     journey("OUBLI_TEST_MYSQL_URL").await;
+}
+
+/// On MySQL/MariaDB an erasure's statements are narrowed to the keys found (MariaDB reads
+/// and locks the whole table otherwise), and each must reach as many rows as were found:
+/// here a trigger moves a found row out of the subject's reach during the erasure, and
+/// the erasure fails, naming the table, instead of reporting the row erased. A table
+/// whose key's text need not name its row (a DOUBLE) is erased by its condition alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mysql_erasure_that_reaches_fewer_rows_than_it_found_fails() {
+    let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await else {
+        return;
+    };
+    db.execute(
+        "CREATE TABLE a (id INT PRIMARY KEY, email VARCHAR(100));
+         CREATE TABLE b (id VARCHAR(20) PRIMARY KEY, email VARCHAR(100));
+         CREATE TABLE c (id DOUBLE PRIMARY KEY, email VARCHAR(100));
+         INSERT INTO a VALUES (1, 's@example.org'), (2, 'f@example.org');
+         INSERT INTO b VALUES ('b1', 's@example.org'), ('b2', 'o@example.org'), ('B3 ', 'f@example.org');
+         INSERT INTO c VALUES (0.1, 's@example.org'), (0.2, 'f@example.org');
+         CREATE TRIGGER moves AFTER DELETE ON a FOR EACH ROW UPDATE b SET email = 'moved@example.org' WHERE email = OLD.email AND OLD.id = 1",
+    )
+    .await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let mut config = system(&db.url);
+    let table = |name: &str| {
+        serde_json::json!({
+            "name": name, "key": "id",
+            "identities": { "email": "email" }, "columns": { "email": "contact" }
+        })
+    };
+    config.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": (["a", "b", "c"].map(table)) }),
+    );
+    let sys = rt.prepare(&config).unwrap();
+    let s = subject(&[("email", "s@example.org")]);
+    assert_eq!(rt.locate(&plugin, &sys, &s).await.unwrap().len(), 3);
+    let error = rt.erase(&plugin, &sys, &s).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Unavailable(m) if m.contains("reached 0 of the 1 rows of b")),
+        "{error:?}"
+    );
+    assert_eq!(db.count("b", "email = 'moved@example.org'").await, 1);
+    // Without the trigger's interference every key reaches its row: a key with a
+    // trailing space, one in capitals, and a DOUBLE key through the condition alone.
+    let f = subject(&[("email", "f@example.org")]);
+    let found = rt.locate(&plugin, &sys, &f).await.unwrap();
+    let erased = rt.erase(&plugin, &sys, &f).await.unwrap();
+    assert_eq!(erased.len(), 3, "{erased:?}");
+    let verified = rt.verify(&plugin, &sys, &f, &found).await.unwrap();
+    assert!(
+        verified.iter().all(|v| v.state == RecordState::Gone),
+        "{verified:?}"
+    );
+    for table in ["a", "b", "c"] {
+        assert_eq!(
+            db.count(table, "email = 'f@example.org'").await,
+            0,
+            "{table}"
+        );
+    }
+    assert_eq!(db.count("b", "email = 'o@example.org'").await, 1);
+}
+
+/// On MySQL/MariaDB a table reached both through its own identities and through its
+/// parent is read by the keys each reaches, where its key is declared NOT NULL; where the
+/// key may be NULL it is read by its condition, so that a row with a NULL key, reached
+/// through the parent alone, still fails the request rather than go unseen.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mysql_row_with_a_null_key_reached_through_its_parent_fails_the_request() {
+    let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await else {
+        return;
+    };
+    db.execute(
+        "CREATE TABLE p (id INT PRIMARY KEY, email VARCHAR(100));
+         CREATE TABLE n (ref VARCHAR(20), p_id INT, email VARCHAR(100));
+         CREATE TABLE k (id INT PRIMARY KEY, p_id INT, email VARCHAR(100));
+         INSERT INTO p VALUES (1, 'z@example.org'), (2, 'y@example.org');
+         INSERT INTO n VALUES ('n1', 1, 'z@example.org'), (NULL, 1, 'other@example.org'), ('n2', 2, 'y@example.org');
+         INSERT INTO k VALUES (1, 1, 'other@example.org'), (2, 2, 'z@example.org'), (3, 2, 'y@example.org')",
+    )
+    .await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let mut config = system(&db.url);
+    let table = |name: &str, key: &str| {
+        let mut table = serde_json::json!({
+            "name": name, "key": key,
+            "identities": { "email": "email" }, "columns": { "email": "contact" }
+        });
+        if name != "p" {
+            table["parent"] = serde_json::json!({ "table": "p", "column": "p_id" });
+        }
+        table
+    };
+    config.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": [table("p", "id"), table("n", "ref"), table("k", "id")] }),
+    );
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt
+        .locate(&plugin, &sys, &subject(&[("email", "z@example.org")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Failed(m) if m.contains("a row of n") && m.contains("(NULL)")),
+        "{error:?}"
+    );
+    // The NOT NULL key of k, read by the keys gathered: its own row and its parent's.
+    let mut found: Vec<(String, String)> = rt
+        .locate(&plugin, &sys, &subject(&[("email", "y@example.org")]))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.collection, r.key))
+        .collect();
+    found.sort();
+    let expected = [("k", "2"), ("k", "3"), ("n", "n2"), ("p", "2")];
+    assert_eq!(found, expected.map(|(t, k)| (t.to_owned(), k.to_owned())));
 }
 
 /// A plugin's statement that outlives its call is stopped on the server, and a call that
@@ -444,6 +566,63 @@ async fn a_read_only_postgresql_call_stays_read_only_after_an_error() {
     assert_ne!(timeout, "0", "the new transaction has a statement timeout");
     let refused = reading.query(&write, 10).await.unwrap_err();
     assert!(format!("{refused:?}").contains("read-only"), "{refused:?}");
+    reading.finish().await;
+    assert_eq!(db.count("people", "1 = 1").await, 1);
+
+    let mut writing = target.session(Access::ReadWrite, deadline);
+    let gone = writing.query(&write, 10).await.unwrap();
+    assert_eq!(gone.rows[0], [Value::Integer(1)]);
+    writing.finish().await;
+    assert_eq!(db.count("people", "1 = 1").await, 0);
+}
+
+/// A read-only call's statements run in one READ ONLY transaction on MySQL/MariaDB,
+/// begun with the session: a write (a stored function that deletes, called from a
+/// `SELECT`) is refused before and after a statement that failed (after which the
+/// transaction is begun again: a deadlock would have ended it), the call reads on, and
+/// the next read-write call writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_mysql_call_stays_read_only_after_an_error() {
+    use oubli::runtime::bindings::sql::{Statement, Value};
+    use oubli::runtime::sql::{Access, SqlTarget};
+    use std::time::{Duration, Instant};
+    let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await else {
+        return;
+    };
+    db.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT); INSERT INTO people VALUES (1, 'kept@example.org')")
+        .await;
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE FUNCTION wipe() RETURNS INT MODIFIES SQL DATA BEGIN DELETE FROM people; RETURN ROW_COUNT(); END",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let statement = |sql: &str| Statement {
+        sql: sql.into(),
+        params: Vec::new(),
+    };
+    let write = statement("SELECT wipe()");
+    let target = std::sync::Arc::new(SqlTarget::new(&db.url).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut reading = target.session(Access::ReadOnly, deadline);
+    let refused = reading.query(&write, 10).await.unwrap_err();
+    assert!(format!("{refused:?}").contains("READ ONLY"), "{refused:?}");
+    reading
+        .query(&statement("SELECT * FROM missing_table"), 10)
+        .await
+        .unwrap_err();
+    let refused = reading.query(&write, 10).await.unwrap_err();
+    assert!(format!("{refused:?}").contains("READ ONLY"), "{refused:?}");
+    let read = reading
+        .query(&statement("SELECT email FROM people"), 10)
+        .await
+        .unwrap();
+    assert_eq!(read.rows.len(), 1);
     reading.finish().await;
     assert_eq!(db.count("people", "1 = 1").await, 1);
 

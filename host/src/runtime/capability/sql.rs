@@ -483,27 +483,12 @@ impl SqlSession {
         self.target.keep(|| Sent::Query(statement.clone()));
         let limit = max_rows.min(MAX_ROWS) as usize;
         let read_only = self.access == Access::ReadOnly;
-        // On a server, a read-only call's statement runs in a READ ONLY transaction (on
-        // PostgreSQL the call's one, begun when the session opened; on MySQL one per
-        // statement); a statement that ends it (DDL commits implicitly on MySQL) or
-        // changes the session's settings would step out of it, so only queries are sent.
+        // On a server, a read-only call's statements run in the call's READ ONLY
+        // transaction, begun when the session opened; a statement that ends it (DDL
+        // commits implicitly on MySQL) or changes the session's settings would step out
+        // of it, so only queries are sent.
         if read_only && !matches!(self.target.dialect, Dialect::Sqlite) {
             require_query(&statement.sql)?;
-        }
-        macro_rules! on_server {
-            ($conn:expr, $begin_read_only:literal, $rows:ident) => {
-                async {
-                    if read_only {
-                        let mut tx = $conn.begin_with($begin_read_only).await.map_err(classify)?;
-                        let rows = $rows(&mut tx, statement, limit).await;
-                        tx.rollback().await.map_err(classify)?;
-                        rows
-                    } else {
-                        $rows($conn, statement, limit).await
-                    }
-                }
-                .await
-            };
         }
         let (inline, deadline) = (self.inline, self.deadline);
         let mut reopen = false;
@@ -530,14 +515,30 @@ impl SqlSession {
                 rows
             }
             SessionConn::Postgres(server) => pg_rows(&mut server.conn, statement, limit).await,
-            SessionConn::MySql(server) => {
-                on_server!(&mut *server.conn, "START TRANSACTION READ ONLY", mysql_rows)
+            SessionConn::MySql(server) if read_only => {
+                let rows = mysql_rows(&mut server.conn, statement, limit).await;
+                if rows.is_err() {
+                    // A deadlock ends the call's transaction; other errors leave it. It
+                    // is begun again (which ends the old one), so that no statement runs
+                    // outside a READ ONLY transaction; if that fails, the connection is
+                    // closed and the next statement opens a session afresh.
+                    reopen = mysql_setup(&mut server.conn, "START TRANSACTION READ ONLY")
+                        .await
+                        .is_err();
+                }
+                rows
             }
+            SessionConn::MySql(server) => mysql_rows(&mut server.conn, statement, limit).await,
         };
         self.failed |= rows.is_err();
-        if reopen && let Some(SessionConn::Postgres(mut server)) = self.conn.take() {
-            // Closed: its backend ends with it.
-            server.conn.close_on_drop();
+        if reopen {
+            match self.conn.take() {
+                // Closed: its backend ends with it.
+                Some(SessionConn::Postgres(mut server)) => server.conn.close_on_drop(),
+                // (Closed on drop since it was taken from the pool.)
+                Some(SessionConn::MySql(server)) => drop(server),
+                other => self.conn = other,
+            }
         }
         rows
     }
@@ -687,6 +688,14 @@ impl SqlSession {
                 // `max_execution_time` (milliseconds, SELECT only); KILL QUERY covers
                 // the rest. The one the server took is sent with the question of the
                 // connection's id, in one round trip; until one is known, each is tried.
+                // A read-only call's statements all run in one READ ONLY transaction,
+                // begun in the same round trip (the connection is closed after the call,
+                // ending it).
+                let begin = if self.access == Access::ReadOnly {
+                    "START TRANSACTION READ ONLY; "
+                } else {
+                    ""
+                };
                 let limits = [
                     (
                         MYSQL_LIMIT_MARIADB,
@@ -704,7 +713,7 @@ impl SqlSession {
                     .iter()
                     .filter(|(limit, _)| known == MYSQL_LIMIT_UNKNOWN || *limit == known)
                 {
-                    let sql = format!("{set}SELECT CONNECTION_ID()");
+                    let sql = format!("{set}{begin}SELECT CONNECTION_ID()");
                     match mysql_setup(&mut conn, &sql).await {
                         Ok(Some(found)) => {
                             self.target.mysql_limit.store(*limit, Ordering::Relaxed);
