@@ -632,3 +632,71 @@ async fn a_read_only_mysql_call_stays_read_only_after_an_error() {
     writing.finish().await;
     assert_eq!(db.count("people", "1 = 1").await, 0);
 }
+
+/// On PostgreSQL a connection keeps its prepared statements between calls: one bound
+/// with parameters of other types than it was prepared with (a number, then a text), or
+/// whose result's types changed since (an `ALTER TABLE`), is prepared again and run, in
+/// a read-only call, a read-write one and a transaction, instead of failing the call.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgresql_statement_prepared_for_other_types_is_prepared_again() {
+    use oubli::runtime::bindings::sql::{Statement, Value};
+    use oubli::runtime::sql::{Access, SqlTarget};
+    use std::time::{Duration, Instant};
+    let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    db.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, code INTEGER); INSERT INTO people VALUES (1, 7)")
+        .await;
+    let target = std::sync::Arc::new(SqlTarget::new(&db.url).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let echo = |value: Value| Statement {
+        sql: "SELECT CAST($1 AS TEXT)".into(),
+        params: vec![value],
+    };
+    let read = Statement {
+        sql: "SELECT code FROM people".into(),
+        params: Vec::new(),
+    };
+    let update = |value: Value| Statement {
+        sql: "UPDATE people SET code = $1".into(),
+        params: vec![value],
+    };
+    for access in [Access::ReadOnly, Access::ReadWrite] {
+        let mut session = target.session(access, deadline);
+        let rows = session.query(&echo(Value::Integer(7)), 10).await.unwrap();
+        assert_eq!(rows.rows[0], [Value::Text("7".into())]);
+        let rows = session
+            .query(&echo(Value::Text("x".into())), 10)
+            .await
+            .unwrap();
+        assert_eq!(rows.rows[0], [Value::Text("x".into())], "{access:?}");
+        session.finish().await;
+    }
+    // The pooled connection kept `read` prepared for an integer column.
+    let mut session = target.session(Access::ReadWrite, deadline);
+    assert_eq!(
+        session.query(&read, 10).await.unwrap().rows[0],
+        [Value::Integer(7)]
+    );
+    session
+        .transaction(&[update(Value::Integer(8))])
+        .await
+        .unwrap();
+    session.finish().await;
+    db.execute("ALTER TABLE people ALTER COLUMN code TYPE TEXT")
+        .await;
+    let mut session = target.session(Access::ReadOnly, deadline);
+    assert_eq!(
+        session.query(&read, 10).await.unwrap().rows[0],
+        [Value::Text("8".into())]
+    );
+    session.finish().await;
+    let mut session = target.session(Access::ReadWrite, deadline);
+    let counts = session
+        .transaction(&[update(Value::Text("AB-9".into()))])
+        .await
+        .unwrap();
+    assert_eq!(counts, [1]);
+    session.finish().await;
+    assert_eq!(db.count("people", "code = 'AB-9'").await, 1);
+}

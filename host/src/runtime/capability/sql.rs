@@ -499,8 +499,9 @@ impl SqlSession {
                 run_blocking(move || conn.query(&statement, limit)).await
             }
             SessionConn::Postgres(server) if read_only => {
-                let rows = pg_rows(&mut server.conn, statement, limit).await;
-                if rows.is_err() {
+                let mut rows = pg_rows(&mut server.conn, statement, limit).await;
+                for again in [true, false] {
+                    let Err(error) = &rows else { break };
                     // The failed statement aborted the call's transaction: the next ones
                     // get a new one, with the time left (the timeout set in the aborted
                     // one went with it). If that fails, the old one may be gone and no
@@ -511,10 +512,28 @@ impl SqlSession {
                     reopen = pg_setup(&mut server.conn, &pg_read_only_begin(timeout, true))
                         .await
                         .is_err();
+                    if reopen || !again || !stale(error) {
+                        break;
+                    }
+                    // Once, in the new transaction, with the connection's cache emptied.
+                    if server.conn.clear_cached_statements().await.is_err() {
+                        reopen = true;
+                        break;
+                    }
+                    rows = pg_rows(&mut server.conn, statement, limit).await;
                 }
                 rows
             }
-            SessionConn::Postgres(server) => pg_rows(&mut server.conn, statement, limit).await,
+            SessionConn::Postgres(server) => {
+                let mut rows = pg_rows(&mut server.conn, statement, limit).await;
+                // (Outside a transaction: the failed statement did nothing.)
+                if rows.as_ref().is_err_and(stale)
+                    && server.conn.clear_cached_statements().await.is_ok()
+                {
+                    rows = pg_rows(&mut server.conn, statement, limit).await;
+                }
+                rows
+            }
             SessionConn::MySql(server) if read_only => {
                 let rows = mysql_rows(&mut server.conn, statement, limit).await;
                 if rows.is_err() {
@@ -581,7 +600,16 @@ impl SqlSession {
                 let (conn, statements) = (conn.clone(), statements.to_vec());
                 run_blocking(move || conn.transaction(&statements)).await
             }
-            SessionConn::Postgres(server) => on_server!(&mut *server.conn, "BEGIN"),
+            SessionConn::Postgres(server) => {
+                let mut counts = on_server!(&mut *server.conn, "BEGIN");
+                // (The failed transaction was rolled back: nothing of it is left.)
+                if counts.as_ref().is_err_and(stale)
+                    && server.conn.clear_cached_statements().await.is_ok()
+                {
+                    counts = on_server!(&mut *server.conn, "BEGIN");
+                }
+                counts
+            }
             SessionConn::MySql(server) => on_server!(&mut *server.conn, "START TRANSACTION"),
         };
         self.failed |= counts.is_err();
@@ -2033,6 +2061,20 @@ fn decode_mysql(row: &MySqlRow, i: usize) -> Result<Value, GuestError> {
 
 /// Sorts a server database error into what the plugin, and then the queue, should do
 /// with it.
+/// How the message of a statement refused for a prepared statement of the connection's
+/// cache that no longer fits begins (see [`classify`]).
+const STALE_STATEMENT: &str = "a prepared statement of the connection no longer fits";
+
+/// Whether a PostgreSQL statement failed because the connection's prepared statement of
+/// that text no longer fits: prepared with parameters of other types (the same text bound
+/// with a number, then with a text: "insufficient data left in message", "incorrect
+/// binary data format"), or its result's types changed since (an `ALTER TABLE`: "cached
+/// plan must not change result type"). The host empties the connection's cache and runs
+/// it again, once.
+fn stale(error: &GuestError) -> bool {
+    matches!(error, GuestError::Unavailable(m) if m.starts_with(STALE_STATEMENT))
+}
+
 fn classify(error: sqlx::Error) -> GuestError {
     match &error {
         sqlx::Error::Io(_)
@@ -2061,6 +2103,9 @@ fn classify(error: sqlx::Error) -> GuestError {
                     || message.contains("interrupted")
                     || message.contains("max_statement_time")
                     || message.contains("execution time"));
+            // (PostgreSQL's codes; MySQL's are numbers.)
+            let stale = matches!(code.as_str(), "08P01" | "22P03")
+                || (code == "0A000" && message.contains("cached plan"));
             let read_only = code == "25006"
                 || message.contains("READ ONLY transaction")
                 || message.contains("read-only transaction");
@@ -2076,6 +2121,11 @@ fn classify(error: sqlx::Error) -> GuestError {
                 ))
             } else if transient {
                 GuestError::Unavailable(format!("database busy: {message}"))
+            } else if stale {
+                // (Unavailable if it fails again: the task is run again.)
+                GuestError::Unavailable(format!(
+                    "{STALE_STATEMENT} (its tables' or its parameters' types changed since it was prepared): {message}"
+                ))
             } else if read_only {
                 GuestError::Denied(format!(
                     "the statement tried to write in a read-only call ({message}): locate, access and validate only read"
