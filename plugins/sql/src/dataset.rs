@@ -420,6 +420,21 @@ impl Dataset {
                 .collect();
         }
         if matches!(sql::dialect(), Dialect::Mysql) {
+            // A key is named in the evidence by its text, and read back by it: a float's
+            // text need not compare equal to it (`0.1`), a byte string's need not be its
+            // bytes (invalid UTF-8 is read as `?`), and bits, JSON and geometry have no
+            // text that finds them again.
+            for (i, table) in dataset.tables.iter().enumerate() {
+                if let Some(ty) = catalogue
+                    .column_type(&table.name, &table.key)
+                    .filter(|ty| MYSQL_UNNAMED_KEYS.iter().any(|u| ty.ends_with(u)))
+                {
+                    return Err(Error::InvalidConfig(format!(
+                        "config.dataset.tables[{i}].key: the key column {:?} of {} is of type {ty}, whose text does not name its row exactly (a float's text rounds it, bytes that are not text are read as `?`): the evidence could name a row that is not there, or miss one; declare as key a column of an integer, decimal, text, date or time type",
+                        table.key, table.name
+                    )));
+                }
+            }
             // A float's or a bit string's text need not compare equal to it, and a
             // byte string's need not be its bytes.
             dataset.narrowed_keys = dataset
@@ -493,6 +508,11 @@ impl Dataset {
     /// the database would not compare it with text (a UUID key on PostgreSQL).
     pub fn key_param(&self, table: &str, placeholder: &str) -> String {
         match self.key_casts.get(table) {
+            // The SQL standard's names of built-in types, as the catalogue gives them, are
+            // no type's name once quoted (`"double precision"` is `float8`).
+            Some(ty) if PG_STANDARD_TYPE_NAMES.contains(&ty.as_str()) => {
+                format!("CAST({placeholder} AS {ty})")
+            }
             Some(ty) => format!("CAST({placeholder} AS {})", oubli_connector::sql::ident(ty)),
             None => placeholder.to_owned(),
         }
@@ -975,6 +995,40 @@ const MYSQL_NEVER_TEXT: &[&str] = &[
     "multipolygon",
     "geometrycollection",
     "geomcollection",
+    "vector",
+];
+
+/// PostgreSQL's built-in types whose name in the catalogue (`format_type`) is the SQL
+/// standard's, not the type's own (`boolean` for `bool`).
+const PG_STANDARD_TYPE_NAMES: &[&str] = &[
+    "boolean",
+    "real",
+    "double precision",
+    "timestamp with time zone",
+    "timestamp without time zone",
+    "time with time zone",
+    "time without time zone",
+    "bit varying",
+    "character varying",
+    "character",
+];
+
+/// MySQL's and MariaDB's types (as `information_schema.columns.data_type` names them,
+/// matched at their end: `tinyblob`, `multipoint`) whose text does not name a value
+/// exactly: a key of one cannot name its row.
+const MYSQL_UNNAMED_KEYS: &[&str] = &[
+    "float",
+    "double",
+    "real",
+    "binary",
+    "blob",
+    "bit",
+    "json",
+    "geometry",
+    "point",
+    "linestring",
+    "polygon",
+    "collection",
     "vector",
 ];
 

@@ -794,6 +794,9 @@ fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<Located>> {
         params,
     )?)?;
     let mut out: Vec<Located> = Vec::with_capacity(rows.rows.len());
+    // (A set, not the order: under a collation that ignores case, `a`, `A`, `a` sort
+    // together in any order.)
+    let mut seen = std::collections::BTreeSet::new();
     for row in rows.rows {
         let [Value::Integer(t), key, Value::Integer(m), parent] = row.as_slice() else {
             return Err(Error::Failed(format!(
@@ -807,8 +810,7 @@ fn located(dataset: &Dataset, subject: &Subject) -> Result<Vec<Located>> {
             )));
         };
         let key = declared.row_key(key.clone())?.to_key();
-        // Ordered by table and key as text: a repeated key follows its first.
-        if out.last().is_some_and(|l| l.table == table && l.key == key) {
+        if !seen.insert((table, key.clone())) {
             return Err(declared.repeated_key(&key));
         }
         out.push(Located {
@@ -832,7 +834,17 @@ fn update_by_keys(
     assignments: &[(String, Value)],
     keys: &[Value],
 ) -> Vec<Statement> {
-    keys.chunks(KEY_CHUNK)
+    // MySQL/MariaDB compare a list of texts with a decimal key as floating-point numbers
+    // when they read the key's index in full, which takes keys that differ past 15
+    // digits for one another; one key each compares exactly.
+    let chunk = if matches!(sql::dialect(), sql::Dialect::Mysql)
+        && !dataset.narrowed_keys.contains(&table.name)
+    {
+        1
+    } else {
+        KEY_CHUNK
+    };
+    keys.chunks(chunk)
         .map(|chunk| {
             let mut n = 0;
             let mut next = || {
@@ -865,6 +877,31 @@ fn update_by_keys(
         .collect()
 }
 
+/// [`update_by_keys`]'s statements pushed onto `statements`, each with the rows it must
+/// reach pushed onto `reaches`.
+fn by_keys<'t>(
+    dataset: &Dataset,
+    table: &'t Table,
+    assignments: &[(String, Value)],
+    keys: &[Value],
+    (statements, reaches): (&mut Vec<Statement>, &mut Vec<Reach<'t>>),
+) {
+    let mut rest = keys;
+    for statement in update_by_keys(dataset, table, assignments, keys) {
+        // Each statement binds the assignments' values, then its keys.
+        let n = statement.params.len() - assignments.len();
+        let (mine, after) = rest.split_at(n.min(rest.len()));
+        rest = after;
+        reaches.push(Reach {
+            position: statements.len(),
+            table,
+            keys: mine.to_vec(),
+            deletes: false,
+        });
+        statements.push(statement);
+    }
+}
+
 /// What `mask` makes of a column holding `original` in the row with key `key`.
 fn masked(table: &Table, key: &Value, original: &Value, mask: Mask) -> Value {
     match mask {
@@ -895,9 +932,18 @@ fn rows_of(
     };
     let name = sql::ident(&table.name);
     let key = sql::ident(&table.key);
-    let select: Vec<String> = std::iter::once(&table.key)
-        .chain(columns.iter().copied())
-        .map(|c| sql::ident(c))
+    // On MySQL/MariaDB a key that is neither an integer nor a text (a decimal, a date, a
+    // time) is read as the database writes it, which compares equal to it; as the host
+    // reads it (a timestamp in RFC 3339) it would find no row.
+    let read_key = if matches!(sql::dialect(), sql::Dialect::Mysql)
+        && !dataset.narrowed_keys.contains(&table.name)
+    {
+        format!("CAST({key} AS {})", sql::text_type())
+    } else {
+        key.clone()
+    };
+    let select: Vec<String> = std::iter::once(read_key)
+        .chain(columns.iter().map(|c| sql::ident(c)))
         .collect();
     let statement = format!(
         "SELECT {}, (SELECT COUNT(*) FROM {name} AS oubli_same WHERE oubli_same.{key} = {name}.{key}) FROM {name} WHERE {} ORDER BY {key}",
@@ -1088,6 +1134,7 @@ impl Connector for SqlConnector {
         let dataset = Dataset::load()?;
         check_mapped(&dataset, &subject)?;
         let mut statements = Vec::new();
+        let mut reaches = Vec::new();
         let mut changed = Vec::new();
         let mut not_applicable = Vec::new();
         for (position, change) in changes.iter().enumerate() {
@@ -1117,16 +1164,18 @@ impl Connector for SqlConnector {
             for (table, column) in places {
                 // Keys first: a change to an identity column must not hide the other rows.
                 let keys = keys(&dataset, table, &subject)?;
-                statements.extend(update_by_keys(
+                by_keys(
                     &dataset,
                     table,
                     &[(column.to_owned(), Value::from_json(&value))],
                     &keys,
-                ));
+                    (&mut statements, &mut reaches),
+                );
                 changed.extend(keys.iter().map(|k| record_ref(table, k)));
             }
         }
-        sql::transaction(statements)?;
+        let counts = sql::transaction(statements)?;
+        check_reached(&counts, &reaches, "rectification")?;
         changed.sort_by(|a, b| (&a.collection, &a.key).cmp(&(&b.collection, &b.key)));
         changed.dedup_by(|a, b| a.collection == b.collection && a.key == b.key);
         Ok(Rectified {
@@ -1426,8 +1475,8 @@ impl Connector for SqlConnector {
         check_mapped(&dataset, &subject)?;
         let found = located(&dataset, &subject)?;
         let mut statements = Vec::new();
-        // The statements narrowed to found keys: (position, rows it must reach, table).
-        let mut narrowed: Vec<(usize, usize, &str)> = Vec::new();
+        // The statements narrowed to found keys, or changing rows by key.
+        let mut narrowed: Vec<Reach> = Vec::new();
         let mut report = Vec::new();
         // Children before parents, so that foreign keys hold and each child's condition
         // still reaches its parent while the transaction runs.
@@ -1471,12 +1520,13 @@ impl Connector for SqlConnector {
                             (column.clone(), masked(table, &key, original, *mask))
                         })
                         .collect();
-                    statements.extend(update_by_keys(
+                    by_keys(
                         &dataset,
                         table,
                         &assignments,
                         std::slice::from_ref(&key),
-                    ));
+                        (&mut statements, &mut narrowed),
+                    );
                 }
             } else if !erase.columns.is_empty() {
                 let dummy = Value::Null;
@@ -1544,17 +1594,8 @@ impl Connector for SqlConnector {
             });
         }
         let counts = sql::transaction(statements)?;
-        // Each found key names one row (a key repeated was refused): a statement narrowed
-        // to them that reached fewer left a located row as it was, which the report would
-        // otherwise call erased.
-        for (position, expected, table) in narrowed {
-            let reached = counts.get(position).copied().unwrap_or_default();
-            if reached != expected as u64 {
-                return Err(Error::Unavailable(format!(
-                    "the erasure reached {reached} of the {expected} rows of {table} found for the subject (rows changed since they were found); what it reached is committed, and the erasure is run again"
-                )));
-            }
-        }
+        // Each found key names one row (a key repeated was refused).
+        check_reached(&counts, &narrowed, "erasure")?;
         if counts.iter().rev().take(rewrites).any(|n| *n != 1) {
             return Err(Error::Unavailable(
                 "a text mentioning the subject changed while it was being redacted; the erasure is run again".into(),
@@ -1564,14 +1605,64 @@ impl Connector for SqlConnector {
     }
 }
 
+/// A statement of a transaction that must change exactly `keys.len()` rows of `table`,
+/// one per key: narrowed to keys found, or changing rows by key (each named by one row,
+/// see [`rows_of`]).
+struct Reach<'t> {
+    position: usize,
+    table: &'t Table,
+    keys: Vec<Value>,
+    /// A `DELETE`: rows gone by other means (a cascade from a row deleted before it in
+    /// the transaction, which the count leaves out) are as it would have left them.
+    deletes: bool,
+}
+
+/// Checks, after the transaction, that each statement of `reaches` changed a row for
+/// each of its keys; `what` names the change ("erasure"). A statement that reached fewer
+/// left a row found for the subject as it was, which the report would otherwise call
+/// changed: the call fails as `unavailable` (what was done is committed; it is run again,
+/// from the rows as they are then). A `DELETE` short of its count passes when none of its
+/// keys' rows is left.
+fn check_reached(counts: &[u64], reaches: &[Reach], what: &str) -> Result<()> {
+    for reach in reaches {
+        let reached = counts.get(reach.position).copied().unwrap_or_default();
+        let expected = reach.keys.len() as u64;
+        if reached == expected {
+            continue;
+        }
+        if reach.deletes && reached < expected {
+            let list: Vec<String> = (1..=reach.keys.len()).map(sql::placeholder).collect();
+            let left = sql::query(
+                &format!(
+                    "SELECT COUNT(*) FROM {} WHERE {} IN ({})",
+                    sql::ident(&reach.table.name),
+                    sql::ident(&reach.table.key),
+                    list.join(", ")
+                ),
+                reach.keys.clone(),
+            )?;
+            if matches!(
+                left.rows.first().and_then(|r| r.first()),
+                Some(Value::Integer(0))
+            ) {
+                continue;
+            }
+        }
+        return Err(Error::Unavailable(format!(
+            "the {what} reached {reached} of the {expected} rows of {} found for the subject (rows changed since they were found); what it reached is committed, and the {what} is run again",
+            reach.table.name
+        )));
+    }
+    Ok(())
+}
+
 /// As [`where_subject`], for `erase`, pushed onto `statements`. On MySQL/MariaDB, where
 /// the key's text names its row ([`Dataset::narrowed_keys`]), the statement is also
 /// narrowed to the keys `locate` found, in chunks: MariaDB reads the whole table for a
 /// `DELETE` or `UPDATE` whose condition goes through a parent (`IN (SELECT …)`), locking
 /// every row it reads, where the keys let it read those rows alone. Returns the narrowed
-/// statements' positions with the rows each must reach and the table, for the count
-/// check after the transaction: a row that no longer meets the condition, or that a key
-/// failed to name, fails the erasure instead of being reported erased.
+/// statements, for the count check after the transaction ([`check_reached`]): a row
+/// that no longer meets the condition fails the erasure instead of being reported erased.
 fn where_subject_found<'t>(
     dataset: &Dataset,
     table: &'t Table,
@@ -1579,7 +1670,7 @@ fn where_subject_found<'t>(
     (verb, middle, values): (&str, &str, &[Value]),
     found: &[&String],
     statements: &mut Vec<Statement>,
-) -> Vec<(usize, usize, &'t str)> {
+) -> Vec<Reach<'t>> {
     let narrow = matches!(sql::dialect(), sql::Dialect::Mysql)
         && dataset.narrowed_keys.contains(&table.name);
     if !narrow {
@@ -1598,7 +1689,15 @@ fn where_subject_found<'t>(
             sql::ident(&table.key),
             cond.sql,
         ));
-        checks.push((statements.len(), chunk.len(), table.name.as_str()));
+        checks.push(Reach {
+            position: statements.len(),
+            table,
+            keys: chunk
+                .iter()
+                .map(|key| Value::Text((*key).clone()))
+                .collect(),
+            deletes: verb.starts_with("DELETE"),
+        });
         statements.push(
             values
                 .iter()

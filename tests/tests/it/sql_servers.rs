@@ -192,7 +192,8 @@ async fn the_sql_connector_works_on_mysql() {
 /// and locks the whole table otherwise), and each must reach as many rows as were found:
 /// here a trigger moves a found row out of the subject's reach during the erasure, and
 /// the erasure fails, naming the table, instead of reporting the row erased. A table
-/// whose key's text need not name its row (a DOUBLE) is erased by its condition alone.
+/// whose key is neither an integer nor a text (a DECIMAL) is erased by its condition
+/// alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mysql_erasure_that_reaches_fewer_rows_than_it_found_fails() {
     let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await else {
@@ -201,7 +202,7 @@ async fn a_mysql_erasure_that_reaches_fewer_rows_than_it_found_fails() {
     db.execute(
         "CREATE TABLE a (id INT PRIMARY KEY, email VARCHAR(100));
          CREATE TABLE b (id VARCHAR(20) PRIMARY KEY, email VARCHAR(100));
-         CREATE TABLE c (id DOUBLE PRIMARY KEY, email VARCHAR(100));
+         CREATE TABLE c (id DECIMAL(10, 1) PRIMARY KEY, email VARCHAR(100));
          INSERT INTO a VALUES (1, 's@example.org'), (2, 'f@example.org');
          INSERT INTO b VALUES ('b1', 's@example.org'), ('b2', 'o@example.org'), ('B3 ', 'f@example.org');
          INSERT INTO c VALUES (0.1, 's@example.org'), (0.2, 'f@example.org');
@@ -231,7 +232,7 @@ async fn a_mysql_erasure_that_reaches_fewer_rows_than_it_found_fails() {
     );
     assert_eq!(db.count("b", "email = 'moved@example.org'").await, 1);
     // Without the trigger's interference every key reaches its row: a key with a
-    // trailing space, one in capitals, and a DOUBLE key through the condition alone.
+    // trailing space, one in capitals, and a DECIMAL key through the condition alone.
     let f = subject(&[("email", "f@example.org")]);
     let found = rt.locate(&plugin, &sys, &f).await.unwrap();
     let erased = rt.erase(&plugin, &sys, &f).await.unwrap();
@@ -306,6 +307,93 @@ async fn a_mysql_row_with_a_null_key_reached_through_its_parent_fails_the_reques
     found.sort();
     let expected = [("k", "2"), ("k", "3"), ("n", "n2"), ("p", "2")];
     assert_eq!(found, expected.map(|(t, k)| (t.to_owned(), k.to_owned())));
+}
+
+/// On MySQL/MariaDB a change by key reaches exactly the subject's rows whatever the key's
+/// type: a DECIMAL key past 15 digits (which a list of texts compares as floating-point
+/// numbers, taking a neighbour's row) and a TIMESTAMP key (which the host reads in RFC
+/// 3339, finding no row) are changed one by one as the database writes them; a FLOAT key,
+/// whose text does not name its row, is refused with its path; and rows a cascade
+/// deleted within the erasure are reported erased.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_changes_by_key_reach_exactly_the_subject_s_rows() {
+    let Some(db) = ServerDb::create("OUBLI_TEST_MYSQL_URL").await else {
+        return;
+    };
+    db.execute(
+        "CREATE TABLE d4 (k DECIMAL(30,0) PRIMARY KEY, email VARCHAR(100), note VARCHAR(100), KEY(email));
+         INSERT INTO d4 VALUES (1, 'a@x.org', 'n'), (2, 'a@x.org', 'n'), (3, 'a@x.org', 'n'),
+           (12345678901234567890, 'a@x.org', 'n'), (12345678901234567891, 'b@x.org', 'n');
+         CREATE TABLE ts (k TIMESTAMP NOT NULL PRIMARY KEY, email VARCHAR(100), note VARCHAR(50));
+         INSERT INTO ts VALUES ('2024-01-01 00:00:00', 'a@x.org', 'n'), ('2024-01-02 00:00:00', 'a@x.org', 'n'), ('2024-01-03 00:00:00', 'b@x.org', 'n');
+         CREATE TABLE cm (id INT PRIMARY KEY, parent_id INT NULL, email VARCHAR(100),
+           FOREIGN KEY (parent_id) REFERENCES cm(id) ON DELETE CASCADE);
+         INSERT INTO cm VALUES (1, NULL, 'a@x.org'), (2, 1, 'a@x.org'), (3, NULL, 'b@x.org');
+         CREATE TABLE fl (k FLOAT PRIMARY KEY, email VARCHAR(100));
+         INSERT INTO fl VALUES (0.1, 'a@x.org')",
+    )
+    .await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let table = |name: &str, key: &str, erase: serde_json::Value| {
+        serde_json::json!({
+            "name": name, "key": key, "identities": { "email": "email" },
+            "columns": { "email": "contact", "note": "contact" }, "erase": erase
+        })
+    };
+    let masked = serde_json::json!({ "action": "anonymise", "columns": { "note": "erased-key" } });
+    let mut config = system(&db.url);
+    config.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": [table("d4", "k", masked.clone()), table("ts", "k", masked)] }),
+    );
+    let sys = rt.prepare(&config).unwrap();
+    let a = subject(&[("email", "a@x.org")]);
+    let change = Change {
+        collection: None,
+        field: "note".into(),
+        value: "\"changed\"".into(),
+    };
+    let rectified = rt.rectify(&plugin, &sys, &a, &[change]).await.unwrap();
+    assert_eq!(rectified.changed.len(), 6, "{rectified:?}");
+    assert_eq!(db.count("d4", "note = 'changed'").await, 4);
+    assert_eq!(db.count("ts", "note = 'changed'").await, 2);
+    assert_eq!(db.count("d4", "email = 'b@x.org' AND note = 'n'").await, 1);
+    let erased = rt.erase(&plugin, &sys, &a).await.unwrap();
+    assert_eq!(erased.len(), 6, "{erased:?}");
+    assert_eq!(db.count("ts", "note LIKE 'erased-ts-%'").await, 2);
+    assert_eq!(db.count("d4", "note LIKE 'erased-d4-%'").await, 4);
+    assert_eq!(db.count("d4", "email = 'b@x.org' AND note = 'n'").await, 1);
+    assert_eq!(db.count("ts", "email = 'b@x.org' AND note = 'n'").await, 1);
+
+    // A row its parent's deletion cascaded to, in the same statement.
+    let mut config = system(&db.url);
+    config.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": [{
+            "name": "cm", "key": "id", "identities": { "email": "email" },
+            "columns": { "email": "contact" }
+        }] }),
+    );
+    let sys = rt.prepare(&config).unwrap();
+    let erased = rt.erase(&plugin, &sys, &a).await.unwrap();
+    assert_eq!(erased.len(), 2, "{erased:?}");
+    assert_eq!(db.count("cm", "1 = 1").await, 1);
+
+    let mut config = system(&db.url);
+    config.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": [{
+            "name": "fl", "key": "k", "identities": { "email": "email" },
+            "columns": { "email": "contact" }
+        }] }),
+    );
+    let sys = rt.prepare(&config).unwrap();
+    let error = rt.validate(&plugin, &sys).await.unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::InvalidConfig(m) if m.starts_with("config.dataset.tables[0].key:") && m.contains("float")),
+        "{error:?}"
+    );
 }
 
 /// A plugin's statement that outlives its call is stopped on the server, and a call that
@@ -699,4 +787,66 @@ async fn a_postgresql_statement_prepared_for_other_types_is_prepared_again() {
     assert_eq!(counts, [1]);
     session.finish().await;
     assert_eq!(db.count("people", "code = 'AB-9'").await, 1);
+}
+
+/// On PostgreSQL a key of a built-in type whose catalogue name is the SQL standard's
+/// (`double precision`, `timestamp with time zone`, `boolean`) is cast to that type when
+/// a row is changed or read back by its key: quoted, that name was no type's, and every
+/// rectification of such a table failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgresql_keys_of_standard_named_types_change_and_read_back_their_rows() {
+    let Some(db) = ServerDb::create("OUBLI_TEST_POSTGRES_URL").await else {
+        return;
+    };
+    db.execute(
+        "CREATE TABLE dp (k DOUBLE PRECISION PRIMARY KEY, email TEXT, note TEXT);
+         INSERT INTO dp VALUES (0.5, 'a@x.org', 'n'), (1.5, 'b@x.org', 'n');
+         CREATE TABLE tz (k TIMESTAMP WITH TIME ZONE PRIMARY KEY, email TEXT, note TEXT);
+         INSERT INTO tz VALUES ('2024-01-01 10:00:00+00', 'a@x.org', 'n'), ('2024-01-02 10:00:00+00', 'b@x.org', 'n')",
+    )
+    .await;
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let table = |name: &str| {
+        serde_json::json!({
+            "name": name, "key": "k", "identities": { "email": "email" },
+            "columns": { "email": "contact", "note": "contact" }
+        })
+    };
+    let mut config = system(&db.url);
+    config.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": [table("dp"), table("tz")] }),
+    );
+    let sys = rt.prepare(&config).unwrap();
+    let a = subject(&[("email", "a@x.org")]);
+    let change = Change {
+        collection: None,
+        field: "note".into(),
+        value: "\"changed\"".into(),
+    };
+    let rectified = rt.rectify(&plugin, &sys, &a, &[change]).await.unwrap();
+    assert_eq!(rectified.changed.len(), 2, "{rectified:?}");
+    assert_eq!(
+        db.count("dp", "note = 'changed' AND email = 'a@x.org'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("tz", "note = 'changed' AND email = 'a@x.org'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("dp", "note = 'changed'").await + db.count("tz", "note = 'changed'").await,
+        2
+    );
+    let found = rt.locate(&plugin, &sys, &a).await.unwrap();
+    let verified = rt.verify(&plugin, &sys, &a, &found).await.unwrap();
+    assert!(
+        verified
+            .iter()
+            .all(|v| matches!(&v.state, RecordState::Holds(f) if !f.is_empty())),
+        "{verified:?}"
+    );
 }
