@@ -504,6 +504,23 @@ impl Dataset {
         )
     }
 
+    /// What reads `table`'s key for a change by it: as the database writes it (as
+    /// `locate` names the row), which compares equal to it when bound back, cast to the
+    /// key's type where needed ([`Dataset::key_param`]). As the host would read it, a
+    /// timestamp is in RFC 3339, a MySQL `TINYINT(1)` a boolean that compares equal to 1,
+    /// a binary-collated text its bytes: none names its row. (SQLite's keys are read as
+    /// they are: an untyped key column may hold `5` and `'5'`; PostgreSQL's integer keys
+    /// are compared as integers.)
+    pub fn key_read(&self, table: &Table) -> String {
+        use oubli_connector::sql::{self, Dialect};
+        let key = sql::ident(&table.key);
+        match sql::dialect() {
+            Dialect::Sqlite => key,
+            Dialect::Postgres if self.integer_keys.contains(&table.name) => key,
+            Dialect::Postgres | Dialect::Mysql => format!("CAST({key} AS {})", sql::text_type()),
+        }
+    }
+
     /// The placeholder `placeholder` for a key of `table`, cast to the key's type where
     /// the database would not compare it with text (a UUID key on PostgreSQL).
     pub fn key_param(&self, table: &str, placeholder: &str) -> String {

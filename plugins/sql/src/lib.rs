@@ -932,17 +932,7 @@ fn rows_of(
     };
     let name = sql::ident(&table.name);
     let key = sql::ident(&table.key);
-    // On MySQL/MariaDB a key that is neither an integer nor a text (a decimal, a date, a
-    // time) is read as the database writes it, which compares equal to it; as the host
-    // reads it (a timestamp in RFC 3339) it would find no row.
-    let read_key = if matches!(sql::dialect(), sql::Dialect::Mysql)
-        && !dataset.narrowed_keys.contains(&table.name)
-    {
-        format!("CAST({key} AS {})", sql::text_type())
-    } else {
-        key.clone()
-    };
-    let select: Vec<String> = std::iter::once(read_key)
+    let select: Vec<String> = std::iter::once(dataset.key_read(table))
         .chain(columns.iter().map(|c| sql::ident(c)))
         .collect();
     let statement = format!(
@@ -1135,6 +1125,9 @@ impl Connector for SqlConnector {
         check_mapped(&dataset, &subject)?;
         let mut statements = Vec::new();
         let mut reaches = Vec::new();
+        // Whether it changes the table's key, the table, the assignments, the keys.
+        type Job<'t> = (bool, &'t Table, Vec<(String, Value)>, Vec<Value>);
+        let mut jobs: Vec<Job> = Vec::new();
         let mut changed = Vec::new();
         let mut not_applicable = Vec::new();
         for (position, change) in changes.iter().enumerate() {
@@ -1164,15 +1157,26 @@ impl Connector for SqlConnector {
             for (table, column) in places {
                 // Keys first: a change to an identity column must not hide the other rows.
                 let keys = keys(&dataset, table, &subject)?;
-                by_keys(
-                    &dataset,
-                    table,
-                    &[(column.to_owned(), Value::from_json(&value))],
-                    &keys,
-                    (&mut statements, &mut reaches),
-                );
                 changed.extend(keys.iter().map(|k| record_ref(table, k)));
+                jobs.push((
+                    column == table.key,
+                    table,
+                    vec![(column.to_owned(), Value::from_json(&value))],
+                    keys,
+                ));
             }
+        }
+        // A change of a key column last: the other changes find their rows by the keys
+        // as they were read.
+        jobs.sort_by_key(|(changes_key, ..)| *changes_key);
+        for (_, table, assignments, keys) in &jobs {
+            by_keys(
+                &dataset,
+                table,
+                assignments,
+                keys,
+                (&mut statements, &mut reaches),
+            );
         }
         let counts = sql::transaction(statements)?;
         check_reached(&counts, &reaches, "rectification")?;

@@ -71,7 +71,7 @@ pub fn find(dataset: &Dataset, subject: &Subject) -> Result<Vec<Mention>> {
         let rows = sql::query(
             &format!(
                 "SELECT {}, {} FROM {} WHERE {}",
-                sql::ident(&table.key),
+                dataset.key_read(table),
                 list.join(", "),
                 sql::ident(&table.name),
                 tests.join(" OR ")

@@ -720,6 +720,54 @@ async fn a_key_that_is_null_or_repeated_fails_the_request_and_changes_nothing() 
     assert_eq!(untouched().await, rows - 1, "only the subject's row");
 }
 
+/// A rectification that changes a table's key column and another of its columns
+/// changes both: the other change runs first, while the row still has the key it was
+/// read with.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rectification_of_a_key_column_and_another_changes_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.db");
+    {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+                .await
+                .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE nk (email TEXT PRIMARY KEY, name TEXT); \
+             INSERT INTO nk VALUES ('s@example.org', 'Old'), ('o@example.org', 'Other');",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let mut config = crm_system("keys", &db);
+    config.config.insert(
+        "dataset".into(),
+        serde_json::json!({ "tables": [{
+            "name": "nk", "key": "email", "identities": { "email": "email" },
+            "columns": { "email": "contact", "name": "identity" }
+        }] }),
+    );
+    let rt = runtime();
+    let plugin = load(&rt, "oubli_sql");
+    let sys = rt.prepare(&config).unwrap();
+    let change = |field: &str, value: &str| Change {
+        collection: None,
+        field: field.into(),
+        value: format!("{value:?}"),
+    };
+    let changes = [change("email", "new@example.org"), change("name", "New")];
+    let s = subject(&[("email", "s@example.org")]);
+    rt.rectify(&plugin, &sys, &s, &changes).await.unwrap();
+    assert_eq!(
+        count(&db, "nk", "email = 'new@example.org' AND name = 'New'").await,
+        1
+    );
+    assert_eq!(count(&db, "nk", "name = 'Other'").await, 1);
+}
+
 /// Runs an SQL script on the SQLite file `db`.
 async fn run_script(db: &std::path::Path, script: &str) {
     use sqlx::Connection;

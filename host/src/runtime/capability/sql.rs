@@ -526,8 +526,10 @@ impl SqlSession {
             }
             SessionConn::Postgres(server) => {
                 let mut rows = pg_rows(&mut server.conn, statement, limit).await;
-                // (Outside a transaction: the failed statement did nothing.)
+                // Only a query, which did nothing when it failed: a `CALL` may have
+                // committed before it failed, a `COMMIT` rolled back.
                 if rows.as_ref().is_err_and(stale)
+                    && require_query(&statement.sql).is_ok()
                     && server.conn.clear_cached_statements().await.is_ok()
                 {
                     rows = pg_rows(&mut server.conn, statement, limit).await;
@@ -2103,9 +2105,17 @@ fn classify(error: sqlx::Error) -> GuestError {
                     || message.contains("interrupted")
                     || message.contains("max_statement_time")
                     || message.contains("execution time"));
-            // (PostgreSQL's codes; MySQL's are numbers.)
-            let stale = matches!(code.as_str(), "08P01" | "22P03")
-                || (code == "0A000" && message.contains("cached plan"));
+            // PostgreSQL's own words for them (a trigger may raise these codes with a
+            // message of its own; MySQL gives codes of the same form).
+            let stale = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+                && match code.as_str() {
+                    "08P01" => message.starts_with("insufficient data left in message"),
+                    "22P03" => message.starts_with("incorrect binary data format"),
+                    "0A000" => message.starts_with("cached plan must not change result type"),
+                    _ => false,
+                };
             let read_only = code == "25006"
                 || message.contains("READ ONLY transaction")
                 || message.contains("read-only transaction");
