@@ -691,10 +691,18 @@ impl Dataset {
         None
     }
 
-    /// The tables, deepest children first.
+    /// The tables, deepest children first; at one depth, those whose rows are deleted
+    /// before those whose rows are masked: a mask of a column that another table's key
+    /// references with `ON UPDATE CASCADE` would otherwise give that table's row a new
+    /// key first, which its `DELETE` by the found keys would then miss.
     pub fn erase_order(&self) -> Vec<&Table> {
         let mut tables: Vec<&Table> = self.tables.iter().collect();
-        tables.sort_by_key(|t| std::cmp::Reverse(self.depth(t).unwrap_or(0)));
+        tables.sort_by_key(|t| {
+            (
+                std::cmp::Reverse(self.depth(t).unwrap_or(0)),
+                t.erase.action != EraseAction::Delete,
+            )
+        });
         tables
     }
 }
