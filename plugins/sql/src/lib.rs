@@ -827,13 +827,15 @@ fn record_ref(table: &Table, key: &Value) -> RecordRef {
     RecordRef::new(&table.name, key.to_key(), table.categories())
 }
 
-/// Statements that apply `assignments` to the rows with the given keys, in chunks.
-fn update_by_keys(
+/// Statements that apply `assignments` to the rows with the given keys, in chunks,
+/// pushed onto `statements`, each with the rows it must reach pushed onto `reaches`.
+fn update_by_keys<'t>(
     dataset: &Dataset,
-    table: &Table,
+    table: &'t Table,
     assignments: &[(String, Value)],
     keys: &[Value],
-) -> Vec<Statement> {
+    (statements, reaches): (&mut Vec<Statement>, &mut Vec<Reach<'t>>),
+) {
     // MySQL/MariaDB compare a list of texts with a decimal key as floating-point numbers
     // when they read the key's index in full, which takes keys that differ past 15
     // digits for one another; one key each compares exactly.
@@ -844,61 +846,41 @@ fn update_by_keys(
     } else {
         KEY_CHUNK
     };
-    keys.chunks(chunk)
-        .map(|chunk| {
-            let mut n = 0;
-            let mut next = || {
-                n += 1;
-                sql::placeholder(n)
-            };
-            let sets: Vec<String> = assignments
-                .iter()
-                .map(|(column, _)| format!("{} = {}", sql::ident(column), next()))
-                .collect();
-            let list: Vec<String> = chunk
-                .iter()
-                .map(|_| dataset.key_param(&table.name, &next()))
-                .collect();
-            let mut statement = Statement::new(format!(
-                "UPDATE {} SET {} WHERE {} IN ({})",
-                sql::ident(&table.name),
-                sets.join(", "),
-                sql::ident(&table.key),
-                list.join(", ")
-            ));
-            for (_, value) in assignments {
-                statement = statement.bind(value.clone());
-            }
-            for key in chunk {
-                statement = statement.bind(key.clone());
-            }
-            statement
-        })
-        .collect()
-}
-
-/// [`update_by_keys`]'s statements pushed onto `statements`, each with the rows it must
-/// reach pushed onto `reaches`.
-fn by_keys<'t>(
-    dataset: &Dataset,
-    table: &'t Table,
-    assignments: &[(String, Value)],
-    keys: &[Value],
-    (statements, reaches): (&mut Vec<Statement>, &mut Vec<Reach<'t>>),
-) {
-    let mut rest = keys;
-    for statement in update_by_keys(dataset, table, assignments, keys) {
-        // Each statement binds the assignments' values, then its keys.
-        let n = statement.params.len() - assignments.len();
-        let (mine, after) = rest.split_at(n.min(rest.len()));
-        rest = after;
+    for chunk in keys.chunks(chunk) {
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            sql::placeholder(n)
+        };
+        let sets: Vec<String> = assignments
+            .iter()
+            .map(|(column, _)| format!("{} = {}", sql::ident(column), next()))
+            .collect();
+        let list: Vec<String> = chunk
+            .iter()
+            .map(|_| dataset.key_param(&table.name, &next()))
+            .collect();
+        let statement = Statement::new(format!(
+            "UPDATE {} SET {} WHERE {} IN ({})",
+            sql::ident(&table.name),
+            sets.join(", "),
+            sql::ident(&table.key),
+            list.join(", ")
+        ));
         reaches.push(Reach {
             position: statements.len(),
             table,
-            keys: mine.to_vec(),
+            keys: chunk.to_vec(),
             deletes: false,
         });
-        statements.push(statement);
+        statements.push(
+            assignments
+                .iter()
+                .map(|(_, value)| value)
+                .chain(chunk)
+                .cloned()
+                .fold(statement, Statement::bind),
+        );
     }
 }
 
@@ -1170,7 +1152,7 @@ impl Connector for SqlConnector {
         // as they were read.
         jobs.sort_by_key(|(changes_key, ..)| *changes_key);
         for (_, table, assignments, keys) in &jobs {
-            by_keys(
+            update_by_keys(
                 &dataset,
                 table,
                 assignments,
@@ -1524,7 +1506,7 @@ impl Connector for SqlConnector {
                             (column.clone(), masked(table, &key, original, *mask))
                         })
                         .collect();
-                    by_keys(
+                    update_by_keys(
                         &dataset,
                         table,
                         &assignments,
@@ -1675,9 +1657,8 @@ fn where_subject_found<'t>(
     found: &[&String],
     statements: &mut Vec<Statement>,
 ) -> Vec<Reach<'t>> {
-    let narrow = matches!(sql::dialect(), sql::Dialect::Mysql)
-        && dataset.narrowed_keys.contains(&table.name);
-    if !narrow {
+    // (Filled on MySQL/MariaDB only.)
+    if !dataset.narrowed_keys.contains(&table.name) {
         statements.extend(where_subject(dataset, table, subject, verb, middle, values));
         return Vec::new();
     }

@@ -451,7 +451,7 @@ async fn verify_reads_records_back_by_primary_key() {
         ),
         "{read:?}"
     );
-    sqlx_exec(
+    run_script(
         &db,
         &format!(
             "UPDATE invoices SET billing_name = 'Plain Name' WHERE id = {}",
@@ -470,15 +470,6 @@ async fn verify_reads_records_back_by_primary_key() {
     );
 }
 
-async fn sqlx_exec(db: &std::path::Path, statement: &str) {
-    use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::raw_sql(statement).execute(&mut conn).await.unwrap();
-    conn.close().await.unwrap();
-}
-
 /// `verify` on SQLite finds a row by its key whatever the key column's declared type and
 /// whatever it holds: an integer or text key through its index; a blob, a real (whose
 /// text is rounded: a number past 64 bits, 0.1 + 0.2, infinity) or a key without a type
@@ -488,14 +479,9 @@ async fn sqlx_exec(db: &std::path::Path, statement: &str) {
 async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("keys.db");
-    {
-        use sqlx::Connection;
-        let mut conn =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-                .await
-                .unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE untyped (id, email TEXT); \
+    run_script(
+        &db,
+        "CREATE TABLE untyped (id, email TEXT); \
              INSERT INTO untyped VALUES (5, 'k@example.org'), ('6', 'k@example.org'); \
              CREATE TABLE texts (id TEXT PRIMARY KEY, email TEXT); \
              INSERT INTO texts VALUES ('007', 'k@example.org'), ('8', 'k@example.org'), \
@@ -510,12 +496,8 @@ async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
              INSERT INTO accents VALUES (5, 'x', 'k@example.org'); \
              CREATE VIEW merged AS SELECT id, email FROM ints \
                UNION ALL SELECT '13', email FROM texts WHERE id = '8';",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
-    }
+    )
+    .await;
     let table = |name: &str| {
         serde_json::json!({
             "name": name, "key": if name == "accents" { "É" } else { "id" },
@@ -613,24 +595,15 @@ async fn verify_on_sqlite_finds_keys_of_every_declared_type() {
 async fn a_key_that_is_null_or_repeated_fails_the_request_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("keys.db");
-    {
-        use sqlx::Connection;
-        let mut conn =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-                .await
-                .unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE contacts (ref TEXT, email TEXT, city TEXT); \
+    run_script(
+        &db,
+        "CREATE TABLE contacts (ref TEXT, email TEXT, city TEXT); \
              INSERT INTO contacts VALUES (NULL, 'n@example.org', 'Lyon'), \
                ('r1', 'd@example.org', 'Lyon'), (' r2', 'd@example.org', 'Lyon'), \
                ('r3', 'd@example.org', 'Lyon'), ('r3', 'd@example.org', 'Lyon'), \
                ('r1', 'o@example.org', 'Lyon');",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
-    }
+    )
+    .await;
     let mut config = crm_system("keys", &db);
     config.config.insert(
         "dataset".into(),
@@ -706,7 +679,7 @@ async fn a_key_that_is_null_or_repeated_fails_the_request_and_changes_nothing() 
     }
     assert_eq!(untouched().await, rows, "nothing changed");
     // Once the key is the subject's alone, the same requests go through.
-    sqlx_exec(
+    run_script(
         &db,
         "UPDATE contacts SET ref = 'r0' WHERE email = 'o@example.org'",
     )
@@ -727,21 +700,12 @@ async fn a_key_that_is_null_or_repeated_fails_the_request_and_changes_nothing() 
 async fn a_rectification_of_a_key_column_and_another_changes_both() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("keys.db");
-    {
-        use sqlx::Connection;
-        let mut conn =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-                .await
-                .unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE nk (email TEXT PRIMARY KEY, name TEXT); \
+    run_script(
+        &db,
+        "CREATE TABLE nk (email TEXT PRIMARY KEY, name TEXT); \
              INSERT INTO nk VALUES ('s@example.org', 'Old'), ('o@example.org', 'Other');",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
-    }
+    )
+    .await;
     let mut config = crm_system("keys", &db);
     config.config.insert(
         "dataset".into(),
@@ -768,10 +732,10 @@ async fn a_rectification_of_a_key_column_and_another_changes_both() {
     assert_eq!(count(&db, "nk", "name = 'Other'").await, 1);
 }
 
-/// Runs an SQL script on the SQLite file `db`.
+/// Runs an SQL script on the SQLite file `db`, created if it does not exist.
 async fn run_script(db: &std::path::Path, script: &str) {
     use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
         .await
         .unwrap();
     sqlx::raw_sql(script).execute(&mut conn).await.unwrap();
@@ -865,7 +829,7 @@ async fn sweep_finds_copies_in_any_case_and_mentions_in_free_text() {
     assert!(hits.iter().all(|(c, _, _)| *c != "customers"), "{hits:?}");
 
     // The characters a pattern would treat apart are searched as themselves.
-    sqlx_exec(
+    run_script(
         &db,
         "INSERT INTO newsletter VALUES (3, 'Back\\slash_50%@Example.ORG'), (4, 'backXslash_50%@example.org')",
     )
@@ -904,23 +868,14 @@ async fn sweep_finds_copies_in_any_case_and_mentions_in_free_text() {
 async fn names_that_need_quoting_are_quoted() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("names.db");
-    {
-        use sqlx::Connection;
-        let mut conn =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-                .await
-                .unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE \"odd \"\"people\"\"\" (\"select\" INTEGER PRIMARY KEY, \"e\"\"mail\" TEXT); \
+    run_script(
+        &db,
+        "CREATE TABLE \"odd \"\"people\"\"\" (\"select\" INTEGER PRIMARY KEY, \"e\"\"mail\" TEXT); \
              INSERT INTO \"odd \"\"people\"\"\" VALUES (1, 'q@example.org'), (2, 'r@example.org'); \
              CREATE TABLE \"notes; DROP TABLE x\" (id INTEGER PRIMARY KEY, \"who\"\"\" INTEGER, body TEXT); \
              INSERT INTO \"notes; DROP TABLE x\" VALUES (10, 1, 'a'), (11, 2, 'b'), (12, 1, 'c');",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
-    }
+    )
+    .await;
     let mut config = crm_system("names", &db);
     config.config.insert(
         "dataset".into(),
