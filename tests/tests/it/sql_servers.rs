@@ -51,6 +51,15 @@ async fn until_none(db: &ServerDb, table: &str, condition: &str) -> i64 {
     left
 }
 
+/// [`system`] with a dataset of `tables` (a JSON array) in place of the demo's.
+fn with_tables(url: &str, tables: serde_json::Value) -> SystemConfig {
+    let mut config = system(url);
+    config
+        .config
+        .insert("dataset".into(), serde_json::json!({ "tables": tables }));
+    config
+}
+
 fn system(url: &str) -> SystemConfig {
     let mut config = oubli::demo::crm_system("crm", std::path::Path::new("unused"));
     config
@@ -211,17 +220,13 @@ async fn a_mysql_erasure_that_reaches_fewer_rows_than_it_found_fails() {
     .await;
     let rt = runtime();
     let plugin = load(&rt, "oubli_sql");
-    let mut config = system(&db.url);
     let table = |name: &str| {
         serde_json::json!({
             "name": name, "key": "id",
             "identities": { "email": "email" }, "columns": { "email": "contact" }
         })
     };
-    config.config.insert(
-        "dataset".into(),
-        serde_json::json!({ "tables": (["a", "b", "c"].map(table)) }),
-    );
+    let config = with_tables(&db.url, serde_json::json!(["a", "b", "c"].map(table)));
     let sys = rt.prepare(&config).unwrap();
     let s = subject(&[("email", "s@example.org")]);
     assert_eq!(rt.locate(&plugin, &sys, &s).await.unwrap().len(), 3);
@@ -272,7 +277,6 @@ async fn a_mysql_row_with_a_null_key_reached_through_its_parent_fails_the_reques
     .await;
     let rt = runtime();
     let plugin = load(&rt, "oubli_sql");
-    let mut config = system(&db.url);
     let table = |name: &str, key: &str| {
         let mut table = serde_json::json!({
             "name": name, "key": key,
@@ -283,9 +287,9 @@ async fn a_mysql_row_with_a_null_key_reached_through_its_parent_fails_the_reques
         }
         table
     };
-    config.config.insert(
-        "dataset".into(),
-        serde_json::json!({ "tables": [table("p", "id"), table("n", "ref"), table("k", "id")] }),
+    let config = with_tables(
+        &db.url,
+        serde_json::json!([table("p", "id"), table("n", "ref"), table("k", "id")]),
     );
     let sys = rt.prepare(&config).unwrap();
     let error = rt
@@ -344,14 +348,13 @@ async fn mysql_changes_by_key_reach_exactly_the_subject_s_rows() {
         })
     };
     let masked = serde_json::json!({ "action": "anonymise", "columns": { "note": "erased-key" } });
-    let mut config = system(&db.url);
-    config.config.insert(
-        "dataset".into(),
-        serde_json::json!({ "tables": [
+    let config = with_tables(
+        &db.url,
+        serde_json::json!([
             table("d4", "k", masked.clone()),
             table("ts", "k", masked.clone()),
             table("ti", "k", masked)
-        ] }),
+        ]),
     );
     let sys = rt.prepare(&config).unwrap();
     let a = subject(&[("email", "a@x.org")]);
@@ -380,26 +383,24 @@ async fn mysql_changes_by_key_reach_exactly_the_subject_s_rows() {
     }
 
     // A row its parent's deletion cascaded to, in the same statement.
-    let mut config = system(&db.url);
-    config.config.insert(
-        "dataset".into(),
-        serde_json::json!({ "tables": [{
+    let config = with_tables(
+        &db.url,
+        serde_json::json!([{
             "name": "cm", "key": "id", "identities": { "email": "email" },
             "columns": { "email": "contact" }
-        }] }),
+        }]),
     );
     let sys = rt.prepare(&config).unwrap();
     let erased = rt.erase(&plugin, &sys, &a).await.unwrap();
     assert_eq!(erased.len(), 2, "{erased:?}");
     assert_eq!(db.count("cm", "1 = 1").await, 1);
 
-    let mut config = system(&db.url);
-    config.config.insert(
-        "dataset".into(),
-        serde_json::json!({ "tables": [{
+    let config = with_tables(
+        &db.url,
+        serde_json::json!([{
             "name": "fl", "key": "k", "identities": { "email": "email" },
             "columns": { "email": "contact" }
-        }] }),
+        }]),
     );
     let sys = rt.prepare(&config).unwrap();
     let error = rt.validate(&plugin, &sys).await.unwrap_err();
@@ -820,11 +821,7 @@ async fn postgresql_keys_of_standard_named_types_change_and_read_back_their_rows
             "columns": { "email": "contact", "note": "contact" }
         })
     };
-    let mut config = system(&db.url);
-    config.config.insert(
-        "dataset".into(),
-        serde_json::json!({ "tables": [table("dp"), table("tz")] }),
-    );
+    let config = with_tables(&db.url, serde_json::json!([table("dp"), table("tz")]));
     let sys = rt.prepare(&config).unwrap();
     let a = subject(&[("email", "a@x.org")]);
     let change = Change {
@@ -875,16 +872,15 @@ async fn a_row_keyed_by_a_masked_column_is_deleted_before_the_mask_cascades() {
     .await;
     let rt = runtime();
     let plugin = load(&rt, "oubli_sql");
-    let mut config = system(&db.url);
-    config.config.insert(
-        "dataset".into(),
-        serde_json::json!({ "tables": [
+    let config = with_tables(
+        &db.url,
+        serde_json::json!([
             { "name": "users", "key": "id", "identities": { "email": "email" },
               "columns": { "email": "contact" },
               "erase": { "action": "anonymise", "columns": { "email": "erased-key" } } },
             { "name": "letters", "key": "email", "identities": { "email": "email" },
               "columns": { "email": "contact" } }
-        ] }),
+        ]),
     );
     let sys = rt.prepare(&config).unwrap();
     let a = subject(&[("email", "a@x.org")]);
