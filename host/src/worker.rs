@@ -186,6 +186,13 @@ async fn execute(app: &Arc<App>, task: &Claimed, request: Read, paged: &mut bool
         Ok(loaded) => loaded,
         Err(error) => return failed(&error),
     };
+    // No plugin acts on an approval or a configuration that a power cut could still undo
+    // (see `store::flush`).
+    if let Err(e) = app.store.on_disk().await {
+        return failed(&RuntimeError::Unavailable(format!(
+            "the service database cannot be written to disk: {e}"
+        )));
+    }
     // This process cannot read the subject's data: with its data key missing here,
     // another process may, so the task is retried; data changed in the database opens
     // nowhere, so the task fails.
@@ -835,6 +842,17 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
             permit = idle.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = shutdown.changed() => continue,
         };
+        // The store cannot write to disk: nothing is claimed (a task run now would only
+        // fail) until oubli is started again; readiness says so.
+        if let Some(failed) = app.store.flush_failed() {
+            tracing::error!(error = failed, "the workers claim no task");
+            drop(permit);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
         let mut permits = vec![permit];
         while let Ok(more) = idle.clone().try_acquire_owned() {
             permits.push(more);

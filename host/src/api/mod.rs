@@ -36,6 +36,30 @@ pub const MAX_JSON_BODY: usize = 256 << 10;
 /// The largest plugin upload.
 pub const MAX_PLUGIN_BODY: usize = 64 << 20;
 
+/// Sends `next`'s answer once every durable commit made so far is on disk (at once when
+/// none waits to be flushed).
+async fn on_disk(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // The probes and metrics tell of the process, not of what it committed.
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let answer = next.run(request).await;
+    if probe {
+        return answer;
+    }
+    match app.store.on_disk().await {
+        Ok(()) => answer,
+        Err(e) => {
+            tracing::error!(error = %e, "an answer was held back: the service database cannot be written to disk");
+            axum::response::IntoResponse::into_response(ApiError::Internal(
+                anyhow::Error::new(e).context("the service database cannot be written to disk"),
+            ))
+        }
+    }
+}
+
 /// The service's HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -71,6 +95,9 @@ pub fn router(app: Arc<App>) -> Router {
                 crate::store::foreground(next.run(request))
             },
         ))
+        // No answer tells of what a power cut could still undo: it waits until every
+        // durable commit made so far is on disk (see `store::flush`).
+        .layer(axum::middleware::from_fn_with_state(app.clone(), on_disk))
         // Every answer, JSON or a page (the certificate and package pages under /v1 too),
         // carries the pages' security headers.
         .layer(axum::middleware::from_fn(pages::headers))

@@ -126,6 +126,12 @@ async fn signed(
     body: &Value,
 ) -> Result<Response, OpenDsrError> {
     let processor = processor(app).await?;
+    // Signed once what it says is on disk, relaxed commits included (a request's
+    // completion is one): see `store::flush`.
+    app.store
+        .everything_on_disk()
+        .await
+        .map_err(anyhow::Error::from)?;
     let bytes = body.to_string();
     let signature = processor.sign(bytes.as_bytes());
     let mut response = (status, [("content-type", "application/json")], bytes).into_response();

@@ -264,6 +264,8 @@ pub async fn signed_head(store: &crate::store::Store, keys: &Keys) -> sqlx::Resu
         sqlx::query_as("SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&store.read)
             .await?;
+    // Signed once the events it names are on disk (see `store::flush`).
+    store.everything_on_disk().await?;
     Ok(head.map(|(seq, hash, at)| head_document(keys, seq, &hash, at)))
 }
 

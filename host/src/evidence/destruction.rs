@@ -141,6 +141,8 @@ pub async fn report(
         })).collect::<Vec<_>>(),
         "subjects": subjects,
     });
+    // Signed once what it attests is on disk (see `store::flush`).
+    store.everything_on_disk().await?;
     Ok(keys.sign(document))
 }
 

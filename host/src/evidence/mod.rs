@@ -293,6 +293,9 @@ pub async fn erasure_certificate(
         "systems": systems,
         "recipient_notices": recipient_notices,
     });
+    // Signed once what it attests is on disk, relaxed commits included (a task's outcome
+    // is one): see `store::flush`.
+    store.everything_on_disk().await?;
     Ok(Ok(keys.sign(document)))
 }
 

@@ -359,6 +359,8 @@ pub async fn send_due(
                         &config.base_url(),
                     )
                 };
+                // Nothing is told of what a power cut could still undo (`store::flush`).
+                store.on_disk().await?;
                 match send(mailer, smtp, address, text, None).await {
                     Ok(()) => Sent,
                     Err(e) => Retry(e),
@@ -466,6 +468,7 @@ async fn report_mail(
         media_type: "application/json",
         content: serde_json::to_string_pretty(&signed)?,
     };
+    store.on_disk().await?;
     let outcome = match send(mailer, smtp, &address, text, Some(attachment)).await {
         Ok(()) => Sent,
         Err(e) => Retry(e),

@@ -381,6 +381,10 @@ pub async fn send_due(
             Signed::Webhook(secret),
         ));
     }
+    // Nothing is told of what a power cut could still undo (see `store::flush`).
+    if !due.is_empty() {
+        store.on_disk().await?;
+    }
     for (id, body, attempts, url, signed) in &due {
         let mut post = client
             .post(url)

@@ -825,7 +825,8 @@ pub struct ErasureState {
     pub erased: Option<String>,
 }
 
-/// Saves the erasure state (the parts given) while the run still holds the task. Returns
+/// Saves the erasure state (the parts given) while the run still holds the task,
+/// durably (a power cut after the erase must not lose what it was to erase). Returns
 /// `false` when it no longer does.
 ///
 /// # Errors
@@ -836,6 +837,8 @@ pub async fn save_erasure_state(
     located: Option<&str>,
     erased: Option<&str>,
 ) -> sqlx::Result<bool> {
+    // A transaction, so that on SQLite its flush is shared (see `store::flush`).
+    let mut tx = store.begin_own().await?;
     let done = sqlx::query(
         "UPDATE tasks SET located = COALESCE($1, located), erased = COALESCE($2, erased) \
          WHERE id = $3 AND lease_owner = $4 AND status = $5",
@@ -845,8 +848,9 @@ pub async fn save_erasure_state(
     .bind(&task.id)
     .bind(&task.lease)
     .bind(TaskStatus::Running.as_str())
-    .execute(&store.write)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(done.rows_affected() == 1)
 }
 

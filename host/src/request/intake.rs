@@ -4,7 +4,7 @@
 
 use super::rows::{self as requests, NewRequest, Request};
 use crate::crypto::seal::Sealer;
-use crate::store::Store;
+use crate::store::{OnDisk, Store};
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -88,10 +88,17 @@ async fn run(store: Store, sealer: Arc<Sealer>, mut receiver: mpsc::Receiver<Job
         }
         let submissions: Vec<&Submission> = batch.iter().map(|(s, _)| s).collect();
         match write(&store, &sealer, &submissions).await {
-            Ok(accepted) => {
-                for ((_, reply), accepted) in batch.into_iter().zip(accepted) {
-                    let _ = reply.send(Ok(accepted));
-                }
+            // Answered once on disk, while the next batch is written.
+            Ok((accepted, written)) => {
+                tokio::spawn(async move {
+                    let flushed = written.on_disk().await;
+                    for ((_, reply), accepted) in batch.into_iter().zip(accepted) {
+                        let _ = reply.send(match &flushed {
+                            Ok(()) => Ok(accepted),
+                            Err(e) => Err(anyhow::anyhow!("{e}")),
+                        });
+                    }
+                });
             }
             // One bad submission must not fail the others: write each on its own.
             Err(error) if batch.len() > 1 => {
@@ -101,9 +108,14 @@ async fn run(store: Store, sealer: Arc<Sealer>, mut receiver: mpsc::Receiver<Job
                     "a batched intake failed; writing its submissions one by one"
                 );
                 for (submission, reply) in batch {
-                    let result = write(&store, &sealer, &[&submission])
-                        .await
-                        .map(|mut a| a.remove(0));
+                    let result = match write(&store, &sealer, &[&submission]).await {
+                        Ok((mut accepted, written)) => written
+                            .on_disk()
+                            .await
+                            .map(|()| accepted.remove(0))
+                            .map_err(anyhow::Error::from),
+                        Err(e) => Err(e),
+                    };
                     let _ = reply.send(result);
                 }
             }
@@ -115,11 +127,13 @@ async fn run(store: Store, sealer: Arc<Sealer>, mut receiver: mpsc::Receiver<Job
     }
 }
 
+/// Writes a batch in one transaction; the commit is on disk once the returned
+/// [`OnDisk`] says so.
 async fn write(
     store: &Store,
     sealer: &Sealer,
     submissions: &[&Submission],
-) -> anyhow::Result<Vec<Accepted>> {
+) -> anyhow::Result<(Vec<Accepted>, OnDisk)> {
     let mut tx = store.begin().await?;
     let mut accepted = Vec::with_capacity(submissions.len());
     for submission in submissions {
@@ -196,6 +210,6 @@ async fn write(
         }
         accepted.push(Accepted::Created(request));
     }
-    tx.commit().await?;
-    Ok(accepted)
+    let written = tx.commit_unflushed().await?;
+    Ok((accepted, written))
 }

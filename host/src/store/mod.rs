@@ -30,7 +30,10 @@ use std::time::Duration;
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+pub mod flush;
 pub mod trail;
+
+use flush::Flusher;
 
 /// A transaction on the service database, which carries the audit events appended in it
 /// (see [`crate::audit::append`]) until it commits: they are written then, in one
@@ -39,6 +42,21 @@ pub mod trail;
 pub struct Tx<'c> {
     inner: Transaction<'c, Any>,
     trail: Vec<trail::Pending>,
+    /// How a transaction on SQLite commits (see [`flush`]).
+    commit: Option<(Arc<Flusher>, Commit)>,
+}
+
+/// How a transaction on SQLite commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// At `synchronous = NORMAL`, waiting for no flush ([`Store::relaxed`]).
+    Relaxed,
+    /// Committed at `synchronous = NORMAL`, then waits for a flush it shares with the
+    /// commits beside it, without holding the write connection meanwhile. `Own`: only
+    /// its caller relies on it being on disk, so the barriers before what leaves the
+    /// process do not wait for it ([`Store::begin_own`]).
+    Shared,
+    Own,
 }
 
 impl<'c> Tx<'c> {
@@ -47,14 +65,37 @@ impl<'c> Tx<'c> {
         self.trail.push(event);
     }
 
-    /// Writes the events appended in the transaction, then commits it.
+    /// Writes the events appended in the transaction, then commits it; a durable one
+    /// returns once it is on disk.
     ///
     /// # Errors
-    /// When the database fails: nothing of the transaction is kept then.
-    pub async fn commit(mut self) -> sqlx::Result<()> {
+    /// When the database fails: nothing of the transaction is kept then. When the log
+    /// could not be flushed, the commit may have been kept in memory only.
+    pub async fn commit(self) -> sqlx::Result<()> {
+        self.commit_unflushed().await?.on_disk().await
+    }
+
+    /// As [`Tx::commit`], returning once the commit is written but perhaps not yet on
+    /// disk: [`OnDisk::on_disk`] then waits for that, so that the caller can go on
+    /// meanwhile (the intake begins its next batch). Nothing may leave the process on
+    /// the strength of the commit before it.
+    ///
+    /// # Errors
+    /// As [`Tx::commit`].
+    pub async fn commit_unflushed(mut self) -> sqlx::Result<OnDisk> {
         let events = std::mem::take(&mut self.trail);
         trail::write(&mut self.inner, &events).await?;
-        self.inner.commit().await
+        let Some((flusher, how)) = self.commit.take() else {
+            self.inner.commit().await?;
+            return Ok(OnDisk(None));
+        };
+        let committing = flusher.number(how == Commit::Shared);
+        let committed = self.inner.commit().await;
+        let number = committing.written();
+        committed?;
+        Ok(OnDisk(
+            (how != Commit::Relaxed).then_some((flusher, number)),
+        ))
     }
 
     /// Rolls the transaction back, with its events.
@@ -63,6 +104,24 @@ impl<'c> Tx<'c> {
     /// When the database fails.
     pub async fn rollback(self) -> sqlx::Result<()> {
         self.inner.rollback().await
+    }
+}
+
+/// A commit that is written, and on disk once [`OnDisk::on_disk`] returns.
+#[derive(Debug)]
+#[must_use = "a durable commit is on disk only once `on_disk` returns"]
+pub struct OnDisk(Option<(Arc<Flusher>, u64)>);
+
+impl OnDisk {
+    /// Waits until the commit is on disk.
+    ///
+    /// # Errors
+    /// When SQLite's log could not be flushed: the commit may be lost in a power cut.
+    pub async fn on_disk(self) -> sqlx::Result<()> {
+        match self.0 {
+            Some((flusher, number)) => flusher.on_disk(number).await.map_err(sqlx::Error::Io),
+            None => Ok(()),
+        }
     }
 }
 
@@ -116,13 +175,15 @@ pub struct Store {
     backend: Backend,
     /// The PostgreSQL URL, for `LISTEN`.
     url: Option<String>,
-    /// Whether the SQLite write connection may be at `synchronous = NORMAL`, as
-    /// [`Store::relaxed`] left it (`false` means certainly `FULL`); any other taker makes
-    /// it durable again first. Nothing takes it with `try_acquire`, which would skip that.
-    relaxed: Arc<AtomicBool>,
     /// The transactions someone is waiting on (see [`foreground`]) that wait for SQLite's
     /// write connection: the others let them go first.
     waiting: Arc<Waiting>,
+    /// SQLite's flushes of durable commits (see [`flush`]).
+    flusher: Option<Arc<Flusher>>,
+    /// Whether SQLite's write connection may be at `synchronous = NORMAL`, as a
+    /// transaction left it (`false` means certainly `FULL`): any other taker makes it
+    /// durable again first. Nothing takes it with `try_acquire`, which would skip that.
+    relaxed: Arc<AtomicBool>,
 }
 
 /// How many [`foreground`] transactions wait for SQLite's write connection, and a
@@ -168,25 +229,17 @@ pub async fn foreground<F: std::future::Future>(work: F) -> F::Output {
 /// steady stream of requests delays the workers' bookkeeping but never stops it.
 pub const BACKGROUND_YIELDS_AT_MOST: Duration = Duration::from_millis(20);
 
-/// Who takes the SQLite write connection, for its `before_acquire` (unset: any other
-/// taker, which gets it at `synchronous = FULL`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Taker {
-    /// [`Store::relaxed`]: marks the connection as possibly relaxed, then relaxes it in
-    /// the statement that begins its transaction.
-    Relaxed,
-    /// [`Store::begin`]: makes the connection durable in the statement that begins its
-    /// transaction, which saves a round trip.
-    DurableBegin,
-}
-
 tokio::task_local! {
-    static TAKER: Taker;
+    /// Set while a transaction ([`Store::begin`], [`Store::relaxed`]) takes SQLite's
+    /// write connection, for its `before_acquire`: the connection is marked as possibly
+    /// relaxed, then set in the statement that begins the transaction. Any other taker
+    /// gets the connection at `synchronous = FULL`.
+    static BEGINNING: ();
 }
 
-/// What begins a transaction on SQLite's write connection, setting its durability in the
-/// same round trip. (Changing `synchronous` expires no prepared statement.)
-const BEGIN_DURABLE: &str = "PRAGMA synchronous = FULL; BEGIN";
+/// What begins a transaction on SQLite's write connection, setting `synchronous = NORMAL`
+/// in the same round trip (changing it expires no prepared statement): a durable
+/// transaction is flushed after its commit (see [`flush`]).
 const BEGIN_RELAXED: &str = "PRAGMA synchronous = NORMAL; BEGIN";
 
 /// Milliseconds since the Unix epoch, the unit of every time column.
@@ -347,43 +400,44 @@ impl Store {
             .after_connect(move |conn, _| {
                 let connected = connected.clone();
                 Box::pin(async move {
-                    // FULL: a commit is on disk before the API answers, even across a
-                    // power cut.
+                    // FULL: a commit is on disk before it returns, even across a power
+                    // cut (a transaction sets its own, see `flush`).
                     conn.execute(
                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                          PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                     )
                     .await?;
-                    connected.store(false, Ordering::SeqCst);
+                    // A new connection skips `before_acquire`: a transaction taking it
+                    // marks it here.
+                    connected.store(BEGINNING.try_with(|()| ()).is_ok(), Ordering::SeqCst);
                     Ok(())
                 })
             })
             // A file on this machine: there is no connection to lose, and a ping would be
             // one more round trip to the connection's thread per use.
             .test_before_acquire(false)
-            // The connection is left at `synchronous = NORMAL` by `relaxed()` until it is
+            // The connection is left at `synchronous = NORMAL` by a transaction until it is
             // taken for anything else, which makes it durable again first (a transaction
             // in the statement that begins it, anything else here).
             .before_acquire(move |conn, _| {
                 let reset = reset.clone();
                 Box::pin(async move {
-                    match TAKER.try_with(|t| *t).ok() {
+                    if BEGINNING.try_with(|()| ()).is_ok() {
                         // Marked before the pragma is sent: a call dropped meanwhile
                         // still leaves the connection to be made durable again.
-                        Some(Taker::Relaxed) => reset.store(true, Ordering::SeqCst),
-                        // Cleared once its `BEGIN_DURABLE` ran (`Store::begin`).
-                        Some(Taker::DurableBegin) => {}
-                        None => {
-                            if reset.load(Ordering::SeqCst) {
-                                conn.execute("PRAGMA synchronous = FULL").await?;
-                                reset.store(false, Ordering::SeqCst);
-                            }
-                        }
+                        reset.store(true, Ordering::SeqCst);
+                    } else if reset.load(Ordering::SeqCst) {
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        reset.store(false, Ordering::SeqCst);
                     }
                     Ok(true)
                 })
             })
             .acquire_timeout(Duration::from_secs(30))
+            // Never closed while the store is open, so that SQLite keeps its log where
+            // the flusher finds it (see `flush`).
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options("rwc")?)
             .await
             .with_context(|| format!("opening the database {}", path.display()))?;
@@ -407,14 +461,23 @@ impl Store {
             .connect_with(options("ro")?)
             .await
             .with_context(|| format!("opening the database {} for reading", path.display()))?;
+        // The file as SQLite names it (links resolved), beside which it keeps its log.
+        let file: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&write)
+                .await
+                .context("reading the database's file name")?;
+        let flusher = Flusher::new(Path::new(&file), write.clone())
+            .context("finding the database's write-ahead log")?;
         Ok(Store {
             relaxed_pool: write.clone(),
             write,
             read,
             backend: Backend::Sqlite,
             url: None,
-            relaxed,
             waiting: Arc::default(),
+            flusher: Some(Arc::new(flusher)),
+            relaxed,
         })
     }
 
@@ -453,8 +516,9 @@ impl Store {
             relaxed_pool,
             backend: Backend::Postgres,
             url: Some(url.to_owned()),
-            relaxed: Arc::new(AtomicBool::new(false)),
             waiting: Arc::default(),
+            flusher: None,
+            relaxed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -490,6 +554,10 @@ impl Store {
             }
             Ok::<_, (&str, sqlx::Error)>(applied.unwrap_or(0))
         };
+        if let Some(failed) = self.flush_failed() {
+            tracing::warn!(error = %failed, "readiness: the database's log cannot be flushed");
+            return Err("the database cannot be written to disk".into());
+        }
         let applied = match tokio::time::timeout(timeout, probe).await {
             Ok(Ok(applied)) => applied,
             Ok(Err((what, e))) => {
@@ -521,28 +589,79 @@ impl Store {
         self.url.as_deref()
     }
 
-    /// Begins a durable write transaction.
+    /// Begins a durable write transaction: its commit returns once it is on disk (on
+    /// SQLite after a flush it shares with the commits beside it, see [`flush`]).
     ///
     /// # Errors
     /// When the database cannot be reached.
     pub async fn begin(&self) -> sqlx::Result<Tx<'static>> {
-        if self.backend != Backend::Sqlite {
+        self.begin_as(Commit::Shared).await
+    }
+
+    /// As [`Store::begin`], for writes only the caller relies on being on disk (a
+    /// worker's record of what it is about to erase, read by its own reruns): nothing
+    /// that leaves the process waits for it (see [`flush`]).
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    pub async fn begin_own(&self) -> sqlx::Result<Tx<'static>> {
+        self.begin_as(Commit::Own).await
+    }
+
+    async fn begin_as(&self, how: Commit) -> sqlx::Result<Tx<'static>> {
+        let Some(flusher) = self.writable()? else {
             return Ok(Tx {
                 inner: self.write.begin().await?,
                 trail: Vec::new(),
+                commit: None,
             });
-        }
+        };
         let _in_line = self.take_turn().await;
-        let inner = TAKER
-            .scope(Taker::DurableBegin, self.write.begin_with(BEGIN_DURABLE))
+        let inner = BEGINNING
+            .scope((), self.relaxed_pool.begin_with(BEGIN_RELAXED))
             .await?;
-        // The one write connection is this transaction's until it ends: nobody else
-        // changes it meanwhile.
-        self.relaxed.store(false, Ordering::SeqCst);
+        // The connection is this transaction's until it ends: nobody else changes it.
+        self.relaxed.store(true, Ordering::SeqCst);
         Ok(Tx {
             inner,
             trail: Vec::new(),
+            commit: Some((flusher, how)),
         })
+    }
+
+    /// Waits until every durable commit made so far (even one still being sent) is on
+    /// disk: before anything leaves the process on the strength of what it read (see
+    /// [`flush`]). At once on PostgreSQL, whose commits are visible once durable.
+    ///
+    /// # Errors
+    /// When SQLite's log could not be flushed.
+    pub async fn on_disk(&self) -> std::io::Result<()> {
+        match &self.flusher {
+            Some(flusher) => flusher.all_on_disk().await,
+            None => Ok(()),
+        }
+    }
+
+    /// As [`Store::on_disk`], relaxed commits included: before evidence is signed, which
+    /// may attest what a relaxed commit recorded (a task's outcome).
+    ///
+    /// # Errors
+    /// When SQLite's log could not be flushed.
+    pub async fn everything_on_disk(&self) -> std::io::Result<()> {
+        match &self.flusher {
+            Some(flusher) => flusher.everything_on_disk().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Why durable commits fail, once SQLite's log could not be flushed (see [`flush`]).
+    pub fn flush_failed(&self) -> Option<String> {
+        self.flusher.as_ref().and_then(|f| f.failed())
+    }
+
+    /// Flushes of SQLite's log made for durable commits (0 on PostgreSQL).
+    pub fn flushes(&self) -> u64 {
+        self.flusher.as_ref().map_or(0, |f| f.flushes())
     }
 
     /// Lends a connection for bookkeeping that may be redone: on SQLite the write
@@ -556,18 +675,36 @@ impl Store {
     /// # Errors
     /// When the database cannot be reached.
     pub async fn relaxed(&self) -> sqlx::Result<Tx<'static>> {
-        let inner = if self.backend == Backend::Sqlite {
-            let _in_line = self.take_turn().await;
-            TAKER
-                .scope(Taker::Relaxed, self.relaxed_pool.begin_with(BEGIN_RELAXED))
-                .await?
-        } else {
-            self.relaxed_pool.begin().await?
+        let Some(flusher) = self.writable()? else {
+            return Ok(Tx {
+                inner: self.relaxed_pool.begin().await?,
+                trail: Vec::new(),
+                commit: None,
+            });
         };
+        let _in_line = self.take_turn().await;
+        let inner = BEGINNING
+            .scope((), self.relaxed_pool.begin_with(BEGIN_RELAXED))
+            .await?;
+        self.relaxed.store(true, Ordering::SeqCst);
         Ok(Tx {
             inner,
             trail: Vec::new(),
+            commit: Some((flusher, Commit::Relaxed)),
         })
+    }
+
+    /// SQLite's flusher, unless a flush failed: then no transaction begins (nothing more
+    /// is committed, nor seen, that might not be on disk; a task's run is not recorded
+    /// as failed, its lease runs out) until oubli is restarted.
+    fn writable(&self) -> sqlx::Result<Option<Arc<Flusher>>> {
+        match &self.flusher {
+            Some(flusher) => match flusher.failed() {
+                Some(failed) => Err(sqlx::Error::Io(std::io::Error::other(failed))),
+                None => Ok(Some(flusher.clone())),
+            },
+            None => Ok(None),
+        }
     }
 
     /// Before a transaction takes SQLite's write connection: a foreground one is counted
@@ -746,5 +883,153 @@ mod tests {
         .await;
         assert_eq!(counted, (true, 2));
         assert_eq!(store.waiting.count.load(Ordering::SeqCst), 1);
+    }
+
+    async fn insert(mut tx: Tx<'static>) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO flushed (at) VALUES ($1)")
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    fn flushed_upto(store: &Store) -> u64 {
+        store.flusher.as_ref().unwrap().flushed_upto()
+    }
+
+    /// On SQLite a durable transaction runs at `NORMAL` and its commit returns once a
+    /// flush that covers it has ended, one flush covers the commits written before it,
+    /// a relaxed one waits for none (but evidence waits for
+    /// it), the barrier before what leaves the process waits for durable commits but not
+    /// for those only their caller relies on, and a direct write after them is back at
+    /// `synchronous = FULL`. The database is opened through a link: the log
+    /// flushed is the one SQLite writes, beside the linked file.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn durable_commits_return_once_a_flush_covers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("real/oubli.db"),
+            dir.path().join("linked.db"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("real/oubli.db"), b"").unwrap();
+        let store = Store::open_sqlite(&dir.path().join("linked.db"))
+            .await
+            .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("CREATE TABLE flushed (at BIGINT)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // A durable transaction runs at NORMAL: its flush comes after its commit.
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 1);
+        tx.commit().await.unwrap();
+        assert!(dir.path().join("real/oubli.db-wal").exists());
+        assert!(!dir.path().join("linked.db-wal").exists());
+        let (flushes, upto) = (store.flushes(), flushed_upto(&store));
+        assert!(flushes >= 1 && upto >= 1, "{flushes} {upto}");
+
+        // Sixteen at once: each returns covered.
+        let commits: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let tx = store.begin().await?;
+                    insert(tx).await
+                })
+            })
+            .collect();
+        for commit in commits {
+            commit.await.unwrap().unwrap();
+        }
+        let numbered = store.flusher.as_ref().unwrap().numbered();
+        assert_eq!(flushed_upto(&store), numbered);
+
+        // A relaxed commit: no flush of its own, nor for `on_disk`; evidence waits for it.
+        let flushes = store.flushes();
+        insert(store.relaxed().await.unwrap()).await.unwrap();
+        store.on_disk().await.unwrap();
+        assert_eq!(store.flushes(), flushes);
+        assert!(flushed_upto(&store) < store.flusher.as_ref().unwrap().numbered());
+        store.everything_on_disk().await.unwrap();
+        assert_eq!(store.flushes(), flushes + 1);
+
+        // A commit only its caller relies on: flushed for it, not for the barriers.
+        insert(store.begin_own().await.unwrap()).await.unwrap();
+        assert_eq!(store.flushes(), flushes + 2);
+        let mut tx = store.begin_own().await.unwrap();
+        sqlx::query("INSERT INTO flushed (at) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let written = tx.commit_unflushed().await.unwrap();
+        store.on_disk().await.unwrap();
+        assert_eq!(store.flushes(), flushes + 2);
+        // A durable commit written, then flushed when asked.
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO flushed (at) VALUES (2)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let durable = tx.commit_unflushed().await.unwrap();
+        assert!(flushed_upto(&store) < store.flusher.as_ref().unwrap().numbered());
+        store.on_disk().await.unwrap();
+        assert_eq!(store.flushes(), flushes + 3);
+        written.on_disk().await.unwrap();
+        durable.on_disk().await.unwrap();
+        assert_eq!(
+            store.flushes(),
+            flushes + 3,
+            "both covered by the last flush"
+        );
+
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.write)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL for a direct write");
+
+        // A new write connection first taken by a transaction is made FULL again for
+        // the next direct write too.
+        store.write.acquire().await.unwrap().close().await.unwrap();
+        insert(store.relaxed().await.unwrap()).await.unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.write)
+            .await
+            .unwrap();
+        assert_eq!(
+            synchronous, 2,
+            "FULL for a direct write on a new connection"
+        );
+    }
+
+    /// A log that cannot be flushed (here gone from its folder) fails every durable
+    /// commit from then on, and readiness, rather than saying anything is on disk.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_log_that_cannot_be_flushed_fails_durable_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oubli.db");
+        let store = Store::open_sqlite(&path).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("CREATE TABLE flushed (at BIGINT)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        std::fs::remove_file(dir.path().join("oubli.db-wal")).unwrap();
+        let failed = insert(store.begin().await.unwrap()).await.unwrap_err();
+        assert!(failed.to_string().contains("restart oubli"), "{failed}");
+        assert!(store.flush_failed().is_some());
+        assert!(store.on_disk().await.is_err());
+        assert!(store.readiness(Duration::from_secs(5)).await.is_err());
+        // And stays failed, though a later flush might not see the error again: no
+        // transaction begins, relaxed or not.
+        assert!(store.begin().await.is_err());
+        assert!(store.relaxed().await.is_err());
     }
 }
