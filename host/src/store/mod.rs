@@ -610,8 +610,12 @@ impl Store {
 
     async fn begin_as(&self, how: Commit) -> sqlx::Result<Tx<'static>> {
         let Some(flusher) = self.writable()? else {
+            let pool = match how {
+                Commit::Relaxed => &self.relaxed_pool,
+                Commit::Shared | Commit::Own => &self.write,
+            };
             return Ok(Tx {
-                inner: self.write.begin().await?,
+                inner: pool.begin().await?,
                 trail: Vec::new(),
                 commit: None,
             });
@@ -675,23 +679,7 @@ impl Store {
     /// # Errors
     /// When the database cannot be reached.
     pub async fn relaxed(&self) -> sqlx::Result<Tx<'static>> {
-        let Some(flusher) = self.writable()? else {
-            return Ok(Tx {
-                inner: self.relaxed_pool.begin().await?,
-                trail: Vec::new(),
-                commit: None,
-            });
-        };
-        let _in_line = self.take_turn().await;
-        let inner = BEGINNING
-            .scope((), self.relaxed_pool.begin_with(BEGIN_RELAXED))
-            .await?;
-        self.relaxed.store(true, Ordering::SeqCst);
-        Ok(Tx {
-            inner,
-            trail: Vec::new(),
-            commit: Some((flusher, Commit::Relaxed)),
-        })
+        self.begin_as(Commit::Relaxed).await
     }
 
     /// SQLite's flusher, unless a flush failed: then no transaction begins (nothing more
