@@ -107,6 +107,12 @@ impl<'c> Tx<'c> {
     }
 }
 
+/// Marks an API answer built only from what its handler read before its own durable
+/// commit, which is on disk: that commit's flush covers everything the answer tells of,
+/// so the answer need not wait for the durable commits made since (see [`flush`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Covered;
+
 /// A commit that is written, and on disk once [`OnDisk::on_disk`] returns.
 #[derive(Debug)]
 #[must_use = "a durable commit is on disk only once `on_disk` returns"]

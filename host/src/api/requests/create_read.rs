@@ -238,11 +238,14 @@ pub async fn create(
                 first.id
             ),
         )),
+        // Both answers tell only of what was read before the intake's commit, which is
+        // on disk now (`store::Covered`).
         Accepted::Replayed(first) => {
             let mut response = Json(first).into_response();
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response.extensions_mut().insert(crate::store::Covered);
             Ok(response)
         }
         Accepted::Created(request) => {
@@ -252,7 +255,9 @@ pub async fn create(
             if auto_approve {
                 app.tasks_ready.notify_waiters();
             }
-            Ok(created(request).into_response())
+            let mut response = created(request).into_response();
+            response.extensions_mut().insert(crate::store::Covered);
+            Ok(response)
         }
     }
 }

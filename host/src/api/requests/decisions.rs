@@ -81,7 +81,7 @@ pub async fn approve(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Request>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     require(&caller, &[Role::Controller, Role::Admin])?;
     let request = visible(&app, &caller, &id).await?;
     let mut tx = app.store.begin().await?;
@@ -91,11 +91,16 @@ pub async fn approve(
     lifecycle::approve(&mut tx, &current, &caller.actor(), app.config.max_attempts)
         .await?
         .map_err(ApiError::from)?;
+    // Read in the step's transaction, so that the answer is the state this step made and
+    // tells of nothing but what its commit put on disk (`store::Covered`).
+    let approved = requests::get_in(&mut tx, &app.keys.sealer, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?;
     tx.commit().await?;
-    // Read before the workers are woken, so that the answer is the state this step made.
-    let request = reread(&app, &id).await;
     app.tasks_ready.notify_waiters();
-    request
+    let mut answer = axum::response::IntoResponse::into_response(Json(approved));
+    answer.extensions_mut().insert(crate::store::Covered);
+    Ok(answer)
 }
 
 /// Reject a forwarded request (its controller, or an admin), with a reason.
