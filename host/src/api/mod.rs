@@ -37,7 +37,8 @@ pub const MAX_JSON_BODY: usize = 256 << 10;
 pub const MAX_PLUGIN_BODY: usize = 64 << 20;
 
 /// Sends `next`'s answer once every durable commit made so far is on disk (at once when
-/// none waits to be flushed).
+/// none waits to be flushed), unless the answer is marked [`crate::store::Covered`] (its
+/// handler's own commit is on disk and covers all it tells of), or is a probe's.
 async fn on_disk(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
     request: Request,
@@ -96,7 +97,8 @@ pub fn router(app: Arc<App>) -> Router {
             },
         ))
         // No answer tells of what a power cut could still undo: it waits until every
-        // durable commit made so far is on disk (see `store::flush`).
+        // durable commit made so far is on disk, or is covered by its handler's own
+        // (see `store::flush`, `store::Covered`).
         .layer(axum::middleware::from_fn_with_state(app.clone(), on_disk))
         // Every answer, JSON or a page (the certificate and package pages under /v1 too),
         // carries the pages' security headers.

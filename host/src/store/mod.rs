@@ -109,7 +109,9 @@ impl<'c> Tx<'c> {
 
 /// Marks an API answer built only from what its handler read before its own durable
 /// commit, which is on disk: that commit's flush covers everything the answer tells of,
-/// so the answer need not wait for the durable commits made since (see [`flush`]).
+/// so the answer need not wait for the durable commits made since (see [`flush`]). A
+/// handler may mark its answer only when both hold: nothing in it was read after that
+/// commit, and the commit's `on_disk` has returned (a plain [`Tx::commit`] waits for it).
 #[derive(Debug, Clone, Copy)]
 pub struct Covered;
 

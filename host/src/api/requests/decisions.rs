@@ -92,7 +92,8 @@ pub async fn approve(
         .await?
         .map_err(ApiError::from)?;
     // Read in the step's transaction, so that the answer is the state this step made and
-    // tells of nothing but what its commit put on disk (`store::Covered`).
+    // everything it tells of was read before its commit, whose flush covers it
+    // (`store::Covered`).
     let approved = requests::get_in(&mut tx, &app.keys.sealer, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no request {id:?}")))?;
