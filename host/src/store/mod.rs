@@ -889,6 +889,16 @@ mod tests {
         tx.commit().await
     }
 
+    /// Inserts a row and commits, without waiting for the flush.
+    async fn unflushed(mut tx: Tx<'static>) -> OnDisk {
+        sqlx::query("INSERT INTO flushed (at) VALUES ($1)")
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit_unflushed().await.unwrap()
+    }
+
     fn flushed_upto(store: &Store) -> u64 {
         store.flusher.as_ref().unwrap().flushed_upto()
     }
@@ -958,21 +968,11 @@ mod tests {
         // A commit only its caller relies on: flushed for it, not for the barriers.
         insert(store.begin_own().await.unwrap()).await.unwrap();
         assert_eq!(store.flushes(), flushes + 2);
-        let mut tx = store.begin_own().await.unwrap();
-        sqlx::query("INSERT INTO flushed (at) VALUES (1)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        let written = tx.commit_unflushed().await.unwrap();
+        let written = unflushed(store.begin_own().await.unwrap()).await;
         store.on_disk().await.unwrap();
         assert_eq!(store.flushes(), flushes + 2);
         // A durable commit written, then flushed when asked.
-        let mut tx = store.begin().await.unwrap();
-        sqlx::query("INSERT INTO flushed (at) VALUES (2)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        let durable = tx.commit_unflushed().await.unwrap();
+        let durable = unflushed(store.begin().await.unwrap()).await;
         assert!(flushed_upto(&store) < store.flusher.as_ref().unwrap().numbered());
         store.on_disk().await.unwrap();
         assert_eq!(store.flushes(), flushes + 3);
