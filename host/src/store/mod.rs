@@ -1004,6 +1004,47 @@ mod tests {
         );
     }
 
+    /// A commit given up while its `COMMIT` was being sent (its caller went away) keeps
+    /// no barrier waiting: it is marked written once the connection served a statement
+    /// after it, and then flushed like any other.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_commit_given_up_midway_keeps_no_barrier_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("oubli.db"))
+            .await
+            .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("CREATE TABLE flushed (at BIGINT)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let flusher = store.flusher.clone().unwrap();
+        let before = flusher.numbered();
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO flushed (at) VALUES (7)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let mut commit = Box::pin(tx.commit());
+        // Polled once at a time until its commit is numbered (sent), then given up.
+        let mut pending = true;
+        while pending && flusher.numbered() == before {
+            pending = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(commit.as_mut().poll(cx).is_pending())
+            })
+            .await;
+        }
+        assert!(pending, "the commit was given up before it returned");
+        assert_eq!(flusher.numbered(), before + 1);
+        drop(commit);
+        tokio::time::timeout(Duration::from_secs(30), store.everything_on_disk())
+            .await
+            .expect("a given-up commit does not keep the barrier waiting")
+            .unwrap();
+        assert!(flushed_upto(&store) > before);
+    }
+
     /// A log that cannot be flushed (here gone from its folder) fails every durable
     /// commit from then on, and readiness, rather than saying anything is on disk.
     #[tokio::test(flavor = "multi_thread")]
