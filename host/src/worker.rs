@@ -842,17 +842,6 @@ pub async fn run(app: Arc<App>, owner: String, mut shutdown: tokio::sync::watch:
             permit = idle.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = shutdown.changed() => continue,
         };
-        // The store cannot write to disk: nothing is claimed (a task run now would only
-        // fail) until oubli is started again; readiness says so.
-        if let Some(failed) = app.store.flush_failed() {
-            tracing::error!(error = failed, "the workers claim no task");
-            drop(permit);
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(30)) => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
         let mut permits = vec![permit];
         while let Ok(more) = idle.clone().try_acquire_owned() {
             permits.push(more);

@@ -359,9 +359,7 @@ pub async fn send_due(
                         &config.base_url(),
                     )
                 };
-                // Nothing is told of what a power cut could still undo (`store::flush`).
-                store.on_disk().await?;
-                match send(mailer, smtp, address, text, None).await {
+                match send(store, mailer, smtp, address, text, None).await {
                     Ok(()) => Sent,
                     Err(e) => Retry(e),
                 }
@@ -389,13 +387,20 @@ struct Attachment {
     content: String,
 }
 
+/// Sends a message, once nothing it tells of can be undone by a power cut (see
+/// `store::flush`).
 async fn send(
+    store: &Store,
     mailer: &AsyncSmtpTransport<Tokio1Executor>,
     smtp: &Smtp,
     address: &str,
     (subject, body): (String, String),
     attachment: Option<Attachment>,
 ) -> Result<(), String> {
+    store
+        .on_disk()
+        .await
+        .map_err(|e| format!("the service database cannot be written to disk: {e}"))?;
     let to: Mailbox = address
         .parse()
         .map_err(|e| format!("the recipient's address is not an e-mail address: {e}"))?;
@@ -468,8 +473,7 @@ async fn report_mail(
         media_type: "application/json",
         content: serde_json::to_string_pretty(&signed)?,
     };
-    store.on_disk().await?;
-    let outcome = match send(mailer, smtp, &address, text, Some(attachment)).await {
+    let outcome = match send(store, mailer, smtp, &address, text, Some(attachment)).await {
         Ok(()) => Sent,
         Err(e) => Retry(e),
     };

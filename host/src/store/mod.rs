@@ -667,11 +667,12 @@ impl Store {
     }
 
     /// Why durable commits fail, once SQLite's log could not be flushed (see [`flush`]).
-    pub fn flush_failed(&self) -> Option<String> {
+    fn flush_failed(&self) -> Option<String> {
         self.flusher.as_ref().and_then(|f| f.failed())
     }
 
     /// Flushes of SQLite's log made for durable commits (0 on PostgreSQL).
+    #[cfg(test)]
     pub fn flushes(&self) -> u64 {
         self.flusher.as_ref().map_or(0, |f| f.flushes())
     }
@@ -881,6 +882,18 @@ mod tests {
         assert_eq!(store.waiting.count.load(Ordering::SeqCst), 1);
     }
 
+    /// The store at `path`, with a table `flushed` to write rows in.
+    async fn with_table(path: &Path) -> Store {
+        let store = Store::open_sqlite(path).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("CREATE TABLE flushed (at BIGINT)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        store
+    }
+
     async fn insert(mut tx: Tx<'static>) -> sqlx::Result<()> {
         sqlx::query("INSERT INTO flushed (at) VALUES ($1)")
             .bind(now_ms())
@@ -920,15 +933,9 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("real/oubli.db"), b"").unwrap();
-        let store = Store::open_sqlite(&dir.path().join("linked.db"))
-            .await
-            .unwrap();
-        let mut tx = store.begin().await.unwrap();
-        sqlx::query("CREATE TABLE flushed (at BIGINT)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        let store = with_table(&dir.path().join("linked.db")).await;
         // A durable transaction runs at NORMAL: its flush comes after its commit.
+        let mut tx = store.begin().await.unwrap();
         let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
             .fetch_one(&mut *tx)
             .await
@@ -1010,15 +1017,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_commit_given_up_midway_keeps_no_barrier_waiting() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("oubli.db"))
-            .await
-            .unwrap();
-        let mut tx = store.begin().await.unwrap();
-        sqlx::query("CREATE TABLE flushed (at BIGINT)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let store = with_table(&dir.path().join("oubli.db")).await;
         let flusher = store.flusher.clone().unwrap();
         let before = flusher.numbered();
         let mut tx = store.begin().await.unwrap();
@@ -1050,14 +1049,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_log_that_cannot_be_flushed_fails_durable_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("oubli.db");
-        let store = Store::open_sqlite(&path).await.unwrap();
-        let mut tx = store.begin().await.unwrap();
-        sqlx::query("CREATE TABLE flushed (at BIGINT)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let store = with_table(&dir.path().join("oubli.db")).await;
         std::fs::remove_file(dir.path().join("oubli.db-wal")).unwrap();
         let failed = insert(store.begin().await.unwrap()).await.unwrap_err();
         assert!(failed.to_string().contains("restart oubli"), "{failed}");
