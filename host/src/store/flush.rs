@@ -155,7 +155,7 @@ impl Flusher {
     /// # Errors
     /// As [`Flusher::on_disk`].
     pub async fn all_on_disk(self: &Arc<Self>) -> std::io::Result<()> {
-        self.covered(self.durable.load(Ordering::SeqCst)).await
+        self.on_disk(self.durable.load(Ordering::SeqCst)).await
     }
 
     /// As [`Flusher::all_on_disk`], relaxed commits included: before signing evidence.
@@ -163,20 +163,7 @@ impl Flusher {
     /// # Errors
     /// As [`Flusher::on_disk`].
     pub async fn everything_on_disk(self: &Arc<Self>) -> std::io::Result<()> {
-        self.covered(self.numbered.load(Ordering::SeqCst)).await
-    }
-
-    async fn covered(self: &Arc<Self>, number: u64) -> std::io::Result<()> {
-        {
-            let state = self.flushed.borrow();
-            if let Some(failed) = &state.failed {
-                return Err(std::io::Error::other(failed.clone()));
-            }
-            if state.upto >= number {
-                return Ok(());
-            }
-        }
-        self.on_disk(number).await
+        self.on_disk(self.numbered.load(Ordering::SeqCst)).await
     }
 
     /// Why durable commits fail, once a flush failed.
